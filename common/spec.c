@@ -1,0 +1,571 @@
+#include "spec.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const kind_names[] = {"train", "eval", "predict"};
+static const char *const activation_names[] = {"relu", "sigmoid", "tanh", "leaky_relu"};
+static const char *const output_names[] = {"logits", "softmax", "sigmoid", "linear"};
+static const char *const loss_names[] = {"cross_entropy", "mse"};
+static const char *const optim_names[] = {"gd", "sgd", "adam", "adamw", "rmsprop", "adagrad"};
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+const char *spec_kind_name(enum job_kind kind)
+{
+    return kind_names[kind];
+}
+const char *spec_activation_name(enum activation act)
+{
+    return activation_names[act];
+}
+const char *spec_output_name(enum output_kind out)
+{
+    return output_names[out];
+}
+const char *spec_loss_name(enum loss_kind loss)
+{
+    return loss_names[loss];
+}
+const char *spec_optim_name(enum optim_kind opt)
+{
+    return optim_names[opt];
+}
+
+static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -EINVAL;
+}
+
+static void dataset_defaults(struct spec_dataset *d)
+{
+    memset(d, 0, sizeof *d);
+    strcpy(d->x, "X");
+    strcpy(d->y, "y");
+    d->scale = true;
+}
+
+/* torch.optim's defaults for each optimizer; lr for sgd and gd, which torch
+ * requires, is the seed article's 0.01. */
+static void optimizer_defaults(struct spec_optimizer *o, enum optim_kind name)
+{
+    memset(o, 0, sizeof *o);
+    o->name = name;
+    o->beta1 = 0.9;
+    o->beta2 = 0.999;
+    o->eps = 1e-8;
+    o->alpha = 0.99;
+    switch (name) {
+    case OPT_GD:
+    case OPT_SGD:
+    case OPT_RMSPROP:
+        o->lr = 0.01;
+        break;
+    case OPT_ADAM:
+        o->lr = 0.001;
+        break;
+    case OPT_ADAMW:
+        o->lr = 0.001;
+        o->weight_decay = 0.01;
+        break;
+    case OPT_ADAGRAD:
+        o->lr = 0.01;
+        o->eps = 1e-10;
+        break;
+    }
+}
+
+void spec_defaults(struct mlq_spec *spec)
+{
+    memset(spec, 0, sizeof *spec);
+    spec->kind = JOB_TRAIN;
+    dataset_defaults(&spec->dataset);
+    dataset_defaults(&spec->validation);
+    static const int seed_mlp[] = {784, 128, 64, 10};
+    spec->n_layers = 3;
+    memcpy(spec->layers, seed_mlp, sizeof seed_mlp);
+    spec->activation = ACT_RELU;
+    spec->leaky_slope = 0.01;
+    spec->output = OUT_LOGITS;
+    spec->loss = LOSS_CROSS_ENTROPY;
+    optimizer_defaults(&spec->optimizer, OPT_SGD);
+    spec->batch_size = 64;
+    spec->epochs = 10;
+    spec->seed = 42;
+    spec->checkpoint_every = 1;
+    spec->shuffle = true;
+    strcpy(spec->checkpoint, "last");
+    spec->max_attempts = 3;
+}
+
+/* ---- field readers: each names the field in its message ---- */
+
+static int check_keys(json_t *obj, const char *where, const char *const *allowed, size_t n,
+                      char *err, size_t errlen)
+{
+    const char *key;
+    json_t *value;
+    json_object_foreach(obj, key, value) {
+        size_t i;
+        for (i = 0; i < n; i++)
+            if (strcmp(key, allowed[i]) == 0)
+                break;
+        if (i == n)
+            return fail(err, errlen, "%s%s%s: unknown field", where, *where ? "." : "", key);
+    }
+    return 0;
+}
+
+static int get_string(json_t *obj, const char *key, const char *where, char *dst, size_t cap,
+                      char *err, size_t errlen)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v)
+        return 0;
+    if (!json_is_string(v))
+        return fail(err, errlen, "%s%s: must be a string", where, key);
+    if (json_string_length(v) >= cap)
+        return fail(err, errlen, "%s%s: longer than %zu characters", where, key, cap - 1);
+    if (strlen(json_string_value(v)) != json_string_length(v))
+        return fail(err, errlen, "%s%s: contains a NUL character", where, key);
+    memcpy(dst, json_string_value(v), json_string_length(v) + 1);
+    return 0;
+}
+
+static int get_number(json_t *obj, const char *key, const char *where, double *dst, char *err,
+                      size_t errlen)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v)
+        return 0;
+    if (!json_is_number(v))
+        return fail(err, errlen, "%s%s: must be a number", where, key);
+    double d = json_number_value(v);
+    if (!isfinite(d))
+        return fail(err, errlen, "%s%s: must be finite", where, key);
+    *dst = d;
+    return 0;
+}
+
+static int get_int(json_t *obj, const char *key, const char *where, int64_t lo, int64_t hi,
+                   int64_t *dst, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v)
+        return 0;
+    if (!json_is_integer(v))
+        return fail(err, errlen, "%s%s: must be an integer", where, key);
+    json_int_t i = json_integer_value(v);
+    if (i < lo || i > hi)
+        return fail(err, errlen, "%s%s: must be between %lld and %lld, got %lld", where, key,
+                    (long long)lo, (long long)hi, (long long)i);
+    *dst = i;
+    return 0;
+}
+
+static int get_int32(json_t *obj, const char *key, const char *where, int lo, int hi, int *dst,
+                     char *err, size_t errlen)
+{
+    int64_t v = *dst;
+    int rc = get_int(obj, key, where, lo, hi, &v, err, errlen);
+    *dst = (int)v;
+    return rc;
+}
+
+static int get_bool(json_t *obj, const char *key, const char *where, bool *dst, char *err,
+                    size_t errlen)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v)
+        return 0;
+    if (!json_is_boolean(v))
+        return fail(err, errlen, "%s%s: must be true or false", where, key);
+    *dst = json_is_true(v);
+    return 0;
+}
+
+static int get_enum(json_t *obj, const char *key, const char *where, const char *const *names,
+                    size_t n, int *dst, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v)
+        return 0;
+    if (json_is_string(v)) {
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(json_string_value(v), names[i]) == 0) {
+                *dst = (int)i;
+                return 0;
+            }
+        }
+    }
+    char choices[256] = "";
+    for (size_t i = 0; i < n; i++) {
+        strncat(choices, names[i], sizeof choices - strlen(choices) - 1);
+        if (i + 1 < n)
+            strncat(choices, ", ", sizeof choices - strlen(choices) - 1);
+    }
+    return fail(err, errlen, "%s%s: must be one of %s", where, key, choices);
+}
+
+static int parse_dataset(json_t *v, const char *field, struct spec_dataset *d, char *err,
+                         size_t errlen)
+{
+    static const char *const keys[] = {"path", "x", "y", "scale"};
+    char where[64];
+    snprintf(where, sizeof where, "%s.", field);
+    /* A bare string is the path with default dataset names. */
+    if (json_is_string(v)) {
+        json_t *wrap = json_pack("{sO}", "path", v);
+        int rc = parse_dataset(wrap, field, d, err, errlen);
+        json_decref(wrap);
+        return rc;
+    }
+    if (!json_is_object(v))
+        return fail(err, errlen, "%s: must be an object or a path", field);
+    int rc = check_keys(v, field, keys, COUNT(keys), err, errlen);
+    if (!rc)
+        rc = get_string(v, "path", where, d->path, sizeof d->path, err, errlen);
+    if (!rc)
+        rc = get_string(v, "x", where, d->x, sizeof d->x, err, errlen);
+    if (!rc)
+        rc = get_string(v, "y", where, d->y, sizeof d->y, err, errlen);
+    if (!rc)
+        rc = get_bool(v, "scale", where, &d->scale, err, errlen);
+    if (!rc && !d->path[0])
+        rc = fail(err, errlen, "%s.path: required", field);
+    if (!rc && (!d->x[0] || !d->y[0]))
+        rc = fail(err, errlen, "%s: dataset names must not be empty", field);
+    return rc;
+}
+
+static int parse_model(json_t *v, struct mlq_spec *s, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"layers", "activation", "output", "leaky_slope"};
+    if (!json_is_object(v))
+        return fail(err, errlen, "model: must be an object");
+    int rc = check_keys(v, "model", keys, COUNT(keys), err, errlen);
+    if (rc)
+        return rc;
+    json_t *layers = json_object_get(v, "layers");
+    if (layers) {
+        if (!json_is_array(layers))
+            return fail(err, errlen, "model.layers: must be an array of layer sizes");
+        size_t n = json_array_size(layers);
+        if (n < 2 || n > SPEC_MAX_LAYERS + 1)
+            return fail(err, errlen,
+                        "model.layers: needs between 2 and %d sizes (inputs, ..., outputs), got %zu",
+                        SPEC_MAX_LAYERS + 1, n);
+        for (size_t i = 0; i < n; i++) {
+            json_t *e = json_array_get(layers, i);
+            if (!json_is_integer(e) || json_integer_value(e) < 1 ||
+                json_integer_value(e) > SPEC_MAX_WIDTH)
+                return fail(err, errlen, "model.layers[%zu]: must be an integer between 1 and %d",
+                            i, SPEC_MAX_WIDTH);
+            s->layers[i] = (int)json_integer_value(e);
+        }
+        s->n_layers = (int)n - 1;
+    }
+    int act = s->activation, out = s->output;
+    rc = get_enum(v, "activation", "model.", activation_names, COUNT(activation_names), &act, err,
+                  errlen);
+    if (!rc)
+        rc = get_enum(v, "output", "model.", output_names, COUNT(output_names), &out, err, errlen);
+    if (!rc)
+        rc = get_number(v, "leaky_slope", "model.", &s->leaky_slope, err, errlen);
+    s->activation = act;
+    s->output = out;
+    return rc;
+}
+
+static int parse_optimizer(json_t *v, struct spec_optimizer *o, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"name",  "lr",    "momentum",     "dampening",
+                                       "nesterov", "betas", "eps",       "weight_decay",
+                                       "alpha", "lr_decay", "initial_accumulator_value"};
+    /* A bare string names the optimizer with its defaults. */
+    if (json_is_string(v)) {
+        json_t *wrap = json_pack("{sO}", "name", v);
+        int rc = parse_optimizer(wrap, o, err, errlen);
+        json_decref(wrap);
+        return rc;
+    }
+    if (!json_is_object(v))
+        return fail(err, errlen, "optimizer: must be an object or a name");
+    int rc = check_keys(v, "optimizer", keys, COUNT(keys), err, errlen);
+    if (rc)
+        return rc;
+    int name = o->name;
+    rc = get_enum(v, "name", "optimizer.", optim_names, COUNT(optim_names), &name, err, errlen);
+    if (rc)
+        return rc;
+    /* Defaults depend on the optimizer, so they are set before the fields. */
+    if (json_object_get(v, "name"))
+        optimizer_defaults(o, name);
+    const char *w = "optimizer.";
+    if (!rc)
+        rc = get_number(v, "lr", w, &o->lr, err, errlen);
+    if (!rc)
+        rc = get_number(v, "momentum", w, &o->momentum, err, errlen);
+    if (!rc)
+        rc = get_number(v, "dampening", w, &o->dampening, err, errlen);
+    if (!rc)
+        rc = get_bool(v, "nesterov", w, &o->nesterov, err, errlen);
+    if (!rc)
+        rc = get_number(v, "eps", w, &o->eps, err, errlen);
+    if (!rc)
+        rc = get_number(v, "weight_decay", w, &o->weight_decay, err, errlen);
+    if (!rc)
+        rc = get_number(v, "alpha", w, &o->alpha, err, errlen);
+    if (!rc)
+        rc = get_number(v, "lr_decay", w, &o->lr_decay, err, errlen);
+    if (!rc)
+        rc = get_number(v, "initial_accumulator_value", w, &o->initial_accumulator, err, errlen);
+    json_t *betas = json_object_get(v, "betas");
+    if (!rc && betas) {
+        if (!json_is_array(betas) || json_array_size(betas) != 2 ||
+            !json_is_number(json_array_get(betas, 0)) || !json_is_number(json_array_get(betas, 1)))
+            return fail(err, errlen, "optimizer.betas: must be two numbers, e.g. [0.9, 0.999]");
+        o->beta1 = json_number_value(json_array_get(betas, 0));
+        o->beta2 = json_number_value(json_array_get(betas, 1));
+    }
+    return rc;
+}
+
+static int parse_regularization(json_t *v, struct mlq_spec *s, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"l1", "l2"};
+    if (!json_is_object(v))
+        return fail(err, errlen, "regularization: must be an object");
+    int rc = check_keys(v, "regularization", keys, COUNT(keys), err, errlen);
+    if (!rc)
+        rc = get_number(v, "l1", "regularization.", &s->l1, err, errlen);
+    if (!rc)
+        rc = get_number(v, "l2", "regularization.", &s->l2, err, errlen);
+    return rc;
+}
+
+int spec_from_json(json_t *doc, struct mlq_spec *s, char *err, size_t errlen)
+{
+    static const char *const keys[] = {
+        "kind",       "name",    "dataset",  "validation", "validation_split", "model",
+        "loss",       "optimizer", "regularization", "batch_size", "epochs", "seed",
+        "threads",    "checkpoint_every", "shuffle", "memory_budget_mb", "run", "checkpoint",
+        "input",      "output",  "priority", "max_attempts"};
+    spec_defaults(s);
+    if (!json_is_object(doc))
+        return fail(err, errlen, "spec: must be a JSON object");
+    int rc = check_keys(doc, "", keys, COUNT(keys), err, errlen);
+    if (rc)
+        return rc;
+
+    int kind = s->kind, loss = s->loss;
+    rc = get_enum(doc, "kind", "", kind_names, COUNT(kind_names), &kind, err, errlen);
+    s->kind = kind;
+    if (!rc)
+        rc = get_string(doc, "name", "", s->name, sizeof s->name, err, errlen);
+
+    json_t *v;
+    if (!rc && (v = json_object_get(doc, "dataset")))
+        rc = parse_dataset(v, "dataset", &s->dataset, err, errlen);
+    /* predict names its inputs "input"; it is the same kind of object. */
+    if (!rc && (v = json_object_get(doc, "input"))) {
+        if (json_object_get(doc, "dataset"))
+            return fail(err, errlen, "input: give either dataset or input, not both");
+        rc = parse_dataset(v, "input", &s->dataset, err, errlen);
+    }
+    if (!rc && (v = json_object_get(doc, "validation")) && !json_is_null(v)) {
+        rc = parse_dataset(v, "validation", &s->validation, err, errlen);
+        s->has_validation = true;
+    }
+    if (!rc)
+        rc = get_number(doc, "validation_split", "", &s->validation_split, err, errlen);
+    if (!rc && (v = json_object_get(doc, "model")))
+        rc = parse_model(v, s, err, errlen);
+    if (!rc)
+        rc = get_enum(doc, "loss", "", loss_names, COUNT(loss_names), &loss, err, errlen);
+    s->loss = loss;
+    if (!rc && (v = json_object_get(doc, "optimizer")))
+        rc = parse_optimizer(v, &s->optimizer, err, errlen);
+    if (!rc && (v = json_object_get(doc, "regularization")))
+        rc = parse_regularization(v, s, err, errlen);
+    if (!rc)
+        rc = get_int32(doc, "batch_size", "", 1, 1 << 24, &s->batch_size, err, errlen);
+    if (!rc)
+        rc = get_int32(doc, "epochs", "", 1, 1000000, &s->epochs, err, errlen);
+    int64_t seed = (int64_t)s->seed;
+    if (!rc)
+        rc = get_int(doc, "seed", "", 0, INT64_MAX, &seed, err, errlen);
+    s->seed = (uint64_t)seed;
+    if (!rc)
+        rc = get_int32(doc, "threads", "", 0, 256, &s->threads, err, errlen);
+    if (!rc)
+        rc = get_int32(doc, "checkpoint_every", "", 0, 1000000, &s->checkpoint_every, err, errlen);
+    if (!rc)
+        rc = get_bool(doc, "shuffle", "", &s->shuffle, err, errlen);
+    if (!rc)
+        rc = get_int(doc, "memory_budget_mb", "", 0, INT64_C(1) << 40, &s->memory_budget_mb, err,
+                     errlen);
+    if (!rc)
+        rc = get_int(doc, "run", "", 1, INT64_MAX, &s->run, err, errlen);
+    if (!rc && (v = json_object_get(doc, "checkpoint"))) {
+        if (json_is_integer(v) && json_integer_value(v) >= 0)
+            snprintf(s->checkpoint, sizeof s->checkpoint, "%lld", (long long)json_integer_value(v));
+        else
+            rc = get_string(doc, "checkpoint", "", s->checkpoint, sizeof s->checkpoint, err,
+                            errlen);
+    }
+    if (!rc)
+        rc = get_string(doc, "output", "", s->output_path, sizeof s->output_path, err, errlen);
+    if (!rc)
+        rc = get_int32(doc, "priority", "", -1000000, 1000000, &s->priority, err, errlen);
+    if (!rc)
+        rc = get_int32(doc, "max_attempts", "", 1, 1000, &s->max_attempts, err, errlen);
+    if (!rc)
+        rc = spec_validate(s, err, errlen);
+    return rc;
+}
+
+int spec_validate(const struct mlq_spec *s, char *err, size_t errlen)
+{
+    if (!s->dataset.path[0])
+        return fail(err, errlen, s->kind == JOB_PREDICT ? "input.path: required"
+                                                        : "dataset.path: required");
+    if (s->kind == JOB_TRAIN) {
+        if (s->loss == LOSS_CROSS_ENTROPY && s->layers[s->n_layers] < 2)
+            return fail(err, errlen,
+                        "model.layers: cross_entropy needs at least 2 outputs (classes)");
+        if (s->loss == LOSS_CROSS_ENTROPY && (s->output == OUT_SIGMOID || s->output == OUT_LINEAR))
+            return fail(err, errlen,
+                        "model.output: cross_entropy takes \"logits\" or \"softmax\" outputs");
+        if (s->loss == LOSS_MSE && s->output == OUT_SOFTMAX)
+            return fail(err, errlen, "model.output: mse takes \"linear\", \"logits\" or \"sigmoid\"");
+        const struct spec_optimizer *o = &s->optimizer;
+        if (!(o->lr > 0))
+            return fail(err, errlen, "optimizer.lr: must be positive");
+        if (o->momentum < 0 || o->dampening < 0 || o->weight_decay < 0 || o->eps < 0)
+            return fail(err, errlen,
+                        "optimizer: momentum, dampening, weight_decay and eps must be >= 0");
+        if (o->nesterov && (o->momentum <= 0 || o->dampening != 0))
+            return fail(err, errlen,
+                        "optimizer.nesterov: needs a positive momentum and zero dampening");
+        if (o->beta1 < 0 || o->beta1 >= 1 || o->beta2 < 0 || o->beta2 >= 1)
+            return fail(err, errlen, "optimizer.betas: each must be in [0, 1)");
+        if (o->alpha < 0 || o->alpha >= 1 + 1e-12)
+            return fail(err, errlen, "optimizer.alpha: must be in [0, 1]");
+        if (s->l1 < 0 || s->l2 < 0)
+            return fail(err, errlen, "regularization: l1 and l2 must be >= 0");
+        if (s->validation_split < 0 || s->validation_split >= 1)
+            return fail(err, errlen, "validation_split: must be in [0, 1)");
+        if (s->has_validation && s->validation_split > 0)
+            return fail(err, errlen, "validation_split: give either validation or validation_split");
+        if (s->leaky_slope < 0)
+            return fail(err, errlen, "model.leaky_slope: must be >= 0");
+    } else {
+        if (s->run <= 0)
+            return fail(err, errlen, "run: required for %s jobs (the train job to use)",
+                        spec_kind_name(s->kind));
+        const char *c = s->checkpoint;
+        if (strcmp(c, "last") != 0 && strcmp(c, "best") != 0) {
+            char *end;
+            errno = 0;
+            long long n = strtoll(c, &end, 10);
+            if (errno || *end || end == c || n < 0)
+                return fail(err, errlen, "checkpoint: must be \"last\", \"best\" or an epoch");
+        }
+    }
+    if (s->kind == JOB_PREDICT && !s->output_path[0])
+        return fail(err, errlen, "output: required for predict jobs (the HDF5 file to write)");
+    return 0;
+}
+
+int spec_parse(const char *text, struct mlq_spec *spec, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *doc = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+    if (!doc) {
+        spec_defaults(spec);
+        return fail(err, errlen, "spec: invalid JSON at line %d column %d: %s", jerr.line,
+                    jerr.column, jerr.text);
+    }
+    int rc = spec_from_json(doc, spec, err, errlen);
+    json_decref(doc);
+    return rc;
+}
+
+int spec_load(const char *path, struct mlq_spec *spec, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!doc) {
+        spec_defaults(spec);
+        return fail(err, errlen, "%s: %s (line %d)", path, jerr.text, jerr.line);
+    }
+    char inner[512];
+    int rc = spec_from_json(doc, spec, inner, sizeof inner);
+    json_decref(doc);
+    if (rc)
+        fail(err, errlen, "%s: %s", path, inner);
+    return rc;
+}
+
+static json_t *dataset_to_json(const struct spec_dataset *d)
+{
+    return json_pack("{ss ss ss sb}", "path", d->path, "x", d->x, "y", d->y, "scale", d->scale);
+}
+
+json_t *spec_to_json(const struct mlq_spec *s)
+{
+    json_t *doc = json_object();
+    json_object_set_new(doc, "kind", json_string(spec_kind_name(s->kind)));
+    if (s->name[0])
+        json_object_set_new(doc, "name", json_string(s->name));
+    json_object_set_new(doc, s->kind == JOB_PREDICT ? "input" : "dataset",
+                        dataset_to_json(&s->dataset));
+    json_object_set_new(doc, "priority", json_integer(s->priority));
+    json_object_set_new(doc, "max_attempts", json_integer(s->max_attempts));
+    json_object_set_new(doc, "threads", json_integer(s->threads));
+    json_object_set_new(doc, "memory_budget_mb", json_integer(s->memory_budget_mb));
+    if (s->kind != JOB_TRAIN) {
+        json_object_set_new(doc, "run", json_integer(s->run));
+        json_object_set_new(doc, "checkpoint", json_string(s->checkpoint));
+        if (s->kind == JOB_PREDICT)
+            json_object_set_new(doc, "output", json_string(s->output_path));
+        return doc;
+    }
+    if (s->has_validation)
+        json_object_set_new(doc, "validation", dataset_to_json(&s->validation));
+    else
+        json_object_set_new(doc, "validation_split", json_real(s->validation_split));
+    json_t *layers = json_array();
+    for (int i = 0; i <= s->n_layers; i++)
+        json_array_append_new(layers, json_integer(s->layers[i]));
+    json_object_set_new(doc, "model",
+                        json_pack("{so ss ss sf}", "layers", layers, "activation",
+                                  spec_activation_name(s->activation), "output",
+                                  spec_output_name(s->output), "leaky_slope", s->leaky_slope));
+    json_object_set_new(doc, "loss", json_string(spec_loss_name(s->loss)));
+    const struct spec_optimizer *o = &s->optimizer;
+    json_object_set_new(
+        doc, "optimizer",
+        json_pack("{ss sf sf sf sb s[ff] sf sf sf sf sf}", "name", spec_optim_name(o->name), "lr",
+                  o->lr, "momentum", o->momentum, "dampening", o->dampening, "nesterov",
+                  o->nesterov, "betas", o->beta1, o->beta2, "eps", o->eps, "weight_decay",
+                  o->weight_decay, "alpha", o->alpha, "lr_decay", o->lr_decay,
+                  "initial_accumulator_value", o->initial_accumulator));
+    json_object_set_new(doc, "regularization", json_pack("{sf sf}", "l1", s->l1, "l2", s->l2));
+    json_object_set_new(doc, "batch_size", json_integer(s->batch_size));
+    json_object_set_new(doc, "epochs", json_integer(s->epochs));
+    json_object_set_new(doc, "seed", json_integer((json_int_t)s->seed));
+    json_object_set_new(doc, "checkpoint_every", json_integer(s->checkpoint_every));
+    json_object_set_new(doc, "shuffle", json_boolean(s->shuffle));
+    return doc;
+}

@@ -1,0 +1,110 @@
+/* The job spec: one JSON document that describes a train, eval or predict
+ * job. Parsed and validated here and nowhere else; the cli validates before it
+ * sends, the broker before it queues, the trainer before it runs.
+ * The format is documented in docs/spec.md. */
+#ifndef MLQ_SPEC_H
+#define MLQ_SPEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#define SPEC_MAX_LAYERS 32    /* dense layers, so layer sizes hold one more */
+#define SPEC_MAX_WIDTH 65536  /* units in one layer */
+#define SPEC_PATH_MAX 1024
+#define SPEC_NAME_MAX 128
+
+enum job_kind { JOB_TRAIN, JOB_EVAL, JOB_PREDICT };
+enum activation { ACT_RELU, ACT_SIGMOID, ACT_TANH, ACT_LEAKY_RELU };
+/* What the last layer emits. LOGITS and SOFTMAX train identically with
+ * cross-entropy (the loss is fused); they differ in what predict reports. */
+enum output_kind { OUT_LOGITS, OUT_SOFTMAX, OUT_SIGMOID, OUT_LINEAR };
+enum loss_kind { LOSS_CROSS_ENTROPY, LOSS_MSE };
+enum optim_kind { OPT_GD, OPT_SGD, OPT_ADAM, OPT_ADAMW, OPT_RMSPROP, OPT_ADAGRAD };
+
+struct spec_dataset {
+    char path[SPEC_PATH_MAX];
+    char x[SPEC_NAME_MAX]; /* HDF5 dataset of inputs, default "X" */
+    char y[SPEC_NAME_MAX]; /* HDF5 dataset of targets, default "y" */
+    bool scale;            /* uint8 inputs divided by 255, default true */
+};
+
+/* PyTorch's names and defaults (torch.optim), see docs/spec.md. */
+struct spec_optimizer {
+    enum optim_kind name;
+    double lr;
+    double momentum;  /* sgd, rmsprop */
+    double dampening; /* sgd */
+    bool nesterov;    /* sgd */
+    double beta1, beta2, eps;
+    double weight_decay; /* added to the gradient; decoupled for adamw */
+    double alpha;        /* rmsprop smoothing */
+    double lr_decay;     /* adagrad */
+    double initial_accumulator; /* adagrad */
+};
+
+struct mlq_spec {
+    enum job_kind kind;
+    char name[SPEC_NAME_MAX]; /* optional label shown in run lists */
+
+    /* train and eval: the data; predict: the inputs (y unused). */
+    struct spec_dataset dataset;
+    bool has_validation;
+    struct spec_dataset validation;
+    double validation_split; /* fraction held out of dataset when no validation set */
+
+    /* train */
+    int n_layers;                      /* dense layers */
+    int layers[SPEC_MAX_LAYERS + 1];   /* layer sizes, inputs first */
+    enum activation activation;        /* hidden layers */
+    double leaky_slope;                /* leaky_relu negative slope, default 0.01 */
+    enum output_kind output;
+    enum loss_kind loss;
+    struct spec_optimizer optimizer;
+    double l1, l2; /* penalties on weights (not biases): l1*sum|w| + l2/2*sum w^2 */
+    int batch_size; /* ignored by gd, which steps once per epoch on all data */
+    int epochs;
+    uint64_t seed;
+    int threads;          /* BLAS threads; 0 = the trainer's default */
+    int checkpoint_every; /* epochs between checkpoints; 0 = only the last */
+    bool shuffle;
+    int64_t memory_budget_mb; /* dataset bytes held in memory; 0 = default */
+
+    /* eval and predict */
+    int64_t run;               /* the train job whose checkpoint is used */
+    char checkpoint[32];       /* "last", "best" or an epoch number */
+    char output_path[SPEC_PATH_MAX]; /* predict: HDF5 file written */
+
+    /* queue */
+    int priority;     /* higher first */
+    int max_attempts; /* dispatches before the job fails, default 3 */
+};
+
+const char *spec_kind_name(enum job_kind kind);
+const char *spec_activation_name(enum activation act);
+const char *spec_output_name(enum output_kind out);
+const char *spec_loss_name(enum loss_kind loss);
+const char *spec_optim_name(enum optim_kind opt);
+
+/* Fills *spec with every default (a train job with the seed article's MLP). */
+void spec_defaults(struct mlq_spec *spec);
+
+/* Parses and validates a JSON document. Returns 0, or -EINVAL with a message
+ * naming the offending field in err (e.g. "model.layers[2]: must be between 1
+ * and 65536, got 0"). Unknown keys are errors, so typos do not pass silently. */
+int spec_parse(const char *json_text, struct mlq_spec *spec, char *err, size_t errlen);
+int spec_from_json(json_t *doc, struct mlq_spec *spec, char *err, size_t errlen);
+/* Reads and parses a file; the message names the file. */
+int spec_load(const char *path, struct mlq_spec *spec, char *err, size_t errlen);
+
+/* Checks cross-field rules (kind-specific requirements, ranges). Called by
+ * spec_parse; call it again after changing fields by hand. */
+int spec_validate(const struct mlq_spec *spec, char *err, size_t errlen);
+
+/* The canonical document with every default filled in; caller owns it
+ * (json_decref). Round-trips through spec_from_json. */
+json_t *spec_to_json(const struct mlq_spec *spec);
+
+#endif

@@ -1,0 +1,73 @@
+/* Datasets in HDF5: inputs X and targets y, read in batches.
+ *
+ * X is uint8, float32 or float64, shaped (N, D) or (N, H, W[, C]) and seen
+ * flattened as (N, D). uint8 is scaled to [0, 1] unless the spec says
+ * otherwise. y is integer class ids (N) or float targets (N, K).
+ *
+ * A dataset that fits the memory budget is read once and kept in its stored
+ * dtype (converted to float per batch); a larger one is read in chunks of
+ * rows (hyperslabs), chunk order and order within the buffer shuffled. */
+#ifndef MLQ_DATASET_H
+#define MLQ_DATASET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rng.h"
+#include "spec.h"
+
+enum dataset_dtype { DTYPE_UINT8, DTYPE_FLOAT32, DTYPE_FLOAT64 };
+
+struct dataset_info {
+    int64_t n;              /* samples */
+    int64_t d;              /* inputs per sample, after flattening */
+    int x_rank;             /* 2, 3 or 4 */
+    int64_t x_dims[4];
+    enum dataset_dtype x_dtype;
+    bool has_y;             /* predict inputs may have no y */
+    bool y_is_class;        /* (N) integer ids; otherwise (N, K) floats */
+    int64_t k;              /* 1 for class ids, K for float targets */
+    int64_t n_classes;      /* max class id + 1 (class ids only) */
+    bool in_memory;         /* false: streamed in chunks */
+};
+
+struct dataset;
+
+/* Opens and checks src: file and datasets exist, ranks and lengths agree, N >
+ * 0, no NaN or Inf in float X, class ids >= 0. need_y = false for predict
+ * inputs. budget_bytes: how much of X and y may stay in memory (0 = 1 GiB).
+ * On error returns -errno or -EINVAL with a message that names the file and
+ * what is wrong in err. */
+int dataset_open(struct dataset **out, const struct spec_dataset *src, bool need_y,
+                 int64_t budget_bytes, char *err, size_t errlen);
+void dataset_close(struct dataset **ds);
+const struct dataset_info *dataset_get_info(const struct dataset *ds);
+
+/* Checks the dataset against a model: D equals inputs, and class ids are in
+ * [0, outputs) for cross-entropy, or K equals outputs for mse. */
+int dataset_check_model(const struct dataset *ds, const struct mlq_spec *spec, char *err,
+                        size_t errlen);
+
+/* Restricts the dataset to rows [begin, end), for a validation split. The
+ * view shares the file and memory of its parent, which must outlive it. */
+int dataset_view(struct dataset **out, struct dataset *parent, int64_t begin, int64_t end,
+                 char *err, size_t errlen);
+
+/* Starts an epoch. The order is a function of (seed, epoch) alone, so a
+ * resumed run can start epoch e at row `skip` and see what an uninterrupted
+ * run saw. shuffle = false reads rows in file order. */
+int dataset_epoch_begin(struct dataset *ds, uint64_t seed, int64_t epoch, bool shuffle,
+                        int64_t skip, char *err, size_t errlen);
+
+/* Fills up to B rows in epoch order: x (B, D) floats; y_class (B) or y (B, K)
+ * (either may be NULL). Returns rows filled (0 at the end of the epoch), or a
+ * negative errno with err set (a read error, NaN in a streamed chunk). */
+int dataset_next_batch(struct dataset *ds, int B, float *x, int32_t *y_class, float *y, char *err,
+                       size_t errlen);
+
+/* Reads rows [begin, begin + B) in file order, for eval and predict. */
+int dataset_read_rows(struct dataset *ds, int64_t begin, int B, float *x, int32_t *y_class,
+                      float *y, char *err, size_t errlen);
+
+#endif

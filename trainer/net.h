@@ -1,0 +1,75 @@
+/* The network: a stack of dense layers over one contiguous parameter buffer.
+ *
+ * Dimensions, named once: B = batch rows, I = inputs of a layer, O = outputs
+ * of a layer, K = outputs of the network (classes or targets), P = number of
+ * parameters. Row-major everywhere.
+ *
+ * Layout of params (and, identically, of grads): for each layer l in order,
+ * weight (O_l, I_l) then bias (O_l), exactly nn.Linear's weight and bias. */
+#ifndef MLQ_NET_H
+#define MLQ_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rng.h"
+#include "spec.h"
+
+struct net_layer {
+    int in, out;
+    float *w;  /* (out, in), view into net.params */
+    float *b;  /* (out) */
+    float *dw; /* (out, in), view into net.grads */
+    float *db; /* (out) */
+};
+
+struct net {
+    int n_layers;
+    struct net_layer layer[SPEC_MAX_LAYERS];
+    enum activation activation;
+    float leaky_slope;
+    enum output_kind output;
+    enum loss_kind loss;
+    size_t n_params; /* P */
+    float *params;   /* (P) */
+    float *grads;    /* (P) */
+
+    /* Activations for up to max_batch rows, allocated by net_reserve. */
+    int max_batch;
+    float *acts;  /* per layer l: pre-activation z_l (B, O_l), then post a_l (B, O_l) */
+    float *dacts; /* scratch for backward: two (B, max O) buffers */
+    float *probs; /* (B, K) softmax / output values of the last forward */
+};
+
+/* Allocates the buffers for the spec's layers. Returns 0 or -ENOMEM. */
+int net_create(struct net *net, const struct mlq_spec *spec);
+void net_destroy(struct net *net);
+/* Makes room for batches of up to B rows. Returns 0 or -ENOMEM. */
+int net_reserve(struct net *net, int B);
+
+/* nn.Linear's default init: w and b ~ U(-1/sqrt(in), 1/sqrt(in)), drawn
+ * from r layer by layer, weight before bias, row-major. */
+void net_init(struct net *net, struct rng *r);
+
+/* Forward pass of B rows of x (B, I_0). Output values (softmax probabilities
+ * for cross-entropy, else the output activation) land in net->probs. */
+void net_forward(struct net *net, const float *x, int B);
+
+/* Mean loss over the B rows of the last forward. Targets: y_class (B) class
+ * ids for cross-entropy, y (B, K) floats for mse; the other is NULL.
+ * Returns the data loss (without penalties). */
+double net_loss(const struct net *net, const int32_t *y_class, const float *y, int B);
+
+/* Backward pass for the last forward: accumulates (+=) d(mean loss)/d params
+ * into net->grads. Zeroing is the caller's, with net_zero_grad. */
+void net_backward(struct net *net, const float *x, const int32_t *y_class, const float *y, int B);
+void net_zero_grad(struct net *net);
+
+/* L1 and L2 penalties on weights (biases excluded): returns
+ * l1*sum|w| + l2/2*sum w^2 and adds their gradient to net->grads. */
+double net_penalty(struct net *net, double l1, double l2);
+
+/* Number of rows of the last forward whose arg max equals y_class. */
+int net_correct(const struct net *net, const int32_t *y_class, int B);
+
+#endif

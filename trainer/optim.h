@@ -1,0 +1,28 @@
+/* Optimizers over the whole parameter buffer, one flat loop each, with
+ * torch.optim's update rules and defaults. State (moments, step count) lives
+ * in contiguous buffers so that a checkpoint saves it in one piece. */
+#ifndef MLQ_OPTIM_H
+#define MLQ_OPTIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spec.h"
+
+struct optim {
+    struct spec_optimizer cfg;
+    size_t n;      /* parameters */
+    int64_t step;  /* steps taken, Adam's t */
+    float *m;      /* (n) momentum buffer / first moment / square average, or NULL */
+    float *v;      /* (n) second moment / accumulator, or NULL */
+    int has_momentum_buffer; /* sgd: torch creates it lazily on the first step */
+};
+
+int optim_create(struct optim *opt, const struct spec_optimizer *cfg, size_t n);
+void optim_destroy(struct optim *opt);
+/* One step: params -= update(grads). lr is the learning rate in force. */
+void optim_step(struct optim *opt, float *params, const float *grads, double lr);
+/* Floats of state that a checkpoint must save: m and v, each n or 0. */
+size_t optim_state_floats(const struct optim *opt);
+
+#endif
