@@ -1,0 +1,47 @@
+/* Running jobs: the training loop, evaluation and prediction, independent of
+ * how they were started (standalone, or by the broker through the trainer's
+ * worker thread). Progress leaves through callbacks. */
+#ifndef MLQ_TRAIN_H
+#define MLQ_TRAIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spec.h"
+
+struct epoch_metrics {
+    int64_t epoch; /* 1-based: the epoch just finished */
+    int64_t step;  /* optimizer steps so far */
+    double train_loss, train_accuracy; /* accuracy: cross-entropy only, else NAN */
+    bool has_validation;
+    double val_loss, val_accuracy;
+    double lr;
+    double samples_per_s;
+    double seconds; /* wall time of the epoch */
+};
+
+struct train_callbacks {
+    void *ctx;
+    /* After each epoch. Non-zero return stops the run (reported as cancelled). */
+    int (*on_epoch)(void *ctx, const struct epoch_metrics *m);
+    /* After each checkpoint; blob is valid during the call only. */
+    int (*on_checkpoint)(void *ctx, int64_t epoch, int64_t step, const void *blob, size_t len);
+    /* Polled between batches; non-zero stops the run (cancel). May be NULL. */
+    int (*should_stop)(void *ctx);
+};
+
+struct train_result {
+    int64_t epochs_done;
+    double final_train_loss, final_val_loss, final_val_accuracy;
+    bool cancelled;
+};
+
+/* Trains spec (a validated train job), from scratch or from a checkpoint blob
+ * (resume_blob may be NULL). Returns 0, or a negative errno with a message in
+ * err (bad data, NaN loss, ...). */
+int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resume_len,
+              const struct train_callbacks *cb, struct train_result *res, char *err,
+              size_t errlen);
+
+#endif
