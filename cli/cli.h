@@ -1,0 +1,29 @@
+/* The mlq command: one handler per subcommand, each in a cmd_*.c file.
+ * A handler gets argv starting at the subcommand's name and returns the exit
+ * code (docs/cli.md lists them). */
+#ifndef MLQ_CLI_H
+#define MLQ_CLI_H
+
+/* Exit codes, a public interface (docs/cli.md). */
+enum cli_exit {
+    EXIT_OK = 0,
+    EXIT_FAILURE_GENERIC = 1, /* an error; the message says which */
+    EXIT_USAGE = 2,           /* bad flags or arguments */
+    EXIT_JOB_FAILED = 3,      /* wait: the job failed */
+    EXIT_JOB_CANCELLED = 4,   /* wait: the job was cancelled */
+    EXIT_NOT_FOUND = 5,       /* no such run or job */
+    EXIT_UNAVAILABLE = 6,     /* broker unreachable, database missing */
+};
+
+struct cli_command {
+    const char *name;
+    const char *summary; /* one line for `mlq --help` */
+    int (*run)(int argc, char **argv);
+};
+
+/* The table, defined in main.c. */
+extern const struct cli_command cli_commands[];
+
+/* Command handlers (each defined in its cmd_*.c). */
+
+#endif

@@ -1,0 +1,41 @@
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "log.h"
+
+const struct cli_command cli_commands[] = {
+    {NULL, NULL, NULL},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: mlq COMMAND [ARGS...]\n\n"
+                 "mlq trains, evaluates and serves neural networks as a service.\n\ncommands:\n");
+    for (const struct cli_command *c = cli_commands; c->name; c++)
+        fprintf(out, "  %-10s %s\n", c->name, c->summary);
+    fprintf(out, "\nRun 'mlq COMMAND --help' for a command's options. Exit codes: docs/cli.md.\n");
+}
+
+int main(int argc, char **argv)
+{
+    log_set_program("mlq");
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("mlq %s\n", MLQ_VERSION);
+        return EXIT_OK;
+    }
+    for (const struct cli_command *c = cli_commands; c->name; c++)
+        if (strcmp(argv[1], c->name) == 0)
+            return c->run(argc - 1, argv + 1);
+    fprintf(stderr, "mlq: unknown command '%s'; run 'mlq --help' for the list\n", argv[1]);
+    return EXIT_USAGE;
+}
