@@ -1,0 +1,194 @@
+/* torch.optim 1.13's update rules (the single-tensor code paths), each one
+ * flat loop over all n parameters. Hyperparameters become float constants
+ * before the loop, as torch turns its Python scalars into the tensor's
+ * dtype, so the loops vectorise and match torch to float rounding. */
+#include "optim.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int uses_momentum_buffer(const struct spec_optimizer *c)
+{
+    return (c->name == OPT_SGD || c->name == OPT_GD) && c->momentum != 0.0;
+}
+
+int optim_create(struct optim *opt, const struct spec_optimizer *cfg, size_t n)
+{
+    memset(opt, 0, sizeof *opt);
+    opt->cfg = *cfg;
+    opt->n = n;
+    int need_m = 0, need_v = 0;
+    switch (cfg->name) {
+    case OPT_GD:
+    case OPT_SGD:
+        need_m = uses_momentum_buffer(cfg);
+        break;
+    case OPT_ADAM:
+    case OPT_ADAMW:
+        need_m = need_v = 1;
+        break;
+    case OPT_RMSPROP: /* m: square average, v: momentum buffer */
+        need_m = 1;
+        need_v = cfg->momentum > 0.0;
+        break;
+    case OPT_ADAGRAD: /* v: sum of squares */
+        need_v = 1;
+        break;
+    }
+    if (need_m && !(opt->m = calloc(n ? n : 1, sizeof *opt->m)))
+        goto nomem;
+    if (need_v && !(opt->v = calloc(n ? n : 1, sizeof *opt->v)))
+        goto nomem;
+    if (cfg->name == OPT_ADAGRAD) {
+        float init = (float)cfg->initial_accumulator;
+        for (size_t i = 0; i < n; i++)
+            opt->v[i] = init;
+    }
+    return 0;
+nomem:
+    optim_destroy(opt);
+    return -ENOMEM;
+}
+
+void optim_destroy(struct optim *opt)
+{
+    if (!opt)
+        return;
+    free(opt->m);
+    free(opt->v);
+    memset(opt, 0, sizeof *opt);
+}
+
+size_t optim_state_floats(const struct optim *opt)
+{
+    return (opt->m ? opt->n : 0) + (opt->v ? opt->n : 0);
+}
+
+/* d = g + wd*p; buf = first ? d : mom*buf + (1-damp)*d;
+ * p -= lr * (nesterov ? d + mom*buf : buf), or p -= lr*d without momentum. */
+static void sgd_step(struct optim *o, float *restrict p, const float *restrict g, float lr)
+{
+    const struct spec_optimizer *c = &o->cfg;
+    const size_t n = o->n;
+    const float wd = (float)c->weight_decay, mom = (float)c->momentum;
+    const float keep = (float)(1.0 - c->dampening);
+    float *restrict buf = o->m;
+    if (!buf) {
+        for (size_t i = 0; i < n; i++)
+            p[i] -= lr * (g[i] + wd * p[i]);
+        return;
+    }
+    if (!o->has_momentum_buffer) {
+        /* torch's first step clones d into the buffer, without dampening. */
+        for (size_t i = 0; i < n; i++) {
+            float d = g[i] + wd * p[i];
+            buf[i] = d;
+            p[i] -= lr * (c->nesterov ? d + mom * d : d);
+        }
+        o->has_momentum_buffer = 1;
+        return;
+    }
+    if (c->nesterov) {
+        for (size_t i = 0; i < n; i++) {
+            float d = g[i] + wd * p[i];
+            buf[i] = mom * buf[i] + keep * d;
+            p[i] -= lr * (d + mom * buf[i]);
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            float d = g[i] + wd * p[i];
+            buf[i] = mom * buf[i] + keep * d;
+            p[i] -= lr * buf[i];
+        }
+    }
+}
+
+/* Kingma & Ba with bias correction. adam: g += wd*p (L2 in the gradient);
+ * adamw: p *= 1 - lr*wd first (decoupled). Then
+ * m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
+ * p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps). */
+static void adam_step(struct optim *o, float *restrict p, const float *restrict g, double lr)
+{
+    const struct spec_optimizer *c = &o->cfg;
+    const size_t n = o->n;
+    const double t = (double)o->step;
+    const float b1 = (float)c->beta1, b2 = (float)c->beta2;
+    const float one_b1 = (float)(1.0 - c->beta1), one_b2 = (float)(1.0 - c->beta2);
+    const float step_size = (float)(lr / (1.0 - pow(c->beta1, t)));
+    const float bc2_sqrt = (float)sqrt(1.0 - pow(c->beta2, t));
+    const float eps = (float)c->eps;
+    const int decoupled = c->name == OPT_ADAMW;
+    const float wd = decoupled ? 0.0f : (float)c->weight_decay;
+    const float shrink = decoupled ? (float)(1.0 - lr * c->weight_decay) : 1.0f;
+    float *restrict m = o->m, *restrict v = o->v;
+    for (size_t i = 0; i < n; i++) {
+        float pi = p[i] * shrink;
+        float gi = g[i] + wd * pi;
+        m[i] = b1 * m[i] + one_b1 * gi;
+        v[i] = b2 * v[i] + one_b2 * gi * gi;
+        p[i] = pi - step_size * (m[i] / (sqrtf(v[i]) / bc2_sqrt + eps));
+    }
+}
+
+/* sq = a*sq + (1-a)*g^2; avg = sqrt(sq) + eps;
+ * momentum: buf = mom*buf + g/avg, p -= lr*buf; else p -= lr*g/avg. */
+static void rmsprop_step(struct optim *o, float *restrict p, const float *restrict g, float lr)
+{
+    const struct spec_optimizer *c = &o->cfg;
+    const size_t n = o->n;
+    const float a = (float)c->alpha, one_a = (float)(1.0 - c->alpha);
+    const float eps = (float)c->eps, wd = (float)c->weight_decay, mom = (float)c->momentum;
+    float *restrict sq = o->m, *restrict buf = o->v;
+    if (buf) {
+        for (size_t i = 0; i < n; i++) {
+            float gi = g[i] + wd * p[i];
+            sq[i] = a * sq[i] + one_a * gi * gi;
+            buf[i] = mom * buf[i] + gi / (sqrtf(sq[i]) + eps);
+            p[i] -= lr * buf[i];
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            float gi = g[i] + wd * p[i];
+            sq[i] = a * sq[i] + one_a * gi * gi;
+            p[i] -= lr * (gi / (sqrtf(sq[i]) + eps));
+        }
+    }
+}
+
+/* clr = lr / (1 + (t-1)*lr_decay); sum += g^2; p -= clr * g / (sqrt(sum) + eps). */
+static void adagrad_step(struct optim *o, float *restrict p, const float *restrict g, double lr)
+{
+    const struct spec_optimizer *c = &o->cfg;
+    const size_t n = o->n;
+    const float clr = (float)(lr / (1.0 + (double)(o->step - 1) * c->lr_decay));
+    const float eps = (float)c->eps, wd = (float)c->weight_decay;
+    float *restrict sum = o->v;
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i] + wd * p[i];
+        sum[i] += gi * gi;
+        p[i] -= clr * (gi / (sqrtf(sum[i]) + eps));
+    }
+}
+
+void optim_step(struct optim *opt, float *params, const float *grads, double lr)
+{
+    opt->step++;
+    switch (opt->cfg.name) {
+    case OPT_GD:
+    case OPT_SGD:
+        sgd_step(opt, params, grads, (float)lr);
+        break;
+    case OPT_ADAM:
+    case OPT_ADAMW:
+        adam_step(opt, params, grads, lr);
+        break;
+    case OPT_RMSPROP:
+        rmsprop_step(opt, params, grads, (float)lr);
+        break;
+    case OPT_ADAGRAD:
+        adagrad_step(opt, params, grads, lr);
+        break;
+    }
+}
