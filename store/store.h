@@ -1,0 +1,320 @@
+/* The store: mlq's run history and job queue in one SQLite file.
+ *
+ * It owns the schema (docs/schema.md), its migrations (PRAGMA user_version)
+ * and every SQL statement of the project; nothing else talks SQL. The broker
+ * opens it read-write, the cli read-only, `mlq-trainer --standalone` read-write.
+ *
+ * Conventions:
+ * - Functions return 0 or a negative errno: -ENOENT (no such row), -EINVAL
+ *   (bad argument), -EROFS (write on a read-only store), -EBUSY (locked past
+ *   the busy timeout), -EIO (any other SQLite failure), -ENOMEM. The text of
+ *   the last failure is store_errmsg(s); store_open takes a buffer instead.
+ * - Times are unix epoch seconds as double (fractions kept); 0 means "not yet"
+ *   (NULL in the database).
+ * - A run IS a job: run ids are job ids (jobs.id, INTEGER PRIMARY KEY, >= 1).
+ * - Every write outside store_begin/store_commit is its own transaction; inside
+ *   one, it joins it (multi-statement calls use a savepoint, so a failing call
+ *   leaves nothing half-written).
+ * - Strings in returned structs are owned by the struct; free them with the
+ *   matching *_free function. Arrays returned through **out are owned by the
+ *   caller and freed with the function named next to them. */
+#ifndef MLQ_STORE_H
+#define MLQ_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spec.h" /* enum job_kind, struct mlq_spec */
+
+#define STORE_SCHEMA_VERSION 1
+#define STORE_SERVICE_PATH "/var/lib/mlq/mlq.db" /* the services' database */
+#define STORE_KEEP_LAST_DEFAULT 3                /* checkpoints kept per run, plus the best */
+#define STORE_NAME_MAX 128
+#define STORE_KEY_MAX 128
+
+struct store;
+
+/* ---- open and close ------------------------------------------------------ */
+
+enum store_open_flags {
+    STORE_READONLY = 1 << 0,    /* SQLITE_OPEN_READONLY; every write returns -EROFS */
+    STORE_CREATE = 1 << 1,      /* create the file (and its directory) if missing */
+    STORE_SYNC_NORMAL = 1 << 2, /* synchronous=NORMAL instead of FULL (faster, may lose
+                                   the last commits on power loss, never corrupts) */
+};
+
+/* Opens (and with STORE_CREATE creates) the database at path, migrating the
+ * schema forward when writable. Errors, with a message naming the file:
+ * -ENOENT no such file (and no STORE_CREATE), -ENOTSUP a schema newer than this
+ * binary knows (nothing written), -EINVAL not an mlq database or corrupt,
+ * -EROFS a read-only store needs a migration, -EIO other SQLite failures. */
+int store_open(struct store **out, const char *path, int flags, char *err, size_t errlen);
+/* Accepts NULL and *s == NULL; sets *s to NULL. Rolls back an open transaction. */
+void store_close(struct store **s);
+
+/* The message of the last failed call on s (never NULL). */
+const char *store_errmsg(const struct store *s);
+/* The schema version of the open file (after migration). */
+int store_schema_version(const struct store *s);
+
+/* Where the history commands look: $MLQ_DB if set, else
+ * $XDG_DATA_HOME/mlq/mlq.db, else $HOME/.local/share/mlq/mlq.db.
+ * Returns 0, or -ENAMETOOLONG / -ENOENT (no HOME) with buf set to "". */
+int store_default_path(char *buf, size_t len);
+
+/* Test seam: the clock used for submitted/started/finished and event times
+ * (default: gettimeofday). NULL restores the default. */
+void store_set_clock(struct store *s, double (*now)(void));
+double store_now(const struct store *s);
+
+/* ---- transactions (group commit) ------------------------------------------ */
+
+/* BEGIN IMMEDIATE: takes the write lock now, so a later statement cannot fail
+ * with SQLITE_BUSY half-way. Not nestable: -EINVAL if one is open. */
+int store_begin(struct store *s);
+int store_commit(struct store *s);
+int store_rollback(struct store *s); /* no-op if none is open */
+bool store_in_transaction(const struct store *s);
+
+/* ---- jobs (= runs) --------------------------------------------------------- */
+
+enum store_state {
+    STORE_QUEUED,
+    STORE_RUNNING,
+    STORE_SUCCEEDED,
+    STORE_FAILED,
+    STORE_CANCELLED,
+};
+#define STORE_N_STATES 5
+
+const char *store_state_name(enum store_state st); /* "queued", "running", ... */
+int store_state_parse(const char *name, enum store_state *out); /* 0 or -EINVAL */
+int store_kind_parse(const char *name, enum job_kind *out);     /* "train"|"eval"|"predict" */
+bool store_state_terminal(enum store_state st); /* succeeded, failed, cancelled */
+
+struct store_job {
+    int64_t id;
+    enum job_kind kind;
+    enum store_state state;
+    int priority;     /* higher first */
+    int attempts;     /* dispatches so far */
+    int max_attempts; /* dispatches before it fails */
+    char name[STORE_NAME_MAX];    /* label, may be "" */
+    char trainer[STORE_NAME_MAX]; /* trainer running it or that ran it last, may be "" */
+    int64_t run;              /* eval/predict: the train run used; 0 otherwise */
+    bool cancel_requested;
+    double submitted, started, finished; /* 0 = not yet */
+    char *spec_json;   /* canonical spec; NULL in store_runs_list results */
+    char *error;       /* failure or cancel reason, or NULL */
+    char *result_json; /* eval metrics / predict summary, or NULL */
+};
+void store_job_free(struct store_job *job);                /* frees the strings, not job */
+void store_jobs_free(struct store_job **jobs, size_t n);   /* frees an array and its strings */
+
+struct store_new_job {
+    enum job_kind kind;
+    const char *spec_json; /* stored as given; flattened into params */
+    int priority;
+    int max_attempts; /* <= 0: 3 */
+    const char *name; /* may be NULL */
+    int64_t run;      /* eval/predict: the run referred to; 0 = none */
+};
+
+/* Inserts a queued job and its params (the spec flattened: "optimizer.lr" =
+ * "0.001", "model.layers" = "[784,128,64,10]", "dataset.path" = "a.h5"; strings
+ * unquoted, numbers and arrays as compact JSON). -EINVAL if spec_json is not a
+ * JSON object. *id receives the new id. */
+int store_job_submit(struct store *s, const struct store_new_job *nj, int64_t *id);
+/* Same, from a validated spec: canonical JSON (spec_to_json) with kind, name,
+ * priority, max_attempts and run taken from it. */
+int store_job_submit_spec(struct store *s, const struct mlq_spec *spec, int64_t *id);
+
+/* Fills *job (free with store_job_free). -ENOENT if there is no such id. */
+int store_job_get(struct store *s, int64_t id, struct store_job *job);
+/* The queued job to dispatch next: highest priority, then lowest id.
+ * -ENOENT when the queue is empty. */
+int store_job_next_queued(struct store *s, struct store_job *job);
+/* Ids of the jobs in a state, ascending (the broker's start-up recovery).
+ * *ids is malloc'd (free()), NULL when *n == 0. */
+int store_job_ids_by_state(struct store *s, enum store_state st, int64_t **ids, size_t *n);
+int store_job_count_by_state(struct store *s, int64_t counts[STORE_N_STATES]);
+
+/* State changes. Each returns -ENOENT for an unknown id. */
+/* queued -> running: sets trainer, attempts + 1, started = now. */
+int store_job_set_running(struct store *s, int64_t id, const char *trainer);
+/* -> succeeded / failed(reason) / cancelled(reason may be NULL); finished = now. */
+int store_job_set_succeeded(struct store *s, int64_t id);
+int store_job_set_failed(struct store *s, int64_t id, const char *reason);
+int store_job_set_cancelled(struct store *s, int64_t id, const char *reason);
+/* running -> queued, keeping attempts (the next dispatch adds one); clears
+ * trainer and started; the reason goes to the run's events. */
+int store_job_requeue(struct store *s, int64_t id, const char *reason);
+/* Marks a running job for cancellation (the broker tells its trainer). */
+int store_job_request_cancel(struct store *s, int64_t id);
+/* Stores a job's result document (JSON text; eval: loss, accuracy,
+ * per-class accuracy, confusion matrix; predict: a summary). */
+int store_job_set_result(struct store *s, int64_t id, const char *result_json);
+
+/* ---- params (the spec flattened) -------------------------------------------- */
+
+struct store_param {
+    char *key;   /* "optimizer.lr" */
+    char *value; /* "0.001" */
+};
+/* All params of a run, ordered by key. Free with store_params_free. */
+int store_params_list(struct store *s, int64_t run, struct store_param **out, size_t *n);
+void store_params_free(struct store_param *p, size_t n);
+
+/* ---- metrics ---------------------------------------------------------------- */
+
+struct store_metric {
+    const char *key; /* "train_loss", "val_loss", "val_accuracy", ... */
+    int64_t step;    /* optimizer steps; the unique position of the value */
+    int64_t epoch;
+    double value;
+    double time;
+};
+
+/* Inserts or replaces (run, key, step): a metric sent twice is stored once.
+ * time 0 = now. Keys are 1..STORE_KEY_MAX-1 bytes. */
+int store_metric_put(struct store *s, int64_t run, const char *key, int64_t step, int64_t epoch,
+                     double value, double time);
+/* Many at once, in one transaction (or the caller's). */
+int store_metrics_put(struct store *s, int64_t run, const struct store_metric *m, size_t n);
+
+/* Calls fn for each metric of run (of key only, if key != NULL), ordered by
+ * key then step. m and its key are valid during the call only. A non-zero
+ * return from fn stops the walk and is returned. */
+typedef int (*store_metric_fn)(void *ctx, const struct store_metric *m);
+int store_metrics_foreach(struct store *s, int64_t run, const char *key, store_metric_fn fn,
+                          void *ctx);
+/* The last step of each key of a run, ordered by key (kept in table
+ * final_metrics by a trigger, so this is one index lookup per key).
+ * Free with store_metrics_free. */
+int store_metrics_final(struct store *s, int64_t run, struct store_metric **out, size_t *n);
+void store_metrics_free(struct store_metric *m, size_t n); /* frees the keys too */
+
+/* ---- checkpoints ------------------------------------------------------------ */
+
+struct store_checkpoint {
+    int64_t id;
+    int64_t run;
+    int64_t epoch;
+    int64_t step;
+    uint32_t crc32; /* zlib crc32 of the blob */
+    size_t size;    /* bytes */
+    double time;
+    bool has_metric;
+    double metric; /* lower is better (validation loss); for "best" */
+    void *blob;    /* owned; NULL in store_checkpoints_list results */
+};
+void store_checkpoint_free(struct store_checkpoint *c); /* frees the blob, not c */
+
+/* Checkpoints kept per run when a new one is put: the last keep_last plus
+ * the best. 0 keeps all. Default STORE_KEEP_LAST_DEFAULT. */
+void store_set_retention(struct store *s, int keep_last);
+
+/* Stores a checkpoint (crc32 computed here), then prunes the run's older
+ * ones by the retention setting; one transaction. A second put for the same
+ * (run, epoch, step) replaces the first. metric: NAN when there is none. */
+int store_checkpoint_put(struct store *s, int64_t run, int64_t epoch, int64_t step,
+                         const void *blob, size_t len, double metric, int64_t *id);
+
+enum store_ckpt_which {
+    STORE_CKPT_LAST, /* highest step */
+    STORE_CKPT_BEST, /* lowest metric (ties: latest); falls back to last if none has one */
+    STORE_CKPT_EPOCH /* the one of a given epoch (latest step of it) */
+};
+/* Loads one checkpoint with its blob, verifying the checksum (-EIO with
+ * "checksum mismatch" if it fails). -ENOENT if there is none. */
+int store_checkpoint_get(struct store *s, int64_t run, enum store_ckpt_which which,
+                         int64_t epoch, struct store_checkpoint *out);
+/* Parses "last", "best" or an epoch number. 0 or -EINVAL. */
+int store_ckpt_which_parse(const char *text, enum store_ckpt_which *which, int64_t *epoch);
+/* A run's checkpoints without blobs, by step ascending. Free: store_checkpoints_free. */
+int store_checkpoints_list(struct store *s, int64_t run, struct store_checkpoint **out,
+                           size_t *n);
+void store_checkpoints_free(struct store_checkpoint *c, size_t n);
+int store_checkpoint_delete(struct store *s, int64_t id);
+/* Applies retention to one run now: keep the last keep_last and the best. */
+int store_checkpoints_prune(struct store *s, int64_t run, int keep_last);
+
+/* ---- events ------------------------------------------------------------------ */
+
+struct store_event {
+    int64_t run; /* 0 for events of no run */
+    double time;
+    const char *level;   /* "info", "warn", "error" */
+    const char *message;
+};
+/* run 0: an event of no run (broker start, trainer seen). time = now. */
+int store_event_add(struct store *s, int64_t run, const char *level, const char *message);
+typedef int (*store_event_fn)(void *ctx, const struct store_event *e);
+/* A run's events in time order; fields valid during the call only. */
+int store_events_foreach(struct store *s, int64_t run, store_event_fn fn, void *ctx);
+
+/* ---- trainers ----------------------------------------------------------------- */
+
+struct store_trainer {
+    char name[STORE_NAME_MAX];
+    char host[STORE_NAME_MAX];
+    char state[16]; /* "idle", "busy", "gone" (the broker's words) */
+    int64_t job;    /* 0 = none */
+    double last_heartbeat;
+    char version[32];
+    char *capabilities; /* JSON text or NULL; owned */
+};
+/* Inserts or updates by name (capabilities copied). */
+int store_trainer_upsert(struct store *s, const struct store_trainer *t);
+int store_trainer_delete(struct store *s, const char *name);
+/* All trainers by name. Free with store_trainers_free. */
+int store_trainers_list(struct store *s, struct store_trainer **out, size_t *n);
+void store_trainers_free(struct store_trainer *t, size_t n);
+
+/* ---- run listing (mlq runs) ----------------------------------------------------- */
+
+#define STORE_WHERE_MAX 8
+
+struct store_run_filter {
+    int state; /* enum store_state, or -1 for any */
+    int kind;  /* enum job_kind, or -1 for any */
+    int64_t limit; /* 0 = no limit */
+    /* params equal to a value, ANDed: where_key[i] = where_value[i]
+       (keys as in params: "optimizer.name"). */
+    int n_where;
+    const char *where_key[STORE_WHERE_MAX];
+    const char *where_value[STORE_WHERE_MAX];
+    /* NULL: newest first. Else by this final metric, ascending (descending with
+       sort_desc); runs without the metric come last. */
+    const char *sort_metric;
+    bool sort_desc;
+};
+/* Runs matching f (spec_json and result_json left NULL). Free: store_jobs_free. */
+int store_runs_list(struct store *s, const struct store_run_filter *f, struct store_job **out,
+                    size_t *n);
+
+/* ---- deletion ------------------------------------------------------------------- */
+
+/* Deletes a run with its params, metrics, checkpoints and events (ON DELETE
+ * CASCADE); eval/predict jobs that referred to it keep run = 0. -ENOENT if
+ * missing. Callers refuse non-terminal runs themselves (the broker owns them). */
+int store_run_delete(struct store *s, int64_t id);
+
+struct store_gc_opts {
+    int64_t keep;       /* keep the newest `keep` terminal runs; < 0 = no count limit */
+    double older_than;  /* seconds; delete terminal runs finished before now - older_than;
+                           <= 0 = no age limit */
+    bool dry_run;       /* count only */
+};
+/* Deletes terminal runs (succeeded, failed, cancelled) that match either
+ * limit, then reclaims free pages (incremental_vacuum). Queued and running
+ * jobs are never touched. *deleted: runs deleted (or that would be). */
+int store_gc(struct store *s, const struct store_gc_opts *o, int64_t *deleted);
+/* Reclaims all free pages now (PRAGMA incremental_vacuum). */
+int store_vacuum(struct store *s);
+
+/* PRAGMA integrity_check; 0 if "ok", else -EIO with the first problem. */
+int store_integrity_check(struct store *s);
+
+#endif
