@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages mlq needs to build, test and run.
+# Usage: scripts/install-deps.sh [--runtime-only]
+set -euo pipefail
+
+build_pkgs=(build-essential cmake pkg-config
+            libzmq3-dev libsqlite3-dev libopenblas-dev libhdf5-dev libcmocka-dev
+            libjansson-dev zlib1g-dev libsystemd-dev
+            sqlite3 dataset-fashion-mnist)
+
+missing=()
+for p in "${build_pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+    sudo=sudo
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

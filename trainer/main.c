@@ -1,0 +1,98 @@
+/* mlq-trainer: runs jobs, standalone from a spec file or for a broker. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blas.h"
+#include "log.h"
+#include "standalone.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: mlq-trainer --standalone JOB.json [--db FILE] [--checkpoint-dir DIR]\n"
+            "                   [--resume FILE] [--threads N]\n"
+            "\n"
+            "  --standalone JOB.json  run one train job without a broker; prints one JSON\n"
+            "                         object per epoch and a summary line on stdout\n"
+            "  --db FILE              record the run, its metrics and checkpoints in FILE\n"
+            "  --checkpoint-dir DIR   also write checkpoints as files in DIR\n"
+            "  --resume FILE          continue from a checkpoint file\n"
+            "  --threads N            BLAS threads (default: the spec's, else 1)\n"
+            "  --log-level LEVEL      error, warn, info (default) or debug\n"
+            "  --version, --help\n");
+}
+
+int main(int argc, char **argv)
+{
+    blas_choose_kernel(argv);
+    log_set_program("mlq-trainer");
+
+    struct standalone_opts sa = {0};
+    enum { OPT_DB = 256, OPT_CKPT_DIR, OPT_RESUME, OPT_THREADS, OPT_LOG_LEVEL, OPT_VERSION };
+    static const struct option longopts[] = {
+        {"standalone", required_argument, NULL, 's'},
+        {"db", required_argument, NULL, OPT_DB},
+        {"checkpoint-dir", required_argument, NULL, OPT_CKPT_DIR},
+        {"resume", required_argument, NULL, OPT_RESUME},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 's':
+            sa.spec_path = optarg;
+            break;
+        case OPT_DB:
+            sa.db_path = optarg;
+            break;
+        case OPT_CKPT_DIR:
+            sa.checkpoint_dir = optarg;
+            break;
+        case OPT_RESUME:
+            sa.resume_path = optarg;
+            break;
+        case OPT_THREADS: {
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (*end || n < 1 || n > 256) {
+                fprintf(stderr, "mlq-trainer: --threads takes a number from 1 to 256\n");
+                return 2;
+            }
+            sa.threads = (int)n;
+            break;
+        }
+        case OPT_LOG_LEVEL: {
+            enum log_level level;
+            if (log_parse_level(optarg, &level) != 0) {
+                fprintf(stderr, "mlq-trainer: --log-level takes error, warn, info or debug\n");
+                return 2;
+            }
+            log_set_level(level);
+            break;
+        }
+        case OPT_VERSION:
+            printf("mlq-trainer %s\n", MLQ_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "mlq-trainer: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (sa.spec_path)
+        return standalone_main(&sa);
+    usage(stderr);
+    return 2;
+}

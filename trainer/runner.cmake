@@ -1,0 +1,13 @@
+# mlq_runner: checkpoints, the training loop, OpenBLAS set-up; and mlq-trainer.
+add_library(mlq_runner STATIC
+  ${CMAKE_CURRENT_LIST_DIR}/checkpoint.c
+  ${CMAKE_CURRENT_LIST_DIR}/train.c
+  ${CMAKE_CURRENT_LIST_DIR}/blas.c
+  ${CMAKE_CURRENT_LIST_DIR}/standalone.c)
+target_include_directories(mlq_runner PUBLIC ${CMAKE_CURRENT_LIST_DIR})
+target_link_libraries(mlq_runner PUBLIC mlq_engine mlq_dataset mlq_common PkgConfig::ZLIB
+                      PkgConfig::OPENBLAS PRIVATE mlq_warnings m)
+
+add_executable(mlq-trainer ${CMAKE_CURRENT_LIST_DIR}/main.c)
+target_link_libraries(mlq-trainer PRIVATE mlq_runner mlq_warnings)
+install(TARGETS mlq-trainer RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})

@@ -1,0 +1,390 @@
+#include "train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cblas.h>
+
+#include "checkpoint.h"
+#include "dataset.h"
+#include "log.h"
+#include "net.h"
+#include "optim.h"
+#include "rng.h"
+
+#define DEFAULT_BUDGET_BYTES (INT64_C(1) << 30)
+/* Rows per forward pass where the batch size does not dictate it:
+ * evaluation, and full-batch gradient descent, which sums sub-batches. */
+#define EVAL_ROWS 1024
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Everything one run holds; released by run_free in reverse order. */
+struct run {
+    const struct mlq_spec *spec;
+    struct dataset *data;      /* the file behind train (and val, for a split) */
+    struct dataset *train;     /* rows trained on (== data, or a view) */
+    struct dataset *val_file;  /* a separate validation file */
+    struct dataset *val;       /* rows validated on, or NULL */
+    struct net net;
+    struct optim opt;
+    struct rng rng;
+    float *x;       /* (B, D) */
+    int32_t *yc;    /* (B) class ids, cross-entropy */
+    float *y;       /* (B, K) targets, mse */
+    float *gacc;    /* (P) full-batch gradient sum, gd only */
+    int rows;       /* B: rows per forward pass */
+    char *spec_json;
+};
+
+static void run_free(struct run *r)
+{
+    free(r->spec_json);
+    free(r->gacc);
+    free(r->y);
+    free(r->yc);
+    free(r->x);
+    optim_destroy(&r->opt);
+    net_destroy(&r->net);
+    if (r->val != r->val_file)
+        dataset_close(&r->val);
+    dataset_close(&r->val_file);
+    if (r->train != r->data)
+        dataset_close(&r->train);
+    dataset_close(&r->data);
+}
+
+static int open_data(struct run *r, char *err, size_t errlen)
+{
+    const struct mlq_spec *s = r->spec;
+    int64_t budget = s->memory_budget_mb > 0 ? s->memory_budget_mb << 20 : DEFAULT_BUDGET_BYTES;
+    int rc = dataset_open(&r->data, &s->dataset, true, budget, err, errlen);
+    if (rc)
+        return rc;
+    if ((rc = dataset_check_model(r->data, s, err, errlen)))
+        return rc;
+    r->train = r->data;
+    if (s->has_validation) {
+        rc = dataset_open(&r->val_file, &s->validation, true, budget, err, errlen);
+        if (!rc)
+            rc = dataset_check_model(r->val_file, s, err, errlen);
+        r->val = r->val_file;
+        return rc;
+    }
+    if (s->validation_split > 0) {
+        /* The last fraction of the rows, as Keras does: no shuffle, so the
+         * split is the same in every epoch and after a resume. */
+        int64_t n = dataset_get_info(r->data)->n;
+        int64_t n_val = (int64_t)((double)n * s->validation_split);
+        if (n_val < 1 || n_val >= n)
+            return fail(err, errlen, -EINVAL,
+                        "validation_split %.3g of %lld rows leaves no rows to %s",
+                        s->validation_split, (long long)n, n_val < 1 ? "validate" : "train");
+        if ((rc = dataset_view(&r->train, r->data, 0, n - n_val, err, errlen)))
+            return rc;
+        return dataset_view(&r->val, r->data, n - n_val, n, err, errlen);
+    }
+    return 0;
+}
+
+static int alloc_buffers(struct run *r)
+{
+    const struct mlq_spec *s = r->spec;
+    int64_t n = dataset_get_info(r->train)->n;
+    int B = s->optimizer.name == OPT_GD ? EVAL_ROWS : s->batch_size;
+    if (B < EVAL_ROWS && r->val)
+        B = EVAL_ROWS; /* validation reuses the same buffers */
+    if (B > n && !r->val)
+        B = (int)n;
+    r->rows = B;
+    int D = s->layers[0], K = s->layers[s->n_layers];
+    r->x = malloc(sizeof(float) * (size_t)B * (size_t)D);
+    r->yc = malloc(sizeof(int32_t) * (size_t)B);
+    r->y = malloc(sizeof(float) * (size_t)B * (size_t)K);
+    if (!r->x || !r->yc || !r->y)
+        return -ENOMEM;
+    if (s->optimizer.name == OPT_GD && !(r->gacc = calloc(r->net.n_params, sizeof(float))))
+        return -ENOMEM;
+    return net_reserve(&r->net, B);
+}
+
+/* Restores weights, optimizer state, RNG and position from a checkpoint of
+ * the same run. Returns the number of epochs already done. */
+static int restore(struct run *r, const void *blob, size_t len, int64_t *epoch, int64_t *step,
+                   double *best, char *err, size_t errlen)
+{
+    struct checkpoint c;
+    char why[256];
+    int rc = checkpoint_decode(blob, len, &c, why, sizeof why);
+    if (rc)
+        return fail(err, errlen, rc, "cannot resume: %s", why);
+    if (c.n_params != r->net.n_params || c.n_optim != optim_state_floats(&r->opt)) {
+        rc = fail(err, errlen, -EINVAL,
+                  "cannot resume: the checkpoint holds %zu parameters and %zu optimizer values, "
+                  "this model needs %zu and %zu",
+                  c.n_params, c.n_optim, r->net.n_params, optim_state_floats(&r->opt));
+        goto out;
+    }
+    memcpy(r->net.params, c.params, sizeof(float) * c.n_params);
+    size_t n = r->opt.n;
+    if (r->opt.m && c.n_optim >= n)
+        memcpy(r->opt.m, c.optim_state, sizeof(float) * n);
+    if (r->opt.v && c.n_optim >= 2 * n)
+        memcpy(r->opt.v, c.optim_state + n, sizeof(float) * n);
+    else if (r->opt.v && !r->opt.m && c.n_optim >= n)
+        memcpy(r->opt.v, c.optim_state, sizeof(float) * n);
+    r->opt.step = c.optim_step;
+    r->opt.has_momentum_buffer = c.optim_step > 0;
+    r->rng = c.rng;
+    *epoch = c.epoch;
+    *step = c.step;
+    *best = c.best_metric;
+out:
+    checkpoint_free(&c);
+    return rc;
+}
+
+static int save(struct run *r, int64_t epoch, int64_t step, double best,
+                const struct train_callbacks *cb)
+{
+    if (!cb || !cb->on_checkpoint)
+        return 0;
+    size_t n = r->opt.n;
+    size_t n_optim = optim_state_floats(&r->opt);
+    float *state = malloc(sizeof(float) * (n_optim ? n_optim : 1));
+    if (!state)
+        return -ENOMEM;
+    size_t at = 0;
+    if (r->opt.m) {
+        memcpy(state, r->opt.m, sizeof(float) * n);
+        at = n;
+    }
+    if (r->opt.v)
+        memcpy(state + at, r->opt.v, sizeof(float) * n);
+    struct checkpoint c = {
+        .spec_json = r->spec_json,
+        .epoch = epoch,
+        .step = step,
+        .epoch_rows = 0,
+        .rng = r->rng,
+        .optim_step = r->opt.step,
+        .best_metric = best,
+        .n_params = r->net.n_params,
+        .params = r->net.params,
+        .n_optim = n_optim,
+        .optim_state = state,
+    };
+    void *blob;
+    size_t len;
+    int rc = checkpoint_encode(&c, &blob, &len);
+    free(state);
+    if (rc)
+        return rc;
+    rc = cb->on_checkpoint(cb->ctx, epoch, step, blob, len);
+    free(blob);
+    return rc;
+}
+
+struct pass_totals {
+    double loss_sum; /* sum over rows of the per-row mean loss */
+    int64_t correct;
+    int64_t rows;
+};
+
+/* Loss and accuracy over a whole dataset, in file order, without training. */
+static int evaluate(struct run *r, struct dataset *ds, struct pass_totals *t, char *err,
+                    size_t errlen)
+{
+    const struct mlq_spec *s = r->spec;
+    bool ce = s->loss == LOSS_CROSS_ENTROPY;
+    int64_t n = dataset_get_info(ds)->n;
+    memset(t, 0, sizeof *t);
+    for (int64_t at = 0; at < n; at += r->rows) {
+        int B = (int)(n - at < r->rows ? n - at : r->rows);
+        int rc = dataset_read_rows(ds, at, B, r->x, ce ? r->yc : NULL, ce ? NULL : r->y, err,
+                                   errlen);
+        if (rc < 0)
+            return rc;
+        net_forward(&r->net, r->x, B);
+        t->loss_sum += net_loss(&r->net, ce ? r->yc : NULL, ce ? NULL : r->y, B) * B;
+        if (ce)
+            t->correct += net_correct(&r->net, r->yc, B);
+        t->rows += B;
+    }
+    return 0;
+}
+
+/* One optimizer step on one batch (sgd family), or on the whole dataset
+ * (gd, which sums sub-batch gradients weighted by their share of rows). */
+static int train_epoch(struct run *r, int64_t epoch, int64_t *step, struct pass_totals *t,
+                       const struct train_callbacks *cb, bool *stopped, char *err, size_t errlen)
+{
+    const struct mlq_spec *s = r->spec;
+    bool ce = s->loss == LOSS_CROSS_ENTROPY;
+    bool gd = s->optimizer.name == OPT_GD;
+    int B = gd || s->batch_size > r->rows ? r->rows : s->batch_size;
+    int64_t n = dataset_get_info(r->train)->n;
+    int32_t *yc = ce ? r->yc : NULL;
+    float *y = ce ? NULL : r->y;
+    memset(t, 0, sizeof *t);
+
+    int rc = dataset_epoch_begin(r->train, s->seed, epoch, s->shuffle && !gd, 0, err, errlen);
+    if (rc)
+        return rc;
+    if (gd)
+        memset(r->gacc, 0, sizeof(float) * r->net.n_params);
+    for (;;) {
+        if (cb && cb->should_stop && cb->should_stop(cb->ctx)) {
+            *stopped = true;
+            return 0;
+        }
+        int got = dataset_next_batch(r->train, B, r->x, yc, y, err, errlen);
+        if (got < 0)
+            return got;
+        if (got == 0)
+            break;
+        net_forward(&r->net, r->x, got);
+        double loss = net_loss(&r->net, yc, y, got);
+        if (!isfinite(loss))
+            return fail(err, errlen, -ERANGE,
+                        "loss became %s at epoch %lld, step %lld: lower the learning rate "
+                        "(optimizer.lr = %g) or check the data",
+                        isnan(loss) ? "NaN" : "infinite", (long long)epoch + 1,
+                        (long long)*step + 1, s->optimizer.lr);
+        t->loss_sum += loss * got;
+        if (ce)
+            t->correct += net_correct(&r->net, yc, got);
+        t->rows += got;
+        net_zero_grad(&r->net);
+        net_backward(&r->net, r->x, yc, y, got);
+        if (gd) {
+            cblas_saxpy((int)r->net.n_params, (float)got / (float)n, r->net.grads, 1, r->gacc, 1);
+            continue;
+        }
+        if (s->l1 > 0 || s->l2 > 0)
+            net_penalty(&r->net, s->l1, s->l2);
+        optim_step(&r->opt, r->net.params, r->net.grads, s->optimizer.lr);
+        ++*step;
+    }
+    if (gd && t->rows > 0) {
+        memcpy(r->net.grads, r->gacc, sizeof(float) * r->net.n_params);
+        if (s->l1 > 0 || s->l2 > 0)
+            net_penalty(&r->net, s->l1, s->l2);
+        optim_step(&r->opt, r->net.params, r->net.grads, s->optimizer.lr);
+        ++*step;
+    }
+    /* Catch a blow-up in the last step before it is checkpointed. */
+    for (size_t i = 0; i < r->net.n_params; i++)
+        if (!isfinite(r->net.params[i]))
+            return fail(err, errlen, -ERANGE,
+                        "weights became NaN or infinite at epoch %lld: lower the learning rate "
+                        "(optimizer.lr = %g)",
+                        (long long)epoch + 1, s->optimizer.lr);
+    return 0;
+}
+
+int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resume_len,
+              const struct train_callbacks *cb, struct train_result *res, char *err,
+              size_t errlen)
+{
+    struct run r = {.spec = spec};
+    memset(res, 0, sizeof *res);
+    res->final_val_loss = res->final_val_accuracy = NAN;
+    if (spec->kind != JOB_TRAIN)
+        return fail(err, errlen, -EINVAL, "train_run: not a train job");
+
+    json_t *doc = spec_to_json(spec);
+    r.spec_json = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(doc);
+    int rc = r.spec_json ? 0 : -ENOMEM;
+    if (!rc)
+        rc = open_data(&r, err, errlen);
+    if (!rc && (rc = net_create(&r.net, spec)))
+        fail(err, errlen, rc, "cannot allocate the network: %s", strerror(-rc));
+    if (!rc && (rc = optim_create(&r.opt, &spec->optimizer, r.net.n_params)))
+        fail(err, errlen, rc, "cannot allocate the optimizer: %s", strerror(-rc));
+    if (!rc && (rc = alloc_buffers(&r)))
+        fail(err, errlen, rc, "cannot allocate batch buffers: %s", strerror(-rc));
+    if (rc)
+        goto out;
+
+    int64_t epoch = 0, step = 0;
+    double best = INFINITY;
+    if (resume_blob) {
+        if ((rc = restore(&r, resume_blob, resume_len, &epoch, &step, &best, err, errlen)))
+            goto out;
+        log_info("resuming at epoch %lld, step %lld", (long long)epoch, (long long)step);
+    } else {
+        rng_seed(&r.rng, spec->seed);
+        net_init(&r.net, &r.rng);
+    }
+
+    bool ce = spec->loss == LOSS_CROSS_ENTROPY;
+    for (; epoch < spec->epochs; epoch++) {
+        struct epoch_metrics m = {.epoch = epoch + 1, .lr = spec->optimizer.lr};
+        struct pass_totals t;
+        bool stopped = false;
+        double t0 = now_seconds();
+        if ((rc = train_epoch(&r, epoch, &step, &t, cb, &stopped, err, errlen)))
+            goto out;
+        if (stopped) {
+            res->cancelled = true;
+            goto out;
+        }
+        m.seconds = now_seconds() - t0;
+        m.step = step;
+        m.train_loss = t.rows ? t.loss_sum / (double)t.rows : NAN;
+        m.train_accuracy = ce && t.rows ? (double)t.correct / (double)t.rows : NAN;
+        m.samples_per_s = m.seconds > 0 ? (double)t.rows / m.seconds : 0;
+        double metric = m.train_loss;
+        if (r.val) {
+            if ((rc = evaluate(&r, r.val, &t, err, errlen)))
+                goto out;
+            m.has_validation = true;
+            m.val_loss = t.loss_sum / (double)t.rows;
+            m.val_accuracy = ce ? (double)t.correct / (double)t.rows : NAN;
+            metric = m.val_loss;
+        }
+        if (metric < best)
+            best = metric;
+        res->epochs_done = epoch + 1;
+        res->final_train_loss = m.train_loss;
+        res->final_val_loss = m.has_validation ? m.val_loss : NAN;
+        res->final_val_accuracy = m.has_validation ? m.val_accuracy : NAN;
+        if (cb && cb->on_epoch && cb->on_epoch(cb->ctx, &m)) {
+            res->cancelled = true;
+            goto out;
+        }
+        bool last = epoch + 1 == spec->epochs;
+        bool due = spec->checkpoint_every > 0 && (epoch + 1) % spec->checkpoint_every == 0;
+        if ((due || last) && (rc = save(&r, epoch + 1, step, best, cb))) {
+            fail(err, errlen, rc, "cannot save the checkpoint of epoch %lld: %s",
+                 (long long)epoch + 1, strerror(-rc));
+            goto out;
+        }
+    }
+out:
+    run_free(&r);
+    return rc;
+}
