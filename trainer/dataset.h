@@ -43,6 +43,8 @@ int dataset_open(struct dataset **out, const struct spec_dataset *src, bool need
                  int64_t budget_bytes, char *err, size_t errlen);
 void dataset_close(struct dataset **ds);
 const struct dataset_info *dataset_get_info(const struct dataset *ds);
+/* "uint8", "float32" or "float64", for messages and logs. */
+const char *dataset_dtype_name(enum dataset_dtype t);
 
 /* Checks the dataset against a model: D equals inputs, and class ids are in
  * [0, outputs) for cross-entropy, or K equals outputs for mse. */

@@ -1,0 +1,904 @@
+/* Datasets in HDF5: open and check, then hand out batches in a seeded order.
+ *
+ * Rows live in one buffer in their stored dtype and are converted to float
+ * per batch. In memory, the buffer holds every row; streamed, it holds one
+ * "group": a few chunks of consecutive rows, read by hyperslab. An epoch
+ * visits the chunks in a shuffled order, G chunks per group, and the rows of
+ * each group in a shuffled order. Both orders are drawn from (seed, epoch,
+ * stream) alone, so any position of any epoch can be reached again.
+ *
+ * Names: N rows, D inputs per row (X flattened), K targets per row. */
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <hdf5.h>
+
+#include "dataset.h"
+
+#define DEFAULT_BUDGET (INT64_C(1) << 30)
+#define GROUP_MAX_BYTES (INT64_C(64) << 20) /* one streamed group */
+#define CHUNK_MAX_BYTES (INT64_C(4) << 20)  /* one hyperslab read */
+#define D_MAX (INT64_C(1) << 28)            /* inputs per row: 1 GiB of floats */
+#define K_MAX (INT64_C(1) << 20)            /* targets per row */
+#define SCAN_ROWS 65536                     /* rows of y per read while scanning */
+
+struct dataset {
+    struct dataset_info info;
+    char path[SPEC_PATH_MAX];
+    char xname[SPEC_NAME_MAX];
+    char yname[SPEC_NAME_MAX];
+    bool scale;
+    float lut[256]; /* uint8 value -> float, scaled or not */
+
+    hid_t file, xset, yset; /* owned by the root; a view borrows its root's */
+    struct dataset *root;   /* NULL for an opened file */
+    int64_t base;           /* file row of this dataset's row 0 */
+    hsize_t x_fdims[4];     /* X's dims in the file */
+    hsize_t y_fdims[2];
+    int y_rank;
+    hid_t x_memtype;
+    size_t x_elsize;
+    int64_t x_row_bytes; /* D * x_elsize */
+    int64_t row_bytes;   /* of X and y together, for the budget */
+    int64_t budget;
+
+    /* Rows in memory: all of them, or the current group. */
+    uint8_t *x;       /* (cap_rows, D) stored dtype */
+    int32_t *y_class; /* (cap_rows) */
+    float *y;         /* (cap_rows, K) */
+    bool owns_buf;
+    int64_t cap_rows;
+
+    /* Layout: N rows in n_chunks chunks of chunk_rows (the last may be
+     * shorter), G = group_chunks chunks per group. In memory: one chunk. */
+    int64_t chunk_rows, n_chunks, group_chunks, n_groups;
+    uint32_t *chunk_order; /* (n_chunks) this epoch's chunk order */
+    uint32_t *row_order;   /* (cap_rows) this group's row order */
+
+    /* Epoch state. */
+    bool started;
+    uint64_t seed;
+    int64_t epoch;
+    bool shuffle;
+    int64_t group;      /* current group, n_groups at the end */
+    int64_t loaded;     /* group whose rows are in the buffer, -1 none */
+    int64_t group_rows; /* rows in the current group */
+    int64_t pos;        /* next index into row_order */
+
+    /* dataset_read_rows on a streamed dataset. */
+    uint8_t *sx;
+    int32_t *syc;
+    float *sy;
+    int64_t s_rows;
+};
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+/* ---- order: splitmix64 seeds a xoshiro256**, one stream per purpose ---- */
+
+struct perm_rng {
+    uint64_t s[4];
+};
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t perm_next(struct perm_rng *r)
+{
+    uint64_t *s = r->s;
+    uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return out;
+}
+
+/* A stream that depends on (seed, epoch, stream) only. */
+static void perm_seed(struct perm_rng *r, uint64_t seed, int64_t epoch, uint64_t stream)
+{
+    uint64_t h = seed;
+    h = splitmix64(&h) ^ (uint64_t)epoch;
+    h = splitmix64(&h) ^ stream;
+    h = splitmix64(&h);
+    for (int i = 0; i < 4; i++)
+        r->s[i] = splitmix64(&h);
+}
+
+static uint64_t perm_below(struct perm_rng *r, uint64_t n)
+{
+    uint64_t threshold = -n % n; /* rejects the biased low end */
+    for (;;) {
+        uint64_t v = perm_next(r);
+        if (v >= threshold)
+            return v % n;
+    }
+}
+
+static void perm_fill(uint32_t *idx, int64_t n, bool shuffle, uint64_t seed, int64_t epoch,
+                      uint64_t stream)
+{
+    for (int64_t i = 0; i < n; i++)
+        idx[i] = (uint32_t)i;
+    if (!shuffle)
+        return;
+    struct perm_rng r;
+    perm_seed(&r, seed, epoch, stream);
+    for (int64_t i = n - 1; i > 0; i--) {
+        uint64_t j = perm_below(&r, (uint64_t)i + 1);
+        uint32_t t = idx[i];
+        idx[i] = idx[j];
+        idx[j] = t;
+    }
+}
+
+/* ---- HDF5 reads ---- */
+
+/* Reads rows [row, row + count) of a dataset whose dims are dims[0..rank). */
+static int read_slab(hid_t dset, int rank, const hsize_t *dims, int64_t row, int64_t count,
+                     hid_t memtype, void *dst)
+{
+    hsize_t start[4] = {0}, cnt[4] = {0};
+    hsize_t elems = (hsize_t)count;
+    start[0] = (hsize_t)row;
+    cnt[0] = (hsize_t)count;
+    for (int i = 1; i < rank; i++) {
+        cnt[i] = dims[i];
+        elems *= dims[i];
+    }
+    hid_t fs = H5Dget_space(dset);
+    if (fs < 0)
+        return -EIO;
+    hid_t ms = H5Screate_simple(1, &elems, NULL);
+    int rc = -EIO;
+    if (ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, cnt, NULL) >= 0 &&
+        H5Dread(dset, memtype, ms, fs, H5P_DEFAULT, dst) >= 0)
+        rc = 0;
+    if (ms >= 0)
+        H5Sclose(ms);
+    H5Sclose(fs);
+    return rc;
+}
+
+static int read_x(struct dataset *ds, int64_t row, int64_t count, uint8_t *dst, char *err,
+                  size_t errlen)
+{
+    const struct dataset *r = ds->root ? ds->root : ds;
+    if (read_slab(r->xset, ds->info.x_rank, ds->x_fdims, ds->base + row, count, ds->x_memtype,
+                  dst) < 0)
+        return fail(err, errlen, -EIO, "%s: cannot read rows %lld..%lld of dataset '%s'",
+                    ds->path, (long long)(ds->base + row), (long long)(ds->base + row + count),
+                    ds->xname);
+    return 0;
+}
+
+/* Checks stored float rows for NaN, Inf, and float64 values beyond float32. */
+static int check_finite(const struct dataset *ds, const uint8_t *x, int64_t rows, int64_t row0,
+                        char *err, size_t errlen)
+{
+    int64_t n = rows * ds->info.d;
+    int64_t bad = -1;
+    double v = 0;
+    if (ds->info.x_dtype == DTYPE_FLOAT32) {
+        const float *f = (const float *)x;
+        for (int64_t i = 0; i < n; i++)
+            if (!isfinite(f[i])) {
+                bad = i;
+                v = f[i];
+                break;
+            }
+    } else if (ds->info.x_dtype == DTYPE_FLOAT64) {
+        const double *f = (const double *)x;
+        for (int64_t i = 0; i < n; i++)
+            if (!isfinite(f[i]) || fabs(f[i]) > FLT_MAX) {
+                bad = i;
+                v = f[i];
+                break;
+            }
+    }
+    if (bad < 0)
+        return 0;
+    long long file_row = (long long)(ds->base + row0 + bad / ds->info.d);
+    if (isfinite(v))
+        return fail(err, errlen, -EINVAL,
+                    "%s: dataset '%s' has %g at row %lld, column %lld, beyond float32's range",
+                    ds->path, ds->xname, v, file_row, (long long)(bad % ds->info.d));
+    return fail(err, errlen, -EINVAL, "%s: dataset '%s' has %s at row %lld, column %lld", ds->path,
+                ds->xname, isnan(v) ? "NaN" : "Inf", file_row, (long long)(bad % ds->info.d));
+}
+
+/* Reads y rows into class ids (checked: >= 0, fits int32) or float targets
+ * (checked: finite), in pieces so that any integer type converts safely. */
+static int read_y(struct dataset *ds, int64_t row, int64_t count, int32_t *yc, float *yf,
+                  char *err, size_t errlen)
+{
+    const struct dataset *r = ds->root ? ds->root : ds;
+    int64_t k = ds->info.k;
+    if (!ds->info.y_is_class) {
+        if (read_slab(r->yset, ds->y_rank, ds->y_fdims, ds->base + row, count, H5T_NATIVE_FLOAT,
+                      yf) < 0)
+            goto io;
+        for (int64_t i = 0; i < count * k; i++)
+            if (!isfinite(yf[i]))
+                return fail(err, errlen, -EINVAL, "%s: dataset '%s' has %s at row %lld", ds->path,
+                            ds->yname, isnan(yf[i]) ? "NaN" : "Inf",
+                            (long long)(ds->base + row + i / k));
+        return 0;
+    }
+    int64_t piece = count < SCAN_ROWS ? count : SCAN_ROWS;
+    int64_t *tmp = malloc((size_t)piece * sizeof *tmp);
+    if (!tmp)
+        return fail(err, errlen, -ENOMEM, "%s: out of memory reading class ids", ds->path);
+    for (int64_t done = 0; done < count; done += piece) {
+        int64_t m = count - done < piece ? count - done : piece;
+        if (read_slab(r->yset, ds->y_rank, ds->y_fdims, ds->base + row + done, m,
+                      H5T_NATIVE_INT64, tmp) < 0) {
+            free(tmp);
+            goto io;
+        }
+        for (int64_t i = 0; i < m; i++) {
+            if (tmp[i] < 0 || tmp[i] > INT32_MAX) {
+                long long v = (long long)tmp[i];
+                free(tmp);
+                return fail(err, errlen, -EINVAL,
+                            "%s: dataset '%s' has class id %lld at row %lld (%s); class "
+                            "ids must be in [0, classes)",
+                            ds->path, ds->yname, v, (long long)(ds->base + row + done + i),
+                            v < 0 ? "negative" : "too large");
+            }
+            yc[done + i] = (int32_t)tmp[i];
+        }
+    }
+    free(tmp);
+    return 0;
+io:
+    return fail(err, errlen, -EIO, "%s: cannot read rows %lld..%lld of dataset '%s'", ds->path,
+                (long long)(ds->base + row), (long long)(ds->base + row + count), ds->yname);
+}
+
+/* ---- opening ---- */
+
+static hid_t open_dset(hid_t file, const char *path, const char *name, int *rc, char *err,
+                       size_t errlen)
+{
+    /* H5Lexists fails on a missing intermediate group: both mean "missing". */
+    if (name[0] == '\0' || H5Lexists(file, name, H5P_DEFAULT) <= 0) {
+        *rc = fail(err, errlen, -ENOENT, "%s: no dataset named '%s'", path, name);
+        return -1;
+    }
+    hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
+    if (d < 0)
+        *rc = fail(err, errlen, -EINVAL, "%s: '%s' is not a dataset (a group?)", path, name);
+    return d;
+}
+
+/* Reads a dataset's shape; refuses ranks outside [min_rank, max_rank]. */
+static int get_dims(hid_t dset, const char *path, const char *name, int min_rank, int max_rank,
+                    const char *expect, hsize_t *dims, int *rank, char *err, size_t errlen)
+{
+    hid_t sp = H5Dget_space(dset);
+    if (sp < 0)
+        return fail(err, errlen, -EIO, "%s: cannot read the shape of '%s'", path, name);
+    int r = H5Sget_simple_extent_ndims(sp);
+    if (r >= min_rank && r <= max_rank)
+        H5Sget_simple_extent_dims(sp, dims, NULL);
+    H5Sclose(sp);
+    if (r < 0)
+        return fail(err, errlen, -EIO, "%s: cannot read the shape of '%s'", path, name);
+    if (r < min_rank || r > max_rank)
+        return fail(err, errlen, -EINVAL, "%s: dataset '%s' has rank %d; expected %s", path,
+                    name, r, expect);
+    *rank = r;
+    return 0;
+}
+
+static void shape_str(char *buf, size_t len, const hsize_t *dims, int rank)
+{
+    size_t off = (size_t)snprintf(buf, len, "(");
+    for (int i = 0; i < rank && off < len; i++)
+        off += (size_t)snprintf(buf + off, len - off, "%s%llu", i ? ", " : "",
+                                (unsigned long long)dims[i]);
+    if (off < len)
+        snprintf(buf + off, len - off, ")");
+}
+
+static int open_x(struct dataset *ds, const struct spec_dataset *src, char *err, size_t errlen)
+{
+    int rc = 0;
+    ds->xset = open_dset(ds->file, ds->path, src->x, &rc, err, errlen);
+    if (ds->xset < 0)
+        return rc;
+    rc = get_dims(ds->xset, ds->path, src->x, 2, 4, "2 (N, D), 3 (N, H, W) or 4 (N, H, W, C)",
+                  ds->x_fdims, &ds->info.x_rank, err, errlen);
+    if (rc < 0)
+        return rc;
+
+    hid_t t = H5Dget_type(ds->xset);
+    if (t < 0)
+        return fail(err, errlen, -EIO, "%s: cannot read the type of '%s'", ds->path, src->x);
+    H5T_class_t cls = H5Tget_class(t);
+    size_t size = H5Tget_size(t);
+    H5T_sign_t sign = cls == H5T_INTEGER ? H5Tget_sign(t) : H5T_SGN_ERROR;
+    H5Tclose(t);
+    if (cls == H5T_INTEGER && size == 1 && sign == H5T_SGN_NONE) {
+        ds->info.x_dtype = DTYPE_UINT8;
+        ds->x_memtype = H5T_NATIVE_UINT8;
+        ds->x_elsize = 1;
+    } else if (cls == H5T_FLOAT && size <= 4) {
+        ds->info.x_dtype = DTYPE_FLOAT32;
+        ds->x_memtype = H5T_NATIVE_FLOAT;
+        ds->x_elsize = 4;
+    } else if (cls == H5T_FLOAT) {
+        ds->info.x_dtype = DTYPE_FLOAT64;
+        ds->x_memtype = H5T_NATIVE_DOUBLE;
+        ds->x_elsize = 8;
+    } else {
+        return fail(err, errlen, -EINVAL,
+                    "%s: dataset '%s' holds %s%zu-byte %s values; inputs must be uint8, float32 "
+                    "or float64",
+                    ds->path, src->x, sign == H5T_SGN_2 ? "signed " : "", size,
+                    cls == H5T_INTEGER ? "integer" : "non-numeric");
+    }
+
+    char shape[128];
+    shape_str(shape, sizeof shape, ds->x_fdims, ds->info.x_rank);
+    int64_t d = 1;
+    for (int i = 0; i < ds->info.x_rank; i++) {
+        ds->info.x_dims[i] = (int64_t)ds->x_fdims[i];
+        if (ds->x_fdims[i] > (hsize_t)INT64_MAX)
+            return fail(err, errlen, -EFBIG, "%s: dataset '%s' shape %s is too large", ds->path,
+                        src->x, shape);
+    }
+    ds->info.n = (int64_t)ds->x_fdims[0];
+    for (int i = 1; i < ds->info.x_rank; i++) {
+        if (ds->x_fdims[i] == 0) {
+            d = 0;
+            break;
+        }
+        if (__builtin_mul_overflow(d, (int64_t)ds->x_fdims[i], &d) || d > D_MAX)
+            return fail(err, errlen, -EFBIG,
+                        "%s: dataset '%s' shape %s has more than %lld inputs per row", ds->path,
+                        src->x, shape, (long long)D_MAX);
+    }
+    ds->info.d = d;
+    if (ds->info.n == 0 || d == 0)
+        return fail(err, errlen, -EINVAL, "%s: dataset '%s' is empty, shape %s", ds->path, src->x,
+                    shape);
+    int64_t total;
+    if (__builtin_mul_overflow(ds->info.n, d * (int64_t)ds->x_elsize, &total) ||
+        ds->info.n > (INT64_C(1) << 48))
+        return fail(err, errlen, -EFBIG, "%s: dataset '%s' shape %s is too large", ds->path,
+                    src->x, shape);
+    ds->x_row_bytes = d * (int64_t)ds->x_elsize;
+    return 0;
+}
+
+static int open_y(struct dataset *ds, const struct spec_dataset *src, bool need_y, char *err,
+                  size_t errlen)
+{
+    if (!need_y && (src->y[0] == '\0' || H5Lexists(ds->file, src->y, H5P_DEFAULT) <= 0))
+        return 0;
+    int rc = 0;
+    ds->yset = open_dset(ds->file, ds->path, src->y, &rc, err, errlen);
+    if (ds->yset < 0)
+        return rc;
+    hid_t t = H5Dget_type(ds->yset);
+    if (t < 0)
+        return fail(err, errlen, -EIO, "%s: cannot read the type of '%s'", ds->path, src->y);
+    H5T_class_t cls = H5Tget_class(t);
+    H5Tclose(t);
+    if (cls == H5T_INTEGER) {
+        rc = get_dims(ds->yset, ds->path, src->y, 1, 2, "1: class ids (N)", ds->y_fdims,
+                      &ds->y_rank, err, errlen);
+        if (rc == 0 && ds->y_rank == 2 && ds->y_fdims[1] != 1)
+            rc = fail(err, errlen, -EINVAL,
+                      "%s: dataset '%s' holds integers of shape (%llu, %llu); class ids must be "
+                      "(N) or (N, 1)",
+                      ds->path, src->y, (unsigned long long)ds->y_fdims[0],
+                      (unsigned long long)ds->y_fdims[1]);
+        ds->info.y_is_class = true;
+        ds->info.k = 1;
+    } else if (cls == H5T_FLOAT) {
+        rc = get_dims(ds->yset, ds->path, src->y, 1, 2, "1 (N) or 2 (N, K) for float targets",
+                      ds->y_fdims, &ds->y_rank, err, errlen);
+        ds->info.y_is_class = false;
+        ds->info.k = ds->y_rank == 2 ? (int64_t)ds->y_fdims[1] : 1;
+        if (rc == 0 && ds->y_rank == 2 && (ds->y_fdims[1] == 0 || ds->y_fdims[1] > K_MAX))
+            rc = fail(err, errlen, -EINVAL, "%s: dataset '%s' has %llu targets per row", ds->path,
+                      src->y, (unsigned long long)ds->y_fdims[1]);
+    } else {
+        rc = fail(err, errlen, -EINVAL,
+                  "%s: dataset '%s' is neither integer class ids nor float targets", ds->path,
+                  src->y);
+    }
+    if (rc < 0)
+        return rc;
+    if ((int64_t)ds->y_fdims[0] != ds->info.n)
+        return fail(err, errlen, -EINVAL,
+                    "%s: '%s' has %lld rows but '%s' has %llu; they must have the same length",
+                    ds->path, src->x, (long long)ds->info.n, src->y,
+                    (unsigned long long)ds->y_fdims[0]);
+    ds->info.has_y = true;
+    return 0;
+}
+
+/* Sizes the buffer: everything (in memory) or one group of chunks. */
+static int layout_init(struct dataset *ds, bool in_memory, bool alloc, char *err, size_t errlen)
+{
+    int64_t n = ds->info.n;
+    ds->info.in_memory = in_memory;
+    if (in_memory) {
+        ds->chunk_rows = n;
+        ds->n_chunks = 1;
+        ds->group_chunks = 1;
+    } else {
+        int64_t buf = ds->budget < GROUP_MAX_BYTES ? ds->budget : GROUP_MAX_BYTES;
+        int64_t chunk = buf / 4 < CHUNK_MAX_BYTES ? buf / 4 : CHUNK_MAX_BYTES;
+        ds->chunk_rows = chunk / ds->row_bytes > 1 ? chunk / ds->row_bytes : 1;
+        if (ds->chunk_rows > n)
+            ds->chunk_rows = n;
+        ds->n_chunks = (n + ds->chunk_rows - 1) / ds->chunk_rows;
+        int64_t g = buf / (ds->chunk_rows * ds->row_bytes);
+        ds->group_chunks = g < 1 ? 1 : g > ds->n_chunks ? ds->n_chunks : g;
+        if (ds->n_chunks > UINT32_MAX)
+            return fail(err, errlen, -EFBIG,
+                        "%s: the memory budget (%lld bytes) is too small for %lld rows", ds->path,
+                        (long long)ds->budget, (long long)n);
+    }
+    ds->n_groups = (ds->n_chunks + ds->group_chunks - 1) / ds->group_chunks;
+    ds->cap_rows = in_memory ? n : ds->chunk_rows * ds->group_chunks;
+    ds->chunk_order = malloc((size_t)ds->n_chunks * sizeof *ds->chunk_order);
+    ds->row_order = malloc((size_t)ds->cap_rows * sizeof *ds->row_order);
+    if (!ds->chunk_order || !ds->row_order)
+        goto nomem;
+    if (!alloc)
+        return 0;
+    ds->owns_buf = true;
+    ds->x = malloc((size_t)(ds->cap_rows * ds->x_row_bytes));
+    if (!ds->x)
+        goto nomem;
+    if (ds->info.has_y && ds->info.y_is_class)
+        ds->y_class = malloc((size_t)ds->cap_rows * sizeof *ds->y_class);
+    else if (ds->info.has_y)
+        ds->y = malloc((size_t)(ds->cap_rows * ds->info.k) * sizeof *ds->y);
+    if (ds->info.has_y && !ds->y_class && !ds->y)
+        goto nomem;
+    return 0;
+nomem:
+    return fail(err, errlen, -ENOMEM, "%s: out of memory for %lld rows of %lld bytes", ds->path,
+                (long long)ds->cap_rows, (long long)ds->row_bytes);
+}
+
+/* Streamed: reads y once, in pieces, to check class ids and count classes. */
+static int scan_y(struct dataset *ds, char *err, size_t errlen)
+{
+    int64_t piece = SCAN_ROWS;
+    int32_t *yc = ds->info.y_is_class ? malloc((size_t)piece * sizeof *yc) : NULL;
+    float *yf = ds->info.y_is_class ? NULL : malloc((size_t)(piece * ds->info.k) * sizeof *yf);
+    int rc = 0;
+    if (!yc && !yf)
+        return fail(err, errlen, -ENOMEM, "%s: out of memory", ds->path);
+    for (int64_t row = 0; row < ds->info.n && rc == 0; row += piece) {
+        int64_t m = ds->info.n - row < piece ? ds->info.n - row : piece;
+        rc = read_y(ds, row, m, yc, yf, err, errlen);
+        for (int64_t i = 0; yc && rc == 0 && i < m; i++)
+            if (yc[i] >= ds->info.n_classes)
+                ds->info.n_classes = yc[i] + (int64_t)1;
+    }
+    free(yc);
+    free(yf);
+    return rc;
+}
+
+int dataset_open(struct dataset **out, const struct spec_dataset *src, bool need_y,
+                 int64_t budget_bytes, char *err, size_t errlen)
+{
+    *out = NULL;
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* our messages, not HDF5's stack */
+    struct dataset *ds = calloc(1, sizeof *ds);
+    if (!ds)
+        return fail(err, errlen, -ENOMEM, "%s: out of memory", src->path);
+    ds->file = ds->xset = ds->yset = H5I_INVALID_HID;
+    ds->loaded = -1;
+    snprintf(ds->path, sizeof ds->path, "%s", src->path);
+    snprintf(ds->xname, sizeof ds->xname, "%s", src->x);
+    snprintf(ds->yname, sizeof ds->yname, "%s", src->y);
+    ds->scale = src->scale;
+    for (int i = 0; i < 256; i++)
+        ds->lut[i] = src->scale ? (float)i / 255.0f : (float)i;
+    ds->budget = budget_bytes > 0 ? budget_bytes : DEFAULT_BUDGET;
+
+    int rc;
+    struct stat st;
+    if (stat(src->path, &st) < 0) {
+        rc = fail(err, errlen, -errno, "%s: %s", src->path, strerror(errno));
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = fail(err, errlen, -EINVAL, "%s: not a regular file", src->path);
+        goto fail;
+    }
+    if (H5Fis_hdf5(src->path) <= 0) {
+        rc = fail(err, errlen, -EINVAL, "%s: not an HDF5 file", src->path);
+        goto fail;
+    }
+    ds->file = H5Fopen(src->path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (ds->file < 0) {
+        rc = fail(err, errlen, -EIO, "%s: cannot open the HDF5 file", src->path);
+        goto fail;
+    }
+    rc = open_x(ds, src, err, errlen);
+    if (rc < 0)
+        goto fail;
+    rc = open_y(ds, src, need_y, err, errlen);
+    if (rc < 0)
+        goto fail;
+
+    int64_t y_row = !ds->info.has_y ? 0 : ds->info.y_is_class ? 4 : 4 * ds->info.k;
+    ds->row_bytes = ds->x_row_bytes + y_row;
+    int64_t total;
+    bool fits = !__builtin_mul_overflow(ds->info.n, ds->row_bytes, &total) &&
+                total <= ds->budget && ds->info.n <= UINT32_MAX;
+    rc = layout_init(ds, fits, true, err, errlen);
+    if (rc < 0)
+        goto fail;
+    if (fits) {
+        rc = read_x(ds, 0, ds->info.n, ds->x, err, errlen);
+        if (rc == 0)
+            rc = check_finite(ds, ds->x, ds->info.n, 0, err, errlen);
+        if (rc == 0 && ds->info.has_y)
+            rc = read_y(ds, 0, ds->info.n, ds->y_class, ds->y, err, errlen);
+        for (int64_t i = 0; rc == 0 && ds->y_class && i < ds->info.n; i++)
+            if (ds->y_class[i] >= ds->info.n_classes)
+                ds->info.n_classes = ds->y_class[i] + (int64_t)1;
+        ds->loaded = 0;
+    } else if (ds->info.has_y) {
+        rc = scan_y(ds, err, errlen);
+    }
+    if (rc < 0)
+        goto fail;
+    *out = ds;
+    return 0;
+fail:
+    dataset_close(&ds);
+    return rc;
+}
+
+void dataset_close(struct dataset **p)
+{
+    struct dataset *ds = p ? *p : NULL;
+    if (!ds)
+        return;
+    if (!ds->root) {
+        if (ds->yset >= 0)
+            H5Dclose(ds->yset);
+        if (ds->xset >= 0)
+            H5Dclose(ds->xset);
+        if (ds->file >= 0)
+            H5Fclose(ds->file);
+    }
+    if (ds->owns_buf) {
+        free(ds->x);
+        free(ds->y_class);
+        free(ds->y);
+    }
+    free(ds->chunk_order);
+    free(ds->row_order);
+    free(ds->sx);
+    free(ds->syc);
+    free(ds->sy);
+    free(ds);
+    *p = NULL;
+}
+
+const struct dataset_info *dataset_get_info(const struct dataset *ds)
+{
+    return &ds->info;
+}
+
+int dataset_check_model(const struct dataset *ds, const struct mlq_spec *spec, char *err,
+                        size_t errlen)
+{
+    const struct dataset_info *in = &ds->info;
+    int inputs = spec->layers[0], outputs = spec->layers[spec->n_layers];
+    if (in->d != inputs)
+        return fail(err, errlen, -EINVAL,
+                    "%s: '%s' has %lld inputs per row, but model.layers[0] is %d", ds->path,
+                    ds->xname, (long long)in->d, inputs);
+    if (!in->has_y || spec->kind == JOB_PREDICT)
+        return 0;
+    if (spec->loss == LOSS_CROSS_ENTROPY) {
+        if (!in->y_is_class)
+            return fail(err, errlen, -EINVAL,
+                        "%s: loss cross_entropy needs integer class ids (N), but the targets "
+                        "are floats (N, %lld)",
+                        ds->path, (long long)in->k);
+        if (in->n_classes > outputs)
+            return fail(err, errlen, -EINVAL,
+                        "%s: class ids go up to %lld, outside [0, %d): the model has %d outputs",
+                        ds->path, (long long)(in->n_classes - 1), outputs, outputs);
+    } else if (in->y_is_class ? outputs != 1 : in->k != outputs) {
+        return fail(err, errlen, -EINVAL,
+                    "%s: loss mse needs %d targets per row, but the targets are %s (N, %lld)",
+                    ds->path, outputs, in->y_is_class ? "class ids" : "floats",
+                    (long long)in->k);
+    }
+    return 0;
+}
+
+int dataset_view(struct dataset **out, struct dataset *parent, int64_t begin, int64_t end,
+                 char *err, size_t errlen)
+{
+    *out = NULL;
+    if (begin < 0 || end > parent->info.n || begin >= end)
+        return fail(err, errlen, -EINVAL, "%s: rows [%lld, %lld) are not a non-empty part of its "
+                    "%lld rows", parent->path, (long long)begin, (long long)end,
+                    (long long)parent->info.n);
+    struct dataset *v = malloc(sizeof *v);
+    if (!v)
+        return fail(err, errlen, -ENOMEM, "%s: out of memory", parent->path);
+    *v = *parent;
+    v->root = parent->root ? parent->root : parent;
+    v->base = parent->base + begin;
+    v->info.n = end - begin;
+    v->info.x_dims[0] = v->info.n;
+    v->owns_buf = false;
+    v->chunk_order = NULL;
+    v->row_order = NULL;
+    v->sx = NULL;
+    v->syc = NULL;
+    v->sy = NULL;
+    v->s_rows = 0;
+    v->started = false;
+    v->loaded = -1;
+    int rc;
+    if (parent->info.in_memory) {
+        v->x = parent->x + begin * parent->x_row_bytes;
+        v->y_class = parent->y_class ? parent->y_class + begin : NULL;
+        v->y = parent->y ? parent->y + begin * parent->info.k : NULL;
+        rc = layout_init(v, true, false, err, errlen);
+        v->loaded = 0;
+    } else {
+        v->x = NULL;
+        v->y_class = NULL;
+        v->y = NULL;
+        rc = layout_init(v, false, true, err, errlen);
+    }
+    if (rc < 0) {
+        dataset_close(&v);
+        return rc;
+    }
+    *out = v;
+    return 0;
+}
+
+/* ---- epochs and batches ---- */
+
+static int64_t chunk_size(const struct dataset *ds, int64_t c)
+{
+    int64_t left = ds->info.n - c * ds->chunk_rows;
+    return left < ds->chunk_rows ? left : ds->chunk_rows;
+}
+
+static int64_t group_size(const struct dataset *ds, int64_t g)
+{
+    int64_t rows = 0;
+    int64_t end = (g + 1) * ds->group_chunks;
+    for (int64_t i = g * ds->group_chunks; i < end && i < ds->n_chunks; i++)
+        rows += chunk_size(ds, ds->chunk_order[i]);
+    return rows;
+}
+
+/* Makes group g current: its rows in the buffer (streamed) and its order. */
+static int load_group(struct dataset *ds, int64_t g, char *err, size_t errlen)
+{
+    int64_t rows = 0;
+    if (ds->info.in_memory) {
+        rows = ds->info.n;
+    } else {
+        int64_t end = (g + 1) * ds->group_chunks;
+        for (int64_t i = g * ds->group_chunks; i < end && i < ds->n_chunks; i++) {
+            int64_t c = ds->chunk_order[i], first = c * ds->chunk_rows, m = chunk_size(ds, c);
+            uint8_t *x = ds->x + rows * ds->x_row_bytes;
+            int rc = read_x(ds, first, m, x, err, errlen);
+            if (rc == 0)
+                rc = check_finite(ds, x, m, first, err, errlen);
+            if (rc == 0 && ds->info.has_y)
+                rc = read_y(ds, first, m, ds->y_class ? ds->y_class + rows : NULL,
+                            ds->y ? ds->y + rows * ds->info.k : NULL, err, errlen);
+            if (rc < 0) {
+                ds->loaded = -1;
+                return rc;
+            }
+            rows += m;
+        }
+        ds->loaded = g;
+    }
+    /* Stream 0 orders the chunks; stream 1 + g orders group g's rows. */
+    perm_fill(ds->row_order, rows, ds->shuffle, ds->seed, ds->epoch, 1 + (uint64_t)g);
+    ds->group = g;
+    ds->group_rows = rows;
+    ds->pos = 0;
+    return 0;
+}
+
+int dataset_epoch_begin(struct dataset *ds, uint64_t seed, int64_t epoch, bool shuffle,
+                        int64_t skip, char *err, size_t errlen)
+{
+    if (skip < 0 || skip > ds->info.n)
+        return fail(err, errlen, -EINVAL, "%s: cannot skip %lld of %lld rows", ds->path,
+                    (long long)skip, (long long)ds->info.n);
+    ds->seed = seed;
+    ds->epoch = epoch;
+    ds->shuffle = shuffle;
+    ds->started = true;
+    perm_fill(ds->chunk_order, ds->n_chunks, shuffle, seed, epoch, 0);
+    int64_t g = 0, start = 0;
+    for (; g < ds->n_groups; g++) {
+        int64_t rows = group_size(ds, g);
+        if (skip < start + rows)
+            break;
+        start += rows;
+    }
+    ds->group = g;
+    ds->group_rows = 0;
+    ds->pos = 0;
+    if (g == ds->n_groups)
+        return 0;
+    int rc = load_group(ds, g, err, errlen);
+    if (rc < 0) {
+        ds->started = false;
+        return rc;
+    }
+    ds->pos = skip - start;
+    return 0;
+}
+
+/* Converts buffer row i of (x, yc, yf) into output row `o`. */
+static void emit_row(const struct dataset *ds, const uint8_t *xbuf, const int32_t *ycbuf,
+                     const float *yfbuf, int64_t i, int64_t o, float *x, int32_t *y_class,
+                     float *y)
+{
+    int64_t d = ds->info.d, k = ds->info.k;
+    const uint8_t *src = xbuf + i * ds->x_row_bytes;
+    float *dst = x ? x + o * d : NULL;
+    if (dst) {
+        switch (ds->info.x_dtype) {
+        case DTYPE_UINT8:
+            for (int64_t j = 0; j < d; j++)
+                dst[j] = ds->lut[src[j]];
+            break;
+        case DTYPE_FLOAT32:
+            memcpy(dst, src, (size_t)d * sizeof *dst);
+            break;
+        case DTYPE_FLOAT64:
+            for (int64_t j = 0; j < d; j++)
+                dst[j] = (float)((const double *)src)[j];
+            break;
+        }
+    }
+    if (!ds->info.has_y)
+        return;
+    if (ycbuf) {
+        if (y_class)
+            y_class[o] = ycbuf[i];
+        if (y)
+            y[o] = (float)ycbuf[i];
+    } else if (y) {
+        memcpy(y + o * k, yfbuf + i * k, (size_t)k * sizeof *y);
+    }
+}
+
+int dataset_next_batch(struct dataset *ds, int B, float *x, int32_t *y_class, float *y, char *err,
+                       size_t errlen)
+{
+    if (!ds->started)
+        return fail(err, errlen, -EINVAL, "%s: dataset_epoch_begin was not called", ds->path);
+    if (B < 0)
+        return fail(err, errlen, -EINVAL, "%s: negative batch size %d", ds->path, B);
+    int filled = 0;
+    while (filled < B && ds->group < ds->n_groups) {
+        if (ds->pos >= ds->group_rows) {
+            if (ds->group + 1 >= ds->n_groups) {
+                ds->group = ds->n_groups;
+                break;
+            }
+            int rc = load_group(ds, ds->group + 1, err, errlen);
+            if (rc < 0) {
+                ds->started = false;
+                return rc;
+            }
+            continue;
+        }
+        int64_t i = ds->row_order[ds->pos++];
+        emit_row(ds, ds->x, ds->y_class, ds->y, i, filled, x, y_class, y);
+        filled++;
+    }
+    return filled;
+}
+
+int dataset_read_rows(struct dataset *ds, int64_t begin, int B, float *x, int32_t *y_class,
+                      float *y, char *err, size_t errlen)
+{
+    if (begin < 0 || begin > ds->info.n || B < 0)
+        return fail(err, errlen, -EINVAL, "%s: rows %lld + %d are outside its %lld rows",
+                    ds->path, (long long)begin, B, (long long)ds->info.n);
+    int64_t m = ds->info.n - begin < B ? ds->info.n - begin : B;
+    if (m == 0)
+        return 0;
+    if (ds->info.in_memory) {
+        for (int64_t i = 0; i < m; i++)
+            emit_row(ds, ds->x, ds->y_class, ds->y, begin + i, i, x, y_class, y);
+        return (int)m;
+    }
+    if (m > ds->s_rows) {
+        free(ds->sx);
+        free(ds->syc);
+        free(ds->sy);
+        ds->syc = NULL;
+        ds->sy = NULL;
+        ds->s_rows = 0;
+        ds->sx = malloc((size_t)(m * ds->x_row_bytes));
+        if (ds->info.has_y && ds->info.y_is_class)
+            ds->syc = malloc((size_t)m * sizeof *ds->syc);
+        else if (ds->info.has_y)
+            ds->sy = malloc((size_t)(m * ds->info.k) * sizeof *ds->sy);
+        if (!ds->sx || (ds->info.has_y && !ds->syc && !ds->sy))
+            return fail(err, errlen, -ENOMEM, "%s: out of memory for %lld rows", ds->path,
+                        (long long)m);
+        ds->s_rows = m;
+    }
+    int rc = read_x(ds, begin, m, ds->sx, err, errlen);
+    if (rc == 0)
+        rc = check_finite(ds, ds->sx, m, begin, err, errlen);
+    if (rc == 0 && ds->info.has_y)
+        rc = read_y(ds, begin, m, ds->syc, ds->sy, err, errlen);
+    if (rc < 0)
+        return rc;
+    for (int64_t i = 0; i < m; i++)
+        emit_row(ds, ds->sx, ds->syc, ds->sy, i, i, x, y_class, y);
+    return (int)m;
+}
+
+const char *dataset_dtype_name(enum dataset_dtype t)
+{
+    switch (t) {
+    case DTYPE_UINT8:
+        return "uint8";
+    case DTYPE_FLOAT32:
+        return "float32";
+    case DTYPE_FLOAT64:
+        return "float64";
+    }
+    return "?";
+}
