@@ -25,5 +25,6 @@ struct cli_command {
 extern const struct cli_command cli_commands[];
 
 /* Command handlers (each defined in its cmd_*.c). */
+int cmd_config(int argc, char **argv);
 
 #endif

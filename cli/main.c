@@ -5,6 +5,7 @@
 #include "log.h"
 
 const struct cli_command cli_commands[] = {
+    {"config", "show the effective configuration and where each value came from", cmd_config},
     {NULL, NULL, NULL},
 };
 

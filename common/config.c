@@ -96,12 +96,14 @@ void config_init(struct config *c)
     snprintf(c->broker_endpoint, sizeof c->broker_endpoint, "tcp://127.0.0.1:5555");
     snprintf(c->broker_bind, sizeof c->broker_bind, "tcp://127.0.0.1:5555");
     snprintf(c->db_sync, sizeof c->db_sync, "full");
-    /* Under systemd (StateDirectory=mlq) datasets live beside the database;
-     * for a person, relative dataset paths are relative to where they are. */
+    /* Under systemd (StateDirectory=mlq) the database and the datasets live in
+     * the service's state directory; for a person, the store picks the path
+     * ("") and relative dataset paths are relative to where they are. */
     const char *state = getenv("STATE_DIRECTORY");
     if (state && *state) {
-        size_t n = strcspn(state, ":");
-        snprintf(c->data_root, sizeof c->data_root, "%.*s/datasets", (int)n, state);
+        int n = (int)strcspn(state, ":");
+        snprintf(c->db_path, sizeof c->db_path, "%.*s/mlq.db", n, state);
+        snprintf(c->data_root, sizeof c->data_root, "%.*s/datasets", n, state);
     } else {
         snprintf(c->data_root, sizeof c->data_root, ".");
     }
@@ -345,7 +347,12 @@ static void describe_origin(const struct config *c, int k, char *buf, size_t len
         snprintf(buf, len, "%s", o->env ? o->env : "environment");
         break;
     case CONFIG_SRC_DEFAULT:
-        snprintf(buf, len, "%s", k == CONFIG_DB_PATH ? "the store's default path" : "");
+        if (k == CONFIG_DB_PATH && !c->db_path[0])
+            snprintf(buf, len, "(empty: the store's default path)");
+        else if (k == CONFIG_DATA_ROOT && strcmp(c->data_root, ".") == 0)
+            snprintf(buf, len, "(the current directory)");
+        else
+            buf[0] = '\0';
         break;
     default:
         buf[0] = '\0';

@@ -77,7 +77,9 @@ struct config {
     struct config_origin origin[CONFIG_NKEYS];
 };
 
-/* Fills every field with its default; all sources become CONFIG_SRC_DEFAULT. */
+/* Fills every field with its default; all sources become CONFIG_SRC_DEFAULT.
+ * Under systemd with StateDirectory= ($STATE_DIRECTORY set) db.path defaults
+ * to $STATE_DIRECTORY/mlq.db and data.root to $STATE_DIRECTORY/datasets. */
 void config_init(struct config *c);
 
 /* config_init, then the file, then the environment. file NULL means MLQ_CONFIG

@@ -87,7 +87,7 @@ static void test_defaults(void **state)
         assert_int_equal(config_source(&c, config_key_name(k)), CONFIG_SRC_DEFAULT);
 }
 
-static void test_state_directory_sets_data_root(void **state)
+static void test_state_directory_defaults(void **state)
 {
     struct fixture *f = *state;
     struct config c;
@@ -96,6 +96,7 @@ static void test_state_directory_sets_data_root(void **state)
     setenv("STATE_DIRECTORY", "/var/lib/mlq:/var/lib/other", 1);
     assert_int_equal(config_load(&c, f->file, err, sizeof err), 0);
     assert_string_equal(c.data_root, "/var/lib/mlq/datasets");
+    assert_string_equal(c.db_path, "/var/lib/mlq/mlq.db");
     assert_int_equal(config_source(&c, "data.root"), CONFIG_SRC_DEFAULT);
 }
 
@@ -273,7 +274,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_state_directory_sets_data_root, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_directory_defaults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_values, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_files, setup, teardown),
