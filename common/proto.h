@@ -1,0 +1,86 @@
+/* The wire protocol between mlq, mlq-broker and mlq-trainer (docs/protocol.md).
+ *
+ * Every message is multipart:
+ *   [identity]   only as seen by a ROUTER socket (added by ZeroMQ)
+ *   "MLQ1"       protocol name and version, exactly these 4 bytes
+ *   COMMAND      one of the words below, 1..15 upper-case letters/underscores
+ *   JSON         a JSON object (UTF-8), at most PROTO_MAX_JSON bytes
+ *   [BINARY]     optional: a checkpoint blob
+ * Anything else is malformed: proto_recv drains it, returns -EPROTO and says
+ * why, and the caller drops it. Every socket gets ZMQ_MAXMSGSIZE, so an
+ * oversized frame disconnects its sender instead of filling memory. */
+#ifndef MLQ_PROTO_H
+#define MLQ_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#define PROTO_HEADER "MLQ1"
+#define PROTO_MAX_MSG (INT64_C(256) << 20) /* bytes in one frame (ZMQ_MAXMSGSIZE) */
+#define PROTO_MAX_JSON (16 << 20)          /* bytes of the JSON frame */
+#define PROTO_MAX_IDENT 256
+#define PROTO_CMD_MAX 16
+
+/* Commands. Clients (mlq) -> broker, answered by OK or ERROR. */
+#define PROTO_SUBMIT "SUBMIT"   /* {"spec": {...}} -> OK {"id"} */
+#define PROTO_CANCEL "CANCEL"   /* {"id"} -> OK {"id", "state"}; broker -> trainer: {"job"} */
+#define PROTO_STATUS "STATUS"   /* {"id"} -> OK {"job": {...}, "metrics": {...}} */
+#define PROTO_QUEUE "QUEUE"     /* {} -> OK {"jobs": [...], "counts": {...}} */
+#define PROTO_WORKERS "WORKERS" /* {} -> OK {"trainers": [...]} */
+#define PROTO_OK "OK"
+#define PROTO_ERROR "ERROR" /* {"error": "text", "code": "bad_spec"|"not_found"|...} */
+/* Trainer -> broker. */
+#define PROTO_HELLO "HELLO"         /* {"name","host","version","capabilities","job"?, "done"?} */
+#define PROTO_HEARTBEAT "HEARTBEAT" /* {} both ways */
+#define PROTO_METRICS "METRICS"     /* {"job","epoch","step","values":{key: number}} */
+#define PROTO_CHECKPOINT "CHECKPOINT" /* {"job","epoch","step","metric"?} + blob */
+#define PROTO_DONE "DONE" /* {"job","state":"succeeded|failed|cancelled","error"?,"result"?} */
+/* Broker -> trainer. */
+#define PROTO_WELCOME "WELCOME" /* {"heartbeat_ms","liveness","adopt"?: job} */
+#define PROTO_JOB "JOB"         /* {"job","attempt","spec"} + checkpoint blob (resume/eval/predict) */
+#define PROTO_ACK "ACK"         /* {"job"}: DONE recorded, the trainer is idle */
+#define PROTO_DROP "DROP"       /* {"job","reason"}: stop it, it is not yours */
+#define PROTO_WHO "WHO"         /* {}: unknown peer, send HELLO again */
+
+/* One received message. Owned pieces are freed by proto_msg_clear. */
+struct proto_msg {
+    unsigned char ident[PROTO_MAX_IDENT]; /* ROUTER peers only */
+    size_t ident_len;
+    char cmd[PROTO_CMD_MAX];
+    json_t *body; /* a JSON object, owned */
+    void *bin;    /* malloc'd, or NULL */
+    size_t bin_len;
+};
+void proto_msg_clear(struct proto_msg *m);
+
+/* Sets ZMQ_MAXMSGSIZE, ZMQ_LINGER (linger_ms) on a new socket. 0 or -errno. */
+int proto_socket_setup(void *sock, int linger_ms);
+
+/* Sends one message; ident (ROUTER peers) may be NULL. body NULL sends {}.
+ * bin NULL: no binary frame. flags: 0 or ZMQ_DONTWAIT. Returns 0 or -errno. */
+int proto_send(void *sock, const void *ident, size_t ident_len, const char *cmd,
+               const json_t *body, const void *bin, size_t bin_len, int flags);
+
+/* Receives one message (with identity when router). Returns 0; -EAGAIN when
+ * nothing is waiting (flags ZMQ_DONTWAIT); -EPROTO for a malformed message
+ * (fully drained, reason in err); other -errno from ZeroMQ. */
+int proto_recv(void *sock, bool router, struct proto_msg *m, int flags, char *err,
+               size_t errlen);
+
+/* Body field helpers: 0 when present with the right type, else -EINVAL with a
+ * message naming the field. */
+int proto_get_int(const json_t *body, const char *key, int64_t *out, char *err, size_t errlen);
+int proto_get_str(const json_t *body, const char *key, const char **out, char *err,
+                  size_t errlen);
+
+/* Error reply helper: ERROR {"error": text, "code": code}. */
+int proto_send_error(void *sock, const void *ident, size_t ident_len, const char *code,
+                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* True if cmd is one of the commands above. */
+bool proto_known_command(const char *cmd);
+
+#endif
