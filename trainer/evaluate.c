@@ -1,0 +1,465 @@
+#include "evaluate.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <hdf5.h>
+
+#include "checkpoint.h"
+#include "dataset.h"
+#include "net.h"
+
+#define DEFAULT_BUDGET_BYTES (INT64_C(1) << 30)
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* The train run's network, rebuilt from its checkpoint, and the buffers of
+ * one chunk of rows. Released by job_free in reverse order. */
+struct job {
+    const struct mlq_spec *spec; /* the eval or predict job */
+    struct mlq_spec train;       /* the run's spec, from the checkpoint */
+    char *train_json;
+    int64_t epoch; /* epochs completed at the checkpoint */
+    struct net net;
+    bool have_net;
+    struct dataset *ds;
+    float *x;    /* (R, D) */
+    int32_t *yc; /* (R) class ids */
+    float *y;    /* (R, K) targets */
+    int D, K;
+};
+
+static void job_free(struct job *j)
+{
+    free(j->y);
+    free(j->yc);
+    free(j->x);
+    dataset_close(&j->ds);
+    if (j->have_net)
+        net_destroy(&j->net);
+    free(j->train_json);
+}
+
+/* Decodes the checkpoint and rebuilds the run's network with its weights. */
+static int load_model(struct job *j, const void *blob, size_t len, char *err, size_t errlen)
+{
+    struct checkpoint c;
+    char why[512];
+    int rc = checkpoint_decode(blob, len, &c, why, sizeof why);
+    if (rc)
+        return fail(err, errlen, rc, "run %lld: corrupt checkpoint: %s", (long long)j->spec->run,
+                    why);
+    if ((rc = spec_parse(c.spec_json, &j->train, why, sizeof why))) {
+        fail(err, errlen, rc, "run %lld: the checkpoint's spec is invalid: %s",
+             (long long)j->spec->run, why);
+        goto out;
+    }
+    if (j->train.kind != JOB_TRAIN) {
+        rc = fail(err, errlen, -EINVAL, "run %lld: the checkpoint's spec is a %s job, not train",
+                  (long long)j->spec->run, spec_kind_name(j->train.kind));
+        goto out;
+    }
+    if ((rc = net_create(&j->net, &j->train))) {
+        fail(err, errlen, rc, "cannot allocate the network: %s", strerror(-rc));
+        goto out;
+    }
+    j->have_net = true;
+    if (c.n_params != j->net.n_params) {
+        rc = fail(err, errlen, -EINVAL,
+                  "run %lld: corrupt checkpoint: it holds %zu parameters, its model needs %zu",
+                  (long long)j->spec->run, c.n_params, j->net.n_params);
+        goto out;
+    }
+    memcpy(j->net.params, c.params, sizeof(float) * c.n_params);
+    if ((rc = net_reserve(&j->net, EVALUATE_ROWS))) {
+        fail(err, errlen, rc, "cannot allocate the network: %s", strerror(-rc));
+        goto out;
+    }
+    if (!(j->train_json = strdup(c.spec_json))) {
+        rc = fail(err, errlen, -ENOMEM, "out of memory");
+        goto out;
+    }
+    j->epoch = c.epoch;
+    j->D = j->train.layers[0];
+    j->K = j->train.layers[j->train.n_layers];
+out:
+    checkpoint_free(&c);
+    return rc;
+}
+
+/* Opens the job's data. uint8 inputs are scaled as they were in training,
+ * whatever the job's spec says: the weights expect that preprocessing. */
+static int open_data(struct job *j, bool need_y, char *err, size_t errlen)
+{
+    struct spec_dataset src = j->spec->dataset;
+    src.scale = j->train.dataset.scale;
+    int64_t mb = j->spec->memory_budget_mb;
+    int rc = dataset_open(&j->ds, &src, need_y, mb > 0 ? mb << 20 : DEFAULT_BUDGET_BYTES, err,
+                          errlen);
+    if (rc)
+        return rc;
+    const struct dataset_info *info = dataset_get_info(j->ds);
+    if (need_y) {
+        if ((rc = dataset_check_model(j->ds, &j->train, err, errlen)))
+            return rc;
+    } else if (info->d != j->D) {
+        return fail(err, errlen, -EINVAL,
+                    "%s: %s has %lld inputs per row, the model of run %lld takes %d", src.path,
+                    src.x, (long long)info->d, (long long)j->spec->run, j->D);
+    }
+    j->x = malloc(sizeof(float) * EVALUATE_ROWS * (size_t)j->D);
+    j->yc = malloc(sizeof(int32_t) * EVALUATE_ROWS);
+    j->y = malloc(sizeof(float) * EVALUATE_ROWS * (size_t)j->K);
+    if (!j->x || !j->yc || !j->y)
+        return fail(err, errlen, -ENOMEM, "cannot allocate batch buffers");
+    return 0;
+}
+
+/* Reads the chunk of rows [at, at + B) and runs the network on it. */
+static int forward_rows(struct job *j, int64_t at, int B, bool with_y, char *err, size_t errlen)
+{
+    bool ce = j->train.loss == LOSS_CROSS_ENTROPY;
+    int32_t *yc = with_y && ce ? j->yc : NULL;
+    float *y = with_y && !ce ? j->y : NULL;
+    int rc = dataset_read_rows(j->ds, at, B, j->x, yc, y, err, errlen);
+    if (rc < 0)
+        return rc;
+    net_forward(&j->net, j->x, B);
+    return 0;
+}
+
+static int argmax(const float *p, int K)
+{
+    int best = 0;
+    for (int k = 1; k < K; k++)
+        if (p[k] > p[best])
+            best = k;
+    return best;
+}
+
+static json_t *eval_classes(struct job *j, const int64_t *confusion, double loss_sum, int64_t n)
+{
+    int K = j->K;
+    int64_t correct = 0;
+    json_t *per_class = json_array(), *matrix = json_array();
+    for (int t = 0; t < K; t++) {
+        const int64_t *row = confusion + (size_t)t * K;
+        int64_t total = 0;
+        json_t *jrow = json_array();
+        for (int p = 0; p < K; p++) {
+            total += row[p];
+            json_array_append_new(jrow, json_integer(row[p]));
+        }
+        correct += row[t];
+        json_array_append_new(matrix, jrow);
+        json_array_append_new(per_class,
+                              total ? json_real((double)row[t] / (double)total) : json_null());
+    }
+    return json_pack("{sf sf sI sI si so so}", "loss", loss_sum / (double)n, "accuracy",
+                     (double)correct / (double)n, "n", (json_int_t)n, "epoch",
+                     (json_int_t)j->epoch, "classes", K, "per_class_accuracy", per_class,
+                     "confusion_matrix", matrix);
+}
+
+int eval_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, json_t **result,
+             char *err, size_t errlen)
+{
+    struct job j = {.spec = spec};
+    int64_t *confusion = NULL;
+    *result = NULL;
+    if (spec->kind != JOB_EVAL)
+        return fail(err, errlen, -EINVAL, "eval_run: not an eval job (kind %s)",
+                    spec_kind_name(spec->kind));
+    int rc = load_model(&j, ckpt_blob, len, err, errlen);
+    if (!rc)
+        rc = open_data(&j, true, err, errlen);
+    if (rc)
+        goto out;
+
+    bool ce = j.train.loss == LOSS_CROSS_ENTROPY;
+    int K = j.K;
+    int64_t n = dataset_get_info(j.ds)->n;
+    if (ce && !(confusion = calloc((size_t)K * K, sizeof *confusion))) {
+        rc = fail(err, errlen, -ENOMEM, "cannot allocate the confusion matrix");
+        goto out;
+    }
+    double loss_sum = 0, abs_sum = 0; /* ce: per-row losses; mse: per-value errors */
+    for (int64_t at = 0; at < n; at += EVALUATE_ROWS) {
+        int B = (int)(n - at < EVALUATE_ROWS ? n - at : EVALUATE_ROWS);
+        if ((rc = forward_rows(&j, at, B, true, err, errlen)))
+            goto out;
+        if (!ce) {
+            size_t m = (size_t)B * (size_t)K;
+            loss_sum += net_loss(&j.net, NULL, j.y, B) * (double)m;
+            for (size_t i = 0; i < m; i++)
+                abs_sum += fabs((double)j.net.probs[i] - (double)j.y[i]);
+            continue;
+        }
+        for (int r = 0; r < B; r++) {
+            int32_t t = j.yc[r];
+            if (t < 0 || t >= K) {
+                rc = fail(err, errlen, -EINVAL,
+                          "%s: label %d of row %lld is out of range: the model of run %lld has "
+                          "%d classes",
+                          spec->dataset.path, (int)t, (long long)(at + r), (long long)spec->run,
+                          K);
+                goto out;
+            }
+            confusion[(size_t)t * K + argmax(j.net.probs + (size_t)r * K, K)]++;
+        }
+        loss_sum += net_loss(&j.net, j.yc, NULL, B) * B;
+    }
+    if (ce) {
+        *result = eval_classes(&j, confusion, loss_sum, n);
+    } else {
+        double values = (double)n * K;
+        *result = json_pack("{sf sI sI sf}", "loss", loss_sum / values, "n", (json_int_t)n,
+                            "epoch", (json_int_t)j.epoch, "mae", abs_sum / values);
+    }
+    if (!*result)
+        rc = fail(err, errlen, -ENOMEM, "cannot build the eval result");
+out:
+    free(confusion);
+    job_free(&j);
+    return rc;
+}
+
+/* ---- predict: the HDF5 output ---- */
+
+struct out_file {
+    hid_t file;
+    hid_t data[2]; /* ce: predictions, probabilities; mse: outputs */
+    char tmp[SPEC_PATH_MAX + 16];
+};
+
+static hid_t out_dataset(hid_t file, const char *name, hid_t type, int rank, int64_t n, int K)
+{
+    hsize_t dims[2] = {(hsize_t)n, (hsize_t)K};
+    hid_t space = H5Screate_simple(rank, dims, NULL);
+    if (space < 0)
+        return -1;
+    hid_t d = H5Dcreate2(file, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Sclose(space);
+    return d;
+}
+
+/* Writes rows [at, at + B) of a (n) or (n, K) dataset. */
+static int out_write(hid_t d, hid_t mem_type, int rank, int64_t at, int B, int K, const void *buf)
+{
+    hsize_t start[2] = {(hsize_t)at, 0}, count[2] = {(hsize_t)B, (hsize_t)K};
+    hid_t fspace = H5Dget_space(d);
+    hid_t mspace = H5Screate_simple(rank, count, NULL);
+    herr_t st = fspace < 0 || mspace < 0 ? -1 : 0;
+    if (!st)
+        st = H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL);
+    if (st >= 0)
+        st = H5Dwrite(d, mem_type, mspace, fspace, H5P_DEFAULT, buf);
+    if (mspace >= 0)
+        H5Sclose(mspace);
+    if (fspace >= 0)
+        H5Sclose(fspace);
+    return st < 0 ? -EIO : 0;
+}
+
+static int attr_int(hid_t obj, const char *name, int64_t v)
+{
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(obj, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t st = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_INT64, &v);
+    if (a >= 0)
+        H5Aclose(a);
+    H5Sclose(space);
+    return st < 0 ? -EIO : 0;
+}
+
+static int attr_string(hid_t obj, const char *name, const char *s)
+{
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, strlen(s) + 1);
+    H5Tset_cset(type, H5T_CSET_UTF8);
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t st = a < 0 ? -1 : H5Awrite(a, type, s);
+    if (a >= 0)
+        H5Aclose(a);
+    H5Sclose(space);
+    H5Tclose(type);
+    return st < 0 ? -EIO : 0;
+}
+
+static int out_open(struct out_file *o, const struct job *j, int64_t n, char *err, size_t errlen)
+{
+    const char *path = j->spec->output_path;
+    bool ce = j->train.loss == LOSS_CROSS_ENTROPY;
+    snprintf(o->tmp, sizeof o->tmp, "%s.XXXXXX", path);
+    int fd = mkstemp(o->tmp);
+    if (fd < 0) {
+        int e = errno;
+        o->tmp[0] = '\0';
+        return fail(err, errlen, -e, "%s: cannot create a temporary file beside it: %s", path,
+                    strerror(e));
+    }
+    close(fd);
+    o->file = H5Fcreate(o->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (o->file < 0)
+        return fail(err, errlen, -EIO, "%s: cannot create HDF5 file", o->tmp);
+    if (ce) {
+        o->data[0] = out_dataset(o->file, "predictions", H5T_STD_I32LE, 1, n, 1);
+        o->data[1] = out_dataset(o->file, "probabilities", H5T_IEEE_F32LE, 2, n, j->K);
+    } else {
+        o->data[0] = out_dataset(o->file, "outputs", H5T_IEEE_F32LE, 2, n, j->K);
+    }
+    int rc = o->data[0] < 0 || (ce && o->data[1] < 0) ? -EIO : 0;
+    if (!rc)
+        rc = attr_int(o->file, "run", j->spec->run);
+    if (!rc)
+        rc = attr_int(o->file, "checkpoint_epoch", j->epoch);
+    if (!rc)
+        rc = attr_string(o->file, "loss", spec_loss_name(j->train.loss));
+    if (!rc)
+        rc = attr_string(o->file, "train_spec", j->train_json);
+    if (rc)
+        return fail(err, errlen, rc, "%s: cannot create datasets and attributes", o->tmp);
+    return 0;
+}
+
+static int out_close_file(struct out_file *o)
+{
+    herr_t st = 0;
+    for (int i = 0; i < 2; i++)
+        if (o->data[i] >= 0 && H5Dclose(o->data[i]) < 0)
+            st = -1;
+    o->data[0] = o->data[1] = -1;
+    if (o->file >= 0 && H5Fclose(o->file) < 0)
+        st = -1;
+    o->file = -1;
+    return st < 0 ? -EIO : 0;
+}
+
+/* Closes the file, makes it durable and moves it into place. */
+static int out_commit(struct out_file *o, const char *path, char *err, size_t errlen)
+{
+    if (out_close_file(o))
+        return fail(err, errlen, -EIO, "%s: cannot write HDF5 file", o->tmp);
+    int fd = open(o->tmp, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return fail(err, errlen, -e, "%s: cannot sync: %s", o->tmp, strerror(e));
+    }
+    close(fd);
+    if (rename(o->tmp, path) != 0) {
+        int e = errno;
+        return fail(err, errlen, -e, "%s: cannot rename %s into place: %s", path, o->tmp,
+                    strerror(e));
+    }
+    o->tmp[0] = '\0';
+    /* The rename is durable once the directory is synced. */
+    char dir[SPEC_PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    if ((fd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    return 0;
+}
+
+static void out_abort(struct out_file *o)
+{
+    out_close_file(o);
+    if (o->tmp[0])
+        unlink(o->tmp);
+}
+
+int predict_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, json_t **summary,
+                char *err, size_t errlen)
+{
+    struct job j = {.spec = spec};
+    struct out_file o = {.file = -1, .data = {-1, -1}};
+    int32_t *pred = NULL;
+    int64_t *counts = NULL;
+    *summary = NULL;
+    if (spec->kind != JOB_PREDICT)
+        return fail(err, errlen, -EINVAL, "predict_run: not a predict job (kind %s)",
+                    spec_kind_name(spec->kind));
+    /* HDF5 would print its error stack on stderr; our messages say it. */
+    H5E_auto2_t old_func;
+    void *old_data;
+    H5Eget_auto2(H5E_DEFAULT, &old_func, &old_data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+
+    int rc = load_model(&j, ckpt_blob, len, err, errlen);
+    if (!rc)
+        rc = open_data(&j, false, err, errlen);
+    if (rc)
+        goto out;
+    bool ce = j.train.loss == LOSS_CROSS_ENTROPY;
+    int K = j.K;
+    int64_t n = dataset_get_info(j.ds)->n;
+    if (ce && (!(pred = malloc(sizeof *pred * EVALUATE_ROWS)) ||
+               !(counts = calloc((size_t)K, sizeof *counts)))) {
+        rc = fail(err, errlen, -ENOMEM, "cannot allocate prediction buffers");
+        goto out;
+    }
+    if ((rc = out_open(&o, &j, n, err, errlen)))
+        goto out;
+    for (int64_t at = 0; at < n; at += EVALUATE_ROWS) {
+        int B = (int)(n - at < EVALUATE_ROWS ? n - at : EVALUATE_ROWS);
+        if ((rc = forward_rows(&j, at, B, false, err, errlen)))
+            goto out;
+        if (ce) {
+            for (int r = 0; r < B; r++) {
+                pred[r] = argmax(j.net.probs + (size_t)r * K, K);
+                counts[pred[r]]++;
+            }
+            rc = out_write(o.data[0], H5T_NATIVE_INT32, 1, at, B, 1, pred);
+            if (!rc)
+                rc = out_write(o.data[1], H5T_NATIVE_FLOAT, 2, at, B, K, j.net.probs);
+        } else {
+            rc = out_write(o.data[0], H5T_NATIVE_FLOAT, 2, at, B, K, j.net.probs);
+        }
+        if (rc) {
+            fail(err, errlen, rc, "%s: cannot write rows %lld to %lld", o.tmp, (long long)at,
+                 (long long)(at + B));
+            goto out;
+        }
+    }
+    if ((rc = out_commit(&o, spec->output_path, err, errlen)))
+        goto out;
+
+    *summary = json_pack("{sI ss sI}", "n", (json_int_t)n, "output", spec->output_path, "epoch",
+                         (json_int_t)j.epoch);
+    if (*summary && ce) {
+        json_t *jc = json_array();
+        for (int k = 0; k < K; k++)
+            json_array_append_new(jc, json_integer(counts[k]));
+        json_object_set_new(*summary, "class_counts", jc);
+    }
+    if (!*summary)
+        rc = fail(err, errlen, -ENOMEM, "cannot build the predict summary");
+out:
+    out_abort(&o);
+    free(counts);
+    free(pred);
+    job_free(&j);
+    H5Eset_auto2(H5E_DEFAULT, old_func, old_data);
+    return rc;
+}
