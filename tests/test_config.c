@@ -270,6 +270,44 @@ static void test_dump(void **state)
     assert_non_null(strstr(text, "\"file_found\": true"));
 }
 
+/* The shipped systemd/mlq.conf: loads as is, and every commented "#key = value"
+ * line, uncommented, names a real key and shows its true service default. */
+static void test_shipped_file(void **state)
+{
+    struct fixture *f = *state;
+    struct config c, want;
+    char err[512] = "", line[512];
+    setenv("STATE_DIRECTORY", "/var/lib/mlq", 1);
+    assert_int_equal(config_load(&c, MLQ_SOURCE_DIR "/systemd/mlq.conf", err, sizeof err), 0);
+    for (int k = 0; k < CONFIG_NKEYS; k++)
+        assert_int_equal(c.origin[k].src, CONFIG_SRC_DEFAULT);
+
+    FILE *in = fopen(MLQ_SOURCE_DIR "/systemd/mlq.conf", "r");
+    FILE *out = fopen(f->file, "w");
+    assert_non_null(in);
+    assert_non_null(out);
+    int uncommented = 0;
+    while (fgets(line, sizeof line, in)) {
+        char key[64], value[256];
+        if (sscanf(line, "#%63[a-z_.] = %255s", key, value) == 2 && strchr(key, '.')) {
+            fputs(line + 1, out);
+            uncommented++;
+        }
+    }
+    fclose(in);
+    fclose(out);
+    assert_int_equal(uncommented, CONFIG_NKEYS - 1); /* all but trainer.name */
+    assert_int_equal(config_load(&c, f->file, err, sizeof err), 0);
+    config_init(&want);
+    for (int k = 0; k < CONFIG_NKEYS; k++) {
+        char got[CONFIG_STR_MAX], exp[CONFIG_STR_MAX];
+        config_get(&c, config_key_name(k), got, sizeof got);
+        config_get(&want, config_key_name(k), exp, sizeof exp);
+        if (strcmp(got, exp) != 0)
+            fail_msg("mlq.conf shows %s = %s, the default is %s", config_key_name(k), got, exp);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -281,6 +319,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_env_overrides_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flags_override_env, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dump, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shipped_file, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
