@@ -1,0 +1,609 @@
+/* Jobs (= runs): the queue the broker drives, their params, the run listing
+ * of `mlq runs`, deletion and garbage collection. */
+#include "store_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+/* Column order of JOB_COLS in store.c. */
+enum {
+    C_ID,
+    C_KIND,
+    C_STATE,
+    C_PRIORITY,
+    C_ATTEMPTS,
+    C_MAX_ATTEMPTS,
+    C_NAME,
+    C_TRAINER,
+    C_RUN,
+    C_CANCEL,
+    C_SUBMITTED,
+    C_STARTED,
+    C_FINISHED,
+    C_SPEC,
+    C_ERROR,
+    C_RESULT
+};
+
+static int job_from_row(sqlite3_stmt *st, struct store_job *j)
+{
+    memset(j, 0, sizeof *j);
+    j->id = sqlite3_column_int64(st, C_ID);
+    const char *kind = (const char *)sqlite3_column_text(st, C_KIND);
+    const char *state = (const char *)sqlite3_column_text(st, C_STATE);
+    if (!kind || store_kind_parse(kind, &j->kind) < 0 || !state ||
+        store_state_parse(state, &j->state) < 0)
+        return -EIO;
+    j->priority = sqlite3_column_int(st, C_PRIORITY);
+    j->attempts = sqlite3_column_int(st, C_ATTEMPTS);
+    j->max_attempts = sqlite3_column_int(st, C_MAX_ATTEMPTS);
+    store_col_copy(st, C_NAME, j->name, sizeof j->name);
+    store_col_copy(st, C_TRAINER, j->trainer, sizeof j->trainer);
+    j->run = sqlite3_column_int64(st, C_RUN);
+    j->cancel_requested = sqlite3_column_int(st, C_CANCEL) != 0;
+    j->submitted = store_col_time(st, C_SUBMITTED);
+    j->started = store_col_time(st, C_STARTED);
+    j->finished = store_col_time(st, C_FINISHED);
+    j->spec_json = store_col_strdup(st, C_SPEC);
+    j->error = store_col_strdup(st, C_ERROR);
+    j->result_json = store_col_strdup(st, C_RESULT);
+    return 0;
+}
+
+void store_job_free(struct store_job *j)
+{
+    if (!j)
+        return;
+    free(j->spec_json);
+    free(j->error);
+    free(j->result_json);
+    j->spec_json = j->error = j->result_json = NULL;
+}
+
+void store_jobs_free(struct store_job **jobs, size_t n)
+{
+    if (!jobs || !*jobs)
+        return;
+    for (size_t i = 0; i < n; i++)
+        store_job_free(&(*jobs)[i]);
+    free(*jobs);
+    *jobs = NULL;
+}
+
+/* ---- submit ------------------------------------------------------------------ */
+
+static int put_param(struct store *s, int64_t run, const char *key, const char *value)
+{
+    sqlite3_stmt *st = store_stmt(s, ST_PARAM_INSERT);
+    if (!st)
+        return -EIO;
+    sqlite3_bind_int64(st, 1, run);
+    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, value, -1, SQLITE_STATIC);
+    return store_step_done(s, st, "insert param");
+}
+
+/* Objects recurse with dotted keys; everything else is one row. */
+static int flatten(struct store *s, int64_t run, const char *prefix, json_t *v)
+{
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *child;
+        json_object_foreach(v, k, child) {
+            char key[512];
+            int n = prefix[0] ? snprintf(key, sizeof key, "%s.%s", prefix, k)
+                              : snprintf(key, sizeof key, "%s", k);
+            if (n < 0 || (size_t)n >= sizeof key)
+                return store_fail(s, -EINVAL, "%s: spec key too long: %s", s->path, k);
+            int ret = flatten(s, run, key, child);
+            if (ret < 0)
+                return ret;
+        }
+        return 0;
+    }
+    if (json_is_string(v))
+        return put_param(s, run, prefix, json_string_value(v));
+    char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!text)
+        return store_fail(s, -ENOMEM, "%s: out of memory", s->path);
+    int ret = put_param(s, run, prefix, text);
+    free(text);
+    return ret;
+}
+
+int store_job_submit(struct store *s, const struct store_new_job *nj, int64_t *id)
+{
+    json_error_t jerr;
+    json_t *doc = json_loads(nj->spec_json ? nj->spec_json : "", 0, &jerr);
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        return store_fail(s, -EINVAL, "%s: spec is not a JSON object (%s)", s->path, jerr.text);
+    }
+    int tok = store_write_begin(s);
+    if (tok < 0) {
+        json_decref(doc);
+        return tok;
+    }
+    int ret = -EIO;
+    sqlite3_stmt *st = store_stmt(s, ST_JOB_INSERT);
+    if (st) {
+        sqlite3_bind_text(st, 1, spec_kind_name(nj->kind), -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 2, nj->priority);
+        sqlite3_bind_int(st, 3, nj->max_attempts > 0 ? nj->max_attempts : 3);
+        sqlite3_bind_text(st, 4, nj->name ? nj->name : "", -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 5, nj->spec_json, -1, SQLITE_TRANSIENT);
+        if (nj->run > 0)
+            sqlite3_bind_int64(st, 6, nj->run);
+        else
+            sqlite3_bind_null(st, 6);
+        sqlite3_bind_double(st, 7, s->now());
+        ret = store_step_done(s, st, "insert job");
+    }
+    int64_t new_id = sqlite3_last_insert_rowid(s->db);
+    if (ret == 0)
+        ret = flatten(s, new_id, "", doc);
+    json_decref(doc);
+    ret = store_write_end(s, tok, ret);
+    if (ret == 0)
+        *id = new_id;
+    return ret;
+}
+
+int store_job_submit_spec(struct store *s, const struct mlq_spec *spec, int64_t *id)
+{
+    json_t *doc = spec_to_json(spec);
+    char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(doc);
+    if (!text)
+        return store_fail(s, -ENOMEM, "%s: cannot encode the spec", s->path);
+    struct store_new_job nj = {
+        .kind = spec->kind,
+        .spec_json = text,
+        .priority = spec->priority,
+        .max_attempts = spec->max_attempts,
+        .name = spec->name,
+        .run = spec->kind == JOB_TRAIN ? 0 : spec->run,
+    };
+    int ret = store_job_submit(s, &nj, id);
+    free(text);
+    return ret;
+}
+
+/* ---- reading ------------------------------------------------------------------ */
+
+static int read_one_job(struct store *s, sqlite3_stmt *st, struct store_job *job,
+                        const char *what)
+{
+    int rc = sqlite3_step(st);
+    int ret;
+    if (rc == SQLITE_ROW) {
+        ret = job_from_row(st, job);
+        if (ret < 0)
+            store_fail(s, ret, "%s: %s: bad kind or state in row", s->path, what);
+    } else if (rc == SQLITE_DONE)
+        ret = store_fail(s, -ENOENT, "%s: %s: not found", s->path, what);
+    else
+        ret = store_fail_sql(s, rc, what);
+    sqlite3_reset(st);
+    return ret;
+}
+
+int store_job_get(struct store *s, int64_t id, struct store_job *job)
+{
+    sqlite3_stmt *st = store_stmt(s, ST_JOB_GET);
+    if (!st)
+        return -EIO;
+    sqlite3_bind_int64(st, 1, id);
+    int ret = read_one_job(s, st, job, "job");
+    if (ret == -ENOENT)
+        store_fail(s, -ENOENT, "no run %lld in %s", (long long)id, s->path);
+    return ret;
+}
+
+int store_job_next_queued(struct store *s, struct store_job *job)
+{
+    sqlite3_stmt *st = store_stmt(s, ST_JOB_NEXT);
+    if (!st)
+        return -EIO;
+    return read_one_job(s, st, job, "next queued job");
+}
+
+int store_job_ids_by_state(struct store *s, enum store_state state, int64_t **ids, size_t *n)
+{
+    *ids = NULL;
+    *n = 0;
+    sqlite3_stmt *st = store_stmt(s, ST_JOB_IDS_BY_STATE);
+    if (!st)
+        return -EIO;
+    sqlite3_bind_text(st, 1, store_state_name(state), -1, SQLITE_STATIC);
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            int64_t *p = realloc(*ids, ncap * sizeof *p);
+            if (!p) {
+                sqlite3_reset(st);
+                free(*ids);
+                *ids = NULL;
+                *n = 0;
+                return store_fail(s, -ENOMEM, "%s: out of memory", s->path);
+            }
+            *ids = p;
+            cap = ncap;
+        }
+        (*ids)[(*n)++] = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        free(*ids);
+        *ids = NULL;
+        *n = 0;
+        return store_fail_sql(s, rc, "jobs by state");
+    }
+    return 0;
+}
+
+int store_job_count_by_state(struct store *s, int64_t counts[STORE_N_STATES])
+{
+    memset(counts, 0, STORE_N_STATES * sizeof counts[0]);
+    sqlite3_stmt *st = store_stmt(s, ST_JOB_COUNT);
+    if (!st)
+        return -EIO;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        enum store_state state;
+        if (store_state_parse((const char *)sqlite3_column_text(st, 0), &state) == 0)
+            counts[state] = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : store_fail_sql(s, rc, "count jobs");
+}
+
+/* ---- state changes ------------------------------------------------------------- */
+
+/* Runs an UPDATE of one job in its own write section: -ENOENT when no row changed. */
+static int update_job(struct store *s, sqlite3_stmt *st, int64_t id, const char *what)
+{
+    int ret = store_step_done(s, st, what);
+    if (ret == 0 && sqlite3_changes(s->db) == 0)
+        ret = store_fail(s, -ENOENT, "no run %lld in %s", (long long)id, s->path);
+    return ret;
+}
+
+int store_job_set_running(struct store *s, int64_t id, const char *trainer)
+{
+    int tok = store_write_begin(s);
+    if (tok < 0)
+        return tok;
+    sqlite3_stmt *st = store_stmt(s, ST_JOB_RUNNING);
+    int ret = -EIO;
+    if (st) {
+        sqlite3_bind_int64(st, 1, id);
+        store_bind_text_or_null(st, 2, trainer);
+        sqlite3_bind_double(st, 3, s->now());
+        ret = update_job(s, st, id, "set running");
+    }
+    return store_write_end(s, tok, ret);
+}
+
+static int finish(struct store *s, int64_t id, enum store_state state, const char *reason)
+{
+    int tok = store_write_begin(s);
+    if (tok < 0)
+        return tok;
+    sqlite3_stmt *st = store_stmt(s, ST_JOB_FINISH);
+    int ret = -EIO;
+    if (st) {
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_bind_text(st, 2, store_state_name(state), -1, SQLITE_STATIC);
+        store_bind_text_or_null(st, 3, reason);
+        sqlite3_bind_double(st, 4, s->now());
+        ret = update_job(s, st, id, "finish job");
+    }
+    return store_write_end(s, tok, ret);
+}
+
+int store_job_set_succeeded(struct store *s, int64_t id)
+{
+    return finish(s, id, STORE_SUCCEEDED, NULL);
+}
+
+int store_job_set_failed(struct store *s, int64_t id, const char *reason)
+{
+    return finish(s, id, STORE_FAILED, reason ? reason : "failed");
+}
+
+int store_job_set_cancelled(struct store *s, int64_t id, const char *reason)
+{
+    return finish(s, id, STORE_CANCELLED, reason);
+}
+
+int store_job_requeue(struct store *s, int64_t id, const char *reason)
+{
+    int tok = store_write_begin(s);
+    if (tok < 0)
+        return tok;
+    sqlite3_stmt *st = store_stmt(s, ST_JOB_REQUEUE);
+    int ret = -EIO;
+    if (st) {
+        sqlite3_bind_int64(st, 1, id);
+        ret = update_job(s, st, id, "requeue");
+    }
+    if (ret == 0) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "requeued: %s", reason ? reason : "no reason given");
+        ret = store_event_add(s, id, "warn", msg);
+    }
+    return store_write_end(s, tok, ret);
+}
+
+int store_job_request_cancel(struct store *s, int64_t id)
+{
+    int tok = store_write_begin(s);
+    if (tok < 0)
+        return tok;
+    sqlite3_stmt *st = store_stmt(s, ST_JOB_CANCEL_REQ);
+    int ret = -EIO;
+    if (st) {
+        sqlite3_bind_int64(st, 1, id);
+        ret = update_job(s, st, id, "request cancel");
+    }
+    return store_write_end(s, tok, ret);
+}
+
+int store_job_set_result(struct store *s, int64_t id, const char *result_json)
+{
+    int tok = store_write_begin(s);
+    if (tok < 0)
+        return tok;
+    sqlite3_stmt *st = store_stmt(s, ST_JOB_RESULT);
+    int ret = -EIO;
+    if (st) {
+        sqlite3_bind_int64(st, 1, id);
+        store_bind_text_or_null(st, 2, result_json);
+        ret = update_job(s, st, id, "set result");
+    }
+    return store_write_end(s, tok, ret);
+}
+
+/* ---- params ------------------------------------------------------------------------ */
+
+void store_params_free(struct store_param *p, size_t n)
+{
+    if (!p)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(p[i].key);
+        free(p[i].value);
+    }
+    free(p);
+}
+
+int store_params_list(struct store *s, int64_t run, struct store_param **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *st = store_stmt(s, ST_PARAMS_LIST);
+    if (!st)
+        return -EIO;
+    sqlite3_bind_int64(st, 1, run);
+    struct store_param *p = NULL;
+    size_t len = 0, cap = 0;
+    int rc, ret = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (len == cap) {
+            size_t ncap = cap ? cap * 2 : 32;
+            struct store_param *q = realloc(p, ncap * sizeof *q);
+            if (!q) {
+                ret = store_fail(s, -ENOMEM, "%s: out of memory", s->path);
+                break;
+            }
+            p = q;
+            cap = ncap;
+        }
+        p[len].key = store_col_strdup(st, 0);
+        p[len].value = store_col_strdup(st, 1);
+        len++;
+        if (!p[len - 1].key || !p[len - 1].value) {
+            ret = store_fail(s, -ENOMEM, "%s: out of memory", s->path);
+            break;
+        }
+    }
+    sqlite3_reset(st);
+    if (ret == 0 && rc != SQLITE_DONE)
+        ret = store_fail_sql(s, rc, "list params");
+    if (ret < 0) {
+        store_params_free(p, len);
+        return ret;
+    }
+    *out = p;
+    *n = len;
+    return 0;
+}
+
+/* ---- run listing --------------------------------------------------------------------- */
+
+int store_runs_list(struct store *s, const struct store_run_filter *f, struct store_job **out,
+                    size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (f->n_where < 0 || f->n_where > STORE_WHERE_MAX)
+        return store_fail(s, -EINVAL, "at most %d --where filters", STORE_WHERE_MAX);
+    /* Composed from constant fragments only; every user value is bound. */
+    char sql[2048];
+    size_t o = 0;
+    o += (size_t)snprintf(sql + o, sizeof sql - o,
+                          "SELECT j.id, j.kind, j.state, j.priority, j.attempts, j.max_attempts, "
+                          "j.name, j.trainer, j.run, j.cancel_requested, j.submitted, j.started, "
+                          "j.finished, NULL, j.error, NULL FROM jobs j");
+    if (f->sort_metric)
+        o += (size_t)snprintf(sql + o, sizeof sql - o,
+                              " LEFT JOIN final_metrics fm ON fm.run = j.id AND fm.key = ?1");
+    o += (size_t)snprintf(sql + o, sizeof sql - o, " WHERE (?2 IS NULL OR j.state = ?2)"
+                                                   " AND (?3 IS NULL OR j.kind = ?3)");
+    for (int i = 0; i < f->n_where; i++)
+        o += (size_t)snprintf(sql + o, sizeof sql - o,
+                              " AND EXISTS (SELECT 1 FROM params p WHERE p.run = j.id"
+                              " AND p.key = ?%d AND p.value = ?%d)",
+                              10 + 2 * i, 11 + 2 * i);
+    if (f->sort_metric)
+        o += (size_t)snprintf(sql + o, sizeof sql - o, " ORDER BY fm.value IS NULL, fm.value %s,"
+                                                       " j.id DESC",
+                              f->sort_desc ? "DESC" : "ASC");
+    else
+        o += (size_t)snprintf(sql + o, sizeof sql - o, " ORDER BY j.id DESC");
+    snprintf(sql + o, sizeof sql - o, " LIMIT ?4");
+
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return store_fail_sql(s, rc, "prepare run listing");
+    if (f->sort_metric)
+        sqlite3_bind_text(st, 1, f->sort_metric, -1, SQLITE_STATIC);
+    if (f->state >= 0)
+        sqlite3_bind_text(st, 2, store_state_name((enum store_state)f->state), -1, SQLITE_STATIC);
+    if (f->kind >= 0)
+        sqlite3_bind_text(st, 3, spec_kind_name((enum job_kind)f->kind), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, f->limit > 0 ? f->limit : -1);
+    for (int i = 0; i < f->n_where; i++) {
+        sqlite3_bind_text(st, 10 + 2 * i, f->where_key[i], -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 11 + 2 * i, f->where_value[i], -1, SQLITE_STATIC);
+    }
+
+    struct store_job *jobs = NULL;
+    size_t len = 0, cap = 0;
+    int ret = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (len == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            struct store_job *q = realloc(jobs, ncap * sizeof *q);
+            if (!q) {
+                ret = store_fail(s, -ENOMEM, "%s: out of memory", s->path);
+                break;
+            }
+            jobs = q;
+            cap = ncap;
+        }
+        if (job_from_row(st, &jobs[len]) < 0) {
+            ret = store_fail(s, -EIO, "%s: run %lld: bad kind or state", s->path,
+                             (long long)sqlite3_column_int64(st, 0));
+            break;
+        }
+        len++;
+    }
+    if (ret == 0 && rc != SQLITE_DONE)
+        ret = store_fail_sql(s, rc, "run listing");
+    sqlite3_finalize(st);
+    if (ret < 0) {
+        store_jobs_free(&jobs, len);
+        return ret;
+    }
+    *out = jobs;
+    *n = len;
+    return 0;
+}
+
+/* ---- deletion ------------------------------------------------------------------------- */
+
+static int delete_run(struct store *s, int64_t id)
+{
+    sqlite3_stmt *st = store_stmt(s, ST_JOB_DELETE);
+    if (!st)
+        return -EIO;
+    sqlite3_bind_int64(st, 1, id);
+    return update_job(s, st, id, "delete run");
+}
+
+int store_run_delete(struct store *s, int64_t id)
+{
+    int tok = store_write_begin(s);
+    if (tok < 0)
+        return tok;
+    return store_write_end(s, tok, delete_run(s, id));
+}
+
+/* Appends the ids a GC query selects to *ids (deduplicated later by delete). */
+static int collect_ids(struct store *s, sqlite3_stmt *st, int64_t **ids, size_t *n, size_t *cap)
+{
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == *cap) {
+            size_t ncap = *cap ? *cap * 2 : 256;
+            int64_t *p = realloc(*ids, ncap * sizeof *p);
+            if (!p) {
+                sqlite3_reset(st);
+                return store_fail(s, -ENOMEM, "%s: out of memory", s->path);
+            }
+            *ids = p;
+            *cap = ncap;
+        }
+        (*ids)[(*n)++] = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : store_fail_sql(s, rc, "gc select");
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+int store_gc(struct store *s, const struct store_gc_opts *o, int64_t *deleted)
+{
+    *deleted = 0;
+    if (!o->dry_run && s->readonly)
+        return store_fail(s, -EROFS, "%s: opened read-only", s->path);
+    if (!o->dry_run && store_in_transaction(s))
+        return store_fail(s, -EINVAL, "%s: gc inside a transaction", s->path);
+    int64_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    int ret = 0;
+    if (o->older_than > 0) {
+        sqlite3_stmt *st = store_stmt(s, ST_GC_SELECT_OLD);
+        if (!st)
+            return -EIO;
+        sqlite3_bind_double(st, 1, s->now() - o->older_than);
+        ret = collect_ids(s, st, &ids, &n, &cap);
+    }
+    if (ret == 0 && o->keep >= 0) {
+        sqlite3_stmt *st = store_stmt(s, ST_GC_SELECT_BEYOND);
+        if (!st)
+            ret = -EIO;
+        else {
+            sqlite3_bind_int64(st, 1, o->keep);
+            ret = collect_ids(s, st, &ids, &n, &cap);
+        }
+    }
+    if (ret < 0 || n == 0 || o->dry_run) {
+        /* Both queries may pick the same run: count distinct ids. */
+        qsort(ids, n, sizeof *ids, cmp_id);
+        for (size_t i = 0; i < n; i++)
+            *deleted += i == 0 || ids[i] != ids[i - 1];
+        free(ids);
+        return ret;
+    }
+    int tok = store_write_begin(s);
+    if (tok < 0) {
+        free(ids);
+        return tok;
+    }
+    for (size_t i = 0; i < n && ret == 0; i++) {
+        int r = delete_run(s, ids[i]);
+        if (r == 0)
+            (*deleted)++;
+        else if (r != -ENOENT) /* already deleted: both queries picked it */
+            ret = r;
+    }
+    free(ids);
+    ret = store_write_end(s, tok, ret);
+    if (ret == 0)
+        ret = store_vacuum(s);
+    return ret;
+}
