@@ -1,0 +1,374 @@
+/* The training loop: checkpoints, exact resume, determinism, failures, and
+ * mlq-trainer --standalone as a user runs it. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <cmocka.h>
+
+#include "checkpoint.h"
+#include "spec.h"
+#include "testutil.h"
+#include "train.h"
+
+struct fixture {
+    char *dir;
+    char train[512], val[512];
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof *f);
+    f->dir = testutil_tmpdir("train");
+    snprintf(f->train, sizeof f->train, "%s/train.h5", f->dir);
+    snprintf(f->val, sizeof f->val, "%s/val.h5", f->dir);
+    if (testutil_write_blobs(f->train, 600, 6, 3, 1) || testutil_write_blobs(f->val, 150, 6, 3, 2))
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    testutil_rmtree(f->dir);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
+/* Keeps every checkpoint blob and the epoch metrics of a run. */
+struct recorder {
+    void *blob[64];
+    size_t len[64];
+    int n_ckpt;
+    struct epoch_metrics epochs[64];
+    int n_epochs;
+    int stop_after_epochs; /* 0: never */
+};
+
+static int rec_epoch(void *ctx, const struct epoch_metrics *m)
+{
+    struct recorder *r = ctx;
+    r->epochs[r->n_epochs++] = *m;
+    return r->stop_after_epochs && r->n_epochs >= r->stop_after_epochs;
+}
+
+static int rec_checkpoint(void *ctx, int64_t epoch, int64_t step, const void *blob, size_t len)
+{
+    struct recorder *r = ctx;
+    (void)epoch;
+    (void)step;
+    r->blob[r->n_ckpt] = malloc(len);
+    memcpy(r->blob[r->n_ckpt], blob, len);
+    r->len[r->n_ckpt++] = len;
+    return 0;
+}
+
+static void rec_free(struct recorder *r)
+{
+    for (int i = 0; i < r->n_ckpt; i++)
+        free(r->blob[i]);
+}
+
+static void make_spec(const struct fixture *f, const char *optimizer_json, struct mlq_spec *s)
+{
+    char json[2048], err[512];
+    snprintf(json, sizeof json,
+             "{\"dataset\": \"%s\", \"validation\": \"%s\", \"model\": {\"layers\": [6, 16, 8, "
+             "3]}, \"optimizer\": %s, \"batch_size\": 32, \"epochs\": 4, \"seed\": 9, "
+             "\"threads\": 1}",
+             f->train, f->val, optimizer_json);
+    if (spec_parse(json, s, err, sizeof err))
+        fail_msg("spec: %s", err);
+}
+
+static void run_ok(const struct mlq_spec *s, const void *resume, size_t len, struct recorder *r,
+                   struct train_result *res)
+{
+    struct train_callbacks cb = {.ctx = r, .on_epoch = rec_epoch, .on_checkpoint = rec_checkpoint};
+    char err[512] = "";
+    int rc = train_run(s, resume, len, &cb, res, err, sizeof err);
+    if (rc)
+        fail_msg("train_run: %s", err);
+}
+
+static void decode_ok(const void *blob, size_t len, struct checkpoint *c)
+{
+    char err[256];
+    if (checkpoint_decode(blob, len, c, err, sizeof err))
+        fail_msg("decode: %s", err);
+}
+
+static void test_checkpoint_round_trip_and_corruption(void **state)
+{
+    struct fixture *f = *state;
+    struct mlq_spec s;
+    make_spec(f, "\"adam\"", &s);
+    s.epochs = 1;
+    struct recorder r = {0};
+    struct train_result res;
+    run_ok(&s, NULL, 0, &r, &res);
+    assert_int_equal(r.n_ckpt, 1);
+
+    struct checkpoint c;
+    decode_ok(r.blob[0], r.len[0], &c);
+    assert_int_equal(c.epoch, 1);
+    assert_int_equal(c.step, (600 + 31) / 32);
+    assert_int_equal(c.n_params, 6 * 16 + 16 + 16 * 8 + 8 + 8 * 3 + 3);
+    assert_int_equal(c.n_optim, 2 * c.n_params); /* adam: m and v */
+    assert_non_null(strstr(c.spec_json, "\"adam\""));
+    /* Encoding what was decoded gives the same bytes. */
+    void *again;
+    size_t again_len;
+    assert_int_equal(checkpoint_encode(&c, &again, &again_len), 0);
+    assert_int_equal(again_len, r.len[0]);
+    assert_memory_equal(again, r.blob[0], again_len);
+    free(again);
+    checkpoint_free(&c);
+
+    char err[256];
+    unsigned char *bad = malloc(r.len[0]);
+    memcpy(bad, r.blob[0], r.len[0]);
+    bad[r.len[0] / 2] ^= 0x40;
+    assert_int_not_equal(checkpoint_decode(bad, r.len[0], &c, err, sizeof err), 0);
+    assert_non_null(strstr(err, "checksum"));
+    assert_int_not_equal(checkpoint_decode(r.blob[0], r.len[0] - 9, &c, err, sizeof err), 0);
+    memcpy(bad, r.blob[0], r.len[0]);
+    bad[0] = 'X';
+    assert_int_not_equal(checkpoint_decode(bad, r.len[0], &c, err, sizeof err), 0);
+    assert_non_null(strstr(err, "magic"));
+    assert_int_not_equal(checkpoint_decode(bad, 5, &c, err, sizeof err), 0);
+    free(bad);
+
+    /* Through a file, as --checkpoint-dir and --resume use it. */
+    char path[600];
+    snprintf(path, sizeof path, "%s/x.ckpt", f->dir);
+    assert_int_equal(checkpoint_write_file(path, r.blob[0], r.len[0]), 0);
+    void *read_back;
+    size_t read_len;
+    assert_int_equal(checkpoint_read_file(path, &read_back, &read_len, err, sizeof err), 0);
+    assert_int_equal(read_len, r.len[0]);
+    assert_memory_equal(read_back, r.blob[0], read_len);
+    free(read_back);
+    rec_free(&r);
+}
+
+/* Stops a run after 2 of 4 epochs, resumes from its checkpoint, and checks
+ * that weights, optimizer state and metrics equal the uninterrupted run's. */
+static void check_resume_exact(const struct fixture *f, const char *optimizer_json)
+{
+    struct mlq_spec s;
+    make_spec(f, optimizer_json, &s);
+    struct recorder full = {0}, first = {0}, second = {0};
+    struct train_result res;
+    run_ok(&s, NULL, 0, &full, &res);
+    assert_int_equal(full.n_ckpt, 4);
+
+    first.stop_after_epochs = 2;
+    run_ok(&s, NULL, 0, &first, &res);
+    assert_true(res.cancelled);
+    assert_int_equal(first.n_ckpt, 1); /* epoch 2's checkpoint is not taken: stopped first */
+    run_ok(&s, first.blob[0], first.len[0], &second, &res);
+    assert_false(res.cancelled);
+    assert_int_equal(second.n_epochs, 3); /* epochs 2, 3, 4 */
+    assert_int_equal(second.epochs[0].epoch, 2);
+
+    struct checkpoint a, b;
+    decode_ok(full.blob[3], full.len[3], &a);
+    decode_ok(second.blob[second.n_ckpt - 1], second.len[second.n_ckpt - 1], &b);
+    assert_int_equal(a.step, b.step);
+    assert_int_equal(a.n_params, b.n_params);
+    assert_memory_equal(a.params, b.params, sizeof(float) * a.n_params);
+    assert_int_equal(a.n_optim, b.n_optim);
+    if (a.n_optim)
+        assert_memory_equal(a.optim_state, b.optim_state, sizeof(float) * a.n_optim);
+    for (int e = 0; e < 3; e++) {
+        assert_true(full.epochs[e + 1].train_loss == second.epochs[e].train_loss);
+        assert_true(full.epochs[e + 1].val_accuracy == second.epochs[e].val_accuracy);
+    }
+    checkpoint_free(&a);
+    checkpoint_free(&b);
+    rec_free(&full);
+    rec_free(&first);
+    rec_free(&second);
+}
+
+static void test_resume_equals_uninterrupted(void **state)
+{
+    struct fixture *f = *state;
+    check_resume_exact(f, "{\"name\": \"sgd\", \"lr\": 0.05, \"momentum\": 0.9, \"nesterov\": true}");
+    check_resume_exact(f, "{\"name\": \"adam\", \"lr\": 0.01}");
+    check_resume_exact(f, "{\"name\": \"adamw\"}");
+    check_resume_exact(f, "{\"name\": \"rmsprop\", \"lr\": 0.001, \"momentum\": 0.5}");
+    check_resume_exact(f, "{\"name\": \"adagrad\"}");
+    check_resume_exact(f, "{\"name\": \"gd\", \"lr\": 0.5}");
+}
+
+static void test_same_seed_same_run_and_learning_happens(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const optimizers[] = {
+        "{\"name\": \"sgd\", \"lr\": 0.05}", "{\"name\": \"adam\", \"lr\": 0.01}",
+        "{\"name\": \"rmsprop\", \"lr\": 0.003}", "{\"name\": \"adagrad\", \"lr\": 0.1}",
+        "{\"name\": \"gd\", \"lr\": 1.0}"};
+    for (size_t i = 0; i < sizeof optimizers / sizeof optimizers[0]; i++) {
+        struct mlq_spec s;
+        make_spec(f, optimizers[i], &s);
+        if (strstr(optimizers[i], "gd\""))
+            s.epochs = 40; /* one step per epoch */
+        struct recorder a = {0}, b = {0};
+        struct train_result res;
+        run_ok(&s, NULL, 0, &a, &res);
+        run_ok(&s, NULL, 0, &b, &res);
+        assert_int_equal(a.len[a.n_ckpt - 1], b.len[b.n_ckpt - 1]);
+        assert_memory_equal(a.blob[a.n_ckpt - 1], b.blob[b.n_ckpt - 1], a.len[a.n_ckpt - 1]);
+        if (res.final_val_accuracy < 0.85)
+            fail_msg("%s reached only %.3f validation accuracy", optimizers[i],
+                     res.final_val_accuracy);
+        assert_true(a.epochs[a.n_epochs - 1].train_loss < a.epochs[0].train_loss);
+        rec_free(&a);
+        rec_free(&b);
+    }
+}
+
+static void test_gd_takes_one_step_per_epoch(void **state)
+{
+    struct fixture *f = *state;
+    struct mlq_spec s;
+    make_spec(f, "\"gd\"", &s);
+    struct recorder r = {0};
+    struct train_result res;
+    run_ok(&s, NULL, 0, &r, &res);
+    for (int e = 0; e < r.n_epochs; e++)
+        assert_int_equal(r.epochs[e].step, e + 1);
+    rec_free(&r);
+}
+
+static void test_failures_have_reasons(void **state)
+{
+    struct fixture *f = *state;
+    struct mlq_spec s;
+    char err[512] = "";
+    struct train_result res;
+
+    make_spec(f, "{\"name\": \"sgd\", \"lr\": 1e30}", &s);
+    struct recorder r = {0};
+    struct train_callbacks cb = {.ctx = &r, .on_epoch = rec_epoch, .on_checkpoint = rec_checkpoint};
+    assert_int_not_equal(train_run(&s, NULL, 0, &cb, &res, err, sizeof err), 0);
+    if (!strstr(err, "NaN") && !strstr(err, "infinite"))
+        fail_msg("unexpected message: %s", err);
+    assert_int_equal(r.n_ckpt, 0);
+    rec_free(&r);
+
+    make_spec(f, "\"sgd\"", &s);
+    s.layers[0] = 7; /* the file has 6 inputs */
+    assert_int_not_equal(train_run(&s, NULL, 0, NULL, &res, err, sizeof err), 0);
+    assert_non_null(strstr(err, f->train));
+
+    make_spec(f, "\"sgd\"", &s);
+    snprintf(s.dataset.path, sizeof s.dataset.path, "%s/missing.h5", f->dir);
+    assert_int_not_equal(train_run(&s, NULL, 0, NULL, &res, err, sizeof err), 0);
+    assert_non_null(strstr(err, "missing.h5"));
+
+    /* A checkpoint of another architecture cannot be resumed. */
+    make_spec(f, "\"adam\"", &s);
+    s.epochs = 1;
+    struct recorder one = {0};
+    run_ok(&s, NULL, 0, &one, &res);
+    make_spec(f, "\"sgd\"", &s);
+    s.layers[1] = 17;
+    assert_int_not_equal(train_run(&s, one.blob[0], one.len[0], NULL, &res, err, sizeof err), 0);
+    assert_non_null(strstr(err, "cannot resume"));
+    rec_free(&one);
+}
+
+/* Runs a shell command, returns its exit status and its stdout. */
+static int run_cmd(const char *cmd, char *out, size_t cap)
+{
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void test_standalone_binary(void **state)
+{
+    struct fixture *f = *state;
+    char spec[600], cmd[2048], out[16384];
+    snprintf(spec, sizeof spec, "%s/job.json", f->dir);
+    char json[1024];
+    snprintf(json, sizeof json,
+             "{\"dataset\": \"%s\", \"validation_split\": 0.2, \"model\": {\"layers\": [6, 8, "
+             "3]}, \"optimizer\": \"adam\", \"epochs\": 3}",
+             f->train);
+    assert_int_equal(testutil_write_file(spec, json), 0);
+    snprintf(cmd, sizeof cmd, "%s/trainer/mlq-trainer --standalone %s --checkpoint-dir %s/ckpt",
+             MLQ_BINARY_DIR, spec, f->dir);
+    assert_int_equal(run_cmd(cmd, out, sizeof out), 0);
+    /* Three epoch lines with the documented keys, then the summary. */
+    int lines = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"), lines++) {
+        json_error_t jerr;
+        json_t *o = json_loads(line, 0, &jerr);
+        assert_non_null(o);
+        if (lines < 3) {
+            assert_int_equal(json_integer_value(json_object_get(o, "epoch")), lines + 1);
+            assert_true(json_is_number(json_object_get(o, "train_loss")));
+            assert_true(json_is_number(json_object_get(o, "val_loss")));
+            assert_true(json_is_number(json_object_get(o, "val_accuracy")));
+            assert_true(json_is_number(json_object_get(o, "samples_per_s")));
+        } else {
+            assert_true(json_is_true(json_object_get(o, "summary")));
+            assert_string_equal(json_string_value(json_object_get(o, "state")), "succeeded");
+        }
+        json_decref(o);
+    }
+    assert_int_equal(lines, 4);
+
+    /* Resume from epoch 3's checkpoint with more epochs: only epoch 4 runs. */
+    snprintf(json, sizeof json,
+             "{\"dataset\": \"%s\", \"validation_split\": 0.2, \"model\": {\"layers\": [6, 8, "
+             "3]}, \"optimizer\": \"adam\", \"epochs\": 4}",
+             f->train);
+    assert_int_equal(testutil_write_file(spec, json), 0);
+    snprintf(cmd, sizeof cmd, "%s/trainer/mlq-trainer --standalone %s --resume %s/ckpt/last.ckpt",
+             MLQ_BINARY_DIR, spec, f->dir);
+    assert_int_equal(run_cmd(cmd, out, sizeof out), 0);
+    assert_non_null(strstr(out, "{\"epoch\":4,"));
+    assert_null(strstr(out, "{\"epoch\":3,"));
+
+    /* A bad spec: exit 2 and a message naming the field. */
+    assert_int_equal(testutil_write_file(spec, "{\"dataset\": \"x.h5\", \"epochs\": 0}"), 0);
+    snprintf(cmd, sizeof cmd, "%s/trainer/mlq-trainer --standalone %s 2>&1", MLQ_BINARY_DIR, spec);
+    assert_int_equal(run_cmd(cmd, out, sizeof out), 2);
+    assert_non_null(strstr(out, "epochs"));
+
+    /* A missing dataset: exit 1, and the summary says why. */
+    assert_int_equal(testutil_write_file(spec, "{\"dataset\": \"/nonexistent/x.h5\"}"), 0);
+    snprintf(cmd, sizeof cmd, "%s/trainer/mlq-trainer --standalone %s 2>/dev/null",
+             MLQ_BINARY_DIR, spec);
+    assert_int_equal(run_cmd(cmd, out, sizeof out), 1);
+    assert_non_null(strstr(out, "\"state\":\"failed\""));
+    assert_non_null(strstr(out, "/nonexistent/x.h5"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_checkpoint_round_trip_and_corruption),
+        cmocka_unit_test(test_resume_equals_uninterrupted),
+        cmocka_unit_test(test_same_seed_same_run_and_learning_happens),
+        cmocka_unit_test(test_gd_takes_one_step_per_epoch),
+        cmocka_unit_test(test_failures_have_reasons),
+        cmocka_unit_test(test_standalone_binary),
+    };
+    return cmocka_run_group_tests_name("train", tests, setup, teardown);
+}
