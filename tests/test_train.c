@@ -13,6 +13,7 @@
 
 #include "checkpoint.h"
 #include "spec.h"
+#include "store.h"
 #include "testutil.h"
 #include "train.h"
 
@@ -344,6 +345,35 @@ static void test_standalone_binary(void **state)
     assert_int_equal(run_cmd(cmd, out, sizeof out), 0);
     assert_non_null(strstr(out, "{\"epoch\":4,"));
     assert_null(strstr(out, "{\"epoch\":3,"));
+
+    /* With --db the run, its metrics and its checkpoints are recorded. */
+    snprintf(cmd, sizeof cmd, "%s/trainer/mlq-trainer --standalone %s --db %s/runs.db",
+             MLQ_BINARY_DIR, spec, f->dir);
+    assert_int_equal(run_cmd(cmd, out, sizeof out), 0);
+    assert_non_null(strstr(out, "\"run\":1"));
+    char db_path[600], err[256];
+    snprintf(db_path, sizeof db_path, "%s/runs.db", f->dir);
+    struct store *db = NULL;
+    assert_int_equal(store_open(&db, db_path, STORE_READONLY, err, sizeof err), 0);
+    struct store_job job;
+    assert_int_equal(store_job_get(db, 1, &job), 0);
+    assert_int_equal(job.state, STORE_SUCCEEDED);
+    store_job_free(&job);
+    struct store_metric *final;
+    size_t n_final;
+    assert_int_equal(store_metrics_final(db, 1, &final, &n_final), 0);
+    int seen_val = 0;
+    for (size_t i = 0; i < n_final; i++) {
+        assert_int_equal(final[i].epoch, 4);
+        seen_val += strcmp(final[i].key, "val_accuracy") == 0;
+    }
+    assert_int_equal(seen_val, 1);
+    store_metrics_free(final, n_final);
+    struct store_checkpoint last;
+    assert_int_equal(store_checkpoint_get(db, 1, STORE_CKPT_LAST, 0, &last), 0);
+    assert_int_equal(last.epoch, 4);
+    store_checkpoint_free(&last);
+    store_close(&db);
 
     /* A bad spec: exit 2 and a message naming the field. */
     assert_int_equal(testutil_write_file(spec, "{\"dataset\": \"x.h5\", \"epochs\": 0}"), 0);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -14,11 +15,43 @@
 #include "checkpoint.h"
 #include "log.h"
 #include "spec.h"
+#include "store.h"
 #include "train.h"
 
 struct standalone {
     const struct standalone_opts *opts;
+    struct store *db; /* with --db, else NULL */
+    int64_t run;
+    double last_metric; /* the epoch's validation loss, else training loss: for "best" */
 };
+
+/* Records an epoch's metrics under the run, keyed by optimizer step so that
+ * a metric written twice is stored once. */
+static int record_epoch(struct standalone *s, const struct epoch_metrics *m)
+{
+    struct store_metric rows[8];
+    size_t n = 0;
+#define ROW(k, v)                                                                                  \
+    do {                                                                                           \
+        if (isfinite(v))                                                                           \
+            rows[n++] = (struct store_metric){.key = (k), .step = m->step, .epoch = m->epoch,      \
+                                              .value = (v)};                                       \
+    } while (0)
+    ROW("train_loss", m->train_loss);
+    ROW("train_accuracy", m->train_accuracy);
+    if (m->has_validation) {
+        ROW("val_loss", m->val_loss);
+        ROW("val_accuracy", m->val_accuracy);
+    }
+    ROW("lr", m->lr);
+    ROW("samples_per_s", m->samples_per_s);
+    ROW("epoch_seconds", m->seconds);
+#undef ROW
+    int rc = store_metrics_put(s->db, s->run, rows, n);
+    if (rc)
+        log_error("%s: cannot record metrics: %s", s->opts->db_path, store_errmsg(s->db));
+    return rc;
+}
 
 /* JSON has no NaN: absent values are written as null. */
 static json_t *number_or_null(double v)
@@ -39,7 +72,10 @@ static void print_line(json_t *obj)
 
 static int on_epoch(void *ctx, const struct epoch_metrics *m)
 {
-    (void)ctx;
+    struct standalone *s = ctx;
+    s->last_metric = m->has_validation ? m->val_loss : m->train_loss;
+    if (s->db && record_epoch(s, m))
+        return -EIO;
     json_t *o = json_object();
     json_object_set_new(o, "epoch", json_integer(m->epoch));
     json_object_set_new(o, "step", json_integer(m->step));
@@ -59,7 +95,10 @@ static int on_epoch(void *ctx, const struct epoch_metrics *m)
 static int on_checkpoint(void *ctx, int64_t epoch, int64_t step, const void *blob, size_t len)
 {
     struct standalone *s = ctx;
-    (void)step;
+    if (s->db && store_checkpoint_put(s->db, s->run, epoch, step, blob, len, s->last_metric, NULL)) {
+        log_error("%s: cannot record checkpoint: %s", s->opts->db_path, store_errmsg(s->db));
+        return -EIO;
+    }
     const char *dir = s->opts->checkpoint_dir;
     if (!dir)
         return 0;
@@ -113,6 +152,20 @@ int standalone_main(const struct standalone_opts *opts)
     }
 
     struct standalone s = {.opts = opts};
+    if (opts->db_path) {
+        char host[64] = "localhost", name[128];
+        gethostname(host, sizeof host - 1);
+        snprintf(name, sizeof name, "standalone@%s", host);
+        if (store_open(&s.db, opts->db_path, STORE_CREATE, err, sizeof err) != 0 ||
+            store_job_submit_spec(s.db, &spec, &s.run) != 0 ||
+            store_job_set_running(s.db, s.run, name) != 0) {
+            log_error("%s", s.db ? store_errmsg(s.db) : err);
+            store_close(&s.db);
+            free(resume);
+            return 1;
+        }
+        log_info("recording run %lld in %s", (long long)s.run, opts->db_path);
+    }
     struct train_callbacks cb = {.ctx = &s, .on_epoch = on_epoch, .on_checkpoint = on_checkpoint};
     struct train_result res;
     double t0 = now_seconds();
@@ -131,6 +184,14 @@ int standalone_main(const struct standalone_opts *opts)
     json_object_set_new(sum, "threads", json_integer(threads));
     if (rc)
         json_object_set_new(sum, "error", json_string(err));
+    if (s.db) {
+        json_object_set_new(sum, "run", json_integer(s.run));
+        int db_rc = rc ? store_job_set_failed(s.db, s.run, err) : store_job_set_succeeded(s.db, s.run);
+        if (db_rc)
+            log_error("%s: cannot record the end of run %lld: %s", opts->db_path,
+                      (long long)s.run, store_errmsg(s.db));
+        store_close(&s.db);
+    }
     print_line(sum);
     if (rc) {
         log_error("%s", err);
