@@ -48,8 +48,8 @@ static void make_spec(struct mlq_spec *spec, const struct case_cfg *c)
     spec->loss = c->loss;
 }
 
-static double total_loss(struct net *net, const float *x, const int32_t *yc, const float *y,
-                         int B, double l1, double l2)
+static double total_loss(struct net *net, const float *x, const int32_t *yc, const float *y, int B,
+                         double l1, double l2)
 {
     net_forward(net, x, B);
     double loss = net_loss(net, yc, y, B);
@@ -101,8 +101,7 @@ static void check_gradients(const struct case_cfg *c)
     for (size_t i = 0; i < net.n_params; i++) {
         float p = net.params[i];
         /* |w| has a kink at 0; keep L1's finite differences off it. */
-        if (c->l1 != 0.0 && fabsf(p) < 2 * FD_H)
-            continue;
+        if (c->l1 != 0.0 && fabsf(p) < 2 * FD_H) continue;
         float hp = p + FD_H, hm = p - FD_H;
         net.params[i] = hp;
         double lp = total_loss(&net, x, ycp, yp, c->B, c->l1, c->l2);
@@ -129,7 +128,11 @@ static void check_gradients(const struct case_cfg *c)
     net_destroy(&net);
 }
 
-#define NET3 3, {6, 8, 7, 4}
+#define NET3                                                                                       \
+    3,                                                                                             \
+    {                                                                                              \
+        6, 8, 7, 4                                                                                 \
+    }
 
 static void test_grad_relu(void **state)
 {
@@ -216,8 +219,8 @@ static void test_grad_single_layer(void **state)
 
 static void test_grad_deep(void **state)
 {
-    struct case_cfg c = {5, {7, 9, 6, 8, 5, 3}, ACT_TANH, 0, OUT_LOGITS, LOSS_CROSS_ENTROPY,
-                         4, 0, 0};
+    struct case_cfg c = {5, {7, 9, 6, 8, 5, 3}, ACT_TANH, 0, OUT_LOGITS, LOSS_CROSS_ENTROPY, 4, 0,
+                         0};
     check_gradients(&c);
 }
 

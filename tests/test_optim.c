@@ -29,8 +29,7 @@ static struct spec_optimizer cfg_of(enum optim_kind name, double lr)
     snprintf(doc, sizeof doc,
              "{\"kind\":\"train\",\"dataset\":{\"path\":\"d.h5\"},\"optimizer\":\"%s\"}",
              spec_optim_name(name));
-    if (spec_parse(doc, &spec, err, sizeof err) != 0)
-        fail_msg("spec: %s", err);
+    if (spec_parse(doc, &spec, err, sizeof err) != 0) fail_msg("spec: %s", err);
     spec.optimizer.lr = lr;
     return spec.optimizer;
 }
@@ -79,8 +78,7 @@ static void ref_step(struct ref *r, const struct spec_optimizer *c, const float 
             break;
         case OPT_ADAGRAD:
             g += c->weight_decay * p;
-            if (r->t == 1)
-                r->v[i] = c->initial_accumulator;
+            if (r->t == 1) r->v[i] = c->initial_accumulator;
             r->v[i] += g * g;
             p -= lr / (1 + (r->t - 1) * c->lr_decay) * g / (sqrt(r->v[i]) + c->eps);
             break;

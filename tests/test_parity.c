@@ -107,8 +107,8 @@ static void run_case(void **state)
         double ref = json_number_value(json_array_get(losses, s));
         double ref_data = json_number_value(json_array_get(data_losses, s));
         if (!close_enough(loss, ref_data) || !close_enough(total, ref))
-            fail_msg("%s: step %d: loss %.8g (data %.8g), torch %.8g (data %.8g)", name, s,
-                     total, loss, ref, ref_data);
+            fail_msg("%s: step %d: loss %.8g (data %.8g), torch %.8g (data %.8g)", name, s, total,
+                     loss, ref, ref_data);
         worst_loss = fmax(worst_loss, fabs(total - ref));
     }
 
@@ -124,7 +124,7 @@ static void run_case(void **state)
     float *start = floats_of(init, net.n_params);
     double moved = 0;
     for (size_t i = 0; i < net.n_params; i++)
-        moved = fmax(moved, fabs((double)final[i] - start[i]));
+        moved = fmax(moved, fabs((double) final[i] - start[i]));
     assert_true(moved > 1e-3);
     printf("  %-20s max |dloss| %.2e, max |dparam| %.2e (moved %.3f)\n", name, worst_loss, worst,
            moved);
@@ -154,8 +154,7 @@ int main(void)
         return 1;
     }
     struct CMUnitTest *tests = calloc(n, sizeof *tests);
-    if (!tests)
-        return 1;
+    if (!tests) return 1;
     for (size_t i = 0; i < n; i++) {
         json_t *c = json_array_get(cases, i);
         tests[i].name = json_string_value(json_object_get(c, "name"));

@@ -31,8 +31,7 @@ static float *layer_a(const struct net *net, int l)
 int net_create(struct net *net, const struct mlq_spec *spec)
 {
     memset(net, 0, sizeof *net);
-    if (spec->n_layers < 1 || spec->n_layers > SPEC_MAX_LAYERS)
-        return -EINVAL;
+    if (spec->n_layers < 1 || spec->n_layers > SPEC_MAX_LAYERS) return -EINVAL;
     net->n_layers = spec->n_layers;
     net->activation = spec->activation;
     net->leaky_slope = (float)spec->leaky_slope;
@@ -42,8 +41,7 @@ int net_create(struct net *net, const struct mlq_spec *spec)
     size_t P = 0;
     for (int l = 0; l < net->n_layers; l++) {
         int I = spec->layers[l], O = spec->layers[l + 1];
-        if (I < 1 || O < 1)
-            return -EINVAL;
+        if (I < 1 || O < 1) return -EINVAL;
         net->layer[l].in = I;
         net->layer[l].out = O;
         P += (size_t)O * (size_t)I + (size_t)O;
@@ -70,8 +68,7 @@ int net_create(struct net *net, const struct mlq_spec *spec)
 
 void net_destroy(struct net *net)
 {
-    if (!net)
-        return;
+    if (!net) return;
     free(net->params);
     free(net->grads);
     free(net->acts);
@@ -81,15 +78,12 @@ void net_destroy(struct net *net)
 
 int net_reserve(struct net *net, int B)
 {
-    if (B < 1)
-        return -EINVAL;
-    if (B <= net->max_batch)
-        return 0;
+    if (B < 1) return -EINVAL;
+    if (B <= net->max_batch) return 0;
     size_t n_acts = 0, max_o = 1;
     for (int l = 0; l < net->n_layers; l++) {
         n_acts += 2 * (size_t)B * (size_t)net->layer[l].out;
-        if ((size_t)net->layer[l].out > max_o)
-            max_o = (size_t)net->layer[l].out;
+        if ((size_t)net->layer[l].out > max_o) max_o = (size_t)net->layer[l].out;
     }
     float *acts = calloc(n_acts, sizeof *acts);
     float *dacts = calloc(2 * (size_t)B * max_o, sizeof *dacts);
@@ -133,8 +127,7 @@ static void dense_forward(float *restrict z, const float *restrict x, const floa
     if (B == 1)
         cblas_sgemv(CblasRowMajor, CblasNoTrans, O, I, 1.0f, w, I, x, 1, 1.0f, z, 1);
     else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, O, I, 1.0f, x, I, w, I, 1.0f, z,
-                    O);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, O, I, 1.0f, x, I, w, I, 1.0f, z, O);
 }
 
 /* Accumulates dw (O, I) += dz^T x and db (O) += column sums of dz (B, O).
@@ -153,13 +146,12 @@ static void dense_backward(float *restrict dx, float *restrict dw, float *restri
         for (int o = 0; o < O; o++)
             db[o] += row[o];
     }
-    if (!dx)
-        return;
+    if (!dx) return;
     if (B == 1)
         cblas_sgemv(CblasRowMajor, CblasTrans, O, I, 1.0f, w, I, dz, 1, 0.0f, dx, 1);
     else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, I, O, 1.0f, dz, O, w, I, 0.0f,
-                    dx, I);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, I, O, 1.0f, dz, O, w, I, 0.0f, dx,
+                    I);
 }
 
 /* ---- element-wise: one switch per call, plain loops inside ---- */
@@ -188,9 +180,8 @@ static void activation_forward(float *restrict a, const float *restrict z, size_
 }
 
 /* d (n) *= f'(z), using a = f(z) where that is cheaper. */
-static void activation_backward(float *restrict d, const float *restrict z,
-                                const float *restrict a, size_t n, enum activation act,
-                                float slope)
+static void activation_backward(float *restrict d, const float *restrict z, const float *restrict a,
+                                size_t n, enum activation act, float slope)
 {
     switch (act) {
     case ACT_RELU:
@@ -267,8 +258,7 @@ double net_loss(const struct net *net, const int32_t *y_class, const float *y, i
         const float *z = layer_z(net, net->n_layers - 1);
         for (int r = 0; r < B; r++) {
             const float *zr = z + (size_t)r * K;
-            if (y_class[r] < 0 || y_class[r] >= K)
-                return NAN;
+            if (y_class[r] < 0 || y_class[r] >= K) return NAN;
             double mx = zr[0];
             for (int k = 1; k < K; k++)
                 mx = zr[k] > mx ? zr[k] : mx;
@@ -317,8 +307,7 @@ void net_backward(struct net *net, const float *x, const int32_t *y_class, const
     int L = net->n_layers;
     size_t half = 0;
     for (int l = 0; l < L; l++)
-        if ((size_t)net->layer[l].out > half)
-            half = (size_t)net->layer[l].out;
+        if ((size_t)net->layer[l].out > half) half = (size_t)net->layer[l].out;
     half *= (size_t)net->max_batch;
     float *d = net->dacts, *dn = net->dacts + half;
 
@@ -354,8 +343,7 @@ static void penalty_grad(float *restrict dw, const float *restrict w, size_t n, 
 
 double net_penalty(struct net *net, double l1, double l2)
 {
-    if (l1 == 0.0 && l2 == 0.0)
-        return 0.0;
+    if (l1 == 0.0 && l2 == 0.0) return 0.0;
     double sum_abs = 0.0, sum_sq = 0.0;
     for (int l = 0; l < net->n_layers; l++) {
         struct net_layer *ly = &net->layer[l];
@@ -381,8 +369,7 @@ int net_correct(const struct net *net, const int32_t *y_class, int B)
         const float *zr = z + (size_t)r * K;
         int best = 0;
         for (int k = 1; k < K; k++)
-            if (zr[k] > zr[best])
-                best = k;
+            if (zr[k] > zr[best]) best = k;
         correct += best == y_class[r];
     }
     return correct;

@@ -48,8 +48,7 @@ uint64_t rng_below(struct rng *r, uint64_t n)
     uint64_t limit = -n % n; /* 2^64 mod n */
     for (;;) {
         uint64_t x = rng_next(r);
-        if (x >= limit)
-            return x % n;
+        if (x >= limit) return x % n;
     }
 }
 
