@@ -169,17 +169,16 @@ static int read_slab(hid_t dset, int rank, const hsize_t *dims, int64_t row, int
                      hid_t memtype, void *dst)
 {
     hsize_t start[4] = {0}, cnt[4] = {0};
-    hsize_t elems = (hsize_t)count;
     start[0] = (hsize_t)row;
     cnt[0] = (hsize_t)count;
-    for (int i = 1; i < rank; i++) {
+    for (int i = 1; i < rank; i++)
         cnt[i] = dims[i];
-        elems *= dims[i];
-    }
     hid_t fs = H5Dget_space(dset);
     if (fs < 0)
         return -EIO;
-    hid_t ms = H5Screate_simple(1, &elems, NULL);
+    /* A memory space of the selection's own shape keeps HDF5 on its fast
+     * chunk-by-chunk path; a flat one makes it map element by element. */
+    hid_t ms = H5Screate_simple(rank, cnt, NULL);
     int rc = -EIO;
     if (ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, cnt, NULL) >= 0 &&
         H5Dread(dset, memtype, ms, fs, H5P_DEFAULT, dst) >= 0)

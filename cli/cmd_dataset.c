@@ -1,0 +1,935 @@
+/* mlq dataset: import IDX or CSV files into HDF5, and describe a dataset.
+ *
+ * Imports write X and y into a temporary file next to the output and rename
+ * it into place at the end, so a failed import leaves nothing half-written.
+ * Layout written (docs/datasets.md): X (N, ...) uint8 or float32 and y (N)
+ * uint8/int32 class ids or (N, 1) float32 targets, chunked and compressed. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <hdf5.h>
+#include <jansson.h>
+#include <zlib.h>
+
+#include "cli.h"
+#include "dataset.h"
+
+#define IDX_MAX_BYTES (INT64_C(1) << 36) /* 64 GiB: larger is a corrupt header */
+#define CHUNK_BYTES (1 << 20)            /* HDF5 chunk, the size of its default cache */
+#define SCAN_BYTES (INT64_C(4) << 20)
+
+static const char *sub = "dataset"; /* the subcommand, for messages */
+
+static int error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int error(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "mlq %s: ", sub);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return EXIT_FAILURE_GENERIC;
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "mlq %s: ", sub);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "; run 'mlq dataset %s --help'\n", strcmp(sub, "dataset") ? sub + 8 : "");
+    return EXIT_USAGE;
+}
+
+/* ---- the output file: temp + rename ---- */
+
+struct out_file {
+    char path[PATH_MAX];
+    char tmp[PATH_MAX + 16];
+    hid_t file;
+};
+
+static int out_begin(struct out_file *o, const char *path)
+{
+    o->file = H5I_INVALID_HID;
+    o->tmp[0] = '\0';
+    if (snprintf(o->path, sizeof o->path, "%s", path) >= (int)sizeof o->path)
+        return error("%s: path too long", path);
+    snprintf(o->tmp, sizeof o->tmp, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(o->tmp);
+    if (fd < 0) {
+        int e = errno;
+        o->tmp[0] = '\0';
+        return error("%s: cannot create a file next to it: %s", path, strerror(e));
+    }
+    mode_t mask = umask(0); /* mkstemp's 0600 is for secrets; data files follow umask */
+    umask(mask);
+    fchmod(fd, 0666 & ~mask);
+    close(fd);
+    o->file = H5Fcreate(o->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (o->file < 0)
+        return error("%s: cannot create the HDF5 file", o->tmp);
+    return 0;
+}
+
+static void out_abort(struct out_file *o)
+{
+    if (o->file >= 0)
+        H5Fclose(o->file);
+    o->file = H5I_INVALID_HID;
+    if (o->tmp[0])
+        unlink(o->tmp);
+    o->tmp[0] = '\0';
+}
+
+static int out_commit(struct out_file *o)
+{
+    herr_t rc = H5Fclose(o->file);
+    o->file = H5I_INVALID_HID;
+    if (rc < 0) {
+        out_abort(o);
+        return error("%s: cannot finish writing the HDF5 file", o->path);
+    }
+    int fd = open(o->tmp, O_RDONLY);
+    if (fd < 0 || fsync(fd) < 0 || rename(o->tmp, o->path) < 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        out_abort(o);
+        return error("%s: cannot write: %s", o->path, strerror(e));
+    }
+    close(fd);
+    o->tmp[0] = '\0';
+    return 0;
+}
+
+/* Writes one dataset, chunked by rows and deflate-compressed. */
+static int write_dset(struct out_file *o, const char *name, hid_t filetype, hid_t memtype,
+                      int rank, const hsize_t *dims, const void *data)
+{
+    hsize_t chunk[4];
+    size_t row_bytes = H5Tget_size(filetype);
+    for (int i = 1; i < rank; i++) {
+        chunk[i] = dims[i];
+        row_bytes *= dims[i];
+    }
+    chunk[0] = CHUNK_BYTES / row_bytes > 0 ? CHUNK_BYTES / row_bytes : 1;
+    if (chunk[0] > dims[0])
+        chunk[0] = dims[0];
+    hid_t space = H5Screate_simple(rank, dims, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hid_t dset = H5I_INVALID_HID;
+    int rc = -1;
+    if (space >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, rank, chunk) >= 0 &&
+        (H5Tget_size(filetype) == 1 || H5Pset_shuffle(dcpl) >= 0) &&
+        H5Pset_deflate(dcpl, 4) >= 0) {
+        dset = H5Dcreate2(o->file, name, filetype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+        if (dset >= 0 && H5Dwrite(dset, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0)
+            rc = 0;
+    }
+    if (dset >= 0)
+        H5Dclose(dset);
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+    if (space >= 0)
+        H5Sclose(space);
+    if (rc < 0)
+        return error("%s: cannot write dataset '%s'", o->path, name);
+    return 0;
+}
+
+/* ---- import-idx ---- */
+
+struct idx {
+    int ndims;
+    uint32_t dims[4];
+    int64_t count; /* elements */
+    uint8_t *data;
+};
+
+static const char *idx_type_name(int t)
+{
+    switch (t) {
+    case 0x08:
+        return "uint8";
+    case 0x09:
+        return "int8";
+    case 0x0B:
+        return "int16";
+    case 0x0C:
+        return "int32";
+    case 0x0D:
+        return "float32";
+    case 0x0E:
+        return "float64";
+    }
+    return "unknown";
+}
+
+/* Reads an IDX file, gzip-compressed or raw (gzopen reads both). */
+static int idx_read(const char *path, struct idx *out)
+{
+    memset(out, 0, sizeof *out);
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return error("%s: %s", path, strerror(errno));
+    gzFile f = gzopen(path, "rb");
+    if (!f)
+        return error("%s: %s", path, strerror(errno ? errno : ENOMEM));
+    gzbuffer(f, 1 << 18);
+    int rc = EXIT_FAILURE_GENERIC;
+    unsigned char head[4], be[4];
+    if (gzread(f, head, 4) != 4) {
+        error("%s: too short for an IDX file", path);
+        goto out;
+    }
+    if (head[0] != 0 || head[1] != 0) {
+        error("%s: not an IDX file (magic %02x %02x %02x %02x, expected 00 00 TYPE NDIMS)", path,
+              head[0], head[1], head[2], head[3]);
+        goto out;
+    }
+    if (head[2] != 0x08) {
+        error("%s: IDX type 0x%02x (%s) is not supported; images and labels must be uint8 "
+              "(0x08)",
+              path, head[2], idx_type_name(head[2]));
+        goto out;
+    }
+    if (head[3] < 1 || head[3] > 4) {
+        error("%s: IDX file has %d dimensions; expected 1 to 4", path, head[3]);
+        goto out;
+    }
+    out->ndims = head[3];
+    out->count = 1;
+    for (int i = 0; i < out->ndims; i++) {
+        if (gzread(f, be, 4) != 4) {
+            error("%s: truncated IDX header", path);
+            goto out;
+        }
+        out->dims[i] = (uint32_t)be[0] << 24 | (uint32_t)be[1] << 16 | (uint32_t)be[2] << 8 | be[3];
+        if (__builtin_mul_overflow(out->count, (int64_t)out->dims[i], &out->count) ||
+            out->count > IDX_MAX_BYTES) {
+            error("%s: IDX dimensions are absurdly large (dimension %d is %u)", path, i,
+                  out->dims[i]);
+            goto out;
+        }
+    }
+    if (out->count == 0) {
+        error("%s: IDX file is empty (a dimension is 0)", path);
+        goto out;
+    }
+    out->data = malloc((size_t)out->count);
+    if (!out->data) {
+        error("%s: out of memory for %lld bytes", path, (long long)out->count);
+        goto out;
+    }
+    for (int64_t done = 0; done < out->count;) {
+        int64_t want = out->count - done < (1 << 30) ? out->count - done : (1 << 30);
+        int got = gzread(f, out->data + done, (unsigned)want);
+        if (got < 0) {
+            int errnum;
+            const char *msg = gzerror(f, &errnum);
+            error("%s: read error: %s", path, errnum == Z_ERRNO ? strerror(errno) : msg);
+            goto out;
+        }
+        if (got == 0) {
+            error("%s: truncated: the header announces %lld bytes of data, the file holds %lld",
+                  path, (long long)out->count, (long long)done);
+            goto out;
+        }
+        done += got;
+    }
+    if (gzgetc(f) != -1) {
+        error("%s: more data than the header's dimensions announce", path);
+        goto out;
+    }
+    rc = 0;
+out:
+    gzclose(f);
+    if (rc) {
+        free(out->data);
+        out->data = NULL;
+    }
+    return rc;
+}
+
+static void usage_import_idx(FILE *f)
+{
+    fprintf(f, "usage: mlq dataset import-idx IMAGES LABELS --output FILE.h5\n\n"
+               "Converts an IDX pair (the format of MNIST and Fashion-MNIST, gzip-compressed or\n"
+               "raw) into HDF5: X uint8 (N, H, W) from IMAGES and y uint8 (N) from LABELS.\n"
+               "Pixels stay uint8; the trainer scales them to [0, 1].\n\n"
+               "options:\n"
+               "  -o, --output FILE.h5   the file to write (replaced if it exists)\n"
+               "  -h, --help             this help\n");
+}
+
+static int import_idx(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"output", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'}, {0}};
+    const char *output = NULL;
+    int c;
+    optind = 0;
+    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+        if (c == 'o')
+            output = optarg;
+        else if (c == 'h') {
+            usage_import_idx(stdout);
+            return EXIT_OK;
+        } else
+            return usage_error("bad option");
+    }
+    if (argc - optind != 2)
+        return usage_error("expected IMAGES and LABELS");
+    if (!output)
+        return usage_error("--output is required");
+    const char *images = argv[optind], *labels = argv[optind + 1];
+
+    struct idx xi, yi;
+    int rc = idx_read(images, &xi);
+    if (rc)
+        return rc;
+    rc = idx_read(labels, &yi);
+    if (rc) {
+        free(xi.data);
+        return rc;
+    }
+    if (xi.ndims < 2)
+        rc = error("%s: images must have at least 2 dimensions (N, H[, W[, C]]), got 1", images);
+    else if (yi.ndims != 1)
+        rc = error("%s: labels must have 1 dimension (N), got %d", labels, yi.ndims);
+    else if (xi.dims[0] != yi.dims[0])
+        rc = error("%s holds %u images but %s holds %u labels", images, xi.dims[0], labels,
+                   yi.dims[0]);
+    if (rc == 0) {
+        hsize_t xdims[4], ydims[1] = {yi.dims[0]};
+        for (int i = 0; i < xi.ndims; i++)
+            xdims[i] = xi.dims[i];
+        struct out_file o;
+        rc = out_begin(&o, output);
+        if (rc == 0)
+            rc = write_dset(&o, "X", H5T_STD_U8LE, H5T_NATIVE_UINT8, xi.ndims, xdims, xi.data);
+        if (rc == 0)
+            rc = write_dset(&o, "y", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, ydims, yi.data);
+        if (rc == 0)
+            rc = out_commit(&o);
+        else
+            out_abort(&o);
+    }
+    if (rc == 0) {
+        printf("%s: X uint8 (", output);
+        for (int i = 0; i < xi.ndims; i++)
+            printf("%s%u", i ? ", " : "", xi.dims[i]);
+        printf("), y uint8 (%u)\n", yi.dims[0]);
+    }
+    free(xi.data);
+    free(yi.data);
+    return rc;
+}
+
+/* ---- import-csv ---- */
+
+static void usage_import_csv(FILE *f)
+{
+    fprintf(f,
+            "usage: mlq dataset import-csv FILE.csv --output FILE.h5 [--label-column N|NAME]\n"
+            "                              [--header] [--regression]\n\n"
+            "Converts comma-separated numbers into HDF5: X float32 (N, D) from every column but\n"
+            "the label column, y int32 (N) class ids, or y float32 (N, 1) with --regression.\n"
+            "Blank lines are skipped; quoted fields are not supported.\n\n"
+            "options:\n"
+            "  -o, --output FILE.h5        the file to write (replaced if it exists)\n"
+            "  -l, --label-column N|NAME   the label column: 0-based index, negative counts\n"
+            "                              from the end, or a header name (default -1, the last)\n"
+            "      --header                the first line holds column names\n"
+            "      --regression            labels are float targets, not class ids\n"
+            "  -h, --help                  this help\n");
+}
+
+/* Splits line in place on commas, trimming blanks. Returns the field count. */
+static int split_fields(char *line, char ***fields, int *cap)
+{
+    int n = 0;
+    for (char *p = line;;) {
+        if (n == *cap) {
+            int ncap = *cap ? *cap * 2 : 16;
+            char **nf = realloc(*fields, (size_t)ncap * sizeof *nf);
+            if (!nf)
+                return -1;
+            *fields = nf;
+            *cap = ncap;
+        }
+        while (*p == ' ' || *p == '\t')
+            p++;
+        (*fields)[n++] = p;
+        char *comma = strchr(p, ',');
+        char *end = comma ? comma : p + strlen(p);
+        while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        *end = '\0';
+        if (!comma)
+            return n;
+        p = comma + 1;
+    }
+}
+
+struct growbuf {
+    void *data;
+    size_t len, cap; /* bytes */
+};
+
+static int grow_push(struct growbuf *g, const void *src, size_t bytes)
+{
+    if (g->len + bytes > g->cap) {
+        size_t ncap = g->cap ? g->cap : 1 << 16;
+        while (ncap < g->len + bytes)
+            ncap *= 2;
+        void *nd = realloc(g->data, ncap);
+        if (!nd)
+            return -1;
+        g->data = nd;
+        g->cap = ncap;
+    }
+    memcpy((char *)g->data + g->len, src, bytes);
+    g->len += bytes;
+    return 0;
+}
+
+static int import_csv(int argc, char **argv)
+{
+    static const struct option opts[] = {{"output", required_argument, NULL, 'o'},
+                                         {"label-column", required_argument, NULL, 'l'},
+                                         {"header", no_argument, NULL, 'H'},
+                                         {"regression", no_argument, NULL, 'r'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    const char *output = NULL, *label = "-1";
+    bool header = false, regression = false;
+    int c;
+    optind = 0;
+    while ((c = getopt_long(argc, argv, "o:l:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o':
+            output = optarg;
+            break;
+        case 'l':
+            label = optarg;
+            break;
+        case 'H':
+            header = true;
+            break;
+        case 'r':
+            regression = true;
+            break;
+        case 'h':
+            usage_import_csv(stdout);
+            return EXIT_OK;
+        default:
+            return usage_error("bad option");
+        }
+    }
+    if (argc - optind != 1)
+        return usage_error("expected one CSV file");
+    if (!output)
+        return usage_error("--output is required");
+    const char *path = argv[optind];
+    char *endp;
+    long label_index = strtol(label, &endp, 10);
+    bool label_by_name = *label == '\0' || *endp != '\0';
+    if (label_by_name && !header)
+        return usage_error("--label-column '%s' is a name, which needs --header", label);
+
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return error("%s: %s", path, strerror(errno));
+    char *line = NULL, **fields = NULL;
+    size_t linecap = 0;
+    int fcap = 0, ncols = -1, lcol = -1, rc = EXIT_FAILURE_GENERIC;
+    struct growbuf xs = {0}, ys = {0};
+    float *row = NULL;
+    int64_t n = 0, lineno = 0;
+    ssize_t len;
+    while ((len = getline(&line, &linecap, f)) >= 0) {
+        lineno++;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            line[--len] = '\0';
+        if (strspn(line, " \t") == (size_t)len)
+            continue;
+        int nf = split_fields(line, &fields, &fcap);
+        if (nf < 0) {
+            error("out of memory");
+            goto out;
+        }
+        if (ncols < 0) {
+            ncols = nf;
+            if (ncols < 2) {
+                error("%s: line %lld: %d column; need at least one input and a label", path,
+                      (long long)lineno, ncols);
+                goto out;
+            }
+            if (label_by_name) {
+                for (int i = 0; i < nf && lcol < 0; i++)
+                    if (strcmp(fields[i], label) == 0)
+                        lcol = i;
+                if (lcol < 0) {
+                    error("%s: no column named '%s' in the header", path, label);
+                    goto out;
+                }
+            } else {
+                lcol = (int)(label_index < 0 ? ncols + label_index : label_index);
+                if (label_index >= ncols || lcol < 0) {
+                    error("%s: --label-column %ld is outside the %d columns", path, label_index,
+                          ncols);
+                    goto out;
+                }
+            }
+            row = malloc((size_t)ncols * sizeof *row);
+            if (!row) {
+                error("out of memory");
+                goto out;
+            }
+            if (header)
+                continue;
+        }
+        if (nf != ncols) {
+            error("%s: line %lld: %d fields, expected %d", path, (long long)lineno, nf, ncols);
+            goto out;
+        }
+        int j = 0;
+        for (int i = 0; i < nf; i++) {
+            char *e;
+            errno = 0;
+            if (i == lcol && !regression) {
+                long long v = strtoll(fields[i], &e, 10);
+                if (*fields[i] == '\0' || *e != '\0' || errno || v < 0 || v > INT32_MAX) {
+                    error("%s: line %lld: label '%s' is not a class id (an integer >= 0); use "
+                          "--regression for float targets",
+                          path, (long long)lineno, fields[i]);
+                    goto out;
+                }
+                int32_t id = (int32_t)v;
+                if (grow_push(&ys, &id, sizeof id) < 0)
+                    goto nomem;
+                continue;
+            }
+            float v = strtof(fields[i], &e);
+            if (*fields[i] == '\0' || *e != '\0') {
+                error("%s: line %lld, column %d: '%s' is not a number", path, (long long)lineno,
+                      i, fields[i]);
+                goto out;
+            }
+            if (!isfinite(v)) {
+                error("%s: line %lld, column %d: '%s' is not a finite float32", path,
+                      (long long)lineno, i, fields[i]);
+                goto out;
+            }
+            if (i == lcol) {
+                if (grow_push(&ys, &v, sizeof v) < 0)
+                    goto nomem;
+            } else {
+                row[j++] = v;
+            }
+        }
+        if (grow_push(&xs, row, (size_t)j * sizeof *row) < 0)
+            goto nomem;
+        n++;
+    }
+    if (ferror(f)) {
+        error("%s: read error: %s", path, strerror(errno));
+        goto out;
+    }
+    if (n == 0) {
+        error("%s: no data rows", path);
+        goto out;
+    }
+    {
+        hsize_t xdims[2] = {(hsize_t)n, (hsize_t)(ncols - 1)}, ydims[2] = {(hsize_t)n, 1};
+        struct out_file o;
+        rc = out_begin(&o, output);
+        if (rc == 0)
+            rc = write_dset(&o, "X", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, xdims, xs.data);
+        if (rc == 0 && regression)
+            rc = write_dset(&o, "y", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, ydims, ys.data);
+        else if (rc == 0)
+            rc = write_dset(&o, "y", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, ydims, ys.data);
+        if (rc == 0)
+            rc = out_commit(&o);
+        else
+            out_abort(&o);
+        if (rc == 0)
+            printf("%s: X float32 (%lld, %d), y %s\n", output, (long long)n, ncols - 1,
+                   regression ? "float32 (N, 1) targets" : "int32 (N) class ids");
+    }
+    goto out;
+nomem:
+    error("out of memory after %lld rows", (long long)n);
+    rc = EXIT_FAILURE_GENERIC;
+out:
+    fclose(f);
+    free(line);
+    free(fields);
+    free(row);
+    free(xs.data);
+    free(ys.data);
+    return rc;
+}
+
+/* ---- info ---- */
+
+static void usage_info(FILE *f)
+{
+    fprintf(f, "usage: mlq dataset info FILE.h5 [--json] [--x NAME] [--y NAME]\n\n"
+               "Prints the shape and dtype of X and y, N and D, class counts (class ids) and\n"
+               "whether X holds NaN or Inf, then whether the trainer accepts the file.\n\n"
+               "options:\n"
+               "      --json     one JSON object instead of text\n"
+               "      --x NAME   the inputs dataset (default X)\n"
+               "      --y NAME   the targets dataset (default y)\n"
+               "  -h, --help     this help\n");
+}
+
+static const char *h5_type_name(hid_t t)
+{
+    H5T_class_t cls = H5Tget_class(t);
+    size_t size = H5Tget_size(t);
+    if (cls == H5T_FLOAT)
+        return size == 2 ? "float16" : size == 4 ? "float32" : size == 8 ? "float64" : "float";
+    if (cls != H5T_INTEGER)
+        return "non-numeric";
+    bool s = H5Tget_sign(t) == H5T_SGN_2;
+    switch (size) {
+    case 1:
+        return s ? "int8" : "uint8";
+    case 2:
+        return s ? "int16" : "uint16";
+    case 4:
+        return s ? "int32" : "uint32";
+    case 8:
+        return s ? "int64" : "uint64";
+    }
+    return "integer";
+}
+
+struct dset_desc {
+    bool present;
+    char dtype[16];
+    H5T_class_t cls;
+    int rank;
+    hsize_t dims[H5S_MAX_RANK];
+    int64_t per_row; /* elements after the first dimension */
+    int64_t nonfinite, first_bad_row;
+    int64_t min, max, negatives; /* integer datasets */
+    int64_t *counts;             /* (max + 1) when 0 <= min and max is modest */
+};
+
+/* Describes a dataset and scans it by rows: non-finite floats, integer range
+ * and class histogram. */
+static int describe(hid_t file, const char *path, const char *name, bool scan_ints,
+                    struct dset_desc *dd)
+{
+    memset(dd, 0, sizeof *dd);
+    dd->first_bad_row = -1;
+    if (H5Lexists(file, name, H5P_DEFAULT) <= 0)
+        return 0;
+    hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
+    if (d < 0)
+        return error("%s: '%s' is not a dataset", path, name);
+    hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
+    int rc = 0;
+    double *buf = NULL;
+    dd->present = true;
+    snprintf(dd->dtype, sizeof dd->dtype, "%s", h5_type_name(t));
+    dd->cls = H5Tget_class(t);
+    dd->rank = H5Sget_simple_extent_ndims(sp);
+    H5Sget_simple_extent_dims(sp, dd->dims, NULL);
+    H5Tclose(t);
+    H5Sclose(sp);
+    dd->per_row = 1;
+    for (int i = 1; i < dd->rank; i++)
+        if (__builtin_mul_overflow(dd->per_row, (int64_t)dd->dims[i], &dd->per_row)) {
+            rc = error("%s: '%s' has absurd dimensions", path, name);
+            goto out;
+        }
+    if (dd->rank < 1 || dd->per_row == 0 || dd->dims[0] == 0 ||
+        (dd->cls != H5T_FLOAT && (dd->cls != H5T_INTEGER || !scan_ints)))
+        goto out; /* nothing to scan */
+    int64_t rows = SCAN_BYTES / 8 / dd->per_row > 0 ? SCAN_BYTES / 8 / dd->per_row : 1;
+    buf = malloc((size_t)(rows * dd->per_row) * 8);
+    if (!buf) {
+        rc = error("out of memory");
+        goto out;
+    }
+    bool isint = dd->cls == H5T_INTEGER;
+    dd->min = INT64_MAX;
+    dd->max = INT64_MIN;
+    hid_t fs = H5Dget_space(d);
+    for (hsize_t r = 0; r < dd->dims[0]; r += (hsize_t)rows) {
+        hsize_t m = dd->dims[0] - r < (hsize_t)rows ? dd->dims[0] - r : (hsize_t)rows;
+        hsize_t start[H5S_MAX_RANK] = {r}, cnt[H5S_MAX_RANK] = {m};
+        for (int i = 1; i < dd->rank; i++)
+            cnt[i] = dd->dims[i];
+        hsize_t elems = m * (hsize_t)dd->per_row;
+        hid_t ms = H5Screate_simple(dd->rank, cnt, NULL); /* same shape: HDF5's fast path */
+        herr_t ok = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, cnt, NULL);
+        if (ok >= 0)
+            ok = H5Dread(d, isint ? H5T_NATIVE_INT64 : H5T_NATIVE_DOUBLE, ms, fs, H5P_DEFAULT,
+                         buf);
+        H5Sclose(ms);
+        if (ok < 0) {
+            H5Sclose(fs);
+            rc = error("%s: cannot read '%s'", path, name);
+            goto out;
+        }
+        for (hsize_t i = 0; i < elems; i++) {
+            if (isint) {
+                int64_t v = ((int64_t *)buf)[i];
+                dd->min = v < dd->min ? v : dd->min;
+                dd->max = v > dd->max ? v : dd->max;
+                dd->negatives += v < 0;
+            } else if (!isfinite(buf[i])) {
+                if (dd->nonfinite++ == 0)
+                    dd->first_bad_row = (int64_t)(r + i / (hsize_t)dd->per_row);
+            }
+        }
+    }
+    /* A histogram when the ids look like classes: a second pass over y. */
+    if (isint && dd->rank <= 2 && dd->per_row == 1 && dd->min >= 0 && dd->max < 100000) {
+        dd->counts = calloc((size_t)dd->max + 1, sizeof *dd->counts);
+        for (hsize_t r = 0; dd->counts && r < dd->dims[0]; r += (hsize_t)rows) {
+            hsize_t m = dd->dims[0] - r < (hsize_t)rows ? dd->dims[0] - r : (hsize_t)rows;
+            hsize_t start[2] = {r, 0}, cnt[2] = {m, 1};
+            hid_t ms = H5Screate_simple(dd->rank, cnt, NULL);
+            herr_t ok = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, cnt, NULL);
+            if (ok >= 0)
+                ok = H5Dread(d, H5T_NATIVE_INT64, ms, fs, H5P_DEFAULT, buf);
+            H5Sclose(ms);
+            for (hsize_t i = 0; ok >= 0 && i < m; i++)
+                dd->counts[((int64_t *)buf)[i]]++;
+        }
+    }
+    H5Sclose(fs);
+out:
+    free(buf);
+    H5Dclose(d);
+    return rc;
+}
+
+static herr_t list_name(hid_t g, const char *name, const H5L_info_t *info, void *data)
+{
+    size_t *left = data;
+    if (*left > strlen(name) + 3) {
+        fprintf(stderr, " '%s'", name);
+        *left -= strlen(name) + 3;
+    }
+    return 0;
+}
+
+static json_t *dims_json(const struct dset_desc *dd)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < dd->rank; i++)
+        json_array_append_new(a, json_integer((json_int_t)dd->dims[i]));
+    return a;
+}
+
+static void print_dims(const struct dset_desc *dd)
+{
+    printf("(");
+    for (int i = 0; i < dd->rank; i++)
+        printf("%s%llu", i ? ", " : "", (unsigned long long)dd->dims[i]);
+    printf(")");
+}
+
+static int info(int argc, char **argv)
+{
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                         {"x", required_argument, NULL, 'x'},
+                                         {"y", required_argument, NULL, 'y'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    struct spec_dataset src = {.x = "X", .y = "y", .scale = true};
+    bool as_json = false;
+    int c;
+    optind = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'j':
+            as_json = true;
+            break;
+        case 'x':
+            snprintf(src.x, sizeof src.x, "%s", optarg);
+            break;
+        case 'y':
+            snprintf(src.y, sizeof src.y, "%s", optarg);
+            break;
+        case 'h':
+            usage_info(stdout);
+            return EXIT_OK;
+        default:
+            return usage_error("bad option");
+        }
+    }
+    if (argc - optind != 1)
+        return usage_error("expected one HDF5 file");
+    const char *path = argv[optind];
+    snprintf(src.path, sizeof src.path, "%s", path);
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return error("%s: %s", path, strerror(errno));
+    if (H5Fis_hdf5(path) <= 0)
+        return error("%s: not an HDF5 file", path);
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (file < 0)
+        return error("%s: cannot open the HDF5 file", path);
+    struct dset_desc xd, yd;
+    int rc = describe(file, path, src.x, false, &xd);
+    memset(&yd, 0, sizeof yd);
+    if (rc == 0)
+        rc = describe(file, path, src.y, true, &yd);
+    if (rc == 0 && !xd.present) {
+        fprintf(stderr, "mlq dataset info: %s: no dataset named '%s'; the file holds:", path,
+                src.x);
+        size_t left = 1000;
+        H5Literate(file, H5_INDEX_NAME, H5_ITER_INC, NULL, list_name, &left);
+        fputc('\n', stderr);
+        rc = EXIT_FAILURE_GENERIC;
+    }
+    H5Fclose(file);
+    if (rc) {
+        free(xd.counts);
+        free(yd.counts);
+        return rc;
+    }
+
+    /* What the trainer would say about the file. */
+    char err[512] = "";
+    struct dataset *ds = NULL;
+    if (dataset_open(&ds, &src, yd.present, 0, err, sizeof err) == 0)
+        snprintf(err, sizeof err, "ok");
+    dataset_close(&ds);
+
+    bool y_class = yd.present && yd.cls == H5T_INTEGER;
+    if (as_json) {
+        json_t *doc = json_object(), *x = json_object();
+        json_object_set_new(doc, "path", json_string(path));
+        json_object_set_new(x, "name", json_string(src.x));
+        json_object_set_new(x, "dtype", json_string(xd.dtype));
+        json_object_set_new(x, "shape", dims_json(&xd));
+        json_object_set_new(x, "nonfinite", json_integer(xd.nonfinite));
+        json_object_set_new(doc, "x", x);
+        json_object_set_new(doc, "n", json_integer((json_int_t)xd.dims[0]));
+        json_object_set_new(doc, "d", json_integer(xd.per_row));
+        if (yd.present) {
+            json_t *y = json_object();
+            json_object_set_new(y, "name", json_string(src.y));
+            json_object_set_new(y, "dtype", json_string(yd.dtype));
+            json_object_set_new(y, "shape", dims_json(&yd));
+            json_object_set_new(y, "kind", json_string(y_class ? "class" : "target"));
+            if (y_class && yd.dims[0] > 0) {
+                json_object_set_new(y, "min", json_integer(yd.min));
+                json_object_set_new(y, "max", json_integer(yd.max));
+            }
+            if (yd.counts) {
+                json_t *counts = json_array();
+                for (int64_t i = 0; i <= yd.max; i++)
+                    json_array_append_new(counts, json_integer(yd.counts[i]));
+                json_object_set_new(y, "classes", json_integer(yd.max + 1));
+                json_object_set_new(y, "counts", counts);
+            }
+            if (!y_class)
+                json_object_set_new(y, "nonfinite", json_integer(yd.nonfinite));
+            json_object_set_new(doc, "y", y);
+        } else {
+            json_object_set_new(doc, "y", json_null());
+        }
+        json_object_set_new(doc, "check", json_string(err));
+        char *text = json_dumps(doc, JSON_COMPACT);
+        if (text)
+            printf("%s\n", text);
+        free(text);
+        json_decref(doc);
+    } else {
+        printf("%s\n  %s: %s ", path, src.x, xd.dtype);
+        print_dims(&xd);
+        printf(", N %llu, D %lld\n", (unsigned long long)xd.dims[0], (long long)xd.per_row);
+        if (xd.cls == H5T_FLOAT && xd.nonfinite)
+            printf("  NaN/Inf in %s: %lld values, first at row %lld\n", src.x,
+                   (long long)xd.nonfinite, (long long)xd.first_bad_row);
+        else if (xd.cls == H5T_FLOAT)
+            printf("  NaN/Inf in %s: none\n", src.x);
+        if (!yd.present) {
+            printf("  %s: none\n", src.y);
+        } else {
+            printf("  %s: %s ", src.y, yd.dtype);
+            print_dims(&yd);
+            if (y_class && yd.counts) {
+                printf(", class ids, %lld classes\n  class counts:", (long long)(yd.max + 1));
+                for (int64_t i = 0; i <= yd.max; i++)
+                    printf(" %lld:%lld", (long long)i, (long long)yd.counts[i]);
+                printf("\n");
+            } else if (y_class && yd.dims[0] > 0) {
+                printf(", integers in [%lld, %lld]\n", (long long)yd.min, (long long)yd.max);
+            } else if (y_class) {
+                printf("\n");
+            } else {
+                printf(", float targets%s\n", yd.nonfinite ? ", with NaN/Inf" : "");
+            }
+        }
+        printf("  check: %s\n", err);
+    }
+    free(xd.counts);
+    free(yd.counts);
+    return EXIT_OK;
+}
+
+/* ---- dispatch ---- */
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: mlq dataset SUBCOMMAND [ARGS...]\n\n"
+               "subcommands:\n"
+               "  import-idx IMAGES LABELS --output FILE.h5   IDX (MNIST format) to HDF5\n"
+               "  import-csv FILE.csv --output FILE.h5        CSV to HDF5\n"
+               "  info FILE.h5 [--json]                       shapes, dtypes, class counts\n\n"
+               "Run 'mlq dataset SUBCOMMAND --help' for its options. Layout: docs/datasets.md.\n");
+}
+
+int cmd_dataset(int argc, char **argv)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* our messages, not HDF5's stack */
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    if (strcmp(name, "import-idx") == 0) {
+        sub = "dataset import-idx";
+        return import_idx(argc - 1, argv + 1);
+    }
+    if (strcmp(name, "import-csv") == 0) {
+        sub = "dataset import-csv";
+        return import_csv(argc - 1, argv + 1);
+    }
+    if (strcmp(name, "info") == 0) {
+        sub = "dataset info";
+        return info(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "mlq dataset: unknown subcommand '%s'; run 'mlq dataset --help'\n", name);
+    return EXIT_USAGE;
+}
