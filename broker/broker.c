@@ -1,0 +1,284 @@
+#include "broker_internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <zmq.h>
+
+#include "log.h"
+#include "notify.h"
+
+#define RECV_BATCH 4096   /* messages handled per pass before housekeeping */
+#define DROP_LOG_PER_S 10 /* malformed-message warnings per second */
+
+double broker_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int broker_write(struct broker *b)
+{
+    if (store_in_transaction(b->store))
+        return 0;
+    int rc = store_begin(b->store);
+    if (rc)
+        broker_store_failed(b, "begin");
+    return rc;
+}
+
+void broker_store_failed(struct broker *b, const char *what)
+{
+    log_error("store: %s: %s", what, store_errmsg(b->store));
+    if (!b->store_error)
+        b->store_error = -EIO;
+}
+
+void broker_reply(struct broker *b, const unsigned char *ident, size_t ident_len,
+                  const char *cmd, json_t *body, void *bin, size_t bin_len)
+{
+    if (b->n_out == b->cap_out) {
+        size_t cap = b->cap_out ? 2 * b->cap_out : 64;
+        struct outmsg *o = realloc(b->out, cap * sizeof *o);
+        if (!o) {
+            log_error("out of memory queueing %s", cmd);
+            json_decref(body);
+            free(bin);
+            return;
+        }
+        b->out = o;
+        b->cap_out = cap;
+    }
+    struct outmsg *o = &b->out[b->n_out++];
+    memcpy(o->ident, ident, ident_len);
+    o->ident_len = ident_len;
+    snprintf(o->cmd, sizeof o->cmd, "%s", cmd);
+    o->body = body;
+    o->bin = bin;
+    o->bin_len = bin_len;
+    struct trainer *t = trainers_find(b, ident, ident_len);
+    if (t)
+        t->last_sent = broker_mono();
+}
+
+void broker_reply_error(struct broker *b, const struct proto_msg *m, const char *code,
+                        const char *fmt, ...)
+{
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    broker_reply(b, m->ident, m->ident_len, PROTO_ERROR,
+                 json_pack("{s:s, s:s}", "error", text, "code", code), NULL, 0);
+}
+
+void broker_drop_log(struct broker *b, const char *fmt, ...)
+{
+    double now = broker_mono();
+    if (now - b->drop_window >= 1.0) {
+        if (b->drops_suppressed)
+            log_warn("%u more malformed messages dropped", b->drops_suppressed);
+        b->drop_window = now;
+        b->drops_logged = b->drops_suppressed = 0;
+    }
+    if (b->drops_logged >= DROP_LOG_PER_S) {
+        b->drops_suppressed++;
+        return;
+    }
+    b->drops_logged++;
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    log_warn("dropped a message: %s", text);
+}
+
+static void flush_outbox(struct broker *b)
+{
+    for (size_t i = 0; i < b->n_out; i++) {
+        struct outmsg *o = &b->out[i];
+        int rc = proto_send(b->router, o->ident, o->ident_len, o->cmd, o->body, o->bin,
+                            o->bin_len, ZMQ_DONTWAIT);
+        if (rc && rc != -EHOSTUNREACH && rc != -EAGAIN)
+            log_warn("send %s: %s", o->cmd, zmq_strerror(-rc));
+        json_decref(o->body);
+        free(o->bin);
+    }
+    b->n_out = 0;
+}
+
+static void discard_outbox(struct broker *b)
+{
+    for (size_t i = 0; i < b->n_out; i++) {
+        json_decref(b->out[i].body);
+        free(b->out[i].bin);
+    }
+    b->n_out = 0;
+}
+
+int broker_open(struct broker **out, const struct broker_opts *opts, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct broker *b = calloc(1, sizeof *b);
+    if (!b) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    b->opts = *opts;
+    if (!b->opts.bind)
+        b->opts.bind = BROKER_DEFAULT_BIND;
+    if (b->opts.heartbeat_ms <= 0)
+        b->opts.heartbeat_ms = BROKER_HEARTBEAT_MS;
+    if (b->opts.liveness <= 0)
+        b->opts.liveness = BROKER_LIVENESS;
+    b->interval = b->opts.heartbeat_ms / 1000.0;
+    b->expiry = b->interval * b->opts.liveness;
+
+    int rc = store_open(&b->store, opts->db_path,
+                        STORE_CREATE | (opts->sync_normal ? STORE_SYNC_NORMAL : 0), err, errlen);
+    if (rc)
+        goto fail;
+    if (opts->checkpoint_keep >= 0)
+        store_set_retention(b->store, opts->checkpoint_keep);
+
+    b->zctx = zmq_ctx_new();
+    if (!b->zctx) {
+        rc = -errno;
+        snprintf(err, errlen, "zmq_ctx_new: %s", zmq_strerror(errno));
+        goto fail;
+    }
+    b->router = zmq_socket(b->zctx, ZMQ_ROUTER);
+    if (!b->router || (rc = proto_socket_setup(b->router, 0)) != 0) {
+        rc = rc ? rc : -errno;
+        snprintf(err, errlen, "ROUTER socket: %s", zmq_strerror(-rc));
+        goto fail;
+    }
+    if (zmq_bind(b->router, b->opts.bind) != 0) {
+        rc = -errno;
+        snprintf(err, errlen, "cannot bind %s: %s", b->opts.bind, zmq_strerror(errno));
+        goto fail;
+    }
+    size_t len = sizeof b->endpoint;
+    if (zmq_getsockopt(b->router, ZMQ_LAST_ENDPOINT, b->endpoint, &len) != 0)
+        snprintf(b->endpoint, sizeof b->endpoint, "%s", b->opts.bind);
+
+    if ((rc = dispatch_recover(b)) != 0) {
+        snprintf(err, errlen, "%s: recovery: %s", opts->db_path, store_errmsg(b->store));
+        goto fail;
+    }
+    *out = b;
+    return 0;
+fail:
+    broker_close(&b);
+    return rc;
+}
+
+void broker_close(struct broker **pb)
+{
+    if (!pb || !*pb)
+        return;
+    struct broker *b = *pb;
+    discard_outbox(b);
+    free(b->out);
+    trainers_free(b);
+    free(b->orphans);
+    if (b->router)
+        zmq_close(b->router);
+    if (b->zctx)
+        zmq_ctx_term(b->zctx);
+    store_close(&b->store);
+    free(b);
+    *pb = NULL;
+}
+
+const char *broker_endpoint(const struct broker *b)
+{
+    return b->endpoint;
+}
+
+static void report_status(struct broker *b)
+{
+    int64_t counts[STORE_N_STATES] = {0};
+    if (store_job_count_by_state(b->store, counts) == 0)
+        notify_status("%lld queued, %lld running, %zu trainers", (long long)counts[STORE_QUEUED],
+                      (long long)counts[STORE_RUNNING], b->n_trainers);
+}
+
+int broker_run(struct broker *b, volatile sig_atomic_t *stop)
+{
+    log_info("listening on %s, database %s", b->endpoint, b->opts.db_path);
+    notify_ready();
+    report_status(b);
+    double next_status = broker_mono() + 5.0;
+    double deadline = broker_mono();
+    while (!*stop && !b->store_error) {
+        double now = broker_mono();
+        long timeout_ms = deadline > now ? (long)((deadline - now) * 1000.0) + 1 : 0;
+        uint64_t wd = notify_watchdog_usec();
+        if (wd && timeout_ms > (long)(wd / 2000))
+            timeout_ms = (long)(wd / 2000);
+        zmq_pollitem_t item = {.socket = b->router, .events = ZMQ_POLLIN};
+        int n = zmq_poll(&item, 1, timeout_ms);
+        if (n < 0 && errno != EINTR) {
+            log_errno(errno, "zmq_poll");
+            break;
+        }
+        if (*stop)
+            break;
+        for (int i = 0; n > 0 && i < RECV_BATCH; i++) {
+            struct proto_msg m;
+            char err[256];
+            int rc = proto_recv(b->router, true, &m, ZMQ_DONTWAIT, err, sizeof err);
+            if (rc == -EAGAIN)
+                break;
+            if (rc == -EPROTO) {
+                broker_drop_log(b, "%s", err);
+                continue;
+            }
+            if (rc) {
+                log_warn("recv: %s", zmq_strerror(-rc));
+                break;
+            }
+            handlers_dispatch(b, &m);
+            proto_msg_clear(&m);
+        }
+        now = broker_mono();
+        deadline = now + b->interval;
+        double d = trainers_tick(b, now);
+        if (d < deadline)
+            deadline = d;
+        d = dispatch_tick(b, now);
+        if (d < deadline)
+            deadline = d;
+        if (!b->stopping)
+            dispatch_run(b);
+        if (store_in_transaction(b->store) && store_commit(b->store) != 0)
+            broker_store_failed(b, "commit");
+        if (b->store_error) {
+            /* Nothing of this pass was committed: acknowledge none of it. */
+            store_rollback(b->store);
+            discard_outbox(b);
+            break;
+        }
+        flush_outbox(b);
+        notify_watchdog();
+        if (now >= next_status) {
+            report_status(b);
+            next_status = now + 5.0;
+        }
+    }
+    notify_stopping();
+    b->stopping = true;
+    if (store_in_transaction(b->store) && store_commit(b->store) != 0)
+        broker_store_failed(b, "commit");
+    flush_outbox(b);
+    log_info("stopped%s", b->store_error ? " after a store failure" : "");
+    return b->store_error;
+}

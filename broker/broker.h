@@ -1,0 +1,42 @@
+/* mlq-broker as a library: the durable job queue behind a ROUTER socket.
+ *
+ * One event loop (zmq_poll) whose timeout is the next deadline (a heartbeat
+ * to send, a trainer or a restarted broker's running job to give up on). It is
+ * the only writer of the store; the changes of one loop pass are committed in
+ * one transaction before any reply of that pass leaves (durable before
+ * acknowledged). docs/protocol.md describes the messages. */
+#ifndef MLQ_BROKER_H
+#define MLQ_BROKER_H
+
+#include <signal.h>
+#include <stddef.h>
+
+#define BROKER_DEFAULT_BIND "tcp://127.0.0.1:5555"
+#define BROKER_HEARTBEAT_MS 1000
+#define BROKER_LIVENESS 3
+
+struct broker_opts {
+    const char *db_path;  /* required */
+    const char *bind;     /* NULL: BROKER_DEFAULT_BIND */
+    int heartbeat_ms;     /* <= 0: BROKER_HEARTBEAT_MS */
+    int liveness;         /* missed heartbeats before a trainer is dead; <= 0: BROKER_LIVENESS */
+    int checkpoint_keep;  /* checkpoints kept per run (plus the best); < 0: store default */
+    int sync_normal;      /* non-zero: synchronous=NORMAL (faster, not power-loss safe) */
+};
+
+struct broker;
+
+/* Opens the store (creating it) and binds the socket. 0 or -errno with a
+ * message in err naming the file or endpoint. */
+int broker_open(struct broker **out, const struct broker_opts *opts, char *err, size_t errlen);
+/* Runs until *stop becomes non-zero (a signal handler sets it), then settles:
+ * no new dispatch, the open transaction committed. Returns 0, or -errno when
+ * the store failed (the caller exits non-zero and a restart recovers). */
+int broker_run(struct broker *b, volatile sig_atomic_t *stop);
+/* Accepts NULL and *b == NULL; closes the socket and the store. */
+void broker_close(struct broker **b);
+
+/* The endpoint actually bound (tcp://127.0.0.1:PORT when bound to port 0). */
+const char *broker_endpoint(const struct broker *b);
+
+#endif

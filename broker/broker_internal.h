@@ -1,0 +1,104 @@
+/* The broker's state, shared by its files: broker.c (loop, outbox, commit),
+ * trainers.c (registry and liveness), dispatch.c (queue to trainers, requeue,
+ * start-up recovery), handlers.c (one function per command). */
+#ifndef MLQ_BROKER_INTERNAL_H
+#define MLQ_BROKER_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "broker.h"
+#include "proto.h"
+#include "store.h"
+
+struct trainer {
+    unsigned char ident[PROTO_MAX_IDENT];
+    size_t ident_len;
+    char name[STORE_NAME_MAX];
+    char host[STORE_NAME_MAX];
+    char version[32];
+    char *capabilities; /* JSON text, owned */
+    int64_t job;        /* 0 = idle */
+    bool cancel_sent;
+    double last_seen;   /* monotonic seconds */
+    double last_sent;
+    double since;       /* wall clock of HELLO */
+};
+
+/* A running job found at start-up, waiting for its trainer to re-announce it. */
+struct orphan {
+    int64_t job;
+    double deadline;
+};
+
+/* A reply held until the pass's transaction is committed. */
+struct outmsg {
+    unsigned char ident[PROTO_MAX_IDENT];
+    size_t ident_len;
+    char cmd[PROTO_CMD_MAX];
+    json_t *body; /* owned */
+    void *bin;    /* owned, or NULL */
+    size_t bin_len;
+};
+
+struct broker {
+    struct broker_opts opts;
+    char endpoint[1024];
+    struct store *store;
+    void *zctx;
+    void *router;
+
+    struct trainer *trainers;
+    size_t n_trainers, cap_trainers;
+    struct orphan *orphans;
+    size_t n_orphans;
+    struct outmsg *out;
+    size_t n_out, cap_out;
+
+    double interval; /* heartbeat seconds */
+    double expiry;   /* interval * liveness */
+    bool stopping;
+    int store_error; /* first failed write or commit; ends the loop */
+
+    /* rate limit for malformed-message warnings */
+    double drop_window;
+    unsigned drops_logged, drops_suppressed;
+};
+
+double broker_mono(void);
+
+/* broker.c */
+int broker_write(struct broker *b); /* opens the pass's transaction if needed */
+void broker_store_failed(struct broker *b, const char *what);
+void broker_reply(struct broker *b, const unsigned char *ident, size_t ident_len,
+                  const char *cmd, json_t *body, void *bin, size_t bin_len); /* steals body, bin */
+void broker_reply_error(struct broker *b, const struct proto_msg *m, const char *code,
+                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void broker_drop_log(struct broker *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* trainers.c */
+struct trainer *trainers_find(struct broker *b, const unsigned char *ident, size_t len);
+struct trainer *trainers_find_name(struct broker *b, const char *name);
+struct trainer *trainers_find_job(struct broker *b, int64_t job);
+struct trainer *trainers_add(struct broker *b, const unsigned char *ident, size_t len);
+void trainers_remove(struct broker *b, struct trainer *t);
+void trainers_save(struct broker *b, const struct trainer *t, const char *state);
+/* Trainers silent past the expiry lose their job; returns the next deadline. */
+double trainers_tick(struct broker *b, double now);
+void trainers_free(struct broker *b);
+
+/* dispatch.c */
+int dispatch_recover(struct broker *b);  /* start-up: running jobs become orphans */
+void dispatch_run(struct broker *b);     /* queued jobs to idle trainers */
+/* A job's trainer is gone: requeue it, or fail it past max_attempts, or
+ * cancel it if a cancel was requested. */
+void dispatch_lost(struct broker *b, int64_t job, const char *reason);
+bool dispatch_take_orphan(struct broker *b, int64_t job);
+double dispatch_tick(struct broker *b, double now); /* orphans past their deadline */
+
+/* handlers.c */
+void handlers_dispatch(struct broker *b, struct proto_msg *m);
+
+#endif

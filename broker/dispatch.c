@@ -1,0 +1,197 @@
+/* From the queue to the trainers, and back when a trainer is lost. */
+#include "broker_internal.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "spec.h"
+
+int dispatch_recover(struct broker *b)
+{
+    int64_t *ids = NULL;
+    size_t n = 0;
+    int rc = store_job_ids_by_state(b->store, STORE_RUNNING, &ids, &n);
+    if (rc)
+        return rc;
+    if (n) {
+        b->orphans = calloc(n, sizeof *b->orphans);
+        if (!b->orphans) {
+            free(ids);
+            return -ENOMEM;
+        }
+    }
+    double deadline = broker_mono() + b->expiry;
+    for (size_t i = 0; i < n; i++)
+        b->orphans[i] = (struct orphan){.job = ids[i], .deadline = deadline};
+    b->n_orphans = n;
+    if (n)
+        log_info("%zu running job%s wait up to %.1f s for their trainers", n, n == 1 ? "" : "s",
+                 b->expiry);
+    free(ids);
+    return 0;
+}
+
+bool dispatch_take_orphan(struct broker *b, int64_t job)
+{
+    for (size_t i = 0; i < b->n_orphans; i++)
+        if (b->orphans[i].job == job) {
+            b->orphans[i] = b->orphans[--b->n_orphans];
+            return true;
+        }
+    return false;
+}
+
+double dispatch_tick(struct broker *b, double now)
+{
+    double next = INFINITY;
+    for (size_t i = 0; i < b->n_orphans;) {
+        if (now >= b->orphans[i].deadline) {
+            int64_t job = b->orphans[i].job;
+            b->orphans[i] = b->orphans[--b->n_orphans];
+            dispatch_lost(b, job, "its trainer did not re-announce it after a broker restart");
+            continue;
+        }
+        if (b->orphans[i].deadline < next)
+            next = b->orphans[i].deadline;
+        i++;
+    }
+    return next;
+}
+
+void dispatch_lost(struct broker *b, int64_t id, const char *reason)
+{
+    struct store_job job;
+    if (store_job_get(b->store, id, &job) != 0)
+        return;
+    if (job.state != STORE_RUNNING || broker_write(b))
+        goto out;
+    int rc;
+    if (job.cancel_requested) {
+        rc = store_job_set_cancelled(b->store, id, reason);
+    } else if (job.attempts >= job.max_attempts) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s; gave up after %d attempt%s", reason, job.attempts,
+                 job.attempts == 1 ? "" : "s");
+        log_warn("job %lld failed: %s", (long long)id, why);
+        rc = store_job_set_failed(b->store, id, why);
+    } else {
+        log_info("job %lld requeued (attempt %d of %d): %s", (long long)id, job.attempts,
+                 job.max_attempts, reason);
+        rc = store_job_requeue(b->store, id, reason);
+    }
+    if (rc)
+        broker_store_failed(b, "lost job");
+out:
+    store_job_free(&job);
+}
+
+static struct trainer *idle_trainer(struct broker *b)
+{
+    struct trainer *best = NULL;
+    for (size_t i = 0; i < b->n_trainers; i++) {
+        struct trainer *t = &b->trainers[i];
+        if (!t->job && t->name[0] && (!best || t->last_seen < best->last_seen))
+            best = t;
+    }
+    return best;
+}
+
+/* The checkpoint a job starts from: a train job's latest (resume), an eval or
+ * predict job's chosen one of its run. -ENOENT: none (a fresh train job). */
+static int job_checkpoint(struct broker *b, const struct store_job *job, void **blob,
+                          size_t *len, char *err, size_t errlen)
+{
+    struct store_checkpoint c = {0};
+    int rc;
+    if (job->kind == JOB_TRAIN) {
+        rc = store_checkpoint_get(b->store, job->id, STORE_CKPT_LAST, 0, &c);
+    } else {
+        struct mlq_spec spec;
+        if ((rc = spec_parse(job->spec_json, &spec, err, errlen)) != 0)
+            return rc;
+        enum store_ckpt_which which;
+        int64_t epoch;
+        if (store_ckpt_which_parse(spec.checkpoint, &which, &epoch) != 0) {
+            snprintf(err, errlen, "checkpoint: \"%s\" is not last, best or an epoch",
+                     spec.checkpoint);
+            return -EINVAL;
+        }
+        rc = store_checkpoint_get(b->store, spec.run, which, epoch, &c);
+        if (rc == -ENOENT)
+            snprintf(err, errlen, "run %lld has no checkpoint %s", (long long)spec.run,
+                     spec.checkpoint);
+        else if (rc)
+            snprintf(err, errlen, "run %lld: %s", (long long)spec.run, store_errmsg(b->store));
+        if (rc == -ENOENT)
+            return -EINVAL; /* the job cannot run at all */
+    }
+    if (rc)
+        return rc;
+    *blob = c.blob;
+    *len = c.size;
+    c.blob = NULL;
+    store_checkpoint_free(&c);
+    return 0;
+}
+
+void dispatch_run(struct broker *b)
+{
+    struct trainer *t;
+    while ((t = idle_trainer(b)) != NULL) {
+        struct store_job job = {0};
+        int rc = store_job_next_queued(b->store, &job);
+        if (rc == -ENOENT)
+            return;
+        if (rc) {
+            broker_store_failed(b, "next queued");
+            return;
+        }
+        if (broker_write(b)) {
+            store_job_free(&job);
+            return;
+        }
+        void *blob = NULL;
+        size_t len = 0;
+        char err[1024] = "";
+        rc = job_checkpoint(b, &job, &blob, &len, err, sizeof err);
+        if (rc == -EINVAL) {
+            log_warn("job %lld failed: %s", (long long)job.id, err);
+            if (store_job_set_failed(b->store, job.id, err) != 0)
+                broker_store_failed(b, "fail job");
+            store_job_free(&job);
+            if (b->store_error)
+                return;
+            continue;
+        }
+        if (rc && rc != -ENOENT) {
+            log_error("job %lld: checkpoint: %s", (long long)job.id, err);
+            store_job_free(&job);
+            broker_store_failed(b, "checkpoint get");
+            return;
+        }
+        json_error_t jerr;
+        json_t *spec = json_loads(job.spec_json, 0, &jerr);
+        if (store_job_set_running(b->store, job.id, t->name) != 0) {
+            json_decref(spec);
+            free(blob);
+            store_job_free(&job);
+            broker_store_failed(b, "set running");
+            return;
+        }
+        t->job = job.id;
+        t->cancel_sent = false;
+        trainers_save(b, t, "busy");
+        log_info("job %lld (%s, attempt %d) to trainer %s%s", (long long)job.id,
+                 spec_kind_name(job.kind), job.attempts + 1, t->name,
+                 blob && job.kind == JOB_TRAIN ? ", resuming from its checkpoint" : "");
+        broker_reply(b, t->ident, t->ident_len, PROTO_JOB,
+                     json_pack("{s:I, s:i, s:o}", "job", (json_int_t)job.id, "attempt",
+                               job.attempts + 1, "spec", spec ? spec : json_object()),
+                     blob, len);
+        store_job_free(&job);
+    }
+}

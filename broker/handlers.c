@@ -1,0 +1,494 @@
+/* One function per command. Client commands get OK or ERROR; trainer
+ * commands from a peer the broker does not know get WHO. */
+#include "broker_internal.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "spec.h"
+
+static void reply_ok(struct broker *b, const struct proto_msg *m, json_t *body)
+{
+    broker_reply(b, m->ident, m->ident_len, PROTO_OK, body, NULL, 0);
+}
+
+/* ---- clients ---------------------------------------------------------------- */
+
+static void on_submit(struct broker *b, struct proto_msg *m)
+{
+    json_t *doc = json_object_get(m->body, "spec");
+    if (!json_is_object(doc)) {
+        broker_reply_error(b, m, "bad_request", "SUBMIT needs a \"spec\" object");
+        return;
+    }
+    struct mlq_spec spec;
+    char err[1024];
+    if (spec_from_json(doc, &spec, err, sizeof err) != 0) {
+        broker_reply_error(b, m, "bad_spec", "bad spec: %s", err);
+        return;
+    }
+    if (spec.kind != JOB_TRAIN) {
+        struct store_job run;
+        int rc = store_job_get(b->store, spec.run, &run);
+        if (rc == -ENOENT) {
+            broker_reply_error(b, m, "not_found", "run %lld: no such run", (long long)spec.run);
+            return;
+        }
+        if (rc) {
+            broker_reply_error(b, m, "store", "run %lld: %s", (long long)spec.run,
+                               store_errmsg(b->store));
+            return;
+        }
+        bool train = run.kind == JOB_TRAIN;
+        store_job_free(&run);
+        if (!train) {
+            broker_reply_error(b, m, "bad_spec", "run %lld is not a train job", (long long)spec.run);
+            return;
+        }
+    }
+    if (b->stopping) {
+        broker_reply_error(b, m, "stopping", "the broker is stopping");
+        return;
+    }
+    int64_t id;
+    if (broker_write(b))
+        return;
+    if (store_job_submit_spec(b->store, &spec, &id) != 0) {
+        broker_reply_error(b, m, "store", "cannot queue the job: %s", store_errmsg(b->store));
+        return;
+    }
+    log_debug("job %lld queued (%s, priority %d)", (long long)id, spec_kind_name(spec.kind),
+              spec.priority);
+    reply_ok(b, m, json_pack("{s:I}", "id", (json_int_t)id));
+}
+
+static json_t *num_or_null(double v)
+{
+    return isfinite(v) ? json_real(v) : json_null();
+}
+
+static json_t *job_json(const struct store_job *j)
+{
+    json_t *o = json_pack("{s:I, s:s, s:s, s:i, s:i, s:i, s:s, s:s, s:b, s:o, s:o, s:o}", "id",
+                          (json_int_t)j->id, "kind", spec_kind_name(j->kind), "state",
+                          store_state_name(j->state), "priority", j->priority, "attempts",
+                          j->attempts, "max_attempts", j->max_attempts, "name", j->name,
+                          "trainer", j->trainer, "cancel_requested", j->cancel_requested,
+                          "submitted", num_or_null(j->submitted), "started",
+                          j->started ? json_real(j->started) : json_null(), "finished",
+                          j->finished ? json_real(j->finished) : json_null());
+    if (!o)
+        return NULL;
+    if (j->run)
+        json_object_set_new(o, "run", json_integer(j->run));
+    json_object_set_new(o, "error", j->error ? json_string(j->error) : json_null());
+    if (j->result_json) {
+        json_t *r = json_loads(j->result_json, 0, NULL);
+        json_object_set_new(o, "result", r ? r : json_null());
+    }
+    if (j->spec_json) {
+        json_t *s = json_loads(j->spec_json, 0, NULL);
+        json_t *epochs = s ? json_object_get(s, "epochs") : NULL;
+        if (json_is_integer(epochs))
+            json_object_set(o, "epochs", epochs);
+        json_decref(s);
+    }
+    return o;
+}
+
+static int job_id_of(struct broker *b, struct proto_msg *m, int64_t *id)
+{
+    char err[128];
+    if (proto_get_int(m->body, "id", id, err, sizeof err) != 0) {
+        broker_reply_error(b, m, "bad_request", "%s: %s", m->cmd, err);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int get_job_or_reply(struct broker *b, struct proto_msg *m, int64_t id,
+                            struct store_job *job)
+{
+    int rc = store_job_get(b->store, id, job);
+    if (rc == -ENOENT)
+        broker_reply_error(b, m, "not_found", "job %lld: no such job", (long long)id);
+    else if (rc)
+        broker_reply_error(b, m, "store", "job %lld: %s", (long long)id, store_errmsg(b->store));
+    return rc;
+}
+
+static void on_status(struct broker *b, struct proto_msg *m)
+{
+    int64_t id;
+    struct store_job job;
+    if (job_id_of(b, m, &id) || get_job_or_reply(b, m, id, &job))
+        return;
+    json_t *metrics = json_object();
+    struct store_metric *fm = NULL;
+    size_t n = 0;
+    if (store_metrics_final(b->store, id, &fm, &n) == 0) {
+        for (size_t i = 0; i < n; i++)
+            json_object_set_new(metrics, fm[i].key,
+                                json_pack("{s:I, s:I, s:o}", "step", (json_int_t)fm[i].step,
+                                          "epoch", (json_int_t)fm[i].epoch, "value",
+                                          num_or_null(fm[i].value)));
+        store_metrics_free(fm, n);
+    }
+    reply_ok(b, m, json_pack("{s:o, s:o}", "job", job_json(&job), "metrics", metrics));
+    store_job_free(&job);
+}
+
+static void on_cancel(struct broker *b, struct proto_msg *m)
+{
+    int64_t id;
+    struct store_job job;
+    if (job_id_of(b, m, &id) || get_job_or_reply(b, m, id, &job))
+        return;
+    const char *state = store_state_name(job.state);
+    if (job.state == STORE_QUEUED) {
+        if (broker_write(b))
+            goto out;
+        if (store_job_set_cancelled(b->store, id, "cancelled before it started") != 0) {
+            broker_store_failed(b, "cancel");
+            goto out;
+        }
+        state = "cancelled";
+    } else if (job.state == STORE_RUNNING) {
+        if (broker_write(b))
+            goto out;
+        struct trainer *t = trainers_find_job(b, id);
+        int rc = t ? store_job_request_cancel(b->store, id)
+                   : store_job_set_cancelled(b->store, id, "cancelled while its trainer was away");
+        if (rc) {
+            broker_store_failed(b, "cancel");
+            goto out;
+        }
+        if (t) {
+            dispatch_take_orphan(b, id);
+            broker_reply(b, t->ident, t->ident_len, PROTO_CANCEL,
+                         json_pack("{s:I}", "job", (json_int_t)id), NULL, 0);
+            t->cancel_sent = true;
+            state = "cancelling";
+        } else {
+            dispatch_take_orphan(b, id);
+            state = "cancelled";
+        }
+    }
+    reply_ok(b, m, json_pack("{s:I, s:s}", "id", (json_int_t)id, "state", state));
+out:
+    store_job_free(&job);
+}
+
+#define QUEUE_LIST_MAX 1000
+
+static void on_queue(struct broker *b, struct proto_msg *m)
+{
+    int64_t counts[STORE_N_STATES] = {0};
+    json_t *jobs = json_array();
+    static const enum store_state shown[] = {STORE_RUNNING, STORE_QUEUED};
+    for (size_t s = 0; s < 2; s++) {
+        int64_t *ids = NULL;
+        size_t n = 0;
+        if (store_job_ids_by_state(b->store, shown[s], &ids, &n) != 0)
+            continue;
+        for (size_t i = 0; i < n && json_array_size(jobs) < QUEUE_LIST_MAX; i++) {
+            struct store_job job;
+            if (store_job_get(b->store, ids[i], &job) == 0) {
+                json_array_append_new(jobs, job_json(&job));
+                store_job_free(&job);
+            }
+        }
+        free(ids);
+    }
+    store_job_count_by_state(b->store, counts);
+    json_t *c = json_object();
+    for (int s = 0; s < STORE_N_STATES; s++)
+        json_object_set_new(c, store_state_name((enum store_state)s), json_integer(counts[s]));
+    reply_ok(b, m, json_pack("{s:o, s:o}", "jobs", jobs, "counts", c));
+}
+
+static void on_workers(struct broker *b, struct proto_msg *m)
+{
+    json_t *list = json_array();
+    double now = broker_mono();
+    for (size_t i = 0; i < b->n_trainers; i++) {
+        const struct trainer *t = &b->trainers[i];
+        if (!t->name[0])
+            continue;
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:f, s:f}", "name", t->name, "host", t->host,
+                              "version", t->version, "state", t->job ? "busy" : "idle",
+                              "last_heartbeat_age", now - t->last_seen, "since", t->since);
+        json_object_set_new(o, "job", t->job ? json_integer(t->job) : json_null());
+        json_t *caps = t->capabilities ? json_loads(t->capabilities, 0, NULL) : NULL;
+        json_object_set_new(o, "capabilities", caps ? caps : json_null());
+        json_array_append_new(list, o);
+    }
+    reply_ok(b, m, json_pack("{s:o}", "trainers", list));
+}
+
+/* ---- trainers ----------------------------------------------------------------- */
+
+static void send_drop(struct broker *b, const struct proto_msg *m, int64_t job, const char *why)
+{
+    log_info("trainer told to drop job %lld: %s", (long long)job, why);
+    broker_reply(b, m->ident, m->ident_len, PROTO_DROP,
+                 json_pack("{s:I, s:s}", "job", (json_int_t)job, "reason", why), NULL, 0);
+}
+
+static void copy_field(char *dst, size_t len, const json_t *body, const char *key)
+{
+    const char *v = json_string_value(json_object_get(body, key));
+    snprintf(dst, len, "%s", v ? v : "");
+}
+
+static void on_hello(struct broker *b, struct proto_msg *m)
+{
+    const char *name = json_string_value(json_object_get(m->body, "name"));
+    if (!name || !name[0] || strlen(name) >= STORE_NAME_MAX) {
+        broker_drop_log(b, "HELLO without a valid name");
+        return;
+    }
+    int64_t announced = 0;
+    json_t *jv = json_object_get(m->body, "job");
+    if (json_is_integer(jv))
+        announced = json_integer_value(jv);
+
+    /* The same socket saying HELLO again, or the same name on a new socket
+     * (the trainer reconnected): the old entry's job follows the announcement. */
+    struct trainer *old = trainers_find(b, m->ident, m->ident_len);
+    if (!old)
+        old = trainers_find_name(b, name);
+    bool adopt_from_old = false;
+    if (old) {
+        if (old->job && old->job == announced)
+            adopt_from_old = true;
+        else if (old->job)
+            dispatch_lost(b, old->job, "its trainer restarted without it");
+        trainers_remove(b, old);
+    }
+    struct trainer *t = trainers_add(b, m->ident, m->ident_len);
+    if (!t) {
+        log_error("out of memory registering trainer %s", name);
+        return;
+    }
+    snprintf(t->name, sizeof t->name, "%s", name);
+    copy_field(t->host, sizeof t->host, m->body, "host");
+    copy_field(t->version, sizeof t->version, m->body, "version");
+    json_t *caps = json_object_get(m->body, "capabilities");
+    t->capabilities = caps ? json_dumps(caps, JSON_COMPACT) : NULL;
+    t->since = store_now(b->store);
+
+    json_t *welcome = json_pack("{s:i, s:i}", "heartbeat_ms", b->opts.heartbeat_ms, "liveness",
+                                b->opts.liveness);
+    bool cancel = false;
+    if (announced) {
+        struct store_job job;
+        int rc = store_job_get(b->store, announced, &job);
+        const char *why = NULL;
+        if (rc)
+            why = "no such job";
+        else if (job.state != STORE_RUNNING)
+            why = store_state_terminal(job.state) ? "the job is finished"
+                                                  : "the job went back to the queue";
+        else if (trainers_find_job(b, announced))
+            why = "the job runs elsewhere";
+        else if (!adopt_from_old && !dispatch_take_orphan(b, announced) &&
+                 strcmp(job.trainer, name) != 0)
+            why = "the job was given to another trainer";
+        if (why) {
+            broker_reply(b, m->ident, m->ident_len, PROTO_WELCOME, welcome, NULL, 0);
+            send_drop(b, m, announced, why);
+            welcome = NULL;
+        } else {
+            dispatch_take_orphan(b, announced);
+            t->job = announced;
+            cancel = job.cancel_requested;
+            json_object_set_new(welcome, "adopt", json_integer(announced));
+            log_info("trainer %s re-announced job %lld", name, (long long)announced);
+        }
+        if (!rc)
+            store_job_free(&job);
+    }
+    if (welcome)
+        broker_reply(b, m->ident, m->ident_len, PROTO_WELCOME, welcome, NULL, 0);
+    if (cancel) {
+        broker_reply(b, m->ident, m->ident_len, PROTO_CANCEL,
+                     json_pack("{s:I}", "job", (json_int_t)t->job), NULL, 0);
+        t->cancel_sent = true;
+    }
+    log_info("trainer %s (%s) connected%s", t->name, t->host, t->job ? ", busy" : ", idle");
+    trainers_save(b, t, t->job ? "busy" : "idle");
+}
+
+/* The job a trainer message is about, if it is that trainer's; else DROP. */
+static int owned_job(struct broker *b, struct trainer *t, struct proto_msg *m, int64_t *job)
+{
+    char err[128];
+    if (proto_get_int(m->body, "job", job, err, sizeof err) != 0) {
+        broker_drop_log(b, "%s from %s: %s", m->cmd, t->name, err);
+        return -EINVAL;
+    }
+    if (t->job != *job) {
+        send_drop(b, m, *job, "the job is not yours");
+        return -EPERM;
+    }
+    return 0;
+}
+
+static void on_metrics(struct broker *b, struct trainer *t, struct proto_msg *m)
+{
+    int64_t job, epoch, step;
+    char err[128];
+    if (owned_job(b, t, m, &job))
+        return;
+    json_t *values = json_object_get(m->body, "values");
+    if (proto_get_int(m->body, "epoch", &epoch, err, sizeof err) ||
+        proto_get_int(m->body, "step", &step, err, sizeof err) || !json_is_object(values)) {
+        broker_drop_log(b, "METRICS from %s: %s", t->name, err[0] ? err : "no values");
+        return;
+    }
+    struct store_metric ms[32];
+    size_t n = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach(values, key, v)
+    {
+        if (n == 32 || !json_is_number(v) || !key[0] || strlen(key) >= STORE_KEY_MAX)
+            continue;
+        ms[n++] = (struct store_metric){
+            .key = key, .step = step, .epoch = epoch, .value = json_number_value(v)};
+    }
+    if (!n || broker_write(b))
+        return;
+    if (store_metrics_put(b->store, job, ms, n) != 0)
+        broker_store_failed(b, "metrics");
+}
+
+static void on_checkpoint(struct broker *b, struct trainer *t, struct proto_msg *m)
+{
+    int64_t job, epoch, step;
+    char err[128] = "";
+    if (owned_job(b, t, m, &job))
+        return;
+    if (proto_get_int(m->body, "epoch", &epoch, err, sizeof err) ||
+        proto_get_int(m->body, "step", &step, err, sizeof err) || !m->bin || !m->bin_len) {
+        broker_drop_log(b, "CHECKPOINT from %s: %s", t->name, err[0] ? err : "no blob");
+        return;
+    }
+    json_t *mv = json_object_get(m->body, "metric");
+    double metric = json_is_number(mv) ? json_number_value(mv) : NAN;
+    if (broker_write(b))
+        return;
+    int64_t id;
+    if (store_checkpoint_put(b->store, job, epoch, step, m->bin, m->bin_len, metric, &id) != 0)
+        broker_store_failed(b, "checkpoint");
+}
+
+static void on_done(struct broker *b, struct trainer *t, struct proto_msg *m)
+{
+    int64_t id;
+    const char *state;
+    char err[128];
+    if (proto_get_int(m->body, "job", &id, err, sizeof err) ||
+        proto_get_str(m->body, "state", &state, err, sizeof err)) {
+        broker_drop_log(b, "DONE from %s: %s", t->name, err);
+        return;
+    }
+    json_t *ack = json_pack("{s:I}", "job", (json_int_t)id);
+    if (t->job != id) {
+        /* A DONE resent after a reconnect, already recorded: just let it go. */
+        struct store_job job;
+        bool recorded = false;
+        if (store_job_get(b->store, id, &job) == 0) {
+            recorded = store_state_terminal(job.state) && strcmp(job.trainer, t->name) == 0;
+            store_job_free(&job);
+        }
+        if (recorded) {
+            broker_reply(b, m->ident, m->ident_len, PROTO_ACK, ack, NULL, 0);
+        } else {
+            json_decref(ack);
+            send_drop(b, m, id, "the job is not yours");
+        }
+        return;
+    }
+    if (broker_write(b)) {
+        json_decref(ack);
+        return;
+    }
+    const char *error = json_string_value(json_object_get(m->body, "error"));
+    json_t *result = json_object_get(m->body, "result");
+    int rc = 0;
+    if (json_is_object(result)) {
+        char *text = json_dumps(result, JSON_COMPACT);
+        rc = text ? store_job_set_result(b->store, id, text) : -ENOMEM;
+        free(text);
+    }
+    if (rc == 0) {
+        if (strcmp(state, "succeeded") == 0)
+            rc = store_job_set_succeeded(b->store, id);
+        else if (strcmp(state, "cancelled") == 0)
+            rc = store_job_set_cancelled(b->store, id, error ? error : "cancelled");
+        else
+            rc = store_job_set_failed(b->store, id, error ? error : "failed");
+    }
+    if (rc) {
+        json_decref(ack);
+        broker_store_failed(b, "done");
+        return;
+    }
+    log_info("job %lld %s on %s%s%s", (long long)id, state, t->name, error ? ": " : "",
+             error ? error : "");
+    t->job = 0;
+    t->cancel_sent = false;
+    trainers_save(b, t, "idle");
+    broker_reply(b, m->ident, m->ident_len, PROTO_ACK, ack, NULL, 0);
+}
+
+static void on_trainer_message(struct broker *b, struct proto_msg *m);
+
+void handlers_dispatch(struct broker *b, struct proto_msg *m)
+{
+    const char *c = m->cmd;
+    if (strcmp(c, PROTO_SUBMIT) == 0)
+        on_submit(b, m);
+    else if (strcmp(c, PROTO_STATUS) == 0)
+        on_status(b, m);
+    else if (strcmp(c, PROTO_CANCEL) == 0)
+        on_cancel(b, m);
+    else if (strcmp(c, PROTO_QUEUE) == 0)
+        on_queue(b, m);
+    else if (strcmp(c, PROTO_WORKERS) == 0)
+        on_workers(b, m);
+    else if (strcmp(c, PROTO_HELLO) == 0)
+        on_hello(b, m);
+    else
+        on_trainer_message(b, m);
+}
+
+static void on_trainer_message(struct broker *b, struct proto_msg *m)
+{
+    const char *c = m->cmd;
+    bool from_trainer = strcmp(c, PROTO_HEARTBEAT) == 0 || strcmp(c, PROTO_METRICS) == 0 ||
+                        strcmp(c, PROTO_CHECKPOINT) == 0 || strcmp(c, PROTO_DONE) == 0;
+    if (!from_trainer) {
+        broker_drop_log(b, "%s is not a command for the broker", c);
+        return;
+    }
+    struct trainer *t = trainers_find(b, m->ident, m->ident_len);
+    if (!t) {
+        /* A trainer that outlived a broker restart, or that we gave up on. */
+        broker_reply(b, m->ident, m->ident_len, PROTO_WHO, json_object(), NULL, 0);
+        return;
+    }
+    t->last_seen = broker_mono();
+    if (strcmp(c, PROTO_METRICS) == 0)
+        on_metrics(b, t, m);
+    else if (strcmp(c, PROTO_CHECKPOINT) == 0)
+        on_checkpoint(b, t, m);
+    else if (strcmp(c, PROTO_DONE) == 0)
+        on_done(b, t, m);
+}

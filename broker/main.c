@@ -1,0 +1,121 @@
+/* mlq-broker: the job queue service. Exit codes: 0 stopped by a signal,
+ * 1 a store failure while running, 2 bad usage or configuration, 6 cannot
+ * open the database or bind the endpoint. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker.h"
+#include "config.h"
+#include "log.h"
+#include "store.h"
+
+static volatile sig_atomic_t stop_flag;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_flag = 1;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: mlq-broker [--db FILE] [--bind ENDPOINT] [--heartbeat-ms N] [--liveness N]\n"
+            "\n"
+            "  --db FILE          the database (default: db.path, else $MLQ_DB, else\n"
+            "                     ~/.local/share/mlq/mlq.db; as a service /var/lib/mlq/mlq.db)\n"
+            "  --bind ENDPOINT    tcp://HOST:PORT or ipc://PATH (default %s)\n"
+            "  --heartbeat-ms N   heartbeat interval (default 1000)\n"
+            "  --liveness N       missed heartbeats before a trainer is dead (default 3)\n"
+            "  --checkpoint-keep N  checkpoints kept per run besides the best (0 = all)\n"
+            "  --config FILE      configuration file (default /etc/mlq/mlq.conf)\n"
+            "  --log-level LEVEL  error, warn, info (default) or debug\n"
+            "  --version, --help\n",
+            BROKER_DEFAULT_BIND);
+}
+
+int main(int argc, char **argv)
+{
+    log_set_program("mlq-broker");
+    enum { OPT_DB = 256, OPT_BIND, OPT_HB, OPT_LIVE, OPT_KEEP, OPT_CONFIG, OPT_LOG, OPT_VERSION };
+    static const struct option longopts[] = {
+        {"db", required_argument, NULL, OPT_DB},
+        {"bind", required_argument, NULL, OPT_BIND},
+        {"heartbeat-ms", required_argument, NULL, OPT_HB},
+        {"liveness", required_argument, NULL, OPT_LIVE},
+        {"checkpoint-keep", required_argument, NULL, OPT_KEEP},
+        {"config", required_argument, NULL, OPT_CONFIG},
+        {"log-level", required_argument, NULL, OPT_LOG},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    /* Flags are applied over the file and environment, so read them first. */
+    const char *flag[CONFIG_NKEYS] = {0};
+    const char *config_file = NULL;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_DB: flag[CONFIG_DB_PATH] = optarg; break;
+        case OPT_BIND: flag[CONFIG_BROKER_BIND] = optarg; break;
+        case OPT_HB: flag[CONFIG_HEARTBEAT_INTERVAL_MS] = optarg; break;
+        case OPT_LIVE: flag[CONFIG_HEARTBEAT_LIVENESS] = optarg; break;
+        case OPT_KEEP: flag[CONFIG_CHECKPOINT_KEEP] = optarg; break;
+        case OPT_LOG: flag[CONFIG_LOG_LEVEL] = optarg; break;
+        case OPT_CONFIG: config_file = optarg; break;
+        case OPT_VERSION: printf("mlq-broker %s\n", MLQ_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "mlq-broker: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    struct config cfg;
+    char err[1024];
+    if (config_load(&cfg, config_file, err, sizeof err) != 0) {
+        fprintf(stderr, "mlq-broker: %s\n", err);
+        return 2;
+    }
+    for (int k = 0; k < CONFIG_NKEYS; k++)
+        if (flag[k] && config_set(&cfg, config_key_name((enum config_key)k), flag[k],
+                                  CONFIG_SRC_FLAG, err, sizeof err) != 0) {
+            fprintf(stderr, "mlq-broker: %s\n", err);
+            return 2;
+        }
+    log_set_level(cfg.log_level);
+    char db[4096];
+    if (cfg.db_path[0])
+        snprintf(db, sizeof db, "%s", cfg.db_path);
+    else if (store_default_path(db, sizeof db) != 0) {
+        fprintf(stderr, "mlq-broker: no database path: pass --db FILE\n");
+        return 2;
+    }
+
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct broker_opts opts = {
+        .db_path = db,
+        .bind = cfg.broker_bind,
+        .heartbeat_ms = cfg.heartbeat_interval_ms,
+        .liveness = cfg.heartbeat_liveness,
+        .checkpoint_keep = cfg.checkpoint_keep,
+        .sync_normal = strcmp(cfg.db_sync, "normal") == 0,
+    };
+    struct broker *b;
+    if (broker_open(&b, &opts, err, sizeof err) != 0) {
+        log_error("%s", err);
+        return 6;
+    }
+    int rc = broker_run(b, &stop_flag);
+    broker_close(&b);
+    return rc ? 1 : 0;
+}
