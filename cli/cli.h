@@ -26,5 +26,7 @@ extern const struct cli_command cli_commands[];
 
 /* Command handlers (each defined in its cmd_*.c). */
 int cmd_config(int argc, char **argv);
+int cmd_dataset(int argc, char **argv);
+int cmd_up(int argc, char **argv);
 
 #endif

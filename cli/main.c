@@ -7,6 +7,7 @@
 const struct cli_command cli_commands[] = {
     {"config", "show the effective configuration and where each value came from", cmd_config},
     {"dataset", "import IDX or CSV files into HDF5, describe a dataset", cmd_dataset},
+    {"up", "run a broker and trainers in the foreground: the local stack", cmd_up},
     {NULL, NULL, NULL},
 };
 

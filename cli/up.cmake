@@ -1,0 +1,1 @@
+target_link_libraries(mlq PRIVATE mlq_store)
