@@ -481,7 +481,7 @@ static int check_file(struct store *s)
     return 0;
 }
 
-static int open_db(struct store *s, int flags)
+static int open_db(struct store *s, int flags, bool immutable)
 {
     int oflags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
     oflags |= (flags & STORE_READONLY) ? SQLITE_OPEN_READONLY
@@ -496,6 +496,8 @@ static int open_db(struct store *s, int flags)
             uri[o++] = *p;
     }
     uri[o] = '\0';
+    if (immutable)
+        strcat(uri, "?immutable=1");
     int rc = sqlite3_open_v2(uri, &s->db, oflags, NULL);
     if (rc != SQLITE_OK)
         return store_fail(s, errno_of(rc), "%s: cannot open: %s", s->path,
@@ -538,10 +540,21 @@ int store_open(struct store **out, const char *path, int flags, char *err, size_
         goto fail;
     }
 
-    ret = open_db(s, flags);
+    ret = open_db(s, flags, false);
     if (ret < 0)
         goto fail;
     ret = check_file(s);
+    if (ret < 0 && s->readonly &&
+        ((sqlite3_errcode(s->db) & 0xff) == SQLITE_READONLY ||
+         (sqlite3_errcode(s->db) & 0xff) == SQLITE_CANTOPEN)) {
+        /* A WAL file on read-only media: no -shm can be created, so no writer
+           can be active either; read it as immutable. */
+        sqlite3_close_v2(s->db);
+        s->db = NULL;
+        ret = open_db(s, flags, true);
+        if (ret == 0)
+            ret = check_file(s);
+    }
     if (ret < 0)
         goto fail;
 
