@@ -415,6 +415,18 @@ static void on_done(struct broker *b, struct trainer *t, struct proto_msg *m)
         }
         return;
     }
+    if (strcmp(state, "interrupted") == 0) {
+        /* The trainer is shutting down: the job goes back to the queue and the
+         * trainer gets no new one. */
+        char why[300];
+        snprintf(why, sizeof why, "trainer %s stopped", t->name);
+        dispatch_lost(b, id, why);
+        t->job = 0;
+        trainers_save(b, t, "gone");
+        broker_reply(b, m->ident, m->ident_len, PROTO_ACK, ack, NULL, 0);
+        trainers_remove(b, t);
+        return;
+    }
     if (broker_write(b)) {
         json_decref(ack);
         return;

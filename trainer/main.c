@@ -7,6 +7,7 @@
 #include "blas.h"
 #include "log.h"
 #include "standalone.h"
+#include "worker.h"
 
 static void usage(FILE *out)
 {
@@ -21,7 +22,12 @@ static void usage(FILE *out)
             "  --resume FILE          continue from a checkpoint file\n"
             "  --threads N            BLAS threads (default: the spec's, else 1)\n"
             "  --log-level LEVEL      error, warn, info (default) or debug\n"
-            "  --version, --help\n");
+            "  --version, --help\n"
+            "\n"
+            "usage: mlq-trainer --broker ENDPOINT [--name NAME] [--threads N]\n"
+            "                   [--heartbeat-ms N] [--liveness N]\n"
+            "  --broker ENDPOINT      take jobs from mlq-broker (docs/jobs.md)\n"
+            "  --name NAME            how the broker names this trainer (default host-pid)\n");
 }
 
 int main(int argc, char **argv)
@@ -30,7 +36,9 @@ int main(int argc, char **argv)
     log_set_program("mlq-trainer");
 
     struct standalone_opts sa = {0};
-    enum { OPT_DB = 256, OPT_CKPT_DIR, OPT_RESUME, OPT_THREADS, OPT_LOG_LEVEL, OPT_VERSION };
+    struct worker_opts wo = {0};
+    enum { OPT_DB = 256, OPT_CKPT_DIR, OPT_RESUME, OPT_THREADS, OPT_LOG_LEVEL, OPT_VERSION,
+           OPT_BROKER, OPT_NAME, OPT_HB, OPT_LIVENESS };
     static const struct option longopts[] = {
         {"standalone", required_argument, NULL, 's'},
         {"db", required_argument, NULL, OPT_DB},
@@ -39,6 +47,10 @@ int main(int argc, char **argv)
         {"threads", required_argument, NULL, OPT_THREADS},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"version", no_argument, NULL, OPT_VERSION},
+        {"broker", required_argument, NULL, OPT_BROKER},
+        {"name", required_argument, NULL, OPT_NAME},
+        {"heartbeat-ms", required_argument, NULL, OPT_HB},
+        {"liveness", required_argument, NULL, OPT_LIVENESS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -76,6 +88,18 @@ int main(int argc, char **argv)
             log_set_level(level);
             break;
         }
+        case OPT_BROKER:
+            wo.endpoint = optarg;
+            break;
+        case OPT_NAME:
+            wo.name = optarg;
+            break;
+        case OPT_HB:
+            wo.heartbeat_ms = atoi(optarg);
+            break;
+        case OPT_LIVENESS:
+            wo.liveness = atoi(optarg);
+            break;
         case OPT_VERSION:
             printf("mlq-trainer %s\n", MLQ_VERSION);
             return 0;
@@ -93,6 +117,10 @@ int main(int argc, char **argv)
     }
     if (sa.spec_path)
         return standalone_main(&sa);
+    if (wo.endpoint) {
+        wo.threads = sa.threads;
+        return worker_main(&wo);
+    }
     usage(stderr);
     return 2;
 }

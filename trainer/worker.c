@@ -1,0 +1,604 @@
+#include "worker.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <zmq.h>
+
+#include "blas.h"
+#include "evaluate.h"
+#include "log.h"
+#include "notify.h"
+#include "proto.h"
+#include "spec.h"
+#include "train.h"
+
+#define BACKOFF_MAX_S 8.0
+#define HISTORY_MAX 100000 /* METRICS messages kept for a resend */
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_signal = 1;
+}
+
+static double mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* What both threads see. */
+struct shared {
+    atomic_int stop_job;       /* cancel, drop or shutdown: train_run's should_stop */
+    atomic_int interrupt;      /* shutdown: report "interrupted", not "cancelled" */
+    atomic_ulong progress;     /* bumped by the worker between batches */
+    int threads;
+    void *zctx;
+    char pair_addr[64];
+};
+
+/* ---- the worker thread ---------------------------------------------------------- */
+
+struct job_ctx {
+    struct shared *sh;
+    void *pair;
+    int64_t job;
+    int64_t last_epoch;
+    double last_metric; /* validation loss of last_epoch, else train loss */
+};
+
+static void put_num(json_t *o, const char *key, double v)
+{
+    if (isfinite(v))
+        json_object_set_new(o, key, json_real(v));
+}
+
+static int job_on_epoch(void *ctx, const struct epoch_metrics *m)
+{
+    struct job_ctx *jc = ctx;
+    atomic_fetch_add(&jc->sh->progress, 1);
+    json_t *v = json_object();
+    put_num(v, "train_loss", m->train_loss);
+    put_num(v, "train_accuracy", m->train_accuracy);
+    if (m->has_validation) {
+        put_num(v, "val_loss", m->val_loss);
+        put_num(v, "val_accuracy", m->val_accuracy);
+    }
+    put_num(v, "lr", m->lr);
+    put_num(v, "samples_per_s", m->samples_per_s);
+    jc->last_epoch = m->epoch;
+    jc->last_metric = m->has_validation ? m->val_loss : m->train_loss;
+    json_t *body = json_pack("{s:I, s:I, s:I, s:o}", "job", (json_int_t)jc->job, "epoch",
+                             (json_int_t)m->epoch, "step", (json_int_t)m->step, "values", v);
+    int rc = proto_send(jc->pair, NULL, 0, PROTO_METRICS, body, NULL, 0, 0);
+    json_decref(body);
+    return rc ? 0 : 0; /* a lost progress line is not worth stopping the run */
+}
+
+static int job_on_checkpoint(void *ctx, int64_t epoch, int64_t step, const void *blob,
+                             size_t len)
+{
+    struct job_ctx *jc = ctx;
+    atomic_fetch_add(&jc->sh->progress, 1);
+    json_t *body = json_pack("{s:I, s:I, s:I}", "job", (json_int_t)jc->job, "epoch",
+                             (json_int_t)epoch, "step", (json_int_t)step);
+    if (epoch == jc->last_epoch && isfinite(jc->last_metric))
+        json_object_set_new(body, "metric", json_real(jc->last_metric));
+    proto_send(jc->pair, NULL, 0, PROTO_CHECKPOINT, body, blob, len, 0);
+    json_decref(body);
+    return 0;
+}
+
+static int job_should_stop(void *ctx)
+{
+    struct job_ctx *jc = ctx;
+    atomic_fetch_add(&jc->sh->progress, 1);
+    return atomic_load(&jc->sh->stop_job);
+}
+
+static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
+{
+    int64_t job = json_integer_value(json_object_get(m->body, "job"));
+    json_t *done = json_pack("{s:I}", "job", (json_int_t)job);
+    struct mlq_spec spec;
+    char err[1024] = "";
+    const char *state = "succeeded";
+    json_t *result = NULL;
+    json_t *doc = json_object_get(m->body, "spec");
+    if (!json_is_object(doc) || spec_from_json(doc, &spec, err, sizeof err) != 0) {
+        char msg[1100];
+        snprintf(msg, sizeof msg, "bad spec: %s", err[0] ? err : "missing");
+        json_object_set_new(done, "state", json_string("failed"));
+        json_object_set_new(done, "error", json_string(msg));
+        log_warn("job %lld refused: %s", (long long)job, msg);
+        return done;
+    }
+    blas_set_threads(spec.threads > 0 ? spec.threads : sh->threads > 0 ? sh->threads : 1);
+    int rc;
+    log_info("job %lld: %s%s", (long long)job, spec_kind_name(spec.kind),
+             m->bin && spec.kind == JOB_TRAIN ? ", resuming from a checkpoint" : "");
+    if (spec.kind == JOB_TRAIN) {
+        struct job_ctx jc = {.sh = sh, .pair = pair, .job = job, .last_metric = NAN};
+        struct train_callbacks cb = {.ctx = &jc,
+                                     .on_epoch = job_on_epoch,
+                                     .on_checkpoint = job_on_checkpoint,
+                                     .should_stop = job_should_stop};
+        struct train_result res = {0};
+        rc = train_run(&spec, m->bin, m->bin_len, &cb, &res, err, sizeof err);
+        if (!rc && res.cancelled)
+            state = atomic_load(&sh->interrupt) ? "interrupted" : "cancelled";
+        else if (!rc) {
+            result = json_object();
+            json_object_set_new(result, "epochs", json_integer(res.epochs_done));
+            put_num(result, "train_loss", res.final_train_loss);
+            put_num(result, "val_loss", res.final_val_loss);
+            put_num(result, "val_accuracy", res.final_val_accuracy);
+        }
+    } else if (!m->bin) {
+        rc = -EINVAL;
+        snprintf(err, sizeof err, "no checkpoint came with the %s job",
+                 spec_kind_name(spec.kind));
+    } else if (spec.kind == JOB_EVAL) {
+        rc = eval_run(&spec, m->bin, m->bin_len, &result, err, sizeof err);
+    } else {
+        rc = predict_run(&spec, m->bin, m->bin_len, &result, err, sizeof err);
+    }
+    if (rc) {
+        state = atomic_load(&sh->interrupt) ? "interrupted" : "failed";
+        json_object_set_new(done, "error", json_string(err));
+        json_decref(result);
+        result = NULL;
+    }
+    json_object_set_new(done, "state", json_string(state));
+    if (result)
+        json_object_set_new(done, "result", result);
+    log_info("job %lld %s%s%s", (long long)job, state, rc ? ": " : "", rc ? err : "");
+    return done;
+}
+
+static void *worker_thread(void *arg)
+{
+    struct shared *sh = arg;
+    void *pair = zmq_socket(sh->zctx, ZMQ_PAIR);
+    if (!pair || zmq_connect(pair, sh->pair_addr) != 0) {
+        log_errno(errno, "worker: cannot connect %s", sh->pair_addr);
+        if (pair)
+            zmq_close(pair);
+        return NULL;
+    }
+    for (;;) {
+        struct proto_msg m;
+        char err[256];
+        int rc = proto_recv(pair, false, &m, 0, err, sizeof err);
+        if (rc == -EINTR)
+            continue;
+        if (rc) {
+            log_error("worker: %s", rc == -EPROTO ? err : zmq_strerror(-rc));
+            break;
+        }
+        if (strcmp(m.cmd, PROTO_JOB) != 0) { /* DROP {"job": 0}: quit */
+            proto_msg_clear(&m);
+            break;
+        }
+        json_t *done = run_job(sh, pair, &m);
+        proto_send(pair, NULL, 0, PROTO_DONE, done, NULL, 0, 0);
+        json_decref(done);
+        proto_msg_clear(&m);
+    }
+    zmq_close(pair);
+    return NULL;
+}
+
+/* ---- the I/O thread -------------------------------------------------------------- */
+
+struct held {
+    char cmd[PROTO_CMD_MAX];
+    json_t *body;
+    void *bin;
+    size_t bin_len;
+};
+
+struct io {
+    const struct worker_opts *opts;
+    struct shared *sh;
+    void *dealer;
+    void *pair;
+    char name[256];
+    char host[256];
+    double interval, expiry;
+    double last_heard, last_sent, backoff;
+    bool welcomed;
+
+    int64_t job;       /* the job the worker runs or ran (until ACK) */
+    bool worker_busy;  /* the worker thread has a job */
+    bool dropped;      /* the broker told us to drop job: forward nothing more */
+    struct held *hist; /* METRICS of job, for a resend */
+    size_t n_hist, cap_hist;
+    struct held ckpt; /* latest CHECKPOINT of job */
+    struct held done; /* DONE of job, until ACK */
+    struct proto_msg pending; /* a JOB that came while the worker was busy */
+    bool has_pending;
+};
+
+static void held_clear(struct held *h)
+{
+    json_decref(h->body);
+    free(h->bin);
+    memset(h, 0, sizeof *h);
+}
+
+static void forget_job(struct io *io)
+{
+    for (size_t i = 0; i < io->n_hist; i++)
+        held_clear(&io->hist[i]);
+    io->n_hist = 0;
+    held_clear(&io->ckpt);
+    held_clear(&io->done);
+    io->job = 0;
+    io->dropped = false;
+}
+
+static void send_broker(struct io *io, const char *cmd, const json_t *body, const void *bin,
+                        size_t len)
+{
+    if (proto_send(io->dealer, NULL, 0, cmd, body, bin, len, ZMQ_DONTWAIT) == 0)
+        io->last_sent = mono();
+}
+
+static void send_hello(struct io *io)
+{
+    json_t *caps = json_pack("{s:[sss], s:i, s:s}", "kinds", "train", "eval", "predict",
+                             "threads", io->sh->threads > 0 ? io->sh->threads : 1, "blas",
+                             blas_kernel());
+    json_t *b = json_pack("{s:s, s:s, s:s, s:o}", "name", io->name, "host", io->host, "version",
+                          MLQ_VERSION, "capabilities", caps);
+    if (io->job && !io->dropped)
+        json_object_set_new(b, "job", json_integer(io->job));
+    send_broker(io, PROTO_HELLO, b, NULL, 0);
+    json_decref(b);
+    io->welcomed = false;
+}
+
+static int open_dealer(struct io *io)
+{
+    io->dealer = zmq_socket(io->sh->zctx, ZMQ_DEALER);
+    if (!io->dealer)
+        return -errno;
+    int rc = proto_socket_setup(io->dealer, 0);
+    if (!rc && zmq_connect(io->dealer, io->opts->endpoint) != 0)
+        rc = -errno;
+    if (rc) {
+        zmq_close(io->dealer);
+        io->dealer = NULL;
+        return rc;
+    }
+    io->last_heard = mono();
+    send_hello(io);
+    return 0;
+}
+
+static void resend_job_state(struct io *io)
+{
+    for (size_t i = 0; i < io->n_hist; i++)
+        send_broker(io, io->hist[i].cmd, io->hist[i].body, NULL, 0);
+    if (io->ckpt.body)
+        send_broker(io, io->ckpt.cmd, io->ckpt.body, io->ckpt.bin, io->ckpt.bin_len);
+    if (io->done.body)
+        send_broker(io, io->done.cmd, io->done.body, NULL, 0);
+}
+
+static void start_job(struct io *io, struct proto_msg *m)
+{
+    int64_t job = json_integer_value(json_object_get(m->body, "job"));
+    forget_job(io);
+    io->job = job;
+    io->worker_busy = true;
+    atomic_store(&io->sh->stop_job, 0);
+    notify_status("running job %lld", (long long)job);
+    proto_send(io->pair, NULL, 0, PROTO_JOB, m->body, m->bin, m->bin_len, 0);
+}
+
+static void on_broker_message(struct io *io, struct proto_msg *m)
+{
+    io->last_heard = mono();
+    io->backoff = io->interval;
+    int64_t job = json_integer_value(json_object_get(m->body, "job"));
+    if (strcmp(m->cmd, PROTO_WELCOME) == 0) {
+        io->welcomed = true;
+        int64_t adopt = json_integer_value(json_object_get(m->body, "adopt"));
+        if (io->job && adopt == io->job)
+            resend_job_state(io);
+    } else if (strcmp(m->cmd, PROTO_WHO) == 0) {
+        send_hello(io);
+    } else if (strcmp(m->cmd, PROTO_JOB) == 0) {
+        if (job <= 0) {
+            log_warn("JOB without a job id: dropped");
+        } else if (job == io->job && !io->dropped) {
+            log_debug("job %lld sent twice: ignored", (long long)job);
+        } else if (io->worker_busy) {
+            proto_msg_clear(&io->pending);
+            io->pending = *m;
+            memset(m, 0, sizeof *m); /* moved */
+            io->has_pending = true;
+        } else {
+            start_job(io, m);
+        }
+    } else if (strcmp(m->cmd, PROTO_CANCEL) == 0) {
+        if (job && job == io->job && io->worker_busy) {
+            log_info("job %lld: cancel requested", (long long)job);
+            atomic_store(&io->sh->stop_job, 1);
+        }
+    } else if (strcmp(m->cmd, PROTO_DROP) == 0) {
+        if (job && job == io->job) {
+            const char *why = json_string_value(json_object_get(m->body, "reason"));
+            log_warn("job %lld dropped: %s", (long long)job, why ? why : "told by the broker");
+            if (io->worker_busy) {
+                atomic_store(&io->sh->stop_job, 1);
+                io->dropped = true;
+            } else {
+                forget_job(io);
+            }
+        }
+    } else if (strcmp(m->cmd, PROTO_ACK) == 0) {
+        if (job && job == io->job && io->done.body)
+            forget_job(io);
+    }
+}
+
+static void keep(struct held *h, const struct proto_msg *m)
+{
+    held_clear(h);
+    snprintf(h->cmd, sizeof h->cmd, "%s", m->cmd);
+    h->body = json_incref(m->body);
+    h->bin = m->bin;
+    h->bin_len = m->bin_len;
+}
+
+static void on_worker_message(struct io *io, struct proto_msg *m)
+{
+    atomic_fetch_add(&io->sh->progress, 1);
+    if (strcmp(m->cmd, PROTO_DONE) == 0) {
+        io->worker_busy = false;
+        if (io->dropped) {
+            forget_job(io);
+        } else {
+            keep(&io->done, m);
+            m->bin = NULL;
+            if (io->welcomed)
+                send_broker(io, m->cmd, m->body, NULL, 0);
+        }
+        if (io->has_pending) {
+            io->has_pending = false;
+            start_job(io, &io->pending);
+            proto_msg_clear(&io->pending);
+        }
+        return;
+    }
+    if (io->dropped)
+        return;
+    if (strcmp(m->cmd, PROTO_CHECKPOINT) == 0) {
+        keep(&io->ckpt, m);
+        if (io->welcomed)
+            send_broker(io, m->cmd, m->body, m->bin, m->bin_len);
+        m->bin = NULL; /* now owned by io->ckpt */
+    } else if (strcmp(m->cmd, PROTO_METRICS) == 0) {
+        if (io->n_hist == io->cap_hist && io->n_hist < HISTORY_MAX) {
+            size_t cap = io->cap_hist ? 2 * io->cap_hist : 64;
+            struct held *h = realloc(io->hist, cap * sizeof *h);
+            if (h) {
+                io->hist = h;
+                io->cap_hist = cap;
+            }
+        }
+        if (io->n_hist < io->cap_hist) {
+            memset(&io->hist[io->n_hist], 0, sizeof io->hist[0]);
+            keep(&io->hist[io->n_hist++], m);
+        }
+        if (io->welcomed)
+            send_broker(io, m->cmd, m->body, NULL, 0);
+    }
+}
+
+static void default_name(char *buf, size_t len, const char *host)
+{
+    snprintf(buf, len, "%s-%ld", host, (long)getpid());
+}
+
+/* Shutdown with a job running: stop it and tell the broker to requeue it. */
+static void interrupt_job(struct io *io)
+{
+    if (!io->worker_busy)
+        return;
+    atomic_store(&io->sh->interrupt, 1);
+    atomic_store(&io->sh->stop_job, 1);
+    double until = mono() + 5.0;
+    while (io->worker_busy && mono() < until) {
+        struct proto_msg m;
+        char err[128];
+        zmq_pollitem_t it = {.socket = io->pair, .events = ZMQ_POLLIN};
+        if (zmq_poll(&it, 1, 200) <= 0)
+            continue;
+        if (proto_recv(io->pair, false, &m, ZMQ_DONTWAIT, err, sizeof err) == 0) {
+            on_worker_message(io, &m);
+            proto_msg_clear(&m);
+        }
+    }
+    /* Give the DONE a moment to leave before the socket closes. */
+    if (io->done.body && io->welcomed) {
+        zmq_pollitem_t it = {.socket = io->dealer, .events = ZMQ_POLLIN};
+        double t_end = mono() + 1.0;
+        while (io->done.body && mono() < t_end && zmq_poll(&it, 1, 100) >= 0) {
+            struct proto_msg m;
+            char err[128];
+            if (proto_recv(io->dealer, false, &m, ZMQ_DONTWAIT, err, sizeof err) == 0) {
+                on_broker_message(io, &m);
+                proto_msg_clear(&m);
+            }
+        }
+    }
+}
+
+static void feed_watchdog(struct io *io, unsigned long *seen, double *last_progress)
+{
+    unsigned long p = atomic_load(&io->sh->progress);
+    double now = mono();
+    if (p != *seen) {
+        *seen = p;
+        *last_progress = now;
+    }
+    double limit = (double)notify_watchdog_usec() / 1e6;
+    /* A hung worker starves the watchdog and systemd restarts us. */
+    if (!io->worker_busy || limit <= 0 || now - *last_progress < limit)
+        notify_watchdog();
+}
+
+int worker_main(const struct worker_opts *opts)
+{
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct shared sh = {.threads = opts->threads};
+    struct io io = {.opts = opts, .sh = &sh};
+    int exit_code = 1;
+    pthread_t thread;
+    bool thread_started = false;
+    if (gethostname(io.host, sizeof io.host) != 0)
+        snprintf(io.host, sizeof io.host, "localhost");
+    io.host[sizeof io.host - 1] = '\0';
+    if (opts->name && opts->name[0])
+        snprintf(io.name, sizeof io.name, "%s", opts->name);
+    else
+        default_name(io.name, sizeof io.name, io.host);
+    io.interval = (opts->heartbeat_ms > 0 ? opts->heartbeat_ms : 1000) / 1000.0;
+    io.expiry = io.interval * (opts->liveness > 0 ? opts->liveness : 3);
+    io.backoff = io.interval;
+
+    sh.zctx = zmq_ctx_new();
+    if (!sh.zctx) {
+        log_errno(errno, "zmq_ctx_new");
+        return 1;
+    }
+    snprintf(sh.pair_addr, sizeof sh.pair_addr, "inproc://mlq-worker-%p", (void *)&sh);
+    io.pair = zmq_socket(sh.zctx, ZMQ_PAIR);
+    if (!io.pair || zmq_bind(io.pair, sh.pair_addr) != 0) {
+        log_errno(errno, "inproc pair");
+        goto out;
+    }
+    int linger = 0;
+    zmq_setsockopt(io.pair, ZMQ_LINGER, &linger, sizeof linger);
+    if (pthread_create(&thread, NULL, worker_thread, &sh) != 0) {
+        log_error("cannot start the worker thread");
+        goto out;
+    }
+    thread_started = true;
+    int rc = open_dealer(&io);
+    if (rc) {
+        log_error("cannot connect to %s: %s", opts->endpoint, zmq_strerror(-rc));
+        goto out;
+    }
+    log_info("trainer %s: broker %s, heartbeat %.0f ms", io.name, opts->endpoint,
+             io.interval * 1000);
+    notify_ready();
+    exit_code = 0;
+
+    unsigned long seen_progress = 0;
+    double last_progress = mono();
+    double reconnect_at = 0;
+    while (!stop_signal) {
+        zmq_pollitem_t items[2] = {{.socket = io.pair, .events = ZMQ_POLLIN},
+                                   {.socket = io.dealer, .events = ZMQ_POLLIN}};
+        int nitems = io.dealer ? 2 : 1;
+        double now = mono();
+        double next = io.last_sent + io.interval;
+        if (io.dealer && io.last_heard + io.expiry < next)
+            next = io.last_heard + io.expiry;
+        if (!io.dealer)
+            next = reconnect_at;
+        long timeout = next > now ? (long)((next - now) * 1000) + 1 : 0;
+        if (timeout > 1000)
+            timeout = 1000;
+        int n = zmq_poll(items, nitems, timeout);
+        if (n < 0 && errno != EINTR) {
+            log_errno(errno, "zmq_poll");
+            exit_code = 1;
+            break;
+        }
+        for (int i = 0; n > 0 && i < 64; i++) {
+            struct proto_msg m;
+            char err[256];
+            if (proto_recv(io.pair, false, &m, ZMQ_DONTWAIT, err, sizeof err) != 0)
+                break;
+            on_worker_message(&io, &m);
+            proto_msg_clear(&m);
+        }
+        for (int i = 0; n > 0 && io.dealer && i < 64; i++) {
+            struct proto_msg m;
+            char err[256];
+            rc = proto_recv(io.dealer, false, &m, ZMQ_DONTWAIT, err, sizeof err);
+            if (rc == -EPROTO) {
+                log_warn("dropped a message from the broker: %s", err);
+                continue;
+            }
+            if (rc)
+                break;
+            on_broker_message(&io, &m);
+            proto_msg_clear(&m);
+        }
+        now = mono();
+        if (io.dealer && now - io.last_heard > io.expiry) {
+            log_warn("broker silent for %.1f s: reconnecting in %.1f s", now - io.last_heard,
+                     io.backoff);
+            zmq_close(io.dealer);
+            io.dealer = NULL;
+            io.welcomed = false;
+            reconnect_at = now + io.backoff;
+            io.backoff = fmin(io.backoff * 2, BACKOFF_MAX_S);
+        }
+        if (!io.dealer && now >= reconnect_at) {
+            rc = open_dealer(&io);
+            if (rc) {
+                log_error("cannot reconnect to %s: %s", opts->endpoint, zmq_strerror(-rc));
+                reconnect_at = now + io.backoff;
+            }
+        }
+        if (io.dealer && now - io.last_sent >= io.interval)
+            send_broker(&io, PROTO_HEARTBEAT, NULL, NULL, 0);
+        feed_watchdog(&io, &seen_progress, &last_progress);
+    }
+    notify_stopping();
+    if (io.dealer)
+        interrupt_job(&io);
+out:
+    if (thread_started) {
+        atomic_store(&sh.stop_job, 1);
+        json_t *quit = json_pack("{s:i}", "job", 0);
+        proto_send(io.pair, NULL, 0, PROTO_DROP, quit, NULL, 0, 0);
+        json_decref(quit);
+        pthread_join(thread, NULL);
+    }
+    forget_job(&io);
+    free(io.hist);
+    proto_msg_clear(&io.pending);
+    if (io.dealer)
+        zmq_close(io.dealer);
+    if (io.pair)
+        zmq_close(io.pair);
+    zmq_ctx_term(sh.zctx);
+    return exit_code;
+}

@@ -1,0 +1,30 @@
+/* mlq-trainer --broker: the trainer as a daemon taking jobs from a broker.
+ *
+ * Two threads. The I/O thread (the caller of worker_main) owns the DEALER
+ * socket to the broker: it says HELLO, keeps heartbeats flowing both ways,
+ * passes cancel requests on, and reconnects with backoff when the broker goes
+ * silent, announcing the job it still runs so that the job is neither lost nor
+ * run twice. The worker thread runs one job at a time (train_run, eval_run,
+ * predict_run). They talk over an inproc PAIR socket with the same frames as
+ * the wire (docs/protocol.md). The I/O thread keeps the running job's metrics,
+ * latest checkpoint and result until the broker acknowledges the job, so
+ * nothing is lost across a reconnect (metrics are stored idempotently). */
+#ifndef MLQ_WORKER_H
+#define MLQ_WORKER_H
+
+#include <signal.h>
+
+struct worker_opts {
+    const char *endpoint; /* the broker, tcp://... or ipc://... */
+    const char *name;     /* NULL: hostname-pid */
+    int threads;          /* BLAS threads for jobs whose spec says 0; 0: 1 */
+    int heartbeat_ms;     /* <= 0: 1000 */
+    int liveness;         /* <= 0: 3 */
+};
+
+/* Runs until SIGTERM/SIGINT (handlers installed here) or *stop. A job still
+ * running then is interrupted and handed back to the broker for requeueing.
+ * Returns the process exit code: 0, or 1 when the sockets cannot be set up. */
+int worker_main(const struct worker_opts *opts);
+
+#endif
