@@ -26,9 +26,12 @@ static void config_usage(FILE *out)
 int cmd_config(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'},         {"config", required_argument, NULL, 'c'},
-        {"broker", required_argument, NULL, 'b'}, {"db", required_argument, NULL, 'd'},
-        {"set", required_argument, NULL, 's'},    {"help", no_argument, NULL, 'h'},
+        {"json", no_argument, NULL, 'j'},
+        {"config", required_argument, NULL, 'c'},
+        {"broker", required_argument, NULL, 'b'},
+        {"db", required_argument, NULL, 'd'},
+        {"set", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     /* Flags are applied after the file and environment, so collect them first;

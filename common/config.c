@@ -85,8 +85,7 @@ const char *config_source_name(enum config_source src)
 static int find_key(const char *name)
 {
     for (int k = 0; k < CONFIG_NKEYS; k++)
-        if (strcmp(keys[k].name, name) == 0)
-            return k;
+        if (strcmp(keys[k].name, name) == 0) return k;
     return -1;
 }
 
@@ -113,8 +112,7 @@ void config_init(struct config *c)
     c->trainer_threads = 0;
     c->trainer_memory_budget_mb = 1024;
     char host[128];
-    if (gethostname(host, sizeof host) < 0)
-        snprintf(host, sizeof host, "localhost");
+    if (gethostname(host, sizeof host) < 0) snprintf(host, sizeof host, "localhost");
     host[sizeof host - 1] = '\0';
     snprintf(c->trainer_name, sizeof c->trainer_name, "%s-%ld", host, (long)getpid());
     c->checkpoint_keep = 3;
@@ -168,8 +166,8 @@ static int set_value(struct config *c, int k, const char *text, char *err, size_
         errno = 0;
         long v = strtol(text, &end, 10);
         if (errno || end == text || *end || v < d->min || v > d->max) {
-            snprintf(err, errlen, "%s: '%s' is not an integer from %d to %d", d->name, text,
-                     d->min, d->max);
+            snprintf(err, errlen, "%s: '%s' is not an integer from %d to %d", d->name, text, d->min,
+                     d->max);
             return -EINVAL;
         }
         int iv = (int)v;
@@ -190,8 +188,7 @@ int config_set(struct config *c, const char *key, const char *value, enum config
         return -ENOENT;
     }
     int rc = set_value(c, k, value, err, errlen);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     c->origin[k] = (struct config_origin){.src = src};
     return 0;
 }
@@ -199,8 +196,7 @@ int config_set(struct config *c, const char *key, const char *value, enum config
 int config_get(const struct config *c, const char *key, char *buf, size_t len)
 {
     int k = find_key(key);
-    if (k < 0)
-        return -ENOENT;
+    if (k < 0) return -ENOENT;
     const char *field = (const char *)c + keys[k].off;
     switch (keys[k].type) {
     case T_INT: {
@@ -237,8 +233,7 @@ static char *trim(char *s)
     return s;
 }
 
-static int load_file(struct config *c, const char *path, bool must_exist, char *err,
-                     size_t errlen)
+static int load_file(struct config *c, const char *path, bool must_exist, char *err, size_t errlen)
 {
     if (strlen(path) >= sizeof c->file) {
         snprintf(err, errlen, "%.64s...: config file path too long", path);
@@ -248,8 +243,7 @@ static int load_file(struct config *c, const char *path, bool must_exist, char *
     FILE *f = fopen(path, "r");
     if (!f) {
         int e = errno;
-        if (e == ENOENT && !must_exist)
-            return 0;
+        if (e == ENOENT && !must_exist) return 0;
         snprintf(err, errlen, "%s: cannot open the config file: %s", path, strerror(e));
         return -e;
     }
@@ -270,8 +264,7 @@ static int load_file(struct config *c, const char *path, bool must_exist, char *
             }
         }
         char *s = trim(line);
-        if (!*s)
-            continue;
+        if (!*s) continue;
         char *eq = strchr(s, '=');
         if (!eq) {
             snprintf(err, errlen, "%s:%d: expected 'key = value'", path, lineno);
@@ -312,8 +305,7 @@ static int load_env(struct config *c, char *err, size_t errlen)
         const char *names[2] = {keys[k].alias, keys[k].env};
         for (int i = 0; i < 2; i++) {
             const char *v = names[i] ? getenv(names[i]) : NULL;
-            if (!v || !*v)
-                continue;
+            if (!v || !*v) continue;
             if (set_value(c, k, v, msg, sizeof msg) < 0) {
                 snprintf(err, errlen, "environment %s: %s", names[i], msg);
                 return -EINVAL;
@@ -328,11 +320,9 @@ int config_load(struct config *c, const char *file, char *err, size_t errlen)
 {
     config_init(c);
     const char *named = file ? file : getenv("MLQ_CONFIG");
-    if (named && !*named)
-        named = NULL;
+    if (named && !*named) named = NULL;
     int rc = load_file(c, named ? named : CONFIG_DEFAULT_FILE, named != NULL, err, errlen);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     return load_env(c, err, errlen);
 }
 
@@ -363,24 +353,21 @@ static int dump_json(const struct config *c, FILE *out)
 {
     int rc = -EIO;
     json_t *root = json_object(), *values = json_object();
-    if (!root || !values)
-        goto out;
+    if (!root || !values) goto out;
     json_object_set_new(root, "file", c->file[0] ? json_string(c->file) : json_null());
     json_object_set_new(root, "file_found", json_boolean(c->file_found));
     for (int k = 0; k < CONFIG_NKEYS; k++) {
         char value[CONFIG_STR_MAX], where[CONFIG_STR_MAX + 32];
         config_get(c, keys[k].name, value, sizeof value);
         describe_origin(c, k, where, sizeof where);
-        json_t *v = keys[k].type == T_INT ? json_integer(strtol(value, NULL, 10))
-                                          : json_string(value);
+        json_t *v =
+            keys[k].type == T_INT ? json_integer(strtol(value, NULL, 10)) : json_string(value);
         json_t *entry = json_pack("{s:o, s:s, s:s}", "value", v, "source",
                                   config_source_name(c->origin[k].src), "where", where);
-        if (!entry || json_object_set_new(values, keys[k].name, entry) < 0)
-            goto out;
+        if (!entry || json_object_set_new(values, keys[k].name, entry) < 0) goto out;
     }
     json_object_set(root, "values", values);
-    if (json_dumpf(root, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER) < 0)
-        goto out;
+    if (json_dumpf(root, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER) < 0) goto out;
     fputc('\n', out);
     rc = 0;
 out:
@@ -391,8 +378,7 @@ out:
 
 int config_dump(const struct config *c, FILE *out, bool json)
 {
-    if (json)
-        return dump_json(c, out);
+    if (json) return dump_json(c, out);
     fprintf(out, "# config file: %s%s\n", c->file[0] ? c->file : "(none)",
             c->file_found ? "" : " (not found; defaults apply)");
     for (int k = 0; k < CONFIG_NKEYS; k++) {

@@ -58,22 +58,18 @@ uint64_t notify_watchdog_usec(void)
 {
     uint64_t usec = 0;
     /* Checks WATCHDOG_PID too: a child does not inherit its parent's watchdog. */
-    if (sd_watchdog_enabled(0, &usec) <= 0)
-        return 0;
+    if (sd_watchdog_enabled(0, &usec) <= 0) return 0;
     return usec;
 }
 
 int notify_watchdog(void)
 {
     uint64_t usec = notify_watchdog_usec();
-    if (!usec)
-        return 0;
+    if (!usec) return 0;
     uint64_t now = notify_clock_usec();
     uint64_t last = atomic_load(&last_watchdog);
-    if (last && now - last < usec / 2)
-        return 0;
+    if (last && now - last < usec / 2) return 0;
     /* One thread wins the slot; the others have nothing to send. */
-    if (!atomic_compare_exchange_strong(&last_watchdog, &last, now))
-        return 0;
+    if (!atomic_compare_exchange_strong(&last_watchdog, &last, now)) return 0;
     return sd_notify(0, "WATCHDOG=1");
 }

@@ -19,7 +19,10 @@ struct fixture {
 };
 
 static const char *all_env[] = {
-    "MLQ_CONFIG", "MLQ_BROKER", "MLQ_DB", "STATE_DIRECTORY",
+    "MLQ_CONFIG",
+    "MLQ_BROKER",
+    "MLQ_DB",
+    "STATE_DIRECTORY",
 };
 
 static void clear_env(void)
@@ -34,8 +37,7 @@ static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof *f);
     snprintf(f->dir, sizeof f->dir, "/tmp/mlq-test-config-XXXXXX");
-    if (!mkdtemp(f->dir))
-        return -1;
+    if (!mkdtemp(f->dir)) return -1;
     snprintf(f->file, sizeof f->file, "%s/mlq.conf", f->dir);
     clear_env();
     *state = f;
@@ -153,8 +155,7 @@ static void test_file_errors(void **state)
         assert_int_equal(config_load(&c, f->file, err, sizeof err), -EINVAL);
         snprintf(want, sizeof want, "%s:%d: ", f->file, cases[i].line);
         if (strncmp(err, want, strlen(want)) != 0 || !strstr(err, cases[i].words))
-            fail_msg("case %zu: got '%s', want prefix '%s' and '%s'", i, err, want,
-                     cases[i].words);
+            fail_msg("case %zu: got '%s', want prefix '%s' and '%s'", i, err, want, cases[i].words);
     }
 }
 

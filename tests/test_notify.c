@@ -31,14 +31,12 @@ static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof *f);
     snprintf(f->dir, sizeof f->dir, "/tmp/mlq-test-notify-XXXXXX");
-    if (!mkdtemp(f->dir))
-        return -1;
+    if (!mkdtemp(f->dir)) return -1;
     snprintf(f->path, sizeof f->path, "%s/notify", f->dir);
     f->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(sa.sun_path, sizeof sa.sun_path, "%s", f->path);
-    if (f->fd < 0 || bind(f->fd, (struct sockaddr *)&sa, sizeof sa) < 0)
-        return -1;
+    if (f->fd < 0 || bind(f->fd, (struct sockaddr *)&sa, sizeof sa) < 0) return -1;
     setenv("NOTIFY_SOCKET", f->path, 1);
     unsetenv("WATCHDOG_USEC");
     unsetenv("WATCHDOG_PID");
