@@ -52,15 +52,15 @@ mlq_rel(unit_dest ${MLQ_SYSTEMD_UNIT_DIR})
 mlq_rel(sysusers_dest ${MLQ_SYSUSERS_DIR})
 mlq_rel(tmpfiles_dest ${MLQ_TMPFILES_DIR})
 
-# The unit files in systemd/ name /usr/bin; at install time (when CPack's
+# The unit files in systemd/ name /usr/bin/mlq*; at install time (when CPack's
 # prefix is known) point them at the real bindir.
 foreach(unit mlq-broker.service mlq-trainer@.service)
   set(src ${PROJECT_SOURCE_DIR}/systemd/${unit})
   set(gen ${PROJECT_BINARY_DIR}/systemd/${unit})
   install(CODE "
     file(READ \"${src}\" text)
-    string(REPLACE \"ExecStart=/usr/bin/\"
-           \"ExecStart=\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_BINDIR}/\" text \"\${text}\")
+    string(REPLACE \"/usr/bin/mlq\" \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_BINDIR}/mlq\"
+           text \"\${text}\")
     file(WRITE \"${gen}\" \"\${text}\")")
   install(FILES ${gen} DESTINATION ${unit_dest})
 endforeach()
