@@ -116,8 +116,8 @@ static int out_commit(struct out_file *o)
 }
 
 /* Writes one dataset, chunked by rows and deflate-compressed. */
-static int write_dset(struct out_file *o, const char *name, hid_t filetype, hid_t memtype,
-                      int rank, const hsize_t *dims, const void *data)
+static int write_dset(struct out_file *o, const char *name, hid_t filetype, hid_t memtype, int rank,
+                      const hsize_t *dims, const void *data)
 {
     hsize_t chunk[4];
     size_t row_bytes = H5Tget_size(filetype);
@@ -133,8 +133,7 @@ static int write_dset(struct out_file *o, const char *name, hid_t filetype, hid_
     hid_t dset = H5I_INVALID_HID;
     int rc = -1;
     if (space >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, rank, chunk) >= 0 &&
-        (H5Tget_size(filetype) == 1 || H5Pset_shuffle(dcpl) >= 0) &&
-        H5Pset_deflate(dcpl, 4) >= 0) {
+        (H5Tget_size(filetype) == 1 || H5Pset_shuffle(dcpl) >= 0) && H5Pset_deflate(dcpl, 4) >= 0) {
         dset = H5Dcreate2(o->file, name, filetype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
         if (dset >= 0 && H5Dwrite(dset, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0)
             rc = 0;
@@ -409,12 +408,10 @@ static int grow_push(struct growbuf *g, const void *src, size_t bytes)
 
 static int import_csv(int argc, char **argv)
 {
-    static const struct option opts[] = {{"output", required_argument, NULL, 'o'},
-                                         {"label-column", required_argument, NULL, 'l'},
-                                         {"header", no_argument, NULL, 'H'},
-                                         {"regression", no_argument, NULL, 'r'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {0}};
+    static const struct option opts[] = {
+        {"output", required_argument, NULL, 'o'}, {"label-column", required_argument, NULL, 'l'},
+        {"header", no_argument, NULL, 'H'},       {"regression", no_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},         {0}};
     const char *output = NULL, *label = "-1";
     bool header = false, regression = false;
     int c;
@@ -526,8 +523,8 @@ static int import_csv(int argc, char **argv)
             }
             float v = strtof(fields[i], &e);
             if (*fields[i] == '\0' || *e != '\0') {
-                error("%s: line %lld, column %d: '%s' is not a number", path, (long long)lineno,
-                      i, fields[i]);
+                error("%s: line %lld, column %d: '%s' is not a number", path, (long long)lineno, i,
+                      fields[i]);
                 goto out;
             }
             if (!isfinite(v)) {
@@ -684,8 +681,7 @@ static int describe(hid_t file, const char *path, const char *name, bool scan_in
         hid_t ms = H5Screate_simple(dd->rank, cnt, NULL); /* same shape: HDF5's fast path */
         herr_t ok = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, cnt, NULL);
         if (ok >= 0)
-            ok = H5Dread(d, isint ? H5T_NATIVE_INT64 : H5T_NATIVE_DOUBLE, ms, fs, H5P_DEFAULT,
-                         buf);
+            ok = H5Dread(d, isint ? H5T_NATIVE_INT64 : H5T_NATIVE_DOUBLE, ms, fs, H5P_DEFAULT, buf);
         H5Sclose(ms);
         if (ok < 0) {
             H5Sclose(fs);

@@ -323,8 +323,7 @@ static void test_nonfinite(void **state)
     }
     assert_true(rc < 0);
     assert_non_null(strstr(c->err, "has NaN at row 3"));
-    assert_int_equal(dataset_read_rows(ds, 2, 3, out, NULL, NULL, c->err, sizeof c->err),
-                     -EINVAL);
+    assert_int_equal(dataset_read_rows(ds, 2, 3, out, NULL, NULL, c->err, sizeof c->err), -EINVAL);
     assert_non_null(strstr(c->err, "NaN"));
     dataset_close(&ds);
 
@@ -687,37 +686,33 @@ static void test_import_idx(void **state)
     snprintf(c->path, sizeof c->path, "%s/bad.h5", c->dir);
     uint8_t bad_magic[16] = {0x50, 0x4b, 3, 4}; /* a zip file */
     write_idx(img, false, bad_magic, 16, pixels, 60);
-    assert_int_equal(run_mlq(out, sizeof out, "dataset import-idx '%s' '%s' -o '%s'", img, lab,
-                             c->path),
-                     1);
+    assert_int_equal(
+        run_mlq(out, sizeof out, "dataset import-idx '%s' '%s' -o '%s'", img, lab, c->path), 1);
     assert_non_null(strstr(out, "not an IDX file"));
     assert_non_null(strstr(out, img));
 
     write_idx(img, true, img_head, 16, pixels, 59);
-    assert_int_equal(run_mlq(out, sizeof out, "dataset import-idx '%s' '%s' -o '%s'", img, lab,
-                             c->path),
-                     1);
+    assert_int_equal(
+        run_mlq(out, sizeof out, "dataset import-idx '%s' '%s' -o '%s'", img, lab, c->path), 1);
     assert_non_null(strstr(out, "truncated"));
 
     uint8_t lab4[8] = {0, 0, 8, 1, 0, 0, 0, 4};
     write_idx(img, true, img_head, 16, pixels, 60);
     write_idx(lab, false, lab4, 8, labels, 4);
-    assert_int_equal(run_mlq(out, sizeof out, "dataset import-idx '%s' '%s' -o '%s'", img, lab,
-                             c->path),
-                     1);
+    assert_int_equal(
+        run_mlq(out, sizeof out, "dataset import-idx '%s' '%s' -o '%s'", img, lab, c->path), 1);
     assert_non_null(strstr(out, "holds 5 images but"));
     assert_non_null(strstr(out, "holds 4 labels"));
 
     uint8_t floats[8] = {0, 0, 0x0D, 1, 0, 0, 0, 1};
     write_idx(lab, false, floats, 8, labels, 4);
-    assert_int_equal(run_mlq(out, sizeof out, "dataset import-idx '%s' '%s' -o '%s'", img, lab,
-                             c->path),
-                     1);
+    assert_int_equal(
+        run_mlq(out, sizeof out, "dataset import-idx '%s' '%s' -o '%s'", img, lab, c->path), 1);
     assert_non_null(strstr(out, "float32"));
 
-    assert_int_equal(run_mlq(out, sizeof out, "dataset import-idx '%s/none' '%s' -o '%s'", c->dir,
-                             lab, c->path),
-                     1);
+    assert_int_equal(
+        run_mlq(out, sizeof out, "dataset import-idx '%s/none' '%s' -o '%s'", c->dir, lab, c->path),
+        1);
     assert_non_null(strstr(out, "No such file"));
     struct stat st;
     assert_int_equal(stat(c->path, &st), -1);
@@ -745,8 +740,8 @@ static void test_import_csv(void **state)
     snprintf(csv, sizeof csv, "%s/data.csv", c->dir);
     snprintf(c->path, sizeof c->path, "%s/csv.h5", c->dir);
     write_text(csv, "a, label ,b\r\n1.5,2,-3\r\n\r\n4,0,5e-1\r\n7,1,8\r\n");
-    int rc = run_mlq(out, sizeof out, "dataset import-csv '%s' --header --label-column label -o '%s'",
-                     csv, c->path);
+    int rc = run_mlq(out, sizeof out,
+                     "dataset import-csv '%s' --header --label-column label -o '%s'", csv, c->path);
     if (rc != 0)
         fail_msg("import-csv failed (%d): %s", rc, out);
     struct dataset *ds = NULL;
@@ -765,9 +760,8 @@ static void test_import_csv(void **state)
 
     /* Regression: the last column (default) as a float target. */
     write_text(csv, "1,2,0.25\n3,4,-1.5\n");
-    assert_int_equal(run_mlq(out, sizeof out, "dataset import-csv '%s' --regression -o '%s'", csv,
-                             c->path),
-                     0);
+    assert_int_equal(
+        run_mlq(out, sizeof out, "dataset import-csv '%s' --regression -o '%s'", csv, c->path), 0);
     assert_int_equal(open_ds(c, c->path, "X", "y", true, true, 0, &ds), 0);
     assert_false(dataset_get_info(ds)->y_is_class);
     assert_int_equal(dataset_get_info(ds)->k, 1);

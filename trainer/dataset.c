@@ -195,9 +195,8 @@ static int read_x(struct dataset *ds, int64_t row, int64_t count, uint8_t *dst, 
     const struct dataset *r = ds->root ? ds->root : ds;
     if (read_slab(r->xset, ds->info.x_rank, ds->x_fdims, ds->base + row, count, ds->x_memtype,
                   dst) < 0)
-        return fail(err, errlen, -EIO, "%s: cannot read rows %lld..%lld of dataset '%s'",
-                    ds->path, (long long)(ds->base + row), (long long)(ds->base + row + count),
-                    ds->xname);
+        return fail(err, errlen, -EIO, "%s: cannot read rows %lld..%lld of dataset '%s'", ds->path,
+                    (long long)(ds->base + row), (long long)(ds->base + row + count), ds->xname);
     return 0;
 }
 
@@ -238,8 +237,8 @@ static int check_finite(const struct dataset *ds, const uint8_t *x, int64_t rows
 
 /* Reads y rows into class ids (checked: >= 0, fits int32) or float targets
  * (checked: finite), in pieces so that any integer type converts safely. */
-static int read_y(struct dataset *ds, int64_t row, int64_t count, int32_t *yc, float *yf,
-                  char *err, size_t errlen)
+static int read_y(struct dataset *ds, int64_t row, int64_t count, int32_t *yc, float *yf, char *err,
+                  size_t errlen)
 {
     const struct dataset *r = ds->root ? ds->root : ds;
     int64_t k = ds->info.k;
@@ -260,8 +259,8 @@ static int read_y(struct dataset *ds, int64_t row, int64_t count, int32_t *yc, f
         return fail(err, errlen, -ENOMEM, "%s: out of memory reading class ids", ds->path);
     for (int64_t done = 0; done < count; done += piece) {
         int64_t m = count - done < piece ? count - done : piece;
-        if (read_slab(r->yset, ds->y_rank, ds->y_fdims, ds->base + row + done, m,
-                      H5T_NATIVE_INT64, tmp) < 0) {
+        if (read_slab(r->yset, ds->y_rank, ds->y_fdims, ds->base + row + done, m, H5T_NATIVE_INT64,
+                      tmp) < 0) {
             free(tmp);
             goto io;
         }
@@ -315,8 +314,8 @@ static int get_dims(hid_t dset, const char *path, const char *name, int min_rank
     if (r < 0)
         return fail(err, errlen, -EIO, "%s: cannot read the shape of '%s'", path, name);
     if (r < min_rank || r > max_rank)
-        return fail(err, errlen, -EINVAL, "%s: dataset '%s' has rank %d; expected %s", path,
-                    name, r, expect);
+        return fail(err, errlen, -EINVAL, "%s: dataset '%s' has rank %d; expected %s", path, name,
+                    r, expect);
     *rank = r;
     return 0;
 }
@@ -396,8 +395,8 @@ static int open_x(struct dataset *ds, const struct spec_dataset *src, char *err,
     int64_t total;
     if (__builtin_mul_overflow(ds->info.n, d * (int64_t)ds->x_elsize, &total) ||
         ds->info.n > (INT64_C(1) << 48))
-        return fail(err, errlen, -EFBIG, "%s: dataset '%s' shape %s is too large", ds->path,
-                    src->x, shape);
+        return fail(err, errlen, -EFBIG, "%s: dataset '%s' shape %s is too large", ds->path, src->x,
+                    shape);
     ds->x_row_bytes = d * (int64_t)ds->x_elsize;
     return 0;
 }
@@ -566,8 +565,8 @@ int dataset_open(struct dataset **out, const struct spec_dataset *src, bool need
     int64_t y_row = !ds->info.has_y ? 0 : ds->info.y_is_class ? 4 : 4 * ds->info.k;
     ds->row_bytes = ds->x_row_bytes + y_row;
     int64_t total;
-    bool fits = !__builtin_mul_overflow(ds->info.n, ds->row_bytes, &total) &&
-                total <= ds->budget && ds->info.n <= UINT32_MAX;
+    bool fits = !__builtin_mul_overflow(ds->info.n, ds->row_bytes, &total) && total <= ds->budget &&
+                ds->info.n <= UINT32_MAX;
     rc = layout_init(ds, fits, true, err, errlen);
     if (rc < 0)
         goto fail;
@@ -649,8 +648,7 @@ int dataset_check_model(const struct dataset *ds, const struct mlq_spec *spec, c
     } else if (in->y_is_class ? outputs != 1 : in->k != outputs) {
         return fail(err, errlen, -EINVAL,
                     "%s: loss mse needs %d targets per row, but the targets are %s (N, %lld)",
-                    ds->path, outputs, in->y_is_class ? "class ids" : "floats",
-                    (long long)in->k);
+                    ds->path, outputs, in->y_is_class ? "class ids" : "floats", (long long)in->k);
     }
     return 0;
 }
@@ -660,9 +658,9 @@ int dataset_view(struct dataset **out, struct dataset *parent, int64_t begin, in
 {
     *out = NULL;
     if (begin < 0 || end > parent->info.n || begin >= end)
-        return fail(err, errlen, -EINVAL, "%s: rows [%lld, %lld) are not a non-empty part of its "
-                    "%lld rows", parent->path, (long long)begin, (long long)end,
-                    (long long)parent->info.n);
+        return fail(err, errlen, -EINVAL,
+                    "%s: rows [%lld, %lld) are not a non-empty part of its %lld rows",
+                    parent->path, (long long)begin, (long long)end, (long long)parent->info.n);
     struct dataset *v = malloc(sizeof *v);
     if (!v)
         return fail(err, errlen, -ENOMEM, "%s: out of memory", parent->path);
@@ -785,8 +783,7 @@ int dataset_epoch_begin(struct dataset *ds, uint64_t seed, int64_t epoch, bool s
 
 /* Converts buffer row i of (x, yc, yf) into output row `o`. */
 static void emit_row(const struct dataset *ds, const uint8_t *xbuf, const int32_t *ycbuf,
-                     const float *yfbuf, int64_t i, int64_t o, float *x, int32_t *y_class,
-                     float *y)
+                     const float *yfbuf, int64_t i, int64_t o, float *x, int32_t *y_class, float *y)
 {
     int64_t d = ds->info.d, k = ds->info.k;
     const uint8_t *src = xbuf + i * ds->x_row_bytes;
@@ -850,8 +847,8 @@ int dataset_read_rows(struct dataset *ds, int64_t begin, int B, float *x, int32_
                       float *y, char *err, size_t errlen)
 {
     if (begin < 0 || begin > ds->info.n || B < 0)
-        return fail(err, errlen, -EINVAL, "%s: rows %lld + %d are outside its %lld rows",
-                    ds->path, (long long)begin, B, (long long)ds->info.n);
+        return fail(err, errlen, -EINVAL, "%s: rows %lld + %d are outside its %lld rows", ds->path,
+                    (long long)begin, B, (long long)ds->info.n);
     int64_t m = ds->info.n - begin < B ? ds->info.n - begin : B;
     if (m == 0)
         return 0;
