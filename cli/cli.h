@@ -28,5 +28,12 @@ extern const struct cli_command cli_commands[];
 int cmd_config(int argc, char **argv);
 int cmd_dataset(int argc, char **argv);
 int cmd_up(int argc, char **argv);
+int cmd_submit(int argc, char **argv);  /* cmd_jobs.c */
+int cmd_wait(int argc, char **argv);
+int cmd_cancel(int argc, char **argv);
+int cmd_queue(int argc, char **argv);
+int cmd_workers(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
 
 #endif

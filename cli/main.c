@@ -8,6 +8,13 @@ const struct cli_command cli_commands[] = {
     {"config", "show the effective configuration and where each value came from", cmd_config},
     {"dataset", "import IDX or CSV files into HDF5, describe a dataset", cmd_dataset},
     {"up", "run a broker and trainers in the foreground: the local stack", cmd_up},
+    {"submit", "queue a train job (flags or --spec FILE); prints its id", cmd_submit},
+    {"wait", "follow a job until it ends; exit 0 succeeded, 3 failed, 4 cancelled", cmd_wait},
+    {"cancel", "cancel a queued or running job", cmd_cancel},
+    {"queue", "the queued and running jobs", cmd_queue},
+    {"workers", "the trainers connected to the broker", cmd_workers},
+    {"eval", "evaluate a run's checkpoint on a dataset", cmd_eval},
+    {"predict", "predict with a run's checkpoint, writing an HDF5 file", cmd_predict},
     {NULL, NULL, NULL},
 };
 

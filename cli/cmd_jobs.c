@@ -1,0 +1,782 @@
+/* mlq submit, wait, cancel, queue, workers, eval, predict: the commands that
+ * talk to the broker (docs/jobs.md). */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <zmq.h>
+
+#include "cli.h"
+#include "config.h"
+#include "proto.h"
+#include "spec.h"
+
+#define REQUEST_TIMEOUT_MS 5000
+#define WAIT_POLL_MS 250
+
+/* ---- talking to the broker ------------------------------------------------------ */
+
+static const char *broker_endpoint(const char *flag)
+{
+    static struct config cfg;
+    char err[512];
+    if (flag)
+        return flag;
+    if (config_load(&cfg, NULL, err, sizeof err) != 0) {
+        fprintf(stderr, "mlq: %s\n", err);
+        return getenv("MLQ_BROKER") ? getenv("MLQ_BROKER") : "tcp://127.0.0.1:5555";
+    }
+    return cfg.broker_endpoint;
+}
+
+static int request_timeout_ms(void)
+{
+    const char *v = getenv("MLQ_TIMEOUT_MS");
+    int ms = v ? atoi(v) : 0;
+    return ms > 0 ? ms : REQUEST_TIMEOUT_MS;
+}
+
+/* Sends cmd with body (stolen) and waits for OK or ERROR. On OK, *reply gets
+ * the body (caller json_decref). Returns an exit code: EXIT_OK, or the error
+ * printed and EXIT_USAGE (bad spec), EXIT_NOT_FOUND, EXIT_UNAVAILABLE (no
+ * answer) or EXIT_FAILURE_GENERIC. */
+static int broker_call(const char *endpoint, const char *cmd, json_t *body, json_t **reply)
+{
+    *reply = NULL;
+    int code = EXIT_UNAVAILABLE;
+    void *ctx = zmq_ctx_new();
+    void *sock = ctx ? zmq_socket(ctx, ZMQ_DEALER) : NULL;
+    if (!sock || proto_socket_setup(sock, 0) != 0 || zmq_connect(sock, endpoint) != 0) {
+        fprintf(stderr, "mlq: cannot use broker endpoint %s: %s\n", endpoint,
+                zmq_strerror(errno));
+        code = EXIT_USAGE;
+        goto out;
+    }
+    if (proto_send(sock, NULL, 0, cmd, body, NULL, 0, 0) != 0)
+        goto unreachable;
+    zmq_pollitem_t item = {.socket = sock, .events = ZMQ_POLLIN};
+    if (zmq_poll(&item, 1, request_timeout_ms()) <= 0)
+        goto unreachable;
+    struct proto_msg m;
+    char err[256];
+    if (proto_recv(sock, false, &m, 0, err, sizeof err) != 0) {
+        fprintf(stderr, "mlq: bad reply from the broker at %s: %s\n", endpoint, err);
+        code = EXIT_FAILURE_GENERIC;
+        goto out;
+    }
+    if (strcmp(m.cmd, PROTO_OK) == 0) {
+        *reply = json_incref(m.body);
+        code = EXIT_OK;
+    } else {
+        const char *text = json_string_value(json_object_get(m.body, "error"));
+        const char *ecode = json_string_value(json_object_get(m.body, "code"));
+        fprintf(stderr, "mlq: %s\n", text ? text : "the broker refused the request");
+        code = !ecode                               ? EXIT_FAILURE_GENERIC
+               : strcmp(ecode, "bad_spec") == 0     ? EXIT_USAGE
+               : strcmp(ecode, "bad_request") == 0  ? EXIT_USAGE
+               : strcmp(ecode, "not_found") == 0    ? EXIT_NOT_FOUND
+               : strcmp(ecode, "stopping") == 0     ? EXIT_UNAVAILABLE
+                                                    : EXIT_FAILURE_GENERIC;
+    }
+    proto_msg_clear(&m);
+    goto out;
+unreachable:
+    fprintf(stderr, "mlq: cannot reach the broker at %s: is mlq-broker running? (mlq up starts one)\n",
+            endpoint);
+out:
+    json_decref(body);
+    if (sock)
+        zmq_close(sock);
+    if (ctx)
+        zmq_ctx_term(ctx);
+    return code;
+}
+
+static void print_json(const json_t *o)
+{
+    char *text = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    if (text) {
+        puts(text);
+        free(text);
+    }
+}
+
+static int parse_id(const char *text, int64_t *id)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (errno || *end || v < 1) {
+        fprintf(stderr, "mlq: '%s' is not a job id\n", text);
+        return -EINVAL;
+    }
+    *id = v;
+    return 0;
+}
+
+/* ---- mlq wait ------------------------------------------------------------------------ */
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double metric_value(const json_t *metrics, const char *key, int64_t *epoch)
+{
+    json_t *m = json_object_get(metrics, key);
+    if (!m)
+        return NAN;
+    if (epoch)
+        *epoch = json_integer_value(json_object_get(m, "epoch"));
+    json_t *v = json_object_get(m, "value");
+    return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+static void show_progress(int64_t id, const json_t *job, const json_t *metrics, bool tty,
+                          int64_t *last_epoch, double t0, int64_t epoch0)
+{
+    int64_t epoch = 0;
+    double loss = metric_value(metrics, "train_loss", &epoch);
+    double vloss = metric_value(metrics, "val_loss", NULL);
+    double acc = metric_value(metrics, "val_accuracy", NULL);
+    if (isnan(acc))
+        acc = metric_value(metrics, "train_accuracy", NULL);
+    int64_t epochs = json_integer_value(json_object_get(job, "epochs"));
+    const char *state = json_string_value(json_object_get(job, "state"));
+    if (tty) {
+        int width = 30, fill = epochs > 0 ? (int)(width * epoch / epochs) : 0;
+        char bar[64];
+        for (int i = 0; i < width; i++)
+            bar[i] = i < fill ? '#' : '.';
+        bar[width] = '\0';
+        char eta[32] = "--:--";
+        double dt = mono_s() - t0;
+        if (epoch > epoch0 && epochs > epoch) {
+            double left = dt / (double)(epoch - epoch0) * (double)(epochs - epoch);
+            snprintf(eta, sizeof eta, "%d:%02d", (int)left / 60, (int)left % 60);
+        }
+        fprintf(stderr, "\r\033[Kjob %lld %-9s [%s] epoch %lld/%lld", (long long)id, state, bar,
+                (long long)epoch, (long long)epochs);
+        if (!isnan(loss))
+            fprintf(stderr, " loss %.4f", isnan(vloss) ? loss : vloss);
+        if (!isnan(acc))
+            fprintf(stderr, " acc %.4f", acc);
+        fprintf(stderr, " ETA %s", eta);
+        fflush(stderr);
+    } else if (epoch != *last_epoch) {
+        printf("job %lld epoch %lld/%lld", (long long)id, (long long)epoch, (long long)epochs);
+        if (!isnan(loss))
+            printf(" train_loss %.6g", loss);
+        if (!isnan(vloss))
+            printf(" val_loss %.6g", vloss);
+        if (!isnan(acc))
+            printf(" accuracy %.6g", acc);
+        printf("\n");
+        fflush(stdout);
+    }
+    *last_epoch = epoch;
+}
+
+/* Polls STATUS until the job is finished. quiet: no progress output. */
+static int wait_job(const char *endpoint, int64_t id, bool json, bool quiet)
+{
+    bool tty = !quiet && !json && isatty(STDERR_FILENO);
+    int64_t last_epoch = -1, epoch0 = -1;
+    double t0 = mono_s();
+    for (;;) {
+        json_t *reply;
+        int code = broker_call(endpoint, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id),
+                               &reply);
+        if (code)
+            return code;
+        json_t *job = json_object_get(reply, "job");
+        json_t *metrics = json_object_get(reply, "metrics");
+        const char *state = json_string_value(json_object_get(job, "state"));
+        if (!state) {
+            json_decref(reply);
+            fprintf(stderr, "mlq: bad STATUS reply\n");
+            return EXIT_FAILURE_GENERIC;
+        }
+        if (epoch0 < 0 && strcmp(state, "running") == 0) {
+            metric_value(metrics, "train_loss", &epoch0);
+            t0 = mono_s();
+        }
+        if (!quiet && !json)
+            show_progress(id, job, metrics, tty, &last_epoch, t0, epoch0 < 0 ? 0 : epoch0);
+        bool finished = strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
+                        strcmp(state, "cancelled") == 0;
+        if (finished) {
+            if (tty)
+                fprintf(stderr, "\n");
+            const char *error = json_string_value(json_object_get(job, "error"));
+            if (json)
+                print_json(reply);
+            else if (!quiet)
+                printf("job %lld %s%s%s\n", (long long)id, state, error ? ": " : "",
+                       error ? error : "");
+            int rc = strcmp(state, "succeeded") == 0 ? EXIT_OK
+                     : strcmp(state, "failed") == 0  ? EXIT_JOB_FAILED
+                                                     : EXIT_JOB_CANCELLED;
+            json_decref(reply);
+            return rc;
+        }
+        json_decref(reply);
+        usleep(WAIT_POLL_MS * 1000);
+    }
+}
+
+/* ---- building a spec from flags --------------------------------------------------- */
+
+/* Sets doc[a][b]... = v for a dotted path, creating objects; steals v. */
+static void set_path(json_t *doc, const char *path, json_t *v)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", path);
+    json_t *o = doc;
+    char *save = NULL;
+    char *part = strtok_r(buf, ".", &save);
+    for (char *next; (next = strtok_r(NULL, ".", &save)) != NULL; part = next) {
+        json_t *child = json_object_get(o, part);
+        if (!json_is_object(child)) {
+            child = json_object();
+            json_object_set_new(o, part, child);
+        }
+        o = child;
+    }
+    json_object_set_new(o, part, v);
+}
+
+static int make_absolute(char *path, size_t len)
+{
+    if (!path[0] || path[0] == '/')
+        return 0;
+    char cwd[PATH_MAX], out[PATH_MAX * 2];
+    if (!getcwd(cwd, sizeof cwd))
+        return -errno;
+    snprintf(out, sizeof out, "%s/%s", cwd, path);
+    if (strlen(out) >= len)
+        return -ENAMETOOLONG;
+    snprintf(path, len, "%s", out);
+    return 0;
+}
+
+/* Validates doc (stolen) as a spec, makes its paths absolute, and returns the
+ * canonical document, or NULL with the reason printed. */
+static json_t *finish_spec(json_t *doc)
+{
+    struct mlq_spec spec;
+    char err[1024];
+    int rc = spec_from_json(doc, &spec, err, sizeof err);
+    json_decref(doc);
+    if (rc) {
+        fprintf(stderr, "mlq: bad spec: %s\n", err);
+        return NULL;
+    }
+    if (make_absolute(spec.dataset.path, sizeof spec.dataset.path) ||
+        (spec.has_validation &&
+         make_absolute(spec.validation.path, sizeof spec.validation.path)) ||
+        make_absolute(spec.output_path, sizeof spec.output_path)) {
+        fprintf(stderr, "mlq: cannot make the dataset paths absolute\n");
+        return NULL;
+    }
+    return spec_to_json(&spec);
+}
+
+static json_t *number_arg(const char *flag, const char *text, bool integer)
+{
+    char *end;
+    errno = 0;
+    if (integer) {
+        long long v = strtoll(text, &end, 10);
+        if (!errno && !*end && end != text)
+            return json_integer(v);
+    } else {
+        double v = strtod(text, &end);
+        if (!errno && !*end && end != text)
+            return json_real(v);
+    }
+    fprintf(stderr, "mlq: --%s takes %s, got '%s'\n", flag, integer ? "an integer" : "a number",
+            text);
+    return NULL;
+}
+
+static json_t *layers_arg(const char *text)
+{
+    json_t *a = json_array();
+    const char *p = text;
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || (*end && *end != ',')) {
+            fprintf(stderr, "mlq: --layers takes sizes like 784,128,10, got '%s'\n", text);
+            json_decref(a);
+            return NULL;
+        }
+        json_array_append_new(a, json_integer(v));
+        p = *end ? end + 1 : end;
+    }
+    return a;
+}
+
+/* Flags that map onto spec fields: name, path in the spec, type. */
+struct spec_flag {
+    const char *flag;
+    const char *path;
+    char type; /* s string, i integer, f number, l layers, d dataset path */
+};
+static const struct spec_flag spec_flags[] = {
+    {"dataset", "dataset.path", 'd'},
+    {"validation", "validation.path", 'd'},
+    {"validation-split", "validation_split", 'f'},
+    {"layers", "model.layers", 'l'},
+    {"activation", "model.activation", 's'},
+    {"output-activation", "model.output", 's'},
+    {"loss", "loss", 's'},
+    {"optimizer", "optimizer.name", 's'},
+    {"lr", "optimizer.lr", 'f'},
+    {"momentum", "optimizer.momentum", 'f'},
+    {"weight-decay", "optimizer.weight_decay", 'f'},
+    {"batch-size", "batch_size", 'i'},
+    {"epochs", "epochs", 'i'},
+    {"seed", "seed", 'i'},
+    {"l1", "regularization.l1", 'f'},
+    {"l2", "regularization.l2", 'f'},
+    {"threads", "threads", 'i'},
+    {"checkpoint-every", "checkpoint_every", 'i'},
+    {"name", "name", 's'},
+    {"priority", "priority", 'i'},
+    {"max-attempts", "max_attempts", 'i'},
+};
+#define N_SPEC_FLAGS (sizeof spec_flags / sizeof spec_flags[0])
+
+enum { OPT_SPEC = 1000, OPT_WAIT, OPT_JSON, OPT_BROKER, OPT_HELP };
+
+static int apply_flag(json_t *doc, const struct spec_flag *f, const char *arg)
+{
+    json_t *v = NULL;
+    switch (f->type) {
+    case 's':
+    case 'd':
+        v = json_string(arg);
+        break;
+    case 'i':
+        v = number_arg(f->flag, arg, true);
+        break;
+    case 'f':
+        v = number_arg(f->flag, arg, false);
+        break;
+    case 'l':
+        v = layers_arg(arg);
+        break;
+    }
+    if (!v)
+        return -EINVAL;
+    set_path(doc, f->path, v);
+    return 0;
+}
+
+static void submit_usage(FILE *out)
+{
+    fprintf(out, "usage: mlq submit [--spec FILE] [FLAGS] [--priority N] [--max-attempts N]\n"
+                 "                  [--wait] [--json] [--broker ENDPOINT]\n"
+                 "spec flags:");
+    for (size_t i = 0; i < N_SPEC_FLAGS; i++)
+        fprintf(out, "%s--%s", i % 6 ? " " : "\n  ", spec_flags[i].flag);
+    fprintf(out, "\nPrints the job id. Exit codes: docs/jobs.md.\n");
+}
+
+/* Submits spec (stolen, canonical) and optionally waits. */
+static int submit_spec(const char *endpoint, json_t *spec, bool wait, bool json)
+{
+    json_t *reply;
+    int code = broker_call(endpoint, PROTO_SUBMIT, json_pack("{s:o}", "spec", spec), &reply);
+    if (code)
+        return code;
+    int64_t id = json_integer_value(json_object_get(reply, "id"));
+    if (json && !wait)
+        print_json(reply);
+    else if (!json)
+        printf("%lld\n", (long long)id);
+    fflush(stdout);
+    json_decref(reply);
+    return wait ? wait_job(endpoint, id, json, false) : EXIT_OK;
+}
+
+int cmd_submit(int argc, char **argv)
+{
+    struct option longopts[N_SPEC_FLAGS + 6];
+    for (size_t i = 0; i < N_SPEC_FLAGS; i++)
+        longopts[i] = (struct option){spec_flags[i].flag, required_argument, NULL, (int)i};
+    longopts[N_SPEC_FLAGS] = (struct option){"spec", required_argument, NULL, OPT_SPEC};
+    longopts[N_SPEC_FLAGS + 1] = (struct option){"wait", no_argument, NULL, OPT_WAIT};
+    longopts[N_SPEC_FLAGS + 2] = (struct option){"json", no_argument, NULL, OPT_JSON};
+    longopts[N_SPEC_FLAGS + 3] = (struct option){"broker", required_argument, NULL, OPT_BROKER};
+    longopts[N_SPEC_FLAGS + 4] = (struct option){"help", no_argument, NULL, OPT_HELP};
+    longopts[N_SPEC_FLAGS + 5] = (struct option){NULL, 0, NULL, 0};
+
+    const char *spec_file = NULL, *broker = NULL;
+    bool wait = false, json = false;
+    /* Flags are applied after --spec, wherever they stand: collect first. */
+    const char *values[N_SPEC_FLAGS] = {0};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        if (c >= 0 && c < (int)N_SPEC_FLAGS) {
+            values[c] = optarg;
+            continue;
+        }
+        switch (c) {
+        case OPT_SPEC:
+            spec_file = optarg;
+            break;
+        case OPT_WAIT:
+            wait = true;
+            break;
+        case OPT_JSON:
+            json = true;
+            break;
+        case OPT_BROKER:
+            broker = optarg;
+            break;
+        case OPT_HELP:
+            submit_usage(stdout);
+            return EXIT_OK;
+        default:
+            submit_usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "mlq submit: unexpected argument '%s'\n", argv[optind]);
+        return EXIT_USAGE;
+    }
+    json_t *doc;
+    if (spec_file) {
+        json_error_t jerr;
+        doc = json_load_file(spec_file, JSON_REJECT_DUPLICATES, &jerr);
+        if (!doc) {
+            fprintf(stderr, "mlq: %s:%d: %s\n", spec_file, jerr.line, jerr.text);
+            return EXIT_USAGE;
+        }
+        if (!json_is_object(doc)) {
+            fprintf(stderr, "mlq: %s: the spec must be a JSON object\n", spec_file);
+            json_decref(doc);
+            return EXIT_USAGE;
+        }
+    } else {
+        doc = json_object();
+    }
+    for (size_t i = 0; i < N_SPEC_FLAGS; i++)
+        if (values[i] && apply_flag(doc, &spec_flags[i], values[i]) != 0) {
+            json_decref(doc);
+            return EXIT_USAGE;
+        }
+    json_t *spec = finish_spec(doc);
+    if (!spec)
+        return EXIT_USAGE;
+    return submit_spec(broker_endpoint(broker), spec, wait, json);
+}
+
+/* ---- wait, cancel ---------------------------------------------------------------------- */
+
+/* Parses [--broker E] [--json] [--quiet] ID for wait and cancel. */
+static int id_command(int argc, char **argv, const char *usage, int64_t *id, const char **broker,
+                      bool *json, bool *quiet)
+{
+    static const struct option longopts[] = {
+        {"broker", required_argument, NULL, 'b'}, {"json", no_argument, NULL, 'j'},
+        {"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "q", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'b':
+            *broker = optarg;
+            break;
+        case 'j':
+            *json = true;
+            break;
+        case 'q':
+            *quiet = true;
+            break;
+        case 'h':
+            printf("usage: %s\n", usage);
+            return -1;
+        default:
+            fprintf(stderr, "usage: %s\n", usage);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "usage: %s\n", usage);
+        return EXIT_USAGE;
+    }
+    return parse_id(argv[optind], id) ? EXIT_USAGE : EXIT_OK;
+}
+
+int cmd_wait(int argc, char **argv)
+{
+    int64_t id;
+    const char *broker = NULL;
+    bool json = false, quiet = false;
+    int code = id_command(argc, argv, "mlq wait [--broker E] [--json] [--quiet] ID", &id, &broker,
+                          &json, &quiet);
+    if (code)
+        return code < 0 ? EXIT_OK : code;
+    return wait_job(broker_endpoint(broker), id, json, quiet);
+}
+
+int cmd_cancel(int argc, char **argv)
+{
+    int64_t id;
+    const char *broker = NULL;
+    bool json = false, quiet = false;
+    int code = id_command(argc, argv, "mlq cancel [--broker E] [--json] ID", &id, &broker, &json,
+                          &quiet);
+    if (code)
+        return code < 0 ? EXIT_OK : code;
+    json_t *reply;
+    code = broker_call(broker_endpoint(broker), PROTO_CANCEL,
+                       json_pack("{s:I}", "id", (json_int_t)id), &reply);
+    if (code)
+        return code;
+    if (json)
+        print_json(reply);
+    else
+        printf("job %lld %s\n", (long long)id,
+               json_string_value(json_object_get(reply, "state")));
+    json_decref(reply);
+    return EXIT_OK;
+}
+
+/* ---- queue, workers ------------------------------------------------------------------- */
+
+static int list_command(int argc, char **argv, const char *usage, const char **broker,
+                        bool *json)
+{
+    bool quiet = false;
+    static const struct option longopts[] = {
+        {"broker", required_argument, NULL, 'b'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        if (c == 'b')
+            *broker = optarg;
+        else if (c == 'j')
+            *json = true;
+        else if (c == 'h') {
+            printf("usage: %s\n", usage);
+            return -1;
+        } else {
+            fprintf(stderr, "usage: %s\n", usage);
+            return EXIT_USAGE;
+        }
+    }
+    (void)quiet;
+    if (optind != argc) {
+        fprintf(stderr, "usage: %s\n", usage);
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+int cmd_queue(int argc, char **argv)
+{
+    const char *broker = NULL;
+    bool json = false;
+    int code = list_command(argc, argv, "mlq queue [--broker E] [--json]", &broker, &json);
+    if (code)
+        return code < 0 ? EXIT_OK : code;
+    json_t *reply;
+    if ((code = broker_call(broker_endpoint(broker), PROTO_QUEUE, json_object(), &reply)))
+        return code;
+    if (json) {
+        print_json(reply);
+    } else {
+        printf("%-8s %-8s %-10s %8s %8s  %-20s %s\n", "ID", "KIND", "STATE", "PRIORITY",
+               "ATTEMPTS", "TRAINER", "NAME");
+        size_t i;
+        json_t *j;
+        json_array_foreach(json_object_get(reply, "jobs"), i, j)
+        {
+            printf("%-8lld %-8s %-10s %8lld %4lld/%-3lld  %-20s %s\n",
+                   (long long)json_integer_value(json_object_get(j, "id")),
+                   json_string_value(json_object_get(j, "kind")),
+                   json_string_value(json_object_get(j, "state")),
+                   (long long)json_integer_value(json_object_get(j, "priority")),
+                   (long long)json_integer_value(json_object_get(j, "attempts")),
+                   (long long)json_integer_value(json_object_get(j, "max_attempts")),
+                   json_string_value(json_object_get(j, "trainer")),
+                   json_string_value(json_object_get(j, "name")));
+        }
+    }
+    json_decref(reply);
+    return EXIT_OK;
+}
+
+int cmd_workers(int argc, char **argv)
+{
+    const char *broker = NULL;
+    bool json = false;
+    int code = list_command(argc, argv, "mlq workers [--broker E] [--json]", &broker, &json);
+    if (code)
+        return code < 0 ? EXIT_OK : code;
+    json_t *reply;
+    if ((code = broker_call(broker_endpoint(broker), PROTO_WORKERS, json_object(), &reply)))
+        return code;
+    if (json) {
+        print_json(reply);
+    } else {
+        printf("%-24s %-20s %-6s %8s %s\n", "NAME", "HOST", "STATE", "JOB", "LAST HEARTBEAT");
+        size_t i;
+        json_t *t;
+        json_array_foreach(json_object_get(reply, "trainers"), i, t)
+        {
+            json_t *job = json_object_get(t, "job");
+            char jobtext[32] = "-";
+            if (json_is_integer(job))
+                snprintf(jobtext, sizeof jobtext, "%lld", (long long)json_integer_value(job));
+            printf("%-24s %-20s %-6s %8s %.1fs ago\n",
+                   json_string_value(json_object_get(t, "name")),
+                   json_string_value(json_object_get(t, "host")),
+                   json_string_value(json_object_get(t, "state")), jobtext,
+                   json_number_value(json_object_get(t, "last_heartbeat_age")));
+        }
+    }
+    json_decref(reply);
+    return EXIT_OK;
+}
+
+/* ---- eval, predict ---------------------------------------------------------------------- */
+
+static int run_on_checkpoint(int argc, char **argv, bool predict)
+{
+    const char *usage = predict ? "mlq predict RUN --input F --output F [--checkpoint last|best|N] "
+                                  "[--priority N] [--wait] [--json] [--broker E]"
+                                : "mlq eval RUN --dataset F [--checkpoint last|best|N] "
+                                  "[--priority N] [--wait] [--json] [--broker E]";
+    static const struct option longopts[] = {
+        {"dataset", required_argument, NULL, 'd'}, {"input", required_argument, NULL, 'i'},
+        {"output", required_argument, NULL, 'o'},  {"checkpoint", required_argument, NULL, 'c'},
+        {"priority", required_argument, NULL, 'p'}, {"wait", no_argument, NULL, 'w'},
+        {"json", no_argument, NULL, 'j'},          {"broker", required_argument, NULL, 'b'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+    };
+    const char *data = NULL, *output = NULL, *ckpt = NULL, *prio = NULL, *broker = NULL;
+    bool wait = false, json = false;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'd':
+        case 'i':
+            data = optarg;
+            break;
+        case 'o':
+            output = optarg;
+            break;
+        case 'c':
+            ckpt = optarg;
+            break;
+        case 'p':
+            prio = optarg;
+            break;
+        case 'w':
+            wait = true;
+            break;
+        case 'j':
+            json = true;
+            break;
+        case 'b':
+            broker = optarg;
+            break;
+        case 'h':
+            printf("usage: %s\n", usage);
+            return EXIT_OK;
+        default:
+            fprintf(stderr, "usage: %s\n", usage);
+            return EXIT_USAGE;
+        }
+    }
+    int64_t run;
+    if (optind != argc - 1 || !data || (predict && !output)) {
+        fprintf(stderr, "usage: %s\n", usage);
+        return EXIT_USAGE;
+    }
+    if (parse_id(argv[optind], &run))
+        return EXIT_USAGE;
+    json_t *doc = json_pack("{s:s, s:I, s:{s:s}}", "kind", predict ? "predict" : "eval", "run",
+                            (json_int_t)run, predict ? "input" : "dataset", "path", data);
+    if (predict)
+        json_object_set_new(doc, "output", json_string(output));
+    if (ckpt)
+        json_object_set_new(doc, "checkpoint", json_string(ckpt));
+    if (prio) {
+        json_t *p = number_arg("priority", prio, true);
+        if (!p) {
+            json_decref(doc);
+            return EXIT_USAGE;
+        }
+        json_object_set_new(doc, "priority", p);
+    }
+    json_t *spec = finish_spec(doc);
+    if (!spec)
+        return EXIT_USAGE;
+    const char *endpoint = broker_endpoint(broker);
+    json_t *reply;
+    int code = broker_call(endpoint, PROTO_SUBMIT, json_pack("{s:o}", "spec", spec), &reply);
+    if (code)
+        return code;
+    int64_t id = json_integer_value(json_object_get(reply, "id"));
+    json_decref(reply);
+    if (!wait) {
+        if (json)
+            printf("{\"id\":%lld}\n", (long long)id);
+        else
+            printf("%lld\n", (long long)id);
+        return EXIT_OK;
+    }
+    if (!json)
+        printf("%lld\n", (long long)id);
+    fflush(stdout);
+    code = wait_job(endpoint, id, json, !json);
+    if (code == EXIT_OK && !json) {
+        /* The result, for a person: eval's loss and accuracy, predict's output. */
+        if (broker_call(endpoint, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id),
+                        &reply) == EXIT_OK) {
+            json_t *result = json_object_get(json_object_get(reply, "job"), "result");
+            if (result)
+                print_json(result);
+            json_decref(reply);
+        }
+    } else if (code != EXIT_OK && !json) {
+        fprintf(stderr, "mlq: job %lld did not succeed; see mlq show %lld\n", (long long)id,
+                (long long)id);
+    }
+    return code;
+}
+
+int cmd_eval(int argc, char **argv)
+{
+    return run_on_checkpoint(argc, argv, false);
+}
+
+int cmd_predict(int argc, char **argv)
+{
+    return run_on_checkpoint(argc, argv, true);
+}
