@@ -315,13 +315,13 @@ static void test_nonfinite(void **state)
     assert_int_equal(open_ds(c, c->path, "X", "y", true, true, 16, &ds), 0);
     assert_false(dataset_get_info(ds)->in_memory);
     float out[12];
+    /* The bad chunk may be the first one, read by epoch_begin itself. */
     int rc = dataset_epoch_begin(ds, 1, 0, true, 0, c->err, sizeof c->err);
-    while (rc > 0 || rc == 0) {
+    while (rc >= 0) {
         rc = dataset_next_batch(ds, 2, out, NULL, NULL, c->err, sizeof c->err);
         if (rc == 0)
-            break;
+            fail_msg("an epoch over a NaN ended without an error");
     }
-    assert_true(rc < 0);
     assert_non_null(strstr(c->err, "has NaN at row 3"));
     assert_int_equal(dataset_read_rows(ds, 2, 3, out, NULL, NULL, c->err, sizeof c->err), -EINVAL);
     assert_non_null(strstr(c->err, "NaN"));
