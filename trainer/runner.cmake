@@ -12,4 +12,3 @@ target_link_libraries(mlq_runner PUBLIC mlq_engine mlq_dataset mlq_store mlq_com
 
 add_executable(mlq-trainer ${CMAKE_CURRENT_LIST_DIR}/main.c)
 target_link_libraries(mlq-trainer PRIVATE mlq_runner mlq_warnings)
-install(TARGETS mlq-trainer RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
