@@ -160,6 +160,12 @@ int broker_open(struct broker **out, const struct broker_opts *opts, char *err, 
         snprintf(err, errlen, "ROUTER socket: %s", zmq_strerror(-rc));
         goto fail;
     }
+    int64_t max = b->opts.max_message;
+    if (max > 0 && zmq_setsockopt(b->router, ZMQ_MAXMSGSIZE, &max, sizeof max) != 0) {
+        rc = -errno;
+        snprintf(err, errlen, "ZMQ_MAXMSGSIZE %lld: %s", (long long)max, zmq_strerror(errno));
+        goto fail;
+    }
     if (zmq_bind(b->router, b->opts.bind) != 0) {
         rc = -errno;
         snprintf(err, errlen, "cannot bind %s: %s", b->opts.bind, zmq_strerror(errno));

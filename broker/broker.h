@@ -22,6 +22,7 @@ struct broker_opts {
     int liveness;         /* missed heartbeats before a trainer is dead; <= 0: BROKER_LIVENESS */
     int checkpoint_keep;  /* checkpoints kept per run (plus the best); < 0: store default */
     int sync_normal;      /* non-zero: synchronous=NORMAL (faster, not power-loss safe) */
+    long long max_message; /* bytes in one frame (ZMQ_MAXMSGSIZE); <= 0: PROTO_MAX_MSG */
 };
 
 struct broker;

@@ -31,6 +31,7 @@ static void usage(FILE *out)
             "  --heartbeat-ms N   heartbeat interval (default 1000)\n"
             "  --liveness N       missed heartbeats before a trainer is dead (default 3)\n"
             "  --checkpoint-keep N  checkpoints kept per run besides the best (0 = all)\n"
+            "  --max-message BYTES  largest frame accepted (default 256 MiB)\n"
             "  --config FILE      configuration file (default /etc/mlq/mlq.conf)\n"
             "  --log-level LEVEL  error, warn, info (default) or debug\n"
             "  --version, --help\n",
@@ -40,7 +41,8 @@ static void usage(FILE *out)
 int main(int argc, char **argv)
 {
     log_set_program("mlq-broker");
-    enum { OPT_DB = 256, OPT_BIND, OPT_HB, OPT_LIVE, OPT_KEEP, OPT_CONFIG, OPT_LOG, OPT_VERSION };
+    enum { OPT_DB = 256, OPT_BIND, OPT_HB, OPT_LIVE, OPT_KEEP, OPT_CONFIG, OPT_LOG, OPT_VERSION,
+           OPT_MAXMSG };
     static const struct option longopts[] = {
         {"db", required_argument, NULL, OPT_DB},
         {"bind", required_argument, NULL, OPT_BIND},
@@ -49,6 +51,7 @@ int main(int argc, char **argv)
         {"checkpoint-keep", required_argument, NULL, OPT_KEEP},
         {"config", required_argument, NULL, OPT_CONFIG},
         {"log-level", required_argument, NULL, OPT_LOG},
+        {"max-message", required_argument, NULL, OPT_MAXMSG},
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -56,6 +59,7 @@ int main(int argc, char **argv)
     /* Flags are applied over the file and environment, so read them first. */
     const char *flag[CONFIG_NKEYS] = {0};
     const char *config_file = NULL;
+    long long max_message = 0;
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
@@ -66,6 +70,13 @@ int main(int argc, char **argv)
         case OPT_KEEP: flag[CONFIG_CHECKPOINT_KEEP] = optarg; break;
         case OPT_LOG: flag[CONFIG_LOG_LEVEL] = optarg; break;
         case OPT_CONFIG: config_file = optarg; break;
+        case OPT_MAXMSG:
+            max_message = atoll(optarg);
+            if (max_message < 1024) {
+                fprintf(stderr, "mlq-broker: --max-message takes bytes, at least 1024\n");
+                return 2;
+            }
+            break;
         case OPT_VERSION: printf("mlq-broker %s\n", MLQ_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -109,6 +120,7 @@ int main(int argc, char **argv)
         .liveness = cfg.heartbeat_liveness,
         .checkpoint_keep = cfg.checkpoint_keep,
         .sync_normal = strcmp(cfg.db_sync, "normal") == 0,
+        .max_message = max_message,
     };
     struct broker *b;
     if (broker_open(&b, &opts, err, sizeof err) != 0) {
