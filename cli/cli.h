@@ -28,6 +28,14 @@ extern const struct cli_command cli_commands[];
 int cmd_config(int argc, char **argv);
 int cmd_dataset(int argc, char **argv);
 int cmd_up(int argc, char **argv);
+/* History (cmd_history.c, cmd_export.c; docs/history.md). */
+int cmd_runs(int argc, char **argv);
+int cmd_show(int argc, char **argv);
+int cmd_metrics(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_rm(int argc, char **argv);
+int cmd_gc(int argc, char **argv);
 int cmd_submit(int argc, char **argv);  /* cmd_jobs.c */
 int cmd_wait(int argc, char **argv);
 int cmd_cancel(int argc, char **argv);

@@ -15,6 +15,13 @@ const struct cli_command cli_commands[] = {
     {"workers", "the trainers connected to the broker", cmd_workers},
     {"eval", "evaluate a run's checkpoint on a dataset", cmd_eval},
     {"predict", "predict with a run's checkpoint, writing an HDF5 file", cmd_predict},
+    {"runs", "list runs, newest first, with params and final metrics", cmd_runs},
+    {"show", "a run's spec, state, timings, metrics, checkpoints and error", cmd_show},
+    {"metrics", "a run's metrics with a chart per metric", cmd_metrics},
+    {"compare", "params and final metrics of runs side by side", cmd_compare},
+    {"export", "write a run's network to an HDF5 file", cmd_export},
+    {"rm", "delete runs with their metrics and checkpoints", cmd_rm},
+    {"gc", "delete old finished runs and reclaim the space", cmd_gc},
     {NULL, NULL, NULL},
 };
 

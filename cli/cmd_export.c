@@ -1,0 +1,272 @@
+/* mlq export: a run's checkpoint as an HDF5 model file that any HDF5 reader
+ * (h5py, numpy) can run without mlq. Layout (docs/history.md):
+ *   /layers/K/weight  float32 (out, in)   dense layer K, counted from 0
+ *   /layers/K/bias    float32 (out)
+ *   attributes on /: activation, output, loss (strings), layers (int64 sizes,
+ *   inputs first), spec (canonical JSON text), run, epoch, step (int64). */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <hdf5.h>
+#include <jansson.h>
+
+#include "checkpoint.h"
+#include "cli.h"
+#include "history.h"
+#include "spec.h"
+#include "store.h"
+
+static int attr_string(hid_t obj, const char *name, const char *value)
+{
+    hid_t type = H5Tcopy(H5T_C_S1);
+    hid_t space = H5Screate(H5S_SCALAR);
+    H5Tset_size(type, strlen(value) + 1);
+    H5Tset_strpad(type, H5T_STR_NULLTERM);
+    hid_t a = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = a < 0 ? -1 : H5Awrite(a, type, value);
+    if (a >= 0)
+        H5Aclose(a);
+    H5Sclose(space);
+    H5Tclose(type);
+    return rc < 0 ? -EIO : 0;
+}
+
+static int attr_int64s(hid_t obj, const char *name, const int64_t *v, hsize_t n, bool scalar)
+{
+    hid_t space = scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, NULL);
+    hid_t a = H5Acreate2(obj, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_INT64, v);
+    if (a >= 0)
+        H5Aclose(a);
+    H5Sclose(space);
+    return rc < 0 ? -EIO : 0;
+}
+
+static int write_floats(hid_t loc, const char *name, const float *v, int rank, const hsize_t *dims)
+{
+    hid_t space = H5Screate_simple(rank, dims, NULL);
+    hid_t d = H5Dcreate2(loc, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = d < 0 ? -1 : H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
+    if (d >= 0)
+        H5Dclose(d);
+    H5Sclose(space);
+    return rc < 0 ? -EIO : 0;
+}
+
+/* Writes the model to path (through a temp file renamed into place, so a
+ * failed export leaves no half file). */
+static int export_hdf5(const char *path, int64_t run, const struct checkpoint *c,
+                       const struct mlq_spec *spec, char *err, size_t errlen)
+{
+    size_t need = 0;
+    for (int l = 0; l < spec->n_layers; l++)
+        need += (size_t)spec->layers[l + 1] * (size_t)spec->layers[l] + (size_t)spec->layers[l + 1];
+    if (need != c->n_params) {
+        snprintf(err, errlen, "checkpoint holds %zu parameters, the spec's layers need %zu",
+                 c->n_params, need);
+        return -EINVAL;
+    }
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* our messages, not HDF5's stack dumps */
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) {
+        snprintf(err, errlen, "%.900s: cannot create", tmp);
+        return -EIO;
+    }
+    int ret = 0;
+    hid_t layers = H5Gcreate2(f, "layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (layers < 0)
+        ret = -EIO;
+    const float *p = c->params;
+    for (int l = 0; ret == 0 && l < spec->n_layers; l++) {
+        char name[16];
+        snprintf(name, sizeof name, "%d", l);
+        hid_t g = H5Gcreate2(layers, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (g < 0) {
+            ret = -EIO;
+            break;
+        }
+        hsize_t wdims[2] = {(hsize_t)spec->layers[l + 1], (hsize_t)spec->layers[l]};
+        hsize_t bdims[1] = {(hsize_t)spec->layers[l + 1]};
+        ret = write_floats(g, "weight", p, 2, wdims); /* (out, in) */
+        p += wdims[0] * wdims[1];
+        if (ret == 0)
+            ret = write_floats(g, "bias", p, 1, bdims); /* (out) */
+        p += bdims[0];
+        H5Gclose(g);
+    }
+    if (layers >= 0)
+        H5Gclose(layers);
+    int64_t sizes[SPEC_MAX_LAYERS + 1];
+    for (int l = 0; l <= spec->n_layers; l++)
+        sizes[l] = spec->layers[l];
+    if (ret == 0)
+        ret = attr_string(f, "activation", spec_activation_name(spec->activation));
+    if (ret == 0)
+        ret = attr_string(f, "output", spec_output_name(spec->output));
+    if (ret == 0)
+        ret = attr_string(f, "loss", spec_loss_name(spec->loss));
+    if (ret == 0)
+        ret = attr_string(f, "spec", c->spec_json);
+    if (ret == 0)
+        ret = attr_int64s(f, "layers", sizes, (hsize_t)spec->n_layers + 1, false);
+    if (ret == 0)
+        ret = attr_int64s(f, "run", &run, 1, true);
+    if (ret == 0)
+        ret = attr_int64s(f, "epoch", &c->epoch, 1, true);
+    if (ret == 0)
+        ret = attr_int64s(f, "step", &c->step, 1, true);
+    if (H5Fclose(f) < 0 && ret == 0)
+        ret = -EIO;
+    if (ret == 0 && rename(tmp, path) != 0) {
+        ret = -errno;
+        snprintf(err, errlen, "%.900s: %s", path, strerror(errno));
+    } else if (ret != 0) {
+        snprintf(err, errlen, "%.900s: HDF5 write failed", tmp);
+    }
+    if (ret != 0)
+        unlink(tmp);
+    return ret;
+}
+
+static void export_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: mlq export ID --output FILE.h5 [--checkpoint last|best|EPOCH] [--db FILE]\n"
+            "                 [--json]\n\n"
+            "Writes a train run's network as HDF5: layers/K/weight (out, in) and\n"
+            "layers/K/bias as float32 for dense layer K from 0, with attributes activation,\n"
+            "output, loss, layers (sizes), spec (JSON), run, epoch and step.\n\n"
+            "  --output FILE      the HDF5 file to write (replaced if it exists)\n"
+            "  --checkpoint WHICH last (default), best (lowest validation loss) or an epoch\n"
+            "  --db FILE          the database (default: $MLQ_DB, db.path, else\n"
+            "                     $XDG_DATA_HOME/mlq/mlq.db)\n"
+            "  --json             print {\"run\", \"epoch\", \"step\", \"output\", \"layers\"}\n");
+}
+
+int cmd_export(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"output", required_argument, NULL, 'o'}, {"checkpoint", required_argument, NULL, 'c'},
+        {"db", required_argument, NULL, 'd'},     {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+    };
+    const char *output = NULL, *db = NULL, *which_text = "last";
+    bool json = false;
+    optind = 0;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'o':
+            output = optarg;
+            break;
+        case 'c':
+            which_text = optarg;
+            break;
+        case 'd':
+            db = optarg;
+            break;
+        case 'j':
+            json = true;
+            break;
+        case 'h':
+            export_usage(stdout);
+            return EXIT_OK;
+        default:
+            export_usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    int64_t id, epoch;
+    enum store_ckpt_which which;
+    if (optind != argc - 1 || !output) {
+        export_usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (!history_parse_id("export", argv[optind], &id))
+        return EXIT_USAGE;
+    if (store_ckpt_which_parse(which_text, &which, &epoch) != 0) {
+        fprintf(stderr, "mlq export: --checkpoint: expected last, best or an epoch, got '%s'\n",
+                which_text);
+        return EXIT_USAGE;
+    }
+    struct store *s;
+    int rc = history_open("export", db, false, &s);
+    if (rc != EXIT_OK)
+        return rc;
+    struct store_job j = {0};
+    struct store_checkpoint ck = {0};
+    struct checkpoint c = {0};
+    struct mlq_spec spec;
+    char err[1024];
+    int ret = store_job_get(s, id, &j);
+    if (ret == -ENOENT) {
+        fprintf(stderr, "mlq export: no run %lld\n", (long long)id);
+        rc = EXIT_NOT_FOUND;
+        goto out;
+    }
+    if (ret == 0 && j.kind != JOB_TRAIN) {
+        fprintf(stderr, "mlq export: run %lld is a %s job; export takes a train run\n",
+                (long long)id, spec_kind_name(j.kind));
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    if (ret == 0)
+        ret = store_checkpoint_get(s, id, which, epoch, &ck);
+    if (ret == -ENOENT) {
+        fprintf(stderr, "mlq export: %s\n", store_errmsg(s));
+        rc = EXIT_NOT_FOUND;
+        goto out;
+    }
+    if (ret != 0) {
+        fprintf(stderr, "mlq export: %s\n", store_errmsg(s));
+        rc = EXIT_FAILURE_GENERIC;
+        goto out;
+    }
+    if (checkpoint_decode(ck.blob, ck.size, &c, err, sizeof err) != 0) {
+        fprintf(stderr, "mlq export: run %lld, checkpoint of epoch %lld: %s\n", (long long)id,
+                (long long)ck.epoch, err);
+        rc = EXIT_FAILURE_GENERIC;
+        goto out;
+    }
+    if (spec_parse(c.spec_json ? c.spec_json : j.spec_json, &spec, err, sizeof err) != 0) {
+        fprintf(stderr, "mlq export: run %lld: its spec: %s\n", (long long)id, err);
+        rc = EXIT_FAILURE_GENERIC;
+        goto out;
+    }
+    if (export_hdf5(output, id, &c, &spec, err, sizeof err) != 0) {
+        fprintf(stderr, "mlq export: %s\n", err);
+        rc = EXIT_FAILURE_GENERIC;
+        goto out;
+    }
+    if (json) {
+        json_t *o = json_object(), *l = json_array();
+        for (int i = 0; i <= spec.n_layers; i++)
+            json_array_append_new(l, json_integer(spec.layers[i]));
+        json_object_set_new(o, "run", json_integer(id));
+        json_object_set_new(o, "epoch", json_integer(c.epoch));
+        json_object_set_new(o, "step", json_integer(c.step));
+        json_object_set_new(o, "output", json_string(output));
+        json_object_set_new(o, "layers", l);
+        char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        if (text)
+            puts(text);
+        free(text);
+        json_decref(o);
+    } else {
+        printf("exported run %lld (epoch %lld, step %lld) to %s\n", (long long)id,
+               (long long)c.epoch, (long long)c.step, output);
+    }
+
+out:
+    checkpoint_free(&c);
+    store_checkpoint_free(&ck);
+    store_job_free(&j);
+    store_close(&s);
+    return rc;
+}
