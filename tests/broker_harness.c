@@ -1,0 +1,334 @@
+#include "broker_harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <hdf5.h>
+#include <zmq.h>
+
+#include "proto.h"
+
+double h_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+struct harness *h_new(void)
+{
+    struct harness *h = calloc(1, sizeof *h);
+    assert_non_null(h);
+    snprintf(h->dir, sizeof h->dir, "/tmp/mlq-broker-test-XXXXXX");
+    assert_non_null(mkdtemp(h->dir));
+    snprintf(h->db, sizeof h->db, "%s/mlq.db", h->dir);
+    snprintf(h->endpoint, sizeof h->endpoint, "ipc://%s/broker.sock", h->dir);
+    snprintf(h->config, sizeof h->config, "%s/mlq.conf", h->dir);
+    FILE *f = fopen(h->config, "w");
+    assert_non_null(f);
+    fclose(f);
+    setenv("MLQ_CONFIG", h->config, 1);
+    unsetenv("MLQ_BROKER");
+    unsetenv("MLQ_DB");
+    h->zctx = zmq_ctx_new();
+    assert_non_null(h->zctx);
+    return h;
+}
+
+static void reap(pid_t pid, int sig)
+{
+    if (pid <= 0)
+        return;
+    kill(pid, sig);
+    for (int i = 0; i < 100; i++) {
+        if (waitpid(pid, NULL, WNOHANG) == pid)
+            return;
+        sleep_ms(50);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
+void h_free(struct harness **ph)
+{
+    struct harness *h = *ph;
+    if (!h)
+        return;
+    for (int i = 0; i < h->n_procs; i++)
+        reap(h->procs[i].pid, SIGTERM);
+    reap(h->broker, SIGTERM);
+    zmq_ctx_term(h->zctx);
+    if (!getenv("MLQ_TEST_KEEP")) {
+        char cmd[400];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", h->dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "cannot remove %s\n", h->dir);
+    } else {
+        fprintf(stderr, "kept %s\n", h->dir);
+    }
+    free(h);
+    *ph = NULL;
+}
+
+void h_dataset(struct harness *h, const char *name, int n, int d, int classes, uint64_t seed,
+               char *path, size_t len)
+{
+    snprintf(path, len, "%s/%s", h->dir, name);
+    float *x = malloc((size_t)n * (size_t)d * sizeof *x);
+    int32_t *y = malloc((size_t)n * sizeof *y);
+    assert_non_null(x);
+    assert_non_null(y);
+    uint64_t s = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    for (int i = 0; i < n; i++) {
+        float acc = 0;
+        for (int j = 0; j < d; j++) {
+            s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+            float v = (float)((double)(s >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+            x[(size_t)i * (size_t)d + j] = v;
+            acc += v * (float)((j % 3) - 1);
+        }
+        int c = (int)((acc + 2.0f) * (float)classes / 4.0f);
+        y[i] = c < 0 ? 0 : c >= classes ? classes - 1 : c;
+    }
+    hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(file >= 0);
+    hsize_t xd[2] = {(hsize_t)n, (hsize_t)d}, yd[1] = {(hsize_t)n};
+    hid_t xs = H5Screate_simple(2, xd, NULL), ys = H5Screate_simple(1, yd, NULL);
+    hid_t xds = H5Dcreate2(file, "X", H5T_IEEE_F32LE, xs, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t yds = H5Dcreate2(file, "y", H5T_STD_I32LE, ys, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(H5Dwrite(xds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x) >= 0);
+    assert_true(H5Dwrite(yds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, y) >= 0);
+    H5Dclose(xds);
+    H5Dclose(yds);
+    H5Sclose(xs);
+    H5Sclose(ys);
+    H5Fclose(file);
+    free(x);
+    free(y);
+}
+
+static pid_t spawn(struct harness *h, const char *log_name, const char *const *argv)
+{
+    char log_path[600];
+    snprintf(log_path, sizeof log_path, "%s/%s.log", h->dir, log_name);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+json_t *h_call(struct harness *h, const char *cmd, json_t *body, bool *is_error)
+{
+    void *sock = zmq_socket(h->zctx, ZMQ_DEALER);
+    assert_non_null(sock);
+    assert_int_equal(proto_socket_setup(sock, 0), 0);
+    assert_int_equal(zmq_connect(sock, h->endpoint), 0);
+    assert_int_equal(proto_send(sock, NULL, 0, cmd, body, NULL, 0, 0), 0);
+    json_decref(body);
+    json_t *out = NULL;
+    zmq_pollitem_t it = {.socket = sock, .events = ZMQ_POLLIN};
+    if (zmq_poll(&it, 1, 5000) == 1) {
+        struct proto_msg m;
+        char err[256];
+        if (proto_recv(sock, false, &m, 0, err, sizeof err) == 0) {
+            if (is_error)
+                *is_error = strcmp(m.cmd, PROTO_ERROR) == 0;
+            out = json_incref(m.body);
+            proto_msg_clear(&m);
+        }
+    }
+    zmq_close(sock);
+    return out;
+}
+
+void h_broker_start(struct harness *h, const char *const *extra)
+{
+    const char *argv[32] = {MLQ_BINARY_DIR "/broker/mlq-broker",
+                            "--db",
+                            h->db,
+                            "--bind",
+                            h->endpoint,
+                            "--heartbeat-ms",
+                            "100",
+                            "--liveness",
+                            "3"};
+    int n = 9;
+    for (int i = 0; extra && extra[i] && n < 31; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    h->broker = spawn(h, "broker", argv);
+    double until = h_now() + 10;
+    while (h_now() < until) {
+        json_t *r = h_call(h, PROTO_QUEUE, json_object(), NULL);
+        if (r) {
+            json_decref(r);
+            return;
+        }
+    }
+    fail_msg("mlq-broker did not answer; see %s/broker.log", h->dir);
+}
+
+void h_broker_kill(struct harness *h, int sig)
+{
+    reap(h->broker, sig);
+    h->broker = 0;
+}
+
+pid_t h_trainer_start(struct harness *h, const char *name)
+{
+    assert_true(h->n_procs < H_MAX_PROCS);
+    const char *argv[] = {MLQ_BINARY_DIR "/trainer/mlq-trainer",
+                          "--broker",
+                          h->endpoint,
+                          "--name",
+                          name,
+                          "--heartbeat-ms",
+                          "100",
+                          "--liveness",
+                          "3",
+                          "--threads",
+                          "1",
+                          NULL};
+    pid_t pid = spawn(h, name, argv);
+    h->procs[h->n_procs].pid = pid;
+    snprintf(h->procs[h->n_procs].name, sizeof h->procs[0].name, "%s", name);
+    h->n_procs++;
+    return pid;
+}
+
+void h_proc_kill(struct harness *h, pid_t pid, int sig)
+{
+    reap(pid, sig);
+    for (int i = 0; i < h->n_procs; i++)
+        if (h->procs[i].pid == pid)
+            h->procs[i].pid = 0;
+}
+
+int64_t h_submit(struct harness *h, json_t *spec)
+{
+    bool is_error = false;
+    json_t *r = h_call(h, PROTO_SUBMIT, json_pack("{s:o}", "spec", spec), &is_error);
+    assert_non_null(r);
+    if (is_error)
+        fail_msg("SUBMIT refused: %s", json_string_value(json_object_get(r, "error")));
+    int64_t id = json_integer_value(json_object_get(r, "id"));
+    json_decref(r);
+    assert_true(id > 0);
+    return id;
+}
+
+void h_status(struct harness *h, int64_t id, char *state, size_t len, int64_t *epoch)
+{
+    json_t *r = h_call(h, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id), NULL);
+    state[0] = '\0';
+    if (epoch)
+        *epoch = 0;
+    if (!r)
+        return;
+    const char *s = json_string_value(json_object_get(json_object_get(r, "job"), "state"));
+    snprintf(state, len, "%s", s ? s : "");
+    json_t *m = json_object_get(json_object_get(r, "metrics"), "train_loss");
+    if (epoch && m)
+        *epoch = json_integer_value(json_object_get(m, "epoch"));
+    json_decref(r);
+}
+
+void h_wait_terminal(struct harness *h, int64_t id, double timeout_s, char *state, size_t len)
+{
+    double until = h_now() + timeout_s;
+    while (h_now() < until) {
+        h_status(h, id, state, len, NULL);
+        if (!strcmp(state, "succeeded") || !strcmp(state, "failed") || !strcmp(state, "cancelled"))
+            return;
+        sleep_ms(50);
+    }
+    fail_msg("job %lld still %s after %.0f s (logs in %s)", (long long)id, state, timeout_s,
+             h->dir);
+}
+
+void h_wait_epoch(struct harness *h, int64_t id, int64_t min_epoch, double timeout_s)
+{
+    double until = h_now() + timeout_s;
+    char state[32];
+    int64_t epoch = 0;
+    while (h_now() < until) {
+        h_status(h, id, state, sizeof state, &epoch);
+        if (!strcmp(state, "running") && epoch >= min_epoch)
+            return;
+        sleep_ms(20);
+    }
+    fail_msg("job %lld: %s at epoch %lld, waited for epoch %lld", (long long)id, state,
+             (long long)epoch, (long long)min_epoch);
+}
+
+void h_wait_trainers(struct harness *h, int n, double timeout_s)
+{
+    double until = h_now() + timeout_s;
+    while (h_now() < until) {
+        json_t *r = h_call(h, PROTO_WORKERS, json_object(), NULL);
+        size_t have = r ? json_array_size(json_object_get(r, "trainers")) : 0;
+        json_decref(r);
+        if ((int)have >= n)
+            return;
+        sleep_ms(20);
+    }
+    fail_msg("fewer than %d trainers connected", n);
+}
+
+json_t *h_train_spec(const char *path, int d, int classes, int epochs, uint64_t seed)
+{
+    return json_pack("{s:s, s:{s:s}, s:{s:[i,i,i], s:s}, s:{s:s, s:f}, s:i, s:i, s:I, s:i, s:i}",
+                     "kind", "train", "dataset", "path", path, "model", "layers", d, 32, classes,
+                     "activation", "relu", "optimizer", "name", "adam", "lr", 0.01, "batch_size",
+                     16, "epochs", epochs, "seed", (json_int_t)seed, "threads", 1,
+                     "checkpoint_every", 1);
+}
+
+int h_run(struct harness *h, const char *const *argv, const char *out_file)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (out_file) {
+            int fd = open(out_file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            if (fd >= 0) {
+                dup2(fd, 1);
+                close(fd);
+            }
+        }
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    (void)h;
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}

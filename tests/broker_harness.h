@@ -1,0 +1,70 @@
+/* Integration-test harness for the broker: a temp dir, real mlq-broker and
+ * mlq-trainer processes on an ipc:// endpoint in it, small HDF5 datasets made
+ * with the HDF5 C API, and a protocol client. */
+#ifndef MLQ_BROKER_HARNESS_H
+#define MLQ_BROKER_HARNESS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#define H_HEARTBEAT_MS 100
+#define H_MAX_PROCS 16
+
+struct h_proc {
+    pid_t pid;
+    char name[64];
+};
+
+struct harness {
+    char dir[256];
+    char db[512];
+    char endpoint[512];
+    char config[512];
+    void *zctx;
+    pid_t broker;
+    struct h_proc procs[H_MAX_PROCS]; /* trainers and other children */
+    int n_procs;
+};
+
+/* Creates the temp dir (removed by h_free) and sets MLQ_CONFIG to an empty file. */
+struct harness *h_new(void);
+void h_free(struct harness **h);
+
+/* Writes dir/name: X float32 (n, d), y int32 class ids (n) from a fixed rule. */
+void h_dataset(struct harness *h, const char *name, int n, int d, int classes, uint64_t seed,
+               char *path, size_t len);
+
+/* Starts mlq-broker with the harness's db and endpoint and waits until it
+ * answers. extra: NULL-terminated extra arguments, or NULL. */
+void h_broker_start(struct harness *h, const char *const *extra);
+void h_broker_kill(struct harness *h, int sig); /* and reap */
+/* Starts mlq-trainer --broker; returns its pid. */
+pid_t h_trainer_start(struct harness *h, const char *name);
+void h_proc_kill(struct harness *h, pid_t pid, int sig); /* and reap */
+
+/* Sends cmd with body (stolen) and returns the reply body (OK or ERROR, with
+ * *is_error set), or NULL on a 5 s timeout. */
+json_t *h_call(struct harness *h, const char *cmd, json_t *body, bool *is_error);
+/* SUBMIT of spec (stolen); returns the id, fails the test on an error reply. */
+int64_t h_submit(struct harness *h, json_t *spec);
+/* The job's state word ("queued", ...) into buf; its epoch of train_loss in *epoch. */
+void h_status(struct harness *h, int64_t id, char *state, size_t len, int64_t *epoch);
+/* Polls until the job reaches a terminal state (fails the test after timeout_s). */
+void h_wait_terminal(struct harness *h, int64_t id, double timeout_s, char *state, size_t len);
+/* Polls until the job is running with at least min_epoch epochs reported. */
+void h_wait_epoch(struct harness *h, int64_t id, int64_t min_epoch, double timeout_s);
+/* Polls until n trainers are connected. */
+void h_wait_trainers(struct harness *h, int n, double timeout_s);
+
+/* A small train spec on dataset path. */
+json_t *h_train_spec(const char *path, int d, int classes, int epochs, uint64_t seed);
+
+/* Runs a program to completion; returns its exit status (-1 if signalled). */
+int h_run(struct harness *h, const char *const *argv, const char *out_file);
+
+double h_now(void);
+
+#endif
