@@ -107,6 +107,18 @@ static int flatten(struct store *s, int64_t run, const char *prefix, json_t *v)
     }
     if (json_is_string(v))
         return put_param(s, run, prefix, json_string_value(v));
+    if (json_is_real(v)) {
+        /* The shortest text that reads back the same, so --where
+           optimizer.lr=0.003 matches what the user wrote. */
+        char num[40];
+        double x = json_real_value(v);
+        for (int prec = 1; prec <= 17; prec++) {
+            snprintf(num, sizeof num, "%.*g", prec, x);
+            if (strtod(num, NULL) == x)
+                break;
+        }
+        return put_param(s, run, prefix, num);
+    }
     char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
     if (!text)
         return store_fail(s, -ENOMEM, "%s: out of memory", s->path);
