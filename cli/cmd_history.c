@@ -889,7 +889,9 @@ static int metrics_cb(void *ctx, const struct store_metric *m)
 {
     struct metrics_walk *w = ctx;
     if (w->json) {
-        char *key = json_dumps(json_string(m->key), JSON_ENCODE_ANY);
+        json_t *js = json_string(m->key);
+        char *key = json_dumps(js, JSON_ENCODE_ANY);
+        json_decref(js);
         printf("%s\n  {\"key\": %s, \"step\": %lld, \"epoch\": %lld, \"value\": ", w->first ? "" : ",",
                key ? key : "\"\"", (long long)m->step, (long long)m->epoch);
         free(key);
