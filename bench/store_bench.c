@@ -53,8 +53,7 @@ int main(int argc, char **argv)
     static const char *const keys[KEYS] = {"train_loss", "val_loss", "val_accuracy", "lr"};
     double t0 = now_ms();
     int64_t big = 0;
-    if (store_begin(s) != 0)
-        return die(s, "begin");
+    if (store_begin(s) != 0) return die(s, "begin");
     for (int i = 0; i < N_RUNS; i++) {
         char spec[256];
         snprintf(spec, sizeof spec,
@@ -63,16 +62,16 @@ int main(int argc, char **argv)
                  opts[i % 4], 1 + i % 9);
         struct store_new_job nj = {.kind = JOB_TRAIN, .spec_json = spec, .name = "bench"};
         int64_t id;
-        if (store_job_submit(s, &nj, &id) != 0)
-            return die(s, "submit");
-        if (i == 0)
-            big = id;
+        if (store_job_submit(s, &nj, &id) != 0) return die(s, "submit");
+        if (i == 0) big = id;
         struct store_metric m[KEYS];
         for (int k = 0; k < KEYS; k++)
-            m[k] = (struct store_metric){.key = keys[k], .step = 10, .epoch = 10,
-                                         .value = (double)(i % 1000) / 1000, .time = 1.7e9};
-        if (store_metrics_put(s, id, m, KEYS) != 0)
-            return die(s, "metrics");
+            m[k] = (struct store_metric){.key = keys[k],
+                                         .step = 10,
+                                         .epoch = 10,
+                                         .value = (double)(i % 1000) / 1000,
+                                         .time = 1.7e9};
+        if (store_metrics_put(s, id, m, KEYS) != 0) return die(s, "metrics");
         if (store_job_set_running(s, id, "t") != 0 || store_job_set_succeeded(s, id) != 0)
             return die(s, "state");
         if (i % 10000 == 9999 && (store_commit(s) != 0 || store_begin(s) != 0))
@@ -82,17 +81,18 @@ int main(int argc, char **argv)
     for (int64_t step = 1; step <= N_METRICS / KEYS; step++) {
         struct store_metric m[KEYS];
         for (int k = 0; k < KEYS; k++)
-            m[k] = (struct store_metric){.key = keys[k], .step = step, .epoch = step / 1000,
-                                         .value = 1.0 / (double)step, .time = 1.7e9 + step};
-        if (store_metrics_put(s, big, m, KEYS) != 0)
-            return die(s, "metrics");
+            m[k] = (struct store_metric){.key = keys[k],
+                                         .step = step,
+                                         .epoch = step / 1000,
+                                         .value = 1.0 / (double)step,
+                                         .time = 1.7e9 + step};
+        if (store_metrics_put(s, big, m, KEYS) != 0) return die(s, "metrics");
         if (step % 50000 == 0 && (store_commit(s) != 0 || store_begin(s) != 0))
             return die(s, "commit");
     }
-    if (store_commit(s) != 0)
-        return die(s, "commit");
-    printf("built %s: %d runs, %d metric rows in run %lld, in %.1f s\n", path, N_RUNS,
-           N_METRICS, (long long)big, (now_ms() - t0) / 1e3);
+    if (store_commit(s) != 0) return die(s, "commit");
+    printf("built %s: %d runs, %d metric rows in run %lld, in %.1f s\n", path, N_RUNS, N_METRICS,
+           (long long)big, (now_ms() - t0) / 1e3);
     store_close(&s);
 
     /* The cli's path: a fresh read-only open per query, as `mlq` does. */
@@ -109,8 +109,7 @@ int main(int argc, char **argv)
         struct store_run_filter f = {.state = -1, .kind = -1, .limit = 50};
         struct store_job *runs;
         size_t nr;
-        if (store_runs_list(s, &f, &runs, &nr) != 0)
-            return die(s, "runs");
+        if (store_runs_list(s, &f, &runs, &nr) != 0) return die(s, "runs");
         for (size_t i = 0; i < nr; i++) { /* what `mlq runs` reads per row */
             struct store_param *p;
             struct store_metric *m;
@@ -124,8 +123,7 @@ int main(int argc, char **argv)
         store_jobs_free(&runs, nr);
         double c = now_ms();
         f.limit = 0;
-        if (store_runs_list(s, &f, &runs, &nr) != 0)
-            return die(s, "runs all");
+        if (store_runs_list(s, &f, &runs, &nr) != 0) return die(s, "runs all");
         store_jobs_free(&runs, nr);
         double d = now_ms();
         f.limit = 50;
@@ -133,8 +131,7 @@ int main(int argc, char **argv)
         f.n_where = 1;
         f.where_key[0] = "optimizer.name";
         f.where_value[0] = "adam";
-        if (store_runs_list(s, &f, &runs, &nr) != 0)
-            return die(s, "runs sorted");
+        if (store_runs_list(s, &f, &runs, &nr) != 0) return die(s, "runs sorted");
         store_jobs_free(&runs, nr);
         double e = now_ms();
         store_close(&s);

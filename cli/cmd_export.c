@@ -28,8 +28,7 @@ static int attr_string(hid_t obj, const char *name, const char *value)
     H5Tset_strpad(type, H5T_STR_NULLTERM);
     hid_t a = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
     herr_t rc = a < 0 ? -1 : H5Awrite(a, type, value);
-    if (a >= 0)
-        H5Aclose(a);
+    if (a >= 0) H5Aclose(a);
     H5Sclose(space);
     H5Tclose(type);
     return rc < 0 ? -EIO : 0;
@@ -40,8 +39,7 @@ static int attr_int64s(hid_t obj, const char *name, const int64_t *v, hsize_t n,
     hid_t space = scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, NULL);
     hid_t a = H5Acreate2(obj, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
     herr_t rc = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_INT64, v);
-    if (a >= 0)
-        H5Aclose(a);
+    if (a >= 0) H5Aclose(a);
     H5Sclose(space);
     return rc < 0 ? -EIO : 0;
 }
@@ -51,8 +49,7 @@ static int write_floats(hid_t loc, const char *name, const float *v, int rank, c
     hid_t space = H5Screate_simple(rank, dims, NULL);
     hid_t d = H5Dcreate2(loc, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     herr_t rc = d < 0 ? -1 : H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
-    if (d >= 0)
-        H5Dclose(d);
+    if (d >= 0) H5Dclose(d);
     H5Sclose(space);
     return rc < 0 ? -EIO : 0;
 }
@@ -80,8 +77,7 @@ static int export_hdf5(const char *path, int64_t run, const struct checkpoint *c
     }
     int ret = 0;
     hid_t layers = H5Gcreate2(f, "layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (layers < 0)
-        ret = -EIO;
+    if (layers < 0) ret = -EIO;
     const float *p = c->params;
     for (int l = 0; ret == 0 && l < spec->n_layers; l++) {
         char name[16];
@@ -95,42 +91,30 @@ static int export_hdf5(const char *path, int64_t run, const struct checkpoint *c
         hsize_t bdims[1] = {(hsize_t)spec->layers[l + 1]};
         ret = write_floats(g, "weight", p, 2, wdims); /* (out, in) */
         p += wdims[0] * wdims[1];
-        if (ret == 0)
-            ret = write_floats(g, "bias", p, 1, bdims); /* (out) */
+        if (ret == 0) ret = write_floats(g, "bias", p, 1, bdims); /* (out) */
         p += bdims[0];
         H5Gclose(g);
     }
-    if (layers >= 0)
-        H5Gclose(layers);
+    if (layers >= 0) H5Gclose(layers);
     int64_t sizes[SPEC_MAX_LAYERS + 1];
     for (int l = 0; l <= spec->n_layers; l++)
         sizes[l] = spec->layers[l];
-    if (ret == 0)
-        ret = attr_string(f, "activation", spec_activation_name(spec->activation));
-    if (ret == 0)
-        ret = attr_string(f, "output", spec_output_name(spec->output));
-    if (ret == 0)
-        ret = attr_string(f, "loss", spec_loss_name(spec->loss));
-    if (ret == 0)
-        ret = attr_string(f, "spec", c->spec_json);
-    if (ret == 0)
-        ret = attr_int64s(f, "layers", sizes, (hsize_t)spec->n_layers + 1, false);
-    if (ret == 0)
-        ret = attr_int64s(f, "run", &run, 1, true);
-    if (ret == 0)
-        ret = attr_int64s(f, "epoch", &c->epoch, 1, true);
-    if (ret == 0)
-        ret = attr_int64s(f, "step", &c->step, 1, true);
-    if (H5Fclose(f) < 0 && ret == 0)
-        ret = -EIO;
+    if (ret == 0) ret = attr_string(f, "activation", spec_activation_name(spec->activation));
+    if (ret == 0) ret = attr_string(f, "output", spec_output_name(spec->output));
+    if (ret == 0) ret = attr_string(f, "loss", spec_loss_name(spec->loss));
+    if (ret == 0) ret = attr_string(f, "spec", c->spec_json);
+    if (ret == 0) ret = attr_int64s(f, "layers", sizes, (hsize_t)spec->n_layers + 1, false);
+    if (ret == 0) ret = attr_int64s(f, "run", &run, 1, true);
+    if (ret == 0) ret = attr_int64s(f, "epoch", &c->epoch, 1, true);
+    if (ret == 0) ret = attr_int64s(f, "step", &c->step, 1, true);
+    if (H5Fclose(f) < 0 && ret == 0) ret = -EIO;
     if (ret == 0 && rename(tmp, path) != 0) {
         ret = -errno;
         snprintf(err, errlen, "%.900s: %s", path, strerror(errno));
     } else if (ret != 0) {
         snprintf(err, errlen, "%.900s: HDF5 write failed", tmp);
     }
-    if (ret != 0)
-        unlink(tmp);
+    if (ret != 0) unlink(tmp);
     return ret;
 }
 
@@ -188,8 +172,7 @@ int cmd_export(int argc, char **argv)
         export_usage(stderr);
         return EXIT_USAGE;
     }
-    if (!history_parse_id("export", argv[optind], &id))
-        return EXIT_USAGE;
+    if (!history_parse_id("export", argv[optind], &id)) return EXIT_USAGE;
     if (store_ckpt_which_parse(which_text, &which, &epoch) != 0) {
         fprintf(stderr, "mlq export: --checkpoint: expected last, best or an epoch, got '%s'\n",
                 which_text);
@@ -197,8 +180,7 @@ int cmd_export(int argc, char **argv)
     }
     struct store *s;
     int rc = history_open("export", db, false, &s);
-    if (rc != EXIT_OK)
-        return rc;
+    if (rc != EXIT_OK) return rc;
     struct store_job j = {0};
     struct store_checkpoint ck = {0};
     struct checkpoint c = {0};
@@ -216,8 +198,7 @@ int cmd_export(int argc, char **argv)
         rc = EXIT_USAGE;
         goto out;
     }
-    if (ret == 0)
-        ret = store_checkpoint_get(s, id, which, epoch, &ck);
+    if (ret == 0) ret = store_checkpoint_get(s, id, which, epoch, &ck);
     if (ret == -ENOENT) {
         fprintf(stderr, "mlq export: %s\n", store_errmsg(s));
         rc = EXIT_NOT_FOUND;
@@ -254,8 +235,7 @@ int cmd_export(int argc, char **argv)
         json_object_set_new(o, "output", json_string(output));
         json_object_set_new(o, "layers", l);
         char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        if (text)
-            puts(text);
+        if (text) puts(text);
         free(text);
         json_decref(o);
     } else {

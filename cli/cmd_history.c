@@ -83,8 +83,7 @@ bool history_parse_id(const char *cmd, const char *text, int64_t *id)
 static int term_width(void)
 {
     const char *c = getenv("COLUMNS");
-    if (c && atoi(c) > 20)
-        return atoi(c);
+    if (c && atoi(c) > 20) return atoi(c);
     struct winsize ws;
     if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 20)
         return ws.ws_col;
@@ -118,8 +117,7 @@ static void fmt_ago(char *buf, size_t len, double t, double now)
         return;
     }
     double d = now - t;
-    if (d < 0)
-        d = 0;
+    if (d < 0) d = 0;
     if (d < 10)
         snprintf(buf, len, "just now");
     else if (d < 60)
@@ -156,8 +154,7 @@ static void fmt_value(char *buf, size_t len, double v)
 
 static double job_duration(const struct store_job *j, double now)
 {
-    if (j->started <= 0)
-        return -1;
+    if (j->started <= 0) return -1;
     return (j->finished > 0 ? j->finished : now) - j->started;
 }
 
@@ -206,12 +203,10 @@ static int table_add(struct table *t, char **row, bool mark)
     if (t->nrows == t->cap) {
         size_t ncap = t->cap ? t->cap * 2 : 32;
         char **c = realloc(t->cells, ncap * t->ncols * sizeof *c);
-        if (!c)
-            return -ENOMEM;
+        if (!c) return -ENOMEM;
         t->cells = c;
         bool *m = realloc(t->mark, ncap * sizeof *m);
-        if (!m)
-            return -ENOMEM;
+        if (!m) return -ENOMEM;
         t->mark = m;
         t->cap = ncap;
     }
@@ -271,8 +266,7 @@ static void table_print(const struct table *t)
         width[c] = text_width(t->head[c]);
         for (size_t r = 0; r < t->nrows; r++) {
             size_t w = text_width(t->cells[r * t->ncols + c]);
-            if (w > width[c])
-                width[c] = w;
+            if (w > width[c]) width[c] = w;
         }
         total += width[c] + (c ? 2 : 0);
     }
@@ -281,28 +275,22 @@ static void table_print(const struct table *t)
     while (tw > 0 && total > (size_t)tw) {
         int widest = 0;
         for (int c = 1; c < t->ncols; c++)
-            if (width[c] > width[widest])
-                widest = c;
-        if (width[widest] <= 6)
-            break;
+            if (width[c] > width[widest]) widest = c;
+        if (width[widest] <= 6) break;
         width[widest]--;
         total--;
     }
     bool style = use_style();
-    if (style)
-        fputs("\033[1m", stdout);
+    if (style) fputs("\033[1m", stdout);
     for (int c = 0; c < t->ncols; c++) {
-        if (c)
-            fputs("  ", stdout);
+        if (c) fputs("  ", stdout);
         print_cell(t->head[c], width[c], t->right[c], c == t->ncols - 1);
     }
     fputs(style ? "\033[0m\n" : "\n", stdout);
     for (size_t r = 0; r < t->nrows; r++) {
-        if (t->mark[r] && style)
-            fputs("\033[1;33m", stdout);
+        if (t->mark[r] && style) fputs("\033[1;33m", stdout);
         for (int c = 0; c < t->ncols; c++) {
-            if (c)
-                fputs("  ", stdout);
+            if (c) fputs("  ", stdout);
             print_cell(t->cells[r * t->ncols + c], width[c], t->right[c], c == t->ncols - 1);
         }
         fputs(t->mark[r] && style ? "\033[0m\n" : "\n", stdout);
@@ -314,8 +302,7 @@ static void csv_field(const char *s, bool last)
     if (strpbrk(s, ",\"\n\r")) {
         fputc('"', stdout);
         for (; *s; s++) {
-            if (*s == '"')
-                fputc('"', stdout);
+            if (*s == '"') fputc('"', stdout);
             fputc(*s, stdout);
         }
         fputc('"', stdout);
@@ -342,9 +329,12 @@ struct common_opts {
 };
 
 enum { OPT_DB = 1000, OPT_JSON, OPT_CSV, OPT_HELP };
-#define COMMON_LONG_OPTS                                                                          \
-    {"db", required_argument, NULL, OPT_DB}, {"json", no_argument, NULL, OPT_JSON},               \
-        {"csv", no_argument, NULL, OPT_CSV}, {"help", no_argument, NULL, 'h'}
+#define COMMON_LONG_OPTS                                                                           \
+    {"db", required_argument, NULL, OPT_DB}, {"json", no_argument, NULL, OPT_JSON},                \
+        {"csv", no_argument, NULL, OPT_CSV},                                                       \
+    {                                                                                              \
+        "help", no_argument, NULL, 'h'                                                             \
+    }
 
 /* Returns 1 if ch was a common option (handled), 0 otherwise. */
 static int common_opt(struct common_opts *o, int ch)
@@ -371,18 +361,17 @@ static const char *const COMMON_HELP =
 /* ---- mlq runs ------------------------------------------------------------------------------ */
 
 /* Params shown in the table and the JSON's "params" object. */
-static const char *const main_params[] = {"name", "optimizer.name", "optimizer.lr", "model.layers",
-                                          "batch_size", "epochs", "run"};
+static const char *const main_params[] = {
+    "name", "optimizer.name", "optimizer.lr", "model.layers", "batch_size", "epochs", "run"};
 /* Metrics shown as table columns when present, in this order. */
 static const char *const main_metrics[] = {"val_accuracy", "val_loss", "train_accuracy",
-                                           "train_loss", "accuracy", "loss"};
+                                           "train_loss",   "accuracy", "loss"};
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 static const char *param_find(const struct store_param *p, size_t n, const char *key)
 {
     for (size_t i = 0; i < n; i++)
-        if (strcmp(p[i].key, key) == 0)
-            return p[i].value;
+        if (strcmp(p[i].key, key) == 0) return p[i].value;
     return NULL;
 }
 
@@ -390,8 +379,7 @@ static const struct store_metric *metric_find(const struct store_metric *m, size
                                               const char *key)
 {
     for (size_t i = 0; i < n; i++)
-        if (strcmp(m[i].key, key) == 0)
-            return &m[i];
+        if (strcmp(m[i].key, key) == 0) return &m[i];
     return NULL;
 }
 
@@ -399,8 +387,7 @@ static const struct store_metric *metric_find(const struct store_metric *m, size
 static json_t *param_json(const char *value)
 {
     json_t *v = json_loads(value, JSON_DECODE_ANY, NULL);
-    if (v && !json_is_string(v) && !json_is_object(v))
-        return v;
+    if (v && !json_is_string(v) && !json_is_object(v)) return v;
     json_decref(v);
     return json_string(value);
 }
@@ -425,9 +412,12 @@ static void runs_usage(FILE *out)
 int cmd_runs(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"state", required_argument, NULL, 's'}, {"kind", required_argument, NULL, 'k'},
-        {"limit", required_argument, NULL, 'n'}, {"where", required_argument, NULL, 'w'},
-        {"sort", required_argument, NULL, 'o'},  COMMON_LONG_OPTS,
+        {"state", required_argument, NULL, 's'},
+        {"kind", required_argument, NULL, 'k'},
+        {"limit", required_argument, NULL, 'n'},
+        {"where", required_argument, NULL, 'w'},
+        {"sort", required_argument, NULL, 'o'},
+        COMMON_LONG_OPTS,
         {NULL, 0, NULL, 0},
     };
     struct common_opts co = {0};
@@ -436,8 +426,7 @@ int cmd_runs(int argc, char **argv)
     optind = 0;
     int ch;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (common_opt(&co, ch))
-            continue;
+        if (common_opt(&co, ch)) continue;
         switch (ch) {
         case 's': {
             enum store_state st;
@@ -506,8 +495,7 @@ int cmd_runs(int argc, char **argv)
     }
     struct store *s;
     int rc = history_open("runs", co.db, false, &s);
-    if (rc != EXIT_OK)
-        return rc;
+    if (rc != EXIT_OK) return rc;
     struct store_job *runs = NULL;
     size_t n = 0;
     if (store_runs_list(s, &f, &runs, &n) != 0) {
@@ -550,7 +538,8 @@ int cmd_runs(int argc, char **argv)
             json_object_set_new(o, "name", json_string(j->name));
             json_object_set_new(o, "priority", json_integer(j->priority));
             json_object_set_new(o, "attempts", json_integer(j->attempts));
-            json_object_set_new(o, "trainer", j->trainer[0] ? json_string(j->trainer) : json_null());
+            json_object_set_new(o, "trainer",
+                                j->trainer[0] ? json_string(j->trainer) : json_null());
             json_object_set_new(o, "run", j->run ? json_integer(j->run) : json_null());
             json_object_set_new(o, "submitted", json_time(j->submitted));
             json_object_set_new(o, "started", json_time(j->started));
@@ -561,8 +550,7 @@ int cmd_runs(int argc, char **argv)
             json_t *p = json_object();
             for (size_t k = 0; k < COUNT(main_params); k++) {
                 const char *v = param_find(params[i], nparams[i], main_params[k]);
-                if (v)
-                    json_object_set_new(p, main_params[k], param_json(v));
+                if (v) json_object_set_new(p, main_params[k], param_json(v));
             }
             json_object_set_new(o, "params", p);
             json_t *m = json_object();
@@ -578,8 +566,8 @@ int cmd_runs(int argc, char **argv)
 
     int ncols = 0;
     table_init(&t, 0);
-    const char *fixed[] = {"ID", "KIND", "STATE", "NAME", "SUBMITTED", "DURATION", "OPTIMIZER",
-                           "LAYERS"};
+    const char *fixed[] = {"ID",        "KIND",     "STATE",     "NAME",
+                           "SUBMITTED", "DURATION", "OPTIMIZER", "LAYERS"};
     for (size_t k = 0; k < COUNT(fixed); k++) {
         t.right[ncols] = k == 0 || k == 5;
         t.head[ncols++] = fixed[k];
@@ -619,8 +607,7 @@ int cmd_runs(int argc, char **argv)
         row[c++] = opt;
         row[c++] = layers && j->kind == JOB_TRAIN ? (char *)layers : "-";
         for (size_t k = 0; k < COUNT(main_metrics); k++) {
-            if (!metric_used[k])
-                continue;
+            if (!metric_used[k]) continue;
             const struct store_metric *m = metric_find(mets[i], nmets[i], main_metrics[k]);
             if (m)
                 fmt_value(cells[c], sizeof cells[c], m->value);
@@ -647,10 +634,8 @@ int cmd_runs(int argc, char **argv)
 out:
     json_decref(arr);
     for (size_t i = 0; i < n; i++) {
-        if (params)
-            store_params_free(params[i], nparams[i]);
-        if (mets)
-            store_metrics_free(mets[i], nmets[i]);
+        if (params) store_params_free(params[i], nparams[i]);
+        if (mets) store_metrics_free(mets[i], nmets[i]);
     }
     free(params);
     free(nparams);
@@ -689,8 +674,7 @@ int cmd_show(int argc, char **argv)
     optind = 0;
     int ch;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (common_opt(&co, ch))
-            continue;
+        if (common_opt(&co, ch)) continue;
         if (ch == 'h') {
             show_usage(stdout);
             return EXIT_OK;
@@ -703,12 +687,10 @@ int cmd_show(int argc, char **argv)
         show_usage(stderr);
         return EXIT_USAGE;
     }
-    if (!history_parse_id("show", argv[optind], &id))
-        return EXIT_USAGE;
+    if (!history_parse_id("show", argv[optind], &id)) return EXIT_USAGE;
     struct store *s;
     int rc = history_open("show", co.db, false, &s);
-    if (rc != EXIT_OK)
-        return rc;
+    if (rc != EXIT_OK) return rc;
 
     struct store_job j = {0};
     struct store_metric *m = NULL;
@@ -721,12 +703,9 @@ int cmd_show(int argc, char **argv)
         rc = EXIT_NOT_FOUND;
         goto out;
     }
-    if (ret == 0)
-        ret = store_metrics_final(s, id, &m, &nm);
-    if (ret == 0)
-        ret = store_checkpoints_list(s, id, &ck, &nck);
-    if (ret == 0)
-        ret = store_events_foreach(s, id, event_to_json, events);
+    if (ret == 0) ret = store_metrics_final(s, id, &m, &nm);
+    if (ret == 0) ret = store_checkpoints_list(s, id, &ck, &nck);
+    if (ret == 0) ret = store_events_foreach(s, id, event_to_json, events);
     if (ret != 0) {
         fprintf(stderr, "mlq show: %s\n", store_errmsg(s));
         rc = EXIT_FAILURE_GENERIC;
@@ -780,7 +759,8 @@ int cmd_show(int argc, char **argv)
             json_object_set_new(x, "step", json_integer(ck[i].step));
             json_object_set_new(x, "size", json_integer((json_int_t)ck[i].size));
             json_object_set_new(x, "crc32", json_integer(ck[i].crc32));
-            json_object_set_new(x, "metric", ck[i].has_metric ? json_num(ck[i].metric) : json_null());
+            json_object_set_new(x, "metric",
+                                ck[i].has_metric ? json_num(ck[i].metric) : json_null());
             json_object_set_new(x, "time", json_real(ck[i].time));
             json_object_set_new(x, "best", json_boolean(ck[i].id == best));
             json_object_set_new(x, "last", json_boolean(i == nck - 1));
@@ -804,14 +784,12 @@ int cmd_show(int argc, char **argv)
         fmt_duration(a, sizeof a, job_duration(&j, now));
         printf("  %-10s %s\n", "duration", a);
         printf("  %-10s %d of %d\n", "attempts", j.attempts, j.max_attempts);
-        printf("  %-10s %s\n", "priority", j.priority ? (snprintf(a, sizeof a, "%d", j.priority), a) : "0");
+        printf("  %-10s %s\n", "priority",
+               j.priority ? (snprintf(a, sizeof a, "%d", j.priority), a) : "0");
         printf("  %-10s %s\n", "trainer", j.trainer[0] ? j.trainer : "-");
-        if (j.run)
-            printf("  %-10s %lld\n", "of run", (long long)j.run);
-        if (j.cancel_requested && j.state == STORE_RUNNING)
-            printf("  %-10s requested\n", "cancel");
-        if (j.error)
-            printf("  %-10s %s\n", "error", j.error);
+        if (j.run) printf("  %-10s %lld\n", "of run", (long long)j.run);
+        if (j.cancel_requested && j.state == STORE_RUNNING) printf("  %-10s requested\n", "cancel");
+        if (j.error) printf("  %-10s %s\n", "error", j.error);
         if (nm) {
             printf("\nfinal metrics\n");
             for (size_t i = 0; i < nm; i++) {
@@ -843,7 +821,8 @@ int cmd_show(int argc, char **argv)
             printf("\nevents\n");
             size_t i;
             json_t *e;
-            json_array_foreach(events, i, e) {
+            json_array_foreach(events, i, e)
+            {
                 fmt_time(a, sizeof a, json_real_value(json_object_get(e, "time")));
                 printf("  %s  %-5s %s\n", a, json_string_value(json_object_get(e, "level")),
                        json_string_value(json_object_get(e, "message")));
@@ -892,8 +871,8 @@ static int metrics_cb(void *ctx, const struct store_metric *m)
         json_t *js = json_string(m->key);
         char *key = json_dumps(js, JSON_ENCODE_ANY);
         json_decref(js);
-        printf("%s\n  {\"key\": %s, \"step\": %lld, \"epoch\": %lld, \"value\": ", w->first ? "" : ",",
-               key ? key : "\"\"", (long long)m->step, (long long)m->epoch);
+        printf("%s\n  {\"key\": %s, \"step\": %lld, \"epoch\": %lld, \"value\": ",
+               w->first ? "" : ",", key ? key : "\"\"", (long long)m->step, (long long)m->epoch);
         free(key);
         if (isfinite(m->value))
             printf("%.17g", m->value);
@@ -913,8 +892,7 @@ static int metrics_cb(void *ctx, const struct store_metric *m)
         if (w->ns == w->cap) {
             size_t ncap = w->cap ? w->cap * 2 : 8;
             struct series *p = realloc(w->s, ncap * sizeof *p);
-            if (!p)
-                return w->err = -ENOMEM;
+            if (!p) return w->err = -ENOMEM;
             w->s = p;
             w->cap = ncap;
         }
@@ -926,8 +904,7 @@ static int metrics_cb(void *ctx, const struct store_metric *m)
     if (se->n == se->cap) {
         size_t ncap = se->cap ? se->cap * 2 : 64;
         double *p = realloc(se->v, ncap * sizeof *p);
-        if (!p)
-            return w->err = -ENOMEM;
+        if (!p) return w->err = -ENOMEM;
         se->v = p;
         se->cap = ncap;
     }
@@ -946,8 +923,7 @@ static void sparkline(char *out, size_t len, const double *v, size_t n, int widt
 {
     static const char *const blocks[] = {"▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"};
     out[0] = '\0';
-    if (n == 0 || width <= 0)
-        return;
+    if (n == 0 || width <= 0) return;
     size_t cells = n < (size_t)width ? n : (size_t)width;
     double lo = INFINITY, hi = -INFINITY;
     for (size_t i = 0; i < n; i++)
@@ -972,8 +948,7 @@ static void sparkline(char *out, size_t len, const double *v, size_t n, int widt
             glyph = blocks[idx < 0 ? 0 : idx > 7 ? 7 : idx];
         }
         size_t gl = strlen(glyph);
-        if (o + gl + 1 > len)
-            break;
+        if (o + gl + 1 > len) break;
         memcpy(out + o, glyph, gl);
         o += gl;
     }
@@ -993,15 +968,14 @@ static void metrics_usage(FILE *out)
 
 int cmd_metrics(int argc, char **argv)
 {
-    static const struct option opts[] = {{"key", required_argument, NULL, 'k'}, COMMON_LONG_OPTS,
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"key", required_argument, NULL, 'k'}, COMMON_LONG_OPTS, {NULL, 0, NULL, 0}};
     struct common_opts co = {0};
     const char *key = NULL;
     optind = 0;
     int ch;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (common_opt(&co, ch))
-            continue;
+        if (common_opt(&co, ch)) continue;
         if (ch == 'k') {
             key = optarg;
             continue;
@@ -1018,12 +992,10 @@ int cmd_metrics(int argc, char **argv)
         metrics_usage(stderr);
         return EXIT_USAGE;
     }
-    if (!history_parse_id("metrics", argv[optind], &id))
-        return EXIT_USAGE;
+    if (!history_parse_id("metrics", argv[optind], &id)) return EXIT_USAGE;
     struct store *s;
     int rc = history_open("metrics", co.db, false, &s);
-    if (rc != EXIT_OK)
-        return rc;
+    if (rc != EXIT_OK) return rc;
     struct store_job j;
     int ret = store_job_get(s, id, &j);
     if (ret != 0) {
@@ -1036,17 +1008,15 @@ int cmd_metrics(int argc, char **argv)
     }
     store_job_free(&j);
 
-    struct metrics_walk w = {.json = co.json, .csv = co.csv && !co.json, .first = true,
+    struct metrics_walk w = {.json = co.json,
+                             .csv = co.csv && !co.json,
+                             .first = true,
                              .rows = key != NULL && !co.json && !co.csv};
-    if (w.json)
-        fputs("[", stdout);
-    if (w.csv)
-        puts("key,step,epoch,value,time");
-    if (w.rows)
-        printf("  %-16s %10s %8s %12s\n", "KEY", "STEP", "EPOCH", "VALUE");
+    if (w.json) fputs("[", stdout);
+    if (w.csv) puts("key,step,epoch,value,time");
+    if (w.rows) printf("  %-16s %10s %8s %12s\n", "KEY", "STEP", "EPOCH", "VALUE");
     ret = store_metrics_foreach(s, id, key, metrics_cb, &w);
-    if (w.json)
-        fputs(w.first ? "]\n" : "\n]\n", stdout);
+    if (w.json) fputs(w.first ? "]\n" : "\n]\n", stdout);
     if (ret != 0) {
         fprintf(stderr, "mlq metrics: %s\n", w.err ? "out of memory" : store_errmsg(s));
         rc = EXIT_FAILURE_GENERIC;
@@ -1055,12 +1025,11 @@ int cmd_metrics(int argc, char **argv)
             printf(key ? "run %lld has no metric %s\n" : "run %lld has no metrics yet\n",
                    (long long)id, key);
         } else {
-            if (w.rows)
-                putchar('\n');
+            if (w.rows) putchar('\n');
             struct table t;
             table_init(&t, 8);
-            const char *head[] = {"METRIC", "POINTS", "EPOCHS", "FIRST", "LAST", "MIN", "MAX",
-                                  "CHART"};
+            const char *head[] = {"METRIC", "POINTS", "EPOCHS", "FIRST",
+                                  "LAST",   "MIN",    "MAX",    "CHART"};
             for (int c = 0; c < 8; c++) {
                 t.head[c] = head[c];
                 t.right[c] = c > 0 && c < 7;
@@ -1134,8 +1103,7 @@ static struct crow *crow_get(struct crow **rows, size_t *n, size_t *cap, const c
     if (*n == *cap) {
         size_t ncap = *cap ? *cap * 2 : 32;
         struct crow *p = realloc(*rows, ncap * sizeof *p);
-        if (!p)
-            return NULL;
+        if (!p) return NULL;
         *rows = p;
         *cap = ncap;
     }
@@ -1153,8 +1121,7 @@ int cmd_compare(int argc, char **argv)
     optind = 0;
     int ch;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (common_opt(&co, ch))
-            continue;
+        if (common_opt(&co, ch)) continue;
         if (ch == 'h') {
             compare_usage(stdout);
             return EXIT_OK;
@@ -1169,12 +1136,10 @@ int cmd_compare(int argc, char **argv)
     }
     int64_t ids[COMPARE_MAX];
     for (int i = 0; i < nruns; i++)
-        if (!history_parse_id("compare", argv[optind + i], &ids[i]))
-            return EXIT_USAGE;
+        if (!history_parse_id("compare", argv[optind + i], &ids[i])) return EXIT_USAGE;
     struct store *s;
     int rc = history_open("compare", co.db, false, &s);
-    if (rc != EXIT_OK)
-        return rc;
+    if (rc != EXIT_OK) return rc;
 
     struct crow *rows = NULL;
     size_t nrows = 0, cap = 0;
@@ -1189,10 +1154,8 @@ int cmd_compare(int argc, char **argv)
         struct store_param *p = NULL;
         struct store_metric *m = NULL;
         size_t np = 0, nm = 0;
-        if (ret == 0)
-            ret = store_params_list(s, ids[r], &p, &np);
-        if (ret == 0)
-            ret = store_metrics_final(s, ids[r], &m, &nm);
+        if (ret == 0) ret = store_params_list(s, ids[r], &p, &np);
+        if (ret == 0) ret = store_metrics_final(s, ids[r], &m, &nm);
         if (ret != 0) {
             fprintf(stderr, "mlq compare: %s\n", store_errmsg(s));
             rc = EXIT_FAILURE_GENERIC;
@@ -1206,15 +1169,13 @@ int cmd_compare(int argc, char **argv)
         for (size_t i = 0; ret == 0 && i < nm; i++) {
             char v[32];
             snprintf(v, sizeof v, "%.6g", m[i].value);
-            if ((c = crow_get(&rows, &nrows, &cap, "metric", m[i].key)))
-                c->val[r] = strdup(v);
+            if ((c = crow_get(&rows, &nrows, &cap, "metric", m[i].key))) c->val[r] = strdup(v);
         }
         store_params_free(p, np);
         store_metrics_free(m, nm);
         store_job_free(&j);
     }
-    if (rc != EXIT_OK)
-        goto out;
+    if (rc != EXIT_OK) goto out;
     qsort(rows, nrows, sizeof *rows, crow_cmp);
 
     if (co.json) {
@@ -1230,9 +1191,9 @@ int cmd_compare(int argc, char **argv)
                 differs |= (v == NULL) != (rows[i].val[0] == NULL) ||
                            (v && rows[i].val[0] && strcmp(v, rows[i].val[0]) != 0);
                 json_array_append_new(vals, !v ? json_null()
-                                               : strcmp(rows[i].section, "metric") == 0
-                                                   ? json_num(strtod(v, NULL))
-                                                   : json_string(v));
+                                            : strcmp(rows[i].section, "metric") == 0
+                                                ? json_num(strtod(v, NULL))
+                                                : json_string(v));
             }
             json_object_set_new(x, "section", json_string(rows[i].section));
             json_object_set_new(x, "key", json_string(rows[i].key));
@@ -1277,8 +1238,7 @@ int cmd_compare(int argc, char **argv)
             table_add(&t, row, differs);
         }
     }
-    if (!co.csv)
-        table_print(&t);
+    if (!co.csv) table_print(&t);
     table_free(&t);
 
 out:
@@ -1309,15 +1269,14 @@ static void rm_usage(FILE *out)
 
 int cmd_rm(int argc, char **argv)
 {
-    static const struct option opts[] = {{"force", no_argument, NULL, 'f'}, COMMON_LONG_OPTS,
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"force", no_argument, NULL, 'f'}, COMMON_LONG_OPTS, {NULL, 0, NULL, 0}};
     struct common_opts co = {0};
     bool force = false;
     optind = 0;
     int ch;
     while ((ch = getopt_long(argc, argv, "hf", opts, NULL)) != -1) {
-        if (common_opt(&co, ch))
-            continue;
+        if (common_opt(&co, ch)) continue;
         if (ch == 'f') {
             force = true;
             continue;
@@ -1335,8 +1294,7 @@ int cmd_rm(int argc, char **argv)
         return EXIT_USAGE;
     }
     int64_t *ids = calloc((size_t)n, sizeof *ids);
-    if (!ids)
-        return EXIT_FAILURE_GENERIC;
+    if (!ids) return EXIT_FAILURE_GENERIC;
     for (int i = 0; i < n; i++)
         if (!history_parse_id("rm", argv[optind + i], &ids[i])) {
             free(ids);
@@ -1359,26 +1317,23 @@ int cmd_rm(int argc, char **argv)
             fprintf(stderr, "mlq rm: %s\n", store_errmsg(s));
             rc = EXIT_FAILURE_GENERIC;
         } else if (!force && !store_state_terminal(j.state)) {
-            fprintf(stderr, "mlq rm: run %lld is %s; cancel it first (or --force); nothing "
-                            "deleted\n",
+            fprintf(stderr,
+                    "mlq rm: run %lld is %s; cancel it first (or --force); nothing "
+                    "deleted\n",
                     (long long)ids[i], store_state_name(j.state));
             rc = EXIT_FAILURE_GENERIC;
         }
-        if (ret == 0)
-            store_job_free(&j);
+        if (ret == 0) store_job_free(&j);
     }
     int ret = 0;
-    if (rc == EXIT_OK)
-        ret = store_begin(s);
+    if (rc == EXIT_OK) ret = store_begin(s);
     for (int i = 0; rc == EXIT_OK && ret == 0 && i < n; i++) {
         ret = store_run_delete(s, ids[i]);
         if (ret == -ENOENT) /* the same id twice */
             ret = 0;
     }
-    if (rc == EXIT_OK && ret == 0)
-        ret = store_commit(s);
-    if (rc == EXIT_OK && ret == 0)
-        ret = store_vacuum(s);
+    if (rc == EXIT_OK && ret == 0) ret = store_commit(s);
+    if (rc == EXIT_OK && ret == 0) ret = store_vacuum(s);
     if (rc == EXIT_OK && ret != 0) {
         store_rollback(s);
         fprintf(stderr, "mlq rm: %s\n", store_errmsg(s));
@@ -1435,8 +1390,7 @@ int cmd_gc(int argc, char **argv)
     int ch;
     char *end;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (common_opt(&co, ch))
-            continue;
+        if (common_opt(&co, ch)) continue;
         switch (ch) {
         case 'k':
             g.keep = strtoll(optarg, &end, 10);
@@ -1471,8 +1425,7 @@ int cmd_gc(int argc, char **argv)
     char path[4096] = "";
     struct store *s;
     int rc = history_open("gc", co.db, !g.dry_run, &s);
-    if (rc != EXIT_OK)
-        return rc;
+    if (rc != EXIT_OK) return rc;
     snprintf(path, sizeof path, "%s", history_path());
     long long before = path[0] ? file_bytes(path) : 0;
     int64_t deleted = 0;
@@ -1495,8 +1448,7 @@ int cmd_gc(int argc, char **argv)
         printf("would remove %lld run%s\n", (long long)deleted, deleted == 1 ? "" : "s");
     } else {
         printf("removed %lld run%s", (long long)deleted, deleted == 1 ? "" : "s");
-        if (path[0] && before > after)
-            printf(", freed %.1f MB", (double)(before - after) / 1e6);
+        if (path[0] && before > after) printf(", freed %.1f MB", (double)(before - after) / 1e6);
         putchar('\n');
     }
     return EXIT_OK;

@@ -115,7 +115,7 @@ static const char *const migrations[] = {
 _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema version");
 
 #define JOB_COLS                                                                                   \
-    "id, kind, state, priority, attempts, max_attempts, name, trainer, run, cancel_requested, "   \
+    "id, kind, state, priority, attempts, max_attempts, name, trainer, run, cancel_requested, "    \
     "submitted, started, finished, spec, error, result"
 #define CKPT_META_COLS "id, run, epoch, step, crc32, size, time, metric"
 #define TERMINAL "('succeeded','failed','cancelled')"
@@ -174,8 +174,8 @@ static const char *const stmt_sql[ST_N] = {
     [ST_TRAINERS_LIST] = "SELECT name, host, state, job, last_heartbeat, version, capabilities "
                          "FROM trainers ORDER BY name",
     [ST_GC_SELECT_OLD] = "SELECT id FROM jobs WHERE state IN " TERMINAL " AND finished < ?1",
-    [ST_GC_SELECT_BEYOND] = "SELECT id FROM jobs WHERE state IN " TERMINAL
-                            " ORDER BY id DESC LIMIT -1 OFFSET ?1",
+    [ST_GC_SELECT_BEYOND] =
+        "SELECT id FROM jobs WHERE state IN " TERMINAL " ORDER BY id DESC LIMIT -1 OFFSET ?1",
 };
 
 static double clock_default(void)
@@ -224,8 +224,7 @@ int store_fail(struct store *s, int err, const char *fmt, ...)
 int store_fail_sql(struct store *s, int rc, const char *what)
 {
     int err = errno_of(rc);
-    if (err == 0)
-        err = -EIO;
+    if (err == 0) err = -EIO;
     return store_fail(s, err, "%s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
 }
 
@@ -272,8 +271,7 @@ static int exec(struct store *s, const char *sql, const char *what)
 
 int store_begin(struct store *s)
 {
-    if (s->readonly)
-        return store_fail(s, -EROFS, "%s: opened read-only", s->path);
+    if (s->readonly) return store_fail(s, -EROFS, "%s: opened read-only", s->path);
     if (!sqlite3_get_autocommit(s->db))
         return store_fail(s, -EINVAL, "%s: a transaction is already open", s->path);
     return exec(s, "BEGIN IMMEDIATE", "begin");
@@ -291,8 +289,7 @@ int store_commit(struct store *s)
 
 int store_rollback(struct store *s)
 {
-    if (sqlite3_get_autocommit(s->db))
-        return 0;
+    if (sqlite3_get_autocommit(s->db)) return 0;
     return exec(s, "ROLLBACK", "rollback");
 }
 
@@ -305,8 +302,7 @@ enum { WRITE_OWN_TX = 1, WRITE_SAVEPOINT = 2 };
 
 int store_write_begin(struct store *s)
 {
-    if (s->readonly)
-        return store_fail(s, -EROFS, "%s: opened read-only", s->path);
+    if (s->readonly) return store_fail(s, -EROFS, "%s: opened read-only", s->path);
     if (sqlite3_get_autocommit(s->db)) {
         int ret = exec(s, "BEGIN IMMEDIATE", "begin");
         return ret < 0 ? ret : WRITE_OWN_TX;
@@ -318,13 +314,11 @@ int store_write_begin(struct store *s)
 int store_write_end(struct store *s, int token, int rc)
 {
     if (token == WRITE_OWN_TX) {
-        if (rc == 0)
-            return store_commit(s);
+        if (rc == 0) return store_commit(s);
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         return rc;
     }
-    if (rc == 0)
-        return exec(s, "RELEASE store_write", "release savepoint");
+    if (rc == 0) return exec(s, "RELEASE store_write", "release savepoint");
     sqlite3_exec(s->db, "ROLLBACK TO store_write; RELEASE store_write", NULL, NULL, NULL);
     return rc;
 }
@@ -383,11 +377,9 @@ static int pragma_int(struct store *s, const char *sql, int *out)
 {
     sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
-    if (rc != SQLITE_OK)
-        return store_fail_sql(s, rc, sql);
+    if (rc != SQLITE_OK) return store_fail_sql(s, rc, sql);
     rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *out = sqlite3_column_int(st, 0);
+    if (rc == SQLITE_ROW) *out = sqlite3_column_int(st, 0);
     int ret = rc == SQLITE_ROW ? 0 : store_fail_sql(s, rc, sql);
     sqlite3_finalize(st);
     return ret;
@@ -397,22 +389,17 @@ static int pragma_int(struct store *s, const char *sql, int *out)
 static int make_parent(const char *path)
 {
     char dir[1024];
-    if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir)
-        return -ENAMETOOLONG;
+    if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir) return -ENAMETOOLONG;
     char *slash = strrchr(dir, '/');
-    if (!slash || slash == dir)
-        return 0;
+    if (!slash || slash == dir) return 0;
     *slash = '\0';
     for (char *p = dir + 1; *p; p++) {
-        if (*p != '/')
-            continue;
+        if (*p != '/') continue;
         *p = '\0';
-        if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-            return -errno;
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST) return -errno;
         *p = '/';
     }
-    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-        return -errno;
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST) return -errno;
     return 0;
 }
 
@@ -421,20 +408,17 @@ static int migrate(struct store *s)
     if (s->version == 0) {
         /* auto_vacuum can only be chosen before the first table exists. */
         int ret = exec(s, "PRAGMA auto_vacuum = INCREMENTAL", "auto_vacuum");
-        if (ret < 0)
-            return ret;
+        if (ret < 0) return ret;
     }
     int ret = exec(s, "BEGIN IMMEDIATE", "begin migration");
-    if (ret < 0)
-        return ret;
+    if (ret < 0) return ret;
     /* Re-read under the write lock: another process may have migrated. */
     ret = pragma_int(s, "PRAGMA user_version", &s->version);
     for (int v = s->version; ret == 0 && v < STORE_SCHEMA_VERSION; v++) {
         char sql[96];
         ret = exec(s, migrations[v], "migration");
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", v + 1);
-        if (ret == 0)
-            ret = exec(s, sql, "set user_version");
+        if (ret == 0) ret = exec(s, sql, "set user_version");
         if (ret == 0 && v == 0) {
             snprintf(sql, sizeof sql, "PRAGMA application_id = %d", STORE_APPLICATION_ID);
             ret = exec(s, sql, "set application_id");
@@ -445,8 +429,7 @@ static int migrate(struct store *s)
         return ret;
     }
     ret = exec(s, "COMMIT", "commit migration");
-    if (ret == 0)
-        s->version = STORE_SCHEMA_VERSION;
+    if (ret == 0) s->version = STORE_SCHEMA_VERSION;
     return ret;
 }
 
@@ -456,10 +439,8 @@ static int check_file(struct store *s)
 {
     int version = 0, app = 0, tables = 0;
     int ret = pragma_int(s, "PRAGMA user_version", &version);
-    if (ret == 0)
-        ret = pragma_int(s, "PRAGMA application_id", &app);
-    if (ret == 0)
-        ret = pragma_int(s, "SELECT count(*) FROM sqlite_schema", &tables);
+    if (ret == 0) ret = pragma_int(s, "PRAGMA application_id", &app);
+    if (ret == 0) ret = pragma_int(s, "SELECT count(*) FROM sqlite_schema", &tables);
     if (ret < 0) {
         int code = sqlite3_errcode(s->db);
         if (code == SQLITE_NOTADB || code == SQLITE_CORRUPT)
@@ -496,8 +477,7 @@ static int open_db(struct store *s, int flags, bool immutable)
             uri[o++] = *p;
     }
     uri[o] = '\0';
-    if (immutable)
-        strcat(uri, "?immutable=1");
+    if (immutable) strcat(uri, "?immutable=1");
     int rc = sqlite3_open_v2(uri, &s->db, oflags, NULL);
     if (rc != SQLITE_OK)
         return store_fail(s, errno_of(rc), "%s: cannot open: %s", s->path,
@@ -541,8 +521,7 @@ int store_open(struct store **out, const char *path, int flags, char *err, size_
     }
 
     ret = open_db(s, flags, false);
-    if (ret < 0)
-        goto fail;
+    if (ret < 0) goto fail;
     ret = check_file(s);
     if (ret < 0 && s->readonly &&
         ((sqlite3_errcode(s->db) & 0xff) == SQLITE_READONLY ||
@@ -552,11 +531,9 @@ int store_open(struct store **out, const char *path, int flags, char *err, size_
         sqlite3_close_v2(s->db);
         s->db = NULL;
         ret = open_db(s, flags, true);
-        if (ret == 0)
-            ret = check_file(s);
+        if (ret == 0) ret = check_file(s);
     }
-    if (ret < 0)
-        goto fail;
+    if (ret < 0) goto fail;
 
     if (s->readonly) {
         if (s->version < STORE_SCHEMA_VERSION) {
@@ -568,17 +545,14 @@ int store_open(struct store **out, const char *path, int flags, char *err, size_
         }
     } else {
         ret = exec(s, "PRAGMA foreign_keys = ON", "foreign_keys");
-        if (ret == 0 && s->version < STORE_SCHEMA_VERSION)
-            ret = migrate(s);
-        if (ret == 0)
-            ret = exec(s, "PRAGMA journal_mode = WAL", "journal_mode");
+        if (ret == 0 && s->version < STORE_SCHEMA_VERSION) ret = migrate(s);
+        if (ret == 0) ret = exec(s, "PRAGMA journal_mode = WAL", "journal_mode");
         if (ret == 0)
             ret = exec(s,
                        (flags & STORE_SYNC_NORMAL) ? "PRAGMA synchronous = NORMAL"
                                                    : "PRAGMA synchronous = FULL",
                        "synchronous");
-        if (ret < 0)
-            goto fail;
+        if (ret < 0) goto fail;
     }
     s->errmsg[0] = '\0';
     *out = s;
@@ -592,14 +566,12 @@ fail:
 
 void store_close(struct store **sp)
 {
-    if (!sp || !*sp)
-        return;
+    if (!sp || !*sp) return;
     struct store *s = *sp;
     for (int i = 0; i < ST_N; i++)
         sqlite3_finalize(s->stmt[i]);
     if (s->db) {
-        if (!sqlite3_get_autocommit(s->db))
-            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        if (!sqlite3_get_autocommit(s->db)) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         sqlite3_close_v2(s->db);
     }
     free(s);
@@ -619,13 +591,11 @@ int store_default_path(char *buf, size_t len)
     else if (home && *home)
         n = snprintf(buf, len, "%s/.local/share/mlq/mlq.db", home);
     else {
-        if (len)
-            buf[0] = '\0';
+        if (len) buf[0] = '\0';
         return -ENOENT;
     }
     if (n < 0 || (size_t)n >= len) {
-        if (len)
-            buf[0] = '\0';
+        if (len) buf[0] = '\0';
         return -ENAMETOOLONG;
     }
     return 0;
@@ -635,8 +605,7 @@ int store_integrity_check(struct store *s)
 {
     sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(s->db, "PRAGMA integrity_check", -1, &st, NULL);
-    if (rc != SQLITE_OK)
-        return store_fail_sql(s, rc, "integrity_check");
+    if (rc != SQLITE_OK) return store_fail_sql(s, rc, "integrity_check");
     rc = sqlite3_step(st);
     int ret = 0;
     if (rc != SQLITE_ROW)
@@ -648,12 +617,11 @@ int store_integrity_check(struct store *s)
     if (ret == 0) {
         /* Foreign keys too: a dangling row is a partial write we missed. */
         rc = sqlite3_prepare_v2(s->db, "PRAGMA foreign_key_check", -1, &st, NULL);
-        if (rc != SQLITE_OK)
-            return store_fail_sql(s, rc, "foreign_key_check");
+        if (rc != SQLITE_OK) return store_fail_sql(s, rc, "foreign_key_check");
         rc = sqlite3_step(st);
         if (rc == SQLITE_ROW)
-            ret = store_fail(s, -EIO, "%s: foreign key check: table %s has dangling rows",
-                             s->path, (const char *)sqlite3_column_text(st, 0));
+            ret = store_fail(s, -EIO, "%s: foreign key check: table %s has dangling rows", s->path,
+                             (const char *)sqlite3_column_text(st, 0));
         else if (rc != SQLITE_DONE)
             ret = store_fail_sql(s, rc, "foreign_key_check");
         sqlite3_finalize(st);
@@ -663,30 +631,26 @@ int store_integrity_check(struct store *s)
 
 int store_vacuum(struct store *s)
 {
-    if (s->readonly)
-        return store_fail(s, -EROFS, "%s: opened read-only", s->path);
+    if (s->readonly) return store_fail(s, -EROFS, "%s: opened read-only", s->path);
     if (store_in_transaction(s))
         return store_fail(s, -EINVAL, "%s: vacuum inside a transaction", s->path);
     sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(s->db, "PRAGMA incremental_vacuum", -1, &st, NULL);
-    if (rc != SQLITE_OK)
-        return store_fail_sql(s, rc, "incremental_vacuum");
+    if (rc != SQLITE_OK) return store_fail_sql(s, rc, "incremental_vacuum");
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         ;
     sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        return store_fail_sql(s, rc, "incremental_vacuum");
+    if (rc != SQLITE_DONE) return store_fail_sql(s, rc, "incremental_vacuum");
     /* Give the freed pages back to the file system now, not at the next checkpoint. */
     rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
-    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-        return store_fail_sql(s, rc, "wal checkpoint");
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY) return store_fail_sql(s, rc, "wal checkpoint");
     return 0;
 }
 
 /* ---- names ----------------------------------------------------------------- */
 
 static const char *const state_names[STORE_N_STATES] = {"queued", "running", "succeeded", "failed",
-                                                       "cancelled"};
+                                                        "cancelled"};
 
 const char *store_state_name(enum store_state st)
 {

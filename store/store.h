@@ -88,29 +88,29 @@ enum store_state {
 };
 #define STORE_N_STATES 5
 
-const char *store_state_name(enum store_state st); /* "queued", "running", ... */
+const char *store_state_name(enum store_state st);              /* "queued", "running", ... */
 int store_state_parse(const char *name, enum store_state *out); /* 0 or -EINVAL */
 int store_kind_parse(const char *name, enum job_kind *out);     /* "train"|"eval"|"predict" */
-bool store_state_terminal(enum store_state st); /* succeeded, failed, cancelled */
+bool store_state_terminal(enum store_state st);                 /* succeeded, failed, cancelled */
 
 struct store_job {
     int64_t id;
     enum job_kind kind;
     enum store_state state;
-    int priority;     /* higher first */
-    int attempts;     /* dispatches so far */
-    int max_attempts; /* dispatches before it fails */
+    int priority;                 /* higher first */
+    int attempts;                 /* dispatches so far */
+    int max_attempts;             /* dispatches before it fails */
     char name[STORE_NAME_MAX];    /* label, may be "" */
     char trainer[STORE_NAME_MAX]; /* trainer running it or that ran it last, may be "" */
-    int64_t run;              /* eval/predict: the train run used; 0 otherwise */
+    int64_t run;                  /* eval/predict: the train run used; 0 otherwise */
     bool cancel_requested;
     double submitted, started, finished; /* 0 = not yet */
-    char *spec_json;   /* canonical spec; NULL in store_runs_list results */
-    char *error;       /* failure or cancel reason, or NULL */
-    char *result_json; /* eval metrics / predict summary, or NULL */
+    char *spec_json;                     /* canonical spec; NULL in store_runs_list results */
+    char *error;                         /* failure or cancel reason, or NULL */
+    char *result_json;                   /* eval metrics / predict summary, or NULL */
 };
-void store_job_free(struct store_job *job);                /* frees the strings, not job */
-void store_jobs_free(struct store_job **jobs, size_t n);   /* frees an array and its strings */
+void store_job_free(struct store_job *job);              /* frees the strings, not job */
+void store_jobs_free(struct store_job **jobs, size_t n); /* frees an array and its strings */
 
 struct store_new_job {
     enum job_kind kind;
@@ -228,13 +228,12 @@ enum store_ckpt_which {
 };
 /* Loads one checkpoint with its blob, verifying the checksum (-EIO with
  * "checksum mismatch" if it fails). -ENOENT if there is none. */
-int store_checkpoint_get(struct store *s, int64_t run, enum store_ckpt_which which,
-                         int64_t epoch, struct store_checkpoint *out);
+int store_checkpoint_get(struct store *s, int64_t run, enum store_ckpt_which which, int64_t epoch,
+                         struct store_checkpoint *out);
 /* Parses "last", "best" or an epoch number. 0 or -EINVAL. */
 int store_ckpt_which_parse(const char *text, enum store_ckpt_which *which, int64_t *epoch);
 /* A run's checkpoints without blobs, by step ascending. Free: store_checkpoints_free. */
-int store_checkpoints_list(struct store *s, int64_t run, struct store_checkpoint **out,
-                           size_t *n);
+int store_checkpoints_list(struct store *s, int64_t run, struct store_checkpoint **out, size_t *n);
 void store_checkpoints_free(struct store_checkpoint *c, size_t n);
 int store_checkpoint_delete(struct store *s, int64_t id);
 /* Applies retention to one run now: keep the last keep_last and the best. */
@@ -245,7 +244,7 @@ int store_checkpoints_prune(struct store *s, int64_t run, int keep_last);
 struct store_event {
     int64_t run; /* 0 for events of no run */
     double time;
-    const char *level;   /* "info", "warn", "error" */
+    const char *level; /* "info", "warn", "error" */
     const char *message;
 };
 /* run 0: an event of no run (broker start, trainer seen). time = now. */
@@ -277,8 +276,8 @@ void store_trainers_free(struct store_trainer *t, size_t n);
 #define STORE_WHERE_MAX 8
 
 struct store_run_filter {
-    int state; /* enum store_state, or -1 for any */
-    int kind;  /* enum job_kind, or -1 for any */
+    int state;     /* enum store_state, or -1 for any */
+    int kind;      /* enum job_kind, or -1 for any */
     int64_t limit; /* 0 = no limit */
     /* params equal to a value, ANDed: where_key[i] = where_value[i]
        (keys as in params: "optimizer.name"). */
@@ -302,10 +301,10 @@ int store_runs_list(struct store *s, const struct store_run_filter *f, struct st
 int store_run_delete(struct store *s, int64_t id);
 
 struct store_gc_opts {
-    int64_t keep;       /* keep the newest `keep` terminal runs; < 0 = no count limit */
-    double older_than;  /* seconds; delete terminal runs finished before now - older_than;
-                           <= 0 = no age limit */
-    bool dry_run;       /* count only */
+    int64_t keep;      /* keep the newest `keep` terminal runs; < 0 = no count limit */
+    double older_than; /* seconds; delete terminal runs finished before now - older_than;
+                          <= 0 = no age limit */
+    bool dry_run;      /* count only */
 };
 /* Deletes terminal runs (succeeded, failed, cancelled) that match either
  * limit, then reclaims free pages (incremental_vacuum). Queued and running

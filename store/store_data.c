@@ -19,8 +19,7 @@ static int metric_bind_step(struct store *s, int64_t run, const struct store_met
         return store_fail(s, -EINVAL, "%s: metric key must be 1..%d bytes", s->path,
                           STORE_KEY_MAX - 1);
     sqlite3_stmt *st = store_stmt(s, ST_METRIC_PUT);
-    if (!st)
-        return -EIO;
+    if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, run);
     sqlite3_bind_text(st, 2, m->key, (int)klen, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, m->step);
@@ -31,16 +30,14 @@ static int metric_bind_step(struct store *s, int64_t run, const struct store_met
         sqlite3_bind_null(st, 5); /* SQLite has no NaN; a diverged loss reads back as NAN */
     sqlite3_bind_double(st, 6, m->time > 0 ? m->time : s->now());
     int ret = store_step_done(s, st, "insert metric");
-    if (ret == -EINVAL)
-        store_fail(s, -ENOENT, "no run %lld in %s", (long long)run, s->path);
+    if (ret == -EINVAL) store_fail(s, -ENOENT, "no run %lld in %s", (long long)run, s->path);
     return ret == -EINVAL ? -ENOENT : ret;
 }
 
 int store_metrics_put(struct store *s, int64_t run, const struct store_metric *m, size_t n)
 {
     int tok = store_write_begin(s);
-    if (tok < 0)
-        return tok;
+    if (tok < 0) return tok;
     int ret = 0;
     for (size_t i = 0; i < n && ret == 0; i++)
         ret = metric_bind_step(s, run, &m[i]);
@@ -50,7 +47,8 @@ int store_metrics_put(struct store *s, int64_t run, const struct store_metric *m
 int store_metric_put(struct store *s, int64_t run, const char *key, int64_t step, int64_t epoch,
                      double value, double time)
 {
-    struct store_metric m = {.key = key, .step = step, .epoch = epoch, .value = value, .time = time};
+    struct store_metric m = {
+        .key = key, .step = step, .epoch = epoch, .value = value, .time = time};
     return store_metrics_put(s, run, &m, 1);
 }
 
@@ -67,29 +65,24 @@ int store_metrics_foreach(struct store *s, int64_t run, const char *key, store_m
                           void *ctx)
 {
     sqlite3_stmt *st = store_stmt(s, key ? ST_METRICS_KEY : ST_METRICS_ALL);
-    if (!st)
-        return -EIO;
+    if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, run);
-    if (key)
-        sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    if (key) sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
     int rc, ret = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         struct store_metric m;
         metric_from_row(st, &m);
         ret = fn(ctx, &m);
-        if (ret != 0)
-            break;
+        if (ret != 0) break;
     }
-    if (ret == 0 && rc != SQLITE_DONE)
-        ret = store_fail_sql(s, rc, "read metrics");
+    if (ret == 0 && rc != SQLITE_DONE) ret = store_fail_sql(s, rc, "read metrics");
     sqlite3_reset(st);
     return ret;
 }
 
 void store_metrics_free(struct store_metric *m, size_t n)
 {
-    if (!m)
-        return;
+    if (!m) return;
     for (size_t i = 0; i < n; i++)
         free((char *)m[i].key);
     free(m);
@@ -100,8 +93,7 @@ int store_metrics_final(struct store *s, int64_t run, struct store_metric **out,
     *out = NULL;
     *n = 0;
     sqlite3_stmt *st = store_stmt(s, ST_METRICS_FINAL);
-    if (!st)
-        return -EIO;
+    if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, run);
     struct store_metric *m = NULL;
     size_t len = 0, cap = 0;
@@ -125,8 +117,7 @@ int store_metrics_final(struct store *s, int64_t run, struct store_metric **out,
         }
         len++;
     }
-    if (ret == 0 && rc != SQLITE_DONE)
-        ret = store_fail_sql(s, rc, "final metrics");
+    if (ret == 0 && rc != SQLITE_DONE) ret = store_fail_sql(s, rc, "final metrics");
     sqlite3_reset(st);
     if (ret < 0) {
         store_metrics_free(m, len);
@@ -141,16 +132,14 @@ int store_metrics_final(struct store *s, int64_t run, struct store_metric **out,
 
 void store_checkpoint_free(struct store_checkpoint *c)
 {
-    if (!c)
-        return;
+    if (!c) return;
     free(c->blob);
     c->blob = NULL;
 }
 
 void store_checkpoints_free(struct store_checkpoint *c, size_t n)
 {
-    if (!c)
-        return;
+    if (!c) return;
     for (size_t i = 0; i < n; i++)
         store_checkpoint_free(&c[i]);
     free(c);
@@ -171,11 +160,9 @@ static uint32_t crc_of(const void *blob, size_t len)
 
 int store_checkpoints_prune(struct store *s, int64_t run, int keep_last)
 {
-    if (keep_last <= 0)
-        return 0;
+    if (keep_last <= 0) return 0;
     int tok = store_write_begin(s);
-    if (tok < 0)
-        return tok;
+    if (tok < 0) return tok;
     sqlite3_stmt *st = store_stmt(s, ST_CKPT_PRUNE);
     int ret = -EIO;
     if (st) {
@@ -192,8 +179,7 @@ int store_checkpoint_put(struct store *s, int64_t run, int64_t epoch, int64_t st
     if (!blob || len == 0 || len > (size_t)INT32_MAX)
         return store_fail(s, -EINVAL, "%s: checkpoint of %zu bytes", s->path, len);
     int tok = store_write_begin(s);
-    if (tok < 0)
-        return tok;
+    if (tok < 0) return tok;
     sqlite3_stmt *st = store_stmt(s, ST_CKPT_PUT);
     int ret = -EIO;
     if (st) {
@@ -213,11 +199,9 @@ int store_checkpoint_put(struct store *s, int64_t run, int64_t epoch, int64_t st
             ret = store_fail(s, -ENOENT, "no run %lld in %s", (long long)run, s->path);
     }
     int64_t new_id = sqlite3_last_insert_rowid(s->db);
-    if (ret == 0)
-        ret = store_checkpoints_prune(s, run, s->keep_last);
+    if (ret == 0) ret = store_checkpoints_prune(s, run, s->keep_last);
     ret = store_write_end(s, tok, ret);
-    if (ret == 0 && id)
-        *id = new_id;
+    if (ret == 0 && id) *id = new_id;
     return ret;
 }
 
@@ -235,19 +219,17 @@ static void ckpt_meta_from_row(sqlite3_stmt *st, struct store_checkpoint *c)
     c->metric = c->has_metric ? sqlite3_column_double(st, 7) : NAN;
 }
 
-int store_checkpoint_get(struct store *s, int64_t run, enum store_ckpt_which which,
-                         int64_t epoch, struct store_checkpoint *out)
+int store_checkpoint_get(struct store *s, int64_t run, enum store_ckpt_which which, int64_t epoch,
+                         struct store_checkpoint *out)
 {
     memset(out, 0, sizeof *out);
     enum stmt_id id = which == STORE_CKPT_BEST    ? ST_CKPT_BEST
                       : which == STORE_CKPT_EPOCH ? ST_CKPT_EPOCH
                                                   : ST_CKPT_LAST;
     sqlite3_stmt *st = store_stmt(s, id);
-    if (!st)
-        return -EIO;
+    if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, run);
-    if (which == STORE_CKPT_EPOCH)
-        sqlite3_bind_int64(st, 2, epoch);
+    if (which == STORE_CKPT_EPOCH) sqlite3_bind_int64(st, 2, epoch);
     int rc = sqlite3_step(st);
     int ret = 0;
     if (rc == SQLITE_DONE) {
@@ -265,8 +247,8 @@ int store_checkpoint_get(struct store *s, int64_t run, enum store_ckpt_which whi
             ret = store_fail(s, -EIO, "%s: checkpoint %lld of run %lld: %zu bytes, expected %zu",
                              s->path, (long long)out->id, (long long)run, len, out->size);
         } else if (crc_of(b, len) != out->crc32) {
-            ret = store_fail(s, -EIO, "%s: checkpoint %lld of run %lld: checksum mismatch",
-                             s->path, (long long)out->id, (long long)run);
+            ret = store_fail(s, -EIO, "%s: checkpoint %lld of run %lld: checksum mismatch", s->path,
+                             (long long)out->id, (long long)run);
         } else if (!(out->blob = malloc(len))) {
             ret = store_fail(s, -ENOMEM, "%s: out of memory", s->path);
         } else {
@@ -291,21 +273,18 @@ int store_ckpt_which_parse(const char *text, enum store_ckpt_which *which, int64
     char *end;
     errno = 0;
     long long e = strtoll(text, &end, 10);
-    if (errno || end == text || *end || e < 0)
-        return -EINVAL;
+    if (errno || end == text || *end || e < 0) return -EINVAL;
     *which = STORE_CKPT_EPOCH;
     *epoch = e;
     return 0;
 }
 
-int store_checkpoints_list(struct store *s, int64_t run, struct store_checkpoint **out,
-                           size_t *n)
+int store_checkpoints_list(struct store *s, int64_t run, struct store_checkpoint **out, size_t *n)
 {
     *out = NULL;
     *n = 0;
     sqlite3_stmt *st = store_stmt(s, ST_CKPT_LIST);
-    if (!st)
-        return -EIO;
+    if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, run);
     struct store_checkpoint *c = NULL;
     size_t len = 0, cap = 0;
@@ -323,8 +302,7 @@ int store_checkpoints_list(struct store *s, int64_t run, struct store_checkpoint
         }
         ckpt_meta_from_row(st, &c[len++]);
     }
-    if (ret == 0 && rc != SQLITE_DONE)
-        ret = store_fail_sql(s, rc, "list checkpoints");
+    if (ret == 0 && rc != SQLITE_DONE) ret = store_fail_sql(s, rc, "list checkpoints");
     sqlite3_reset(st);
     if (ret < 0) {
         store_checkpoints_free(c, len);
@@ -338,8 +316,7 @@ int store_checkpoints_list(struct store *s, int64_t run, struct store_checkpoint
 int store_checkpoint_delete(struct store *s, int64_t id)
 {
     int tok = store_write_begin(s);
-    if (tok < 0)
-        return tok;
+    if (tok < 0) return tok;
     sqlite3_stmt *st = store_stmt(s, ST_CKPT_DELETE);
     int ret = -EIO;
     if (st) {
@@ -356,8 +333,7 @@ int store_checkpoint_delete(struct store *s, int64_t id)
 int store_event_add(struct store *s, int64_t run, const char *level, const char *message)
 {
     int tok = store_write_begin(s);
-    if (tok < 0)
-        return tok;
+    if (tok < 0) return tok;
     sqlite3_stmt *st = store_stmt(s, ST_EVENT_ADD);
     int ret = -EIO;
     if (st) {
@@ -378,8 +354,7 @@ int store_event_add(struct store *s, int64_t run, const char *level, const char 
 int store_events_foreach(struct store *s, int64_t run, store_event_fn fn, void *ctx)
 {
     sqlite3_stmt *st = store_stmt(s, ST_EVENTS_RUN);
-    if (!st)
-        return -EIO;
+    if (!st) return -EIO;
     if (run > 0)
         sqlite3_bind_int64(st, 1, run);
     else
@@ -393,11 +368,9 @@ int store_events_foreach(struct store *s, int64_t run, store_event_fn fn, void *
             .message = (const char *)sqlite3_column_text(st, 3),
         };
         ret = fn(ctx, &e);
-        if (ret != 0)
-            break;
+        if (ret != 0) break;
     }
-    if (ret == 0 && rc != SQLITE_DONE)
-        ret = store_fail_sql(s, rc, "read events");
+    if (ret == 0 && rc != SQLITE_DONE) ret = store_fail_sql(s, rc, "read events");
     sqlite3_reset(st);
     return ret;
 }
@@ -406,11 +379,9 @@ int store_events_foreach(struct store *s, int64_t run, store_event_fn fn, void *
 
 int store_trainer_upsert(struct store *s, const struct store_trainer *t)
 {
-    if (!t->name[0])
-        return store_fail(s, -EINVAL, "%s: trainer without a name", s->path);
+    if (!t->name[0]) return store_fail(s, -EINVAL, "%s: trainer without a name", s->path);
     int tok = store_write_begin(s);
-    if (tok < 0)
-        return tok;
+    if (tok < 0) return tok;
     sqlite3_stmt *st = store_stmt(s, ST_TRAINER_UPSERT);
     int ret = -EIO;
     if (st) {
@@ -432,8 +403,7 @@ int store_trainer_upsert(struct store *s, const struct store_trainer *t)
 int store_trainer_delete(struct store *s, const char *name)
 {
     int tok = store_write_begin(s);
-    if (tok < 0)
-        return tok;
+    if (tok < 0) return tok;
     sqlite3_stmt *st = store_stmt(s, ST_TRAINER_DELETE);
     int ret = -EIO;
     if (st) {
@@ -447,8 +417,7 @@ int store_trainer_delete(struct store *s, const char *name)
 
 void store_trainers_free(struct store_trainer *t, size_t n)
 {
-    if (!t)
-        return;
+    if (!t) return;
     for (size_t i = 0; i < n; i++)
         free(t[i].capabilities);
     free(t);
@@ -459,8 +428,7 @@ int store_trainers_list(struct store *s, struct store_trainer **out, size_t *n)
     *out = NULL;
     *n = 0;
     sqlite3_stmt *st = store_stmt(s, ST_TRAINERS_LIST);
-    if (!st)
-        return -EIO;
+    if (!st) return -EIO;
     struct store_trainer *t = NULL;
     size_t len = 0, cap = 0;
     int rc, ret = 0;
@@ -485,8 +453,7 @@ int store_trainers_list(struct store *s, struct store_trainer **out, size_t *n)
         store_col_copy(st, 5, x->version, sizeof x->version);
         x->capabilities = store_col_strdup(st, 6);
     }
-    if (ret == 0 && rc != SQLITE_DONE)
-        ret = store_fail_sql(s, rc, "list trainers");
+    if (ret == 0 && rc != SQLITE_DONE) ret = store_fail_sql(s, rc, "list trainers");
     sqlite3_reset(st);
     if (ret < 0) {
         store_trainers_free(t, len);

@@ -59,7 +59,8 @@ struct store {
 sqlite3_stmt *store_stmt(struct store *s, enum stmt_id id);
 /* Records a failure: "what: sqlite message" and returns the mapped -errno. */
 int store_fail_sql(struct store *s, int rc, const char *what);
-int store_fail(struct store *s, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int store_fail(struct store *s, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Runs a statement to completion (no rows expected). */
 int store_step_done(struct store *s, sqlite3_stmt *st, const char *what);
 
@@ -72,7 +73,7 @@ int store_write_end(struct store *s, int token, int rc);
 /* Text column as a malloc'd copy or NULL. */
 char *store_col_strdup(sqlite3_stmt *st, int col);
 void store_col_copy(sqlite3_stmt *st, int col, char *dst, size_t cap);
-double store_col_time(sqlite3_stmt *st, int col); /* NULL -> 0 */
+double store_col_time(sqlite3_stmt *st, int col);          /* NULL -> 0 */
 void store_bind_time(sqlite3_stmt *st, int col, double t); /* 0 -> NULL */
 void store_bind_text_or_null(sqlite3_stmt *st, int col, const char *text);
 

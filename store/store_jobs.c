@@ -56,8 +56,7 @@ static int job_from_row(sqlite3_stmt *st, struct store_job *j)
 
 void store_job_free(struct store_job *j)
 {
-    if (!j)
-        return;
+    if (!j) return;
     free(j->spec_json);
     free(j->error);
     free(j->result_json);
@@ -66,8 +65,7 @@ void store_job_free(struct store_job *j)
 
 void store_jobs_free(struct store_job **jobs, size_t n)
 {
-    if (!jobs || !*jobs)
-        return;
+    if (!jobs || !*jobs) return;
     for (size_t i = 0; i < n; i++)
         store_job_free(&(*jobs)[i]);
     free(*jobs);
@@ -79,8 +77,7 @@ void store_jobs_free(struct store_job **jobs, size_t n)
 static int put_param(struct store *s, int64_t run, const char *key, const char *value)
 {
     sqlite3_stmt *st = store_stmt(s, ST_PARAM_INSERT);
-    if (!st)
-        return -EIO;
+    if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, run);
     sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, value, -1, SQLITE_STATIC);
@@ -93,20 +90,19 @@ static int flatten(struct store *s, int64_t run, const char *prefix, json_t *v)
     if (json_is_object(v)) {
         const char *k;
         json_t *child;
-        json_object_foreach(v, k, child) {
+        json_object_foreach(v, k, child)
+        {
             char key[512];
             int n = prefix[0] ? snprintf(key, sizeof key, "%s.%s", prefix, k)
                               : snprintf(key, sizeof key, "%s", k);
             if (n < 0 || (size_t)n >= sizeof key)
                 return store_fail(s, -EINVAL, "%s: spec key too long: %s", s->path, k);
             int ret = flatten(s, run, key, child);
-            if (ret < 0)
-                return ret;
+            if (ret < 0) return ret;
         }
         return 0;
     }
-    if (json_is_string(v))
-        return put_param(s, run, prefix, json_string_value(v));
+    if (json_is_string(v)) return put_param(s, run, prefix, json_string_value(v));
     if (json_is_real(v)) {
         /* The shortest text that reads back the same, so --where
            optimizer.lr=0.003 matches what the user wrote. */
@@ -114,14 +110,12 @@ static int flatten(struct store *s, int64_t run, const char *prefix, json_t *v)
         double x = json_real_value(v);
         for (int prec = 1; prec <= 17; prec++) {
             snprintf(num, sizeof num, "%.*g", prec, x);
-            if (strtod(num, NULL) == x)
-                break;
+            if (strtod(num, NULL) == x) break;
         }
         return put_param(s, run, prefix, num);
     }
     char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-    if (!text)
-        return store_fail(s, -ENOMEM, "%s: out of memory", s->path);
+    if (!text) return store_fail(s, -ENOMEM, "%s: out of memory", s->path);
     int ret = put_param(s, run, prefix, text);
     free(text);
     return ret;
@@ -156,12 +150,10 @@ int store_job_submit(struct store *s, const struct store_new_job *nj, int64_t *i
         ret = store_step_done(s, st, "insert job");
     }
     int64_t new_id = sqlite3_last_insert_rowid(s->db);
-    if (ret == 0)
-        ret = flatten(s, new_id, "", doc);
+    if (ret == 0) ret = flatten(s, new_id, "", doc);
     json_decref(doc);
     ret = store_write_end(s, tok, ret);
-    if (ret == 0)
-        *id = new_id;
+    if (ret == 0) *id = new_id;
     return ret;
 }
 
@@ -170,8 +162,7 @@ int store_job_submit_spec(struct store *s, const struct mlq_spec *spec, int64_t 
     json_t *doc = spec_to_json(spec);
     char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(doc);
-    if (!text)
-        return store_fail(s, -ENOMEM, "%s: cannot encode the spec", s->path);
+    if (!text) return store_fail(s, -ENOMEM, "%s: cannot encode the spec", s->path);
     struct store_new_job nj = {
         .kind = spec->kind,
         .spec_json = text,
@@ -187,15 +178,13 @@ int store_job_submit_spec(struct store *s, const struct mlq_spec *spec, int64_t 
 
 /* ---- reading ------------------------------------------------------------------ */
 
-static int read_one_job(struct store *s, sqlite3_stmt *st, struct store_job *job,
-                        const char *what)
+static int read_one_job(struct store *s, sqlite3_stmt *st, struct store_job *job, const char *what)
 {
     int rc = sqlite3_step(st);
     int ret;
     if (rc == SQLITE_ROW) {
         ret = job_from_row(st, job);
-        if (ret < 0)
-            store_fail(s, ret, "%s: %s: bad kind or state in row", s->path, what);
+        if (ret < 0) store_fail(s, ret, "%s: %s: bad kind or state in row", s->path, what);
     } else if (rc == SQLITE_DONE)
         ret = store_fail(s, -ENOENT, "%s: %s: not found", s->path, what);
     else
@@ -207,20 +196,17 @@ static int read_one_job(struct store *s, sqlite3_stmt *st, struct store_job *job
 int store_job_get(struct store *s, int64_t id, struct store_job *job)
 {
     sqlite3_stmt *st = store_stmt(s, ST_JOB_GET);
-    if (!st)
-        return -EIO;
+    if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, id);
     int ret = read_one_job(s, st, job, "job");
-    if (ret == -ENOENT)
-        store_fail(s, -ENOENT, "no run %lld in %s", (long long)id, s->path);
+    if (ret == -ENOENT) store_fail(s, -ENOENT, "no run %lld in %s", (long long)id, s->path);
     return ret;
 }
 
 int store_job_next_queued(struct store *s, struct store_job *job)
 {
     sqlite3_stmt *st = store_stmt(s, ST_JOB_NEXT);
-    if (!st)
-        return -EIO;
+    if (!st) return -EIO;
     return read_one_job(s, st, job, "next queued job");
 }
 
@@ -229,8 +215,7 @@ int store_job_ids_by_state(struct store *s, enum store_state state, int64_t **id
     *ids = NULL;
     *n = 0;
     sqlite3_stmt *st = store_stmt(s, ST_JOB_IDS_BY_STATE);
-    if (!st)
-        return -EIO;
+    if (!st) return -EIO;
     sqlite3_bind_text(st, 1, store_state_name(state), -1, SQLITE_STATIC);
     size_t cap = 0;
     int rc;
@@ -264,8 +249,7 @@ int store_job_count_by_state(struct store *s, int64_t counts[STORE_N_STATES])
 {
     memset(counts, 0, STORE_N_STATES * sizeof counts[0]);
     sqlite3_stmt *st = store_stmt(s, ST_JOB_COUNT);
-    if (!st)
-        return -EIO;
+    if (!st) return -EIO;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         enum store_state state;
@@ -290,8 +274,7 @@ static int update_job(struct store *s, sqlite3_stmt *st, int64_t id, const char 
 int store_job_set_running(struct store *s, int64_t id, const char *trainer)
 {
     int tok = store_write_begin(s);
-    if (tok < 0)
-        return tok;
+    if (tok < 0) return tok;
     sqlite3_stmt *st = store_stmt(s, ST_JOB_RUNNING);
     int ret = -EIO;
     if (st) {
@@ -306,8 +289,7 @@ int store_job_set_running(struct store *s, int64_t id, const char *trainer)
 static int finish(struct store *s, int64_t id, enum store_state state, const char *reason)
 {
     int tok = store_write_begin(s);
-    if (tok < 0)
-        return tok;
+    if (tok < 0) return tok;
     sqlite3_stmt *st = store_stmt(s, ST_JOB_FINISH);
     int ret = -EIO;
     if (st) {
@@ -338,8 +320,7 @@ int store_job_set_cancelled(struct store *s, int64_t id, const char *reason)
 int store_job_requeue(struct store *s, int64_t id, const char *reason)
 {
     int tok = store_write_begin(s);
-    if (tok < 0)
-        return tok;
+    if (tok < 0) return tok;
     sqlite3_stmt *st = store_stmt(s, ST_JOB_REQUEUE);
     int ret = -EIO;
     if (st) {
@@ -357,8 +338,7 @@ int store_job_requeue(struct store *s, int64_t id, const char *reason)
 int store_job_request_cancel(struct store *s, int64_t id)
 {
     int tok = store_write_begin(s);
-    if (tok < 0)
-        return tok;
+    if (tok < 0) return tok;
     sqlite3_stmt *st = store_stmt(s, ST_JOB_CANCEL_REQ);
     int ret = -EIO;
     if (st) {
@@ -371,8 +351,7 @@ int store_job_request_cancel(struct store *s, int64_t id)
 int store_job_set_result(struct store *s, int64_t id, const char *result_json)
 {
     int tok = store_write_begin(s);
-    if (tok < 0)
-        return tok;
+    if (tok < 0) return tok;
     sqlite3_stmt *st = store_stmt(s, ST_JOB_RESULT);
     int ret = -EIO;
     if (st) {
@@ -387,8 +366,7 @@ int store_job_set_result(struct store *s, int64_t id, const char *result_json)
 
 void store_params_free(struct store_param *p, size_t n)
 {
-    if (!p)
-        return;
+    if (!p) return;
     for (size_t i = 0; i < n; i++) {
         free(p[i].key);
         free(p[i].value);
@@ -401,8 +379,7 @@ int store_params_list(struct store *s, int64_t run, struct store_param **out, si
     *out = NULL;
     *n = 0;
     sqlite3_stmt *st = store_stmt(s, ST_PARAMS_LIST);
-    if (!st)
-        return -EIO;
+    if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, run);
     struct store_param *p = NULL;
     size_t len = 0, cap = 0;
@@ -427,8 +404,7 @@ int store_params_list(struct store *s, int64_t run, struct store_param **out, si
         }
     }
     sqlite3_reset(st);
-    if (ret == 0 && rc != SQLITE_DONE)
-        ret = store_fail_sql(s, rc, "list params");
+    if (ret == 0 && rc != SQLITE_DONE) ret = store_fail_sql(s, rc, "list params");
     if (ret < 0) {
         store_params_free(p, len);
         return ret;
@@ -457,16 +433,18 @@ int store_runs_list(struct store *s, const struct store_run_filter *f, struct st
     if (f->sort_metric)
         o += (size_t)snprintf(sql + o, sizeof sql - o,
                               " LEFT JOIN final_metrics fm ON fm.run = j.id AND fm.key = ?1");
-    o += (size_t)snprintf(sql + o, sizeof sql - o, " WHERE (?2 IS NULL OR j.state = ?2)"
-                                                   " AND (?3 IS NULL OR j.kind = ?3)");
+    o += (size_t)snprintf(sql + o, sizeof sql - o,
+                          " WHERE (?2 IS NULL OR j.state = ?2)"
+                          " AND (?3 IS NULL OR j.kind = ?3)");
     for (int i = 0; i < f->n_where; i++)
         o += (size_t)snprintf(sql + o, sizeof sql - o,
                               " AND EXISTS (SELECT 1 FROM params p WHERE p.run = j.id"
                               " AND p.key = ?%d AND p.value = ?%d)",
                               10 + 2 * i, 11 + 2 * i);
     if (f->sort_metric)
-        o += (size_t)snprintf(sql + o, sizeof sql - o, " ORDER BY fm.value IS NULL, fm.value %s,"
-                                                       " j.id DESC",
+        o += (size_t)snprintf(sql + o, sizeof sql - o,
+                              " ORDER BY fm.value IS NULL, fm.value %s,"
+                              " j.id DESC",
                               f->sort_desc ? "DESC" : "ASC");
     else
         o += (size_t)snprintf(sql + o, sizeof sql - o, " ORDER BY j.id DESC");
@@ -474,10 +452,8 @@ int store_runs_list(struct store *s, const struct store_run_filter *f, struct st
 
     sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
-    if (rc != SQLITE_OK)
-        return store_fail_sql(s, rc, "prepare run listing");
-    if (f->sort_metric)
-        sqlite3_bind_text(st, 1, f->sort_metric, -1, SQLITE_STATIC);
+    if (rc != SQLITE_OK) return store_fail_sql(s, rc, "prepare run listing");
+    if (f->sort_metric) sqlite3_bind_text(st, 1, f->sort_metric, -1, SQLITE_STATIC);
     if (f->state >= 0)
         sqlite3_bind_text(st, 2, store_state_name((enum store_state)f->state), -1, SQLITE_STATIC);
     if (f->kind >= 0)
@@ -509,8 +485,7 @@ int store_runs_list(struct store *s, const struct store_run_filter *f, struct st
         }
         len++;
     }
-    if (ret == 0 && rc != SQLITE_DONE)
-        ret = store_fail_sql(s, rc, "run listing");
+    if (ret == 0 && rc != SQLITE_DONE) ret = store_fail_sql(s, rc, "run listing");
     sqlite3_finalize(st);
     if (ret < 0) {
         store_jobs_free(&jobs, len);
@@ -526,8 +501,7 @@ int store_runs_list(struct store *s, const struct store_run_filter *f, struct st
 static int delete_run(struct store *s, int64_t id)
 {
     sqlite3_stmt *st = store_stmt(s, ST_JOB_DELETE);
-    if (!st)
-        return -EIO;
+    if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, id);
     return update_job(s, st, id, "delete run");
 }
@@ -535,8 +509,7 @@ static int delete_run(struct store *s, int64_t id)
 int store_run_delete(struct store *s, int64_t id)
 {
     int tok = store_write_begin(s);
-    if (tok < 0)
-        return tok;
+    if (tok < 0) return tok;
     return store_write_end(s, tok, delete_run(s, id));
 }
 
@@ -570,8 +543,7 @@ static int cmp_id(const void *a, const void *b)
 int store_gc(struct store *s, const struct store_gc_opts *o, int64_t *deleted)
 {
     *deleted = 0;
-    if (!o->dry_run && s->readonly)
-        return store_fail(s, -EROFS, "%s: opened read-only", s->path);
+    if (!o->dry_run && s->readonly) return store_fail(s, -EROFS, "%s: opened read-only", s->path);
     if (!o->dry_run && store_in_transaction(s))
         return store_fail(s, -EINVAL, "%s: gc inside a transaction", s->path);
     int64_t *ids = NULL;
@@ -579,8 +551,7 @@ int store_gc(struct store *s, const struct store_gc_opts *o, int64_t *deleted)
     int ret = 0;
     if (o->older_than > 0) {
         sqlite3_stmt *st = store_stmt(s, ST_GC_SELECT_OLD);
-        if (!st)
-            return -EIO;
+        if (!st) return -EIO;
         sqlite3_bind_double(st, 1, s->now() - o->older_than);
         ret = collect_ids(s, st, &ids, &n, &cap);
     }
@@ -615,7 +586,6 @@ int store_gc(struct store *s, const struct store_gc_opts *o, int64_t *deleted)
     }
     free(ids);
     ret = store_write_end(s, tok, ret);
-    if (ret == 0)
-        ret = store_vacuum(s);
+    if (ret == 0) ret = store_vacuum(s);
     return ret;
 }

@@ -35,8 +35,7 @@ static int setup(void **state)
     snprintf(f->db, sizeof f->db, "%s/sub/dir/mlq.db", f->dir);
     char err[512] = "";
     int ret = store_open(&f->s, f->db, STORE_CREATE, err, sizeof err);
-    if (ret != 0)
-        fail_msg("store_open: %s", err);
+    if (ret != 0) fail_msg("store_open: %s", err);
     fake_time = 1700000000.0;
     store_set_clock(f->s, fake_clock);
     *state = f;
@@ -56,8 +55,8 @@ static int teardown(void **state)
 static int64_t submit(struct store *s, enum job_kind kind, int priority, const char *name,
                       const char *spec_json)
 {
-    struct store_new_job nj = {.kind = kind, .spec_json = spec_json, .priority = priority,
-                               .name = name};
+    struct store_new_job nj = {
+        .kind = kind, .spec_json = spec_json, .priority = priority, .name = name};
     int64_t id = 0;
     assert_int_equal(store_job_submit(s, &nj, &id), 0);
     assert_true(id > 0);
@@ -128,8 +127,7 @@ static void test_future_version_refused(void **state)
     struct fx *f = *state;
     char path[700], err[512] = "";
     snprintf(path, sizeof path, "%s/future.db", f->dir);
-    assert_int_equal(raw_exec(path, "CREATE TABLE jobs(x); PRAGMA user_version = 99;"),
-                     SQLITE_OK);
+    assert_int_equal(raw_exec(path, "CREATE TABLE jobs(x); PRAGMA user_version = 99;"), SQLITE_OK);
     struct stat before, after;
     assert_int_equal(stat(path, &before), 0);
     struct store *s = NULL;
@@ -188,8 +186,7 @@ static void test_readonly(void **state)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        if (geteuid() == 0 && (setgid(65534) < 0 || setuid(65534) < 0))
-            _exit(3);
+        if (geteuid() == 0 && (setgid(65534) < 0 || setuid(65534) < 0)) _exit(3);
         char cerr[512] = "";
         struct store *cs = NULL;
         if (store_open(&cs, f->db, STORE_READONLY, cerr, sizeof cerr) != 0) {
@@ -214,8 +211,7 @@ static void test_readonly(void **state)
     char err[512] = "";
     struct store *s = NULL;
     int ret = store_open(&s, f->db, STORE_READONLY, err, sizeof err);
-    if (ret != 0)
-        fail_msg("read-only open: %s", err);
+    if (ret != 0) fail_msg("read-only open: %s", err);
     struct store_job j;
     assert_int_equal(store_job_get(s, id, &j), 0);
     assert_string_equal(j.name, "r");
@@ -301,7 +297,9 @@ static void test_submit_spec(void **state)
         fail_msg("canonical spec does not parse: %s", err);
     assert_int_equal(back.layers[1], 128);
     store_job_free(&j);
-    struct store_run_filter rf = {.state = -1, .kind = -1, .n_where = 1,
+    struct store_run_filter rf = {.state = -1,
+                                  .kind = -1,
+                                  .n_where = 1,
                                   .where_key = {"model.layers"},
                                   .where_value = {"[784,128,64,10]"}};
     struct store_job *runs;
@@ -416,8 +414,12 @@ static void test_events_and_trainers(void **state)
     assert_int_equal(store_events_foreach(f->s, 0, collect_event, buf), 0);
     assert_string_equal(buf, "info:broker up;");
 
-    struct store_trainer t = {.name = "t1", .host = "h1", .state = "busy", .job = id,
-                              .last_heartbeat = 5.5, .version = "0.1.0",
+    struct store_trainer t = {.name = "t1",
+                              .host = "h1",
+                              .state = "busy",
+                              .job = id,
+                              .last_heartbeat = 5.5,
+                              .version = "0.1.0",
                               .capabilities = "{\"threads\":4}"};
     assert_int_equal(store_trainer_upsert(f->s, &t), 0);
     snprintf(t.state, sizeof t.state, "idle");
@@ -478,8 +480,7 @@ struct collected {
 static int collect_metric(void *ctx, const struct store_metric *m)
 {
     struct collected *c = ctx;
-    if (c->n == 32)
-        return 1;
+    if (c->n == 32) return 1;
     snprintf(c->keys[c->n], sizeof c->keys[0], "%s", m->key);
     c->steps[c->n] = m->step;
     c->values[c->n] = m->value;
@@ -552,9 +553,9 @@ static void test_checkpoints_retention(void **state)
         char blob[64];
         snprintf(blob, sizeof blob, "checkpoint of epoch %d", e);
         int64_t cid;
-        assert_int_equal(store_checkpoint_put(f->s, id, e, e * 10, blob, strlen(blob) + 1,
-                                              loss[e - 1], &cid),
-                         0);
+        assert_int_equal(
+            store_checkpoint_put(f->s, id, e, e * 10, blob, strlen(blob) + 1, loss[e - 1], &cid),
+            0);
         assert_true(cid > 0);
     }
     struct store_checkpoint *list;
@@ -633,8 +634,8 @@ static void test_runs_list_filters(void **state)
     int64_t a = submit(f->s, JOB_TRAIN, 0, "a", SPEC_ADAM);
     int64_t b = submit(f->s, JOB_TRAIN, 0, "b", SPEC_SGD);
     int64_t c = submit(f->s, JOB_TRAIN, 0, "c", SPEC_ADAM);
-    struct store_new_job ev = {.kind = JOB_EVAL, .spec_json = "{\"kind\":\"eval\",\"run\":1}",
-                               .run = a};
+    struct store_new_job ev = {
+        .kind = JOB_EVAL, .spec_json = "{\"kind\":\"eval\",\"run\":1}", .run = a};
     int64_t e;
     assert_int_equal(store_job_submit(f->s, &ev, &e), 0);
     assert_int_equal(store_job_set_running(f->s, a, "t"), 0);
@@ -799,14 +800,22 @@ int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(test_create_sets_schema),  T(test_missing_db_not_created),
-        T(test_v0_empty_file_migrated), T(test_future_version_refused),
-        T(test_corrupt_and_foreign_files), T(test_readonly),
-        T(test_submit_and_params),  T(test_submit_spec),
-        T(test_queue_order_and_states), T(test_events_and_trainers),
-        T(test_transactions),       T(test_metrics_idempotent),
-        T(test_checkpoints_retention), T(test_runs_list_filters),
-        T(test_rm_cascades),        T(test_gc),
+        T(test_create_sets_schema),
+        T(test_missing_db_not_created),
+        T(test_v0_empty_file_migrated),
+        T(test_future_version_refused),
+        T(test_corrupt_and_foreign_files),
+        T(test_readonly),
+        T(test_submit_and_params),
+        T(test_submit_spec),
+        T(test_queue_order_and_states),
+        T(test_events_and_trainers),
+        T(test_transactions),
+        T(test_metrics_idempotent),
+        T(test_checkpoints_retention),
+        T(test_runs_list_filters),
+        T(test_rm_cascades),
+        T(test_gc),
         T(test_default_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

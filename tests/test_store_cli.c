@@ -66,12 +66,10 @@ static json_t *run_json(struct fx *f, const char *args)
 {
     char *out;
     int rc = run_mlq(f, &out, "%s --json", args);
-    if (rc != 0)
-        fail_msg("mlq %s: exit %d", args, rc);
+    if (rc != 0) fail_msg("mlq %s: exit %d", args, rc);
     json_error_t jerr;
     json_t *doc = json_loads(out, 0, &jerr);
-    if (!doc)
-        fail_msg("mlq %s: not JSON (%s): %s", args, jerr.text, out);
+    if (!doc) fail_msg("mlq %s: not JSON (%s): %s", args, jerr.text, out);
     free(out);
     return doc;
 }
@@ -87,12 +85,10 @@ static int64_t add_run(struct store *s, const char *name, const char *opt, const
     char text[1024], err[256];
     snprintf(text, sizeof text, SPEC_FMT, name, opt, lr);
     struct mlq_spec spec;
-    if (spec_parse(text, &spec, err, sizeof err) != 0)
-        fail_msg("spec: %s", err);
+    if (spec_parse(text, &spec, err, sizeof err) != 0) fail_msg("spec: %s", err);
     json_t *canon = spec_to_json(&spec);
     char *ctext = json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS);
-    if (spec_out)
-        snprintf(spec_out, speclen, "%s", ctext);
+    if (spec_out) snprintf(spec_out, speclen, "%s", ctext);
     free(ctext);
     json_decref(canon);
     int64_t id;
@@ -107,8 +103,7 @@ static int setup(void **state)
     snprintf(f->db, sizeof f->db, "%s/h.db", f->dir);
     char err[512];
     struct store *s;
-    if (store_open(&s, f->db, STORE_CREATE, err, sizeof err) != 0)
-        fail_msg("%s", err);
+    if (store_open(&s, f->db, STORE_CREATE, err, sizeof err) != 0) fail_msg("%s", err);
     char spec_text[2048];
     f->adam = add_run(s, "first", "adam", "0.001", spec_text, sizeof spec_text);
     f->sgd = add_run(s, "second", "sgd", "0.1", NULL, 0);
@@ -277,7 +272,8 @@ static void test_compare_json(void **state)
     bool saw_opt = false, saw_epochs = false, saw_metric = false;
     size_t i;
     json_t *r;
-    json_array_foreach(rows, i, r) {
+    json_array_foreach(rows, i, r)
+    {
         const char *key = json_string_value(json_object_get(r, "key"));
         if (strcmp(key, "optimizer.name") == 0) {
             saw_opt = true;
@@ -390,9 +386,9 @@ static void test_export_hdf5(void **state)
     assert_true(H5Aexists(file, "spec") > 0);
     H5Fclose(file);
 
-    assert_int_equal(run_mlq(f, NULL, "export %lld --output '%s' --checkpoint 3",
-                             (long long)f->adam, out_path),
-                     5);
+    assert_int_equal(
+        run_mlq(f, NULL, "export %lld --output '%s' --checkpoint 3", (long long)f->adam, out_path),
+        5);
     assert_int_equal(run_mlq(f, NULL, "export 4242 --output '%s'", out_path), 5);
     assert_int_equal(run_mlq(f, NULL, "export %lld", (long long)f->adam), 2);
 }
@@ -401,8 +397,8 @@ int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(test_runs_json),     T(test_show_json), T(test_metrics_json_and_chart),
-        T(test_compare_json),  T(test_missing_db), T(test_rm_and_gc),
+        T(test_runs_json),    T(test_show_json),  T(test_metrics_json_and_chart),
+        T(test_compare_json), T(test_missing_db), T(test_rm_and_gc),
         T(test_export_hdf5),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

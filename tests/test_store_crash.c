@@ -36,26 +36,22 @@ static void writer(const char *path)
     static unsigned char blob[BLOB_BYTES];
     for (uint32_t round = 0;; round++) {
         memset(blob, (int)(round & 0xff), sizeof blob);
-        if (store_begin(s) != 0)
-            _exit(11);
+        if (store_begin(s) != 0) _exit(11);
         int64_t id;
         struct store_new_job nj = {.kind = JOB_TRAIN, .spec_json = SPEC, .name = "crash"};
         int ret = store_job_submit(s, &nj, &id);
         struct store_metric m[N_METRICS];
         for (int i = 0; i < N_METRICS && ret == 0; i++)
             m[i] = (struct store_metric){.key = i % 2 ? "val_loss" : "train_loss",
-                                         .step = i, .epoch = i / 2, .value = (double)id};
-        if (ret == 0)
-            ret = store_metrics_put(s, id, m, N_METRICS);
-        if (ret == 0)
-            ret = store_checkpoint_put(s, id, 1, 1, blob, sizeof blob, 0.5, NULL);
-        if (ret == 0)
-            ret = store_event_add(s, id, "info", "written whole");
-        if (ret == 0)
-            ret = store_commit(s);
+                                         .step = i,
+                                         .epoch = i / 2,
+                                         .value = (double)id};
+        if (ret == 0) ret = store_metrics_put(s, id, m, N_METRICS);
+        if (ret == 0) ret = store_checkpoint_put(s, id, 1, 1, blob, sizeof blob, 0.5, NULL);
+        if (ret == 0) ret = store_event_add(s, id, "info", "written whole");
+        if (ret == 0) ret = store_commit(s);
         /* A second, separate transaction: a state change of its own. */
-        if (ret == 0)
-            ret = store_job_set_running(s, id, "crash-writer");
+        if (ret == 0) ret = store_job_set_running(s, id, "crash-writer");
         if (ret != 0) {
             fprintf(stderr, "writer: %s\n", store_errmsg(s));
             _exit(12);
@@ -68,10 +64,8 @@ static void check_whole(const char *path, long long *jobs_seen, long long *queue
     char err[512] = "";
     struct store *s = NULL;
     int ret = store_open(&s, path, 0, err, sizeof err);
-    if (ret != 0)
-        fail_msg("reopen after kill: %s", err);
-    if (store_integrity_check(s) != 0)
-        fail_msg("%s", store_errmsg(s));
+    if (ret != 0) fail_msg("reopen after kill: %s", err);
+    if (store_integrity_check(s) != 0) fail_msg("%s", store_errmsg(s));
     store_close(&s);
     /* Every job has all its metrics, params, its checkpoint and event. */
     assert_int_equal(raw_int(path, "SELECT count(*) FROM jobs j WHERE (SELECT count(*) FROM "
@@ -115,18 +109,15 @@ static void test_kill_the_writer(void **state)
         fflush(stderr);
         pid_t pid = fork();
         assert_true(pid >= 0);
-        if (pid == 0)
-            writer(path);
+        if (pid == 0) writer(path);
         /* 2..60 ms: sometimes mid-open or mid-migration, mostly mid-write. */
         struct timespec ts = {0, (2 + rand() % 59) * 1000000L};
         nanosleep(&ts, NULL);
         assert_int_equal(kill(pid, SIGKILL), 0);
         int status;
         assert_int_equal(waitpid(pid, &status, 0), pid);
-        if (!WIFSIGNALED(status))
-            fail_msg("writer exited by itself with %d", WEXITSTATUS(status));
-        if (access(path, F_OK) == 0)
-            check_whole(path, &jobs_seen, &queued_seen);
+        if (!WIFSIGNALED(status)) fail_msg("writer exited by itself with %d", WEXITSTATUS(status));
+        if (access(path, F_OK) == 0) check_whole(path, &jobs_seen, &queued_seen);
     }
     printf("# %lld whole jobs written across %d kills\n", jobs_seen, ITERATIONS);
     assert_true(jobs_seen > 0);

@@ -27,14 +27,12 @@ static inline void tmpdir_make(char *dir, size_t len)
 {
     const char *base = getenv("TMPDIR");
     snprintf(dir, len, "%s/mlq-store-XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(dir))
-        dir[0] = '\0';
+    if (!mkdtemp(dir)) dir[0] = '\0';
 }
 
 static inline void tmpdir_remove(const char *dir)
 {
-    if (dir[0])
-        nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (dir[0]) nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* First column of the first row of sql, as an integer (-1 on error). */
@@ -45,8 +43,7 @@ static inline long long raw_int(const char *db_path, const char *sql)
     if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
         sqlite3_stmt *st;
         if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
-            if (sqlite3_step(st) == SQLITE_ROW)
-                v = sqlite3_column_int64(st, 0);
+            if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
             sqlite3_finalize(st);
         }
     }
@@ -58,8 +55,7 @@ static inline int raw_exec(const char *db_path, const char *sql)
 {
     sqlite3 *db;
     int rc = sqlite3_open(db_path, &db);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
     sqlite3_close(db);
     return rc;
 }
