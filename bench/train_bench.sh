@@ -157,6 +157,7 @@ echo "machine: $CPU, $(nproc) CPUs, Linux $(uname -r)"
 echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset: mlq picks its kernel, torch gets the OpenBLAS default)}"
 echo "mlq $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), build $BUILD"
 [ "$TORCH" = 1 ] && echo "torch $("$PY" -c 'import torch; print(torch.__version__)')"
+echo "load average at start: $(cut -d" " -f1-3 /proc/loadavg) (the benchmark shares the machine with whatever else runs)"
 echo "reps: $REPS (median), batch 1 on the first $SUBSET rows, 1 epoch each"
 echo "mlq threads tried: 1 2; torch (set_num_threads:OpenBLAS threads) tried: 1:1 2:2 1:2"
 echo
@@ -212,6 +213,7 @@ if [ "$ACCURACY" = 1 ]; then
             torch_run "$TMP/train.h5" 64 10 1 1 "$1" "$2" "$TMP/test.h5" >/dev/null
             tacc=$(json_field val_accuracy <"$TMP/out")
         fi
+        [ "$tacc" != - ] && tacc=$(printf '%.4f' "$tacc")
         printf '%-16s %10.4f %10s\n' "$1 lr $2" "$macc" "$tacc"
     done
 fi
