@@ -178,8 +178,9 @@ for B in $BATCHES; do
         fi
     done
     [ "$B" = 64 ] && BEST_MLQ_THREADS=$bt
-    tbest=0 tt=- trss=- ratio=- verdict=""
+    tbest=- tt=- trss=- ratio=- verdict=""
     if [ "$TORCH" = 1 ]; then
+        tbest=0
         for cfg in 1:1 2:2 1:2; do
             read -r sps rss <<<"$(measure torch_run "$DATA" "$B" 1 "${cfg%:*}" "${cfg#*:}" sgd 0.01)"
             if awk -v a="$sps" -v b="$tbest" 'BEGIN { exit !(a > b) }'; then
