@@ -117,13 +117,11 @@ static void train(struct fixture *f, const char *spec_fmt)
     snprintf(text, sizeof text, spec_fmt, f->train);
     struct mlq_spec spec;
     int rc = spec_parse(text, &spec, err, sizeof err);
-    if (rc)
-        fail_msg("spec: %s", err);
+    if (rc) fail_msg("spec: %s", err);
     struct train_callbacks cb = {.ctx = f, .on_checkpoint = keep_checkpoint};
     struct train_result res;
     rc = train_run(&spec, NULL, 0, &cb, &res, err, sizeof err);
-    if (rc)
-        fail_msg("train_run: %s", err);
+    if (rc) fail_msg("train_run: %s", err);
     assert_non_null(f->blob);
 }
 
@@ -134,16 +132,14 @@ static void parse(struct mlq_spec *spec, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    if (spec_parse(text, spec, err, sizeof err))
-        fail_msg("spec %s: %s", text, err);
+    if (spec_parse(text, spec, err, sizeof err)) fail_msg("spec %s: %s", text, err);
 }
 
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof *f);
     strcpy(f->dir, "/tmp/mlq-test-evaluate-XXXXXX");
-    if (!mkdtemp(f->dir))
-        return -1;
+    if (!mkdtemp(f->dir)) return -1;
     snprintf(f->train, sizeof f->train, "%s/train.h5", f->dir);
     snprintf(f->eval, sizeof f->eval, "%s/eval.h5", f->dir);
     snprintf(f->out, sizeof f->out, "%s/out.h5", f->dir);
@@ -158,13 +154,11 @@ static int teardown(void **state)
     struct dirent *e;
     char path[512];
     while (d && (e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
+        if (e->d_name[0] == '.') continue;
         snprintf(path, sizeof path, "%s/%s", f->dir, e->d_name);
         unlink(path);
     }
-    if (d)
-        closedir(d);
+    if (d) closedir(d);
     rmdir(f->dir);
     free(f->blob);
     free(f);
@@ -179,8 +173,7 @@ static const char *classifier_spec =
 
 static int setup_classifier(void **state)
 {
-    if (setup(state))
-        return -1;
+    if (setup(state)) return -1;
     struct fixture *f = *state;
     write_blobs(f->train, N_TRAIN, 1);
     write_blobs(f->eval, N_EVAL, 2);
@@ -243,8 +236,7 @@ static void test_eval_classifier(void **state)
     json_t *res;
     char err[512] = "";
     int rc = eval_run(&spec, f->blob, f->len, &res, err, sizeof err);
-    if (rc)
-        fail_msg("eval_run: %s", err);
+    if (rc) fail_msg("eval_run: %s", err);
 
     assert_int_equal(json_integer_value(json_object_get(res, "n")), N_EVAL);
     assert_int_equal(json_integer_value(json_object_get(res, "classes")), K);
@@ -271,8 +263,7 @@ static void test_eval_classifier(void **state)
         int64_t label_count = N_EVAL / K + (t < N_EVAL % K);
         assert_int_equal(sum, label_count);
         int64_t hit = json_integer_value(json_array_get(row, t));
-        assert_near(json_real_value(json_array_get(pc, t)), (double)hit / (double)sum,
-                            1e-12);
+        assert_near(json_real_value(json_array_get(pc, t)), (double)hit / (double)sum, 1e-12);
         total += sum;
         diag += hit;
     }
@@ -307,8 +298,8 @@ static void test_eval_bad_data(void **state)
     assert_non_null(strstr(err, "5 inputs per row"));
 
     /* Predict checks only the width: labels are not its business. */
-    parse(&spec, "{\"kind\": \"predict\", \"input\": \"%s\", \"run\": 1, \"output\": \"%s\"}",
-          path, f->out);
+    parse(&spec, "{\"kind\": \"predict\", \"input\": \"%s\", \"run\": 1, \"output\": \"%s\"}", path,
+          f->out);
     assert_int_equal(predict_run(&spec, f->blob, f->len, &res, err, sizeof err), -EINVAL);
     assert_null(res);
     assert_non_null(strstr(err, "5 inputs per row"));
@@ -316,8 +307,8 @@ static void test_eval_bad_data(void **state)
     assert_int_equal(access(f->out, F_OK), -1);
 
     snprintf(path, sizeof path, "%s/labels.h5", f->dir);
-    parse(&spec, "{\"kind\": \"predict\", \"input\": \"%s\", \"run\": 1, \"output\": \"%s\"}",
-          path, f->out);
+    parse(&spec, "{\"kind\": \"predict\", \"input\": \"%s\", \"run\": 1, \"output\": \"%s\"}", path,
+          f->out);
     assert_int_equal(predict_run(&spec, f->blob, f->len, &res, err, sizeof err), 0);
     assert_int_equal(json_integer_value(json_object_get(res, "n")), 10);
     json_decref(res);
@@ -371,8 +362,7 @@ static void test_predict_classifier(void **state)
     parse(&spec, "{\"kind\": \"predict\", \"input\": \"%s\", \"run\": 3, \"output\": \"%s\"}",
           f->eval, f->out);
     int rc = predict_run(&spec, f->blob, f->len, &res, err, sizeof err);
-    if (rc)
-        fail_msg("predict_run: %s", err);
+    if (rc) fail_msg("predict_run: %s", err);
     assert_int_equal(json_integer_value(json_object_get(res, "n")), N_EVAL);
     assert_string_equal(json_string_value(json_object_get(res, "output")), f->out);
     /* train.h5, eval.h5, out.h5: no temporary file left behind. */
@@ -411,8 +401,7 @@ static void test_predict_classifier(void **state)
     }
     for (int k = 0; k < K; k++)
         assert_int_equal(json_integer_value(json_array_get(jc, k)), counts[k]);
-    assert_near((double)correct / N_EVAL,
-                        json_real_value(json_object_get(ev, "accuracy")), 1e-12);
+    assert_near((double)correct / N_EVAL, json_real_value(json_object_get(ev, "accuracy")), 1e-12);
 
     /* A second predict replaces the file whole. */
     json_decref(res);
@@ -469,8 +458,7 @@ static void test_regression(void **state)
     json_t *ev, *res;
     parse(&spec, "{\"kind\": \"eval\", \"dataset\": \"%s\", \"run\": 5}", f->eval);
     int rc = eval_run(&spec, f->blob, f->len, &ev, err, sizeof err);
-    if (rc)
-        fail_msg("eval_run: %s", err);
+    if (rc) fail_msg("eval_run: %s", err);
     double mse = json_real_value(json_object_get(ev, "loss"));
     double mae = json_real_value(json_object_get(ev, "mae"));
     assert_int_equal(json_integer_value(json_object_get(ev, "n")), N_EVAL);
@@ -481,8 +469,7 @@ static void test_regression(void **state)
     parse(&spec, "{\"kind\": \"predict\", \"input\": \"%s\", \"run\": 5, \"output\": \"%s\"}",
           f->eval, f->out);
     rc = predict_run(&spec, f->blob, f->len, &res, err, sizeof err);
-    if (rc)
-        fail_msg("predict_run: %s", err);
+    if (rc) fail_msg("predict_run: %s", err);
     assert_null(json_object_get(res, "class_counts"));
     int rank;
     hsize_t dims[2];

@@ -52,8 +52,7 @@ static void job_free(struct job *j)
     free(j->yc);
     free(j->x);
     dataset_close(&j->ds);
-    if (j->have_net)
-        net_destroy(&j->net);
+    if (j->have_net) net_destroy(&j->net);
     free(j->train_json);
 }
 
@@ -111,14 +110,12 @@ static int open_data(struct job *j, bool need_y, char *err, size_t errlen)
     struct spec_dataset src = j->spec->dataset;
     src.scale = j->train.dataset.scale;
     int64_t mb = j->spec->memory_budget_mb;
-    int rc = dataset_open(&j->ds, &src, need_y, mb > 0 ? mb << 20 : DEFAULT_BUDGET_BYTES, err,
-                          errlen);
-    if (rc)
-        return rc;
+    int rc =
+        dataset_open(&j->ds, &src, need_y, mb > 0 ? mb << 20 : DEFAULT_BUDGET_BYTES, err, errlen);
+    if (rc) return rc;
     const struct dataset_info *info = dataset_get_info(j->ds);
     if (need_y) {
-        if ((rc = dataset_check_model(j->ds, &j->train, err, errlen)))
-            return rc;
+        if ((rc = dataset_check_model(j->ds, &j->train, err, errlen))) return rc;
     } else if (info->d != j->D) {
         return fail(err, errlen, -EINVAL,
                     "%s: %s has %lld inputs per row, the model of run %lld takes %d", src.path,
@@ -139,8 +136,7 @@ static int forward_rows(struct job *j, int64_t at, int B, bool with_y, char *err
     int32_t *yc = with_y && ce ? j->yc : NULL;
     float *y = with_y && !ce ? j->y : NULL;
     int rc = dataset_read_rows(j->ds, at, B, j->x, yc, y, err, errlen);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     net_forward(&j->net, j->x, B);
     return 0;
 }
@@ -149,8 +145,7 @@ static int argmax(const float *p, int K)
 {
     int best = 0;
     for (int k = 1; k < K; k++)
-        if (p[k] > p[best])
-            best = k;
+        if (p[k] > p[best]) best = k;
     return best;
 }
 
@@ -173,9 +168,8 @@ static json_t *eval_classes(struct job *j, const int64_t *confusion, double loss
                               total ? json_real((double)row[t] / (double)total) : json_null());
     }
     return json_pack("{sf sf sI sI si so so}", "loss", loss_sum / (double)n, "accuracy",
-                     (double)correct / (double)n, "n", (json_int_t)n, "epoch",
-                     (json_int_t)j->epoch, "classes", K, "per_class_accuracy", per_class,
-                     "confusion_matrix", matrix);
+                     (double)correct / (double)n, "n", (json_int_t)n, "epoch", (json_int_t)j->epoch,
+                     "classes", K, "per_class_accuracy", per_class, "confusion_matrix", matrix);
 }
 
 int eval_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, json_t **result,
@@ -188,10 +182,8 @@ int eval_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, jso
         return fail(err, errlen, -EINVAL, "eval_run: not an eval job (kind %s)",
                     spec_kind_name(spec->kind));
     int rc = load_model(&j, ckpt_blob, len, err, errlen);
-    if (!rc)
-        rc = open_data(&j, true, err, errlen);
-    if (rc)
-        goto out;
+    if (!rc) rc = open_data(&j, true, err, errlen);
+    if (rc) goto out;
 
     bool ce = j.train.loss == LOSS_CROSS_ENTROPY;
     int K = j.K;
@@ -203,8 +195,7 @@ int eval_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, jso
     double loss_sum = 0, abs_sum = 0; /* ce: per-row losses; mse: per-value errors */
     for (int64_t at = 0; at < n; at += EVALUATE_ROWS) {
         int B = (int)(n - at < EVALUATE_ROWS ? n - at : EVALUATE_ROWS);
-        if ((rc = forward_rows(&j, at, B, true, err, errlen)))
-            goto out;
+        if ((rc = forward_rows(&j, at, B, true, err, errlen))) goto out;
         if (!ce) {
             size_t m = (size_t)B * (size_t)K;
             loss_sum += net_loss(&j.net, NULL, j.y, B) * (double)m;
@@ -218,8 +209,7 @@ int eval_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, jso
                 rc = fail(err, errlen, -EINVAL,
                           "%s: label %d of row %lld is out of range: the model of run %lld has "
                           "%d classes",
-                          spec->dataset.path, (int)t, (long long)(at + r), (long long)spec->run,
-                          K);
+                          spec->dataset.path, (int)t, (long long)(at + r), (long long)spec->run, K);
                 goto out;
             }
             confusion[(size_t)t * K + argmax(j.net.probs + (size_t)r * K, K)]++;
@@ -230,11 +220,10 @@ int eval_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, jso
         *result = eval_classes(&j, confusion, loss_sum, n);
     } else {
         double values = (double)n * K;
-        *result = json_pack("{sf sI sI sf}", "loss", loss_sum / values, "n", (json_int_t)n,
-                            "epoch", (json_int_t)j.epoch, "mae", abs_sum / values);
+        *result = json_pack("{sf sI sI sf}", "loss", loss_sum / values, "n", (json_int_t)n, "epoch",
+                            (json_int_t)j.epoch, "mae", abs_sum / values);
     }
-    if (!*result)
-        rc = fail(err, errlen, -ENOMEM, "cannot build the eval result");
+    if (!*result) rc = fail(err, errlen, -ENOMEM, "cannot build the eval result");
 out:
     free(confusion);
     job_free(&j);
@@ -253,8 +242,7 @@ static hid_t out_dataset(hid_t file, const char *name, hid_t type, int rank, int
 {
     hsize_t dims[2] = {(hsize_t)n, (hsize_t)K};
     hid_t space = H5Screate_simple(rank, dims, NULL);
-    if (space < 0)
-        return -1;
+    if (space < 0) return -1;
     hid_t d = H5Dcreate2(file, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     H5Sclose(space);
     return d;
@@ -267,14 +255,10 @@ static int out_write(hid_t d, hid_t mem_type, int rank, int64_t at, int B, int K
     hid_t fspace = H5Dget_space(d);
     hid_t mspace = H5Screate_simple(rank, count, NULL);
     herr_t st = fspace < 0 || mspace < 0 ? -1 : 0;
-    if (!st)
-        st = H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL);
-    if (st >= 0)
-        st = H5Dwrite(d, mem_type, mspace, fspace, H5P_DEFAULT, buf);
-    if (mspace >= 0)
-        H5Sclose(mspace);
-    if (fspace >= 0)
-        H5Sclose(fspace);
+    if (!st) st = H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL);
+    if (st >= 0) st = H5Dwrite(d, mem_type, mspace, fspace, H5P_DEFAULT, buf);
+    if (mspace >= 0) H5Sclose(mspace);
+    if (fspace >= 0) H5Sclose(fspace);
     return st < 0 ? -EIO : 0;
 }
 
@@ -283,8 +267,7 @@ static int attr_int(hid_t obj, const char *name, int64_t v)
     hid_t space = H5Screate(H5S_SCALAR);
     hid_t a = H5Acreate2(obj, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
     herr_t st = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_INT64, &v);
-    if (a >= 0)
-        H5Aclose(a);
+    if (a >= 0) H5Aclose(a);
     H5Sclose(space);
     return st < 0 ? -EIO : 0;
 }
@@ -297,8 +280,7 @@ static int attr_string(hid_t obj, const char *name, const char *s)
     hid_t space = H5Screate(H5S_SCALAR);
     hid_t a = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
     herr_t st = a < 0 ? -1 : H5Awrite(a, type, s);
-    if (a >= 0)
-        H5Aclose(a);
+    if (a >= 0) H5Aclose(a);
     H5Sclose(space);
     H5Tclose(type);
     return st < 0 ? -EIO : 0;
@@ -318,8 +300,7 @@ static int out_open(struct out_file *o, const struct job *j, int64_t n, char *er
     }
     close(fd);
     o->file = H5Fcreate(o->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (o->file < 0)
-        return fail(err, errlen, -EIO, "%s: cannot create HDF5 file", o->tmp);
+    if (o->file < 0) return fail(err, errlen, -EIO, "%s: cannot create HDF5 file", o->tmp);
     if (ce) {
         o->data[0] = out_dataset(o->file, "predictions", H5T_STD_I32LE, 1, n, 1);
         o->data[1] = out_dataset(o->file, "probabilities", H5T_IEEE_F32LE, 2, n, j->K);
@@ -327,16 +308,11 @@ static int out_open(struct out_file *o, const struct job *j, int64_t n, char *er
         o->data[0] = out_dataset(o->file, "outputs", H5T_IEEE_F32LE, 2, n, j->K);
     }
     int rc = o->data[0] < 0 || (ce && o->data[1] < 0) ? -EIO : 0;
-    if (!rc)
-        rc = attr_int(o->file, "run", j->spec->run);
-    if (!rc)
-        rc = attr_int(o->file, "checkpoint_epoch", j->epoch);
-    if (!rc)
-        rc = attr_string(o->file, "loss", spec_loss_name(j->train.loss));
-    if (!rc)
-        rc = attr_string(o->file, "train_spec", j->train_json);
-    if (rc)
-        return fail(err, errlen, rc, "%s: cannot create datasets and attributes", o->tmp);
+    if (!rc) rc = attr_int(o->file, "run", j->spec->run);
+    if (!rc) rc = attr_int(o->file, "checkpoint_epoch", j->epoch);
+    if (!rc) rc = attr_string(o->file, "loss", spec_loss_name(j->train.loss));
+    if (!rc) rc = attr_string(o->file, "train_spec", j->train_json);
+    if (rc) return fail(err, errlen, rc, "%s: cannot create datasets and attributes", o->tmp);
     return 0;
 }
 
@@ -344,11 +320,9 @@ static int out_close_file(struct out_file *o)
 {
     herr_t st = 0;
     for (int i = 0; i < 2; i++)
-        if (o->data[i] >= 0 && H5Dclose(o->data[i]) < 0)
-            st = -1;
+        if (o->data[i] >= 0 && H5Dclose(o->data[i]) < 0) st = -1;
     o->data[0] = o->data[1] = -1;
-    if (o->file >= 0 && H5Fclose(o->file) < 0)
-        st = -1;
+    if (o->file >= 0 && H5Fclose(o->file) < 0) st = -1;
     o->file = -1;
     return st < 0 ? -EIO : 0;
 }
@@ -356,13 +330,11 @@ static int out_close_file(struct out_file *o)
 /* Closes the file, makes it durable and moves it into place. */
 static int out_commit(struct out_file *o, const char *path, char *err, size_t errlen)
 {
-    if (out_close_file(o))
-        return fail(err, errlen, -EIO, "%s: cannot write HDF5 file", o->tmp);
+    if (out_close_file(o)) return fail(err, errlen, -EIO, "%s: cannot write HDF5 file", o->tmp);
     int fd = open(o->tmp, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || fsync(fd) != 0) {
         int e = errno;
-        if (fd >= 0)
-            close(fd);
+        if (fd >= 0) close(fd);
         return fail(err, errlen, -e, "%s: cannot sync: %s", o->tmp, strerror(e));
     }
     close(fd);
@@ -385,8 +357,7 @@ static int out_commit(struct out_file *o, const char *path, char *err, size_t er
 static void out_abort(struct out_file *o)
 {
     out_close_file(o);
-    if (o->tmp[0])
-        unlink(o->tmp);
+    if (o->tmp[0]) unlink(o->tmp);
 }
 
 int predict_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, json_t **summary,
@@ -407,10 +378,8 @@ int predict_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, 
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 
     int rc = load_model(&j, ckpt_blob, len, err, errlen);
-    if (!rc)
-        rc = open_data(&j, false, err, errlen);
-    if (rc)
-        goto out;
+    if (!rc) rc = open_data(&j, false, err, errlen);
+    if (rc) goto out;
     bool ce = j.train.loss == LOSS_CROSS_ENTROPY;
     int K = j.K;
     int64_t n = dataset_get_info(j.ds)->n;
@@ -419,20 +388,17 @@ int predict_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, 
         rc = fail(err, errlen, -ENOMEM, "cannot allocate prediction buffers");
         goto out;
     }
-    if ((rc = out_open(&o, &j, n, err, errlen)))
-        goto out;
+    if ((rc = out_open(&o, &j, n, err, errlen))) goto out;
     for (int64_t at = 0; at < n; at += EVALUATE_ROWS) {
         int B = (int)(n - at < EVALUATE_ROWS ? n - at : EVALUATE_ROWS);
-        if ((rc = forward_rows(&j, at, B, false, err, errlen)))
-            goto out;
+        if ((rc = forward_rows(&j, at, B, false, err, errlen))) goto out;
         if (ce) {
             for (int r = 0; r < B; r++) {
                 pred[r] = argmax(j.net.probs + (size_t)r * K, K);
                 counts[pred[r]]++;
             }
             rc = out_write(o.data[0], H5T_NATIVE_INT32, 1, at, B, 1, pred);
-            if (!rc)
-                rc = out_write(o.data[1], H5T_NATIVE_FLOAT, 2, at, B, K, j.net.probs);
+            if (!rc) rc = out_write(o.data[1], H5T_NATIVE_FLOAT, 2, at, B, K, j.net.probs);
         } else {
             rc = out_write(o.data[0], H5T_NATIVE_FLOAT, 2, at, B, K, j.net.probs);
         }
@@ -442,8 +408,7 @@ int predict_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, 
             goto out;
         }
     }
-    if ((rc = out_commit(&o, spec->output_path, err, errlen)))
-        goto out;
+    if ((rc = out_commit(&o, spec->output_path, err, errlen))) goto out;
 
     *summary = json_pack("{sI ss sI}", "n", (json_int_t)n, "output", spec->output_path, "epoch",
                          (json_int_t)j.epoch);
@@ -453,8 +418,7 @@ int predict_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, 
             json_array_append_new(jc, json_integer(counts[k]));
         json_object_set_new(*summary, "class_counts", jc);
     }
-    if (!*summary)
-        rc = fail(err, errlen, -ENOMEM, "cannot build the predict summary");
+    if (!*summary) rc = fail(err, errlen, -ENOMEM, "cannot build the predict summary");
 out:
     out_abort(&o);
     free(counts);
