@@ -34,7 +34,6 @@ struct dataset {
     char xname[SPEC_NAME_MAX];
     char yname[SPEC_NAME_MAX];
     bool scale;
-    float lut[256]; /* uint8 value -> float, scaled or not */
 
     hid_t file, xset, yset; /* owned by the root; a view borrows its root's */
     struct dataset *root;   /* NULL for an opened file */
@@ -532,8 +531,6 @@ int dataset_open(struct dataset **out, const struct spec_dataset *src, bool need
     snprintf(ds->xname, sizeof ds->xname, "%s", src->x);
     snprintf(ds->yname, sizeof ds->yname, "%s", src->y);
     ds->scale = src->scale;
-    for (int i = 0; i < 256; i++)
-        ds->lut[i] = src->scale ? (float)i / 255.0f : (float)i;
     ds->budget = budget_bytes > 0 ? budget_bytes : DEFAULT_BUDGET;
 
     int rc;
@@ -781,6 +778,29 @@ int dataset_epoch_begin(struct dataset *ds, uint64_t seed, int64_t epoch, bool s
     return 0;
 }
 
+/* dst = src / 255 as float, (float)v / 255.0f exactly: v * (1/255)
+ * in double, rounded once to float, equals (float)v / 255.0f for each of the
+ * 256 values (test_dataset checks them all), and unlike a division or a
+ * table lookup it vectorises; fixed blocks of 16 let GCC do so at -O2. */
+static void scale_u8(float *restrict dst, const uint8_t *restrict src, int64_t d)
+{
+    int64_t j = 0;
+    for (; j + 16 <= d; j += 16)
+        for (int k = 0; k < 16; k++)
+            dst[j + k] = (float)((double)src[j + k] * (1.0 / 255.0));
+    for (; j < d; j++)
+        dst[j] = (float)((double)src[j] * (1.0 / 255.0));
+}
+
+/* Starts loading buffer row i, so that shuffled rows do not each stall on
+ * memory when they are converted. */
+static void prefetch_row(const struct dataset *ds, const uint8_t *xbuf, int64_t i)
+{
+    const char *p = (const char *)(xbuf + i * ds->x_row_bytes);
+    for (int64_t at = 0; at < ds->x_row_bytes; at += 64)
+        __builtin_prefetch(p + at);
+}
+
 /* Converts buffer row i of (x, yc, yf) into output row `o`. */
 static void emit_row(const struct dataset *ds, const uint8_t *xbuf, const int32_t *ycbuf,
                      const float *yfbuf, int64_t i, int64_t o, float *x, int32_t *y_class, float *y)
@@ -791,8 +811,11 @@ static void emit_row(const struct dataset *ds, const uint8_t *xbuf, const int32_
     if (dst) {
         switch (ds->info.x_dtype) {
         case DTYPE_UINT8:
-            for (int64_t j = 0; j < d; j++)
-                dst[j] = ds->lut[src[j]];
+            if (ds->scale)
+                scale_u8(dst, src, d);
+            else
+                for (int64_t j = 0; j < d; j++)
+                    dst[j] = (float)src[j];
             break;
         case DTYPE_FLOAT32:
             memcpy(dst, src, (size_t)d * sizeof *dst);
@@ -836,6 +859,8 @@ int dataset_next_batch(struct dataset *ds, int B, float *x, int32_t *y_class, fl
             }
             continue;
         }
+        if (ds->pos + 2 < ds->group_rows)
+            prefetch_row(ds, ds->x, ds->row_order[ds->pos + 2]);
         int64_t i = ds->row_order[ds->pos++];
         emit_row(ds, ds->x, ds->y_class, ds->y, i, filled, x, y_class, y);
         filled++;

@@ -10,3 +10,5 @@ target_link_libraries(mlq_engine PUBLIC mlq_common PkgConfig::OPENBLAS m PRIVATE
 # must stay IEEE and match PyTorch; -fno-math-errno only lets sqrtf inline.
 target_compile_options(mlq_engine PRIVATE
   $<$<NOT:$<CONFIG:Debug>>:-ftree-vectorize -fvect-cost-model=dynamic> -fno-math-errno)
+# net_set_threads' worker threads.
+target_link_libraries(mlq_engine PUBLIC Threads::Threads)

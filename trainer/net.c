@@ -10,8 +10,13 @@
 #undef I
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+
+static void team_stop(struct net *net);
 
 /* Activation buffers of layer l: z (B, O_l) then a (B, O_l), placed for
  * max_batch rows so that every batch size up to it uses the same offsets. */
@@ -37,6 +42,7 @@ int net_create(struct net *net, const struct mlq_spec *spec)
     net->leaky_slope = (float)spec->leaky_slope;
     net->output = spec->output;
     net->loss = spec->loss;
+    net->n_threads = 1;
 
     size_t P = 0;
     for (int l = 0; l < net->n_layers; l++) {
@@ -69,6 +75,7 @@ int net_create(struct net *net, const struct mlq_spec *spec)
 void net_destroy(struct net *net)
 {
     if (!net) return;
+    team_stop(net);
     free(net->params);
     free(net->grads);
     free(net->acts);
@@ -117,41 +124,82 @@ void net_init(struct net *net, struct rng *r)
 
 /* ---- dense layer: z = x w^T + b ---- */
 
+/* Each dense call works on a slice of its outputs' columns, [c0, c1), so
+ * that threads can share a layer with no reduction: a thread's slice of z,
+ * dx, dw and w is its own, and every element is computed by the same BLAS
+ * call shape whatever the number of threads. */
+
 /* OpenBLAS's gemm has a fixed cost that dominates at one row; gemv and ger
  * are several times faster there (see docs/engine.md). */
 static void dense_forward(float *restrict z, const float *restrict x, const float *restrict w,
-                          const float *restrict b, int B, int I, int O)
+                          const float *restrict b, int B, int I, int O, int c0, int c1)
 {
+    int n = c1 - c0;
     for (int r = 0; r < B; r++)
-        memcpy(z + (size_t)r * O, b, (size_t)O * sizeof *z);
+        memcpy(z + (size_t)r * O + c0, b + c0, (size_t)n * sizeof *z);
     if (B == 1)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, O, I, 1.0f, w, I, x, 1, 1.0f, z, 1);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, n, I, 1.0f, w + (size_t)c0 * I, I, x, 1, 1.0f,
+                    z + c0, 1);
     else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, O, I, 1.0f, x, I, w, I, 1.0f, z, O);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n, I, 1.0f, x, I,
+                    w + (size_t)c0 * I, I, 1.0f, z + c0, O);
 }
 
-/* Accumulates dw (O, I) += dz^T x and db (O) += column sums of dz (B, O).
- * dx (B, I), scratch, is overwritten with dz w; NULL skips it (first layer). */
-static void dense_backward(float *restrict dx, float *restrict dw, float *restrict db,
-                           const float *restrict dz, const float *restrict x,
-                           const float *restrict w, int B, int I, int O)
+/* dx[:, c0:c1] (B, I) = dz w[:, c0:c1], scratch for the layer below. */
+static void dense_backward_dx(float *restrict dx, const float *restrict dz,
+                              const float *restrict w, int B, int I, int O, int c0, int c1)
 {
     if (B == 1)
-        cblas_sger(CblasRowMajor, O, I, 1.0f, dz, 1, x, 1, dw, I);
+        cblas_sgemv(CblasRowMajor, CblasTrans, O, c1 - c0, 1.0f, w + c0, I, dz, 1, 0.0f, dx + c0,
+                    1);
     else
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, B, 1.0f, dz, O, x, I, 1.0f, dw,
-                    I);
-    for (int r = 0; r < B; r++) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, c1 - c0, O, 1.0f, dz, O, w + c0,
+                    I, 0.0f, dx + c0, I);
+}
+
+/* What backward does with d(loss)/dw: add it to the gradient, store it, or
+ * (plain SGD) subtract lr times it from the weights themselves. */
+enum grad_mode { GRAD_ADD, GRAD_SET, GRAD_SGD };
+
+/* t[:, c0:c1] (O, I) = alpha dz^T x[:, c0:c1] + beta t[:, c0:c1]. */
+static void dense_backward_dw(float *restrict t, const float *restrict dz, const float *restrict x,
+                              int B, int I, int O, int c0, int c1, float alpha, float beta)
+{
+    int n = c1 - c0;
+    if (B == 1 && beta == 0.0f) {
+        /* ger only accumulates; an outer product that stores is a plain loop. */
+        for (int o = 0; o < O; o++) {
+            float *restrict row = t + (size_t)o * I + c0;
+            float d = alpha * dz[o];
+            for (int i = 0; i < n; i++)
+                row[i] = d * x[c0 + i];
+        }
+    } else if (B == 1) {
+        cblas_sger(CblasRowMajor, O, n, alpha, dz, 1, x + c0, 1, t + c0, I);
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, n, B, alpha, dz, O, x + c0, I,
+                    beta, t + c0, I);
+    }
+}
+
+/* db (O) from the column sums of dz (B, O), rows in order. In SGD mode db is
+ * scratch and b takes the step. */
+static void dense_backward_db(float *restrict db, float *restrict b, const float *restrict dz,
+                              int B, int O, enum grad_mode mode, float lr)
+{
+    int r0 = 0;
+    if (mode != GRAD_ADD) {
+        memcpy(db, dz, (size_t)O * sizeof *db);
+        r0 = 1;
+    }
+    for (int r = r0; r < B; r++) {
         const float *row = dz + (size_t)r * O;
         for (int o = 0; o < O; o++)
             db[o] += row[o];
     }
-    if (!dx) return;
-    if (B == 1)
-        cblas_sgemv(CblasRowMajor, CblasTrans, O, I, 1.0f, w, I, dz, 1, 0.0f, dx, 1);
-    else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, I, O, 1.0f, dz, O, w, I, 0.0f, dx,
-                    I);
+    if (mode == GRAD_SGD)
+        for (int o = 0; o < O; o++)
+            b[o] -= lr * db[o];
 }
 
 /* ---- element-wise: one switch per call, plain loops inside ---- */
@@ -228,24 +276,219 @@ static int net_outputs(const struct net *net)
     return net->layer[net->n_layers - 1].out;
 }
 
+/* ---- threads: a layer's columns split over a small team ----
+ *
+ * The team runs one job at a time, cut into one part per thread. Parts are
+ * claimed, not assigned: the caller claims parts until none is left, and a
+ * worker that is asleep or descheduled (a busy machine) simply claims
+ * nothing, so the caller never waits for a thread that has not started.
+ * Which thread runs a part does not change its result. Workers spin a short
+ * while before sleeping, since the next job follows within microseconds
+ * while training. Each part calls single-threaded BLAS. */
+
+#define TEAM_SPIN 4000
+/* Below this many multiply-adds a layer runs on one thread: the hand-over
+ * costs more than the split saves (784-128-64-10: only layers 1 and 2). */
+#define TEAM_MIN_WORK (INT64_C(1) << 18)
+/* Column slices are multiples of 16 floats (a cache line). */
+#define TEAM_ALIGN 16
+
+struct layer_job {
+    struct net *net;
+    int l;            /* the layer */
+    int B;
+    const float *in;  /* (B, I) */
+    const float *dz;  /* backward: (B, O) */
+    float *dx;        /* backward: (B, I), or NULL for the first layer */
+    enum grad_mode mode;
+    float lr;
+    void (*part)(const struct layer_job *j, int c0, int c1, int index);
+    int width;        /* columns to split: O forward, I backward */
+};
+
+struct net_team {
+    int n; /* threads, the caller's included, and parts per job */
+    pthread_t thread[NET_MAX_THREADS];
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    /* The job's number (high 32 bits) and its next unclaimed part (low):
+     * one word, so that a part is only ever claimed for the job it is of. */
+    _Atomic uint64_t state;
+    atomic_int finished; /* parts of the current job done */
+    atomic_bool quit;
+    const struct layer_job *job;
+};
+
+static void team_slice(int width, int index, int parts, int *c0, int *c1)
+{
+    int per = (width + parts - 1) / parts;
+    per = (per + TEAM_ALIGN - 1) / TEAM_ALIGN * TEAM_ALIGN;
+    *c0 = index * per < width ? index * per : width;
+    *c1 = *c0 + per < width ? *c0 + per : width;
+}
+
+/* Claims and runs parts of job number gen until none is left. */
+static void team_claim(struct net_team *t, uint32_t gen)
+{
+    uint64_t st = atomic_load_explicit(&t->state, memory_order_acquire);
+    for (;;) {
+        if ((uint32_t)(st >> 32) != gen || (int)(uint32_t)st >= t->n)
+            return;
+        if (!atomic_compare_exchange_weak_explicit(&t->state, &st, st + 1,
+                                                   memory_order_acq_rel, memory_order_acquire))
+            continue;
+        const struct layer_job *j = t->job;
+        int c0, c1, index = (int)(uint32_t)st;
+        team_slice(j->width, index, t->n, &c0, &c1);
+        j->part(j, c0, c1, index);
+        if (atomic_fetch_add_explicit(&t->finished, 1, memory_order_acq_rel) + 1 == t->n) {
+            pthread_mutex_lock(&t->mu);
+            pthread_cond_signal(&t->done);
+            pthread_mutex_unlock(&t->mu);
+        }
+        st = atomic_load_explicit(&t->state, memory_order_acquire);
+    }
+}
+
+static void *team_worker(void *p)
+{
+    struct net_team *t = p;
+    uint32_t seen = 0;
+    for (;;) {
+        uint32_t g = (uint32_t)(atomic_load_explicit(&t->state, memory_order_acquire) >> 32);
+        for (int s = 0; g == seen && s < TEAM_SPIN; s++) {
+            __builtin_ia32_pause();
+            g = (uint32_t)(atomic_load_explicit(&t->state, memory_order_acquire) >> 32);
+        }
+        if (g == seen) {
+            pthread_mutex_lock(&t->mu);
+            while ((g = (uint32_t)(atomic_load(&t->state) >> 32)) == seen && !atomic_load(&t->quit))
+                pthread_cond_wait(&t->go, &t->mu);
+            pthread_mutex_unlock(&t->mu);
+        }
+        if (atomic_load(&t->quit))
+            return NULL;
+        seen = g;
+        team_claim(t, g);
+    }
+}
+
+/* Runs j on the team when it is worth it, else on the calling thread. */
+static void team_run(struct net *net, const struct layer_job *j)
+{
+    struct net_team *t = net->team;
+    const struct net_layer *ly = &net->layer[j->l];
+    int64_t work = (int64_t)j->B * ly->in * ly->out;
+    if (!t || work < TEAM_MIN_WORK || j->width < 2 * TEAM_ALIGN) {
+        j->part(j, 0, j->width, 0);
+        return;
+    }
+    uint32_t gen = (uint32_t)(atomic_load(&t->state) >> 32) + 1;
+    t->job = j;
+    atomic_store_explicit(&t->finished, 0, memory_order_relaxed);
+    pthread_mutex_lock(&t->mu);
+    atomic_store_explicit(&t->state, (uint64_t)gen << 32, memory_order_release);
+    pthread_cond_broadcast(&t->go);
+    pthread_mutex_unlock(&t->mu);
+    team_claim(t, gen);
+    for (int s = 0; atomic_load_explicit(&t->finished, memory_order_acquire) < t->n; s++) {
+        if (s < TEAM_SPIN) {
+            __builtin_ia32_pause();
+            continue;
+        }
+        pthread_mutex_lock(&t->mu);
+        while (atomic_load(&t->finished) < t->n)
+            pthread_cond_wait(&t->done, &t->mu);
+        pthread_mutex_unlock(&t->mu);
+    }
+}
+
+static void team_stop(struct net *net)
+{
+    struct net_team *t = net->team;
+    if (!t)
+        return;
+    pthread_mutex_lock(&t->mu);
+    atomic_store(&t->quit, true);
+    pthread_cond_broadcast(&t->go);
+    pthread_mutex_unlock(&t->mu);
+    for (int i = 1; i < t->n; i++)
+        pthread_join(t->thread[i], NULL);
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->go);
+    pthread_cond_destroy(&t->done);
+    free(t);
+    net->team = NULL;
+    net->n_threads = 1;
+}
+
+int net_set_threads(struct net *net, int n)
+{
+    if (n < 1 || n > NET_MAX_THREADS)
+        return -EINVAL;
+    team_stop(net);
+    if (n == 1)
+        return 0;
+    struct net_team *t = calloc(1, sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    t->n = 1;
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->go, NULL);
+    pthread_cond_init(&t->done, NULL);
+    net->team = t;
+    for (int i = 1; i < n; i++) {
+        if (pthread_create(&t->thread[i], NULL, team_worker, t) != 0) {
+            team_stop(net);
+            return -EAGAIN;
+        }
+        t->n = i + 1;
+    }
+    net->n_threads = n;
+    return 0;
+}
+
+/* Applies the activation to the columns [c0, c1) of the B rows of z. */
+static void activation_forward_cols(float *a, const float *z, int B, int O, int c0, int c1,
+                                    enum activation act, float slope)
+{
+    for (int r = 0; r < B; r++)
+        activation_forward(a + (size_t)r * O + c0, z + (size_t)r * O + c0, (size_t)(c1 - c0), act,
+                           slope);
+}
+
+static void forward_part(const struct layer_job *j, int c0, int c1, int index)
+{
+    (void)index;
+    const struct net *net = j->net;
+    const struct net_layer *ly = &net->layer[j->l];
+    float *z = layer_z(net, j->l);
+    dense_forward(z, j->in, ly->w, ly->b, j->B, ly->in, ly->out, c0, c1);
+    if (j->l < net->n_layers - 1)
+        activation_forward_cols(layer_a(net, j->l), z, j->B, ly->out, c0, c1, net->activation,
+                                net->leaky_slope);
+}
+
 void net_forward(struct net *net, const float *x, int B)
 {
     const float *in = x;
     int L = net->n_layers;
     for (int l = 0; l < L; l++) {
         const struct net_layer *ly = &net->layer[l];
+        struct layer_job j = {
+            .net = net, .l = l, .B = B, .in = in, .part = forward_part, .width = ly->out};
+        team_run(net, &j);
         float *z = layer_z(net, l), *a = layer_a(net, l);
         size_t n = (size_t)B * (size_t)ly->out;
-        dense_forward(z, in, ly->w, ly->b, B, ly->in, ly->out);
+        in = a;
         if (l < L - 1)
-            activation_forward(a, z, n, net->activation, net->leaky_slope);
-        else if (net->loss == LOSS_CROSS_ENTROPY)
+            continue; /* the activation ran with the layer */
+        if (net->loss == LOSS_CROSS_ENTROPY)
             softmax_rows(a, z, B, ly->out);
         else if (net->output == OUT_SIGMOID)
             activation_forward(a, z, n, ACT_SIGMOID, 0.0f);
         else
             memcpy(a, z, n * sizeof *a);
-        in = a;
     }
 }
 
@@ -302,7 +545,63 @@ static void output_grad(const struct net *net, float *restrict d, const int32_t 
             d[i] *= p[i] * (1.0f - p[i]);
 }
 
-void net_backward(struct net *net, const float *x, const int32_t *y_class, const float *y, int B)
+/* w[:, c0:c1] -= lr * g[:, c0:c1], the plain SGD step of optim.c. */
+static void sgd_cols(float *restrict w, const float *restrict g, int O, int I, int c0, int c1,
+                     float lr)
+{
+    for (int o = 0; o < O; o++) {
+        float *restrict wr = w + (size_t)o * I;
+        const float *restrict gr = g + (size_t)o * I;
+        for (int i = c0; i < c1; i++)
+            wr[i] -= lr * gr[i];
+    }
+}
+
+/* One row (B == 1), plain SGD: w -= lr * (dz x^T), the same rounding as
+ * storing the gradient and stepping. A zero dz[o] (a ReLU that was off)
+ * leaves row o as it is, so it is skipped. */
+static void sgd_outer_cols(float *restrict w, const float *restrict dz, const float *restrict x,
+                           int O, int I, int c0, int c1, float lr)
+{
+    for (int o = 0; o < O; o++) {
+        float d = dz[o];
+        if (d == 0.0f)
+            continue;
+        float *restrict wr = w + (size_t)o * I;
+        for (int i = c0; i < c1; i++)
+            wr[i] -= lr * (d * x[i]);
+    }
+}
+
+static void backward_part(const struct layer_job *j, int c0, int c1, int index)
+{
+    const struct net *net = j->net;
+    const struct net_layer *ly = &net->layer[j->l];
+    int B = j->B, I = ly->in, O = ly->out;
+    if (j->dx) {
+        /* Before the weights of these columns change (SGD mode). */
+        dense_backward_dx(j->dx, j->dz, ly->w, B, I, O, c0, c1);
+        const float *z = layer_z(net, j->l - 1);
+        for (int r = 0; r < B; r++) {
+            size_t at = (size_t)r * I + (size_t)c0;
+            activation_backward(j->dx + at, z + at, j->in + at, (size_t)(c1 - c0),
+                                net->activation, net->leaky_slope);
+        }
+    }
+    if (j->mode == GRAD_SGD && B == 1) {
+        sgd_outer_cols(ly->w, j->dz, j->in, O, I, c0, c1, j->lr);
+    } else {
+        dense_backward_dw(ly->dw, j->dz, j->in, B, I, O, c0, c1, 1.0f,
+                          j->mode == GRAD_ADD ? 1.0f : 0.0f);
+        if (j->mode == GRAD_SGD)
+            sgd_cols(ly->w, ly->dw, O, I, c0, c1, j->lr);
+    }
+    if (index == 0)
+        dense_backward_db(ly->db, ly->b, j->dz, B, O, j->mode, j->lr);
+}
+
+static void backward(struct net *net, const float *x, const int32_t *y_class, const float *y,
+                     int B, enum grad_mode mode, float lr)
 {
     int L = net->n_layers;
     size_t half = 0;
@@ -314,16 +613,38 @@ void net_backward(struct net *net, const float *x, const int32_t *y_class, const
     output_grad(net, d, y_class, y, B);
     for (int l = L - 1; l >= 0; l--) {
         struct net_layer *ly = &net->layer[l];
-        const float *in = l ? layer_a(net, l - 1) : x;
-        dense_backward(l ? dn : NULL, ly->dw, ly->db, d, in, ly->w, B, ly->in, ly->out);
-        if (l) {
-            activation_backward(dn, layer_z(net, l - 1), in, (size_t)B * (size_t)ly->in,
-                                net->activation, net->leaky_slope);
-            float *t = d;
-            d = dn;
-            dn = t;
-        }
+        struct layer_job j = {.net = net,
+                              .l = l,
+                              .B = B,
+                              .in = l ? layer_a(net, l - 1) : x,
+                              .dz = d,
+                              .dx = l ? dn : NULL,
+                              .mode = mode,
+                              .lr = lr,
+                              .part = backward_part,
+                              .width = ly->in};
+        team_run(net, &j);
+        float *t = d;
+        d = dn;
+        dn = t;
     }
+}
+
+void net_backward(struct net *net, const float *x, const int32_t *y_class, const float *y, int B)
+{
+    backward(net, x, y_class, y, B, GRAD_ADD, 0.0f);
+}
+
+void net_backward_set(struct net *net, const float *x, const int32_t *y_class, const float *y,
+                      int B)
+{
+    backward(net, x, y_class, y, B, GRAD_SET, 0.0f);
+}
+
+void net_backward_sgd(struct net *net, const float *x, const int32_t *y_class, const float *y,
+                      int B, float lr)
+{
+    backward(net, x, y_class, y, B, GRAD_SGD, lr);
 }
 
 void net_zero_grad(struct net *net)

@@ -23,6 +23,9 @@ struct net_layer {
     float *db; /* (out) */
 };
 
+#define NET_MAX_THREADS 16
+struct net_team;
+
 struct net {
     int n_layers;
     struct net_layer layer[SPEC_MAX_LAYERS];
@@ -39,11 +42,15 @@ struct net {
     float *acts;  /* per layer l: pre-activation z_l (B, O_l), then post a_l (B, O_l) */
     float *dacts; /* scratch for backward: two (B, max O) buffers */
     float *probs; /* (B, K) softmax / output values of the last forward */
+
+    /* Threads that share each layer's work (net_set_threads); 1 by default. */
+    int n_threads;
+    struct net_team *team;
 };
 
 /* Allocates the buffers for the spec's layers. Returns 0 or -ENOMEM. */
 int net_create(struct net *net, const struct mlq_spec *spec);
-void net_destroy(struct net *net);
+void net_destroy(struct net *net); /* also stops the threads */
 /* Makes room for batches of up to B rows. Returns 0 or -ENOMEM. */
 int net_reserve(struct net *net, int B);
 
@@ -64,6 +71,22 @@ double net_loss(const struct net *net, const int32_t *y_class, const float *y, i
  * into net->grads. Zeroing is the caller's, with net_zero_grad. */
 void net_backward(struct net *net, const float *x, const int32_t *y_class, const float *y, int B);
 void net_zero_grad(struct net *net);
+/* As net_zero_grad then net_backward, in one pass: stores (=) the gradient. */
+void net_backward_set(struct net *net, const float *x, const int32_t *y_class, const float *y,
+                      int B);
+/* Plain SGD fused into backward: params -= lr * d(mean loss)/d params, with
+ * the bits of net_backward_set then optim_step (sgd, no momentum, no weight
+ * decay), but without a separate pass over all parameters. net->grads is
+ * used as scratch and holds no gradient afterwards. */
+void net_backward_sgd(struct net *net, const float *x, const int32_t *y_class, const float *y,
+                      int B, float lr);
+
+/* Shares the work of each large enough layer among n threads (n - 1 workers
+ * started here, stopped by the next call or net_destroy), each calling BLAS:
+ * set OpenBLAS to one thread while n > 1. Layers are split by output
+ * columns, so results do not depend on n. Returns 0, -EINVAL (n outside
+ * 1..NET_MAX_THREADS) or -EAGAIN (no thread could start; n is 1 then). */
+int net_set_threads(struct net *net, int n);
 
 /* L1 and L2 penalties on weights (biases excluded): returns
  * l1*sum|w| + l2/2*sum w^2 and adds their gradient to net->grads. */

@@ -10,6 +10,7 @@
 
 #include <cblas.h>
 
+#include "blas.h"
 #include "checkpoint.h"
 #include "dataset.h"
 #include "log.h"
@@ -55,11 +56,15 @@ struct run {
     float *y;       /* (B, K) targets, mse */
     float *gacc;    /* (P) full-batch gradient sum, gd only */
     int rows;       /* B: rows per forward pass */
+    bool fused_sgd; /* plain SGD: the step happens inside backward */
+    int blas_threads; /* the caller's OpenBLAS threads, restored at the end */
     char *spec_json;
 };
 
 static void run_free(struct run *r)
 {
+    if (r->blas_threads > 0)
+        blas_set_threads(r->blas_threads);
     free(r->spec_json);
     free(r->gacc);
     free(r->y);
@@ -127,6 +132,36 @@ static int alloc_buffers(struct run *r)
     if (s->optimizer.name == OPT_GD && !(r->gacc = calloc(r->net.n_params, sizeof(float))))
         return -ENOMEM;
     return net_reserve(&r->net, B);
+}
+
+/* Rows per batch from which a second thread pays, measured on 2 cores
+ * (docs/benchmarks.md): below it the hand-over between threads costs more
+ * than the shared work saves, and OpenBLAS's own threads do worse still. */
+#define THREADS_MIN_ROWS 16
+
+/* The caller's OpenBLAS thread count is the run's thread budget. The
+ * network splits its layers over threads of its own, each calling
+ * single-threaded OpenBLAS, which on these small matrices beats OpenBLAS's
+ * threading; small batches run on one thread. The split is by output
+ * columns, so the numbers do not depend on the count. */
+static int set_threads(struct run *r)
+{
+    const struct mlq_spec *s = r->spec;
+    int budget = blas_threads();
+    if (budget <= 1)
+        return 0;
+    int B = s->optimizer.name == OPT_GD ? r->rows : s->batch_size;
+    int n = B < THREADS_MIN_ROWS ? 1 : budget < NET_MAX_THREADS ? budget : NET_MAX_THREADS;
+    r->blas_threads = budget; /* restored by run_free */
+    blas_set_threads(1);
+    int rc = n > 1 ? net_set_threads(&r->net, n) : 0;
+    if (rc == -EAGAIN) {
+        log_warn("cannot start %d training threads; going on with one", n);
+        rc = 0;
+    }
+    log_info("training on %d thread%s (batch %d, thread budget %d)", r->net.n_threads,
+             r->net.n_threads == 1 ? "" : "s", B, budget);
+    return rc;
 }
 
 /* Restores weights, optimizer state, RNG and position from a checkpoint of
@@ -276,8 +311,13 @@ static int train_epoch(struct run *r, int64_t epoch, int64_t *step, struct pass_
         if (ce)
             t->correct += net_correct(&r->net, yc, got);
         t->rows += got;
-        net_zero_grad(&r->net);
-        net_backward(&r->net, r->x, yc, y, got);
+        if (r->fused_sgd) {
+            net_backward_sgd(&r->net, r->x, yc, y, got, (float)s->optimizer.lr);
+            r->opt.step++;
+            ++*step;
+            continue;
+        }
+        net_backward_set(&r->net, r->x, yc, y, got);
         if (gd) {
             cblas_saxpy((int)r->net.n_params, (float)got / (float)n, r->net.grads, 1, r->gacc, 1);
             continue;
@@ -326,6 +366,11 @@ int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resum
         fail(err, errlen, rc, "cannot allocate the optimizer: %s", strerror(-rc));
     if (!rc && (rc = alloc_buffers(&r)))
         fail(err, errlen, rc, "cannot allocate batch buffers: %s", strerror(-rc));
+    if (!rc && (rc = set_threads(&r)))
+        fail(err, errlen, rc, "cannot start the training threads: %s", strerror(-rc));
+    const struct spec_optimizer *o = &spec->optimizer;
+    r.fused_sgd = o->name == OPT_SGD && o->momentum == 0.0 && o->weight_decay == 0.0 &&
+                  !(spec->l1 > 0) && !(spec->l2 > 0);
     if (rc)
         goto out;
 
