@@ -75,8 +75,12 @@ void h_free(struct harness **ph)
         reap(h->procs[i].pid, SIGTERM);
     reap(h->broker, SIGTERM);
     zmq_ctx_term(h->zctx);
-    if (!getenv("MLQ_TEST_KEEP")) {
-        char cmd[400];
+    /* The children's sanitizer reports land in their logs: they fail the test. */
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "grep -l -e 'Sanitizer' -e 'runtime error:' '%s'/*.log >&2",
+             h->dir);
+    bool sanitizer_report = system(cmd) == 0;
+    if (!getenv("MLQ_TEST_KEEP") && !sanitizer_report) {
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", h->dir);
         if (system(cmd) != 0)
             fprintf(stderr, "cannot remove %s\n", h->dir);
@@ -85,6 +89,8 @@ void h_free(struct harness **ph)
     }
     free(h);
     *ph = NULL;
+    if (sanitizer_report)
+        fail_msg("a child process reported a sanitizer error (log kept)");
 }
 
 void h_dataset(struct harness *h, const char *name, int n, int d, int classes, uint64_t seed,

@@ -59,7 +59,7 @@ static json_t *job_of(struct harness *h, int64_t id)
     return job;
 }
 
-#define EPOCHS 14
+#define EPOCHS 150
 
 struct epoch_count {
     int n;
@@ -79,7 +79,7 @@ static void test_trainer_killed_resumes_exactly(void **state)
 {
     struct harness *h = *state;
     char data[512], st[32];
-    h_dataset(h, "train.h5", 6000, 16, 3, 11, data, sizeof data);
+    h_dataset(h, "train.h5", 3000, 16, 3, 11, data, sizeof data);
     h_broker_start(h, NULL);
     pid_t t1 = h_trainer_start(h, "t1");
 
@@ -132,7 +132,7 @@ static void test_broker_killed_loses_nothing(void **state)
     h_trainer_start(h, "t1");
     int64_t ids[4];
     for (int i = 0; i < 4; i++)
-        ids[i] = h_submit(h, h_train_spec(data, 16, 3, 8, (uint64_t)i));
+        ids[i] = h_submit(h, h_train_spec(data, 16, 3, 150, (uint64_t)i));
     h_wait_epoch(h, ids[0], 2, 60);
     h_broker_kill(h, SIGKILL);
     /* Acknowledged jobs are on disk: one running, three queued. */
@@ -148,7 +148,7 @@ static void test_broker_killed_loses_nothing(void **state)
     size_t n;
     int64_t epoch;
     float *p = final_params(h, ids[0], &n, &epoch);
-    assert_int_equal(epoch, 8);
+    assert_int_equal(epoch, 150);
     free(p);
 }
 
@@ -159,7 +159,7 @@ static void test_broker_killed_trainer_gone(void **state)
     h_dataset(h, "train.h5", 3000, 16, 3, 13, data, sizeof data);
     h_broker_start(h, NULL);
     pid_t t1 = h_trainer_start(h, "t1");
-    int64_t id = h_submit(h, h_train_spec(data, 16, 3, 6, 1));
+    int64_t id = h_submit(h, h_train_spec(data, 16, 3, 150, 1));
     h_wait_epoch(h, id, 2, 60);
     h_broker_kill(h, SIGKILL);
     h_proc_kill(h, t1, SIGKILL);

@@ -414,7 +414,7 @@ static void on_worker_message(struct io *io, struct proto_msg *m)
 
 static void default_name(char *buf, size_t len, const char *host)
 {
-    snprintf(buf, len, "%s-%ld", host, (long)getpid());
+    snprintf(buf, len, "%.200s-%ld", host, (long)getpid());
 }
 
 /* Shutdown with a job running: stop it and tell the broker to requeue it. */
@@ -577,8 +577,14 @@ int worker_main(const struct worker_opts *opts)
                 reconnect_at = now + io.backoff;
             }
         }
-        if (io.dealer && now - io.last_sent >= io.interval)
-            send_broker(&io, PROTO_HEARTBEAT, NULL, NULL, 0);
+        /* Until welcomed, HELLO is the heartbeat: a lost HELLO must not leave
+         * us heartbeating to a broker that thinks we are someone else. */
+        if (io.dealer && now - io.last_sent >= io.interval) {
+            if (io.welcomed)
+                send_broker(&io, PROTO_HEARTBEAT, NULL, NULL, 0);
+            else
+                send_hello(&io);
+        }
         feed_watchdog(&io, &seen_progress, &last_progress);
     }
     notify_stopping();
