@@ -782,6 +782,10 @@ int dataset_epoch_begin(struct dataset *ds, uint64_t seed, int64_t epoch, bool s
  * in double, rounded once to float, equals (float)v / 255.0f for each of the
  * 256 values (test_dataset checks them all), and unlike a division or a
  * table lookup it vectorises; fixed blocks of 16 let GCC do so at -O2. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+/* An AVX2 clone, picked at load time, converts twice as fast. */
+__attribute__((target_clones("avx2", "default")))
+#endif
 static void scale_u8(float *restrict dst, const uint8_t *restrict src, int64_t d)
 {
     int64_t j = 0;
@@ -792,8 +796,8 @@ static void scale_u8(float *restrict dst, const uint8_t *restrict src, int64_t d
         dst[j] = (float)((double)src[j] * (1.0 / 255.0));
 }
 
-/* Starts loading buffer row i, so that shuffled rows do not each stall on
- * memory when they are converted. */
+/* Starts loading buffer row i: shuffled rows of a dataset larger than the
+ * cache would each stall on memory when converted. */
 static void prefetch_row(const struct dataset *ds, const uint8_t *xbuf, int64_t i)
 {
     const char *p = (const char *)(xbuf + i * ds->x_row_bytes);
@@ -865,6 +869,9 @@ int dataset_next_batch(struct dataset *ds, int B, float *x, int32_t *y_class, fl
         emit_row(ds, ds->x, ds->y_class, ds->y, i, filled, x, y_class, y);
         filled++;
     }
+    /* The next batch's rows load while the caller computes on this one. */
+    for (int64_t p = ds->pos; p < ds->pos + B && p < ds->group_rows; p++)
+        prefetch_row(ds, ds->x, ds->row_order[p]);
     return filled;
 }
 

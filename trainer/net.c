@@ -317,6 +317,10 @@ struct net_team {
     atomic_int finished; /* parts of the current job done */
     atomic_bool quit;
     const struct layer_job *job;
+    /* One background task (net_task_start), run by a worker when free. */
+    atomic_int task_state;
+    void (*task_fn)(void *ctx);
+    void *task_ctx;
 };
 
 static void team_slice(int width, int index, int parts, int *c0, int *c1)
@@ -350,6 +354,21 @@ static void team_claim(struct net_team *t, uint32_t gen)
     }
 }
 
+enum { TASK_NONE, TASK_POSTED, TASK_RUNNING, TASK_DONE };
+
+/* Runs the posted background task if nobody has taken it yet. */
+static void team_take_task(struct net_team *t)
+{
+    int posted = TASK_POSTED;
+    if (!atomic_compare_exchange_strong(&t->task_state, &posted, TASK_RUNNING))
+        return;
+    t->task_fn(t->task_ctx);
+    pthread_mutex_lock(&t->mu);
+    atomic_store(&t->task_state, TASK_DONE);
+    pthread_cond_broadcast(&t->done);
+    pthread_mutex_unlock(&t->mu);
+}
+
 static void *team_worker(void *p)
 {
     struct net_team *t = p;
@@ -357,20 +376,64 @@ static void *team_worker(void *p)
     for (;;) {
         uint32_t g = (uint32_t)(atomic_load_explicit(&t->state, memory_order_acquire) >> 32);
         for (int s = 0; g == seen && s < TEAM_SPIN; s++) {
+            if (atomic_load_explicit(&t->task_state, memory_order_acquire) == TASK_POSTED)
+                break;
             __builtin_ia32_pause();
             g = (uint32_t)(atomic_load_explicit(&t->state, memory_order_acquire) >> 32);
         }
-        if (g == seen) {
+        if (g == seen && atomic_load(&t->task_state) != TASK_POSTED) {
             pthread_mutex_lock(&t->mu);
-            while ((g = (uint32_t)(atomic_load(&t->state) >> 32)) == seen && !atomic_load(&t->quit))
+            while ((g = (uint32_t)(atomic_load(&t->state) >> 32)) == seen &&
+                   atomic_load(&t->task_state) != TASK_POSTED && !atomic_load(&t->quit))
                 pthread_cond_wait(&t->go, &t->mu);
             pthread_mutex_unlock(&t->mu);
         }
         if (atomic_load(&t->quit))
             return NULL;
-        seen = g;
-        team_claim(t, g);
+        if (g != seen) {
+            seen = g;
+            team_claim(t, g);
+        }
+        team_take_task(t);
     }
+}
+
+int net_task_start(struct net *net, void (*fn)(void *ctx), void *ctx)
+{
+    struct net_team *t = net->team;
+    if (!t) {
+        fn(ctx);
+        return 0;
+    }
+    if (atomic_load(&t->task_state) != TASK_NONE)
+        return -EBUSY;
+    t->task_fn = fn;
+    t->task_ctx = ctx;
+    pthread_mutex_lock(&t->mu);
+    atomic_store(&t->task_state, TASK_POSTED);
+    pthread_cond_broadcast(&t->go);
+    pthread_mutex_unlock(&t->mu);
+    return 0;
+}
+
+void net_task_wait(struct net *net)
+{
+    struct net_team *t = net->team;
+    if (!t || atomic_load(&t->task_state) == TASK_NONE)
+        return;
+    team_take_task(t); /* not started yet: the worker is busy or asleep */
+    for (int s = 0; atomic_load_explicit(&t->task_state, memory_order_acquire) != TASK_DONE;
+         s++) {
+        if (s < TEAM_SPIN) {
+            __builtin_ia32_pause();
+            continue;
+        }
+        pthread_mutex_lock(&t->mu);
+        while (atomic_load(&t->task_state) != TASK_DONE)
+            pthread_cond_wait(&t->done, &t->mu);
+        pthread_mutex_unlock(&t->mu);
+    }
+    atomic_store(&t->task_state, TASK_NONE);
 }
 
 /* Runs j on the team when it is worth it, else on the calling thread. */
@@ -408,6 +471,7 @@ static void team_stop(struct net *net)
     struct net_team *t = net->team;
     if (!t)
         return;
+    net_task_wait(net);
     pthread_mutex_lock(&t->mu);
     atomic_store(&t->quit, true);
     pthread_cond_broadcast(&t->go);

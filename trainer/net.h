@@ -88,6 +88,15 @@ void net_backward_sgd(struct net *net, const float *x, const int32_t *y_class, c
  * 1..NET_MAX_THREADS) or -EAGAIN (no thread could start; n is 1 then). */
 int net_set_threads(struct net *net, int n);
 
+/* Runs fn(ctx) in the background on a worker of the net's threads, e.g. to
+ * read the next batch while the caller computes on this one; the worker
+ * takes it when it has no layer work, and the caller still splits layers
+ * meanwhile (taking the worker's share). One task at a time: net_task_wait
+ * returns when it is done (running it on the caller if no worker took it).
+ * Without threads fn runs at once. Returns 0 or -EBUSY. */
+int net_task_start(struct net *net, void (*fn)(void *ctx), void *ctx);
+void net_task_wait(struct net *net);
+
 /* L1 and L2 penalties on weights (biases excluded): returns
  * l1*sum|w| + l2/2*sum w^2 and adds their gradient to net->grads. */
 double net_penalty(struct net *net, double l1, double l2);

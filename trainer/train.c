@@ -51,9 +51,9 @@ struct run {
     struct net net;
     struct optim opt;
     struct rng rng;
-    float *x;       /* (B, D) */
-    int32_t *yc;    /* (B) class ids, cross-entropy */
-    float *y;       /* (B, K) targets, mse */
+    float *x[2];    /* (B, D): the batch trained on, the batch read meanwhile */
+    int32_t *yc[2]; /* (B) class ids, cross-entropy */
+    float *y[2];    /* (B, K) targets, mse */
     float *gacc;    /* (P) full-batch gradient sum, gd only */
     int rows;       /* B: rows per forward pass */
     bool fused_sgd; /* plain SGD: the step happens inside backward */
@@ -67,9 +67,11 @@ static void run_free(struct run *r)
         blas_set_threads(r->blas_threads);
     free(r->spec_json);
     free(r->gacc);
-    free(r->y);
-    free(r->yc);
-    free(r->x);
+    for (int i = 0; i < 2; i++) {
+        free(r->y[i]);
+        free(r->yc[i]);
+        free(r->x[i]);
+    }
     optim_destroy(&r->opt);
     net_destroy(&r->net);
     if (r->val != r->val_file)
@@ -124,11 +126,13 @@ static int alloc_buffers(struct run *r)
         B = (int)n;
     r->rows = B;
     int D = s->layers[0], K = s->layers[s->n_layers];
-    r->x = malloc(sizeof(float) * (size_t)B * (size_t)D);
-    r->yc = malloc(sizeof(int32_t) * (size_t)B);
-    r->y = malloc(sizeof(float) * (size_t)B * (size_t)K);
-    if (!r->x || !r->yc || !r->y)
-        return -ENOMEM;
+    for (int i = 0; i < 2; i++) {
+        r->x[i] = malloc(sizeof(float) * (size_t)B * (size_t)D);
+        r->yc[i] = malloc(sizeof(int32_t) * (size_t)B);
+        r->y[i] = malloc(sizeof(float) * (size_t)B * (size_t)K);
+        if (!r->x[i] || !r->yc[i] || !r->y[i])
+            return -ENOMEM;
+    }
     if (s->optimizer.name == OPT_GD && !(r->gacc = calloc(r->net.n_params, sizeof(float))))
         return -ENOMEM;
     return net_reserve(&r->net, B);
@@ -257,16 +261,76 @@ static int evaluate(struct run *r, struct dataset *ds, struct pass_totals *t, ch
     memset(t, 0, sizeof *t);
     for (int64_t at = 0; at < n; at += r->rows) {
         int B = (int)(n - at < r->rows ? n - at : r->rows);
-        int rc = dataset_read_rows(ds, at, B, r->x, ce ? r->yc : NULL, ce ? NULL : r->y, err,
+        int rc = dataset_read_rows(ds, at, B, r->x[0], ce ? r->yc[0] : NULL, ce ? NULL : r->y[0], err,
                                    errlen);
         if (rc < 0)
             return rc;
-        net_forward(&r->net, r->x, B);
-        t->loss_sum += net_loss(&r->net, ce ? r->yc : NULL, ce ? NULL : r->y, B) * B;
+        net_forward(&r->net, r->x[0], B);
+        t->loss_sum += net_loss(&r->net, ce ? r->yc[0] : NULL, ce ? NULL : r->y[0], B) * B;
         if (ce)
-            t->correct += net_correct(&r->net, r->yc, B);
+            t->correct += net_correct(&r->net, r->yc[0], B);
         t->rows += B;
     }
+    return 0;
+}
+
+/* A batch being read: by the caller, or by a worker of the net's threads
+ * while the caller trains on the previous one (the dataset is only ever
+ * used by one thread at a time, in the same order either way). */
+struct batch {
+    struct dataset *ds;
+    int B;
+    float *x;    /* (B, D) */
+    int32_t *yc; /* (B) or NULL */
+    float *y;    /* (B, K) or NULL */
+    int got;     /* rows read, or -errno */
+    char err[512];
+};
+
+static void batch_read(void *p)
+{
+    struct batch *b = p;
+    b->got = dataset_next_batch(b->ds, b->B, b->x, b->yc, b->y, b->err, sizeof b->err);
+}
+
+/* Forward, loss and one step (sgd family) or the gradient sum (gd) on the
+ * batch cur, while next is read in the background. */
+static int train_batch(struct run *r, struct batch *cur, struct batch *next, int64_t epoch,
+                       int64_t *step, struct pass_totals *t, char *err, size_t errlen)
+{
+    const struct mlq_spec *s = r->spec;
+    int got = cur->got;
+    net_forward(&r->net, cur->x, got);
+    int rc = net_task_start(&r->net, batch_read, next);
+    if (rc)
+        return fail(err, errlen, rc, "cannot read the next batch: %s", strerror(-rc));
+    double loss = net_loss(&r->net, cur->yc, cur->y, got);
+    if (!isfinite(loss))
+        return fail(err, errlen, -ERANGE,
+                    "loss became %s at epoch %lld, step %lld: lower the learning rate "
+                    "(optimizer.lr = %g) or check the data",
+                    isnan(loss) ? "NaN" : "infinite", (long long)epoch + 1, (long long)*step + 1,
+                    s->optimizer.lr);
+    t->loss_sum += loss * got;
+    if (cur->yc)
+        t->correct += net_correct(&r->net, cur->yc, got);
+    t->rows += got;
+    if (r->fused_sgd) {
+        net_backward_sgd(&r->net, cur->x, cur->yc, cur->y, got, (float)s->optimizer.lr);
+        r->opt.step++;
+        ++*step;
+        return 0;
+    }
+    net_backward_set(&r->net, cur->x, cur->yc, cur->y, got);
+    if (s->optimizer.name == OPT_GD) {
+        int64_t n = dataset_get_info(r->train)->n;
+        cblas_saxpy((int)r->net.n_params, (float)got / (float)n, r->net.grads, 1, r->gacc, 1);
+        return 0;
+    }
+    if (s->l1 > 0 || s->l2 > 0)
+        net_penalty(&r->net, s->l1, s->l2);
+    optim_step(&r->opt, r->net.params, r->net.grads, s->optimizer.lr);
+    ++*step;
     return 0;
 }
 
@@ -279,9 +343,6 @@ static int train_epoch(struct run *r, int64_t epoch, int64_t *step, struct pass_
     bool ce = s->loss == LOSS_CROSS_ENTROPY;
     bool gd = s->optimizer.name == OPT_GD;
     int B = gd || s->batch_size > r->rows ? r->rows : s->batch_size;
-    int64_t n = dataset_get_info(r->train)->n;
-    int32_t *yc = ce ? r->yc : NULL;
-    float *y = ce ? NULL : r->y;
     memset(t, 0, sizeof *t);
 
     int rc = dataset_epoch_begin(r->train, s->seed, epoch, s->shuffle && !gd, 0, err, errlen);
@@ -289,43 +350,31 @@ static int train_epoch(struct run *r, int64_t epoch, int64_t *step, struct pass_
         return rc;
     if (gd)
         memset(r->gacc, 0, sizeof(float) * r->net.n_params);
+    struct batch buf[2];
+    for (int i = 0; i < 2; i++)
+        buf[i] = (struct batch){.ds = r->train,
+                                .B = B,
+                                .x = r->x[i],
+                                .yc = ce ? r->yc[i] : NULL,
+                                .y = ce ? NULL : r->y[i]};
+    struct batch *cur = &buf[0], *next = &buf[1];
+    batch_read(cur);
     for (;;) {
         if (cb && cb->should_stop && cb->should_stop(cb->ctx)) {
             *stopped = true;
             return 0;
         }
-        int got = dataset_next_batch(r->train, B, r->x, yc, y, err, errlen);
-        if (got < 0)
-            return got;
-        if (got == 0)
+        if (cur->got < 0)
+            return fail(err, errlen, cur->got, "%s", cur->err);
+        if (cur->got == 0)
             break;
-        net_forward(&r->net, r->x, got);
-        double loss = net_loss(&r->net, yc, y, got);
-        if (!isfinite(loss))
-            return fail(err, errlen, -ERANGE,
-                        "loss became %s at epoch %lld, step %lld: lower the learning rate "
-                        "(optimizer.lr = %g) or check the data",
-                        isnan(loss) ? "NaN" : "infinite", (long long)epoch + 1,
-                        (long long)*step + 1, s->optimizer.lr);
-        t->loss_sum += loss * got;
-        if (ce)
-            t->correct += net_correct(&r->net, yc, got);
-        t->rows += got;
-        if (r->fused_sgd) {
-            net_backward_sgd(&r->net, r->x, yc, y, got, (float)s->optimizer.lr);
-            r->opt.step++;
-            ++*step;
-            continue;
-        }
-        net_backward_set(&r->net, r->x, yc, y, got);
-        if (gd) {
-            cblas_saxpy((int)r->net.n_params, (float)got / (float)n, r->net.grads, 1, r->gacc, 1);
-            continue;
-        }
-        if (s->l1 > 0 || s->l2 > 0)
-            net_penalty(&r->net, s->l1, s->l2);
-        optim_step(&r->opt, r->net.params, r->net.grads, s->optimizer.lr);
-        ++*step;
+        rc = train_batch(r, cur, next, epoch, step, t, err, errlen);
+        net_task_wait(&r->net);
+        if (rc)
+            return rc;
+        struct batch *tmp = cur;
+        cur = next;
+        next = tmp;
     }
     if (gd && t->rows > 0) {
         memcpy(r->net.grads, r->gacc, sizeof(float) * r->net.n_params);
