@@ -170,13 +170,60 @@ static json_t *json_num(double v)
 
 static void json_print(json_t *doc)
 {
-    char *text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    /* 15 digits: what the values hold, without binary noise (0.8326, not
+     * 0.83260000000000001). */
+    char *text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
     if (text) {
         fputs(text, stdout);
         fputc('\n', stdout);
         free(text);
     }
     json_decref(doc);
+}
+
+/* An eval or predict job's result for people: the figures, per-class accuracy
+ * and the confusion matrix as a grid (rows: true class, columns: predicted). */
+static void print_result(json_t *result)
+{
+    json_t *v;
+    printf("\nresult\n");
+    if ((v = json_object_get(result, "loss")) && json_is_number(v))
+        printf("  loss       %.4f\n", json_number_value(v));
+    if ((v = json_object_get(result, "accuracy")) && json_is_number(v))
+        printf("  accuracy   %.4f\n", json_number_value(v));
+    if ((v = json_object_get(result, "mae")) && json_is_number(v))
+        printf("  mae        %.4f\n", json_number_value(v));
+    if ((v = json_object_get(result, "n")) && json_is_integer(v))
+        printf("  rows       %lld\n", (long long)json_integer_value(v));
+    if ((v = json_object_get(result, "output")) && json_is_string(v))
+        printf("  output     %s\n", json_string_value(v));
+    size_t i, j;
+    json_t *e;
+    if ((v = json_object_get(result, "class_counts")) && json_is_array(v)) {
+        printf("  predicted  ");
+        json_array_foreach(v, i, e)
+            printf("%s%zu: %lld", i ? ", " : "", i, (long long)json_integer_value(e));
+        printf("\n");
+    }
+    json_t *per = json_object_get(result, "per_class_accuracy");
+    json_t *cm = json_object_get(result, "confusion_matrix");
+    if (!json_is_array(per) || !json_is_array(cm)) return;
+    printf("\n  %-8s %8s   confusion (rows: true class, columns: predicted)\n  %-8s %8s  ", "CLASS",
+           "ACCURACY", "", "");
+    for (j = 0; j < json_array_size(cm); j++)
+        printf(" %5zu", j);
+    printf("\n");
+    json_array_foreach(cm, i, e)
+    {
+        json_t *acc = json_array_get(per, i);
+        if (json_is_number(acc))
+            printf("  %-8zu %8.4f  ", i, json_number_value(acc));
+        else
+            printf("  %-8zu %8s  ", i, "-");
+        json_t *cell;
+        json_array_foreach(e, j, cell) printf(" %5lld", (long long)json_integer_value(cell));
+        printf("\n");
+    }
 }
 
 /* ---- tables ---------------------------------------------------------------------------- */
@@ -812,11 +859,7 @@ int cmd_show(int argc, char **argv)
                        i == nck - 1 ? "  last" : "");
             }
         }
-        if (result) {
-            char *text = json_dumps(result, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-            printf("\nresult\n%s\n", text ? text : "");
-            free(text);
-        }
+        if (result) print_result(result);
         if (json_array_size(events)) {
             printf("\nevents\n");
             size_t i;
@@ -875,16 +918,16 @@ static int metrics_cb(void *ctx, const struct store_metric *m)
                w->first ? "" : ",", key ? key : "\"\"", (long long)m->step, (long long)m->epoch);
         free(key);
         if (isfinite(m->value))
-            printf("%.17g", m->value);
+            printf("%.15g", m->value);
         else
             fputs("null", stdout);
-        printf(", \"time\": %.17g}", m->time);
+        printf(", \"time\": %.6f}", m->time);
         w->first = false;
         return 0;
     }
     if (w->csv) {
         csv_field(m->key, false);
-        printf("%lld,%lld,%.17g,%.17g\n", (long long)m->step, (long long)m->epoch, m->value,
+        printf("%lld,%lld,%.15g,%.6f\n", (long long)m->step, (long long)m->epoch, m->value,
                m->time);
         return 0;
     }
