@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages mlq needs to build, test and run.
-# Usage: scripts/install-deps.sh [--runtime-only]
+# Usage: scripts/install-deps.sh [--test]   (--test adds what the tests use:
+# h5py and numpy, to check an exported model without mlq)
 set -euo pipefail
 
 build_pkgs=(build-essential cmake pkg-config
             libzmq3-dev libsqlite3-dev libopenblas-dev libhdf5-dev libcmocka-dev
             libjansson-dev zlib1g-dev libsystemd-dev
             sqlite3 dataset-fashion-mnist)
+[ "${1:-}" = "--test" ] && build_pkgs+=(python3-h5py python3-numpy)
 
 missing=()
 for p in "${build_pkgs[@]}"; do

@@ -11,7 +11,7 @@ if [ "${1:-}" = "--sanitize" ]; then
     flags=(-DMLQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug)
 fi
 
-scripts/install-deps.sh
+scripts/install-deps.sh --test
 cmake -S . -B "$dir" "${flags[@]}" >/dev/null
 cmake --build "$dir" -j"$(nproc)"
 cd "$dir"

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# End to end, as a user: mlq up, import a CSV, train, wait, eval, predict,
+# export (checked with numpy), history commands, rm. Real processes, real files.
+# usage: e2e.sh BUILD_DIR SOURCE_DIR
+set -euo pipefail
+build=$1
+src=$2
+export PATH=$build/cli:$build/broker:$build/trainer:$PATH
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mlq-e2e-XXXXXX")
+up_pid=""
+cleanup() {
+    [ -n "$up_pid" ] && kill -INT "$up_pid" 2>/dev/null && wait "$up_pid" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() { echo "e2e: FAIL: $*" >&2; [ -f "$tmp/up.log" ] && tail -n 30 "$tmp/up.log" >&2; exit 1; }
+
+export MLQ_DB=$tmp/mlq.db
+export MLQ_BROKER=ipc://$tmp/broker.sock
+export MLQ_CONFIG=$tmp/none.conf
+: >"$MLQ_CONFIG"
+
+# Three well separated classes in 4 dimensions, as CSV with a header.
+awk 'BEGIN { srand(7); print "a,b,c,d,label";
+             for (i = 0; i < 900; i++) { c = i % 3; row = "";
+               for (j = 0; j < 4; j++) row = row (j ? "," : "") (rand() - 0.5 + (j == c ? 3 : 0));
+               print row "," c } }' >"$tmp/data.csv"
+mlq dataset import-csv "$tmp/data.csv" --header --label-column label --output "$tmp/data.h5" >/dev/null
+mlq dataset info "$tmp/data.h5" --json | grep -q '"n": *900' || fail "dataset info"
+
+mlq up --trainers 2 --bind "$MLQ_BROKER" >"$tmp/up.log" 2>&1 &
+up_pid=$!
+for _ in $(seq 100); do
+    [ "$(mlq workers 2>/dev/null | grep -c idle)" = 2 ] && break
+    sleep 0.1
+done
+[ "$(mlq workers | grep -c idle)" = 2 ] || fail "two idle trainers"
+
+id=$(mlq submit --dataset "$tmp/data.h5" --validation-split 0.2 --layers 4,16,3 \
+         --optimizer adam --lr 0.01 --epochs 5 --batch-size 16 --name e2e)
+[ "$id" = 1 ] || fail "submit printed '$id'"
+mlq wait "$id" >/dev/null || fail "wait: exit $?"
+
+mlq show "$id" --json >"$tmp/show.json"
+grep -q '"state": "succeeded"' "$tmp/show.json" || fail "show: not succeeded"
+grep -q '"trainer": "' "$tmp/show.json" || fail "show: no trainer"
+n_epochs=$(mlq metrics "$id" --key val_accuracy --json | grep -c '"key"')
+[ "$n_epochs" = 5 ] || fail "metrics: $n_epochs val_accuracy rows, want 5"
+acc=$(mlq metrics "$id" --key val_accuracy --csv | tail -n 1 | cut -d, -f3)
+awk -v a="$acc" 'BEGIN { exit !(a > 0.95) }' || fail "val_accuracy $acc"
+
+eval_id=$(mlq eval "$id" --dataset "$tmp/data.h5")
+mlq wait "$eval_id" >/dev/null || fail "eval failed"
+mlq show "$eval_id" --json | grep -q '"confusion_matrix"' || fail "eval result"
+
+pred_id=$(mlq predict "$id" --input "$tmp/data.h5" --output "$tmp/pred.h5")
+mlq wait "$pred_id" >/dev/null || fail "predict failed"
+[ -f "$tmp/pred.h5" ] || fail "no predictions file"
+
+mlq export "$id" --output "$tmp/model.h5" >/dev/null
+set +e
+/usr/bin/python3 "$src/tests/export_check.py" "$tmp/model.h5" "$tmp/data.h5" "$tmp/pred.h5"
+rc=$?
+set -e
+[ $rc = 0 ] || [ $rc = 77 ] || fail "export check"
+
+# A second run to compare, then history and removal.
+id2=$(mlq submit --dataset "$tmp/data.h5" --validation-split 0.2 --layers 4,16,3 \
+          --optimizer sgd --lr 0.1 --epochs 3 --wait --json | grep -o '"id": *[0-9]*' | head -n 1 |
+      grep -o '[0-9]*$')
+mlq compare "$id" "$id2" | grep -q "optimizer.name" || fail "compare"
+[ "$(mlq runs --json | grep -c '"id"')" = 4 ] || fail "runs lists 4"
+mlq rm "$id2" >/dev/null
+set +e
+mlq show "$id2" >/dev/null 2>&1
+rc=$?
+set -e
+[ $rc = 5 ] || fail "show of a removed run: exit $rc, want 5"
+echo "e2e: ok"
