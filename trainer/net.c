@@ -146,8 +146,8 @@ static void dense_forward(float *restrict z, const float *restrict x, const floa
 }
 
 /* dx[:, c0:c1] (B, I) = dz w[:, c0:c1], scratch for the layer below. */
-static void dense_backward_dx(float *restrict dx, const float *restrict dz,
-                              const float *restrict w, int B, int I, int O, int c0, int c1)
+static void dense_backward_dx(float *restrict dx, const float *restrict dz, const float *restrict w,
+                              int B, int I, int O, int c0, int c1)
 {
     if (B == 1)
         cblas_sgemv(CblasRowMajor, CblasTrans, O, c1 - c0, 1.0f, w + c0, I, dz, 1, 0.0f, dx + c0,
@@ -177,8 +177,8 @@ static void dense_backward_dw(float *restrict t, const float *restrict dz, const
     } else if (B == 1) {
         cblas_sger(CblasRowMajor, O, n, alpha, dz, 1, x + c0, 1, t + c0, I);
     } else {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, n, B, alpha, dz, O, x + c0, I,
-                    beta, t + c0, I);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, n, B, alpha, dz, O, x + c0, I, beta,
+                    t + c0, I);
     }
 }
 
@@ -295,15 +295,15 @@ static int net_outputs(const struct net *net)
 
 struct layer_job {
     struct net *net;
-    int l;            /* the layer */
+    int l; /* the layer */
     int B;
-    const float *in;  /* (B, I) */
-    const float *dz;  /* backward: (B, O) */
-    float *dx;        /* backward: (B, I), or NULL for the first layer */
+    const float *in; /* (B, I) */
+    const float *dz; /* backward: (B, O) */
+    float *dx;       /* backward: (B, I), or NULL for the first layer */
     enum grad_mode mode;
     float lr;
     void (*part)(const struct layer_job *j, int c0, int c1, int index);
-    int width;        /* columns to split: O forward, I backward */
+    int width; /* columns to split: O forward, I backward */
 };
 
 struct net_team {
@@ -336,10 +336,9 @@ static void team_claim(struct net_team *t, uint32_t gen)
 {
     uint64_t st = atomic_load_explicit(&t->state, memory_order_acquire);
     for (;;) {
-        if ((uint32_t)(st >> 32) != gen || (int)(uint32_t)st >= t->n)
-            return;
-        if (!atomic_compare_exchange_weak_explicit(&t->state, &st, st + 1,
-                                                   memory_order_acq_rel, memory_order_acquire))
+        if ((uint32_t)(st >> 32) != gen || (int)(uint32_t)st >= t->n) return;
+        if (!atomic_compare_exchange_weak_explicit(&t->state, &st, st + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
             continue;
         const struct layer_job *j = t->job;
         int c0, c1, index = (int)(uint32_t)st;
@@ -360,8 +359,7 @@ enum { TASK_NONE, TASK_POSTED, TASK_RUNNING, TASK_DONE };
 static void team_take_task(struct net_team *t)
 {
     int posted = TASK_POSTED;
-    if (!atomic_compare_exchange_strong(&t->task_state, &posted, TASK_RUNNING))
-        return;
+    if (!atomic_compare_exchange_strong(&t->task_state, &posted, TASK_RUNNING)) return;
     t->task_fn(t->task_ctx);
     pthread_mutex_lock(&t->mu);
     atomic_store(&t->task_state, TASK_DONE);
@@ -376,8 +374,7 @@ static void *team_worker(void *p)
     for (;;) {
         uint32_t g = (uint32_t)(atomic_load_explicit(&t->state, memory_order_acquire) >> 32);
         for (int s = 0; g == seen && s < TEAM_SPIN; s++) {
-            if (atomic_load_explicit(&t->task_state, memory_order_acquire) == TASK_POSTED)
-                break;
+            if (atomic_load_explicit(&t->task_state, memory_order_acquire) == TASK_POSTED) break;
             __builtin_ia32_pause();
             g = (uint32_t)(atomic_load_explicit(&t->state, memory_order_acquire) >> 32);
         }
@@ -388,8 +385,7 @@ static void *team_worker(void *p)
                 pthread_cond_wait(&t->go, &t->mu);
             pthread_mutex_unlock(&t->mu);
         }
-        if (atomic_load(&t->quit))
-            return NULL;
+        if (atomic_load(&t->quit)) return NULL;
         if (g != seen) {
             seen = g;
             team_claim(t, g);
@@ -405,8 +401,7 @@ int net_task_start(struct net *net, void (*fn)(void *ctx), void *ctx)
         fn(ctx);
         return 0;
     }
-    if (atomic_load(&t->task_state) != TASK_NONE)
-        return -EBUSY;
+    if (atomic_load(&t->task_state) != TASK_NONE) return -EBUSY;
     t->task_fn = fn;
     t->task_ctx = ctx;
     pthread_mutex_lock(&t->mu);
@@ -419,11 +414,9 @@ int net_task_start(struct net *net, void (*fn)(void *ctx), void *ctx)
 void net_task_wait(struct net *net)
 {
     struct net_team *t = net->team;
-    if (!t || atomic_load(&t->task_state) == TASK_NONE)
-        return;
+    if (!t || atomic_load(&t->task_state) == TASK_NONE) return;
     team_take_task(t); /* not started yet: the worker is busy or asleep */
-    for (int s = 0; atomic_load_explicit(&t->task_state, memory_order_acquire) != TASK_DONE;
-         s++) {
+    for (int s = 0; atomic_load_explicit(&t->task_state, memory_order_acquire) != TASK_DONE; s++) {
         if (s < TEAM_SPIN) {
             __builtin_ia32_pause();
             continue;
@@ -469,8 +462,7 @@ static void team_run(struct net *net, const struct layer_job *j)
 static void team_stop(struct net *net)
 {
     struct net_team *t = net->team;
-    if (!t)
-        return;
+    if (!t) return;
     net_task_wait(net);
     pthread_mutex_lock(&t->mu);
     atomic_store(&t->quit, true);
@@ -488,14 +480,11 @@ static void team_stop(struct net *net)
 
 int net_set_threads(struct net *net, int n)
 {
-    if (n < 1 || n > NET_MAX_THREADS)
-        return -EINVAL;
+    if (n < 1 || n > NET_MAX_THREADS) return -EINVAL;
     team_stop(net);
-    if (n == 1)
-        return 0;
+    if (n == 1) return 0;
     struct net_team *t = calloc(1, sizeof *t);
-    if (!t)
-        return -ENOMEM;
+    if (!t) return -ENOMEM;
     t->n = 1;
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->go, NULL);
@@ -545,8 +534,7 @@ void net_forward(struct net *net, const float *x, int B)
         float *z = layer_z(net, l), *a = layer_a(net, l);
         size_t n = (size_t)B * (size_t)ly->out;
         in = a;
-        if (l < L - 1)
-            continue; /* the activation ran with the layer */
+        if (l < L - 1) continue; /* the activation ran with the layer */
         if (net->loss == LOSS_CROSS_ENTROPY)
             softmax_rows(a, z, B, ly->out);
         else if (net->output == OUT_SIGMOID)
@@ -609,18 +597,6 @@ static void output_grad(const struct net *net, float *restrict d, const int32_t 
             d[i] *= p[i] * (1.0f - p[i]);
 }
 
-/* w[:, c0:c1] -= lr * g[:, c0:c1], the plain SGD step of optim.c. */
-static void sgd_cols(float *restrict w, const float *restrict g, int O, int I, int c0, int c1,
-                     float lr)
-{
-    for (int o = 0; o < O; o++) {
-        float *restrict wr = w + (size_t)o * I;
-        const float *restrict gr = g + (size_t)o * I;
-        for (int i = c0; i < c1; i++)
-            wr[i] -= lr * gr[i];
-    }
-}
-
 /* One row (B == 1), plain SGD: w -= lr * (dz x^T), the same rounding as
  * storing the gradient and stepping. A zero dz[o] (a ReLU that was off)
  * leaves row o as it is, so it is skipped. */
@@ -629,8 +605,7 @@ static void sgd_outer_cols(float *restrict w, const float *restrict dz, const fl
 {
     for (int o = 0; o < O; o++) {
         float d = dz[o];
-        if (d == 0.0f)
-            continue;
+        if (d == 0.0f) continue;
         float *restrict wr = w + (size_t)o * I;
         for (int i = c0; i < c1; i++)
             wr[i] -= lr * (d * x[i]);
@@ -648,24 +623,22 @@ static void backward_part(const struct layer_job *j, int c0, int c1, int index)
         const float *z = layer_z(net, j->l - 1);
         for (int r = 0; r < B; r++) {
             size_t at = (size_t)r * I + (size_t)c0;
-            activation_backward(j->dx + at, z + at, j->in + at, (size_t)(c1 - c0),
-                                net->activation, net->leaky_slope);
+            activation_backward(j->dx + at, z + at, j->in + at, (size_t)(c1 - c0), net->activation,
+                                net->leaky_slope);
         }
     }
-    if (j->mode == GRAD_SGD && B == 1) {
+    if (j->mode == GRAD_SGD && B == 1)
         sgd_outer_cols(ly->w, j->dz, j->in, O, I, c0, c1, j->lr);
-    } else {
+    else if (j->mode == GRAD_SGD) /* the step folded into the gemm: w += -lr dz^T x */
+        dense_backward_dw(ly->w, j->dz, j->in, B, I, O, c0, c1, -j->lr, 1.0f);
+    else
         dense_backward_dw(ly->dw, j->dz, j->in, B, I, O, c0, c1, 1.0f,
                           j->mode == GRAD_ADD ? 1.0f : 0.0f);
-        if (j->mode == GRAD_SGD)
-            sgd_cols(ly->w, ly->dw, O, I, c0, c1, j->lr);
-    }
-    if (index == 0)
-        dense_backward_db(ly->db, ly->b, j->dz, B, O, j->mode, j->lr);
+    if (index == 0) dense_backward_db(ly->db, ly->b, j->dz, B, O, j->mode, j->lr);
 }
 
-static void backward(struct net *net, const float *x, const int32_t *y_class, const float *y,
-                     int B, enum grad_mode mode, float lr)
+static void backward(struct net *net, const float *x, const int32_t *y_class, const float *y, int B,
+                     enum grad_mode mode, float lr)
 {
     int L = net->n_layers;
     size_t half = 0;

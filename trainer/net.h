@@ -74,17 +74,22 @@ void net_zero_grad(struct net *net);
 /* As net_zero_grad then net_backward, in one pass: stores (=) the gradient. */
 void net_backward_set(struct net *net, const float *x, const int32_t *y_class, const float *y,
                       int B);
-/* Plain SGD fused into backward: params -= lr * d(mean loss)/d params, with
- * the bits of net_backward_set then optim_step (sgd, no momentum, no weight
- * decay), but without a separate pass over all parameters. net->grads is
- * used as scratch and holds no gradient afterwards. */
+/* Plain SGD fused into backward: params -= lr * d(mean loss)/d params, the
+ * step of net_backward_set then optim_step (sgd, no momentum, no weight
+ * decay) without a gradient buffer or a separate pass over the parameters.
+ * At B == 1 the result is bit for bit that of the two calls; at B > 1 the
+ * weights' step is folded into the gemm (w += -lr dz^T x), which rounds
+ * differently in the last bit (biases still match). Deterministic either
+ * way. net->grads is scratch and holds no gradient afterwards. */
 void net_backward_sgd(struct net *net, const float *x, const int32_t *y_class, const float *y,
                       int B, float lr);
 
 /* Shares the work of each large enough layer among n threads (n - 1 workers
  * started here, stopped by the next call or net_destroy), each calling BLAS:
  * set OpenBLAS to one thread while n > 1. Layers are split by output
- * columns, so results do not depend on n. Returns 0, -EINVAL (n outside
+ * columns, with no reduction across threads: the same n gives the same bits
+ * run after run; another n may round a sum differently (OpenBLAS orders a
+ * slice's sums by its size). Returns 0, -EINVAL (n outside
  * 1..NET_MAX_THREADS) or -EAGAIN (no thread could start; n is 1 then). */
 int net_set_threads(struct net *net, int n);
 

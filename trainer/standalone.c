@@ -136,7 +136,9 @@ int standalone_main(const struct standalone_opts *opts)
     }
     if (opts->threads > 0)
         spec.threads = opts->threads;
-    int threads = blas_set_threads(spec.threads > 0 ? spec.threads : 1);
+    /* The thread budget: the spec's, or every core (0). train_run splits
+     * the layers over it, or runs small batches on one thread. */
+    int threads = blas_set_threads(spec.threads);
     log_info("OpenBLAS kernel %s, %d thread%s", blas_kernel(), threads, threads == 1 ? "" : "s");
     if (opts->checkpoint_dir && mkdir(opts->checkpoint_dir, 0755) != 0 && errno != EEXIST) {
         log_errno(errno, "cannot create checkpoint directory %s", opts->checkpoint_dir);

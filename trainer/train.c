@@ -146,8 +146,8 @@ static int alloc_buffers(struct run *r)
 /* The caller's OpenBLAS thread count is the run's thread budget. The
  * network splits its layers over threads of its own, each calling
  * single-threaded OpenBLAS, which on these small matrices beats OpenBLAS's
- * threading; small batches run on one thread. The split is by output
- * columns, so the numbers do not depend on the count. */
+ * threading; small batches run on one thread. A run is reproduced bit for
+ * bit by the same spec, seed and thread budget. */
 static int set_threads(struct run *r)
 {
     const struct mlq_spec *s = r->spec;
