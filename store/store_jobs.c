@@ -85,6 +85,16 @@ static int put_param(struct store *s, int64_t run, const char *key, const char *
 }
 
 /* Objects recurse with dotted keys; everything else is one row. */
+/* The shortest text that reads back as the same double, so --where
+   optimizer.lr=0.003 matches what the user wrote. */
+static void shortest_real(char *buf, size_t len, double x)
+{
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, len, "%.*g", prec, x);
+        if (strtod(buf, NULL) == x) break;
+    }
+}
+
 static int flatten(struct store *s, int64_t run, const char *prefix, json_t *v)
 {
     if (json_is_object(v)) {
@@ -104,17 +114,34 @@ static int flatten(struct store *s, int64_t run, const char *prefix, json_t *v)
     }
     if (json_is_string(v)) return put_param(s, run, prefix, json_string_value(v));
     if (json_is_real(v)) {
-        /* The shortest text that reads back the same, so --where
-           optimizer.lr=0.003 matches what the user wrote. */
         char num[40];
-        double x = json_real_value(v);
-        for (int prec = 1; prec <= 17; prec++) {
-            snprintf(num, sizeof num, "%.*g", prec, x);
-            if (strtod(num, NULL) == x) break;
-        }
+        shortest_real(num, sizeof num, json_real_value(v));
         return put_param(s, run, prefix, num);
     }
-    char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (json_is_array(v)) {
+        /* Arrays of numbers (layer sizes, Adam's betas) in the same shortest
+           form: [0.9,0.999], not [0.90000000000000002,0.999]. */
+        char text[1024] = "[";
+        size_t i, at = 1;
+        json_t *e;
+        json_array_foreach(v, i, e) {
+            char num[40];
+            if (!json_is_number(e)) break;
+            if (json_is_integer(e))
+                snprintf(num, sizeof num, "%lld", (long long)json_integer_value(e));
+            else
+                shortest_real(num, sizeof num, json_real_value(e));
+            int n = snprintf(text + at, sizeof text - at, "%s%s", i ? "," : "", num);
+            if (n < 0 || (size_t)n >= sizeof text - at) break;
+            at += (size_t)n;
+        }
+        if (i == json_array_size(v) && at + 1 < sizeof text) {
+            text[at++] = ']';
+            text[at] = '\0';
+            return put_param(s, run, prefix, text);
+        }
+    }
+    char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
     if (!text) return store_fail(s, -ENOMEM, "%s: out of memory", s->path);
     int ret = put_param(s, run, prefix, text);
     free(text);
