@@ -10,7 +10,8 @@
 #
 # Both sides run the OpenBLAS kernel named by OPENBLAS_CORETYPE, left as the
 # environment has it; the thread count is given to each process at start
-# (OPENBLAS_NUM_THREADS, read once when the library loads).
+# (OPENBLAS_NUM_THREADS, read once when the library loads; for mlq also the
+# spec's threads, which the trainer splits its layers over, docs/engine.md).
 set -euo pipefail
 
 usage() {
@@ -159,7 +160,7 @@ echo "mlq $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), buil
 [ "$TORCH" = 1 ] && echo "torch $("$PY" -c 'import torch; print(torch.__version__)')"
 echo "load average at start: $(cut -d" " -f1-3 /proc/loadavg) (the benchmark shares the machine with whatever else runs)"
 echo "reps: $REPS (median), batch 1 on the first $SUBSET rows, 1 epoch each"
-echo "mlq threads tried: 1 2; torch (set_num_threads:OpenBLAS threads) tried: 1:1 2:2 1:2"
+echo "mlq threads (the spec's thread budget) tried: 1 2; torch (set_num_threads:OpenBLAS threads) tried: 1:1 2:2 1:2"
 echo
 
 # ---- speed ----
