@@ -16,6 +16,7 @@
 #include "cli.h"
 #include "config.h"
 #include "proto.h"
+#include "render.h"
 #include "spec.h"
 
 #define REQUEST_TIMEOUT_MS 5000
@@ -761,7 +762,7 @@ static int run_on_checkpoint(int argc, char **argv, bool predict)
                         &reply) == EXIT_OK) {
             json_t *result = json_object_get(json_object_get(reply, "job"), "result");
             if (result)
-                print_json(result);
+                render_result(result);
             json_decref(reply);
         }
     } else if (code != EXIT_OK && !json) {
