@@ -1,100 +1,216 @@
 #!/usr/bin/env bash
 # Installs mlq's .deb into a real systemd (PID 1) booted in systemd-nspawn and
-# checks the units there. Run as root from anywhere:
-#   scripts/test-systemd-box.sh [BUILD_DIR]     (default: build-box beside the repo's build dirs)
-# Needs ../shared/tools/systemd-box.sh next to the repo (CI copies shared/ there).
-# First run: about a minute to debootstrap the box. Exit 0 when every check passed.
+# runs the services there: the units load, verify and score, the broker and two
+# trainers start, a job submitted with the installed `mlq` succeeds, a broker
+# killed with SIGKILL is restarted and its running job still succeeds, a trainer
+# that stops feeding its watchdog is killed and restarted. Run as root:
+#   scripts/test-systemd-box.sh [BUILD_DIR]   (default: build-box in the repo)
+#   scripts/test-systemd-box.sh --check       exit 0 if this machine can run it, else
+#                                             77 with the reason (CI skips then)
+# The box script: $SDBOX_TOOLS, else ../shared/tools/systemd-box.sh beside the
+# repo (CI's copy), else /work/shared/tools/systemd-box.sh. The box persists in
+# $SDBOX (default /tmp/sdbox-mlq); the first run debootstraps it (about a
+# minute). Ends with "systemd-box: N passed, M failed"; exit 0 when M is 0.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-build=${1:-$repo/build-box}
-box_tools=${SDBOX_TOOLS:-$repo/../shared/tools/systemd-box.sh}
-[ "$(id -u)" = 0 ] || { echo "test-systemd-box: run as root (systemd-nspawn)" >&2; exit 2; }
-[ -r "$box_tools" ] || { echo "test-systemd-box: $box_tools not found" >&2; exit 2; }
+box_tools=${SDBOX_TOOLS:-}
+if [ -z "$box_tools" ]; then
+    for t in "$repo/../shared/tools/systemd-box.sh" /work/shared/tools/systemd-box.sh; do
+        if [ -r "$t" ]; then box_tools=$t; break; fi
+    done
+fi
 
+# What the box needs: root, the box script, and the cgroup v1+v2 hybrid layout
+# the box script writes to (a non-systemd PID 1, as on the CI machines).
+cannot_run() {
+    [ "$(id -u)" = 0 ] || { echo "not root (systemd-nspawn needs root)"; return 0; }
+    [ -n "$box_tools" ] && [ -r "$box_tools" ] ||
+        { echo "no systemd-box.sh (set SDBOX_TOOLS or put shared/ beside the repo)"; return 0; }
+    local h
+    for h in unified systemd; do
+        if ! mkdir -p "/sys/fs/cgroup/$h/sdbox-probe.$$" 2>/dev/null; then
+            echo "cannot create cgroups under /sys/fs/cgroup/$h"
+            return 0
+        fi
+        rmdir "/sys/fs/cgroup/$h/sdbox-probe.$$"
+    done
+    command -v systemd-nspawn >/dev/null || command -v apt-get >/dev/null ||
+        { echo "no systemd-nspawn and no apt-get to install it"; return 0; }
+    return 1
+}
+if [ "${1:-}" = --check ]; then
+    if reason=$(cannot_run); then echo "test-systemd-box: cannot run here: $reason"; exit 77; fi
+    echo "test-systemd-box: can run here ($box_tools)"
+    exit 0
+fi
+if reason=$(cannot_run); then echo "test-systemd-box: $reason" >&2; exit 2; fi
+
+build=${1:-$repo/build-box}
 export SDBOX=${SDBOX:-${TMPDIR:-/tmp}/sdbox-mlq} SDNAME=${SDNAME:-mlqbox}
 mkdir -p "$SDBOX"
 # shellcheck source=/dev/null
 source "$box_tools"
+t_start=$SECONDS
 
-failures=0
-check() { # check DESCRIPTION COMMAND...: runs COMMAND, reports, counts failures
+passed=0 failed=0
+check() { # check DESCRIPTION COMMAND...: runs COMMAND, reports, counts
     local what=$1; shift
-    if "$@"; then echo "ok   $what"; else echo "FAIL $what"; failures=$((failures + 1)); fi
+    if "$@"; then
+        echo "ok   $what"; passed=$((passed + 1))
+    else
+        echo "FAIL $what"; failed=$((failed + 1))
+    fi
 }
 wait_for() { # wait_for SECONDS COMMAND...: polls COMMAND until it succeeds
     local t=$1; shift
     for _ in $(seq $((t * 5))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
     return 1
 }
-state_is() { sdbox_state "$1" | grep -q "ActiveState=$2"; }
+prop() { sdbox_exec systemctl show -p "$2" --value "$1"; } # prop UNIT PROPERTY
+state_is() { [ "$(prop "$1" ActiveState)" = "$2" ]; }
+restarted() { # restarted UNIT OLD_NRESTARTS OLD_PID: restarted by systemd and up again
+    [ "$(prop "$1" NRestarts)" -gt "$2" ] && state_is "$1" active &&
+        [ "$(prop "$1" MainPID)" != "$3" ] && [ "$(prop "$1" MainPID)" != 0 ]
+}
+units="mlq-broker.service mlq-trainer@1.service mlq-trainer@2.service"
 
-# 1. The package.
-cmake -S "$repo" -B "$build" -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j"$(nproc)"
+# 1. The package: only the programs, so that half-built benches cannot break it.
+cmake -S "$repo" -B "$build" -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_SKIP_INSTALL_ALL_DEPENDENCY=ON >/dev/null
+cmake --build "$build" -j"$(nproc)" --target mlq mlq-broker mlq-trainer >/dev/null
 (cd "$build" && rm -f mlq_*.deb && cpack -G DEB >/dev/null)
 deb=$(ls "$build"/mlq_*_amd64.deb)
-echo "package: $deb"
+echo "package: $deb ($((SECONDS - t_start)) s)"
 
 # 2. The box, with the build dir bind-mounted read-only at /opt/mlq.
 sdbox_build
-trap sdbox_down EXIT
-sdbox_boot --bind-ro="$build":/opt/mlq
+wait_pid=
+cleanup() { # leave the box with nothing enabled, then power it off
+    if [ -n "$wait_pid" ]; then kill "$wait_pid" 2>/dev/null || true; fi
+    sdbox_exec systemctl disable --now $units >/dev/null 2>&1 || true
+    sdbox_down
+}
+trap cleanup EXIT
+sdbox_boot --bind-ro="$build":/opt/mlq >/dev/null
 
-sdbox_exec apt-get update -q >/dev/null
-# The box persists between runs: start from no mlq at all.
+# The box persists between runs: start from no mlq at all, not even its data.
+sdbox_exec systemctl disable --now $units >/dev/null 2>&1 || true
 sdbox_exec env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q mlq >/dev/null 2>&1 || true
+sdbox_exec sh -c 'rm -rf /var/lib/mlq /etc/mlq /run/systemd/system/mlq-*; userdel mlq; groupdel mlq; systemctl daemon-reload' >/dev/null 2>&1 || true
+sdbox_exec apt-get update -q >/dev/null
 sdbox_exec env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "/opt/mlq/$(basename "$deb")" >/dev/null
+echo "box up, package installed ($((SECONDS - t_start)) s)"
+
 installed() { sdbox_exec dpkg-query -W mlq >/dev/null; }
-check "package installed" installed
 has_user() { sdbox_exec getent passwd mlq >/dev/null; }
-check "mlq user exists" has_user
 owner_is_mlq() { [ "$(sdbox_exec stat -c %U /var/lib/mlq)" = mlq ]; }
 not_enabled() { ! sdbox_exec systemctl is-enabled mlq-broker.service >/dev/null 2>&1; }
-loaded() { sdbox_exec systemctl show -p LoadState "$1" | grep -q LoadState=loaded; }
+loaded() { [ "$(prop "$1" LoadState)" = loaded ]; }
+check "package installed" installed
+check "mlq user exists" has_user
 check "/var/lib/mlq owned by mlq" owner_is_mlq
 check "/etc/mlq/mlq.conf installed" sdbox_exec test -f /etc/mlq/mlq.conf
 check "nothing enabled by the package" not_enabled
 check "broker unit loaded" loaded mlq-broker.service
 check "trainer@ unit loaded" loaded mlq-trainer@1.service
 
-units="/usr/lib/systemd/system/mlq-broker.service /usr/lib/systemd/system/mlq-trainer@.service"
-have_broker=0
-sdbox_exec test -x /usr/bin/mlq-broker && have_broker=1
-if [ $have_broker = 1 ]; then
-    check "systemd-analyze verify" sdbox_exec systemd-analyze verify $units
-else
-    # TODO(broker): drop this branch once mlq-broker is in the package. Until then
-    # verify complains only that /usr/bin/mlq-broker is missing; check that.
-    only_broker_missing() {
-        local out
-        out=$(sdbox_exec systemd-analyze verify $units 2>&1 || true)
-        printf '%s\n' "$out" | sed 's/^/     /'
-        ! printf '%s\n' "$out" | grep -v '/usr/bin/mlq-broker' | grep -q .
-    }
-    check "systemd-analyze verify (complains only of the missing mlq-broker)" only_broker_missing
-fi
-for u in mlq-broker.service mlq-trainer@1.service; do
-    score=$(sdbox_exec systemd-analyze security "$u" 2>/dev/null | awk '/Overall exposure/ {print $(NF-2)}')
-    check "security $u: $score <= 2.0" awk -v s="$score" 'BEGIN { exit !(s != "" && s <= 2.0) }'
+unit_files="/usr/lib/systemd/system/mlq-broker.service /usr/lib/systemd/system/mlq-trainer@.service"
+verify_clean() { # no output at all, exit 0
+    local out
+    out=$(sdbox_exec systemd-analyze verify $unit_files 2>&1) || { printf '     %s\n' "$out"; return 1; }
+    [ -z "$out" ] || { printf '     %s\n' "$out"; return 1; }
+}
+check "systemd-analyze verify: clean" verify_clean
+for f in $unit_files; do
+    score=$(sdbox_exec systemd-analyze security --offline=true --no-pager "$f" 2>/dev/null |
+        awk '/Overall exposure/ {print $(NF-2)}')
+    check "security --offline=true $(basename "$f"): $score <= 2.0" \
+        awk -v s="$score" 'BEGIN { exit !(s != "" && s + 0 <= 2.0) }'
 done
 
-# 3. The services for real: only once mlq-broker and `mlq submit` exist.
-if [ $have_broker = 1 ] && sdbox_exec mlq submit --help >/dev/null 2>&1; then
-    sdbox_exec systemctl enable --now mlq-broker.service mlq-trainer@1.service mlq-trainer@2.service
-    check "broker active" wait_for 30 state_is mlq-broker.service active
-    check "trainer@1 active" wait_for 30 state_is mlq-trainer@1.service active
-    check "trainer@2 active" wait_for 30 state_is mlq-trainer@2.service active
-    # TODO(integration): the job steps below need a small dataset in the box and
-    # the exact `mlq submit`/`mlq wait` flags; fill them in when both exist:
-    #  - copy a tiny HDF5 dataset into /var/lib/mlq/datasets, `mlq submit ... --wait`, expect exit 0;
-    #  - queue a job, `kill -9` the broker's MainPID, see NRestarts go up and the job finish;
-    #  - SIGSTOP a trainer's main process (it stops feeding WATCHDOG=1), see systemd
-    #    kill it (Result=watchdog) and restart it.
-    echo "TODO submit/kill/watchdog steps: see scripts/test-systemd-box.sh"
-else
-    echo "SKIP service run: mlq-broker or 'mlq submit' is not built yet (TODO in this script)"
-fi
+# 3. The services for real. The box shares the host's network, where port 5555
+# may be taken (an `mlq up` of the host's own): put a free port in the box's
+# mlq.conf, which the broker, the trainers and `mlq` all read.
+port=
+for _ in $(seq 50); do
+    p=$((20000 + RANDOM % 20000))
+    if [ -z "$(ss -Htln "sport = :$p" 2>/dev/null)" ]; then port=$p; break; fi
+done
+sdbox_exec sh -c "printf '\n# test-systemd-box.sh\nbroker.bind = tcp://127.0.0.1:$port\nbroker.endpoint = tcp://127.0.0.1:$port\n' >>/etc/mlq/mlq.conf"
+check "broker port $port in /etc/mlq/mlq.conf" [ "$(sdbox_exec mlq config broker.endpoint)" = "tcp://127.0.0.1:$port" ]
+host=$(sdbox_exec cat /proc/sys/kernel/hostname)
+sdbox_exec systemctl enable --now $units >/dev/null 2>&1 || true
+for u in $units; do check "$u active (READY=1)" wait_for 30 state_is "$u" active; done
+two_trainers() {
+    local w
+    w=$(sdbox_exec mlq workers) && printf '%s\n' "$w" | grep -q "^$host-1 " &&
+        printf '%s\n' "$w" | grep -q "^$host-2 "
+}
+check "mlq workers: $host-1 and $host-2" wait_for 20 two_trainers
 
-echo "$failures failure(s)"
-[ $failures = 0 ]
+# A dataset in the services' data root (trainers may only read there): XOR
+# quadrants of 40000 points, CSV from awk, imported by the installed mlq.
+root=$(sdbox_exec env STATE_DIRECTORY=/var/lib/mlq mlq config data.root)
+ds=$root/xor.h5
+make_dataset() {
+    sdbox_exec sh -c "awk 'BEGIN { srand(1); for (i = 0; i < 40000; i++) {
+            x = rand() * 2 - 1; y = rand() * 2 - 1; printf \"%.4f,%.4f,%d\\n\", x, y, (x * y > 0) } }' >/tmp/xor.csv &&
+        install -d -o mlq -g mlq -m 0750 '$root' &&
+        mlq dataset import-csv /tmp/xor.csv --output '$ds' >/dev/null && chown mlq:mlq '$ds'"
+}
+check "dataset $ds (mlq dataset import-csv)" make_dataset
+
+submit_small() {
+    local out
+    out=$(sdbox_exec timeout 60 mlq submit --dataset "$ds" --layers 2,16,2 --epochs 3 \
+        --batch-size 32 --threads 1 --name box-small --wait 2>&1) || { printf '     %s\n' "$out"; return 1; }
+    printf '%s\n' "$out" | tail -1 | grep -q succeeded
+}
+check "mlq submit --wait: a job succeeds" submit_small
+
+# The broker dies (SIGKILL) while a job of ~10 s runs: systemd restarts it, the
+# trainer reconnects and the job succeeds; `mlq wait` follows it across.
+job=$(sdbox_exec mlq submit --dataset "$ds" --layers 2,512,512,2 --epochs 20 --batch-size 16 \
+    --threads 1 --name box-long 2>/dev/null) || job=
+job_running() { [ -n "$job" ] && sdbox_exec mlq queue --json | grep -Eq '"state": ?"running"'; }
+check "long job $job submitted and running" wait_for 20 job_running
+sdbox_exec timeout 180 mlq wait "$job" >"$SDBOX/wait.out" 2>&1 &
+wait_pid=$!
+sleep 2
+n0=$(prop mlq-broker.service NRestarts) pid0=$(prop mlq-broker.service MainPID)
+check "job $job still running when the broker is killed" job_running
+sdbox_exec sh -c "kill -KILL $pid0"
+check "broker restarted by systemd after kill -9 (NRestarts > $n0)" \
+    wait_for 30 restarted mlq-broker.service "$n0" "$pid0"
+waited_ok() { wait "$wait_pid" && grep -q "job $job succeeded" "$SDBOX/wait.out"; }
+check "job $job succeeded across the broker's restart" waited_ok
+wait_pid=
+[ $failed = 0 ] || sed 's/^/     /' "$SDBOX/wait.out" | tail -5
+
+# A trainer stops feeding its watchdog (SIGSTOP) under a 3 s WatchdogSec from
+# a runtime drop-in: systemd aborts it (Result=watchdog) and restarts it.
+sdbox_exec sh -c 'mkdir -p /run/systemd/system/mlq-trainer@2.service.d &&
+    printf "[Service]\nWatchdogSec=3s\nTimeoutAbortSec=5s\n" \
+        >/run/systemd/system/mlq-trainer@2.service.d/50-box-watchdog.conf &&
+    systemctl daemon-reload && systemctl restart mlq-trainer@2.service'
+check "trainer@2 active with WatchdogSec=3s" wait_for 20 state_is mlq-trainer@2.service active
+n0=$(prop mlq-trainer@2.service NRestarts) pid0=$(prop mlq-trainer@2.service MainPID)
+sdbox_exec sh -c "kill -STOP $pid0"
+check "trainer@2 restarted by systemd after its watchdog starved (NRestarts > $n0)" \
+    wait_for 30 restarted mlq-trainer@2.service "$n0" "$pid0"
+watchdog_logged() {
+    sdbox_exec journalctl -q -u mlq-trainer@2.service -o cat --no-pager |
+        grep -q "Failed with result 'watchdog'"
+}
+check "journal: trainer@2 failed with result 'watchdog'" watchdog_logged
+sdbox_exec sh -c 'rm -rf /run/systemd/system/mlq-trainer@2.service.d && systemctl daemon-reload'
+check "mlq workers: both trainers back" wait_for 20 two_trainers
+
+if [ $failed != 0 ]; then
+    echo "---- journal of the mlq units in the box (last 40 lines)"
+    sdbox_exec journalctl -q -u mlq-broker.service -u 'mlq-trainer@*' -o short-monotonic --no-pager |
+        tail -40 || true
+fi
+echo "systemd-box: $passed passed, $failed failed ($((SECONDS - t_start)) s)"
+[ $failed = 0 ]

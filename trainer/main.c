@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "blas.h"
+#include "config.h"
 #include "log.h"
 #include "standalone.h"
 #include "worker.h"
@@ -24,10 +25,44 @@ static void usage(FILE *out)
             "  --log-level LEVEL      error, warn, info (default) or debug\n"
             "  --version, --help\n"
             "\n"
-            "usage: mlq-trainer --broker ENDPOINT [--name NAME] [--threads N]\n"
-            "                   [--heartbeat-ms N] [--liveness N]\n"
-            "  --broker ENDPOINT      take jobs from mlq-broker (docs/jobs.md)\n"
-            "  --name NAME            how the broker names this trainer (default host-pid)\n");
+            "usage: mlq-trainer [--broker ENDPOINT] [--name NAME] [--threads N]\n"
+            "                   [--heartbeat-ms N] [--liveness N] [--config FILE]\n"
+            "  without --standalone: the daemon, taking jobs from mlq-broker (docs/jobs.md);\n"
+            "  each flag overrides its key in /etc/mlq/mlq.conf and MLQ_* (docs/configuration.md)\n"
+            "  --broker ENDPOINT      broker.endpoint\n"
+            "  --name NAME            trainer.name: how the broker names this trainer (HOST-PID)\n"
+            "  --threads N            trainer.threads\n"
+            "  --heartbeat-ms N       heartbeat.interval_ms\n"
+            "  --liveness N           heartbeat.liveness\n"
+            "  --log-level LEVEL      log.level\n"
+            "  --config FILE          configuration file (default /etc/mlq/mlq.conf)\n");
+}
+
+/* The daemon: flags override MLQ_* and the config file, as in mlq-broker. */
+static int run_daemon(const char *config_file, const char *const flag[CONFIG_NKEYS])
+{
+    struct config cfg;
+    char err[1024];
+    if (config_load(&cfg, config_file, err, sizeof err) != 0) {
+        fprintf(stderr, "mlq-trainer: %s\n", err);
+        return 2;
+    }
+    for (int k = 0; k < CONFIG_NKEYS; k++)
+        if (flag[k] && config_set(&cfg, config_key_name((enum config_key)k), flag[k],
+                                  CONFIG_SRC_FLAG, err, sizeof err) != 0) {
+            fprintf(stderr, "mlq-trainer: %s\n", err);
+            return 2;
+        }
+    log_set_level(cfg.log_level);
+    struct worker_opts wo = {
+        .endpoint = cfg.broker_endpoint,
+        .name = cfg.trainer_name,
+        .threads = cfg.trainer_threads,
+        .heartbeat_ms = cfg.heartbeat_interval_ms,
+        .liveness = cfg.heartbeat_liveness,
+        .memory_budget_mb = cfg.trainer_memory_budget_mb,
+    };
+    return worker_main(&wo);
 }
 
 int main(int argc, char **argv)
@@ -36,9 +71,10 @@ int main(int argc, char **argv)
     log_set_program("mlq-trainer");
 
     struct standalone_opts sa = {0};
-    struct worker_opts wo = {0};
+    const char *flag[CONFIG_NKEYS] = {0}; /* daemon flags, as config values */
+    const char *config_file = NULL;
     enum { OPT_DB = 256, OPT_CKPT_DIR, OPT_RESUME, OPT_THREADS, OPT_LOG_LEVEL, OPT_VERSION,
-           OPT_BROKER, OPT_NAME, OPT_HB, OPT_LIVENESS };
+           OPT_BROKER, OPT_NAME, OPT_HB, OPT_LIVENESS, OPT_CONFIG };
     static const struct option longopts[] = {
         {"standalone", required_argument, NULL, 's'},
         {"db", required_argument, NULL, OPT_DB},
@@ -51,6 +87,7 @@ int main(int argc, char **argv)
         {"name", required_argument, NULL, OPT_NAME},
         {"heartbeat-ms", required_argument, NULL, OPT_HB},
         {"liveness", required_argument, NULL, OPT_LIVENESS},
+        {"config", required_argument, NULL, OPT_CONFIG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -77,6 +114,7 @@ int main(int argc, char **argv)
                 return 2;
             }
             sa.threads = (int)n;
+            flag[CONFIG_TRAINER_THREADS] = optarg;
             break;
         }
         case OPT_LOG_LEVEL: {
@@ -86,19 +124,23 @@ int main(int argc, char **argv)
                 return 2;
             }
             log_set_level(level);
+            flag[CONFIG_LOG_LEVEL] = optarg;
             break;
         }
         case OPT_BROKER:
-            wo.endpoint = optarg;
+            flag[CONFIG_BROKER_ENDPOINT] = optarg;
             break;
         case OPT_NAME:
-            wo.name = optarg;
+            flag[CONFIG_TRAINER_NAME] = optarg;
             break;
         case OPT_HB:
-            wo.heartbeat_ms = atoi(optarg);
+            flag[CONFIG_HEARTBEAT_INTERVAL_MS] = optarg;
             break;
         case OPT_LIVENESS:
-            wo.liveness = atoi(optarg);
+            flag[CONFIG_HEARTBEAT_LIVENESS] = optarg;
+            break;
+        case OPT_CONFIG:
+            config_file = optarg;
             break;
         case OPT_VERSION:
             printf("mlq-trainer %s\n", MLQ_VERSION);
@@ -117,10 +159,5 @@ int main(int argc, char **argv)
     }
     if (sa.spec_path)
         return standalone_main(&sa);
-    if (wo.endpoint) {
-        wo.threads = sa.threads;
-        return worker_main(&wo);
-    }
-    usage(stderr);
-    return 2;
+    return run_daemon(config_file, flag);
 }

@@ -46,6 +46,7 @@ struct shared {
     atomic_int interrupt;      /* shutdown: report "interrupted", not "cancelled" */
     atomic_ulong progress;     /* bumped by the worker between batches */
     int threads;
+    int memory_budget_mb;
     void *zctx;
     char pair_addr[64];
 };
@@ -127,6 +128,8 @@ static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
         return done;
     }
     blas_set_threads(spec.threads > 0 ? spec.threads : sh->threads > 0 ? sh->threads : 1);
+    if (spec.memory_budget_mb <= 0 && sh->memory_budget_mb > 0)
+        spec.memory_budget_mb = sh->memory_budget_mb; /* trainer.memory_budget_mb */
     int rc;
     log_info("job %lld: %s%s", (long long)job, spec_kind_name(spec.kind),
              m->bin && spec.kind == JOB_TRAIN ? ", resuming from a checkpoint" : "");
@@ -473,7 +476,7 @@ int worker_main(const struct worker_opts *opts)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    struct shared sh = {.threads = opts->threads};
+    struct shared sh = {.threads = opts->threads, .memory_budget_mb = opts->memory_budget_mb};
     struct io io = {.opts = opts, .sh = &sh};
     int exit_code = 1;
     pthread_t thread;

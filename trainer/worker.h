@@ -20,6 +20,7 @@ struct worker_opts {
     int threads;          /* BLAS threads for jobs whose spec says 0; 0: 1 */
     int heartbeat_ms;     /* <= 0: 1000 */
     int liveness;         /* <= 0: 3 */
+    int memory_budget_mb; /* for jobs whose spec says 0; <= 0: the runner's default */
 };
 
 /* Runs until SIGTERM/SIGINT (handlers installed here) or *stop. A job still
