@@ -1,0 +1,537 @@
+/* Broker throughput and dispatch latency (docs/benchmarks.md).
+ *
+ * A real broker (mlq_broker_lib in a child process, durable store in a temp
+ * dir) and K simulated trainers speaking the real protocol that finish each
+ * job at once; one producer submits M tiny jobs, each acknowledged only once
+ * committed. Prints jobs/s end to end and submit-to-dispatch latency p50/p99;
+ * then, when beanstalkd is installed, the same shape against beanstalkd with
+ * its binlog synced on every write (-b DIR -f0), and the ratio; then the
+ * broker's CPU with 200 idle trainers and (--full) its RSS with 100,000
+ * queued jobs. */
+#define _GNU_SOURCE /* memmem */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <zmq.h>
+
+#include "broker.h"
+#include "log.h"
+#include "proto.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void die(const char *what)
+{
+    fprintf(stderr, "broker_bench: %s: %s\n", what, strerror(errno));
+    exit(1);
+}
+
+/* ---- the broker in a child process --------------------------------------------------- */
+
+static volatile sig_atomic_t child_stop;
+static void on_term(int sig)
+{
+    (void)sig;
+    child_stop = 1;
+}
+
+static pid_t start_broker(const char *dir, const char *endpoint, int heartbeat_ms)
+{
+    char db[600];
+    snprintf(db, sizeof db, "%s/mlq.db", dir);
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork");
+    if (pid > 0)
+        return pid;
+    struct sigaction sa = {.sa_handler = on_term};
+    sigaction(SIGTERM, &sa, NULL);
+    log_set_level(LOG_LVL_WARN); /* a line per job would be what we measure */
+    struct broker_opts o = {.db_path = db, .bind = endpoint, .heartbeat_ms = heartbeat_ms,
+                            .liveness = 3, .checkpoint_keep = -1};
+    struct broker *b;
+    char err[512];
+    if (broker_open(&b, &o, err, sizeof err) != 0) {
+        fprintf(stderr, "broker_bench: %s\n", err);
+        _exit(1);
+    }
+    int rc = broker_run(b, &child_stop);
+    broker_close(&b);
+    _exit(rc ? 1 : 0);
+}
+
+static void stop_broker(pid_t pid)
+{
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+}
+
+static double proc_cpu_s(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+    if (p)
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st);
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static long proc_rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kb = 0;
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+/* ---- simulated trainers --------------------------------------------------------------------- */
+
+struct sim {
+    void *zctx;
+    const char *endpoint;
+    int k;
+    int64_t m;           /* jobs expected */
+    int64_t base;        /* first job id of the phase */
+    double *t_dispatch;  /* (m) JOB arrival */
+    atomic_llong done;   /* ACKs received */
+    atomic_int ready;    /* trainers welcomed */
+    atomic_int stop;
+    int heartbeat_ms;
+};
+
+static void *sim_thread(void *arg)
+{
+    struct sim *s = arg;
+    void **socks = calloc((size_t)s->k, sizeof *socks);
+    zmq_pollitem_t *items = calloc((size_t)s->k, sizeof *items);
+    double *last_sent = calloc((size_t)s->k, sizeof *last_sent);
+    if (!socks || !items || !last_sent)
+        die("calloc");
+    for (int i = 0; i < s->k; i++) {
+        socks[i] = zmq_socket(s->zctx, ZMQ_DEALER);
+        proto_socket_setup(socks[i], 0);
+        if (zmq_connect(socks[i], s->endpoint) != 0)
+            die("connect");
+        char name[32];
+        snprintf(name, sizeof name, "sim-%d", i);
+        json_t *hello = json_pack("{s:s, s:s, s:s}", "name", name, "host", "bench", "version",
+                                  "bench");
+        proto_send(socks[i], NULL, 0, PROTO_HELLO, hello, NULL, 0, 0);
+        json_decref(hello);
+        last_sent[i] = now_s();
+        items[i] = (zmq_pollitem_t){.socket = socks[i], .events = ZMQ_POLLIN};
+    }
+    double hb = s->heartbeat_ms / 1000.0;
+    while (!atomic_load(&s->stop)) {
+        int n = zmq_poll(items, s->k, 50);
+        double t = now_s();
+        for (int i = 0; n > 0 && i < s->k; i++) {
+            if (!(items[i].revents & ZMQ_POLLIN))
+                continue;
+            struct proto_msg m;
+            char err[128];
+            while (proto_recv(socks[i], false, &m, ZMQ_DONTWAIT, err, sizeof err) == 0) {
+                if (!strcmp(m.cmd, PROTO_WELCOME)) {
+                    atomic_fetch_add(&s->ready, 1);
+                } else if (!strcmp(m.cmd, PROTO_JOB)) {
+                    int64_t id = json_integer_value(json_object_get(m.body, "job"));
+                    int64_t idx = id - s->base;
+                    if (idx >= 0 && idx < s->m && s->t_dispatch)
+                        s->t_dispatch[idx] = now_s();
+                    json_t *done = json_pack("{s:I, s:s}", "job", (json_int_t)id, "state",
+                                             "succeeded");
+                    proto_send(socks[i], NULL, 0, PROTO_DONE, done, NULL, 0, 0);
+                    json_decref(done);
+                    last_sent[i] = t;
+                } else if (!strcmp(m.cmd, PROTO_ACK)) {
+                    atomic_fetch_add(&s->done, 1);
+                }
+                proto_msg_clear(&m);
+            }
+        }
+        for (int i = 0; i < s->k; i++)
+            if (t - last_sent[i] >= hb) {
+                proto_send(socks[i], NULL, 0, PROTO_HEARTBEAT, NULL, NULL, 0, ZMQ_DONTWAIT);
+                last_sent[i] = t;
+            }
+    }
+    for (int i = 0; i < s->k; i++)
+        zmq_close(socks[i]);
+    free(socks);
+    free(items);
+    free(last_sent);
+    return NULL;
+}
+
+/* ---- the producer ------------------------------------------------------------------------------- */
+
+static json_t *tiny_spec(void)
+{
+    return json_pack("{s:{s:s, s:{s:s}, s:{s:[i,i]}, s:i}}", "spec", "kind", "train",
+                     "dataset", "path", "/nonexistent/bench.h5", "model", "layers", 2, 2,
+                     "epochs", 1);
+}
+
+/* Submits m jobs keeping up to window requests in flight; t_submit[i] is when
+ * job base+i was sent (ids are assigned in order on a fresh queue). */
+static int64_t produce(void *zctx, const char *endpoint, int64_t m, int window,
+                       double *t_submit)
+{
+    void *d = zmq_socket(zctx, ZMQ_DEALER);
+    proto_socket_setup(d, 0);
+    if (zmq_connect(d, endpoint) != 0)
+        die("connect");
+    json_t *spec = tiny_spec();
+    int64_t sent = 0, acked = 0, first_id = 0;
+    while (acked < m) {
+        while (sent < m && sent - acked < window) {
+            if (t_submit)
+                t_submit[sent] = now_s();
+            proto_send(d, NULL, 0, PROTO_SUBMIT, spec, NULL, 0, 0);
+            sent++;
+        }
+        struct proto_msg r;
+        char err[128];
+        if (proto_recv(d, false, &r, 0, err, sizeof err) != 0)
+            die("recv");
+        if (strcmp(r.cmd, PROTO_OK) != 0) {
+            fprintf(stderr, "broker_bench: submit refused: %s\n",
+                    json_string_value(json_object_get(r.body, "error")));
+            exit(1);
+        }
+        if (!first_id)
+            first_id = json_integer_value(json_object_get(r.body, "id"));
+        acked++;
+        proto_msg_clear(&r);
+    }
+    json_decref(spec);
+    zmq_close(d);
+    return first_id;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+struct mlq_result {
+    double jobs_per_s;
+    double p50_ms, p99_ms;
+};
+
+static void run_mlq(const char *dir, int k, int64_t m, int window, struct mlq_result *res)
+{
+    char endpoint[600];
+    snprintf(endpoint, sizeof endpoint, "ipc://%s/broker.sock", dir);
+    pid_t broker = start_broker(dir, endpoint, 1000);
+    void *zctx = zmq_ctx_new();
+    double *t_submit = calloc((size_t)m, sizeof *t_submit);
+    double *t_dispatch = calloc((size_t)m, sizeof *t_dispatch);
+    struct sim s = {.zctx = zctx, .endpoint = endpoint, .k = k, .m = m, .base = 1,
+                    .t_dispatch = t_dispatch, .heartbeat_ms = 1000};
+    pthread_t th;
+    pthread_create(&th, NULL, sim_thread, &s);
+    while (atomic_load(&s.ready) < k)
+        usleep(1000);
+
+    /* Throughput: a window of submissions in flight, end to end to the last ACK. */
+    double t0 = now_s();
+    produce(zctx, endpoint, m, window, NULL);
+    while (atomic_load(&s.done) < m)
+        usleep(200);
+    res->jobs_per_s = (double)m / (now_s() - t0);
+
+    /* Latency: one submission at a time, idle trainers waiting. */
+    int64_t ml = m < 2000 ? m : 2000;
+    s.base = m + 1;
+    memset(t_dispatch, 0, (size_t)m * sizeof *t_dispatch);
+    produce(zctx, endpoint, ml, 1, t_submit);
+    while (atomic_load(&s.done) < m + ml)
+        usleep(200);
+    double *lat = calloc((size_t)ml, sizeof *lat);
+    for (int64_t i = 0; i < ml; i++)
+        lat[i] = (t_dispatch[i] - t_submit[i]) * 1e3;
+    qsort(lat, (size_t)ml, sizeof *lat, cmp_double);
+    res->p50_ms = lat[ml / 2];
+    res->p99_ms = lat[(ml * 99) / 100];
+    free(lat);
+
+    atomic_store(&s.stop, 1);
+    pthread_join(th, NULL);
+    stop_broker(broker);
+    zmq_ctx_term(zctx);
+    free(t_submit);
+    free(t_dispatch);
+}
+
+static void run_idle(const char *dir, int k, double seconds)
+{
+    char endpoint[600];
+    snprintf(endpoint, sizeof endpoint, "ipc://%s/idle.sock", dir);
+    pid_t broker = start_broker(dir, endpoint, 1000);
+    void *zctx = zmq_ctx_new();
+    struct sim s = {.zctx = zctx, .endpoint = endpoint, .k = k, .heartbeat_ms = 1000};
+    pthread_t th;
+    pthread_create(&th, NULL, sim_thread, &s);
+    while (atomic_load(&s.ready) < k)
+        usleep(1000);
+    double c0 = proc_cpu_s(broker), t0 = now_s();
+    usleep((useconds_t)(seconds * 1e6));
+    double cpu = (proc_cpu_s(broker) - c0) / (now_s() - t0) * 100.0;
+    printf("idle: broker CPU with %d idle trainers: %.2f%% of a core (target < 2%%)\n", k, cpu);
+    atomic_store(&s.stop, 1);
+    pthread_join(th, NULL);
+    stop_broker(broker);
+    zmq_ctx_term(zctx);
+}
+
+static void run_rss(const char *dir, int64_t n)
+{
+    char endpoint[600], db[600];
+    snprintf(endpoint, sizeof endpoint, "ipc://%s/rss.sock", dir);
+    snprintf(db, sizeof db, "%s/mlq.db", dir);
+    unlink(db);
+    pid_t broker = start_broker(dir, endpoint, 1000);
+    void *zctx = zmq_ctx_new();
+    double t0 = now_s();
+    produce(zctx, endpoint, n, 256, NULL);
+    printf("rss: %lld jobs queued in %.1f s; broker RSS %.1f MB (target < 50 MB)\n",
+           (long long)n, now_s() - t0, (double)proc_rss_kb(broker) / 1024.0);
+    stop_broker(broker);
+    zmq_ctx_term(zctx);
+}
+
+/* ---- beanstalkd ------------------------------------------------------------------------------- */
+
+struct conn {
+    int fd;
+    char buf[65536];
+    size_t len;
+};
+
+static int tcp_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (int i = 0; i < 200; i++) {
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0)
+            return fd;
+        usleep(10000);
+    }
+    die("connect to beanstalkd");
+    return -1;
+}
+
+static void send_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w <= 0)
+            die("write");
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Reads one "\r\n"-terminated line into out. */
+static void read_line(struct conn *c, char *out, size_t outlen)
+{
+    for (;;) {
+        char *e = memmem(c->buf, c->len, "\r\n", 2);
+        if (e) {
+            size_t l = (size_t)(e - c->buf);
+            snprintf(out, outlen, "%.*s", (int)l, c->buf);
+            memmove(c->buf, e + 2, c->len - l - 2);
+            c->len -= l + 2;
+            return;
+        }
+        ssize_t r = read(c->fd, c->buf + c->len, sizeof c->buf - c->len);
+        if (r <= 0)
+            die("read");
+        c->len += (size_t)r;
+    }
+}
+
+struct bs_args {
+    int port;
+    int64_t m;
+    int window;
+};
+
+static void *bs_worker(void *arg)
+{
+    struct bs_args *a = arg;
+    struct conn *c = calloc(1, sizeof *c);
+    c->fd = tcp_connect(a->port);
+    char line[256];
+    for (int64_t i = 0; i < a->m; i++) {
+        send_all(c->fd, "reserve\r\n", 9);
+        read_line(c, line, sizeof line);
+        unsigned long long id;
+        if (sscanf(line, "RESERVED %llu", &id) != 1) {
+            fprintf(stderr, "beanstalkd: %s\n", line);
+            exit(1);
+        }
+        read_line(c, line, sizeof line); /* body */
+        char cmd[64];
+        int n = snprintf(cmd, sizeof cmd, "delete %llu\r\n", id);
+        send_all(c->fd, cmd, (size_t)n);
+        read_line(c, line, sizeof line);
+    }
+    close(c->fd);
+    free(c);
+    return NULL;
+}
+
+static double run_beanstalkd(const char *dir, int64_t m, int window)
+{
+    /* A free port: bind 0, read it, close; beanstalkd takes it right after. */
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof a;
+    if (bind(s, (struct sockaddr *)&a, sizeof a) || getsockname(s, (struct sockaddr *)&a, &al))
+        die("bind");
+    int port = ntohs(a.sin_port);
+    close(s);
+    char bdir[600], pstr[16];
+    snprintf(bdir, sizeof bdir, "%s/binlog", dir);
+    mkdir(bdir, 0755);
+    snprintf(pstr, sizeof pstr, "%d", port);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execlp("beanstalkd", "beanstalkd", "-l", "127.0.0.1", "-p", pstr, "-b", bdir, "-f0",
+               (char *)NULL);
+        _exit(127);
+    }
+    struct bs_args args = {.port = port, .m = m, .window = window};
+    struct conn *c = calloc(1, sizeof *c);
+    c->fd = tcp_connect(port);
+    pthread_t th;
+    double t0 = now_s();
+    pthread_create(&th, NULL, bs_worker, &args);
+    const char *body = "{\"kind\":\"train\"}";
+    char put[128];
+    int plen = snprintf(put, sizeof put, "put 0 0 60 %zu\r\n%s\r\n", strlen(body), body);
+    int64_t sent = 0, acked = 0;
+    char line[256];
+    while (acked < m) {
+        while (sent < m && sent - acked < window) {
+            send_all(c->fd, put, (size_t)plen);
+            sent++;
+        }
+        read_line(c, line, sizeof line);
+        if (strncmp(line, "INSERTED", 8) != 0) {
+            fprintf(stderr, "beanstalkd: %s\n", line);
+            exit(1);
+        }
+        acked++;
+    }
+    pthread_join(th, NULL);
+    double rate = (double)m / (now_s() - t0);
+    close(c->fd);
+    free(c);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    return rate;
+}
+
+static bool have_beanstalkd(void)
+{
+    return system("command -v beanstalkd >/dev/null 2>&1") == 0;
+}
+
+int main(int argc, char **argv)
+{
+    int k = 4, window = 1, idle = 200;
+    int64_t m = 20000;
+    bool full = false;
+    static const struct option longopts[] = {
+        {"jobs", required_argument, NULL, 'm'}, {"trainers", required_argument, NULL, 'k'},
+        {"window", required_argument, NULL, 'w'}, {"idle", required_argument, NULL, 'i'},
+        {"full", no_argument, NULL, 'f'},        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': m = atoll(optarg); break;
+        case 'k': k = atoi(optarg); break;
+        case 'w': window = atoi(optarg); break;
+        case 'i': idle = atoi(optarg); break;
+        case 'f': full = true; break;
+        default:
+            printf("usage: broker_bench [--jobs M] [--trainers K] [--window W] [--idle N] "
+                   "[--full]\n");
+            return c == 'h' ? 0 : 2;
+        }
+    }
+    if (m < 10 || k < 1 || window < 1) {
+        fprintf(stderr, "broker_bench: bad arguments\n");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    char dir[] = "/tmp/mlq-broker-bench-XXXXXX";
+    if (!mkdtemp(dir))
+        die("mkdtemp");
+
+    struct mlq_result r;
+    run_mlq(dir, k, m, window, &r);
+    printf("mlq: %lld jobs, %d trainers, window %d: %.0f jobs/s end to end; "
+           "submit-to-dispatch p50 %.3f ms, p99 %.3f ms (target < 1 ms)\n",
+           (long long)m, k, window, r.jobs_per_s, r.p50_ms, r.p99_ms);
+    if (have_beanstalkd()) {
+        double bs = run_beanstalkd(dir, m, window);
+        printf("beanstalkd -f0: %lld jobs, 1 worker, window %d: %.0f jobs/s end to end\n",
+               (long long)m, window, bs);
+        printf("ratio mlq/beanstalkd: %.2fx (target >= 2x)\n", r.jobs_per_s / bs);
+    } else {
+        printf("beanstalkd: not installed (apt-get install beanstalkd), comparison skipped\n");
+    }
+    if (idle > 0)
+        run_idle(dir, idle, 5.0);
+    if (full)
+        run_rss(dir, 100000);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "broker_bench: cannot remove %s\n", dir);
+    return 0;
+}
