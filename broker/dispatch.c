@@ -108,6 +108,8 @@ static int job_checkpoint(struct broker *b, const struct store_job *job, void **
     struct store_checkpoint c = {0};
     int rc;
     if (job->kind == JOB_TRAIN) {
+        if (job->attempts == 0)
+            return -ENOENT; /* never ran: nothing to resume from */
         rc = store_checkpoint_get(b->store, job->id, STORE_CKPT_LAST, 0, &c);
     } else {
         struct mlq_spec spec;
@@ -184,7 +186,6 @@ void dispatch_run(struct broker *b)
         }
         t->job = job.id;
         t->cancel_sent = false;
-        trainers_save(b, t, "busy");
         log_info("job %lld (%s, attempt %d) to trainer %s%s", (long long)job.id,
                  spec_kind_name(job.kind), job.attempts + 1, t->name,
                  blob && job.kind == JOB_TRAIN ? ", resuming from its checkpoint" : "");

@@ -456,7 +456,6 @@ static void on_done(struct broker *b, struct trainer *t, struct proto_msg *m)
              error ? error : "");
     t->job = 0;
     t->cancel_sent = false;
-    trainers_save(b, t, "idle");
     broker_reply(b, m->ident, m->ident_len, PROTO_ACK, ack, NULL, 0);
 }
 
