@@ -21,6 +21,7 @@ struct trainer {
     char version[32];
     char *capabilities; /* JSON text, owned */
     int64_t job;        /* 0 = idle */
+    double dispatched;  /* monotonic seconds when job was sent */
     bool cancel_sent;
     double last_seen;   /* monotonic seconds */
     double last_sent;
@@ -92,6 +93,9 @@ void trainers_free(struct broker *b);
 /* dispatch.c */
 int dispatch_recover(struct broker *b);  /* start-up: running jobs become orphans */
 void dispatch_run(struct broker *b);     /* queued jobs to idle trainers */
+/* Sends t's job again: its heartbeat says it never got it (a reply can be
+ * dropped when the trainer's queue is full). */
+void dispatch_resend(struct broker *b, struct trainer *t);
 /* A job's trainer is gone: requeue it, or fail it past max_attempts, or
  * cancel it if a cancel was requested. */
 void dispatch_lost(struct broker *b, int64_t job, const char *reason);

@@ -140,6 +140,20 @@ static int job_checkpoint(struct broker *b, const struct store_job *job, void **
     return 0;
 }
 
+/* The JOB message: spec and the checkpoint to start from (blob, owned and
+ * freed here). */
+static void send_job(struct broker *b, struct trainer *t, const struct store_job *job, int attempt,
+                     void *blob, size_t len)
+{
+    json_error_t jerr;
+    json_t *spec = json_loads(job->spec_json, 0, &jerr);
+    broker_reply(b, t->ident, t->ident_len, PROTO_JOB,
+                 json_pack("{s:I, s:i, s:o}", "job", (json_int_t)job->id, "attempt", attempt,
+                           "spec", spec ? spec : json_object()),
+                 blob, len);
+    t->dispatched = broker_mono();
+}
+
 void dispatch_run(struct broker *b)
 {
     struct trainer *t;
@@ -175,10 +189,7 @@ void dispatch_run(struct broker *b)
             broker_store_failed(b, "checkpoint get");
             return;
         }
-        json_error_t jerr;
-        json_t *spec = json_loads(job.spec_json, 0, &jerr);
         if (store_job_set_running(b->store, job.id, t->name) != 0) {
-            json_decref(spec);
             free(blob);
             store_job_free(&job);
             broker_store_failed(b, "set running");
@@ -189,10 +200,32 @@ void dispatch_run(struct broker *b)
         log_info("job %lld (%s, attempt %d) to trainer %s%s", (long long)job.id,
                  spec_kind_name(job.kind), job.attempts + 1, t->name,
                  blob && job.kind == JOB_TRAIN ? ", resuming from its checkpoint" : "");
-        broker_reply(b, t->ident, t->ident_len, PROTO_JOB,
-                     json_pack("{s:I, s:i, s:o}", "job", (json_int_t)job.id, "attempt",
-                               job.attempts + 1, "spec", spec ? spec : json_object()),
-                     blob, len);
+        send_job(b, t, &job, job.attempts + 1, blob, len);
         store_job_free(&job);
     }
+}
+
+void dispatch_resend(struct broker *b, struct trainer *t)
+{
+    struct store_job job = {0};
+    if (store_job_get(b->store, t->job, &job) != 0)
+        return;
+    if (job.state != STORE_RUNNING) {
+        store_job_free(&job);
+        return;
+    }
+    void *blob = NULL;
+    size_t len = 0;
+    char err[1024] = "";
+    int rc = job_checkpoint(b, &job, &blob, &len, err, sizeof err);
+    if (rc == 0 || rc == -ENOENT) {
+        log_warn("trainer %s does not have job %lld: sending it again", t->name,
+                 (long long)job.id);
+        send_job(b, t, &job, job.attempts, blob, len);
+    } else {
+        free(blob);
+        dispatch_lost(b, job.id, err[0] ? err : "its checkpoint cannot be read");
+        t->job = 0;
+    }
+    store_job_free(&job);
 }

@@ -461,6 +461,18 @@ static void on_done(struct broker *b, struct trainer *t, struct proto_msg *m)
 
 static void on_trainer_message(struct broker *b, struct proto_msg *m);
 
+/* A trainer's heartbeat names the job it holds. One that has held none for a
+ * whole liveness window since we sent it its job never got the JOB message
+ * (a full send queue drops replies): send it again. */
+static void on_heartbeat(struct broker *b, struct trainer *t, struct proto_msg *m)
+{
+    json_t *jv = json_object_get(m->body, "job");
+    if (!json_is_integer(jv) || !t->job)
+        return;
+    if (json_integer_value(jv) == 0 && broker_mono() - t->dispatched > b->expiry)
+        dispatch_resend(b, t);
+}
+
 void handlers_dispatch(struct broker *b, struct proto_msg *m)
 {
     const char *c = m->cmd;
@@ -496,7 +508,9 @@ static void on_trainer_message(struct broker *b, struct proto_msg *m)
         return;
     }
     t->last_seen = broker_mono();
-    if (strcmp(c, PROTO_METRICS) == 0)
+    if (strcmp(c, PROTO_HEARTBEAT) == 0)
+        on_heartbeat(b, t, m);
+    else if (strcmp(c, PROTO_METRICS) == 0)
         on_metrics(b, t, m);
     else if (strcmp(c, PROTO_CHECKPOINT) == 0)
         on_checkpoint(b, t, m);

@@ -320,9 +320,12 @@ static void on_broker_message(struct io *io, struct proto_msg *m)
     io->backoff = io->interval;
     int64_t job = json_integer_value(json_object_get(m->body, "job"));
     if (strcmp(m->cmd, PROTO_WELCOME) == 0) {
+        /* HELLO repeats until welcomed, so several WELCOMEs may come: only the
+         * first resends the job's state, or the resends multiply. */
+        bool first = !io->welcomed;
         io->welcomed = true;
         int64_t adopt = json_integer_value(json_object_get(m->body, "adopt"));
-        if (io->job && adopt == io->job)
+        if (first && io->job && adopt == io->job)
             resend_job_state(io);
     } else if (strcmp(m->cmd, PROTO_WHO) == 0) {
         send_hello(io);
@@ -583,8 +586,14 @@ int worker_main(const struct worker_opts *opts)
         /* Until welcomed, HELLO is the heartbeat: a lost HELLO must not leave
          * us heartbeating to a broker that thinks we are someone else. */
         if (io.dealer && now - io.last_sent >= io.interval) {
-            if (io.welcomed)
-                send_broker(&io, PROTO_HEARTBEAT, NULL, NULL, 0);
+            if (io.welcomed) {
+                /* The job we hold, so that a JOB the broker sent and we never
+                 * got is noticed and sent again. */
+                json_t *hb = json_pack("{s:I}", "job",
+                                       (json_int_t)(io.job && !io.dropped ? io.job : 0));
+                send_broker(&io, PROTO_HEARTBEAT, hb, NULL, 0);
+                json_decref(hb);
+            }
             else
                 send_hello(&io);
         }
