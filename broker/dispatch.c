@@ -24,13 +24,15 @@ int dispatch_recover(struct broker *b)
             return -ENOMEM;
         }
     }
-    double deadline = broker_mono() + b->expiry;
+    /* Trainers notice the restart only after a liveness window of silence and
+     * then reconnect with backoff (capped at one window): give them three. */
+    double deadline = broker_mono() + 3 * b->expiry;
     for (size_t i = 0; i < n; i++)
         b->orphans[i] = (struct orphan){.job = ids[i], .deadline = deadline};
     b->n_orphans = n;
     if (n)
         log_info("%zu running job%s wait up to %.1f s for their trainers", n, n == 1 ? "" : "s",
-                 b->expiry);
+                 3 * b->expiry);
     free(ids);
     return 0;
 }

@@ -574,7 +574,9 @@ int worker_main(const struct worker_opts *opts)
             io.dealer = NULL;
             io.welcomed = false;
             reconnect_at = now + io.backoff;
-            io.backoff = fmin(io.backoff * 2, BACKOFF_MAX_S);
+            /* Capped at one liveness window so that a restarted broker hears
+             * from us while it still keeps our job for us. */
+            io.backoff = fmin(io.backoff * 2, fmin(BACKOFF_MAX_S, io.expiry));
         }
         if (!io.dealer && now >= reconnect_at) {
             rc = open_dealer(&io);
