@@ -208,6 +208,27 @@ static void test_max_attempts(void **state)
     json_decref(job);
 }
 
+static void test_trainer_sigterm_hands_back(void **state)
+{
+    struct harness *h = *state;
+    char data[512], st[32];
+    h_dataset(h, "train.h5", 3000, 16, 3, 15, data, sizeof data);
+    h_broker_start(h, NULL);
+    pid_t t1 = h_trainer_start(h, "t1");
+    int64_t id = h_submit(h, h_train_spec(data, 16, 3, 150, 1));
+    h_wait_epoch(h, id, 2, 60);
+    /* A trainer stopped by systemd hands its job back at once. */
+    h_proc_kill(h, t1, SIGTERM);
+    h_status(h, id, st, sizeof st, NULL);
+    assert_string_equal(st, "queued");
+    h_trainer_start(h, "t2");
+    h_wait_terminal(h, id, 120, st, sizeof st);
+    assert_string_equal(st, "succeeded");
+    json_t *job = job_of(h, id);
+    assert_string_equal(json_string_value(json_object_get(job, "trainer")), "t2");
+    json_decref(job);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -215,6 +236,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_broker_killed_loses_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broker_killed_trainer_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_attempts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_trainer_sigterm_hands_back, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
