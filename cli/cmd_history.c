@@ -30,6 +30,9 @@ const char *history_path(void)
     return resolved_path;
 }
 
+/* Where the systemd services keep their database (StateDirectory=mlq). */
+#define SERVICE_DB_PATH "/var/lib/mlq/mlq.db"
+
 int history_open(const char *cmd, const char *db_flag, bool writable, struct store **out)
 {
     char *path = resolved_path, err[1024];
@@ -43,9 +46,15 @@ int history_open(const char *cmd, const char *db_flag, bool writable, struct sto
             fprintf(stderr, "mlq %s: %s\n", cmd, err);
             return EXIT_FAILURE_GENERIC;
         }
-        if (cfg.db_path[0])
+        /* On a host that runs the services and where this user never ran
+         * mlq up, the history people want is the services' database. */
+        struct stat st;
+        if (cfg.db_path[0]) {
             snprintf(path, pathlen, "%s", cfg.db_path);
-        else if (store_default_path(path, pathlen) != 0) {
+        } else if ((store_default_path(path, pathlen) != 0 || stat(path, &st) != 0) &&
+                   stat(SERVICE_DB_PATH, &st) == 0) {
+            snprintf(path, pathlen, "%s", SERVICE_DB_PATH);
+        } else if (!path[0]) {
             fprintf(stderr, "mlq %s: no database path: pass --db FILE or set MLQ_DB\n", cmd);
             return EXIT_UNAVAILABLE;
         }

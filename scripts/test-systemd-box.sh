@@ -169,11 +169,24 @@ submit_small() {
 }
 check "mlq submit --wait: a job succeeds" submit_small
 
+# Predict with the run just trained: trainers may write to /var/lib/mlq/outputs
+# only, the rest of the file system is read-only to them.
+predict_small() {
+    local run out
+    run=$(sdbox_exec mlq runs --kind train --state succeeded --limit 1 --json 2>&1 |
+          grep -o '"id": *[0-9]*' | head -n 1 | grep -o '[0-9]*$') ||
+        { sdbox_exec mlq runs --kind train 2>&1 | sed 's/^/     /'; return 1; }
+    out=$(sdbox_exec timeout 60 mlq predict "$run" --input "$ds" \
+        --output /var/lib/mlq/outputs/box-pred.h5 --wait 2>&1) || { printf '     %s\n' "$out"; return 1; }
+    sdbox_exec test -s /var/lib/mlq/outputs/box-pred.h5
+}
+check "mlq predict writes /var/lib/mlq/outputs/box-pred.h5" predict_small
+
 # The broker dies (SIGKILL) while a job of ~10 s runs: systemd restarts it, the
 # trainer reconnects and the job succeeds; `mlq wait` follows it across.
 job=$(sdbox_exec mlq submit --dataset "$ds" --layers 2,512,512,2 --epochs 20 --batch-size 16 \
     --threads 1 --name box-long 2>/dev/null) || job=
-job_running() { [ -n "$job" ] && sdbox_exec mlq queue --json | grep -Eq '"state": ?"running"'; }
+job_running() { local q; [ -n "$job" ] && q=$(sdbox_exec mlq queue --json) && grep -Eq '"state": ?"running"' <<<"$q"; }
 check "long job $job submitted and running" wait_for 20 job_running
 sdbox_exec timeout 180 mlq wait "$job" >"$SDBOX/wait.out" 2>&1 &
 wait_pid=$!
@@ -200,10 +213,13 @@ sdbox_exec sh -c "kill -STOP $pid0"
 check "trainer@2 restarted by systemd after its watchdog starved (NRestarts > $n0)" \
     wait_for 30 restarted mlq-trainer@2.service "$n0" "$pid0"
 watchdog_logged() {
-    sdbox_exec journalctl -q -u mlq-trainer@2.service -o cat --no-pager |
-        grep -q "Failed with result 'watchdog'"
+    # Read the whole journal first: grep -q closing the pipe early would fail
+    # journalctl with SIGPIPE under pipefail.
+    local log
+    log=$(sdbox_exec journalctl -q -u mlq-trainer@2.service -o cat --no-pager)
+    grep -q "Failed with result 'watchdog'" <<<"$log"
 }
-check "journal: trainer@2 failed with result 'watchdog'" watchdog_logged
+check "journal: trainer@2 failed with result 'watchdog'" wait_for 10 watchdog_logged
 sdbox_exec sh -c 'rm -rf /run/systemd/system/mlq-trainer@2.service.d && systemctl daemon-reload'
 check "mlq workers: both trainers back" wait_for 20 two_trainers
 
