@@ -5,8 +5,6 @@
 #include "log.h"
 
 const struct cli_command cli_commands[] = {
-    {"config", "show the effective configuration and where each value came from", cmd_config},
-    {"dataset", "import IDX or CSV files into HDF5, describe a dataset", cmd_dataset},
     {"up", "run a broker and trainers in the foreground: the local stack", cmd_up},
     {"submit", "queue a train job (flags or --spec FILE); prints its id", cmd_submit},
     {"wait", "follow a job until it ends; exit 0 succeeded, 3 failed, 4 cancelled", cmd_wait},
@@ -22,6 +20,8 @@ const struct cli_command cli_commands[] = {
     {"export", "write a run's network to an HDF5 file", cmd_export},
     {"rm", "delete runs with their metrics and checkpoints", cmd_rm},
     {"gc", "delete old finished runs and reclaim the space", cmd_gc},
+    {"dataset", "import IDX or CSV files into HDF5, describe a dataset", cmd_dataset},
+    {"config", "show the effective configuration and where each value came from", cmd_config},
     {NULL, NULL, NULL},
 };
 
