@@ -440,6 +440,13 @@ int spec_validate(const struct mlq_spec *s, char *err, size_t errlen)
         return fail(err, errlen, s->kind == JOB_PREDICT ? "input.path: required"
                                                         : "dataset.path: required");
     if (s->kind == JOB_TRAIN) {
+        int64_t params = 0;
+        for (int l = 0; l < s->n_layers; l++)
+            params += ((int64_t)s->layers[l] + 1) * s->layers[l + 1];
+        if (params > SPEC_MAX_PARAMS)
+            return fail(err, errlen,
+                        "model.layers: %lld parameters is more than the %lld a trainer accepts",
+                        (long long)params, (long long)SPEC_MAX_PARAMS);
         if (s->loss == LOSS_CROSS_ENTROPY && s->layers[s->n_layers] < 2)
             return fail(err, errlen,
                         "model.layers: cross_entropy needs at least 2 outputs (classes)");

@@ -13,6 +13,9 @@
 
 #define SPEC_MAX_LAYERS 32    /* dense layers, so layer sizes hold one more */
 #define SPEC_MAX_WIDTH 65536  /* units in one layer */
+/* Parameters of one model: 2^28 floats is 1 GiB each for weights, gradients
+ * and up to two optimizer buffers, already more than a dense net here needs. */
+#define SPEC_MAX_PARAMS (INT64_C(1) << 28)
 #define SPEC_PATH_MAX 1024
 #define SPEC_NAME_MAX 128
 

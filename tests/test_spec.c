@@ -144,6 +144,8 @@ static void test_errors_name_the_field(void **state)
     parse_fails("{\"dataset\": \"a\", \"optimizer\": {\"name\": \"sgd\", \"nesterov\": true}}",
                 "nesterov");
     parse_fails("{\"dataset\": \"a\", \"batch_size\": 0}", "batch_size");
+    parse_fails("{\"dataset\": \"a\", \"model\": {\"layers\": [65536, 65536, 65536, 10]}}",
+                "parameters is more than");
     parse_fails("{\"dataset\": \"a\", \"epochs\": 1.5}", "epochs: must be an integer");
     parse_fails("{\"dataset\": \"a\", \"regularization\": {\"l2\": -0.1}}", "regularization");
     parse_fails("{\"dataset\": \"a\", \"loss\": \"mse\", \"model\": {\"output\": \"softmax\"}}",
