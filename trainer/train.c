@@ -120,10 +120,10 @@ static int alloc_buffers(struct run *r)
     const struct mlq_spec *s = r->spec;
     int64_t n = dataset_get_info(r->train)->n;
     int B = s->optimizer.name == OPT_GD ? EVAL_ROWS : s->batch_size;
+    if (B > n)
+        B = (int)n; /* a batch never holds more than the data */
     if (B < EVAL_ROWS && r->val)
         B = EVAL_ROWS; /* validation reuses the same buffers */
-    if (B > n && !r->val)
-        B = (int)n;
     r->rows = B;
     int D = s->layers[0], K = s->layers[s->n_layers];
     for (int i = 0; i < 2; i++) {
