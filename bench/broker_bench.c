@@ -49,6 +49,7 @@ static void die(const char *what)
 /* ---- the broker in a child process --------------------------------------------------- */
 
 static volatile sig_atomic_t child_stop;
+static int sync_normal; /* --sync-normal: db.sync = normal, not durable on power loss */
 static void on_term(int sig)
 {
     (void)sig;
@@ -68,7 +69,7 @@ static pid_t start_broker(const char *dir, const char *endpoint, int heartbeat_m
     sigaction(SIGTERM, &sa, NULL);
     log_set_level(LOG_LVL_WARN); /* a line per job would be what we measure */
     struct broker_opts o = {.db_path = db, .bind = endpoint, .heartbeat_ms = heartbeat_ms,
-                            .liveness = 3, .checkpoint_keep = -1};
+                            .liveness = 3, .checkpoint_keep = -1, .sync_normal = sync_normal};
     struct broker *b;
     char err[512];
     if (broker_open(&b, &o, err, sizeof err) != 0) {
@@ -487,6 +488,7 @@ int main(int argc, char **argv)
         {"jobs", required_argument, NULL, 'm'}, {"trainers", required_argument, NULL, 'k'},
         {"window", required_argument, NULL, 'w'}, {"idle", required_argument, NULL, 'i'},
         {"full", no_argument, NULL, 'f'},        {"help", no_argument, NULL, 'h'},
+        {"sync-normal", no_argument, NULL, 's'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -497,9 +499,10 @@ int main(int argc, char **argv)
         case 'w': window = atoi(optarg); break;
         case 'i': idle = atoi(optarg); break;
         case 'f': full = true; break;
+        case 's': sync_normal = 1; break;
         default:
             printf("usage: broker_bench [--jobs M] [--trainers K] [--window W] [--idle N] "
-                   "[--full]\n");
+                   "[--full] [--sync-normal]\n");
             return c == 'h' ? 0 : 2;
         }
     }
@@ -514,9 +517,10 @@ int main(int argc, char **argv)
 
     struct mlq_result r;
     run_mlq(dir, k, m, window, &r);
-    printf("mlq: %lld jobs, %d trainers, window %d: %.0f jobs/s end to end; "
+    printf("mlq%s: %lld jobs, %d trainers, window %d: %.0f jobs/s end to end; "
            "submit-to-dispatch p50 %.3f ms, p99 %.3f ms (target < 1 ms)\n",
-           (long long)m, k, window, r.jobs_per_s, r.p50_ms, r.p99_ms);
+           sync_normal ? " (sync=normal)" : "", (long long)m, k, window, r.jobs_per_s, r.p50_ms,
+           r.p99_ms);
     if (have_beanstalkd()) {
         double bs = run_beanstalkd(dir, m, window);
         printf("beanstalkd -f0: %lld jobs, 1 worker, window %d: %.0f jobs/s end to end\n",
