@@ -21,6 +21,7 @@
 
 #define REQUEST_TIMEOUT_MS 5000
 #define WAIT_POLL_MS 250
+#define WAIT_RETRIES 6 /* unanswered STATUS requests before wait gives up */
 
 /* ---- talking to the broker ------------------------------------------------------ */
 
@@ -193,12 +194,17 @@ static int wait_job(const char *endpoint, int64_t id, bool json, bool quiet)
     bool tty = !quiet && !json && isatty(STDERR_FILENO);
     int64_t last_epoch = -1, epoch0 = -1;
     double t0 = mono_s();
+    int unreachable = 0;
     for (;;) {
         json_t *reply;
         int code = broker_call(endpoint, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id),
                                &reply);
+        /* A broker restart while we wait is not the end of the job. */
+        if (code == EXIT_UNAVAILABLE && ++unreachable < WAIT_RETRIES)
+            continue;
         if (code)
             return code;
+        unreachable = 0;
         json_t *job = json_object_get(reply, "job");
         json_t *metrics = json_object_get(reply, "metrics");
         const char *state = json_string_value(json_object_get(job, "state"));
