@@ -36,7 +36,7 @@ int cmd_compare(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_rm(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
-int cmd_submit(int argc, char **argv);  /* cmd_jobs.c */
+int cmd_submit(int argc, char **argv); /* cmd_jobs.c */
 int cmd_wait(int argc, char **argv);
 int cmd_cancel(int argc, char **argv);
 int cmd_queue(int argc, char **argv);

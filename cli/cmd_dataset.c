@@ -79,18 +79,15 @@ static int out_begin(struct out_file *o, const char *path)
     fchmod(fd, 0666 & ~mask);
     close(fd);
     o->file = H5Fcreate(o->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (o->file < 0)
-        return error("%s: cannot create the HDF5 file", o->tmp);
+    if (o->file < 0) return error("%s: cannot create the HDF5 file", o->tmp);
     return 0;
 }
 
 static void out_abort(struct out_file *o)
 {
-    if (o->file >= 0)
-        H5Fclose(o->file);
+    if (o->file >= 0) H5Fclose(o->file);
     o->file = H5I_INVALID_HID;
-    if (o->tmp[0])
-        unlink(o->tmp);
+    if (o->tmp[0]) unlink(o->tmp);
     o->tmp[0] = '\0';
 }
 
@@ -105,8 +102,7 @@ static int out_commit(struct out_file *o)
     int fd = open(o->tmp, O_RDONLY);
     if (fd < 0 || fsync(fd) < 0 || rename(o->tmp, o->path) < 0) {
         int e = errno;
-        if (fd >= 0)
-            close(fd);
+        if (fd >= 0) close(fd);
         out_abort(o);
         return error("%s: cannot write: %s", o->path, strerror(e));
     }
@@ -126,8 +122,7 @@ static int write_dset(struct out_file *o, const char *name, hid_t filetype, hid_
         row_bytes *= dims[i];
     }
     chunk[0] = CHUNK_BYTES / row_bytes > 0 ? CHUNK_BYTES / row_bytes : 1;
-    if (chunk[0] > dims[0])
-        chunk[0] = dims[0];
+    if (chunk[0] > dims[0]) chunk[0] = dims[0];
     hid_t space = H5Screate_simple(rank, dims, NULL);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     hid_t dset = H5I_INVALID_HID;
@@ -135,17 +130,12 @@ static int write_dset(struct out_file *o, const char *name, hid_t filetype, hid_
     if (space >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, rank, chunk) >= 0 &&
         (H5Tget_size(filetype) == 1 || H5Pset_shuffle(dcpl) >= 0) && H5Pset_deflate(dcpl, 4) >= 0) {
         dset = H5Dcreate2(o->file, name, filetype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-        if (dset >= 0 && H5Dwrite(dset, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0)
-            rc = 0;
+        if (dset >= 0 && H5Dwrite(dset, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0) rc = 0;
     }
-    if (dset >= 0)
-        H5Dclose(dset);
-    if (dcpl >= 0)
-        H5Pclose(dcpl);
-    if (space >= 0)
-        H5Sclose(space);
-    if (rc < 0)
-        return error("%s: cannot write dataset '%s'", o->path, name);
+    if (dset >= 0) H5Dclose(dset);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (space >= 0) H5Sclose(space);
+    if (rc < 0) return error("%s: cannot write dataset '%s'", o->path, name);
     return 0;
 }
 
@@ -182,11 +172,9 @@ static int idx_read(const char *path, struct idx *out)
 {
     memset(out, 0, sizeof *out);
     struct stat st;
-    if (stat(path, &st) < 0)
-        return error("%s: %s", path, strerror(errno));
+    if (stat(path, &st) < 0) return error("%s: %s", path, strerror(errno));
     gzFile f = gzopen(path, "rb");
-    if (!f)
-        return error("%s: %s", path, strerror(errno ? errno : ENOMEM));
+    if (!f) return error("%s: %s", path, strerror(errno ? errno : ENOMEM));
     gzbuffer(f, 1 << 18);
     int rc = EXIT_FAILURE_GENERIC;
     unsigned char head[4], be[4];
@@ -290,16 +278,13 @@ static int import_idx(int argc, char **argv)
         } else
             return usage_error("bad option");
     }
-    if (argc - optind != 2)
-        return usage_error("expected IMAGES and LABELS");
-    if (!output)
-        return usage_error("--output is required");
+    if (argc - optind != 2) return usage_error("expected IMAGES and LABELS");
+    if (!output) return usage_error("--output is required");
     const char *images = argv[optind], *labels = argv[optind + 1];
 
     struct idx xi, yi;
     int rc = idx_read(images, &xi);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     rc = idx_read(labels, &yi);
     if (rc) {
         free(xi.data);
@@ -320,8 +305,7 @@ static int import_idx(int argc, char **argv)
         rc = out_begin(&o, output);
         if (rc == 0)
             rc = write_dset(&o, "X", H5T_STD_U8LE, H5T_NATIVE_UINT8, xi.ndims, xdims, xi.data);
-        if (rc == 0)
-            rc = write_dset(&o, "y", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, ydims, yi.data);
+        if (rc == 0) rc = write_dset(&o, "y", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, ydims, yi.data);
         if (rc == 0)
             rc = out_commit(&o);
         else
@@ -365,8 +349,7 @@ static int split_fields(char *line, char ***fields, int *cap)
         if (n == *cap) {
             int ncap = *cap ? *cap * 2 : 16;
             char **nf = realloc(*fields, (size_t)ncap * sizeof *nf);
-            if (!nf)
-                return -1;
+            if (!nf) return -1;
             *fields = nf;
             *cap = ncap;
         }
@@ -378,8 +361,7 @@ static int split_fields(char *line, char ***fields, int *cap)
         while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
             end--;
         *end = '\0';
-        if (!comma)
-            return n;
+        if (!comma) return n;
         p = comma + 1;
     }
 }
@@ -396,8 +378,7 @@ static int grow_push(struct growbuf *g, const void *src, size_t bytes)
         while (ncap < g->len + bytes)
             ncap *= 2;
         void *nd = realloc(g->data, ncap);
-        if (!nd)
-            return -1;
+        if (!nd) return -1;
         g->data = nd;
         g->cap = ncap;
     }
@@ -437,10 +418,8 @@ static int import_csv(int argc, char **argv)
             return usage_error("bad option");
         }
     }
-    if (argc - optind != 1)
-        return usage_error("expected one CSV file");
-    if (!output)
-        return usage_error("--output is required");
+    if (argc - optind != 1) return usage_error("expected one CSV file");
+    if (!output) return usage_error("--output is required");
     const char *path = argv[optind];
     char *endp;
     long label_index = strtol(label, &endp, 10);
@@ -449,8 +428,7 @@ static int import_csv(int argc, char **argv)
         return usage_error("--label-column '%s' is a name, which needs --header", label);
 
     FILE *f = fopen(path, "r");
-    if (!f)
-        return error("%s: %s", path, strerror(errno));
+    if (!f) return error("%s: %s", path, strerror(errno));
     char *line = NULL, **fields = NULL;
     size_t linecap = 0;
     int fcap = 0, ncols = -1, lcol = -1, rc = EXIT_FAILURE_GENERIC;
@@ -462,8 +440,7 @@ static int import_csv(int argc, char **argv)
         lineno++;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             line[--len] = '\0';
-        if (strspn(line, " \t") == (size_t)len)
-            continue;
+        if (strspn(line, " \t") == (size_t)len) continue;
         int nf = split_fields(line, &fields, &fcap);
         if (nf < 0) {
             error("out of memory");
@@ -478,8 +455,7 @@ static int import_csv(int argc, char **argv)
             }
             if (label_by_name) {
                 for (int i = 0; i < nf && lcol < 0; i++)
-                    if (strcmp(fields[i], label) == 0)
-                        lcol = i;
+                    if (strcmp(fields[i], label) == 0) lcol = i;
                 if (lcol < 0) {
                     error("%s: no column named '%s' in the header", path, label);
                     goto out;
@@ -497,8 +473,7 @@ static int import_csv(int argc, char **argv)
                 error("out of memory");
                 goto out;
             }
-            if (header)
-                continue;
+            if (header) continue;
         }
         if (nf != ncols) {
             error("%s: line %lld: %d fields, expected %d", path, (long long)lineno, nf, ncols);
@@ -517,8 +492,7 @@ static int import_csv(int argc, char **argv)
                     goto out;
                 }
                 int32_t id = (int32_t)v;
-                if (grow_push(&ys, &id, sizeof id) < 0)
-                    goto nomem;
+                if (grow_push(&ys, &id, sizeof id) < 0) goto nomem;
                 continue;
             }
             float v = strtof(fields[i], &e);
@@ -533,14 +507,12 @@ static int import_csv(int argc, char **argv)
                 goto out;
             }
             if (i == lcol) {
-                if (grow_push(&ys, &v, sizeof v) < 0)
-                    goto nomem;
+                if (grow_push(&ys, &v, sizeof v) < 0) goto nomem;
             } else {
                 row[j++] = v;
             }
         }
-        if (grow_push(&xs, row, (size_t)j * sizeof *row) < 0)
-            goto nomem;
+        if (grow_push(&xs, row, (size_t)j * sizeof *row) < 0) goto nomem;
         n++;
     }
     if (ferror(f)) {
@@ -555,8 +527,7 @@ static int import_csv(int argc, char **argv)
         hsize_t xdims[2] = {(hsize_t)n, (hsize_t)(ncols - 1)}, ydims[2] = {(hsize_t)n, 1};
         struct out_file o;
         rc = out_begin(&o, output);
-        if (rc == 0)
-            rc = write_dset(&o, "X", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, xdims, xs.data);
+        if (rc == 0) rc = write_dset(&o, "X", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, xdims, xs.data);
         if (rc == 0 && regression)
             rc = write_dset(&o, "y", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, ydims, ys.data);
         else if (rc == 0)
@@ -603,8 +574,7 @@ static const char *h5_type_name(hid_t t)
     size_t size = H5Tget_size(t);
     if (cls == H5T_FLOAT)
         return size == 2 ? "float16" : size == 4 ? "float32" : size == 8 ? "float64" : "float";
-    if (cls != H5T_INTEGER)
-        return "non-numeric";
+    if (cls != H5T_INTEGER) return "non-numeric";
     bool s = H5Tget_sign(t) == H5T_SGN_2;
     switch (size) {
     case 1:
@@ -638,11 +608,9 @@ static int describe(hid_t file, const char *path, const char *name, bool scan_in
 {
     memset(dd, 0, sizeof *dd);
     dd->first_bad_row = -1;
-    if (H5Lexists(file, name, H5P_DEFAULT) <= 0)
-        return 0;
+    if (H5Lexists(file, name, H5P_DEFAULT) <= 0) return 0;
     hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
-    if (d < 0)
-        return error("%s: '%s' is not a dataset", path, name);
+    if (d < 0) return error("%s: '%s' is not a dataset", path, name);
     hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
     int rc = 0;
     double *buf = NULL;
@@ -708,8 +676,7 @@ static int describe(hid_t file, const char *path, const char *name, bool scan_in
             hsize_t start[2] = {r, 0}, cnt[2] = {m, 1};
             hid_t ms = H5Screate_simple(dd->rank, cnt, NULL);
             herr_t ok = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, cnt, NULL);
-            if (ok >= 0)
-                ok = H5Dread(d, H5T_NATIVE_INT64, ms, fs, H5P_DEFAULT, buf);
+            if (ok >= 0) ok = H5Dread(d, H5T_NATIVE_INT64, ms, fs, H5P_DEFAULT, buf);
             H5Sclose(ms);
             for (hsize_t i = 0; ok >= 0 && i < m; i++)
                 dd->counts[((int64_t *)buf)[i]]++;
@@ -777,23 +744,18 @@ static int info(int argc, char **argv)
             return usage_error("bad option");
         }
     }
-    if (argc - optind != 1)
-        return usage_error("expected one HDF5 file");
+    if (argc - optind != 1) return usage_error("expected one HDF5 file");
     const char *path = argv[optind];
     snprintf(src.path, sizeof src.path, "%s", path);
     struct stat st;
-    if (stat(path, &st) < 0)
-        return error("%s: %s", path, strerror(errno));
-    if (H5Fis_hdf5(path) <= 0)
-        return error("%s: not an HDF5 file", path);
+    if (stat(path, &st) < 0) return error("%s: %s", path, strerror(errno));
+    if (H5Fis_hdf5(path) <= 0) return error("%s: not an HDF5 file", path);
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (file < 0)
-        return error("%s: cannot open the HDF5 file", path);
+    if (file < 0) return error("%s: cannot open the HDF5 file", path);
     struct dset_desc xd, yd;
     int rc = describe(file, path, src.x, false, &xd);
     memset(&yd, 0, sizeof yd);
-    if (rc == 0)
-        rc = describe(file, path, src.y, true, &yd);
+    if (rc == 0) rc = describe(file, path, src.y, true, &yd);
     if (rc == 0 && !xd.present) {
         fprintf(stderr, "mlq dataset info: %s: no dataset named '%s'; the file holds:", path,
                 src.x);
@@ -844,16 +806,14 @@ static int info(int argc, char **argv)
                 json_object_set_new(y, "classes", json_integer(yd.max + 1));
                 json_object_set_new(y, "counts", counts);
             }
-            if (!y_class)
-                json_object_set_new(y, "nonfinite", json_integer(yd.nonfinite));
+            if (!y_class) json_object_set_new(y, "nonfinite", json_integer(yd.nonfinite));
             json_object_set_new(doc, "y", y);
         } else {
             json_object_set_new(doc, "y", json_null());
         }
         json_object_set_new(doc, "check", json_string(err));
         char *text = json_dumps(doc, JSON_COMPACT);
-        if (text)
-            printf("%s\n", text);
+        if (text) printf("%s\n", text);
         free(text);
         json_decref(doc);
     } else {

@@ -29,8 +29,7 @@ static const char *broker_endpoint(const char *flag)
 {
     static struct config cfg;
     char err[512];
-    if (flag)
-        return flag;
+    if (flag) return flag;
     if (config_load(&cfg, NULL, err, sizeof err) != 0) {
         fprintf(stderr, "mlq: %s\n", err);
         return getenv("MLQ_BROKER") ? getenv("MLQ_BROKER") : "tcp://127.0.0.1:5555";
@@ -56,16 +55,13 @@ static int broker_call(const char *endpoint, const char *cmd, json_t *body, json
     void *ctx = zmq_ctx_new();
     void *sock = ctx ? zmq_socket(ctx, ZMQ_DEALER) : NULL;
     if (!sock || proto_socket_setup(sock, 0) != 0 || zmq_connect(sock, endpoint) != 0) {
-        fprintf(stderr, "mlq: cannot use broker endpoint %s: %s\n", endpoint,
-                zmq_strerror(errno));
+        fprintf(stderr, "mlq: cannot use broker endpoint %s: %s\n", endpoint, zmq_strerror(errno));
         code = EXIT_USAGE;
         goto out;
     }
-    if (proto_send(sock, NULL, 0, cmd, body, NULL, 0, 0) != 0)
-        goto unreachable;
+    if (proto_send(sock, NULL, 0, cmd, body, NULL, 0, 0) != 0) goto unreachable;
     zmq_pollitem_t item = {.socket = sock, .events = ZMQ_POLLIN};
-    if (zmq_poll(&item, 1, request_timeout_ms()) <= 0)
-        goto unreachable;
+    if (zmq_poll(&item, 1, request_timeout_ms()) <= 0) goto unreachable;
     struct proto_msg m;
     char err[256];
     if (proto_recv(sock, false, &m, 0, err, sizeof err) != 0) {
@@ -80,24 +76,23 @@ static int broker_call(const char *endpoint, const char *cmd, json_t *body, json
         const char *text = json_string_value(json_object_get(m.body, "error"));
         const char *ecode = json_string_value(json_object_get(m.body, "code"));
         fprintf(stderr, "mlq: %s\n", text ? text : "the broker refused the request");
-        code = !ecode                               ? EXIT_FAILURE_GENERIC
-               : strcmp(ecode, "bad_spec") == 0     ? EXIT_USAGE
-               : strcmp(ecode, "bad_request") == 0  ? EXIT_USAGE
-               : strcmp(ecode, "not_found") == 0    ? EXIT_NOT_FOUND
-               : strcmp(ecode, "stopping") == 0     ? EXIT_UNAVAILABLE
-                                                    : EXIT_FAILURE_GENERIC;
+        code = !ecode                              ? EXIT_FAILURE_GENERIC
+               : strcmp(ecode, "bad_spec") == 0    ? EXIT_USAGE
+               : strcmp(ecode, "bad_request") == 0 ? EXIT_USAGE
+               : strcmp(ecode, "not_found") == 0   ? EXIT_NOT_FOUND
+               : strcmp(ecode, "stopping") == 0    ? EXIT_UNAVAILABLE
+                                                   : EXIT_FAILURE_GENERIC;
     }
     proto_msg_clear(&m);
     goto out;
 unreachable:
-    fprintf(stderr, "mlq: cannot reach the broker at %s: is mlq-broker running? (mlq up starts one)\n",
+    fprintf(stderr,
+            "mlq: cannot reach the broker at %s: is mlq-broker running? (mlq up starts one)\n",
             endpoint);
 out:
     json_decref(body);
-    if (sock)
-        zmq_close(sock);
-    if (ctx)
-        zmq_ctx_term(ctx);
+    if (sock) zmq_close(sock);
+    if (ctx) zmq_ctx_term(ctx);
     return code;
 }
 
@@ -135,10 +130,8 @@ static double mono_s(void)
 static double metric_value(const json_t *metrics, const char *key, int64_t *epoch)
 {
     json_t *m = json_object_get(metrics, key);
-    if (!m)
-        return NAN;
-    if (epoch)
-        *epoch = json_integer_value(json_object_get(m, "epoch"));
+    if (!m) return NAN;
+    if (epoch) *epoch = json_integer_value(json_object_get(m, "epoch"));
     json_t *v = json_object_get(m, "value");
     return json_is_number(v) ? json_number_value(v) : NAN;
 }
@@ -150,8 +143,7 @@ static void show_progress(int64_t id, const json_t *job, const json_t *metrics, 
     double loss = metric_value(metrics, "train_loss", &epoch);
     double vloss = metric_value(metrics, "val_loss", NULL);
     double acc = metric_value(metrics, "val_accuracy", NULL);
-    if (isnan(acc))
-        acc = metric_value(metrics, "train_accuracy", NULL);
+    if (isnan(acc)) acc = metric_value(metrics, "train_accuracy", NULL);
     int64_t epochs = json_integer_value(json_object_get(job, "epochs"));
     const char *state = json_string_value(json_object_get(job, "state"));
     if (tty) {
@@ -168,20 +160,15 @@ static void show_progress(int64_t id, const json_t *job, const json_t *metrics, 
         }
         fprintf(stderr, "\r\033[Kjob %lld %-9s [%s] epoch %lld/%lld", (long long)id, state, bar,
                 (long long)epoch, (long long)epochs);
-        if (!isnan(loss))
-            fprintf(stderr, " loss %.4f", isnan(vloss) ? loss : vloss);
-        if (!isnan(acc))
-            fprintf(stderr, " acc %.4f", acc);
+        if (!isnan(loss)) fprintf(stderr, " loss %.4f", isnan(vloss) ? loss : vloss);
+        if (!isnan(acc)) fprintf(stderr, " acc %.4f", acc);
         fprintf(stderr, " ETA %s", eta);
         fflush(stderr);
     } else if (epoch != *last_epoch) {
         printf("job %lld epoch %lld/%lld", (long long)id, (long long)epoch, (long long)epochs);
-        if (!isnan(loss))
-            printf(" train_loss %.6g", loss);
-        if (!isnan(vloss))
-            printf(" val_loss %.6g", vloss);
-        if (!isnan(acc))
-            printf(" accuracy %.6g", acc);
+        if (!isnan(loss)) printf(" train_loss %.6g", loss);
+        if (!isnan(vloss)) printf(" val_loss %.6g", vloss);
+        if (!isnan(acc)) printf(" accuracy %.6g", acc);
         printf("\n");
         fflush(stdout);
     }
@@ -197,13 +184,11 @@ static int wait_job(const char *endpoint, int64_t id, bool json, bool quiet)
     int unreachable = 0;
     for (;;) {
         json_t *reply;
-        int code = broker_call(endpoint, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id),
-                               &reply);
+        int code =
+            broker_call(endpoint, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id), &reply);
         /* A broker restart while we wait is not the end of the job. */
-        if (code == EXIT_UNAVAILABLE && ++unreachable < WAIT_RETRIES)
-            continue;
-        if (code)
-            return code;
+        if (code == EXIT_UNAVAILABLE && ++unreachable < WAIT_RETRIES) continue;
+        if (code) return code;
         unreachable = 0;
         json_t *job = json_object_get(reply, "job");
         json_t *metrics = json_object_get(reply, "metrics");
@@ -222,8 +207,7 @@ static int wait_job(const char *endpoint, int64_t id, bool json, bool quiet)
         bool finished = strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
                         strcmp(state, "cancelled") == 0;
         if (finished) {
-            if (tty)
-                fprintf(stderr, "\n");
+            if (tty) fprintf(stderr, "\n");
             const char *error = json_string_value(json_object_get(job, "error"));
             if (json)
                 print_json(reply);
@@ -264,14 +248,11 @@ static void set_path(json_t *doc, const char *path, json_t *v)
 
 static int make_absolute(char *path, size_t len)
 {
-    if (!path[0] || path[0] == '/')
-        return 0;
+    if (!path[0] || path[0] == '/') return 0;
     char cwd[PATH_MAX], out[PATH_MAX * 2];
-    if (!getcwd(cwd, sizeof cwd))
-        return -errno;
+    if (!getcwd(cwd, sizeof cwd)) return -errno;
     snprintf(out, sizeof out, "%s/%s", cwd, path);
-    if (strlen(out) >= len)
-        return -ENAMETOOLONG;
+    if (strlen(out) >= len) return -ENAMETOOLONG;
     snprintf(path, len, "%s", out);
     return 0;
 }
@@ -289,8 +270,7 @@ static json_t *finish_spec(json_t *doc)
         return NULL;
     }
     if (make_absolute(spec.dataset.path, sizeof spec.dataset.path) ||
-        (spec.has_validation &&
-         make_absolute(spec.validation.path, sizeof spec.validation.path)) ||
+        (spec.has_validation && make_absolute(spec.validation.path, sizeof spec.validation.path)) ||
         make_absolute(spec.output_path, sizeof spec.output_path)) {
         fprintf(stderr, "mlq: cannot make the dataset paths absolute\n");
         return NULL;
@@ -304,12 +284,10 @@ static json_t *number_arg(const char *flag, const char *text, bool integer)
     errno = 0;
     if (integer) {
         long long v = strtoll(text, &end, 10);
-        if (!errno && !*end && end != text)
-            return json_integer(v);
+        if (!errno && !*end && end != text) return json_integer(v);
     } else {
         double v = strtod(text, &end);
-        if (!errno && !*end && end != text)
-            return json_real(v);
+        if (!errno && !*end && end != text) return json_real(v);
     }
     fprintf(stderr, "mlq: --%s takes %s, got '%s'\n", flag, integer ? "an integer" : "a number",
             text);
@@ -385,8 +363,7 @@ static int apply_flag(json_t *doc, const struct spec_flag *f, const char *arg)
         v = layers_arg(arg);
         break;
     }
-    if (!v)
-        return -EINVAL;
+    if (!v) return -EINVAL;
     set_path(doc, f->path, v);
     return 0;
 }
@@ -406,8 +383,7 @@ static int submit_spec(const char *endpoint, json_t *spec, bool wait, bool json)
 {
     json_t *reply;
     int code = broker_call(endpoint, PROTO_SUBMIT, json_pack("{s:o}", "spec", spec), &reply);
-    if (code)
-        return code;
+    if (code) return code;
     int64_t id = json_integer_value(json_object_get(reply, "id"));
     if (json && !wait)
         print_json(reply);
@@ -488,8 +464,7 @@ int cmd_submit(int argc, char **argv)
             return EXIT_USAGE;
         }
     json_t *spec = finish_spec(doc);
-    if (!spec)
-        return EXIT_USAGE;
+    if (!spec) return EXIT_USAGE;
     return submit_spec(broker_endpoint(broker), spec, wait, json);
 }
 
@@ -500,8 +475,10 @@ static int id_command(int argc, char **argv, const char *usage, int64_t *id, con
                       bool *json, bool *quiet)
 {
     static const struct option longopts[] = {
-        {"broker", required_argument, NULL, 'b'}, {"json", no_argument, NULL, 'j'},
-        {"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
+        {"broker", required_argument, NULL, 'b'},
+        {"json", no_argument, NULL, 'j'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -539,8 +516,7 @@ int cmd_wait(int argc, char **argv)
     bool json = false, quiet = false;
     int code = id_command(argc, argv, "mlq wait [--broker E] [--json] [--quiet] ID", &id, &broker,
                           &json, &quiet);
-    if (code)
-        return code < 0 ? EXIT_OK : code;
+    if (code) return code < 0 ? EXIT_OK : code;
     return wait_job(broker_endpoint(broker), id, json, quiet);
 }
 
@@ -549,28 +525,24 @@ int cmd_cancel(int argc, char **argv)
     int64_t id;
     const char *broker = NULL;
     bool json = false, quiet = false;
-    int code = id_command(argc, argv, "mlq cancel [--broker E] [--json] ID", &id, &broker, &json,
-                          &quiet);
-    if (code)
-        return code < 0 ? EXIT_OK : code;
+    int code =
+        id_command(argc, argv, "mlq cancel [--broker E] [--json] ID", &id, &broker, &json, &quiet);
+    if (code) return code < 0 ? EXIT_OK : code;
     json_t *reply;
     code = broker_call(broker_endpoint(broker), PROTO_CANCEL,
                        json_pack("{s:I}", "id", (json_int_t)id), &reply);
-    if (code)
-        return code;
+    if (code) return code;
     if (json)
         print_json(reply);
     else
-        printf("job %lld %s\n", (long long)id,
-               json_string_value(json_object_get(reply, "state")));
+        printf("job %lld %s\n", (long long)id, json_string_value(json_object_get(reply, "state")));
     json_decref(reply);
     return EXIT_OK;
 }
 
 /* ---- queue, workers ------------------------------------------------------------------- */
 
-static int list_command(int argc, char **argv, const char *usage, const char **broker,
-                        bool *json)
+static int list_command(int argc, char **argv, const char *usage, const char **broker, bool *json)
 {
     bool quiet = false;
     static const struct option longopts[] = {
@@ -607,16 +579,15 @@ int cmd_queue(int argc, char **argv)
     const char *broker = NULL;
     bool json = false;
     int code = list_command(argc, argv, "mlq queue [--broker E] [--json]", &broker, &json);
-    if (code)
-        return code < 0 ? EXIT_OK : code;
+    if (code) return code < 0 ? EXIT_OK : code;
     json_t *reply;
     if ((code = broker_call(broker_endpoint(broker), PROTO_QUEUE, json_object(), &reply)))
         return code;
     if (json) {
         print_json(reply);
     } else {
-        printf("%-8s %-8s %-10s %8s %8s  %-20s %s\n", "ID", "KIND", "STATE", "PRIORITY",
-               "ATTEMPTS", "TRAINER", "NAME");
+        printf("%-8s %-8s %-10s %8s %8s  %-20s %s\n", "ID", "KIND", "STATE", "PRIORITY", "ATTEMPTS",
+               "TRAINER", "NAME");
         size_t i;
         json_t *j;
         json_array_foreach(json_object_get(reply, "jobs"), i, j)
@@ -641,8 +612,7 @@ int cmd_workers(int argc, char **argv)
     const char *broker = NULL;
     bool json = false;
     int code = list_command(argc, argv, "mlq workers [--broker E] [--json]", &broker, &json);
-    if (code)
-        return code < 0 ? EXIT_OK : code;
+    if (code) return code < 0 ? EXIT_OK : code;
     json_t *reply;
     if ((code = broker_call(broker_endpoint(broker), PROTO_WORKERS, json_object(), &reply)))
         return code;
@@ -678,11 +648,11 @@ static int run_on_checkpoint(int argc, char **argv, bool predict)
                                 : "mlq eval RUN --dataset F [--checkpoint last|best|N] "
                                   "[--priority N] [--wait] [--json] [--broker E]";
     static const struct option longopts[] = {
-        {"dataset", required_argument, NULL, 'd'}, {"input", required_argument, NULL, 'i'},
-        {"output", required_argument, NULL, 'o'},  {"checkpoint", required_argument, NULL, 'c'},
+        {"dataset", required_argument, NULL, 'd'},  {"input", required_argument, NULL, 'i'},
+        {"output", required_argument, NULL, 'o'},   {"checkpoint", required_argument, NULL, 'c'},
         {"priority", required_argument, NULL, 'p'}, {"wait", no_argument, NULL, 'w'},
-        {"json", no_argument, NULL, 'j'},          {"broker", required_argument, NULL, 'b'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+        {"json", no_argument, NULL, 'j'},           {"broker", required_argument, NULL, 'b'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
     const char *data = NULL, *output = NULL, *ckpt = NULL, *prio = NULL, *broker = NULL;
     bool wait = false, json = false;
@@ -725,14 +695,11 @@ static int run_on_checkpoint(int argc, char **argv, bool predict)
         fprintf(stderr, "usage: %s\n", usage);
         return EXIT_USAGE;
     }
-    if (parse_id(argv[optind], &run))
-        return EXIT_USAGE;
+    if (parse_id(argv[optind], &run)) return EXIT_USAGE;
     json_t *doc = json_pack("{s:s, s:I, s:{s:s}}", "kind", predict ? "predict" : "eval", "run",
                             (json_int_t)run, predict ? "input" : "dataset", "path", data);
-    if (predict)
-        json_object_set_new(doc, "output", json_string(output));
-    if (ckpt)
-        json_object_set_new(doc, "checkpoint", json_string(ckpt));
+    if (predict) json_object_set_new(doc, "output", json_string(output));
+    if (ckpt) json_object_set_new(doc, "checkpoint", json_string(ckpt));
     if (prio) {
         json_t *p = number_arg("priority", prio, true);
         if (!p) {
@@ -742,13 +709,11 @@ static int run_on_checkpoint(int argc, char **argv, bool predict)
         json_object_set_new(doc, "priority", p);
     }
     json_t *spec = finish_spec(doc);
-    if (!spec)
-        return EXIT_USAGE;
+    if (!spec) return EXIT_USAGE;
     const char *endpoint = broker_endpoint(broker);
     json_t *reply;
     int code = broker_call(endpoint, PROTO_SUBMIT, json_pack("{s:o}", "spec", spec), &reply);
-    if (code)
-        return code;
+    if (code) return code;
     int64_t id = json_integer_value(json_object_get(reply, "id"));
     json_decref(reply);
     if (!wait) {
@@ -758,17 +723,15 @@ static int run_on_checkpoint(int argc, char **argv, bool predict)
             printf("%lld\n", (long long)id);
         return EXIT_OK;
     }
-    if (!json)
-        printf("%lld\n", (long long)id);
+    if (!json) printf("%lld\n", (long long)id);
     fflush(stdout);
     code = wait_job(endpoint, id, json, !json);
     if (code == EXIT_OK && !json) {
         /* The result, for a person: eval's loss and accuracy, predict's output. */
-        if (broker_call(endpoint, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id),
-                        &reply) == EXIT_OK) {
+        if (broker_call(endpoint, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id), &reply) ==
+            EXIT_OK) {
             json_t *result = json_object_get(json_object_get(reply, "job"), "result");
-            if (result)
-                render_result(result);
+            if (result) render_result(result);
             json_decref(reply);
         }
     } else if (code != EXIT_OK && !json) {

@@ -51,19 +51,16 @@ static void find_program(const char *name, const char *subdir, char *out, size_t
         self[n] = '\0';
         char *dir = dirname(self);
         snprintf(out, len, "%s/%s", dir, name);
-        if (access(out, X_OK) == 0)
-            return;
+        if (access(out, X_OK) == 0) return;
         snprintf(out, len, "%s/../%s/%s", dir, subdir, name);
-        if (access(out, X_OK) == 0)
-            return;
+        if (access(out, X_OK) == 0) return;
     }
     snprintf(out, len, "%s", name);
 }
 
 static void add_arg(struct child *c, const char *arg)
 {
-    if (c->argc < (int)(sizeof c->argv / sizeof c->argv[0]) - 1)
-        c->argv[c->argc++] = strdup(arg);
+    if (c->argc < (int)(sizeof c->argv / sizeof c->argv[0]) - 1) c->argv[c->argc++] = strdup(arg);
     c->argv[c->argc] = NULL;
 }
 
@@ -114,8 +111,7 @@ static void stop_children(struct child *kids, int n)
                 else
                     alive++;
             }
-            if (!alive)
-                break;
+            if (!alive) break;
             if (time(NULL) >= deadline) {
                 for (int i = 0; i < n; i++)
                     if (kids[i].pid > 0 && (strcmp(kids[i].role, "broker") == 0) == (phase == 1)) {
@@ -139,12 +135,10 @@ static void show_queue(const char *db_path, int64_t last[STORE_N_STATES])
     struct store *db = NULL;
     char err[256];
     int64_t counts[STORE_N_STATES] = {0};
-    if (store_open(&db, db_path, STORE_READONLY, err, sizeof err) != 0)
-        return;
+    if (store_open(&db, db_path, STORE_READONLY, err, sizeof err) != 0) return;
     int rc = store_job_count_by_state(db, counts);
     store_close(&db);
-    if (rc || memcmp(counts, last, sizeof counts) == 0)
-        return;
+    if (rc || memcmp(counts, last, sizeof counts) == 0) return;
     memcpy(last, counts, sizeof counts);
     log_info("jobs: %lld queued, %lld running, %lld succeeded, %lld failed, %lld cancelled",
              (long long)counts[STORE_QUEUED], (long long)counts[STORE_RUNNING],
@@ -279,8 +273,7 @@ int cmd_up(int argc, char **argv)
 
     int rc = EXIT_OK;
     for (int i = 0; i < n && rc == EXIT_OK; i++)
-        if (spawn(&kids[i]) != 0)
-            rc = EXIT_FAILURE_GENERIC;
+        if (spawn(&kids[i]) != 0) rc = EXIT_FAILURE_GENERIC;
     if (rc == EXIT_OK)
         log_info("broker at %s (database %s), %d trainer%s; Ctrl-C stops them", cfg.broker_bind,
                  db_path, trainers, trainers == 1 ? "" : "s");
@@ -292,12 +285,10 @@ int cmd_up(int argc, char **argv)
         int status;
         pid_t pid = waitpid(-1, &status, WNOHANG);
         for (int i = 0; pid > 0 && i < n; i++) {
-            if (kids[i].pid != pid)
-                continue;
+            if (kids[i].pid != pid) continue;
             kids[i].pid = 0;
             bool quick = time(NULL) - kids[i].started < 2;
-            log_warn("%s exited (%s %d)%s", kids[i].name,
-                     WIFSIGNALED(status) ? "signal" : "status",
+            log_warn("%s exited (%s %d)%s", kids[i].name, WIFSIGNALED(status) ? "signal" : "status",
                      WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
                      quick && kids[i].restarts >= 3 ? "; giving up" : "; restarting it");
             /* A program that dies at once, again and again, will not get
@@ -306,11 +297,9 @@ int cmd_up(int argc, char **argv)
                 rc = EXIT_FAILURE_GENERIC;
                 break;
             }
-            if (!quick)
-                kids[i].restarts = 0;
+            if (!quick) kids[i].restarts = 0;
             sleep(1);
-            if (spawn(&kids[i]) != 0)
-                rc = EXIT_FAILURE_GENERIC;
+            if (spawn(&kids[i]) != 0) rc = EXIT_FAILURE_GENERIC;
         }
         if (time(NULL) >= next_show) {
             show_queue(db_path, last_counts);

@@ -51,8 +51,7 @@ int main(int argc, char **argv)
         return EXIT_OK;
     }
     for (const struct cli_command *c = cli_commands; c->name; c++)
-        if (strcmp(argv[1], c->name) == 0)
-            return c->run(argc - 1, argv + 1);
+        if (strcmp(argv[1], c->name) == 0) return c->run(argc - 1, argv + 1);
     fprintf(stderr, "mlq: unknown command '%s'; run 'mlq --help' for the list\n", argv[1]);
     return EXIT_USAGE;
 }

@@ -43,8 +43,7 @@ int log_parse_level(const char *name, enum log_level *out)
 static int to_journal(void)
 {
     const char *forced = getenv("MLQ_LOG_JOURNAL");
-    if (forced)
-        return strcmp(forced, "1") == 0;
+    if (forced) return strcmp(forced, "1") == 0;
     return getenv("JOURNAL_STREAM") != NULL;
 }
 
@@ -65,8 +64,7 @@ static const char *level_name(enum log_level level)
 
 void log_write(enum log_level level, const char *file, int line, int errnum, const char *fmt, ...)
 {
-    if (level > max_level)
-        return;
+    if (level > max_level) return;
     char msg[2048];
     va_list ap;
     va_start(ap, fmt);
@@ -80,8 +78,7 @@ void log_write(enum log_level level, const char *file, int line, int errnum, con
         snprintf(place, sizeof place, " (%s:%d)", base ? base + 1 : file, line);
     }
     char err[160] = "";
-    if (errnum)
-        snprintf(err, sizeof err, ": %s", strerror(errnum));
+    if (errnum) snprintf(err, sizeof err, ": %s", strerror(errnum));
 
     if (to_journal()) {
         fprintf(stderr, "<%d>%s%s%s\n", (int)level, msg, err, place);

@@ -33,17 +33,17 @@
 #define PROTO_OK "OK"
 #define PROTO_ERROR "ERROR" /* {"error": "text", "code": "bad_spec"|"not_found"|...} */
 /* Trainer -> broker. */
-#define PROTO_HELLO "HELLO"         /* {"name","host","version","capabilities","job"?, "done"?} */
-#define PROTO_HEARTBEAT "HEARTBEAT" /* {} both ways */
-#define PROTO_METRICS "METRICS"     /* {"job","epoch","step","values":{key: number}} */
+#define PROTO_HELLO "HELLO"           /* {"name","host","version","capabilities","job"?, "done"?} */
+#define PROTO_HEARTBEAT "HEARTBEAT"   /* {} both ways */
+#define PROTO_METRICS "METRICS"       /* {"job","epoch","step","values":{key: number}} */
 #define PROTO_CHECKPOINT "CHECKPOINT" /* {"job","epoch","step","metric"?} + blob */
 #define PROTO_DONE "DONE" /* {"job","state":"succeeded|failed|cancelled","error"?,"result"?} */
 /* Broker -> trainer. */
 #define PROTO_WELCOME "WELCOME" /* {"heartbeat_ms","liveness","adopt"?: job} */
-#define PROTO_JOB "JOB"         /* {"job","attempt","spec"} + checkpoint blob (resume/eval/predict) */
-#define PROTO_ACK "ACK"         /* {"job"}: DONE recorded, the trainer is idle */
-#define PROTO_DROP "DROP"       /* {"job","reason"}: stop it, it is not yours */
-#define PROTO_WHO "WHO"         /* {}: unknown peer, send HELLO again */
+#define PROTO_JOB "JOB"   /* {"job","attempt","spec"} + checkpoint blob (resume/eval/predict) */
+#define PROTO_ACK "ACK"   /* {"job"}: DONE recorded, the trainer is idle */
+#define PROTO_DROP "DROP" /* {"job","reason"}: stop it, it is not yours */
+#define PROTO_WHO "WHO"   /* {}: unknown peer, send HELLO again */
 
 /* One received message. Owned pieces are freed by proto_msg_clear. */
 struct proto_msg {
@@ -61,20 +61,18 @@ int proto_socket_setup(void *sock, int linger_ms);
 
 /* Sends one message; ident (ROUTER peers) may be NULL. body NULL sends {}.
  * bin NULL: no binary frame. flags: 0 or ZMQ_DONTWAIT. Returns 0 or -errno. */
-int proto_send(void *sock, const void *ident, size_t ident_len, const char *cmd,
-               const json_t *body, const void *bin, size_t bin_len, int flags);
+int proto_send(void *sock, const void *ident, size_t ident_len, const char *cmd, const json_t *body,
+               const void *bin, size_t bin_len, int flags);
 
 /* Receives one message (with identity when router). Returns 0; -EAGAIN when
  * nothing is waiting (flags ZMQ_DONTWAIT); -EPROTO for a malformed message
  * (fully drained, reason in err); other -errno from ZeroMQ. */
-int proto_recv(void *sock, bool router, struct proto_msg *m, int flags, char *err,
-               size_t errlen);
+int proto_recv(void *sock, bool router, struct proto_msg *m, int flags, char *err, size_t errlen);
 
 /* Body field helpers: 0 when present with the right type, else -EINVAL with a
  * message naming the field. */
 int proto_get_int(const json_t *body, const char *key, int64_t *out, char *err, size_t errlen);
-int proto_get_str(const json_t *body, const char *key, const char **out, char *err,
-                  size_t errlen);
+int proto_get_str(const json_t *body, const char *key, const char **out, char *err, size_t errlen);
 
 /* Error reply helper: ERROR {"error": text, "code": code}. */
 int proto_send_error(void *sock, const void *ident, size_t ident_len, const char *code,

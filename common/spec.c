@@ -36,7 +36,8 @@ const char *spec_optim_name(enum optim_kind opt)
     return optim_names[opt];
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
@@ -114,11 +115,11 @@ static int check_keys(json_t *obj, const char *where, const char *const *allowed
 {
     const char *key;
     json_t *value;
-    json_object_foreach(obj, key, value) {
+    json_object_foreach(obj, key, value)
+    {
         size_t i;
         for (i = 0; i < n; i++)
-            if (strcmp(key, allowed[i]) == 0)
-                break;
+            if (strcmp(key, allowed[i]) == 0) break;
         if (i == n)
             return fail(err, errlen, "%s%s%s: unknown field", where, *where ? "." : "", key);
     }
@@ -129,10 +130,8 @@ static int get_string(json_t *obj, const char *key, const char *where, char *dst
                       char *err, size_t errlen)
 {
     json_t *v = json_object_get(obj, key);
-    if (!v)
-        return 0;
-    if (!json_is_string(v))
-        return fail(err, errlen, "%s%s: must be a string", where, key);
+    if (!v) return 0;
+    if (!json_is_string(v)) return fail(err, errlen, "%s%s: must be a string", where, key);
     if (json_string_length(v) >= cap)
         return fail(err, errlen, "%s%s: longer than %zu characters", where, key, cap - 1);
     if (strlen(json_string_value(v)) != json_string_length(v))
@@ -145,13 +144,10 @@ static int get_number(json_t *obj, const char *key, const char *where, double *d
                       size_t errlen)
 {
     json_t *v = json_object_get(obj, key);
-    if (!v)
-        return 0;
-    if (!json_is_number(v))
-        return fail(err, errlen, "%s%s: must be a number", where, key);
+    if (!v) return 0;
+    if (!json_is_number(v)) return fail(err, errlen, "%s%s: must be a number", where, key);
     double d = json_number_value(v);
-    if (!isfinite(d))
-        return fail(err, errlen, "%s%s: must be finite", where, key);
+    if (!isfinite(d)) return fail(err, errlen, "%s%s: must be finite", where, key);
     *dst = d;
     return 0;
 }
@@ -160,10 +156,8 @@ static int get_int(json_t *obj, const char *key, const char *where, int64_t lo, 
                    int64_t *dst, char *err, size_t errlen)
 {
     json_t *v = json_object_get(obj, key);
-    if (!v)
-        return 0;
-    if (!json_is_integer(v))
-        return fail(err, errlen, "%s%s: must be an integer", where, key);
+    if (!v) return 0;
+    if (!json_is_integer(v)) return fail(err, errlen, "%s%s: must be an integer", where, key);
     json_int_t i = json_integer_value(v);
     if (i < lo || i > hi)
         return fail(err, errlen, "%s%s: must be between %lld and %lld, got %lld", where, key,
@@ -185,10 +179,8 @@ static int get_bool(json_t *obj, const char *key, const char *where, bool *dst, 
                     size_t errlen)
 {
     json_t *v = json_object_get(obj, key);
-    if (!v)
-        return 0;
-    if (!json_is_boolean(v))
-        return fail(err, errlen, "%s%s: must be true or false", where, key);
+    if (!v) return 0;
+    if (!json_is_boolean(v)) return fail(err, errlen, "%s%s: must be true or false", where, key);
     *dst = json_is_true(v);
     return 0;
 }
@@ -197,8 +189,7 @@ static int get_enum(json_t *obj, const char *key, const char *where, const char 
                     size_t n, int *dst, char *err, size_t errlen)
 {
     json_t *v = json_object_get(obj, key);
-    if (!v)
-        return 0;
+    if (!v) return 0;
     if (json_is_string(v)) {
         for (size_t i = 0; i < n; i++) {
             if (strcmp(json_string_value(v), names[i]) == 0) {
@@ -210,8 +201,7 @@ static int get_enum(json_t *obj, const char *key, const char *where, const char 
     char choices[256] = "";
     for (size_t i = 0; i < n; i++) {
         strncat(choices, names[i], sizeof choices - strlen(choices) - 1);
-        if (i + 1 < n)
-            strncat(choices, ", ", sizeof choices - strlen(choices) - 1);
+        if (i + 1 < n) strncat(choices, ", ", sizeof choices - strlen(choices) - 1);
     }
     return fail(err, errlen, "%s%s: must be one of %s", where, key, choices);
 }
@@ -229,19 +219,13 @@ static int parse_dataset(json_t *v, const char *field, struct spec_dataset *d, c
         json_decref(wrap);
         return rc;
     }
-    if (!json_is_object(v))
-        return fail(err, errlen, "%s: must be an object or a path", field);
+    if (!json_is_object(v)) return fail(err, errlen, "%s: must be an object or a path", field);
     int rc = check_keys(v, field, keys, COUNT(keys), err, errlen);
-    if (!rc)
-        rc = get_string(v, "path", where, d->path, sizeof d->path, err, errlen);
-    if (!rc)
-        rc = get_string(v, "x", where, d->x, sizeof d->x, err, errlen);
-    if (!rc)
-        rc = get_string(v, "y", where, d->y, sizeof d->y, err, errlen);
-    if (!rc)
-        rc = get_bool(v, "scale", where, &d->scale, err, errlen);
-    if (!rc && !d->path[0])
-        rc = fail(err, errlen, "%s.path: required", field);
+    if (!rc) rc = get_string(v, "path", where, d->path, sizeof d->path, err, errlen);
+    if (!rc) rc = get_string(v, "x", where, d->x, sizeof d->x, err, errlen);
+    if (!rc) rc = get_string(v, "y", where, d->y, sizeof d->y, err, errlen);
+    if (!rc) rc = get_bool(v, "scale", where, &d->scale, err, errlen);
+    if (!rc && !d->path[0]) rc = fail(err, errlen, "%s.path: required", field);
     if (!rc && (!d->x[0] || !d->y[0]))
         rc = fail(err, errlen, "%s: dataset names must not be empty", field);
     return rc;
@@ -250,20 +234,19 @@ static int parse_dataset(json_t *v, const char *field, struct spec_dataset *d, c
 static int parse_model(json_t *v, struct mlq_spec *s, char *err, size_t errlen)
 {
     static const char *const keys[] = {"layers", "activation", "output", "leaky_slope"};
-    if (!json_is_object(v))
-        return fail(err, errlen, "model: must be an object");
+    if (!json_is_object(v)) return fail(err, errlen, "model: must be an object");
     int rc = check_keys(v, "model", keys, COUNT(keys), err, errlen);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     json_t *layers = json_object_get(v, "layers");
     if (layers) {
         if (!json_is_array(layers))
             return fail(err, errlen, "model.layers: must be an array of layer sizes");
         size_t n = json_array_size(layers);
         if (n < 2 || n > SPEC_MAX_LAYERS + 1)
-            return fail(err, errlen,
-                        "model.layers: needs between 2 and %d sizes (inputs, ..., outputs), got %zu",
-                        SPEC_MAX_LAYERS + 1, n);
+            return fail(
+                err, errlen,
+                "model.layers: needs between 2 and %d sizes (inputs, ..., outputs), got %zu",
+                SPEC_MAX_LAYERS + 1, n);
         for (size_t i = 0; i < n; i++) {
             json_t *e = json_array_get(layers, i);
             if (!json_is_integer(e) || json_integer_value(e) < 1 ||
@@ -279,8 +262,7 @@ static int parse_model(json_t *v, struct mlq_spec *s, char *err, size_t errlen)
                   errlen);
     if (!rc)
         rc = get_enum(v, "output", "model.", output_names, COUNT(output_names), &out, err, errlen);
-    if (!rc)
-        rc = get_number(v, "leaky_slope", "model.", &s->leaky_slope, err, errlen);
+    if (!rc) rc = get_number(v, "leaky_slope", "model.", &s->leaky_slope, err, errlen);
     s->activation = act;
     s->output = out;
     return rc;
@@ -288,9 +270,17 @@ static int parse_model(json_t *v, struct mlq_spec *s, char *err, size_t errlen)
 
 static int parse_optimizer(json_t *v, struct spec_optimizer *o, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"name",  "lr",    "momentum",     "dampening",
-                                       "nesterov", "betas", "eps",       "weight_decay",
-                                       "alpha", "lr_decay", "initial_accumulator_value"};
+    static const char *const keys[] = {"name",
+                                       "lr",
+                                       "momentum",
+                                       "dampening",
+                                       "nesterov",
+                                       "betas",
+                                       "eps",
+                                       "weight_decay",
+                                       "alpha",
+                                       "lr_decay",
+                                       "initial_accumulator_value"};
     /* A bare string names the optimizer with its defaults. */
     if (json_is_string(v)) {
         json_t *wrap = json_pack("{sO}", "name", v);
@@ -298,35 +288,23 @@ static int parse_optimizer(json_t *v, struct spec_optimizer *o, char *err, size_
         json_decref(wrap);
         return rc;
     }
-    if (!json_is_object(v))
-        return fail(err, errlen, "optimizer: must be an object or a name");
+    if (!json_is_object(v)) return fail(err, errlen, "optimizer: must be an object or a name");
     int rc = check_keys(v, "optimizer", keys, COUNT(keys), err, errlen);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     int name = o->name;
     rc = get_enum(v, "name", "optimizer.", optim_names, COUNT(optim_names), &name, err, errlen);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     /* Defaults depend on the optimizer, so they are set before the fields. */
-    if (json_object_get(v, "name"))
-        optimizer_defaults(o, name);
+    if (json_object_get(v, "name")) optimizer_defaults(o, name);
     const char *w = "optimizer.";
-    if (!rc)
-        rc = get_number(v, "lr", w, &o->lr, err, errlen);
-    if (!rc)
-        rc = get_number(v, "momentum", w, &o->momentum, err, errlen);
-    if (!rc)
-        rc = get_number(v, "dampening", w, &o->dampening, err, errlen);
-    if (!rc)
-        rc = get_bool(v, "nesterov", w, &o->nesterov, err, errlen);
-    if (!rc)
-        rc = get_number(v, "eps", w, &o->eps, err, errlen);
-    if (!rc)
-        rc = get_number(v, "weight_decay", w, &o->weight_decay, err, errlen);
-    if (!rc)
-        rc = get_number(v, "alpha", w, &o->alpha, err, errlen);
-    if (!rc)
-        rc = get_number(v, "lr_decay", w, &o->lr_decay, err, errlen);
+    if (!rc) rc = get_number(v, "lr", w, &o->lr, err, errlen);
+    if (!rc) rc = get_number(v, "momentum", w, &o->momentum, err, errlen);
+    if (!rc) rc = get_number(v, "dampening", w, &o->dampening, err, errlen);
+    if (!rc) rc = get_bool(v, "nesterov", w, &o->nesterov, err, errlen);
+    if (!rc) rc = get_number(v, "eps", w, &o->eps, err, errlen);
+    if (!rc) rc = get_number(v, "weight_decay", w, &o->weight_decay, err, errlen);
+    if (!rc) rc = get_number(v, "alpha", w, &o->alpha, err, errlen);
+    if (!rc) rc = get_number(v, "lr_decay", w, &o->lr_decay, err, errlen);
     if (!rc)
         rc = get_number(v, "initial_accumulator_value", w, &o->initial_accumulator, err, errlen);
     json_t *betas = json_object_get(v, "betas");
@@ -343,35 +321,46 @@ static int parse_optimizer(json_t *v, struct spec_optimizer *o, char *err, size_
 static int parse_regularization(json_t *v, struct mlq_spec *s, char *err, size_t errlen)
 {
     static const char *const keys[] = {"l1", "l2"};
-    if (!json_is_object(v))
-        return fail(err, errlen, "regularization: must be an object");
+    if (!json_is_object(v)) return fail(err, errlen, "regularization: must be an object");
     int rc = check_keys(v, "regularization", keys, COUNT(keys), err, errlen);
-    if (!rc)
-        rc = get_number(v, "l1", "regularization.", &s->l1, err, errlen);
-    if (!rc)
-        rc = get_number(v, "l2", "regularization.", &s->l2, err, errlen);
+    if (!rc) rc = get_number(v, "l1", "regularization.", &s->l1, err, errlen);
+    if (!rc) rc = get_number(v, "l2", "regularization.", &s->l2, err, errlen);
     return rc;
 }
 
 int spec_from_json(json_t *doc, struct mlq_spec *s, char *err, size_t errlen)
 {
-    static const char *const keys[] = {
-        "kind",       "name",    "dataset",  "validation", "validation_split", "model",
-        "loss",       "optimizer", "regularization", "batch_size", "epochs", "seed",
-        "threads",    "checkpoint_every", "shuffle", "memory_budget_mb", "run", "checkpoint",
-        "input",      "output",  "priority", "max_attempts"};
+    static const char *const keys[] = {"kind",
+                                       "name",
+                                       "dataset",
+                                       "validation",
+                                       "validation_split",
+                                       "model",
+                                       "loss",
+                                       "optimizer",
+                                       "regularization",
+                                       "batch_size",
+                                       "epochs",
+                                       "seed",
+                                       "threads",
+                                       "checkpoint_every",
+                                       "shuffle",
+                                       "memory_budget_mb",
+                                       "run",
+                                       "checkpoint",
+                                       "input",
+                                       "output",
+                                       "priority",
+                                       "max_attempts"};
     spec_defaults(s);
-    if (!json_is_object(doc))
-        return fail(err, errlen, "spec: must be a JSON object");
+    if (!json_is_object(doc)) return fail(err, errlen, "spec: must be a JSON object");
     int rc = check_keys(doc, "", keys, COUNT(keys), err, errlen);
-    if (rc)
-        return rc;
+    if (rc) return rc;
 
     int kind = s->kind, loss = s->loss;
     rc = get_enum(doc, "kind", "", kind_names, COUNT(kind_names), &kind, err, errlen);
     s->kind = kind;
-    if (!rc)
-        rc = get_string(doc, "name", "", s->name, sizeof s->name, err, errlen);
+    if (!rc) rc = get_string(doc, "name", "", s->name, sizeof s->name, err, errlen);
 
     json_t *v;
     if (!rc && (v = json_object_get(doc, "dataset")))
@@ -386,59 +375,46 @@ int spec_from_json(json_t *doc, struct mlq_spec *s, char *err, size_t errlen)
         rc = parse_dataset(v, "validation", &s->validation, err, errlen);
         s->has_validation = true;
     }
-    if (!rc)
-        rc = get_number(doc, "validation_split", "", &s->validation_split, err, errlen);
-    if (!rc && (v = json_object_get(doc, "model")))
-        rc = parse_model(v, s, err, errlen);
-    if (!rc)
-        rc = get_enum(doc, "loss", "", loss_names, COUNT(loss_names), &loss, err, errlen);
+    if (!rc) rc = get_number(doc, "validation_split", "", &s->validation_split, err, errlen);
+    if (!rc && (v = json_object_get(doc, "model"))) rc = parse_model(v, s, err, errlen);
+    if (!rc) rc = get_enum(doc, "loss", "", loss_names, COUNT(loss_names), &loss, err, errlen);
     s->loss = loss;
     if (!rc && (v = json_object_get(doc, "optimizer")))
         rc = parse_optimizer(v, &s->optimizer, err, errlen);
     if (!rc && (v = json_object_get(doc, "regularization")))
         rc = parse_regularization(v, s, err, errlen);
-    if (!rc)
-        rc = get_int32(doc, "batch_size", "", 1, 1 << 24, &s->batch_size, err, errlen);
-    if (!rc)
-        rc = get_int32(doc, "epochs", "", 1, 1000000, &s->epochs, err, errlen);
+    if (!rc) rc = get_int32(doc, "batch_size", "", 1, 1 << 24, &s->batch_size, err, errlen);
+    if (!rc) rc = get_int32(doc, "epochs", "", 1, 1000000, &s->epochs, err, errlen);
     int64_t seed = (int64_t)s->seed;
-    if (!rc)
-        rc = get_int(doc, "seed", "", 0, INT64_MAX, &seed, err, errlen);
+    if (!rc) rc = get_int(doc, "seed", "", 0, INT64_MAX, &seed, err, errlen);
     s->seed = (uint64_t)seed;
-    if (!rc)
-        rc = get_int32(doc, "threads", "", 0, 256, &s->threads, err, errlen);
+    if (!rc) rc = get_int32(doc, "threads", "", 0, 256, &s->threads, err, errlen);
     if (!rc)
         rc = get_int32(doc, "checkpoint_every", "", 0, 1000000, &s->checkpoint_every, err, errlen);
-    if (!rc)
-        rc = get_bool(doc, "shuffle", "", &s->shuffle, err, errlen);
+    if (!rc) rc = get_bool(doc, "shuffle", "", &s->shuffle, err, errlen);
     if (!rc)
         rc = get_int(doc, "memory_budget_mb", "", 0, INT64_C(1) << 40, &s->memory_budget_mb, err,
                      errlen);
-    if (!rc)
-        rc = get_int(doc, "run", "", 1, INT64_MAX, &s->run, err, errlen);
+    if (!rc) rc = get_int(doc, "run", "", 1, INT64_MAX, &s->run, err, errlen);
     if (!rc && (v = json_object_get(doc, "checkpoint"))) {
         if (json_is_integer(v) && json_integer_value(v) >= 0)
             snprintf(s->checkpoint, sizeof s->checkpoint, "%lld", (long long)json_integer_value(v));
         else
-            rc = get_string(doc, "checkpoint", "", s->checkpoint, sizeof s->checkpoint, err,
-                            errlen);
+            rc =
+                get_string(doc, "checkpoint", "", s->checkpoint, sizeof s->checkpoint, err, errlen);
     }
-    if (!rc)
-        rc = get_string(doc, "output", "", s->output_path, sizeof s->output_path, err, errlen);
-    if (!rc)
-        rc = get_int32(doc, "priority", "", -1000000, 1000000, &s->priority, err, errlen);
-    if (!rc)
-        rc = get_int32(doc, "max_attempts", "", 1, 1000, &s->max_attempts, err, errlen);
-    if (!rc)
-        rc = spec_validate(s, err, errlen);
+    if (!rc) rc = get_string(doc, "output", "", s->output_path, sizeof s->output_path, err, errlen);
+    if (!rc) rc = get_int32(doc, "priority", "", -1000000, 1000000, &s->priority, err, errlen);
+    if (!rc) rc = get_int32(doc, "max_attempts", "", 1, 1000, &s->max_attempts, err, errlen);
+    if (!rc) rc = spec_validate(s, err, errlen);
     return rc;
 }
 
 int spec_validate(const struct mlq_spec *s, char *err, size_t errlen)
 {
     if (!s->dataset.path[0])
-        return fail(err, errlen, s->kind == JOB_PREDICT ? "input.path: required"
-                                                        : "dataset.path: required");
+        return fail(err, errlen,
+                    s->kind == JOB_PREDICT ? "input.path: required" : "dataset.path: required");
     if (s->kind == JOB_TRAIN) {
         int64_t params = 0;
         for (int l = 0; l < s->n_layers; l++)
@@ -454,10 +430,10 @@ int spec_validate(const struct mlq_spec *s, char *err, size_t errlen)
             return fail(err, errlen,
                         "model.output: cross_entropy takes \"logits\" or \"softmax\" outputs");
         if (s->loss == LOSS_MSE && s->output == OUT_SOFTMAX)
-            return fail(err, errlen, "model.output: mse takes \"linear\", \"logits\" or \"sigmoid\"");
+            return fail(err, errlen,
+                        "model.output: mse takes \"linear\", \"logits\" or \"sigmoid\"");
         const struct spec_optimizer *o = &s->optimizer;
-        if (!(o->lr > 0))
-            return fail(err, errlen, "optimizer.lr: must be positive");
+        if (!(o->lr > 0)) return fail(err, errlen, "optimizer.lr: must be positive");
         if (o->momentum < 0 || o->dampening < 0 || o->weight_decay < 0 || o->eps < 0)
             return fail(err, errlen,
                         "optimizer: momentum, dampening, weight_decay and eps must be >= 0");
@@ -473,9 +449,9 @@ int spec_validate(const struct mlq_spec *s, char *err, size_t errlen)
         if (s->validation_split < 0 || s->validation_split >= 1)
             return fail(err, errlen, "validation_split: must be in [0, 1)");
         if (s->has_validation && s->validation_split > 0)
-            return fail(err, errlen, "validation_split: give either validation or validation_split");
-        if (s->leaky_slope < 0)
-            return fail(err, errlen, "model.leaky_slope: must be >= 0");
+            return fail(err, errlen,
+                        "validation_split: give either validation or validation_split");
+        if (s->leaky_slope < 0) return fail(err, errlen, "model.leaky_slope: must be >= 0");
     } else {
         if (s->run <= 0)
             return fail(err, errlen, "run: required for %s jobs (the train job to use)",
@@ -519,8 +495,7 @@ int spec_load(const char *path, struct mlq_spec *spec, char *err, size_t errlen)
     char inner[512];
     int rc = spec_from_json(doc, spec, inner, sizeof inner);
     json_decref(doc);
-    if (rc)
-        fail(err, errlen, "%s: %s", path, inner);
+    if (rc) fail(err, errlen, "%s: %s", path, inner);
     return rc;
 }
 
@@ -533,8 +508,7 @@ json_t *spec_to_json(const struct mlq_spec *s)
 {
     json_t *doc = json_object();
     json_object_set_new(doc, "kind", json_string(spec_kind_name(s->kind)));
-    if (s->name[0])
-        json_object_set_new(doc, "name", json_string(s->name));
+    if (s->name[0]) json_object_set_new(doc, "name", json_string(s->name));
     json_object_set_new(doc, s->kind == JOB_PREDICT ? "input" : "dataset",
                         dataset_to_json(&s->dataset));
     json_object_set_new(doc, "priority", json_integer(s->priority));
@@ -544,8 +518,7 @@ json_t *spec_to_json(const struct mlq_spec *s)
     if (s->kind != JOB_TRAIN) {
         json_object_set_new(doc, "run", json_integer(s->run));
         json_object_set_new(doc, "checkpoint", json_string(s->checkpoint));
-        if (s->kind == JOB_PREDICT)
-            json_object_set_new(doc, "output", json_string(s->output_path));
+        if (s->kind == JOB_PREDICT) json_object_set_new(doc, "output", json_string(s->output_path));
         return doc;
     }
     if (s->has_validation)
@@ -561,13 +534,13 @@ json_t *spec_to_json(const struct mlq_spec *s)
                                   spec_output_name(s->output), "leaky_slope", s->leaky_slope));
     json_object_set_new(doc, "loss", json_string(spec_loss_name(s->loss)));
     const struct spec_optimizer *o = &s->optimizer;
-    json_object_set_new(
-        doc, "optimizer",
-        json_pack("{ss sf sf sf sb s[ff] sf sf sf sf sf}", "name", spec_optim_name(o->name), "lr",
-                  o->lr, "momentum", o->momentum, "dampening", o->dampening, "nesterov",
-                  o->nesterov, "betas", o->beta1, o->beta2, "eps", o->eps, "weight_decay",
-                  o->weight_decay, "alpha", o->alpha, "lr_decay", o->lr_decay,
-                  "initial_accumulator_value", o->initial_accumulator));
+    json_object_set_new(doc, "optimizer",
+                        json_pack("{ss sf sf sf sb s[ff] sf sf sf sf sf}", "name",
+                                  spec_optim_name(o->name), "lr", o->lr, "momentum", o->momentum,
+                                  "dampening", o->dampening, "nesterov", o->nesterov, "betas",
+                                  o->beta1, o->beta2, "eps", o->eps, "weight_decay",
+                                  o->weight_decay, "alpha", o->alpha, "lr_decay", o->lr_decay,
+                                  "initial_accumulator_value", o->initial_accumulator));
     json_object_set_new(doc, "regularization", json_pack("{sf sf}", "l1", s->l1, "l2", s->l2));
     json_object_set_new(doc, "batch_size", json_integer(s->batch_size));
     json_object_set_new(doc, "epochs", json_integer(s->epochs));

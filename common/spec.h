@@ -11,8 +11,8 @@
 
 #include <jansson.h>
 
-#define SPEC_MAX_LAYERS 32    /* dense layers, so layer sizes hold one more */
-#define SPEC_MAX_WIDTH 65536  /* units in one layer */
+#define SPEC_MAX_LAYERS 32   /* dense layers, so layer sizes hold one more */
+#define SPEC_MAX_WIDTH 65536 /* units in one layer */
 /* Parameters of one model: 2^28 floats is 1 GiB each for weights, gradients
  * and up to two optimizer buffers, already more than a dense net here needs. */
 #define SPEC_MAX_PARAMS (INT64_C(1) << 28)
@@ -42,9 +42,9 @@ struct spec_optimizer {
     double dampening; /* sgd */
     bool nesterov;    /* sgd */
     double beta1, beta2, eps;
-    double weight_decay; /* added to the gradient; decoupled for adamw */
-    double alpha;        /* rmsprop smoothing */
-    double lr_decay;     /* adagrad */
+    double weight_decay;        /* added to the gradient; decoupled for adamw */
+    double alpha;               /* rmsprop smoothing */
+    double lr_decay;            /* adagrad */
     double initial_accumulator; /* adagrad */
 };
 
@@ -59,14 +59,14 @@ struct mlq_spec {
     double validation_split; /* fraction held out of dataset when no validation set */
 
     /* train */
-    int n_layers;                      /* dense layers */
-    int layers[SPEC_MAX_LAYERS + 1];   /* layer sizes, inputs first */
-    enum activation activation;        /* hidden layers */
-    double leaky_slope;                /* leaky_relu negative slope, default 0.01 */
+    int n_layers;                    /* dense layers */
+    int layers[SPEC_MAX_LAYERS + 1]; /* layer sizes, inputs first */
+    enum activation activation;      /* hidden layers */
+    double leaky_slope;              /* leaky_relu negative slope, default 0.01 */
     enum output_kind output;
     enum loss_kind loss;
     struct spec_optimizer optimizer;
-    double l1, l2; /* penalties on weights (not biases): l1*sum|w| + l2/2*sum w^2 */
+    double l1, l2;  /* penalties on weights (not biases): l1*sum|w| + l2/2*sum w^2 */
     int batch_size; /* ignored by gd, which steps once per epoch on all data */
     int epochs;
     uint64_t seed;
@@ -76,8 +76,8 @@ struct mlq_spec {
     int64_t memory_budget_mb; /* dataset bytes held in memory; 0 = default */
 
     /* eval and predict */
-    int64_t run;               /* the train job whose checkpoint is used */
-    char checkpoint[32];       /* "last", "best" or an epoch number */
+    int64_t run;                     /* the train job whose checkpoint is used */
+    char checkpoint[32];             /* "last", "best" or an epoch number */
     char output_path[SPEC_PATH_MAX]; /* predict: HDF5 file written */
 
     /* queue */

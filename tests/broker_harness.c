@@ -54,12 +54,10 @@ struct harness *h_new(void)
 
 static void reap(pid_t pid, int sig)
 {
-    if (pid <= 0)
-        return;
+    if (pid <= 0) return;
     kill(pid, sig);
     for (int i = 0; i < 100; i++) {
-        if (waitpid(pid, NULL, WNOHANG) == pid)
-            return;
+        if (waitpid(pid, NULL, WNOHANG) == pid) return;
         sleep_ms(50);
     }
     kill(pid, SIGKILL);
@@ -69,28 +67,24 @@ static void reap(pid_t pid, int sig)
 void h_free(struct harness **ph)
 {
     struct harness *h = *ph;
-    if (!h)
-        return;
+    if (!h) return;
     for (int i = 0; i < h->n_procs; i++)
         reap(h->procs[i].pid, SIGTERM);
     reap(h->broker, SIGTERM);
     zmq_ctx_term(h->zctx);
     /* The children's sanitizer reports land in their logs: they fail the test. */
     char cmd[600];
-    snprintf(cmd, sizeof cmd, "grep -l -e 'Sanitizer' -e 'runtime error:' '%s'/*.log >&2",
-             h->dir);
+    snprintf(cmd, sizeof cmd, "grep -l -e 'Sanitizer' -e 'runtime error:' '%s'/*.log >&2", h->dir);
     bool sanitizer_report = system(cmd) == 0;
     if (!getenv("MLQ_TEST_KEEP") && !sanitizer_report) {
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", h->dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "cannot remove %s\n", h->dir);
+        if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", h->dir);
     } else {
         fprintf(stderr, "kept %s\n", h->dir);
     }
     free(h);
     *ph = NULL;
-    if (sanitizer_report)
-        fail_msg("a child process reported a sanitizer error (log kept)");
+    if (sanitizer_report) fail_msg("a child process reported a sanitizer error (log kept)");
 }
 
 void h_dataset(struct harness *h, const char *name, int n, int d, int classes, uint64_t seed,
@@ -164,8 +158,7 @@ json_t *h_call(struct harness *h, const char *cmd, json_t *body, bool *is_error)
         struct proto_msg m;
         char err[256];
         if (proto_recv(sock, false, &m, 0, err, sizeof err) == 0) {
-            if (is_error)
-                *is_error = strcmp(m.cmd, PROTO_ERROR) == 0;
+            if (is_error) *is_error = strcmp(m.cmd, PROTO_ERROR) == 0;
             out = json_incref(m.body);
             proto_msg_clear(&m);
         }
@@ -233,8 +226,7 @@ void h_proc_kill(struct harness *h, pid_t pid, int sig)
 {
     reap(pid, sig);
     for (int i = 0; i < h->n_procs; i++)
-        if (h->procs[i].pid == pid)
-            h->procs[i].pid = 0;
+        if (h->procs[i].pid == pid) h->procs[i].pid = 0;
 }
 
 int64_t h_submit(struct harness *h, json_t *spec)
@@ -242,8 +234,7 @@ int64_t h_submit(struct harness *h, json_t *spec)
     bool is_error = false;
     json_t *r = h_call(h, PROTO_SUBMIT, json_pack("{s:o}", "spec", spec), &is_error);
     assert_non_null(r);
-    if (is_error)
-        fail_msg("SUBMIT refused: %s", json_string_value(json_object_get(r, "error")));
+    if (is_error) fail_msg("SUBMIT refused: %s", json_string_value(json_object_get(r, "error")));
     int64_t id = json_integer_value(json_object_get(r, "id"));
     json_decref(r);
     assert_true(id > 0);
@@ -254,15 +245,12 @@ void h_status(struct harness *h, int64_t id, char *state, size_t len, int64_t *e
 {
     json_t *r = h_call(h, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id), NULL);
     state[0] = '\0';
-    if (epoch)
-        *epoch = 0;
-    if (!r)
-        return;
+    if (epoch) *epoch = 0;
+    if (!r) return;
     const char *s = json_string_value(json_object_get(json_object_get(r, "job"), "state"));
     snprintf(state, len, "%s", s ? s : "");
     json_t *m = json_object_get(json_object_get(r, "metrics"), "train_loss");
-    if (epoch && m)
-        *epoch = json_integer_value(json_object_get(m, "epoch"));
+    if (epoch && m) *epoch = json_integer_value(json_object_get(m, "epoch"));
     json_decref(r);
 }
 
@@ -286,8 +274,7 @@ void h_wait_epoch(struct harness *h, int64_t id, int64_t min_epoch, double timeo
     int64_t epoch = 0;
     while (h_now() < until) {
         h_status(h, id, state, sizeof state, &epoch);
-        if (!strcmp(state, "running") && epoch >= min_epoch)
-            return;
+        if (!strcmp(state, "running") && epoch >= min_epoch) return;
         sleep_ms(20);
     }
     fail_msg("job %lld: %s at epoch %lld, waited for epoch %lld", (long long)id, state,
@@ -301,8 +288,7 @@ void h_wait_trainers(struct harness *h, int n, double timeout_s)
         json_t *r = h_call(h, PROTO_WORKERS, json_object(), NULL);
         size_t have = r ? json_array_size(json_object_get(r, "trainers")) : 0;
         json_decref(r);
-        if ((int)have >= n)
-            return;
+        if ((int)have >= n) return;
         sleep_ms(20);
     }
     fail_msg("fewer than %d trainers connected", n);

@@ -82,8 +82,8 @@ static void test_train_eval_predict(void **state)
     store_close(&s);
 
     /* eval: loss, accuracy and a confusion matrix, stored with the job. */
-    int64_t ev = h_submit(h, json_pack("{s:s, s:I, s:{s:s}}", "kind", "eval", "run",
-                                       (json_int_t)id, "dataset", "path", data));
+    int64_t ev = h_submit(h, json_pack("{s:s, s:I, s:{s:s}}", "kind", "eval", "run", (json_int_t)id,
+                                       "dataset", "path", data));
     h_wait_terminal(h, ev, 30, state_word, sizeof state_word);
     assert_string_equal(state_word, "succeeded");
     job = job_of(h, ev);
@@ -203,11 +203,25 @@ static void test_bad_specs(void **state)
     h_dataset(h, "train.h5", 64, 8, 3, 4, data, sizeof data);
 
     /* The cli refuses before sending anything: no broker runs yet. */
-    const char *argv[] = {MLQ_BINARY_DIR "/cli/mlq", "submit", "--dataset", data, "--layers",
-                          "8,0,3", "--broker", h->endpoint, NULL};
+    const char *argv[] = {MLQ_BINARY_DIR "/cli/mlq",
+                          "submit",
+                          "--dataset",
+                          data,
+                          "--layers",
+                          "8,0,3",
+                          "--broker",
+                          h->endpoint,
+                          NULL};
     assert_int_equal(h_run(h, argv, NULL), 2);
-    const char *argv2[] = {MLQ_BINARY_DIR "/cli/mlq", "submit", "--dataset", data, "--optimizer",
-                           "adamm", "--broker", h->endpoint, NULL};
+    const char *argv2[] = {MLQ_BINARY_DIR "/cli/mlq",
+                           "submit",
+                           "--dataset",
+                           data,
+                           "--optimizer",
+                           "adamm",
+                           "--broker",
+                           h->endpoint,
+                           NULL};
     assert_int_equal(h_run(h, argv2, NULL), 2);
     /* And says the broker is unreachable with exit 6. */
     setenv("MLQ_TIMEOUT_MS", "300", 1);
@@ -236,8 +250,14 @@ static void test_bad_specs(void **state)
     void *router = zmq_socket(h->zctx, ZMQ_ROUTER);
     assert_int_equal(proto_socket_setup(router, 0), 0);
     assert_int_equal(zmq_bind(router, ep), 0);
-    const char *targv[] = {MLQ_BINARY_DIR "/trainer/mlq-trainer", "--broker", ep, "--name",
-                           "fake", "--heartbeat-ms", "100", NULL};
+    const char *targv[] = {MLQ_BINARY_DIR "/trainer/mlq-trainer",
+                           "--broker",
+                           ep,
+                           "--name",
+                           "fake",
+                           "--heartbeat-ms",
+                           "100",
+                           NULL};
     char saved[512];
     snprintf(saved, sizeof saved, "%s", h->endpoint);
     snprintf(h->endpoint, sizeof h->endpoint, "%s", ep);
@@ -250,8 +270,7 @@ static void test_bad_specs(void **state)
     double until = h_now() + 20;
     while (!done && h_now() < until) {
         zmq_pollitem_t it = {.socket = router, .events = ZMQ_POLLIN};
-        if (zmq_poll(&it, 1, 200) != 1)
-            continue;
+        if (zmq_poll(&it, 1, 200) != 1) continue;
         assert_int_equal(proto_recv(router, true, &m, 0, err, sizeof err), 0);
         if (!strcmp(m.cmd, PROTO_HELLO)) {
             proto_send(router, m.ident, m.ident_len, PROTO_WELCOME, NULL, NULL, 0, 0);

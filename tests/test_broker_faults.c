@@ -70,8 +70,7 @@ static int count_fn(void *ctx, const struct store_metric *m)
 {
     struct epoch_count *c = ctx;
     c->n++;
-    if (m->epoch >= 1 && m->epoch <= EPOCHS)
-        c->epochs[m->epoch]++;
+    if (m->epoch >= 1 && m->epoch <= EPOCHS) c->epochs[m->epoch]++;
     return 0;
 }
 

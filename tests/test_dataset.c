@@ -33,11 +33,9 @@ struct ctx {
 static int setup(void **state)
 {
     struct ctx *c = calloc(1, sizeof *c);
-    if (!c)
-        return -1;
+    if (!c) return -1;
     snprintf(c->dir, sizeof c->dir, "/tmp/mlq-test-dataset-XXXXXX");
-    if (!mkdtemp(c->dir))
-        return -1;
+    if (!mkdtemp(c->dir)) return -1;
     snprintf(c->path, sizeof c->path, "%s/data.h5", c->dir);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     *state = c;
@@ -69,8 +67,7 @@ static void h5_put(hid_t f, const char *name, hid_t type, int rank, const hsize_
     hid_t sp = H5Screate_simple(rank, dims, NULL);
     hid_t d = H5Dcreate2(f, name, type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     assert_true(d >= 0);
-    if (data)
-        assert_true(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0);
+    if (data) assert_true(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0);
     H5Dclose(d);
     H5Sclose(sp);
 }
@@ -319,8 +316,7 @@ static void test_nonfinite(void **state)
     int rc = dataset_epoch_begin(ds, 1, 0, true, 0, c->err, sizeof c->err);
     while (rc >= 0) {
         rc = dataset_next_batch(ds, 2, out, NULL, NULL, c->err, sizeof c->err);
-        if (rc == 0)
-            fail_msg("an epoch over a NaN ended without an error");
+        if (rc == 0) fail_msg("an epoch over a NaN ended without an error");
     }
     assert_non_null(strstr(c->err, "has NaN at row 3"));
     assert_int_equal(dataset_read_rows(ds, 2, 3, out, NULL, NULL, c->err, sizeof c->err), -EINVAL);
@@ -631,8 +627,7 @@ static void write_idx(const char *path, bool gz, const uint8_t *head, size_t hle
         gzFile f = gzopen(path, "wb");
         assert_non_null(f);
         assert_int_equal(gzwrite(f, head, (unsigned)hlen), (int)hlen);
-        if (dlen)
-            assert_int_equal(gzwrite(f, data, (unsigned)dlen), (int)dlen);
+        if (dlen) assert_int_equal(gzwrite(f, data, (unsigned)dlen), (int)dlen);
         gzclose(f);
     } else {
         FILE *f = fopen(path, "wb");
@@ -661,8 +656,7 @@ static void test_import_idx(void **state)
         snprintf(c->path, sizeof c->path, "%s/out-%d.h5", c->dir, gz);
         int rc = run_mlq(out, sizeof out, "dataset import-idx '%s' '%s' --output '%s'", img, lab,
                          c->path);
-        if (rc != 0)
-            fail_msg("import-idx failed (%d): %s", rc, out);
+        if (rc != 0) fail_msg("import-idx failed (%d): %s", rc, out);
         struct dataset *ds = NULL;
         assert_int_equal(open_ds(c, c->path, "X", "y", false, true, 0, &ds), 0);
         const struct dataset_info *in = dataset_get_info(ds);
@@ -742,8 +736,7 @@ static void test_import_csv(void **state)
     write_text(csv, "a, label ,b\r\n1.5,2,-3\r\n\r\n4,0,5e-1\r\n7,1,8\r\n");
     int rc = run_mlq(out, sizeof out,
                      "dataset import-csv '%s' --header --label-column label -o '%s'", csv, c->path);
-    if (rc != 0)
-        fail_msg("import-csv failed (%d): %s", rc, out);
+    if (rc != 0) fail_msg("import-csv failed (%d): %s", rc, out);
     struct dataset *ds = NULL;
     assert_int_equal(open_ds(c, c->path, "X", "y", true, true, 0, &ds), 0);
     assert_int_equal(dataset_get_info(ds)->n, 3);

@@ -14,8 +14,7 @@ static void parse_ok(const char *json, struct mlq_spec *s)
 {
     char err[512] = "";
     int rc = spec_parse(json, s, err, sizeof err);
-    if (rc)
-        fail_msg("unexpected error: %s", err);
+    if (rc) fail_msg("unexpected error: %s", err);
 }
 
 static void parse_fails(const char *json, const char *needle)
@@ -23,8 +22,7 @@ static void parse_fails(const char *json, const char *needle)
     struct mlq_spec s;
     char err[512] = "";
     assert_int_not_equal(spec_parse(json, &s, err, sizeof err), 0);
-    if (!strstr(err, needle))
-        fail_msg("error '%s' does not mention '%s'", err, needle);
+    if (!strstr(err, needle)) fail_msg("error '%s' does not mention '%s'", err, needle);
 }
 
 static void test_defaults_are_the_seed_mlp(void **state)

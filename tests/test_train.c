@@ -85,8 +85,7 @@ static void make_spec(const struct fixture *f, const char *optimizer_json, struc
              "3]}, \"optimizer\": %s, \"batch_size\": 32, \"epochs\": 4, \"seed\": 9, "
              "\"threads\": 1}",
              f->train, f->val, optimizer_json);
-    if (spec_parse(json, s, err, sizeof err))
-        fail_msg("spec: %s", err);
+    if (spec_parse(json, s, err, sizeof err)) fail_msg("spec: %s", err);
 }
 
 static void run_ok(const struct mlq_spec *s, const void *resume, size_t len, struct recorder *r,
@@ -95,15 +94,13 @@ static void run_ok(const struct mlq_spec *s, const void *resume, size_t len, str
     struct train_callbacks cb = {.ctx = r, .on_epoch = rec_epoch, .on_checkpoint = rec_checkpoint};
     char err[512] = "";
     int rc = train_run(s, resume, len, &cb, res, err, sizeof err);
-    if (rc)
-        fail_msg("train_run: %s", err);
+    if (rc) fail_msg("train_run: %s", err);
 }
 
 static void decode_ok(const void *blob, size_t len, struct checkpoint *c)
 {
     char err[256];
-    if (checkpoint_decode(blob, len, c, err, sizeof err))
-        fail_msg("decode: %s", err);
+    if (checkpoint_decode(blob, len, c, err, sizeof err)) fail_msg("decode: %s", err);
 }
 
 static void test_checkpoint_round_trip_and_corruption(void **state)
@@ -187,8 +184,7 @@ static void check_resume_exact(const struct fixture *f, const char *optimizer_js
     assert_int_equal(a.n_params, b.n_params);
     assert_memory_equal(a.params, b.params, sizeof(float) * a.n_params);
     assert_int_equal(a.n_optim, b.n_optim);
-    if (a.n_optim)
-        assert_memory_equal(a.optim_state, b.optim_state, sizeof(float) * a.n_optim);
+    if (a.n_optim) assert_memory_equal(a.optim_state, b.optim_state, sizeof(float) * a.n_optim);
     for (int e = 0; e < 3; e++) {
         assert_true(full.epochs[e + 1].train_loss == second.epochs[e].train_loss);
         assert_true(full.epochs[e + 1].val_accuracy == second.epochs[e].val_accuracy);
@@ -203,7 +199,8 @@ static void check_resume_exact(const struct fixture *f, const char *optimizer_js
 static void test_resume_equals_uninterrupted(void **state)
 {
     struct fixture *f = *state;
-    check_resume_exact(f, "{\"name\": \"sgd\", \"lr\": 0.05, \"momentum\": 0.9, \"nesterov\": true}");
+    check_resume_exact(f,
+                       "{\"name\": \"sgd\", \"lr\": 0.05, \"momentum\": 0.9, \"nesterov\": true}");
     check_resume_exact(f, "{\"name\": \"adam\", \"lr\": 0.01}");
     check_resume_exact(f, "{\"name\": \"adamw\"}");
     check_resume_exact(f, "{\"name\": \"rmsprop\", \"lr\": 0.001, \"momentum\": 0.5}");
@@ -221,8 +218,7 @@ static void test_same_seed_same_run_and_learning_happens(void **state)
     for (size_t i = 0; i < sizeof optimizers / sizeof optimizers[0]; i++) {
         struct mlq_spec s;
         make_spec(f, optimizers[i], &s);
-        if (strstr(optimizers[i], "gd\""))
-            s.epochs = 40; /* one step per epoch */
+        if (strstr(optimizers[i], "gd\"")) s.epochs = 40; /* one step per epoch */
         struct recorder a = {0}, b = {0};
         struct train_result res;
         run_ok(&s, NULL, 0, &a, &res);
@@ -262,8 +258,7 @@ static void test_failures_have_reasons(void **state)
     struct recorder r = {0};
     struct train_callbacks cb = {.ctx = &r, .on_epoch = rec_epoch, .on_checkpoint = rec_checkpoint};
     assert_int_not_equal(train_run(&s, NULL, 0, &cb, &res, err, sizeof err), 0);
-    if (!strstr(err, "NaN") && !strstr(err, "infinite"))
-        fail_msg("unexpected message: %s", err);
+    if (!strstr(err, "NaN") && !strstr(err, "infinite")) fail_msg("unexpected message: %s", err);
     assert_int_equal(r.n_ckpt, 0);
     rec_free(&r);
 
@@ -383,8 +378,8 @@ static void test_standalone_binary(void **state)
 
     /* A missing dataset: exit 1, and the summary says why. */
     assert_int_equal(testutil_write_file(spec, "{\"dataset\": \"/nonexistent/x.h5\"}"), 0);
-    snprintf(cmd, sizeof cmd, "%s/trainer/mlq-trainer --standalone %s 2>/dev/null",
-             MLQ_BINARY_DIR, spec);
+    snprintf(cmd, sizeof cmd, "%s/trainer/mlq-trainer --standalone %s 2>/dev/null", MLQ_BINARY_DIR,
+             spec);
     assert_int_equal(run_cmd(cmd, out, sizeof out), 1);
     assert_non_null(strstr(out, "\"state\":\"failed\""));
     assert_non_null(strstr(out, "/nonexistent/x.h5"));

@@ -14,8 +14,7 @@ char *testutil_tmpdir(const char *prefix)
 {
     const char *base = getenv("TMPDIR");
     char *path;
-    if (asprintf(&path, "%s/mlq-%s-XXXXXX", base && *base ? base : "/tmp", prefix) < 0)
-        return NULL;
+    if (asprintf(&path, "%s/mlq-%s-XXXXXX", base && *base ? base : "/tmp", prefix) < 0) return NULL;
     if (!mkdtemp(path)) {
         free(path);
         return NULL;
@@ -33,8 +32,7 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 
 void testutil_rmtree(const char *path)
 {
-    if (path)
-        nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (path) nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static int write_dataset(hid_t file, const char *name, hid_t type, int rank, const hsize_t *dims,
@@ -43,8 +41,7 @@ static int write_dataset(hid_t file, const char *name, hid_t type, int rank, con
     hid_t space = H5Screate_simple(rank, dims, NULL);
     hid_t ds = H5Dcreate2(file, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     herr_t rc = ds < 0 ? -1 : H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
-    if (ds >= 0)
-        H5Dclose(ds);
+    if (ds >= 0) H5Dclose(ds);
     H5Sclose(space);
     return rc < 0 ? -1 : 0;
 }
@@ -52,12 +49,10 @@ static int write_dataset(hid_t file, const char *name, hid_t type, int rank, con
 int testutil_write_h5(const char *path, const float *x, const int32_t *y, int64_t n, int64_t d)
 {
     hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (file < 0)
-        return -1;
+    if (file < 0) return -1;
     hsize_t xdims[2] = {(hsize_t)n, (hsize_t)d}, ydims[1] = {(hsize_t)n};
     int rc = write_dataset(file, "X", H5T_NATIVE_FLOAT, 2, xdims, x);
-    if (!rc && y)
-        rc = write_dataset(file, "y", H5T_NATIVE_INT32, 1, ydims, y);
+    if (!rc && y) rc = write_dataset(file, "y", H5T_NATIVE_INT32, 1, ydims, y);
     H5Fclose(file);
     return rc;
 }
@@ -105,10 +100,8 @@ int testutil_write_blobs(const char *path, int64_t n, int64_t d, int k, uint64_t
 int testutil_write_file(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
-    if (!f)
-        return -1;
+    if (!f) return -1;
     int rc = fputs(text, f) < 0 ? -1 : 0;
-    if (fclose(f) != 0)
-        rc = -1;
+    if (fclose(f) != 0) rc = -1;
     return rc;
 }

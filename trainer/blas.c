@@ -16,22 +16,19 @@ int openblas_get_num_threads(void);
 
 static int is_generic(const char *core)
 {
-    static const char *const generic[] = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem",
-                                          "Atom",     "Katmai", "Coppermine", "Northwood",
-                                          "Banias",   "Opteron", "Opteron_SSE3", "Barcelona"};
+    static const char *const generic[] = {
+        "Prescott",   "Core2",     "Penryn", "Dunnington", "Nehalem",      "Atom",     "Katmai",
+        "Coppermine", "Northwood", "Banias", "Opteron",    "Opteron_SSE3", "Barcelona"};
     for (size_t i = 0; i < sizeof generic / sizeof generic[0]; i++)
-        if (strcasecmp(core, generic[i]) == 0)
-            return 1;
+        if (strcasecmp(core, generic[i]) == 0) return 1;
     return 0;
 }
 
 void blas_choose_kernel(char **argv)
 {
-    if (getenv("OPENBLAS_CORETYPE") || getenv("MLQ_BLAS_REEXEC"))
-        return;
+    if (getenv("OPENBLAS_CORETYPE") || getenv("MLQ_BLAS_REEXEC")) return;
     const char *core = openblas_get_corename();
-    if (!core || !is_generic(core))
-        return;
+    if (!core || !is_generic(core)) return;
     __builtin_cpu_init();
     const char *want = NULL;
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -39,11 +36,9 @@ void blas_choose_kernel(char **argv)
         want = "SkylakeX";
     else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         want = "Haswell";
-    if (!want)
-        return;
+    if (!want) return;
     /* MLQ_BLAS_REEXEC guards against a loop if the variable has no effect. */
-    if (setenv("OPENBLAS_CORETYPE", want, 1) != 0 || setenv("MLQ_BLAS_REEXEC", "1", 1) != 0)
-        return;
+    if (setenv("OPENBLAS_CORETYPE", want, 1) != 0 || setenv("MLQ_BLAS_REEXEC", "1", 1) != 0) return;
     execv("/proc/self/exe", argv);
     log_warn("OpenBLAS runs its generic %s kernel; re-exec with OPENBLAS_CORETYPE=%s failed: %s",
              core, want, strerror(errno));

@@ -100,11 +100,9 @@ int checkpoint_encode(const struct checkpoint *c, void **blob, size_t *len)
     size_t spec_len = c->spec_json ? strlen(c->spec_json) : 0;
     size_t header = 4 + spec_len + FIXED_HEADER_BYTES;
     size_t total = sizeof magic + 4 + 4 + header + 4 * (c->n_params + c->n_optim) + 4;
-    if (spec_len > UINT32_MAX || header > UINT32_MAX)
-        return -E2BIG;
+    if (spec_len > UINT32_MAX || header > UINT32_MAX) return -E2BIG;
     unsigned char *buf = malloc(total);
-    if (!buf)
-        return -ENOMEM;
+    if (!buf) return -ENOMEM;
     struct writer w = {buf};
     memcpy(w.p, magic, sizeof magic);
     w.p += sizeof magic;
@@ -130,7 +128,8 @@ int checkpoint_encode(const struct checkpoint *c, void **blob, size_t *len)
     return 0;
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
@@ -163,8 +162,7 @@ int checkpoint_decode(const void *blob, size_t len, struct checkpoint *c, char *
         (size_t)(r.end - r.p) < spec_len)
         return fail(err, errlen, "checkpoint header is malformed");
     c->spec_json = malloc(spec_len + 1);
-    if (!c->spec_json)
-        return -ENOMEM;
+    if (!c->spec_json) return -ENOMEM;
     memcpy(c->spec_json, r.p, spec_len);
     c->spec_json[spec_len] = '\0';
     r.p += spec_len;
@@ -177,10 +175,10 @@ int checkpoint_decode(const void *blob, size_t len, struct checkpoint *c, char *
     c->best_metric = get_f64(&r);
     uint64_t n_params = get_u64(&r), n_optim = get_u64(&r);
     /* Later versions may append header fields: skip to the body. */
-    if (r.short_read || body > r.end || r.p > body)
-        goto malformed;
+    if (r.short_read || body > r.end || r.p > body) goto malformed;
     r.p = body;
-    if (n_params > (uint64_t)(r.end - r.p) / 4 || n_optim > (uint64_t)(r.end - r.p) / 4 - n_params ||
+    if (n_params > (uint64_t)(r.end - r.p) / 4 ||
+        n_optim > (uint64_t)(r.end - r.p) / 4 - n_params ||
         (uint64_t)(r.end - r.p) != 4 * (n_params + n_optim))
         goto malformed;
     c->n_params = n_params;
@@ -193,8 +191,7 @@ int checkpoint_decode(const void *blob, size_t len, struct checkpoint *c, char *
     }
     get_floats(&r, c->params, n_params);
     get_floats(&r, c->optim_state, n_optim);
-    if (r.short_read)
-        goto malformed;
+    if (r.short_read) goto malformed;
     return 0;
 malformed:
     checkpoint_free(c);
@@ -215,30 +212,24 @@ int checkpoint_write_file(const char *path, const void *blob, size_t len)
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
         return -ENAMETOOLONG;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return -errno;
+    if (fd < 0) return -errno;
     const unsigned char *p = blob;
     size_t left = len;
     int rc = 0;
     while (left > 0) {
         ssize_t n = write(fd, p, left);
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
+            if (errno == EINTR) continue;
             rc = -errno;
             break;
         }
         p += n;
         left -= (size_t)n;
     }
-    if (!rc && fsync(fd) != 0)
-        rc = -errno;
-    if (close(fd) != 0 && !rc)
-        rc = -errno;
-    if (!rc && rename(tmp, path) != 0)
-        rc = -errno;
-    if (rc)
-        unlink(tmp);
+    if (!rc && fsync(fd) != 0) rc = -errno;
+    if (close(fd) != 0 && !rc) rc = -errno;
+    if (!rc && rename(tmp, path) != 0) rc = -errno;
+    if (rc) unlink(tmp);
     return rc;
 }
 
@@ -266,8 +257,7 @@ int checkpoint_read_file(const char *path, void **blob, size_t *len, char *err, 
     size_t got = 0;
     while (got < (size_t)st.st_size) {
         ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-        if (n < 0 && errno == EINTR)
-            continue;
+        if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
             int e = n < 0 ? errno : EIO;
             free(buf);

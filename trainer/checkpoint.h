@@ -20,25 +20,24 @@
 #define CHECKPOINT_VERSION 1
 
 struct checkpoint {
-    char *spec_json;     /* canonical spec of the run (owned) */
-    int64_t epoch;       /* epochs completed */
-    int64_t step;        /* optimizer steps taken */
-    int64_t epoch_rows;  /* rows of epoch `epoch` already consumed (0 at a boundary) */
+    char *spec_json;    /* canonical spec of the run (owned) */
+    int64_t epoch;      /* epochs completed */
+    int64_t step;       /* optimizer steps taken */
+    int64_t epoch_rows; /* rows of epoch `epoch` already consumed (0 at a boundary) */
     struct rng rng;
     int64_t optim_step;
-    double best_metric;  /* best validation loss so far (or train loss), for "best" */
+    double best_metric; /* best validation loss so far (or train loss), for "best" */
     size_t n_params;
-    float *params;       /* (n_params), owned */
+    float *params; /* (n_params), owned */
     size_t n_optim;
-    float *optim_state;  /* (n_optim), owned: optimizer m then v */
+    float *optim_state; /* (n_optim), owned: optimizer m then v */
 };
 
 /* Serialises c into a new buffer (*blob, owned by the caller, free()). */
 int checkpoint_encode(const struct checkpoint *c, void **blob, size_t *len);
 /* Parses and verifies a blob into c (owning copies). Returns 0 or -EINVAL
  * with the reason in err. */
-int checkpoint_decode(const void *blob, size_t len, struct checkpoint *c, char *err,
-                      size_t errlen);
+int checkpoint_decode(const void *blob, size_t len, struct checkpoint *c, char *err, size_t errlen);
 void checkpoint_free(struct checkpoint *c);
 
 /* File helpers: write atomically (temp file, fsync, rename); read whole. */

@@ -139,8 +139,7 @@ static uint64_t perm_below(struct perm_rng *r, uint64_t n)
     uint64_t threshold = -n % n; /* rejects the biased low end */
     for (;;) {
         uint64_t v = perm_next(r);
-        if (v >= threshold)
-            return v % n;
+        if (v >= threshold) return v % n;
     }
 }
 
@@ -149,8 +148,7 @@ static void perm_fill(uint32_t *idx, int64_t n, bool shuffle, uint64_t seed, int
 {
     for (int64_t i = 0; i < n; i++)
         idx[i] = (uint32_t)i;
-    if (!shuffle)
-        return;
+    if (!shuffle) return;
     struct perm_rng r;
     perm_seed(&r, seed, epoch, stream);
     for (int64_t i = n - 1; i > 0; i--) {
@@ -173,8 +171,7 @@ static int read_slab(hid_t dset, int rank, const hsize_t *dims, int64_t row, int
     for (int i = 1; i < rank; i++)
         cnt[i] = dims[i];
     hid_t fs = H5Dget_space(dset);
-    if (fs < 0)
-        return -EIO;
+    if (fs < 0) return -EIO;
     /* A memory space of the selection's own shape keeps HDF5 on its fast
      * chunk-by-chunk path; a flat one makes it map element by element. */
     hid_t ms = H5Screate_simple(rank, cnt, NULL);
@@ -182,8 +179,7 @@ static int read_slab(hid_t dset, int rank, const hsize_t *dims, int64_t row, int
     if (ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, cnt, NULL) >= 0 &&
         H5Dread(dset, memtype, ms, fs, H5P_DEFAULT, dst) >= 0)
         rc = 0;
-    if (ms >= 0)
-        H5Sclose(ms);
+    if (ms >= 0) H5Sclose(ms);
     H5Sclose(fs);
     return rc;
 }
@@ -223,8 +219,7 @@ static int check_finite(const struct dataset *ds, const uint8_t *x, int64_t rows
                 break;
             }
     }
-    if (bad < 0)
-        return 0;
+    if (bad < 0) return 0;
     long long file_row = (long long)(ds->base + row0 + bad / ds->info.d);
     if (isfinite(v))
         return fail(err, errlen, -EINVAL,
@@ -254,8 +249,7 @@ static int read_y(struct dataset *ds, int64_t row, int64_t count, int32_t *yc, f
     }
     int64_t piece = count < SCAN_ROWS ? count : SCAN_ROWS;
     int64_t *tmp = malloc((size_t)piece * sizeof *tmp);
-    if (!tmp)
-        return fail(err, errlen, -ENOMEM, "%s: out of memory reading class ids", ds->path);
+    if (!tmp) return fail(err, errlen, -ENOMEM, "%s: out of memory reading class ids", ds->path);
     for (int64_t done = 0; done < count; done += piece) {
         int64_t m = count - done < piece ? count - done : piece;
         if (read_slab(r->yset, ds->y_rank, ds->y_fdims, ds->base + row + done, m, H5T_NATIVE_INT64,
@@ -294,8 +288,7 @@ static hid_t open_dset(hid_t file, const char *path, const char *name, int *rc, 
         return -1;
     }
     hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
-    if (d < 0)
-        *rc = fail(err, errlen, -EINVAL, "%s: '%s' is not a dataset (a group?)", path, name);
+    if (d < 0) *rc = fail(err, errlen, -EINVAL, "%s: '%s' is not a dataset (a group?)", path, name);
     return d;
 }
 
@@ -304,14 +297,11 @@ static int get_dims(hid_t dset, const char *path, const char *name, int min_rank
                     const char *expect, hsize_t *dims, int *rank, char *err, size_t errlen)
 {
     hid_t sp = H5Dget_space(dset);
-    if (sp < 0)
-        return fail(err, errlen, -EIO, "%s: cannot read the shape of '%s'", path, name);
+    if (sp < 0) return fail(err, errlen, -EIO, "%s: cannot read the shape of '%s'", path, name);
     int r = H5Sget_simple_extent_ndims(sp);
-    if (r >= min_rank && r <= max_rank)
-        H5Sget_simple_extent_dims(sp, dims, NULL);
+    if (r >= min_rank && r <= max_rank) H5Sget_simple_extent_dims(sp, dims, NULL);
     H5Sclose(sp);
-    if (r < 0)
-        return fail(err, errlen, -EIO, "%s: cannot read the shape of '%s'", path, name);
+    if (r < 0) return fail(err, errlen, -EIO, "%s: cannot read the shape of '%s'", path, name);
     if (r < min_rank || r > max_rank)
         return fail(err, errlen, -EINVAL, "%s: dataset '%s' has rank %d; expected %s", path, name,
                     r, expect);
@@ -325,24 +315,20 @@ static void shape_str(char *buf, size_t len, const hsize_t *dims, int rank)
     for (int i = 0; i < rank && off < len; i++)
         off += (size_t)snprintf(buf + off, len - off, "%s%llu", i ? ", " : "",
                                 (unsigned long long)dims[i]);
-    if (off < len)
-        snprintf(buf + off, len - off, ")");
+    if (off < len) snprintf(buf + off, len - off, ")");
 }
 
 static int open_x(struct dataset *ds, const struct spec_dataset *src, char *err, size_t errlen)
 {
     int rc = 0;
     ds->xset = open_dset(ds->file, ds->path, src->x, &rc, err, errlen);
-    if (ds->xset < 0)
-        return rc;
+    if (ds->xset < 0) return rc;
     rc = get_dims(ds->xset, ds->path, src->x, 2, 4, "2 (N, D), 3 (N, H, W) or 4 (N, H, W, C)",
                   ds->x_fdims, &ds->info.x_rank, err, errlen);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
 
     hid_t t = H5Dget_type(ds->xset);
-    if (t < 0)
-        return fail(err, errlen, -EIO, "%s: cannot read the type of '%s'", ds->path, src->x);
+    if (t < 0) return fail(err, errlen, -EIO, "%s: cannot read the type of '%s'", ds->path, src->x);
     H5T_class_t cls = H5Tget_class(t);
     size_t size = H5Tget_size(t);
     H5T_sign_t sign = cls == H5T_INTEGER ? H5Tget_sign(t) : H5T_SGN_ERROR;
@@ -403,15 +389,12 @@ static int open_x(struct dataset *ds, const struct spec_dataset *src, char *err,
 static int open_y(struct dataset *ds, const struct spec_dataset *src, bool need_y, char *err,
                   size_t errlen)
 {
-    if (!need_y && (src->y[0] == '\0' || H5Lexists(ds->file, src->y, H5P_DEFAULT) <= 0))
-        return 0;
+    if (!need_y && (src->y[0] == '\0' || H5Lexists(ds->file, src->y, H5P_DEFAULT) <= 0)) return 0;
     int rc = 0;
     ds->yset = open_dset(ds->file, ds->path, src->y, &rc, err, errlen);
-    if (ds->yset < 0)
-        return rc;
+    if (ds->yset < 0) return rc;
     hid_t t = H5Dget_type(ds->yset);
-    if (t < 0)
-        return fail(err, errlen, -EIO, "%s: cannot read the type of '%s'", ds->path, src->y);
+    if (t < 0) return fail(err, errlen, -EIO, "%s: cannot read the type of '%s'", ds->path, src->y);
     H5T_class_t cls = H5Tget_class(t);
     H5Tclose(t);
     if (cls == H5T_INTEGER) {
@@ -438,8 +421,7 @@ static int open_y(struct dataset *ds, const struct spec_dataset *src, bool need_
                   "%s: dataset '%s' is neither integer class ids nor float targets", ds->path,
                   src->y);
     }
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     if ((int64_t)ds->y_fdims[0] != ds->info.n)
         return fail(err, errlen, -EINVAL,
                     "%s: '%s' has %lld rows but '%s' has %llu; they must have the same length",
@@ -462,8 +444,7 @@ static int layout_init(struct dataset *ds, bool in_memory, bool alloc, char *err
         int64_t buf = ds->budget < GROUP_MAX_BYTES ? ds->budget : GROUP_MAX_BYTES;
         int64_t chunk = buf / 4 < CHUNK_MAX_BYTES ? buf / 4 : CHUNK_MAX_BYTES;
         ds->chunk_rows = chunk / ds->row_bytes > 1 ? chunk / ds->row_bytes : 1;
-        if (ds->chunk_rows > n)
-            ds->chunk_rows = n;
+        if (ds->chunk_rows > n) ds->chunk_rows = n;
         ds->n_chunks = (n + ds->chunk_rows - 1) / ds->chunk_rows;
         int64_t g = buf / (ds->chunk_rows * ds->row_bytes);
         ds->group_chunks = g < 1 ? 1 : g > ds->n_chunks ? ds->n_chunks : g;
@@ -476,20 +457,16 @@ static int layout_init(struct dataset *ds, bool in_memory, bool alloc, char *err
     ds->cap_rows = in_memory ? n : ds->chunk_rows * ds->group_chunks;
     ds->chunk_order = malloc((size_t)ds->n_chunks * sizeof *ds->chunk_order);
     ds->row_order = malloc((size_t)ds->cap_rows * sizeof *ds->row_order);
-    if (!ds->chunk_order || !ds->row_order)
-        goto nomem;
-    if (!alloc)
-        return 0;
+    if (!ds->chunk_order || !ds->row_order) goto nomem;
+    if (!alloc) return 0;
     ds->owns_buf = true;
     ds->x = malloc((size_t)(ds->cap_rows * ds->x_row_bytes));
-    if (!ds->x)
-        goto nomem;
+    if (!ds->x) goto nomem;
     if (ds->info.has_y && ds->info.y_is_class)
         ds->y_class = malloc((size_t)ds->cap_rows * sizeof *ds->y_class);
     else if (ds->info.has_y)
         ds->y = malloc((size_t)(ds->cap_rows * ds->info.k) * sizeof *ds->y);
-    if (ds->info.has_y && !ds->y_class && !ds->y)
-        goto nomem;
+    if (ds->info.has_y && !ds->y_class && !ds->y) goto nomem;
     return 0;
 nomem:
     return fail(err, errlen, -ENOMEM, "%s: out of memory for %lld rows of %lld bytes", ds->path,
@@ -503,14 +480,12 @@ static int scan_y(struct dataset *ds, char *err, size_t errlen)
     int32_t *yc = ds->info.y_is_class ? malloc((size_t)piece * sizeof *yc) : NULL;
     float *yf = ds->info.y_is_class ? NULL : malloc((size_t)(piece * ds->info.k) * sizeof *yf);
     int rc = 0;
-    if (!yc && !yf)
-        return fail(err, errlen, -ENOMEM, "%s: out of memory", ds->path);
+    if (!yc && !yf) return fail(err, errlen, -ENOMEM, "%s: out of memory", ds->path);
     for (int64_t row = 0; row < ds->info.n && rc == 0; row += piece) {
         int64_t m = ds->info.n - row < piece ? ds->info.n - row : piece;
         rc = read_y(ds, row, m, yc, yf, err, errlen);
         for (int64_t i = 0; yc && rc == 0 && i < m; i++)
-            if (yc[i] >= ds->info.n_classes)
-                ds->info.n_classes = yc[i] + (int64_t)1;
+            if (yc[i] >= ds->info.n_classes) ds->info.n_classes = yc[i] + (int64_t)1;
     }
     free(yc);
     free(yf);
@@ -523,8 +498,7 @@ int dataset_open(struct dataset **out, const struct spec_dataset *src, bool need
     *out = NULL;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* our messages, not HDF5's stack */
     struct dataset *ds = calloc(1, sizeof *ds);
-    if (!ds)
-        return fail(err, errlen, -ENOMEM, "%s: out of memory", src->path);
+    if (!ds) return fail(err, errlen, -ENOMEM, "%s: out of memory", src->path);
     ds->file = ds->xset = ds->yset = H5I_INVALID_HID;
     ds->loaded = -1;
     snprintf(ds->path, sizeof ds->path, "%s", src->path);
@@ -553,11 +527,9 @@ int dataset_open(struct dataset **out, const struct spec_dataset *src, bool need
         goto fail;
     }
     rc = open_x(ds, src, err, errlen);
-    if (rc < 0)
-        goto fail;
+    if (rc < 0) goto fail;
     rc = open_y(ds, src, need_y, err, errlen);
-    if (rc < 0)
-        goto fail;
+    if (rc < 0) goto fail;
 
     int64_t y_row = !ds->info.has_y ? 0 : ds->info.y_is_class ? 4 : 4 * ds->info.k;
     ds->row_bytes = ds->x_row_bytes + y_row;
@@ -565,12 +537,10 @@ int dataset_open(struct dataset **out, const struct spec_dataset *src, bool need
     bool fits = !__builtin_mul_overflow(ds->info.n, ds->row_bytes, &total) && total <= ds->budget &&
                 ds->info.n <= UINT32_MAX;
     rc = layout_init(ds, fits, true, err, errlen);
-    if (rc < 0)
-        goto fail;
+    if (rc < 0) goto fail;
     if (fits) {
         rc = read_x(ds, 0, ds->info.n, ds->x, err, errlen);
-        if (rc == 0)
-            rc = check_finite(ds, ds->x, ds->info.n, 0, err, errlen);
+        if (rc == 0) rc = check_finite(ds, ds->x, ds->info.n, 0, err, errlen);
         if (rc == 0 && ds->info.has_y)
             rc = read_y(ds, 0, ds->info.n, ds->y_class, ds->y, err, errlen);
         for (int64_t i = 0; rc == 0 && ds->y_class && i < ds->info.n; i++)
@@ -580,8 +550,7 @@ int dataset_open(struct dataset **out, const struct spec_dataset *src, bool need
     } else if (ds->info.has_y) {
         rc = scan_y(ds, err, errlen);
     }
-    if (rc < 0)
-        goto fail;
+    if (rc < 0) goto fail;
     *out = ds;
     return 0;
 fail:
@@ -592,15 +561,11 @@ fail:
 void dataset_close(struct dataset **p)
 {
     struct dataset *ds = p ? *p : NULL;
-    if (!ds)
-        return;
+    if (!ds) return;
     if (!ds->root) {
-        if (ds->yset >= 0)
-            H5Dclose(ds->yset);
-        if (ds->xset >= 0)
-            H5Dclose(ds->xset);
-        if (ds->file >= 0)
-            H5Fclose(ds->file);
+        if (ds->yset >= 0) H5Dclose(ds->yset);
+        if (ds->xset >= 0) H5Dclose(ds->xset);
+        if (ds->file >= 0) H5Fclose(ds->file);
     }
     if (ds->owns_buf) {
         free(ds->x);
@@ -630,8 +595,7 @@ int dataset_check_model(const struct dataset *ds, const struct mlq_spec *spec, c
         return fail(err, errlen, -EINVAL,
                     "%s: '%s' has %lld inputs per row, but model.layers[0] is %d", ds->path,
                     ds->xname, (long long)in->d, inputs);
-    if (!in->has_y || spec->kind == JOB_PREDICT)
-        return 0;
+    if (!in->has_y || spec->kind == JOB_PREDICT) return 0;
     if (spec->loss == LOSS_CROSS_ENTROPY) {
         if (!in->y_is_class)
             return fail(err, errlen, -EINVAL,
@@ -656,11 +620,10 @@ int dataset_view(struct dataset **out, struct dataset *parent, int64_t begin, in
     *out = NULL;
     if (begin < 0 || end > parent->info.n || begin >= end)
         return fail(err, errlen, -EINVAL,
-                    "%s: rows [%lld, %lld) are not a non-empty part of its %lld rows",
-                    parent->path, (long long)begin, (long long)end, (long long)parent->info.n);
+                    "%s: rows [%lld, %lld) are not a non-empty part of its %lld rows", parent->path,
+                    (long long)begin, (long long)end, (long long)parent->info.n);
     struct dataset *v = malloc(sizeof *v);
-    if (!v)
-        return fail(err, errlen, -ENOMEM, "%s: out of memory", parent->path);
+    if (!v) return fail(err, errlen, -ENOMEM, "%s: out of memory", parent->path);
     *v = *parent;
     v->root = parent->root ? parent->root : parent;
     v->base = parent->base + begin;
@@ -725,8 +688,7 @@ static int load_group(struct dataset *ds, int64_t g, char *err, size_t errlen)
             int64_t c = ds->chunk_order[i], first = c * ds->chunk_rows, m = chunk_size(ds, c);
             uint8_t *x = ds->x + rows * ds->x_row_bytes;
             int rc = read_x(ds, first, m, x, err, errlen);
-            if (rc == 0)
-                rc = check_finite(ds, x, m, first, err, errlen);
+            if (rc == 0) rc = check_finite(ds, x, m, first, err, errlen);
             if (rc == 0 && ds->info.has_y)
                 rc = read_y(ds, first, m, ds->y_class ? ds->y_class + rows : NULL,
                             ds->y ? ds->y + rows * ds->info.k : NULL, err, errlen);
@@ -760,15 +722,13 @@ int dataset_epoch_begin(struct dataset *ds, uint64_t seed, int64_t epoch, bool s
     int64_t g = 0, start = 0;
     for (; g < ds->n_groups; g++) {
         int64_t rows = group_size(ds, g);
-        if (skip < start + rows)
-            break;
+        if (skip < start + rows) break;
         start += rows;
     }
     ds->group = g;
     ds->group_rows = 0;
     ds->pos = 0;
-    if (g == ds->n_groups)
-        return 0;
+    if (g == ds->n_groups) return 0;
     int rc = load_group(ds, g, err, errlen);
     if (rc < 0) {
         ds->started = false;
@@ -786,7 +746,8 @@ int dataset_epoch_begin(struct dataset *ds, uint64_t seed, int64_t epoch, bool s
 /* An AVX2 clone, picked at load time, converts twice as fast. */
 __attribute__((target_clones("avx2", "default")))
 #endif
-static void scale_u8(float *restrict dst, const uint8_t *restrict src, int64_t d)
+static void
+scale_u8(float *restrict dst, const uint8_t *restrict src, int64_t d)
 {
     int64_t j = 0;
     for (; j + 16 <= d; j += 16)
@@ -830,13 +791,10 @@ static void emit_row(const struct dataset *ds, const uint8_t *xbuf, const int32_
             break;
         }
     }
-    if (!ds->info.has_y)
-        return;
+    if (!ds->info.has_y) return;
     if (ycbuf) {
-        if (y_class)
-            y_class[o] = ycbuf[i];
-        if (y)
-            y[o] = (float)ycbuf[i];
+        if (y_class) y_class[o] = ycbuf[i];
+        if (y) y[o] = (float)ycbuf[i];
     } else if (y) {
         memcpy(y + o * k, yfbuf + i * k, (size_t)k * sizeof *y);
     }
@@ -847,8 +805,7 @@ int dataset_next_batch(struct dataset *ds, int B, float *x, int32_t *y_class, fl
 {
     if (!ds->started)
         return fail(err, errlen, -EINVAL, "%s: dataset_epoch_begin was not called", ds->path);
-    if (B < 0)
-        return fail(err, errlen, -EINVAL, "%s: negative batch size %d", ds->path, B);
+    if (B < 0) return fail(err, errlen, -EINVAL, "%s: negative batch size %d", ds->path, B);
     int filled = 0;
     while (filled < B && ds->group < ds->n_groups) {
         if (ds->pos >= ds->group_rows) {
@@ -863,8 +820,7 @@ int dataset_next_batch(struct dataset *ds, int B, float *x, int32_t *y_class, fl
             }
             continue;
         }
-        if (ds->pos + 2 < ds->group_rows)
-            prefetch_row(ds, ds->x, ds->row_order[ds->pos + 2]);
+        if (ds->pos + 2 < ds->group_rows) prefetch_row(ds, ds->x, ds->row_order[ds->pos + 2]);
         int64_t i = ds->row_order[ds->pos++];
         emit_row(ds, ds->x, ds->y_class, ds->y, i, filled, x, y_class, y);
         filled++;
@@ -882,8 +838,7 @@ int dataset_read_rows(struct dataset *ds, int64_t begin, int B, float *x, int32_
         return fail(err, errlen, -EINVAL, "%s: rows %lld + %d are outside its %lld rows", ds->path,
                     (long long)begin, B, (long long)ds->info.n);
     int64_t m = ds->info.n - begin < B ? ds->info.n - begin : B;
-    if (m == 0)
-        return 0;
+    if (m == 0) return 0;
     if (ds->info.in_memory) {
         for (int64_t i = 0; i < m; i++)
             emit_row(ds, ds->x, ds->y_class, ds->y, begin + i, i, x, y_class, y);
@@ -907,12 +862,9 @@ int dataset_read_rows(struct dataset *ds, int64_t begin, int B, float *x, int32_
         ds->s_rows = m;
     }
     int rc = read_x(ds, begin, m, ds->sx, err, errlen);
-    if (rc == 0)
-        rc = check_finite(ds, ds->sx, m, begin, err, errlen);
-    if (rc == 0 && ds->info.has_y)
-        rc = read_y(ds, begin, m, ds->syc, ds->sy, err, errlen);
-    if (rc < 0)
-        return rc;
+    if (rc == 0) rc = check_finite(ds, ds->sx, m, begin, err, errlen);
+    if (rc == 0 && ds->info.has_y) rc = read_y(ds, begin, m, ds->syc, ds->sy, err, errlen);
+    if (rc < 0) return rc;
     for (int64_t i = 0; i < m; i++)
         emit_row(ds, ds->sx, ds->syc, ds->sy, i, i, x, y_class, y);
     return (int)m;

@@ -20,16 +20,16 @@
 enum dataset_dtype { DTYPE_UINT8, DTYPE_FLOAT32, DTYPE_FLOAT64 };
 
 struct dataset_info {
-    int64_t n;              /* samples */
-    int64_t d;              /* inputs per sample, after flattening */
-    int x_rank;             /* 2, 3 or 4 */
+    int64_t n;  /* samples */
+    int64_t d;  /* inputs per sample, after flattening */
+    int x_rank; /* 2, 3 or 4 */
     int64_t x_dims[4];
     enum dataset_dtype x_dtype;
-    bool has_y;             /* predict inputs may have no y */
-    bool y_is_class;        /* (N) integer ids; otherwise (N, K) floats */
-    int64_t k;              /* 1 for class ids, K for float targets */
-    int64_t n_classes;      /* max class id + 1 (class ids only) */
-    bool in_memory;         /* false: streamed in chunks */
+    bool has_y;        /* predict inputs may have no y */
+    bool y_is_class;   /* (N) integer ids; otherwise (N, K) floats */
+    int64_t k;         /* 1 for class ids, K for float targets */
+    int64_t n_classes; /* max class id + 1 (class ids only) */
+    bool in_memory;    /* false: streamed in chunks */
 };
 
 struct dataset;

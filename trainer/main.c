@@ -73,8 +73,19 @@ int main(int argc, char **argv)
     struct standalone_opts sa = {0};
     const char *flag[CONFIG_NKEYS] = {0}; /* daemon flags, as config values */
     const char *config_file = NULL;
-    enum { OPT_DB = 256, OPT_CKPT_DIR, OPT_RESUME, OPT_THREADS, OPT_LOG_LEVEL, OPT_VERSION,
-           OPT_BROKER, OPT_NAME, OPT_HB, OPT_LIVENESS, OPT_CONFIG };
+    enum {
+        OPT_DB = 256,
+        OPT_CKPT_DIR,
+        OPT_RESUME,
+        OPT_THREADS,
+        OPT_LOG_LEVEL,
+        OPT_VERSION,
+        OPT_BROKER,
+        OPT_NAME,
+        OPT_HB,
+        OPT_LIVENESS,
+        OPT_CONFIG
+    };
     static const struct option longopts[] = {
         {"standalone", required_argument, NULL, 's'},
         {"db", required_argument, NULL, OPT_DB},
@@ -157,7 +168,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "mlq-trainer: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
-    if (sa.spec_path)
-        return standalone_main(&sa);
+    if (sa.spec_path) return standalone_main(&sa);
     return run_daemon(config_file, flag);
 }

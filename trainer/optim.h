@@ -11,10 +11,10 @@
 
 struct optim {
     struct spec_optimizer cfg;
-    size_t n;      /* parameters */
-    int64_t step;  /* steps taken, Adam's t */
-    float *m;      /* (n) momentum buffer / first moment / square average, or NULL */
-    float *v;      /* (n) second moment / accumulator, or NULL */
+    size_t n;                /* parameters */
+    int64_t step;            /* steps taken, Adam's t */
+    float *m;                /* (n) momentum buffer / first moment / square average, or NULL */
+    float *v;                /* (n) second moment / accumulator, or NULL */
     int has_momentum_buffer; /* sgd: torch creates it lazily on the first step */
 };
 

@@ -34,8 +34,8 @@ static int record_epoch(struct standalone *s, const struct epoch_metrics *m)
 #define ROW(k, v)                                                                                  \
     do {                                                                                           \
         if (isfinite(v))                                                                           \
-            rows[n++] = (struct store_metric){.key = (k), .step = m->step, .epoch = m->epoch,      \
-                                              .value = (v)};                                       \
+            rows[n++] = (struct store_metric){                                                     \
+                .key = (k), .step = m->step, .epoch = m->epoch, .value = (v)};                     \
     } while (0)
     ROW("train_loss", m->train_loss);
     ROW("train_accuracy", m->train_accuracy);
@@ -48,8 +48,7 @@ static int record_epoch(struct standalone *s, const struct epoch_metrics *m)
     ROW("epoch_seconds", m->seconds);
 #undef ROW
     int rc = store_metrics_put(s->db, s->run, rows, n);
-    if (rc)
-        log_error("%s: cannot record metrics: %s", s->opts->db_path, store_errmsg(s->db));
+    if (rc) log_error("%s: cannot record metrics: %s", s->opts->db_path, store_errmsg(s->db));
     return rc;
 }
 
@@ -74,8 +73,7 @@ static int on_epoch(void *ctx, const struct epoch_metrics *m)
 {
     struct standalone *s = ctx;
     s->last_metric = m->has_validation ? m->val_loss : m->train_loss;
-    if (s->db && record_epoch(s, m))
-        return -EIO;
+    if (s->db && record_epoch(s, m)) return -EIO;
     json_t *o = json_object();
     json_object_set_new(o, "epoch", json_integer(m->epoch));
     json_object_set_new(o, "step", json_integer(m->step));
@@ -95,13 +93,13 @@ static int on_epoch(void *ctx, const struct epoch_metrics *m)
 static int on_checkpoint(void *ctx, int64_t epoch, int64_t step, const void *blob, size_t len)
 {
     struct standalone *s = ctx;
-    if (s->db && store_checkpoint_put(s->db, s->run, epoch, step, blob, len, s->last_metric, NULL)) {
+    if (s->db &&
+        store_checkpoint_put(s->db, s->run, epoch, step, blob, len, s->last_metric, NULL)) {
         log_error("%s: cannot record checkpoint: %s", s->opts->db_path, store_errmsg(s->db));
         return -EIO;
     }
     const char *dir = s->opts->checkpoint_dir;
-    if (!dir)
-        return 0;
+    if (!dir) return 0;
     char path[4096];
     snprintf(path, sizeof path, "%s/epoch-%04lld.ckpt", dir, (long long)epoch);
     int rc = checkpoint_write_file(path, blob, len);
@@ -109,8 +107,7 @@ static int on_checkpoint(void *ctx, int64_t epoch, int64_t step, const void *blo
         snprintf(path, sizeof path, "%s/last.ckpt", dir);
         rc = checkpoint_write_file(path, blob, len);
     }
-    if (rc)
-        log_errno(-rc, "cannot write checkpoint %s", path);
+    if (rc) log_errno(-rc, "cannot write checkpoint %s", path);
     return rc;
 }
 
@@ -134,8 +131,7 @@ int standalone_main(const struct standalone_opts *opts)
                   spec_kind_name(spec.kind));
         return 2;
     }
-    if (opts->threads > 0)
-        spec.threads = opts->threads;
+    if (opts->threads > 0) spec.threads = opts->threads;
     /* The thread budget: the spec's, or every core (0). train_run splits
      * the layers over it, or runs small batches on one thread. */
     int threads = blas_set_threads(spec.threads);
@@ -184,14 +180,14 @@ int standalone_main(const struct standalone_opts *opts)
     json_object_set_new(sum, "seconds", json_real(now_seconds() - t0));
     json_object_set_new(sum, "kernel", json_string(blas_kernel()));
     json_object_set_new(sum, "threads", json_integer(threads));
-    if (rc)
-        json_object_set_new(sum, "error", json_string(err));
+    if (rc) json_object_set_new(sum, "error", json_string(err));
     if (s.db) {
         json_object_set_new(sum, "run", json_integer(s.run));
-        int db_rc = rc ? store_job_set_failed(s.db, s.run, err) : store_job_set_succeeded(s.db, s.run);
+        int db_rc =
+            rc ? store_job_set_failed(s.db, s.run, err) : store_job_set_succeeded(s.db, s.run);
         if (db_rc)
-            log_error("%s: cannot record the end of run %lld: %s", opts->db_path,
-                      (long long)s.run, store_errmsg(s.db));
+            log_error("%s: cannot record the end of run %lld: %s", opts->db_path, (long long)s.run,
+                      store_errmsg(s.db));
         store_close(&s.db);
     }
     print_line(sum);

@@ -44,27 +44,26 @@ static double now_seconds(void)
 /* Everything one run holds; released by run_free in reverse order. */
 struct run {
     const struct mlq_spec *spec;
-    struct dataset *data;      /* the file behind train (and val, for a split) */
-    struct dataset *train;     /* rows trained on (== data, or a view) */
-    struct dataset *val_file;  /* a separate validation file */
-    struct dataset *val;       /* rows validated on, or NULL */
+    struct dataset *data;     /* the file behind train (and val, for a split) */
+    struct dataset *train;    /* rows trained on (== data, or a view) */
+    struct dataset *val_file; /* a separate validation file */
+    struct dataset *val;      /* rows validated on, or NULL */
     struct net net;
     struct optim opt;
     struct rng rng;
-    float *x[2];    /* (B, D): the batch trained on, the batch read meanwhile */
-    int32_t *yc[2]; /* (B) class ids, cross-entropy */
-    float *y[2];    /* (B, K) targets, mse */
-    float *gacc;    /* (P) full-batch gradient sum, gd only */
-    int rows;       /* B: rows per forward pass */
-    bool fused_sgd; /* plain SGD: the step happens inside backward */
+    float *x[2];      /* (B, D): the batch trained on, the batch read meanwhile */
+    int32_t *yc[2];   /* (B) class ids, cross-entropy */
+    float *y[2];      /* (B, K) targets, mse */
+    float *gacc;      /* (P) full-batch gradient sum, gd only */
+    int rows;         /* B: rows per forward pass */
+    bool fused_sgd;   /* plain SGD: the step happens inside backward */
     int blas_threads; /* the caller's OpenBLAS threads, restored at the end */
     char *spec_json;
 };
 
 static void run_free(struct run *r)
 {
-    if (r->blas_threads > 0)
-        blas_set_threads(r->blas_threads);
+    if (r->blas_threads > 0) blas_set_threads(r->blas_threads);
     free(r->spec_json);
     free(r->gacc);
     for (int i = 0; i < 2; i++) {
@@ -74,11 +73,9 @@ static void run_free(struct run *r)
     }
     optim_destroy(&r->opt);
     net_destroy(&r->net);
-    if (r->val != r->val_file)
-        dataset_close(&r->val);
+    if (r->val != r->val_file) dataset_close(&r->val);
     dataset_close(&r->val_file);
-    if (r->train != r->data)
-        dataset_close(&r->train);
+    if (r->train != r->data) dataset_close(&r->train);
     dataset_close(&r->data);
 }
 
@@ -87,15 +84,12 @@ static int open_data(struct run *r, char *err, size_t errlen)
     const struct mlq_spec *s = r->spec;
     int64_t budget = s->memory_budget_mb > 0 ? s->memory_budget_mb << 20 : DEFAULT_BUDGET_BYTES;
     int rc = dataset_open(&r->data, &s->dataset, true, budget, err, errlen);
-    if (rc)
-        return rc;
-    if ((rc = dataset_check_model(r->data, s, err, errlen)))
-        return rc;
+    if (rc) return rc;
+    if ((rc = dataset_check_model(r->data, s, err, errlen))) return rc;
     r->train = r->data;
     if (s->has_validation) {
         rc = dataset_open(&r->val_file, &s->validation, true, budget, err, errlen);
-        if (!rc)
-            rc = dataset_check_model(r->val_file, s, err, errlen);
+        if (!rc) rc = dataset_check_model(r->val_file, s, err, errlen);
         r->val = r->val_file;
         return rc;
     }
@@ -108,8 +102,7 @@ static int open_data(struct run *r, char *err, size_t errlen)
             return fail(err, errlen, -EINVAL,
                         "validation_split %.3g of %lld rows leaves no rows to %s",
                         s->validation_split, (long long)n, n_val < 1 ? "validate" : "train");
-        if ((rc = dataset_view(&r->train, r->data, 0, n - n_val, err, errlen)))
-            return rc;
+        if ((rc = dataset_view(&r->train, r->data, 0, n - n_val, err, errlen))) return rc;
         return dataset_view(&r->val, r->data, n - n_val, n, err, errlen);
     }
     return 0;
@@ -120,18 +113,15 @@ static int alloc_buffers(struct run *r)
     const struct mlq_spec *s = r->spec;
     int64_t n = dataset_get_info(r->train)->n;
     int B = s->optimizer.name == OPT_GD ? EVAL_ROWS : s->batch_size;
-    if (B > n)
-        B = (int)n; /* a batch never holds more than the data */
-    if (B < EVAL_ROWS && r->val)
-        B = EVAL_ROWS; /* validation reuses the same buffers */
+    if (B > n) B = (int)n;                      /* a batch never holds more than the data */
+    if (B < EVAL_ROWS && r->val) B = EVAL_ROWS; /* validation reuses the same buffers */
     r->rows = B;
     int D = s->layers[0], K = s->layers[s->n_layers];
     for (int i = 0; i < 2; i++) {
         r->x[i] = malloc(sizeof(float) * (size_t)B * (size_t)D);
         r->yc[i] = malloc(sizeof(int32_t) * (size_t)B);
         r->y[i] = malloc(sizeof(float) * (size_t)B * (size_t)K);
-        if (!r->x[i] || !r->yc[i] || !r->y[i])
-            return -ENOMEM;
+        if (!r->x[i] || !r->yc[i] || !r->y[i]) return -ENOMEM;
     }
     if (s->optimizer.name == OPT_GD && !(r->gacc = calloc(r->net.n_params, sizeof(float))))
         return -ENOMEM;
@@ -152,8 +142,7 @@ static int set_threads(struct run *r)
 {
     const struct mlq_spec *s = r->spec;
     int budget = blas_threads();
-    if (budget <= 1)
-        return 0;
+    if (budget <= 1) return 0;
     int B = s->optimizer.name == OPT_GD ? r->rows : s->batch_size;
     int n = B < THREADS_MIN_ROWS ? 1 : budget < NET_MAX_THREADS ? budget : NET_MAX_THREADS;
     r->blas_threads = budget; /* restored by run_free */
@@ -176,8 +165,7 @@ static int restore(struct run *r, const void *blob, size_t len, int64_t *epoch, 
     struct checkpoint c;
     char why[256];
     int rc = checkpoint_decode(blob, len, &c, why, sizeof why);
-    if (rc)
-        return fail(err, errlen, rc, "cannot resume: %s", why);
+    if (rc) return fail(err, errlen, rc, "cannot resume: %s", why);
     if (c.n_params != r->net.n_params || c.n_optim != optim_state_floats(&r->opt)) {
         rc = fail(err, errlen, -EINVAL,
                   "cannot resume: the checkpoint holds %zu parameters and %zu optimizer values, "
@@ -187,8 +175,7 @@ static int restore(struct run *r, const void *blob, size_t len, int64_t *epoch, 
     }
     memcpy(r->net.params, c.params, sizeof(float) * c.n_params);
     size_t n = r->opt.n;
-    if (r->opt.m && c.n_optim >= n)
-        memcpy(r->opt.m, c.optim_state, sizeof(float) * n);
+    if (r->opt.m && c.n_optim >= n) memcpy(r->opt.m, c.optim_state, sizeof(float) * n);
     if (r->opt.v && c.n_optim >= 2 * n)
         memcpy(r->opt.v, c.optim_state + n, sizeof(float) * n);
     else if (r->opt.v && !r->opt.m && c.n_optim >= n)
@@ -207,20 +194,17 @@ out:
 static int save(struct run *r, int64_t epoch, int64_t step, double best,
                 const struct train_callbacks *cb)
 {
-    if (!cb || !cb->on_checkpoint)
-        return 0;
+    if (!cb || !cb->on_checkpoint) return 0;
     size_t n = r->opt.n;
     size_t n_optim = optim_state_floats(&r->opt);
     float *state = malloc(sizeof(float) * (n_optim ? n_optim : 1));
-    if (!state)
-        return -ENOMEM;
+    if (!state) return -ENOMEM;
     size_t at = 0;
     if (r->opt.m) {
         memcpy(state, r->opt.m, sizeof(float) * n);
         at = n;
     }
-    if (r->opt.v)
-        memcpy(state + at, r->opt.v, sizeof(float) * n);
+    if (r->opt.v) memcpy(state + at, r->opt.v, sizeof(float) * n);
     struct checkpoint c = {
         .spec_json = r->spec_json,
         .epoch = epoch,
@@ -238,8 +222,7 @@ static int save(struct run *r, int64_t epoch, int64_t step, double best,
     size_t len;
     int rc = checkpoint_encode(&c, &blob, &len);
     free(state);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     rc = cb->on_checkpoint(cb->ctx, epoch, step, blob, len);
     free(blob);
     return rc;
@@ -261,14 +244,12 @@ static int evaluate(struct run *r, struct dataset *ds, struct pass_totals *t, ch
     memset(t, 0, sizeof *t);
     for (int64_t at = 0; at < n; at += r->rows) {
         int B = (int)(n - at < r->rows ? n - at : r->rows);
-        int rc = dataset_read_rows(ds, at, B, r->x[0], ce ? r->yc[0] : NULL, ce ? NULL : r->y[0], err,
-                                   errlen);
-        if (rc < 0)
-            return rc;
+        int rc = dataset_read_rows(ds, at, B, r->x[0], ce ? r->yc[0] : NULL, ce ? NULL : r->y[0],
+                                   err, errlen);
+        if (rc < 0) return rc;
         net_forward(&r->net, r->x[0], B);
         t->loss_sum += net_loss(&r->net, ce ? r->yc[0] : NULL, ce ? NULL : r->y[0], B) * B;
-        if (ce)
-            t->correct += net_correct(&r->net, r->yc[0], B);
+        if (ce) t->correct += net_correct(&r->net, r->yc[0], B);
         t->rows += B;
     }
     return 0;
@@ -302,8 +283,7 @@ static int train_batch(struct run *r, struct batch *cur, struct batch *next, int
     int got = cur->got;
     net_forward(&r->net, cur->x, got);
     int rc = net_task_start(&r->net, batch_read, next);
-    if (rc)
-        return fail(err, errlen, rc, "cannot read the next batch: %s", strerror(-rc));
+    if (rc) return fail(err, errlen, rc, "cannot read the next batch: %s", strerror(-rc));
     double loss = net_loss(&r->net, cur->yc, cur->y, got);
     if (!isfinite(loss))
         return fail(err, errlen, -ERANGE,
@@ -312,8 +292,7 @@ static int train_batch(struct run *r, struct batch *cur, struct batch *next, int
                     isnan(loss) ? "NaN" : "infinite", (long long)epoch + 1, (long long)*step + 1,
                     s->optimizer.lr);
     t->loss_sum += loss * got;
-    if (cur->yc)
-        t->correct += net_correct(&r->net, cur->yc, got);
+    if (cur->yc) t->correct += net_correct(&r->net, cur->yc, got);
     t->rows += got;
     if (r->fused_sgd) {
         net_backward_sgd(&r->net, cur->x, cur->yc, cur->y, got, (float)s->optimizer.lr);
@@ -327,8 +306,7 @@ static int train_batch(struct run *r, struct batch *cur, struct batch *next, int
         cblas_saxpy((int)r->net.n_params, (float)got / (float)n, r->net.grads, 1, r->gacc, 1);
         return 0;
     }
-    if (s->l1 > 0 || s->l2 > 0)
-        net_penalty(&r->net, s->l1, s->l2);
+    if (s->l1 > 0 || s->l2 > 0) net_penalty(&r->net, s->l1, s->l2);
     optim_step(&r->opt, r->net.params, r->net.grads, s->optimizer.lr);
     ++*step;
     return 0;
@@ -346,10 +324,8 @@ static int train_epoch(struct run *r, int64_t epoch, int64_t *step, struct pass_
     memset(t, 0, sizeof *t);
 
     int rc = dataset_epoch_begin(r->train, s->seed, epoch, s->shuffle && !gd, 0, err, errlen);
-    if (rc)
-        return rc;
-    if (gd)
-        memset(r->gacc, 0, sizeof(float) * r->net.n_params);
+    if (rc) return rc;
+    if (gd) memset(r->gacc, 0, sizeof(float) * r->net.n_params);
     struct batch buf[2];
     for (int i = 0; i < 2; i++)
         buf[i] = (struct batch){.ds = r->train,
@@ -364,22 +340,18 @@ static int train_epoch(struct run *r, int64_t epoch, int64_t *step, struct pass_
             *stopped = true;
             return 0;
         }
-        if (cur->got < 0)
-            return fail(err, errlen, cur->got, "%s", cur->err);
-        if (cur->got == 0)
-            break;
+        if (cur->got < 0) return fail(err, errlen, cur->got, "%s", cur->err);
+        if (cur->got == 0) break;
         rc = train_batch(r, cur, next, epoch, step, t, err, errlen);
         net_task_wait(&r->net);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         struct batch *tmp = cur;
         cur = next;
         next = tmp;
     }
     if (gd && t->rows > 0) {
         memcpy(r->net.grads, r->gacc, sizeof(float) * r->net.n_params);
-        if (s->l1 > 0 || s->l2 > 0)
-            net_penalty(&r->net, s->l1, s->l2);
+        if (s->l1 > 0 || s->l2 > 0) net_penalty(&r->net, s->l1, s->l2);
         optim_step(&r->opt, r->net.params, r->net.grads, s->optimizer.lr);
         ++*step;
     }
@@ -394,21 +366,18 @@ static int train_epoch(struct run *r, int64_t epoch, int64_t *step, struct pass_
 }
 
 int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resume_len,
-              const struct train_callbacks *cb, struct train_result *res, char *err,
-              size_t errlen)
+              const struct train_callbacks *cb, struct train_result *res, char *err, size_t errlen)
 {
     struct run r = {.spec = spec};
     memset(res, 0, sizeof *res);
     res->final_val_loss = res->final_val_accuracy = NAN;
-    if (spec->kind != JOB_TRAIN)
-        return fail(err, errlen, -EINVAL, "train_run: not a train job");
+    if (spec->kind != JOB_TRAIN) return fail(err, errlen, -EINVAL, "train_run: not a train job");
 
     json_t *doc = spec_to_json(spec);
     r.spec_json = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(doc);
     int rc = r.spec_json ? 0 : -ENOMEM;
-    if (!rc)
-        rc = open_data(&r, err, errlen);
+    if (!rc) rc = open_data(&r, err, errlen);
     if (!rc && (rc = net_create(&r.net, spec)))
         fail(err, errlen, rc, "cannot allocate the network: %s", strerror(-rc));
     if (!rc && (rc = optim_create(&r.opt, &spec->optimizer, r.net.n_params)))
@@ -420,8 +389,7 @@ int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resum
     const struct spec_optimizer *o = &spec->optimizer;
     r.fused_sgd = o->name == OPT_SGD && o->momentum == 0.0 && o->weight_decay == 0.0 &&
                   !(spec->l1 > 0) && !(spec->l2 > 0);
-    if (rc)
-        goto out;
+    if (rc) goto out;
 
     int64_t epoch = 0, step = 0;
     double best = INFINITY;
@@ -440,8 +408,7 @@ int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resum
         struct pass_totals t;
         bool stopped = false;
         double t0 = now_seconds();
-        if ((rc = train_epoch(&r, epoch, &step, &t, cb, &stopped, err, errlen)))
-            goto out;
+        if ((rc = train_epoch(&r, epoch, &step, &t, cb, &stopped, err, errlen))) goto out;
         if (stopped) {
             res->cancelled = true;
             goto out;
@@ -453,15 +420,13 @@ int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resum
         m.samples_per_s = m.seconds > 0 ? (double)t.rows / m.seconds : 0;
         double metric = m.train_loss;
         if (r.val) {
-            if ((rc = evaluate(&r, r.val, &t, err, errlen)))
-                goto out;
+            if ((rc = evaluate(&r, r.val, &t, err, errlen))) goto out;
             m.has_validation = true;
             m.val_loss = t.loss_sum / (double)t.rows;
             m.val_accuracy = ce ? (double)t.correct / (double)t.rows : NAN;
             metric = m.val_loss;
         }
-        if (metric < best)
-            best = metric;
+        if (metric < best) best = metric;
         res->epochs_done = epoch + 1;
         res->final_train_loss = m.train_loss;
         res->final_val_loss = m.has_validation ? m.val_loss : NAN;

@@ -11,8 +11,8 @@
 #include "spec.h"
 
 struct epoch_metrics {
-    int64_t epoch; /* 1-based: the epoch just finished */
-    int64_t step;  /* optimizer steps so far */
+    int64_t epoch;                     /* 1-based: the epoch just finished */
+    int64_t step;                      /* optimizer steps so far */
     double train_loss, train_accuracy; /* accuracy: cross-entropy only, else NAN */
     bool has_validation;
     double val_loss, val_accuracy;
@@ -41,7 +41,6 @@ struct train_result {
  * (resume_blob may be NULL). Returns 0, or a negative errno with a message in
  * err (bad data, NaN loss, ...). */
 int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resume_len,
-              const struct train_callbacks *cb, struct train_result *res, char *err,
-              size_t errlen);
+              const struct train_callbacks *cb, struct train_result *res, char *err, size_t errlen);
 
 #endif

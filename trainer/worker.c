@@ -42,9 +42,9 @@ static double mono(void)
 
 /* What both threads see. */
 struct shared {
-    atomic_int stop_job;       /* cancel, drop or shutdown: train_run's should_stop */
-    atomic_int interrupt;      /* shutdown: report "interrupted", not "cancelled" */
-    atomic_ulong progress;     /* bumped by the worker between batches */
+    atomic_int stop_job;   /* cancel, drop or shutdown: train_run's should_stop */
+    atomic_int interrupt;  /* shutdown: report "interrupted", not "cancelled" */
+    atomic_ulong progress; /* bumped by the worker between batches */
     int threads;
     int memory_budget_mb;
     void *zctx;
@@ -63,8 +63,7 @@ struct job_ctx {
 
 static void put_num(json_t *o, const char *key, double v)
 {
-    if (isfinite(v))
-        json_object_set_new(o, key, json_real(v));
+    if (isfinite(v)) json_object_set_new(o, key, json_real(v));
 }
 
 static int job_on_epoch(void *ctx, const struct epoch_metrics *m)
@@ -89,8 +88,7 @@ static int job_on_epoch(void *ctx, const struct epoch_metrics *m)
     return rc ? 0 : 0; /* a lost progress line is not worth stopping the run */
 }
 
-static int job_on_checkpoint(void *ctx, int64_t epoch, int64_t step, const void *blob,
-                             size_t len)
+static int job_on_checkpoint(void *ctx, int64_t epoch, int64_t step, const void *blob, size_t len)
 {
     struct job_ctx *jc = ctx;
     atomic_fetch_add(&jc->sh->progress, 1);
@@ -152,8 +150,7 @@ static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
         }
     } else if (!m->bin) {
         rc = -EINVAL;
-        snprintf(err, sizeof err, "no checkpoint came with the %s job",
-                 spec_kind_name(spec.kind));
+        snprintf(err, sizeof err, "no checkpoint came with the %s job", spec_kind_name(spec.kind));
     } else if (spec.kind == JOB_EVAL) {
         rc = eval_run(&spec, m->bin, m->bin_len, &result, err, sizeof err);
     } else {
@@ -166,8 +163,7 @@ static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
         result = NULL;
     }
     json_object_set_new(done, "state", json_string(state));
-    if (result)
-        json_object_set_new(done, "result", result);
+    if (result) json_object_set_new(done, "result", result);
     log_info("job %lld %s%s%s", (long long)job, state, rc ? ": " : "", rc ? err : "");
     return done;
 }
@@ -178,16 +174,14 @@ static void *worker_thread(void *arg)
     void *pair = zmq_socket(sh->zctx, ZMQ_PAIR);
     if (!pair || zmq_connect(pair, sh->pair_addr) != 0) {
         log_errno(errno, "worker: cannot connect %s", sh->pair_addr);
-        if (pair)
-            zmq_close(pair);
+        if (pair) zmq_close(pair);
         return NULL;
     }
     for (;;) {
         struct proto_msg m;
         char err[256];
         int rc = proto_recv(pair, false, &m, 0, err, sizeof err);
-        if (rc == -EINTR)
-            continue;
+        if (rc == -EINTR) continue;
         if (rc) {
             log_error("worker: %s", rc == -EPROTO ? err : zmq_strerror(-rc));
             break;
@@ -230,8 +224,8 @@ struct io {
     bool dropped;      /* the broker told us to drop job: forward nothing more */
     struct held *hist; /* METRICS of job, for a resend */
     size_t n_hist, cap_hist;
-    struct held ckpt; /* latest CHECKPOINT of job */
-    struct held done; /* DONE of job, until ACK */
+    struct held ckpt;         /* latest CHECKPOINT of job */
+    struct held done;         /* DONE of job, until ACK */
     struct proto_msg pending; /* a JOB that came while the worker was busy */
     bool has_pending;
 };
@@ -263,13 +257,11 @@ static void send_broker(struct io *io, const char *cmd, const json_t *body, cons
 
 static void send_hello(struct io *io)
 {
-    json_t *caps = json_pack("{s:[sss], s:i, s:s}", "kinds", "train", "eval", "predict",
-                             "threads", io->sh->threads > 0 ? io->sh->threads : 1, "blas",
-                             blas_kernel());
+    json_t *caps = json_pack("{s:[sss], s:i, s:s}", "kinds", "train", "eval", "predict", "threads",
+                             io->sh->threads > 0 ? io->sh->threads : 1, "blas", blas_kernel());
     json_t *b = json_pack("{s:s, s:s, s:s, s:o}", "name", io->name, "host", io->host, "version",
                           MLQ_VERSION, "capabilities", caps);
-    if (io->job && !io->dropped)
-        json_object_set_new(b, "job", json_integer(io->job));
+    if (io->job && !io->dropped) json_object_set_new(b, "job", json_integer(io->job));
     send_broker(io, PROTO_HELLO, b, NULL, 0);
     json_decref(b);
     io->welcomed = false;
@@ -278,11 +270,9 @@ static void send_hello(struct io *io)
 static int open_dealer(struct io *io)
 {
     io->dealer = zmq_socket(io->sh->zctx, ZMQ_DEALER);
-    if (!io->dealer)
-        return -errno;
+    if (!io->dealer) return -errno;
     int rc = proto_socket_setup(io->dealer, 0);
-    if (!rc && zmq_connect(io->dealer, io->opts->endpoint) != 0)
-        rc = -errno;
+    if (!rc && zmq_connect(io->dealer, io->opts->endpoint) != 0) rc = -errno;
     if (rc) {
         zmq_close(io->dealer);
         io->dealer = NULL;
@@ -297,10 +287,8 @@ static void resend_job_state(struct io *io)
 {
     for (size_t i = 0; i < io->n_hist; i++)
         send_broker(io, io->hist[i].cmd, io->hist[i].body, NULL, 0);
-    if (io->ckpt.body)
-        send_broker(io, io->ckpt.cmd, io->ckpt.body, io->ckpt.bin, io->ckpt.bin_len);
-    if (io->done.body)
-        send_broker(io, io->done.cmd, io->done.body, NULL, 0);
+    if (io->ckpt.body) send_broker(io, io->ckpt.cmd, io->ckpt.body, io->ckpt.bin, io->ckpt.bin_len);
+    if (io->done.body) send_broker(io, io->done.cmd, io->done.body, NULL, 0);
 }
 
 static void start_job(struct io *io, struct proto_msg *m)
@@ -325,8 +313,7 @@ static void on_broker_message(struct io *io, struct proto_msg *m)
         bool first = !io->welcomed;
         io->welcomed = true;
         int64_t adopt = json_integer_value(json_object_get(m->body, "adopt"));
-        if (first && io->job && adopt == io->job)
-            resend_job_state(io);
+        if (first && io->job && adopt == io->job) resend_job_state(io);
     } else if (strcmp(m->cmd, PROTO_WHO) == 0) {
         send_hello(io);
     } else if (strcmp(m->cmd, PROTO_JOB) == 0) {
@@ -359,8 +346,7 @@ static void on_broker_message(struct io *io, struct proto_msg *m)
             }
         }
     } else if (strcmp(m->cmd, PROTO_ACK) == 0) {
-        if (job && job == io->job && io->done.body)
-            forget_job(io);
+        if (job && job == io->job && io->done.body) forget_job(io);
     }
 }
 
@@ -383,8 +369,7 @@ static void on_worker_message(struct io *io, struct proto_msg *m)
         } else {
             keep(&io->done, m);
             m->bin = NULL;
-            if (io->welcomed)
-                send_broker(io, m->cmd, m->body, NULL, 0);
+            if (io->welcomed) send_broker(io, m->cmd, m->body, NULL, 0);
         }
         if (io->has_pending) {
             io->has_pending = false;
@@ -393,12 +378,10 @@ static void on_worker_message(struct io *io, struct proto_msg *m)
         }
         return;
     }
-    if (io->dropped)
-        return;
+    if (io->dropped) return;
     if (strcmp(m->cmd, PROTO_CHECKPOINT) == 0) {
         keep(&io->ckpt, m);
-        if (io->welcomed)
-            send_broker(io, m->cmd, m->body, m->bin, m->bin_len);
+        if (io->welcomed) send_broker(io, m->cmd, m->body, m->bin, m->bin_len);
         m->bin = NULL; /* now owned by io->ckpt */
     } else if (strcmp(m->cmd, PROTO_METRICS) == 0) {
         if (io->n_hist == io->cap_hist && io->n_hist < HISTORY_MAX) {
@@ -413,8 +396,7 @@ static void on_worker_message(struct io *io, struct proto_msg *m)
             memset(&io->hist[io->n_hist], 0, sizeof io->hist[0]);
             keep(&io->hist[io->n_hist++], m);
         }
-        if (io->welcomed)
-            send_broker(io, m->cmd, m->body, NULL, 0);
+        if (io->welcomed) send_broker(io, m->cmd, m->body, NULL, 0);
     }
 }
 
@@ -426,8 +408,7 @@ static void default_name(char *buf, size_t len, const char *host)
 /* Shutdown with a job running: stop it and tell the broker to requeue it. */
 static void interrupt_job(struct io *io)
 {
-    if (!io->worker_busy)
-        return;
+    if (!io->worker_busy) return;
     atomic_store(&io->sh->interrupt, 1);
     atomic_store(&io->sh->stop_job, 1);
     double until = mono() + 5.0;
@@ -435,8 +416,7 @@ static void interrupt_job(struct io *io)
         struct proto_msg m;
         char err[128];
         zmq_pollitem_t it = {.socket = io->pair, .events = ZMQ_POLLIN};
-        if (zmq_poll(&it, 1, 200) <= 0)
-            continue;
+        if (zmq_poll(&it, 1, 200) <= 0) continue;
         if (proto_recv(io->pair, false, &m, ZMQ_DONTWAIT, err, sizeof err) == 0) {
             on_worker_message(io, &m);
             proto_msg_clear(&m);
@@ -467,8 +447,7 @@ static void feed_watchdog(struct io *io, unsigned long *seen, double *last_progr
     }
     double limit = (double)notify_watchdog_usec() / 1e6;
     /* A hung worker starves the watchdog and systemd restarts us. */
-    if (!io->worker_busy || limit <= 0 || now - *last_progress < limit)
-        notify_watchdog();
+    if (!io->worker_busy || limit <= 0 || now - *last_progress < limit) notify_watchdog();
 }
 
 int worker_main(const struct worker_opts *opts)
@@ -484,8 +463,7 @@ int worker_main(const struct worker_opts *opts)
     int exit_code = 1;
     pthread_t thread;
     bool thread_started = false;
-    if (gethostname(io.host, sizeof io.host) != 0)
-        snprintf(io.host, sizeof io.host, "localhost");
+    if (gethostname(io.host, sizeof io.host) != 0) snprintf(io.host, sizeof io.host, "localhost");
     io.host[sizeof io.host - 1] = '\0';
     if (opts->name && opts->name[0])
         snprintf(io.name, sizeof io.name, "%s", opts->name);
@@ -532,13 +510,10 @@ int worker_main(const struct worker_opts *opts)
         int nitems = io.dealer ? 2 : 1;
         double now = mono();
         double next = io.last_sent + io.interval;
-        if (io.dealer && io.last_heard + io.expiry < next)
-            next = io.last_heard + io.expiry;
-        if (!io.dealer)
-            next = reconnect_at;
+        if (io.dealer && io.last_heard + io.expiry < next) next = io.last_heard + io.expiry;
+        if (!io.dealer) next = reconnect_at;
         long timeout = next > now ? (long)((next - now) * 1000) + 1 : 0;
-        if (timeout > 1000)
-            timeout = 1000;
+        if (timeout > 1000) timeout = 1000;
         int n = zmq_poll(items, nitems, timeout);
         if (n < 0 && errno != EINTR) {
             log_errno(errno, "zmq_poll");
@@ -548,8 +523,7 @@ int worker_main(const struct worker_opts *opts)
         for (int i = 0; n > 0 && i < 64; i++) {
             struct proto_msg m;
             char err[256];
-            if (proto_recv(io.pair, false, &m, ZMQ_DONTWAIT, err, sizeof err) != 0)
-                break;
+            if (proto_recv(io.pair, false, &m, ZMQ_DONTWAIT, err, sizeof err) != 0) break;
             on_worker_message(&io, &m);
             proto_msg_clear(&m);
         }
@@ -561,8 +535,7 @@ int worker_main(const struct worker_opts *opts)
                 log_warn("dropped a message from the broker: %s", err);
                 continue;
             }
-            if (rc)
-                break;
+            if (rc) break;
             on_broker_message(&io, &m);
             proto_msg_clear(&m);
         }
@@ -591,19 +564,17 @@ int worker_main(const struct worker_opts *opts)
             if (io.welcomed) {
                 /* The job we hold, so that a JOB the broker sent and we never
                  * got is noticed and sent again. */
-                json_t *hb = json_pack("{s:I}", "job",
-                                       (json_int_t)(io.job && !io.dropped ? io.job : 0));
+                json_t *hb =
+                    json_pack("{s:I}", "job", (json_int_t)(io.job && !io.dropped ? io.job : 0));
                 send_broker(&io, PROTO_HEARTBEAT, hb, NULL, 0);
                 json_decref(hb);
-            }
-            else
+            } else
                 send_hello(&io);
         }
         feed_watchdog(&io, &seen_progress, &last_progress);
     }
     notify_stopping();
-    if (io.dealer)
-        interrupt_job(&io);
+    if (io.dealer) interrupt_job(&io);
 out:
     if (thread_started) {
         atomic_store(&sh.stop_job, 1);
@@ -615,10 +586,8 @@ out:
     forget_job(&io);
     free(io.hist);
     proto_msg_clear(&io.pending);
-    if (io.dealer)
-        zmq_close(io.dealer);
-    if (io.pair)
-        zmq_close(io.pair);
+    if (io.dealer) zmq_close(io.dealer);
+    if (io.pair) zmq_close(io.pair);
     zmq_ctx_term(sh.zctx);
     return exit_code;
 }
