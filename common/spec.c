@@ -1,4 +1,5 @@
 #include "spec.h"
+#include "errmsg.h"
 
 #include <errno.h>
 #include <math.h>
@@ -34,17 +35,6 @@ const char *spec_loss_name(enum loss_kind loss)
 const char *spec_optim_name(enum optim_kind opt)
 {
     return optim_names[opt];
-}
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -EINVAL;
 }
 
 static void dataset_defaults(struct spec_dataset *d)
@@ -121,7 +111,8 @@ static int check_keys(json_t *obj, const char *where, const char *const *allowed
         for (i = 0; i < n; i++)
             if (strcmp(key, allowed[i]) == 0) break;
         if (i == n)
-            return fail(err, errlen, "%s%s%s: unknown field", where, *where ? "." : "", key);
+            return errmsg(err, errlen, -EINVAL, "%s%s%s: unknown field", where, *where ? "." : "",
+                          key);
     }
     return 0;
 }
@@ -131,11 +122,13 @@ static int get_string(json_t *obj, const char *key, const char *where, char *dst
 {
     json_t *v = json_object_get(obj, key);
     if (!v) return 0;
-    if (!json_is_string(v)) return fail(err, errlen, "%s%s: must be a string", where, key);
+    if (!json_is_string(v))
+        return errmsg(err, errlen, -EINVAL, "%s%s: must be a string", where, key);
     if (json_string_length(v) >= cap)
-        return fail(err, errlen, "%s%s: longer than %zu characters", where, key, cap - 1);
+        return errmsg(err, errlen, -EINVAL, "%s%s: longer than %zu characters", where, key,
+                      cap - 1);
     if (strlen(json_string_value(v)) != json_string_length(v))
-        return fail(err, errlen, "%s%s: contains a NUL character", where, key);
+        return errmsg(err, errlen, -EINVAL, "%s%s: contains a NUL character", where, key);
     memcpy(dst, json_string_value(v), json_string_length(v) + 1);
     return 0;
 }
@@ -145,9 +138,10 @@ static int get_number(json_t *obj, const char *key, const char *where, double *d
 {
     json_t *v = json_object_get(obj, key);
     if (!v) return 0;
-    if (!json_is_number(v)) return fail(err, errlen, "%s%s: must be a number", where, key);
+    if (!json_is_number(v))
+        return errmsg(err, errlen, -EINVAL, "%s%s: must be a number", where, key);
     double d = json_number_value(v);
-    if (!isfinite(d)) return fail(err, errlen, "%s%s: must be finite", where, key);
+    if (!isfinite(d)) return errmsg(err, errlen, -EINVAL, "%s%s: must be finite", where, key);
     *dst = d;
     return 0;
 }
@@ -157,11 +151,12 @@ static int get_int(json_t *obj, const char *key, const char *where, int64_t lo, 
 {
     json_t *v = json_object_get(obj, key);
     if (!v) return 0;
-    if (!json_is_integer(v)) return fail(err, errlen, "%s%s: must be an integer", where, key);
+    if (!json_is_integer(v))
+        return errmsg(err, errlen, -EINVAL, "%s%s: must be an integer", where, key);
     json_int_t i = json_integer_value(v);
     if (i < lo || i > hi)
-        return fail(err, errlen, "%s%s: must be between %lld and %lld, got %lld", where, key,
-                    (long long)lo, (long long)hi, (long long)i);
+        return errmsg(err, errlen, -EINVAL, "%s%s: must be between %lld and %lld, got %lld", where,
+                      key, (long long)lo, (long long)hi, (long long)i);
     *dst = i;
     return 0;
 }
@@ -180,7 +175,8 @@ static int get_bool(json_t *obj, const char *key, const char *where, bool *dst, 
 {
     json_t *v = json_object_get(obj, key);
     if (!v) return 0;
-    if (!json_is_boolean(v)) return fail(err, errlen, "%s%s: must be true or false", where, key);
+    if (!json_is_boolean(v))
+        return errmsg(err, errlen, -EINVAL, "%s%s: must be true or false", where, key);
     *dst = json_is_true(v);
     return 0;
 }
@@ -203,7 +199,7 @@ static int get_enum(json_t *obj, const char *key, const char *where, const char 
         strncat(choices, names[i], sizeof choices - strlen(choices) - 1);
         if (i + 1 < n) strncat(choices, ", ", sizeof choices - strlen(choices) - 1);
     }
-    return fail(err, errlen, "%s%s: must be one of %s", where, key, choices);
+    return errmsg(err, errlen, -EINVAL, "%s%s: must be one of %s", where, key, choices);
 }
 
 static int parse_dataset(json_t *v, const char *field, struct spec_dataset *d, char *err,
@@ -219,40 +215,42 @@ static int parse_dataset(json_t *v, const char *field, struct spec_dataset *d, c
         json_decref(wrap);
         return rc;
     }
-    if (!json_is_object(v)) return fail(err, errlen, "%s: must be an object or a path", field);
+    if (!json_is_object(v))
+        return errmsg(err, errlen, -EINVAL, "%s: must be an object or a path", field);
     int rc = check_keys(v, field, keys, COUNT(keys), err, errlen);
     if (!rc) rc = get_string(v, "path", where, d->path, sizeof d->path, err, errlen);
     if (!rc) rc = get_string(v, "x", where, d->x, sizeof d->x, err, errlen);
     if (!rc) rc = get_string(v, "y", where, d->y, sizeof d->y, err, errlen);
     if (!rc) rc = get_bool(v, "scale", where, &d->scale, err, errlen);
-    if (!rc && !d->path[0]) rc = fail(err, errlen, "%s.path: required", field);
+    if (!rc && !d->path[0]) rc = errmsg(err, errlen, -EINVAL, "%s.path: required", field);
     if (!rc && (!d->x[0] || !d->y[0]))
-        rc = fail(err, errlen, "%s: dataset names must not be empty", field);
+        rc = errmsg(err, errlen, -EINVAL, "%s: dataset names must not be empty", field);
     return rc;
 }
 
 static int parse_model(json_t *v, struct mlq_spec *s, char *err, size_t errlen)
 {
     static const char *const keys[] = {"layers", "activation", "output", "leaky_slope"};
-    if (!json_is_object(v)) return fail(err, errlen, "model: must be an object");
+    if (!json_is_object(v)) return errmsg(err, errlen, -EINVAL, "model: must be an object");
     int rc = check_keys(v, "model", keys, COUNT(keys), err, errlen);
     if (rc) return rc;
     json_t *layers = json_object_get(v, "layers");
     if (layers) {
         if (!json_is_array(layers))
-            return fail(err, errlen, "model.layers: must be an array of layer sizes");
+            return errmsg(err, errlen, -EINVAL, "model.layers: must be an array of layer sizes");
         size_t n = json_array_size(layers);
         if (n < 2 || n > SPEC_MAX_LAYERS + 1)
-            return fail(
-                err, errlen,
+            return errmsg(
+                err, errlen, -EINVAL,
                 "model.layers: needs between 2 and %d sizes (inputs, ..., outputs), got %zu",
                 SPEC_MAX_LAYERS + 1, n);
         for (size_t i = 0; i < n; i++) {
             json_t *e = json_array_get(layers, i);
             if (!json_is_integer(e) || json_integer_value(e) < 1 ||
                 json_integer_value(e) > SPEC_MAX_WIDTH)
-                return fail(err, errlen, "model.layers[%zu]: must be an integer between 1 and %d",
-                            i, SPEC_MAX_WIDTH);
+                return errmsg(err, errlen, -EINVAL,
+                              "model.layers[%zu]: must be an integer between 1 and %d", i,
+                              SPEC_MAX_WIDTH);
             s->layers[i] = (int)json_integer_value(e);
         }
         s->n_layers = (int)n - 1;
@@ -288,7 +286,8 @@ static int parse_optimizer(json_t *v, struct spec_optimizer *o, char *err, size_
         json_decref(wrap);
         return rc;
     }
-    if (!json_is_object(v)) return fail(err, errlen, "optimizer: must be an object or a name");
+    if (!json_is_object(v))
+        return errmsg(err, errlen, -EINVAL, "optimizer: must be an object or a name");
     int rc = check_keys(v, "optimizer", keys, COUNT(keys), err, errlen);
     if (rc) return rc;
     int name = o->name;
@@ -311,7 +310,8 @@ static int parse_optimizer(json_t *v, struct spec_optimizer *o, char *err, size_
     if (!rc && betas) {
         if (!json_is_array(betas) || json_array_size(betas) != 2 ||
             !json_is_number(json_array_get(betas, 0)) || !json_is_number(json_array_get(betas, 1)))
-            return fail(err, errlen, "optimizer.betas: must be two numbers, e.g. [0.9, 0.999]");
+            return errmsg(err, errlen, -EINVAL,
+                          "optimizer.betas: must be two numbers, e.g. [0.9, 0.999]");
         o->beta1 = json_number_value(json_array_get(betas, 0));
         o->beta2 = json_number_value(json_array_get(betas, 1));
     }
@@ -321,7 +321,8 @@ static int parse_optimizer(json_t *v, struct spec_optimizer *o, char *err, size_
 static int parse_regularization(json_t *v, struct mlq_spec *s, char *err, size_t errlen)
 {
     static const char *const keys[] = {"l1", "l2"};
-    if (!json_is_object(v)) return fail(err, errlen, "regularization: must be an object");
+    if (!json_is_object(v))
+        return errmsg(err, errlen, -EINVAL, "regularization: must be an object");
     int rc = check_keys(v, "regularization", keys, COUNT(keys), err, errlen);
     if (!rc) rc = get_number(v, "l1", "regularization.", &s->l1, err, errlen);
     if (!rc) rc = get_number(v, "l2", "regularization.", &s->l2, err, errlen);
@@ -353,7 +354,7 @@ int spec_from_json(json_t *doc, struct mlq_spec *s, char *err, size_t errlen)
                                        "priority",
                                        "max_attempts"};
     spec_defaults(s);
-    if (!json_is_object(doc)) return fail(err, errlen, "spec: must be a JSON object");
+    if (!json_is_object(doc)) return errmsg(err, errlen, -EINVAL, "spec: must be a JSON object");
     int rc = check_keys(doc, "", keys, COUNT(keys), err, errlen);
     if (rc) return rc;
 
@@ -368,7 +369,7 @@ int spec_from_json(json_t *doc, struct mlq_spec *s, char *err, size_t errlen)
     /* predict names its inputs "input"; it is the same kind of object. */
     if (!rc && (v = json_object_get(doc, "input"))) {
         if (json_object_get(doc, "dataset"))
-            return fail(err, errlen, "input: give either dataset or input, not both");
+            return errmsg(err, errlen, -EINVAL, "input: give either dataset or input, not both");
         rc = parse_dataset(v, "input", &s->dataset, err, errlen);
     }
     if (!rc && (v = json_object_get(doc, "validation")) && !json_is_null(v)) {
@@ -413,60 +414,63 @@ int spec_from_json(json_t *doc, struct mlq_spec *s, char *err, size_t errlen)
 int spec_validate(const struct mlq_spec *s, char *err, size_t errlen)
 {
     if (!s->dataset.path[0])
-        return fail(err, errlen,
-                    s->kind == JOB_PREDICT ? "input.path: required" : "dataset.path: required");
+        return errmsg(err, errlen, -EINVAL,
+                      s->kind == JOB_PREDICT ? "input.path: required" : "dataset.path: required");
     if (s->kind == JOB_TRAIN) {
         int64_t params = 0;
         for (int l = 0; l < s->n_layers; l++)
             params += ((int64_t)s->layers[l] + 1) * s->layers[l + 1];
         if (params > SPEC_MAX_PARAMS)
-            return fail(err, errlen,
-                        "model.layers: %lld parameters is more than the %lld a trainer accepts",
-                        (long long)params, (long long)SPEC_MAX_PARAMS);
+            return errmsg(err, errlen, -EINVAL,
+                          "model.layers: %lld parameters is more than the %lld a trainer accepts",
+                          (long long)params, (long long)SPEC_MAX_PARAMS);
         if (s->loss == LOSS_CROSS_ENTROPY && s->layers[s->n_layers] < 2)
-            return fail(err, errlen,
-                        "model.layers: cross_entropy needs at least 2 outputs (classes)");
+            return errmsg(err, errlen, -EINVAL,
+                          "model.layers: cross_entropy needs at least 2 outputs (classes)");
         if (s->loss == LOSS_CROSS_ENTROPY && (s->output == OUT_SIGMOID || s->output == OUT_LINEAR))
-            return fail(err, errlen,
-                        "model.output: cross_entropy takes \"logits\" or \"softmax\" outputs");
+            return errmsg(err, errlen, -EINVAL,
+                          "model.output: cross_entropy takes \"logits\" or \"softmax\" outputs");
         if (s->loss == LOSS_MSE && s->output == OUT_SOFTMAX)
-            return fail(err, errlen,
-                        "model.output: mse takes \"linear\", \"logits\" or \"sigmoid\"");
+            return errmsg(err, errlen, -EINVAL,
+                          "model.output: mse takes \"linear\", \"logits\" or \"sigmoid\"");
         const struct spec_optimizer *o = &s->optimizer;
-        if (!(o->lr > 0)) return fail(err, errlen, "optimizer.lr: must be positive");
+        if (!(o->lr > 0)) return errmsg(err, errlen, -EINVAL, "optimizer.lr: must be positive");
         if (o->momentum < 0 || o->dampening < 0 || o->weight_decay < 0 || o->eps < 0)
-            return fail(err, errlen,
-                        "optimizer: momentum, dampening, weight_decay and eps must be >= 0");
+            return errmsg(err, errlen, -EINVAL,
+                          "optimizer: momentum, dampening, weight_decay and eps must be >= 0");
         if (o->nesterov && (o->momentum <= 0 || o->dampening != 0))
-            return fail(err, errlen,
-                        "optimizer.nesterov: needs a positive momentum and zero dampening");
+            return errmsg(err, errlen, -EINVAL,
+                          "optimizer.nesterov: needs a positive momentum and zero dampening");
         if (o->beta1 < 0 || o->beta1 >= 1 || o->beta2 < 0 || o->beta2 >= 1)
-            return fail(err, errlen, "optimizer.betas: each must be in [0, 1)");
+            return errmsg(err, errlen, -EINVAL, "optimizer.betas: each must be in [0, 1)");
         if (o->alpha < 0 || o->alpha >= 1 + 1e-12)
-            return fail(err, errlen, "optimizer.alpha: must be in [0, 1]");
+            return errmsg(err, errlen, -EINVAL, "optimizer.alpha: must be in [0, 1]");
         if (s->l1 < 0 || s->l2 < 0)
-            return fail(err, errlen, "regularization: l1 and l2 must be >= 0");
+            return errmsg(err, errlen, -EINVAL, "regularization: l1 and l2 must be >= 0");
         if (s->validation_split < 0 || s->validation_split >= 1)
-            return fail(err, errlen, "validation_split: must be in [0, 1)");
+            return errmsg(err, errlen, -EINVAL, "validation_split: must be in [0, 1)");
         if (s->has_validation && s->validation_split > 0)
-            return fail(err, errlen,
-                        "validation_split: give either validation or validation_split");
-        if (s->leaky_slope < 0) return fail(err, errlen, "model.leaky_slope: must be >= 0");
+            return errmsg(err, errlen, -EINVAL,
+                          "validation_split: give either validation or validation_split");
+        if (s->leaky_slope < 0)
+            return errmsg(err, errlen, -EINVAL, "model.leaky_slope: must be >= 0");
     } else {
         if (s->run <= 0)
-            return fail(err, errlen, "run: required for %s jobs (the train job to use)",
-                        spec_kind_name(s->kind));
+            return errmsg(err, errlen, -EINVAL, "run: required for %s jobs (the train job to use)",
+                          spec_kind_name(s->kind));
         const char *c = s->checkpoint;
         if (strcmp(c, "last") != 0 && strcmp(c, "best") != 0) {
             char *end;
             errno = 0;
             long long n = strtoll(c, &end, 10);
             if (errno || *end || end == c || n < 0)
-                return fail(err, errlen, "checkpoint: must be \"last\", \"best\" or an epoch");
+                return errmsg(err, errlen, -EINVAL,
+                              "checkpoint: must be \"last\", \"best\" or an epoch");
         }
     }
     if (s->kind == JOB_PREDICT && !s->output_path[0])
-        return fail(err, errlen, "output: required for predict jobs (the HDF5 file to write)");
+        return errmsg(err, errlen, -EINVAL,
+                      "output: required for predict jobs (the HDF5 file to write)");
     return 0;
 }
 
@@ -476,8 +480,8 @@ int spec_parse(const char *text, struct mlq_spec *spec, char *err, size_t errlen
     json_t *doc = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
     if (!doc) {
         spec_defaults(spec);
-        return fail(err, errlen, "spec: invalid JSON at line %d column %d: %s", jerr.line,
-                    jerr.column, jerr.text);
+        return errmsg(err, errlen, -EINVAL, "spec: invalid JSON at line %d column %d: %s",
+                      jerr.line, jerr.column, jerr.text);
     }
     int rc = spec_from_json(doc, spec, err, errlen);
     json_decref(doc);
@@ -490,12 +494,12 @@ int spec_load(const char *path, struct mlq_spec *spec, char *err, size_t errlen)
     json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!doc) {
         spec_defaults(spec);
-        return fail(err, errlen, "%s: %s (line %d)", path, jerr.text, jerr.line);
+        return errmsg(err, errlen, -EINVAL, "%s: %s (line %d)", path, jerr.text, jerr.line);
     }
     char inner[512];
     int rc = spec_from_json(doc, spec, inner, sizeof inner);
     json_decref(doc);
-    if (rc) fail(err, errlen, "%s: %s", path, inner);
+    if (rc) errmsg(err, errlen, -EINVAL, "%s: %s", path, inner);
     return rc;
 }
 

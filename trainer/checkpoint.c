@@ -1,4 +1,5 @@
 #include "checkpoint.h"
+#include "errmsg.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -128,39 +129,29 @@ int checkpoint_encode(const struct checkpoint *c, void **blob, size_t *len)
     return 0;
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -EINVAL;
-}
-
 int checkpoint_decode(const void *blob, size_t len, struct checkpoint *c, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
     const unsigned char *buf = blob;
     if (len < sizeof magic + 12 || memcmp(buf, magic, sizeof magic) != 0)
-        return fail(err, errlen, "not an mlq checkpoint (bad magic)");
+        return errmsg(err, errlen, -EINVAL, "not an mlq checkpoint (bad magic)");
     uint32_t stored_crc = (uint32_t)buf[len - 4] | (uint32_t)buf[len - 3] << 8 |
                           (uint32_t)buf[len - 2] << 16 | (uint32_t)buf[len - 1] << 24;
     if (crc32(0L, buf, (uInt)(len - 4)) != stored_crc)
-        return fail(err, errlen, "checkpoint checksum mismatch (corrupt or truncated)");
+        return errmsg(err, errlen, -EINVAL, "checkpoint checksum mismatch (corrupt or truncated)");
 
     struct reader r = {buf + sizeof magic, buf + len - 4, 0};
     uint32_t version = get_u32(&r);
     if (version == 0 || version > CHECKPOINT_VERSION)
-        return fail(err, errlen, "checkpoint version %u is not supported (this mlq reads up to %u)",
-                    version, CHECKPOINT_VERSION);
+        return errmsg(err, errlen, -EINVAL,
+                      "checkpoint version %u is not supported (this mlq reads up to %u)", version,
+                      CHECKPOINT_VERSION);
     uint32_t header = get_u32(&r);
     const unsigned char *body = r.p + header;
     uint32_t spec_len = get_u32(&r);
     if (header < 4 + FIXED_HEADER_BYTES || spec_len > header - 4 - FIXED_HEADER_BYTES ||
         (size_t)(r.end - r.p) < spec_len)
-        return fail(err, errlen, "checkpoint header is malformed");
+        return errmsg(err, errlen, -EINVAL, "checkpoint header is malformed");
     c->spec_json = malloc(spec_len + 1);
     if (!c->spec_json) return -ENOMEM;
     memcpy(c->spec_json, r.p, spec_len);
@@ -195,7 +186,8 @@ int checkpoint_decode(const void *blob, size_t len, struct checkpoint *c, char *
     return 0;
 malformed:
     checkpoint_free(c);
-    return fail(err, errlen, "checkpoint body is malformed (sizes disagree with the header)");
+    return errmsg(err, errlen, -EINVAL,
+                  "checkpoint body is malformed (sizes disagree with the header)");
 }
 
 void checkpoint_free(struct checkpoint *c)

@@ -20,6 +20,7 @@
 #include <hdf5.h>
 
 #include "dataset.h"
+#include "errmsg.h"
 
 #define DEFAULT_BUDGET (INT64_C(1) << 30)
 #define GROUP_MAX_BYTES (INT64_C(64) << 20) /* one streamed group */
@@ -76,20 +77,6 @@ struct dataset {
     float *sy;
     int64_t s_rows;
 };
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
 
 /* ---- order: splitmix64 seeds a xoshiro256**, one stream per purpose ---- */
 
@@ -190,8 +177,9 @@ static int read_x(struct dataset *ds, int64_t row, int64_t count, uint8_t *dst, 
     const struct dataset *r = ds->root ? ds->root : ds;
     if (read_slab(r->xset, ds->info.x_rank, ds->x_fdims, ds->base + row, count, ds->x_memtype,
                   dst) < 0)
-        return fail(err, errlen, -EIO, "%s: cannot read rows %lld..%lld of dataset '%s'", ds->path,
-                    (long long)(ds->base + row), (long long)(ds->base + row + count), ds->xname);
+        return errmsg(err, errlen, -EIO, "%s: cannot read rows %lld..%lld of dataset '%s'",
+                      ds->path, (long long)(ds->base + row), (long long)(ds->base + row + count),
+                      ds->xname);
     return 0;
 }
 
@@ -222,11 +210,12 @@ static int check_finite(const struct dataset *ds, const uint8_t *x, int64_t rows
     if (bad < 0) return 0;
     long long file_row = (long long)(ds->base + row0 + bad / ds->info.d);
     if (isfinite(v))
-        return fail(err, errlen, -EINVAL,
-                    "%s: dataset '%s' has %g at row %lld, column %lld, beyond float32's range",
-                    ds->path, ds->xname, v, file_row, (long long)(bad % ds->info.d));
-    return fail(err, errlen, -EINVAL, "%s: dataset '%s' has %s at row %lld, column %lld", ds->path,
-                ds->xname, isnan(v) ? "NaN" : "Inf", file_row, (long long)(bad % ds->info.d));
+        return errmsg(err, errlen, -EINVAL,
+                      "%s: dataset '%s' has %g at row %lld, column %lld, beyond float32's range",
+                      ds->path, ds->xname, v, file_row, (long long)(bad % ds->info.d));
+    return errmsg(err, errlen, -EINVAL, "%s: dataset '%s' has %s at row %lld, column %lld",
+                  ds->path, ds->xname, isnan(v) ? "NaN" : "Inf", file_row,
+                  (long long)(bad % ds->info.d));
 }
 
 /* Reads y rows into class ids (checked: >= 0, fits int32) or float targets
@@ -242,14 +231,14 @@ static int read_y(struct dataset *ds, int64_t row, int64_t count, int32_t *yc, f
             goto io;
         for (int64_t i = 0; i < count * k; i++)
             if (!isfinite(yf[i]))
-                return fail(err, errlen, -EINVAL, "%s: dataset '%s' has %s at row %lld", ds->path,
-                            ds->yname, isnan(yf[i]) ? "NaN" : "Inf",
-                            (long long)(ds->base + row + i / k));
+                return errmsg(err, errlen, -EINVAL, "%s: dataset '%s' has %s at row %lld", ds->path,
+                              ds->yname, isnan(yf[i]) ? "NaN" : "Inf",
+                              (long long)(ds->base + row + i / k));
         return 0;
     }
     int64_t piece = count < SCAN_ROWS ? count : SCAN_ROWS;
     int64_t *tmp = malloc((size_t)piece * sizeof *tmp);
-    if (!tmp) return fail(err, errlen, -ENOMEM, "%s: out of memory reading class ids", ds->path);
+    if (!tmp) return errmsg(err, errlen, -ENOMEM, "%s: out of memory reading class ids", ds->path);
     for (int64_t done = 0; done < count; done += piece) {
         int64_t m = count - done < piece ? count - done : piece;
         if (read_slab(r->yset, ds->y_rank, ds->y_fdims, ds->base + row + done, m, H5T_NATIVE_INT64,
@@ -261,11 +250,11 @@ static int read_y(struct dataset *ds, int64_t row, int64_t count, int32_t *yc, f
             if (tmp[i] < 0 || tmp[i] > INT32_MAX) {
                 long long v = (long long)tmp[i];
                 free(tmp);
-                return fail(err, errlen, -EINVAL,
-                            "%s: dataset '%s' has class id %lld at row %lld (%s); class "
-                            "ids must be in [0, classes)",
-                            ds->path, ds->yname, v, (long long)(ds->base + row + done + i),
-                            v < 0 ? "negative" : "too large");
+                return errmsg(err, errlen, -EINVAL,
+                              "%s: dataset '%s' has class id %lld at row %lld (%s); class "
+                              "ids must be in [0, classes)",
+                              ds->path, ds->yname, v, (long long)(ds->base + row + done + i),
+                              v < 0 ? "negative" : "too large");
             }
             yc[done + i] = (int32_t)tmp[i];
         }
@@ -273,8 +262,8 @@ static int read_y(struct dataset *ds, int64_t row, int64_t count, int32_t *yc, f
     free(tmp);
     return 0;
 io:
-    return fail(err, errlen, -EIO, "%s: cannot read rows %lld..%lld of dataset '%s'", ds->path,
-                (long long)(ds->base + row), (long long)(ds->base + row + count), ds->yname);
+    return errmsg(err, errlen, -EIO, "%s: cannot read rows %lld..%lld of dataset '%s'", ds->path,
+                  (long long)(ds->base + row), (long long)(ds->base + row + count), ds->yname);
 }
 
 /* ---- opening ---- */
@@ -284,11 +273,12 @@ static hid_t open_dset(hid_t file, const char *path, const char *name, int *rc, 
 {
     /* H5Lexists fails on a missing intermediate group: both mean "missing". */
     if (name[0] == '\0' || H5Lexists(file, name, H5P_DEFAULT) <= 0) {
-        *rc = fail(err, errlen, -ENOENT, "%s: no dataset named '%s'", path, name);
+        *rc = errmsg(err, errlen, -ENOENT, "%s: no dataset named '%s'", path, name);
         return -1;
     }
     hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
-    if (d < 0) *rc = fail(err, errlen, -EINVAL, "%s: '%s' is not a dataset (a group?)", path, name);
+    if (d < 0)
+        *rc = errmsg(err, errlen, -EINVAL, "%s: '%s' is not a dataset (a group?)", path, name);
     return d;
 }
 
@@ -297,14 +287,14 @@ static int get_dims(hid_t dset, const char *path, const char *name, int min_rank
                     const char *expect, hsize_t *dims, int *rank, char *err, size_t errlen)
 {
     hid_t sp = H5Dget_space(dset);
-    if (sp < 0) return fail(err, errlen, -EIO, "%s: cannot read the shape of '%s'", path, name);
+    if (sp < 0) return errmsg(err, errlen, -EIO, "%s: cannot read the shape of '%s'", path, name);
     int r = H5Sget_simple_extent_ndims(sp);
     if (r >= min_rank && r <= max_rank) H5Sget_simple_extent_dims(sp, dims, NULL);
     H5Sclose(sp);
-    if (r < 0) return fail(err, errlen, -EIO, "%s: cannot read the shape of '%s'", path, name);
+    if (r < 0) return errmsg(err, errlen, -EIO, "%s: cannot read the shape of '%s'", path, name);
     if (r < min_rank || r > max_rank)
-        return fail(err, errlen, -EINVAL, "%s: dataset '%s' has rank %d; expected %s", path, name,
-                    r, expect);
+        return errmsg(err, errlen, -EINVAL, "%s: dataset '%s' has rank %d; expected %s", path, name,
+                      r, expect);
     *rank = r;
     return 0;
 }
@@ -328,7 +318,8 @@ static int open_x(struct dataset *ds, const struct spec_dataset *src, char *err,
     if (rc < 0) return rc;
 
     hid_t t = H5Dget_type(ds->xset);
-    if (t < 0) return fail(err, errlen, -EIO, "%s: cannot read the type of '%s'", ds->path, src->x);
+    if (t < 0)
+        return errmsg(err, errlen, -EIO, "%s: cannot read the type of '%s'", ds->path, src->x);
     H5T_class_t cls = H5Tget_class(t);
     size_t size = H5Tget_size(t);
     H5T_sign_t sign = cls == H5T_INTEGER ? H5Tget_sign(t) : H5T_SGN_ERROR;
@@ -346,11 +337,11 @@ static int open_x(struct dataset *ds, const struct spec_dataset *src, char *err,
         ds->x_memtype = H5T_NATIVE_DOUBLE;
         ds->x_elsize = 8;
     } else {
-        return fail(err, errlen, -EINVAL,
-                    "%s: dataset '%s' holds %s%zu-byte %s values; inputs must be uint8, float32 "
-                    "or float64",
-                    ds->path, src->x, sign == H5T_SGN_2 ? "signed " : "", size,
-                    cls == H5T_INTEGER ? "integer" : "non-numeric");
+        return errmsg(err, errlen, -EINVAL,
+                      "%s: dataset '%s' holds %s%zu-byte %s values; inputs must be uint8, float32 "
+                      "or float64",
+                      ds->path, src->x, sign == H5T_SGN_2 ? "signed " : "", size,
+                      cls == H5T_INTEGER ? "integer" : "non-numeric");
     }
 
     char shape[128];
@@ -359,8 +350,8 @@ static int open_x(struct dataset *ds, const struct spec_dataset *src, char *err,
     for (int i = 0; i < ds->info.x_rank; i++) {
         ds->info.x_dims[i] = (int64_t)ds->x_fdims[i];
         if (ds->x_fdims[i] > (hsize_t)INT64_MAX)
-            return fail(err, errlen, -EFBIG, "%s: dataset '%s' shape %s is too large", ds->path,
-                        src->x, shape);
+            return errmsg(err, errlen, -EFBIG, "%s: dataset '%s' shape %s is too large", ds->path,
+                          src->x, shape);
     }
     ds->info.n = (int64_t)ds->x_fdims[0];
     for (int i = 1; i < ds->info.x_rank; i++) {
@@ -369,19 +360,19 @@ static int open_x(struct dataset *ds, const struct spec_dataset *src, char *err,
             break;
         }
         if (__builtin_mul_overflow(d, (int64_t)ds->x_fdims[i], &d) || d > D_MAX)
-            return fail(err, errlen, -EFBIG,
-                        "%s: dataset '%s' shape %s has more than %lld inputs per row", ds->path,
-                        src->x, shape, (long long)D_MAX);
+            return errmsg(err, errlen, -EFBIG,
+                          "%s: dataset '%s' shape %s has more than %lld inputs per row", ds->path,
+                          src->x, shape, (long long)D_MAX);
     }
     ds->info.d = d;
     if (ds->info.n == 0 || d == 0)
-        return fail(err, errlen, -EINVAL, "%s: dataset '%s' is empty, shape %s", ds->path, src->x,
-                    shape);
+        return errmsg(err, errlen, -EINVAL, "%s: dataset '%s' is empty, shape %s", ds->path, src->x,
+                      shape);
     int64_t total;
     if (__builtin_mul_overflow(ds->info.n, d * (int64_t)ds->x_elsize, &total) ||
         ds->info.n > (INT64_C(1) << 48))
-        return fail(err, errlen, -EFBIG, "%s: dataset '%s' shape %s is too large", ds->path, src->x,
-                    shape);
+        return errmsg(err, errlen, -EFBIG, "%s: dataset '%s' shape %s is too large", ds->path,
+                      src->x, shape);
     ds->x_row_bytes = d * (int64_t)ds->x_elsize;
     return 0;
 }
@@ -394,18 +385,19 @@ static int open_y(struct dataset *ds, const struct spec_dataset *src, bool need_
     ds->yset = open_dset(ds->file, ds->path, src->y, &rc, err, errlen);
     if (ds->yset < 0) return rc;
     hid_t t = H5Dget_type(ds->yset);
-    if (t < 0) return fail(err, errlen, -EIO, "%s: cannot read the type of '%s'", ds->path, src->y);
+    if (t < 0)
+        return errmsg(err, errlen, -EIO, "%s: cannot read the type of '%s'", ds->path, src->y);
     H5T_class_t cls = H5Tget_class(t);
     H5Tclose(t);
     if (cls == H5T_INTEGER) {
         rc = get_dims(ds->yset, ds->path, src->y, 1, 2, "1: class ids (N)", ds->y_fdims,
                       &ds->y_rank, err, errlen);
         if (rc == 0 && ds->y_rank == 2 && ds->y_fdims[1] != 1)
-            rc = fail(err, errlen, -EINVAL,
-                      "%s: dataset '%s' holds integers of shape (%llu, %llu); class ids must be "
-                      "(N) or (N, 1)",
-                      ds->path, src->y, (unsigned long long)ds->y_fdims[0],
-                      (unsigned long long)ds->y_fdims[1]);
+            rc = errmsg(err, errlen, -EINVAL,
+                        "%s: dataset '%s' holds integers of shape (%llu, %llu); class ids must be "
+                        "(N) or (N, 1)",
+                        ds->path, src->y, (unsigned long long)ds->y_fdims[0],
+                        (unsigned long long)ds->y_fdims[1]);
         ds->info.y_is_class = true;
         ds->info.k = 1;
     } else if (cls == H5T_FLOAT) {
@@ -414,19 +406,19 @@ static int open_y(struct dataset *ds, const struct spec_dataset *src, bool need_
         ds->info.y_is_class = false;
         ds->info.k = ds->y_rank == 2 ? (int64_t)ds->y_fdims[1] : 1;
         if (rc == 0 && ds->y_rank == 2 && (ds->y_fdims[1] == 0 || ds->y_fdims[1] > K_MAX))
-            rc = fail(err, errlen, -EINVAL, "%s: dataset '%s' has %llu targets per row", ds->path,
-                      src->y, (unsigned long long)ds->y_fdims[1]);
+            rc = errmsg(err, errlen, -EINVAL, "%s: dataset '%s' has %llu targets per row", ds->path,
+                        src->y, (unsigned long long)ds->y_fdims[1]);
     } else {
-        rc = fail(err, errlen, -EINVAL,
-                  "%s: dataset '%s' is neither integer class ids nor float targets", ds->path,
-                  src->y);
+        rc = errmsg(err, errlen, -EINVAL,
+                    "%s: dataset '%s' is neither integer class ids nor float targets", ds->path,
+                    src->y);
     }
     if (rc < 0) return rc;
     if ((int64_t)ds->y_fdims[0] != ds->info.n)
-        return fail(err, errlen, -EINVAL,
-                    "%s: '%s' has %lld rows but '%s' has %llu; they must have the same length",
-                    ds->path, src->x, (long long)ds->info.n, src->y,
-                    (unsigned long long)ds->y_fdims[0]);
+        return errmsg(err, errlen, -EINVAL,
+                      "%s: '%s' has %lld rows but '%s' has %llu; they must have the same length",
+                      ds->path, src->x, (long long)ds->info.n, src->y,
+                      (unsigned long long)ds->y_fdims[0]);
     ds->info.has_y = true;
     return 0;
 }
@@ -449,9 +441,9 @@ static int layout_init(struct dataset *ds, bool in_memory, bool alloc, char *err
         int64_t g = buf / (ds->chunk_rows * ds->row_bytes);
         ds->group_chunks = g < 1 ? 1 : g > ds->n_chunks ? ds->n_chunks : g;
         if (ds->n_chunks > UINT32_MAX)
-            return fail(err, errlen, -EFBIG,
-                        "%s: the memory budget (%lld bytes) is too small for %lld rows", ds->path,
-                        (long long)ds->budget, (long long)n);
+            return errmsg(err, errlen, -EFBIG,
+                          "%s: the memory budget (%lld bytes) is too small for %lld rows", ds->path,
+                          (long long)ds->budget, (long long)n);
     }
     ds->n_groups = (ds->n_chunks + ds->group_chunks - 1) / ds->group_chunks;
     ds->cap_rows = in_memory ? n : ds->chunk_rows * ds->group_chunks;
@@ -469,8 +461,8 @@ static int layout_init(struct dataset *ds, bool in_memory, bool alloc, char *err
     if (ds->info.has_y && !ds->y_class && !ds->y) goto nomem;
     return 0;
 nomem:
-    return fail(err, errlen, -ENOMEM, "%s: out of memory for %lld rows of %lld bytes", ds->path,
-                (long long)ds->cap_rows, (long long)ds->row_bytes);
+    return errmsg(err, errlen, -ENOMEM, "%s: out of memory for %lld rows of %lld bytes", ds->path,
+                  (long long)ds->cap_rows, (long long)ds->row_bytes);
 }
 
 /* Streamed: reads y once, in pieces, to check class ids and count classes. */
@@ -480,7 +472,7 @@ static int scan_y(struct dataset *ds, char *err, size_t errlen)
     int32_t *yc = ds->info.y_is_class ? malloc((size_t)piece * sizeof *yc) : NULL;
     float *yf = ds->info.y_is_class ? NULL : malloc((size_t)(piece * ds->info.k) * sizeof *yf);
     int rc = 0;
-    if (!yc && !yf) return fail(err, errlen, -ENOMEM, "%s: out of memory", ds->path);
+    if (!yc && !yf) return errmsg(err, errlen, -ENOMEM, "%s: out of memory", ds->path);
     for (int64_t row = 0; row < ds->info.n && rc == 0; row += piece) {
         int64_t m = ds->info.n - row < piece ? ds->info.n - row : piece;
         rc = read_y(ds, row, m, yc, yf, err, errlen);
@@ -498,7 +490,7 @@ int dataset_open(struct dataset **out, const struct spec_dataset *src, bool need
     *out = NULL;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* our messages, not HDF5's stack */
     struct dataset *ds = calloc(1, sizeof *ds);
-    if (!ds) return fail(err, errlen, -ENOMEM, "%s: out of memory", src->path);
+    if (!ds) return errmsg(err, errlen, -ENOMEM, "%s: out of memory", src->path);
     ds->file = ds->xset = ds->yset = H5I_INVALID_HID;
     ds->loaded = -1;
     snprintf(ds->path, sizeof ds->path, "%s", src->path);
@@ -510,20 +502,20 @@ int dataset_open(struct dataset **out, const struct spec_dataset *src, bool need
     int rc;
     struct stat st;
     if (stat(src->path, &st) < 0) {
-        rc = fail(err, errlen, -errno, "%s: %s", src->path, strerror(errno));
+        rc = errmsg(err, errlen, -errno, "%s: %s", src->path, strerror(errno));
         goto fail;
     }
     if (!S_ISREG(st.st_mode)) {
-        rc = fail(err, errlen, -EINVAL, "%s: not a regular file", src->path);
+        rc = errmsg(err, errlen, -EINVAL, "%s: not a regular file", src->path);
         goto fail;
     }
     if (H5Fis_hdf5(src->path) <= 0) {
-        rc = fail(err, errlen, -EINVAL, "%s: not an HDF5 file", src->path);
+        rc = errmsg(err, errlen, -EINVAL, "%s: not an HDF5 file", src->path);
         goto fail;
     }
     ds->file = H5Fopen(src->path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (ds->file < 0) {
-        rc = fail(err, errlen, -EIO, "%s: cannot open the HDF5 file", src->path);
+        rc = errmsg(err, errlen, -EIO, "%s: cannot open the HDF5 file", src->path);
         goto fail;
     }
     rc = open_x(ds, src, err, errlen);
@@ -592,24 +584,24 @@ int dataset_check_model(const struct dataset *ds, const struct mlq_spec *spec, c
     const struct dataset_info *in = &ds->info;
     int inputs = spec->layers[0], outputs = spec->layers[spec->n_layers];
     if (in->d != inputs)
-        return fail(err, errlen, -EINVAL,
-                    "%s: '%s' has %lld inputs per row, but model.layers[0] is %d", ds->path,
-                    ds->xname, (long long)in->d, inputs);
+        return errmsg(err, errlen, -EINVAL,
+                      "%s: '%s' has %lld inputs per row, but model.layers[0] is %d", ds->path,
+                      ds->xname, (long long)in->d, inputs);
     if (!in->has_y || spec->kind == JOB_PREDICT) return 0;
     if (spec->loss == LOSS_CROSS_ENTROPY) {
         if (!in->y_is_class)
-            return fail(err, errlen, -EINVAL,
-                        "%s: loss cross_entropy needs integer class ids (N), but the targets "
-                        "are floats (N, %lld)",
-                        ds->path, (long long)in->k);
+            return errmsg(err, errlen, -EINVAL,
+                          "%s: loss cross_entropy needs integer class ids (N), but the targets "
+                          "are floats (N, %lld)",
+                          ds->path, (long long)in->k);
         if (in->n_classes > outputs)
-            return fail(err, errlen, -EINVAL,
-                        "%s: class ids go up to %lld, outside [0, %d): the model has %d outputs",
-                        ds->path, (long long)(in->n_classes - 1), outputs, outputs);
+            return errmsg(err, errlen, -EINVAL,
+                          "%s: class ids go up to %lld, outside [0, %d): the model has %d outputs",
+                          ds->path, (long long)(in->n_classes - 1), outputs, outputs);
     } else if (in->y_is_class ? outputs != 1 : in->k != outputs) {
-        return fail(err, errlen, -EINVAL,
-                    "%s: loss mse needs %d targets per row, but the targets are %s (N, %lld)",
-                    ds->path, outputs, in->y_is_class ? "class ids" : "floats", (long long)in->k);
+        return errmsg(err, errlen, -EINVAL,
+                      "%s: loss mse needs %d targets per row, but the targets are %s (N, %lld)",
+                      ds->path, outputs, in->y_is_class ? "class ids" : "floats", (long long)in->k);
     }
     return 0;
 }
@@ -619,11 +611,11 @@ int dataset_view(struct dataset **out, struct dataset *parent, int64_t begin, in
 {
     *out = NULL;
     if (begin < 0 || end > parent->info.n || begin >= end)
-        return fail(err, errlen, -EINVAL,
-                    "%s: rows [%lld, %lld) are not a non-empty part of its %lld rows", parent->path,
-                    (long long)begin, (long long)end, (long long)parent->info.n);
+        return errmsg(err, errlen, -EINVAL,
+                      "%s: rows [%lld, %lld) are not a non-empty part of its %lld rows",
+                      parent->path, (long long)begin, (long long)end, (long long)parent->info.n);
     struct dataset *v = malloc(sizeof *v);
-    if (!v) return fail(err, errlen, -ENOMEM, "%s: out of memory", parent->path);
+    if (!v) return errmsg(err, errlen, -ENOMEM, "%s: out of memory", parent->path);
     *v = *parent;
     v->root = parent->root ? parent->root : parent;
     v->base = parent->base + begin;
@@ -712,8 +704,8 @@ int dataset_epoch_begin(struct dataset *ds, uint64_t seed, int64_t epoch, bool s
                         int64_t skip, char *err, size_t errlen)
 {
     if (skip < 0 || skip > ds->info.n)
-        return fail(err, errlen, -EINVAL, "%s: cannot skip %lld of %lld rows", ds->path,
-                    (long long)skip, (long long)ds->info.n);
+        return errmsg(err, errlen, -EINVAL, "%s: cannot skip %lld of %lld rows", ds->path,
+                      (long long)skip, (long long)ds->info.n);
     ds->seed = seed;
     ds->epoch = epoch;
     ds->shuffle = shuffle;
@@ -804,8 +796,8 @@ int dataset_next_batch(struct dataset *ds, int B, float *x, int32_t *y_class, fl
                        size_t errlen)
 {
     if (!ds->started)
-        return fail(err, errlen, -EINVAL, "%s: dataset_epoch_begin was not called", ds->path);
-    if (B < 0) return fail(err, errlen, -EINVAL, "%s: negative batch size %d", ds->path, B);
+        return errmsg(err, errlen, -EINVAL, "%s: dataset_epoch_begin was not called", ds->path);
+    if (B < 0) return errmsg(err, errlen, -EINVAL, "%s: negative batch size %d", ds->path, B);
     int filled = 0;
     while (filled < B && ds->group < ds->n_groups) {
         if (ds->pos >= ds->group_rows) {
@@ -835,8 +827,8 @@ int dataset_read_rows(struct dataset *ds, int64_t begin, int B, float *x, int32_
                       float *y, char *err, size_t errlen)
 {
     if (begin < 0 || begin > ds->info.n || B < 0)
-        return fail(err, errlen, -EINVAL, "%s: rows %lld + %d are outside its %lld rows", ds->path,
-                    (long long)begin, B, (long long)ds->info.n);
+        return errmsg(err, errlen, -EINVAL, "%s: rows %lld + %d are outside its %lld rows",
+                      ds->path, (long long)begin, B, (long long)ds->info.n);
     int64_t m = ds->info.n - begin < B ? ds->info.n - begin : B;
     if (m == 0) return 0;
     if (ds->info.in_memory) {
@@ -857,8 +849,8 @@ int dataset_read_rows(struct dataset *ds, int64_t begin, int B, float *x, int32_
         else if (ds->info.has_y)
             ds->sy = malloc((size_t)(m * ds->info.k) * sizeof *ds->sy);
         if (!ds->sx || (ds->info.has_y && !ds->syc && !ds->sy))
-            return fail(err, errlen, -ENOMEM, "%s: out of memory for %lld rows", ds->path,
-                        (long long)m);
+            return errmsg(err, errlen, -ENOMEM, "%s: out of memory for %lld rows", ds->path,
+                          (long long)m);
         ds->s_rows = m;
     }
     int rc = read_x(ds, begin, m, ds->sx, err, errlen);

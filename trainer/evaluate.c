@@ -15,20 +15,10 @@
 
 #include "checkpoint.h"
 #include "dataset.h"
+#include "errmsg.h"
 #include "net.h"
 
 #define DEFAULT_BUDGET_BYTES (INT64_C(1) << 30)
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return rc;
-}
 
 /* The train run's network, rebuilt from its checkpoint, and the buffers of
  * one chunk of rows. Released by job_free in reverse order. */
@@ -63,36 +53,36 @@ static int load_model(struct job *j, const void *blob, size_t len, char *err, si
     char why[512];
     int rc = checkpoint_decode(blob, len, &c, why, sizeof why);
     if (rc)
-        return fail(err, errlen, rc, "run %lld: corrupt checkpoint: %s", (long long)j->spec->run,
-                    why);
+        return errmsg(err, errlen, rc, "run %lld: corrupt checkpoint: %s", (long long)j->spec->run,
+                      why);
     if ((rc = spec_parse(c.spec_json, &j->train, why, sizeof why))) {
-        fail(err, errlen, rc, "run %lld: the checkpoint's spec is invalid: %s",
-             (long long)j->spec->run, why);
+        errmsg(err, errlen, rc, "run %lld: the checkpoint's spec is invalid: %s",
+               (long long)j->spec->run, why);
         goto out;
     }
     if (j->train.kind != JOB_TRAIN) {
-        rc = fail(err, errlen, -EINVAL, "run %lld: the checkpoint's spec is a %s job, not train",
-                  (long long)j->spec->run, spec_kind_name(j->train.kind));
+        rc = errmsg(err, errlen, -EINVAL, "run %lld: the checkpoint's spec is a %s job, not train",
+                    (long long)j->spec->run, spec_kind_name(j->train.kind));
         goto out;
     }
     if ((rc = net_create(&j->net, &j->train))) {
-        fail(err, errlen, rc, "cannot allocate the network: %s", strerror(-rc));
+        errmsg(err, errlen, rc, "cannot allocate the network: %s", strerror(-rc));
         goto out;
     }
     j->have_net = true;
     if (c.n_params != j->net.n_params) {
-        rc = fail(err, errlen, -EINVAL,
-                  "run %lld: corrupt checkpoint: it holds %zu parameters, its model needs %zu",
-                  (long long)j->spec->run, c.n_params, j->net.n_params);
+        rc = errmsg(err, errlen, -EINVAL,
+                    "run %lld: corrupt checkpoint: it holds %zu parameters, its model needs %zu",
+                    (long long)j->spec->run, c.n_params, j->net.n_params);
         goto out;
     }
     memcpy(j->net.params, c.params, sizeof(float) * c.n_params);
     if ((rc = net_reserve(&j->net, EVALUATE_ROWS))) {
-        fail(err, errlen, rc, "cannot allocate the network: %s", strerror(-rc));
+        errmsg(err, errlen, rc, "cannot allocate the network: %s", strerror(-rc));
         goto out;
     }
     if (!(j->train_json = strdup(c.spec_json))) {
-        rc = fail(err, errlen, -ENOMEM, "out of memory");
+        rc = errmsg(err, errlen, -ENOMEM, "out of memory");
         goto out;
     }
     j->epoch = c.epoch;
@@ -117,15 +107,15 @@ static int open_data(struct job *j, bool need_y, char *err, size_t errlen)
     if (need_y) {
         if ((rc = dataset_check_model(j->ds, &j->train, err, errlen))) return rc;
     } else if (info->d != j->D) {
-        return fail(err, errlen, -EINVAL,
-                    "%s: %s has %lld inputs per row, the model of run %lld takes %d", src.path,
-                    src.x, (long long)info->d, (long long)j->spec->run, j->D);
+        return errmsg(err, errlen, -EINVAL,
+                      "%s: %s has %lld inputs per row, the model of run %lld takes %d", src.path,
+                      src.x, (long long)info->d, (long long)j->spec->run, j->D);
     }
     j->x = malloc(sizeof(float) * EVALUATE_ROWS * (size_t)j->D);
     j->yc = malloc(sizeof(int32_t) * EVALUATE_ROWS);
     j->y = malloc(sizeof(float) * EVALUATE_ROWS * (size_t)j->K);
     if (!j->x || !j->yc || !j->y)
-        return fail(err, errlen, -ENOMEM, "cannot allocate batch buffers");
+        return errmsg(err, errlen, -ENOMEM, "cannot allocate batch buffers");
     return 0;
 }
 
@@ -179,8 +169,8 @@ int eval_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, jso
     int64_t *confusion = NULL;
     *result = NULL;
     if (spec->kind != JOB_EVAL)
-        return fail(err, errlen, -EINVAL, "eval_run: not an eval job (kind %s)",
-                    spec_kind_name(spec->kind));
+        return errmsg(err, errlen, -EINVAL, "eval_run: not an eval job (kind %s)",
+                      spec_kind_name(spec->kind));
     int rc = load_model(&j, ckpt_blob, len, err, errlen);
     if (!rc) rc = open_data(&j, true, err, errlen);
     if (rc) goto out;
@@ -189,7 +179,7 @@ int eval_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, jso
     int K = j.K;
     int64_t n = dataset_get_info(j.ds)->n;
     if (ce && !(confusion = calloc((size_t)K * K, sizeof *confusion))) {
-        rc = fail(err, errlen, -ENOMEM, "cannot allocate the confusion matrix");
+        rc = errmsg(err, errlen, -ENOMEM, "cannot allocate the confusion matrix");
         goto out;
     }
     double loss_sum = 0, abs_sum = 0; /* ce: per-row losses; mse: per-value errors */
@@ -206,10 +196,11 @@ int eval_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, jso
         for (int r = 0; r < B; r++) {
             int32_t t = j.yc[r];
             if (t < 0 || t >= K) {
-                rc = fail(err, errlen, -EINVAL,
-                          "%s: label %d of row %lld is out of range: the model of run %lld has "
-                          "%d classes",
-                          spec->dataset.path, (int)t, (long long)(at + r), (long long)spec->run, K);
+                rc = errmsg(err, errlen, -EINVAL,
+                            "%s: label %d of row %lld is out of range: the model of run %lld has "
+                            "%d classes",
+                            spec->dataset.path, (int)t, (long long)(at + r), (long long)spec->run,
+                            K);
                 goto out;
             }
             confusion[(size_t)t * K + argmax(j.net.probs + (size_t)r * K, K)]++;
@@ -223,7 +214,7 @@ int eval_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, jso
         *result = json_pack("{sf sI sI sf}", "loss", loss_sum / values, "n", (json_int_t)n, "epoch",
                             (json_int_t)j.epoch, "mae", abs_sum / values);
     }
-    if (!*result) rc = fail(err, errlen, -ENOMEM, "cannot build the eval result");
+    if (!*result) rc = errmsg(err, errlen, -ENOMEM, "cannot build the eval result");
 out:
     free(confusion);
     job_free(&j);
@@ -295,12 +286,12 @@ static int out_open(struct out_file *o, const struct job *j, int64_t n, char *er
     if (fd < 0) {
         int e = errno;
         o->tmp[0] = '\0';
-        return fail(err, errlen, -e, "%s: cannot create a temporary file beside it: %s", path,
-                    strerror(e));
+        return errmsg(err, errlen, -e, "%s: cannot create a temporary file beside it: %s", path,
+                      strerror(e));
     }
     close(fd);
     o->file = H5Fcreate(o->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (o->file < 0) return fail(err, errlen, -EIO, "%s: cannot create HDF5 file", o->tmp);
+    if (o->file < 0) return errmsg(err, errlen, -EIO, "%s: cannot create HDF5 file", o->tmp);
     if (ce) {
         o->data[0] = out_dataset(o->file, "predictions", H5T_STD_I32LE, 1, n, 1);
         o->data[1] = out_dataset(o->file, "probabilities", H5T_IEEE_F32LE, 2, n, j->K);
@@ -312,7 +303,7 @@ static int out_open(struct out_file *o, const struct job *j, int64_t n, char *er
     if (!rc) rc = attr_int(o->file, "checkpoint_epoch", j->epoch);
     if (!rc) rc = attr_string(o->file, "loss", spec_loss_name(j->train.loss));
     if (!rc) rc = attr_string(o->file, "train_spec", j->train_json);
-    if (rc) return fail(err, errlen, rc, "%s: cannot create datasets and attributes", o->tmp);
+    if (rc) return errmsg(err, errlen, rc, "%s: cannot create datasets and attributes", o->tmp);
     return 0;
 }
 
@@ -330,18 +321,18 @@ static int out_close_file(struct out_file *o)
 /* Closes the file, makes it durable and moves it into place. */
 static int out_commit(struct out_file *o, const char *path, char *err, size_t errlen)
 {
-    if (out_close_file(o)) return fail(err, errlen, -EIO, "%s: cannot write HDF5 file", o->tmp);
+    if (out_close_file(o)) return errmsg(err, errlen, -EIO, "%s: cannot write HDF5 file", o->tmp);
     int fd = open(o->tmp, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || fsync(fd) != 0) {
         int e = errno;
         if (fd >= 0) close(fd);
-        return fail(err, errlen, -e, "%s: cannot sync: %s", o->tmp, strerror(e));
+        return errmsg(err, errlen, -e, "%s: cannot sync: %s", o->tmp, strerror(e));
     }
     close(fd);
     if (rename(o->tmp, path) != 0) {
         int e = errno;
-        return fail(err, errlen, -e, "%s: cannot rename %s into place: %s", path, o->tmp,
-                    strerror(e));
+        return errmsg(err, errlen, -e, "%s: cannot rename %s into place: %s", path, o->tmp,
+                      strerror(e));
     }
     o->tmp[0] = '\0';
     /* The rename is durable once the directory is synced. */
@@ -369,8 +360,8 @@ int predict_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, 
     int64_t *counts = NULL;
     *summary = NULL;
     if (spec->kind != JOB_PREDICT)
-        return fail(err, errlen, -EINVAL, "predict_run: not a predict job (kind %s)",
-                    spec_kind_name(spec->kind));
+        return errmsg(err, errlen, -EINVAL, "predict_run: not a predict job (kind %s)",
+                      spec_kind_name(spec->kind));
     /* HDF5 would print its error stack on stderr; our messages say it. */
     H5E_auto2_t old_func;
     void *old_data;
@@ -385,7 +376,7 @@ int predict_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, 
     int64_t n = dataset_get_info(j.ds)->n;
     if (ce && (!(pred = malloc(sizeof *pred * EVALUATE_ROWS)) ||
                !(counts = calloc((size_t)K, sizeof *counts)))) {
-        rc = fail(err, errlen, -ENOMEM, "cannot allocate prediction buffers");
+        rc = errmsg(err, errlen, -ENOMEM, "cannot allocate prediction buffers");
         goto out;
     }
     if ((rc = out_open(&o, &j, n, err, errlen))) goto out;
@@ -403,8 +394,8 @@ int predict_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, 
             rc = out_write(o.data[0], H5T_NATIVE_FLOAT, 2, at, B, K, j.net.probs);
         }
         if (rc) {
-            fail(err, errlen, rc, "%s: cannot write rows %lld to %lld", o.tmp, (long long)at,
-                 (long long)(at + B));
+            errmsg(err, errlen, rc, "%s: cannot write rows %lld to %lld", o.tmp, (long long)at,
+                   (long long)(at + B));
             goto out;
         }
     }
@@ -418,7 +409,7 @@ int predict_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, 
             json_array_append_new(jc, json_integer(counts[k]));
         json_object_set_new(*summary, "class_counts", jc);
     }
-    if (!*summary) rc = fail(err, errlen, -ENOMEM, "cannot build the predict summary");
+    if (!*summary) rc = errmsg(err, errlen, -ENOMEM, "cannot build the predict summary");
 out:
     out_abort(&o);
     free(counts);

@@ -13,6 +13,7 @@
 #include "blas.h"
 #include "checkpoint.h"
 #include "dataset.h"
+#include "errmsg.h"
 #include "log.h"
 #include "net.h"
 #include "optim.h"
@@ -22,17 +23,6 @@
 /* Rows per forward pass where the batch size does not dictate it:
  * evaluation, and full-batch gradient descent, which sums sub-batches. */
 #define EVAL_ROWS 1024
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return rc;
-}
 
 static double now_seconds(void)
 {
@@ -99,9 +89,9 @@ static int open_data(struct run *r, char *err, size_t errlen)
         int64_t n = dataset_get_info(r->data)->n;
         int64_t n_val = (int64_t)((double)n * s->validation_split);
         if (n_val < 1 || n_val >= n)
-            return fail(err, errlen, -EINVAL,
-                        "validation_split %.3g of %lld rows leaves no rows to %s",
-                        s->validation_split, (long long)n, n_val < 1 ? "validate" : "train");
+            return errmsg(err, errlen, -EINVAL,
+                          "validation_split %.3g of %lld rows leaves no rows to %s",
+                          s->validation_split, (long long)n, n_val < 1 ? "validate" : "train");
         if ((rc = dataset_view(&r->train, r->data, 0, n - n_val, err, errlen))) return rc;
         return dataset_view(&r->val, r->data, n - n_val, n, err, errlen);
     }
@@ -165,12 +155,12 @@ static int restore(struct run *r, const void *blob, size_t len, int64_t *epoch, 
     struct checkpoint c;
     char why[256];
     int rc = checkpoint_decode(blob, len, &c, why, sizeof why);
-    if (rc) return fail(err, errlen, rc, "cannot resume: %s", why);
+    if (rc) return errmsg(err, errlen, rc, "cannot resume: %s", why);
     if (c.n_params != r->net.n_params || c.n_optim != optim_state_floats(&r->opt)) {
-        rc = fail(err, errlen, -EINVAL,
-                  "cannot resume: the checkpoint holds %zu parameters and %zu optimizer values, "
-                  "this model needs %zu and %zu",
-                  c.n_params, c.n_optim, r->net.n_params, optim_state_floats(&r->opt));
+        rc = errmsg(err, errlen, -EINVAL,
+                    "cannot resume: the checkpoint holds %zu parameters and %zu optimizer values, "
+                    "this model needs %zu and %zu",
+                    c.n_params, c.n_optim, r->net.n_params, optim_state_floats(&r->opt));
         goto out;
     }
     memcpy(r->net.params, c.params, sizeof(float) * c.n_params);
@@ -283,14 +273,14 @@ static int train_batch(struct run *r, struct batch *cur, struct batch *next, int
     int got = cur->got;
     net_forward(&r->net, cur->x, got);
     int rc = net_task_start(&r->net, batch_read, next);
-    if (rc) return fail(err, errlen, rc, "cannot read the next batch: %s", strerror(-rc));
+    if (rc) return errmsg(err, errlen, rc, "cannot read the next batch: %s", strerror(-rc));
     double loss = net_loss(&r->net, cur->yc, cur->y, got);
     if (!isfinite(loss))
-        return fail(err, errlen, -ERANGE,
-                    "loss became %s at epoch %lld, step %lld: lower the learning rate "
-                    "(optimizer.lr = %g) or check the data",
-                    isnan(loss) ? "NaN" : "infinite", (long long)epoch + 1, (long long)*step + 1,
-                    s->optimizer.lr);
+        return errmsg(err, errlen, -ERANGE,
+                      "loss became %s at epoch %lld, step %lld: lower the learning rate "
+                      "(optimizer.lr = %g) or check the data",
+                      isnan(loss) ? "NaN" : "infinite", (long long)epoch + 1, (long long)*step + 1,
+                      s->optimizer.lr);
     t->loss_sum += loss * got;
     if (cur->yc) t->correct += net_correct(&r->net, cur->yc, got);
     t->rows += got;
@@ -340,7 +330,7 @@ static int train_epoch(struct run *r, int64_t epoch, int64_t *step, struct pass_
             *stopped = true;
             return 0;
         }
-        if (cur->got < 0) return fail(err, errlen, cur->got, "%s", cur->err);
+        if (cur->got < 0) return errmsg(err, errlen, cur->got, "%s", cur->err);
         if (cur->got == 0) break;
         rc = train_batch(r, cur, next, epoch, step, t, err, errlen);
         net_task_wait(&r->net);
@@ -358,10 +348,10 @@ static int train_epoch(struct run *r, int64_t epoch, int64_t *step, struct pass_
     /* Catch a blow-up in the last step before it is checkpointed. */
     for (size_t i = 0; i < r->net.n_params; i++)
         if (!isfinite(r->net.params[i]))
-            return fail(err, errlen, -ERANGE,
-                        "weights became NaN or infinite at epoch %lld: lower the learning rate "
-                        "(optimizer.lr = %g)",
-                        (long long)epoch + 1, s->optimizer.lr);
+            return errmsg(err, errlen, -ERANGE,
+                          "weights became NaN or infinite at epoch %lld: lower the learning rate "
+                          "(optimizer.lr = %g)",
+                          (long long)epoch + 1, s->optimizer.lr);
     return 0;
 }
 
@@ -371,7 +361,7 @@ int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resum
     struct run r = {.spec = spec};
     memset(res, 0, sizeof *res);
     res->final_val_loss = res->final_val_accuracy = NAN;
-    if (spec->kind != JOB_TRAIN) return fail(err, errlen, -EINVAL, "train_run: not a train job");
+    if (spec->kind != JOB_TRAIN) return errmsg(err, errlen, -EINVAL, "train_run: not a train job");
 
     json_t *doc = spec_to_json(spec);
     r.spec_json = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
@@ -379,13 +369,13 @@ int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resum
     int rc = r.spec_json ? 0 : -ENOMEM;
     if (!rc) rc = open_data(&r, err, errlen);
     if (!rc && (rc = net_create(&r.net, spec)))
-        fail(err, errlen, rc, "cannot allocate the network: %s", strerror(-rc));
+        errmsg(err, errlen, rc, "cannot allocate the network: %s", strerror(-rc));
     if (!rc && (rc = optim_create(&r.opt, &spec->optimizer, r.net.n_params)))
-        fail(err, errlen, rc, "cannot allocate the optimizer: %s", strerror(-rc));
+        errmsg(err, errlen, rc, "cannot allocate the optimizer: %s", strerror(-rc));
     if (!rc && (rc = alloc_buffers(&r)))
-        fail(err, errlen, rc, "cannot allocate batch buffers: %s", strerror(-rc));
+        errmsg(err, errlen, rc, "cannot allocate batch buffers: %s", strerror(-rc));
     if (!rc && (rc = set_threads(&r)))
-        fail(err, errlen, rc, "cannot start the training threads: %s", strerror(-rc));
+        errmsg(err, errlen, rc, "cannot start the training threads: %s", strerror(-rc));
     const struct spec_optimizer *o = &spec->optimizer;
     r.fused_sgd = o->name == OPT_SGD && o->momentum == 0.0 && o->weight_decay == 0.0 &&
                   !(spec->l1 > 0) && !(spec->l2 > 0);
@@ -438,8 +428,8 @@ int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resum
         bool last = epoch + 1 == spec->epochs;
         bool due = spec->checkpoint_every > 0 && (epoch + 1) % spec->checkpoint_every == 0;
         if ((due || last) && (rc = save(&r, epoch + 1, step, best, cb))) {
-            fail(err, errlen, rc, "cannot save the checkpoint of epoch %lld: %s",
-                 (long long)epoch + 1, strerror(-rc));
+            errmsg(err, errlen, rc, "cannot save the checkpoint of epoch %lld: %s",
+                   (long long)epoch + 1, strerror(-rc));
             goto out;
         }
     }
