@@ -78,57 +78,7 @@ struct dataset {
     int64_t s_rows;
 };
 
-/* ---- order: splitmix64 seeds a xoshiro256**, one stream per purpose ---- */
-
-struct perm_rng {
-    uint64_t s[4];
-};
-
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t perm_next(struct perm_rng *r)
-{
-    uint64_t *s = r->s;
-    uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
-
-/* A stream that depends on (seed, epoch, stream) only. */
-static void perm_seed(struct perm_rng *r, uint64_t seed, int64_t epoch, uint64_t stream)
-{
-    uint64_t h = seed;
-    h = splitmix64(&h) ^ (uint64_t)epoch;
-    h = splitmix64(&h) ^ stream;
-    h = splitmix64(&h);
-    for (int i = 0; i < 4; i++)
-        r->s[i] = splitmix64(&h);
-}
-
-static uint64_t perm_below(struct perm_rng *r, uint64_t n)
-{
-    uint64_t threshold = -n % n; /* rejects the biased low end */
-    for (;;) {
-        uint64_t v = perm_next(r);
-        if (v >= threshold) return v % n;
-    }
-}
+/* ---- order: one RNG stream per (seed, epoch, purpose) ---- */
 
 static void perm_fill(uint32_t *idx, int64_t n, bool shuffle, uint64_t seed, int64_t epoch,
                       uint64_t stream)
@@ -136,14 +86,9 @@ static void perm_fill(uint32_t *idx, int64_t n, bool shuffle, uint64_t seed, int
     for (int64_t i = 0; i < n; i++)
         idx[i] = (uint32_t)i;
     if (!shuffle) return;
-    struct perm_rng r;
-    perm_seed(&r, seed, epoch, stream);
-    for (int64_t i = n - 1; i > 0; i--) {
-        uint64_t j = perm_below(&r, (uint64_t)i + 1);
-        uint32_t t = idx[i];
-        idx[i] = idx[j];
-        idx[j] = t;
-    }
+    struct rng r;
+    rng_seed_stream(&r, seed, (uint64_t)epoch, stream);
+    rng_shuffle(&r, idx, (uint64_t)n);
 }
 
 /* ---- HDF5 reads ---- */

@@ -22,6 +22,16 @@ void rng_seed(struct rng *r, uint64_t seed)
         r->s[i] = splitmix64(&x);
 }
 
+void rng_seed_stream(struct rng *r, uint64_t seed, uint64_t a, uint64_t b)
+{
+    uint64_t h = seed;
+    h = splitmix64(&h) ^ a;
+    h = splitmix64(&h) ^ b;
+    h = splitmix64(&h);
+    for (int i = 0; i < 4; i++)
+        r->s[i] = splitmix64(&h);
+}
+
 uint64_t rng_next(struct rng *r)
 {
     uint64_t *s = r->s;

@@ -11,6 +11,9 @@ struct rng {
 };
 
 void rng_seed(struct rng *r, uint64_t seed);
+/* A stream that depends on (seed, a, b) only, e.g. (seed, epoch, purpose):
+ * the data order of an epoch, reproducible without replaying earlier ones. */
+void rng_seed_stream(struct rng *r, uint64_t seed, uint64_t a, uint64_t b);
 uint64_t rng_next(struct rng *r);
 /* Uniform in [0, 1) with 24 random bits, as a float. */
 float rng_uniform(struct rng *r);
