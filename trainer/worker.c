@@ -125,7 +125,7 @@ static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
         log_warn("job %lld refused: %s", (long long)job, msg);
         return done;
     }
-    blas_set_threads(spec.threads > 0 ? spec.threads : sh->threads > 0 ? sh->threads : 1);
+    blas_set_threads(spec.threads > 0 ? spec.threads : sh->threads);
     if (spec.memory_budget_mb <= 0 && sh->memory_budget_mb > 0)
         spec.memory_budget_mb = sh->memory_budget_mb; /* trainer.memory_budget_mb */
     int rc;
@@ -458,7 +458,12 @@ int worker_main(const struct worker_opts *opts)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    struct shared sh = {.threads = opts->threads, .memory_budget_mb = opts->memory_budget_mb};
+    /* trainer.threads 0 means every core, as in standalone mode. */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    struct shared sh = {.threads = opts->threads > 0 ? opts->threads
+                                   : cores > 0       ? (int)cores
+                                                     : 1,
+                        .memory_budget_mb = opts->memory_budget_mb};
     struct io io = {.opts = opts, .sh = &sh};
     int exit_code = 1;
     pthread_t thread;
@@ -496,8 +501,9 @@ int worker_main(const struct worker_opts *opts)
         log_error("cannot connect to %s: %s", opts->endpoint, zmq_strerror(-rc));
         goto out;
     }
-    log_info("trainer %s: broker %s, heartbeat %.0f ms", io.name, opts->endpoint,
-             io.interval * 1000);
+    log_info("trainer %s: broker %s, heartbeat %.0f ms, OpenBLAS kernel %s, %d thread%s", io.name,
+             opts->endpoint, io.interval * 1000, blas_kernel(), sh.threads,
+             sh.threads > 1 ? "s" : "");
     notify_ready();
     exit_code = 0;
 
