@@ -547,6 +547,10 @@ int store_open(struct store **out, const char *path, int flags, char *err, size_
         ret = exec(s, "PRAGMA foreign_keys = ON", "foreign_keys");
         if (ret == 0 && s->version < STORE_SCHEMA_VERSION) ret = migrate(s);
         if (ret == 0) ret = exec(s, "PRAGMA journal_mode = WAL", "journal_mode");
+        /* Savepoints inside a caller's transaction (the broker's pass) keep a
+           statement journal; past 64 KiB SQLite spills it to a temp file: an
+           open, an unlink and a write per page on every pass. */
+        if (ret == 0) ret = exec(s, "PRAGMA temp_store = MEMORY", "temp_store");
         if (ret == 0)
             ret = exec(s,
                        (flags & STORE_SYNC_NORMAL) ? "PRAGMA synchronous = NORMAL"
