@@ -14,6 +14,7 @@
 
 #define RECV_BATCH 4096   /* messages handled per pass before housekeeping */
 #define DROP_LOG_PER_S 10 /* malformed-message warnings per second */
+#define COMMIT_DELAY_S 0.001 /* longest an ACK waits for a pass with an urgent reply */
 
 double broker_mono(void)
 {
@@ -61,6 +62,8 @@ void broker_reply(struct broker *b, const unsigned char *ident, size_t ident_len
     o->body = body;
     o->bin = bin;
     o->bin_len = bin_len;
+    if (strcmp(cmd, PROTO_ACK) != 0 && strcmp(cmd, PROTO_HEARTBEAT) != 0)
+        b->urgent = true;
     struct trainer *t = trainers_find(b, ident, ident_len);
     if (t)
         t->last_sent = broker_mono();
@@ -226,7 +229,8 @@ int broker_run(struct broker *b, volatile sig_atomic_t *stop)
     double deadline = broker_mono();
     while (!*stop && !b->store_error) {
         double now = broker_mono();
-        long timeout_ms = deadline > now ? (long)((deadline - now) * 1000.0) + 1 : 0;
+        double until = b->commit_by && b->commit_by < deadline ? b->commit_by : deadline;
+        long timeout_ms = until > now ? (long)((until - now) * 1000.0) + 1 : 0;
         uint64_t wd = notify_watchdog_usec();
         if (wd && timeout_ms > (long)(wd / 2000))
             timeout_ms = (long)(wd / 2000);
@@ -265,15 +269,25 @@ int broker_run(struct broker *b, volatile sig_atomic_t *stop)
             deadline = d;
         if (!b->stopping)
             dispatch_run(b);
-        if (store_in_transaction(b->store) && store_commit(b->store) != 0)
-            broker_store_failed(b, "commit");
+        if (store_in_transaction(b->store)) {
+            now = broker_mono();
+            if (!b->commit_by)
+                b->commit_by = now + COMMIT_DELAY_S;
+            if ((b->urgent || now >= b->commit_by) && store_commit(b->store) != 0)
+                broker_store_failed(b, "commit");
+        }
         if (b->store_error) {
             /* Nothing of this pass was committed: acknowledge none of it. */
             store_rollback(b->store);
             discard_outbox(b);
             break;
         }
-        flush_outbox(b);
+        if (!store_in_transaction(b->store)) {
+            /* Committed (or nothing written): every reply may go. */
+            flush_outbox(b);
+            b->urgent = false;
+            b->commit_by = 0;
+        }
         notify_watchdog();
         if (now >= next_status) {
             report_status(b);

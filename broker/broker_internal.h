@@ -58,6 +58,12 @@ struct broker {
     struct outmsg *out;
     size_t n_out, cap_out;
 
+    /* Group commit across passes: a pass whose replies are only ACKs and
+     * heartbeats keeps its transaction open until commit_by, so that a DONE
+     * shares the fsync of the SUBMIT that usually follows it. */
+    bool urgent;      /* the outbox holds a reply someone waits for */
+    double commit_by; /* monotonic deadline of the held transaction, 0 = none */
+
     double interval; /* heartbeat seconds */
     double expiry;   /* interval * liveness */
     bool stopping;
