@@ -124,6 +124,11 @@ static const char *const stmt_sql[ST_N] = {
     [ST_JOB_INSERT] = "INSERT INTO jobs(kind, state, priority, max_attempts, name, spec, run, "
                       "submitted) VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7)",
     [ST_PARAM_INSERT] = "INSERT OR REPLACE INTO params(run, key, value) VALUES (?1, ?2, ?3)",
+    [ST_PARAM_INSERT_N] = "INSERT OR REPLACE INTO params(run, key, value) VALUES "
+                          "(?1, ?2, ?3), (?1, ?4, ?5), "
+                          "(?1, ?6, ?7), (?1, ?8, ?9), "
+                          "(?1, ?10, ?11), (?1, ?12, ?13), "
+                          "(?1, ?14, ?15), (?1, ?16, ?17)",
     [ST_JOB_GET] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?1",
     [ST_JOB_NEXT] = "SELECT " JOB_COLS " FROM jobs WHERE state = 'queued' "
                     "ORDER BY priority DESC, id LIMIT 1",

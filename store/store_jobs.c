@@ -74,14 +74,61 @@ void store_jobs_free(struct store_job **jobs, size_t n)
 
 /* ---- submit ------------------------------------------------------------------ */
 
-static int put_param(struct store *s, int64_t run, const char *key, const char *value)
+/* A spec's rows, collected first so that they go PARAM_ROWS to a statement:
+ * one INSERT per row cost more than the rows themselves. */
+#define PARAM_ARENA 16384
+#define PARAM_MAX 256
+struct param_rows {
+    int64_t run;
+    size_t n, used;
+    unsigned key[PARAM_MAX], value[PARAM_MAX]; /* offsets into arena */
+    char arena[PARAM_ARENA];
+};
+
+static int insert_rows(struct store *s, struct param_rows *p)
 {
-    sqlite3_stmt *st = store_stmt(s, ST_PARAM_INSERT);
-    if (!st) return -EIO;
-    sqlite3_bind_int64(st, 1, run);
-    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, value, -1, SQLITE_STATIC);
-    return store_step_done(s, st, "insert param");
+    size_t i = 0;
+    for (; i + PARAM_ROWS <= p->n; i += PARAM_ROWS) {
+        sqlite3_stmt *st = store_stmt(s, ST_PARAM_INSERT_N);
+        if (!st) return -EIO;
+        sqlite3_bind_int64(st, 1, p->run);
+        for (int r = 0; r < PARAM_ROWS; r++) {
+            sqlite3_bind_text(st, 2 + 2 * r, p->arena + p->key[i + r], -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 3 + 2 * r, p->arena + p->value[i + r], -1, SQLITE_STATIC);
+        }
+        int ret = store_step_done(s, st, "insert params");
+        if (ret < 0) return ret;
+    }
+    for (; i < p->n; i++) {
+        sqlite3_stmt *st = store_stmt(s, ST_PARAM_INSERT);
+        if (!st) return -EIO;
+        sqlite3_bind_int64(st, 1, p->run);
+        sqlite3_bind_text(st, 2, p->arena + p->key[i], -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, p->arena + p->value[i], -1, SQLITE_STATIC);
+        int ret = store_step_done(s, st, "insert param");
+        if (ret < 0) return ret;
+    }
+    p->n = p->used = 0;
+    return 0;
+}
+
+static int put_param(struct store *s, struct param_rows *p, const char *key, const char *value)
+{
+    size_t kl = strlen(key) + 1, vl = strlen(value) + 1;
+    if (kl + vl > PARAM_ARENA)
+        return store_fail(s, -EINVAL, "%s: spec value too long: %s", s->path, key);
+    if (p->n == PARAM_MAX || p->used + kl + vl > PARAM_ARENA) {
+        int ret = insert_rows(s, p);
+        if (ret < 0) return ret;
+    }
+    memcpy(p->arena + p->used, key, kl);
+    p->key[p->n] = (unsigned)p->used;
+    p->used += kl;
+    memcpy(p->arena + p->used, value, vl);
+    p->value[p->n] = (unsigned)p->used;
+    p->used += vl;
+    p->n++;
+    return 0;
 }
 
 /* Objects recurse with dotted keys; everything else is one row. */
@@ -95,7 +142,7 @@ static void shortest_real(char *buf, size_t len, double x)
     }
 }
 
-static int flatten(struct store *s, int64_t run, const char *prefix, json_t *v)
+static int flatten(struct store *s, struct param_rows *run, const char *prefix, json_t *v)
 {
     if (json_is_object(v)) {
         const char *k;
@@ -113,6 +160,12 @@ static int flatten(struct store *s, int64_t run, const char *prefix, json_t *v)
         return 0;
     }
     if (json_is_string(v)) return put_param(s, run, prefix, json_string_value(v));
+    if (json_is_integer(v)) {
+        char num[24];
+        snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
+        return put_param(s, run, prefix, num);
+    }
+    if (json_is_boolean(v)) return put_param(s, run, prefix, json_is_true(v) ? "true" : "false");
     if (json_is_real(v)) {
         char num[40];
         shortest_real(num, sizeof num, json_real_value(v));
@@ -148,17 +201,14 @@ static int flatten(struct store *s, int64_t run, const char *prefix, json_t *v)
     return ret;
 }
 
-int store_job_submit(struct store *s, const struct store_new_job *nj, int64_t *id)
+/* The job row and its params from doc, the parsed nj->spec_json. */
+static int submit_doc(struct store *s, const struct store_new_job *nj, json_t *doc, int64_t *id)
 {
-    json_error_t jerr;
-    json_t *doc = json_loads(nj->spec_json ? nj->spec_json : "", 0, &jerr);
-    if (!json_is_object(doc)) {
-        json_decref(doc);
-        return store_fail(s, -EINVAL, "%s: spec is not a JSON object (%s)", s->path, jerr.text);
-    }
+    struct param_rows *rows = malloc(sizeof *rows);
+    if (!rows) return store_fail(s, -ENOMEM, "%s: out of memory", s->path);
     int tok = store_write_begin(s);
     if (tok < 0) {
-        json_decref(doc);
+        free(rows);
         return tok;
     }
     int ret = -EIO;
@@ -167,8 +217,8 @@ int store_job_submit(struct store *s, const struct store_new_job *nj, int64_t *i
         sqlite3_bind_text(st, 1, spec_kind_name(nj->kind), -1, SQLITE_STATIC);
         sqlite3_bind_int(st, 2, nj->priority);
         sqlite3_bind_int(st, 3, nj->max_attempts > 0 ? nj->max_attempts : 3);
-        sqlite3_bind_text(st, 4, nj->name ? nj->name : "", -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 5, nj->spec_json, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 4, nj->name ? nj->name : "", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, nj->spec_json, -1, SQLITE_STATIC);
         if (nj->run > 0)
             sqlite3_bind_int64(st, 6, nj->run);
         else
@@ -177,10 +227,25 @@ int store_job_submit(struct store *s, const struct store_new_job *nj, int64_t *i
         ret = store_step_done(s, st, "insert job");
     }
     int64_t new_id = sqlite3_last_insert_rowid(s->db);
-    if (ret == 0) ret = flatten(s, new_id, "", doc);
-    json_decref(doc);
+    *rows = (struct param_rows){.run = new_id};
+    if (ret == 0) ret = flatten(s, rows, "", doc);
+    if (ret == 0) ret = insert_rows(s, rows);
+    free(rows);
     ret = store_write_end(s, tok, ret);
     if (ret == 0) *id = new_id;
+    return ret;
+}
+
+int store_job_submit(struct store *s, const struct store_new_job *nj, int64_t *id)
+{
+    json_error_t jerr;
+    json_t *doc = json_loads(nj->spec_json ? nj->spec_json : "", 0, &jerr);
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        return store_fail(s, -EINVAL, "%s: spec is not a JSON object (%s)", s->path, jerr.text);
+    }
+    int ret = submit_doc(s, nj, doc, id);
+    json_decref(doc);
     return ret;
 }
 
@@ -188,8 +253,10 @@ int store_job_submit_spec(struct store *s, const struct mlq_spec *spec, int64_t 
 {
     json_t *doc = spec_to_json(spec);
     char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    json_decref(doc);
-    if (!text) return store_fail(s, -ENOMEM, "%s: cannot encode the spec", s->path);
+    if (!text) {
+        json_decref(doc);
+        return store_fail(s, -ENOMEM, "%s: cannot encode the spec", s->path);
+    }
     struct store_new_job nj = {
         .kind = spec->kind,
         .spec_json = text,
@@ -198,7 +265,8 @@ int store_job_submit_spec(struct store *s, const struct mlq_spec *spec, int64_t 
         .name = spec->name,
         .run = spec->kind == JOB_TRAIN ? 0 : spec->run,
     };
-    int ret = store_job_submit(s, &nj, id);
+    int ret = submit_doc(s, &nj, doc, id); /* the doc itself: no parse of what we just wrote */
+    json_decref(doc);
     free(text);
     return ret;
 }
