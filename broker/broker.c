@@ -15,6 +15,8 @@
 #define RECV_BATCH 4096   /* messages handled per pass before housekeeping */
 #define DROP_LOG_PER_S 10 /* malformed-message warnings per second */
 #define COMMIT_DELAY_S 0.001 /* longest an ACK waits for a pass with an urgent reply */
+#define WAL_CHECKPOINT_PAGES 1000  /* checkpoint when nothing waits and the WAL is this big */
+#define WAL_CHECKPOINT_FORCE 20000 /* or at once, however busy (~80 MB of WAL) */
 
 double broker_mono(void)
 {
@@ -150,6 +152,7 @@ int broker_open(struct broker **out, const struct broker_opts *opts, char *err, 
         goto fail;
     if (opts->checkpoint_keep >= 0)
         store_set_retention(b->store, opts->checkpoint_keep);
+    store_wal_manual(b->store); /* see wal_checkpoint */
 
     b->zctx = zmq_ctx_new();
     if (!b->zctx) {
@@ -210,6 +213,24 @@ void broker_close(struct broker **pb)
 const char *broker_endpoint(const struct broker *b)
 {
     return b->endpoint;
+}
+
+/* WAL checkpoints after the replies are out, when no message waits (or the
+ * WAL grows past WAL_CHECKPOINT_FORCE): inside a commit, SQLite's automatic
+ * one delayed every reply of that pass by two fsyncs and a page copy. */
+static void wal_checkpoint(struct broker *b, bool idle)
+{
+    int pages = store_wal_pages(b->store);
+    if (pages < (idle ? 1 : WAL_CHECKPOINT_PAGES) || store_in_transaction(b->store))
+        return;
+    if (pages < WAL_CHECKPOINT_FORCE && !idle) {
+        int events = 0;
+        size_t len = sizeof events;
+        if (zmq_getsockopt(b->router, ZMQ_EVENTS, &events, &len) == 0 && (events & ZMQ_POLLIN))
+            return;
+    }
+    if (store_wal_checkpoint(b->store) != 0)
+        log_warn("store: checkpoint: %s", store_errmsg(b->store));
 }
 
 static void report_status(struct broker *b)
@@ -287,6 +308,7 @@ int broker_run(struct broker *b, volatile sig_atomic_t *stop)
             flush_outbox(b);
             b->urgent = false;
             b->commit_by = 0;
+            wal_checkpoint(b, n == 0);
         }
         notify_watchdog();
         if (now >= next_status) {

@@ -656,6 +656,36 @@ int store_vacuum(struct store *s)
     return 0;
 }
 
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    (void)db;
+    (void)name;
+    ((struct store *)arg)->wal_pages = frames;
+    return SQLITE_OK;
+}
+
+void store_wal_manual(struct store *s)
+{
+    sqlite3_wal_hook(s->db, wal_hook, s); /* replaces the automatic checkpoint */
+}
+
+int store_wal_pages(const struct store *s)
+{
+    return s->wal_pages;
+}
+
+int store_wal_checkpoint(struct store *s)
+{
+    if (store_in_transaction(s))
+        return store_fail(s, -EINVAL, "%s: checkpoint inside a transaction", s->path);
+    int log = 0, done = 0;
+    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY) return store_fail_sql(s, rc, "wal checkpoint");
+    /* Fully copied: the next commit starts the WAL over. */
+    s->wal_pages = rc == SQLITE_OK && done == log ? 0 : log - done;
+    return 0;
+}
+
 /* ---- names ----------------------------------------------------------------- */
 
 static const char *const state_names[STORE_N_STATES] = {"queued", "running", "succeeded", "failed",

@@ -313,6 +313,16 @@ int store_gc(struct store *s, const struct store_gc_opts *o, int64_t *deleted);
 /* Reclaims all free pages now (PRAGMA incremental_vacuum). */
 int store_vacuum(struct store *s);
 
+/* WAL checkpoints under the caller's control, for a writer (the broker) that
+ * wants them out of its commits: after store_wal_manual(s) commits no longer
+ * checkpoint on their own (SQLite's default does, every 1000 pages, inside the
+ * commit); store_wal_pages says how many pages the WAL holds since the last
+ * checkpoint and store_wal_checkpoint copies them into the database (PASSIVE:
+ * never waits for readers; outside a transaction). */
+void store_wal_manual(struct store *s);
+int store_wal_pages(const struct store *s);
+int store_wal_checkpoint(struct store *s);
+
 /* PRAGMA integrity_check; 0 if "ok", else -EIO with the first problem. */
 int store_integrity_check(struct store *s);
 

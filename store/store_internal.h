@@ -54,6 +54,7 @@ struct store {
     int version;
     double (*now)(void);
     sqlite3_stmt *stmt[ST_N];
+    int wal_pages; /* frames in the WAL after the last commit (store_wal_manual) */
     char errmsg[512];
 };
 
