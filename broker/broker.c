@@ -235,6 +235,8 @@ static void wal_checkpoint(struct broker *b, bool idle)
 
 static void report_status(struct broker *b)
 {
+    if (!getenv("NOTIFY_SOCKET"))
+        return; /* not under systemd: spare the count over every job */
     int64_t counts[STORE_N_STATES] = {0};
     if (store_job_count_by_state(b->store, counts) == 0)
         notify_status("%lld queued, %lld running, %zu trainers", (long long)counts[STORE_QUEUED],
