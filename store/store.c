@@ -47,7 +47,6 @@ static const char *const migrations[] = {
     "  value TEXT NOT NULL,"
     "  PRIMARY KEY (run, key)"
     ") WITHOUT ROWID;"
-    "CREATE INDEX params_key_value ON params(key, value);"
     "CREATE TABLE metrics ("
     "  run INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
     "  key TEXT NOT NULL,"
