@@ -246,9 +246,13 @@ static void set_path(json_t *doc, const char *path, json_t *v)
     json_object_set_new(o, part, v);
 }
 
-static int make_absolute(char *path, size_t len)
+/* A relative path that names a file here is made absolute (the trainer may
+ * run elsewhere, in another directory); one that does not is left relative,
+ * for the trainer to find under its data.root (docs/jobs.md). */
+static int make_absolute(char *path, size_t len, bool must_exist)
 {
     if (!path[0] || path[0] == '/') return 0;
+    if (must_exist && access(path, F_OK) != 0) return 0;
     char cwd[PATH_MAX], out[PATH_MAX * 2];
     if (!getcwd(cwd, sizeof cwd)) return -errno;
     snprintf(out, sizeof out, "%s/%s", cwd, path);
@@ -269,9 +273,10 @@ static json_t *finish_spec(json_t *doc)
         fprintf(stderr, "mlq: bad spec: %s\n", err);
         return NULL;
     }
-    if (make_absolute(spec.dataset.path, sizeof spec.dataset.path) ||
-        (spec.has_validation && make_absolute(spec.validation.path, sizeof spec.validation.path)) ||
-        make_absolute(spec.output_path, sizeof spec.output_path)) {
+    if (make_absolute(spec.dataset.path, sizeof spec.dataset.path, true) ||
+        (spec.has_validation &&
+         make_absolute(spec.validation.path, sizeof spec.validation.path, true)) ||
+        make_absolute(spec.output_path, sizeof spec.output_path, false)) {
         fprintf(stderr, "mlq: cannot make the dataset paths absolute\n");
         return NULL;
     }

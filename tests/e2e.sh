@@ -18,6 +18,7 @@ fail() { echo "e2e: FAIL: $*" >&2; [ -f "$tmp/up.log" ] && tail -n 30 "$tmp/up.l
 export MLQ_DB=$tmp/mlq.db
 export MLQ_BROKER=ipc://$tmp/broker.sock
 export MLQ_CONFIG=$tmp/none.conf
+export MLQ_DATA_ROOT=$tmp   # the trainers' base for relative dataset paths
 : >"$MLQ_CONFIG"
 
 # Three well separated classes in 4 dimensions, as CSV with a header.
@@ -63,6 +64,13 @@ set +e
 rc=$?
 set -e
 [ $rc = 0 ] || [ $rc = 77 ] || fail "export check"
+
+# A relative path that does not exist where mlq runs is the trainer's to
+# resolve under its data.root.
+rel_id=$(cd / && mlq submit --dataset data.h5 --layers 4,8,3 --epochs 1 --name relative)
+mlq wait "$rel_id" >/dev/null || fail "a job with a path relative to data.root failed"
+mlq show "$rel_id" --json | grep -q '"path": "data.h5"' || fail "relative path kept in the spec"
+mlq rm "$rel_id" >/dev/null
 
 # A second run to compare, then history and removal.
 id2=$(mlq submit --dataset "$tmp/data.h5" --validation-split 0.2 --layers 4,16,3 \

@@ -61,6 +61,7 @@ static int run_daemon(const char *config_file, const char *const flag[CONFIG_NKE
         .heartbeat_ms = cfg.heartbeat_interval_ms,
         .liveness = cfg.heartbeat_liveness,
         .memory_budget_mb = cfg.trainer_memory_budget_mb,
+        .data_root = cfg.data_root,
     };
     return worker_main(&wo);
 }

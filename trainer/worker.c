@@ -47,6 +47,7 @@ struct shared {
     atomic_ulong progress; /* bumped by the worker between batches */
     int threads;
     int memory_budget_mb;
+    const char *data_root;
     void *zctx;
     char pair_addr[64];
 };
@@ -108,6 +109,19 @@ static int job_should_stop(void *ctx)
     return atomic_load(&jc->sh->stop_job);
 }
 
+/* Relative paths in a spec name files under this trainer's data.root: the
+ * submitter's directory means nothing on another host. */
+static int under_root(char *path, size_t len, const char *root)
+{
+    if (!path[0] || path[0] == '/' || !root || !root[0] || strcmp(root, ".") == 0) return 0;
+    char joined[SPEC_PATH_MAX];
+    if (snprintf(joined, sizeof joined, "%s/%s", root, path) >= (int)sizeof joined ||
+        strlen(joined) >= len)
+        return -ENAMETOOLONG;
+    memcpy(path, joined, strlen(joined) + 1);
+    return 0;
+}
+
 static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
 {
     int64_t job = json_integer_value(json_object_get(m->body, "job"));
@@ -123,6 +137,15 @@ static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
         json_object_set_new(done, "state", json_string("failed"));
         json_object_set_new(done, "error", json_string(msg));
         log_warn("job %lld refused: %s", (long long)job, msg);
+        return done;
+    }
+    if (under_root(spec.dataset.path, sizeof spec.dataset.path, sh->data_root) ||
+        (spec.has_validation &&
+         under_root(spec.validation.path, sizeof spec.validation.path, sh->data_root)) ||
+        (spec.kind == JOB_PREDICT &&
+         under_root(spec.output_path, sizeof spec.output_path, sh->data_root))) {
+        json_object_set_new(done, "state", json_string("failed"));
+        json_object_set_new(done, "error", json_string("a dataset path is too long"));
         return done;
     }
     blas_set_threads(spec.threads > 0 ? spec.threads : sh->threads);
@@ -463,7 +486,8 @@ int worker_main(const struct worker_opts *opts)
     struct shared sh = {.threads = opts->threads > 0 ? opts->threads
                                    : cores > 0       ? (int)cores
                                                      : 1,
-                        .memory_budget_mb = opts->memory_budget_mb};
+                        .memory_budget_mb = opts->memory_budget_mb,
+                        .data_root = opts->data_root};
     struct io io = {.opts = opts, .sh = &sh};
     int exit_code = 1;
     pthread_t thread;

@@ -15,12 +15,13 @@
 #include <signal.h>
 
 struct worker_opts {
-    const char *endpoint; /* the broker, tcp://... or ipc://... */
-    const char *name;     /* NULL: hostname-pid */
-    int threads;          /* BLAS threads for jobs whose spec says 0; 0: 1 */
-    int heartbeat_ms;     /* <= 0: 1000 */
-    int liveness;         /* <= 0: 3 */
-    int memory_budget_mb; /* for jobs whose spec says 0; <= 0: the runner's default */
+    const char *endpoint;  /* the broker, tcp://... or ipc://... */
+    const char *name;      /* NULL: hostname-pid */
+    int threads;           /* BLAS threads for jobs whose spec says 0; 0: every core */
+    int heartbeat_ms;      /* <= 0: 1000 */
+    int liveness;          /* <= 0: 3 */
+    int memory_budget_mb;  /* for jobs whose spec says 0; <= 0: the runner's default */
+    const char *data_root; /* base of relative dataset paths in specs; NULL or "": none */
 };
 
 /* Runs until SIGTERM/SIGINT (handlers installed here) or *stop. A job still
