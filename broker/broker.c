@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* vasprintf */
 #include "broker_internal.h"
 
 #include <errno.h>
@@ -42,17 +43,16 @@ void broker_store_failed(struct broker *b, const char *what)
         b->store_error = -EIO;
 }
 
-void broker_reply(struct broker *b, const unsigned char *ident, size_t ident_len,
-                  const char *cmd, json_t *body, void *bin, size_t bin_len)
+/* The next outbox slot, or NULL when out of memory. */
+static struct outmsg *outbox_slot(struct broker *b, const unsigned char *ident, size_t ident_len,
+                                  const char *cmd)
 {
     if (b->n_out == b->cap_out) {
         size_t cap = b->cap_out ? 2 * b->cap_out : 64;
         struct outmsg *o = realloc(b->out, cap * sizeof *o);
         if (!o) {
             log_error("out of memory queueing %s", cmd);
-            json_decref(body);
-            free(bin);
-            return;
+            return NULL;
         }
         b->out = o;
         b->cap_out = cap;
@@ -61,14 +61,50 @@ void broker_reply(struct broker *b, const unsigned char *ident, size_t ident_len
     memcpy(o->ident, ident, ident_len);
     o->ident_len = ident_len;
     snprintf(o->cmd, sizeof o->cmd, "%s", cmd);
-    o->body = body;
-    o->bin = bin;
-    o->bin_len = bin_len;
+    o->body = NULL;
+    o->text = NULL;
+    o->bin = NULL;
+    o->bin_len = 0;
     if (strcmp(cmd, PROTO_ACK) != 0 && strcmp(cmd, PROTO_HEARTBEAT) != 0)
         b->urgent = true;
     struct trainer *t = trainers_find(b, ident, ident_len);
     if (t)
         t->last_sent = broker_mono();
+    return o;
+}
+
+void broker_reply(struct broker *b, const unsigned char *ident, size_t ident_len,
+                  const char *cmd, json_t *body, void *bin, size_t bin_len)
+{
+    struct outmsg *o = outbox_slot(b, ident, ident_len, cmd);
+    if (!o) {
+        json_decref(body);
+        free(bin);
+        return;
+    }
+    o->body = body;
+    o->bin = bin;
+    o->bin_len = bin_len;
+}
+
+void broker_reply_textf(struct broker *b, const unsigned char *ident, size_t ident_len,
+                        const char *cmd, void *bin, size_t bin_len, const char *fmt, ...)
+{
+    char *text = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&text, fmt, ap);
+    va_end(ap);
+    struct outmsg *o = n < 0 ? NULL : outbox_slot(b, ident, ident_len, cmd);
+    if (!o) {
+        if (n >= 0)
+            free(text);
+        free(bin);
+        return;
+    }
+    o->text = text;
+    o->bin = bin;
+    o->bin_len = bin_len;
 }
 
 void broker_reply_error(struct broker *b, const struct proto_msg *m, const char *code,
@@ -109,11 +145,14 @@ static void flush_outbox(struct broker *b)
 {
     for (size_t i = 0; i < b->n_out; i++) {
         struct outmsg *o = &b->out[i];
-        int rc = proto_send(b->router, o->ident, o->ident_len, o->cmd, o->body, o->bin,
-                            o->bin_len, ZMQ_DONTWAIT);
+        int rc = o->text ? proto_send_text(b->router, o->ident, o->ident_len, o->cmd, o->text,
+                                           o->bin, o->bin_len, ZMQ_DONTWAIT)
+                         : proto_send(b->router, o->ident, o->ident_len, o->cmd, o->body, o->bin,
+                                      o->bin_len, ZMQ_DONTWAIT);
         if (rc && rc != -EHOSTUNREACH && rc != -EAGAIN)
             log_warn("send %s: %s", o->cmd, zmq_strerror(-rc));
         json_decref(o->body);
+        free(o->text);
         free(o->bin);
     }
     b->n_out = 0;
@@ -123,6 +162,7 @@ static void discard_outbox(struct broker *b)
 {
     for (size_t i = 0; i < b->n_out; i++) {
         json_decref(b->out[i].body);
+        free(b->out[i].text);
         free(b->out[i].bin);
     }
     b->n_out = 0;

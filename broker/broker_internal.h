@@ -39,7 +39,8 @@ struct outmsg {
     unsigned char ident[PROTO_MAX_IDENT];
     size_t ident_len;
     char cmd[PROTO_CMD_MAX];
-    json_t *body; /* owned */
+    json_t *body; /* owned, or NULL when text is set */
+    char *text;   /* owned: the body already encoded (hot replies skip jansson) */
     void *bin;    /* owned, or NULL */
     size_t bin_len;
 };
@@ -81,6 +82,10 @@ int broker_write(struct broker *b); /* opens the pass's transaction if needed */
 void broker_store_failed(struct broker *b, const char *what);
 void broker_reply(struct broker *b, const unsigned char *ident, size_t ident_len,
                   const char *cmd, json_t *body, void *bin, size_t bin_len); /* steals body, bin */
+/* The same with the body as JSON text, printf-style (one object). */
+void broker_reply_textf(struct broker *b, const unsigned char *ident, size_t ident_len,
+                        const char *cmd, void *bin, size_t bin_len, const char *fmt, ...)
+    __attribute__((format(printf, 7, 8)));
 void broker_reply_error(struct broker *b, const struct proto_msg *m, const char *code,
                         const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 void broker_drop_log(struct broker *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

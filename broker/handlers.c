@@ -63,7 +63,8 @@ static void on_submit(struct broker *b, struct proto_msg *m)
     }
     log_debug("job %lld queued (%s, priority %d)", (long long)id, spec_kind_name(spec.kind),
               spec.priority);
-    reply_ok(b, m, json_pack("{s:I}", "id", (json_int_t)id));
+    broker_reply_textf(b, m->ident, m->ident_len, PROTO_OK, NULL, 0, "{\"id\":%lld}",
+                       (long long)id);
 }
 
 static json_t *num_or_null(double v)
@@ -456,7 +457,9 @@ static void on_done(struct broker *b, struct trainer *t, struct proto_msg *m)
              error ? error : "");
     t->job = 0;
     t->cancel_sent = false;
-    broker_reply(b, m->ident, m->ident_len, PROTO_ACK, ack, NULL, 0);
+    json_decref(ack);
+    broker_reply_textf(b, m->ident, m->ident_len, PROTO_ACK, NULL, 0, "{\"job\":%lld}",
+                       (long long)id);
 }
 
 static void on_trainer_message(struct broker *b, struct proto_msg *m);

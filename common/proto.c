@@ -47,26 +47,32 @@ static int send_frame(void *sock, const void *data, size_t len, int flags)
     return zmq_send(sock, data, len, flags) < 0 ? -errno : 0;
 }
 
+int proto_send_text(void *sock, const void *ident, size_t ident_len, const char *cmd,
+                    const char *text, const void *bin, size_t bin_len, int flags)
+{
+    int rc = 0;
+    int more = ZMQ_SNDMORE | flags;
+    if (ident && (rc = send_frame(sock, ident, ident_len, more)) != 0)
+        return rc;
+    /* After the first frame is queued the rest cannot block on HWM. */
+    if ((rc = send_frame(sock, PROTO_HEADER, 4, more)) != 0)
+        return rc;
+    if ((rc = send_frame(sock, cmd, strlen(cmd), more)) != 0)
+        return rc;
+    if ((rc = send_frame(sock, text, strlen(text), bin ? more : flags)) != 0)
+        return rc;
+    if (bin)
+        rc = send_frame(sock, bin, bin_len, flags);
+    return rc;
+}
+
 int proto_send(void *sock, const void *ident, size_t ident_len, const char *cmd,
                const json_t *body, const void *bin, size_t bin_len, int flags)
 {
     char *text = body ? json_dumps(body, JSON_COMPACT) : strdup("{}");
     if (!text)
         return -ENOMEM;
-    int rc = 0;
-    int more = ZMQ_SNDMORE | flags;
-    if (ident && (rc = send_frame(sock, ident, ident_len, more)) != 0)
-        goto out;
-    /* After the first frame is queued the rest cannot block on HWM. */
-    if ((rc = send_frame(sock, PROTO_HEADER, 4, more)) != 0)
-        goto out;
-    if ((rc = send_frame(sock, cmd, strlen(cmd), more)) != 0)
-        goto out;
-    if ((rc = send_frame(sock, text, strlen(text), bin ? more : flags)) != 0)
-        goto out;
-    if (bin)
-        rc = send_frame(sock, bin, bin_len, flags);
-out:
+    int rc = proto_send_text(sock, ident, ident_len, cmd, text, bin, bin_len, flags);
     free(text);
     return rc;
 }

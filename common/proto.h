@@ -63,6 +63,9 @@ int proto_socket_setup(void *sock, int linger_ms);
  * bin NULL: no binary frame. flags: 0 or ZMQ_DONTWAIT. Returns 0 or -errno. */
 int proto_send(void *sock, const void *ident, size_t ident_len, const char *cmd, const json_t *body,
                const void *bin, size_t bin_len, int flags);
+/* The same with the body already encoded: text must be one JSON object. */
+int proto_send_text(void *sock, const void *ident, size_t ident_len, const char *cmd,
+                    const char *text, const void *bin, size_t bin_len, int flags);
 
 /* Receives one message (with identity when router). Returns 0; -EAGAIN when
  * nothing is waiting (flags ZMQ_DONTWAIT); -EPROTO for a malformed message

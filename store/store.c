@@ -180,6 +180,10 @@ static const char *const stmt_sql[ST_N] = {
     [ST_GC_SELECT_OLD] = "SELECT id FROM jobs WHERE state IN " TERMINAL " AND finished < ?1",
     [ST_GC_SELECT_BEYOND] =
         "SELECT id FROM jobs WHERE state IN " TERMINAL " ORDER BY id DESC LIMIT -1 OFFSET ?1",
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_SAVEPOINT] = "SAVEPOINT store_write",
+    [ST_RELEASE] = "RELEASE store_write",
 };
 
 static double clock_default(void)
@@ -273,19 +277,27 @@ static int exec(struct store *s, const char *sql, const char *what)
     return rc == SQLITE_OK ? 0 : store_fail_sql(s, rc, what);
 }
 
+/* exec() of a cached statement: sqlite3_exec prepares its SQL every call. */
+static int exec_stmt(struct store *s, enum stmt_id id, const char *what)
+{
+    sqlite3_stmt *st = store_stmt(s, id);
+    if (!st) return -EIO;
+    return store_step_done(s, st, what);
+}
+
 int store_begin(struct store *s)
 {
     if (s->readonly) return store_fail(s, -EROFS, "%s: opened read-only", s->path);
     if (!sqlite3_get_autocommit(s->db))
         return store_fail(s, -EINVAL, "%s: a transaction is already open", s->path);
-    return exec(s, "BEGIN IMMEDIATE", "begin");
+    return exec_stmt(s, ST_BEGIN, "begin");
 }
 
 int store_commit(struct store *s)
 {
     if (sqlite3_get_autocommit(s->db))
         return store_fail(s, -EINVAL, "%s: no transaction to commit", s->path);
-    int ret = exec(s, "COMMIT", "commit");
+    int ret = exec_stmt(s, ST_COMMIT, "commit");
     if (ret < 0 && !sqlite3_get_autocommit(s->db))
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     return ret;
@@ -308,10 +320,10 @@ int store_write_begin(struct store *s)
 {
     if (s->readonly) return store_fail(s, -EROFS, "%s: opened read-only", s->path);
     if (sqlite3_get_autocommit(s->db)) {
-        int ret = exec(s, "BEGIN IMMEDIATE", "begin");
+        int ret = exec_stmt(s, ST_BEGIN, "begin");
         return ret < 0 ? ret : WRITE_OWN_TX;
     }
-    int ret = exec(s, "SAVEPOINT store_write", "savepoint");
+    int ret = exec_stmt(s, ST_SAVEPOINT, "savepoint");
     return ret < 0 ? ret : WRITE_SAVEPOINT;
 }
 
@@ -322,7 +334,7 @@ int store_write_end(struct store *s, int token, int rc)
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         return rc;
     }
-    if (rc == 0) return exec(s, "RELEASE store_write", "release savepoint");
+    if (rc == 0) return exec_stmt(s, ST_RELEASE, "release savepoint");
     sqlite3_exec(s->db, "ROLLBACK TO store_write; RELEASE store_write", NULL, NULL, NULL);
     return rc;
 }

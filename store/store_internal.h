@@ -43,6 +43,10 @@ enum stmt_id {
     ST_TRAINERS_LIST,
     ST_GC_SELECT_OLD,
     ST_GC_SELECT_BEYOND,
+    ST_BEGIN, /* the transaction statements: prepared once, not per call */
+    ST_COMMIT,
+    ST_SAVEPOINT,
+    ST_RELEASE,
     ST_N
 };
 
