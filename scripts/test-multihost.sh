@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Several hosts on one machine: a broker host and two trainer hosts, each in a
+# network namespace of its own, joined by veth links. Trainers find datasets
+# under their own data.root; a job is submitted with a relative path that
+# exists only there. Then one trainer host is cut off the network mid-job: the
+# broker gives its job to the other host, which finishes it, and the cut-off
+# trainer rejoins when the link comes back.
+#
+# usage: scripts/test-multihost.sh [BUILD_DIR]     (root; default build/)
+#        scripts/test-multihost.sh --check         exit 0 if this host can run it, 77 if not
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+ns_b=mlqmh-broker ns_1=mlqmh-host1 ns_2=mlqmh-host2
+can_run() {
+    [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)"; return 1; }
+    command -v ip >/dev/null || { echo "needs iproute2"; return 1; }
+    ip netns add mlqmh-probe 2>/dev/null || { echo "cannot create network namespaces here"; return 1; }
+    ip netns del mlqmh-probe
+}
+if [ "${1:-}" = "--check" ]; then
+    why=$(can_run) && exit 0
+    echo "$why"
+    exit 77
+fi
+why=$(can_run) || { echo "test-multihost: SKIP: $why"; exit 77; }
+
+build=$(cd "${1:-build}" && pwd) || exit 1
+export PATH=$build/cli:$build/broker:$build/trainer:$PATH
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mlq-multihost-XXXXXX")
+passed=0 failed=0 pids=()
+start=$SECONDS
+
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+    for n in $ns_b $ns_1 $ns_2; do ip netns del $n 2>/dev/null; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+check() {
+    local what=$1
+    shift
+    if "$@"; then
+        echo "ok   $what"
+        passed=$((passed + 1))
+    else
+        echo "FAIL $what"
+        failed=$((failed + 1))
+    fi
+}
+wait_for() {
+    local secs=$1
+    shift
+    local end=$((SECONDS + secs))
+    while [ $SECONDS -lt $end ]; do
+        "$@" && return 0
+        sleep 0.2
+    done
+    "$@"
+}
+in_b() { ip netns exec $ns_b env MLQ_CONFIG=/dev/null MLQ_DB="$tmp/mlq.db" \
+    MLQ_BROKER=tcp://127.0.0.1:5555 "$@"; }
+
+# The network: host1 (10.77.1.2) and host2 (10.77.2.2) each reach the broker
+# host on a link of their own.
+for n in $ns_b $ns_1 $ns_2; do ip netns del $n 2>/dev/null; ip netns add $n; done
+for i in 1 2; do
+    ns=mlqmh-host$i
+    ip link add mh-b$i netns $ns_b type veth peer name mh-h$i netns $ns
+    ip -n $ns_b addr add 10.77.$i.1/24 dev mh-b$i
+    ip -n $ns addr add 10.77.$i.2/24 dev mh-h$i
+    ip -n $ns_b link set mh-b$i up
+    ip -n $ns link set mh-h$i up
+    ip -n $ns link set lo up
+done
+ip -n $ns_b link set lo up
+
+# Each trainer host has its own copy of the data under its data.root.
+awk 'BEGIN { srand(3); for (i = 0; i < 3000; i++) { c = i % 3; row = "";
+       for (j = 0; j < 8; j++) row = row (j ? "," : "") (rand() - 0.5 + (j == c ? 2 : 0));
+       print row "," c } }' >"$tmp/data.csv"
+mkdir -p "$tmp/host1" "$tmp/host2" "$tmp/client"
+mlq dataset import-csv "$tmp/data.csv" --output "$tmp/host1/data.h5" >/dev/null
+cp "$tmp/host1/data.h5" "$tmp/host2/data.h5"
+
+ip netns exec $ns_b env MLQ_CONFIG=/dev/null mlq-broker --db "$tmp/mlq.db" \
+    --bind tcp://0.0.0.0:5555 --heartbeat-ms 200 --liveness 3 >"$tmp/broker.log" 2>&1 &
+pids+=($!)
+for i in 1 2; do
+    ip netns exec mlqmh-host$i env MLQ_CONFIG=/dev/null MLQ_DATA_ROOT="$tmp/host$i" \
+        mlq-trainer --broker tcp://10.77.$i.1:5555 --name host$i --threads 1 \
+        --heartbeat-ms 200 --liveness 3 >"$tmp/host$i.log" 2>&1 &
+    pids+=($!)
+done
+
+two_workers() {
+    local w
+    w=$(in_b mlq workers 2>/dev/null) || return 1
+    grep -q "^host1 " <<<"$w" && grep -q "^host2 " <<<"$w"
+}
+check "broker host sees trainers host1 and host2 over the network" wait_for 20 two_workers
+
+# Four jobs with a path that exists only under the trainers' data roots.
+ids=()
+for s in 1 2 3 4; do
+    ids+=("$(cd "$tmp/client" && in_b mlq submit --dataset data.h5 --layers 8,32,3 \
+        --epochs 20 --seed $s --name mh-$s)")
+done
+all_done() {
+    local id st
+    for id in "${ids[@]}"; do
+        st=$(in_b mlq show "$id" --json 2>/dev/null | grep -o '"state": "[a-z]*"' | head -n 1)
+        [ "$st" = '"state": "succeeded"' ] || return 1
+    done
+}
+check "four jobs succeeded on the trainer hosts (relative paths under data.root)" \
+    wait_for 60 all_done
+both_used() {
+    local t
+    t=$(for id in "${ids[@]}"; do in_b mlq show "$id" --json | grep -o '"trainer": "[a-z0-9]*"'; done)
+    grep -q host1 <<<"$t" && grep -q host2 <<<"$t"
+}
+check "both hosts took jobs" both_used
+
+# A partition: the host running a long job loses its link.
+long=$(cd "$tmp/client" && in_b mlq submit --dataset data.h5 --layers 8,512,512,3 \
+    --epochs 400 --batch-size 8 --name mh-long)
+runner() { in_b mlq show "$long" --json | grep -o '"trainer": "host[12]"' | grep -o 'host[12]'; }
+running_on() { [ -n "$(runner)" ] && in_b mlq metrics "$long" --json | grep -q '"epoch"'; }
+check "long job $long running with a checkpoint" wait_for 30 running_on
+victim=$(runner)
+n=${victim#host}
+ip -n $ns_b link set mh-b$n down
+moved() {
+    local t
+    t=$(in_b mlq show "$long" --json | grep -o '"trainer": "host[12]"' | grep -o 'host[12]')
+    [ -n "$t" ] && [ "$t" != "$victim" ]
+}
+check "the job moved off the cut-off $victim" wait_for 30 moved
+ip -n $ns_b link set mh-b$n up
+check "$victim rejoins when its link is back" wait_for 30 two_workers
+long_done() {
+    in_b mlq show "$long" --json | grep -q '"state": "succeeded"'
+}
+check "the long job succeeded on the other host" wait_for 120 long_done
+attempts=$(in_b mlq show "$long" --json | grep -o '"attempts": [0-9]*' | grep -o '[0-9]*$')
+check "its attempts: 2 (one lost to the partition)" test "$attempts" = 2
+epochs=$(in_b mlq metrics "$long" --key train_loss --json | grep -c '"epoch"')
+check "every epoch's metric stored once ($epochs of 400)" test "$epochs" = 400
+
+if [ $failed != 0 ]; then
+    echo "--- broker log"; tail -n 20 "$tmp/broker.log"
+    for i in 1 2; do echo "--- host$i log"; tail -n 10 "$tmp/host$i.log"; done
+fi
+echo "multihost: $passed passed, $failed failed ($((SECONDS - start)) s)"
+[ $failed = 0 ]
