@@ -508,6 +508,39 @@ static json_t *dataset_to_json(const struct spec_dataset *d)
     return json_pack("{ss ss ss sb}", "path", d->path, "x", d->x, "y", d->y, "scale", d->scale);
 }
 
+/* Only the fields the optimizer uses, so that run lists and comparisons do
+ * not show an SGD run's Adam betas. */
+static json_t *optimizer_to_json(const struct spec_optimizer *o)
+{
+    json_t *j = json_pack("{ss sf sf}", "name", spec_optim_name(o->name), "lr", o->lr,
+                          "weight_decay", o->weight_decay);
+    switch (o->name) {
+    case OPT_GD:
+        break;
+    case OPT_SGD:
+        json_object_set_new(j, "momentum", json_real(o->momentum));
+        json_object_set_new(j, "dampening", json_real(o->dampening));
+        json_object_set_new(j, "nesterov", json_boolean(o->nesterov));
+        break;
+    case OPT_ADAM:
+    case OPT_ADAMW:
+        json_object_set_new(j, "betas", json_pack("[ff]", o->beta1, o->beta2));
+        json_object_set_new(j, "eps", json_real(o->eps));
+        break;
+    case OPT_RMSPROP:
+        json_object_set_new(j, "alpha", json_real(o->alpha));
+        json_object_set_new(j, "eps", json_real(o->eps));
+        json_object_set_new(j, "momentum", json_real(o->momentum));
+        break;
+    case OPT_ADAGRAD:
+        json_object_set_new(j, "lr_decay", json_real(o->lr_decay));
+        json_object_set_new(j, "eps", json_real(o->eps));
+        json_object_set_new(j, "initial_accumulator_value", json_real(o->initial_accumulator));
+        break;
+    }
+    return j;
+}
+
 json_t *spec_to_json(const struct mlq_spec *s)
 {
     json_t *doc = json_object();
@@ -527,24 +560,19 @@ json_t *spec_to_json(const struct mlq_spec *s)
     }
     if (s->has_validation)
         json_object_set_new(doc, "validation", dataset_to_json(&s->validation));
-    else
+    else if (s->validation_split > 0)
         json_object_set_new(doc, "validation_split", json_real(s->validation_split));
     json_t *layers = json_array();
     for (int i = 0; i <= s->n_layers; i++)
         json_array_append_new(layers, json_integer(s->layers[i]));
-    json_object_set_new(doc, "model",
-                        json_pack("{so ss ss sf}", "layers", layers, "activation",
-                                  spec_activation_name(s->activation), "output",
-                                  spec_output_name(s->output), "leaky_slope", s->leaky_slope));
+    json_t *model = json_pack("{so ss ss}", "layers", layers, "activation",
+                              spec_activation_name(s->activation), "output",
+                              spec_output_name(s->output));
+    if (s->activation == ACT_LEAKY_RELU)
+        json_object_set_new(model, "leaky_slope", json_real(s->leaky_slope));
+    json_object_set_new(doc, "model", model);
     json_object_set_new(doc, "loss", json_string(spec_loss_name(s->loss)));
-    const struct spec_optimizer *o = &s->optimizer;
-    json_object_set_new(doc, "optimizer",
-                        json_pack("{ss sf sf sf sb s[ff] sf sf sf sf sf}", "name",
-                                  spec_optim_name(o->name), "lr", o->lr, "momentum", o->momentum,
-                                  "dampening", o->dampening, "nesterov", o->nesterov, "betas",
-                                  o->beta1, o->beta2, "eps", o->eps, "weight_decay",
-                                  o->weight_decay, "alpha", o->alpha, "lr_decay", o->lr_decay,
-                                  "initial_accumulator_value", o->initial_accumulator));
+    json_object_set_new(doc, "optimizer", optimizer_to_json(&s->optimizer));
     json_object_set_new(doc, "regularization", json_pack("{sf sf}", "l1", s->l1, "l2", s->l2));
     json_object_set_new(doc, "batch_size", json_integer(s->batch_size));
     json_object_set_new(doc, "epochs", json_integer(s->epochs));
