@@ -23,6 +23,7 @@ struct trainer {
     int64_t job;        /* 0 = idle */
     double dispatched;  /* monotonic seconds when job was sent */
     bool cancel_sent;
+    double cancel_at;   /* monotonic seconds when CANCEL was last sent */
     double last_seen;   /* monotonic seconds */
     double last_sent;
     double since;       /* wall clock of HELLO */

@@ -221,6 +221,17 @@ void dispatch_resend(struct broker *b, struct trainer *t)
         store_job_free(&job);
         return;
     }
+    if (job.cancel_requested) {
+        /* Cancelled before the trainer ever had it: nothing to stop. */
+        if (broker_write(b) == 0 &&
+            store_job_set_cancelled(b->store, job.id, "cancelled before its trainer got it") != 0)
+            broker_store_failed(b, "cancel");
+        log_info("job %lld cancelled before trainer %s got it", (long long)job.id, t->name);
+        t->job = 0;
+        t->cancel_sent = false;
+        store_job_free(&job);
+        return;
+    }
     void *blob = NULL;
     size_t len = 0;
     char err[1024] = "";

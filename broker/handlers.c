@@ -173,6 +173,7 @@ static void on_cancel(struct broker *b, struct proto_msg *m)
             broker_reply(b, t->ident, t->ident_len, PROTO_CANCEL,
                          json_pack("{s:I}", "job", (json_int_t)id), NULL, 0);
             t->cancel_sent = true;
+            t->cancel_at = broker_mono();
             state = "cancelling";
         } else {
             dispatch_take_orphan(b, id);
@@ -261,12 +262,19 @@ static void on_hello(struct broker *b, struct proto_msg *m)
     /* The same socket saying HELLO again, or the same name on a new socket
      * (the trainer reconnected): the old entry's job follows the announcement. */
     struct trainer *old = trainers_find(b, m->ident, m->ident_len);
+    bool same_socket = old != NULL;
     if (!old)
         old = trainers_find_name(b, name);
     bool adopt_from_old = false;
+    int64_t undelivered = 0;
     if (old) {
         if (old->job && old->job == announced)
             adopt_from_old = true;
+        else if (old->job && same_socket && announced == 0)
+            /* HELLO repeats until WELCOME: on the same connection, no job
+             * announced means the WELCOME and the JOB were dropped, not that
+             * the job was lost. Send it again, no attempt counted. */
+            undelivered = old->job;
         else if (old->job)
             dispatch_lost(b, old->job, "its trainer restarted without it");
         trainers_remove(b, old);
@@ -316,10 +324,15 @@ static void on_hello(struct broker *b, struct proto_msg *m)
     }
     if (welcome)
         broker_reply(b, m->ident, m->ident_len, PROTO_WELCOME, welcome, NULL, 0);
+    if (undelivered) {
+        t->job = undelivered;
+        dispatch_resend(b, t);
+    }
     if (cancel) {
         broker_reply(b, m->ident, m->ident_len, PROTO_CANCEL,
                      json_pack("{s:I}", "job", (json_int_t)t->job), NULL, 0);
         t->cancel_sent = true;
+        t->cancel_at = broker_mono();
     }
     log_info("trainer %s (%s) connected%s", t->name, t->host, t->job ? ", busy" : ", idle");
     trainers_save(b, t, t->job ? "busy" : "idle");
@@ -343,7 +356,7 @@ static int owned_job(struct broker *b, struct trainer *t, struct proto_msg *m, i
 static void on_metrics(struct broker *b, struct trainer *t, struct proto_msg *m)
 {
     int64_t job, epoch, step;
-    char err[128];
+    char err[128] = "";
     if (owned_job(b, t, m, &job))
         return;
     json_t *values = json_object_get(m->body, "values");

@@ -90,6 +90,13 @@ double trainers_tick(struct broker *b, double now)
             trainers_remove(b, t);
             continue; /* the last one moved into slot i */
         }
+        /* A CANCEL the ROUTER dropped (a full or reconnected peer) would
+         * leave the job running to its end: repeat it until the DONE. */
+        if (t->job && t->cancel_sent && now - t->cancel_at >= b->expiry) {
+            broker_reply(b, t->ident, t->ident_len, PROTO_CANCEL,
+                         json_pack("{s:I}", "job", (json_int_t)t->job), NULL, 0);
+            t->cancel_at = now;
+        }
         if (now - t->last_sent >= b->interval)
             broker_reply(b, t->ident, t->ident_len, PROTO_HEARTBEAT, json_object(), NULL, 0);
         double d = t->last_sent + b->interval;
