@@ -591,7 +591,12 @@ int worker_main(const struct worker_opts *opts)
         /* Until welcomed, HELLO is the heartbeat: a lost HELLO must not leave
          * us heartbeating to a broker that thinks we are someone else. */
         if (io.dealer && now - io.last_sent >= io.interval) {
-            if (io.welcomed) {
+            if (io.welcomed && io.done.body) {
+                /* An unacknowledged DONE takes the heartbeat's place: one
+                 * lost on the way would else leave the job running at the
+                 * broker for ever. The broker acknowledges a repeat again. */
+                send_broker(&io, io.done.cmd, io.done.body, NULL, 0);
+            } else if (io.welcomed) {
                 /* The job we hold, so that a JOB the broker sent and we never
                  * got is noticed and sent again. */
                 json_t *hb =
