@@ -356,8 +356,9 @@ static void test_trainer_resends_done(void **state)
         if (strcmp(m.cmd, PROTO_HELLO) == 0 && !ident_len) {
             memcpy(ident, m.ident, m.ident_len);
             ident_len = m.ident_len;
-            proto_send(r, ident, ident_len, PROTO_WELCOME,
-                       json_pack("{s:i, s:i}", "heartbeat_ms", 100, "liveness", 3), NULL, 0, 0);
+            json_t *w = json_pack("{s:i, s:i}", "heartbeat_ms", 100, "liveness", 3);
+            proto_send(r, ident, ident_len, PROTO_WELCOME, w, NULL, 0, 0);
+            json_decref(w);
             json_t *job = json_pack("{s:i, s:i, s:o}", "job", 7, "attempt", 1, "spec",
                                     h_train_spec(data, 4, 2, 1, 1));
             proto_send(r, ident, ident_len, PROTO_JOB, job, NULL, 0, 0);
