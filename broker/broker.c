@@ -362,7 +362,18 @@ int broker_run(struct broker *b, volatile sig_atomic_t *stop)
     b->stopping = true;
     if (store_in_transaction(b->store) && store_commit(b->store) != 0)
         broker_store_failed(b, "commit");
-    flush_outbox(b);
+    if (b->store_error) {
+        /* The held pass was not committed: acknowledge none of it. */
+        store_rollback(b->store);
+        discard_outbox(b);
+    } else {
+        /* The last pass's OKs and ACKs are committed: give them a moment to
+         * leave (linger 0 would discard them at close and a client would
+         * think its acknowledged submission failed). */
+        int linger = 1000;
+        zmq_setsockopt(b->router, ZMQ_LINGER, &linger, sizeof linger);
+        flush_outbox(b);
+    }
     log_info("stopped%s", b->store_error ? " after a store failure" : "");
     return b->store_error;
 }
