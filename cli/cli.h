@@ -28,7 +28,8 @@ extern const struct cli_command cli_commands[];
 int cmd_config(int argc, char **argv);
 int cmd_dataset(int argc, char **argv);
 int cmd_up(int argc, char **argv);
-/* History (cmd_history.c, cmd_export.c; docs/history.md). */
+/* History (cmd_runs.c, cmd_show.c, cmd_metrics.c, cmd_compare.c, cmd_export.c,
+ * cmd_rm.c; history.c; docs/history.md). */
 int cmd_runs(int argc, char **argv);
 int cmd_show(int argc, char **argv);
 int cmd_metrics(int argc, char **argv);

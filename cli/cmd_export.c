@@ -133,72 +133,66 @@ static void export_usage(FILE *out)
             "  --json             print {\"run\", \"epoch\", \"step\", \"output\", \"layers\"}\n");
 }
 
+/* --output and --checkpoint. */
+struct export_args {
+    const char *output, *which;
+};
+
+static int export_option(void *ctx, int ch, const char *arg)
+{
+    struct export_args *a = ctx;
+    if (ch == 'o') a->output = arg;
+    if (ch == 'c') a->which = arg;
+    return HISTORY_PROCEED;
+}
+
 int cmd_export(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"output", required_argument, NULL, 'o'}, {"checkpoint", required_argument, NULL, 'c'},
-        {"db", required_argument, NULL, 'd'},     {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"output", required_argument, NULL, 'o'},
+        {"checkpoint", required_argument, NULL, 'c'},
+        {NULL, 0, NULL, 0},
     };
-    const char *output = NULL, *db = NULL, *which_text = "last";
-    bool json = false;
-    optind = 0;
-    int ch;
-    while ((ch = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
-        switch (ch) {
-        case 'o':
-            output = optarg;
-            break;
-        case 'c':
-            which_text = optarg;
-            break;
-        case 'd':
-            db = optarg;
-            break;
-        case 'j':
-            json = true;
-            break;
-        case 'h':
-            export_usage(stdout);
-            return EXIT_OK;
-        default:
-            export_usage(stderr);
-            return EXIT_USAGE;
-        }
-    }
+    struct export_args a = {.which = "last"};
+    const struct history_cmd cmd = {.name = "export",
+                                    .shortopts = "o:",
+                                    .opts = opts,
+                                    .no_csv = true,
+                                    .option = export_option,
+                                    .ctx = &a,
+                                    .usage = export_usage};
+    struct history_opts co;
+    int rc = history_args(&cmd, argc, argv, &co);
+    if (rc != HISTORY_PROCEED) return rc;
     int64_t id, epoch;
     enum store_ckpt_which which;
-    if (optind != argc - 1 || !output) {
+    if (co.argi != argc - 1 || !a.output) {
         export_usage(stderr);
         return EXIT_USAGE;
     }
-    if (!history_parse_id("export", argv[optind], &id)) return EXIT_USAGE;
-    if (store_ckpt_which_parse(which_text, &which, &epoch) != 0) {
+    if (!history_parse_id("export", argv[co.argi], &id)) return EXIT_USAGE;
+    if (store_ckpt_which_parse(a.which, &which, &epoch) != 0) {
         fprintf(stderr, "mlq export: --checkpoint: expected last, best or an epoch, got '%s'\n",
-                which_text);
+                a.which);
         return EXIT_USAGE;
     }
     struct store *s;
-    int rc = history_open("export", db, false, &s);
+    rc = history_open("export", co.db, false, &s);
     if (rc != EXIT_OK) return rc;
     struct store_job j = {0};
     struct store_checkpoint ck = {0};
     struct checkpoint c = {0};
     struct mlq_spec spec;
     char err[1024];
-    int ret = store_job_get(s, id, &j);
-    if (ret == -ENOENT) {
-        fprintf(stderr, "mlq export: no run %lld\n", (long long)id);
-        rc = EXIT_NOT_FOUND;
-        goto out;
-    }
-    if (ret == 0 && j.kind != JOB_TRAIN) {
+    rc = history_job_get("export", s, id, &j);
+    if (rc != EXIT_OK) goto out;
+    if (j.kind != JOB_TRAIN) {
         fprintf(stderr, "mlq export: run %lld is a %s job; export takes a train run\n",
                 (long long)id, spec_kind_name(j.kind));
         rc = EXIT_USAGE;
         goto out;
     }
-    if (ret == 0) ret = store_checkpoint_get(s, id, which, epoch, &ck);
+    int ret = store_checkpoint_get(s, id, which, epoch, &ck);
     if (ret == -ENOENT) {
         fprintf(stderr, "mlq export: %s\n", store_errmsg(s));
         rc = EXIT_NOT_FOUND;
@@ -220,27 +214,24 @@ int cmd_export(int argc, char **argv)
         rc = EXIT_FAILURE_GENERIC;
         goto out;
     }
-    if (export_hdf5(output, id, &c, &spec, err, sizeof err) != 0) {
+    if (export_hdf5(a.output, id, &c, &spec, err, sizeof err) != 0) {
         fprintf(stderr, "mlq export: %s\n", err);
         rc = EXIT_FAILURE_GENERIC;
         goto out;
     }
-    if (json) {
+    if (co.json) {
         json_t *o = json_object(), *l = json_array();
         for (int i = 0; i <= spec.n_layers; i++)
             json_array_append_new(l, json_integer(spec.layers[i]));
         json_object_set_new(o, "run", json_integer(id));
         json_object_set_new(o, "epoch", json_integer(c.epoch));
         json_object_set_new(o, "step", json_integer(c.step));
-        json_object_set_new(o, "output", json_string(output));
+        json_object_set_new(o, "output", json_string(a.output));
         json_object_set_new(o, "layers", l);
-        char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        if (text) puts(text);
-        free(text);
-        json_decref(o);
+        history_json_print(o); /* integers and strings only: as exact as before */
     } else {
         printf("exported run %lld (epoch %lld, step %lld) to %s\n", (long long)id,
-               (long long)c.epoch, (long long)c.step, output);
+               (long long)c.epoch, (long long)c.step, a.output);
     }
 
 out:

@@ -1,0 +1,181 @@
+/* mlq compare: the params and final metrics of runs side by side, rows
+ * that differ marked (docs/history.md). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "cli.h"
+#include "history.h"
+#include "store.h"
+
+#define COMPARE_MAX 16
+
+static void compare_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: mlq compare ID ID... [--db FILE] [--json | --csv]\n\n"
+            "Params and final metrics of up to %d runs side by side; rows that differ are\n"
+            "marked '*' (and highlighted on a terminal).\n\n%s"
+            "  --csv        section,key,value per run...,differs lines\n",
+            COMPARE_MAX, history_common_help);
+}
+
+struct crow {
+    char *section; /* "param" or "metric" */
+    char *key;
+    char *val[COMPARE_MAX]; /* NULL = absent */
+};
+
+static int crow_cmp(const void *a, const void *b)
+{
+    const struct crow *x = a, *y = b;
+    int c = strcmp(y->section, x->section); /* "param" before "metric" */
+    return c ? c : strcmp(x->key, y->key);
+}
+
+static struct crow *crow_get(struct crow **rows, size_t *n, size_t *cap, const char *section,
+                             const char *key)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp((*rows)[i].section, section) == 0 && strcmp((*rows)[i].key, key) == 0)
+            return &(*rows)[i];
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 32;
+        struct crow *p = realloc(*rows, ncap * sizeof *p);
+        if (!p) return NULL;
+        *rows = p;
+        *cap = ncap;
+    }
+    struct crow *r = &(*rows)[(*n)++];
+    memset(r, 0, sizeof *r);
+    r->section = strdup(section);
+    r->key = strdup(key);
+    return r;
+}
+
+int cmd_compare(int argc, char **argv)
+{
+    const struct history_cmd cmd = {.name = "compare", .usage = compare_usage};
+    struct history_opts co;
+    int rc = history_args(&cmd, argc, argv, &co);
+    if (rc != HISTORY_PROCEED) return rc;
+    int nruns = argc - co.argi;
+    if (nruns < 1 || nruns > COMPARE_MAX) {
+        compare_usage(stderr);
+        return EXIT_USAGE;
+    }
+    int64_t ids[COMPARE_MAX];
+    if (!history_parse_ids("compare", argv + co.argi, nruns, ids)) return EXIT_USAGE;
+    struct store *s;
+    rc = history_open("compare", co.db, false, &s);
+    if (rc != EXIT_OK) return rc;
+
+    struct crow *rows = NULL;
+    size_t nrows = 0, cap = 0;
+    for (int r = 0; r < nruns && rc == EXIT_OK; r++) {
+        struct store_job j;
+        rc = history_job_get("compare", s, ids[r], &j);
+        if (rc != EXIT_OK) break;
+        struct store_param *p = NULL;
+        struct store_metric *m = NULL;
+        size_t np = 0, nm = 0;
+        int ret = store_params_list(s, ids[r], &p, &np);
+        if (ret == 0) ret = store_metrics_final(s, ids[r], &m, &nm);
+        if (ret != 0) {
+            fprintf(stderr, "mlq compare: %s\n", store_errmsg(s));
+            rc = EXIT_FAILURE_GENERIC;
+        }
+        struct crow *c;
+        if (ret == 0 && (c = crow_get(&rows, &nrows, &cap, "param", "state")))
+            c->val[r] = strdup(store_state_name(j.state));
+        for (size_t i = 0; ret == 0 && i < np; i++)
+            if ((c = crow_get(&rows, &nrows, &cap, "param", p[i].key)))
+                c->val[r] = strdup(p[i].value);
+        for (size_t i = 0; ret == 0 && i < nm; i++) {
+            char v[32];
+            snprintf(v, sizeof v, "%.6g", m[i].value);
+            if ((c = crow_get(&rows, &nrows, &cap, "metric", m[i].key))) c->val[r] = strdup(v);
+        }
+        store_params_free(p, np);
+        store_metrics_free(m, nm);
+        store_job_free(&j);
+    }
+    if (rc != EXIT_OK) goto out;
+    qsort(rows, nrows, sizeof *rows, crow_cmp);
+
+    if (co.json) {
+        json_t *o = json_object(), *ja = json_array(), *jr = json_array();
+        for (int r = 0; r < nruns; r++)
+            json_array_append_new(ja, json_integer(ids[r]));
+        json_object_set_new(o, "runs", ja);
+        for (size_t i = 0; i < nrows; i++) {
+            json_t *x = json_object(), *vals = json_array();
+            bool differs = false;
+            for (int r = 0; r < nruns; r++) {
+                const char *v = rows[i].val[r];
+                differs |= (v == NULL) != (rows[i].val[0] == NULL) ||
+                           (v && rows[i].val[0] && strcmp(v, rows[i].val[0]) != 0);
+                json_array_append_new(vals, !v ? json_null()
+                                            : strcmp(rows[i].section, "metric") == 0
+                                                ? history_json_num(strtod(v, NULL))
+                                                : json_string(v));
+            }
+            json_object_set_new(x, "section", json_string(rows[i].section));
+            json_object_set_new(x, "key", json_string(rows[i].key));
+            json_object_set_new(x, "values", vals);
+            json_object_set_new(x, "differs", json_boolean(differs));
+            json_array_append_new(jr, x);
+        }
+        json_object_set_new(o, "rows", jr);
+        history_json_print(o);
+        goto out;
+    }
+    struct history_table t;
+    history_table_init(&t, nruns + 2);
+    char heads[COMPARE_MAX][32];
+    t.head[0] = "";
+    t.head[1] = "KEY";
+    for (int r = 0; r < nruns; r++) {
+        snprintf(heads[r], sizeof heads[r], "run %lld", (long long)ids[r]);
+        t.head[r + 2] = heads[r];
+    }
+    for (size_t i = 0; i < nrows; i++) {
+        bool differs = false;
+        char *row[COMPARE_MAX + 2];
+        for (int r = 0; r < nruns; r++) {
+            const char *v = rows[i].val[r];
+            differs |= (v == NULL) != (rows[i].val[0] == NULL) ||
+                       (v && rows[i].val[0] && strcmp(v, rows[i].val[0]) != 0);
+            row[r + 2] = v ? (char *)v : "-";
+        }
+        char key[300];
+        snprintf(key, sizeof key, "%s%s", strcmp(rows[i].section, "metric") == 0 ? "metric " : "",
+                 rows[i].key);
+        row[0] = differs ? "*" : "";
+        row[1] = key;
+        if (co.csv) {
+            history_csv_field(rows[i].section, false);
+            history_csv_field(rows[i].key, false);
+            for (int r = 0; r < nruns; r++)
+                history_csv_field(rows[i].val[r] ? rows[i].val[r] : "", false);
+            history_csv_field(differs ? "1" : "0", true);
+        } else {
+            history_table_add(&t, row, differs);
+        }
+    }
+    if (!co.csv) history_table_print(&t);
+    history_table_free(&t);
+
+out:
+    for (size_t i = 0; i < nrows; i++) {
+        free(rows[i].section);
+        free(rows[i].key);
+        for (int r = 0; r < COMPARE_MAX; r++)
+            free(rows[i].val[r]);
+    }
+    free(rows);
+    store_close(&s);
+    return rc;
+}
