@@ -116,7 +116,7 @@ const char history_common_help[] = "  --db FILE    the database (default: $MLQ_D
                                    "  --json       one JSON document (keys: docs/history.md)\n";
 
 enum { OPT_DB = 1000, OPT_JSON, OPT_CSV };
-#define HISTORY_MAX_OPTS 16
+#define HISTORY_MAX_OPTS 16 /* a command's own long options, at most */
 
 int history_args(const struct history_cmd *cmd, int argc, char **argv, struct history_opts *o)
 {
@@ -155,12 +155,13 @@ int history_args(const struct history_cmd *cmd, int argc, char **argv, struct hi
         case 'h':
             cmd->usage(stdout);
             return EXIT_OK;
-        case '?':
-        case ':':
-            cmd->usage(stderr);
-            return EXIT_USAGE;
         default: {
-            int rc = cmd->option ? cmd->option(cmd->ctx, ch, optarg) : EXIT_USAGE;
+            /* '?': an unknown option or a missing argument (getopt said which). */
+            if (ch == '?' || !cmd->option) {
+                cmd->usage(stderr);
+                return EXIT_USAGE;
+            }
+            int rc = cmd->option(cmd->ctx, ch, optarg);
             if (rc != HISTORY_PROCEED) return rc;
         }
         }
