@@ -674,7 +674,7 @@ int store_gc(struct store *s, const struct store_gc_opts *o, int64_t *deleted)
     }
     if (ret < 0 || n == 0 || o->dry_run) {
         /* Both queries may pick the same run: count distinct ids. */
-        qsort(ids, n, sizeof *ids, cmp_id);
+        if (n) qsort(ids, n, sizeof *ids, cmp_id); /* ids is NULL when n == 0 */
         for (size_t i = 0; i < n; i++)
             *deleted += i == 0 || ids[i] != ids[i - 1];
         free(ids);

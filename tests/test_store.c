@@ -770,6 +770,10 @@ static void test_gc(void **state)
     assert_int_equal(store_job_get(f->s, ids[5], &j), 0); /* the newest finished stays */
     store_job_free(&j);
     assert_int_equal(store_job_get(f->s, ids[4], &j), -ENOENT);
+    /* Nothing left to collect: zero deleted, no error. */
+    struct store_gc_opts keep100 = {.keep = 100};
+    assert_int_equal(store_gc(f->s, &keep100, &deleted), 0);
+    assert_int_equal(deleted, 0);
     int64_t counts[STORE_N_STATES];
     assert_int_equal(store_job_count_by_state(f->s, counts), 0);
     assert_int_equal(counts[STORE_QUEUED], 1);
