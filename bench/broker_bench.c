@@ -61,15 +61,17 @@ static pid_t start_broker(const char *dir, const char *endpoint, int heartbeat_m
     char db[600];
     snprintf(db, sizeof db, "%s/mlq.db", dir);
     pid_t pid = fork();
-    if (pid < 0)
-        die("fork");
-    if (pid > 0)
-        return pid;
+    if (pid < 0) die("fork");
+    if (pid > 0) return pid;
     struct sigaction sa = {.sa_handler = on_term};
     sigaction(SIGTERM, &sa, NULL);
     log_set_level(LOG_LVL_WARN); /* a line per job would be what we measure */
-    struct broker_opts o = {.db_path = db, .bind = endpoint, .heartbeat_ms = heartbeat_ms,
-                            .liveness = 3, .checkpoint_keep = -1, .sync_normal = sync_normal};
+    struct broker_opts o = {.db_path = db,
+                            .bind = endpoint,
+                            .heartbeat_ms = heartbeat_ms,
+                            .liveness = 3,
+                            .checkpoint_keep = -1,
+                            .sync_normal = sync_normal};
     struct broker *b;
     char err[512];
     if (broker_open(&b, &o, err, sizeof err) != 0) {
@@ -92,16 +94,15 @@ static double proc_cpu_s(pid_t pid)
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
+    if (!f) return 0;
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = '\0';
     char *p = strrchr(buf, ')');
     unsigned long ut = 0, st = 0;
-    /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
-    if (p)
-        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st);
+    /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+     */
+    if (p) sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st);
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
@@ -111,11 +112,9 @@ static long proc_rss_kb(pid_t pid)
     snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
     FILE *f = fopen(path, "r");
     long kb = 0;
-    if (!f)
-        return 0;
+    if (!f) return 0;
     while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld", &kb) == 1)
-            break;
+        if (sscanf(line, "VmRSS: %ld", &kb) == 1) break;
     fclose(f);
     return kb;
 }
@@ -126,11 +125,11 @@ struct sim {
     void *zctx;
     const char *endpoint;
     int k;
-    int64_t m;           /* jobs expected */
-    int64_t base;        /* first job id of the phase */
-    double *t_dispatch;  /* (m) JOB arrival */
-    atomic_llong done;   /* ACKs received */
-    atomic_int ready;    /* trainers welcomed */
+    int64_t m;          /* jobs expected */
+    int64_t base;       /* first job id of the phase */
+    double *t_dispatch; /* (m) JOB arrival */
+    atomic_llong done;  /* ACKs received */
+    atomic_int ready;   /* trainers welcomed */
     atomic_int stop;
     int heartbeat_ms;
 };
@@ -141,17 +140,15 @@ static void *sim_thread(void *arg)
     void **socks = calloc((size_t)s->k, sizeof *socks);
     zmq_pollitem_t *items = calloc((size_t)s->k, sizeof *items);
     double *last_sent = calloc((size_t)s->k, sizeof *last_sent);
-    if (!socks || !items || !last_sent)
-        die("calloc");
+    if (!socks || !items || !last_sent) die("calloc");
     for (int i = 0; i < s->k; i++) {
         socks[i] = zmq_socket(s->zctx, ZMQ_DEALER);
         proto_socket_setup(socks[i], 0);
-        if (zmq_connect(socks[i], s->endpoint) != 0)
-            die("connect");
+        if (zmq_connect(socks[i], s->endpoint) != 0) die("connect");
         char name[32];
         snprintf(name, sizeof name, "sim-%d", i);
-        json_t *hello = json_pack("{s:s, s:s, s:s}", "name", name, "host", "bench", "version",
-                                  "bench");
+        json_t *hello =
+            json_pack("{s:s, s:s, s:s}", "name", name, "host", "bench", "version", "bench");
         proto_send(socks[i], NULL, 0, PROTO_HELLO, hello, NULL, 0, 0);
         json_decref(hello);
         last_sent[i] = now_s();
@@ -162,8 +159,7 @@ static void *sim_thread(void *arg)
         int n = zmq_poll(items, s->k, 50);
         double t = now_s();
         for (int i = 0; n > 0 && i < s->k; i++) {
-            if (!(items[i].revents & ZMQ_POLLIN))
-                continue;
+            if (!(items[i].revents & ZMQ_POLLIN)) continue;
             struct proto_msg m;
             char err[128];
             while (proto_recv(socks[i], false, &m, ZMQ_DONTWAIT, err, sizeof err) == 0) {
@@ -172,10 +168,9 @@ static void *sim_thread(void *arg)
                 } else if (!strcmp(m.cmd, PROTO_JOB)) {
                     int64_t id = json_integer_value(json_object_get(m.body, "job"));
                     int64_t idx = id - s->base;
-                    if (idx >= 0 && idx < s->m && s->t_dispatch)
-                        s->t_dispatch[idx] = now_s();
-                    json_t *done = json_pack("{s:I, s:s}", "job", (json_int_t)id, "state",
-                                             "succeeded");
+                    if (idx >= 0 && idx < s->m && s->t_dispatch) s->t_dispatch[idx] = now_s();
+                    json_t *done =
+                        json_pack("{s:I, s:s}", "job", (json_int_t)id, "state", "succeeded");
                     proto_send(socks[i], NULL, 0, PROTO_DONE, done, NULL, 0, 0);
                     json_decref(done);
                     last_sent[i] = t;
@@ -199,44 +194,39 @@ static void *sim_thread(void *arg)
     return NULL;
 }
 
-/* ---- the producer ------------------------------------------------------------------------------- */
+/* ---- the producer -------------------------------------------------------------------------------
+ */
 
 static json_t *tiny_spec(void)
 {
-    return json_pack("{s:{s:s, s:{s:s}, s:{s:[i,i]}, s:i}}", "spec", "kind", "train",
-                     "dataset", "path", "/nonexistent/bench.h5", "model", "layers", 2, 2,
-                     "epochs", 1);
+    return json_pack("{s:{s:s, s:{s:s}, s:{s:[i,i]}, s:i}}", "spec", "kind", "train", "dataset",
+                     "path", "/nonexistent/bench.h5", "model", "layers", 2, 2, "epochs", 1);
 }
 
 /* Submits m jobs keeping up to window requests in flight; t_submit[i] is when
  * job base+i was sent (ids are assigned in order on a fresh queue). */
-static int64_t produce(void *zctx, const char *endpoint, int64_t m, int window,
-                       double *t_submit)
+static int64_t produce(void *zctx, const char *endpoint, int64_t m, int window, double *t_submit)
 {
     void *d = zmq_socket(zctx, ZMQ_DEALER);
     proto_socket_setup(d, 0);
-    if (zmq_connect(d, endpoint) != 0)
-        die("connect");
+    if (zmq_connect(d, endpoint) != 0) die("connect");
     json_t *spec = tiny_spec();
     int64_t sent = 0, acked = 0, first_id = 0;
     while (acked < m) {
         while (sent < m && sent - acked < window) {
-            if (t_submit)
-                t_submit[sent] = now_s();
+            if (t_submit) t_submit[sent] = now_s();
             proto_send(d, NULL, 0, PROTO_SUBMIT, spec, NULL, 0, 0);
             sent++;
         }
         struct proto_msg r;
         char err[128];
-        if (proto_recv(d, false, &r, 0, err, sizeof err) != 0)
-            die("recv");
+        if (proto_recv(d, false, &r, 0, err, sizeof err) != 0) die("recv");
         if (strcmp(r.cmd, PROTO_OK) != 0) {
             fprintf(stderr, "broker_bench: submit refused: %s\n",
                     json_string_value(json_object_get(r.body, "error")));
             exit(1);
         }
-        if (!first_id)
-            first_id = json_integer_value(json_object_get(r.body, "id"));
+        if (!first_id) first_id = json_integer_value(json_object_get(r.body, "id"));
         acked++;
         proto_msg_clear(&r);
     }
@@ -264,8 +254,13 @@ static void run_mlq(const char *dir, int k, int64_t m, int window, struct mlq_re
     void *zctx = zmq_ctx_new();
     double *t_submit = calloc((size_t)m, sizeof *t_submit);
     double *t_dispatch = calloc((size_t)m, sizeof *t_dispatch);
-    struct sim s = {.zctx = zctx, .endpoint = endpoint, .k = k, .m = m, .base = 1,
-                    .t_dispatch = t_dispatch, .heartbeat_ms = 1000};
+    struct sim s = {.zctx = zctx,
+                    .endpoint = endpoint,
+                    .k = k,
+                    .m = m,
+                    .base = 1,
+                    .t_dispatch = t_dispatch,
+                    .heartbeat_ms = 1000};
     pthread_t th;
     pthread_create(&th, NULL, sim_thread, &s);
     while (atomic_load(&s.ready) < k)
@@ -332,13 +327,14 @@ static void run_rss(const char *dir, int64_t n)
     void *zctx = zmq_ctx_new();
     double t0 = now_s();
     produce(zctx, endpoint, n, 256, NULL);
-    printf("rss: %lld jobs queued in %.1f s; broker RSS %.1f MB (target < 50 MB)\n",
-           (long long)n, now_s() - t0, (double)proc_rss_kb(broker) / 1024.0);
+    printf("rss: %lld jobs queued in %.1f s; broker RSS %.1f MB (target < 50 MB)\n", (long long)n,
+           now_s() - t0, (double)proc_rss_kb(broker) / 1024.0);
     stop_broker(broker);
     zmq_ctx_term(zctx);
 }
 
-/* ---- beanstalkd ------------------------------------------------------------------------------- */
+/* ---- beanstalkd -------------------------------------------------------------------------------
+ */
 
 struct conn {
     int fd;
@@ -352,8 +348,7 @@ static int tcp_connect(int port)
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     for (int i = 0; i < 200; i++) {
-        if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0)
-            return fd;
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) return fd;
         usleep(10000);
     }
     die("connect to beanstalkd");
@@ -364,8 +359,7 @@ static void send_all(int fd, const char *p, size_t n)
 {
     while (n) {
         ssize_t w = write(fd, p, n);
-        if (w <= 0)
-            die("write");
+        if (w <= 0) die("write");
         p += w;
         n -= (size_t)w;
     }
@@ -384,8 +378,7 @@ static void read_line(struct conn *c, char *out, size_t outlen)
             return;
         }
         ssize_t r = read(c->fd, c->buf + c->len, sizeof c->buf - c->len);
-        if (r <= 0)
-            die("read");
+        if (r <= 0) die("read");
         c->len += (size_t)r;
     }
 }
@@ -485,21 +478,32 @@ int main(int argc, char **argv)
     int64_t m = 20000;
     bool full = false;
     static const struct option longopts[] = {
-        {"jobs", required_argument, NULL, 'm'}, {"trainers", required_argument, NULL, 'k'},
+        {"jobs", required_argument, NULL, 'm'},   {"trainers", required_argument, NULL, 'k'},
         {"window", required_argument, NULL, 'w'}, {"idle", required_argument, NULL, 'i'},
-        {"full", no_argument, NULL, 'f'},        {"help", no_argument, NULL, 'h'},
-        {"sync-normal", no_argument, NULL, 's'},
-        {NULL, 0, NULL, 0},
+        {"full", no_argument, NULL, 'f'},         {"help", no_argument, NULL, 'h'},
+        {"sync-normal", no_argument, NULL, 's'},  {NULL, 0, NULL, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
-        case 'm': m = atoll(optarg); break;
-        case 'k': k = atoi(optarg); break;
-        case 'w': window = atoi(optarg); break;
-        case 'i': idle = atoi(optarg); break;
-        case 'f': full = true; break;
-        case 's': sync_normal = 1; break;
+        case 'm':
+            m = atoll(optarg);
+            break;
+        case 'k':
+            k = atoi(optarg);
+            break;
+        case 'w':
+            window = atoi(optarg);
+            break;
+        case 'i':
+            idle = atoi(optarg);
+            break;
+        case 'f':
+            full = true;
+            break;
+        case 's':
+            sync_normal = 1;
+            break;
         default:
             printf("usage: broker_bench [--jobs M] [--trainers K] [--window W] [--idle N] "
                    "[--full] [--sync-normal]\n");
@@ -512,8 +516,7 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     char dir[] = "/tmp/mlq-broker-bench-XXXXXX";
-    if (!mkdtemp(dir))
-        die("mkdtemp");
+    if (!mkdtemp(dir)) die("mkdtemp");
 
     struct mlq_result r;
     run_mlq(dir, k, m, window, &r);
@@ -529,13 +532,10 @@ int main(int argc, char **argv)
     } else {
         printf("beanstalkd: not installed (apt-get install beanstalkd), comparison skipped\n");
     }
-    if (idle > 0)
-        run_idle(dir, idle, 5.0);
-    if (full)
-        run_rss(dir, 100000);
+    if (idle > 0) run_idle(dir, idle, 5.0);
+    if (full) run_rss(dir, 100000);
     char cmd[700];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "broker_bench: cannot remove %s\n", dir);
+    if (system(cmd) != 0) fprintf(stderr, "broker_bench: cannot remove %s\n", dir);
     return 0;
 }

@@ -13,9 +13,9 @@
 #include "log.h"
 #include "notify.h"
 
-#define RECV_BATCH 4096   /* messages handled per pass before housekeeping */
-#define DROP_LOG_PER_S 10 /* malformed-message warnings per second */
-#define COMMIT_DELAY_S 0.001 /* longest an ACK waits for a pass with an urgent reply */
+#define RECV_BATCH 4096            /* messages handled per pass before housekeeping */
+#define DROP_LOG_PER_S 10          /* malformed-message warnings per second */
+#define COMMIT_DELAY_S 0.001       /* longest an ACK waits for a pass with an urgent reply */
 #define WAL_CHECKPOINT_PAGES 1000  /* checkpoint when nothing waits and the WAL is this big */
 #define WAL_CHECKPOINT_FORCE 20000 /* or at once, however busy (~80 MB of WAL) */
 
@@ -28,19 +28,16 @@ double broker_mono(void)
 
 int broker_write(struct broker *b)
 {
-    if (store_in_transaction(b->store))
-        return 0;
+    if (store_in_transaction(b->store)) return 0;
     int rc = store_begin(b->store);
-    if (rc)
-        broker_store_failed(b, "begin");
+    if (rc) broker_store_failed(b, "begin");
     return rc;
 }
 
 void broker_store_failed(struct broker *b, const char *what)
 {
     log_error("store: %s: %s", what, store_errmsg(b->store));
-    if (!b->store_error)
-        b->store_error = -EIO;
+    if (!b->store_error) b->store_error = -EIO;
 }
 
 /* The next outbox slot, or NULL when out of memory. */
@@ -65,16 +62,14 @@ static struct outmsg *outbox_slot(struct broker *b, const unsigned char *ident, 
     o->text = NULL;
     o->bin = NULL;
     o->bin_len = 0;
-    if (strcmp(cmd, PROTO_ACK) != 0 && strcmp(cmd, PROTO_HEARTBEAT) != 0)
-        b->urgent = true;
+    if (strcmp(cmd, PROTO_ACK) != 0 && strcmp(cmd, PROTO_HEARTBEAT) != 0) b->urgent = true;
     struct trainer *t = trainers_find(b, ident, ident_len);
-    if (t)
-        t->last_sent = broker_mono();
+    if (t) t->last_sent = broker_mono();
     return o;
 }
 
-void broker_reply(struct broker *b, const unsigned char *ident, size_t ident_len,
-                  const char *cmd, json_t *body, void *bin, size_t bin_len)
+void broker_reply(struct broker *b, const unsigned char *ident, size_t ident_len, const char *cmd,
+                  json_t *body, void *bin, size_t bin_len)
 {
     struct outmsg *o = outbox_slot(b, ident, ident_len, cmd);
     if (!o) {
@@ -97,8 +92,7 @@ void broker_reply_textf(struct broker *b, const unsigned char *ident, size_t ide
     va_end(ap);
     struct outmsg *o = n < 0 ? NULL : outbox_slot(b, ident, ident_len, cmd);
     if (!o) {
-        if (n >= 0)
-            free(text);
+        if (n >= 0) free(text);
         free(bin);
         return;
     }
@@ -177,21 +171,16 @@ int broker_open(struct broker **out, const struct broker_opts *opts, char *err, 
         return -ENOMEM;
     }
     b->opts = *opts;
-    if (!b->opts.bind)
-        b->opts.bind = BROKER_DEFAULT_BIND;
-    if (b->opts.heartbeat_ms <= 0)
-        b->opts.heartbeat_ms = BROKER_HEARTBEAT_MS;
-    if (b->opts.liveness <= 0)
-        b->opts.liveness = BROKER_LIVENESS;
+    if (!b->opts.bind) b->opts.bind = BROKER_DEFAULT_BIND;
+    if (b->opts.heartbeat_ms <= 0) b->opts.heartbeat_ms = BROKER_HEARTBEAT_MS;
+    if (b->opts.liveness <= 0) b->opts.liveness = BROKER_LIVENESS;
     b->interval = b->opts.heartbeat_ms / 1000.0;
     b->expiry = b->interval * b->opts.liveness;
 
     int rc = store_open(&b->store, opts->db_path,
                         STORE_CREATE | (opts->sync_normal ? STORE_SYNC_NORMAL : 0), err, errlen);
-    if (rc)
-        goto fail;
-    if (opts->checkpoint_keep >= 0)
-        store_set_retention(b->store, opts->checkpoint_keep);
+    if (rc) goto fail;
+    if (opts->checkpoint_keep >= 0) store_set_retention(b->store, opts->checkpoint_keep);
     store_wal_manual(b->store); /* see wal_checkpoint */
 
     b->zctx = zmq_ctx_new();
@@ -234,17 +223,14 @@ fail:
 
 void broker_close(struct broker **pb)
 {
-    if (!pb || !*pb)
-        return;
+    if (!pb || !*pb) return;
     struct broker *b = *pb;
     discard_outbox(b);
     free(b->out);
     trainers_free(b);
     free(b->orphans);
-    if (b->router)
-        zmq_close(b->router);
-    if (b->zctx)
-        zmq_ctx_term(b->zctx);
+    if (b->router) zmq_close(b->router);
+    if (b->zctx) zmq_ctx_term(b->zctx);
     store_close(&b->store);
     free(b);
     *pb = NULL;
@@ -261,8 +247,7 @@ const char *broker_endpoint(const struct broker *b)
 static void wal_checkpoint(struct broker *b, bool idle)
 {
     int pages = store_wal_pages(b->store);
-    if (pages < (idle ? 1 : WAL_CHECKPOINT_PAGES) || store_in_transaction(b->store))
-        return;
+    if (pages < (idle ? 1 : WAL_CHECKPOINT_PAGES) || store_in_transaction(b->store)) return;
     if (pages < WAL_CHECKPOINT_FORCE && !idle) {
         int events = 0;
         size_t len = sizeof events;
@@ -275,8 +260,7 @@ static void wal_checkpoint(struct broker *b, bool idle)
 
 static void report_status(struct broker *b)
 {
-    if (!getenv("NOTIFY_SOCKET"))
-        return; /* not under systemd: spare the count over every job */
+    if (!getenv("NOTIFY_SOCKET")) return; /* not under systemd: spare the count over every job */
     int64_t counts[STORE_N_STATES] = {0};
     if (store_job_count_by_state(b->store, counts) == 0)
         notify_status("%lld queued, %lld running, %zu trainers", (long long)counts[STORE_QUEUED],
@@ -295,22 +279,19 @@ int broker_run(struct broker *b, volatile sig_atomic_t *stop)
         double until = b->commit_by && b->commit_by < deadline ? b->commit_by : deadline;
         long timeout_ms = until > now ? (long)((until - now) * 1000.0) + 1 : 0;
         uint64_t wd = notify_watchdog_usec();
-        if (wd && timeout_ms > (long)(wd / 2000))
-            timeout_ms = (long)(wd / 2000);
+        if (wd && timeout_ms > (long)(wd / 2000)) timeout_ms = (long)(wd / 2000);
         zmq_pollitem_t item = {.socket = b->router, .events = ZMQ_POLLIN};
         int n = zmq_poll(&item, 1, timeout_ms);
         if (n < 0 && errno != EINTR) {
             log_errno(errno, "zmq_poll");
             break;
         }
-        if (*stop)
-            break;
+        if (*stop) break;
         for (int i = 0; n > 0 && i < RECV_BATCH; i++) {
             struct proto_msg m;
             char err[256];
             int rc = proto_recv(b->router, true, &m, ZMQ_DONTWAIT, err, sizeof err);
-            if (rc == -EAGAIN)
-                break;
+            if (rc == -EAGAIN) break;
             if (rc == -EPROTO) {
                 broker_drop_log(b, "%s", err);
                 continue;
@@ -325,17 +306,13 @@ int broker_run(struct broker *b, volatile sig_atomic_t *stop)
         now = broker_mono();
         deadline = now + b->interval;
         double d = trainers_tick(b, now);
-        if (d < deadline)
-            deadline = d;
+        if (d < deadline) deadline = d;
         d = dispatch_tick(b, now);
-        if (d < deadline)
-            deadline = d;
-        if (!b->stopping)
-            dispatch_run(b);
+        if (d < deadline) deadline = d;
+        if (!b->stopping) dispatch_run(b);
         if (store_in_transaction(b->store)) {
             now = broker_mono();
-            if (!b->commit_by)
-                b->commit_by = now + COMMIT_DELAY_S;
+            if (!b->commit_by) b->commit_by = now + COMMIT_DELAY_S;
             if ((b->urgent || now >= b->commit_by) && store_commit(b->store) != 0)
                 broker_store_failed(b, "commit");
         }

@@ -16,12 +16,12 @@
 #define BROKER_LIVENESS 3
 
 struct broker_opts {
-    const char *db_path;  /* required */
-    const char *bind;     /* NULL: BROKER_DEFAULT_BIND */
-    int heartbeat_ms;     /* <= 0: BROKER_HEARTBEAT_MS */
-    int liveness;         /* missed heartbeats before a trainer is dead; <= 0: BROKER_LIVENESS */
-    int checkpoint_keep;  /* checkpoints kept per run (plus the best); < 0: store default */
-    int sync_normal;      /* non-zero: synchronous=NORMAL (faster, not power-loss safe) */
+    const char *db_path;   /* required */
+    const char *bind;      /* NULL: BROKER_DEFAULT_BIND */
+    int heartbeat_ms;      /* <= 0: BROKER_HEARTBEAT_MS */
+    int liveness;          /* missed heartbeats before a trainer is dead; <= 0: BROKER_LIVENESS */
+    int checkpoint_keep;   /* checkpoints kept per run (plus the best); < 0: store default */
+    int sync_normal;       /* non-zero: synchronous=NORMAL (faster, not power-loss safe) */
     long long max_message; /* bytes in one frame (ZMQ_MAXMSGSIZE); <= 0: PROTO_MAX_MSG */
 };
 

@@ -23,10 +23,10 @@ struct trainer {
     int64_t job;        /* 0 = idle */
     double dispatched;  /* monotonic seconds when job was sent */
     bool cancel_sent;
-    double cancel_at;   /* monotonic seconds when CANCEL was last sent */
-    double last_seen;   /* monotonic seconds */
+    double cancel_at; /* monotonic seconds when CANCEL was last sent */
+    double last_seen; /* monotonic seconds */
     double last_sent;
-    double since;       /* wall clock of HELLO */
+    double since; /* wall clock of HELLO */
 };
 
 /* A running job found at start-up, waiting for its trainer to re-announce it. */
@@ -81,8 +81,8 @@ double broker_mono(void);
 /* broker.c */
 int broker_write(struct broker *b); /* opens the pass's transaction if needed */
 void broker_store_failed(struct broker *b, const char *what);
-void broker_reply(struct broker *b, const unsigned char *ident, size_t ident_len,
-                  const char *cmd, json_t *body, void *bin, size_t bin_len); /* steals body, bin */
+void broker_reply(struct broker *b, const unsigned char *ident, size_t ident_len, const char *cmd,
+                  json_t *body, void *bin, size_t bin_len); /* steals body, bin */
 /* The same with the body as JSON text, printf-style (one object). */
 void broker_reply_textf(struct broker *b, const unsigned char *ident, size_t ident_len,
                         const char *cmd, void *bin, size_t bin_len, const char *fmt, ...)
@@ -103,8 +103,8 @@ double trainers_tick(struct broker *b, double now);
 void trainers_free(struct broker *b);
 
 /* dispatch.c */
-int dispatch_recover(struct broker *b);  /* start-up: running jobs become orphans */
-void dispatch_run(struct broker *b);     /* queued jobs to idle trainers */
+int dispatch_recover(struct broker *b); /* start-up: running jobs become orphans */
+void dispatch_run(struct broker *b);    /* queued jobs to idle trainers */
 /* Sends t's job again: its heartbeat says it never got it (a reply can be
  * dropped when the trainer's queue is full). */
 void dispatch_resend(struct broker *b, struct trainer *t);

@@ -15,8 +15,7 @@ int dispatch_recover(struct broker *b)
     int64_t *ids = NULL;
     size_t n = 0;
     int rc = store_job_ids_by_state(b->store, STORE_RUNNING, &ids, &n);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     if (n) {
         b->orphans = calloc(n, sizeof *b->orphans);
         if (!b->orphans) {
@@ -57,8 +56,7 @@ double dispatch_tick(struct broker *b, double now)
             dispatch_lost(b, job, "its trainer did not re-announce it after a broker restart");
             continue;
         }
-        if (b->orphans[i].deadline < next)
-            next = b->orphans[i].deadline;
+        if (b->orphans[i].deadline < next) next = b->orphans[i].deadline;
         i++;
     }
     return next;
@@ -67,10 +65,8 @@ double dispatch_tick(struct broker *b, double now)
 void dispatch_lost(struct broker *b, int64_t id, const char *reason)
 {
     struct store_job job;
-    if (store_job_get(b->store, id, &job) != 0)
-        return;
-    if (job.state != STORE_RUNNING || broker_write(b))
-        goto out;
+    if (store_job_get(b->store, id, &job) != 0) return;
+    if (job.state != STORE_RUNNING || broker_write(b)) goto out;
     int rc;
     if (job.cancel_requested) {
         rc = store_job_set_cancelled(b->store, id, reason);
@@ -85,8 +81,7 @@ void dispatch_lost(struct broker *b, int64_t id, const char *reason)
                  job.max_attempts, reason);
         rc = store_job_requeue(b->store, id, reason);
     }
-    if (rc)
-        broker_store_failed(b, "lost job");
+    if (rc) broker_store_failed(b, "lost job");
 out:
     store_job_free(&job);
 }
@@ -96,27 +91,24 @@ static struct trainer *idle_trainer(struct broker *b)
     struct trainer *best = NULL;
     for (size_t i = 0; i < b->n_trainers; i++) {
         struct trainer *t = &b->trainers[i];
-        if (!t->job && t->name[0] && (!best || t->last_seen < best->last_seen))
-            best = t;
+        if (!t->job && t->name[0] && (!best || t->last_seen < best->last_seen)) best = t;
     }
     return best;
 }
 
 /* The checkpoint a job starts from: a train job's latest (resume), an eval or
  * predict job's chosen one of its run. -ENOENT: none (a fresh train job). */
-static int job_checkpoint(struct broker *b, const struct store_job *job, void **blob,
-                          size_t *len, char *err, size_t errlen)
+static int job_checkpoint(struct broker *b, const struct store_job *job, void **blob, size_t *len,
+                          char *err, size_t errlen)
 {
     struct store_checkpoint c = {0};
     int rc;
     if (job->kind == JOB_TRAIN) {
-        if (job->attempts == 0)
-            return -ENOENT; /* never ran: nothing to resume from */
+        if (job->attempts == 0) return -ENOENT; /* never ran: nothing to resume from */
         rc = store_checkpoint_get(b->store, job->id, STORE_CKPT_LAST, 0, &c);
     } else {
         struct mlq_spec spec;
-        if ((rc = spec_parse(job->spec_json, &spec, err, errlen)) != 0)
-            return rc;
+        if ((rc = spec_parse(job->spec_json, &spec, err, errlen)) != 0) return rc;
         enum store_ckpt_which which;
         int64_t epoch;
         if (store_ckpt_which_parse(spec.checkpoint, &which, &epoch) != 0) {
@@ -130,11 +122,9 @@ static int job_checkpoint(struct broker *b, const struct store_job *job, void **
                      spec.checkpoint);
         else if (rc)
             snprintf(err, errlen, "run %lld: %s", (long long)spec.run, store_errmsg(b->store));
-        if (rc == -ENOENT)
-            return -EINVAL; /* the job cannot run at all */
+        if (rc == -ENOENT) return -EINVAL; /* the job cannot run at all */
     }
-    if (rc)
-        return rc;
+    if (rc) return rc;
     *blob = c.blob;
     *len = c.size;
     c.blob = NULL;
@@ -151,8 +141,8 @@ static void send_job(struct broker *b, struct trainer *t, const struct store_job
 {
     if (job->spec_json && job->spec_json[0] == '{')
         broker_reply_textf(b, t->ident, t->ident_len, PROTO_JOB, blob, len,
-                           "{\"job\":%lld,\"attempt\":%d,\"spec\":%s}", (long long)job->id,
-                           attempt, job->spec_json);
+                           "{\"job\":%lld,\"attempt\":%d,\"spec\":%s}", (long long)job->id, attempt,
+                           job->spec_json);
     else
         broker_reply(b, t->ident, t->ident_len, PROTO_JOB,
                      json_pack("{s:I, s:i, s:o}", "job", (json_int_t)job->id, "attempt", attempt,
@@ -167,8 +157,7 @@ void dispatch_run(struct broker *b)
     while ((t = idle_trainer(b)) != NULL) {
         struct store_job job = {0};
         int rc = store_job_next_queued(b->store, &job);
-        if (rc == -ENOENT)
-            return;
+        if (rc == -ENOENT) return;
         if (rc) {
             broker_store_failed(b, "next queued");
             return;
@@ -186,8 +175,7 @@ void dispatch_run(struct broker *b)
             if (store_job_set_failed(b->store, job.id, err) != 0)
                 broker_store_failed(b, "fail job");
             store_job_free(&job);
-            if (b->store_error)
-                return;
+            if (b->store_error) return;
             continue;
         }
         if (rc && rc != -ENOENT) {
@@ -215,8 +203,7 @@ void dispatch_run(struct broker *b)
 void dispatch_resend(struct broker *b, struct trainer *t)
 {
     struct store_job job = {0};
-    if (store_job_get(b->store, t->job, &job) != 0)
-        return;
+    if (store_job_get(b->store, t->job, &job) != 0) return;
     if (job.state != STORE_RUNNING) {
         store_job_free(&job);
         return;
@@ -237,8 +224,7 @@ void dispatch_resend(struct broker *b, struct trainer *t)
     char err[1024] = "";
     int rc = job_checkpoint(b, &job, &blob, &len, err, sizeof err);
     if (rc == 0 || rc == -ENOENT) {
-        log_warn("trainer %s does not have job %lld: sending it again", t->name,
-                 (long long)job.id);
+        log_warn("trainer %s does not have job %lld: sending it again", t->name, (long long)job.id);
         send_job(b, t, &job, job.attempts, blob, len);
     } else {
         free(blob);

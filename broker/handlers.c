@@ -46,7 +46,8 @@ static void on_submit(struct broker *b, struct proto_msg *m)
         bool train = run.kind == JOB_TRAIN;
         store_job_free(&run);
         if (!train) {
-            broker_reply_error(b, m, "bad_spec", "run %lld is not a train job", (long long)spec.run);
+            broker_reply_error(b, m, "bad_spec", "run %lld is not a train job",
+                               (long long)spec.run);
             return;
         }
     }
@@ -55,8 +56,7 @@ static void on_submit(struct broker *b, struct proto_msg *m)
         return;
     }
     int64_t id;
-    if (broker_write(b))
-        return;
+    if (broker_write(b)) return;
     if (store_job_submit_spec(b->store, &spec, &id) != 0) {
         broker_reply_error(b, m, "store", "cannot queue the job: %s", store_errmsg(b->store));
         return;
@@ -74,18 +74,15 @@ static json_t *num_or_null(double v)
 
 static json_t *job_json(const struct store_job *j)
 {
-    json_t *o = json_pack("{s:I, s:s, s:s, s:i, s:i, s:i, s:s, s:s, s:b, s:o, s:o, s:o}", "id",
-                          (json_int_t)j->id, "kind", spec_kind_name(j->kind), "state",
-                          store_state_name(j->state), "priority", j->priority, "attempts",
-                          j->attempts, "max_attempts", j->max_attempts, "name", j->name,
-                          "trainer", j->trainer, "cancel_requested", j->cancel_requested,
-                          "submitted", num_or_null(j->submitted), "started",
-                          j->started ? json_real(j->started) : json_null(), "finished",
-                          j->finished ? json_real(j->finished) : json_null());
-    if (!o)
-        return NULL;
-    if (j->run)
-        json_object_set_new(o, "run", json_integer(j->run));
+    json_t *o = json_pack(
+        "{s:I, s:s, s:s, s:i, s:i, s:i, s:s, s:s, s:b, s:o, s:o, s:o}", "id", (json_int_t)j->id,
+        "kind", spec_kind_name(j->kind), "state", store_state_name(j->state), "priority",
+        j->priority, "attempts", j->attempts, "max_attempts", j->max_attempts, "name", j->name,
+        "trainer", j->trainer, "cancel_requested", j->cancel_requested, "submitted",
+        num_or_null(j->submitted), "started", j->started ? json_real(j->started) : json_null(),
+        "finished", j->finished ? json_real(j->finished) : json_null());
+    if (!o) return NULL;
+    if (j->run) json_object_set_new(o, "run", json_integer(j->run));
     json_object_set_new(o, "error", j->error ? json_string(j->error) : json_null());
     if (j->result_json) {
         json_t *r = json_loads(j->result_json, 0, NULL);
@@ -94,8 +91,7 @@ static json_t *job_json(const struct store_job *j)
     if (j->spec_json) {
         json_t *s = json_loads(j->spec_json, 0, NULL);
         json_t *epochs = s ? json_object_get(s, "epochs") : NULL;
-        if (json_is_integer(epochs))
-            json_object_set(o, "epochs", epochs);
+        if (json_is_integer(epochs)) json_object_set(o, "epochs", epochs);
         json_decref(s);
     }
     return o;
@@ -126,8 +122,7 @@ static void on_status(struct broker *b, struct proto_msg *m)
 {
     int64_t id;
     struct store_job job;
-    if (job_id_of(b, m, &id) || get_job_or_reply(b, m, id, &job))
-        return;
+    if (job_id_of(b, m, &id) || get_job_or_reply(b, m, id, &job)) return;
     json_t *metrics = json_object();
     struct store_metric *fm = NULL;
     size_t n = 0;
@@ -147,20 +142,17 @@ static void on_cancel(struct broker *b, struct proto_msg *m)
 {
     int64_t id;
     struct store_job job;
-    if (job_id_of(b, m, &id) || get_job_or_reply(b, m, id, &job))
-        return;
+    if (job_id_of(b, m, &id) || get_job_or_reply(b, m, id, &job)) return;
     const char *state = store_state_name(job.state);
     if (job.state == STORE_QUEUED) {
-        if (broker_write(b))
-            goto out;
+        if (broker_write(b)) goto out;
         if (store_job_set_cancelled(b->store, id, "cancelled before it started") != 0) {
             broker_store_failed(b, "cancel");
             goto out;
         }
         state = "cancelled";
     } else if (job.state == STORE_RUNNING) {
-        if (broker_write(b))
-            goto out;
+        if (broker_write(b)) goto out;
         struct trainer *t = trainers_find_job(b, id);
         int rc = t ? store_job_request_cancel(b->store, id)
                    : store_job_set_cancelled(b->store, id, "cancelled while its trainer was away");
@@ -195,8 +187,7 @@ static void on_queue(struct broker *b, struct proto_msg *m)
     for (size_t s = 0; s < 2; s++) {
         int64_t *ids = NULL;
         size_t n = 0;
-        if (store_job_ids_by_state(b->store, shown[s], &ids, &n) != 0)
-            continue;
+        if (store_job_ids_by_state(b->store, shown[s], &ids, &n) != 0) continue;
         for (size_t i = 0; i < n && json_array_size(jobs) < QUEUE_LIST_MAX; i++) {
             struct store_job job;
             if (store_job_get(b->store, ids[i], &job) == 0) {
@@ -219,8 +210,7 @@ static void on_workers(struct broker *b, struct proto_msg *m)
     double now = broker_mono();
     for (size_t i = 0; i < b->n_trainers; i++) {
         const struct trainer *t = &b->trainers[i];
-        if (!t->name[0])
-            continue;
+        if (!t->name[0]) continue;
         json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:f, s:f}", "name", t->name, "host", t->host,
                               "version", t->version, "state", t->job ? "busy" : "idle",
                               "last_heartbeat_age", now - t->last_seen, "since", t->since);
@@ -256,15 +246,13 @@ static void on_hello(struct broker *b, struct proto_msg *m)
     }
     int64_t announced = 0;
     json_t *jv = json_object_get(m->body, "job");
-    if (json_is_integer(jv))
-        announced = json_integer_value(jv);
+    if (json_is_integer(jv)) announced = json_integer_value(jv);
 
     /* The same socket saying HELLO again, or the same name on a new socket
      * (the trainer reconnected): the old entry's job follows the announcement. */
     struct trainer *old = trainers_find(b, m->ident, m->ident_len);
     bool same_socket = old != NULL;
-    if (!old)
-        old = trainers_find_name(b, name);
+    if (!old) old = trainers_find_name(b, name);
     bool adopt_from_old = false;
     int64_t undelivered = 0;
     if (old) {
@@ -291,8 +279,8 @@ static void on_hello(struct broker *b, struct proto_msg *m)
     t->capabilities = caps ? json_dumps(caps, JSON_COMPACT) : NULL;
     t->since = store_now(b->store);
 
-    json_t *welcome = json_pack("{s:i, s:i}", "heartbeat_ms", b->opts.heartbeat_ms, "liveness",
-                                b->opts.liveness);
+    json_t *welcome =
+        json_pack("{s:i, s:i}", "heartbeat_ms", b->opts.heartbeat_ms, "liveness", b->opts.liveness);
     bool cancel = false;
     if (announced) {
         struct store_job job;
@@ -319,11 +307,9 @@ static void on_hello(struct broker *b, struct proto_msg *m)
             json_object_set_new(welcome, "adopt", json_integer(announced));
             log_info("trainer %s re-announced job %lld", name, (long long)announced);
         }
-        if (!rc)
-            store_job_free(&job);
+        if (!rc) store_job_free(&job);
     }
-    if (welcome)
-        broker_reply(b, m->ident, m->ident_len, PROTO_WELCOME, welcome, NULL, 0);
+    if (welcome) broker_reply(b, m->ident, m->ident_len, PROTO_WELCOME, welcome, NULL, 0);
     if (undelivered) {
         t->job = undelivered;
         dispatch_resend(b, t);
@@ -357,8 +343,7 @@ static void on_metrics(struct broker *b, struct trainer *t, struct proto_msg *m)
 {
     int64_t job, epoch, step;
     char err[128] = "";
-    if (owned_job(b, t, m, &job))
-        return;
+    if (owned_job(b, t, m, &job)) return;
     json_t *values = json_object_get(m->body, "values");
     if (proto_get_int(m->body, "epoch", &epoch, err, sizeof err) ||
         proto_get_int(m->body, "step", &step, err, sizeof err) || !json_is_object(values)) {
@@ -371,23 +356,19 @@ static void on_metrics(struct broker *b, struct trainer *t, struct proto_msg *m)
     json_t *v;
     json_object_foreach(values, key, v)
     {
-        if (n == 32 || !json_is_number(v) || !key[0] || strlen(key) >= STORE_KEY_MAX)
-            continue;
+        if (n == 32 || !json_is_number(v) || !key[0] || strlen(key) >= STORE_KEY_MAX) continue;
         ms[n++] = (struct store_metric){
             .key = key, .step = step, .epoch = epoch, .value = json_number_value(v)};
     }
-    if (!n || broker_write(b))
-        return;
-    if (store_metrics_put(b->store, job, ms, n) != 0)
-        broker_store_failed(b, "metrics");
+    if (!n || broker_write(b)) return;
+    if (store_metrics_put(b->store, job, ms, n) != 0) broker_store_failed(b, "metrics");
 }
 
 static void on_checkpoint(struct broker *b, struct trainer *t, struct proto_msg *m)
 {
     int64_t job, epoch, step;
     char err[128] = "";
-    if (owned_job(b, t, m, &job))
-        return;
+    if (owned_job(b, t, m, &job)) return;
     if (proto_get_int(m->body, "epoch", &epoch, err, sizeof err) ||
         proto_get_int(m->body, "step", &step, err, sizeof err) || !m->bin || !m->bin_len) {
         broker_drop_log(b, "CHECKPOINT from %s: %s", t->name, err[0] ? err : "no blob");
@@ -395,8 +376,7 @@ static void on_checkpoint(struct broker *b, struct trainer *t, struct proto_msg 
     }
     json_t *mv = json_object_get(m->body, "metric");
     double metric = json_is_number(mv) ? json_number_value(mv) : NAN;
-    if (broker_write(b))
-        return;
+    if (broker_write(b)) return;
     int64_t id;
     if (store_checkpoint_put(b->store, job, epoch, step, m->bin, m->bin_len, metric, &id) != 0)
         broker_store_failed(b, "checkpoint");
@@ -483,8 +463,7 @@ static void on_trainer_message(struct broker *b, struct proto_msg *m);
 static void on_heartbeat(struct broker *b, struct trainer *t, struct proto_msg *m)
 {
     json_t *jv = json_object_get(m->body, "job");
-    if (!json_is_integer(jv) || !t->job)
-        return;
+    if (!json_is_integer(jv) || !t->job) return;
     if (json_integer_value(jv) == 0 && broker_mono() - t->dispatched > b->expiry)
         dispatch_resend(b, t);
 }

@@ -41,8 +41,17 @@ static void usage(FILE *out)
 int main(int argc, char **argv)
 {
     log_set_program("mlq-broker");
-    enum { OPT_DB = 256, OPT_BIND, OPT_HB, OPT_LIVE, OPT_KEEP, OPT_CONFIG, OPT_LOG, OPT_VERSION,
-           OPT_MAXMSG };
+    enum {
+        OPT_DB = 256,
+        OPT_BIND,
+        OPT_HB,
+        OPT_LIVE,
+        OPT_KEEP,
+        OPT_CONFIG,
+        OPT_LOG,
+        OPT_VERSION,
+        OPT_MAXMSG
+    };
     static const struct option longopts[] = {
         {"db", required_argument, NULL, OPT_DB},
         {"bind", required_argument, NULL, OPT_BIND},
@@ -63,13 +72,27 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
-        case OPT_DB: flag[CONFIG_DB_PATH] = optarg; break;
-        case OPT_BIND: flag[CONFIG_BROKER_BIND] = optarg; break;
-        case OPT_HB: flag[CONFIG_HEARTBEAT_INTERVAL_MS] = optarg; break;
-        case OPT_LIVE: flag[CONFIG_HEARTBEAT_LIVENESS] = optarg; break;
-        case OPT_KEEP: flag[CONFIG_CHECKPOINT_KEEP] = optarg; break;
-        case OPT_LOG: flag[CONFIG_LOG_LEVEL] = optarg; break;
-        case OPT_CONFIG: config_file = optarg; break;
+        case OPT_DB:
+            flag[CONFIG_DB_PATH] = optarg;
+            break;
+        case OPT_BIND:
+            flag[CONFIG_BROKER_BIND] = optarg;
+            break;
+        case OPT_HB:
+            flag[CONFIG_HEARTBEAT_INTERVAL_MS] = optarg;
+            break;
+        case OPT_LIVE:
+            flag[CONFIG_HEARTBEAT_LIVENESS] = optarg;
+            break;
+        case OPT_KEEP:
+            flag[CONFIG_CHECKPOINT_KEEP] = optarg;
+            break;
+        case OPT_LOG:
+            flag[CONFIG_LOG_LEVEL] = optarg;
+            break;
+        case OPT_CONFIG:
+            config_file = optarg;
+            break;
         case OPT_MAXMSG:
             max_message = atoll(optarg);
             if (max_message < 1024) {
@@ -77,9 +100,15 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
-        case OPT_VERSION: printf("mlq-broker %s\n", MLQ_VERSION); return 0;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case OPT_VERSION:
+            printf("mlq-broker %s\n", MLQ_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind < argc) {

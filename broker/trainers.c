@@ -18,16 +18,14 @@ struct trainer *trainers_find(struct broker *b, const unsigned char *ident, size
 struct trainer *trainers_find_name(struct broker *b, const char *name)
 {
     for (size_t i = 0; i < b->n_trainers; i++)
-        if (strcmp(b->trainers[i].name, name) == 0)
-            return &b->trainers[i];
+        if (strcmp(b->trainers[i].name, name) == 0) return &b->trainers[i];
     return NULL;
 }
 
 struct trainer *trainers_find_job(struct broker *b, int64_t job)
 {
     for (size_t i = 0; i < b->n_trainers; i++)
-        if (b->trainers[i].job == job)
-            return &b->trainers[i];
+        if (b->trainers[i].job == job) return &b->trainers[i];
     return NULL;
 }
 
@@ -36,8 +34,7 @@ struct trainer *trainers_add(struct broker *b, const unsigned char *ident, size_
     if (b->n_trainers == b->cap_trainers) {
         size_t cap = b->cap_trainers ? 2 * b->cap_trainers : 16;
         struct trainer *t = realloc(b->trainers, cap * sizeof *t);
-        if (!t)
-            return NULL;
+        if (!t) return NULL;
         b->trainers = t;
         b->cap_trainers = cap;
     }
@@ -59,8 +56,7 @@ void trainers_remove(struct broker *b, struct trainer *t)
 
 void trainers_save(struct broker *b, const struct trainer *t, const char *state)
 {
-    if (broker_write(b))
-        return;
+    if (broker_write(b)) return;
     struct store_trainer st = {0};
     snprintf(st.name, sizeof st.name, "%s", t->name);
     snprintf(st.host, sizeof st.host, "%s", t->host);
@@ -69,8 +65,7 @@ void trainers_save(struct broker *b, const struct trainer *t, const char *state)
     st.job = t->job;
     st.last_heartbeat = store_now(b->store);
     st.capabilities = t->capabilities;
-    if (store_trainer_upsert(b->store, &st) != 0)
-        broker_store_failed(b, "trainer upsert");
+    if (store_trainer_upsert(b->store, &st) != 0) broker_store_failed(b, "trainer upsert");
 }
 
 double trainers_tick(struct broker *b, double now)
@@ -83,8 +78,7 @@ double trainers_tick(struct broker *b, double now)
             snprintf(reason, sizeof reason, "trainer %s went silent (no heartbeat for %.1f s)",
                      t->name, now - t->last_seen);
             log_warn("%s%s", reason, t->job ? "; its job goes back to the queue" : "");
-            if (t->job)
-                dispatch_lost(b, t->job, reason);
+            if (t->job) dispatch_lost(b, t->job, reason);
             t->job = 0;
             trainers_save(b, t, "gone");
             trainers_remove(b, t);
@@ -100,11 +94,9 @@ double trainers_tick(struct broker *b, double now)
         if (now - t->last_sent >= b->interval)
             broker_reply(b, t->ident, t->ident_len, PROTO_HEARTBEAT, json_object(), NULL, 0);
         double d = t->last_sent + b->interval;
-        if (d < next)
-            next = d;
+        if (d < next) next = d;
         d = t->last_seen + b->expiry;
-        if (d < next)
-            next = d;
+        if (d < next) next = d;
         i++;
     }
     return next;

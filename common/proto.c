@@ -9,24 +9,21 @@
 #include <zmq.h>
 
 static const char *const known_commands[] = {
-    PROTO_SUBMIT,    PROTO_CANCEL,     PROTO_STATUS, PROTO_QUEUE,   PROTO_WORKERS,
-    PROTO_OK,        PROTO_ERROR,      PROTO_HELLO,  PROTO_HEARTBEAT, PROTO_METRICS,
-    PROTO_CHECKPOINT, PROTO_DONE,      PROTO_WELCOME, PROTO_JOB,    PROTO_ACK,
-    PROTO_DROP,      PROTO_WHO,        NULL,
+    PROTO_SUBMIT,  PROTO_CANCEL, PROTO_STATUS,    PROTO_QUEUE,   PROTO_WORKERS,    PROTO_OK,
+    PROTO_ERROR,   PROTO_HELLO,  PROTO_HEARTBEAT, PROTO_METRICS, PROTO_CHECKPOINT, PROTO_DONE,
+    PROTO_WELCOME, PROTO_JOB,    PROTO_ACK,       PROTO_DROP,    PROTO_WHO,        NULL,
 };
 
 bool proto_known_command(const char *cmd)
 {
     for (const char *const *c = known_commands; *c; c++)
-        if (strcmp(*c, cmd) == 0)
-            return true;
+        if (strcmp(*c, cmd) == 0) return true;
     return false;
 }
 
 void proto_msg_clear(struct proto_msg *m)
 {
-    if (!m)
-        return;
+    if (!m) return;
     json_decref(m->body);
     free(m->bin);
     memset(m, 0, sizeof *m);
@@ -35,10 +32,8 @@ void proto_msg_clear(struct proto_msg *m)
 int proto_socket_setup(void *sock, int linger_ms)
 {
     int64_t max = PROTO_MAX_MSG;
-    if (zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max, sizeof max) != 0)
-        return -errno;
-    if (zmq_setsockopt(sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms) != 0)
-        return -errno;
+    if (zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max, sizeof max) != 0) return -errno;
+    if (zmq_setsockopt(sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms) != 0) return -errno;
     return 0;
 }
 
@@ -52,32 +47,27 @@ int proto_send_text(void *sock, const void *ident, size_t ident_len, const char 
 {
     int rc = 0;
     int more = ZMQ_SNDMORE | flags;
-    if (ident && (rc = send_frame(sock, ident, ident_len, more)) != 0)
-        return rc;
+    if (ident && (rc = send_frame(sock, ident, ident_len, more)) != 0) return rc;
     /* After the first frame is queued the rest cannot block on HWM. */
-    if ((rc = send_frame(sock, PROTO_HEADER, 4, more)) != 0)
-        return rc;
-    if ((rc = send_frame(sock, cmd, strlen(cmd), more)) != 0)
-        return rc;
-    if ((rc = send_frame(sock, text, strlen(text), bin ? more : flags)) != 0)
-        return rc;
-    if (bin)
-        rc = send_frame(sock, bin, bin_len, flags);
+    if ((rc = send_frame(sock, PROTO_HEADER, 4, more)) != 0) return rc;
+    if ((rc = send_frame(sock, cmd, strlen(cmd), more)) != 0) return rc;
+    if ((rc = send_frame(sock, text, strlen(text), bin ? more : flags)) != 0) return rc;
+    if (bin) rc = send_frame(sock, bin, bin_len, flags);
     return rc;
 }
 
-int proto_send(void *sock, const void *ident, size_t ident_len, const char *cmd,
-               const json_t *body, const void *bin, size_t bin_len, int flags)
+int proto_send(void *sock, const void *ident, size_t ident_len, const char *cmd, const json_t *body,
+               const void *bin, size_t bin_len, int flags)
 {
     char *text = body ? json_dumps(body, JSON_COMPACT) : strdup("{}");
-    if (!text)
-        return -ENOMEM;
+    if (!text) return -ENOMEM;
     int rc = proto_send_text(sock, ident, ident_len, cmd, text, bin, bin_len, flags);
     free(text);
     return rc;
 }
 
-static int bad(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int bad(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int bad(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
@@ -105,16 +95,13 @@ static void drain(void *sock)
 
 static bool valid_cmd_text(const char *p, size_t len)
 {
-    if (len == 0 || len >= PROTO_CMD_MAX)
-        return false;
+    if (len == 0 || len >= PROTO_CMD_MAX) return false;
     for (size_t i = 0; i < len; i++)
-        if (!((p[i] >= 'A' && p[i] <= 'Z') || p[i] == '_'))
-            return false;
+        if (!((p[i] >= 'A' && p[i] <= 'Z') || p[i] == '_')) return false;
     return true;
 }
 
-int proto_recv(void *sock, bool router, struct proto_msg *m, int flags, char *err,
-               size_t errlen)
+int proto_recv(void *sock, bool router, struct proto_msg *m, int flags, char *err, size_t errlen)
 {
     memset(m, 0, sizeof *m);
     zmq_msg_t f[6];
@@ -132,8 +119,7 @@ int proto_recv(void *sock, bool router, struct proto_msg *m, int flags, char *er
             goto out;
         }
         n++;
-        if (!zmq_msg_more(&f[n - 1]))
-            break;
+        if (!zmq_msg_more(&f[n - 1])) break;
     }
     int i = 0;
     if (router) {
@@ -194,8 +180,7 @@ int proto_recv(void *sock, bool router, struct proto_msg *m, int flags, char *er
 out:
     for (int k = 0; k < n; k++)
         zmq_msg_close(&f[k]);
-    if (rc)
-        proto_msg_clear(m);
+    if (rc) proto_msg_clear(m);
     return rc;
 }
 
@@ -210,8 +195,7 @@ int proto_get_int(const json_t *body, const char *key, int64_t *out, char *err, 
     return 0;
 }
 
-int proto_get_str(const json_t *body, const char *key, const char **out, char *err,
-                  size_t errlen)
+int proto_get_str(const json_t *body, const char *key, const char **out, char *err, size_t errlen)
 {
     json_t *v = json_object_get(body, key);
     if (!json_is_string(v)) {
@@ -231,8 +215,7 @@ int proto_send_error(void *sock, const void *ident, size_t ident_len, const char
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
     json_t *b = json_pack("{s:s, s:s}", "error", text, "code", code);
-    if (!b)
-        return -ENOMEM;
+    if (!b) return -ENOMEM;
     int rc = proto_send(sock, ident, ident_len, PROTO_ERROR, b, NULL, 0, ZMQ_DONTWAIT);
     json_decref(b);
     return rc;

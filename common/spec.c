@@ -565,9 +565,9 @@ json_t *spec_to_json(const struct mlq_spec *s)
     json_t *layers = json_array();
     for (int i = 0; i <= s->n_layers; i++)
         json_array_append_new(layers, json_integer(s->layers[i]));
-    json_t *model = json_pack("{so ss ss}", "layers", layers, "activation",
-                              spec_activation_name(s->activation), "output",
-                              spec_output_name(s->output));
+    json_t *model =
+        json_pack("{so ss ss}", "layers", layers, "activation", spec_activation_name(s->activation),
+                  "output", spec_output_name(s->output));
     if (s->activation == ACT_LEAKY_RELU)
         json_object_set_new(model, "leaky_slope", json_real(s->leaky_slope));
     json_object_set_new(doc, "model", model);

@@ -190,7 +190,8 @@ static int flatten(struct store *s, struct param_rows *run, const char *prefix, 
         char text[1024] = "[";
         size_t i, at = 1;
         json_t *e;
-        json_array_foreach(v, i, e) {
+        json_array_foreach(v, i, e)
+        {
             char num[40];
             if (!json_is_number(e)) break;
             if (json_is_integer(e))

@@ -45,8 +45,7 @@ static void *sock_open(struct harness *h, int type)
 static void sock_close(void *s)
 {
     for (size_t i = 0; i < 8; i++)
-        if (open_socks[i] == s)
-            open_socks[i] = NULL;
+        if (open_socks[i] == s) open_socks[i] = NULL;
     zmq_close(s);
 }
 
@@ -86,8 +85,7 @@ static json_t *fake_expect(struct fake *f, const char *cmd, double timeout_s)
             f->last_hb = h_now();
         }
         zmq_pollitem_t it = {.socket = f->sock, .events = ZMQ_POLLIN};
-        if (zmq_poll(&it, 1, 20) != 1)
-            continue;
+        if (zmq_poll(&it, 1, 20) != 1) continue;
         struct proto_msg m;
         char err[256];
         assert_int_equal(proto_recv(f->sock, false, &m, 0, err, sizeof err), 0);
@@ -106,8 +104,8 @@ static void fake_open(struct harness *h, struct fake *f, const char *name)
     memset(f, 0, sizeof *f);
     f->sock = sock_open(h, ZMQ_DEALER);
     assert_int_equal(zmq_connect(f->sock, h->endpoint), 0);
-    fake_send(f, PROTO_HELLO, json_pack("{s:s, s:s, s:s}", "name", name, "host", "test", "version",
-                                        "0"));
+    fake_send(f, PROTO_HELLO,
+              json_pack("{s:s, s:s, s:s}", "name", name, "host", "test", "version", "0"));
     json_t *w = fake_expect(f, PROTO_WELCOME, 5);
     assert_non_null(w);
     json_decref(w);
@@ -218,8 +216,8 @@ static void test_hello_repeated_keeps_job(void **state)
     fake_open(h, &f, "fake");
     int64_t id = fake_take_job(h, &f, data);
 
-    fake_send(&f, PROTO_HELLO, json_pack("{s:s, s:s, s:s}", "name", "fake", "host", "test",
-                                         "version", "0"));
+    fake_send(&f, PROTO_HELLO,
+              json_pack("{s:s, s:s, s:s}", "name", "fake", "host", "test", "version", "0"));
     json_t *job = fake_expect(&f, PROTO_JOB, 5);
     assert_non_null(job);
     assert_int_equal(int_of(job, "job"), id);
@@ -345,11 +343,9 @@ static void test_trainer_resends_done(void **state)
             proto_send(r, ident, ident_len, PROTO_HEARTBEAT, NULL, NULL, 0, 0);
             last_hb = h_now();
         }
-        if (acked && h_now() - ack_at > 1.0)
-            break;
+        if (acked && h_now() - ack_at > 1.0) break;
         zmq_pollitem_t it = {.socket = r, .events = ZMQ_POLLIN};
-        if (zmq_poll(&it, 1, 20) != 1)
-            continue;
+        if (zmq_poll(&it, 1, 20) != 1) continue;
         struct proto_msg m;
         char err[256];
         assert_int_equal(proto_recv(r, true, &m, 0, err, sizeof err), 0);

@@ -33,12 +33,10 @@ static int notify_socket(const char *dir, const char *name, char *path, size_t l
 {
     snprintf(path, len, "%s/%s", dir, name);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof sa.sun_path)
-        return -1;
+    if (strlen(path) >= sizeof sa.sun_path) return -1;
     snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
     int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
-        return -1;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) return -1;
     return fd;
 }
 
@@ -70,14 +68,11 @@ static bool expect(int fd, const char *want, double seconds)
     char buf[4096];
     while (now() < end) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, 100) <= 0)
-            continue;
+        if (poll(&p, 1, 100) <= 0) continue;
         ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
-        if (n <= 0)
-            continue;
+        if (n <= 0) continue;
         buf[n] = '\0';
-        if (strstr(buf, want))
-            return true;
+        if (strstr(buf, want)) return true;
     }
     return false;
 }
@@ -88,8 +83,7 @@ static int setup(void **state)
     f->dir = testutil_tmpdir("notify");
     snprintf(f->endpoint, sizeof f->endpoint, "ipc://%s/broker.sock", f->dir);
     snprintf(f->config, sizeof f->config, "%s/mlq.conf", f->dir);
-    if (!f->dir || testutil_write_file(f->config, "") != 0)
-        return -1;
+    if (!f->dir || testutil_write_file(f->config, "") != 0) return -1;
     *state = f;
     return 0;
 }
@@ -126,16 +120,28 @@ static void test_broker_and_trainer_notify_systemd(void **state)
     assert_true(bfd >= 0 && tfd >= 0);
     snprintf(db, sizeof db, "%s/mlq.db", f->dir);
 
-    char *broker_argv[] = {MLQ_BINARY_DIR "/broker/mlq-broker", "--db", db, "--bind", f->endpoint,
-                           "--heartbeat-ms", "100", NULL};
+    char *broker_argv[] = {MLQ_BINARY_DIR "/broker/mlq-broker",
+                           "--db",
+                           db,
+                           "--bind",
+                           f->endpoint,
+                           "--heartbeat-ms",
+                           "100",
+                           NULL};
     pid_t broker = spawn(broker_argv, broker_sock, f->config);
     assert_true(broker > 0);
     assert_true(expect(bfd, "READY=1", 10));
     assert_true(expect(bfd, "STATUS=", 5));
     assert_true(expect(bfd, "WATCHDOG=1", 5));
 
-    char *trainer_argv[] = {MLQ_BINARY_DIR "/trainer/mlq-trainer", "--broker", f->endpoint,
-                            "--name", "notified", "--heartbeat-ms", "100", NULL};
+    char *trainer_argv[] = {MLQ_BINARY_DIR "/trainer/mlq-trainer",
+                            "--broker",
+                            f->endpoint,
+                            "--name",
+                            "notified",
+                            "--heartbeat-ms",
+                            "100",
+                            NULL};
     pid_t trainer = spawn(trainer_argv, trainer_sock, f->config);
     assert_true(trainer > 0);
     assert_true(expect(tfd, "READY=1", 10));
