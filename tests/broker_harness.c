@@ -324,3 +324,25 @@ int h_run(struct harness *h, const char *const *argv, const char *out_file)
     waitpid(pid, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
+
+int h_setup(void **state)
+{
+    *state = h_new();
+    return *state ? 0 : -1;
+}
+
+int h_teardown(void **state)
+{
+    struct harness *h = *state;
+    h_free(&h);
+    return 0;
+}
+
+json_t *h_job(struct harness *h, int64_t id)
+{
+    json_t *r = h_call(h, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id), NULL);
+    assert_non_null(r);
+    json_t *job = json_incref(json_object_get(r, "job"));
+    json_decref(r);
+    return job;
+}

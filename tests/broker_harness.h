@@ -32,6 +32,9 @@ struct harness {
 /* Creates the temp dir (removed by h_free) and sets MLQ_CONFIG to an empty file. */
 struct harness *h_new(void);
 void h_free(struct harness **h);
+/* cmocka group fixtures over h_new and h_free. */
+int h_setup(void **state);
+int h_teardown(void **state);
 
 /* Writes dir/name: X float32 (n, d), y int32 class ids (n) from a fixed rule. */
 void h_dataset(struct harness *h, const char *name, int n, int d, int classes, uint64_t seed,
@@ -48,6 +51,8 @@ void h_proc_kill(struct harness *h, pid_t pid, int sig); /* and reap */
 /* Sends cmd with body (stolen) and returns the reply body (OK or ERROR, with
  * *is_error set), or NULL on a 5 s timeout. */
 json_t *h_call(struct harness *h, const char *cmd, json_t *body, bool *is_error);
+/* The job object of STATUS for id (caller json_decref). */
+json_t *h_job(struct harness *h, int64_t id);
 /* SUBMIT of spec (stolen); returns the id, fails the test on an error reply. */
 int64_t h_submit(struct harness *h, json_t *spec);
 /* The job's state word ("queued", ...) into buf; its epoch of train_loss in *epoch. */

@@ -22,28 +22,6 @@
 #include "proto.h"
 #include "store.h"
 
-static int setup(void **state)
-{
-    *state = h_new();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct harness *h = *state;
-    h_free(&h);
-    return 0;
-}
-
-static json_t *job_of(struct harness *h, int64_t id)
-{
-    json_t *r = h_call(h, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id), NULL);
-    assert_non_null(r);
-    json_t *job = json_incref(json_object_get(r, "job"));
-    json_decref(r);
-    return job;
-}
-
 static void test_train_eval_predict(void **state)
 {
     struct harness *h = *state;
@@ -55,7 +33,7 @@ static void test_train_eval_predict(void **state)
     int64_t id = h_submit(h, h_train_spec(data, 8, 3, 4, 7));
     h_wait_terminal(h, id, 60, state_word, sizeof state_word);
     assert_string_equal(state_word, "succeeded");
-    json_t *job = job_of(h, id);
+    json_t *job = h_job(h, id);
     assert_string_equal(json_string_value(json_object_get(job, "trainer")), "t1");
     assert_int_equal(json_integer_value(json_object_get(job, "attempts")), 1);
     json_decref(job);
@@ -86,7 +64,7 @@ static void test_train_eval_predict(void **state)
                                        "dataset", "path", data));
     h_wait_terminal(h, ev, 30, state_word, sizeof state_word);
     assert_string_equal(state_word, "succeeded");
-    job = job_of(h, ev);
+    job = h_job(h, ev);
     json_t *result = json_object_get(job, "result");
     assert_true(json_is_number(json_object_get(result, "accuracy")));
     assert_int_equal(json_array_size(json_object_get(result, "confusion_matrix")), 3);
@@ -153,7 +131,7 @@ static void test_priorities(void **state)
     for (int i = 0; i < 6; i++) {
         h_wait_terminal(h, ids[i], 60, st, sizeof st);
         assert_string_equal(st, "succeeded");
-        jobs[i] = job_of(h, ids[i]);
+        jobs[i] = h_job(h, ids[i]);
     }
     qsort(jobs, 6, sizeof jobs[0], cmp_started);
     /* Dispatch order: priority 9, 5, 5, 1, 0, 0, ids ascending within one. */
@@ -377,11 +355,11 @@ static void test_garbage(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_train_eval_predict, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_priorities, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_specs, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_garbage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_train_eval_predict, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_priorities, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_cancel, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_specs, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_garbage, h_setup, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,19 +17,6 @@
 #include "proto.h"
 #include "store.h"
 
-static int setup(void **state)
-{
-    *state = h_new();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct harness *h = *state;
-    h_free(&h);
-    return 0;
-}
-
 /* The final checkpoint's parameters of a run. */
 static float *final_params(struct harness *h, int64_t run, size_t *n, int64_t *epoch)
 {
@@ -48,15 +35,6 @@ static float *final_params(struct harness *h, int64_t run, size_t *n, int64_t *e
     ck.params = NULL;
     checkpoint_free(&ck);
     return p;
-}
-
-static json_t *job_of(struct harness *h, int64_t id)
-{
-    json_t *r = h_call(h, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id), NULL);
-    assert_non_null(r);
-    json_t *job = json_incref(json_object_get(r, "job"));
-    json_decref(r);
-    return job;
 }
 
 #define EPOCHS 150
@@ -94,7 +72,7 @@ static void test_trainer_killed_resumes_exactly(void **state)
     h_wait_terminal(h, id, 120, st, sizeof st);
     assert_string_equal(st, "succeeded");
 
-    json_t *job = job_of(h, id);
+    json_t *job = h_job(h, id);
     assert_string_equal(json_string_value(json_object_get(job, "trainer")), "t2");
     assert_int_equal(json_integer_value(json_object_get(job, "attempts")), 2);
     json_decref(job);
@@ -141,7 +119,7 @@ static void test_broker_killed_loses_nothing(void **state)
         assert_string_equal(st, "succeeded");
     }
     /* The running one was re-announced by its trainer and kept, not rerun. */
-    json_t *job = job_of(h, ids[0]);
+    json_t *job = h_job(h, ids[0]);
     assert_int_equal(json_integer_value(json_object_get(job, "attempts")), 1);
     json_decref(job);
     size_t n;
@@ -167,7 +145,7 @@ static void test_broker_killed_trainer_gone(void **state)
     h_trainer_start(h, "t2");
     h_wait_terminal(h, id, 120, st, sizeof st);
     assert_string_equal(st, "succeeded");
-    json_t *job = job_of(h, id);
+    json_t *job = h_job(h, id);
     assert_int_equal(json_integer_value(json_object_get(job, "attempts")), 2);
     assert_string_equal(json_string_value(json_object_get(job, "trainer")), "t2");
     json_decref(job);
@@ -199,7 +177,7 @@ static void test_max_attempts(void **state)
     }
     h_wait_terminal(h, id, 30, st, sizeof st);
     assert_string_equal(st, "failed");
-    json_t *job = job_of(h, id);
+    json_t *job = h_job(h, id);
     const char *error = json_string_value(json_object_get(job, "error"));
     assert_non_null(error);
     assert_non_null(strstr(error, "went silent"));
@@ -223,7 +201,7 @@ static void test_trainer_sigterm_hands_back(void **state)
     h_trainer_start(h, "t2");
     h_wait_terminal(h, id, 120, st, sizeof st);
     assert_string_equal(st, "succeeded");
-    json_t *job = job_of(h, id);
+    json_t *job = h_job(h, id);
     assert_string_equal(json_string_value(json_object_get(job, "trainer")), "t2");
     json_decref(job);
 }
@@ -231,11 +209,11 @@ static void test_trainer_sigterm_hands_back(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_trainer_killed_resumes_exactly, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_broker_killed_loses_nothing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_broker_killed_trainer_gone, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_max_attempts, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_trainer_sigterm_hands_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_trainer_killed_resumes_exactly, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_broker_killed_loses_nothing, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_broker_killed_trainer_gone, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_max_attempts, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_trainer_sigterm_hands_back, h_setup, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

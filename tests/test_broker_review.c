@@ -18,12 +18,6 @@
 #include "broker_harness.h"
 #include "proto.h"
 
-static int setup(void **state)
-{
-    *state = h_new();
-    return 0;
-}
-
 /* Sockets still open when an assertion fails: closed in teardown, or the
  * context's termination would wait for them for ever. */
 static void *open_socks[8];
@@ -51,14 +45,12 @@ static void sock_close(void *s)
 
 static int teardown(void **state)
 {
-    struct harness *h = *state;
     for (size_t i = 0; i < 8; i++)
         if (open_socks[i]) {
             zmq_close(open_socks[i]);
             open_socks[i] = NULL;
         }
-    h_free(&h);
-    return 0;
+    return h_teardown(state);
 }
 
 /* A fake trainer: HELLO once, then heartbeats naming hb_job every 100 ms. */
@@ -121,15 +113,6 @@ static int64_t int_of(const json_t *o, const char *key)
     json_t *v = json_object_get(o, key);
     assert_true(json_is_integer(v));
     return json_integer_value(v);
-}
-
-static json_t *job_of(struct harness *h, int64_t id)
-{
-    json_t *r = h_call(h, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id), NULL);
-    assert_non_null(r);
-    json_t *job = json_incref(json_object_get(r, "job"));
-    json_decref(r);
-    return job;
 }
 
 static void assert_state(struct harness *h, int64_t id, const char *want)
@@ -223,7 +206,7 @@ static void test_hello_repeated_keeps_job(void **state)
     assert_int_equal(int_of(job, "job"), id);
     assert_int_equal(int_of(job, "attempt"), 1);
     json_decref(job);
-    json_t *j = job_of(h, id);
+    json_t *j = h_job(h, id);
     assert_int_equal(int_of(j, "attempts"), 1);
     assert_string_equal(json_string_value(json_object_get(j, "state")), "running");
     json_decref(j);
@@ -382,12 +365,12 @@ static void test_trainer_resends_done(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_cancel_resent, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_lost_job_not_resent_after_cancel, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_hello_repeated_keeps_job, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_other_trainers_job, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_malformed_trainer_messages, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_trainer_resends_done, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_resent, h_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_job_not_resent_after_cancel, h_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hello_repeated_keeps_job, h_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_other_trainers_job, h_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_trainer_messages, h_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_trainer_resends_done, h_setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
