@@ -117,16 +117,10 @@ int main(int argc, char **argv)
     }
     struct config cfg;
     char err[1024];
-    if (config_load(&cfg, config_file, err, sizeof err) != 0) {
+    if (config_load_with_flags(&cfg, config_file, flag, err, sizeof err) != 0) {
         fprintf(stderr, "mlq-broker: %s\n", err);
         return 2;
     }
-    for (int k = 0; k < CONFIG_NKEYS; k++)
-        if (flag[k] && config_set(&cfg, config_key_name((enum config_key)k), flag[k],
-                                  CONFIG_SRC_FLAG, err, sizeof err) != 0) {
-            fprintf(stderr, "mlq-broker: %s\n", err);
-            return 2;
-        }
     log_set_level(cfg.log_level);
     char db[4096];
     if (cfg.db_path[0])

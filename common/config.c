@@ -390,3 +390,14 @@ int config_dump(const struct config *c, FILE *out, bool json)
     }
     return ferror(out) ? -EIO : 0;
 }
+
+int config_load_with_flags(struct config *c, const char *file,
+                           const char *const flags[CONFIG_NKEYS], char *err, size_t errlen)
+{
+    int rc = config_load(c, file, err, errlen);
+    for (int k = 0; rc == 0 && k < CONFIG_NKEYS; k++)
+        if (flags[k])
+            rc = config_set(c, config_key_name((enum config_key)k), flags[k], CONFIG_SRC_FLAG, err,
+                            errlen);
+    return rc;
+}

@@ -88,6 +88,10 @@ void config_init(struct config *c);
  * reason (unknown key, bad value, unreadable file) or the variable. */
 int config_load(struct config *c, const char *file, char *err, size_t errlen);
 
+/* config_load, then flags[k] (when not NULL) for each key k as
+ * CONFIG_SRC_FLAG: what a program's main does with its command line. */
+int config_load_with_flags(struct config *c, const char *file,
+                           const char *const flags[CONFIG_NKEYS], char *err, size_t errlen);
 /* Sets one key from its text form, validated as in the file, and records src
  * (use CONFIG_SRC_FLAG for command-line flags). Returns 0 or -EINVAL/-ENOENT
  * (unknown key) with a message in err. */

@@ -43,16 +43,10 @@ static int run_daemon(const char *config_file, const char *const flag[CONFIG_NKE
 {
     struct config cfg;
     char err[1024];
-    if (config_load(&cfg, config_file, err, sizeof err) != 0) {
+    if (config_load_with_flags(&cfg, config_file, flag, err, sizeof err) != 0) {
         fprintf(stderr, "mlq-trainer: %s\n", err);
         return 2;
     }
-    for (int k = 0; k < CONFIG_NKEYS; k++)
-        if (flag[k] && config_set(&cfg, config_key_name((enum config_key)k), flag[k],
-                                  CONFIG_SRC_FLAG, err, sizeof err) != 0) {
-            fprintf(stderr, "mlq-trainer: %s\n", err);
-            return 2;
-        }
     log_set_level(cfg.log_level);
     struct worker_opts wo = {
         .endpoint = cfg.broker_endpoint,
