@@ -19,6 +19,7 @@ struct trainer {
     char name[STORE_NAME_MAX];
     char host[STORE_NAME_MAX];
     char version[32];
+    char instance[72];  /* the trainer process's HELLO "instance", "" if none */
     char *capabilities; /* JSON text, owned */
     int64_t job;        /* 0 = idle */
     double dispatched;  /* monotonic seconds when job was sent */

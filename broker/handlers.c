@@ -253,6 +253,18 @@ static void on_hello(struct broker *b, struct proto_msg *m)
     struct trainer *old = trainers_find(b, m->ident, m->ident_len);
     bool same_socket = old != NULL;
     if (!old) old = trainers_find_name(b, name);
+    /* Another live process under the same name would take this one's job:
+     * refuse it until the first goes silent (a reconnect of the same process
+     * carries the same instance). */
+    const char *instance = json_string_value(json_object_get(m->body, "instance"));
+    if (old && !same_socket && instance && old->instance[0] &&
+        strcmp(instance, old->instance) != 0 && broker_mono() - old->last_seen < b->expiry) {
+        broker_reply_error(b, m, "name_in_use",
+                           "trainer name %s is in use by another running trainer (%s); give "
+                           "each trainer its own --name",
+                           name, old->host);
+        return;
+    }
     bool adopt_from_old = false;
     int64_t undelivered = 0;
     if (old) {
@@ -275,6 +287,7 @@ static void on_hello(struct broker *b, struct proto_msg *m)
     snprintf(t->name, sizeof t->name, "%s", name);
     copy_field(t->host, sizeof t->host, m->body, "host");
     copy_field(t->version, sizeof t->version, m->body, "version");
+    copy_field(t->instance, sizeof t->instance, m->body, "instance");
     json_t *caps = json_object_get(m->body, "capabilities");
     t->capabilities = caps ? json_dumps(caps, JSON_COMPACT) : NULL;
     t->since = store_now(b->store);

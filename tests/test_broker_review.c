@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <zmq.h>
@@ -362,12 +363,57 @@ static void test_trainer_resends_done(void **state)
     sock_close(r);
 }
 
+/* Two live trainer processes under one name would both run its job: the
+ * second is refused until the first goes silent; a reconnect of the same
+ * process (same instance) is not. */
+static void test_name_in_use(void **state)
+{
+    struct harness *h = *state;
+    h_broker_start(h, NULL);
+    struct fake a = {.sock = sock_open(h, ZMQ_DEALER)}, b = {.sock = sock_open(h, ZMQ_DEALER)};
+    assert_int_equal(zmq_connect(a.sock, h->endpoint), 0);
+    assert_int_equal(zmq_connect(b.sock, h->endpoint), 0);
+    fake_send(&a, PROTO_HELLO,
+              json_pack("{s:s, s:s, s:s}", "name", "dup", "host", "a", "instance", "a-1"));
+    json_t *w = fake_expect(&a, PROTO_WELCOME, 5);
+    assert_non_null(w);
+    json_decref(w);
+
+    fake_send(&b, PROTO_HELLO,
+              json_pack("{s:s, s:s, s:s}", "name", "dup", "host", "b", "instance", "b-1"));
+    json_t *e = fake_expect(&b, PROTO_ERROR, 5);
+    assert_non_null(e);
+    assert_string_equal(json_string_value(json_object_get(e, "code")), "name_in_use");
+    json_decref(e);
+
+    /* The same process on a new socket is a reconnect, not a namesake. */
+    struct fake a2 = {.sock = sock_open(h, ZMQ_DEALER)};
+    assert_int_equal(zmq_connect(a2.sock, h->endpoint), 0);
+    fake_send(&a2, PROTO_HELLO,
+              json_pack("{s:s, s:s, s:s}", "name", "dup", "host", "a", "instance", "a-1"));
+    w = fake_expect(&a2, PROTO_WELCOME, 5);
+    assert_non_null(w);
+    json_decref(w);
+
+    /* Once the first goes silent past the liveness window, the name is free. */
+    fake_close(&a);
+    fake_close(&a2);
+    usleep(1500 * 1000);
+    fake_send(&b, PROTO_HELLO,
+              json_pack("{s:s, s:s, s:s}", "name", "dup", "host", "b", "instance", "b-1"));
+    w = fake_expect(&b, PROTO_WELCOME, 5);
+    assert_non_null(w);
+    json_decref(w);
+    fake_close(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_cancel_resent, h_setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_job_not_resent_after_cancel, h_setup, teardown),
         cmocka_unit_test_setup_teardown(test_hello_repeated_keeps_job, h_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_name_in_use, h_setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_trainers_job, h_setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_trainer_messages, h_setup, teardown),
         cmocka_unit_test_setup_teardown(test_trainer_resends_done, h_setup, teardown),

@@ -238,6 +238,8 @@ struct io {
     void *pair;
     char name[256];
     char host[256];
+    char instance[72];   /* this process, so the broker can tell a reconnect from a namesake */
+    double last_refused; /* when the last "name in use" was logged */
     double interval, expiry;
     double last_heard, last_sent, backoff;
     bool welcomed;
@@ -282,8 +284,8 @@ static void send_hello(struct io *io)
 {
     json_t *caps = json_pack("{s:[sss], s:i, s:s}", "kinds", "train", "eval", "predict", "threads",
                              io->sh->threads > 0 ? io->sh->threads : 1, "blas", blas_kernel());
-    json_t *b = json_pack("{s:s, s:s, s:s, s:o}", "name", io->name, "host", io->host, "version",
-                          MLQ_VERSION, "capabilities", caps);
+    json_t *b = json_pack("{s:s, s:s, s:s, s:s, s:o}", "name", io->name, "host", io->host,
+                          "instance", io->instance, "version", MLQ_VERSION, "capabilities", caps);
     if (io->job && !io->dropped) json_object_set_new(b, "job", json_integer(io->job));
     send_broker(io, PROTO_HELLO, b, NULL, 0);
     json_decref(b);
@@ -367,6 +369,14 @@ static void on_broker_message(struct io *io, struct proto_msg *m)
             } else {
                 forget_job(io);
             }
+        }
+    } else if (strcmp(m->cmd, PROTO_ERROR) == 0) {
+        /* e.g. our name is taken by a live trainer: HELLO repeats until the
+         * broker takes us, so say why now and then, not on every try. */
+        const char *why = json_string_value(json_object_get(m->body, "error"));
+        if (mono() - io->last_refused >= 10) {
+            log_warn("the broker refused us: %s", why ? why : "no reason given");
+            io->last_refused = mono();
         }
     } else if (strcmp(m->cmd, PROTO_ACK) == 0) {
         if (job && job == io->job && io->done.body) forget_job(io);
@@ -494,6 +504,11 @@ int worker_main(const struct worker_opts *opts)
     bool thread_started = false;
     if (gethostname(io.host, sizeof io.host) != 0) snprintf(io.host, sizeof io.host, "localhost");
     io.host[sizeof io.host - 1] = '\0';
+    struct timespec boot;
+    clock_gettime(CLOCK_REALTIME, &boot);
+    snprintf(io.instance, sizeof io.instance, "%.40s-%ld-%lx", io.host, (long)getpid(),
+             (unsigned long)(boot.tv_sec ^ boot.tv_nsec));
+    io.last_refused = -1e9;
     if (opts->name && opts->name[0])
         snprintf(io.name, sizeof io.name, "%s", opts->name);
     else
