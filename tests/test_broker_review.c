@@ -134,17 +134,24 @@ static int64_t fake_take_job(struct harness *h, struct fake *f, const char *data
     return id;
 }
 
+/* A broker, a small dataset and one fake trainer "fake" that has taken a
+ * job; returns the job's id. */
+static int64_t broker_with_busy_fake(struct harness *h, struct fake *f)
+{
+    char data[512];
+    h_dataset(h, "d.h5", 16, 4, 2, 1, data, sizeof data);
+    h_broker_start(h, NULL);
+    fake_open(h, f, "fake");
+    return fake_take_job(h, f, data);
+}
+
 /* A CANCEL the ROUTER dropped (or the trainer missed) is sent again until the
  * trainer answers: else the job runs to its end despite the cancel. */
 static void test_cancel_resent(void **state)
 {
     struct harness *h = *state;
-    char data[512];
-    h_dataset(h, "d.h5", 16, 4, 2, 1, data, sizeof data);
-    h_broker_start(h, NULL);
     struct fake f;
-    fake_open(h, &f, "fake");
-    int64_t id = fake_take_job(h, &f, data);
+    int64_t id = broker_with_busy_fake(h, &f);
     f.hb_job = id;
 
     json_t *r = h_call(h, PROTO_CANCEL, json_pack("{s:I}", "id", (json_int_t)id), NULL);
@@ -193,12 +200,8 @@ static void test_lost_job_not_resent_after_cancel(void **state)
 static void test_hello_repeated_keeps_job(void **state)
 {
     struct harness *h = *state;
-    char data[512];
-    h_dataset(h, "d.h5", 16, 4, 2, 1, data, sizeof data);
-    h_broker_start(h, NULL);
     struct fake f;
-    fake_open(h, &f, "fake");
-    int64_t id = fake_take_job(h, &f, data);
+    int64_t id = broker_with_busy_fake(h, &f);
 
     fake_send(&f, PROTO_HELLO,
               json_pack("{s:s, s:s, s:s}", "name", "fake", "host", "test", "version", "0"));
@@ -256,12 +259,8 @@ static void test_other_trainers_job(void **state)
 static void test_malformed_trainer_messages(void **state)
 {
     struct harness *h = *state;
-    char data[512];
-    h_dataset(h, "d.h5", 16, 4, 2, 1, data, sizeof data);
-    h_broker_start(h, NULL);
     struct fake f;
-    fake_open(h, &f, "fake");
-    int64_t id = fake_take_job(h, &f, data);
+    int64_t id = broker_with_busy_fake(h, &f);
     f.hb_job = id;
     char buf[256];
     const char *bodies[][2] = {
