@@ -55,10 +55,32 @@ static void on_submit(struct broker *b, struct proto_msg *m)
         broker_reply_error(b, m, "stopping", "the broker is stopping");
         return;
     }
+    json_t *rid = json_object_get(m->body, "request_id");
+    if (rid && !json_is_null(rid) &&
+        (!json_is_string(rid) || json_string_length(rid) == 0 ||
+         json_string_length(rid) > STORE_REQUEST_ID_MAX)) {
+        broker_reply_error(b, m, "bad_request", "\"request_id\" is a string of 1 to %d bytes",
+                           STORE_REQUEST_ID_MAX);
+        return;
+    }
+    const char *request_id = json_string_value(rid);
     int64_t id;
+    bool existed;
     if (broker_write(b)) return;
-    if (store_job_submit_spec(b->store, &spec, &id) != 0) {
+    int rc = store_job_submit_spec(b->store, &spec, request_id, &id, &existed);
+    if (rc == -EEXIST) {
+        broker_reply_error(b, m, "conflict", "%s", store_errmsg(b->store));
+        return;
+    }
+    if (rc != 0) {
         broker_reply_error(b, m, "store", "cannot queue the job: %s", store_errmsg(b->store));
+        return;
+    }
+    if (existed) {
+        /* A retry of a submission whose OK was lost: the same job, once. */
+        log_info("job %lld: submission repeated (request id %s)", (long long)id, request_id);
+        broker_reply_textf(b, m->ident, m->ident_len, PROTO_OK, NULL, 0,
+                           "{\"id\":%lld,\"existed\":true}", (long long)id);
         return;
     }
     log_debug("job %lld queued (%s, priority %d)", (long long)id, spec_kind_name(spec.kind),

@@ -6,7 +6,9 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,7 +50,20 @@ static int request_timeout_ms(void)
  * the body (caller json_decref). Returns an exit code: EXIT_OK, or the error
  * printed and EXIT_USAGE (bad spec), EXIT_NOT_FOUND, EXIT_UNAVAILABLE (no
  * answer) or EXIT_FAILURE_GENERIC. */
+static int broker_call_resend(const char *endpoint, const char *cmd, json_t *body, int resend_ms,
+                              json_t **reply);
+
 static int broker_call(const char *endpoint, const char *cmd, json_t *body, json_t **reply)
+{
+    return broker_call_resend(endpoint, cmd, body, 0, reply);
+}
+
+/* Same; with resend_ms > 0 the request is sent again each resend_ms until an
+ * answer or the timeout (only for requests that are safe to repeat: a
+ * SUBMIT with a request id). ZeroMQ reconnects underneath, so a broker that
+ * restarted (killed between its commit and its reply) gets the retry. */
+static int broker_call_resend(const char *endpoint, const char *cmd, json_t *body, int resend_ms,
+                              json_t **reply)
 {
     *reply = NULL;
     int code = EXIT_UNAVAILABLE;
@@ -59,9 +74,16 @@ static int broker_call(const char *endpoint, const char *cmd, json_t *body, json
         code = EXIT_USAGE;
         goto out;
     }
-    if (proto_send(sock, NULL, 0, cmd, body, NULL, 0, 0) != 0) goto unreachable;
-    zmq_pollitem_t item = {.socket = sock, .events = ZMQ_POLLIN};
-    if (zmq_poll(&item, 1, request_timeout_ms()) <= 0) goto unreachable;
+    int left_ms = request_timeout_ms();
+    for (;;) {
+        if (proto_send(sock, NULL, 0, cmd, body, NULL, 0, 0) != 0) goto unreachable;
+        int wait_ms = resend_ms > 0 && resend_ms < left_ms ? resend_ms : left_ms;
+        zmq_pollitem_t item = {.socket = sock, .events = ZMQ_POLLIN};
+        int n = zmq_poll(&item, 1, wait_ms);
+        if (n > 0) break;
+        left_ms -= wait_ms;
+        if (n < 0 || left_ms <= 0) goto unreachable;
+    }
     struct proto_msg m;
     char err[256];
     if (proto_recv(sock, false, &m, 0, err, sizeof err) != 0) {
@@ -348,7 +370,7 @@ static const struct spec_flag spec_flags[] = {
 };
 #define N_SPEC_FLAGS (sizeof spec_flags / sizeof spec_flags[0])
 
-enum { OPT_SPEC = 1000, OPT_WAIT, OPT_JSON, OPT_BROKER, OPT_HELP };
+enum { OPT_SPEC = 1000, OPT_WAIT, OPT_JSON, OPT_BROKER, OPT_REQUEST_ID, OPT_HELP };
 
 static int apply_flag(json_t *doc, const struct spec_flag *f, const char *arg)
 {
@@ -376,18 +398,52 @@ static int apply_flag(json_t *doc, const struct spec_flag *f, const char *arg)
 static void submit_usage(FILE *out)
 {
     fprintf(out, "usage: mlq submit [--spec FILE] [FLAGS] [--priority N] [--max-attempts N]\n"
-                 "                  [--wait] [--json] [--broker ENDPOINT]\n"
+                 "                  [--wait] [--json] [--broker ENDPOINT] [--request-id ID]\n"
                  "spec flags:");
     for (size_t i = 0; i < N_SPEC_FLAGS; i++)
         fprintf(out, "%s--%s", i % 6 ? " " : "\n  ", spec_flags[i].flag);
-    fprintf(out, "\nPrints the job id. Exit codes: docs/jobs.md.\n");
+    fprintf(out, "\n--request-id ID: a submission repeated with the same ID (and spec) is the\n"
+                 "same job, once (the default is a fresh ID per invocation, kept across its\n"
+                 "own resends).\n"
+                 "Prints the job id. Exit codes: docs/jobs.md.\n");
+}
+
+/* A fresh request id: the time first, so that the broker's index of them
+ * grows at its end, then 64 random bits. */
+static void new_request_id(char *out, size_t len)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+        r ^= (uint64_t)getpid() << 32 ^ (uint64_t)ts.tv_nsec;
+    snprintf(out, len, "%016llx%016llx",
+             (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec,
+             (unsigned long long)r);
+}
+
+#define SUBMIT_RESEND_MS 1000
+
+/* Sends SUBMIT for spec (stolen) under request_id (NULL: a fresh one), again
+ * each second while unanswered: the broker makes one job of them all. */
+static int submit_call(const char *endpoint, json_t *spec, const char *request_id, json_t **reply)
+{
+    char fresh[40];
+    if (!request_id) {
+        new_request_id(fresh, sizeof fresh);
+        request_id = fresh;
+    }
+    return broker_call_resend(endpoint, PROTO_SUBMIT,
+                              json_pack("{s:o, s:s}", "spec", spec, "request_id", request_id),
+                              SUBMIT_RESEND_MS, reply);
 }
 
 /* Submits spec (stolen, canonical) and optionally waits. */
-static int submit_spec(const char *endpoint, json_t *spec, bool wait, bool json)
+static int submit_spec(const char *endpoint, json_t *spec, const char *request_id, bool wait,
+                       bool json)
 {
     json_t *reply;
-    int code = broker_call(endpoint, PROTO_SUBMIT, json_pack("{s:o}", "spec", spec), &reply);
+    int code = submit_call(endpoint, spec, request_id, &reply);
     if (code) return code;
     int64_t id = json_integer_value(json_object_get(reply, "id"));
     if (json && !wait)
@@ -401,7 +457,7 @@ static int submit_spec(const char *endpoint, json_t *spec, bool wait, bool json)
 
 int cmd_submit(int argc, char **argv)
 {
-    struct option longopts[N_SPEC_FLAGS + 6];
+    struct option longopts[N_SPEC_FLAGS + 7];
     for (size_t i = 0; i < N_SPEC_FLAGS; i++)
         longopts[i] = (struct option){spec_flags[i].flag, required_argument, NULL, (int)i};
     longopts[N_SPEC_FLAGS] = (struct option){"spec", required_argument, NULL, OPT_SPEC};
@@ -409,9 +465,11 @@ int cmd_submit(int argc, char **argv)
     longopts[N_SPEC_FLAGS + 2] = (struct option){"json", no_argument, NULL, OPT_JSON};
     longopts[N_SPEC_FLAGS + 3] = (struct option){"broker", required_argument, NULL, OPT_BROKER};
     longopts[N_SPEC_FLAGS + 4] = (struct option){"help", no_argument, NULL, OPT_HELP};
-    longopts[N_SPEC_FLAGS + 5] = (struct option){NULL, 0, NULL, 0};
+    longopts[N_SPEC_FLAGS + 5] =
+        (struct option){"request-id", required_argument, NULL, OPT_REQUEST_ID};
+    longopts[N_SPEC_FLAGS + 6] = (struct option){NULL, 0, NULL, 0};
 
-    const char *spec_file = NULL, *broker = NULL;
+    const char *spec_file = NULL, *broker = NULL, *request_id = NULL;
     bool wait = false, json = false;
     /* Flags are applied after --spec, wherever they stand: collect first. */
     const char *values[N_SPEC_FLAGS] = {0};
@@ -434,6 +492,14 @@ int cmd_submit(int argc, char **argv)
             break;
         case OPT_BROKER:
             broker = optarg;
+            break;
+        case OPT_REQUEST_ID:
+            request_id = optarg;
+            if (!request_id[0] || strlen(request_id) > PROTO_REQUEST_ID_MAX) {
+                fprintf(stderr, "mlq submit: --request-id takes 1 to %d characters\n",
+                        PROTO_REQUEST_ID_MAX);
+                return EXIT_USAGE;
+            }
             break;
         case OPT_HELP:
             submit_usage(stdout);
@@ -470,7 +536,7 @@ int cmd_submit(int argc, char **argv)
         }
     json_t *spec = finish_spec(doc);
     if (!spec) return EXIT_USAGE;
-    return submit_spec(broker_endpoint(broker), spec, wait, json);
+    return submit_spec(broker_endpoint(broker), spec, request_id, wait, json);
 }
 
 /* ---- wait, cancel ---------------------------------------------------------------------- */
@@ -717,7 +783,7 @@ static int run_on_checkpoint(int argc, char **argv, bool predict)
     if (!spec) return EXIT_USAGE;
     const char *endpoint = broker_endpoint(broker);
     json_t *reply;
-    int code = broker_call(endpoint, PROTO_SUBMIT, json_pack("{s:o}", "spec", spec), &reply);
+    int code = submit_call(endpoint, spec, NULL, &reply);
     if (code) return code;
     int64_t id = json_integer_value(json_object_get(reply, "id"));
     json_decref(reply);

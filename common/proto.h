@@ -25,11 +25,12 @@
 #define PROTO_CMD_MAX 16
 
 /* Commands. Clients (mlq) -> broker, answered by OK or ERROR. */
-#define PROTO_SUBMIT "SUBMIT"   /* {"spec": {...}} -> OK {"id"} */
-#define PROTO_CANCEL "CANCEL"   /* {"id"} -> OK {"id", "state"}; broker -> trainer: {"job"} */
-#define PROTO_STATUS "STATUS"   /* {"id"} -> OK {"job": {...}, "metrics": {...}} */
-#define PROTO_QUEUE "QUEUE"     /* {} -> OK {"jobs": [...], "counts": {...}} */
-#define PROTO_WORKERS "WORKERS" /* {} -> OK {"trainers": [...]} */
+#define PROTO_SUBMIT "SUBMIT"    /* {"spec": {...}, "request_id"?} -> OK {"id", "existed"?} */
+#define PROTO_REQUEST_ID_MAX 128 /* bytes of a SUBMIT's request_id */
+#define PROTO_CANCEL "CANCEL"    /* {"id"} -> OK {"id", "state"}; broker -> trainer: {"job"} */
+#define PROTO_STATUS "STATUS"    /* {"id"} -> OK {"job": {...}, "metrics": {...}} */
+#define PROTO_QUEUE "QUEUE"      /* {} -> OK {"jobs": [...], "counts": {...}} */
+#define PROTO_WORKERS "WORKERS"  /* {} -> OK {"trainers": [...]} */
 #define PROTO_OK "OK"
 #define PROTO_ERROR "ERROR" /* {"error": "text", "code": "bad_spec"|"not_found"|...} */
 /* Trainer -> broker. */

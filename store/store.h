@@ -27,7 +27,7 @@
 
 #include "spec.h" /* enum job_kind, struct mlq_spec */
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 #define STORE_SERVICE_PATH "/var/lib/mlq/mlq.db" /* the services' database */
 #define STORE_KEEP_LAST_DEFAULT 3                /* checkpoints kept per run, plus the best */
 #define STORE_NAME_MAX 128
@@ -114,21 +114,26 @@ void store_jobs_free(struct store_job **jobs, size_t n); /* frees an array and i
 
 struct store_new_job {
     enum job_kind kind;
-    const char *spec_json; /* stored as given; flattened into params */
+    const char *spec_json; /* stored as given */
     int priority;
     int max_attempts; /* <= 0: 3 */
     const char *name; /* may be NULL */
     int64_t run;      /* eval/predict: the run referred to; 0 = none */
 };
 
-/* Inserts a queued job and its params (the spec flattened: "optimizer.lr" =
- * "0.001", "model.layers" = "[784,128,64,10]", "dataset.path" = "a.h5"; strings
- * unquoted, numbers and arrays as compact JSON). -EINVAL if spec_json is not a
- * JSON object. *id receives the new id. */
+#define STORE_REQUEST_ID_MAX 128 /* = PROTO_REQUEST_ID_MAX */
+
+/* Inserts a queued job as given; its params (the view) come from spec_json.
+ * -EINVAL if spec_json is not a JSON object. *id receives the new id. */
 int store_job_submit(struct store *s, const struct store_new_job *nj, int64_t *id);
 /* Same, from a validated spec: canonical JSON (spec_to_json) with kind, name,
- * priority, max_attempts and run taken from it. */
-int store_job_submit_spec(struct store *s, const struct mlq_spec *spec, int64_t *id);
+ * priority, max_attempts and run taken from it. With a request_id (1 to
+ * STORE_REQUEST_ID_MAX characters, or NULL) a submission that repeats an
+ * earlier one with the same id and spec inserts nothing: *id is the earlier
+ * job and *existed (may be NULL) true; the same id with another spec is
+ * -EEXIST. */
+int store_job_submit_spec(struct store *s, const struct mlq_spec *spec, const char *request_id,
+                          int64_t *id, bool *existed);
 
 /* Fills *job (free with store_job_free). -ENOENT if there is no such id. */
 int store_job_get(struct store *s, int64_t id, struct store_job *job);

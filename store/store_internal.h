@@ -7,13 +7,10 @@
 
 #include "store.h"
 
-#define PARAM_ROWS 8 /* rows per multi-row params INSERT (8 measured best of 4, 8, 16) */
-
 /* Every statement the store runs, prepared once on first use. */
 enum stmt_id {
     ST_JOB_INSERT,
-    ST_PARAM_INSERT,
-    ST_PARAM_INSERT_N, /* PARAM_ROWS rows */
+    ST_JOB_BY_REQUEST,
     ST_JOB_GET,
     ST_JOB_NEXT,
     ST_JOB_IDS_BY_STATE,

@@ -1,9 +1,10 @@
 /* Jobs (= runs): the queue the broker drives, their params, the run listing
  * of `mlq runs`, deletion and garbage collection. */
-#define _GNU_SOURCE /* qsort_r */
 #include "store_internal.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,156 +76,12 @@ void store_jobs_free(struct store_job **jobs, size_t n)
 
 /* ---- submit ------------------------------------------------------------------ */
 
-/* A spec's rows, collected first so that they go PARAM_ROWS to a statement:
- * one INSERT per row cost more than the rows themselves. */
-#define PARAM_ARENA 16384
-#define PARAM_MAX 256
-struct param_rows {
-    int64_t run;
-    size_t n, used;
-    unsigned key[PARAM_MAX], value[PARAM_MAX]; /* offsets into arena */
-    char arena[PARAM_ARENA];
-};
-
-static int cmp_row_key(const void *a, const void *b, void *arena)
+/* The job row; its params are a view over the spec (docs/schema.md). */
+static int insert_job(struct store *s, const struct store_new_job *nj, const char *request_id,
+                      int64_t *id)
 {
-    return strcmp((const char *)arena + *(const unsigned *)a,
-                  (const char *)arena + *(const unsigned *)b);
-}
-
-static int insert_rows(struct store *s, struct param_rows *p)
-{
-    /* In key order each row lands next to the one before in the (run, key)
-       primary key: ~10% less per job than in the spec's order. The arena
-       offsets of key and value travel together (value follows key). */
-    qsort_r(p->key, p->n, sizeof p->key[0], cmp_row_key, p->arena);
-    for (size_t r = 0; r < p->n; r++)
-        p->value[r] = p->key[r] + (unsigned)strlen(p->arena + p->key[r]) + 1;
-    size_t i = 0;
-    for (; i + PARAM_ROWS <= p->n; i += PARAM_ROWS) {
-        sqlite3_stmt *st = store_stmt(s, ST_PARAM_INSERT_N);
-        if (!st) return -EIO;
-        sqlite3_bind_int64(st, 1, p->run);
-        for (int r = 0; r < PARAM_ROWS; r++) {
-            sqlite3_bind_text(st, 2 + 2 * r, p->arena + p->key[i + r], -1, SQLITE_STATIC);
-            sqlite3_bind_text(st, 3 + 2 * r, p->arena + p->value[i + r], -1, SQLITE_STATIC);
-        }
-        int ret = store_step_done(s, st, "insert params");
-        if (ret < 0) return ret;
-    }
-    for (; i < p->n; i++) {
-        sqlite3_stmt *st = store_stmt(s, ST_PARAM_INSERT);
-        if (!st) return -EIO;
-        sqlite3_bind_int64(st, 1, p->run);
-        sqlite3_bind_text(st, 2, p->arena + p->key[i], -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, p->arena + p->value[i], -1, SQLITE_STATIC);
-        int ret = store_step_done(s, st, "insert param");
-        if (ret < 0) return ret;
-    }
-    p->n = p->used = 0;
-    return 0;
-}
-
-static int put_param(struct store *s, struct param_rows *p, const char *key, const char *value)
-{
-    size_t kl = strlen(key) + 1, vl = strlen(value) + 1;
-    if (kl + vl > PARAM_ARENA)
-        return store_fail(s, -EINVAL, "%s: spec value too long: %s", s->path, key);
-    if (p->n == PARAM_MAX || p->used + kl + vl > PARAM_ARENA) {
-        int ret = insert_rows(s, p);
-        if (ret < 0) return ret;
-    }
-    memcpy(p->arena + p->used, key, kl);
-    p->key[p->n] = (unsigned)p->used;
-    p->used += kl;
-    memcpy(p->arena + p->used, value, vl);
-    p->value[p->n] = (unsigned)p->used;
-    p->used += vl;
-    p->n++;
-    return 0;
-}
-
-/* Objects recurse with dotted keys; everything else is one row. */
-/* The shortest text that reads back as the same double, so --where
-   optimizer.lr=0.003 matches what the user wrote. */
-static void shortest_real(char *buf, size_t len, double x)
-{
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, len, "%.*g", prec, x);
-        if (strtod(buf, NULL) == x) break;
-    }
-}
-
-static int flatten(struct store *s, struct param_rows *run, const char *prefix, json_t *v)
-{
-    if (json_is_object(v)) {
-        const char *k;
-        json_t *child;
-        json_object_foreach(v, k, child)
-        {
-            char key[512];
-            int n = prefix[0] ? snprintf(key, sizeof key, "%s.%s", prefix, k)
-                              : snprintf(key, sizeof key, "%s", k);
-            if (n < 0 || (size_t)n >= sizeof key)
-                return store_fail(s, -EINVAL, "%s: spec key too long: %s", s->path, k);
-            int ret = flatten(s, run, key, child);
-            if (ret < 0) return ret;
-        }
-        return 0;
-    }
-    if (json_is_string(v)) return put_param(s, run, prefix, json_string_value(v));
-    if (json_is_integer(v)) {
-        char num[24];
-        snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
-        return put_param(s, run, prefix, num);
-    }
-    if (json_is_boolean(v)) return put_param(s, run, prefix, json_is_true(v) ? "true" : "false");
-    if (json_is_real(v)) {
-        char num[40];
-        shortest_real(num, sizeof num, json_real_value(v));
-        return put_param(s, run, prefix, num);
-    }
-    if (json_is_array(v)) {
-        /* Arrays of numbers (layer sizes, Adam's betas) in the same shortest
-           form: [0.9,0.999], not [0.90000000000000002,0.999]. */
-        char text[1024] = "[";
-        size_t i, at = 1;
-        json_t *e;
-        json_array_foreach(v, i, e)
-        {
-            char num[40];
-            if (!json_is_number(e)) break;
-            if (json_is_integer(e))
-                snprintf(num, sizeof num, "%lld", (long long)json_integer_value(e));
-            else
-                shortest_real(num, sizeof num, json_real_value(e));
-            int n = snprintf(text + at, sizeof text - at, "%s%s", i ? "," : "", num);
-            if (n < 0 || (size_t)n >= sizeof text - at) break;
-            at += (size_t)n;
-        }
-        if (i == json_array_size(v) && at + 1 < sizeof text) {
-            text[at++] = ']';
-            text[at] = '\0';
-            return put_param(s, run, prefix, text);
-        }
-    }
-    char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
-    if (!text) return store_fail(s, -ENOMEM, "%s: out of memory", s->path);
-    int ret = put_param(s, run, prefix, text);
-    free(text);
-    return ret;
-}
-
-/* The job row and its params from doc, the parsed nj->spec_json. */
-static int submit_doc(struct store *s, const struct store_new_job *nj, json_t *doc, int64_t *id)
-{
-    struct param_rows *rows = malloc(sizeof *rows);
-    if (!rows) return store_fail(s, -ENOMEM, "%s: out of memory", s->path);
     int tok = store_write_begin(s);
-    if (tok < 0) {
-        free(rows);
-        return tok;
-    }
+    if (tok < 0) return tok;
     int ret = -EIO;
     sqlite3_stmt *st = store_stmt(s, ST_JOB_INSERT);
     if (st) {
@@ -238,13 +95,13 @@ static int submit_doc(struct store *s, const struct store_new_job *nj, json_t *d
         else
             sqlite3_bind_null(st, 6);
         sqlite3_bind_double(st, 7, s->now());
+        if (request_id)
+            sqlite3_bind_text(st, 8, request_id, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 8);
         ret = store_step_done(s, st, "insert job");
     }
     int64_t new_id = sqlite3_last_insert_rowid(s->db);
-    *rows = (struct param_rows){.run = new_id};
-    if (ret == 0) ret = flatten(s, rows, "", doc);
-    if (ret == 0) ret = insert_rows(s, rows);
-    free(rows);
     ret = store_write_end(s, tok, ret);
     if (ret == 0) *id = new_id;
     return ret;
@@ -254,33 +111,62 @@ int store_job_submit(struct store *s, const struct store_new_job *nj, int64_t *i
 {
     json_error_t jerr;
     json_t *doc = json_loads(nj->spec_json ? nj->spec_json : "", 0, &jerr);
-    if (!json_is_object(doc)) {
-        json_decref(doc);
-        return store_fail(s, -EINVAL, "%s: spec is not a JSON object (%s)", s->path, jerr.text);
-    }
-    int ret = submit_doc(s, nj, doc, id);
+    bool object = json_is_object(doc);
     json_decref(doc);
+    if (!object)
+        return store_fail(s, -EINVAL, "%s: spec is not a JSON object (%s)", s->path, jerr.text);
+    return insert_job(s, nj, NULL, id);
+}
+
+/* The job an earlier submission with request_id made: 0 and *id, -ENOENT, or
+ * -EEXIST when its spec differs from spec_json. */
+static int find_request(struct store *s, const char *request_id, const char *spec_json, int64_t *id)
+{
+    sqlite3_stmt *st = store_stmt(s, ST_JOB_BY_REQUEST);
+    if (!st) return -EIO;
+    sqlite3_bind_text(st, 1, request_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    int ret;
+    if (rc == SQLITE_ROW) {
+        *id = sqlite3_column_int64(st, 0);
+        const char *spec = (const char *)sqlite3_column_text(st, 1);
+        ret = spec && strcmp(spec, spec_json) == 0
+                  ? 0
+                  : store_fail(s, -EEXIST,
+                               "request id %s was used for job %lld, with a different spec",
+                               request_id, (long long)*id);
+    } else if (rc == SQLITE_DONE) {
+        ret = -ENOENT;
+    } else {
+        ret = store_fail_sql(s, rc, "look up request id");
+    }
+    sqlite3_reset(st);
     return ret;
 }
 
-int store_job_submit_spec(struct store *s, const struct mlq_spec *spec, int64_t *id)
+int store_job_submit_spec(struct store *s, const struct mlq_spec *spec, const char *request_id,
+                          int64_t *id, bool *existed)
 {
+    if (existed) *existed = false;
+    if (request_id && (!request_id[0] || strlen(request_id) > STORE_REQUEST_ID_MAX))
+        return store_fail(s, -EINVAL, "a request id has 1 to %d characters", STORE_REQUEST_ID_MAX);
     json_t *doc = spec_to_json(spec);
     char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    if (!text) {
-        json_decref(doc);
-        return store_fail(s, -ENOMEM, "%s: cannot encode the spec", s->path);
-    }
-    struct store_new_job nj = {
-        .kind = spec->kind,
-        .spec_json = text,
-        .priority = spec->priority,
-        .max_attempts = spec->max_attempts,
-        .name = spec->name,
-        .run = spec->kind == JOB_TRAIN ? 0 : spec->run,
-    };
-    int ret = submit_doc(s, &nj, doc, id); /* the doc itself: no parse of what we just wrote */
     json_decref(doc);
+    if (!text) return store_fail(s, -ENOMEM, "%s: cannot encode the spec", s->path);
+    int ret = request_id ? find_request(s, request_id, text, id) : -ENOENT;
+    if (ret == 0 && existed) *existed = true;
+    if (ret == -ENOENT) {
+        struct store_new_job nj = {
+            .kind = spec->kind,
+            .spec_json = text,
+            .priority = spec->priority,
+            .max_attempts = spec->max_attempts,
+            .name = spec->name,
+            .run = spec->kind == JOB_TRAIN ? 0 : spec->run,
+        };
+        ret = insert_job(s, &nj, request_id, id);
+    }
     free(text);
     return ret;
 }
@@ -525,6 +411,26 @@ int store_params_list(struct store *s, int64_t run, struct store_param **out, si
 
 /* ---- run listing --------------------------------------------------------------------- */
 
+/* Keys as the params view names them; nothing that would change the JSON
+   path a --where key becomes. */
+static bool param_key_ok(const char *key)
+{
+    if (!key || !key[0] || key[0] == '.') return false;
+    for (const char *c = key; *c; c++)
+        if (!isalnum((unsigned char)*c) && *c != '_' && *c != '.') return false;
+    return true;
+}
+
+/* A decimal number (strtod would also take hex, "inf" and "nan"). */
+static bool parse_number(const char *text, double *x)
+{
+    if (strpbrk(text, "xXiInN")) return false;
+    char *end;
+    errno = 0;
+    *x = strtod(text, &end);
+    return end != text && *end == '\0' && errno == 0 && isfinite(*x);
+}
+
 int store_runs_list(struct store *s, const struct store_run_filter *f, struct store_job **out,
                     size_t *n)
 {
@@ -532,8 +438,14 @@ int store_runs_list(struct store *s, const struct store_run_filter *f, struct st
     *n = 0;
     if (f->n_where < 0 || f->n_where > STORE_WHERE_MAX)
         return store_fail(s, -EINVAL, "at most %d --where filters", STORE_WHERE_MAX);
+    for (int i = 0; i < f->n_where; i++)
+        if (!param_key_ok(f->where_key[i]))
+            return store_fail(s, -EINVAL,
+                              "%s: not a param key (letters, digits, '_' and '.', e.g. "
+                              "optimizer.lr)",
+                              f->where_key[i]);
     /* Composed from constant fragments only; every user value is bound. */
-    char sql[2048];
+    char sql[4096];
     size_t o = 0;
     o += (size_t)snprintf(sql + o, sizeof sql - o,
                           "SELECT j.id, j.kind, j.state, j.priority, j.attempts, j.max_attempts, "
@@ -545,11 +457,17 @@ int store_runs_list(struct store *s, const struct store_run_filter *f, struct st
     o += (size_t)snprintf(sql + o, sizeof sql - o,
                           " WHERE (?2 IS NULL OR j.state = ?2)"
                           " AND (?3 IS NULL OR j.kind = ?3)");
+    /* A param equals the value as the params view writes it, or, for a
+       number, numerically: --where optimizer.lr=3e-5 finds 3e-05. */
     for (int i = 0; i < f->n_where; i++)
         o += (size_t)snprintf(sql + o, sizeof sql - o,
-                              " AND EXISTS (SELECT 1 FROM params p WHERE p.run = j.id"
-                              " AND p.key = ?%d AND p.value = ?%d)",
-                              10 + 2 * i, 11 + 2 * i);
+                              " AND CASE json_type(j.spec, '$.' || ?%1$d)"
+                              " WHEN 'text' THEN json_extract(j.spec, '$.' || ?%1$d) = ?%2$d"
+                              " WHEN 'integer' THEN json_extract(j.spec, '$.' || ?%1$d) = ?%3$d"
+                              " WHEN 'real' THEN json_extract(j.spec, '$.' || ?%1$d) = ?%3$d"
+                              " ELSE EXISTS (SELECT 1 FROM params p WHERE p.run = j.id"
+                              " AND p.key = ?%1$d AND p.value = ?%2$d) END",
+                              10 + 3 * i, 11 + 3 * i, 12 + 3 * i);
     if (f->sort_metric)
         o += (size_t)snprintf(sql + o, sizeof sql - o,
                               " ORDER BY fm.value IS NULL, fm.value %s,"
@@ -569,8 +487,10 @@ int store_runs_list(struct store *s, const struct store_run_filter *f, struct st
         sqlite3_bind_text(st, 3, spec_kind_name((enum job_kind)f->kind), -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, f->limit > 0 ? f->limit : -1);
     for (int i = 0; i < f->n_where; i++) {
-        sqlite3_bind_text(st, 10 + 2 * i, f->where_key[i], -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 11 + 2 * i, f->where_value[i], -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 10 + 3 * i, f->where_key[i], -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 11 + 3 * i, f->where_value[i], -1, SQLITE_STATIC);
+        double x;
+        if (parse_number(f->where_value[i], &x)) sqlite3_bind_double(st, 12 + 3 * i, x);
     }
 
     struct store_job *jobs = NULL;

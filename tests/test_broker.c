@@ -1,6 +1,7 @@
 /* The broker and trainers as real processes: train, eval and predict end to
  * end, priorities, cancel, bad specs, and garbage on the broker's socket. */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -276,6 +278,102 @@ static void test_bad_specs(void **state)
     assert_string_equal(st, "succeeded");
 }
 
+/* A SUBMIT repeated with its request id is one job; the cli resends its
+ * SUBMIT under one request id while no answer comes. */
+static void test_submit_request_id(void **state)
+{
+    struct harness *h = *state;
+    char data[512], spec_path[600], out_path[600];
+    h_dataset(h, "train.h5", 64, 8, 3, 4, data, sizeof data);
+    h_broker_start(h, NULL);
+
+    bool is_error = true;
+    json_t *r =
+        h_call(h, PROTO_SUBMIT,
+               json_pack("{s:o, s:s}", "spec", h_train_spec(data, 8, 3, 1, 1), "request_id", "r-1"),
+               &is_error);
+    assert_false(is_error);
+    json_int_t a = json_integer_value(json_object_get(r, "id"));
+    assert_null(json_object_get(r, "existed"));
+    json_decref(r);
+    r = h_call(h, PROTO_SUBMIT,
+               json_pack("{s:o, s:s}", "spec", h_train_spec(data, 8, 3, 1, 1), "request_id", "r-1"),
+               &is_error);
+    assert_false(is_error);
+    assert_int_equal(json_integer_value(json_object_get(r, "id")), a);
+    assert_true(json_is_true(json_object_get(r, "existed")));
+    json_decref(r);
+    r = h_call(h, PROTO_SUBMIT,
+               json_pack("{s:o, s:s}", "spec", h_train_spec(data, 8, 3, 2, 1), "request_id", "r-1"),
+               &is_error);
+    assert_true(is_error);
+    assert_string_equal(json_string_value(json_object_get(r, "code")), "conflict");
+    json_decref(r);
+    r = h_call(h, PROTO_SUBMIT,
+               json_pack("{s:o, s:i}", "spec", h_train_spec(data, 8, 3, 1, 1), "request_id", 5),
+               &is_error);
+    assert_true(is_error);
+    assert_string_equal(json_string_value(json_object_get(r, "code")), "bad_request");
+    json_decref(r);
+
+    /* The cli sends again while unanswered, under the same request id: play
+       a broker whose first reply was lost (it died between its commit and
+       its reply). */
+    char ep[400];
+    snprintf(ep, sizeof ep, "ipc://%.300s/fake-broker.sock", h->dir);
+    void *router = zmq_socket(h->zctx, ZMQ_ROUTER);
+    assert_int_equal(proto_socket_setup(router, 0), 0);
+    assert_int_equal(zmq_bind(router, ep), 0);
+    snprintf(spec_path, sizeof spec_path, "%s/spec.json", h->dir);
+    snprintf(out_path, sizeof out_path, "%s/submit.out", h->dir);
+    json_t *spec = h_train_spec(data, 8, 3, 3, 1);
+    assert_int_equal(json_dump_file(spec, spec_path, 0), 0);
+    json_decref(spec);
+    pid_t cli = fork();
+    assert_true(cli >= 0);
+    if (cli == 0) {
+        int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0 || dup2(fd, 1) < 0) _exit(127);
+        setenv("MLQ_TIMEOUT_MS", "10000", 1);
+        execl(MLQ_BINARY_DIR "/cli/mlq", "mlq", "submit", "--spec", spec_path, "--broker", ep,
+              (char *)NULL);
+        _exit(127);
+    }
+    char first[PROTO_REQUEST_ID_MAX + 1] = "";
+    int sends = 0;
+    double until = h_now() + 8;
+    while (sends < 2 && h_now() < until) {
+        zmq_pollitem_t it = {.socket = router, .events = ZMQ_POLLIN};
+        if (zmq_poll(&it, 1, 200) != 1) continue;
+        struct proto_msg m;
+        char err[256];
+        assert_int_equal(proto_recv(router, true, &m, 0, err, sizeof err), 0);
+        assert_string_equal(m.cmd, PROTO_SUBMIT);
+        const char *rid = json_string_value(json_object_get(m.body, "request_id"));
+        assert_non_null(rid);
+        if (sends++ == 0) {
+            snprintf(first, sizeof first, "%s", rid); /* and no reply */
+        } else {
+            assert_string_equal(rid, first);
+            proto_send_text(router, m.ident, m.ident_len, PROTO_OK, "{\"id\":77,\"existed\":true}",
+                            NULL, 0, 0);
+        }
+        proto_msg_clear(&m);
+    }
+    assert_int_equal(sends, 2);
+    int status;
+    assert_int_equal(waitpid(cli, &status, 0), cli);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    FILE *f = fopen(out_path, "r");
+    assert_non_null(f);
+    long long b = 0;
+    assert_int_equal(fscanf(f, "%lld", &b), 1);
+    fclose(f);
+    assert_int_equal(b, 77);
+    zmq_close(router);
+}
+
 static void send_frames(void *sock, const char *const *frames, int n)
 {
     for (int i = 0; i < n; i++)
@@ -360,6 +458,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_bad_specs, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_garbage, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_submit_request_id, h_setup, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -118,8 +118,57 @@ static void test_v0_empty_file_migrated(void **state)
     int64_t id = submit(s, JOB_TRAIN, 0, "x", SPEC_SGD);
     assert_int_equal(id, 1);
     store_close(&s);
-    assert_int_equal(raw_int(path, "PRAGMA user_version"), 1);
+    assert_int_equal(raw_int(path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
     assert_int_equal(raw_int(path, "PRAGMA auto_vacuum"), 2);
+}
+
+/* A version-1 file (params a table of rows) keeps its runs and their params,
+ * now read from the spec, and gains request ids. */
+static void test_v1_params_table_migrated(void **state)
+{
+    struct fx *f = *state;
+    char path[700], err[512] = "";
+    snprintf(path, sizeof path, "%s/v1.db", f->dir);
+    assert_int_equal(
+        raw_exec(path,
+                 "PRAGMA application_id = 0x6d6c7131;"
+                 "CREATE TABLE jobs (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT "
+                 "NULL, priority INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,"
+                 " max_attempts INTEGER NOT NULL DEFAULT 3, name TEXT NOT NULL DEFAULT '', spec "
+                 "TEXT NOT NULL, trainer TEXT, run INTEGER REFERENCES jobs(id) ON DELETE SET "
+                 "NULL, cancel_requested INTEGER NOT NULL DEFAULT 0, submitted REAL NOT NULL, "
+                 "started REAL, finished REAL, error TEXT, result TEXT);"
+                 "CREATE TABLE params (run INTEGER NOT NULL REFERENCES jobs(id) ON DELETE "
+                 "CASCADE, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (run, key)) "
+                 "WITHOUT ROWID;"
+                 "INSERT INTO jobs(id, kind, state, spec, submitted) VALUES (7, 'train', "
+                 "'succeeded', '{\"optimizer\":{\"betas\":[0.90000000000000002,0.999],"
+                 "\"lr\":3.0000000000000001e-5,\"nesterov\":false},\"epochs\":2}', 1.0);"
+                 "INSERT INTO params VALUES (7, 'optimizer.lr', '3e-05');"
+                 "PRAGMA user_version = 1;"),
+        SQLITE_OK);
+    struct store *s = NULL;
+    assert_int_equal(store_open(&s, path, 0, err, sizeof err), 0);
+    assert_int_equal(store_schema_version(s), STORE_SCHEMA_VERSION);
+    struct store_param *p;
+    size_t n;
+    assert_int_equal(store_params_list(s, 7, &p, &n), 0);
+    assert_int_equal(n, 4);
+    const char *want[][2] = {{"epochs", "2"},
+                             {"optimizer.betas", "[0.9,0.999]"},
+                             {"optimizer.lr", "3e-05"},
+                             {"optimizer.nesterov", "false"}};
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(p[i].key, want[i][0]);
+        assert_string_equal(p[i].value, want[i][1]);
+    }
+    store_params_free(p, n);
+    struct mlq_spec spec;
+    spec_defaults(&spec);
+    int64_t id;
+    assert_int_equal(store_job_submit_spec(s, &spec, "r-1", &id, NULL), 0);
+    assert_int_equal(id, 8);
+    store_close(&s);
 }
 
 static void test_future_version_refused(void **state)
@@ -275,6 +324,34 @@ static void test_submit_and_params(void **state)
     assert_non_null(strstr(store_errmsg(f->s), "999"));
 }
 
+/* A repeated submission with its request id is the same job, once; the
+ * same id with another spec is refused; no id makes a new job each time. */
+static void test_submit_request_id(void **state)
+{
+    struct fx *f = *state;
+    struct mlq_spec spec;
+    spec_defaults(&spec);
+    snprintf(spec.dataset.path, sizeof spec.dataset.path, "train.h5");
+    int64_t a, b, c, d;
+    bool existed = true;
+    assert_int_equal(store_job_submit_spec(f->s, &spec, "req-1", &a, &existed), 0);
+    assert_false(existed);
+    assert_int_equal(store_job_submit_spec(f->s, &spec, "req-1", &b, &existed), 0);
+    assert_true(existed);
+    assert_int_equal(b, a);
+    assert_int_equal(store_job_submit_spec(f->s, &spec, NULL, &c, &existed), 0);
+    assert_false(existed);
+    assert_int_equal(store_job_submit_spec(f->s, &spec, NULL, &d, NULL), 0);
+    assert_true(c != a && d != c);
+    spec.epochs = 99;
+    assert_int_equal(store_job_submit_spec(f->s, &spec, "req-1", &b, &existed), -EEXIST);
+    assert_non_null(strstr(store_errmsg(f->s), "req-1"));
+    assert_int_equal(store_job_submit_spec(f->s, &spec, "", &b, NULL), -EINVAL);
+    int64_t counts[STORE_N_STATES] = {0};
+    assert_int_equal(store_job_count_by_state(f->s, counts), 0);
+    assert_int_equal(counts[STORE_QUEUED], 3);
+}
+
 static void test_submit_spec(void **state)
 {
     struct fx *f = *state;
@@ -285,7 +362,7 @@ static void test_submit_spec(void **state)
     spec.priority = 7;
     spec.max_attempts = 5;
     int64_t id;
-    assert_int_equal(store_job_submit_spec(f->s, &spec, &id), 0);
+    assert_int_equal(store_job_submit_spec(f->s, &spec, NULL, &id, NULL), 0);
     struct store_job j;
     assert_int_equal(store_job_get(f->s, id, &j), 0);
     assert_string_equal(j.name, "from-spec");
@@ -689,6 +766,33 @@ static void test_runs_list_filters(void **state)
     assert_int_equal(r[0].id, a);
     store_jobs_free(&r, n);
 
+    /* Numbers compare as numbers, other values as the params view shows them. */
+    rf.where_value[1] = "1e-3";
+    assert_int_equal(store_runs_list(f->s, &rf, &r, &n), 0);
+    assert_int_equal(n, 2);
+    store_jobs_free(&r, n);
+    rf.where_value[1] = "0.0011";
+    assert_int_equal(store_runs_list(f->s, &rf, &r, &n), 0);
+    assert_int_equal(n, 0);
+    store_jobs_free(&r, n);
+    rf.n_where = 1;
+    rf.where_key[0] = "model.layers";
+    rf.where_value[0] = "[784,128,64,10]";
+    assert_int_equal(store_runs_list(f->s, &rf, &r, &n), 0);
+    assert_int_equal(n, 2);
+    store_jobs_free(&r, n);
+    rf.where_key[0] = "shuffle";
+    rf.where_value[0] = "true";
+    assert_int_equal(store_runs_list(f->s, &rf, &r, &n), 0);
+    assert_int_equal(n, 2);
+    store_jobs_free(&r, n);
+    rf.where_key[0] = "optimizer.lr') OR 1=1 --";
+    assert_int_equal(store_runs_list(f->s, &rf, &r, &n), -EINVAL);
+    assert_non_null(strstr(store_errmsg(f->s), "not a param key"));
+    rf.n_where = 2;
+    rf.where_key[0] = "optimizer.name";
+    rf.where_value[0] = "adam";
+
     /* Runs without the sort metric come last. */
     rf.n_where = 0;
     rf.kind = -1;
@@ -807,10 +911,12 @@ int main(void)
         T(test_create_sets_schema),
         T(test_missing_db_not_created),
         T(test_v0_empty_file_migrated),
+        T(test_v1_params_table_migrated),
         T(test_future_version_refused),
         T(test_corrupt_and_foreign_files),
         T(test_readonly),
         T(test_submit_and_params),
+        T(test_submit_request_id),
         T(test_submit_spec),
         T(test_queue_order_and_states),
         T(test_events_and_trainers),

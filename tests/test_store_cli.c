@@ -92,7 +92,7 @@ static int64_t add_run(struct store *s, const char *name, const char *opt, const
     free(ctext);
     json_decref(canon);
     int64_t id;
-    assert_int_equal(store_job_submit_spec(s, &spec, &id), 0);
+    assert_int_equal(store_job_submit_spec(s, &spec, NULL, &id, NULL), 0);
     return id;
 }
 

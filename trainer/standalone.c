@@ -155,7 +155,7 @@ int standalone_main(const struct standalone_opts *opts)
         gethostname(host, sizeof host - 1);
         snprintf(name, sizeof name, "standalone@%s", host);
         if (store_open(&s.db, opts->db_path, STORE_CREATE, err, sizeof err) != 0 ||
-            store_job_submit_spec(s.db, &spec, &s.run) != 0 ||
+            store_job_submit_spec(s.db, &spec, NULL, &s.run, NULL) != 0 ||
             store_job_set_running(s.db, s.run, name) != 0) {
             log_error("%s", s.db ? store_errmsg(s.db) : err);
             store_close(&s.db);
