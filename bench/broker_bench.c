@@ -58,8 +58,15 @@ static void on_term(int sig)
 
 static pid_t start_broker(const char *dir, const char *endpoint, int heartbeat_ms)
 {
-    char db[600];
+    /* A fresh database each time: job ids from 1 (the latency run relies
+       on them) and no WAL left over from the run before. */
+    char db[600], side[620];
     snprintf(db, sizeof db, "%s/mlq.db", dir);
+    unlink(db);
+    snprintf(side, sizeof side, "%s-wal", db);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", db);
+    unlink(side);
     pid_t pid = fork();
     if (pid < 0) die("fork");
     if (pid > 0) return pid;
@@ -273,14 +280,28 @@ static void run_mlq(const char *dir, int k, int64_t m, int window, struct mlq_re
         usleep(200);
     res->jobs_per_s = (double)m / (now_s() - t0);
 
-    /* Latency: one submission at a time, idle trainers waiting. */
-    int64_t ml = m < 2000 ? m : 2000;
+    /* Latency: one submission at a time, each once the one before is done
+       (its DONE acknowledged): every trainer idle, waiting. */
+    const int64_t ml = m < 2000 ? m : 2000; /* m >= 10 (main) */
     s.base = m + 1;
     memset(t_dispatch, 0, (size_t)m * sizeof *t_dispatch);
-    produce(zctx, endpoint, ml, 1, t_submit);
-    while (atomic_load(&s.done) < m + ml)
-        usleep(200);
-    double *lat = calloc((size_t)ml, sizeof *lat);
+    void *d = zmq_socket(zctx, ZMQ_DEALER);
+    proto_socket_setup(d, 0);
+    if (zmq_connect(d, endpoint) != 0) die("connect");
+    json_t *spec = tiny_spec();
+    for (int64_t i = 0; i < ml; i++) {
+        t_submit[i] = now_s();
+        proto_send(d, NULL, 0, PROTO_SUBMIT, spec, NULL, 0, 0);
+        struct proto_msg r;
+        char err[128];
+        if (proto_recv(d, false, &r, 0, err, sizeof err) != 0) die("recv");
+        proto_msg_clear(&r);
+        while (atomic_load(&s.done) < m + i + 1)
+            usleep(20);
+    }
+    json_decref(spec);
+    zmq_close(d);
+    double *lat = calloc(2000, sizeof *lat);
     for (int64_t i = 0; i < ml; i++)
         lat[i] = (t_dispatch[i] - t_submit[i]) * 1e3;
     qsort(lat, (size_t)ml, sizeof *lat, cmp_double);
@@ -386,18 +407,21 @@ static void read_line(struct conn *c, char *out, size_t outlen)
 struct bs_args {
     int port;
     int64_t m;
-    int window;
+    atomic_llong *done; /* jobs deleted, over all workers */
 };
 
+/* One worker: reserve and delete until the m jobs are done between them
+ * (reserve-with-timeout, so that none waits for a job that never comes). */
 static void *bs_worker(void *arg)
 {
     struct bs_args *a = arg;
     struct conn *c = calloc(1, sizeof *c);
     c->fd = tcp_connect(a->port);
     char line[256];
-    for (int64_t i = 0; i < a->m; i++) {
-        send_all(c->fd, "reserve\r\n", 9);
+    while (atomic_load(a->done) < a->m) {
+        send_all(c->fd, "reserve-with-timeout 1\r\n", 24);
         read_line(c, line, sizeof line);
+        if (strcmp(line, "TIMED_OUT") == 0) continue;
         unsigned long long id;
         if (sscanf(line, "RESERVED %llu", &id) != 1) {
             fprintf(stderr, "beanstalkd: %s\n", line);
@@ -408,13 +432,14 @@ static void *bs_worker(void *arg)
         int n = snprintf(cmd, sizeof cmd, "delete %llu\r\n", id);
         send_all(c->fd, cmd, (size_t)n);
         read_line(c, line, sizeof line);
+        atomic_fetch_add(a->done, 1);
     }
     close(c->fd);
     free(c);
     return NULL;
 }
 
-static double run_beanstalkd(const char *dir, int64_t m, int window)
+static double run_beanstalkd(const char *dir, int64_t m, int window, int workers)
 {
     /* A free port: bind 0, read it, close; beanstalkd takes it right after. */
     int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -435,12 +460,14 @@ static double run_beanstalkd(const char *dir, int64_t m, int window)
                (char *)NULL);
         _exit(127);
     }
-    struct bs_args args = {.port = port, .m = m, .window = window};
+    atomic_llong done = 0;
+    struct bs_args args = {.port = port, .m = m, .done = &done};
     struct conn *c = calloc(1, sizeof *c);
     c->fd = tcp_connect(port);
-    pthread_t th;
+    pthread_t *th = calloc((size_t)workers, sizeof *th);
     double t0 = now_s();
-    pthread_create(&th, NULL, bs_worker, &args);
+    for (int i = 0; i < workers; i++)
+        pthread_create(&th[i], NULL, bs_worker, &args);
     const char *body = "{\"kind\":\"train\"}";
     char put[128];
     int plen = snprintf(put, sizeof put, "put 0 0 60 %zu\r\n%s\r\n", strlen(body), body);
@@ -458,8 +485,12 @@ static double run_beanstalkd(const char *dir, int64_t m, int window)
         }
         acked++;
     }
-    pthread_join(th, NULL);
-    double rate = (double)m / (now_s() - t0);
+    while (atomic_load(&done) < m)
+        usleep(100);
+    double rate = (double)m / (now_s() - t0); /* not the workers' last reserve time-outs */
+    for (int i = 0; i < workers; i++)
+        pthread_join(th[i], NULL);
+    free(th);
     close(c->fd);
     free(c);
     kill(pid, SIGTERM);
@@ -472,10 +503,28 @@ static bool have_beanstalkd(void)
     return system("command -v beanstalkd >/dev/null 2>&1") == 0;
 }
 
+/* One shape, mlq then beanstalkd (same jobs, trainers = workers, window). */
+static void run_shape(const char *dir, int k, int64_t m, int window, bool beanstalkd)
+{
+    struct mlq_result r;
+    run_mlq(dir, k, m, window, &r);
+    printf("mlq%s: %lld jobs, %d trainers, window %d: %.0f jobs/s end to end; "
+           "submit-to-dispatch p50 %.3f ms, p99 %.3f ms (target < 1 ms)\n",
+           sync_normal ? " (sync=normal)" : "", (long long)m, k, window, r.jobs_per_s, r.p50_ms,
+           r.p99_ms);
+    if (!beanstalkd) return;
+    double bs = run_beanstalkd(dir, m, window, k);
+    printf("beanstalkd -f0: %lld jobs, %d workers, window %d: %.0f jobs/s end to end\n",
+           (long long)m, k, window, bs);
+    printf("ratio mlq/beanstalkd, %d trainers, window %d: %.2fx (target >= 2x)\n", k, window,
+           r.jobs_per_s / bs);
+    fflush(stdout);
+}
+
 int main(int argc, char **argv)
 {
-    int k = 4, window = 1, idle = 200;
-    int64_t m = 20000;
+    int k = 0, window = 0, idle = 200;
+    int64_t m = 10000;
     bool full = false;
     static const struct option longopts[] = {
         {"jobs", required_argument, NULL, 'm'},   {"trainers", required_argument, NULL, 'k'},
@@ -506,11 +555,12 @@ int main(int argc, char **argv)
             break;
         default:
             printf("usage: broker_bench [--jobs M] [--trainers K] [--window W] [--idle N] "
-                   "[--full] [--sync-normal]\n");
+                   "[--full] [--sync-normal]\n"
+                   "Without --trainers and --window: the shapes 1/1, 4/32 and 16/64.\n");
             return c == 'h' ? 0 : 2;
         }
     }
-    if (m < 10 || k < 1 || window < 1) {
+    if (m < 10 || k < 0 || window < 0) {
         fprintf(stderr, "broker_bench: bad arguments\n");
         return 2;
     }
@@ -518,19 +568,17 @@ int main(int argc, char **argv)
     char dir[] = "/tmp/mlq-broker-bench-XXXXXX";
     if (!mkdtemp(dir)) die("mkdtemp");
 
-    struct mlq_result r;
-    run_mlq(dir, k, m, window, &r);
-    printf("mlq%s: %lld jobs, %d trainers, window %d: %.0f jobs/s end to end; "
-           "submit-to-dispatch p50 %.3f ms, p99 %.3f ms (target < 1 ms)\n",
-           sync_normal ? " (sync=normal)" : "", (long long)m, k, window, r.jobs_per_s, r.p50_ms,
-           r.p99_ms);
-    if (have_beanstalkd()) {
-        double bs = run_beanstalkd(dir, m, window);
-        printf("beanstalkd -f0: %lld jobs, 1 worker, window %d: %.0f jobs/s end to end\n",
-               (long long)m, window, bs);
-        printf("ratio mlq/beanstalkd: %.2fx (target >= 2x)\n", r.jobs_per_s / bs);
+    bool bs = have_beanstalkd();
+    if (!bs) printf("beanstalkd: not installed (apt-get install beanstalkd), comparison skipped\n");
+    if (k || window) {
+        run_shape(dir, k ? k : 4, m, window ? window : 1, bs);
     } else {
-        printf("beanstalkd: not installed (apt-get install beanstalkd), comparison skipped\n");
+        /* One submission at a time to one trainer; a producer with 32 in
+           flight to 4 trainers; 64 in flight to 16 (the broker's capacity:
+           a trainer that finishes at once still waits a commit per job). */
+        static const int shapes[][2] = {{1, 1}, {4, 32}, {16, 64}};
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+            run_shape(dir, shapes[i][0], m, shapes[i][1], bs);
     }
     if (idle > 0) run_idle(dir, idle, 5.0);
     if (full) run_rss(dir, 100000);
