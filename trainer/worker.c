@@ -276,8 +276,12 @@ static void forget_job(struct io *io)
 static void send_broker(struct io *io, const char *cmd, const json_t *body, const void *bin,
                         size_t len)
 {
-    if (proto_send(io->dealer, NULL, 0, cmd, body, bin, len, ZMQ_DONTWAIT) == 0)
-        io->last_sent = mono();
+    int rc = proto_send(io->dealer, NULL, 0, cmd, body, bin, len, ZMQ_DONTWAIT);
+    if (rc) log_debug("send %s: %s", cmd, zmq_strerror(-rc));
+    /* Also when the send queue is full: the next heartbeat waits an interval
+       instead of being tried on every pass of the loop (a spin until the
+       liveness window ends). What matters is held and sent again. */
+    io->last_sent = mono();
 }
 
 static void send_hello(struct io *io)
