@@ -287,15 +287,21 @@ static void on_hello(struct broker *b, struct proto_msg *m)
                            name, old->host);
         return;
     }
+    /* The same trainer process: the same connection, or a new one with the
+     * same instance (its I/O thread reconnected). */
+    bool same_process =
+        old &&
+        (same_socket || (instance && old->instance[0] && strcmp(instance, old->instance) == 0));
     bool adopt_from_old = false;
     int64_t undelivered = 0;
     if (old) {
         if (old->job && old->job == announced)
             adopt_from_old = true;
-        else if (old->job && same_socket && announced == 0)
-            /* HELLO repeats until WELCOME: on the same connection, no job
-             * announced means the WELCOME and the JOB were dropped, not that
-             * the job was lost. Send it again, no attempt counted. */
+        else if (old->job && same_process && announced == 0)
+            /* The process announces every job it got until its DONE is
+             * acknowledged: no job announced means the JOB (or the WELCOME
+             * before it) never reached it, not that the job was lost. Send it
+             * again, no attempt counted. */
             undelivered = old->job;
         else if (old->job)
             dispatch_lost(b, old->job, "its trainer restarted without it");

@@ -406,6 +406,58 @@ static void test_name_in_use(void **state)
     fake_close(&b);
 }
 
+/* The same trainer process on a new connection (its I/O thread reconnected)
+ * that announces no job never got its JOB: sent again, no attempt counted. */
+static void test_reconnect_without_job_keeps_attempt(void **state)
+{
+    struct harness *h = *state;
+    char data[512];
+    h_dataset(h, "d.h5", 16, 4, 2, 1, data, sizeof data);
+    h_broker_start(h, NULL);
+    struct fake a = {.sock = sock_open(h, ZMQ_DEALER)};
+    assert_int_equal(zmq_connect(a.sock, h->endpoint), 0);
+    fake_send(&a, PROTO_HELLO,
+              json_pack("{s:s, s:s, s:s}", "name", "re", "host", "a", "instance", "re-1"));
+    json_t *w = fake_expect(&a, PROTO_WELCOME, 5);
+    assert_non_null(w);
+    json_decref(w);
+    int64_t id = h_submit(h, h_train_spec(data, 4, 2, 1, 1));
+    json_t *job = fake_expect(&a, PROTO_JOB, 5);
+    assert_non_null(job);
+    json_decref(job);
+    fake_close(&a); /* as if the JOB were lost with the connection */
+
+    struct fake a2 = {.sock = sock_open(h, ZMQ_DEALER)};
+    assert_int_equal(zmq_connect(a2.sock, h->endpoint), 0);
+    fake_send(&a2, PROTO_HELLO,
+              json_pack("{s:s, s:s, s:s}", "name", "re", "host", "a", "instance", "re-1"));
+    job = fake_expect(&a2, PROTO_JOB, 5);
+    assert_non_null(job);
+    assert_int_equal(int_of(job, "job"), id);
+    assert_int_equal(int_of(job, "attempt"), 1);
+    json_decref(job);
+    json_t *j = h_job(h, id);
+    assert_int_equal(int_of(j, "attempts"), 1);
+    assert_string_equal(json_string_value(json_object_get(j, "state")), "running");
+    assert_string_equal(json_string_value(json_object_get(j, "trainer")), "re");
+    json_decref(j);
+
+    /* Another process under the name, once the first is silent, restarted
+       without the job: that one is lost and counts. */
+    fake_close(&a2);
+    usleep(1500 * 1000);
+    struct fake b = {.sock = sock_open(h, ZMQ_DEALER)};
+    assert_int_equal(zmq_connect(b.sock, h->endpoint), 0);
+    fake_send(&b, PROTO_HELLO,
+              json_pack("{s:s, s:s, s:s}", "name", "re", "host", "a", "instance", "re-2"));
+    job = fake_expect(&b, PROTO_JOB, 5);
+    assert_non_null(job);
+    assert_int_equal(int_of(job, "job"), id);
+    assert_int_equal(int_of(job, "attempt"), 2);
+    json_decref(job);
+    fake_close(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -413,6 +465,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lost_job_not_resent_after_cancel, h_setup, teardown),
         cmocka_unit_test_setup_teardown(test_hello_repeated_keeps_job, h_setup, teardown),
         cmocka_unit_test_setup_teardown(test_name_in_use, h_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reconnect_without_job_keeps_attempt, h_setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_other_trainers_job, h_setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_trainer_messages, h_setup, teardown),
         cmocka_unit_test_setup_teardown(test_trainer_resends_done, h_setup, teardown),
