@@ -140,6 +140,25 @@ static int get_job_or_reply(struct broker *b, struct proto_msg *m, int64_t id,
     return rc;
 }
 
+#define STATUS_MAX_EPOCHS 1000 /* per STATUS reply; the client asks again from the last */
+
+struct epochs_ctx {
+    json_t *epochs; /* [{"epoch": e, key: value, ...}] */
+    json_t *last;
+};
+
+static int add_epoch_metric(void *ctx, const struct store_metric *m)
+{
+    struct epochs_ctx *c = ctx;
+    if (!c->last || json_integer_value(json_object_get(c->last, "epoch")) != m->epoch) {
+        if (json_array_size(c->epochs) == STATUS_MAX_EPOCHS) return 1;
+        c->last = json_pack("{s:I}", "epoch", (json_int_t)m->epoch);
+        if (!c->last || json_array_append_new(c->epochs, c->last) != 0) return -ENOMEM;
+    }
+    json_object_set_new(c->last, m->key, num_or_null(m->value));
+    return 0;
+}
+
 static void on_status(struct broker *b, struct proto_msg *m)
 {
     int64_t id;
@@ -156,7 +175,18 @@ static void on_status(struct broker *b, struct proto_msg *m)
                                           num_or_null(fm[i].value)));
         store_metrics_free(fm, n);
     }
-    reply_ok(b, m, json_pack("{s:o, s:o}", "job", job_json(&job), "metrics", metrics));
+    json_t *reply = json_pack("{s:o, s:o}", "job", job_json(&job), "metrics", metrics);
+    json_t *since = json_object_get(m->body, "since_epoch");
+    if (reply && json_is_integer(since)) {
+        /* Every epoch after the one the client saw, so that it can print a
+           line for each however short the epochs (mlq wait). */
+        struct epochs_ctx c = {.epochs = json_array()};
+        if (c.epochs &&
+            store_metrics_since(b->store, id, json_integer_value(since), add_epoch_metric, &c) < 0)
+            log_warn("status of job %lld: %s", (long long)id, store_errmsg(b->store));
+        json_object_set_new(reply, "epochs", c.epochs ? c.epochs : json_array());
+    }
+    reply_ok(b, m, reply);
     store_job_free(&job);
 }
 

@@ -197,6 +197,36 @@ static void show_progress(int64_t id, const json_t *job, const json_t *metrics, 
     *last_epoch = epoch;
 }
 
+static double epoch_value(const json_t *e, const char *key)
+{
+    json_t *v = json_object_get(e, key);
+    return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+/* One line per epoch the broker listed (STATUS with since_epoch), in the
+ * form show_progress prints. */
+static void print_epochs(int64_t id, const json_t *job, const json_t *epochs, int64_t *last_epoch)
+{
+    int64_t total = json_integer_value(json_object_get(job, "epochs"));
+    size_t i;
+    const json_t *e;
+    json_array_foreach(epochs, i, e)
+    {
+        int64_t epoch = json_integer_value(json_object_get(e, "epoch"));
+        if (epoch <= *last_epoch) continue;
+        double loss = epoch_value(e, "train_loss"), vloss = epoch_value(e, "val_loss");
+        double acc = epoch_value(e, "val_accuracy");
+        if (isnan(acc)) acc = epoch_value(e, "train_accuracy");
+        printf("job %lld epoch %lld/%lld", (long long)id, (long long)epoch, (long long)total);
+        if (!isnan(loss)) printf(" train_loss %.6g", loss);
+        if (!isnan(vloss)) printf(" val_loss %.6g", vloss);
+        if (!isnan(acc)) printf(" accuracy %.6g", acc);
+        printf("\n");
+        *last_epoch = epoch;
+    }
+    fflush(stdout);
+}
+
 /* Polls STATUS until the job is finished. quiet: no progress output. */
 static int wait_job(const char *endpoint, int64_t id, bool json, bool quiet)
 {
@@ -204,10 +234,13 @@ static int wait_job(const char *endpoint, int64_t id, bool json, bool quiet)
     int64_t last_epoch = -1, epoch0 = -1;
     double t0 = mono_s();
     int unreachable = 0;
+    bool lines = !quiet && !json && !tty;
     for (;;) {
         json_t *reply;
-        int code =
-            broker_call(endpoint, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id), &reply);
+        json_t *req = json_pack("{s:I}", "id", (json_int_t)id);
+        if (lines)
+            json_object_set_new(req, "since_epoch", json_integer(last_epoch < 0 ? 0 : last_epoch));
+        int code = broker_call(endpoint, PROTO_STATUS, req, &reply);
         /* A broker restart while we wait is not the end of the job. */
         if (code == EXIT_UNAVAILABLE && ++unreachable < WAIT_RETRIES) continue;
         if (code) return code;
@@ -224,7 +257,10 @@ static int wait_job(const char *endpoint, int64_t id, bool json, bool quiet)
             metric_value(metrics, "train_loss", &epoch0);
             t0 = mono_s();
         }
-        if (!quiet && !json)
+        json_t *epochs = json_object_get(reply, "epochs");
+        if (lines && json_is_array(epochs))
+            print_epochs(id, job, epochs, &last_epoch);
+        else if (!quiet && !json)
             show_progress(id, job, metrics, tty, &last_epoch, t0, epoch0 < 0 ? 0 : epoch0);
         bool finished = strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
                         strcmp(state, "cancelled") == 0;

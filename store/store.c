@@ -165,6 +165,8 @@ static const char *const stmt_sql[ST_N] = {
                        "ORDER BY key, step",
     [ST_METRICS_KEY] = "SELECT key, step, epoch, value, time FROM metrics "
                        "WHERE run = ?1 AND key = ?2 ORDER BY step",
+    [ST_METRICS_SINCE] = "SELECT key, max(step), epoch, value, time FROM metrics "
+                         "WHERE run = ?1 AND epoch > ?2 GROUP BY epoch, key ORDER BY epoch, key",
     [ST_METRICS_FINAL] = "SELECT key, step, epoch, value, time FROM final_metrics "
                          "WHERE run = ?1 ORDER BY key",
     [ST_CKPT_PUT] = "INSERT OR REPLACE INTO checkpoints(run, epoch, step, crc32, size, time, "

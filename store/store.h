@@ -194,6 +194,10 @@ int store_metrics_put(struct store *s, int64_t run, const struct store_metric *m
 typedef int (*store_metric_fn)(void *ctx, const struct store_metric *m);
 int store_metrics_foreach(struct store *s, int64_t run, const char *key, store_metric_fn fn,
                           void *ctx);
+/* The last value of each key in each epoch after after_epoch, ordered by
+ * epoch then key (what `mlq wait` prints a line of per epoch); fn as above. */
+int store_metrics_since(struct store *s, int64_t run, int64_t after_epoch, store_metric_fn fn,
+                        void *ctx);
 /* The last step of each key of a run, ordered by key (kept in table
  * final_metrics by a trigger, so this is one index lookup per key).
  * Free with store_metrics_free. */

@@ -61,13 +61,8 @@ static void metric_from_row(sqlite3_stmt *st, struct store_metric *m)
     m->time = sqlite3_column_double(st, 4);
 }
 
-int store_metrics_foreach(struct store *s, int64_t run, const char *key, store_metric_fn fn,
-                          void *ctx)
+static int walk_metrics(struct store *s, sqlite3_stmt *st, store_metric_fn fn, void *ctx)
 {
-    sqlite3_stmt *st = store_stmt(s, key ? ST_METRICS_KEY : ST_METRICS_ALL);
-    if (!st) return -EIO;
-    sqlite3_bind_int64(st, 1, run);
-    if (key) sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
     int rc, ret = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         struct store_metric m;
@@ -78,6 +73,26 @@ int store_metrics_foreach(struct store *s, int64_t run, const char *key, store_m
     if (ret == 0 && rc != SQLITE_DONE) ret = store_fail_sql(s, rc, "read metrics");
     sqlite3_reset(st);
     return ret;
+}
+
+int store_metrics_foreach(struct store *s, int64_t run, const char *key, store_metric_fn fn,
+                          void *ctx)
+{
+    sqlite3_stmt *st = store_stmt(s, key ? ST_METRICS_KEY : ST_METRICS_ALL);
+    if (!st) return -EIO;
+    sqlite3_bind_int64(st, 1, run);
+    if (key) sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    return walk_metrics(s, st, fn, ctx);
+}
+
+int store_metrics_since(struct store *s, int64_t run, int64_t after_epoch, store_metric_fn fn,
+                        void *ctx)
+{
+    sqlite3_stmt *st = store_stmt(s, ST_METRICS_SINCE);
+    if (!st) return -EIO;
+    sqlite3_bind_int64(st, 1, run);
+    sqlite3_bind_int64(st, 2, after_epoch);
+    return walk_metrics(s, st, fn, ctx);
 }
 
 void store_metrics_free(struct store_metric *m, size_t n)

@@ -25,6 +25,7 @@ enum stmt_id {
     ST_METRIC_PUT,
     ST_METRICS_ALL,
     ST_METRICS_KEY,
+    ST_METRICS_SINCE,
     ST_METRICS_FINAL,
     ST_CKPT_PUT,
     ST_CKPT_LAST,

@@ -40,7 +40,13 @@ done
 id=$(mlq submit --dataset "$tmp/data.h5" --validation-split 0.2 --layers 4,16,3 \
          --optimizer adam --lr 0.01 --epochs 5 --batch-size 16 --name e2e)
 [ "$id" = 1 ] || fail "submit printed '$id'"
-mlq wait "$id" >/dev/null || fail "wait: exit $?"
+mlq wait "$id" >"$tmp/wait.out" || fail "wait: exit $?"
+# A line for every epoch, however short, then the end.
+for k in 1 2 3 4 5; do
+    [ "$(grep -c "^job 1 epoch $k/5 train_loss .* val_loss .* accuracy " "$tmp/wait.out")" = 1 ] ||
+        fail "wait: epoch $k not printed once: $(cat "$tmp/wait.out")"
+done
+[ "$(tail -n 1 "$tmp/wait.out")" = "job 1 succeeded" ] || fail "wait: last line"
 
 mlq show "$id" --json >"$tmp/show.json"
 grep -q '"state": "succeeded"' "$tmp/show.json" || fail "show: not succeeded"
