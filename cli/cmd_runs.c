@@ -152,10 +152,11 @@ int cmd_runs(int argc, char **argv)
     if (rc != EXIT_OK) return rc;
     struct store_job *runs = NULL;
     size_t n = 0;
-    if (store_runs_list(s, f, &runs, &n) != 0) {
+    rc = store_runs_list(s, f, &runs, &n);
+    if (rc != 0) {
         fprintf(stderr, "mlq runs: %s\n", store_errmsg(s));
         store_close(&s);
-        return EXIT_FAILURE_GENERIC;
+        return rc == -EINVAL ? EXIT_USAGE : EXIT_FAILURE_GENERIC; /* a bad --where key */
     }
     double now = store_now(s);
     json_t *arr = co.json ? json_array() : NULL;

@@ -415,7 +415,8 @@ int store_params_list(struct store *s, int64_t run, struct store_param **out, si
    path a --where key becomes. */
 static bool param_key_ok(const char *key)
 {
-    if (!key || !key[0] || key[0] == '.') return false;
+    size_t n = key ? strlen(key) : 0;
+    if (n == 0 || key[0] == '.' || key[n - 1] == '.' || strstr(key, "..")) return false;
     for (const char *c = key; *c; c++)
         if (!isalnum((unsigned char)*c) && *c != '_' && *c != '.') return false;
     return true;

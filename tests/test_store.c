@@ -786,9 +786,12 @@ static void test_runs_list_filters(void **state)
     assert_int_equal(store_runs_list(f->s, &rf, &r, &n), 0);
     assert_int_equal(n, 2);
     store_jobs_free(&r, n);
-    rf.where_key[0] = "optimizer.lr') OR 1=1 --";
-    assert_int_equal(store_runs_list(f->s, &rf, &r, &n), -EINVAL);
-    assert_non_null(strstr(store_errmsg(f->s), "not a param key"));
+    const char *bad_keys[] = {"optimizer.lr') OR 1=1 --", "optimizer..lr", "optimizer.", ""};
+    for (size_t i = 0; i < sizeof bad_keys / sizeof bad_keys[0]; i++) {
+        rf.where_key[0] = bad_keys[i];
+        assert_int_equal(store_runs_list(f->s, &rf, &r, &n), -EINVAL);
+        assert_non_null(strstr(store_errmsg(f->s), "not a param key"));
+    }
     rf.n_where = 2;
     rf.where_key[0] = "optimizer.name";
     rf.where_value[0] = "adam";

@@ -187,6 +187,11 @@ static void test_runs_json(void **state)
     assert_non_null(strstr(out, "val_loss"));
     free(out);
     assert_int_equal(run_mlq(f, NULL, "runs --state bogus"), 2);
+    assert_int_equal(run_mlq(f, NULL, "runs --where optimizer..lr=1"), 2);
+    /* Numbers compare as numbers: 1e-3 is the run's lr of 0.001. */
+    assert_int_equal(run_mlq(f, &out, "runs --csv --where optimizer.lr=1e-3"), 0);
+    assert_non_null(strstr(out, ",first,"));
+    free(out);
     assert_int_equal(run_mlq(f, &out, "runs --help"), 0);
     assert_non_null(strstr(out, "--where"));
     free(out);
