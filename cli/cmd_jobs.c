@@ -158,6 +158,17 @@ static double metric_value(const json_t *metrics, const char *key, int64_t *epoc
     return json_is_number(v) ? json_number_value(v) : NAN;
 }
 
+/* mlq wait's plain line (docs/jobs.md); NaN values are left out. */
+static void print_epoch_line(int64_t id, int64_t epoch, int64_t epochs, double loss, double vloss,
+                             double acc)
+{
+    printf("job %lld epoch %lld/%lld", (long long)id, (long long)epoch, (long long)epochs);
+    if (!isnan(loss)) printf(" train_loss %.6g", loss);
+    if (!isnan(vloss)) printf(" val_loss %.6g", vloss);
+    if (!isnan(acc)) printf(" accuracy %.6g", acc);
+    printf("\n");
+}
+
 static void show_progress(int64_t id, const json_t *job, const json_t *metrics, bool tty,
                           int64_t *last_epoch, double t0, int64_t epoch0)
 {
@@ -187,11 +198,7 @@ static void show_progress(int64_t id, const json_t *job, const json_t *metrics, 
         fprintf(stderr, " ETA %s", eta);
         fflush(stderr);
     } else if (epoch != *last_epoch) {
-        printf("job %lld epoch %lld/%lld", (long long)id, (long long)epoch, (long long)epochs);
-        if (!isnan(loss)) printf(" train_loss %.6g", loss);
-        if (!isnan(vloss)) printf(" val_loss %.6g", vloss);
-        if (!isnan(acc)) printf(" accuracy %.6g", acc);
-        printf("\n");
+        print_epoch_line(id, epoch, epochs, loss, vloss, acc);
         fflush(stdout);
     }
     *last_epoch = epoch;
@@ -217,11 +224,7 @@ static void print_epochs(int64_t id, const json_t *job, const json_t *epochs, in
         double loss = epoch_value(e, "train_loss"), vloss = epoch_value(e, "val_loss");
         double acc = epoch_value(e, "val_accuracy");
         if (isnan(acc)) acc = epoch_value(e, "train_accuracy");
-        printf("job %lld epoch %lld/%lld", (long long)id, (long long)epoch, (long long)total);
-        if (!isnan(loss)) printf(" train_loss %.6g", loss);
-        if (!isnan(vloss)) printf(" val_loss %.6g", vloss);
-        if (!isnan(acc)) printf(" accuracy %.6g", acc);
-        printf("\n");
+        print_epoch_line(id, epoch, total, loss, vloss, acc);
         *last_epoch = epoch;
     }
     fflush(stdout);

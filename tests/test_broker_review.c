@@ -406,6 +406,26 @@ static void test_name_in_use(void **state)
     fake_close(&b);
 }
 
+/* A fake trainer process (instance) named name on a new connection, its
+ * HELLO sent. */
+static void fake_connect(struct harness *h, struct fake *f, const char *name, const char *instance)
+{
+    memset(f, 0, sizeof *f);
+    f->sock = sock_open(h, ZMQ_DEALER);
+    assert_int_equal(zmq_connect(f->sock, h->endpoint), 0);
+    fake_send(f, PROTO_HELLO,
+              json_pack("{s:s, s:s, s:s}", "name", name, "host", "test", "instance", instance));
+}
+
+static void expect_job(struct fake *f, int64_t id, int64_t attempt)
+{
+    json_t *job = fake_expect(f, PROTO_JOB, 5);
+    assert_non_null(job);
+    assert_int_equal(int_of(job, "job"), id);
+    assert_int_equal(int_of(job, "attempt"), attempt);
+    json_decref(job);
+}
+
 /* The same trainer process on a new connection (its I/O thread reconnected)
  * that announces no job never got its JOB: sent again, no attempt counted. */
 static void test_reconnect_without_job_keeps_attempt(void **state)
@@ -414,28 +434,17 @@ static void test_reconnect_without_job_keeps_attempt(void **state)
     char data[512];
     h_dataset(h, "d.h5", 16, 4, 2, 1, data, sizeof data);
     h_broker_start(h, NULL);
-    struct fake a = {.sock = sock_open(h, ZMQ_DEALER)};
-    assert_int_equal(zmq_connect(a.sock, h->endpoint), 0);
-    fake_send(&a, PROTO_HELLO,
-              json_pack("{s:s, s:s, s:s}", "name", "re", "host", "a", "instance", "re-1"));
+    struct fake a, a2, b;
+    fake_connect(h, &a, "re", "re-1");
     json_t *w = fake_expect(&a, PROTO_WELCOME, 5);
     assert_non_null(w);
     json_decref(w);
     int64_t id = h_submit(h, h_train_spec(data, 4, 2, 1, 1));
-    json_t *job = fake_expect(&a, PROTO_JOB, 5);
-    assert_non_null(job);
-    json_decref(job);
+    expect_job(&a, id, 1);
     fake_close(&a); /* as if the JOB were lost with the connection */
 
-    struct fake a2 = {.sock = sock_open(h, ZMQ_DEALER)};
-    assert_int_equal(zmq_connect(a2.sock, h->endpoint), 0);
-    fake_send(&a2, PROTO_HELLO,
-              json_pack("{s:s, s:s, s:s}", "name", "re", "host", "a", "instance", "re-1"));
-    job = fake_expect(&a2, PROTO_JOB, 5);
-    assert_non_null(job);
-    assert_int_equal(int_of(job, "job"), id);
-    assert_int_equal(int_of(job, "attempt"), 1);
-    json_decref(job);
+    fake_connect(h, &a2, "re", "re-1");
+    expect_job(&a2, id, 1);
     json_t *j = h_job(h, id);
     assert_int_equal(int_of(j, "attempts"), 1);
     assert_string_equal(json_string_value(json_object_get(j, "state")), "running");
@@ -446,15 +455,8 @@ static void test_reconnect_without_job_keeps_attempt(void **state)
        without the job: that one is lost and counts. */
     fake_close(&a2);
     usleep(1500 * 1000);
-    struct fake b = {.sock = sock_open(h, ZMQ_DEALER)};
-    assert_int_equal(zmq_connect(b.sock, h->endpoint), 0);
-    fake_send(&b, PROTO_HELLO,
-              json_pack("{s:s, s:s, s:s}", "name", "re", "host", "a", "instance", "re-2"));
-    job = fake_expect(&b, PROTO_JOB, 5);
-    assert_non_null(job);
-    assert_int_equal(int_of(job, "job"), id);
-    assert_int_equal(int_of(job, "attempt"), 2);
-    json_decref(job);
+    fake_connect(h, &b, "re", "re-2");
+    expect_job(&b, id, 2);
     fake_close(&b);
 }
 
