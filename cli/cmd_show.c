@@ -86,6 +86,8 @@ int cmd_show(int argc, char **argv)
         double d = history_job_duration(&j, now);
         json_object_set_new(o, "duration", d >= 0 ? json_real(d) : json_null());
         json_object_set_new(o, "error", j.error ? json_string(j.error) : json_null());
+        json_object_set_new(o, "request_id",
+                            j.request_id ? json_string(j.request_id) : json_null());
         json_object_set_new(o, "spec", spec ? json_incref(spec) : json_null());
         json_t *mo = json_object();
         for (size_t i = 0; i < nm; i++) {

@@ -136,7 +136,7 @@ _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema v
 
 #define JOB_COLS                                                                                   \
     "id, kind, state, priority, attempts, max_attempts, name, trainer, run, cancel_requested, "    \
-    "submitted, started, finished, spec, error, result"
+    "submitted, started, finished, spec, error, result, request_id"
 #define CKPT_META_COLS "id, run, epoch, step, crc32, size, time, metric"
 #define TERMINAL "('succeeded','failed','cancelled')"
 

@@ -108,6 +108,7 @@ struct store_job {
     char *spec_json;                     /* canonical spec; NULL in store_runs_list results */
     char *error;                         /* failure or cancel reason, or NULL */
     char *result_json;                   /* eval metrics / predict summary, or NULL */
+    char *request_id;                    /* its submission's (docs/jobs.md), or NULL */
 };
 void store_job_free(struct store_job *job);              /* frees the strings, not job */
 void store_jobs_free(struct store_job **jobs, size_t n); /* frees an array and its strings */

@@ -28,7 +28,8 @@ enum {
     C_FINISHED,
     C_SPEC,
     C_ERROR,
-    C_RESULT
+    C_RESULT,
+    C_REQUEST_ID
 };
 
 static int job_from_row(sqlite3_stmt *st, struct store_job *j)
@@ -53,6 +54,7 @@ static int job_from_row(sqlite3_stmt *st, struct store_job *j)
     j->spec_json = store_col_strdup(st, C_SPEC);
     j->error = store_col_strdup(st, C_ERROR);
     j->result_json = store_col_strdup(st, C_RESULT);
+    j->request_id = store_col_strdup(st, C_REQUEST_ID);
     return 0;
 }
 
@@ -62,7 +64,8 @@ void store_job_free(struct store_job *j)
     free(j->spec_json);
     free(j->error);
     free(j->result_json);
-    j->spec_json = j->error = j->result_json = NULL;
+    free(j->request_id);
+    j->spec_json = j->error = j->result_json = j->request_id = NULL;
 }
 
 void store_jobs_free(struct store_job **jobs, size_t n)
@@ -451,7 +454,7 @@ int store_runs_list(struct store *s, const struct store_run_filter *f, struct st
     o += (size_t)snprintf(sql + o, sizeof sql - o,
                           "SELECT j.id, j.kind, j.state, j.priority, j.attempts, j.max_attempts, "
                           "j.name, j.trainer, j.run, j.cancel_requested, j.submitted, j.started, "
-                          "j.finished, NULL, j.error, NULL FROM jobs j");
+                          "j.finished, NULL, j.error, NULL, NULL FROM jobs j");
     if (f->sort_metric)
         o += (size_t)snprintf(sql + o, sizeof sql - o,
                               " LEFT JOIN final_metrics fm ON fm.run = j.id AND fm.key = ?1");

@@ -339,6 +339,10 @@ static void test_submit_request_id(void **state)
     assert_int_equal(store_job_submit_spec(f->s, &spec, "req-1", &b, &existed), 0);
     assert_true(existed);
     assert_int_equal(b, a);
+    struct store_job j;
+    assert_int_equal(store_job_get(f->s, a, &j), 0);
+    assert_string_equal(j.request_id, "req-1");
+    store_job_free(&j);
     assert_int_equal(store_job_submit_spec(f->s, &spec, NULL, &c, &existed), 0);
     assert_false(existed);
     assert_int_equal(store_job_submit_spec(f->s, &spec, NULL, &d, NULL), 0);
