@@ -46,13 +46,13 @@ static int request_timeout_ms(void)
     return ms > 0 ? ms : REQUEST_TIMEOUT_MS;
 }
 
+static int broker_call_resend(const char *endpoint, const char *cmd, json_t *body, int resend_ms,
+                              json_t **reply);
+
 /* Sends cmd with body (stolen) and waits for OK or ERROR. On OK, *reply gets
  * the body (caller json_decref). Returns an exit code: EXIT_OK, or the error
  * printed and EXIT_USAGE (bad spec), EXIT_NOT_FOUND, EXIT_UNAVAILABLE (no
  * answer) or EXIT_FAILURE_GENERIC. */
-static int broker_call_resend(const char *endpoint, const char *cmd, json_t *body, int resend_ms,
-                              json_t **reply);
-
 static int broker_call(const char *endpoint, const char *cmd, json_t *body, json_t **reply)
 {
     return broker_call_resend(endpoint, cmd, body, 0, reply);
