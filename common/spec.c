@@ -278,7 +278,9 @@ static int parse_optimizer(json_t *v, struct spec_optimizer *o, char *err, size_
                                        "weight_decay",
                                        "alpha",
                                        "lr_decay",
-                                       "initial_accumulator_value"};
+                                       "initial_accumulator_value",
+                                       "amsgrad",
+                                       "centered"};
     /* A bare string names the optimizer with its defaults. */
     if (json_is_string(v)) {
         json_t *wrap = json_pack("{sO}", "name", v);
@@ -300,6 +302,8 @@ static int parse_optimizer(json_t *v, struct spec_optimizer *o, char *err, size_
     if (!rc) rc = get_number(v, "momentum", w, &o->momentum, err, errlen);
     if (!rc) rc = get_number(v, "dampening", w, &o->dampening, err, errlen);
     if (!rc) rc = get_bool(v, "nesterov", w, &o->nesterov, err, errlen);
+    if (!rc) rc = get_bool(v, "amsgrad", w, &o->amsgrad, err, errlen);
+    if (!rc) rc = get_bool(v, "centered", w, &o->centered, err, errlen);
     if (!rc) rc = get_number(v, "eps", w, &o->eps, err, errlen);
     if (!rc) rc = get_number(v, "weight_decay", w, &o->weight_decay, err, errlen);
     if (!rc) rc = get_number(v, "alpha", w, &o->alpha, err, errlen);
@@ -526,11 +530,13 @@ static json_t *optimizer_to_json(const struct spec_optimizer *o)
     case OPT_ADAMW:
         json_object_set_new(j, "betas", json_pack("[ff]", o->beta1, o->beta2));
         json_object_set_new(j, "eps", json_real(o->eps));
+        json_object_set_new(j, "amsgrad", json_boolean(o->amsgrad));
         break;
     case OPT_RMSPROP:
         json_object_set_new(j, "alpha", json_real(o->alpha));
         json_object_set_new(j, "eps", json_real(o->eps));
         json_object_set_new(j, "momentum", json_real(o->momentum));
+        json_object_set_new(j, "centered", json_boolean(o->centered));
         break;
     case OPT_ADAGRAD:
         json_object_set_new(j, "lr_decay", json_real(o->lr_decay));

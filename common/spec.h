@@ -42,6 +42,8 @@ struct spec_optimizer {
     double dampening; /* sgd */
     bool nesterov;    /* sgd */
     double beta1, beta2, eps;
+    bool amsgrad;               /* adam, adamw: the maximum of the second moments */
+    bool centered;              /* rmsprop: the square average less the squared mean */
     double weight_decay;        /* added to the gradient; decoupled for adamw */
     double alpha;               /* rmsprop smoothing */
     double lr_decay;            /* adagrad */

@@ -206,6 +206,11 @@ static void test_resume_equals_uninterrupted(void **state)
     check_resume_exact(f, "{\"name\": \"rmsprop\", \"lr\": 0.001, \"momentum\": 0.5}");
     check_resume_exact(f, "{\"name\": \"adagrad\"}");
     check_resume_exact(f, "{\"name\": \"gd\", \"lr\": 0.5}");
+    /* A third state buffer: the largest second moment, the mean gradient. */
+    check_resume_exact(f, "{\"name\": \"adam\", \"lr\": 0.01, \"betas\": [0.9, 0.6], "
+                          "\"amsgrad\": true}");
+    check_resume_exact(f, "{\"name\": \"rmsprop\", \"lr\": 0.001, \"momentum\": 0.5, "
+                          "\"centered\": true}");
 }
 
 static void test_same_seed_same_run_and_learning_happens(void **state)

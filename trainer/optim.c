@@ -29,7 +29,7 @@ int optim_create(struct optim *opt, const struct spec_optimizer *cfg, size_t n)
     memset(opt, 0, sizeof *opt);
     opt->cfg = *cfg;
     opt->n = n;
-    int need_m = 0, need_v = 0;
+    int need_m = 0, need_v = 0, need_w = 0;
     switch (cfg->name) {
     case OPT_GD:
     case OPT_SGD:
@@ -38,10 +38,12 @@ int optim_create(struct optim *opt, const struct spec_optimizer *cfg, size_t n)
     case OPT_ADAM:
     case OPT_ADAMW:
         need_m = need_v = 1;
+        need_w = cfg->amsgrad;
         break;
-    case OPT_RMSPROP: /* m: square average, v: momentum buffer */
+    case OPT_RMSPROP: /* m: square average, v: momentum buffer, w: mean gradient */
         need_m = 1;
         need_v = cfg->momentum > 0.0;
+        need_w = cfg->centered;
         break;
     case OPT_ADAGRAD: /* v: sum of squares */
         need_v = 1;
@@ -49,6 +51,7 @@ int optim_create(struct optim *opt, const struct spec_optimizer *cfg, size_t n)
     }
     if (need_m && !(opt->m = calloc(n ? n : 1, sizeof *opt->m))) goto nomem;
     if (need_v && !(opt->v = calloc(n ? n : 1, sizeof *opt->v))) goto nomem;
+    if (need_w && !(opt->w = calloc(n ? n : 1, sizeof *opt->w))) goto nomem;
     if (cfg->name == OPT_ADAGRAD) {
         float init = (float)cfg->initial_accumulator;
         for (size_t i = 0; i < n; i++)
@@ -65,12 +68,23 @@ void optim_destroy(struct optim *opt)
     if (!opt) return;
     free(opt->m);
     free(opt->v);
+    free(opt->w);
     memset(opt, 0, sizeof *opt);
+}
+
+int optim_state_buffers(const struct optim *opt, float *bufs[3])
+{
+    int k = 0;
+    if (opt->m) bufs[k++] = opt->m;
+    if (opt->v) bufs[k++] = opt->v;
+    if (opt->w) bufs[k++] = opt->w;
+    return k;
 }
 
 size_t optim_state_floats(const struct optim *opt)
 {
-    return (opt->m ? opt->n : 0) + (opt->v ? opt->n : 0);
+    float *bufs[3];
+    return (size_t)optim_state_buffers(opt, bufs) * opt->n;
 }
 
 /* d = g + wd*p; buf = first ? d : mom*buf + (1-damp)*d;
@@ -132,7 +146,19 @@ OPTIM_CLONES static void adam_step(struct optim *o, float *restrict p, const flo
     const int decoupled = c->name == OPT_ADAMW;
     const float wd = decoupled ? 0.0f : (float)c->weight_decay;
     const float shrink = decoupled ? (float)(1.0 - lr * c->weight_decay) : 1.0f;
-    float *restrict m = o->m, *restrict v = o->v;
+    float *restrict m = o->m, *restrict v = o->v, *restrict vmax = o->w;
+    if (vmax) {
+        /* amsgrad: the denominator uses the largest second moment so far. */
+        for (size_t i = 0; i < n; i++) {
+            float pi = p[i] * shrink;
+            float gi = g[i] + wd * pi;
+            m[i] = b1 * m[i] + one_b1 * gi;
+            v[i] = b2 * v[i] + one_b2 * gi * gi;
+            vmax[i] = fmaxf(vmax[i], v[i]);
+            p[i] = pi - step_size * (m[i] / (sqrtf(vmax[i]) / bc2_sqrt + eps));
+        }
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         float pi = p[i] * shrink;
         float gi = g[i] + wd * pi;
@@ -142,7 +168,8 @@ OPTIM_CLONES static void adam_step(struct optim *o, float *restrict p, const flo
     }
 }
 
-/* sq = a*sq + (1-a)*g^2; avg = sqrt(sq) + eps;
+/* sq = a*sq + (1-a)*g^2; avg = sqrt(sq) + eps (centered: ga = a*ga + (1-a)*g,
+ * avg = sqrt(sq - ga^2) + eps);
  * momentum: buf = mom*buf + g/avg, p -= lr*buf; else p -= lr*g/avg. */
 OPTIM_CLONES static void rmsprop_step(struct optim *o, float *restrict p, const float *restrict g,
                                       float lr)
@@ -151,7 +178,22 @@ OPTIM_CLONES static void rmsprop_step(struct optim *o, float *restrict p, const 
     const size_t n = o->n;
     const float a = (float)c->alpha, one_a = (float)(1.0 - c->alpha);
     const float eps = (float)c->eps, wd = (float)c->weight_decay, mom = (float)c->momentum;
-    float *restrict sq = o->m, *restrict buf = o->v;
+    float *restrict sq = o->m, *restrict buf = o->v, *restrict ga = o->w;
+    if (ga) {
+        for (size_t i = 0; i < n; i++) {
+            float gi = g[i] + wd * p[i];
+            sq[i] = a * sq[i] + one_a * gi * gi;
+            ga[i] = a * ga[i] + one_a * gi;
+            float avg = sqrtf(sq[i] - ga[i] * ga[i]) + eps;
+            if (buf) {
+                buf[i] = mom * buf[i] + gi / avg;
+                p[i] -= lr * buf[i];
+            } else {
+                p[i] -= lr * (gi / avg);
+            }
+        }
+        return;
+    }
     if (buf) {
         for (size_t i = 0; i < n; i++) {
             float gi = g[i] + wd * p[i];

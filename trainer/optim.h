@@ -15,6 +15,7 @@ struct optim {
     int64_t step;            /* steps taken, Adam's t */
     float *m;                /* (n) momentum buffer / first moment / square average, or NULL */
     float *v;                /* (n) second moment / accumulator, or NULL */
+    float *w;                /* (n) amsgrad: max second moment / centered: mean gradient */
     int has_momentum_buffer; /* sgd: torch creates it lazily on the first step */
 };
 
@@ -22,7 +23,11 @@ int optim_create(struct optim *opt, const struct spec_optimizer *cfg, size_t n);
 void optim_destroy(struct optim *opt);
 /* One step: params -= update(grads). lr is the learning rate in force. */
 void optim_step(struct optim *opt, float *params, const float *grads, double lr);
-/* Floats of state that a checkpoint must save: m and v, each n or 0. */
+/* Floats of state that a checkpoint must save: m, v and w, each n or 0, in
+ * that order (optim_state_buffers). */
 size_t optim_state_floats(const struct optim *opt);
+/* The state buffers present, in checkpoint order: m, v, w without the NULLs.
+ * Returns how many (at most 3). */
+int optim_state_buffers(const struct optim *opt, float *bufs[3]);
 
 #endif

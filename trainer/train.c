@@ -164,12 +164,10 @@ static int restore(struct run *r, const void *blob, size_t len, int64_t *epoch, 
         goto out;
     }
     memcpy(r->net.params, c.params, sizeof(float) * c.n_params);
-    size_t n = r->opt.n;
-    if (r->opt.m && c.n_optim >= n) memcpy(r->opt.m, c.optim_state, sizeof(float) * n);
-    if (r->opt.v && c.n_optim >= 2 * n)
-        memcpy(r->opt.v, c.optim_state + n, sizeof(float) * n);
-    else if (r->opt.v && !r->opt.m && c.n_optim >= n)
-        memcpy(r->opt.v, c.optim_state, sizeof(float) * n);
+    float *bufs[3];
+    int k = optim_state_buffers(&r->opt, bufs);
+    for (int i = 0; i < k; i++) /* sizes checked above */
+        memcpy(bufs[i], c.optim_state + (size_t)i * r->opt.n, sizeof(float) * r->opt.n);
     r->opt.step = c.optim_step;
     r->opt.has_momentum_buffer = c.optim_step > 0;
     r->rng = c.rng;
@@ -185,16 +183,13 @@ static int save(struct run *r, int64_t epoch, int64_t step, double best,
                 const struct train_callbacks *cb)
 {
     if (!cb || !cb->on_checkpoint) return 0;
-    size_t n = r->opt.n;
     size_t n_optim = optim_state_floats(&r->opt);
     float *state = malloc(sizeof(float) * (n_optim ? n_optim : 1));
     if (!state) return -ENOMEM;
-    size_t at = 0;
-    if (r->opt.m) {
-        memcpy(state, r->opt.m, sizeof(float) * n);
-        at = n;
-    }
-    if (r->opt.v) memcpy(state + at, r->opt.v, sizeof(float) * n);
+    float *bufs[3];
+    int k = optim_state_buffers(&r->opt, bufs);
+    for (int i = 0; i < k; i++)
+        memcpy(state + (size_t)i * r->opt.n, bufs[i], sizeof(float) * r->opt.n);
     struct checkpoint c = {
         .spec_json = r->spec_json,
         .epoch = epoch,
