@@ -114,7 +114,11 @@ static const char *const migrations[] = {
        submission may carry a request id that makes its retry idempotent. */
     "DROP TABLE params;"
     "CREATE VIEW params(run, key, value) AS"
-    "  SELECT j.id, substr(t.fullkey, 3),"
+    /* The key from path and key: SQLite quotes a fullkey's segments that
+       hold anything but letters and digits ($."batch_size"). */
+    "  SELECT j.id,"
+    "    CASE WHEN t.path = '$' THEN t.key"
+    "      ELSE replace(substr(t.path, 3), '\"', '') || '.' || t.key END,"
     "    CASE t.type"
     "      WHEN 'real' THEN printf('%.15g', t.atom)"
     "      WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'null' THEN 'null'"

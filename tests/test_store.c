@@ -63,9 +63,10 @@ static int64_t submit(struct store *s, enum job_kind kind, int priority, const c
     return id;
 }
 
-static const char *SPEC_ADAM = "{\"kind\":\"train\",\"optimizer\":{\"name\":\"adam\",\"lr\":0.001},"
-                               "\"model\":{\"layers\":[784,128,64,10]},\"epochs\":3,"
-                               "\"dataset\":{\"path\":\"a.h5\"},\"shuffle\":true}";
+static const char *SPEC_ADAM =
+    "{\"kind\":\"train\",\"optimizer\":{\"name\":\"adam\",\"lr\":0.001,\"weight_decay\":0.5},"
+    "\"model\":{\"layers\":[784,128,64,10]},\"epochs\":3,\"batch_size\":64,"
+    "\"dataset\":{\"path\":\"a.h5\"},\"shuffle\":true}";
 static const char *SPEC_SGD = "{\"kind\":\"train\",\"optimizer\":{\"name\":\"sgd\",\"lr\":0.1}}";
 
 /* ---- open, schema, migration ------------------------------------------------------- */
@@ -143,7 +144,8 @@ static void test_v1_params_table_migrated(void **state)
                  "WITHOUT ROWID;"
                  "INSERT INTO jobs(id, kind, state, spec, submitted) VALUES (7, 'train', "
                  "'succeeded', '{\"optimizer\":{\"betas\":[0.90000000000000002,0.999],"
-                 "\"lr\":3.0000000000000001e-5,\"nesterov\":false},\"epochs\":2}', 1.0);"
+                 "\"lr\":3.0000000000000001e-5,\"nesterov\":false},\"epochs\":2,"
+                 "\"batch_size\":32}', 1.0);"
                  "INSERT INTO params VALUES (7, 'optimizer.lr', '3e-05');"
                  "PRAGMA user_version = 1;"),
         SQLITE_OK);
@@ -153,8 +155,9 @@ static void test_v1_params_table_migrated(void **state)
     struct store_param *p;
     size_t n;
     assert_int_equal(store_params_list(s, 7, &p, &n), 0);
-    assert_int_equal(n, 4);
-    const char *want[][2] = {{"epochs", "2"},
+    assert_int_equal(n, 5);
+    const char *want[][2] = {{"batch_size", "32"},
+                             {"epochs", "2"},
                              {"optimizer.betas", "[0.9,0.999]"},
                              {"optimizer.lr", "3e-05"},
                              {"optimizer.nesterov", "false"}};
@@ -306,10 +309,15 @@ static void test_submit_and_params(void **state)
     struct store_param *p;
     size_t n;
     assert_int_equal(store_params_list(f->s, id, &p, &n), 0);
-    assert_int_equal(n, 7);
-    const char *want[][2] = {{"dataset.path", "a.h5"},  {"epochs", "3"},
-                             {"kind", "train"},         {"model.layers", "[784,128,64,10]"},
-                             {"optimizer.lr", "0.001"}, {"optimizer.name", "adam"},
+    assert_int_equal(n, 9);
+    const char *want[][2] = {{"batch_size", "64"},
+                             {"dataset.path", "a.h5"},
+                             {"epochs", "3"},
+                             {"kind", "train"},
+                             {"model.layers", "[784,128,64,10]"},
+                             {"optimizer.lr", "0.001"},
+                             {"optimizer.name", "adam"},
+                             {"optimizer.weight_decay", "0.5"},
                              {"shuffle", "true"}};
     for (size_t i = 0; i < n; i++) {
         assert_string_equal(p[i].key, want[i][0]);
@@ -787,6 +795,11 @@ static void test_runs_list_filters(void **state)
     store_jobs_free(&r, n);
     rf.where_key[0] = "shuffle";
     rf.where_value[0] = "true";
+    assert_int_equal(store_runs_list(f->s, &rf, &r, &n), 0);
+    assert_int_equal(n, 2);
+    store_jobs_free(&r, n);
+    rf.where_key[0] = "batch_size";
+    rf.where_value[0] = "64";
     assert_int_equal(store_runs_list(f->s, &rf, &r, &n), 0);
     assert_int_equal(n, 2);
     store_jobs_free(&r, n);
