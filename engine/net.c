@@ -33,20 +33,20 @@ static float *layer_a(const struct net *net, int l)
     return layer_z(net, l) + (size_t)net->max_batch * (size_t)net->layer[l].out;
 }
 
-int net_create(struct net *net, const struct mlq_spec *spec)
+int net_create(struct net *net, const struct net_config *cfg)
 {
     memset(net, 0, sizeof *net);
-    if (spec->n_layers < 1 || spec->n_layers > SPEC_MAX_LAYERS) return -EINVAL;
-    net->n_layers = spec->n_layers;
-    net->activation = spec->activation;
-    net->leaky_slope = (float)spec->leaky_slope;
-    net->output = spec->output;
-    net->loss = spec->loss;
+    if (cfg->n_layers < 1 || cfg->n_layers > NET_MAX_LAYERS) return -EINVAL;
+    net->n_layers = cfg->n_layers;
+    net->activation = cfg->activation;
+    net->leaky_slope = cfg->leaky_slope;
+    net->output = cfg->output;
+    net->loss = cfg->loss;
     net->n_threads = 1;
 
     size_t P = 0;
     for (int l = 0; l < net->n_layers; l++) {
-        int I = spec->layers[l], O = spec->layers[l + 1];
+        int I = cfg->sizes[l], O = cfg->sizes[l + 1];
         if (I < 1 || O < 1) return -EINVAL;
         net->layer[l].in = I;
         net->layer[l].out = O;
@@ -205,22 +205,22 @@ static void dense_backward_db(float *restrict db, float *restrict b, const float
 /* ---- element-wise: one switch per call, plain loops inside ---- */
 
 static void activation_forward(float *restrict a, const float *restrict z, size_t n,
-                               enum activation act, float slope)
+                               enum net_activation act, float slope)
 {
     switch (act) {
-    case ACT_RELU:
+    case NET_ACT_RELU:
         for (size_t i = 0; i < n; i++)
             a[i] = z[i] > 0.0f ? z[i] : 0.0f;
         break;
-    case ACT_LEAKY_RELU:
+    case NET_ACT_LEAKY_RELU:
         for (size_t i = 0; i < n; i++)
             a[i] = z[i] > 0.0f ? z[i] : z[i] * slope;
         break;
-    case ACT_SIGMOID:
+    case NET_ACT_SIGMOID:
         for (size_t i = 0; i < n; i++)
             a[i] = 1.0f / (1.0f + expf(-z[i]));
         break;
-    case ACT_TANH:
+    case NET_ACT_TANH:
         for (size_t i = 0; i < n; i++)
             a[i] = tanhf(z[i]);
         break;
@@ -229,22 +229,22 @@ static void activation_forward(float *restrict a, const float *restrict z, size_
 
 /* d (n) *= f'(z), using a = f(z) where that is cheaper. */
 static void activation_backward(float *restrict d, const float *restrict z, const float *restrict a,
-                                size_t n, enum activation act, float slope)
+                                size_t n, enum net_activation act, float slope)
 {
     switch (act) {
-    case ACT_RELU:
+    case NET_ACT_RELU:
         for (size_t i = 0; i < n; i++)
             d[i] = z[i] > 0.0f ? d[i] : 0.0f;
         break;
-    case ACT_LEAKY_RELU:
+    case NET_ACT_LEAKY_RELU:
         for (size_t i = 0; i < n; i++)
             d[i] = z[i] > 0.0f ? d[i] : d[i] * slope;
         break;
-    case ACT_SIGMOID:
+    case NET_ACT_SIGMOID:
         for (size_t i = 0; i < n; i++)
             d[i] *= a[i] * (1.0f - a[i]);
         break;
-    case ACT_TANH:
+    case NET_ACT_TANH:
         for (size_t i = 0; i < n; i++)
             d[i] *= 1.0f - a[i] * a[i];
         break;
@@ -503,7 +503,7 @@ int net_set_threads(struct net *net, int n)
 
 /* Applies the activation to the columns [c0, c1) of the B rows of z. */
 static void activation_forward_cols(float *a, const float *z, int B, int O, int c0, int c1,
-                                    enum activation act, float slope)
+                                    enum net_activation act, float slope)
 {
     for (int r = 0; r < B; r++)
         activation_forward(a + (size_t)r * O + c0, z + (size_t)r * O + c0, (size_t)(c1 - c0), act,
@@ -535,10 +535,10 @@ void net_forward(struct net *net, const float *x, int B)
         size_t n = (size_t)B * (size_t)ly->out;
         in = a;
         if (l < L - 1) continue; /* the activation ran with the layer */
-        if (net->loss == LOSS_CROSS_ENTROPY)
+        if (net->loss == NET_LOSS_CROSS_ENTROPY)
             softmax_rows(a, z, B, ly->out);
-        else if (net->output == OUT_SIGMOID)
-            activation_forward(a, z, n, ACT_SIGMOID, 0.0f);
+        else if (net->output == NET_OUT_SIGMOID)
+            activation_forward(a, z, n, NET_ACT_SIGMOID, 0.0f);
         else
             memcpy(a, z, n * sizeof *a);
     }
@@ -548,7 +548,7 @@ double net_loss(const struct net *net, const int32_t *y_class, const float *y, i
 {
     int K = net_outputs(net);
     double total = 0.0;
-    if (net->loss == LOSS_CROSS_ENTROPY) {
+    if (net->loss == NET_LOSS_CROSS_ENTROPY) {
         /* From the logits in double: -log softmax = logsumexp(z) - z_y. */
         const float *z = layer_z(net, net->n_layers - 1);
         for (int r = 0; r < B; r++) {
@@ -579,7 +579,7 @@ static void output_grad(const struct net *net, float *restrict d, const int32_t 
     int K = net_outputs(net);
     size_t n = (size_t)B * (size_t)K;
     const float *restrict p = net->probs;
-    if (net->loss == LOSS_CROSS_ENTROPY) {
+    if (net->loss == NET_LOSS_CROSS_ENTROPY) {
         /* Fused softmax + cross-entropy: (p - onehot(y)) / B. */
         float scale = 1.0f / (float)B;
         for (size_t i = 0; i < n; i++)
@@ -592,7 +592,7 @@ static void output_grad(const struct net *net, float *restrict d, const int32_t 
     float scale = 2.0f / (float)n;
     for (size_t i = 0; i < n; i++)
         d[i] = (p[i] - y[i]) * scale;
-    if (net->output == OUT_SIGMOID)
+    if (net->output == NET_OUT_SIGMOID)
         for (size_t i = 0; i < n; i++)
             d[i] *= p[i] * (1.0f - p[i]);
 }

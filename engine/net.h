@@ -13,7 +13,25 @@
 #include <stdint.h>
 
 #include "rng.h"
-#include "spec.h"
+
+#define NET_MAX_LAYERS 32 /* dense layers; a net_config holds one more size */
+
+enum net_activation { NET_ACT_RELU, NET_ACT_SIGMOID, NET_ACT_TANH, NET_ACT_LEAKY_RELU };
+/* What the last layer emits. LOGITS and SOFTMAX train identically with
+ * cross-entropy (the loss is fused); they differ in what a caller reports. */
+enum net_output { NET_OUT_LOGITS, NET_OUT_SOFTMAX, NET_OUT_SIGMOID, NET_OUT_LINEAR };
+enum net_loss { NET_LOSS_CROSS_ENTROPY, NET_LOSS_MSE };
+
+/* What net_create builds: the engine's own description of a dense stack,
+ * filled by the caller (trainer/spec_model.c translates a job spec). */
+struct net_config {
+    int n_layers;                   /* dense layers, 1..NET_MAX_LAYERS */
+    int sizes[NET_MAX_LAYERS + 1];  /* widths, inputs first */
+    enum net_activation activation; /* hidden layers */
+    float leaky_slope;
+    enum net_output output;
+    enum net_loss loss;
+};
 
 struct net_layer {
     int in, out;
@@ -28,11 +46,11 @@ struct net_team;
 
 struct net {
     int n_layers;
-    struct net_layer layer[SPEC_MAX_LAYERS];
-    enum activation activation;
+    struct net_layer layer[NET_MAX_LAYERS];
+    enum net_activation activation;
     float leaky_slope;
-    enum output_kind output;
-    enum loss_kind loss;
+    enum net_output output;
+    enum net_loss loss;
     size_t n_params; /* P */
     float *params;   /* (P) */
     float *grads;    /* (P) */
@@ -48,8 +66,9 @@ struct net {
     struct net_team *team;
 };
 
-/* Allocates the buffers for the spec's layers. Returns 0 or -ENOMEM. */
-int net_create(struct net *net, const struct mlq_spec *spec);
+/* Allocates the buffers for cfg's layers. Returns 0, -EINVAL (a layer count
+ * or width out of range) or -ENOMEM. */
+int net_create(struct net *net, const struct net_config *cfg);
 void net_destroy(struct net *net); /* also stops the threads */
 /* Makes room for batches of up to B rows. Returns 0 or -ENOMEM. */
 int net_reserve(struct net *net, int B);

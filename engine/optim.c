@@ -19,40 +19,40 @@
 #define OPTIM_CLONES
 #endif
 
-static int uses_momentum_buffer(const struct spec_optimizer *c)
+static int uses_momentum_buffer(const struct optim_config *c)
 {
-    return (c->name == OPT_SGD || c->name == OPT_GD) && c->momentum != 0.0;
+    return (c->rule == OPTIM_SGD || c->rule == OPTIM_GD) && c->momentum != 0.0;
 }
 
-int optim_create(struct optim *opt, const struct spec_optimizer *cfg, size_t n)
+int optim_create(struct optim *opt, const struct optim_config *cfg, size_t n)
 {
     memset(opt, 0, sizeof *opt);
     opt->cfg = *cfg;
     opt->n = n;
     int need_m = 0, need_v = 0, need_w = 0;
-    switch (cfg->name) {
-    case OPT_GD:
-    case OPT_SGD:
+    switch (cfg->rule) {
+    case OPTIM_GD:
+    case OPTIM_SGD:
         need_m = uses_momentum_buffer(cfg);
         break;
-    case OPT_ADAM:
-    case OPT_ADAMW:
+    case OPTIM_ADAM:
+    case OPTIM_ADAMW:
         need_m = need_v = 1;
         need_w = cfg->amsgrad;
         break;
-    case OPT_RMSPROP: /* m: square average, v: momentum buffer, w: mean gradient */
+    case OPTIM_RMSPROP: /* m: square average, v: momentum buffer, w: mean gradient */
         need_m = 1;
         need_v = cfg->momentum > 0.0;
         need_w = cfg->centered;
         break;
-    case OPT_ADAGRAD: /* v: sum of squares */
+    case OPTIM_ADAGRAD: /* v: sum of squares */
         need_v = 1;
         break;
     }
     if (need_m && !(opt->m = calloc(n ? n : 1, sizeof *opt->m))) goto nomem;
     if (need_v && !(opt->v = calloc(n ? n : 1, sizeof *opt->v))) goto nomem;
     if (need_w && !(opt->w = calloc(n ? n : 1, sizeof *opt->w))) goto nomem;
-    if (cfg->name == OPT_ADAGRAD) {
+    if (cfg->rule == OPTIM_ADAGRAD) {
         float init = (float)cfg->initial_accumulator;
         for (size_t i = 0; i < n; i++)
             opt->v[i] = init;
@@ -92,7 +92,7 @@ size_t optim_state_floats(const struct optim *opt)
 OPTIM_CLONES static void sgd_step(struct optim *o, float *restrict p, const float *restrict g,
                                   float lr)
 {
-    const struct spec_optimizer *c = &o->cfg;
+    const struct optim_config *c = &o->cfg;
     const size_t n = o->n;
     const float wd = (float)c->weight_decay, mom = (float)c->momentum;
     const float keep = (float)(1.0 - c->dampening);
@@ -135,7 +135,7 @@ OPTIM_CLONES static void sgd_step(struct optim *o, float *restrict p, const floa
 OPTIM_CLONES static void adam_step(struct optim *o, float *restrict p, const float *restrict g,
                                    double lr)
 {
-    const struct spec_optimizer *c = &o->cfg;
+    const struct optim_config *c = &o->cfg;
     const size_t n = o->n;
     const double t = (double)o->step;
     const float b1 = (float)c->beta1, b2 = (float)c->beta2;
@@ -143,7 +143,7 @@ OPTIM_CLONES static void adam_step(struct optim *o, float *restrict p, const flo
     const float step_size = (float)(lr / (1.0 - pow(c->beta1, t)));
     const float bc2_sqrt = (float)sqrt(1.0 - pow(c->beta2, t));
     const float eps = (float)c->eps;
-    const int decoupled = c->name == OPT_ADAMW;
+    const int decoupled = c->rule == OPTIM_ADAMW;
     const float wd = decoupled ? 0.0f : (float)c->weight_decay;
     const float shrink = decoupled ? (float)(1.0 - lr * c->weight_decay) : 1.0f;
     float *restrict m = o->m, *restrict v = o->v, *restrict vmax = o->w;
@@ -174,7 +174,7 @@ OPTIM_CLONES static void adam_step(struct optim *o, float *restrict p, const flo
 OPTIM_CLONES static void rmsprop_step(struct optim *o, float *restrict p, const float *restrict g,
                                       float lr)
 {
-    const struct spec_optimizer *c = &o->cfg;
+    const struct optim_config *c = &o->cfg;
     const size_t n = o->n;
     const float a = (float)c->alpha, one_a = (float)(1.0 - c->alpha);
     const float eps = (float)c->eps, wd = (float)c->weight_decay, mom = (float)c->momentum;
@@ -214,7 +214,7 @@ OPTIM_CLONES static void rmsprop_step(struct optim *o, float *restrict p, const 
 OPTIM_CLONES static void adagrad_step(struct optim *o, float *restrict p, const float *restrict g,
                                       double lr)
 {
-    const struct spec_optimizer *c = &o->cfg;
+    const struct optim_config *c = &o->cfg;
     const size_t n = o->n;
     const float clr = (float)(lr / (1.0 + (double)(o->step - 1) * c->lr_decay));
     const float eps = (float)c->eps, wd = (float)c->weight_decay;
@@ -229,19 +229,19 @@ OPTIM_CLONES static void adagrad_step(struct optim *o, float *restrict p, const 
 void optim_step(struct optim *opt, float *params, const float *grads, double lr)
 {
     opt->step++;
-    switch (opt->cfg.name) {
-    case OPT_GD:
-    case OPT_SGD:
+    switch (opt->cfg.rule) {
+    case OPTIM_GD:
+    case OPTIM_SGD:
         sgd_step(opt, params, grads, (float)lr);
         break;
-    case OPT_ADAM:
-    case OPT_ADAMW:
+    case OPTIM_ADAM:
+    case OPTIM_ADAMW:
         adam_step(opt, params, grads, lr);
         break;
-    case OPT_RMSPROP:
+    case OPTIM_RMSPROP:
         rmsprop_step(opt, params, grads, (float)lr);
         break;
-    case OPT_ADAGRAD:
+    case OPTIM_ADAGRAD:
         adagrad_step(opt, params, grads, lr);
         break;
     }

@@ -4,13 +4,30 @@
 #ifndef MLQ_OPTIM_H
 #define MLQ_OPTIM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "spec.h"
+enum optim_rule { OPTIM_GD, OPTIM_SGD, OPTIM_ADAM, OPTIM_ADAMW, OPTIM_RMSPROP, OPTIM_ADAGRAD };
+
+/* torch.optim's hyperparameters, named as PyTorch names them. */
+struct optim_config {
+    enum optim_rule rule;
+    double lr;
+    double momentum;  /* sgd, rmsprop */
+    double dampening; /* sgd */
+    bool nesterov;    /* sgd */
+    double beta1, beta2, eps;
+    bool amsgrad;               /* adam, adamw: the maximum of the second moments */
+    bool centered;              /* rmsprop: the square average less the squared mean */
+    double weight_decay;        /* added to the gradient; decoupled for adamw */
+    double alpha;               /* rmsprop smoothing */
+    double lr_decay;            /* adagrad */
+    double initial_accumulator; /* adagrad */
+};
 
 struct optim {
-    struct spec_optimizer cfg;
+    struct optim_config cfg;
     size_t n;                /* parameters */
     int64_t step;            /* steps taken, Adam's t */
     float *m;                /* (n) momentum buffer / first moment / square average, or NULL */
@@ -19,7 +36,7 @@ struct optim {
     int has_momentum_buffer; /* sgd: torch creates it lazily on the first step */
 };
 
-int optim_create(struct optim *opt, const struct spec_optimizer *cfg, size_t n);
+int optim_create(struct optim *opt, const struct optim_config *cfg, size_t n);
 void optim_destroy(struct optim *opt);
 /* One step: params -= update(grads). lr is the learning rate in force. */
 void optim_step(struct optim *opt, float *params, const float *grads, double lr);

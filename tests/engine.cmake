@@ -1,4 +1,4 @@
 # The engine: gradient checks, optimizer rules, parity with PyTorch fixtures.
-mlq_add_test(test_net SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_net.c LIBS mlq_engine)
-mlq_add_test(test_optim SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_optim.c LIBS mlq_engine)
-mlq_add_test(test_parity SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_parity.c LIBS mlq_engine)
+mlq_add_test(test_net SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_net.c LIBS mlq_engine mlq_spec_model)
+mlq_add_test(test_optim SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_optim.c LIBS mlq_engine mlq_spec_model)
+mlq_add_test(test_parity SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_parity.c LIBS mlq_engine mlq_spec_model)

@@ -21,6 +21,7 @@
 
 #include "net.h"
 #include "rng.h"
+#include "spec_model.h"
 
 #define FD_H 1e-3f
 #define FD_ABS 2e-4
@@ -62,7 +63,7 @@ static void check_gradients(const struct case_cfg *c)
     struct mlq_spec spec;
     make_spec(&spec, c);
     struct net net;
-    assert_int_equal(net_create(&net, &spec), 0);
+    assert_int_equal(spec_model_net_create(&net, &spec), 0);
     assert_int_equal(net_reserve(&net, c->B), 0);
     struct rng r;
     rng_seed(&r, 1234);
@@ -231,7 +232,7 @@ static void test_forward_by_hand(void **state)
     struct case_cfg c = {1, {2, 2}, ACT_RELU, 0, OUT_LOGITS, LOSS_CROSS_ENTROPY, 1, 0, 0};
     make_spec(&spec, &c);
     struct net net;
-    assert_int_equal(net_create(&net, &spec), 0);
+    assert_int_equal(spec_model_net_create(&net, &spec), 0);
     assert_int_equal(net.n_params, 6);
     assert_int_equal(net_reserve(&net, 2), 0);
     /* w (2, 2) row-major then b (2), as nn.Linear. */
@@ -281,7 +282,7 @@ static void test_softmax_stable(void **state)
     struct case_cfg c = {1, {1, 3}, ACT_RELU, 0, OUT_SOFTMAX, LOSS_CROSS_ENTROPY, 1, 0, 0};
     make_spec(&spec, &c);
     struct net net;
-    assert_int_equal(net_create(&net, &spec), 0);
+    assert_int_equal(spec_model_net_create(&net, &spec), 0);
     assert_int_equal(net_reserve(&net, 1), 0);
     const float p[6] = {0, 0, 0, 1000, 999, -1000};
     memcpy(net.params, p, sizeof p);
@@ -301,7 +302,7 @@ static void test_mse_value(void **state)
     struct case_cfg c = {1, {1, 2}, ACT_RELU, 0, OUT_SIGMOID, LOSS_MSE, 1, 0, 0};
     make_spec(&spec, &c);
     struct net net;
-    assert_int_equal(net_create(&net, &spec), 0);
+    assert_int_equal(spec_model_net_create(&net, &spec), 0);
     assert_int_equal(net_reserve(&net, 2), 0);
     const float p[4] = {0, 0, 0, 0}; /* every output sigmoid(0) = 0.5 */
     memcpy(net.params, p, sizeof p);
@@ -319,7 +320,7 @@ static void test_reserve_grow(void **state)
     struct case_cfg c = {2, {4, 5, 3}, ACT_RELU, 0, OUT_LOGITS, LOSS_CROSS_ENTROPY, 1, 0, 0};
     make_spec(&spec, &c);
     struct net net;
-    assert_int_equal(net_create(&net, &spec), 0);
+    assert_int_equal(spec_model_net_create(&net, &spec), 0);
     assert_int_equal(net_reserve(&net, 2), 0);
     struct rng r;
     rng_seed(&r, 7);
@@ -344,7 +345,7 @@ static void test_init_distribution(void **state)
     struct case_cfg c = {2, {100, 400, 25}, ACT_RELU, 0, OUT_LOGITS, LOSS_CROSS_ENTROPY, 1, 0, 0};
     make_spec(&spec, &c);
     struct net net;
-    assert_int_equal(net_create(&net, &spec), 0);
+    assert_int_equal(spec_model_net_create(&net, &spec), 0);
     struct rng r;
     rng_seed(&r, 42);
     net_init(&net, &r);
@@ -367,7 +368,7 @@ static void test_init_distribution(void **state)
     }
     /* Same seed, same weights; another seed, other weights. */
     struct net again;
-    assert_int_equal(net_create(&again, &spec), 0);
+    assert_int_equal(spec_model_net_create(&again, &spec), 0);
     rng_seed(&r, 42);
     net_init(&again, &r);
     assert_memory_equal(net.params, again.params, net.n_params * sizeof(float));

@@ -19,6 +19,7 @@
 #include "net.h"
 #include "optim.h"
 #include "rng.h"
+#include "spec_model.h"
 #include "testutil.h"
 
 /* Big enough that layers 1 and 2 are split over threads (B*I*O >= 2^18). */
@@ -49,7 +50,7 @@ static void make_setup(struct setup *s)
 
 static void make_net(struct net *net, const struct setup *s, int threads)
 {
-    assert_int_equal(net_create(net, &s->spec), 0);
+    assert_int_equal(spec_model_net_create(net, &s->spec), 0);
     assert_int_equal(net_reserve(net, B_MAX), 0);
     assert_int_equal(net_set_threads(net, threads), 0);
     assert_int_equal(net->n_threads, threads);
@@ -102,7 +103,7 @@ static void test_fused_sgd(void **state)
         struct optim opt;
         make_net(&ref, &s, 1);
         make_net(&fused, &s, 1);
-        assert_int_equal(optim_create(&opt, &cfg, ref.n_params), 0);
+        assert_int_equal(spec_model_optim_create(&opt, &cfg, ref.n_params), 0);
         for (int step = 0; step < 3; step++) {
             net_forward(&ref, s.x, B);
             net_backward_set(&ref, s.x, s.y, NULL, B);

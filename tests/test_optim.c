@@ -16,6 +16,7 @@
 
 #include "optim.h"
 #include "rng.h"
+#include "spec_model.h"
 
 #define N 1003 /* odd, so vectorised loops run their scalar tail too */
 #define STEPS 6
@@ -99,7 +100,7 @@ static void check_against_reference(const struct spec_optimizer *c)
     for (int i = 0; i < N; i++)
         r->p[i] = p[i] = 2 * rng_uniform(&rg) - 1;
     struct optim opt;
-    assert_int_equal(optim_create(&opt, c, N), 0);
+    assert_int_equal(spec_model_optim_create(&opt, c, N), 0);
     for (int s = 0; s < STEPS; s++) {
         for (int i = 0; i < N; i++)
             g[i] = (2 * rng_uniform(&rg) - 1) * (i % 7 == 0 ? 1e-3f : 1.0f);
@@ -170,7 +171,7 @@ static void test_adam_first_step(void **state)
 {
     struct spec_optimizer c = cfg_of(OPT_ADAM, 0.001);
     struct optim opt;
-    assert_int_equal(optim_create(&opt, &c, 3), 0);
+    assert_int_equal(spec_model_optim_create(&opt, &c, 3), 0);
     float p[3] = {1, 1, 1};
     const float g[3] = {5, -0.01f, 100};
     optim_step(&opt, p, g, c.lr);
@@ -188,7 +189,7 @@ static void test_adamw_decoupled(void **state)
     struct spec_optimizer c = cfg_of(OPT_ADAMW, 0.01);
     c.weight_decay = 0.5;
     struct optim opt;
-    assert_int_equal(optim_create(&opt, &c, 2), 0);
+    assert_int_equal(spec_model_optim_create(&opt, &c, 2), 0);
     float p[2] = {2, -4};
     const float g[2] = {0, 0};
     optim_step(&opt, p, g, c.lr);
@@ -199,7 +200,7 @@ static void test_adamw_decoupled(void **state)
     /* Adam with the same weight_decay puts it in the gradient: first step
      * moves by lr in the direction of -sign(wd*p). */
     c.name = OPT_ADAM;
-    assert_int_equal(optim_create(&opt, &c, 2), 0);
+    assert_int_equal(spec_model_optim_create(&opt, &c, 2), 0);
     p[0] = 2;
     p[1] = -4;
     optim_step(&opt, p, g, c.lr);
@@ -215,7 +216,7 @@ static void test_sgd_first_step_undampened(void **state)
     c.momentum = 0.9;
     c.dampening = 0.5;
     struct optim opt;
-    assert_int_equal(optim_create(&opt, &c, 1), 0);
+    assert_int_equal(spec_model_optim_create(&opt, &c, 1), 0);
     assert_false(opt.has_momentum_buffer);
     float p[1] = {0};
     const float g[1] = {1};
@@ -231,29 +232,29 @@ static void test_state_sizes(void **state)
 {
     struct optim opt;
     struct spec_optimizer c = cfg_of(OPT_SGD, 0.1);
-    assert_int_equal(optim_create(&opt, &c, 10), 0);
+    assert_int_equal(spec_model_optim_create(&opt, &c, 10), 0);
     assert_int_equal(optim_state_floats(&opt), 0);
     assert_null(opt.m);
     optim_destroy(&opt);
     c.momentum = 0.9;
-    assert_int_equal(optim_create(&opt, &c, 10), 0);
+    assert_int_equal(spec_model_optim_create(&opt, &c, 10), 0);
     assert_int_equal(optim_state_floats(&opt), 10);
     optim_destroy(&opt);
     c = cfg_of(OPT_ADAM, 0.1);
-    assert_int_equal(optim_create(&opt, &c, 10), 0);
+    assert_int_equal(spec_model_optim_create(&opt, &c, 10), 0);
     assert_int_equal(optim_state_floats(&opt), 20);
     optim_destroy(&opt);
     c = cfg_of(OPT_RMSPROP, 0.1);
-    assert_int_equal(optim_create(&opt, &c, 10), 0);
+    assert_int_equal(spec_model_optim_create(&opt, &c, 10), 0);
     assert_int_equal(optim_state_floats(&opt), 10);
     optim_destroy(&opt);
     c.momentum = 0.5;
-    assert_int_equal(optim_create(&opt, &c, 10), 0);
+    assert_int_equal(spec_model_optim_create(&opt, &c, 10), 0);
     assert_int_equal(optim_state_floats(&opt), 20);
     optim_destroy(&opt);
     c = cfg_of(OPT_ADAGRAD, 0.1);
     c.initial_accumulator = 0.25;
-    assert_int_equal(optim_create(&opt, &c, 10), 0);
+    assert_int_equal(spec_model_optim_create(&opt, &c, 10), 0);
     assert_int_equal(optim_state_floats(&opt), 10);
     assert_float_equal(opt.v[9], 0.25, 0);
     optim_destroy(&opt);
@@ -271,8 +272,8 @@ static void test_deterministic(void **state)
         g[i] = rng_uniform(&rg) - 0.5f;
     }
     struct optim a, b;
-    assert_int_equal(optim_create(&a, &c, N), 0);
-    assert_int_equal(optim_create(&b, &c, N), 0);
+    assert_int_equal(spec_model_optim_create(&a, &c, N), 0);
+    assert_int_equal(spec_model_optim_create(&b, &c, N), 0);
     for (int s = 0; s < 3; s++) {
         optim_step(&a, p1, g, c.lr);
         optim_step(&b, p2, g, c.lr);

@@ -20,6 +20,7 @@
 
 #include "net.h"
 #include "optim.h"
+#include "spec_model.h"
 
 #define TOL_ABS 1e-5
 #define TOL_REL 1e-4
@@ -63,10 +64,10 @@ static void run_case(void **state)
     assert_true(rows > 0 && batch > 0 && rows % batch == 0 && steps > 0);
 
     struct net net;
-    assert_int_equal(net_create(&net, &spec), 0);
+    assert_int_equal(spec_model_net_create(&net, &spec), 0);
     assert_int_equal(net_reserve(&net, batch), 0);
     struct optim opt;
-    assert_int_equal(optim_create(&opt, &spec.optimizer, net.n_params), 0);
+    assert_int_equal(spec_model_optim_create(&opt, &spec.optimizer, net.n_params), 0);
 
     json_t *init = json_object_get(json_object_get(fixtures, "init"),
                                    json_string_value(json_object_get(c, "net")));

@@ -17,6 +17,7 @@
 #include "dataset.h"
 #include "errmsg.h"
 #include "net.h"
+#include "spec_model.h"
 
 #define DEFAULT_BUDGET_BYTES (INT64_C(1) << 30)
 
@@ -65,7 +66,7 @@ static int load_model(struct job *j, const void *blob, size_t len, char *err, si
                     (long long)j->spec->run, spec_kind_name(j->train.kind));
         goto out;
     }
-    if ((rc = net_create(&j->net, &j->train))) {
+    if ((rc = spec_model_net_create(&j->net, &j->train))) {
         errmsg(err, errlen, rc, "cannot allocate the network: %s", strerror(-rc));
         goto out;
     }

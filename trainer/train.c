@@ -18,6 +18,7 @@
 #include "net.h"
 #include "optim.h"
 #include "rng.h"
+#include "spec_model.h"
 
 #define DEFAULT_BUDGET_BYTES (INT64_C(1) << 30)
 /* Rows per forward pass where the batch size does not dictate it:
@@ -363,9 +364,9 @@ int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resum
     json_decref(doc);
     int rc = r.spec_json ? 0 : -ENOMEM;
     if (!rc) rc = open_data(&r, err, errlen);
-    if (!rc && (rc = net_create(&r.net, spec)))
+    if (!rc && (rc = spec_model_net_create(&r.net, spec)))
         errmsg(err, errlen, rc, "cannot allocate the network: %s", strerror(-rc));
-    if (!rc && (rc = optim_create(&r.opt, &spec->optimizer, r.net.n_params)))
+    if (!rc && (rc = spec_model_optim_create(&r.opt, &spec->optimizer, r.net.n_params)))
         errmsg(err, errlen, rc, "cannot allocate the optimizer: %s", strerror(-rc));
     if (!rc && (rc = alloc_buffers(&r)))
         errmsg(err, errlen, rc, "cannot allocate batch buffers: %s", strerror(-rc));
