@@ -4,6 +4,6 @@ mlq_add_test(test_store_crash SOURCES test_store_crash.c LIBS mlq_store PkgConfi
              TIMEOUT 120)
 # Runs the built mlq against a database filled through the store API.
 mlq_add_test(test_store_cli SOURCES test_store_cli.c
-             LIBS mlq_store mlq_runner PkgConfig::SQLITE PkgConfig::HDF5 PkgConfig::JANSSON
+             LIBS mlq_store mlq_checkpoint PkgConfig::SQLITE PkgConfig::HDF5 PkgConfig::JANSSON
              TIMEOUT 120)
 add_dependencies(test_store_cli mlq)
