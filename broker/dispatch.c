@@ -96,8 +96,44 @@ static struct trainer *idle_trainer(struct broker *b)
     return best;
 }
 
-/* The checkpoint a job starts from: a train job's latest (resume), an eval or
- * predict job's chosen one of its run. -ENOENT: none (a fresh train job). */
+/* A train job's latest checkpoint whose stored bytes are still good. A
+ * damaged blob (-EBADMSG) is bad data, not a failed store: the job goes back
+ * to the newest good checkpoint before it, or starts over if there is none,
+ * and says so in its events. -ENOENT: start from scratch. */
+static int resume_checkpoint(struct broker *b, const struct store_job *job,
+                             struct store_checkpoint *c)
+{
+    int rc = store_checkpoint_get(b->store, job->id, STORE_CKPT_LAST, 0, c);
+    if (rc != -EBADMSG) return rc;
+    char damaged[512];
+    snprintf(damaged, sizeof damaged, "%s", store_errmsg(b->store));
+    struct store_checkpoint *list = NULL;
+    size_t n = 0;
+    if ((rc = store_checkpoints_list(b->store, job->id, &list, &n)) != 0) return rc;
+    rc = -ENOENT;
+    for (size_t i = n; i-- > 0;) {
+        rc = store_checkpoint_get(b->store, job->id, STORE_CKPT_EPOCH, list[i].epoch, c);
+        if (rc != -EBADMSG) break;
+        rc = -ENOENT; /* damaged too: try the one before */
+    }
+    store_checkpoints_free(list, n);
+    if (rc && rc != -ENOENT) return rc;
+    char msg[1024];
+    if (rc == 0)
+        snprintf(msg, sizeof msg, "damaged checkpoint skipped (%s): resuming from epoch %lld",
+                 damaged, (long long)c->epoch);
+    else
+        snprintf(msg, sizeof msg,
+                 "damaged checkpoint skipped (%s): no good one left, starting over", damaged);
+    log_warn("job %lld: %s", (long long)job->id, msg);
+    if (store_event_add(b->store, job->id, "warn", msg) != 0) return -EIO;
+    return rc;
+}
+
+/* The checkpoint a job starts from: a train job's latest good one (resume),
+ * an eval or predict job's chosen one of its run. -ENOENT: none (a fresh
+ * train job). -EINVAL: the job cannot run (reason in err); any other error
+ * is the store's. */
 static int job_checkpoint(struct broker *b, const struct store_job *job, void **blob, size_t *len,
                           char *err, size_t errlen)
 {
@@ -105,7 +141,9 @@ static int job_checkpoint(struct broker *b, const struct store_job *job, void **
     int rc;
     if (job->kind == JOB_TRAIN) {
         if (job->attempts == 0) return -ENOENT; /* never ran: nothing to resume from */
-        rc = store_checkpoint_get(b->store, job->id, STORE_CKPT_LAST, 0, &c);
+        rc = resume_checkpoint(b, job, &c);
+        if (rc && rc != -ENOENT)
+            snprintf(err, errlen, "job %lld: %s", (long long)job->id, store_errmsg(b->store));
     } else {
         struct mlq_spec spec;
         if ((rc = spec_parse(job->spec_json, &spec, err, errlen)) != 0) return rc;
@@ -120,9 +158,14 @@ static int job_checkpoint(struct broker *b, const struct store_job *job, void **
         if (rc == -ENOENT)
             snprintf(err, errlen, "run %lld has no checkpoint %s", (long long)spec.run,
                      spec.checkpoint);
+        else if (rc == -EBADMSG)
+            snprintf(err, errlen,
+                     "run %lld: checkpoint %s is damaged (%s); choose another with "
+                     "\"checkpoint\"",
+                     (long long)spec.run, spec.checkpoint, store_errmsg(b->store));
         else if (rc)
             snprintf(err, errlen, "run %lld: %s", (long long)spec.run, store_errmsg(b->store));
-        if (rc == -ENOENT) return -EINVAL; /* the job cannot run at all */
+        if (rc == -ENOENT || rc == -EBADMSG) return -EINVAL; /* the job cannot run at all */
     }
     if (rc) return rc;
     *blob = c.blob;
@@ -179,7 +222,7 @@ void dispatch_run(struct broker *b)
             continue;
         }
         if (rc && rc != -ENOENT) {
-            log_error("job %lld: checkpoint: %s", (long long)job.id, err);
+            log_error("%s", err);
             store_job_free(&job);
             broker_store_failed(b, "checkpoint get");
             return;
@@ -222,14 +265,19 @@ void dispatch_resend(struct broker *b, struct trainer *t)
     void *blob = NULL;
     size_t len = 0;
     char err[1024] = "";
+    if (broker_write(b)) goto out; /* a damaged checkpoint is recorded in the job's events */
     int rc = job_checkpoint(b, &job, &blob, &len, err, sizeof err);
     if (rc == 0 || rc == -ENOENT) {
         log_warn("trainer %s does not have job %lld: sending it again", t->name, (long long)job.id);
         send_job(b, t, &job, job.attempts, blob, len);
-    } else {
-        free(blob);
-        dispatch_lost(b, job.id, err[0] ? err : "its checkpoint cannot be read");
+    } else if (rc == -EINVAL) {
+        log_warn("job %lld failed: %s", (long long)job.id, err);
+        if (store_job_set_failed(b->store, job.id, err) != 0) broker_store_failed(b, "fail job");
         t->job = 0;
+    } else {
+        log_error("%s", err);
+        broker_store_failed(b, "checkpoint get");
     }
+out:
     store_job_free(&job);
 }

@@ -236,8 +236,9 @@ enum store_ckpt_which {
     STORE_CKPT_BEST, /* lowest metric (ties: latest); falls back to last if none has one */
     STORE_CKPT_EPOCH /* the one of a given epoch (latest step of it) */
 };
-/* Loads one checkpoint with its blob, verifying the checksum (-EIO with
- * "checksum mismatch" if it fails). -ENOENT if there is none. */
+/* Loads one checkpoint with its blob, verifying its size and checksum:
+ * -EBADMSG ("checksum mismatch") when the stored bytes are damaged, which is
+ * bad data, not a failed store (-EIO). -ENOENT if there is none. */
 int store_checkpoint_get(struct store *s, int64_t run, enum store_ckpt_which which, int64_t epoch,
                          struct store_checkpoint *out);
 /* Parses "last", "best" or an epoch number. 0 or -EINVAL. */

@@ -259,11 +259,12 @@ int store_checkpoint_get(struct store *s, int64_t run, enum store_ckpt_which whi
         const void *b = sqlite3_column_blob(st, 8);
         size_t len = (size_t)sqlite3_column_bytes(st, 8);
         if (len != out->size || !b) {
-            ret = store_fail(s, -EIO, "%s: checkpoint %lld of run %lld: %zu bytes, expected %zu",
-                             s->path, (long long)out->id, (long long)run, len, out->size);
+            ret =
+                store_fail(s, -EBADMSG, "%s: checkpoint %lld of run %lld: %zu bytes, expected %zu",
+                           s->path, (long long)out->id, (long long)run, len, out->size);
         } else if (crc_of(b, len) != out->crc32) {
-            ret = store_fail(s, -EIO, "%s: checkpoint %lld of run %lld: checksum mismatch", s->path,
-                             (long long)out->id, (long long)run);
+            ret = store_fail(s, -EBADMSG, "%s: checkpoint %lld of run %lld: checksum mismatch",
+                             s->path, (long long)out->id, (long long)run);
         } else if (!(out->blob = malloc(len))) {
             ret = store_fail(s, -ENOMEM, "%s: out of memory", s->path);
         } else {

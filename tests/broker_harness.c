@@ -17,7 +17,9 @@
 #include <hdf5.h>
 #include <zmq.h>
 
+#include "checkpoint.h"
 #include "proto.h"
+#include "store.h"
 
 double h_now(void)
 {
@@ -345,4 +347,23 @@ json_t *h_job(struct harness *h, int64_t id)
     json_t *job = json_incref(json_object_get(r, "job"));
     json_decref(r);
     return job;
+}
+
+float *h_final_params(struct harness *h, int64_t run, size_t *n, int64_t *epoch)
+{
+    struct store *s;
+    char err[256];
+    assert_int_equal(store_open(&s, h->db, STORE_READONLY, err, sizeof err), 0);
+    struct store_checkpoint c;
+    assert_int_equal(store_checkpoint_get(s, run, STORE_CKPT_LAST, 0, &c), 0);
+    struct checkpoint ck;
+    assert_int_equal(checkpoint_decode(c.blob, c.size, &ck, err, sizeof err), 0);
+    store_checkpoint_free(&c);
+    store_close(&s);
+    float *p = ck.params;
+    *n = ck.n_params;
+    *epoch = ck.epoch;
+    ck.params = NULL;
+    checkpoint_free(&ck);
+    return p;
 }

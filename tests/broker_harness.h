@@ -67,6 +67,10 @@ void h_wait_trainers(struct harness *h, int n, double timeout_s);
 /* A small train spec on dataset path. */
 json_t *h_train_spec(const char *path, int d, int classes, int epochs, uint64_t seed);
 
+/* The parameters of a run's last checkpoint (caller frees), their count and
+ * its epoch, read from the harness's database. */
+float *h_final_params(struct harness *h, int64_t run, size_t *n, int64_t *epoch);
+
 /* Runs a program to completion; returns its exit status (-1 if signalled). */
 int h_run(struct harness *h, const char *const *argv, const char *out_file);
 

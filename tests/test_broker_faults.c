@@ -13,29 +13,8 @@
 #include <cmocka.h>
 
 #include "broker_harness.h"
-#include "checkpoint.h"
 #include "proto.h"
 #include "store.h"
-
-/* The final checkpoint's parameters of a run. */
-static float *final_params(struct harness *h, int64_t run, size_t *n, int64_t *epoch)
-{
-    struct store *s;
-    char err[256];
-    assert_int_equal(store_open(&s, h->db, STORE_READONLY, err, sizeof err), 0);
-    struct store_checkpoint c;
-    assert_int_equal(store_checkpoint_get(s, run, STORE_CKPT_LAST, 0, &c), 0);
-    struct checkpoint ck;
-    assert_int_equal(checkpoint_decode(c.blob, c.size, &ck, err, sizeof err), 0);
-    store_checkpoint_free(&c);
-    store_close(&s);
-    float *p = ck.params;
-    *n = ck.n_params;
-    *epoch = ck.epoch;
-    ck.params = NULL;
-    checkpoint_free(&ck);
-    return p;
-}
 
 #define EPOCHS 150
 
@@ -79,8 +58,8 @@ static void test_trainer_killed_resumes_exactly(void **state)
 
     size_t na, nb;
     int64_t ea, eb;
-    float *a = final_params(h, ref, &na, &ea);
-    float *b = final_params(h, id, &nb, &eb);
+    float *a = h_final_params(h, ref, &na, &ea);
+    float *b = h_final_params(h, id, &nb, &eb);
     assert_int_equal(ea, EPOCHS);
     assert_int_equal(eb, EPOCHS);
     assert_int_equal(na, nb);
@@ -124,7 +103,7 @@ static void test_broker_killed_loses_nothing(void **state)
     json_decref(job);
     size_t n;
     int64_t epoch;
-    float *p = final_params(h, ids[0], &n, &epoch);
+    float *p = h_final_params(h, ids[0], &n, &epoch);
     assert_int_equal(epoch, 150);
     free(p);
 }

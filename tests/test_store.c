@@ -685,7 +685,7 @@ static void test_checkpoints_retention(void **state)
              "WHERE id = %lld",
              (long long)best_id);
     assert_int_equal(raw_exec(f->db, sql), SQLITE_OK);
-    assert_int_equal(store_checkpoint_get(f->s, id, STORE_CKPT_BEST, 0, &c), -EIO);
+    assert_int_equal(store_checkpoint_get(f->s, id, STORE_CKPT_BEST, 0, &c), -EBADMSG);
     assert_non_null(strstr(store_errmsg(f->s), "checksum"));
 
     /* Retention 0 keeps everything; an explicit prune applies a limit now. */
