@@ -20,6 +20,7 @@
 #include <jansson.h>
 #include <zlib.h>
 
+#include "atomic_file.h"
 #include "cli.h"
 #include "dataset.h"
 
@@ -56,30 +57,17 @@ static int usage_error(const char *fmt, ...)
 /* ---- the output file: temp + rename ---- */
 
 struct out_file {
-    char path[PATH_MAX];
-    char tmp[PATH_MAX + 16];
+    struct atomic_file af;
     hid_t file;
 };
 
 static int out_begin(struct out_file *o, const char *path)
 {
+    char err[PATH_MAX + 200];
     o->file = H5I_INVALID_HID;
-    o->tmp[0] = '\0';
-    if (snprintf(o->path, sizeof o->path, "%s", path) >= (int)sizeof o->path)
-        return error("%s: path too long", path);
-    snprintf(o->tmp, sizeof o->tmp, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(o->tmp);
-    if (fd < 0) {
-        int e = errno;
-        o->tmp[0] = '\0';
-        return error("%s: cannot create a file next to it: %s", path, strerror(e));
-    }
-    mode_t mask = umask(0); /* mkstemp's 0600 is for secrets; data files follow umask */
-    umask(mask);
-    fchmod(fd, 0666 & ~mask);
-    close(fd);
-    o->file = H5Fcreate(o->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (o->file < 0) return error("%s: cannot create the HDF5 file", o->tmp);
+    if (atomic_file_begin(&o->af, path, 0666, err, sizeof err)) return error("%s", err);
+    o->file = H5Fcreate(o->af.tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (o->file < 0) return error("%s: cannot create the HDF5 file", o->af.tmp);
     return 0;
 }
 
@@ -87,27 +75,19 @@ static void out_abort(struct out_file *o)
 {
     if (o->file >= 0) H5Fclose(o->file);
     o->file = H5I_INVALID_HID;
-    if (o->tmp[0]) unlink(o->tmp);
-    o->tmp[0] = '\0';
+    atomic_file_abort(&o->af);
 }
 
 static int out_commit(struct out_file *o)
 {
+    char err[PATH_MAX + 200];
     herr_t rc = H5Fclose(o->file);
     o->file = H5I_INVALID_HID;
     if (rc < 0) {
         out_abort(o);
-        return error("%s: cannot finish writing the HDF5 file", o->path);
+        return error("%s: cannot finish writing the HDF5 file", o->af.path);
     }
-    int fd = open(o->tmp, O_RDONLY);
-    if (fd < 0 || fsync(fd) < 0 || rename(o->tmp, o->path) < 0) {
-        int e = errno;
-        if (fd >= 0) close(fd);
-        out_abort(o);
-        return error("%s: cannot write: %s", o->path, strerror(e));
-    }
-    close(fd);
-    o->tmp[0] = '\0';
+    if (atomic_file_commit(&o->af, err, sizeof err)) return error("%s", err);
     return 0;
 }
 
@@ -135,7 +115,7 @@ static int write_dset(struct out_file *o, const char *name, hid_t filetype, hid_
     if (dset >= 0) H5Dclose(dset);
     if (dcpl >= 0) H5Pclose(dcpl);
     if (space >= 0) H5Sclose(space);
-    if (rc < 0) return error("%s: cannot write dataset '%s'", o->path, name);
+    if (rc < 0) return error("%s: cannot write dataset '%s'", o->af.path, name);
     return 0;
 }
 

@@ -14,6 +14,7 @@
 #include <hdf5.h>
 #include <jansson.h>
 
+#include "atomic_file.h"
 #include "checkpoint.h"
 #include "cli.h"
 #include "history.h"
@@ -54,8 +55,8 @@ static int write_floats(hid_t loc, const char *name, const float *v, int rank, c
     return rc < 0 ? -EIO : 0;
 }
 
-/* Writes the model to path (through a temp file renamed into place, so a
- * failed export leaves no half file). */
+/* Writes the model to path atomically (atomic_file.h): a failed export
+ * leaves the old file, if any, and no half file. */
 static int export_hdf5(const char *path, int64_t run, const struct checkpoint *c,
                        const struct mlq_spec *spec, char *err, size_t errlen)
 {
@@ -67,15 +68,16 @@ static int export_hdf5(const char *path, int64_t run, const struct checkpoint *c
                  c->n_params, need);
         return -EINVAL;
     }
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
+    struct atomic_file af;
+    int ret = atomic_file_begin(&af, path, 0666, err, errlen);
+    if (ret) return ret;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* our messages, not HDF5's stack dumps */
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t f = H5Fcreate(af.tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0) {
-        snprintf(err, errlen, "%.900s: cannot create", tmp);
+        snprintf(err, errlen, "%.900s: cannot create", af.tmp);
+        atomic_file_abort(&af);
         return -EIO;
     }
-    int ret = 0;
     hid_t layers = H5Gcreate2(f, "layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (layers < 0) ret = -EIO;
     const float *p = c->params;
@@ -108,14 +110,12 @@ static int export_hdf5(const char *path, int64_t run, const struct checkpoint *c
     if (ret == 0) ret = attr_int64s(f, "epoch", &c->epoch, 1, true);
     if (ret == 0) ret = attr_int64s(f, "step", &c->step, 1, true);
     if (H5Fclose(f) < 0 && ret == 0) ret = -EIO;
-    if (ret == 0 && rename(tmp, path) != 0) {
-        ret = -errno;
-        snprintf(err, errlen, "%.900s: %s", path, strerror(errno));
-    } else if (ret != 0) {
-        snprintf(err, errlen, "%.900s: HDF5 write failed", tmp);
+    if (ret != 0) {
+        snprintf(err, errlen, "%.900s: HDF5 write failed", af.tmp);
+        atomic_file_abort(&af);
+        return ret;
     }
-    if (ret != 0) unlink(tmp);
-    return ret;
+    return atomic_file_commit(&af, err, errlen);
 }
 
 static void export_usage(FILE *out)

@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "atomic_file.h"
 #include "checkpoint.h"
 #include "spec.h"
 #include "store.h"
@@ -147,7 +148,7 @@ static void test_checkpoint_round_trip_and_corruption(void **state)
     /* Through a file, as --checkpoint-dir and --resume use it. */
     char path[600];
     snprintf(path, sizeof path, "%s/x.ckpt", f->dir);
-    assert_int_equal(checkpoint_write_file(path, r.blob[0], r.len[0]), 0);
+    assert_int_equal(atomic_file_write_all(path, r.blob[0], r.len[0], 0644, err, sizeof err), 0);
     void *read_back;
     size_t read_len;
     assert_int_equal(checkpoint_read_file(path, &read_back, &read_len, err, sizeof err), 0);

@@ -198,33 +198,6 @@ void checkpoint_free(struct checkpoint *c)
     memset(c, 0, sizeof *c);
 }
 
-int checkpoint_write_file(const char *path, const void *blob, size_t len)
-{
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
-        return -ENAMETOOLONG;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return -errno;
-    const unsigned char *p = blob;
-    size_t left = len;
-    int rc = 0;
-    while (left > 0) {
-        ssize_t n = write(fd, p, left);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            rc = -errno;
-            break;
-        }
-        p += n;
-        left -= (size_t)n;
-    }
-    if (!rc && fsync(fd) != 0) rc = -errno;
-    if (close(fd) != 0 && !rc) rc = -errno;
-    if (!rc && rename(tmp, path) != 0) rc = -errno;
-    if (rc) unlink(tmp);
-    return rc;
-}
-
 int checkpoint_read_file(const char *path, void **blob, size_t *len, char *err, size_t errlen)
 {
     *blob = NULL;

@@ -40,8 +40,7 @@ int checkpoint_encode(const struct checkpoint *c, void **blob, size_t *len);
 int checkpoint_decode(const void *blob, size_t len, struct checkpoint *c, char *err, size_t errlen);
 void checkpoint_free(struct checkpoint *c);
 
-/* File helpers: write atomically (temp file, fsync, rename); read whole. */
-int checkpoint_write_file(const char *path, const void *blob, size_t len);
+/* Reads a checkpoint file whole (written with atomic_file_write_all). */
 int checkpoint_read_file(const char *path, void **blob, size_t *len, char *err, size_t errlen);
 
 #endif

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -13,6 +12,7 @@
 
 #include <hdf5.h>
 
+#include "atomic_file.h"
 #include "checkpoint.h"
 #include "dataset.h"
 #include "errmsg.h"
@@ -227,7 +227,7 @@ out:
 struct out_file {
     hid_t file;
     hid_t data[2]; /* ce: predictions, probabilities; mse: outputs */
-    char tmp[SPEC_PATH_MAX + 16];
+    struct atomic_file af;
 };
 
 static hid_t out_dataset(hid_t file, const char *name, hid_t type, int rank, int64_t n, int K)
@@ -282,29 +282,22 @@ static int out_open(struct out_file *o, const struct job *j, int64_t n, char *er
 {
     const char *path = j->spec->output_path;
     bool ce = j->train.loss == LOSS_CROSS_ENTROPY;
-    snprintf(o->tmp, sizeof o->tmp, "%s.XXXXXX", path);
-    int fd = mkstemp(o->tmp);
-    if (fd < 0) {
-        int e = errno;
-        o->tmp[0] = '\0';
-        return errmsg(err, errlen, -e, "%s: cannot create a temporary file beside it: %s", path,
-                      strerror(e));
-    }
-    close(fd);
-    o->file = H5Fcreate(o->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (o->file < 0) return errmsg(err, errlen, -EIO, "%s: cannot create HDF5 file", o->tmp);
+    int rc = atomic_file_begin(&o->af, path, 0666, err, errlen);
+    if (rc) return rc;
+    o->file = H5Fcreate(o->af.tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (o->file < 0) return errmsg(err, errlen, -EIO, "%s: cannot create HDF5 file", o->af.tmp);
     if (ce) {
         o->data[0] = out_dataset(o->file, "predictions", H5T_STD_I32LE, 1, n, 1);
         o->data[1] = out_dataset(o->file, "probabilities", H5T_IEEE_F32LE, 2, n, j->K);
     } else {
         o->data[0] = out_dataset(o->file, "outputs", H5T_IEEE_F32LE, 2, n, j->K);
     }
-    int rc = o->data[0] < 0 || (ce && o->data[1] < 0) ? -EIO : 0;
+    rc = o->data[0] < 0 || (ce && o->data[1] < 0) ? -EIO : 0;
     if (!rc) rc = attr_int(o->file, "run", j->spec->run);
     if (!rc) rc = attr_int(o->file, "checkpoint_epoch", j->epoch);
     if (!rc) rc = attr_string(o->file, "loss", spec_loss_name(j->train.loss));
     if (!rc) rc = attr_string(o->file, "train_spec", j->train_json);
-    if (rc) return errmsg(err, errlen, rc, "%s: cannot create datasets and attributes", o->tmp);
+    if (rc) return errmsg(err, errlen, rc, "%s: cannot create datasets and attributes", o->af.tmp);
     return 0;
 }
 
@@ -320,43 +313,24 @@ static int out_close_file(struct out_file *o)
 }
 
 /* Closes the file, makes it durable and moves it into place. */
-static int out_commit(struct out_file *o, const char *path, char *err, size_t errlen)
+static int out_commit(struct out_file *o, char *err, size_t errlen)
 {
-    if (out_close_file(o)) return errmsg(err, errlen, -EIO, "%s: cannot write HDF5 file", o->tmp);
-    int fd = open(o->tmp, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) != 0) {
-        int e = errno;
-        if (fd >= 0) close(fd);
-        return errmsg(err, errlen, -e, "%s: cannot sync: %s", o->tmp, strerror(e));
-    }
-    close(fd);
-    if (rename(o->tmp, path) != 0) {
-        int e = errno;
-        return errmsg(err, errlen, -e, "%s: cannot rename %s into place: %s", path, o->tmp,
-                      strerror(e));
-    }
-    o->tmp[0] = '\0';
-    /* The rename is durable once the directory is synced. */
-    char dir[SPEC_PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    if ((fd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    return 0;
+    if (out_close_file(o))
+        return errmsg(err, errlen, -EIO, "%s: cannot write HDF5 file", o->af.tmp);
+    return atomic_file_commit(&o->af, err, errlen);
 }
 
 static void out_abort(struct out_file *o)
 {
     out_close_file(o);
-    if (o->tmp[0]) unlink(o->tmp);
+    atomic_file_abort(&o->af);
 }
 
 int predict_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, json_t **summary,
                 char *err, size_t errlen)
 {
     struct job j = {.spec = spec};
-    struct out_file o = {.file = -1, .data = {-1, -1}};
+    struct out_file o = {.file = -1, .data = {-1, -1}, .af = {.fd = -1}};
     int32_t *pred = NULL;
     int64_t *counts = NULL;
     *summary = NULL;
@@ -395,12 +369,12 @@ int predict_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, 
             rc = out_write(o.data[0], H5T_NATIVE_FLOAT, 2, at, B, K, j.net.probs);
         }
         if (rc) {
-            errmsg(err, errlen, rc, "%s: cannot write rows %lld to %lld", o.tmp, (long long)at,
+            errmsg(err, errlen, rc, "%s: cannot write rows %lld to %lld", o.af.tmp, (long long)at,
                    (long long)(at + B));
             goto out;
         }
     }
-    if ((rc = out_commit(&o, spec->output_path, err, errlen))) goto out;
+    if ((rc = out_commit(&o, err, errlen))) goto out;
 
     *summary = json_pack("{sI ss sI}", "n", (json_int_t)n, "output", spec->output_path, "epoch",
                          (json_int_t)j.epoch);

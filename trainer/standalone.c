@@ -11,6 +11,7 @@
 
 #include <jansson.h>
 
+#include "atomic_file.h"
 #include "blas.h"
 #include "checkpoint.h"
 #include "log.h"
@@ -100,14 +101,14 @@ static int on_checkpoint(void *ctx, int64_t epoch, int64_t step, const void *blo
     }
     const char *dir = s->opts->checkpoint_dir;
     if (!dir) return 0;
-    char path[4096];
+    char path[4096], err[512];
     snprintf(path, sizeof path, "%s/epoch-%04lld.ckpt", dir, (long long)epoch);
-    int rc = checkpoint_write_file(path, blob, len);
+    int rc = atomic_file_write_all(path, blob, len, 0644, err, sizeof err);
     if (!rc) {
         snprintf(path, sizeof path, "%s/last.ckpt", dir);
-        rc = checkpoint_write_file(path, blob, len);
+        rc = atomic_file_write_all(path, blob, len, 0644, err, sizeof err);
     }
-    if (rc) log_errno(-rc, "cannot write checkpoint %s", path);
+    if (rc) log_error("cannot write the checkpoint: %s", err);
     return rc;
 }
 
