@@ -1,5 +1,6 @@
 /* The training loop: checkpoints, exact resume, determinism, failures, and
  * mlq-trainer --standalone as a user runs it. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <sys/wait.h>
 
 #include <cmocka.h>
+#include <zlib.h>
 
 #include "atomic_file.h"
 #include "checkpoint.h"
@@ -129,6 +131,31 @@ static void test_checkpoint_round_trip_and_corruption(void **state)
     assert_int_equal(again_len, r.len[0]);
     assert_memory_equal(again, r.blob[0], again_len);
     free(again);
+
+    /* The last epoch's metrics ride along; a checkpoint written before they
+     * were appended to the header (32 bytes fewer) still reads, without them. */
+    assert_true(c.train_loss > 0);
+    size_t head = 16 + 4 + strlen(c.spec_json) + 11 * 8; /* up to the metrics */
+    size_t old_len = r.len[0] - 32;
+    unsigned char *old = malloc(old_len);
+    memcpy(old, r.blob[0], head);
+    memcpy(old + head, (unsigned char *)r.blob[0] + head + 32, old_len - head - 4);
+    uint32_t h = (uint32_t)old[12] | (uint32_t)old[13] << 8 | (uint32_t)old[14] << 16 |
+                 (uint32_t)old[15] << 24;
+    h -= 32;
+    for (int i = 0; i < 4; i++)
+        old[12 + i] = (unsigned char)(h >> (8 * i));
+    uint32_t crc = (uint32_t)crc32(0L, old, (uInt)(old_len - 4));
+    for (int i = 0; i < 4; i++)
+        old[old_len - 4 + i] = (unsigned char)(crc >> (8 * i));
+    struct checkpoint o;
+    decode_ok(old, old_len, &o);
+    free(old);
+    assert_int_equal(o.epoch, c.epoch);
+    assert_int_equal(o.n_params, c.n_params);
+    assert_memory_equal(o.params, c.params, sizeof(float) * c.n_params);
+    assert_true(isnan(o.train_loss) && isnan(o.val_accuracy));
+    checkpoint_free(&o);
     checkpoint_free(&c);
 
     char err[256];

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,13 +94,15 @@ static void get_floats(struct reader *r, float *f, size_t n)
     }
 }
 
-/* Fixed part of the header after the spec text: 3 + 4 + 1 + 1 + 2 words. */
+/* Fixed part of the header after the spec text: 3 + 4 + 1 + 1 + 2 words,
+ * then the last epoch's metrics (4 words), which older checkpoints lack. */
 #define FIXED_HEADER_BYTES (3 * 8 + 4 * 8 + 8 + 8 + 2 * 8)
+#define METRICS_BYTES (4 * 8)
 
 int checkpoint_encode(const struct checkpoint *c, void **blob, size_t *len)
 {
     size_t spec_len = c->spec_json ? strlen(c->spec_json) : 0;
-    size_t header = 4 + spec_len + FIXED_HEADER_BYTES;
+    size_t header = 4 + spec_len + FIXED_HEADER_BYTES + METRICS_BYTES;
     size_t total = sizeof magic + 4 + 4 + header + 4 * (c->n_params + c->n_optim) + 4;
     if (spec_len > UINT32_MAX || header > UINT32_MAX) return -E2BIG;
     unsigned char *buf = malloc(total);
@@ -121,6 +124,10 @@ int checkpoint_encode(const struct checkpoint *c, void **blob, size_t *len)
     put_f64(&w, c->best_metric);
     put_u64(&w, c->n_params);
     put_u64(&w, c->n_optim);
+    put_f64(&w, c->train_loss);
+    put_f64(&w, c->train_accuracy);
+    put_f64(&w, c->val_loss);
+    put_f64(&w, c->val_accuracy);
     put_floats(&w, c->params, c->n_params);
     put_floats(&w, c->optim_state, c->n_optim);
     put_u32(&w, (uint32_t)crc32(0L, buf, (uInt)(w.p - buf)));
@@ -165,6 +172,13 @@ int checkpoint_decode(const void *blob, size_t len, struct checkpoint *c, char *
     c->optim_step = (int64_t)get_u64(&r);
     c->best_metric = get_f64(&r);
     uint64_t n_params = get_u64(&r), n_optim = get_u64(&r);
+    c->train_loss = c->train_accuracy = c->val_loss = c->val_accuracy = NAN;
+    if (!r.short_read && body >= r.p && body - r.p >= METRICS_BYTES) {
+        c->train_loss = get_f64(&r);
+        c->train_accuracy = get_f64(&r);
+        c->val_loss = get_f64(&r);
+        c->val_accuracy = get_f64(&r);
+    }
     /* Later versions may append header fields: skip to the body. */
     if (r.short_read || body > r.end || r.p > body) goto malformed;
     r.p = body;

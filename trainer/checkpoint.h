@@ -4,7 +4,8 @@
  *   magic "MLQCKPT\0" (8 bytes), u32 version, u32 header bytes,
  *   header: spec JSON length + text, epoch, step, rows consumed in the epoch,
  *           RNG state, optimizer step, counts of params and optimizer floats,
- *           best metric so far,
+ *           best metric so far, the last epoch's metrics (appended later: a
+ *           reader finds them by the header length),
  *   params (P floats), optimizer state (S floats),
  *   u32 CRC-32 (zlib) of everything before it.
  * A reader rejects a wrong magic, a newer version, truncation or a bad
@@ -27,6 +28,10 @@ struct checkpoint {
     struct rng rng;
     int64_t optim_step;
     double best_metric; /* best validation loss so far (or train loss), for "best" */
+    /* Metrics of epoch `epoch`, so that a resume with nothing left to train
+     * reports them; NAN where absent (no validation; checkpoints older than
+     * these fields). */
+    double train_loss, train_accuracy, val_loss, val_accuracy;
     size_t n_params;
     float *params; /* (n_params), owned */
     size_t n_optim;

@@ -77,6 +77,22 @@ static int load_model(struct job *j, const void *blob, size_t len, char *err, si
                     (long long)j->spec->run, c.n_params, j->net.n_params);
         goto out;
     }
+    /* A checkpoint is checked before it is stored, but a NaN is a valid
+     * float: say so here rather than produce NaN metrics. */
+    size_t bad = 0, first_bad = 0;
+    for (size_t i = c.n_params; i-- > 0;)
+        if (!isfinite(c.params[i])) {
+            bad++;
+            first_bad = i;
+        }
+    if (bad) {
+        rc = errmsg(err, errlen, -EINVAL,
+                    "run %lld: the checkpoint of epoch %lld holds non-finite weights (%zu of %zu "
+                    "parameters are NaN or infinite, the first at index %zu): the run diverged "
+                    "before this checkpoint; use an earlier one (--checkpoint EPOCH)",
+                    (long long)j->spec->run, (long long)c.epoch, bad, c.n_params, first_bad);
+        goto out;
+    }
     memcpy(j->net.params, c.params, sizeof(float) * c.n_params);
     if ((rc = net_reserve(&j->net, EVALUATE_ROWS))) {
         errmsg(err, errlen, rc, "cannot allocate the network: %s", strerror(-rc));
@@ -207,6 +223,15 @@ int eval_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, jso
             confusion[(size_t)t * K + argmax(j.net.probs + (size_t)r * K, K)]++;
         }
         loss_sum += net_loss(&j.net, j.yc, NULL, B) * B;
+    }
+    if (!isfinite(loss_sum) || !isfinite(abs_sum)) {
+        /* Finite weights whose outputs overflow on this data. */
+        rc = errmsg(err, errlen, -ERANGE,
+                    "run %lld: the network's outputs on %s are not finite (the loss is %s): the "
+                    "weights of epoch %lld overflow on this data",
+                    (long long)spec->run, spec->dataset.path, isnan(loss_sum) ? "NaN" : "infinite",
+                    (long long)j.epoch);
+        goto out;
     }
     if (ce) {
         *result = eval_classes(&j, confusion, loss_sum, n);

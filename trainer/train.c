@@ -149,9 +149,10 @@ static int set_threads(struct run *r)
 }
 
 /* Restores weights, optimizer state, RNG and position from a checkpoint of
- * the same run. Returns the number of epochs already done. */
+ * the same run, and its epoch's metrics into res: the result, should there
+ * be nothing left to train. */
 static int restore(struct run *r, const void *blob, size_t len, int64_t *epoch, int64_t *step,
-                   double *best, char *err, size_t errlen)
+                   double *best, struct train_result *res, char *err, size_t errlen)
 {
     struct checkpoint c;
     char why[256];
@@ -175,12 +176,16 @@ static int restore(struct run *r, const void *blob, size_t len, int64_t *epoch, 
     *epoch = c.epoch;
     *step = c.step;
     *best = c.best_metric;
+    res->epochs_done = c.epoch;
+    res->final_train_loss = c.train_loss;
+    res->final_val_loss = c.val_loss;
+    res->final_val_accuracy = c.val_accuracy;
 out:
     checkpoint_free(&c);
     return rc;
 }
 
-static int save(struct run *r, int64_t epoch, int64_t step, double best,
+static int save(struct run *r, const struct epoch_metrics *m, double best,
                 const struct train_callbacks *cb)
 {
     if (!cb || !cb->on_checkpoint) return 0;
@@ -193,12 +198,16 @@ static int save(struct run *r, int64_t epoch, int64_t step, double best,
         memcpy(state + (size_t)i * r->opt.n, bufs[i], sizeof(float) * r->opt.n);
     struct checkpoint c = {
         .spec_json = r->spec_json,
-        .epoch = epoch,
-        .step = step,
+        .epoch = m->epoch,
+        .step = m->step,
         .epoch_rows = 0,
         .rng = r->rng,
         .optim_step = r->opt.step,
         .best_metric = best,
+        .train_loss = m->train_loss,
+        .train_accuracy = m->train_accuracy,
+        .val_loss = m->has_validation ? m->val_loss : NAN,
+        .val_accuracy = m->has_validation ? m->val_accuracy : NAN,
         .n_params = r->net.n_params,
         .params = r->net.params,
         .n_optim = n_optim,
@@ -209,7 +218,7 @@ static int save(struct run *r, int64_t epoch, int64_t step, double best,
     int rc = checkpoint_encode(&c, &blob, &len);
     free(state);
     if (rc) return rc;
-    rc = cb->on_checkpoint(cb->ctx, epoch, step, blob, len);
+    rc = cb->on_checkpoint(cb->ctx, m->epoch, m->step, blob, len);
     free(blob);
     return rc;
 }
@@ -380,9 +389,14 @@ int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resum
     int64_t epoch = 0, step = 0;
     double best = INFINITY;
     if (resume_blob) {
-        if ((rc = restore(&r, resume_blob, resume_len, &epoch, &step, &best, err, errlen)))
+        if ((rc = restore(&r, resume_blob, resume_len, &epoch, &step, &best, res, err, errlen)))
             goto out;
-        log_info("resuming at epoch %lld, step %lld", (long long)epoch, (long long)step);
+        if (epoch >= spec->epochs)
+            log_warn("the checkpoint is at epoch %lld of %lld: nothing left to train; reporting "
+                     "its metrics",
+                     (long long)epoch, (long long)spec->epochs);
+        else
+            log_info("resuming at epoch %lld, step %lld", (long long)epoch, (long long)step);
     } else {
         rng_seed(&r.rng, spec->seed);
         net_init(&r.net, &r.rng);
@@ -423,7 +437,7 @@ int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resum
         }
         bool last = epoch + 1 == spec->epochs;
         bool due = spec->checkpoint_every > 0 && (epoch + 1) % spec->checkpoint_every == 0;
-        if ((due || last) && (rc = save(&r, epoch + 1, step, best, cb))) {
+        if ((due || last) && (rc = save(&r, &m, best, cb))) {
             errmsg(err, errlen, rc, "cannot save the checkpoint of epoch %lld: %s",
                    (long long)epoch + 1, strerror(-rc));
             goto out;
