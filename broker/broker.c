@@ -2,11 +2,14 @@
 #include "broker_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <zmq.h>
 
@@ -162,6 +165,67 @@ static void discard_outbox(struct broker *b)
     b->n_out = 0;
 }
 
+/* Who holds the database, for a second broker's refusal: rewritten once the
+ * endpoint is bound (port 0 becomes the real port). */
+static void lock_record(struct broker *b, const char *bind)
+{
+    char text[1200];
+    int n = snprintf(text, sizeof text, "pid %ld\nbind %s\n", (long)getpid(), bind);
+    if (n < 0 || (size_t)n >= sizeof text || ftruncate(b->lock_fd, 0) != 0 ||
+        pwrite(b->lock_fd, text, (size_t)n, 0) != n)
+        log_warn("cannot record the broker in %s.lock: %s", b->opts.db_path, strerror(errno));
+}
+
+/* One broker per database: a second one's start-up recovery would requeue
+ * the first one's running jobs and dispatch them again, one job on two
+ * trainers. An exclusive flock on DB.lock, taken before the store is opened
+ * and held for the broker's life, keeps the second one out; the kernel
+ * releases it however the holder ends (kill -9 too), so a restart never
+ * finds a stale lock. The file stays: removing it would race a starting
+ * broker. */
+static int lock_database(struct broker *b, char *err, size_t errlen)
+{
+    char path[4200];
+    if (snprintf(path, sizeof path, "%s.lock", b->opts.db_path) >= (int)sizeof path) {
+        snprintf(err, errlen, "%s: path too long", b->opts.db_path);
+        return -ENAMETOOLONG;
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(e));
+        return -e;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        if (e == EWOULDBLOCK) {
+            char text[1200] = "";
+            ssize_t n = pread(fd, text, sizeof text - 1, 0);
+            text[n > 0 ? n : 0] = '\0';
+            long pid = 0;
+            char bind[1024] = "";
+            if (sscanf(text, "pid %ld\nbind %1023[^\n]", &pid, bind) >= 1 && pid > 0)
+                snprintf(err, errlen,
+                         "database %s is held by mlq-broker pid %ld (bind %s); one broker per "
+                         "database: stop that one, or give this one another --db",
+                         b->opts.db_path, pid, bind[0] ? bind : "unknown");
+            else
+                snprintf(err, errlen,
+                         "database %s is held by another mlq-broker (it is starting); one "
+                         "broker per database",
+                         b->opts.db_path);
+            e = EBUSY;
+        } else {
+            snprintf(err, errlen, "cannot lock %s: %s", path, strerror(e));
+        }
+        close(fd);
+        return -e;
+    }
+    b->lock_fd = fd;
+    lock_record(b, b->opts.bind);
+    return 0;
+}
+
 int broker_open(struct broker **out, const struct broker_opts *opts, char *err, size_t errlen)
 {
     *out = NULL;
@@ -176,9 +240,12 @@ int broker_open(struct broker **out, const struct broker_opts *opts, char *err, 
     if (b->opts.liveness <= 0) b->opts.liveness = BROKER_LIVENESS;
     b->interval = b->opts.heartbeat_ms / 1000.0;
     b->expiry = b->interval * b->opts.liveness;
+    b->lock_fd = -1;
 
-    int rc = store_open(&b->store, opts->db_path,
-                        STORE_CREATE | (opts->sync_normal ? STORE_SYNC_NORMAL : 0), err, errlen);
+    int rc = lock_database(b, err, errlen);
+    if (rc) goto fail;
+    rc = store_open(&b->store, opts->db_path,
+                    STORE_CREATE | (opts->sync_normal ? STORE_SYNC_NORMAL : 0), err, errlen);
     if (rc) goto fail;
     if (opts->checkpoint_keep >= 0) store_set_retention(b->store, opts->checkpoint_keep);
     store_wal_manual(b->store); /* see wal_checkpoint */
@@ -209,6 +276,7 @@ int broker_open(struct broker **out, const struct broker_opts *opts, char *err, 
     size_t len = sizeof b->endpoint;
     if (zmq_getsockopt(b->router, ZMQ_LAST_ENDPOINT, b->endpoint, &len) != 0)
         snprintf(b->endpoint, sizeof b->endpoint, "%s", b->opts.bind);
+    lock_record(b, b->endpoint);
 
     if ((rc = dispatch_recover(b)) != 0) {
         snprintf(err, errlen, "%s: recovery: %s", opts->db_path, store_errmsg(b->store));
@@ -217,6 +285,7 @@ int broker_open(struct broker **out, const struct broker_opts *opts, char *err, 
     *out = b;
     return 0;
 fail:
+    if (rc == -EBUSY && b->lock_fd >= 0) rc = -EIO; /* -EBUSY tells of the lock only */
     broker_close(&b);
     return rc;
 }
@@ -232,6 +301,7 @@ void broker_close(struct broker **pb)
     if (b->router) zmq_close(b->router);
     if (b->zctx) zmq_ctx_term(b->zctx);
     store_close(&b->store);
+    if (b->lock_fd >= 0) close(b->lock_fd); /* last: the store is closed */
     free(b);
     *pb = NULL;
 }

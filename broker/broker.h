@@ -14,6 +14,9 @@
 #define BROKER_DEFAULT_BIND "tcp://127.0.0.1:5555"
 #define BROKER_HEARTBEAT_MS 1000
 #define BROKER_LIVENESS 3
+/* mlq-broker's exit status when another broker holds the database (mlq up
+ * does not restart it; the unit has RestartPreventExitStatus=). */
+#define BROKER_EXIT_DB_HELD 7
 
 struct broker_opts {
     const char *db_path;   /* required */
@@ -27,8 +30,10 @@ struct broker_opts {
 
 struct broker;
 
-/* Opens the store (creating it) and binds the socket. 0 or -errno with a
- * message in err naming the file or endpoint. */
+/* Locks the database (DB.lock), opens the store (creating it) and binds the
+ * socket. 0 or -errno with a message in err naming the file or endpoint;
+ * -EBUSY only when another broker holds the database (err names its pid and
+ * bind address). */
 int broker_open(struct broker **out, const struct broker_opts *opts, char *err, size_t errlen);
 /* Runs until *stop becomes non-zero (a signal handler sets it), then settles:
  * no new dispatch, the open transaction committed. Returns 0, or -errno when

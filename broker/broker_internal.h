@@ -51,6 +51,7 @@ struct broker {
     struct broker_opts opts;
     char endpoint[1024];
     struct store *store;
+    int lock_fd; /* flock on DB.lock, held for the broker's life; -1 = none */
     void *zctx;
     void *router;
 

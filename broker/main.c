@@ -1,6 +1,8 @@
-/* mlq-broker: the job queue service. Exit codes: 0 stopped by a signal,
- * 1 a store failure while running, 2 bad usage or configuration, 6 cannot
- * open the database or bind the endpoint. */
+/* mlq-broker: the job queue service. Exit codes (docs/services.md): 0
+ * stopped by a signal, 1 a store failure while running, 2 bad usage or
+ * configuration, 6 cannot open the database or bind the endpoint, 7 another
+ * broker holds the database. */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -146,11 +148,12 @@ int main(int argc, char **argv)
         .max_message = max_message,
     };
     struct broker *b;
-    if (broker_open(&b, &opts, err, sizeof err) != 0) {
+    int rc = broker_open(&b, &opts, err, sizeof err);
+    if (rc != 0) {
         log_error("%s", err);
-        return 6;
+        return rc == -EBUSY ? BROKER_EXIT_DB_HELD : 6;
     }
-    int rc = broker_run(b, &stop_flag);
+    rc = broker_run(b, &stop_flag);
     broker_close(&b);
     return rc ? 1 : 0;
 }

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "broker.h"
 #include "cli.h"
 #include "config.h"
 #include "log.h"
@@ -287,6 +288,15 @@ int cmd_up(int argc, char **argv)
         for (int i = 0; pid > 0 && i < n; i++) {
             if (kids[i].pid != pid) continue;
             kids[i].pid = 0;
+            if (kids[i].role[0] == 'b' && WIFEXITED(status) &&
+                WEXITSTATUS(status) == BROKER_EXIT_DB_HELD) {
+                /* Another broker holds the database (its message says
+                 * which): restarting this one cannot help. */
+                log_error("%s exited: another broker holds %s; not restarting it", kids[i].name,
+                          db_path);
+                rc = EXIT_UNAVAILABLE;
+                break;
+            }
             bool quick = time(NULL) - kids[i].started < 2;
             log_warn("%s exited (%s %d)%s", kids[i].name, WIFSIGNALED(status) ? "signal" : "status",
                      WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),

@@ -1,0 +1,116 @@
+/* One broker per database (issue 9): a second mlq-broker on the same
+ * database refuses to start, names the one that holds it and leaves its
+ * running job alone; after the holder is killed with SIGKILL a new broker
+ * starts at once (the kernel released the lock). Real processes. */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "broker.h"
+#include "broker_harness.h"
+#include "proto.h"
+
+/* Runs a second mlq-broker on the harness's database, bound elsewhere, with
+ * its output in dir/second.log. Returns its exit status; fails the test if
+ * it is still running after timeout_s (it started instead of refusing). */
+static int second_broker(struct harness *h, double timeout_s, char *log, size_t len)
+{
+    char bind[600];
+    snprintf(bind, sizeof bind, "ipc://%s/second.sock", h->dir);
+    snprintf(log, len, "%s/second.log", h->dir);
+    const char *argv[] = {MLQ_BINARY_DIR "/broker/mlq-broker",
+                          "--db",
+                          h->db,
+                          "--bind",
+                          bind,
+                          "--heartbeat-ms",
+                          "100",
+                          "--liveness",
+                          "3",
+                          NULL};
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    int status;
+    double until = h_now() + timeout_s;
+    while (waitpid(pid, &status, WNOHANG) == 0) {
+        if (h_now() > until) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            fail_msg("a second mlq-broker started on %s (log %s)", h->db, log);
+        }
+        usleep(20 * 1000);
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void slurp(const char *path, char *buf, size_t len)
+{
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, len - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+}
+
+static void test_second_broker_refused(void **state)
+{
+    struct harness *h = *state;
+    char data[512], st[32], log[600], text[4096];
+    h_dataset(h, "train.h5", 20000, 16, 3, 7, data, sizeof data);
+    h_broker_start(h, NULL);
+    h_trainer_start(h, "t");
+    int64_t id = h_submit(h, h_train_spec(data, 16, 3, 600, 3));
+    h_wait_epoch(h, id, 2, 60);
+
+    assert_int_equal(second_broker(h, 10, log, sizeof log), BROKER_EXIT_DB_HELD);
+    slurp(log, text, sizeof text);
+    char want[1200];
+    snprintf(want, sizeof want, "database %s is held by mlq-broker pid %ld (bind %s)", h->db,
+             (long)h->broker, h->endpoint);
+    if (!strstr(text, want)) fail_msg("the refusal does not say \"%s\":\n%s", want, text);
+
+    /* The holder's running job was not touched: no requeue, no second run. */
+    json_t *job = h_job(h, id);
+    assert_string_equal(json_string_value(json_object_get(job, "state")), "running");
+    assert_int_equal(json_integer_value(json_object_get(job, "attempts")), 1);
+    json_decref(job);
+
+    /* A holder killed outright leaves no stale lock: a new broker starts and
+       the trainer's job goes on there. */
+    h_broker_kill(h, SIGKILL);
+    h_broker_start(h, NULL);
+    h_wait_terminal(h, id, 120, st, sizeof st);
+    assert_string_equal(st, "succeeded");
+    job = h_job(h, id);
+    assert_int_equal(json_integer_value(json_object_get(job, "attempts")), 1);
+    json_decref(job);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_second_broker_refused, h_setup, h_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
