@@ -4,6 +4,7 @@
  * K = outputs of the network, L = number of layers, P = parameters.
  * All matrices are row-major; a batch is (B, I) with one example per row. */
 #include "net.h"
+#include "loss.h"
 
 #include <cblas.h>
 /* cblas.h pulls in complex.h; I is our input width, not sqrt(-1). */
@@ -248,26 +249,6 @@ static void activation_backward(float *restrict d, const float *restrict z, cons
         for (size_t i = 0; i < n; i++)
             d[i] *= 1.0f - a[i] * a[i];
         break;
-    }
-}
-
-/* Row-wise softmax, shifted by the row max so exp never overflows. */
-static void softmax_rows(float *restrict p, const float *restrict z, int B, int K)
-{
-    for (int r = 0; r < B; r++) {
-        const float *zr = z + (size_t)r * K;
-        float *pr = p + (size_t)r * K;
-        float mx = zr[0];
-        for (int k = 1; k < K; k++)
-            mx = zr[k] > mx ? zr[k] : mx;
-        float sum = 0.0f;
-        for (int k = 0; k < K; k++) {
-            pr[k] = expf(zr[k] - mx);
-            sum += pr[k];
-        }
-        float inv = 1.0f / sum;
-        for (int k = 0; k < K; k++)
-            pr[k] *= inv;
     }
 }
 
@@ -531,70 +512,17 @@ void net_forward(struct net *net, const float *x, int B)
         struct layer_job j = {
             .net = net, .l = l, .B = B, .in = in, .part = forward_part, .width = ly->out};
         team_run(net, &j);
-        float *z = layer_z(net, l), *a = layer_a(net, l);
-        size_t n = (size_t)B * (size_t)ly->out;
+        float *a = layer_a(net, l);
         in = a;
         if (l < L - 1) continue; /* the activation ran with the layer */
-        if (net->loss == NET_LOSS_CROSS_ENTROPY)
-            softmax_rows(a, z, B, ly->out);
-        else if (net->output == NET_OUT_SIGMOID)
-            activation_forward(a, z, n, NET_ACT_SIGMOID, 0.0f);
-        else
-            memcpy(a, z, n * sizeof *a);
+        loss_outputs(a, layer_z(net, l), B, ly->out, net->loss, net->output);
     }
 }
 
 double net_loss(const struct net *net, const int32_t *y_class, const float *y, int B)
 {
-    int K = net_outputs(net);
-    double total = 0.0;
-    if (net->loss == NET_LOSS_CROSS_ENTROPY) {
-        /* From the logits in double: -log softmax = logsumexp(z) - z_y. */
-        const float *z = layer_z(net, net->n_layers - 1);
-        for (int r = 0; r < B; r++) {
-            const float *zr = z + (size_t)r * K;
-            if (y_class[r] < 0 || y_class[r] >= K) return NAN;
-            double mx = zr[0];
-            for (int k = 1; k < K; k++)
-                mx = zr[k] > mx ? zr[k] : mx;
-            double sum = 0.0;
-            for (int k = 0; k < K; k++)
-                sum += exp((double)zr[k] - mx);
-            total += log(sum) + mx - (double)zr[y_class[r]];
-        }
-        return total / B;
-    }
-    size_t n = (size_t)B * (size_t)K;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)net->probs[i] - (double)y[i];
-        total += d * d;
-    }
-    return total / (double)n;
-}
-
-/* d (B, K) = d(mean loss)/d(last layer's z). */
-static void output_grad(const struct net *net, float *restrict d, const int32_t *y_class,
-                        const float *y, int B)
-{
-    int K = net_outputs(net);
-    size_t n = (size_t)B * (size_t)K;
-    const float *restrict p = net->probs;
-    if (net->loss == NET_LOSS_CROSS_ENTROPY) {
-        /* Fused softmax + cross-entropy: (p - onehot(y)) / B. */
-        float scale = 1.0f / (float)B;
-        for (size_t i = 0; i < n; i++)
-            d[i] = p[i] * scale;
-        for (int r = 0; r < B; r++)
-            if (y_class[r] >= 0 && y_class[r] < K) /* the loader rejects others */
-                d[(size_t)r * K + y_class[r]] -= scale;
-        return;
-    }
-    float scale = 2.0f / (float)n;
-    for (size_t i = 0; i < n; i++)
-        d[i] = (p[i] - y[i]) * scale;
-    if (net->output == NET_OUT_SIGMOID)
-        for (size_t i = 0; i < n; i++)
-            d[i] *= p[i] * (1.0f - p[i]);
+    return loss_value(layer_z(net, net->n_layers - 1), net->probs, y_class, y, B, net_outputs(net),
+                      net->loss);
 }
 
 /* One row (B == 1), plain SGD: w -= lr * (dz x^T), the same rounding as
@@ -647,7 +575,7 @@ static void backward(struct net *net, const float *x, const int32_t *y_class, co
     half *= (size_t)net->max_batch;
     float *d = net->dacts, *dn = net->dacts + half;
 
-    output_grad(net, d, y_class, y, B);
+    loss_grad(d, net->probs, y_class, y, B, net_outputs(net), net->loss, net->output);
     for (int l = L - 1; l >= 0; l--) {
         struct net_layer *ly = &net->layer[l];
         struct layer_job j = {.net = net,
@@ -716,19 +644,12 @@ double net_penalty(struct net *net, double l1, double l2)
     return l1 * sum_abs + 0.5 * l2 * sum_sq;
 }
 
+const float *net_logits(const struct net *net)
+{
+    return layer_z(net, net->n_layers - 1);
+}
+
 int net_correct(const struct net *net, const int32_t *y_class, int B)
 {
-    /* Arg max of the logits: softmax is monotone but may round two apart
-     * logits to the same probability. First maximum wins, as torch.argmax. */
-    int K = net_outputs(net);
-    const float *z = layer_z(net, net->n_layers - 1);
-    int correct = 0;
-    for (int r = 0; r < B; r++) {
-        const float *zr = z + (size_t)r * K;
-        int best = 0;
-        for (int k = 1; k < K; k++)
-            if (zr[k] > zr[best]) best = k;
-        correct += best == y_class[r];
-    }
-    return correct;
+    return loss_correct(layer_z(net, net->n_layers - 1), y_class, B, net_outputs(net));
 }

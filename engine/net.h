@@ -125,6 +125,9 @@ void net_task_wait(struct net *net);
  * l1*sum|w| + l2/2*sum w^2 and adds their gradient to net->grads. */
 double net_penalty(struct net *net, double l1, double l2);
 
+/* The last layer's z (B, K) of the last forward: the logits. */
+const float *net_logits(const struct net *net);
+
 /* Number of rows of the last forward whose arg max equals y_class. */
 int net_correct(const struct net *net, const int32_t *y_class, int B);
 

@@ -1,0 +1,101 @@
+#include "loss.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Row-wise softmax, shifted by the row max so exp never overflows. */
+static void softmax_rows(float *restrict p, const float *restrict z, int B, int K)
+{
+    for (int r = 0; r < B; r++) {
+        const float *zr = z + (size_t)r * K;
+        float *pr = p + (size_t)r * K;
+        float mx = zr[0];
+        for (int k = 1; k < K; k++)
+            mx = zr[k] > mx ? zr[k] : mx;
+        float sum = 0.0f;
+        for (int k = 0; k < K; k++) {
+            pr[k] = expf(zr[k] - mx);
+            sum += pr[k];
+        }
+        float inv = 1.0f / sum;
+        for (int k = 0; k < K; k++)
+            pr[k] *= inv;
+    }
+}
+
+void loss_outputs(float *p, const float *z, int B, int K, enum net_loss loss,
+                  enum net_output output)
+{
+    size_t n = (size_t)B * (size_t)K;
+    if (loss == NET_LOSS_CROSS_ENTROPY)
+        softmax_rows(p, z, B, K);
+    else if (output == NET_OUT_SIGMOID)
+        for (size_t i = 0; i < n; i++)
+            p[i] = 1.0f / (1.0f + expf(-z[i]));
+    else if (p != z)
+        memcpy(p, z, n * sizeof *p);
+}
+
+double loss_value(const float *z, const float *p, const int32_t *y_class, const float *y, int B,
+                  int K, enum net_loss loss)
+{
+    double total = 0.0;
+    if (loss == NET_LOSS_CROSS_ENTROPY) {
+        /* From the logits in double: -log softmax = logsumexp(z) - z_y. */
+        for (int r = 0; r < B; r++) {
+            const float *zr = z + (size_t)r * K;
+            if (y_class[r] < 0 || y_class[r] >= K) return NAN;
+            double mx = zr[0];
+            for (int k = 1; k < K; k++)
+                mx = zr[k] > mx ? zr[k] : mx;
+            double sum = 0.0;
+            for (int k = 0; k < K; k++)
+                sum += exp((double)zr[k] - mx);
+            total += log(sum) + mx - (double)zr[y_class[r]];
+        }
+        return total / B;
+    }
+    size_t n = (size_t)B * (size_t)K;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)p[i] - (double)y[i];
+        total += d * d;
+    }
+    return total / (double)n;
+}
+
+void loss_grad(float *restrict d, const float *restrict p, const int32_t *y_class, const float *y,
+               int B, int K, enum net_loss loss, enum net_output output)
+{
+    size_t n = (size_t)B * (size_t)K;
+    if (loss == NET_LOSS_CROSS_ENTROPY) {
+        /* Fused softmax + cross-entropy: (p - onehot(y)) / B. */
+        float scale = 1.0f / (float)B;
+        for (size_t i = 0; i < n; i++)
+            d[i] = p[i] * scale;
+        for (int r = 0; r < B; r++)
+            if (y_class[r] >= 0 && y_class[r] < K) /* the loader rejects others */
+                d[(size_t)r * K + y_class[r]] -= scale;
+        return;
+    }
+    float scale = 2.0f / (float)n;
+    for (size_t i = 0; i < n; i++)
+        d[i] = (p[i] - y[i]) * scale;
+    if (output == NET_OUT_SIGMOID)
+        for (size_t i = 0; i < n; i++)
+            d[i] *= p[i] * (1.0f - p[i]);
+}
+
+int loss_correct(const float *z, const int32_t *y_class, int B, int K)
+{
+    /* Arg max of the logits: softmax is monotone but may round two apart
+     * logits to the same probability. */
+    int correct = 0;
+    for (int r = 0; r < B; r++) {
+        const float *zr = z + (size_t)r * K;
+        int best = 0;
+        for (int k = 1; k < K; k++)
+            if (zr[k] > zr[best]) best = k;
+        correct += best == y_class[r];
+    }
+    return correct;
+}
