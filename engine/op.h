@@ -1,0 +1,166 @@
+/* A layer kind of the engine: one struct op_def, one file under engine/ops/,
+ * one row in engine/ops/registry.c. The model (model.h) holds a list of
+ * nodes, each an op with its fields (struct op_attrs) and its input shapes;
+ * it asks the op for its output shape, its tensors and its buffer sizes once,
+ * then calls forward in node order and backward in reverse.
+ *
+ * Dimensions, named once: B = samples in the batch. Shapes are per sample
+ * (the batch is never part of a shape): (F) features, or (C, H, W) channels,
+ * height and width. Buffers are row-major, one sample after the other, so a
+ * (B, C, H, W) batch is NCHW as PyTorch's.
+ *
+ * Conventions every op keeps:
+ *   - forward writes (=) its output; it may read its parameters and state,
+ *     and keep what backward needs in `saved` (per batch: the model sizes it
+ *     by the largest batch).
+ *   - backward accumulates (+=) its parameter gradients into `grad` (zeroing
+ *     is the caller's) and stores (=) the input gradients din[i]; din[i] is
+ *     NULL when nobody needs it (the model's input). A node whose output
+ *     feeds two nodes gets the sum: the model adds the second gradient.
+ *   - backward runs right after the forward of the same batch, with the
+ *     same `training` flag, inputs, output and saved buffer.
+ *   - nothing allocates: every buffer comes from the model's arenas.
+ *   - init draws from the given RNG only (PyTorch's default distributions,
+ *     not torch's numbers): same seed, same weights, on every machine. */
+#ifndef MLQ_OP_H
+#define MLQ_OP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rng.h"
+
+#define OP_MAX_DIMS 3    /* per-sample dimensions: (C, H, W) */
+#define OP_MAX_INPUTS 2  /* the residual add reads two earlier outputs */
+#define OP_MAX_TENSORS 4 /* parameter and state tensors of one node */
+#define OP_NAME_MAX 48   /* a tensor's name, "3.branch.0.running_mean" */
+
+struct shape {
+    int n;              /* dimensions used, 1..OP_MAX_DIMS */
+    int d[OP_MAX_DIMS]; /* (F) or (C, H, W) */
+};
+
+/* The fields of every layer kind, named as the job spec and PyTorch name
+ * them; each op reads its own and ignores the rest. The spec translation
+ * fills PyTorch's defaults (op_attrs_defaults), so an op sees final values. */
+struct op_attrs {
+    int out;              /* dense: out_features; conv2d: out_channels */
+    int kernel;           /* conv2d, maxpool, avgpool: square kernel */
+    int stride;           /* conv2d (1), pools (kernel); OP_UNSET until infer */
+    int padding;          /* conv2d, pools: zeros (pools: -inf for max) */
+    bool bias;            /* dense, conv2d: true */
+    float p;              /* dropout: zeroing probability, [0, 1) */
+    float negative_slope; /* leaky_relu: 0.01 */
+    float momentum, eps;  /* batchnorm: 0.1, 1e-5 */
+    bool approximate;     /* gelu: the tanh approximation */
+};
+
+#define OP_UNSET (-1)
+/* PyTorch's defaults for the fields an op reads (out and kernel excepted);
+ * stride is OP_UNSET: infer sets it (1 for conv2d, the kernel for pools). */
+void op_attrs_defaults(struct op_attrs *a);
+
+enum op_tensor_kind {
+    OP_PARAM, /* optimized: in the parameter buffer, with a gradient */
+    OP_STATE, /* saved, not optimized: in the state arena (running mean, ...) */
+};
+
+/* One tensor a node owns: the suffix of its name in PyTorch's state_dict
+ * ("weight", "bias", "running_mean", "num_batches_tracked") and its shape. */
+struct op_tensor {
+    const char *name;
+    enum op_tensor_kind kind;
+    int ndim;
+    int shape[4];
+};
+
+/* A node as the op sees it: its fields, input and output shapes, fixed
+ * when the model is built. */
+struct op_node {
+    const struct op_def *op;
+    struct op_attrs a;
+    int n_in;
+    struct shape in[OP_MAX_INPUTS];
+    struct shape out;
+};
+
+/* What one forward or backward call gets. Parameters and state are the
+ * node's own slices, laid out as its tensors() lists them (each kind in its
+ * own buffer, in order). */
+struct op_call {
+    const struct op_node *node;
+    int B;
+    bool training;                  /* batch norm statistics, dropout */
+    struct rng *rng;                /* the run's RNG (dropout draws its mask key here) */
+    const float *in[OP_MAX_INPUTS]; /* (B, in[i]) */
+    float *out;                     /* (B, out) */
+    float *param;                   /* the node's parameters, or NULL */
+    float *grad;                    /* their gradients, same layout */
+    float *state;                   /* the node's state, or NULL */
+    float *saved;                   /* saved(node, B) floats, kept from forward to backward */
+    float *scratch;                 /* scratch(node, B) floats, not kept */
+    const float *dout;              /* backward: (B, out) */
+    float *din[OP_MAX_INPUTS];      /* backward: (B, in[i]), stored; NULL: not needed */
+};
+
+/* One test case of an op for tests/test_ops_grad.c: fields, input shapes,
+ * batch and mode. Every registered op lists its own, so a new op is
+ * checked against finite differences as soon as it is in the table. */
+struct op_test {
+    const char *name; /* "3x3 stride 2 pad 1" */
+    struct op_attrs a;
+    struct shape in[OP_MAX_INPUTS];
+    int B;
+    bool eval; /* run in evaluation mode (default: training) */
+    /* Non-smooth ops (max pool, relu) keep inputs this far from kinks;
+     * 0 = the test's default. */
+    double tol;
+};
+
+struct op_def {
+    const char *type;   /* the spec's "type": "conv2d" */
+    const char *abbrev; /* one-line descriptions: "conv" gives conv32, "bn", "pool" */
+    int n_inputs;       /* 1, or 2 for add */
+    /* The output shape for these inputs, or -EINVAL with the reason in err
+     * naming both shapes ("kernel 5 is larger than the padded input 3x3");
+     * the model prefixes the layer's index and type. Also rejects bad
+     * fields (kernel or stride 0, negative padding, p outside [0, 1)) and
+     * fills the defaults that depend on others (OP_UNSET stride). */
+    int (*infer)(struct op_attrs *a, const struct shape *in, struct shape *out, char *err,
+                 size_t errlen);
+    /* The node's tensors, parameters and state in any order (each kind is
+     * laid out in the order listed); returns how many (<= OP_MAX_TENSORS). */
+    int (*tensors)(const struct op_node *n, struct op_tensor t[OP_MAX_TENSORS]);
+    /* PyTorch's default initialisation of param and state, drawn from r. */
+    void (*init)(const struct op_node *n, float *param, float *state, struct rng *r);
+    /* Floats of call->saved and call->scratch for B samples; NULL = 0. */
+    size_t (*saved)(const struct op_node *n, int B);
+    size_t (*scratch)(const struct op_node *n, int B);
+    void (*forward)(const struct op_call *c);
+    void (*backward)(const struct op_call *c);
+    const struct op_test *tests;
+    int n_tests;
+};
+
+/* ---- the registry (engine/ops/registry.c) ---- */
+
+/* The op of a spec type ("conv2d"), or NULL. */
+const struct op_def *op_find(const char *type);
+/* Every registered op, for the table-driven tests; *n receives the count. */
+const struct op_def *const *op_all(int *n);
+
+/* ---- helpers for ops ---- */
+
+size_t shape_size(const struct shape *s); /* product of the dimensions */
+bool shape_equal(const struct shape *a, const struct shape *b);
+/* "(32, 7, 7)" into buf; returns buf. */
+const char *shape_str(const struct shape *s, char *buf, size_t len);
+#define SHAPE_STR_MAX 48
+/* Formats the reason into err and returns -EINVAL. */
+int op_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* U(-bound, bound) into x[0..n), from r: PyTorch's kaiming_uniform_(a=sqrt 5)
+ * with bound 1/sqrt(fan_in) for weights, and the same bound for biases. */
+void op_uniform(float *x, size_t n, float bound, struct rng *r);
+
+#endif

@@ -1,0 +1,92 @@
+/* dense: nn.Linear. x (B, I) -> z (B, O) = x w^T + b; w (O, I), b (O).
+ * Dimensions: B samples, I inputs, O outputs. (A model that is only a stack
+ * of dense layers runs through engine/net.c's threaded fast paths instead;
+ * this op is the same layer inside any other model.) */
+#include <cblas.h>
+#undef I /* complex.h's, from cblas.h */
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+
+#include "op.h"
+
+static int dense_infer(struct op_attrs *a, const struct shape *in, struct shape *out, char *err,
+                       size_t errlen)
+{
+    char s[SHAPE_STR_MAX];
+    if (in->n != 1)
+        return op_err(err, errlen, "needs flat inputs (features), got %s: add a flatten layer",
+                      shape_str(in, s, sizeof s));
+    if (a->out < 1) return op_err(err, errlen, "out must be at least 1, got %d", a->out);
+    *out = (struct shape){1, {a->out}};
+    return 0;
+}
+
+static int dense_tensors(const struct op_node *n, struct op_tensor t[OP_MAX_TENSORS])
+{
+    int O = n->out.d[0], I = n->in[0].d[0];
+    t[0] = (struct op_tensor){"weight", OP_PARAM, 2, {O, I}};
+    if (!n->a.bias) return 1;
+    t[1] = (struct op_tensor){"bias", OP_PARAM, 1, {O}};
+    return 2;
+}
+
+/* nn.Linear.reset_parameters: kaiming_uniform_(a = sqrt 5) gives
+ * U(-1/sqrt(I), 1/sqrt(I)) for w, and b takes the same bound. */
+static void dense_init(const struct op_node *n, float *param, float *state, struct rng *r)
+{
+    (void)state;
+    int O = n->out.d[0], I = n->in[0].d[0];
+    float bound = 1.0f / sqrtf((float)I);
+    op_uniform(param, (size_t)O * I, bound, r);
+    if (n->a.bias) op_uniform(param + (size_t)O * I, (size_t)O, bound, r);
+}
+
+static void dense_forward(const struct op_call *c)
+{
+    int B = c->B, O = c->node->out.d[0], I = c->node->in[0].d[0];
+    const float *w = c->param, *b = c->node->a.bias ? c->param + (size_t)O * I : NULL;
+    float beta = 0.0f;
+    if (b) {
+        for (int r = 0; r < B; r++)
+            memcpy(c->out + (size_t)r * O, b, (size_t)O * sizeof *b);
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, O, I, 1.0f, c->in[0], I, w, I, beta,
+                c->out, O);
+}
+
+static void dense_backward(const struct op_call *c)
+{
+    int B = c->B, O = c->node->out.d[0], I = c->node->in[0].d[0];
+    const float *w = c->param;
+    float *dw = c->grad, *db = c->node->a.bias ? c->grad + (size_t)O * I : NULL;
+    if (c->din[0])
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, I, O, 1.0f, c->dout, O, w, I,
+                    0.0f, c->din[0], I);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, B, 1.0f, c->dout, O, c->in[0], I,
+                1.0f, dw, I);
+    if (db)
+        for (int r = 0; r < B; r++)
+            for (int o = 0; o < O; o++)
+                db[o] += c->dout[(size_t)r * O + o];
+}
+
+static const struct op_test dense_tests[] = {
+    {"3 -> 4", {.out = 4, .bias = true}, {{1, {3}}}, 5, false, 0},
+    {"7 -> 2, no bias", {.out = 2, .bias = false}, {{1, {7}}}, 3, false, 0},
+    {"one sample", {.out = 5, .bias = true}, {{1, {6}}}, 1, false, 0},
+};
+
+const struct op_def op_dense = {
+    .type = "dense",
+    .abbrev = "fc",
+    .n_inputs = 1,
+    .infer = dense_infer,
+    .tensors = dense_tensors,
+    .init = dense_init,
+    .forward = dense_forward,
+    .backward = dense_backward,
+    .tests = dense_tests,
+    .n_tests = sizeof dense_tests / sizeof dense_tests[0],
+};

@@ -1,0 +1,26 @@
+/* Every layer kind, one row each: adding a layer is its file under
+ * engine/ops/ and a row here (tests/test_ops_grad.c then checks it). */
+#include <string.h>
+
+#include "op.h"
+
+extern const struct op_def op_dense, op_flatten, op_add;
+
+static const struct op_def *const ops[] = {
+    &op_dense,
+    &op_flatten,
+    &op_add,
+};
+
+const struct op_def *op_find(const char *type)
+{
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        if (strcmp(ops[i]->type, type) == 0) return ops[i];
+    return NULL;
+}
+
+const struct op_def *const *op_all(int *n)
+{
+    *n = (int)(sizeof ops / sizeof ops[0]);
+    return ops;
+}

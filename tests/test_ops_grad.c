@@ -1,0 +1,404 @@
+/* Finite-difference gradient check of every registered op, by construction:
+ * for each row of the op table (engine/ops/registry.c) and each of the row's
+ * own test cases, backward's input and parameter gradients of
+ * L = sum(out * R), R fixed and random, against central differences of L
+ * computed in double. Registering an op without test cases fails here.
+ * Then the fused heads, the model's graph (a residual add whose input feeds
+ * two nodes) and its shape errors. */
+#include <errno.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "loss.h"
+#include "model.h"
+#include "op.h"
+#include "rng.h"
+
+#define H 1e-3f
+#define TOL_ABS 2e-3
+#define TOL_REL 1e-2
+
+static float *alloc_floats(size_t n)
+{
+    float *p = calloc(n ? n : 1, sizeof *p);
+    assert_non_null(p);
+    return p;
+}
+
+static void fill_uniform(float *x, size_t n, float lo, float hi, struct rng *r)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = lo + (hi - lo) * rng_uniform(r);
+}
+
+struct harness {
+    struct op_node node;
+    int B;
+    bool training;
+    size_t n_in[OP_MAX_INPUTS], n_out, n_param, n_state, n_saved, n_scratch;
+    float *in[OP_MAX_INPUTS], *out, *param, *grad, *state, *state0, *saved, *scratch, *r;
+    float *din[OP_MAX_INPUTS];
+    struct rng rng0; /* the RNG every forward starts from: the same dropout mask */
+};
+
+static void harness_free(struct harness *h)
+{
+    for (int j = 0; j < OP_MAX_INPUTS; j++) {
+        free(h->in[j]);
+        free(h->din[j]);
+    }
+    free(h->out);
+    free(h->param);
+    free(h->grad);
+    free(h->state);
+    free(h->state0);
+    free(h->saved);
+    free(h->scratch);
+    free(h->r);
+}
+
+static void harness_setup(struct harness *h, const struct op_def *op, const struct op_test *t)
+{
+    memset(h, 0, sizeof *h);
+    h->node.op = op;
+    h->node.a = t->a;
+    h->node.n_in = op->n_inputs;
+    h->B = t->B;
+    h->training = !t->eval;
+    for (int j = 0; j < op->n_inputs; j++)
+        h->node.in[j] = t->in[j];
+    char err[256] = "";
+    if (op->infer(&h->node.a, h->node.in, &h->node.out, err, sizeof err))
+        fail_msg("%s, %s: infer failed: %s", op->type, t->name, err);
+    struct op_tensor ts[OP_MAX_TENSORS];
+    int nt = op->tensors ? op->tensors(&h->node, ts) : 0;
+    for (int k = 0; k < nt; k++) {
+        size_t n = 1;
+        for (int d = 0; d < ts[k].ndim; d++)
+            n *= (size_t)ts[k].shape[d];
+        *(ts[k].kind == OP_PARAM ? &h->n_param : &h->n_state) += n;
+    }
+    h->n_out = (size_t)h->B * shape_size(&h->node.out);
+    h->n_saved = op->saved ? op->saved(&h->node, h->B) : 0;
+    h->n_scratch = op->scratch ? op->scratch(&h->node, h->B) : 0;
+    struct rng r;
+    rng_seed(&r, 2024);
+    for (int j = 0; j < op->n_inputs; j++) {
+        h->n_in[j] = (size_t)h->B * shape_size(&h->node.in[j]);
+        h->in[j] = alloc_floats(h->n_in[j]);
+        h->din[j] = alloc_floats(h->n_in[j]);
+        fill_uniform(h->in[j], h->n_in[j], -1.0f, 1.0f, &r);
+    }
+    h->out = alloc_floats(h->n_out);
+    h->r = alloc_floats(h->n_out);
+    fill_uniform(h->r, h->n_out, -1.0f, 1.0f, &r);
+    h->param = alloc_floats(h->n_param);
+    h->grad = alloc_floats(h->n_param);
+    h->state = alloc_floats(h->n_state);
+    h->state0 = alloc_floats(h->n_state);
+    h->saved = alloc_floats(h->n_saved);
+    h->scratch = alloc_floats(h->n_scratch);
+    if (op->init) op->init(&h->node, h->param, h->state, &r);
+    /* Away from the init's special values (batch norm's 1 and 0), so that a
+     * gradient that ignores a parameter does not pass by luck. */
+    for (size_t i = 0; i < h->n_param; i++)
+        h->param[i] += 0.3f * (2.0f * rng_uniform(&r) - 1.0f);
+    for (size_t i = 0; i < h->n_state; i++)
+        h->state[i] += 0.2f * rng_uniform(&r);
+    memcpy(h->state0, h->state, h->n_state * sizeof *h->state);
+    rng_seed(&h->rng0, 77);
+}
+
+static struct op_call harness_call(struct harness *h, struct rng *r)
+{
+    struct op_call c = {.node = &h->node,
+                        .B = h->B,
+                        .training = h->training,
+                        .rng = r,
+                        .out = h->out,
+                        .param = h->n_param ? h->param : NULL,
+                        .grad = h->n_param ? h->grad : NULL,
+                        .state = h->n_state ? h->state : NULL,
+                        .saved = h->saved,
+                        .scratch = h->scratch,
+                        .dout = h->r};
+    for (int j = 0; j < h->node.n_in; j++) {
+        c.in[j] = h->in[j];
+        c.din[j] = h->din[j];
+    }
+    return c;
+}
+
+/* L = sum(out * R) after one forward from the saved state and RNG. */
+static double harness_loss(struct harness *h)
+{
+    memcpy(h->state, h->state0, h->n_state * sizeof *h->state);
+    struct rng r = h->rng0;
+    struct op_call c = harness_call(h, &r);
+    h->node.op->forward(&c);
+    double L = 0.0;
+    for (size_t i = 0; i < h->n_out; i++)
+        L += (double)h->out[i] * (double)h->r[i];
+    return L;
+}
+
+static void check_close(const char *what, const char *op, const char *tcase, size_t i, double num,
+                        double ana, double tol_abs)
+{
+    double scale = fmax(fabs(num), fabs(ana));
+    if (!(fabs(num - ana) <= tol_abs + TOL_REL * scale))
+        fail_msg("%s, %s: d%s[%zu]: numeric %.6g, backward %.6g", op, tcase, what, i, num, ana);
+}
+
+static void check_case(const struct op_def *op, const struct op_test *t)
+{
+    struct harness h;
+    harness_setup(&h, op, t);
+    double tol = t->tol > 0 ? t->tol : TOL_ABS;
+
+    /* Analytic: stale gradients that backward must add to, stale input
+     * gradients that it must overwrite. */
+    harness_loss(&h);
+    for (size_t i = 0; i < h.n_param; i++)
+        h.grad[i] = 0.5f;
+    for (int j = 0; j < op->n_inputs; j++)
+        for (size_t i = 0; i < h.n_in[j]; i++)
+            h.din[j][i] = 1e3f;
+    struct rng r = h.rng0;
+    struct op_call c = harness_call(&h, &r);
+    op->backward(&c);
+
+    for (int j = 0; j < op->n_inputs; j++)
+        for (size_t i = 0; i < h.n_in[j]; i++) {
+            float keep = h.in[j][i];
+            h.in[j][i] = keep + H;
+            double up = harness_loss(&h);
+            h.in[j][i] = keep - H;
+            double down = harness_loss(&h);
+            h.in[j][i] = keep;
+            char what[16];
+            snprintf(what, sizeof what, "in%d", j);
+            check_close(what, op->type, t->name, i, (up - down) / (2.0 * H), h.din[j][i], tol);
+        }
+    for (size_t i = 0; i < h.n_param; i++) {
+        float keep = h.param[i];
+        h.param[i] = keep + H;
+        double up = harness_loss(&h);
+        h.param[i] = keep - H;
+        double down = harness_loss(&h);
+        h.param[i] = keep;
+        check_close("param", op->type, t->name, i, (up - down) / (2.0 * H), (double)h.grad[i] - 0.5,
+                    tol);
+    }
+    harness_free(&h);
+}
+
+static void test_every_op(void **state)
+{
+    (void)state;
+    int n;
+    const struct op_def *const *ops = op_all(&n);
+    assert_true(n > 0);
+    for (int k = 0; k < n; k++) {
+        const struct op_def *op = ops[k];
+        if (op->n_tests < 1) fail_msg("op %s is registered without test cases", op->type);
+        assert_ptr_equal(op_find(op->type), op);
+        assert_non_null(op->infer);
+        assert_non_null(op->forward);
+        assert_non_null(op->backward);
+        for (int t = 0; t < op->n_tests; t++)
+            check_case(op, &op->tests[t]);
+        printf("ok %s: %d case%s\n", op->type, op->n_tests, op->n_tests == 1 ? "" : "s");
+    }
+}
+
+/* ---- the fused heads ---- */
+
+static void check_head(enum net_loss loss, enum net_output output)
+{
+    enum { B = 3, K = 4 };
+    struct rng r;
+    rng_seed(&r, 5);
+    float z[B * K], p[B * K], d[B * K], y[B * K];
+    int32_t yc[B] = {0, 3, 1};
+    fill_uniform(z, B * K, -2.0f, 2.0f, &r);
+    fill_uniform(y, B * K, 0.0f, 1.0f, &r);
+    bool ce = loss == NET_LOSS_CROSS_ENTROPY;
+    loss_outputs(p, z, B, K, loss, output);
+    loss_grad(d, p, ce ? yc : NULL, ce ? NULL : y, B, K, loss, output);
+    for (int i = 0; i < B * K; i++) {
+        float keep = z[i];
+        z[i] = keep + H;
+        loss_outputs(p, z, B, K, loss, output);
+        double up = loss_value(z, p, ce ? yc : NULL, ce ? NULL : y, B, K, loss);
+        z[i] = keep - H;
+        loss_outputs(p, z, B, K, loss, output);
+        double down = loss_value(z, p, ce ? yc : NULL, ce ? NULL : y, B, K, loss);
+        z[i] = keep;
+        check_close("z", ce ? "cross_entropy" : "mse", output == NET_OUT_SIGMOID ? "sigmoid" : "",
+                    (size_t)i, (up - down) / (2.0 * H), d[i], 2e-4);
+    }
+}
+
+static void test_heads(void **state)
+{
+    (void)state;
+    check_head(NET_LOSS_CROSS_ENTROPY, NET_OUT_LOGITS);
+    check_head(NET_LOSS_MSE, NET_OUT_LINEAR);
+    check_head(NET_LOSS_MSE, NET_OUT_SIGMOID);
+}
+
+/* ---- the model's graph ---- */
+
+static struct model_layer layer(const char *type, int out)
+{
+    struct model_layer l;
+    memset(&l, 0, sizeof l);
+    snprintf(l.type, sizeof l.type, "%s", type);
+    op_attrs_defaults(&l.a);
+    l.a.out = out;
+    return l;
+}
+
+/* input (2, 2, 2) -> flatten (8) -> dense 6 -> dense 6 -> add(2, 1) ->
+ * dense 3: the first dense's output feeds the second and the add, so its
+ * gradient is the sum of two. */
+static void residual_desc(struct model_desc *d)
+{
+    memset(d, 0, sizeof *d);
+    d->input = (struct shape){3, {2, 2, 2}};
+    d->layer[0] = layer("flatten", 0);
+    d->layer[1] = layer("dense", 6);
+    d->layer[2] = layer("dense", 6);
+    d->layer[3] = layer("add", 0);
+    d->layer[3].n_in = 2;
+    d->layer[3].in[0] = 2;
+    d->layer[3].in[1] = 1;
+    d->layer[4] = layer("dense", 3);
+    d->n_layers = 5;
+    d->loss = NET_LOSS_CROSS_ENTROPY;
+    d->output = NET_OUT_LOGITS;
+}
+
+static double model_total(struct model *m, const float *x, const int32_t *y, int B)
+{
+    model_forward(m, x, B, true, NULL);
+    return model_loss(m, y, NULL, B);
+}
+
+static void test_model_residual_gradients(void **state)
+{
+    (void)state;
+    enum { B = 4 };
+    struct model_desc d;
+    residual_desc(&d);
+    struct model m;
+    char err[256] = "";
+    assert_int_equal(model_create(&m, &d, err, sizeof err), 0);
+    assert_null(m.net);
+    assert_int_equal(model_reserve(&m, B), 0);
+    struct rng r;
+    rng_seed(&r, 9);
+    model_init(&m, &r);
+    assert_int_equal(m.tensors.n, 6);
+    assert_string_equal(m.tensors.t[0].name, "1.weight");
+    assert_string_equal(m.tensors.t[5].name, "4.bias");
+    assert_int_equal(m.n_params, 6 * 8 + 6 + 6 * 6 + 6 + 3 * 6 + 3);
+
+    float x[B * 8];
+    int32_t y[B] = {0, 2, 1, 2};
+    fill_uniform(x, B * 8, -1.0f, 1.0f, &r);
+    model_total(&m, x, y, B);
+    model_zero_grad(&m);
+    model_backward(&m, x, y, NULL, B);
+    float *ana = alloc_floats(m.n_params);
+    memcpy(ana, m.grads, m.n_params * sizeof *ana);
+    for (size_t i = 0; i < m.n_params; i++) {
+        float keep = m.params[i];
+        m.params[i] = keep + H;
+        double up = model_total(&m, x, y, B);
+        m.params[i] = keep - H;
+        double down = model_total(&m, x, y, B);
+        m.params[i] = keep;
+        check_close("param", "model", "residual", i, (up - down) / (2.0 * H), ana[i], 2e-4);
+    }
+    free(ana);
+    model_destroy(&m);
+}
+
+/* A stack of dense layers runs through struct net, with the same table. */
+static void test_model_dense_stack(void **state)
+{
+    (void)state;
+    if (!op_find("relu")) skip(); /* until the activation ops are registered */
+    struct model_desc d;
+    memset(&d, 0, sizeof d);
+    d.input = (struct shape){1, {5}};
+    d.layer[0] = layer("dense", 4);
+    d.layer[1] = layer("relu", 0);
+    d.layer[2] = layer("dense", 3);
+    d.n_layers = 3;
+    struct model m;
+    char err[256] = "";
+    assert_int_equal(model_create(&m, &d, err, sizeof err), 0);
+    assert_non_null(m.net);
+    assert_ptr_equal(m.params, m.net->params);
+    assert_int_equal(m.tensors.n, 4);
+    assert_string_equal(m.tensors.t[2].name, "2.weight");
+    assert_int_equal(m.tensors.t[2].offset, 4 * 5 + 4);
+    assert_ptr_equal(m.params + m.tensors.t[2].offset, m.net->layer[1].w);
+    model_destroy(&m);
+}
+
+static void expect_error(struct model_desc *d, const char *want)
+{
+    char err[256] = "";
+    int rc = model_check(d, 8, NULL, err, sizeof err);
+    assert_int_equal(rc, -EINVAL);
+    if (!strstr(err, want)) fail_msg("error \"%s\" does not contain \"%s\"", err, want);
+}
+
+static void test_model_errors(void **state)
+{
+    (void)state;
+    struct model_desc d;
+    residual_desc(&d);
+    d.layer[2].a.out = 5; /* the branch now differs from the shortcut */
+    expect_error(&d, "layer 3 (add): the branch's output (5) differs from the shortcut's (6)");
+
+    residual_desc(&d);
+    d.layer[0] = layer("dense", 4); /* dense on (2, 2, 2) */
+    expect_error(&d, "layer 0 (dense): needs flat inputs (features), got (2, 2, 2)");
+
+    residual_desc(&d);
+    snprintf(d.layer[4].type, sizeof d.layer[4].type, "dens");
+    expect_error(&d, "layer 4: unknown type \"dens\"");
+
+    residual_desc(&d);
+    d.n_layers = 1; /* a flatten alone ends on (8): a valid, if useless, model */
+    struct model_sizes sz;
+    char err[256];
+    assert_int_equal(model_check(&d, 8, &sz, err, sizeof err), 0);
+    assert_int_equal(sz.outputs, 8);
+    assert_int_equal(sz.n_params, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_op),
+        cmocka_unit_test(test_heads),
+        cmocka_unit_test(test_model_residual_gradients),
+        cmocka_unit_test(test_model_dense_stack),
+        cmocka_unit_test(test_model_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
