@@ -122,6 +122,11 @@ struct op_def {
     const char *type;   /* the spec's "type": "conv2d" */
     const char *abbrev; /* one-line descriptions: "conv" gives conv32, "bn", "pool" */
     int n_inputs;       /* 1, or 2 for add */
+    /* The struct op_attrs fields this op reads, by their spec names ("out",
+     * "kernel", "stride", "padding", "bias", "p", "negative_slope",
+     * "momentum", "eps", "approximate"), NULL-terminated; a spec layer
+     * giving any other field is refused. NULL: none. */
+    const char *const *fields;
     /* The output shape for these inputs, or -EINVAL with the reason in err
      * naming both shapes ("kernel 5 is larger than the padded input 3x3");
      * the model prefixes the layer's index and type. Also rejects bad

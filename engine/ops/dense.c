@@ -78,10 +78,13 @@ static const struct op_test dense_tests[] = {
     {"one sample", {.out = 5, .bias = true}, {{1, {6}}}, 1, false, 0},
 };
 
+static const char *const dense_fields[] = {"out", "bias", NULL};
+
 const struct op_def op_dense = {
     .type = "dense",
     .abbrev = "fc",
     .n_inputs = 1,
+    .fields = dense_fields,
     .infer = dense_infer,
     .tensors = dense_tensors,
     .init = dense_init,
