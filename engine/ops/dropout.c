@@ -1,0 +1,61 @@
+/* Dropout: nn.Dropout's training behaviour with a counter-based mask.
+ *
+ * The mask is not drawn from a stream but hashed from (key, index): the op
+ * takes one key per forward from the run's RNG, so the RNG's saved state is
+ * all a checkpoint needs to redraw the masks after a resume, backward
+ * recomputes the mask instead of storing B n bits, and threads that split
+ * the elements draw exactly what one thread would. */
+#include "kernels.h"
+
+/* splitmix64's finaliser: a bijection of 64-bit words whose output bits
+ * pass as independent for consecutive inputs. */
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+    return z ^ (z >> 31);
+}
+
+/* Kept when a 24-bit uniform u (as rng_uniform's) is >= p: probability
+ * 1 - p, up to p's rounding to a multiple of 2^-24. */
+static uint32_t drop_threshold(float p)
+{
+    double t = (double)p * 16777216.0;
+    return t >= 16777216.0 ? 16777216u : (uint32_t)(t + 0.5);
+}
+
+static int keeps(uint64_t key, size_t index, uint32_t threshold)
+{
+    uint64_t h = mix64(key + (uint64_t)(index + 1) * UINT64_C(0x9e3779b97f4a7c15));
+    return (uint32_t)(h >> 40) >= threshold;
+}
+
+int dropout_keeps(float p, uint64_t key, size_t index)
+{
+    return keeps(key, index, drop_threshold(p));
+}
+
+/* y = x scale where kept, 0 elsewhere; the same for forward and backward. */
+static void apply_mask(float *y, const float *x, size_t n, float p, uint64_t key, size_t first)
+{
+    if (p <= 0.0f) {
+        for (size_t i = 0; i < n; i++)
+            y[i] = x[i];
+        return;
+    }
+    /* torch: noise.bernoulli_(1 - p).div_(1 - p); out = in * noise. */
+    float scale = p < 1.0f ? (float)(1.0 / (1.0 - (double)p)) : 0.0f;
+    uint32_t threshold = drop_threshold(p);
+    for (size_t i = 0; i < n; i++)
+        y[i] = keeps(key, first + i, threshold) ? x[i] * scale : 0.0f;
+}
+
+void dropout_forward(float *out, const float *in, size_t n, float p, uint64_t key, size_t first)
+{
+    apply_mask(out, in, n, p, key, first);
+}
+
+void dropout_backward(float *din, const float *dout, size_t n, float p, uint64_t key, size_t first)
+{
+    apply_mask(din, dout, n, p, key, first);
+}

@@ -1,0 +1,4 @@
+# The layer ops' kernels: finite differences and PyTorch 1.13 fixtures
+# (tests/parity/ops_fixtures.json; regenerate with gen_ops_fixtures.py).
+mlq_add_test(test_ops_kernels SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_ops_kernels.c
+  LIBS mlq_engine PkgConfig::JANSSON)
