@@ -9,6 +9,9 @@
 #include "kernels.h"
 
 #include <math.h>
+#include <string.h>
+
+#include "op.h"
 
 /* Sums of one plane: 16 float lanes (vectorised, no latency chain), the
  * lanes and then the planes added in double. A plane's float partial sums
@@ -99,11 +102,15 @@ void batchnorm_forward(float *out, float *mean, float *invstd, float *running_me
             sq -= n * shift * shift;
             if (sq < 0.0) sq = 0.0;
             var = sq / n;
-            /* torch: running_var uses the unbiased variance; with one value
-             * that is inf/nan, which torch stores as well. */
-            double unbiased = n > 1.0 ? sq / (n - 1.0) : NAN;
-            running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mu);
-            running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * unbiased);
+            /* torch refuses to train on one value per channel (no unbiased
+             * variance); here such a batch (a last batch of one sample in
+             * BatchNorm1d) leaves the running statistics as they were
+             * rather than storing a NaN that evaluation would then use. */
+            if (n > 1.0) {
+                double unbiased = sq / (n - 1.0);
+                running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mu);
+                running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * unbiased);
+            }
         } else {
             mu = running_mean[c];
             var = running_var[c];
@@ -171,3 +178,115 @@ void batchnorm_init(float *gamma, float *beta, float *running_mean, float *runni
         running_var[c] = 1.0f;
     }
 }
+
+/* ---- the op: nn.BatchNorm1d on (F) inputs, nn.BatchNorm2d on (C, H, W);
+ * params weight (C), bias (C); state running_mean (C), running_var (C),
+ * num_batches_tracked (one float, counting training batches as torch's
+ * int64 does, exactly up to 2^24; see BN_COUNTS_BATCHES); saved: the mean and invstd (C each) that
+ * forward normalised with. ---- */
+
+static int bn_infer(struct op_attrs *a, const struct shape *in, struct shape *out, char *err,
+                    size_t errlen)
+{
+    char s[SHAPE_STR_MAX];
+    if (in->n != 1 && in->n != 3)
+        return op_err(err, errlen, "needs (F) or (C, H, W) inputs, got %s",
+                      shape_str(in, s, sizeof s));
+    if (!(a->momentum >= 0.0f && a->momentum <= 1.0f))
+        return op_err(err, errlen, "momentum must be in [0, 1], got %g", (double)a->momentum);
+    if (!(a->eps > 0.0f))
+        return op_err(err, errlen, "eps must be positive, got %g", (double)a->eps);
+    *out = *in;
+    return 0;
+}
+
+static int bn_channels(const struct op_node *n)
+{
+    return n->in[0].d[0];
+}
+
+static int bn_spatial(const struct op_node *n)
+{
+    return n->in[0].n == 3 ? n->in[0].d[1] * n->in[0].d[2] : 1;
+}
+
+/* torch's state_dict has five tensors per batch norm; num_batches_tracked
+ * joins the table once op.h allows five tensors a node (it allows four). */
+#define BN_COUNTS_BATCHES (OP_MAX_TENSORS >= 5)
+
+static int bn_tensors(const struct op_node *n, struct op_tensor t[OP_MAX_TENSORS])
+{
+    int C = bn_channels(n);
+    t[0] = (struct op_tensor){"weight", OP_PARAM, 1, {C}};
+    t[1] = (struct op_tensor){"bias", OP_PARAM, 1, {C}};
+    t[2] = (struct op_tensor){"running_mean", OP_STATE, 1, {C}};
+    t[3] = (struct op_tensor){"running_var", OP_STATE, 1, {C}};
+#if BN_COUNTS_BATCHES
+    t[4] = (struct op_tensor){"num_batches_tracked", OP_STATE, 0, {0}};
+    return 5;
+#else
+    return 4;
+#endif
+}
+
+static void bn_op_init(const struct op_node *n, float *param, float *state, struct rng *r)
+{
+    (void)r;
+    int C = bn_channels(n);
+    batchnorm_init(param, param + C, state, state + C, C);
+    if (BN_COUNTS_BATCHES) state[2 * C] = 0.0f;
+}
+
+static size_t bn_saved(const struct op_node *n, int B)
+{
+    (void)B;
+    return 2 * (size_t)bn_channels(n);
+}
+
+static void bn_op_forward(const struct op_call *c)
+{
+    const struct op_node *n = c->node;
+    int C = bn_channels(n);
+    batchnorm_forward(c->out, c->saved, c->saved + C, c->state, c->state + C, c->in[0], c->param,
+                      c->param + C, c->B, C, bn_spatial(n), 0, C, c->training, n->a.momentum,
+                      n->a.eps);
+    if (BN_COUNTS_BATCHES && c->training) c->state[2 * C] += 1.0f;
+}
+
+static void bn_op_backward(const struct op_call *c)
+{
+    const struct op_node *n = c->node;
+    int C = bn_channels(n);
+    batchnorm_backward(c->din[0], c->grad, c->grad + C, c->dout, c->in[0], c->saved, c->saved + C,
+                       c->param, c->B, C, bn_spatial(n), 0, C, c->training);
+}
+
+static const char *const bn_fields[] = {"momentum", "eps", NULL};
+
+#define BN                                                                                         \
+    {                                                                                              \
+        .momentum = 0.1f, .eps = 1e-5f                                                             \
+    }
+static const struct op_test bn_tests[] = {
+    {"2d, training", BN, {{3, {3, 4, 3}}}, 3, false, 0},
+    {"2d, evaluation", BN, {{3, {3, 4, 3}}}, 3, true, 0},
+    {"2d, one sample, training", BN, {{3, {2, 3, 4}}}, 1, false, 0},
+    {"1d, training", BN, {{1, {4}}}, 6, false, 0},
+    {"1d, evaluation", BN, {{1, {4}}}, 6, true, 0},
+};
+#undef BN
+
+const struct op_def op_batchnorm = {
+    .type = "batchnorm",
+    .abbrev = "bn",
+    .n_inputs = 1,
+    .fields = bn_fields,
+    .infer = bn_infer,
+    .tensors = bn_tensors,
+    .init = bn_op_init,
+    .saved = bn_saved,
+    .forward = bn_op_forward,
+    .backward = bn_op_backward,
+    .tests = bn_tests,
+    .n_tests = sizeof bn_tests / sizeof bn_tests[0],
+};

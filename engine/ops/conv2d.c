@@ -18,6 +18,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "op.h"
+
 int conv2d_out_size(int in, int k, int stride, int pad)
 {
     if (in < 1 || k < 1 || stride < 1 || pad < 0 || in + 2 * pad < k) return 0;
@@ -192,3 +194,103 @@ void conv2d_init(float *w, float *b, int C, int O, int KH, int KW, struct rng *r
         for (int o = 0; o < O; o++)
             b[o] = (2.0f * rng_uniform(r) - 1.0f) * bound;
 }
+
+/* ---- the op: nn.Conv2d(C, out, kernel, stride, padding, bias) ---- */
+
+static int conv2d_infer(struct op_attrs *a, const struct shape *in, struct shape *out, char *err,
+                        size_t errlen)
+{
+    char s[SHAPE_STR_MAX];
+    if (in->n != 3)
+        return op_err(err, errlen, "needs (C, H, W) inputs, got %s", shape_str(in, s, sizeof s));
+    if (a->stride == OP_UNSET) a->stride = 1;
+    if (a->out < 1) return op_err(err, errlen, "out must be at least 1, got %d", a->out);
+    if (a->kernel < 1) return op_err(err, errlen, "kernel must be at least 1, got %d", a->kernel);
+    if (a->stride < 1) return op_err(err, errlen, "stride must be at least 1, got %d", a->stride);
+    if (a->padding < 0)
+        return op_err(err, errlen, "padding must not be negative, got %d", a->padding);
+    int H = in->d[1], W = in->d[2], p = a->padding;
+    if (a->kernel > H + 2 * p || a->kernel > W + 2 * p)
+        return op_err(err, errlen, "kernel %d is larger than the padded input %dx%d of %s",
+                      a->kernel, H + 2 * p, W + 2 * p, shape_str(in, s, sizeof s));
+    *out = (struct shape){3,
+                          {a->out, conv2d_out_size(H, a->kernel, a->stride, p),
+                           conv2d_out_size(W, a->kernel, a->stride, p)}};
+    return 0;
+}
+
+static int conv2d_tensors(const struct op_node *n, struct op_tensor t[OP_MAX_TENSORS])
+{
+    int O = n->out.d[0], C = n->in[0].d[0], k = n->a.kernel;
+    t[0] = (struct op_tensor){"weight", OP_PARAM, 4, {O, C, k, k}};
+    if (!n->a.bias) return 1;
+    t[1] = (struct op_tensor){"bias", OP_PARAM, 1, {O}};
+    return 2;
+}
+
+static void conv2d_op_init(const struct op_node *n, float *param, float *state, struct rng *r)
+{
+    (void)state;
+    int O = n->out.d[0], C = n->in[0].d[0], k = n->a.kernel;
+    conv2d_init(param, n->a.bias ? param + (size_t)O * C * k * k : NULL, C, O, k, k, r);
+}
+
+/* One sample's col: the kernel lowers a sample at a time. */
+static size_t conv2d_scratch(const struct op_node *n, int B)
+{
+    (void)B;
+    const struct shape *in = &n->in[0];
+    return conv2d_col_floats(in->d[0], in->d[1], in->d[2], n->a.kernel, n->a.kernel, n->a.stride,
+                             n->a.padding);
+}
+
+static void conv2d_op_forward(const struct op_call *c)
+{
+    const struct op_node *n = c->node;
+    int O = n->out.d[0], C = n->in[0].d[0], k = n->a.kernel;
+    const float *b = n->a.bias ? c->param + (size_t)O * C * k * k : NULL;
+    conv2d_forward(c->out, c->in[0], c->param, b, c->scratch, c->B, C, n->in[0].d[1], n->in[0].d[2],
+                   O, k, k, n->a.stride, n->a.padding);
+}
+
+static void conv2d_op_backward(const struct op_call *c)
+{
+    const struct op_node *n = c->node;
+    int O = n->out.d[0], C = n->in[0].d[0], k = n->a.kernel;
+    float *db = n->a.bias ? c->grad + (size_t)O * C * k * k : NULL;
+    conv2d_backward(c->din[0], c->grad, db, c->dout, c->in[0], c->param, c->scratch, c->B, C,
+                    n->in[0].d[1], n->in[0].d[2], O, k, k, n->a.stride, n->a.padding);
+}
+
+static const char *const conv2d_fields[] = {"out", "kernel", "stride", "padding", "bias", NULL};
+
+#define CONV(o, k, s, p, b)                                                                        \
+    {                                                                                              \
+        .out = o, .kernel = k, .stride = s, .padding = p, .bias = b                                \
+    }
+static const struct op_test conv2d_tests[] = {
+    {"3x3 pad 1", CONV(4, 3, 1, 1, true), {{3, {3, 6, 5}}}, 2, false, 0},
+    {"3x3 stride 2 pad 1", CONV(3, 3, 2, 1, true), {{3, {2, 7, 6}}}, 2, false, 0},
+    {"1x1 (direct gemm)", CONV(3, 1, 1, 0, true), {{3, {4, 3, 5}}}, 2, false, 0},
+    {"1x1 stride 2 pad 1", CONV(2, 1, 2, 1, true), {{3, {3, 5, 4}}}, 2, false, 0},
+    {"5x5 stride 2 pad 2, no bias", CONV(2, 5, 2, 2, false), {{3, {2, 8, 7}}}, 1, false, 0},
+    {"2x2 stride 3", CONV(2, 2, 3, 0, true), {{3, {2, 8, 7}}}, 2, false, 0},
+    {"kernel as large as the input", CONV(3, 4, 1, 0, true), {{3, {2, 4, 4}}}, 2, false, 0},
+    {"one sample, stride unset", CONV(2, 3, OP_UNSET, 2, true), {{3, {1, 4, 5}}}, 1, false, 0},
+};
+#undef CONV
+
+const struct op_def op_conv2d = {
+    .type = "conv2d",
+    .abbrev = "conv",
+    .n_inputs = 1,
+    .fields = conv2d_fields,
+    .infer = conv2d_infer,
+    .tensors = conv2d_tensors,
+    .init = conv2d_op_init,
+    .scratch = conv2d_scratch,
+    .forward = conv2d_op_forward,
+    .backward = conv2d_op_backward,
+    .tests = conv2d_tests,
+    .n_tests = sizeof conv2d_tests / sizeof conv2d_tests[0],
+};

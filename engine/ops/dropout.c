@@ -7,6 +7,10 @@
  * the elements draw exactly what one thread would. */
 #include "kernels.h"
 
+#include <string.h>
+
+#include "op.h"
+
 /* splitmix64's finaliser: a bijection of 64-bit words whose output bits
  * pass as independent for consecutive inputs. */
 static uint64_t mix64(uint64_t z)
@@ -59,3 +63,71 @@ void dropout_backward(float *din, const float *dout, size_t n, float p, uint64_t
 {
     apply_mask(din, dout, n, p, key, first);
 }
+
+/* ---- the op: nn.Dropout(p). Training draws one key per forward from the
+ * run's RNG and saves it (two floats' worth of bits) for backward;
+ * evaluation is the identity. ---- */
+
+static int dropout_infer(struct op_attrs *a, const struct shape *in, struct shape *out, char *err,
+                         size_t errlen)
+{
+    if (!(a->p >= 0.0f && a->p < 1.0f))
+        return op_err(err, errlen, "p must be in [0, 1), got %g", (double)a->p);
+    *out = *in;
+    return 0;
+}
+
+static size_t dropout_saved(const struct op_node *n, int B)
+{
+    (void)n, (void)B;
+    return sizeof(uint64_t) / sizeof(float);
+}
+
+static void dropout_op_forward(const struct op_call *c)
+{
+    size_t n = (size_t)c->B * shape_size(&c->node->out);
+    if (!c->training) {
+        memcpy(c->out, c->in[0], n * sizeof *c->out);
+        return;
+    }
+    /* model_forward gives an RNG whenever it trains; without one the mask
+     * is still a fixed, valid one. */
+    uint64_t key = c->rng ? rng_next(c->rng) : 0;
+    memcpy(c->saved, &key, sizeof key);
+    dropout_forward(c->out, c->in[0], n, c->node->a.p, key, 0);
+}
+
+static void dropout_op_backward(const struct op_call *c)
+{
+    if (!c->din[0]) return;
+    size_t n = (size_t)c->B * shape_size(&c->node->out);
+    if (!c->training) {
+        memcpy(c->din[0], c->dout, n * sizeof *c->dout);
+        return;
+    }
+    uint64_t key;
+    memcpy(&key, c->saved, sizeof key);
+    dropout_backward(c->din[0], c->dout, n, c->node->a.p, key, 0);
+}
+
+static const char *const dropout_fields[] = {"p", NULL};
+
+static const struct op_test dropout_tests[] = {
+    {"p 0.25, training", {.p = 0.25f}, {{3, {2, 3, 4}}}, 2, false, 0},
+    {"p 0.5 on features, training", {.p = 0.5f}, {{1, {16}}}, 3, false, 0},
+    {"p 0.25, evaluation", {.p = 0.25f}, {{1, {8}}}, 2, true, 0},
+    {"p 0, training", {.p = 0.0f}, {{1, {8}}}, 2, false, 0},
+};
+
+const struct op_def op_dropout = {
+    .type = "dropout",
+    .abbrev = NULL, /* absent from the one-line description, as torch's repr omits no layer */
+    .n_inputs = 1,
+    .fields = dropout_fields,
+    .infer = dropout_infer,
+    .saved = dropout_saved,
+    .forward = dropout_op_forward,
+    .backward = dropout_op_backward,
+    .tests = dropout_tests,
+    .n_tests = sizeof dropout_tests / sizeof dropout_tests[0],
+};

@@ -11,6 +11,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "op.h"
+
 /* The window of output (oh, ow) clipped to the plane: rows [*h0, *h1),
  * columns [*w0, *w1). */
 static void window(int oh, int ow, int H, int W, int KH, int KW, int stride, int pad, int *h0,
@@ -246,3 +248,148 @@ void global_avgpool_backward(float *din, const float *dout, int B, int C, int S)
             g[i] = v;
     }
 }
+
+/* ---- the ops: nn.MaxPool2d, nn.AvgPool2d (kernel, stride = kernel,
+ * padding), nn.AdaptiveAvgPool2d(1) ---- */
+
+static int pool_infer(struct op_attrs *a, const struct shape *in, struct shape *out, char *err,
+                      size_t errlen)
+{
+    char s[SHAPE_STR_MAX];
+    if (in->n != 3)
+        return op_err(err, errlen, "needs (C, H, W) inputs, got %s", shape_str(in, s, sizeof s));
+    if (a->stride == OP_UNSET) a->stride = a->kernel;
+    if (a->kernel < 1) return op_err(err, errlen, "kernel must be at least 1, got %d", a->kernel);
+    if (a->stride < 1) return op_err(err, errlen, "stride must be at least 1, got %d", a->stride);
+    if (a->padding < 0)
+        return op_err(err, errlen, "padding must not be negative, got %d", a->padding);
+    /* torch: a window must not lie wholly in the padding. */
+    if (2 * a->padding > a->kernel)
+        return op_err(err, errlen, "padding %d is more than half the kernel %d", a->padding,
+                      a->kernel);
+    int H = in->d[1], W = in->d[2], p = a->padding;
+    if (a->kernel > H + 2 * p || a->kernel > W + 2 * p)
+        return op_err(err, errlen, "kernel %d is larger than the padded input %dx%d of %s",
+                      a->kernel, H + 2 * p, W + 2 * p, shape_str(in, s, sizeof s));
+    *out = (struct shape){3,
+                          {in->d[0], conv2d_out_size(H, a->kernel, a->stride, p),
+                           conv2d_out_size(W, a->kernel, a->stride, p)}};
+    return 0;
+}
+
+#define POOL_DIMS(c)                                                                               \
+    (c)->B, (c)->node->in[0].d[0], (c)->node->in[0].d[1], (c)->node->in[0].d[2],                   \
+        (c)->node->a.kernel, (c)->node->a.kernel, (c)->node->a.stride, (c)->node->a.padding
+
+static void maxpool_op_forward(const struct op_call *c)
+{
+    maxpool2d_forward(c->out, c->in[0], POOL_DIMS(c));
+}
+
+static void maxpool_op_backward(const struct op_call *c)
+{
+    if (c->din[0]) maxpool2d_backward(c->din[0], c->dout, c->in[0], POOL_DIMS(c));
+}
+
+static void avgpool_op_forward(const struct op_call *c)
+{
+    avgpool2d_forward(c->out, c->in[0], POOL_DIMS(c));
+}
+
+static void avgpool_op_backward(const struct op_call *c)
+{
+    if (c->din[0]) avgpool2d_backward(c->din[0], c->dout, POOL_DIMS(c));
+}
+
+static const char *const pool_fields[] = {"kernel", "stride", "padding", NULL};
+
+#define POOL(k, s, p)                                                                              \
+    {                                                                                              \
+        .kernel = k, .stride = s, .padding = p                                                     \
+    }
+/* Inputs in [-1, 1] (tests/test_ops_grad.c's seed): the maximum of a window
+ * must lead its runner-up by more than the difference step, or the
+ * numeric gradient splits between them. These shapes lead by 0.0067 or
+ * more (checked once over that seed's values; tests/test_ops_kernels.c
+ * checks other shapes on inputs spaced apart by construction). */
+static const struct op_test maxpool_tests[] = {
+    {"2x2, four windows a row (vector path) and odd sizes",
+     POOL(2, OP_UNSET, 0),
+     {{3, {2, 8, 11}}},
+     1,
+     false,
+     0},
+    {"2x2, odd input", POOL(2, OP_UNSET, 0), {{3, {2, 5, 3}}}, 1, false, 0},
+    {"3x3 stride 2 pad 1", POOL(3, 2, 1), {{3, {3, 6, 7}}}, 2, false, 0},
+    {"3x3 stride 1 pad 1", POOL(3, 1, 1), {{3, {2, 7, 7}}}, 1, false, 0},
+};
+static const struct op_test avgpool_tests[] = {
+    {"2x2", POOL(2, OP_UNSET, 0), {{3, {3, 6, 8}}}, 2, false, 0},
+    {"3x3 stride 2 pad 1", POOL(3, 2, 1), {{3, {2, 7, 5}}}, 2, false, 0},
+    {"3x3 stride 1 pad 1", POOL(3, 1, 1), {{3, {2, 5, 6}}}, 1, false, 0},
+};
+#undef POOL
+
+const struct op_def op_maxpool = {
+    .type = "maxpool",
+    .abbrev = "pool",
+    .n_inputs = 1,
+    .fields = pool_fields,
+    .infer = pool_infer,
+    .forward = maxpool_op_forward,
+    .backward = maxpool_op_backward,
+    .tests = maxpool_tests,
+    .n_tests = sizeof maxpool_tests / sizeof maxpool_tests[0],
+};
+
+const struct op_def op_avgpool = {
+    .type = "avgpool",
+    .abbrev = "avgpool",
+    .n_inputs = 1,
+    .fields = pool_fields,
+    .infer = pool_infer,
+    .forward = avgpool_op_forward,
+    .backward = avgpool_op_backward,
+    .tests = avgpool_tests,
+    .n_tests = sizeof avgpool_tests / sizeof avgpool_tests[0],
+};
+
+/* (C, H, W) -> (C, 1, 1), as nn.AdaptiveAvgPool2d(1): a flatten follows. */
+static int gap_infer(struct op_attrs *a, const struct shape *in, struct shape *out, char *err,
+                     size_t errlen)
+{
+    (void)a;
+    char s[SHAPE_STR_MAX];
+    if (in->n != 3)
+        return op_err(err, errlen, "needs (C, H, W) inputs, got %s", shape_str(in, s, sizeof s));
+    *out = (struct shape){3, {in->d[0], 1, 1}};
+    return 0;
+}
+
+static void gap_op_forward(const struct op_call *c)
+{
+    const struct shape *in = &c->node->in[0];
+    global_avgpool_forward(c->out, c->in[0], c->B, in->d[0], in->d[1] * in->d[2]);
+}
+
+static void gap_op_backward(const struct op_call *c)
+{
+    const struct shape *in = &c->node->in[0];
+    if (c->din[0]) global_avgpool_backward(c->din[0], c->dout, c->B, in->d[0], in->d[1] * in->d[2]);
+}
+
+static const struct op_test gap_tests[] = {
+    {"(3, 4, 5)", {0}, {{3, {3, 4, 5}}}, 2, false, 0},
+    {"(2, 1, 1)", {0}, {{3, {2, 1, 1}}}, 3, false, 0},
+};
+
+const struct op_def op_global_avgpool = {
+    .type = "global_avgpool",
+    .abbrev = "gap",
+    .n_inputs = 1,
+    .infer = gap_infer,
+    .forward = gap_op_forward,
+    .backward = gap_op_backward,
+    .tests = gap_tests,
+    .n_tests = sizeof gap_tests / sizeof gap_tests[0],
+};

@@ -5,11 +5,13 @@
 #include "op.h"
 
 extern const struct op_def op_dense, op_flatten, op_add;
+extern const struct op_def op_conv2d, op_maxpool, op_avgpool, op_global_avgpool, op_batchnorm,
+    op_dropout, op_relu, op_leaky_relu, op_sigmoid, op_tanh, op_gelu;
 
 static const struct op_def *const ops[] = {
-    &op_dense,
-    &op_flatten,
-    &op_add,
+    &op_dense,      &op_flatten,        &op_add,       &op_conv2d,  &op_maxpool,
+    &op_avgpool,    &op_global_avgpool, &op_batchnorm, &op_dropout, &op_relu,
+    &op_leaky_relu, &op_sigmoid,        &op_tanh,      &op_gelu,
 };
 
 const struct op_def *op_find(const char *type)
