@@ -3,7 +3,8 @@
  * Imports write X and y into a temporary file next to the output and rename
  * it into place at the end, so a failed import leaves nothing half-written.
  * Layout written (docs/datasets.md): X (N, ...) uint8 or float32 and y (N)
- * uint8/int32 class ids or (N, 1) float32 targets, chunked and compressed. */
+ * uint8/int32 class ids or (N, 1) float32 targets, chunked and compressed.
+ * Reading the IDX and CSV files is import.c's (shared with tests/fuzz). */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -18,14 +19,13 @@
 
 #include <hdf5.h>
 #include <jansson.h>
-#include <zlib.h>
 
 #include "atomic_file.h"
 #include "cli.h"
 #include "dataset.h"
+#include "import.h"
 
-#define IDX_MAX_BYTES (INT64_C(1) << 36) /* 64 GiB: larger is a corrupt header */
-#define CHUNK_BYTES (1 << 20)            /* HDF5 chunk, the size of its default cache */
+#define CHUNK_BYTES (1 << 20) /* HDF5 chunk, the size of its default cache */
 #define SCAN_BYTES (INT64_C(4) << 20)
 
 static const char *sub = "dataset"; /* the subcommand, for messages */
@@ -121,116 +121,6 @@ static int write_dset(struct out_file *o, const char *name, hid_t filetype, hid_
 
 /* ---- import-idx ---- */
 
-struct idx {
-    int ndims;
-    uint32_t dims[4];
-    int64_t count; /* elements */
-    uint8_t *data;
-};
-
-static const char *idx_type_name(int t)
-{
-    switch (t) {
-    case 0x08:
-        return "uint8";
-    case 0x09:
-        return "int8";
-    case 0x0B:
-        return "int16";
-    case 0x0C:
-        return "int32";
-    case 0x0D:
-        return "float32";
-    case 0x0E:
-        return "float64";
-    }
-    return "unknown";
-}
-
-/* Reads an IDX file, gzip-compressed or raw (gzopen reads both). */
-static int idx_read(const char *path, struct idx *out)
-{
-    memset(out, 0, sizeof *out);
-    struct stat st;
-    if (stat(path, &st) < 0) return error("%s: %s", path, strerror(errno));
-    gzFile f = gzopen(path, "rb");
-    if (!f) return error("%s: %s", path, strerror(errno ? errno : ENOMEM));
-    gzbuffer(f, 1 << 18);
-    int rc = EXIT_FAILURE_GENERIC;
-    unsigned char head[4], be[4];
-    if (gzread(f, head, 4) != 4) {
-        error("%s: too short for an IDX file", path);
-        goto out;
-    }
-    if (head[0] != 0 || head[1] != 0) {
-        error("%s: not an IDX file (magic %02x %02x %02x %02x, expected 00 00 TYPE NDIMS)", path,
-              head[0], head[1], head[2], head[3]);
-        goto out;
-    }
-    if (head[2] != 0x08) {
-        error("%s: IDX type 0x%02x (%s) is not supported; images and labels must be uint8 "
-              "(0x08)",
-              path, head[2], idx_type_name(head[2]));
-        goto out;
-    }
-    if (head[3] < 1 || head[3] > 4) {
-        error("%s: IDX file has %d dimensions; expected 1 to 4", path, head[3]);
-        goto out;
-    }
-    out->ndims = head[3];
-    out->count = 1;
-    for (int i = 0; i < out->ndims; i++) {
-        if (gzread(f, be, 4) != 4) {
-            error("%s: truncated IDX header", path);
-            goto out;
-        }
-        out->dims[i] = (uint32_t)be[0] << 24 | (uint32_t)be[1] << 16 | (uint32_t)be[2] << 8 | be[3];
-        if (__builtin_mul_overflow(out->count, (int64_t)out->dims[i], &out->count) ||
-            out->count > IDX_MAX_BYTES) {
-            error("%s: IDX dimensions are absurdly large (dimension %d is %u)", path, i,
-                  out->dims[i]);
-            goto out;
-        }
-    }
-    if (out->count == 0) {
-        error("%s: IDX file is empty (a dimension is 0)", path);
-        goto out;
-    }
-    out->data = malloc((size_t)out->count);
-    if (!out->data) {
-        error("%s: out of memory for %lld bytes", path, (long long)out->count);
-        goto out;
-    }
-    for (int64_t done = 0; done < out->count;) {
-        int64_t want = out->count - done < (1 << 30) ? out->count - done : (1 << 30);
-        int got = gzread(f, out->data + done, (unsigned)want);
-        if (got < 0) {
-            int errnum;
-            const char *msg = gzerror(f, &errnum);
-            error("%s: read error: %s", path, errnum == Z_ERRNO ? strerror(errno) : msg);
-            goto out;
-        }
-        if (got == 0) {
-            error("%s: truncated: the header announces %lld bytes of data, the file holds %lld",
-                  path, (long long)out->count, (long long)done);
-            goto out;
-        }
-        done += got;
-    }
-    if (gzgetc(f) != -1) {
-        error("%s: more data than the header's dimensions announce", path);
-        goto out;
-    }
-    rc = 0;
-out:
-    gzclose(f);
-    if (rc) {
-        free(out->data);
-        out->data = NULL;
-    }
-    return rc;
-}
-
 static void usage_import_idx(FILE *f)
 {
     fprintf(f, "usage: mlq dataset import-idx IMAGES LABELS --output FILE.h5\n\n"
@@ -262,14 +152,14 @@ static int import_idx(int argc, char **argv)
     if (!output) return usage_error("--output is required");
     const char *images = argv[optind], *labels = argv[optind + 1];
 
-    struct idx xi, yi;
-    int rc = idx_read(images, &xi);
-    if (rc) return rc;
-    rc = idx_read(labels, &yi);
-    if (rc) {
-        free(xi.data);
-        return rc;
+    struct import_idx xi, yi;
+    char err[PATH_MAX + 256];
+    if (import_idx_read(images, &xi, err, sizeof err) != 0) return error("%s", err);
+    if (import_idx_read(labels, &yi, err, sizeof err) != 0) {
+        import_idx_free(&xi);
+        return error("%s", err);
     }
+    int rc = 0;
     if (xi.ndims < 2)
         rc = error("%s: images must have at least 2 dimensions (N, H[, W[, C]]), got 1", images);
     else if (yi.ndims != 1)
@@ -297,8 +187,8 @@ static int import_idx(int argc, char **argv)
             printf("%s%u", i ? ", " : "", xi.dims[i]);
         printf("), y uint8 (%u)\n", yi.dims[0]);
     }
-    free(xi.data);
-    free(yi.data);
+    import_idx_free(&xi);
+    import_idx_free(&yi);
     return rc;
 }
 
@@ -319,52 +209,6 @@ static void usage_import_csv(FILE *f)
             "      --header                the first line holds column names\n"
             "      --regression            labels are float targets, not class ids\n"
             "  -h, --help                  this help\n");
-}
-
-/* Splits line in place on commas, trimming blanks. Returns the field count. */
-static int split_fields(char *line, char ***fields, int *cap)
-{
-    int n = 0;
-    for (char *p = line;;) {
-        if (n == *cap) {
-            int ncap = *cap ? *cap * 2 : 16;
-            char **nf = realloc(*fields, (size_t)ncap * sizeof *nf);
-            if (!nf) return -1;
-            *fields = nf;
-            *cap = ncap;
-        }
-        while (*p == ' ' || *p == '\t')
-            p++;
-        (*fields)[n++] = p;
-        char *comma = strchr(p, ',');
-        char *end = comma ? comma : p + strlen(p);
-        while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
-            end--;
-        *end = '\0';
-        if (!comma) return n;
-        p = comma + 1;
-    }
-}
-
-struct growbuf {
-    void *data;
-    size_t len, cap; /* bytes */
-};
-
-static int grow_push(struct growbuf *g, const void *src, size_t bytes)
-{
-    if (g->len + bytes > g->cap) {
-        size_t ncap = g->cap ? g->cap : 1 << 16;
-        while (ncap < g->len + bytes)
-            ncap *= 2;
-        void *nd = realloc(g->data, ncap);
-        if (!nd) return -1;
-        g->data = nd;
-        g->cap = ncap;
-    }
-    memcpy((char *)g->data + g->len, src, bytes);
-    g->len += bytes;
-    return 0;
 }
 
 static int import_csv(int argc, char **argv)
@@ -407,130 +251,29 @@ static int import_csv(int argc, char **argv)
     if (label_by_name && !header)
         return usage_error("--label-column '%s' is a name, which needs --header", label);
 
-    FILE *f = fopen(path, "r");
-    if (!f) return error("%s: %s", path, strerror(errno));
-    char *line = NULL, **fields = NULL;
-    size_t linecap = 0;
-    int fcap = 0, ncols = -1, lcol = -1, rc = EXIT_FAILURE_GENERIC;
-    struct growbuf xs = {0}, ys = {0};
-    float *row = NULL;
-    int64_t n = 0, lineno = 0;
-    ssize_t len;
-    while ((len = getline(&line, &linecap, f)) >= 0) {
-        lineno++;
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-            line[--len] = '\0';
-        if (strspn(line, " \t") == (size_t)len) continue;
-        int nf = split_fields(line, &fields, &fcap);
-        if (nf < 0) {
-            error("out of memory");
-            goto out;
-        }
-        if (ncols < 0) {
-            ncols = nf;
-            if (ncols < 2) {
-                error("%s: line %lld: %d column; need at least one input and a label", path,
-                      (long long)lineno, ncols);
-                goto out;
-            }
-            if (label_by_name) {
-                for (int i = 0; i < nf && lcol < 0; i++)
-                    if (strcmp(fields[i], label) == 0) lcol = i;
-                if (lcol < 0) {
-                    error("%s: no column named '%s' in the header", path, label);
-                    goto out;
-                }
-            } else {
-                lcol = (int)(label_index < 0 ? ncols + label_index : label_index);
-                if (label_index >= ncols || lcol < 0) {
-                    error("%s: --label-column %ld is outside the %d columns", path, label_index,
-                          ncols);
-                    goto out;
-                }
-            }
-            row = malloc((size_t)ncols * sizeof *row);
-            if (!row) {
-                error("out of memory");
-                goto out;
-            }
-            if (header) continue;
-        }
-        if (nf != ncols) {
-            error("%s: line %lld: %d fields, expected %d", path, (long long)lineno, nf, ncols);
-            goto out;
-        }
-        int j = 0;
-        for (int i = 0; i < nf; i++) {
-            char *e;
-            errno = 0;
-            if (i == lcol && !regression) {
-                long long v = strtoll(fields[i], &e, 10);
-                if (*fields[i] == '\0' || *e != '\0' || errno || v < 0 || v > INT32_MAX) {
-                    error("%s: line %lld: label '%s' is not a class id (an integer >= 0); use "
-                          "--regression for float targets",
-                          path, (long long)lineno, fields[i]);
-                    goto out;
-                }
-                int32_t id = (int32_t)v;
-                if (grow_push(&ys, &id, sizeof id) < 0) goto nomem;
-                continue;
-            }
-            float v = strtof(fields[i], &e);
-            if (*fields[i] == '\0' || *e != '\0') {
-                error("%s: line %lld, column %d: '%s' is not a number", path, (long long)lineno, i,
-                      fields[i]);
-                goto out;
-            }
-            if (!isfinite(v)) {
-                error("%s: line %lld, column %d: '%s' is not a finite float32", path,
-                      (long long)lineno, i, fields[i]);
-                goto out;
-            }
-            if (i == lcol) {
-                if (grow_push(&ys, &v, sizeof v) < 0) goto nomem;
-            } else {
-                row[j++] = v;
-            }
-        }
-        if (grow_push(&xs, row, (size_t)j * sizeof *row) < 0) goto nomem;
-        n++;
-    }
-    if (ferror(f)) {
-        error("%s: read error: %s", path, strerror(errno));
-        goto out;
-    }
-    if (n == 0) {
-        error("%s: no data rows", path);
-        goto out;
-    }
-    {
-        hsize_t xdims[2] = {(hsize_t)n, (hsize_t)(ncols - 1)}, ydims[2] = {(hsize_t)n, 1};
-        struct out_file o;
-        rc = out_begin(&o, output);
-        if (rc == 0) rc = write_dset(&o, "X", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, xdims, xs.data);
-        if (rc == 0 && regression)
-            rc = write_dset(&o, "y", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, ydims, ys.data);
-        else if (rc == 0)
-            rc = write_dset(&o, "y", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, ydims, ys.data);
-        if (rc == 0)
-            rc = out_commit(&o);
-        else
-            out_abort(&o);
-        if (rc == 0)
-            printf("%s: X float32 (%lld, %d), y %s\n", output, (long long)n, ncols - 1,
-                   regression ? "float32 (N, 1) targets" : "int32 (N) class ids");
-    }
-    goto out;
-nomem:
-    error("out of memory after %lld rows", (long long)n);
-    rc = EXIT_FAILURE_GENERIC;
-out:
-    fclose(f);
-    free(line);
-    free(fields);
-    free(row);
-    free(xs.data);
-    free(ys.data);
+    struct import_csv_options copt = {.header = header,
+                                      .regression = regression,
+                                      .label_name = label_by_name ? label : NULL,
+                                      .label_index = label_index};
+    struct import_csv t;
+    char err[PATH_MAX + 512];
+    if (import_csv_read(path, &copt, &t, err, sizeof err) != 0) return error("%s", err);
+    hsize_t xdims[2] = {(hsize_t)t.n, (hsize_t)(t.ncols - 1)}, ydims[2] = {(hsize_t)t.n, 1};
+    struct out_file o;
+    int rc = out_begin(&o, output);
+    if (rc == 0) rc = write_dset(&o, "X", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, xdims, t.x);
+    if (rc == 0 && regression)
+        rc = write_dset(&o, "y", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, ydims, t.y);
+    else if (rc == 0)
+        rc = write_dset(&o, "y", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, ydims, t.y);
+    if (rc == 0)
+        rc = out_commit(&o);
+    else
+        out_abort(&o);
+    if (rc == 0)
+        printf("%s: X float32 (%lld, %d), y %s\n", output, (long long)t.n, t.ncols - 1,
+               regression ? "float32 (N, 1) targets" : "int32 (N) class ids");
+    import_csv_free(&t);
     return rc;
 }
 
