@@ -13,6 +13,8 @@
 
 /* ---- IDX ---- */
 
+#define IDX_FIRST_BUFFER (INT64_C(1) << 20)
+
 static const char *idx_type_name(int t)
 {
     switch (t) {
@@ -86,14 +88,22 @@ int import_idx_read(const char *path, struct import_idx *out, char *err, size_t 
         errmsg(err, errlen, rc, "%s: IDX file is empty (a dimension is 0)", path);
         goto out;
     }
-    out->data = malloc((size_t)out->count);
-    if (!out->data) {
-        rc = errmsg(err, errlen, -ENOMEM, "%s: out of memory for %lld bytes", path,
-                    (long long)out->count);
-        goto out;
-    }
+    /* The buffer grows with the data that arrives: a 16-byte header can
+     * announce 64 GiB, and a gzip file's size says little about its data. */
+    int64_t cap = 0;
     for (int64_t done = 0; done < out->count;) {
-        int64_t want = out->count - done < (1 << 30) ? out->count - done : (1 << 30);
+        if (done == cap) {
+            cap = cap ? 2 * cap : IDX_FIRST_BUFFER;
+            if (cap > out->count) cap = out->count;
+            uint8_t *grown = realloc(out->data, (size_t)cap);
+            if (!grown) {
+                rc = errmsg(err, errlen, -ENOMEM, "%s: out of memory for %lld bytes", path,
+                            (long long)cap);
+                goto out;
+            }
+            out->data = grown;
+        }
+        int64_t want = cap - done < (1 << 30) ? cap - done : (1 << 30);
         int got = gzread(f, out->data + done, (unsigned)want);
         if (got < 0) {
             int errnum;
