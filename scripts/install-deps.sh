@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages mlq needs to build, test and run.
-# Usage: scripts/install-deps.sh [--test]   (--test adds what the tests use:
-# h5py and numpy, to check an exported model without mlq)
+# Usage: scripts/install-deps.sh [--test] [--fuzz]   (--test adds what the tests use:
+# h5py and numpy, to check an exported model without mlq; --fuzz adds clang and its
+# libFuzzer runtime, for scripts/fuzz.sh)
 set -euo pipefail
 
 build_pkgs=(build-essential cmake pkg-config
             libzmq3-dev libsqlite3-dev libopenblas-dev libhdf5-dev libcmocka-dev
             libjansson-dev zlib1g-dev libsystemd-dev
             sqlite3 dataset-fashion-mnist)
-[ "${1:-}" = "--test" ] && build_pkgs+=(python3-h5py python3-numpy)
+for opt in "$@"; do
+    case "$opt" in
+    --test) build_pkgs+=(python3-h5py python3-numpy) ;;
+    --fuzz) build_pkgs+=(clang libclang-rt-14-dev) ;;
+    *) echo "install-deps: unknown option $opt (expected --test or --fuzz)" >&2; exit 2 ;;
+    esac
+done
 
 missing=()
 for p in "${build_pkgs[@]}"; do
