@@ -34,6 +34,17 @@ static const char *idx_type_name(int t)
     return "unknown";
 }
 
+/* A short read is a damaged gzip stream when zlib says so (a wrong CRC, a cut
+ * trailer): a read error naming it, else 0 (the file itself is short). */
+static int gz_failure(gzFile f, const char *path, char *err, size_t errlen)
+{
+    int errnum;
+    const char *msg = gzerror(f, &errnum);
+    if (errnum == Z_OK) return 0;
+    return errmsg(err, errlen, -EIO, "%s: read error: %s", path,
+                  errnum == Z_ERRNO ? strerror(errno) : msg);
+}
+
 /* gzopen reads both gzip-compressed and raw files. */
 int import_idx_read(const char *path, struct import_idx *out, char *err, size_t errlen)
 {
@@ -49,7 +60,8 @@ int import_idx_read(const char *path, struct import_idx *out, char *err, size_t 
     int rc = -EINVAL;
     unsigned char head[4], be[4];
     if (gzread(f, head, 4) != 4) {
-        errmsg(err, errlen, rc, "%s: too short for an IDX file", path);
+        if ((rc = gz_failure(f, path, err, errlen)) == 0)
+            rc = errmsg(err, errlen, -EINVAL, "%s: too short for an IDX file", path);
         goto out;
     }
     if (head[0] != 0 || head[1] != 0) {
@@ -73,7 +85,8 @@ int import_idx_read(const char *path, struct import_idx *out, char *err, size_t 
     out->count = 1;
     for (int i = 0; i < out->ndims; i++) {
         if (gzread(f, be, 4) != 4) {
-            errmsg(err, errlen, rc, "%s: truncated IDX header", path);
+            if ((rc = gz_failure(f, path, err, errlen)) == 0)
+                rc = errmsg(err, errlen, -EINVAL, "%s: truncated IDX header", path);
             goto out;
         }
         out->dims[i] = (uint32_t)be[0] << 24 | (uint32_t)be[1] << 16 | (uint32_t)be[2] << 8 | be[3];
@@ -106,10 +119,8 @@ int import_idx_read(const char *path, struct import_idx *out, char *err, size_t 
         int64_t want = cap - done < (1 << 30) ? cap - done : (1 << 30);
         int got = gzread(f, out->data + done, (unsigned)want);
         if (got < 0) {
-            int errnum;
-            const char *msg = gzerror(f, &errnum);
-            rc = errmsg(err, errlen, -EIO, "%s: read error: %s", path,
-                        errnum == Z_ERRNO ? strerror(errno) : msg);
+            if ((rc = gz_failure(f, path, err, errlen)) == 0)
+                rc = errmsg(err, errlen, -EIO, "%s: read error", path);
             goto out;
         }
         if (got == 0) {
@@ -124,6 +135,8 @@ int import_idx_read(const char *path, struct import_idx *out, char *err, size_t 
         errmsg(err, errlen, rc, "%s: more data than the header's dimensions announce", path);
         goto out;
     }
+    /* The end of the data is not the end of the stream: the trailer's CRC. */
+    if ((rc = gz_failure(f, path, err, errlen)) != 0) goto out;
     rc = 0;
 out:
     gzclose(f);

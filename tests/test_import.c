@@ -150,11 +150,75 @@ static void test_idx_grows_to_the_data(void **state)
     free(buf);
 }
 
+/* The gzip bytes of a small valid IDX file (2 images of 2 x 3). */
+static unsigned char *small_idx_gz(size_t *len)
+{
+    static const unsigned char idx[] = {0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2,  0,  0,
+                                        0, 3, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    uLong cap = compressBound(sizeof idx) + 64;
+    unsigned char *out = malloc(cap);
+    assert_non_null(out);
+    z_stream z = {0};
+    assert_int_equal(deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    z.next_in = (unsigned char *)idx;
+    z.avail_in = sizeof idx;
+    z.next_out = out;
+    z.avail_out = (uInt)cap;
+    assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
+    *len = cap - z.avail_out;
+    deflateEnd(&z);
+    return out;
+}
+
+/* fuzz_import_idx's seed miss-gzip-cut: a gzip file cut inside its 8-byte
+ * trailer (CRC-32, length) was accepted with its checksum unchecked, and a
+ * small one with a wrong CRC was "too short for an IDX file". Both are read
+ * errors that say what zlib found. */
+static void test_idx_gzip_damaged_trailer(void **state)
+{
+    struct ctx *c = *state;
+    size_t len;
+    unsigned char *gz = small_idx_gz(&len);
+    struct import_idx idx;
+
+    write_bytes(c->path, gz, len - 5); /* the CRC's last byte and the length gone */
+    int rc = import_idx_read(c->path, &idx, c->err, sizeof c->err);
+    if (rc != -EIO || !strstr(c->err, "read error") || !strstr(c->err, "unexpected end of file"))
+        fail_msg("a cut gzip trailer: rc %d, %s", rc, rc ? c->err : "accepted");
+    assert_null(idx.data);
+
+    gz[len - 8] ^= 0x5a; /* the CRC-32 */
+    write_bytes(c->path, gz, len);
+    rc = import_idx_read(c->path, &idx, c->err, sizeof c->err);
+    if (rc != -EIO || !strstr(c->err, "incorrect data check"))
+        fail_msg("a wrong gzip CRC: rc %d, %s", rc, rc ? c->err : "accepted");
+    assert_null(idx.data);
+
+    char out[2048], labels[600];
+    snprintf(labels, sizeof labels, "%s/labels", c->dir);
+    static const unsigned char lab[] = {0, 0, 8, 1, 0, 0, 0, 2, 7, 1};
+    write_bytes(labels, lab, sizeof lab);
+    gz[len - 8] ^= 0x5a;
+    write_bytes(c->path, gz, len - 5);
+    assert_int_equal(run_mlq(out, sizeof out, "dataset import-idx '%s' '%s' -o '%s/out.h5'",
+                             c->path, labels, c->dir),
+                     1);
+    if (!strstr(out, "unexpected end of file")) fail_msg("%s", out);
+    gz[len - 8] ^= 0x5a;
+    write_bytes(c->path, gz, len);
+    assert_int_equal(run_mlq(out, sizeof out, "dataset import-idx '%s' '%s' -o '%s/out.h5'",
+                             c->path, labels, c->dir),
+                     1);
+    if (!strstr(out, "incorrect data check")) fail_msg("%s", out);
+    free(gz);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_idx_header_larger_than_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idx_grows_to_the_data, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idx_gzip_damaged_trailer, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
