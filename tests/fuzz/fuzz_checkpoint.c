@@ -24,6 +24,9 @@ static void same(const struct checkpoint *a, const struct checkpoint *b)
                    a->optim_step == b->optim_step && !memcmp(&a->rng, &b->rng, sizeof a->rng) &&
                    !memcmp(&a->best_metric, &b->best_metric, sizeof a->best_metric),
                "a header field changed");
+    const double ma[] = {a->train_loss, a->train_accuracy, a->val_loss, a->val_accuracy};
+    const double mb[] = {b->train_loss, b->train_accuracy, b->val_loss, b->val_accuracy};
+    FUZZ_CHECK(!memcmp(ma, mb, sizeof ma), "the last epoch's metrics changed");
     FUZZ_CHECK(a->n_params == b->n_params && a->n_optim == b->n_optim, "the sizes changed");
     FUZZ_CHECK(!memcmp(a->params, b->params, 4 * a->n_params) &&
                    !memcmp(a->optim_state, b->optim_state, 4 * a->n_optim),

@@ -146,8 +146,11 @@ def checkpoints():
     put("fuzz_checkpoint", "sgd", b"\0" + checkpoint_blob(sgd, params, params))
     put("fuzz_checkpoint", "gd-no-optim", b"\0" + checkpoint_blob(
         dict(spec, optimizer={"name": "gd", "lr": 0.1}), params, []))
-    put("fuzz_checkpoint", "later-header-field", b"\0" + checkpoint_blob(spec, params, optim,
-                                                                         extra=b"\x07" * 8))
+    metrics = struct.pack("<4d", 0.5, 0.75, 0.625, 0.8)
+    put("fuzz_checkpoint", "with-metrics", b"\0" + checkpoint_blob(spec, params, optim,
+                                                                   extra=metrics))
+    put("fuzz_checkpoint", "later-header-field", b"\0" + checkpoint_blob(
+        spec, params, optim, extra=metrics + b"\x07" * 8))
     # near-misses: flag 1 rewrites the CRC, so the checks behind it are reached
     put("fuzz_checkpoint", "miss-crc", b"\0" + good[:40] + b"X" + good[41:])
     put("fuzz_checkpoint", "miss-truncated", b"\1" + good[:-20] + good[-4:])
