@@ -17,6 +17,8 @@
 
 #include "cli.h"
 #include "config.h"
+#include "dataset.h"
+#include "job_memory.h"
 #include "proto.h"
 #include "render.h"
 #include "spec.h"
@@ -322,6 +324,35 @@ static int make_absolute(char *path, size_t len, bool must_exist)
     return 0;
 }
 
+/* A train job whose files are readable here is sized as a trainer on this
+ * host would size it (trainer.memory_budget_mb of this configuration), so
+ * that a job no trainer here could hold is refused before it is queued.
+ * Files that are not here, or that a trainer would refuse for another
+ * reason, are left to the trainer. Returns 0 or -1 with the reason printed. */
+static int check_memory(const struct mlq_spec *spec)
+{
+    if (spec->kind != JOB_TRAIN || access(spec->dataset.path, R_OK) != 0 ||
+        (spec->has_validation && access(spec->validation.path, R_OK) != 0))
+        return 0;
+    struct config cfg;
+    char err[4096];
+    if (config_load(&cfg, NULL, err, sizeof err) != 0) return 0; /* said by broker_endpoint */
+    struct job_memory_job j = {.spec = spec, .model = spec};
+    struct dataset_info info;
+    if (dataset_probe(&spec->dataset, true, &info, &j.data.row_bytes, err, sizeof err)) return 0;
+    j.data.rows = info.n;
+    if (spec->has_validation) {
+        if (dataset_probe(&spec->validation, true, &info, &j.val.row_bytes, err, sizeof err))
+            return 0;
+        j.val.rows = info.n;
+    }
+    job_memory_set_limit(cfg.trainer_memory_budget_mb);
+    struct job_memory m;
+    if (job_memory_plan(&j, &m, err, sizeof err) == 0) return 0;
+    fprintf(stderr, "mlq: %s\n", err);
+    return -1;
+}
+
 /* Validates doc (stolen) as a spec, makes its paths absolute, and returns the
  * canonical document, or NULL with the reason printed. */
 static json_t *finish_spec(json_t *doc)
@@ -341,6 +372,7 @@ static json_t *finish_spec(json_t *doc)
         fprintf(stderr, "mlq: cannot make the dataset paths absolute\n");
         return NULL;
     }
+    if (check_memory(&spec)) return NULL;
     return spec_to_json(&spec);
 }
 

@@ -368,30 +368,58 @@ static int open_y(struct dataset *ds, const struct spec_dataset *src, bool need_
     return 0;
 }
 
+/* Whether all n rows of row_bytes stay in memory under budget. */
+static bool fits_budget(int64_t n, int64_t row_bytes, int64_t budget)
+{
+    int64_t total;
+    return !__builtin_mul_overflow(n, row_bytes, &total) && total <= budget && n <= UINT32_MAX;
+}
+
+/* The buffer's layout: everything (in memory) or one group of chunks. */
+struct layout {
+    int64_t chunk_rows, n_chunks, group_chunks, cap_rows;
+};
+
+static struct layout layout_plan(int64_t n, int64_t row_bytes, int64_t budget, bool in_memory)
+{
+    struct layout l = {.chunk_rows = n, .n_chunks = 1, .group_chunks = 1, .cap_rows = n};
+    if (in_memory) return l;
+    int64_t buf = budget < GROUP_MAX_BYTES ? budget : GROUP_MAX_BYTES;
+    int64_t chunk = buf / 4 < CHUNK_MAX_BYTES ? buf / 4 : CHUNK_MAX_BYTES;
+    l.chunk_rows = chunk / row_bytes > 1 ? chunk / row_bytes : 1;
+    if (l.chunk_rows > n) l.chunk_rows = n;
+    l.n_chunks = (n + l.chunk_rows - 1) / l.chunk_rows;
+    int64_t g = buf / (l.chunk_rows * row_bytes);
+    l.group_chunks = g < 1 ? 1 : g > l.n_chunks ? l.n_chunks : g;
+    l.cap_rows = l.chunk_rows * l.group_chunks;
+    return l;
+}
+
+int64_t dataset_memory_bytes(int64_t n, int64_t row_bytes, int64_t budget_bytes, bool *in_memory)
+{
+    int64_t budget = budget_bytes > 0 ? budget_bytes : DEFAULT_BUDGET;
+    bool fits = fits_budget(n, row_bytes, budget);
+    struct layout l = layout_plan(n, row_bytes, budget, fits);
+    if (in_memory) *in_memory = fits;
+    /* The rows, their order, and the chunks' order (see layout_init). */
+    return l.cap_rows * row_bytes + l.cap_rows * 4 + l.n_chunks * 4;
+}
+
 /* Sizes the buffer: everything (in memory) or one group of chunks. */
 static int layout_init(struct dataset *ds, bool in_memory, bool alloc, char *err, size_t errlen)
 {
     int64_t n = ds->info.n;
     ds->info.in_memory = in_memory;
-    if (in_memory) {
-        ds->chunk_rows = n;
-        ds->n_chunks = 1;
-        ds->group_chunks = 1;
-    } else {
-        int64_t buf = ds->budget < GROUP_MAX_BYTES ? ds->budget : GROUP_MAX_BYTES;
-        int64_t chunk = buf / 4 < CHUNK_MAX_BYTES ? buf / 4 : CHUNK_MAX_BYTES;
-        ds->chunk_rows = chunk / ds->row_bytes > 1 ? chunk / ds->row_bytes : 1;
-        if (ds->chunk_rows > n) ds->chunk_rows = n;
-        ds->n_chunks = (n + ds->chunk_rows - 1) / ds->chunk_rows;
-        int64_t g = buf / (ds->chunk_rows * ds->row_bytes);
-        ds->group_chunks = g < 1 ? 1 : g > ds->n_chunks ? ds->n_chunks : g;
-        if (ds->n_chunks > UINT32_MAX)
-            return errmsg(err, errlen, -EFBIG,
-                          "%s: the memory budget (%lld bytes) is too small for %lld rows", ds->path,
-                          (long long)ds->budget, (long long)n);
-    }
+    struct layout l = layout_plan(n, ds->row_bytes, ds->budget, in_memory);
+    ds->chunk_rows = l.chunk_rows;
+    ds->n_chunks = l.n_chunks;
+    ds->group_chunks = l.group_chunks;
+    if (ds->n_chunks > UINT32_MAX)
+        return errmsg(err, errlen, -EFBIG,
+                      "%s: the memory budget (%lld bytes) is too small for %lld rows", ds->path,
+                      (long long)ds->budget, (long long)n);
     ds->n_groups = (ds->n_chunks + ds->group_chunks - 1) / ds->group_chunks;
-    ds->cap_rows = in_memory ? n : ds->chunk_rows * ds->group_chunks;
+    ds->cap_rows = l.cap_rows;
     ds->chunk_order = malloc((size_t)ds->n_chunks * sizeof *ds->chunk_order);
     ds->row_order = malloc((size_t)ds->cap_rows * sizeof *ds->row_order);
     if (!ds->chunk_order || !ds->row_order) goto nomem;
@@ -429,8 +457,10 @@ static int scan_y(struct dataset *ds, char *err, size_t errlen)
     return rc;
 }
 
-int dataset_open(struct dataset **out, const struct spec_dataset *src, bool need_y,
-                 int64_t budget_bytes, char *err, size_t errlen)
+/* Opens the file and its datasets' headers, no data: a new *out with
+ * info and row sizes filled. */
+static int open_headers(struct dataset **out, const struct spec_dataset *src, bool need_y,
+                        int64_t budget_bytes, char *err, size_t errlen)
 {
     *out = NULL;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* our messages, not HDF5's stack */
@@ -470,9 +500,33 @@ int dataset_open(struct dataset **out, const struct spec_dataset *src, bool need
 
     int64_t y_row = !ds->info.has_y ? 0 : ds->info.y_is_class ? 4 : 4 * ds->info.k;
     ds->row_bytes = ds->x_row_bytes + y_row;
-    int64_t total;
-    bool fits = !__builtin_mul_overflow(ds->info.n, ds->row_bytes, &total) && total <= ds->budget &&
-                ds->info.n <= UINT32_MAX;
+    *out = ds;
+    return 0;
+fail:
+    dataset_close(&ds);
+    return rc;
+}
+
+int dataset_probe(const struct spec_dataset *src, bool need_y, struct dataset_info *info,
+                  int64_t *row_bytes, char *err, size_t errlen)
+{
+    struct dataset *ds;
+    int rc = open_headers(&ds, src, need_y, 0, err, errlen);
+    if (rc) return rc;
+    *info = ds->info;
+    *row_bytes = ds->row_bytes;
+    dataset_close(&ds);
+    return 0;
+}
+
+int dataset_open(struct dataset **out, const struct spec_dataset *src, bool need_y,
+                 int64_t budget_bytes, char *err, size_t errlen)
+{
+    struct dataset *ds;
+    int rc = open_headers(&ds, src, need_y, budget_bytes, err, errlen);
+    *out = NULL;
+    if (rc) return rc;
+    bool fits = fits_budget(ds->info.n, ds->row_bytes, ds->budget);
     rc = layout_init(ds, fits, true, err, errlen);
     if (rc < 0) goto fail;
     if (fits) {

@@ -42,6 +42,17 @@ struct dataset;
 int dataset_open(struct dataset **out, const struct spec_dataset *src, bool need_y,
                  int64_t budget_bytes, char *err, size_t errlen);
 void dataset_close(struct dataset **ds);
+
+/* What dataset_open would find, from the file's headers alone: no row is
+ * read, so it is cheap on any file, whatever it declares (n_classes stays
+ * 0). row_bytes: one row of X and y as held in memory. For sizing a job
+ * before anything is allocated (trainer/job_memory.h). */
+int dataset_probe(const struct spec_dataset *src, bool need_y, struct dataset_info *info,
+                  int64_t *row_bytes, char *err, size_t errlen);
+/* The bytes dataset_open keeps for n rows of row_bytes at budget_bytes (0 =
+ * 1 GiB): every row when they fit (*in_memory true), else one streamed group
+ * of chunks; with the orders that shuffle them. */
+int64_t dataset_memory_bytes(int64_t n, int64_t row_bytes, int64_t budget_bytes, bool *in_memory);
 const struct dataset_info *dataset_get_info(const struct dataset *ds);
 /* "uint8", "float32" or "float64", for messages and logs. */
 const char *dataset_dtype_name(enum dataset_dtype t);

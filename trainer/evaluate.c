@@ -16,10 +16,9 @@
 #include "checkpoint.h"
 #include "dataset.h"
 #include "errmsg.h"
+#include "job_memory.h"
 #include "net.h"
 #include "spec_model.h"
-
-#define DEFAULT_BUDGET_BYTES (INT64_C(1) << 30)
 
 /* The train run's network, rebuilt from its checkpoint, and the buffers of
  * one chunk of rows. Released by job_free in reverse order. */
@@ -28,6 +27,7 @@ struct job {
     struct mlq_spec train;       /* the run's spec, from the checkpoint */
     char *train_json;
     int64_t epoch; /* epochs completed at the checkpoint */
+    struct job_memory mem;
     struct net net;
     bool have_net;
     struct dataset *ds;
@@ -45,6 +45,19 @@ static void job_free(struct job *j)
     dataset_close(&j->ds);
     if (j->have_net) net_destroy(&j->net);
     free(j->train_json);
+}
+
+/* The job's memory from the input's shape and the checkpoint's model,
+ * before the network or the data is allocated. */
+static int plan_memory(struct job *j, size_t blob_len, char *err, size_t errlen)
+{
+    struct job_memory_job mj = {.spec = j->spec, .model = &j->train, .checkpoint_bytes = blob_len};
+    struct dataset_info info;
+    int rc = dataset_probe(&j->spec->dataset, j->spec->kind == JOB_EVAL, &info, &mj.data.row_bytes,
+                           err, errlen);
+    mj.data.rows = info.n;
+    if (!rc) rc = job_memory_plan(&mj, &j->mem, err, errlen);
+    return rc;
 }
 
 /* Decodes the checkpoint and rebuilds the run's network with its weights. */
@@ -66,6 +79,7 @@ static int load_model(struct job *j, const void *blob, size_t len, char *err, si
                     (long long)j->spec->run, spec_kind_name(j->train.kind));
         goto out;
     }
+    if ((rc = plan_memory(j, len, err, errlen))) goto out;
     if ((rc = spec_model_net_create(&j->net, &j->train))) {
         errmsg(err, errlen, rc, "cannot allocate the network: %s", strerror(-rc));
         goto out;
@@ -116,9 +130,7 @@ static int open_data(struct job *j, bool need_y, char *err, size_t errlen)
 {
     struct spec_dataset src = j->spec->dataset;
     src.scale = j->train.dataset.scale;
-    int64_t mb = j->spec->memory_budget_mb;
-    int rc =
-        dataset_open(&j->ds, &src, need_y, mb > 0 ? mb << 20 : DEFAULT_BUDGET_BYTES, err, errlen);
+    int rc = dataset_open(&j->ds, &src, need_y, j->mem.data_budget, err, errlen);
     if (rc) return rc;
     const struct dataset_info *info = dataset_get_info(j->ds);
     if (need_y) {

@@ -15,9 +15,10 @@
 
 #include <jansson.h>
 
+#include "job_memory.h"
 #include "spec.h"
 
-#define EVALUATE_ROWS 1024
+#define EVALUATE_ROWS JOB_MEMORY_EVAL_ROWS
 
 /* Loss and accuracy of the checkpoint on spec->dataset (which needs y).
  * *result, owned by the caller (json_decref), is for cross-entropy:

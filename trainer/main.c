@@ -14,7 +14,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: mlq-trainer --standalone JOB.json [--db FILE] [--checkpoint-dir DIR]\n"
-            "                   [--resume FILE] [--threads N]\n"
+            "                   [--resume FILE] [--threads N] [--memory-budget-mb N]\n"
             "\n"
             "  --standalone JOB.json  run one train job without a broker; prints one JSON\n"
             "                         object per epoch and a summary line on stdout\n"
@@ -22,6 +22,7 @@ static void usage(FILE *out)
             "  --checkpoint-dir DIR   also write checkpoints as files in DIR\n"
             "  --resume FILE          continue from a checkpoint file\n"
             "  --threads N            BLAS threads (default: the spec's, else 1)\n"
+            "  --memory-budget-mb N   the job's memory limit (trainer.memory_budget_mb)\n"
             "  --log-level LEVEL      error, warn, info (default) or debug\n"
             "  --version, --help\n"
             "\n"
@@ -34,6 +35,7 @@ static void usage(FILE *out)
             "  --threads N            trainer.threads\n"
             "  --heartbeat-ms N       heartbeat.interval_ms\n"
             "  --liveness N           heartbeat.liveness\n"
+            "  --memory-budget-mb N   trainer.memory_budget_mb: one job's memory limit\n"
             "  --log-level LEVEL      log.level\n"
             "  --config FILE          configuration file (default /etc/mlq/mlq.conf)\n");
 }
@@ -79,6 +81,7 @@ int main(int argc, char **argv)
         OPT_NAME,
         OPT_HB,
         OPT_LIVENESS,
+        OPT_MEMORY,
         OPT_CONFIG
     };
     static const struct option longopts[] = {
@@ -93,6 +96,7 @@ int main(int argc, char **argv)
         {"name", required_argument, NULL, OPT_NAME},
         {"heartbeat-ms", required_argument, NULL, OPT_HB},
         {"liveness", required_argument, NULL, OPT_LIVENESS},
+        {"memory-budget-mb", required_argument, NULL, OPT_MEMORY},
         {"config", required_argument, NULL, OPT_CONFIG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -145,6 +149,9 @@ int main(int argc, char **argv)
         case OPT_LIVENESS:
             flag[CONFIG_HEARTBEAT_LIVENESS] = optarg;
             break;
+        case OPT_MEMORY:
+            flag[CONFIG_TRAINER_MEMORY_BUDGET_MB] = optarg;
+            break;
         case OPT_CONFIG:
             config_file = optarg;
             break;
@@ -163,6 +170,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "mlq-trainer: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
-    if (sa.spec_path) return standalone_main(&sa);
+    if (sa.spec_path) {
+        /* Standalone jobs are held to the same memory limit as the daemon's. */
+        struct config cfg;
+        char err[1024];
+        if (config_load_with_flags(&cfg, config_file, flag, err, sizeof err) != 0) {
+            fprintf(stderr, "mlq-trainer: %s\n", err);
+            return 2;
+        }
+        sa.memory_budget_mb = cfg.trainer_memory_budget_mb;
+        return standalone_main(&sa);
+    }
     return run_daemon(config_file, flag);
 }

@@ -14,6 +14,7 @@
 #include "atomic_file.h"
 #include "blas.h"
 #include "checkpoint.h"
+#include "job_memory.h"
 #include "log.h"
 #include "spec.h"
 #include "store.h"
@@ -165,6 +166,7 @@ int standalone_main(const struct standalone_opts *opts)
         }
         log_info("recording run %lld in %s", (long long)s.run, opts->db_path);
     }
+    job_memory_set_limit(opts->memory_budget_mb);
     struct train_callbacks cb = {.ctx = &s, .on_epoch = on_epoch, .on_checkpoint = on_checkpoint};
     struct train_result res;
     double t0 = now_seconds();
@@ -179,6 +181,8 @@ int standalone_main(const struct standalone_opts *opts)
     json_object_set_new(sum, "val_loss", number_or_null(res.final_val_loss));
     json_object_set_new(sum, "val_accuracy", number_or_null(res.final_val_accuracy));
     json_object_set_new(sum, "seconds", json_real(now_seconds() - t0));
+    if (res.memory_bytes > 0)
+        json_object_set_new(sum, "memory_estimate", json_integer(res.memory_bytes));
     json_object_set_new(sum, "kernel", json_string(blas_kernel()));
     json_object_set_new(sum, "threads", json_integer(threads));
     if (rc) json_object_set_new(sum, "error", json_string(err));

@@ -9,6 +9,7 @@ struct standalone_opts {
     const char *checkpoint_dir; /* write checkpoint files there, or NULL */
     const char *resume_path;    /* start from this checkpoint file, or NULL */
     int threads;                /* overrides the spec's when > 0 */
+    int memory_budget_mb;       /* trainer.memory_budget_mb: the job's limit; 0 none */
 };
 
 /* Returns the process exit code: 0 succeeded, 1 failed, 2 bad spec. */

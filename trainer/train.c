@@ -14,16 +14,12 @@
 #include "checkpoint.h"
 #include "dataset.h"
 #include "errmsg.h"
+#include "job_memory.h"
 #include "log.h"
 #include "net.h"
 #include "optim.h"
 #include "rng.h"
 #include "spec_model.h"
-
-#define DEFAULT_BUDGET_BYTES (INT64_C(1) << 30)
-/* Rows per forward pass where the batch size does not dictate it:
- * evaluation, and full-batch gradient descent, which sums sub-batches. */
-#define EVAL_ROWS 1024
 
 static double now_seconds(void)
 {
@@ -42,13 +38,14 @@ struct run {
     struct net net;
     struct optim opt;
     struct rng rng;
-    float *x[2];      /* (B, D): the batch trained on, the batch read meanwhile */
-    int32_t *yc[2];   /* (B) class ids, cross-entropy */
-    float *y[2];      /* (B, K) targets, mse */
-    float *gacc;      /* (P) full-batch gradient sum, gd only */
-    int rows;         /* B: rows per forward pass */
-    bool fused_sgd;   /* plain SGD: the step happens inside backward */
-    int blas_threads; /* the caller's OpenBLAS threads, restored at the end */
+    float *x[2];           /* (B, D): the batch trained on, the batch read meanwhile */
+    int32_t *yc[2];        /* (B) class ids, cross-entropy */
+    float *y[2];           /* (B, K) targets, mse */
+    float *gacc;           /* (P) full-batch gradient sum, gd only */
+    struct job_memory mem; /* the estimate, and the data's budgets */
+    int rows;              /* B: rows per forward pass */
+    bool fused_sgd;        /* plain SGD: the step happens inside backward */
+    int blas_threads;      /* the caller's OpenBLAS threads, restored at the end */
     char *spec_json;
 };
 
@@ -70,16 +67,37 @@ static void run_free(struct run *r)
     dataset_close(&r->data);
 }
 
+/* The job's memory from its files' shapes, before anything is allocated:
+ * a job that would not fit the trainer's limit stops here. */
+static int plan_memory(struct run *r, size_t resume_len, char *err, size_t errlen)
+{
+    const struct mlq_spec *s = r->spec;
+    struct job_memory_job j = {.spec = s, .model = s, .checkpoint_bytes = resume_len};
+    struct dataset_info info;
+    int rc = dataset_probe(&s->dataset, true, &info, &j.data.row_bytes, err, errlen);
+    j.data.rows = info.n;
+    if (!rc && s->has_validation) {
+        rc = dataset_probe(&s->validation, true, &info, &j.val.row_bytes, err, errlen);
+        j.val.rows = info.n;
+    }
+    if (!rc) rc = job_memory_plan(&j, &r->mem, err, errlen);
+    if (!rc) {
+        char what[2048];
+        job_memory_describe(&r->mem, what, sizeof what);
+        log_info("memory: %s", what);
+    }
+    return rc;
+}
+
 static int open_data(struct run *r, char *err, size_t errlen)
 {
     const struct mlq_spec *s = r->spec;
-    int64_t budget = s->memory_budget_mb > 0 ? s->memory_budget_mb << 20 : DEFAULT_BUDGET_BYTES;
-    int rc = dataset_open(&r->data, &s->dataset, true, budget, err, errlen);
+    int rc = dataset_open(&r->data, &s->dataset, true, r->mem.data_budget, err, errlen);
     if (rc) return rc;
     if ((rc = dataset_check_model(r->data, s, err, errlen))) return rc;
     r->train = r->data;
     if (s->has_validation) {
-        rc = dataset_open(&r->val_file, &s->validation, true, budget, err, errlen);
+        rc = dataset_open(&r->val_file, &s->validation, true, r->mem.val_budget, err, errlen);
         if (!rc) rc = dataset_check_model(r->val_file, s, err, errlen);
         r->val = r->val_file;
         return rc;
@@ -88,7 +106,7 @@ static int open_data(struct run *r, char *err, size_t errlen)
         /* The last fraction of the rows, as Keras does: no shuffle, so the
          * split is the same in every epoch and after a resume. */
         int64_t n = dataset_get_info(r->data)->n;
-        int64_t n_val = (int64_t)((double)n * s->validation_split);
+        int64_t n_val = job_memory_split_rows(s, n);
         if (n_val < 1 || n_val >= n)
             return errmsg(err, errlen, -EINVAL,
                           "validation_split %.3g of %lld rows leaves no rows to %s",
@@ -102,10 +120,7 @@ static int open_data(struct run *r, char *err, size_t errlen)
 static int alloc_buffers(struct run *r)
 {
     const struct mlq_spec *s = r->spec;
-    int64_t n = dataset_get_info(r->train)->n;
-    int B = s->optimizer.name == OPT_GD ? EVAL_ROWS : s->batch_size;
-    if (B > n) B = (int)n;                      /* a batch never holds more than the data */
-    if (B < EVAL_ROWS && r->val) B = EVAL_ROWS; /* validation reuses the same buffers */
+    int B = job_memory_train_rows(s, dataset_get_info(r->train)->n, r->val != NULL);
     r->rows = B;
     int D = s->layers[0], K = s->layers[s->n_layers];
     for (int i = 0; i < 2; i++) {
@@ -372,6 +387,8 @@ int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resum
     r.spec_json = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(doc);
     int rc = r.spec_json ? 0 : -ENOMEM;
+    if (!rc) rc = plan_memory(&r, resume_blob ? resume_len : 0, err, errlen);
+    res->memory_bytes = r.mem.total;
     if (!rc) rc = open_data(&r, err, errlen);
     if (!rc && (rc = spec_model_net_create(&r.net, spec)))
         errmsg(err, errlen, rc, "cannot allocate the network: %s", strerror(-rc));

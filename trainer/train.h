@@ -35,6 +35,7 @@ struct train_result {
     int64_t epochs_done;
     double final_train_loss, final_val_loss, final_val_accuracy;
     bool cancelled;
+    int64_t memory_bytes; /* the job's estimated memory (trainer/job_memory.h) */
 };
 
 /* Trains spec (a validated train job), from scratch or from a checkpoint blob

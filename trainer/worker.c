@@ -16,6 +16,7 @@
 
 #include "blas.h"
 #include "evaluate.h"
+#include "job_memory.h"
 #include "log.h"
 #include "notify.h"
 #include "proto.h"
@@ -46,7 +47,6 @@ struct shared {
     atomic_int interrupt;  /* shutdown: report "interrupted", not "cancelled" */
     atomic_ulong progress; /* bumped by the worker between batches */
     int threads;
-    int memory_budget_mb;
     const char *data_root;
     void *zctx;
     char pair_addr[64];
@@ -149,8 +149,6 @@ static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
         return done;
     }
     blas_set_threads(spec.threads > 0 ? spec.threads : sh->threads);
-    if (spec.memory_budget_mb <= 0 && sh->memory_budget_mb > 0)
-        spec.memory_budget_mb = sh->memory_budget_mb; /* trainer.memory_budget_mb */
     int rc;
     log_info("job %lld: %s%s", (long long)job, spec_kind_name(spec.kind),
              m->bin && spec.kind == JOB_TRAIN ? ", resuming from a checkpoint" : "");
@@ -494,13 +492,13 @@ int worker_main(const struct worker_opts *opts)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    job_memory_set_limit(opts->memory_budget_mb); /* every job's, before it allocates */
 
     /* trainer.threads 0 means every core, as in standalone mode. */
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     struct shared sh = {.threads = opts->threads > 0 ? opts->threads
                                    : cores > 0       ? (int)cores
                                                      : 1,
-                        .memory_budget_mb = opts->memory_budget_mb,
                         .data_root = opts->data_root};
     struct io io = {.opts = opts, .sh = &sh};
     int exit_code = 1;

@@ -20,7 +20,7 @@ struct worker_opts {
     int threads;           /* BLAS threads for jobs whose spec says 0; 0: every core */
     int heartbeat_ms;      /* <= 0: 1000 */
     int liveness;          /* <= 0: 3 */
-    int memory_budget_mb;  /* for jobs whose spec says 0; <= 0: the runner's default */
+    int memory_budget_mb;  /* trainer.memory_budget_mb: one job's limit (job_memory.h); 0 none */
     const char *data_root; /* base of relative dataset paths in specs; NULL or "": none */
 };
 
