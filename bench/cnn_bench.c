@@ -19,7 +19,12 @@
  * order (the same bits run after run for a given n), and Adam steps once.
  *
  * usage: cnn_bench [--model lenet|bn] [--threads N] [--batch B] [--steps N]
- *                  [--repeat R] [--kernels] */
+ *                  [--repeat R] [--kernels] [--engine]
+ *
+ * --engine runs the same recipe through the engine's model API instead
+ * (model_forward, model_backward, optim_step over a struct model built from
+ * a model_desc, the path mlq-trainer takes); it has no threads of its own
+ * yet, so it runs on one. */
 #include <cblas.h>
 /* cblas.h pulls in complex.h; I is an input width here, not sqrt(-1). */
 #undef I
@@ -33,6 +38,7 @@
 #include <time.h>
 
 #include "blas.h"
+#include "model.h"
 #include "ops/kernels.h"
 #include "optim.h"
 #include "rng.h"
@@ -499,10 +505,94 @@ static void kernels_report(int B, int reps)
     }
 }
 
+/* ---- --engine: the recipe as a struct model ---- */
+
+static void add_layer(struct model_desc *d, const char *type, struct op_attrs a)
+{
+    struct model_layer *l = &d->layer[d->n_layers++];
+    memset(l, 0, sizeof *l);
+    snprintf(l->type, sizeof l->type, "%s", type);
+    l->a = a;
+}
+
+static struct op_attrs attrs(int out, int kernel, int padding, float p)
+{
+    struct op_attrs a;
+    op_attrs_defaults(&a);
+    a.out = out;
+    a.kernel = kernel;
+    a.padding = padding;
+    a.p = p;
+    return a;
+}
+
+static int engine_run(int bn, int B, int steps, int repeat, double *rate)
+{
+    static struct model_desc d;
+    memset(&d, 0, sizeof d);
+    d.input = (struct shape){3, {1, IH, IH}};
+    d.loss = NET_LOSS_CROSS_ENTROPY;
+    d.output = NET_OUT_LOGITS;
+    struct op_attrs none = attrs(0, 0, 0, 0.5f);
+    for (int c = 0; c < 2; c++) {
+        add_layer(&d, "conv2d", attrs(c ? C2 : C1, 3, 1, 0.5f));
+        if (bn) add_layer(&d, "batchnorm", none);
+        add_layer(&d, "relu", none);
+        add_layer(&d, "maxpool", attrs(0, 2, 0, 0.5f));
+    }
+    add_layer(&d, "flatten", none);
+    if (bn) add_layer(&d, "dropout", attrs(0, 0, 0, 0.25f));
+    add_layer(&d, "dense", attrs(HID, 0, 0, 0.5f));
+    add_layer(&d, "relu", none);
+    add_layer(&d, "dense", attrs(K, 0, 0, 0.5f));
+
+    char err[256];
+    struct model m;
+    int rc = model_create(&m, &d, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "cnn_bench: model: %s\n", err);
+        return rc;
+    }
+    struct rng r;
+    rng_seed(&r, 1);
+    struct optim opt;
+    struct optim_config cfg = {
+        .rule = OPTIM_ADAM, .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8};
+    float *x = falloc((size_t)B * IH * IH);
+    int32_t *y = calloc((size_t)B, sizeof *y);
+    if ((rc = model_reserve(&m, B)) || (rc = optim_create(&opt, &cfg, m.n_params)) || !y) {
+        fprintf(stderr, "cnn_bench: out of memory\n");
+        model_destroy(&m);
+        free(x);
+        free(y);
+        return rc ? rc : -ENOMEM;
+    }
+    model_init(&m, &r);
+    for (size_t i = 0; i < (size_t)B * IH * IH; i++)
+        x[i] = (float)(rng_below(&r, 256)) / 255.0f;
+    for (int i = 0; i < B; i++)
+        y[i] = (int32_t)rng_below(&r, K);
+    for (int k = -1; k < repeat; k++) {
+        double t0 = now();
+        for (int s = 0; s < (k < 0 ? 5 : steps); s++) { /* k -1: warm-up */
+            model_zero_grad(&m);
+            model_forward(&m, x, B, true, &r);
+            model_backward(&m, x, y, NULL, B);
+            optim_step(&opt, m.params, m.grads, 1e-3);
+        }
+        if (k >= 0) rate[k] = (double)steps * B / (now() - t0);
+    }
+    optim_destroy(&opt);
+    model_destroy(&m);
+    free(x);
+    free(y);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     blas_choose_kernel(argv);
-    int bn = 0, threads = 1, B = 64, steps = 40, repeat = 5, kernels = 0;
+    int bn = 0, threads = 1, B = 64, steps = 40, repeat = 5, kernels = 0, engine = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--model") == 0 && v) {
@@ -519,6 +609,8 @@ int main(int argc, char **argv)
             repeat = atoi(v), i++;
         } else if (strcmp(a, "--kernels") == 0) {
             kernels = 1;
+        } else if (strcmp(a, "--engine") == 0) {
+            engine = 1;
         } else {
             goto usage;
         }
@@ -529,30 +621,36 @@ int main(int argc, char **argv)
     blas_set_threads(1); /* the bench's own threads share the work */
     if (kernels) kernels_report(B, 20);
 
-    struct rng r;
-    rng_seed(&r, 1);
-    struct bench b;
-    bench_create(&b, bn, B, threads, &r);
-    for (int s = 0; s < 5; s++) /* warm-up: pages, caches, OpenBLAS buffers */
-        bench_step(&b, &r);
     double rate[99];
-    for (int k = 0; k < repeat; k++) {
-        double t0 = now();
-        for (int s = 0; s < steps; s++)
+    if (engine) {
+        if (threads != 1) goto usage;
+        if (engine_run(bn, B, steps, repeat, rate)) return 1;
+    } else {
+        struct rng r;
+        rng_seed(&r, 1);
+        struct bench b;
+        bench_create(&b, bn, B, threads, &r);
+        for (int s = 0; s < 5; s++) /* warm-up: pages, caches, OpenBLAS buffers */
             bench_step(&b, &r);
-        rate[k] = (double)steps * B / (now() - t0);
+        for (int k = 0; k < repeat; k++) {
+            double t0 = now();
+            for (int s = 0; s < steps; s++)
+                bench_step(&b, &r);
+            rate[k] = (double)steps * B / (now() - t0);
+        }
+        bench_destroy(&b);
     }
     qsort(rate, (size_t)repeat, sizeof rate[0], cmp_double);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"side\":\"mlq\",\"model\":\"%s\",\"threads\":%d,\"batch\":%d,\"samples_per_s\":%.0f,"
-           "\"best_samples_per_s\":%.0f,\"peak_rss_mb\":%.1f,\"blas\":\"%s\"}\n",
-           bn ? "bn" : "lenet", threads, B, rate[repeat / 2], rate[repeat - 1],
-           (double)ru.ru_maxrss / 1024.0, blas_kernel());
-    bench_destroy(&b);
+    printf("{\"side\":\"mlq\",\"path\":\"%s\",\"model\":\"%s\",\"threads\":%d,\"batch\":%d,"
+           "\"samples_per_s\":%.0f,\"best_samples_per_s\":%.0f,\"peak_rss_mb\":%.1f,"
+           "\"blas\":\"%s\"}\n",
+           engine ? "engine" : "kernels", bn ? "bn" : "lenet", threads, B, rate[repeat / 2],
+           rate[repeat - 1], (double)ru.ru_maxrss / 1024.0, blas_kernel());
     return 0;
 usage:
     fprintf(stderr, "usage: cnn_bench [--model lenet|bn] [--threads N] [--batch B] [--steps N] "
-                    "[--repeat R] [--kernels]\n");
+                    "[--repeat R] [--kernels] [--engine (one thread)]\n");
     return 2;
 }
