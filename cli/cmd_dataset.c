@@ -10,11 +10,14 @@
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <hdf5.h>
@@ -319,15 +322,18 @@ struct dset_desc {
     int rank;
     hsize_t dims[H5S_MAX_RANK];
     int64_t per_row; /* elements after the first dimension */
+    bool unstored;   /* not scanned: the declared data is not all in the file */
     int64_t nonfinite, first_bad_row;
     int64_t min, max, negatives; /* integer datasets */
     int64_t *counts;             /* (max + 1) when 0 <= min and max is modest */
 };
 
 /* Describes a dataset and scans it by rows: non-finite floats, integer range
- * and class histogram. */
-static int describe(hid_t file, const char *path, const char *name, bool scan_ints,
-                    struct dset_desc *dd)
+ * and class histogram. A dataset whose declared data is not all stored is
+ * described but not scanned: scanning would read fill values for as long as
+ * the file cares to declare (the check line then says why). */
+static int describe(hid_t file, const char *path, int64_t file_bytes, const char *name,
+                    bool scan_ints, struct dset_desc *dd)
 {
     memset(dd, 0, sizeof *dd);
     dd->first_bad_row = -1;
@@ -353,6 +359,11 @@ static int describe(hid_t file, const char *path, const char *name, bool scan_in
     if (dd->rank < 1 || dd->per_row == 0 || dd->dims[0] == 0 ||
         (dd->cls != H5T_FLOAT && (dd->cls != H5T_INTEGER || !scan_ints)))
         goto out; /* nothing to scan */
+    char why[512];
+    if (dataset_check_stored(d, path, name, file_bytes, why, sizeof why) < 0) {
+        dd->unstored = true;
+        goto out;
+    }
     int64_t rows = SCAN_BYTES / 8 / dd->per_row > 0 ? SCAN_BYTES / 8 / dd->per_row : 1;
     buf = malloc((size_t)(rows * dd->per_row) * 8);
     if (!buf) {
@@ -438,6 +449,46 @@ static void print_dims(const struct dset_desc *dd)
     printf(")");
 }
 
+static int info_file(const char *path, struct spec_dataset src, bool as_json);
+
+/* Runs info_file in a child process: it hands the file to libhdf5, which
+ * crashes on some damaged files (docs/security.md); the child reads in
+ * process, being the isolation itself. */
+static int info_isolated(const char *path, const struct spec_dataset *src, bool as_json)
+{
+    /* Set by the child once it is done: a child that ended without it died
+     * inside libhdf5 (a signal, or a sanitizer's report and exit). */
+    int *done = mmap(NULL, sizeof *done, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (done == MAP_FAILED) return error("cannot start the dataset reader: %s", strerror(errno));
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        munmap(done, sizeof *done);
+        return error("cannot start the dataset reader: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        signal(SIGSEGV, SIG_DFL);
+        signal(SIGBUS, SIG_DFL);
+        dataset_set_isolated(false);
+        int rc = info_file(path, *src, as_json);
+        fflush(stdout);
+        fflush(stderr);
+        __atomic_store_n(done, 1, __ATOMIC_RELEASE);
+        _exit(rc);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    bool finished = __atomic_load_n(done, __ATOMIC_ACQUIRE);
+    munmap(done, sizeof *done);
+    if (finished && WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status))
+        return error("dataset reader crashed (signal %d) on %s", WTERMSIG(status), path);
+    return error("dataset reader died (exit status %d) on %s",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : -1, path);
+}
+
 static int info(int argc, char **argv)
 {
     static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
@@ -470,15 +521,20 @@ static int info(int argc, char **argv)
     if (argc - optind != 1) return usage_error("expected one HDF5 file");
     const char *path = argv[optind];
     snprintf(src.path, sizeof src.path, "%s", path);
+    return info_isolated(path, &src, as_json);
+}
+
+static int info_file(const char *path, struct spec_dataset src, bool as_json)
+{
     struct stat st;
     if (stat(path, &st) < 0) return error("%s: %s", path, strerror(errno));
     if (H5Fis_hdf5(path) <= 0) return error("%s: not an HDF5 file", path);
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (file < 0) return error("%s: cannot open the HDF5 file", path);
     struct dset_desc xd, yd;
-    int rc = describe(file, path, src.x, false, &xd);
+    int rc = describe(file, path, (int64_t)st.st_size, src.x, false, &xd);
     memset(&yd, 0, sizeof yd);
-    if (rc == 0) rc = describe(file, path, src.y, true, &yd);
+    if (rc == 0) rc = describe(file, path, (int64_t)st.st_size, src.y, true, &yd);
     if (rc == 0 && !xd.present) {
         fprintf(stderr, "mlq dataset info: %s: no dataset named '%s'; the file holds:", path,
                 src.x);
@@ -497,8 +553,8 @@ static int info(int argc, char **argv)
     /* What the trainer would say about the file. */
     char err[512] = "";
     struct dataset *ds = NULL;
-    if (dataset_open(&ds, &src, yd.present, 0, err, sizeof err) == 0)
-        snprintf(err, sizeof err, "ok");
+    bool accepted = dataset_open(&ds, &src, yd.present, 0, err, sizeof err) == 0;
+    if (accepted) snprintf(err, sizeof err, "ok");
     dataset_close(&ds);
 
     bool y_class = yd.present && yd.cls == H5T_INTEGER;
@@ -508,7 +564,7 @@ static int info(int argc, char **argv)
         json_object_set_new(x, "name", json_string(src.x));
         json_object_set_new(x, "dtype", json_string(xd.dtype));
         json_object_set_new(x, "shape", dims_json(&xd));
-        json_object_set_new(x, "nonfinite", json_integer(xd.nonfinite));
+        json_object_set_new(x, "nonfinite", xd.unstored ? json_null() : json_integer(xd.nonfinite));
         json_object_set_new(doc, "x", x);
         json_object_set_new(doc, "n", json_integer((json_int_t)xd.dims[0]));
         json_object_set_new(doc, "d", json_integer(xd.per_row));
@@ -518,7 +574,7 @@ static int info(int argc, char **argv)
             json_object_set_new(y, "dtype", json_string(yd.dtype));
             json_object_set_new(y, "shape", dims_json(&yd));
             json_object_set_new(y, "kind", json_string(y_class ? "class" : "target"));
-            if (y_class && yd.dims[0] > 0) {
+            if (y_class && yd.dims[0] > 0 && !yd.unstored) {
                 json_object_set_new(y, "min", json_integer(yd.min));
                 json_object_set_new(y, "max", json_integer(yd.max));
             }
@@ -529,7 +585,9 @@ static int info(int argc, char **argv)
                 json_object_set_new(y, "classes", json_integer(yd.max + 1));
                 json_object_set_new(y, "counts", counts);
             }
-            if (!y_class) json_object_set_new(y, "nonfinite", json_integer(yd.nonfinite));
+            if (!y_class)
+                json_object_set_new(y, "nonfinite",
+                                    yd.unstored ? json_null() : json_integer(yd.nonfinite));
             json_object_set_new(doc, "y", y);
         } else {
             json_object_set_new(doc, "y", json_null());
@@ -543,7 +601,10 @@ static int info(int argc, char **argv)
         printf("%s\n  %s: %s ", path, src.x, xd.dtype);
         print_dims(&xd);
         printf(", N %llu, D %lld\n", (unsigned long long)xd.dims[0], (long long)xd.per_row);
-        if (xd.cls == H5T_FLOAT && xd.nonfinite)
+        if (xd.unstored)
+            printf("  %s: not scanned: its storage does not hold what it declares (see check)\n",
+                   src.x);
+        else if (xd.cls == H5T_FLOAT && xd.nonfinite)
             printf("  NaN/Inf in %s: %lld values, first at row %lld\n", src.x,
                    (long long)xd.nonfinite, (long long)xd.first_bad_row);
         else if (xd.cls == H5T_FLOAT)
@@ -553,7 +614,9 @@ static int info(int argc, char **argv)
         } else {
             printf("  %s: %s ", src.y, yd.dtype);
             print_dims(&yd);
-            if (y_class && yd.counts) {
+            if (yd.unstored) {
+                printf(", not scanned: its storage does not hold what it declares (see check)\n");
+            } else if (y_class && yd.counts) {
                 printf(", class ids, %lld classes\n  class counts:", (long long)(yd.max + 1));
                 for (int64_t i = 0; i <= yd.max; i++)
                     printf(" %lld:%lld", (long long)i, (long long)yd.counts[i]);
@@ -570,7 +633,7 @@ static int info(int argc, char **argv)
     }
     free(xd.counts);
     free(yd.counts);
-    return EXIT_OK;
+    return accepted ? EXIT_OK : EXIT_FAILURE_GENERIC; /* scripts test the exit code */
 }
 
 /* ---- dispatch ---- */

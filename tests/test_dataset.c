@@ -395,16 +395,16 @@ static void test_float_ranks_and_targets(void **state)
 {
     struct ctx *c = *state;
     double x[3 * 2 * 2 * 2];
-    float t[3 * 3];
+    float x32[3 * 2 * 2 * 2], t[3 * 3];
     int8_t y8[3] = {1, 0, 1};
     for (int i = 0; i < 24; i++)
-        x[i] = i * 0.5 - 3;
+        x32[i] = (float)(x[i] = i * 0.5 - 3);
     for (int i = 0; i < 9; i++)
         t[i] = (float)i / 4;
     hsize_t xd[4] = {3, 2, 2, 2}, td[2] = {3, 3}, yd[1] = {3};
     hid_t f = h5_new(c->path);
     h5_put(f, "X", H5T_NATIVE_DOUBLE, 4, xd, x);
-    h5_put(f, "X32", H5T_NATIVE_FLOAT, 4, xd, NULL);
+    h5_put(f, "X32", H5T_NATIVE_FLOAT, 4, xd, x32);
     h5_put(f, "targets", H5T_NATIVE_FLOAT, 2, td, t);
     h5_put(f, "t1", H5T_NATIVE_DOUBLE, 1, yd, x);
     h5_put(f, "y8", H5T_NATIVE_INT8, 1, yd, y8);
@@ -828,7 +828,7 @@ static void test_info(void **state)
     f = h5_new(c->path);
     h5_put(f, "X", H5T_NATIVE_FLOAT, 2, fd, xf);
     H5Fclose(f);
-    assert_int_equal(run_mlq(out, sizeof out, "dataset info '%s'", c->path), 0);
+    assert_int_equal(run_mlq(out, sizeof out, "dataset info '%s'", c->path), 1);
     assert_non_null(strstr(out, "NaN/Inf in X: 2 values, first at row 0"));
     assert_non_null(strstr(out, "y: none"));
     assert_non_null(strstr(out, "check:"));

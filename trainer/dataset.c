@@ -11,11 +11,16 @@
 #include <errno.h>
 #include <float.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <hdf5.h>
 
@@ -35,6 +40,9 @@ struct dataset {
     char xname[SPEC_NAME_MAX];
     char yname[SPEC_NAME_MAX];
     bool scale;
+    bool need_y;
+    bool checked; /* the metadata passed every check; a reopening only compares */
+    bool shared;  /* reads run in reader processes into shared buffers */
 
     hid_t file, xset, yset; /* owned by the root; a view borrows its root's */
     struct dataset *root;   /* NULL for an opened file */
@@ -47,6 +55,7 @@ struct dataset {
     int64_t x_row_bytes; /* D * x_elsize */
     int64_t row_bytes;   /* of X and y together, for the budget */
     int64_t budget;
+    int64_t file_bytes; /* bounds what the file can really hold */
 
     /* Rows in memory: all of them, or the current group. */
     uint8_t *x;       /* (cap_rows, D) stored dtype */
@@ -78,6 +87,40 @@ struct dataset {
     int64_t s_rows;
 };
 
+static bool isolate_reads = true;
+
+void dataset_set_isolated(bool on)
+{
+    isolate_reads = on;
+}
+
+/* ---- buffers a reader fills ---- */
+
+/* Shared mappings when reads are isolated; their length sits in a header. */
+#define SHARED_HEAD 64
+
+static void *buf_alloc(const struct dataset *ds, size_t bytes)
+{
+    if (!ds->shared) return malloc(bytes);
+    size_t total = bytes + SHARED_HEAD;
+    char *p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    memcpy(p, &total, sizeof total);
+    return p + SHARED_HEAD;
+}
+
+static void buf_free(const struct dataset *ds, void *q)
+{
+    if (!ds->shared || !q) {
+        free(q);
+        return;
+    }
+    char *p = (char *)q - SHARED_HEAD;
+    size_t total;
+    memcpy(&total, p, sizeof total);
+    munmap(p, total);
+}
+
 /* ---- order: one RNG stream per (seed, epoch, purpose) ---- */
 
 static void perm_fill(uint32_t *idx, int64_t n, bool shuffle, uint64_t seed, int64_t epoch,
@@ -93,9 +136,11 @@ static void perm_fill(uint32_t *idx, int64_t n, bool shuffle, uint64_t seed, int
 
 /* ---- HDF5 reads ---- */
 
-/* Reads rows [row, row + count) of a dataset whose dims are dims[0..rank). */
+/* Reads rows [row, row + count) of a dataset whose dims are dims[0..rank)
+ * into dst, which holds elems elements of memtype: the memory type is always
+ * the buffer's own, and the selection must be exactly elems long. */
 static int read_slab(hid_t dset, int rank, const hsize_t *dims, int64_t row, int64_t count,
-                     hid_t memtype, void *dst)
+                     hid_t memtype, void *dst, int64_t elems)
 {
     hsize_t start[4] = {0}, cnt[4] = {0};
     start[0] = (hsize_t)row;
@@ -109,6 +154,7 @@ static int read_slab(hid_t dset, int rank, const hsize_t *dims, int64_t row, int
     hid_t ms = H5Screate_simple(rank, cnt, NULL);
     int rc = -EIO;
     if (ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, cnt, NULL) >= 0 &&
+        H5Sget_select_npoints(fs) == elems && H5Sget_select_npoints(ms) == elems &&
         H5Dread(dset, memtype, ms, fs, H5P_DEFAULT, dst) >= 0)
         rc = 0;
     if (ms >= 0) H5Sclose(ms);
@@ -120,8 +166,8 @@ static int read_x(struct dataset *ds, int64_t row, int64_t count, uint8_t *dst, 
                   size_t errlen)
 {
     const struct dataset *r = ds->root ? ds->root : ds;
-    if (read_slab(r->xset, ds->info.x_rank, ds->x_fdims, ds->base + row, count, ds->x_memtype,
-                  dst) < 0)
+    if (read_slab(r->xset, ds->info.x_rank, ds->x_fdims, ds->base + row, count, r->x_memtype, dst,
+                  count * ds->info.d) < 0)
         return errmsg(err, errlen, -EIO, "%s: cannot read rows %lld..%lld of dataset '%s'",
                       ds->path, (long long)(ds->base + row), (long long)(ds->base + row + count),
                       ds->xname);
@@ -171,8 +217,8 @@ static int read_y(struct dataset *ds, int64_t row, int64_t count, int32_t *yc, f
     const struct dataset *r = ds->root ? ds->root : ds;
     int64_t k = ds->info.k;
     if (!ds->info.y_is_class) {
-        if (read_slab(r->yset, ds->y_rank, ds->y_fdims, ds->base + row, count, H5T_NATIVE_FLOAT,
-                      yf) < 0)
+        if (read_slab(r->yset, ds->y_rank, ds->y_fdims, ds->base + row, count, H5T_NATIVE_FLOAT, yf,
+                      count * k) < 0)
             goto io;
         for (int64_t i = 0; i < count * k; i++)
             if (!isfinite(yf[i]))
@@ -187,7 +233,7 @@ static int read_y(struct dataset *ds, int64_t row, int64_t count, int32_t *yc, f
     for (int64_t done = 0; done < count; done += piece) {
         int64_t m = count - done < piece ? count - done : piece;
         if (read_slab(r->yset, ds->y_rank, ds->y_fdims, ds->base + row + done, m, H5T_NATIVE_INT64,
-                      tmp) < 0) {
+                      tmp, m) < 0) {
             free(tmp);
             goto io;
         }
@@ -212,6 +258,210 @@ io:
 }
 
 /* ---- opening ---- */
+
+/* Deflate cannot compress more than 1032:1; a filtered dataset declaring more
+ * data than that per stored byte is damaged or built to make us spin. */
+#define MAX_COMPRESSION 1100
+
+/* Copies a name read from the file (untrusted) keeping printable ASCII only. */
+static void safe_name(char *dst, size_t len, const char *src)
+{
+    size_t j = 0;
+    for (size_t i = 0; src[i] && j + 1 < len; i++)
+        dst[j++] = src[i] >= 0x20 && src[i] < 0x7f ? src[i] : '?';
+    dst[j] = '\0';
+}
+
+int dataset_check_stored(hid_t dset, const char *path, const char *name, int64_t file_bytes,
+                         char *err, size_t errlen)
+{
+    int rc = 0;
+    hid_t t = H5Dget_type(dset), sp = H5Dget_space(dset), dcpl = H5Dget_create_plist(dset);
+    hsize_t dims[H5S_MAX_RANK], maxdims[H5S_MAX_RANK], cdims[H5S_MAX_RANK];
+    size_t tsize = t >= 0 ? H5Tget_size(t) : 0;
+    int rank = sp >= 0 ? H5Sget_simple_extent_ndims(sp) : -1;
+    if (tsize == 0 || rank < 0 || rank > H5S_MAX_RANK || dcpl < 0 ||
+        H5Sget_simple_extent_dims(sp, dims, maxdims) < 0) {
+        rc = errmsg(err, errlen, -EIO, "%s: cannot read the layout of '%s'", path, name);
+        goto out;
+    }
+    uint64_t elems = 1, bytes;
+    bool over = false;
+    for (int i = 0; i < rank; i++)
+        over |= __builtin_mul_overflow(elems, (uint64_t)dims[i], &elems);
+    over |= __builtin_mul_overflow(elems, (uint64_t)tsize, &bytes);
+    if (over || bytes > (uint64_t)INT64_MAX) {
+        rc = errmsg(err, errlen, -EFBIG, "%s: dataset '%s' declares more data than a file can hold",
+                    path, name);
+        goto out;
+    }
+    if (H5Pget_external_count(dcpl) > 0) {
+        rc = errmsg(err, errlen, -EINVAL,
+                    "%s: dataset '%s' keeps its data in external files; mlq reads only data "
+                    "stored inside the HDF5 file",
+                    path, name);
+        goto out;
+    }
+    int nfilters = H5Pget_nfilters(dcpl);
+    for (int i = 0; i < nfilters; i++) {
+        unsigned flags = 0, config = 0;
+        size_t n_cd = 0;
+        char raw[64] = "", fname[64];
+        H5Z_filter_t id =
+            H5Pget_filter2(dcpl, (unsigned)i, &flags, &n_cd, NULL, sizeof raw, raw, &config);
+        if (id < 0) {
+            rc = errmsg(err, errlen, -EIO, "%s: cannot read the filters of '%s'", path, name);
+            goto out;
+        }
+        if (H5Zfilter_avail(id) > 0) continue;
+        safe_name(fname, sizeof fname, raw);
+        rc = errmsg(err, errlen, -ENOTSUP,
+                    "%s: dataset '%s' is compressed with HDF5 filter %d%s%s%s, which this HDF5 "
+                    "library cannot decode; rewrite it with gzip compression (h5py: "
+                    "compression=\"gzip\")",
+                    path, name, (int)id, fname[0] ? " (" : "", fname, fname[0] ? ")" : "");
+        goto out;
+    }
+    /* Every declared element must be stored: fill values are not data, and
+     * a tiny file declaring 2^50 rows must cost nothing to refuse. */
+    uint64_t stored = 0;
+    switch (H5Pget_layout(dcpl)) {
+    case H5D_COMPACT:
+        /* libhdf5 1.10 does not check this itself and then reads past the
+         * end of its own buffer (docs/security.md). */
+        stored = H5Dget_storage_size(dset);
+        if (stored != bytes)
+            rc = errmsg(err, errlen, -EINVAL,
+                        "%s: dataset '%s' declares %llu bytes of data but its compact storage "
+                        "holds %llu (damaged or hostile file)",
+                        path, name, (unsigned long long)bytes, (unsigned long long)stored);
+        break;
+    case H5D_CONTIGUOUS: {
+        haddr_t off = H5Dget_offset(dset);
+        stored = H5Dget_storage_size(dset);
+        if (bytes == 0) break;
+        if (off == HADDR_UNDEF)
+            rc = errmsg(err, errlen, -EINVAL,
+                        "%s: dataset '%s' declares %llu bytes of data but none was ever written; "
+                        "mlq reads written data, not fill values",
+                        path, name, (unsigned long long)bytes);
+        else if (stored != bytes || off > (uint64_t)file_bytes ||
+                 bytes > (uint64_t)file_bytes - off)
+            rc = errmsg(err, errlen, -EINVAL,
+                        "%s: dataset '%s' declares %llu bytes of data but stores %llu at offset "
+                        "%llu of a %lld-byte file (damaged or hostile file)",
+                        path, name, (unsigned long long)bytes, (unsigned long long)stored,
+                        (unsigned long long)off, (long long)file_bytes);
+        break;
+    }
+    case H5D_CHUNKED: {
+        if (H5Pget_chunk(dcpl, rank, cdims) != rank) {
+            rc = errmsg(err, errlen, -EIO, "%s: cannot read the chunks of '%s'", path, name);
+            break;
+        }
+        /* HDF5 refuses to create a chunk longer than a fixed dimension, and
+         * 1.10 reads past its chunk buffer when a file has one anyway. */
+        for (int i = 0; i < rank; i++)
+            if (cdims[i] == 0 || (maxdims[i] != H5S_UNLIMITED && cdims[i] > maxdims[i])) {
+                rc = errmsg(err, errlen, -EINVAL,
+                            "%s: dataset '%s' has chunks of %llu along dimension %d, which holds "
+                            "at most %llu (damaged or hostile file)",
+                            path, name, (unsigned long long)cdims[i], i,
+                            (unsigned long long)maxdims[i]);
+                goto out;
+            }
+        uint64_t want = 1;
+        for (int i = 0; i < rank && !over; i++)
+            over = __builtin_mul_overflow(want, (dims[i] + cdims[i] - 1) / cdims[i], &want);
+        /* A stored chunk takes at least a byte, and counting them walks the
+         * chunk index: bound the count by the file before walking. */
+        if (over || want > (uint64_t)file_bytes) {
+            rc = errmsg(err, errlen, -EINVAL,
+                        "%s: dataset '%s' declares %llu bytes of data in more chunks than its "
+                        "%lld-byte file can store; mlq reads written data, not fill values",
+                        path, name, (unsigned long long)bytes, (long long)file_bytes);
+            break;
+        }
+        hsize_t have = 0;
+        if (want > 0 && H5Dget_num_chunks(dset, sp, &have) < 0) {
+            rc = errmsg(err, errlen, -EIO, "%s: cannot read the chunk index of '%s'", path, name);
+            break;
+        }
+        if (have != want) {
+            rc = errmsg(err, errlen, -EINVAL,
+                        "%s: dataset '%s' declares %llu bytes of data in %llu chunks but %llu are "
+                        "stored; mlq reads written data, not fill values",
+                        path, name, (unsigned long long)bytes, (unsigned long long)want,
+                        (unsigned long long)have);
+            break;
+        }
+        stored = H5Dget_storage_size(dset);
+        if (stored > (uint64_t)file_bytes || (nfilters == 0 && stored < bytes))
+            rc = errmsg(err, errlen, -EINVAL,
+                        "%s: dataset '%s' declares %llu bytes of data but its chunks claim %llu "
+                        "bytes of a %lld-byte file (damaged or hostile file)",
+                        path, name, (unsigned long long)bytes, (unsigned long long)stored,
+                        (long long)file_bytes);
+        else if (nfilters > 0 && bytes / MAX_COMPRESSION > stored)
+            rc = errmsg(err, errlen, -EINVAL,
+                        "%s: dataset '%s' declares %llu bytes of data in %llu compressed bytes, "
+                        "beyond any real compression (damaged or hostile file)",
+                        path, name, (unsigned long long)bytes, (unsigned long long)stored);
+        break;
+    }
+    default:
+        rc = errmsg(err, errlen, -EINVAL,
+                    "%s: dataset '%s' is a virtual dataset (its data lives in other files); mlq "
+                    "reads only data stored inside the HDF5 file",
+                    path, name);
+        break;
+    }
+out:
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (sp >= 0) H5Sclose(sp);
+    if (t >= 0) H5Tclose(t);
+    return rc;
+}
+
+/* IEEE binary32 or binary64, either byte order: 4 or 8, else 0. HDF5 holds
+ * floats of any size and layout (float16, float128, ...); mlq reads these two. */
+static int ieee_float_bytes(hid_t t)
+{
+    if (H5Tequal(t, H5T_IEEE_F32LE) > 0 || H5Tequal(t, H5T_IEEE_F32BE) > 0) return 4;
+    if (H5Tequal(t, H5T_IEEE_F64LE) > 0 || H5Tequal(t, H5T_IEEE_F64BE) > 0) return 8;
+    return 0;
+}
+
+/* An integer of 1, 2, 4 or 8 bytes using all its bits, as numpy writes them. */
+static bool std_integer(hid_t t)
+{
+    size_t size = H5Tget_size(t);
+    return H5Tget_class(t) == H5T_INTEGER && (size == 1 || size == 2 || size == 4 || size == 8) &&
+           H5Tget_precision(t) == 8 * size && H5Tget_offset(t) == 0;
+}
+
+/* The stored type in words, for messages: "float16", "signed 2-byte integer". */
+static void type_desc(hid_t t, char *buf, size_t len)
+{
+    H5T_class_t cls = H5Tget_class(t);
+    size_t size = H5Tget_size(t);
+    if (cls == H5T_FLOAT && ieee_float_bytes(t))
+        snprintf(buf, len, "float%d", ieee_float_bytes(t) * 8);
+    else if (cls == H5T_FLOAT && size == 2)
+        snprintf(buf, len, "float16");
+    else if (cls == H5T_FLOAT && size == 16)
+        snprintf(buf, len, "float128 (16-byte long double)");
+    else if (cls == H5T_FLOAT)
+        snprintf(buf, len, "%zu-byte non-IEEE float", size);
+    else if (cls == H5T_INTEGER && std_integer(t))
+        snprintf(buf, len, "%s%zu-byte integer", H5Tget_sign(t) == H5T_SGN_2 ? "signed " : "",
+                 size);
+    else if (cls == H5T_INTEGER)
+        snprintf(buf, len, "%zu-byte integer with %zu bits of precision", size,
+                 H5Tget_precision(t));
+    else
+        snprintf(buf, len, "non-numeric");
+}
 
 static hid_t open_dset(hid_t file, const char *path, const char *name, int *rc, char *err,
                        size_t errlen)
@@ -265,28 +515,28 @@ static int open_x(struct dataset *ds, const struct spec_dataset *src, char *err,
     hid_t t = H5Dget_type(ds->xset);
     if (t < 0)
         return errmsg(err, errlen, -EIO, "%s: cannot read the type of '%s'", ds->path, src->x);
-    H5T_class_t cls = H5Tget_class(t);
-    size_t size = H5Tget_size(t);
-    H5T_sign_t sign = cls == H5T_INTEGER ? H5Tget_sign(t) : H5T_SGN_ERROR;
+    int fbytes = ieee_float_bytes(t);
+    bool u8 = std_integer(t) && H5Tget_size(t) == 1 && H5Tget_sign(t) == H5T_SGN_NONE;
+    char tname[64];
+    type_desc(t, tname, sizeof tname);
     H5Tclose(t);
-    if (cls == H5T_INTEGER && size == 1 && sign == H5T_SGN_NONE) {
+    if (u8) {
         ds->info.x_dtype = DTYPE_UINT8;
         ds->x_memtype = H5T_NATIVE_UINT8;
         ds->x_elsize = 1;
-    } else if (cls == H5T_FLOAT && size <= 4) {
+    } else if (fbytes == 4) {
         ds->info.x_dtype = DTYPE_FLOAT32;
         ds->x_memtype = H5T_NATIVE_FLOAT;
         ds->x_elsize = 4;
-    } else if (cls == H5T_FLOAT) {
+    } else if (fbytes == 8) {
         ds->info.x_dtype = DTYPE_FLOAT64;
         ds->x_memtype = H5T_NATIVE_DOUBLE;
         ds->x_elsize = 8;
     } else {
         return errmsg(err, errlen, -EINVAL,
-                      "%s: dataset '%s' holds %s%zu-byte %s values; inputs must be uint8, float32 "
-                      "or float64",
-                      ds->path, src->x, sign == H5T_SGN_2 ? "signed " : "", size,
-                      cls == H5T_INTEGER ? "integer" : "non-numeric");
+                      "%s: dataset '%s' holds %s values; inputs must be uint8, float32 or float64 "
+                      "(convert them, e.g. X.astype(\"float32\") with h5py)",
+                      ds->path, src->x, tname);
     }
 
     char shape[128];
@@ -319,7 +569,8 @@ static int open_x(struct dataset *ds, const struct spec_dataset *src, char *err,
         return errmsg(err, errlen, -EFBIG, "%s: dataset '%s' shape %s is too large", ds->path,
                       src->x, shape);
     ds->x_row_bytes = d * (int64_t)ds->x_elsize;
-    return 0;
+    if (ds->checked) return 0;
+    return dataset_check_stored(ds->xset, ds->path, src->x, ds->file_bytes, err, errlen);
 }
 
 static int open_y(struct dataset *ds, const struct spec_dataset *src, bool need_y, char *err,
@@ -333,7 +584,16 @@ static int open_y(struct dataset *ds, const struct spec_dataset *src, bool need_
     if (t < 0)
         return errmsg(err, errlen, -EIO, "%s: cannot read the type of '%s'", ds->path, src->y);
     H5T_class_t cls = H5Tget_class(t);
+    bool std_int = std_integer(t), ieee = ieee_float_bytes(t) > 0;
+    char tname[64];
+    type_desc(t, tname, sizeof tname);
     H5Tclose(t);
+    if ((cls == H5T_INTEGER && !std_int) || (cls == H5T_FLOAT && !ieee))
+        return errmsg(err, errlen, -EINVAL,
+                      "%s: dataset '%s' holds %s values; targets must be integer class ids "
+                      "(int8 ... uint64) or float32/float64 (convert them, e.g. "
+                      "y.astype(\"float32\") with h5py)",
+                      ds->path, src->y, tname);
     if (cls == H5T_INTEGER) {
         rc = get_dims(ds->yset, ds->path, src->y, 1, 2, "1: class ids (N)", ds->y_fdims,
                       &ds->y_rank, err, errlen);
@@ -364,6 +624,9 @@ static int open_y(struct dataset *ds, const struct spec_dataset *src, bool need_
                       "%s: '%s' has %lld rows but '%s' has %llu; they must have the same length",
                       ds->path, src->x, (long long)ds->info.n, src->y,
                       (unsigned long long)ds->y_fdims[0]);
+    if (!ds->checked)
+        rc = dataset_check_stored(ds->yset, ds->path, src->y, ds->file_bytes, err, errlen);
+    if (rc < 0) return rc;
     ds->info.has_y = true;
     return 0;
 }
@@ -425,12 +688,12 @@ static int layout_init(struct dataset *ds, bool in_memory, bool alloc, char *err
     if (!ds->chunk_order || !ds->row_order) goto nomem;
     if (!alloc) return 0;
     ds->owns_buf = true;
-    ds->x = malloc((size_t)(ds->cap_rows * ds->x_row_bytes));
+    ds->x = buf_alloc(ds, (size_t)(ds->cap_rows * ds->x_row_bytes));
     if (!ds->x) goto nomem;
     if (ds->info.has_y && ds->info.y_is_class)
-        ds->y_class = malloc((size_t)ds->cap_rows * sizeof *ds->y_class);
+        ds->y_class = buf_alloc(ds, (size_t)ds->cap_rows * sizeof *ds->y_class);
     else if (ds->info.has_y)
-        ds->y = malloc((size_t)(ds->cap_rows * ds->info.k) * sizeof *ds->y);
+        ds->y = buf_alloc(ds, (size_t)(ds->cap_rows * ds->info.k) * sizeof *ds->y);
     if (ds->info.has_y && !ds->y_class && !ds->y) goto nomem;
     return 0;
 nomem:
@@ -438,9 +701,64 @@ nomem:
                   (long long)ds->cap_rows, (long long)ds->row_bytes);
 }
 
-/* Streamed: reads y once, in pieces, to check class ids and count classes. */
-static int scan_y(struct dataset *ds, char *err, size_t errlen)
+/* ---- readers: everything that hands the file to libhdf5 ----
+ *
+ * libhdf5 1.10 reads out of bounds on some damaged files (docs/security.md).
+ * With isolated reads (the default) each reader runs in a child process
+ * that opens the file itself and writes rows into shared buffers, so such a
+ * file fails the job, with the signal in the message, instead of killing the
+ * trainer. The parent never opens the file. */
+
+typedef int (*reader_fn)(struct dataset *ds, void *arg, char *err, size_t errlen);
+
+/* Opens the file and its datasets and checks what they declare. */
+static int reader_open(struct dataset *ds, void *arg, char *err, size_t errlen)
 {
+    (void)arg;
+    if (H5Fis_hdf5(ds->path) <= 0)
+        return errmsg(err, errlen, -EINVAL, "%s: not an HDF5 file", ds->path);
+    ds->file = H5Fopen(ds->path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (ds->file < 0) return errmsg(err, errlen, -EIO, "%s: cannot open the HDF5 file", ds->path);
+    struct spec_dataset src = {.scale = ds->scale};
+    snprintf(src.path, sizeof src.path, "%s", ds->path);
+    snprintf(src.x, sizeof src.x, "%s", ds->xname);
+    snprintf(src.y, sizeof src.y, "%s", ds->yname);
+    int rc = open_x(ds, &src, err, errlen);
+    if (rc == 0) rc = open_y(ds, &src, ds->need_y, err, errlen);
+    return rc;
+}
+
+/* In a reader process: opens the file again and makes sure it still holds
+ * what the parent sized its buffers for. */
+static int reader_reopen(struct dataset *root, char *err, size_t errlen)
+{
+    struct dataset was = *root;
+    int rc = reader_open(root, NULL, err, errlen);
+    if (rc < 0) return rc;
+    const struct dataset_info *a = &was.info, *b = &root->info;
+    if (a->n != b->n || a->d != b->d || a->x_dtype != b->x_dtype || a->has_y != b->has_y ||
+        a->y_is_class != b->y_is_class || a->k != b->k || was.x_row_bytes != root->x_row_bytes)
+        return errmsg(err, errlen, -ESTALE, "%s: the file changed while it was being read",
+                      root->path);
+    return 0;
+}
+
+/* Everything, when it fits the budget; class ids counted. */
+static int reader_load_all(struct dataset *ds, void *arg, char *err, size_t errlen)
+{
+    (void)arg;
+    int rc = read_x(ds, 0, ds->info.n, ds->x, err, errlen);
+    if (rc == 0) rc = check_finite(ds, ds->x, ds->info.n, 0, err, errlen);
+    if (rc == 0 && ds->info.has_y) rc = read_y(ds, 0, ds->info.n, ds->y_class, ds->y, err, errlen);
+    for (int64_t i = 0; rc == 0 && ds->y_class && i < ds->info.n; i++)
+        if (ds->y_class[i] >= ds->info.n_classes) ds->info.n_classes = ds->y_class[i] + (int64_t)1;
+    return rc;
+}
+
+/* Streamed: reads y once, in pieces, to check class ids and count classes. */
+static int reader_scan_y(struct dataset *ds, void *arg, char *err, size_t errlen)
+{
+    (void)arg;
     int64_t piece = SCAN_ROWS;
     int32_t *yc = ds->info.y_is_class ? malloc((size_t)piece * sizeof *yc) : NULL;
     float *yf = ds->info.y_is_class ? NULL : malloc((size_t)(piece * ds->info.k) * sizeof *yf);
@@ -454,6 +772,80 @@ static int scan_y(struct dataset *ds, char *err, size_t errlen)
     }
     free(yc);
     free(yf);
+    return rc;
+}
+
+/* What a reader process hands back besides the rows. */
+struct reader_page {
+    int done; /* set last: a reader that died before it did crashed */
+    int rc;
+    char err[1024];
+    struct dataset_info info;
+    hsize_t x_fdims[4], y_fdims[2];
+    int y_rank;
+    size_t x_elsize;
+    int64_t x_row_bytes;
+};
+
+/* Runs fn on ds: in this process, or (isolated) in a reader process. */
+static int run_reader(struct dataset *ds, reader_fn fn, void *arg, char *err, size_t errlen)
+{
+    if (!ds->shared) return fn(ds, arg, err, errlen);
+    struct dataset *root = ds->root ? ds->root : ds;
+    struct reader_page *pg =
+        mmap(NULL, sizeof *pg, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (pg == MAP_FAILED)
+        return errmsg(err, errlen, -errno, "%s: cannot map memory for the dataset reader: %s",
+                      ds->path, strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        munmap(pg, sizeof *pg);
+        return errmsg(err, errlen, -e, "%s: cannot start the dataset reader: %s", ds->path,
+                      strerror(e));
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a trainer killed mid-read leaves no reader */
+        /* A crash ends the reader, whatever handler the parent installed. */
+        static const int fatal[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
+        for (size_t i = 0; i < sizeof fatal / sizeof *fatal; i++)
+            signal(fatal[i], SIG_DFL);
+        int rc = fn == reader_open ? 0 : reader_reopen(root, pg->err, sizeof pg->err);
+        if (rc == 0) rc = fn(ds, arg, pg->err, sizeof pg->err);
+        pg->rc = rc;
+        pg->info = ds->info;
+        memcpy(pg->x_fdims, ds->x_fdims, sizeof pg->x_fdims);
+        memcpy(pg->y_fdims, ds->y_fdims, sizeof pg->y_fdims);
+        pg->y_rank = ds->y_rank;
+        pg->x_elsize = ds->x_elsize;
+        pg->x_row_bytes = ds->x_row_bytes;
+        __atomic_store_n(&pg->done, 1, __ATOMIC_RELEASE);
+        _exit(0); /* no atexit handlers: they belong to the parent */
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    int rc;
+    if (!__atomic_load_n(&pg->done, __ATOMIC_ACQUIRE)) {
+        if (WIFSIGNALED(status))
+            rc = errmsg(err, errlen, -EIO, "dataset reader crashed (signal %d) on %s",
+                        WTERMSIG(status), ds->path);
+        else
+            rc = errmsg(err, errlen, -EIO, "dataset reader died (exit status %d) on %s",
+                        WIFEXITED(status) ? WEXITSTATUS(status) : -1, ds->path);
+    } else if (pg->rc < 0) {
+        rc = pg->rc;
+        snprintf(err, errlen, "%s", pg->err);
+    } else {
+        rc = 0;
+        ds->info = pg->info;
+        memcpy(ds->x_fdims, pg->x_fdims, sizeof ds->x_fdims);
+        memcpy(ds->y_fdims, pg->y_fdims, sizeof ds->y_fdims);
+        ds->y_rank = pg->y_rank;
+        ds->x_elsize = pg->x_elsize;
+        ds->x_row_bytes = pg->x_row_bytes;
+    }
+    munmap(pg, sizeof *pg);
     return rc;
 }
 
@@ -472,6 +864,8 @@ static int open_headers(struct dataset **out, const struct spec_dataset *src, bo
     snprintf(ds->xname, sizeof ds->xname, "%s", src->x);
     snprintf(ds->yname, sizeof ds->yname, "%s", src->y);
     ds->scale = src->scale;
+    ds->need_y = need_y;
+    ds->shared = isolate_reads;
     ds->budget = budget_bytes > 0 ? budget_bytes : DEFAULT_BUDGET;
 
     int rc;
@@ -484,19 +878,10 @@ static int open_headers(struct dataset **out, const struct spec_dataset *src, bo
         rc = errmsg(err, errlen, -EINVAL, "%s: not a regular file", src->path);
         goto fail;
     }
-    if (H5Fis_hdf5(src->path) <= 0) {
-        rc = errmsg(err, errlen, -EINVAL, "%s: not an HDF5 file", src->path);
-        goto fail;
-    }
-    ds->file = H5Fopen(src->path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (ds->file < 0) {
-        rc = errmsg(err, errlen, -EIO, "%s: cannot open the HDF5 file", src->path);
-        goto fail;
-    }
-    rc = open_x(ds, src, err, errlen);
+    ds->file_bytes = (int64_t)st.st_size;
+    rc = run_reader(ds, reader_open, NULL, err, errlen);
     if (rc < 0) goto fail;
-    rc = open_y(ds, src, need_y, err, errlen);
-    if (rc < 0) goto fail;
+    ds->checked = true;
 
     int64_t y_row = !ds->info.has_y ? 0 : ds->info.y_is_class ? 4 : 4 * ds->info.k;
     ds->row_bytes = ds->x_row_bytes + y_row;
@@ -530,16 +915,10 @@ int dataset_open(struct dataset **out, const struct spec_dataset *src, bool need
     rc = layout_init(ds, fits, true, err, errlen);
     if (rc < 0) goto fail;
     if (fits) {
-        rc = read_x(ds, 0, ds->info.n, ds->x, err, errlen);
-        if (rc == 0) rc = check_finite(ds, ds->x, ds->info.n, 0, err, errlen);
-        if (rc == 0 && ds->info.has_y)
-            rc = read_y(ds, 0, ds->info.n, ds->y_class, ds->y, err, errlen);
-        for (int64_t i = 0; rc == 0 && ds->y_class && i < ds->info.n; i++)
-            if (ds->y_class[i] >= ds->info.n_classes)
-                ds->info.n_classes = ds->y_class[i] + (int64_t)1;
+        rc = run_reader(ds, reader_load_all, NULL, err, errlen);
         ds->loaded = 0;
     } else if (ds->info.has_y) {
-        rc = scan_y(ds, err, errlen);
+        rc = run_reader(ds, reader_scan_y, NULL, err, errlen);
     }
     if (rc < 0) goto fail;
     *out = ds;
@@ -559,15 +938,15 @@ void dataset_close(struct dataset **p)
         if (ds->file >= 0) H5Fclose(ds->file);
     }
     if (ds->owns_buf) {
-        free(ds->x);
-        free(ds->y_class);
-        free(ds->y);
+        buf_free(ds, ds->x);
+        buf_free(ds, ds->y_class);
+        buf_free(ds, ds->y);
     }
     free(ds->chunk_order);
     free(ds->row_order);
-    free(ds->sx);
-    free(ds->syc);
-    free(ds->sy);
+    buf_free(ds, ds->sx);
+    buf_free(ds, ds->syc);
+    buf_free(ds, ds->sy);
     free(ds);
     *p = NULL;
 }
@@ -667,28 +1046,36 @@ static int64_t group_size(const struct dataset *ds, int64_t g)
     return rows;
 }
 
+/* Streamed: reads group *(int64_t *)arg's chunks into the buffer. */
+static int reader_group(struct dataset *ds, void *arg, char *err, size_t errlen)
+{
+    int64_t g = *(const int64_t *)arg, rows = 0;
+    int64_t end = (g + 1) * ds->group_chunks;
+    for (int64_t i = g * ds->group_chunks; i < end && i < ds->n_chunks; i++) {
+        int64_t c = ds->chunk_order[i], first = c * ds->chunk_rows, m = chunk_size(ds, c);
+        uint8_t *x = ds->x + rows * ds->x_row_bytes;
+        int rc = read_x(ds, first, m, x, err, errlen);
+        if (rc == 0) rc = check_finite(ds, x, m, first, err, errlen);
+        if (rc == 0 && ds->info.has_y)
+            rc = read_y(ds, first, m, ds->y_class ? ds->y_class + rows : NULL,
+                        ds->y ? ds->y + rows * ds->info.k : NULL, err, errlen);
+        if (rc < 0) return rc;
+        rows += m;
+    }
+    return 0;
+}
+
 /* Makes group g current: its rows in the buffer (streamed) and its order. */
 static int load_group(struct dataset *ds, int64_t g, char *err, size_t errlen)
 {
-    int64_t rows = 0;
-    if (ds->info.in_memory) {
-        rows = ds->info.n;
-    } else {
-        int64_t end = (g + 1) * ds->group_chunks;
-        for (int64_t i = g * ds->group_chunks; i < end && i < ds->n_chunks; i++) {
-            int64_t c = ds->chunk_order[i], first = c * ds->chunk_rows, m = chunk_size(ds, c);
-            uint8_t *x = ds->x + rows * ds->x_row_bytes;
-            int rc = read_x(ds, first, m, x, err, errlen);
-            if (rc == 0) rc = check_finite(ds, x, m, first, err, errlen);
-            if (rc == 0 && ds->info.has_y)
-                rc = read_y(ds, first, m, ds->y_class ? ds->y_class + rows : NULL,
-                            ds->y ? ds->y + rows * ds->info.k : NULL, err, errlen);
-            if (rc < 0) {
-                ds->loaded = -1;
-                return rc;
-            }
-            rows += m;
+    int64_t rows = ds->info.n;
+    if (!ds->info.in_memory) {
+        int rc = run_reader(ds, reader_group, &g, err, errlen);
+        if (rc < 0) {
+            ds->loaded = -1;
+            return rc;
         }
+        rows = group_size(ds, g);
         ds->loaded = g;
     }
     /* Stream 0 orders the chunks; stream 1 + g orders group g's rows. */
@@ -822,6 +1209,17 @@ int dataset_next_batch(struct dataset *ds, int B, float *x, int32_t *y_class, fl
     return filled;
 }
 
+/* Streamed: rows [range[0], range[0] + range[1]) into the row buffers. */
+static int reader_rows(struct dataset *ds, void *arg, char *err, size_t errlen)
+{
+    const int64_t *range = arg;
+    int rc = read_x(ds, range[0], range[1], ds->sx, err, errlen);
+    if (rc == 0) rc = check_finite(ds, ds->sx, range[1], range[0], err, errlen);
+    if (rc == 0 && ds->info.has_y)
+        rc = read_y(ds, range[0], range[1], ds->syc, ds->sy, err, errlen);
+    return rc;
+}
+
 int dataset_read_rows(struct dataset *ds, int64_t begin, int B, float *x, int32_t *y_class,
                       float *y, char *err, size_t errlen)
 {
@@ -836,25 +1234,24 @@ int dataset_read_rows(struct dataset *ds, int64_t begin, int B, float *x, int32_
         return (int)m;
     }
     if (m > ds->s_rows) {
-        free(ds->sx);
-        free(ds->syc);
-        free(ds->sy);
+        buf_free(ds, ds->sx);
+        buf_free(ds, ds->syc);
+        buf_free(ds, ds->sy);
         ds->syc = NULL;
         ds->sy = NULL;
         ds->s_rows = 0;
-        ds->sx = malloc((size_t)(m * ds->x_row_bytes));
+        ds->sx = buf_alloc(ds, (size_t)(m * ds->x_row_bytes));
         if (ds->info.has_y && ds->info.y_is_class)
-            ds->syc = malloc((size_t)m * sizeof *ds->syc);
+            ds->syc = buf_alloc(ds, (size_t)m * sizeof *ds->syc);
         else if (ds->info.has_y)
-            ds->sy = malloc((size_t)(m * ds->info.k) * sizeof *ds->sy);
+            ds->sy = buf_alloc(ds, (size_t)(m * ds->info.k) * sizeof *ds->sy);
         if (!ds->sx || (ds->info.has_y && !ds->syc && !ds->sy))
             return errmsg(err, errlen, -ENOMEM, "%s: out of memory for %lld rows", ds->path,
                           (long long)m);
         ds->s_rows = m;
     }
-    int rc = read_x(ds, begin, m, ds->sx, err, errlen);
-    if (rc == 0) rc = check_finite(ds, ds->sx, m, begin, err, errlen);
-    if (rc == 0 && ds->info.has_y) rc = read_y(ds, begin, m, ds->syc, ds->sy, err, errlen);
+    int64_t range[2] = {begin, m};
+    int rc = run_reader(ds, reader_rows, range, err, errlen);
     if (rc < 0) return rc;
     for (int64_t i = 0; i < m; i++)
         emit_row(ds, ds->sx, ds->syc, ds->sy, i, i, x, y_class, y);

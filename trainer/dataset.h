@@ -1,8 +1,9 @@
 /* Datasets in HDF5: inputs X and targets y, read in batches.
  *
- * X is uint8, float32 or float64, shaped (N, D) or (N, H, W[, C]) and seen
- * flattened as (N, D). uint8 is scaled to [0, 1] unless the spec says
- * otherwise. y is integer class ids (N) or float targets (N, K).
+ * X is uint8, float32 or float64 (IEEE, either byte order), shaped (N, D) or
+ * (N, H, W[, C]) and seen flattened as (N, D). uint8 is scaled to [0, 1]
+ * unless the spec says otherwise. y is integer class ids (N) or float targets
+ * (N, K). Other dtypes (float16, float128, ...) are refused by name.
  *
  * A dataset that fits the memory budget is read once and kept in its stored
  * dtype (converted to float per batch); a larger one is read in chunks of
@@ -13,6 +14,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <hdf5.h>
 
 #include "rng.h"
 #include "spec.h"
@@ -33,6 +36,14 @@ struct dataset_info {
 };
 
 struct dataset;
+
+/* Reads are isolated by default: every read of the file (opening included)
+ * runs in a short-lived child process that fills shared buffers, so a file
+ * that crashes libhdf5 fails with "dataset reader crashed (signal N) on
+ * FILE" instead of taking the process down (docs/security.md). false reads
+ * in this process, as a fuzzer or a process that is itself a reader wants.
+ * Takes effect for datasets opened afterwards. */
+void dataset_set_isolated(bool on);
 
 /* Opens and checks src: file and datasets exist, ranks and lengths agree, N >
  * 0, no NaN or Inf in float X, class ids >= 0. need_y = false for predict
@@ -56,6 +67,15 @@ int64_t dataset_memory_bytes(int64_t n, int64_t row_bytes, int64_t budget_bytes,
 const struct dataset_info *dataset_get_info(const struct dataset *ds);
 /* "uint8", "float32" or "float64", for messages and logs. */
 const char *dataset_dtype_name(enum dataset_dtype t);
+
+/* Checks that every element dset declares is stored in its file of
+ * file_bytes bytes, before anything is read: compact and contiguous storage
+ * of exactly the declared size inside the file, every chunk written, no
+ * external or virtual storage, a compression ratio deflate could reach, and
+ * every filter decodable here. The work is bounded by the file, not by what
+ * it declares. path and name are for the message. Returns 0 or -errno. */
+int dataset_check_stored(hid_t dset, const char *path, const char *name, int64_t file_bytes,
+                         char *err, size_t errlen);
 
 /* Checks the dataset against a model: D equals inputs, and class ids are in
  * [0, outputs) for cross-entropy, or K equals outputs for mse. */
