@@ -850,9 +850,12 @@ static int run_reader(struct dataset *ds, reader_fn fn, void *arg, char *err, si
 }
 
 /* Opens the file and its datasets' headers, no data: a new *out with
- * info and row sizes filled. */
+ * info and row sizes filled. check_storage: also dataset_check_stored, which
+ * sizing a job leaves to dataset_open (a job too large for the trainer is
+ * refused on its declared sizes, before anyone asks whether they are
+ * stored). */
 static int open_headers(struct dataset **out, const struct spec_dataset *src, bool need_y,
-                        int64_t budget_bytes, char *err, size_t errlen)
+                        int64_t budget_bytes, bool check_storage, char *err, size_t errlen)
 {
     *out = NULL;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* our messages, not HDF5's stack */
@@ -867,6 +870,7 @@ static int open_headers(struct dataset **out, const struct spec_dataset *src, bo
     ds->need_y = need_y;
     ds->shared = isolate_reads;
     ds->budget = budget_bytes > 0 ? budget_bytes : DEFAULT_BUDGET;
+    ds->checked = !check_storage;
 
     int rc;
     struct stat st;
@@ -896,7 +900,7 @@ int dataset_probe(const struct spec_dataset *src, bool need_y, struct dataset_in
                   int64_t *row_bytes, char *err, size_t errlen)
 {
     struct dataset *ds;
-    int rc = open_headers(&ds, src, need_y, 0, err, errlen);
+    int rc = open_headers(&ds, src, need_y, 0, false, err, errlen);
     if (rc) return rc;
     *info = ds->info;
     *row_bytes = ds->row_bytes;
@@ -908,7 +912,7 @@ int dataset_open(struct dataset **out, const struct spec_dataset *src, bool need
                  int64_t budget_bytes, char *err, size_t errlen)
 {
     struct dataset *ds;
-    int rc = open_headers(&ds, src, need_y, budget_bytes, err, errlen);
+    int rc = open_headers(&ds, src, need_y, budget_bytes, true, err, errlen);
     *out = NULL;
     if (rc) return rc;
     bool fits = fits_budget(ds->info.n, ds->row_bytes, ds->budget);
