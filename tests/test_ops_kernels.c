@@ -193,6 +193,10 @@ static void test_fd_conv2d(void **state)
         conv_case("conv2d 2x2 stride 3", 2, 2, 8, 7, 2, 2, 2, 3, 0, 1),
         conv_case("conv2d kernel = input", 2, 2, 3, 4, 3, 3, 4, 1, 0, 1),
         conv_case("conv2d 3x3 pad 2", 1, 2, 4, 5, 2, 3, 3, 1, 2, 1),
+        /* stride 1, output as wide as the input: the flat-copy im2col */
+        conv_case("conv2d 5x3 pad 1 (same width)", 2, 2, 7, 6, 3, 5, 3, 1, 1, 1),
+        conv_case("conv2d 5x5 pad 2 (same size)", 1, 2, 6, 5, 2, 5, 5, 1, 2, 1),
+        conv_case("conv2d 3x3 pad 1 on one column", 2, 2, 4, 1, 2, 3, 3, 1, 1, 1),
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         fd_check(&cases[i]);

@@ -56,6 +56,8 @@ CONV = [
     (2, 3, 9, 7, 2, (2, 2), 3, 0, True),   # stride larger than the kernel
     (2, 2, 5, 6, 3, (3, 3), 1, 2, True),   # padding 2 on a 3x3 kernel
     (2, 3, 6, 6, 4, (1, 1), 2, 1, True),   # 1x1 with stride and padding: im2col path
+    (2, 3, 5, 6, 2, (5, 3), 1, 1, True),   # as wide as the input, not as high
+    (1, 2, 4, 1, 2, (3, 3), 1, 1, True),   # one column
 ]
 for B, C, H, W, O, k, s, p, bias in CONV:
     m = nn.Conv2d(C, O, k, stride=s, padding=p, bias=bias)
