@@ -37,9 +37,25 @@ int proto_socket_setup(void *sock, int linger_ms)
     return 0;
 }
 
-static int send_frame(void *sock, const void *data, size_t len, int flags)
+/* A signal (EINTR) before a message's first frame leaves nothing behind and
+ * goes back to the caller. After it, the message is partly queued or partly
+ * read, and its other frames are already there to take (ZeroMQ delivers and
+ * accepts a message whole): giving up would join the rest to the next
+ * message, so the later frames are retried. */
+static int send_frame(void *sock, const void *data, size_t len, int flags, bool first)
 {
-    return zmq_send(sock, data, len, flags) < 0 ? -errno : 0;
+    int rc;
+    while ((rc = zmq_send(sock, data, len, flags)) < 0 && errno == EINTR && !first)
+        ;
+    return rc < 0 ? -errno : 0;
+}
+
+static int recv_frame(zmq_msg_t *f, void *sock, int flags, bool first)
+{
+    int rc;
+    while ((rc = zmq_msg_recv(f, sock, flags)) < 0 && errno == EINTR && !first)
+        ;
+    return rc < 0 ? -errno : 0;
 }
 
 int proto_send_text(void *sock, const void *ident, size_t ident_len, const char *cmd,
@@ -47,12 +63,12 @@ int proto_send_text(void *sock, const void *ident, size_t ident_len, const char 
 {
     int rc = 0;
     int more = ZMQ_SNDMORE | flags;
-    if (ident && (rc = send_frame(sock, ident, ident_len, more)) != 0) return rc;
+    if (ident && (rc = send_frame(sock, ident, ident_len, more, true)) != 0) return rc;
     /* After the first frame is queued the rest cannot block on HWM. */
-    if ((rc = send_frame(sock, PROTO_HEADER, 4, more)) != 0) return rc;
-    if ((rc = send_frame(sock, cmd, strlen(cmd), more)) != 0) return rc;
-    if ((rc = send_frame(sock, text, strlen(text), bin ? more : flags)) != 0) return rc;
-    if (bin) rc = send_frame(sock, bin, bin_len, flags);
+    if ((rc = send_frame(sock, PROTO_HEADER, 4, more, !ident)) != 0) return rc;
+    if ((rc = send_frame(sock, cmd, strlen(cmd), more, false)) != 0) return rc;
+    if ((rc = send_frame(sock, text, strlen(text), bin ? more : flags, false)) != 0) return rc;
+    if (bin) rc = send_frame(sock, bin, bin_len, flags, false);
     return rc;
 }
 
@@ -85,7 +101,7 @@ static void drain(void *sock)
     while (zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz) == 0 && more) {
         zmq_msg_t f;
         zmq_msg_init(&f);
-        if (zmq_msg_recv(&f, sock, 0) < 0) {
+        if (recv_frame(&f, sock, 0, false) < 0) {
             zmq_msg_close(&f);
             return;
         }
@@ -113,9 +129,9 @@ int proto_recv(void *sock, bool router, struct proto_msg *m, int flags, char *er
             goto out;
         }
         zmq_msg_init(&f[n]);
-        if (zmq_msg_recv(&f[n], sock, n == 0 ? flags : 0) < 0) {
-            rc = -errno;
+        if ((rc = recv_frame(&f[n], sock, n == 0 ? flags : 0, n == 0)) != 0) {
             zmq_msg_close(&f[n]);
+            if (n > 0) drain(sock); /* a frame that cannot be read: drop the message */
             goto out;
         }
         n++;

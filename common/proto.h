@@ -61,7 +61,8 @@ void proto_msg_clear(struct proto_msg *m);
 int proto_socket_setup(void *sock, int linger_ms);
 
 /* Sends one message; ident (ROUTER peers) may be NULL. body NULL sends {}.
- * bin NULL: no binary frame. flags: 0 or ZMQ_DONTWAIT. Returns 0 or -errno. */
+ * bin NULL: no binary frame. flags: 0 or ZMQ_DONTWAIT. Returns 0 or -errno;
+ * -EINTR (a signal) only when nothing of the message was queued. */
 int proto_send(void *sock, const void *ident, size_t ident_len, const char *cmd, const json_t *body,
                const void *bin, size_t bin_len, int flags);
 /* The same with the body already encoded: text must be one JSON object. */
@@ -70,7 +71,8 @@ int proto_send_text(void *sock, const void *ident, size_t ident_len, const char 
 
 /* Receives one message (with identity when router). Returns 0; -EAGAIN when
  * nothing is waiting (flags ZMQ_DONTWAIT); -EPROTO for a malformed message
- * (fully drained, reason in err); other -errno from ZeroMQ. */
+ * (fully drained, reason in err); other -errno from ZeroMQ, -EINTR only
+ * before the first frame (a signal never splits a message). */
 int proto_recv(void *sock, bool router, struct proto_msg *m, int flags, char *err, size_t errlen);
 
 /* Body field helpers: 0 when present with the right type, else -EINVAL with a
