@@ -55,11 +55,21 @@ static void read_fields(const json_t *body)
     }
 }
 
+/* libFuzzer's timer (SIGALRM) interrupts reads and sends now and then: a
+ * message is retried whole, as mlq's callers do on -EINTR. */
+static int recv_whole(bool router, struct proto_msg *m, int flags, char *err, size_t errlen)
+{
+    int rc;
+    while ((rc = proto_recv(rx, router, m, flags, err, errlen)) == -EINTR)
+        ;
+    return rc;
+}
+
 static void check_drained(void)
 {
     struct proto_msg m;
     char err[256];
-    int rc = proto_recv(rx, false, &m, ZMQ_DONTWAIT, err, sizeof err);
+    int rc = recv_whole(false, &m, ZMQ_DONTWAIT, err, sizeof err);
     FUZZ_CHECK(rc == -EAGAIN, "a frame was left on the socket after a message (rc %d)", rc);
 }
 
@@ -85,14 +95,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         p = sep + FRAME_SEP_LEN;
     }
     for (int i = 0; i < n; i++)
-        if (zmq_send(tx, frame[i], len[i], i + 1 < n ? ZMQ_SNDMORE : 0) < 0) {
+        while (zmq_send(tx, frame[i], len[i], i + 1 < n ? ZMQ_SNDMORE : 0) < 0) {
+            if (errno == EINTR) continue;
             fprintf(stderr, "fuzz_proto: zmq_send: %s\n", zmq_strerror(errno));
             abort();
         }
 
     struct proto_msg m;
     char err[256] = "";
-    int rc = proto_recv(rx, router, &m, 0, err, sizeof err);
+    int rc = recv_whole(router, &m, 0, err, sizeof err);
     FUZZ_CHECK(rc == 0 || rc == -EPROTO, "proto_recv returned %d (%s)", rc, strerror(-rc));
     check_drained();
     fuzz_note("%s", rc ? err : "accepted");
@@ -108,10 +119,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     read_fields(m.body);
 
     /* What mlq accepted, mlq sends again as a message it accepts. */
-    rc = proto_send(tx, router ? m.ident : NULL, m.ident_len, m.cmd, m.body, m.bin, m.bin_len, 0);
+    while ((rc = proto_send(tx, router ? m.ident : NULL, m.ident_len, m.cmd, m.body, m.bin,
+                            m.bin_len, 0)) == -EINTR)
+        ;
     FUZZ_CHECK(rc == 0, "proto_send of an accepted %s failed: %d", m.cmd, rc);
     struct proto_msg again;
-    rc = proto_recv(rx, router, &again, 0, err, sizeof err);
+    rc = recv_whole(router, &again, 0, err, sizeof err);
     FUZZ_CHECK(rc == 0, "%s sent again is refused: %s", m.cmd, err);
     FUZZ_CHECK(strcmp(again.cmd, m.cmd) == 0, "command %s came back as %s", m.cmd, again.cmd);
     FUZZ_CHECK(json_equal(again.body, m.body), "%s: the body changed in a round trip", m.cmd);
