@@ -583,6 +583,41 @@ static void test_maxpool_nan(void **state)
     }
 }
 
+/* A channel far from zero (1000 + noise of 0.01): the variance must come
+ * from deviations, not from E[x^2] - E[x]^2, which loses every digit here.
+ * Against a double-precision reference of the same floats. */
+static void test_batchnorm_offset_channel(void **state)
+{
+    (void)state;
+    enum { B = 5, C = 2, S = 37 };
+    static float in[B * C * S], out[B * C * S];
+    struct rng r;
+    rng_seed(&r, 11);
+    for (int i = 0; i < B * C * S; i++)
+        in[i] = 1000.0f + 0.01f * (rng_uniform(&r) - 0.5f) + (float)(i % 3) * 0.001f;
+    float mean[C], is[C], rm[C], rv[C];
+    batchnorm_init(NULL, NULL, rm, rv, C);
+    batchnorm_forward(out, mean, is, rm, rv, in, NULL, NULL, B, C, S, 0, C, 1, 0.1f, 1e-5f);
+    for (int c = 0; c < C; c++) {
+        double sum = 0.0, sq = 0.0, n = (double)B * S;
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < S; i++)
+                sum += in[(b * C + c) * S + i];
+        double mu = sum / n;
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < S; i++) {
+                double d = in[(b * C + c) * S + i] - mu;
+                sq += d * d;
+            }
+        double want_is = 1.0 / sqrt(sq / n + 1e-5);
+        double want_rv = 0.9 + 0.1 * sq / (n - 1.0);
+        if (fabs(is[c] - want_is) > 1e-5 * want_is || fabs(rv[c] - want_rv) > 1e-6)
+            fail_msg("channel %d: invstd %.9g (want %.9g), running_var %.9g (want %.9g)", c, is[c],
+                     want_is, rv[c], want_rv);
+        assert_true(fabs(mean[c] - mu) <= 1e-4);
+    }
+}
+
 static void test_batchnorm_init(void **state)
 {
     (void)state;
@@ -856,6 +891,7 @@ int main(void)
         cmocka_unit_test(test_batchnorm_split_by_channels),
         cmocka_unit_test(test_dropout_mask),
         cmocka_unit_test(test_maxpool_nan),
+        cmocka_unit_test(test_batchnorm_offset_channel),
         cmocka_unit_test(test_batchnorm_init),
         cmocka_unit_test(test_conv2d_out_size),
     };
