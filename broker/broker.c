@@ -18,6 +18,7 @@
 
 #define RECV_BATCH 4096            /* messages handled per pass before housekeeping */
 #define DROP_LOG_PER_S 10          /* malformed-message warnings per second */
+#define PEER_LOG_PER_S 10          /* lines per second about trainers connecting */
 #define COMMIT_DELAY_S 0.001       /* longest an ACK waits for a pass with an urgent reply */
 #define WAL_CHECKPOINT_PAGES 1000  /* checkpoint when nothing waits and the WAL is this big */
 #define WAL_CHECKPOINT_FORCE 20000 /* or at once, however busy (~80 MB of WAL) */
@@ -118,24 +119,12 @@ void broker_reply_error(struct broker *b, const struct proto_msg *m, const char 
 
 void broker_drop_log(struct broker *b, const char *fmt, ...)
 {
-    double now = broker_mono();
-    if (now - b->drop_window >= 1.0) {
-        if (b->drops_suppressed)
-            log_warn("%u more malformed messages dropped", b->drops_suppressed);
-        b->drop_window = now;
-        b->drops_logged = b->drops_suppressed = 0;
-    }
-    if (b->drops_logged >= DROP_LOG_PER_S) {
-        b->drops_suppressed++;
-        return;
-    }
-    b->drops_logged++;
     char text[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    log_warn("dropped a message: %s", text);
+    log_limited(&b->drop_log, LOG_LVL_WARN, "dropped a message: %s", text);
 }
 
 static void flush_outbox(struct broker *b)
@@ -241,6 +230,9 @@ int broker_open(struct broker **out, const struct broker_opts *opts, char *err, 
     b->interval = b->opts.heartbeat_ms / 1000.0;
     b->expiry = b->interval * b->opts.liveness;
     b->lock_fd = -1;
+    b->drop_log = (struct log_limit)LOG_LIMIT_INIT("malformed messages dropped", DROP_LOG_PER_S);
+    b->peer_log = (struct log_limit)LOG_LIMIT_INIT("lines about trainers connecting not logged",
+                                                   PEER_LOG_PER_S);
 
     int rc = lock_database(b, err, errlen);
     if (rc) goto fail;
@@ -400,6 +392,8 @@ int broker_run(struct broker *b, volatile sig_atomic_t *stop)
             wal_checkpoint(b, n == 0);
         }
         notify_watchdog();
+        log_limit_flush(&b->drop_log);
+        log_limit_flush(&b->peer_log);
         if (now >= next_status) {
             report_status(b);
             next_status = now + 5.0;

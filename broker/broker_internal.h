@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "broker.h"
+#include "log.h"
 #include "proto.h"
 #include "store.h"
 
@@ -73,9 +74,9 @@ struct broker {
     bool stopping;
     int store_error; /* first failed write or commit; ends the loop */
 
-    /* rate limit for malformed-message warnings */
-    double drop_window;
-    unsigned drops_logged, drops_suppressed;
+    /* Lines a peer can cause at will, each source rate-limited. */
+    struct log_limit drop_log; /* malformed messages dropped */
+    struct log_limit peer_log; /* trainers connecting, told to drop a job */
 };
 
 double broker_mono(void);
@@ -92,6 +93,9 @@ void broker_reply_textf(struct broker *b, const unsigned char *ident, size_t ide
 void broker_reply_error(struct broker *b, const struct proto_msg *m, const char *code,
                         const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 void broker_drop_log(struct broker *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A line about a peer's connection or its job that any peer can cause (HELLO,
+ * DROP): rate-limited, so that a flood of HELLOs cannot fill the log. */
+#define broker_peer_log(b, level, ...) log_limited(&(b)->peer_log, (level), __VA_ARGS__)
 
 /* trainers.c */
 struct trainer *trainers_find(struct broker *b, const unsigned char *ident, size_t len);

@@ -278,7 +278,7 @@ static void on_workers(struct broker *b, struct proto_msg *m)
 
 static void send_drop(struct broker *b, const struct proto_msg *m, int64_t job, const char *why)
 {
-    log_info("trainer told to drop job %lld: %s", (long long)job, why);
+    broker_peer_log(b, LOG_LVL_INFO, "trainer told to drop job %lld: %s", (long long)job, why);
     broker_reply(b, m->ident, m->ident_len, PROTO_DROP,
                  json_pack("{s:I, s:s}", "job", (json_int_t)job, "reason", why), NULL, 0);
 }
@@ -376,7 +376,8 @@ static void on_hello(struct broker *b, struct proto_msg *m)
             t->job = announced;
             cancel = job.cancel_requested;
             json_object_set_new(welcome, "adopt", json_integer(announced));
-            log_info("trainer %s re-announced job %lld", name, (long long)announced);
+            broker_peer_log(b, LOG_LVL_INFO, "trainer %s re-announced job %lld", name,
+                            (long long)announced);
         }
         if (!rc) store_job_free(&job);
     }
@@ -391,7 +392,8 @@ static void on_hello(struct broker *b, struct proto_msg *m)
         t->cancel_sent = true;
         t->cancel_at = broker_mono();
     }
-    log_info("trainer %s (%s) connected%s", t->name, t->host, t->job ? ", busy" : ", idle");
+    broker_peer_log(b, LOG_LVL_INFO, "trainer %s (%s) connected%s", t->name, t->host,
+                    t->job ? ", busy" : ", idle");
     trainers_save(b, t, t->job ? "busy" : "idle");
 }
 

@@ -93,3 +93,48 @@ void log_write(enum log_level level, const char *file, int line, int errnum, con
                 level_name(level), msg, err, place);
     }
 }
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Starts a new second if the current one is over; returns the time. */
+static double limit_roll(struct log_limit *l)
+{
+    double now = mono_s();
+    if (now - l->window >= 1.0) {
+        if (l->suppressed)
+            log_write(l->suppressed_level, __FILE__, __LINE__, 0, "%u more %s", l->suppressed,
+                      l->what);
+        l->window = now;
+        l->logged = l->suppressed = 0;
+        l->suppressed_level = LOG_LVL_DEBUG;
+    }
+    return now;
+}
+
+void log_limit_flush(struct log_limit *l)
+{
+    if (l->suppressed) limit_roll(l);
+}
+
+void log_limited_write(struct log_limit *l, enum log_level level, const char *file, int line,
+                       const char *fmt, ...)
+{
+    limit_roll(l);
+    if (l->logged >= l->per_s) {
+        l->suppressed++;
+        if (level < l->suppressed_level) l->suppressed_level = level;
+        return;
+    }
+    l->logged++;
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    log_write(level, file, line, 0, "%s", msg);
+}

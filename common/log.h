@@ -25,4 +25,28 @@ void log_write(enum log_level level, const char *file, int line, int errnum, con
 /* As log_error, with strerror(errnum) appended. */
 #define log_errno(errnum, ...) log_write(LOG_LVL_ERROR, __FILE__, __LINE__, (errnum), __VA_ARGS__)
 
+/* A rate limit for lines a peer can cause at will (malformed messages, a
+ * flood of connections): at most per_s lines a second from one limiter; the
+ * rest are counted, and the count ("N more WHAT") is logged when the next
+ * second begins, by the next line or by log_limit_flush. Zero-initialise the
+ * counters: struct log_limit l = LOG_LIMIT_INIT("malformed messages dropped", 10). */
+struct log_limit {
+    const char *what; /* names the suppressed lines in the count */
+    unsigned per_s;
+    double window; /* monotonic start of the current second */
+    unsigned logged, suppressed;
+    enum log_level suppressed_level; /* the most severe suppressed line's */
+};
+#define LOG_LIMIT_INIT(what, per_s)                                                                \
+    {                                                                                              \
+        (what), (per_s), 0.0, 0, 0, LOG_LVL_DEBUG                                                  \
+    }
+
+void log_limited_write(struct log_limit *l, enum log_level level, const char *file, int line,
+                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+#define log_limited(l, level, ...) log_limited_write((l), (level), __FILE__, __LINE__, __VA_ARGS__)
+/* Logs the count of suppressed lines once their second is over (call it from
+ * a loop's housekeeping, so that the end of a flood is reported too). */
+void log_limit_flush(struct log_limit *l);
+
 #endif

@@ -197,6 +197,10 @@ static const char *const stmt_sql[ST_N] = {
         "state = excluded.state, job = excluded.job, last_heartbeat = excluded.last_heartbeat, "
         "version = excluded.version, capabilities = excluded.capabilities",
     [ST_TRAINER_DELETE] = "DELETE FROM trainers WHERE name = ?1",
+    [ST_TRAINERS_PRUNE] =
+        "DELETE FROM trainers WHERE name IN (SELECT name FROM trainers WHERE job IS NULL AND "
+        "name NOT IN (SELECT trainer FROM jobs WHERE state = 'running' AND trainer IS NOT NULL) "
+        "ORDER BY last_heartbeat DESC, name LIMIT -1 OFFSET ?1)",
     [ST_TRAINERS_LIST] = "SELECT name, host, state, job, last_heartbeat, version, capabilities "
                          "FROM trainers ORDER BY name",
     [ST_GC_SELECT_OLD] = "SELECT id FROM jobs WHERE state IN " TERMINAL " AND finished < ?1",

@@ -275,7 +275,12 @@ struct store_trainer {
     char version[32];
     char *capabilities; /* JSON text or NULL; owned */
 };
-/* Inserts or updates by name (capabilities copied). */
+/* Rows kept of trainers that hold no job (none in the row, none running
+ * under their name): past it, the ones heard from longest ago are deleted;
+ * rows of trainers holding a job always stay. */
+#define STORE_TRAINERS_KEEP 256
+/* Inserts or updates by name (capabilities copied), then applies
+ * STORE_TRAINERS_KEEP. */
 int store_trainer_upsert(struct store *s, const struct store_trainer *t);
 int store_trainer_delete(struct store *s, const char *name);
 /* All trainers by name. Free with store_trainers_free. */

@@ -413,6 +413,12 @@ int store_trainer_upsert(struct store *s, const struct store_trainer *t)
         store_bind_text_or_null(st, 7, t->capabilities);
         ret = store_step_done(s, st, "upsert trainer");
     }
+    /* Any peer can say HELLO under a new name: without a bound every one
+     * would leave a row for ever. */
+    if (ret == 0 && (st = store_stmt(s, ST_TRAINERS_PRUNE)) != NULL) {
+        sqlite3_bind_int(st, 1, STORE_TRAINERS_KEEP);
+        ret = store_step_done(s, st, "prune trainers");
+    }
     return store_write_end(s, tok, ret);
 }
 

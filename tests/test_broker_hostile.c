@@ -168,12 +168,165 @@ static void test_damaged_checkpoint_resumes_earlier(void **state)
     free(b);
 }
 
+/* Lines of dir/name.log containing needle. */
+static int log_lines(struct harness *h, const char *name, const char *needle)
+{
+    char path[600], line[4096];
+    snprintf(path, sizeof path, "%s/%s.log", h->dir, name);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, needle)) n++;
+    fclose(f);
+    return n;
+}
+
+static int64_t trainer_rows(struct harness *h)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open_v2(h->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM trainers", -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+static int64_t workers_count(struct harness *h)
+{
+    json_t *r = h_call(h, PROTO_WORKERS, json_object(), NULL);
+    int64_t n = r ? (int64_t)json_array_size(json_object_get(r, "trainers")) : -1;
+    json_decref(r);
+    return n;
+}
+
+#define FLOOD 2500
+#define FLOOD_BATCH 100
+
+/* 2,500 HELLOs, each from a new connection under a new name: the trainers
+ * table keeps its bound (plus the real trainer that holds a job) and the log
+ * a bounded number of lines about them. */
+static void test_hello_flood_bounded(void **state)
+{
+    struct harness *h = *state;
+    char data[512], st[32];
+    h_dataset(h, "train.h5", 20000, 16, 3, 7, data, sizeof data);
+    /* Trainers stay registered for the whole flood (30 s liveness). */
+    const char *slow[] = {"--heartbeat-ms", "1000", "--liveness", "30", NULL};
+    h_broker_start(h, slow);
+    h_trainer_start(h, "real");
+    int64_t id = h_submit(h, h_train_spec(data, 16, 3, 600, 3));
+    h_wait_epoch(h, id, 1, 60);
+
+    /* A context of its own: a failed assertion leaves its sockets open, and
+       terminating the harness's would then wait for ever. */
+    void *fctx = zmq_ctx_new();
+    assert_non_null(fctx);
+    double start = h_now();
+    for (int b = 0; b < FLOOD / FLOOD_BATCH; b++) {
+        void *socks[FLOOD_BATCH];
+        for (int i = 0; i < FLOOD_BATCH; i++) {
+            socks[i] = zmq_socket(fctx, ZMQ_DEALER);
+            assert_non_null(socks[i]);
+            assert_int_equal(proto_socket_setup(socks[i], 0), 0);
+            assert_int_equal(zmq_connect(socks[i], h->endpoint), 0);
+            char name[32], instance[32];
+            snprintf(name, sizeof name, "flood-%d", b * FLOOD_BATCH + i);
+            snprintf(instance, sizeof instance, "i-%d", b * FLOOD_BATCH + i);
+            json_t *hello = json_pack("{s:s, s:s, s:s, s:s}", "name", name, "host", "attacker",
+                                      "instance", instance, "version", "0");
+            assert_int_equal(proto_send(socks[i], NULL, 0, PROTO_HELLO, hello, NULL, 0, 0), 0);
+            json_decref(hello);
+        }
+        /* Each HELLO registered before the next batch: the closed sockets'
+           descriptors are released once their message is out. */
+        double until = h_now() + 30;
+        while (workers_count(h) < (b + 1) * FLOOD_BATCH + 1 && h_now() < until)
+            usleep(20 * 1000);
+        for (int i = 0; i < FLOOD_BATCH; i++)
+            zmq_close(socks[i]);
+    }
+    zmq_ctx_term(fctx);
+    assert_int_equal(workers_count(h), FLOOD + 1);
+    double elapsed = h_now() - start;
+
+    int64_t rows = trainer_rows(h);
+    if (rows > STORE_TRAINERS_KEEP + 1)
+        fail_msg("%lld trainer rows after %d HELLOs (bound %d)", (long long)rows, FLOOD,
+                 STORE_TRAINERS_KEEP);
+    /* At most 10 lines a second about trainers connecting, and a count. */
+    int lines = log_lines(h, "broker", "connected") + log_lines(h, "broker", "not logged");
+    int bound = 11 * ((int)elapsed + 2);
+    if (lines > bound)
+        fail_msg("%d log lines about %d HELLOs in %.1f s (bound %d)", lines, FLOOD, elapsed, bound);
+
+    /* The trainer that holds a job keeps its row and its job. */
+    sqlite3 *db;
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_open_v2(h->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT count(*) FROM trainers WHERE name = 'real'", -1, &q, NULL),
+        SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(q, 0), 1);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    h_wait_terminal(h, id, 120, st, sizeof st);
+    assert_string_equal(st, "succeeded");
+    assert_broker_alive(h);
+}
+
+/* A broker endpoint that sends garbage: the trainer drops every message and
+ * logs a bounded number of lines about them. */
+static void test_trainer_drop_log_bounded(void **state)
+{
+    struct harness *h = *state;
+    void *r = zmq_socket(h->zctx, ZMQ_ROUTER);
+    assert_non_null(r);
+    assert_int_equal(proto_socket_setup(r, 0), 0);
+    assert_int_equal(zmq_bind(r, h->endpoint), 0);
+    h_trainer_start(h, "t");
+    zmq_pollitem_t it = {.socket = r, .events = ZMQ_POLLIN};
+    assert_int_equal(zmq_poll(&it, 1, 10000), 1);
+    struct proto_msg m;
+    char err[256];
+    assert_int_equal(proto_recv(r, true, &m, 0, err, sizeof err), 0);
+    assert_string_equal(m.cmd, PROTO_HELLO);
+
+    double start = h_now();
+    for (int i = 0; i < FLOOD; i++) {
+        const char *frames[] = {"MLQ2", "JOB", "{}"};
+        zmq_send(r, m.ident, m.ident_len, ZMQ_SNDMORE);
+        for (int k = 0; k < 3; k++)
+            zmq_send(r, frames[k], strlen(frames[k]), k < 2 ? ZMQ_SNDMORE : 0);
+    }
+    proto_msg_clear(&m);
+    /* Let the trainer read them all (it reconnects after 0.3 s of silence
+       from a real broker: a garbled message is not one). */
+    usleep(1500 * 1000);
+    double elapsed = h_now() - start;
+    int lines = log_lines(h, "t", "dropped a message") + log_lines(h, "t", "more malformed");
+    int bound = 11 * ((int)elapsed + 2);
+    if (lines > bound)
+        fail_msg("the trainer logged %d lines about %d garbled messages in %.1f s (bound %d)",
+                 lines, FLOOD, elapsed, bound);
+    assert_true(lines >= 1);
+    zmq_close(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_damaged_checkpoint_fails_eval, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_damaged_checkpoint_resumes_earlier, h_setup,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_hello_flood_bounded, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_trainer_drop_log_bounded, h_setup, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -238,6 +238,7 @@ struct io {
     char host[256];
     char instance[72];   /* this process, so the broker can tell a reconnect from a namesake */
     double last_refused; /* when the last "name in use" was logged */
+    struct log_limit drop_log; /* malformed messages from the broker's endpoint */
     double interval, expiry;
     double last_heard, last_sent, backoff;
     bool welcomed;
@@ -345,7 +346,7 @@ static void on_broker_message(struct io *io, struct proto_msg *m)
         send_hello(io);
     } else if (strcmp(m->cmd, PROTO_JOB) == 0) {
         if (job <= 0) {
-            log_warn("JOB without a job id: dropped");
+            log_limited(&io->drop_log, LOG_LVL_WARN, "JOB without a job id: dropped");
         } else if (job == io->job && !io->dropped) {
             log_debug("job %lld sent twice: ignored", (long long)job);
         } else if (io->worker_busy) {
@@ -511,6 +512,7 @@ int worker_main(const struct worker_opts *opts)
     snprintf(io.instance, sizeof io.instance, "%.40s-%ld-%lx", io.host, (long)getpid(),
              (unsigned long)(boot.tv_sec ^ boot.tv_nsec));
     io.last_refused = -1e9;
+    io.drop_log = (struct log_limit)LOG_LIMIT_INIT("malformed messages dropped", 10);
     if (opts->name && opts->name[0])
         snprintf(io.name, sizeof io.name, "%s", opts->name);
     else
@@ -579,13 +581,15 @@ int worker_main(const struct worker_opts *opts)
             char err[256];
             rc = proto_recv(io.dealer, false, &m, ZMQ_DONTWAIT, err, sizeof err);
             if (rc == -EPROTO) {
-                log_warn("dropped a message from the broker: %s", err);
+                log_limited(&io.drop_log, LOG_LVL_WARN, "dropped a message from the broker: %s",
+                            err);
                 continue;
             }
             if (rc) break;
             on_broker_message(&io, &m);
             proto_msg_clear(&m);
         }
+        log_limit_flush(&io.drop_log);
         now = mono();
         if (io.dealer && now - io.last_heard > io.expiry) {
             log_warn("broker silent for %.1f s: reconnecting in %.1f s", now - io.last_heard,
