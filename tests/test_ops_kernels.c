@@ -530,6 +530,11 @@ static void test_dropout_mask(void **state)
         assert_memory_equal(d, y, n * sizeof *d);
         dropout_forward(part, x + 1000, 5000, p, 1234, 1000);
         assert_memory_equal(part, y + 1000, 5000 * sizeof *part);
+        /* an odd start and length: a range that splits a pair of elements */
+        dropout_forward(part, x + 1001, 4998, p, 1234, 1001);
+        assert_memory_equal(part, y + 1001, 4998 * sizeof *part);
+        dropout_forward(part, x + 7, 1, p, 1234, 7);
+        assert_memory_equal(part, y + 7, sizeof *part);
         dropout_forward(part, x, n, p, 1235, 0);
         size_t same = 0;
         for (size_t i = 0; i < n; i++)

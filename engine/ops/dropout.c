@@ -28,10 +28,21 @@ static uint32_t drop_threshold(float p)
     return t >= 16777216.0 ? 16777216u : (uint32_t)(t + 0.5);
 }
 
+/* One hash serves two elements, 24 bits each: element 2j takes bits 40..63
+ * of the hash of j, element 2j + 1 bits 16..39. */
+static uint64_t pair_hash(uint64_t key, size_t pair)
+{
+    return mix64(key + (uint64_t)(pair + 1) * UINT64_C(0x9e3779b97f4a7c15));
+}
+
+static uint32_t pair_bits(uint64_t h, size_t index)
+{
+    return (uint32_t)(index % 2 ? (h >> 16) & 0xffffff : h >> 40);
+}
+
 static int keeps(uint64_t key, size_t index, uint32_t threshold)
 {
-    uint64_t h = mix64(key + (uint64_t)(index + 1) * UINT64_C(0x9e3779b97f4a7c15));
-    return (uint32_t)(h >> 40) >= threshold;
+    return pair_bits(pair_hash(key, index / 2), index) >= threshold;
 }
 
 int dropout_keeps(float p, uint64_t key, size_t index)
@@ -50,8 +61,15 @@ static void apply_mask(float *y, const float *x, size_t n, float p, uint64_t key
     /* torch: noise.bernoulli_(1 - p).div_(1 - p); out = in * noise. */
     float scale = p < 1.0f ? (float)(1.0 / (1.0 - (double)p)) : 0.0f;
     uint32_t threshold = drop_threshold(p);
-    for (size_t i = 0; i < n; i++)
-        y[i] = keeps(key, first + i, threshold) ? x[i] * scale : 0.0f;
+    size_t i = 0;
+    while (i < n) {
+        size_t index = first + i;
+        uint64_t h = pair_hash(key, index / 2);
+        y[i] = pair_bits(h, index) >= threshold ? x[i] * scale : 0.0f;
+        if (++i == n || index % 2) continue;
+        y[i] = pair_bits(h, index + 1) >= threshold ? x[i] * scale : 0.0f;
+        i++;
+    }
 }
 
 void dropout_forward(float *out, const float *in, size_t n, float p, uint64_t key, size_t first)
