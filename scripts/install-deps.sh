@@ -7,7 +7,7 @@ set -euo pipefail
 
 build_pkgs=(build-essential cmake pkg-config
             libzmq3-dev libsqlite3-dev libopenblas-dev libhdf5-dev libcmocka-dev
-            libjansson-dev zlib1g-dev libsystemd-dev
+            libjansson-dev zlib1g-dev libsystemd-dev liblzf-dev
             sqlite3 dataset-fashion-mnist)
 for opt in "$@"; do
     case "$opt" in

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <hdf5.h>
+#include <lzf.h>
 
 #include "dataset.h"
 #include "errmsg.h"
@@ -263,6 +264,57 @@ io:
  * data than that per stored byte is damaged or built to make us spin. */
 #define MAX_COMPRESSION 1100
 
+/* h5py's lzf filter, decode only: h5py registers it in Python processes
+ * alone, and no Debian package gives it to C programs. The number and the
+ * meaning of cd_values (cd_values[2]: the chunk's size in bytes) are
+ * h5py's (h5py/lzf/lzf_filter.c). */
+#define LZF_FILTER 32000
+#define LZF_MAX_CHUNK (UINT64_C(1) << 32) /* HDF5's largest chunk */
+
+static size_t lzf_filter(unsigned flags, size_t n_cd, const unsigned cd[], size_t nbytes,
+                         size_t *buf_size, void **buf)
+{
+    if (!(flags & H5Z_FLAG_REVERSE)) return 0; /* mlq never writes lzf */
+    if (nbytes > UINT32_MAX) return 0;
+    /* The chunk's size when h5py recorded it: then the output must be
+     * exactly that long, or libhdf5 would read past it (docs/security.md). */
+    size_t want = n_cd >= 3 ? cd[2] : 0;
+    size_t cap = want ? want : 2 * nbytes + 64;
+    for (;;) {
+        void *out = malloc(cap);
+        if (!out) return 0;
+        unsigned got = lzf_decompress(*buf, (unsigned)nbytes, out, (unsigned)cap);
+        if (got > 0 && (!want || got == want)) {
+            free(*buf);
+            *buf = out;
+            *buf_size = cap;
+            return got;
+        }
+        int e = errno;
+        free(out);
+        if (got > 0 || want || e != E2BIG || cap >= LZF_MAX_CHUNK / 2) return 0;
+        cap *= 2;
+    }
+}
+
+static const H5Z_class2_t lzf_class = {
+    .version = H5Z_CLASS_T_VERS,
+    .id = LZF_FILTER,
+    .encoder_present = 0,
+    .decoder_present = 1,
+    .name = "lzf (h5py), decode only",
+    .filter = lzf_filter,
+};
+
+/* Makes the filters mlq decodes itself available to libhdf5, once. */
+static void register_filters(void)
+{
+    static bool done;
+    if (done) return;
+    done = true;
+    if (H5Zfilter_avail(LZF_FILTER) <= 0) H5Zregister(&lzf_class);
+}
+
 /* Copies a name read from the file (untrusted) keeping printable ASCII only. */
 static void safe_name(char *dst, size_t len, const char *src)
 {
@@ -275,6 +327,7 @@ static void safe_name(char *dst, size_t len, const char *src)
 int dataset_check_stored(hid_t dset, const char *path, const char *name, int64_t file_bytes,
                          char *err, size_t errlen)
 {
+    register_filters();
     int rc = 0;
     hid_t t = H5Dget_type(dset), sp = H5Dget_space(dset), dcpl = H5Dget_create_plist(dset);
     hsize_t dims[H5S_MAX_RANK], maxdims[H5S_MAX_RANK], cdims[H5S_MAX_RANK];
@@ -859,6 +912,7 @@ static int open_headers(struct dataset **out, const struct spec_dataset *src, bo
 {
     *out = NULL;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* our messages, not HDF5's stack */
+    register_filters();
     struct dataset *ds = calloc(1, sizeof *ds);
     if (!ds) return errmsg(err, errlen, -ENOMEM, "%s: out of memory", src->path);
     ds->file = ds->xset = ds->yset = H5I_INVALID_HID;
