@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "spec.h"
+#include "spec_model.h"
 
 static void reply_ok(struct broker *b, const struct proto_msg *m, json_t *body)
 {
@@ -27,7 +28,8 @@ static void on_submit(struct broker *b, struct proto_msg *m)
     }
     struct mlq_spec spec;
     char err[1024];
-    if (spec_from_json(doc, &spec, err, sizeof err) != 0) {
+    if (spec_from_json(doc, &spec, err, sizeof err) != 0 ||
+        spec_model_check(&spec, NULL, spec.batch_size, NULL, NULL, err, sizeof err) != 0) {
         broker_reply_error(b, m, "bad_spec", "bad spec: %s", err);
         return;
     }

@@ -22,6 +22,7 @@
 #include "proto.h"
 #include "render.h"
 #include "spec.h"
+#include "spec_model.h"
 
 #define REQUEST_TIMEOUT_MS 5000
 #define WAIT_POLL_MS 250
@@ -361,6 +362,7 @@ static json_t *finish_spec(json_t *doc)
     char err[1024];
     int rc = spec_from_json(doc, &spec, err, sizeof err);
     json_decref(doc);
+    if (!rc) rc = spec_model_check(&spec, NULL, spec.batch_size, NULL, NULL, err, sizeof err);
     if (rc) {
         fprintf(stderr, "mlq: bad spec: %s\n", err);
         return NULL;

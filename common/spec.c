@@ -228,16 +228,181 @@ static int parse_dataset(json_t *v, const char *field, struct spec_dataset *d, c
     return rc;
 }
 
+const char *const spec_layer_field_names[SPEC_N_LAYER_FIELDS] = {
+    "out", "kernel",         "stride",   "padding", "bias",
+    "p",   "negative_slope", "momentum", "eps",     "approximate"};
+
+static void layer_defaults(struct spec_layer *l)
+{
+    memset(l, 0, sizeof *l);
+    l->stride = -1;
+    l->bias = true;
+    l->p = 0.5;
+    l->negative_slope = 0.01;
+    l->momentum = 0.1;
+    l->eps = 1e-5;
+}
+
+static int parse_layer_list(json_t *list, const char *where, struct mlq_spec *s, char *err,
+                            size_t errlen);
+
+#define SPEC_WHERE_MAX 300
+/* where + suffix into w, e.g. "model.layers[3]" + ".layers". */
+static int where_join(char *w, const char *where, const char *suffix, char *err, size_t errlen)
+{
+    int n = snprintf(w, SPEC_WHERE_MAX, "%s%s", where, suffix);
+    if (n < 0 || n >= SPEC_WHERE_MAX)
+        return errmsg(err, errlen, -EINVAL, "%.64s...: layers nested too deeply", where);
+    return 0;
+}
+
+/* One typed layer at `where` ("model.layers[3]"), appended to s->node
+ * with its children after it. Ranges here; shapes and which fields a type
+ * reads are checked against the engine's op table (spec_model_check). */
+static int parse_layer(json_t *v, const char *where, struct mlq_spec *s, char *err, size_t errlen)
+{
+    static const char *const keys[] = {
+        "type",           "out",      "kernel", "stride",      "padding", "bias",    "p",
+        "negative_slope", "momentum", "eps",    "approximate", "layers",  "shortcut"};
+    if (!json_is_object(v))
+        return errmsg(err, errlen, -EINVAL, "%s: must be a layer object", where);
+    int rc = check_keys(v, where, keys, COUNT(keys), err, errlen);
+    if (rc) return rc;
+    if (s->n_nodes >= SPEC_MAX_NODES)
+        return errmsg(err, errlen, -EINVAL, "%s: a model has at most %d layers", where,
+                      SPEC_MAX_NODES);
+    int at = s->n_nodes++;
+    struct spec_layer *l = &s->node[at];
+    layer_defaults(l);
+    char w[SPEC_WHERE_MAX];
+    if ((rc = where_join(w, where, ".", err, errlen))) return rc;
+    json_t *t = json_object_get(v, "type");
+    if (!t) return errmsg(err, errlen, -EINVAL, "%s.type: required", where);
+    if ((rc = get_string(v, "type", w, l->type, sizeof l->type, err, errlen))) return rc;
+    int64_t iv;
+    struct {
+        const char *key;
+        int field, lo, hi;
+        int *dst;
+    } ints[] = {{"out", SPEC_F_OUT, 1, SPEC_MAX_WIDTH, &l->out},
+                {"kernel", SPEC_F_KERNEL, 1, SPEC_MAX_KERNEL, &l->kernel},
+                {"stride", SPEC_F_STRIDE, 1, SPEC_MAX_KERNEL, &l->stride},
+                {"padding", SPEC_F_PADDING, 0, SPEC_MAX_KERNEL, &l->padding}};
+    for (size_t i = 0; i < COUNT(ints); i++) {
+        if (!json_object_get(v, ints[i].key)) continue;
+        iv = 0;
+        if ((rc = get_int(v, ints[i].key, w, ints[i].lo, ints[i].hi, &iv, err, errlen))) return rc;
+        *ints[i].dst = (int)iv;
+        l->given |= 1u << ints[i].field;
+    }
+    struct {
+        const char *key;
+        int field;
+        double *dst;
+    } nums[] = {{"p", SPEC_F_P, &l->p},
+                {"negative_slope", SPEC_F_NEGATIVE_SLOPE, &l->negative_slope},
+                {"momentum", SPEC_F_MOMENTUM, &l->momentum},
+                {"eps", SPEC_F_EPS, &l->eps}};
+    for (size_t i = 0; i < COUNT(nums); i++) {
+        if (!json_object_get(v, nums[i].key)) continue;
+        if ((rc = get_number(v, nums[i].key, w, nums[i].dst, err, errlen))) return rc;
+        l->given |= 1u << nums[i].field;
+    }
+    if (json_object_get(v, "bias")) {
+        if ((rc = get_bool(v, "bias", w, &l->bias, err, errlen))) return rc;
+        l->given |= 1u << SPEC_F_BIAS;
+    }
+    if (json_object_get(v, "approximate")) {
+        if ((rc = get_bool(v, "approximate", w, &l->approximate, err, errlen))) return rc;
+        l->given |= 1u << SPEC_F_APPROXIMATE;
+    }
+    if (!(l->p >= 0 && l->p < 1))
+        return errmsg(err, errlen, -EINVAL, "%s.p: must be in [0, 1), got %g", where, l->p);
+    if (!(l->momentum >= 0 && l->momentum <= 1))
+        return errmsg(err, errlen, -EINVAL, "%s.momentum: must be in [0, 1], got %g", where,
+                      l->momentum);
+    if (!(l->eps > 0))
+        return errmsg(err, errlen, -EINVAL, "%s.eps: must be positive, got %g", where, l->eps);
+
+    bool residual = strcmp(l->type, "residual") == 0;
+    json_t *branch = json_object_get(v, "layers"), *shortcut = json_object_get(v, "shortcut");
+    if (!residual && (branch || shortcut))
+        return errmsg(err, errlen, -EINVAL, "%s.%s: only a residual block has one", where,
+                      branch ? "layers" : "shortcut");
+    if (!residual) return 0;
+    if (l->given)
+        return errmsg(err, errlen, -EINVAL,
+                      "%s: a residual block takes only layers and shortcut (its branch and "
+                      "projection), not %s",
+                      where, spec_layer_field_names[__builtin_ctz(l->given)]);
+    if (!branch || !json_is_array(branch) || json_array_size(branch) == 0)
+        return errmsg(err, errlen, -EINVAL, "%s.layers: a residual block needs a list of layers",
+                      where);
+    if ((rc = where_join(w, where, ".layers", err, errlen))) return rc;
+    if ((rc = parse_layer_list(branch, w, s, err, errlen))) return rc;
+    s->node[at].branch_span = s->n_nodes - at - 1;
+    if (shortcut) {
+        if (!json_is_array(shortcut))
+            return errmsg(err, errlen, -EINVAL,
+                          "%s.shortcut: must be a list of layers (the projection)", where);
+        if ((rc = where_join(w, where, ".shortcut", err, errlen))) return rc;
+        if ((rc = parse_layer_list(shortcut, w, s, err, errlen))) return rc;
+    }
+    s->node[at].span = s->n_nodes - at - 1;
+    return 0;
+}
+
+static int parse_layer_list(json_t *list, const char *where, struct mlq_spec *s, char *err,
+                            size_t errlen)
+{
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        char w[SPEC_WHERE_MAX], idx[32];
+        snprintf(idx, sizeof idx, "[%zu]", i);
+        int rc = where_join(w, where, idx, err, errlen);
+        if (!rc) rc = parse_layer(json_array_get(list, i), w, s, err, errlen);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static int parse_input(json_t *v, struct mlq_spec *s, char *err, size_t errlen)
+{
+    size_t n = json_is_array(v) ? json_array_size(v) : 0;
+    if (n != 1 && n != 3)
+        return errmsg(err, errlen, -EINVAL,
+                      "model.input: must be [features] or [channels, height, width]");
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(v, i);
+        if (!json_is_integer(e) || json_integer_value(e) < 1 ||
+            json_integer_value(e) > SPEC_MAX_WIDTH)
+            return errmsg(err, errlen, -EINVAL,
+                          "model.input[%zu]: must be an integer between 1 and %d", i,
+                          SPEC_MAX_WIDTH);
+        s->input[i] = (int)json_integer_value(e);
+    }
+    s->input_rank = (int)n;
+    return 0;
+}
+
 static int parse_model(json_t *v, struct mlq_spec *s, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"layers", "activation", "output", "leaky_slope"};
+    static const char *const keys[] = {"layers", "activation", "output", "leaky_slope", "input"};
     if (!json_is_object(v)) return errmsg(err, errlen, -EINVAL, "model: must be an object");
     int rc = check_keys(v, "model", keys, COUNT(keys), err, errlen);
     if (rc) return rc;
     json_t *layers = json_object_get(v, "layers");
-    if (layers) {
+    json_t *first = layers && json_is_array(layers) ? json_array_get(layers, 0) : NULL;
+    if (first && json_is_object(first)) {
+        /* Typed layers: every entry an object. */
+        s->typed = true;
+        s->n_layers = 0;
+        memset(s->layers, 0, sizeof s->layers);
+        s->n_nodes = 0;
+        if ((rc = parse_layer_list(layers, "model.layers", s, err, errlen))) return rc;
+    } else if (layers) {
         if (!json_is_array(layers))
-            return errmsg(err, errlen, -EINVAL, "model.layers: must be an array of layer sizes");
+            return errmsg(err, errlen, -EINVAL,
+                          "model.layers: must be an array of layer sizes or of layers");
         size_t n = json_array_size(layers);
         if (n < 2 || n > SPEC_MAX_LAYERS + 1)
             return errmsg(
@@ -255,12 +420,22 @@ static int parse_model(json_t *v, struct mlq_spec *s, char *err, size_t errlen)
         }
         s->n_layers = (int)n - 1;
     }
+    json_t *input = json_object_get(v, "input");
+    if (input && !s->typed)
+        return errmsg(err, errlen, -EINVAL,
+                      "model.input: only with typed layers (a list of widths starts with its "
+                      "inputs)");
+    if (input && (rc = parse_input(input, s, err, errlen))) return rc;
     int act = s->activation, out = s->output;
     rc = get_enum(v, "activation", "model.", activation_names, COUNT(activation_names), &act, err,
                   errlen);
     if (!rc)
         rc = get_enum(v, "output", "model.", output_names, COUNT(output_names), &out, err, errlen);
     if (!rc) rc = get_number(v, "leaky_slope", "model.", &s->leaky_slope, err, errlen);
+    if (!rc && s->typed && (json_object_get(v, "activation") || json_object_get(v, "leaky_slope")))
+        rc = errmsg(err, errlen, -EINVAL,
+                    "model.activation: typed layers give their activations as layers "
+                    "({\"type\": \"relu\"})");
     s->activation = act;
     s->output = out;
     return rc;
@@ -420,6 +595,8 @@ int spec_validate(const struct mlq_spec *s, char *err, size_t errlen)
     if (!s->dataset.path[0])
         return errmsg(err, errlen, -EINVAL,
                       s->kind == JOB_PREDICT ? "input.path: required" : "dataset.path: required");
+    if (s->kind == JOB_TRAIN && s->typed && s->n_nodes < 1)
+        return errmsg(err, errlen, -EINVAL, "model.layers: needs at least one layer");
     if (s->kind == JOB_TRAIN) {
         int64_t params = 0;
         for (int l = 0; l < s->n_layers; l++)
@@ -428,7 +605,7 @@ int spec_validate(const struct mlq_spec *s, char *err, size_t errlen)
             return errmsg(err, errlen, -EINVAL,
                           "model.layers: %lld parameters is more than the %lld a trainer accepts",
                           (long long)params, (long long)SPEC_MAX_PARAMS);
-        if (s->loss == LOSS_CROSS_ENTROPY && s->layers[s->n_layers] < 2)
+        if (!s->typed && s->loss == LOSS_CROSS_ENTROPY && s->layers[s->n_layers] < 2)
             return errmsg(err, errlen, -EINVAL,
                           "model.layers: cross_entropy needs at least 2 outputs (classes)");
         if (s->loss == LOSS_CROSS_ENTROPY && (s->output == OUT_SIGMOID || s->output == OUT_LINEAR))
@@ -547,6 +724,39 @@ static json_t *optimizer_to_json(const struct spec_optimizer *o)
     return j;
 }
 
+/* The typed layers from *at up to end, as objects with the fields given. */
+static json_t *layers_to_json(const struct mlq_spec *s, int *at, int end)
+{
+    json_t *list = json_array();
+    while (*at < end) {
+        const struct spec_layer *l = &s->node[(*at)++];
+        json_t *o = json_pack("{ss}", "type", l->type);
+        const int ints[] = {l->out, l->kernel, l->stride, l->padding};
+        const double nums[] = {l->p, l->negative_slope, l->momentum, l->eps};
+        for (int f = 0; f < SPEC_N_LAYER_FIELDS; f++) {
+            if (!(l->given & (1u << f))) continue;
+            json_t *val;
+            if (f <= SPEC_F_PADDING)
+                val = json_integer(ints[f]);
+            else if (f == SPEC_F_BIAS)
+                val = json_boolean(l->bias);
+            else if (f == SPEC_F_APPROXIMATE)
+                val = json_boolean(l->approximate);
+            else
+                val = json_real(nums[f - SPEC_F_P]);
+            json_object_set_new(o, spec_layer_field_names[f], val);
+        }
+        if (strcmp(l->type, "residual") == 0) {
+            int branch_end = *at + l->branch_span, block_end = *at + l->span;
+            json_object_set_new(o, "layers", layers_to_json(s, at, branch_end));
+            if (block_end > branch_end)
+                json_object_set_new(o, "shortcut", layers_to_json(s, at, block_end));
+        }
+        json_array_append_new(list, o);
+    }
+    return list;
+}
+
 json_t *spec_to_json(const struct mlq_spec *s)
 {
     json_t *doc = json_object();
@@ -568,14 +778,27 @@ json_t *spec_to_json(const struct mlq_spec *s)
         json_object_set_new(doc, "validation", dataset_to_json(&s->validation));
     else if (s->validation_split > 0)
         json_object_set_new(doc, "validation_split", json_real(s->validation_split));
-    json_t *layers = json_array();
-    for (int i = 0; i <= s->n_layers; i++)
-        json_array_append_new(layers, json_integer(s->layers[i]));
-    json_t *model =
-        json_pack("{so ss ss}", "layers", layers, "activation", spec_activation_name(s->activation),
-                  "output", spec_output_name(s->output));
-    if (s->activation == ACT_LEAKY_RELU)
-        json_object_set_new(model, "leaky_slope", json_real(s->leaky_slope));
+    json_t *model;
+    if (s->typed) {
+        int at = 0;
+        model = json_pack("{so ss}", "layers", layers_to_json(s, &at, s->n_nodes), "output",
+                          spec_output_name(s->output));
+        if (s->input_rank) {
+            json_t *in = json_array();
+            for (int i = 0; i < s->input_rank; i++)
+                json_array_append_new(in, json_integer(s->input[i]));
+            json_object_set_new(model, "input", in);
+        }
+    } else {
+        json_t *layers = json_array();
+        for (int i = 0; i <= s->n_layers; i++)
+            json_array_append_new(layers, json_integer(s->layers[i]));
+        model =
+            json_pack("{so ss ss}", "layers", layers, "activation",
+                      spec_activation_name(s->activation), "output", spec_output_name(s->output));
+        if (s->activation == ACT_LEAKY_RELU)
+            json_object_set_new(model, "leaky_slope", json_real(s->leaky_slope));
+    }
     json_object_set_new(doc, "model", model);
     json_object_set_new(doc, "loss", json_string(spec_loss_name(s->loss)));
     json_object_set_new(doc, "optimizer", optimizer_to_json(&s->optimizer));

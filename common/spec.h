@@ -19,6 +19,12 @@
 #define SPEC_PATH_MAX 1024
 #define SPEC_NAME_MAX 128
 
+/* Typed layers (model.layers as objects), counting a residual block and
+ * every layer inside it. */
+#define SPEC_MAX_NODES 128
+#define SPEC_TYPE_MAX 16
+#define SPEC_MAX_KERNEL 1024
+
 enum job_kind { JOB_TRAIN, JOB_EVAL, JOB_PREDICT };
 enum activation { ACT_RELU, ACT_SIGMOID, ACT_TANH, ACT_LEAKY_RELU };
 /* What the last layer emits. LOGITS and SOFTMAX train identically with
@@ -50,6 +56,37 @@ struct spec_optimizer {
     double initial_accumulator; /* adagrad */
 };
 
+/* The fields a typed layer may give, in the bit order of spec_layer.given
+ * (spec_layer_field_names). Which fields a type reads is the engine's
+ * business (trainer/spec_model.c checks them against the op table). */
+enum spec_layer_field {
+    SPEC_F_OUT,
+    SPEC_F_KERNEL,
+    SPEC_F_STRIDE,
+    SPEC_F_PADDING,
+    SPEC_F_BIAS,
+    SPEC_F_P,
+    SPEC_F_NEGATIVE_SLOPE,
+    SPEC_F_MOMENTUM,
+    SPEC_F_EPS,
+    SPEC_F_APPROXIMATE,
+    SPEC_N_LAYER_FIELDS
+};
+extern const char *const spec_layer_field_names[SPEC_N_LAYER_FIELDS];
+
+/* One typed layer. PyTorch's defaults where a field is not given; stride
+ * -1 means "not given" (conv2d: 1, pools: the kernel). A "residual" block
+ * is followed by its branch (branch_span entries, nested blocks included)
+ * and then its shortcut (span - branch_span entries; none: identity). */
+struct spec_layer {
+    char type[SPEC_TYPE_MAX];
+    unsigned given; /* 1 << SPEC_F_* for each field the spec gave */
+    int out, kernel, stride, padding;
+    bool bias, approximate;
+    double p, negative_slope, momentum, eps;
+    int span, branch_span; /* residual only */
+};
+
 struct mlq_spec {
     enum job_kind kind;
     char name[SPEC_NAME_MAX]; /* optional label shown in run lists */
@@ -63,8 +100,15 @@ struct mlq_spec {
     /* train */
     int n_layers;                    /* dense layers */
     int layers[SPEC_MAX_LAYERS + 1]; /* layer sizes, inputs first */
-    enum activation activation;      /* hidden layers */
-    double leaky_slope;              /* leaky_relu negative slope, default 0.01 */
+    /* model.layers as typed layers instead of widths: n_layers is 0 and
+     * layers[] unused; the input shape is model.input or the dataset's. */
+    bool typed;
+    int n_nodes;
+    struct spec_layer node[SPEC_MAX_NODES];
+    int input_rank; /* model.input: 0 (absent), 1 (F) or 3 (C, H, W) */
+    int input[3];
+    enum activation activation; /* hidden layers */
+    double leaky_slope;         /* leaky_relu negative slope, default 0.01 */
     enum output_kind output;
     enum loss_kind loss;
     struct spec_optimizer optimizer;

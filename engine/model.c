@@ -4,6 +4,7 @@
 #include "model.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,18 +88,20 @@ static int plan(const struct model_desc *d, struct model_node *nodes, struct ten
         const struct model_layer *l = &d->layer[i];
         struct model_node *n = &nodes[i];
         memset(n, 0, sizeof *n);
+        node_name(d, i, n->name, sizeof n->name);
+        const char *nm = n->name;
         const struct op_def *op = op_find(l->type);
-        if (!op) return op_err(err, errlen, "layer %d: unknown type \"%s\"", i, l->type);
+        if (!op) return op_err(err, errlen, "layer %s: unknown type \"%s\"", nm, l->type);
         n->op.op = op;
         n->op.a = l->a;
         n->op.n_in = l->n_in ? l->n_in : 1;
         if (n->op.n_in != op->n_inputs)
-            return op_err(err, errlen, "layer %d (%s): takes %d input%s, got %d", i, op->type,
+            return op_err(err, errlen, "layer %s (%s): takes %d input%s, got %d", nm, op->type,
                           op->n_inputs, op->n_inputs == 1 ? "" : "s", n->op.n_in);
         for (int j = 0; j < n->op.n_in; j++) {
             int src = l->n_in ? l->in[j] : default_input(i, 1);
             if (src < MODEL_INPUT || src >= i)
-                return op_err(err, errlen, "layer %d (%s): input %d is not an earlier layer", i,
+                return op_err(err, errlen, "layer %s (%s): input %d is not an earlier layer", nm,
                               op->type, src);
             n->in[j] = src;
             n->op.in[j] = src == MODEL_INPUT ? d->input : nodes[src].op.out;
@@ -106,11 +109,10 @@ static int plan(const struct model_desc *d, struct model_node *nodes, struct ten
         }
         char why[256];
         if (op->infer(&n->op.a, n->op.in, &n->op.out, why, sizeof why))
-            return op_err(err, errlen, "layer %d (%s): %s", i, op->type, why);
+            return op_err(err, errlen, "layer %s (%s): %s", nm, op->type, why);
         if (shape_size(&n->op.out) < 1)
-            return op_err(err, errlen, "layer %d (%s): empty output %s", i, op->type,
+            return op_err(err, errlen, "layer %s (%s): empty output %s", nm, op->type,
                           shape_str(&n->op.out, s, sizeof s));
-        node_name(d, i, n->name, sizeof n->name);
         n->param_off = tt->n_params;
         n->state_off = tt->n_state;
         if (op->tensors) {
@@ -119,8 +121,8 @@ static int plan(const struct model_desc *d, struct model_node *nodes, struct ten
             for (int k = 0; k < nt; k++) {
                 int rc = tensor_table_add(tt, n->name, &t[k], i);
                 if (rc == -ENAMETOOLONG)
-                    return op_err(err, errlen, "layer %d (%s): tensor name %s.%s is too long", i,
-                                  op->type, n->name, t[k].name);
+                    return op_err(err, errlen, "layer %s (%s): tensor name %s.%s is too long", nm,
+                                  op->type, nm, t[k].name);
                 if (rc) return rc;
             }
         }
@@ -130,9 +132,9 @@ static int plan(const struct model_desc *d, struct model_node *nodes, struct ten
     const struct shape *out = &nodes[d->n_layers - 1].op.out;
     if (out->n != 1)
         return op_err(err, errlen,
-                      "layer %d (%s): the last layer's output must be flat (K), got %s: add a "
+                      "layer %s (%s): the last layer's output must be flat (K), got %s: add a "
                       "flatten and a dense layer",
-                      d->n_layers - 1, nodes[d->n_layers - 1].op.op->type,
+                      nodes[d->n_layers - 1].name, nodes[d->n_layers - 1].op.op->type,
                       shape_str(out, s, sizeof s));
     return 0;
 }
@@ -162,10 +164,42 @@ static struct arena_sizes layout(struct model_node *nodes, int n_nodes, int B)
     return a;
 }
 
+/* A dense stack's layers without its activations: they have no tensors,
+ * keep the shape, and struct net runs them, so the table is that of the
+ * dense layers alone. */
+static void dense_only(const struct model_desc *d, struct model_desc *out)
+{
+    *out = *d;
+    out->n_layers = 0;
+    for (int i = 0; i < d->n_layers; i += 2) {
+        out->layer[out->n_layers] = d->layer[i];
+        out->layer[out->n_layers].n_in = 0;
+        if (!out->layer[out->n_layers].name[0])
+            snprintf(out->layer[out->n_layers].name, MODEL_NODE_NAME, "%d", i);
+        out->n_layers++;
+    }
+}
+
+static int check_plan(const struct model_desc *d, int B, struct model_sizes *sizes, char *err,
+                      size_t errlen);
+
 int model_check(const struct model_desc *d, int B, struct model_sizes *sizes, char *err,
                 size_t errlen)
 {
     if (B < 1) return op_err(err, errlen, "batch must be at least 1, got %d", B);
+    struct net_config cfg;
+    if (!dense_stack(d, &cfg)) return check_plan(d, B, sizes, err, errlen);
+    struct model_desc *dense = malloc(sizeof *dense);
+    if (!dense) return -ENOMEM;
+    dense_only(d, dense);
+    int rc = check_plan(dense, B, sizes, err, errlen);
+    free(dense);
+    return rc;
+}
+
+static int check_plan(const struct model_desc *d, int B, struct model_sizes *sizes, char *err,
+                      size_t errlen)
+{
     int n = d->n_layers >= 1 && d->n_layers <= MODEL_MAX_NODES ? d->n_layers : 1;
     struct model_node *nodes = calloc((size_t)n, sizeof *nodes);
     struct tensor_table tt = {0};
@@ -188,9 +222,17 @@ int model_create(struct model *m, const struct model_desc *d, char *err, size_t 
 {
     memset(m, 0, sizeof *m);
     int rc = -ENOMEM;
+    struct net_config cfg;
+    bool stack = dense_stack(d, &cfg);
+    struct model_desc *dense = NULL;
+    if (stack) {
+        if (!(dense = malloc(sizeof *dense))) return -ENOMEM;
+        dense_only(d, dense);
+        d = dense;
+    }
     if (!(m->node = calloc(d->n_layers >= 1 && d->n_layers <= MODEL_MAX_NODES ? d->n_layers : 1,
                            sizeof *m->node)))
-        return -ENOMEM;
+        goto nomem;
     if ((rc = plan(d, m->node, &m->tensors, err, errlen))) goto fail;
     m->n_nodes = d->n_layers;
     m->input = d->input;
@@ -199,9 +241,10 @@ int model_create(struct model *m, const struct model_desc *d, char *err, size_t 
     m->output = d->output;
     m->n_params = m->tensors.n_params;
     m->n_state = m->tensors.n_state;
+    free(dense);
+    dense = NULL;
 
-    struct net_config cfg;
-    if (dense_stack(d, &cfg)) {
+    if (stack) {
         if (!(m->net = malloc(sizeof *m->net))) goto nomem;
         if ((rc = net_create(m->net, &cfg))) {
             free(m->net);
@@ -226,6 +269,7 @@ int model_create(struct model *m, const struct model_desc *d, char *err, size_t 
 nomem:
     rc = -ENOMEM;
 fail:
+    free(dense);
     model_destroy(m);
     return rc;
 }
@@ -238,7 +282,7 @@ static void free_arenas(struct model *m)
     free(m->scratch);
     free(m->tmp[0]);
     free(m->tmp[1]);
-    free(m->probs);
+    if (!m->net) free(m->probs); /* the dense stack's are the net's */
     m->acts = m->dacts = m->saved = m->scratch = m->tmp[0] = m->tmp[1] = m->probs = NULL;
 }
 
@@ -399,4 +443,25 @@ void model_backward(struct model *m, const float *x, const int32_t *y_class, con
                 d[k] += t[k];
         }
     }
+}
+
+double model_penalty(struct model *m, double l1, double l2)
+{
+    if (m->net) return net_penalty(m->net, l1, l2);
+    if (l1 == 0.0 && l2 == 0.0) return 0.0;
+    double sum_abs = 0.0, sum_sq = 0.0;
+    for (int i = 0; i < m->tensors.n; i++) {
+        const struct tensor *t = &m->tensors.t[i];
+        size_t len = strlen(t->name);
+        if (t->kind != OP_PARAM || t->ndim < 2 || len < 7 || strcmp(t->name + len - 7, ".weight"))
+            continue;
+        float *w = m->params + t->offset, *dw = m->grads + t->offset;
+        for (size_t k = 0; k < t->size; k++) {
+            double v = w[k];
+            sum_abs += fabs(v);
+            sum_sq += v * v;
+            dw[k] += (float)(l1 * (v > 0 ? 1.0 : v < 0 ? -1.0 : 0.0) + l2 * v);
+        }
+    }
+    return l1 * sum_abs + 0.5 * l2 * sum_sq;
 }

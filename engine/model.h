@@ -120,6 +120,11 @@ double model_loss(const struct model *m, const int32_t *y_class, const float *y,
  * m->grads; zeroing is model_zero_grad's. */
 void model_backward(struct model *m, const float *x, const int32_t *y_class, const float *y, int B);
 void model_zero_grad(struct model *m);
+/* L1 and L2 penalties on the weights of dense and conv layers (tensors
+ * named "weight" with two or more dimensions; biases and batch norm's
+ * scale excluded): returns l1 sum|w| + l2/2 sum w^2 and adds their
+ * gradient to m->grads (net_penalty for a dense stack). */
+double model_penalty(struct model *m, double l1, double l2);
 int model_correct(const struct model *m, const int32_t *y_class, int B);
 /* The last node's output z (B, K) of the last forward. */
 const float *model_logits(const struct model *m);

@@ -24,31 +24,37 @@ static int uses_momentum_buffer(const struct optim_config *c)
     return (c->rule == OPTIM_SGD || c->rule == OPTIM_GD) && c->momentum != 0.0;
 }
 
+/* Which of m, v, w a rule keeps (bit 0, 1, 2). */
+static unsigned buffers_of(const struct optim_config *cfg)
+{
+    switch (cfg->rule) {
+    case OPTIM_GD:
+    case OPTIM_SGD:
+        return uses_momentum_buffer(cfg) ? 1u : 0u;
+    case OPTIM_ADAM:
+    case OPTIM_ADAMW:
+        return 3u | (cfg->amsgrad ? 4u : 0u);
+    case OPTIM_RMSPROP: /* m: square average, v: momentum buffer, w: mean gradient */
+        return 1u | (cfg->momentum > 0.0 ? 2u : 0u) | (cfg->centered ? 4u : 0u);
+    case OPTIM_ADAGRAD: /* v: sum of squares */
+        return 2u;
+    }
+    return 0u;
+}
+
+int optim_buffers(const struct optim_config *cfg)
+{
+    unsigned b = buffers_of(cfg);
+    return (int)(b & 1u) + (int)(b >> 1 & 1u) + (int)(b >> 2 & 1u);
+}
+
 int optim_create(struct optim *opt, const struct optim_config *cfg, size_t n)
 {
     memset(opt, 0, sizeof *opt);
     opt->cfg = *cfg;
     opt->n = n;
-    int need_m = 0, need_v = 0, need_w = 0;
-    switch (cfg->rule) {
-    case OPTIM_GD:
-    case OPTIM_SGD:
-        need_m = uses_momentum_buffer(cfg);
-        break;
-    case OPTIM_ADAM:
-    case OPTIM_ADAMW:
-        need_m = need_v = 1;
-        need_w = cfg->amsgrad;
-        break;
-    case OPTIM_RMSPROP: /* m: square average, v: momentum buffer, w: mean gradient */
-        need_m = 1;
-        need_v = cfg->momentum > 0.0;
-        need_w = cfg->centered;
-        break;
-    case OPTIM_ADAGRAD: /* v: sum of squares */
-        need_v = 1;
-        break;
-    }
+    unsigned b = buffers_of(cfg);
+    int need_m = b & 1u, need_v = b >> 1 & 1u, need_w = b >> 2 & 1u;
     if (need_m && !(opt->m = calloc(n ? n : 1, sizeof *opt->m))) goto nomem;
     if (need_v && !(opt->v = calloc(n ? n : 1, sizeof *opt->v))) goto nomem;
     if (need_w && !(opt->w = calloc(n ? n : 1, sizeof *opt->w))) goto nomem;

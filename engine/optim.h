@@ -40,6 +40,9 @@ int optim_create(struct optim *opt, const struct optim_config *cfg, size_t n);
 void optim_destroy(struct optim *opt);
 /* One step: params -= update(grads). lr is the learning rate in force. */
 void optim_step(struct optim *opt, float *params, const float *grads, double lr);
+/* How many buffers of n floats (0 to 3) the rule keeps: what a checkpoint
+ * of n parameters holds besides them, known before anything is allocated. */
+int optim_buffers(const struct optim_config *cfg);
 /* Floats of state that a checkpoint must save: m, v and w, each n or 0, in
  * that order (optim_state_buffers). */
 size_t optim_state_floats(const struct optim *opt);

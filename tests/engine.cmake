@@ -5,3 +5,6 @@ mlq_add_test(test_parity SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_parity.c LIBS 
 # Every registered op (engine/ops/registry.c) against finite differences,
 # the fused heads, the model's graph and its shape errors.
 mlq_add_test(test_ops_grad SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_ops_grad.c LIBS mlq_engine)
+# Typed layers in the spec and the engine's checks of a spec's model.
+mlq_add_test(test_spec_model SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_spec_model.c
+             LIBS mlq_spec_model)
