@@ -80,15 +80,20 @@ static void rec_free(struct recorder *r)
         free(r->blob[i]);
 }
 
+static void make_spec_model(const struct fixture *f, const char *model_json,
+                            const char *optimizer_json, struct mlq_spec *s)
+{
+    char json[4096], err[512];
+    snprintf(json, sizeof json,
+             "{\"dataset\": \"%s\", \"validation\": \"%s\", \"model\": %s, \"optimizer\": %s, "
+             "\"batch_size\": 32, \"epochs\": 4, \"seed\": 9, \"threads\": 1}",
+             f->train, f->val, model_json, optimizer_json);
+    if (spec_parse(json, s, err, sizeof err)) fail_msg("spec: %s", err);
+}
+
 static void make_spec(const struct fixture *f, const char *optimizer_json, struct mlq_spec *s)
 {
-    char json[2048], err[512];
-    snprintf(json, sizeof json,
-             "{\"dataset\": \"%s\", \"validation\": \"%s\", \"model\": {\"layers\": [6, 16, 8, "
-             "3]}, \"optimizer\": %s, \"batch_size\": 32, \"epochs\": 4, \"seed\": 9, "
-             "\"threads\": 1}",
-             f->train, f->val, optimizer_json);
-    if (spec_parse(json, s, err, sizeof err)) fail_msg("spec: %s", err);
+    make_spec_model(f, "{\"layers\": [6, 16, 8, 3]}", optimizer_json, s);
 }
 
 static void run_ok(const struct mlq_spec *s, const void *resume, size_t len, struct recorder *r,
@@ -132,30 +137,45 @@ static void test_checkpoint_round_trip_and_corruption(void **state)
     assert_memory_equal(again, r.blob[0], again_len);
     free(again);
 
-    /* The last epoch's metrics ride along; a checkpoint written before they
-     * were appended to the header (32 bytes fewer) still reads, without them. */
+    /* Version 1 (before the tensor table and the state arena) still reads:
+     * the same checkpoint rewritten in that layout, with the last epoch's
+     * metrics and without them (they were appended to the v1 header later,
+     * 32 bytes). A dense model has no state, so the bodies are the same. */
     assert_true(c.train_loss > 0);
+    assert_int_equal(c.n_tensors, 6);
+    assert_string_equal(c.tensors[2].name, "2.weight");
+    assert_int_equal(c.n_state, 0);
     size_t head = 16 + 4 + strlen(c.spec_json) + 11 * 8; /* up to the metrics */
-    size_t old_len = r.len[0] - 32;
-    unsigned char *old = malloc(old_len);
-    memcpy(old, r.blob[0], head);
-    memcpy(old + head, (unsigned char *)r.blob[0] + head + 32, old_len - head - 4);
-    uint32_t h = (uint32_t)old[12] | (uint32_t)old[13] << 8 | (uint32_t)old[14] << 16 |
-                 (uint32_t)old[15] << 24;
-    h -= 32;
-    for (int i = 0; i < 4; i++)
-        old[12 + i] = (unsigned char)(h >> (8 * i));
-    uint32_t crc = (uint32_t)crc32(0L, old, (uInt)(old_len - 4));
-    for (int i = 0; i < 4; i++)
-        old[old_len - 4 + i] = (unsigned char)(crc >> (8 * i));
-    struct checkpoint o;
-    decode_ok(old, old_len, &o);
-    free(old);
-    assert_int_equal(o.epoch, c.epoch);
-    assert_int_equal(o.n_params, c.n_params);
-    assert_memory_equal(o.params, c.params, sizeof(float) * c.n_params);
-    assert_true(isnan(o.train_loss) && isnan(o.val_accuracy));
-    checkpoint_free(&o);
+    size_t body = 4 * (c.n_params + c.n_optim);
+    size_t table = r.len[0] - 4 - body - head - 32;
+    for (int with_metrics = 0; with_metrics < 2; with_metrics++) {
+        size_t keep = head + (with_metrics ? 32 : 0);
+        size_t old_len = keep + body + 4;
+        unsigned char *old = malloc(old_len);
+        assert_non_null(old);
+        memcpy(old, r.blob[0], keep);
+        memcpy(old + keep, (unsigned char *)r.blob[0] + head + 32 + table, body);
+        old[8] = 1; /* version */
+        uint32_t h = (uint32_t)(keep - 16);
+        for (int i = 0; i < 4; i++)
+            old[12 + i] = (unsigned char)(h >> (8 * i));
+        uint32_t crc = (uint32_t)crc32(0L, old, (uInt)(old_len - 4));
+        for (int i = 0; i < 4; i++)
+            old[old_len - 4 + i] = (unsigned char)(crc >> (8 * i));
+        struct checkpoint o;
+        decode_ok(old, old_len, &o);
+        free(old);
+        assert_int_equal(o.epoch, c.epoch);
+        assert_int_equal(o.n_params, c.n_params);
+        assert_int_equal(o.n_tensors, 0);
+        assert_memory_equal(o.params, c.params, sizeof(float) * c.n_params);
+        assert_memory_equal(o.optim_state, c.optim_state, sizeof(float) * c.n_optim);
+        if (with_metrics)
+            assert_true(o.train_loss == c.train_loss);
+        else
+            assert_true(isnan(o.train_loss) && isnan(o.val_accuracy));
+        checkpoint_free(&o);
+    }
     checkpoint_free(&c);
 
     char err[256];
@@ -187,10 +207,11 @@ static void test_checkpoint_round_trip_and_corruption(void **state)
 
 /* Stops a run after 2 of 4 epochs, resumes from its checkpoint, and checks
  * that weights, optimizer state and metrics equal the uninterrupted run's. */
-static void check_resume_exact(const struct fixture *f, const char *optimizer_json)
+static void check_resume_exact_model(const struct fixture *f, const char *model_json,
+                                     const char *optimizer_json)
 {
     struct mlq_spec s;
-    make_spec(f, optimizer_json, &s);
+    make_spec_model(f, model_json, optimizer_json, &s);
     struct recorder full = {0}, first = {0}, second = {0};
     struct train_result res;
     run_ok(&s, NULL, 0, &full, &res);
@@ -213,6 +234,8 @@ static void check_resume_exact(const struct fixture *f, const char *optimizer_js
     assert_memory_equal(a.params, b.params, sizeof(float) * a.n_params);
     assert_int_equal(a.n_optim, b.n_optim);
     if (a.n_optim) assert_memory_equal(a.optim_state, b.optim_state, sizeof(float) * a.n_optim);
+    assert_int_equal(a.n_state, b.n_state);
+    if (a.n_state) assert_memory_equal(a.state, b.state, sizeof(float) * a.n_state);
     for (int e = 0; e < 3; e++) {
         assert_true(full.epochs[e + 1].train_loss == second.epochs[e].train_loss);
         assert_true(full.epochs[e + 1].val_accuracy == second.epochs[e].val_accuracy);
@@ -222,6 +245,53 @@ static void check_resume_exact(const struct fixture *f, const char *optimizer_js
     rec_free(&full);
     rec_free(&first);
     rec_free(&second);
+}
+
+static void check_resume_exact(const struct fixture *f, const char *optimizer_json)
+{
+    check_resume_exact_model(f, "{\"layers\": [6, 16, 8, 3]}", optimizer_json);
+}
+
+/* A model of typed layers with a residual block (no dense fast path):
+ * it learns, its checkpoint names its tensors as nn.Sequential's
+ * state_dict and records the input shape it took from the data, and a
+ * resumed run ends where an uninterrupted one does. */
+static void test_typed_model(void **state)
+{
+    struct fixture *f = *state;
+    static const char model[] =
+        "{\"layers\": [{\"type\": \"flatten\"}, {\"type\": \"dense\", \"out\": 16}, "
+        "{\"type\": \"residual\", \"layers\": [{\"type\": \"dense\", \"out\": 16}]}, "
+        "{\"type\": \"dense\", \"out\": 3}]}";
+    struct mlq_spec s;
+    make_spec_model(f, model, "{\"name\": \"adam\", \"lr\": 0.01}", &s);
+    assert_true(s.typed);
+    struct recorder r = {0};
+    struct train_result res;
+    run_ok(&s, NULL, 0, &r, &res);
+    if (res.final_val_accuracy < 0.85)
+        fail_msg("the typed model reached only %.3f validation accuracy", res.final_val_accuracy);
+    struct checkpoint c;
+    decode_ok(r.blob[r.n_ckpt - 1], r.len[r.n_ckpt - 1], &c);
+    assert_int_equal(c.n_tensors, 6);
+    assert_string_equal(c.tensors[0].name, "1.weight");
+    assert_string_equal(c.tensors[2].name, "2.branch.0.weight");
+    assert_int_equal(c.tensors[2].shape[0], 16);
+    assert_int_equal(c.tensors[2].shape[1], 16);
+    assert_string_equal(c.tensors[5].name, "3.bias");
+    assert_int_equal(c.n_params, 6 * 16 + 16 + 16 * 16 + 16 + 16 * 3 + 3);
+    assert_non_null(strstr(c.spec_json, "\"input\":[6]"));
+    checkpoint_free(&c);
+    rec_free(&r);
+    check_resume_exact_model(f, model, "{\"name\": \"adam\", \"lr\": 0.01}");
+
+    /* A wrong model.input is refused with both shapes. */
+    static const char bad[] = "{\"input\": [7], \"layers\": [{\"type\": \"dense\", \"out\": 3}]}";
+    make_spec_model(f, bad, "\"adam\"", &s);
+    char err[512] = "";
+    assert_int_not_equal(train_run(&s, NULL, 0, NULL, &res, err, sizeof err), 0);
+    if (!strstr(err, "model.input (7) does not match the dataset's samples (6)"))
+        fail_msg("unexpected error: %s", err);
 }
 
 static void test_resume_equals_uninterrupted(void **state)
@@ -423,6 +493,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_checkpoint_round_trip_and_corruption),
         cmocka_unit_test(test_resume_equals_uninterrupted),
+        cmocka_unit_test(test_typed_model),
         cmocka_unit_test(test_same_seed_same_run_and_learning_happens),
         cmocka_unit_test(test_gd_takes_one_step_per_epoch),
         cmocka_unit_test(test_failures_have_reasons),

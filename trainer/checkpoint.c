@@ -1,7 +1,9 @@
 #include "checkpoint.h"
 #include "errmsg.h"
+#include "tensor.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
@@ -98,12 +100,19 @@ static void get_floats(struct reader *r, float *f, size_t n)
  * then the last epoch's metrics (4 words), which older checkpoints lack. */
 #define FIXED_HEADER_BYTES (3 * 8 + 4 * 8 + 8 + 8 + 2 * 8)
 #define METRICS_BYTES (4 * 8)
+/* Version 2 after the metrics: u64 state floats, u32 tensors, then per
+ * tensor u8 kind, u8 ndim, u16 name length, the name, ndim u64 dims and a
+ * u64 offset. */
+#define TENSOR_BYTES(t) (4 + strlen((t)->name) + 8 * (size_t)(t)->ndim + 8)
 
 int checkpoint_encode(const struct checkpoint *c, void **blob, size_t *len)
 {
     size_t spec_len = c->spec_json ? strlen(c->spec_json) : 0;
-    size_t header = 4 + spec_len + FIXED_HEADER_BYTES + METRICS_BYTES;
-    size_t total = sizeof magic + 4 + 4 + header + 4 * (c->n_params + c->n_optim) + 4;
+    size_t table = 8 + 4;
+    for (int i = 0; i < c->n_tensors; i++)
+        table += TENSOR_BYTES(&c->tensors[i]);
+    size_t header = 4 + spec_len + FIXED_HEADER_BYTES + METRICS_BYTES + table;
+    size_t total = sizeof magic + 4 + 4 + header + 4 * (c->n_params + c->n_optim + c->n_state) + 4;
     if (spec_len > UINT32_MAX || header > UINT32_MAX) return -E2BIG;
     unsigned char *buf = malloc(total);
     if (!buf) return -ENOMEM;
@@ -128,16 +137,68 @@ int checkpoint_encode(const struct checkpoint *c, void **blob, size_t *len)
     put_f64(&w, c->train_accuracy);
     put_f64(&w, c->val_loss);
     put_f64(&w, c->val_accuracy);
+    put_u64(&w, c->n_state);
+    put_u32(&w, (uint32_t)c->n_tensors);
+    for (int i = 0; i < c->n_tensors; i++) {
+        const struct checkpoint_tensor *t = &c->tensors[i];
+        size_t n = strlen(t->name);
+        *w.p++ = (unsigned char)t->kind;
+        *w.p++ = (unsigned char)t->ndim;
+        *w.p++ = (unsigned char)(n & 0xff);
+        *w.p++ = (unsigned char)(n >> 8);
+        memcpy(w.p, t->name, n);
+        w.p += n;
+        for (int d = 0; d < t->ndim; d++)
+            put_u64(&w, (uint64_t)t->shape[d]);
+        put_u64(&w, t->offset);
+    }
     put_floats(&w, c->params, c->n_params);
     put_floats(&w, c->optim_state, c->n_optim);
+    put_floats(&w, c->state, c->n_state);
     put_u32(&w, (uint32_t)crc32(0L, buf, (uInt)(w.p - buf)));
     *blob = buf;
     *len = total;
     return 0;
 }
 
+/* Version 2's state size and tensor table, which must end by `body`. */
+static int read_table(struct reader *r, const unsigned char *body, struct checkpoint *c,
+                      uint64_t *n_state)
+{
+    *n_state = get_u64(r);
+    uint32_t n = get_u32(r);
+    if (r->short_read || n > CHECKPOINT_MAX_TENSORS) return -EINVAL;
+    c->tensors = calloc(n ? n : 1, sizeof *c->tensors);
+    if (!c->tensors) return -ENOMEM;
+    c->n_tensors = (int)n;
+    for (uint32_t i = 0; i < n; i++) {
+        struct checkpoint_tensor *t = &c->tensors[i];
+        if (body - r->p < 4) return -EINVAL;
+        t->kind = r->p[0];
+        t->ndim = r->p[1];
+        size_t len = (size_t)r->p[2] | (size_t)r->p[3] << 8;
+        r->p += 4;
+        if (t->kind > 1 || t->ndim > 4 || len == 0 || len >= CHECKPOINT_NAME_MAX ||
+            (size_t)(body - r->p) < len)
+            return -EINVAL;
+        memcpy(t->name, r->p, len);
+        t->name[len] = '\0';
+        if (memchr(t->name, '\0', len)) return -EINVAL;
+        r->p += len;
+        for (int d = 0; d < t->ndim; d++) {
+            uint64_t v = get_u64(r);
+            if (v == 0 || v > ((uint64_t)1 << 32)) return -EINVAL;
+            t->shape[d] = (int64_t)v;
+        }
+        t->offset = get_u64(r);
+        if (r->short_read || r->p > body) return -EINVAL;
+    }
+    return 0;
+}
+
 int checkpoint_decode(const void *blob, size_t len, struct checkpoint *c, char *err, size_t errlen)
 {
+    int rc;
     memset(c, 0, sizeof *c);
     const unsigned char *buf = blob;
     if (len < sizeof magic + 12 || memcmp(buf, magic, sizeof magic) != 0)
@@ -178,24 +239,39 @@ int checkpoint_decode(const void *blob, size_t len, struct checkpoint *c, char *
         c->train_accuracy = get_f64(&r);
         c->val_loss = get_f64(&r);
         c->val_accuracy = get_f64(&r);
+    } else if (version >= 2) {
+        goto malformed;
     }
+    uint64_t n_state = 0;
+    if (version >= 2 && (rc = read_table(&r, body, c, &n_state))) goto malformed;
     /* Later versions may append header fields: skip to the body. */
     if (r.short_read || body > r.end || r.p > body) goto malformed;
     r.p = body;
-    if (n_params > (uint64_t)(r.end - r.p) / 4 ||
-        n_optim > (uint64_t)(r.end - r.p) / 4 - n_params ||
-        (uint64_t)(r.end - r.p) != 4 * (n_params + n_optim))
+    uint64_t avail = (uint64_t)(r.end - r.p) / 4;
+    if (n_params > avail || n_optim > avail - n_params || n_state > avail - n_params - n_optim ||
+        (uint64_t)(r.end - r.p) != 4 * (n_params + n_optim + n_state))
         goto malformed;
+    for (int i = 0; i < c->n_tensors; i++) {
+        const struct checkpoint_tensor *t = &c->tensors[i];
+        uint64_t size = 1;
+        for (int d = 0; d < t->ndim; d++)
+            size *= (uint64_t)t->shape[d];
+        uint64_t of = t->kind == 0 ? n_params : n_state;
+        if (t->offset > of || size > of - t->offset) goto malformed;
+    }
     c->n_params = n_params;
     c->n_optim = n_optim;
+    c->n_state = n_state;
     c->params = malloc(4 * (n_params ? n_params : 1));
     c->optim_state = malloc(4 * (n_optim ? n_optim : 1));
-    if (!c->params || !c->optim_state) {
+    c->state = malloc(4 * (n_state ? n_state : 1));
+    if (!c->params || !c->optim_state || !c->state) {
         checkpoint_free(c);
         return -ENOMEM;
     }
     get_floats(&r, c->params, n_params);
     get_floats(&r, c->optim_state, n_optim);
+    get_floats(&r, c->state, n_state);
     if (r.short_read) goto malformed;
     return 0;
 malformed:
@@ -209,6 +285,8 @@ void checkpoint_free(struct checkpoint *c)
     free(c->spec_json);
     free(c->params);
     free(c->optim_state);
+    free(c->state);
+    free(c->tensors);
     memset(c, 0, sizeof *c);
 }
 
@@ -249,5 +327,47 @@ int checkpoint_read_file(const char *path, void **blob, size_t *len, char *err, 
     close(fd);
     *blob = buf;
     *len = got;
+    return 0;
+}
+
+int checkpoint_set_tensors(struct checkpoint *c, const struct tensor_table *tt)
+{
+    c->n_tensors = 0;
+    c->tensors = calloc(tt->n ? (size_t)tt->n : 1, sizeof *c->tensors);
+    if (!c->tensors) return -ENOMEM;
+    for (int i = 0; i < tt->n; i++) {
+        const struct tensor *t = &tt->t[i];
+        struct checkpoint_tensor *o = &c->tensors[i];
+        if (strlen(t->name) >= sizeof o->name) return -ENAMETOOLONG;
+        strcpy(o->name, t->name);
+        o->kind = t->kind == OP_PARAM ? 0 : 1;
+        o->ndim = t->ndim;
+        for (int d = 0; d < t->ndim; d++)
+            o->shape[d] = t->shape[d];
+        o->offset = t->offset;
+    }
+    c->n_tensors = tt->n;
+    return 0;
+}
+
+int checkpoint_check_tensors(const struct checkpoint *c, const struct tensor_table *tt, char *err,
+                             size_t errlen)
+{
+    if (!c->n_tensors) return 0; /* version 1: sizes only */
+    if (c->n_tensors != tt->n)
+        return errmsg(err, errlen, -EINVAL, "the checkpoint has %d tensors, the model %d",
+                      c->n_tensors, tt->n);
+    for (int i = 0; i < tt->n; i++) {
+        const struct checkpoint_tensor *a = &c->tensors[i];
+        const struct tensor *b = &tt->t[i];
+        bool same = strcmp(a->name, b->name) == 0 && a->kind == (b->kind == OP_PARAM ? 0 : 1) &&
+                    a->ndim == b->ndim && a->offset == b->offset;
+        for (int d = 0; same && d < a->ndim; d++)
+            same = a->shape[d] == b->shape[d];
+        if (!same)
+            return errmsg(err, errlen, -EINVAL,
+                          "the checkpoint's tensor %d is %s, the model's is %s (another model)", i,
+                          a->name, b->name);
+    }
     return 0;
 }

@@ -1,12 +1,14 @@
 /* Checkpoints: everything a run needs to go on exactly where it stopped.
  *
- * Binary format, little-endian, version 1 (docs/checkpoint.md):
+ * Binary format, little-endian, version 2 (docs/checkpoint.md; version 1,
+ * without the tensor table and the state arena, still reads):
  *   magic "MLQCKPT\0" (8 bytes), u32 version, u32 header bytes,
  *   header: spec JSON length + text, epoch, step, rows consumed in the epoch,
  *           RNG state, optimizer step, counts of params and optimizer floats,
  *           best metric so far, the last epoch's metrics (appended later: a
- *           reader finds them by the header length),
- *   params (P floats), optimizer state (S floats),
+ *           reader finds them by the header length), the number of state
+ *           floats and the tensor table (v2),
+ *   params (P floats), optimizer state (M floats), state arena (v2),
  *   u32 CRC-32 (zlib) of everything before it.
  * A reader rejects a wrong magic, a newer version, truncation or a bad
  * checksum, with a message naming the reason. */
@@ -18,7 +20,19 @@
 
 #include "rng.h"
 
-#define CHECKPOINT_VERSION 1
+#define CHECKPOINT_VERSION 2
+#define CHECKPOINT_NAME_MAX 64
+#define CHECKPOINT_MAX_TENSORS 4096
+
+/* One entry of the tensor table: where a named tensor sits in params
+ * (kind 0) or in the state arena (kind 1). */
+struct checkpoint_tensor {
+    char name[CHECKPOINT_NAME_MAX];
+    int kind; /* 0 parameter, 1 state (engine/op.h's OP_PARAM, OP_STATE) */
+    int ndim; /* 0..4 */
+    int64_t shape[4];
+    uint64_t offset; /* floats into its buffer */
+};
 
 struct checkpoint {
     char *spec_json;    /* canonical spec of the run (owned) */
@@ -36,6 +50,11 @@ struct checkpoint {
     float *params; /* (n_params), owned */
     size_t n_optim;
     float *optim_state; /* (n_optim), owned: optimizer m then v */
+    /* Version 2; a version-1 checkpoint has neither (0, NULL). */
+    size_t n_state;
+    float *state; /* (n_state), owned: batch norm running statistics, ... */
+    int n_tensors;
+    struct checkpoint_tensor *tensors; /* (n_tensors), owned */
 };
 
 /* Serialises c into a new buffer (*blob, owned by the caller, free()). */
@@ -44,6 +63,16 @@ int checkpoint_encode(const struct checkpoint *c, void **blob, size_t *len);
  * with the reason in err. */
 int checkpoint_decode(const void *blob, size_t len, struct checkpoint *c, char *err, size_t errlen);
 void checkpoint_free(struct checkpoint *c);
+
+struct tensor_table;
+/* Fills c->tensors (owned by the caller: free(c->tensors)) from a model's
+ * table. Returns 0 or -ENOMEM (-ENAMETOOLONG for a name too long). */
+int checkpoint_set_tensors(struct checkpoint *c, const struct tensor_table *tt);
+/* 0 when c's table (if it has one: version 1 has none) names the same
+ * tensors with the same shapes and offsets as tt; else -EINVAL with the
+ * first difference in err. */
+int checkpoint_check_tensors(const struct checkpoint *c, const struct tensor_table *tt, char *err,
+                             size_t errlen);
 
 /* Reads a checkpoint file whole (written with atomic_file_write_all). */
 int checkpoint_read_file(const char *path, void **blob, size_t *len, char *err, size_t errlen);

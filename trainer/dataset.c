@@ -1017,14 +1017,22 @@ const struct dataset_info *dataset_get_info(const struct dataset *ds)
 int dataset_check_model(const struct dataset *ds, const struct mlq_spec *spec, char *err,
                         size_t errlen)
 {
+    char what[64];
+    snprintf(what, sizeof what, "model.layers[0] is %d", spec->layers[0]);
+    return dataset_check_io(ds, spec->kind, spec->loss, spec->layers[0], what,
+                            spec->layers[spec->n_layers], err, errlen);
+}
+
+int dataset_check_io(const struct dataset *ds, enum job_kind kind, enum loss_kind loss,
+                     int64_t inputs, const char *what_inputs, int outputs, char *err,
+                     size_t errlen)
+{
     const struct dataset_info *in = &ds->info;
-    int inputs = spec->layers[0], outputs = spec->layers[spec->n_layers];
     if (in->d != inputs)
-        return errmsg(err, errlen, -EINVAL,
-                      "%s: '%s' has %lld inputs per row, but model.layers[0] is %d", ds->path,
-                      ds->xname, (long long)in->d, inputs);
-    if (!in->has_y || spec->kind == JOB_PREDICT) return 0;
-    if (spec->loss == LOSS_CROSS_ENTROPY) {
+        return errmsg(err, errlen, -EINVAL, "%s: '%s' has %lld inputs per row, but %s", ds->path,
+                      ds->xname, (long long)in->d, what_inputs);
+    if (!in->has_y || kind == JOB_PREDICT) return 0;
+    if (loss == LOSS_CROSS_ENTROPY) {
         if (!in->y_is_class)
             return errmsg(err, errlen, -EINVAL,
                           "%s: loss cross_entropy needs integer class ids (N), but the targets "

@@ -81,6 +81,11 @@ int dataset_check_stored(hid_t dset, const char *path, const char *name, int64_t
  * [0, outputs) for cross-entropy, or K equals outputs for mse. */
 int dataset_check_model(const struct dataset *ds, const struct mlq_spec *spec, char *err,
                         size_t errlen);
+/* The same for any model: `inputs` floats per row (what_inputs names them
+ * in the message: "model.layers[0] is 784"), `outputs` values. */
+int dataset_check_io(const struct dataset *ds, enum job_kind kind, enum loss_kind loss,
+                     int64_t inputs, const char *what_inputs, int outputs, char *err,
+                     size_t errlen);
 
 /* Restricts the dataset to rows [begin, end), for a validation split. The
  * view shares the file and memory of its parent, which must outlive it. */

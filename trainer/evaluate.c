@@ -17,7 +17,7 @@
 #include "dataset.h"
 #include "errmsg.h"
 #include "job_memory.h"
-#include "net.h"
+#include "model.h"
 #include "spec_model.h"
 
 /* The train run's network, rebuilt from its checkpoint, and the buffers of
@@ -28,8 +28,7 @@ struct job {
     char *train_json;
     int64_t epoch; /* epochs completed at the checkpoint */
     struct job_memory mem;
-    struct net net;
-    bool have_net;
+    struct model model;
     struct dataset *ds;
     float *x;    /* (R, D) */
     int32_t *yc; /* (R) class ids */
@@ -43,7 +42,7 @@ static void job_free(struct job *j)
     free(j->yc);
     free(j->x);
     dataset_close(&j->ds);
-    if (j->have_net) net_destroy(&j->net);
+    model_destroy(&j->model);
     free(j->train_json);
 }
 
@@ -80,15 +79,20 @@ static int load_model(struct job *j, const void *blob, size_t len, char *err, si
         goto out;
     }
     if ((rc = plan_memory(j, len, err, errlen))) goto out;
-    if ((rc = spec_model_net_create(&j->net, &j->train))) {
-        errmsg(err, errlen, rc, "cannot allocate the network: %s", strerror(-rc));
+    /* The trainer stores the input shape it resolved in the checkpoint's
+     * spec (model.input), so no dataset is needed to rebuild the model. */
+    if ((rc = spec_model_create(&j->model, &j->train, NULL, why, sizeof why))) {
+        errmsg(err, errlen, rc, "run %lld: cannot rebuild the model: %s", (long long)j->spec->run,
+               why);
         goto out;
     }
-    j->have_net = true;
-    if (c.n_params != j->net.n_params) {
+    if (c.n_params != j->model.n_params || c.n_state != j->model.n_state ||
+        checkpoint_check_tensors(&c, &j->model.tensors, why, sizeof why)) {
         rc = errmsg(err, errlen, -EINVAL,
-                    "run %lld: corrupt checkpoint: it holds %zu parameters, its model needs %zu",
-                    (long long)j->spec->run, c.n_params, j->net.n_params);
+                    "run %lld: corrupt checkpoint: it holds %zu parameters and %zu state values, "
+                    "its model needs %zu and %zu",
+                    (long long)j->spec->run, c.n_params, c.n_state, j->model.n_params,
+                    j->model.n_state);
         goto out;
     }
     /* A checkpoint is checked before it is stored, but a NaN is a valid
@@ -107,8 +111,9 @@ static int load_model(struct job *j, const void *blob, size_t len, char *err, si
                     (long long)j->spec->run, (long long)c.epoch, bad, c.n_params, first_bad);
         goto out;
     }
-    memcpy(j->net.params, c.params, sizeof(float) * c.n_params);
-    if ((rc = net_reserve(&j->net, EVALUATE_ROWS))) {
+    memcpy(j->model.params, c.params, sizeof(float) * c.n_params);
+    if (c.n_state) memcpy(j->model.state, c.state, sizeof(float) * c.n_state);
+    if ((rc = model_reserve(&j->model, EVALUATE_ROWS))) {
         errmsg(err, errlen, rc, "cannot allocate the network: %s", strerror(-rc));
         goto out;
     }
@@ -117,8 +122,8 @@ static int load_model(struct job *j, const void *blob, size_t len, char *err, si
         goto out;
     }
     j->epoch = c.epoch;
-    j->D = j->train.layers[0];
-    j->K = j->train.layers[j->train.n_layers];
+    j->D = (int)shape_size(&j->model.input);
+    j->K = j->model.K;
 out:
     checkpoint_free(&c);
     return rc;
@@ -133,8 +138,14 @@ static int open_data(struct job *j, bool need_y, char *err, size_t errlen)
     int rc = dataset_open(&j->ds, &src, need_y, j->mem.data_budget, err, errlen);
     if (rc) return rc;
     const struct dataset_info *info = dataset_get_info(j->ds);
-    if (need_y) {
+    if (need_y && !j->train.typed) {
         if ((rc = dataset_check_model(j->ds, &j->train, err, errlen))) return rc;
+    } else if (need_y) {
+        char what[64];
+        snprintf(what, sizeof what, "the model of run %lld takes %d", (long long)j->spec->run,
+                 j->D);
+        if ((rc = dataset_check_io(j->ds, JOB_EVAL, j->train.loss, j->D, what, j->K, err, errlen)))
+            return rc;
     } else if (info->d != j->D) {
         return errmsg(err, errlen, -EINVAL,
                       "%s: %s has %lld inputs per row, the model of run %lld takes %d", src.path,
@@ -156,7 +167,7 @@ static int forward_rows(struct job *j, int64_t at, int B, bool with_y, char *err
     float *y = with_y && !ce ? j->y : NULL;
     int rc = dataset_read_rows(j->ds, at, B, j->x, yc, y, err, errlen);
     if (rc < 0) return rc;
-    net_forward(&j->net, j->x, B);
+    model_forward(&j->model, j->x, B, false, NULL);
     return 0;
 }
 
@@ -217,9 +228,9 @@ int eval_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, jso
         if ((rc = forward_rows(&j, at, B, true, err, errlen))) goto out;
         if (!ce) {
             size_t m = (size_t)B * (size_t)K;
-            loss_sum += net_loss(&j.net, NULL, j.y, B) * (double)m;
+            loss_sum += model_loss(&j.model, NULL, j.y, B) * (double)m;
             for (size_t i = 0; i < m; i++)
-                abs_sum += fabs((double)j.net.probs[i] - (double)j.y[i]);
+                abs_sum += fabs((double)j.model.probs[i] - (double)j.y[i]);
             continue;
         }
         for (int r = 0; r < B; r++) {
@@ -232,9 +243,9 @@ int eval_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, jso
                             K);
                 goto out;
             }
-            confusion[(size_t)t * K + argmax(j.net.probs + (size_t)r * K, K)]++;
+            confusion[(size_t)t * K + argmax(j.model.probs + (size_t)r * K, K)]++;
         }
-        loss_sum += net_loss(&j.net, j.yc, NULL, B) * B;
+        loss_sum += model_loss(&j.model, j.yc, NULL, B) * B;
     }
     if (!isfinite(loss_sum) || !isfinite(abs_sum)) {
         /* Finite weights whose outputs overflow on this data. */
@@ -397,13 +408,13 @@ int predict_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, 
         if ((rc = forward_rows(&j, at, B, false, err, errlen))) goto out;
         if (ce) {
             for (int r = 0; r < B; r++) {
-                pred[r] = argmax(j.net.probs + (size_t)r * K, K);
+                pred[r] = argmax(j.model.probs + (size_t)r * K, K);
                 counts[pred[r]]++;
             }
             rc = out_write(o.data[0], H5T_NATIVE_INT32, 1, at, B, 1, pred);
-            if (!rc) rc = out_write(o.data[1], H5T_NATIVE_FLOAT, 2, at, B, K, j.net.probs);
+            if (!rc) rc = out_write(o.data[1], H5T_NATIVE_FLOAT, 2, at, B, K, j.model.probs);
         } else {
-            rc = out_write(o.data[0], H5T_NATIVE_FLOAT, 2, at, B, K, j.net.probs);
+            rc = out_write(o.data[0], H5T_NATIVE_FLOAT, 2, at, B, K, j.model.probs);
         }
         if (rc) {
             errmsg(err, errlen, rc, "%s: cannot write rows %lld to %lld", o.af.tmp, (long long)at,

@@ -16,6 +16,7 @@
 #include "errmsg.h"
 #include "job_memory.h"
 #include "log.h"
+#include "model.h"
 #include "net.h"
 #include "optim.h"
 #include "rng.h"
@@ -35,7 +36,7 @@ struct run {
     struct dataset *train;    /* rows trained on (== data, or a view) */
     struct dataset *val_file; /* a separate validation file */
     struct dataset *val;      /* rows validated on, or NULL */
-    struct net net;
+    struct model model;       /* a dense stack runs through model.net */
     struct optim opt;
     struct rng rng;
     float *x[2];           /* (B, D): the batch trained on, the batch read meanwhile */
@@ -60,7 +61,7 @@ static void run_free(struct run *r)
         free(r->x[i]);
     }
     optim_destroy(&r->opt);
-    net_destroy(&r->net);
+    model_destroy(&r->model);
     if (r->val != r->val_file) dataset_close(&r->val);
     dataset_close(&r->val_file);
     if (r->train != r->data) dataset_close(&r->train);
@@ -94,11 +95,12 @@ static int open_data(struct run *r, char *err, size_t errlen)
     const struct mlq_spec *s = r->spec;
     int rc = dataset_open(&r->data, &s->dataset, true, r->mem.data_budget, err, errlen);
     if (rc) return rc;
-    if ((rc = dataset_check_model(r->data, s, err, errlen))) return rc;
+    /* Typed models are checked once built (check_typed_data). */
+    if (!s->typed && (rc = dataset_check_model(r->data, s, err, errlen))) return rc;
     r->train = r->data;
     if (s->has_validation) {
         rc = dataset_open(&r->val_file, &s->validation, true, r->mem.val_budget, err, errlen);
-        if (!rc) rc = dataset_check_model(r->val_file, s, err, errlen);
+        if (!rc && !s->typed) rc = dataset_check_model(r->val_file, s, err, errlen);
         r->val = r->val_file;
         return rc;
     }
@@ -122,16 +124,61 @@ static int alloc_buffers(struct run *r)
     const struct mlq_spec *s = r->spec;
     int B = job_memory_train_rows(s, dataset_get_info(r->train)->n, r->val != NULL);
     r->rows = B;
-    int D = s->layers[0], K = s->layers[s->n_layers];
+    size_t D = shape_size(&r->model.input);
+    int K = r->model.K;
     for (int i = 0; i < 2; i++) {
-        r->x[i] = malloc(sizeof(float) * (size_t)B * (size_t)D);
+        r->x[i] = malloc(sizeof(float) * (size_t)B * D);
         r->yc[i] = malloc(sizeof(int32_t) * (size_t)B);
         r->y[i] = malloc(sizeof(float) * (size_t)B * (size_t)K);
         if (!r->x[i] || !r->yc[i] || !r->y[i]) return -ENOMEM;
     }
-    if (s->optimizer.name == OPT_GD && !(r->gacc = calloc(r->net.n_params, sizeof(float))))
+    if (s->optimizer.name == OPT_GD && !(r->gacc = calloc(r->model.n_params, sizeof(float))))
         return -ENOMEM;
-    return net_reserve(&r->net, B);
+    return model_reserve(&r->model, B);
+}
+
+/* Builds the engine model of the spec on the training data's shape, checks
+ * typed models against the data, and keeps the spec the checkpoints carry,
+ * with the input shape it resolved (so eval, predict and export need no
+ * dataset to know it). */
+static int build_model(struct run *r, char *err, size_t errlen)
+{
+    const struct mlq_spec *s = r->spec;
+    const struct dataset_info *di = dataset_get_info(r->data);
+    struct shape data = spec_model_dataset_shape(di->x_rank, di->x_dims);
+    struct mlq_spec *resolved = malloc(sizeof *resolved);
+    char why[512] = "out of memory";
+    int rc = resolved ? 0 : -ENOMEM;
+    if (!rc) rc = spec_model_check(s, &data, s->batch_size, NULL, NULL, why, sizeof why);
+    if (!rc) rc = spec_model_create(&r->model, s, &data, why, sizeof why);
+    if (!rc && s->typed) {
+        char what[96], sh[SHAPE_STR_MAX];
+        snprintf(what, sizeof what, "the model's input %s takes %zu",
+                 shape_str(&r->model.input, sh, sizeof sh), shape_size(&r->model.input));
+        size_t D = shape_size(&r->model.input);
+        rc = dataset_check_io(r->data, s->kind, s->loss, (int64_t)D, what, r->model.K, err, errlen);
+        if (!rc && r->val_file)
+            rc = dataset_check_io(r->val_file, s->kind, s->loss, (int64_t)D, what, r->model.K, err,
+                                  errlen);
+        if (rc) goto out;
+    }
+    if (rc) {
+        errmsg(err, errlen, rc, "%s%s", strncmp(why, "model", 5) ? "model: " : "", why);
+        goto out;
+    }
+    *resolved = *s;
+    if (s->typed && !s->input_rank) {
+        resolved->input_rank = r->model.input.n;
+        for (int i = 0; i < r->model.input.n; i++)
+            resolved->input[i] = r->model.input.d[i];
+    }
+    json_t *doc = spec_to_json(resolved);
+    r->spec_json = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(doc);
+    if (!r->spec_json) rc = errmsg(err, errlen, -ENOMEM, "out of memory");
+out:
+    free(resolved);
+    return rc;
 }
 
 /* Rows per batch from which a second thread pays, measured on 2 cores
@@ -148,18 +195,23 @@ static int set_threads(struct run *r)
 {
     const struct mlq_spec *s = r->spec;
     int budget = blas_threads();
+    if (!r->model.net) {
+        /* Layer ops run on the caller; OpenBLAS threads each large gemm. */
+        log_info("training on OpenBLAS's %d thread%s", budget, budget == 1 ? "" : "s");
+        return 0;
+    }
     if (budget <= 1) return 0;
     int B = s->optimizer.name == OPT_GD ? r->rows : s->batch_size;
     int n = B < THREADS_MIN_ROWS ? 1 : budget < NET_MAX_THREADS ? budget : NET_MAX_THREADS;
     r->blas_threads = budget; /* restored by run_free */
     blas_set_threads(1);
-    int rc = n > 1 ? net_set_threads(&r->net, n) : 0;
+    int rc = n > 1 ? net_set_threads(r->model.net, n) : 0;
     if (rc == -EAGAIN) {
         log_warn("cannot start %d training threads; going on with one", n);
         rc = 0;
     }
-    log_info("training on %d thread%s (batch %d, thread budget %d)", r->net.n_threads,
-             r->net.n_threads == 1 ? "" : "s", B, budget);
+    log_info("training on %d thread%s (batch %d, thread budget %d)", r->model.net->n_threads,
+             r->model.net->n_threads == 1 ? "" : "s", B, budget);
     return rc;
 }
 
@@ -173,14 +225,21 @@ static int restore(struct run *r, const void *blob, size_t len, int64_t *epoch, 
     char why[256];
     int rc = checkpoint_decode(blob, len, &c, why, sizeof why);
     if (rc) return errmsg(err, errlen, rc, "cannot resume: %s", why);
-    if (c.n_params != r->net.n_params || c.n_optim != optim_state_floats(&r->opt)) {
+    if (c.n_params != r->model.n_params || c.n_optim != optim_state_floats(&r->opt) ||
+        c.n_state != r->model.n_state) {
         rc = errmsg(err, errlen, -EINVAL,
-                    "cannot resume: the checkpoint holds %zu parameters and %zu optimizer values, "
-                    "this model needs %zu and %zu",
-                    c.n_params, c.n_optim, r->net.n_params, optim_state_floats(&r->opt));
+                    "cannot resume: the checkpoint holds %zu parameters, %zu optimizer values and "
+                    "%zu state values, this model needs %zu, %zu and %zu",
+                    c.n_params, c.n_optim, c.n_state, r->model.n_params,
+                    optim_state_floats(&r->opt), r->model.n_state);
         goto out;
     }
-    memcpy(r->net.params, c.params, sizeof(float) * c.n_params);
+    if ((rc = checkpoint_check_tensors(&c, &r->model.tensors, why, sizeof why))) {
+        rc = errmsg(err, errlen, rc, "cannot resume: %s", why);
+        goto out;
+    }
+    memcpy(r->model.params, c.params, sizeof(float) * c.n_params);
+    if (c.n_state) memcpy(r->model.state, c.state, sizeof(float) * c.n_state);
     float *bufs[3];
     int k = optim_state_buffers(&r->opt, bufs);
     for (int i = 0; i < k; i++) /* sizes checked above */
@@ -223,14 +282,18 @@ static int save(struct run *r, const struct epoch_metrics *m, double best,
         .train_accuracy = m->train_accuracy,
         .val_loss = m->has_validation ? m->val_loss : NAN,
         .val_accuracy = m->has_validation ? m->val_accuracy : NAN,
-        .n_params = r->net.n_params,
-        .params = r->net.params,
+        .n_params = r->model.n_params,
+        .params = r->model.params,
         .n_optim = n_optim,
         .optim_state = state,
+        .n_state = r->model.n_state,
+        .state = r->model.state,
     };
+    int rc = checkpoint_set_tensors(&c, &r->model.tensors);
     void *blob;
     size_t len;
-    int rc = checkpoint_encode(&c, &blob, &len);
+    if (!rc) rc = checkpoint_encode(&c, &blob, &len);
+    free(c.tensors);
     free(state);
     if (rc) return rc;
     rc = cb->on_checkpoint(cb->ctx, m->epoch, m->step, blob, len);
@@ -257,9 +320,9 @@ static int evaluate(struct run *r, struct dataset *ds, struct pass_totals *t, ch
         int rc = dataset_read_rows(ds, at, B, r->x[0], ce ? r->yc[0] : NULL, ce ? NULL : r->y[0],
                                    err, errlen);
         if (rc < 0) return rc;
-        net_forward(&r->net, r->x[0], B);
-        t->loss_sum += net_loss(&r->net, ce ? r->yc[0] : NULL, ce ? NULL : r->y[0], B) * B;
-        if (ce) t->correct += net_correct(&r->net, r->yc[0], B);
+        model_forward(&r->model, r->x[0], B, false, NULL);
+        t->loss_sum += model_loss(&r->model, ce ? r->yc[0] : NULL, ce ? NULL : r->y[0], B) * B;
+        if (ce) t->correct += model_correct(&r->model, r->yc[0], B);
         t->rows += B;
     }
     return 0;
@@ -291,10 +354,15 @@ static int train_batch(struct run *r, struct batch *cur, struct batch *next, int
 {
     const struct mlq_spec *s = r->spec;
     int got = cur->got;
-    net_forward(&r->net, cur->x, got);
-    int rc = net_task_start(&r->net, batch_read, next);
+    struct net *net = r->model.net; /* the dense fast paths, or NULL */
+    model_forward(&r->model, cur->x, got, true, &r->rng);
+    int rc = 0;
+    if (net)
+        rc = net_task_start(net, batch_read, next);
+    else
+        batch_read(next); /* the layer ops run on this thread */
     if (rc) return errmsg(err, errlen, rc, "cannot read the next batch: %s", strerror(-rc));
-    double loss = net_loss(&r->net, cur->yc, cur->y, got);
+    double loss = model_loss(&r->model, cur->yc, cur->y, got);
     if (!isfinite(loss))
         return errmsg(err, errlen, -ERANGE,
                       "loss became %s at epoch %lld, step %lld: lower the learning rate "
@@ -302,22 +370,27 @@ static int train_batch(struct run *r, struct batch *cur, struct batch *next, int
                       isnan(loss) ? "NaN" : "infinite", (long long)epoch + 1, (long long)*step + 1,
                       s->optimizer.lr);
     t->loss_sum += loss * got;
-    if (cur->yc) t->correct += net_correct(&r->net, cur->yc, got);
+    if (cur->yc) t->correct += model_correct(&r->model, cur->yc, got);
     t->rows += got;
     if (r->fused_sgd) {
-        net_backward_sgd(&r->net, cur->x, cur->yc, cur->y, got, (float)s->optimizer.lr);
+        net_backward_sgd(net, cur->x, cur->yc, cur->y, got, (float)s->optimizer.lr);
         r->opt.step++;
         ++*step;
         return 0;
     }
-    net_backward_set(&r->net, cur->x, cur->yc, cur->y, got);
+    if (net) {
+        net_backward_set(net, cur->x, cur->yc, cur->y, got);
+    } else {
+        model_zero_grad(&r->model);
+        model_backward(&r->model, cur->x, cur->yc, cur->y, got);
+    }
     if (s->optimizer.name == OPT_GD) {
         int64_t n = dataset_get_info(r->train)->n;
-        cblas_saxpy((int)r->net.n_params, (float)got / (float)n, r->net.grads, 1, r->gacc, 1);
+        cblas_saxpy((int)r->model.n_params, (float)got / (float)n, r->model.grads, 1, r->gacc, 1);
         return 0;
     }
-    if (s->l1 > 0 || s->l2 > 0) net_penalty(&r->net, s->l1, s->l2);
-    optim_step(&r->opt, r->net.params, r->net.grads, s->optimizer.lr);
+    if (s->l1 > 0 || s->l2 > 0) model_penalty(&r->model, s->l1, s->l2);
+    optim_step(&r->opt, r->model.params, r->model.grads, s->optimizer.lr);
     ++*step;
     return 0;
 }
@@ -335,7 +408,7 @@ static int train_epoch(struct run *r, int64_t epoch, int64_t *step, struct pass_
 
     int rc = dataset_epoch_begin(r->train, s->seed, epoch, s->shuffle && !gd, 0, err, errlen);
     if (rc) return rc;
-    if (gd) memset(r->gacc, 0, sizeof(float) * r->net.n_params);
+    if (gd) memset(r->gacc, 0, sizeof(float) * r->model.n_params);
     struct batch buf[2];
     for (int i = 0; i < 2; i++)
         buf[i] = (struct batch){.ds = r->train,
@@ -353,21 +426,21 @@ static int train_epoch(struct run *r, int64_t epoch, int64_t *step, struct pass_
         if (cur->got < 0) return errmsg(err, errlen, cur->got, "%s", cur->err);
         if (cur->got == 0) break;
         rc = train_batch(r, cur, next, epoch, step, t, err, errlen);
-        net_task_wait(&r->net);
+        if (r->model.net) net_task_wait(r->model.net);
         if (rc) return rc;
         struct batch *tmp = cur;
         cur = next;
         next = tmp;
     }
     if (gd && t->rows > 0) {
-        memcpy(r->net.grads, r->gacc, sizeof(float) * r->net.n_params);
-        if (s->l1 > 0 || s->l2 > 0) net_penalty(&r->net, s->l1, s->l2);
-        optim_step(&r->opt, r->net.params, r->net.grads, s->optimizer.lr);
+        memcpy(r->model.grads, r->gacc, sizeof(float) * r->model.n_params);
+        if (s->l1 > 0 || s->l2 > 0) model_penalty(&r->model, s->l1, s->l2);
+        optim_step(&r->opt, r->model.params, r->model.grads, s->optimizer.lr);
         ++*step;
     }
     /* Catch a blow-up in the last step before it is checkpointed. */
-    for (size_t i = 0; i < r->net.n_params; i++)
-        if (!isfinite(r->net.params[i]))
+    for (size_t i = 0; i < r->model.n_params; i++)
+        if (!isfinite(r->model.params[i]))
             return errmsg(err, errlen, -ERANGE,
                           "weights became NaN or infinite at epoch %lld: lower the learning rate "
                           "(optimizer.lr = %g)",
@@ -383,24 +456,19 @@ int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resum
     res->final_val_loss = res->final_val_accuracy = NAN;
     if (spec->kind != JOB_TRAIN) return errmsg(err, errlen, -EINVAL, "train_run: not a train job");
 
-    json_t *doc = spec_to_json(spec);
-    r.spec_json = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    json_decref(doc);
-    int rc = r.spec_json ? 0 : -ENOMEM;
-    if (!rc) rc = plan_memory(&r, resume_blob ? resume_len : 0, err, errlen);
+    int rc = plan_memory(&r, resume_blob ? resume_len : 0, err, errlen);
     res->memory_bytes = r.mem.total;
     if (!rc) rc = open_data(&r, err, errlen);
-    if (!rc && (rc = spec_model_net_create(&r.net, spec)))
-        errmsg(err, errlen, rc, "cannot allocate the network: %s", strerror(-rc));
-    if (!rc && (rc = spec_model_optim_create(&r.opt, &spec->optimizer, r.net.n_params)))
+    if (!rc) rc = build_model(&r, err, errlen);
+    if (!rc && (rc = spec_model_optim_create(&r.opt, &spec->optimizer, r.model.n_params)))
         errmsg(err, errlen, rc, "cannot allocate the optimizer: %s", strerror(-rc));
     if (!rc && (rc = alloc_buffers(&r)))
         errmsg(err, errlen, rc, "cannot allocate batch buffers: %s", strerror(-rc));
     if (!rc && (rc = set_threads(&r)))
         errmsg(err, errlen, rc, "cannot start the training threads: %s", strerror(-rc));
     const struct spec_optimizer *o = &spec->optimizer;
-    r.fused_sgd = o->name == OPT_SGD && o->momentum == 0.0 && o->weight_decay == 0.0 &&
-                  !(spec->l1 > 0) && !(spec->l2 > 0);
+    r.fused_sgd = r.model.net && o->name == OPT_SGD && o->momentum == 0.0 &&
+                  o->weight_decay == 0.0 && !(spec->l1 > 0) && !(spec->l2 > 0);
     if (rc) goto out;
 
     int64_t epoch = 0, step = 0;
@@ -416,7 +484,7 @@ int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resum
             log_info("resuming at epoch %lld, step %lld", (long long)epoch, (long long)step);
     } else {
         rng_seed(&r.rng, spec->seed);
-        net_init(&r.net, &r.rng);
+        model_init(&r.model, &r.rng);
     }
 
     bool ce = spec->loss == LOSS_CROSS_ENTROPY;
