@@ -1,13 +1,23 @@
 /* The HDF5 dataset reader (trainer/dataset.c) on a file made of the fuzzer's
- * bytes, through the calls a trainer makes: dataset_open, dataset_check_model,
- * a validation view, an epoch of batches, dataset_read_rows.
+ * bytes, through the calls a trainer makes: dataset_probe (sizing the job),
+ * dataset_open, dataset_check_model, a validation view, an epoch of batches,
+ * dataset_read_rows.
+ *
+ * Two programs from this file. fuzz_dataset reads as the trainer does, in
+ * reader processes (dataset_set_isolated, the default): libhdf5 crashing on
+ * a file must fail the read with a reason, never this process. It sees no
+ * coverage of what runs in the readers. fuzz_dataset_direct reads in this
+ * process, so libFuzzer is guided through libhdf5 too, and finds libhdf5
+ * 1.10.8's own crashes (docs/security.md): for long runs, not for CI.
  *
  * Input: one flag byte, then the file. Flag bits: 0 need y (train, eval),
  * 1 a budget of a few KiB (streamed in chunks) instead of 64 MiB (in memory),
  * 2 shuffle, 3 scale uint8 inputs.
- * Invariants: a refused file says why; an accepted one has a sane shape,
- * gives each of its rows once per epoch, finite inputs, class ids in
- * [0, n_classes), and leaves no HDF5 object open when closed. */
+ * Invariants: a refused file says why; what dataset_probe refuses
+ * dataset_open refuses, and what both accept they describe alike; an
+ * accepted file has a sane shape, gives each of its rows once per epoch,
+ * finite inputs, class ids in [0, n_classes), and leaves no HDF5 object
+ * open when closed. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -16,6 +26,8 @@
 #include <string.h>
 
 #include <hdf5.h>
+#include <pthread.h>
+#include <sanitizer/common_interface_defs.h>
 
 #include "dataset.h"
 #include "fuzz_util.h"
@@ -58,6 +70,33 @@ static void read_epoch(struct dataset *ds, bool shuffle, float *x, int32_t *yc, 
                    (long long)in->n);
 }
 
+#ifndef FUZZ_DATASET_DIRECT
+/* A reader that AddressSanitizer stops is the containment at work, not this
+ * target's crash: without libFuzzer's death callback it only exits. */
+static void in_reader(void)
+{
+    __sanitizer_set_death_callback(NULL);
+}
+#endif
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+#ifdef FUZZ_DATASET_DIRECT
+    dataset_set_isolated(false);
+#else
+    pthread_atfork(NULL, NULL, in_reader);
+#endif
+    return 0;
+}
+
+static void same_info(const struct dataset_info *a, const struct dataset_info *b)
+{
+    FUZZ_CHECK(a->n == b->n && a->d == b->d && a->x_rank == b->x_rank &&
+                   !memcmp(a->x_dims, b->x_dims, sizeof a->x_dims) && a->x_dtype == b->x_dtype &&
+                   a->has_y == b->has_y && a->y_is_class == b->y_is_class && a->k == b->k,
+               "dataset_probe and dataset_open describe the file differently");
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1) return 0;
@@ -67,10 +106,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     struct spec_dataset src = {.x = "X", .y = "y", .scale = flags & 8};
     snprintf(src.path, sizeof src.path, "%s", fuzz_file(data + 1, size - 1));
-    struct dataset *ds = NULL;
+    struct dataset_info probed;
+    int64_t row_bytes;
     char err[512] = "";
+    int probe_rc = dataset_probe(&src, need_y, &probed, &row_bytes, err, sizeof err);
+    if (probe_rc != 0)
+        FUZZ_CHECK(probe_rc < 0 && err[0] != '\0', "dataset_probe refused (%d) without a reason",
+                   probe_rc);
+    struct dataset *ds = NULL;
     int rc = dataset_open(&ds, &src, need_y, budget, err, sizeof err);
     fuzz_note("%s", rc ? err : "accepted");
+    FUZZ_CHECK(probe_rc == 0 || rc != 0, "dataset_open accepts what dataset_probe refused");
     if (rc != 0) {
         FUZZ_CHECK(rc < 0 && err[0] != '\0', "a file was refused (%d) without a reason", rc);
         FUZZ_CHECK(ds == NULL, "a refused file left a dataset");
@@ -79,6 +125,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     const struct dataset_info *in = dataset_get_info(ds);
+    if (probe_rc == 0) same_info(&probed, in);
     FUZZ_CHECK(in->n > 0 && in->d > 0 && in->x_rank >= 2 && in->x_rank <= 4, "shape n %lld d %lld",
                (long long)in->n, (long long)in->d);
     FUZZ_CHECK(!need_y || in->has_y, "y is needed but missing");
