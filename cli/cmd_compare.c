@@ -93,6 +93,14 @@ int cmd_compare(int argc, char **argv)
         for (size_t i = 0; ret == 0 && i < np; i++)
             if ((c = crow_get(&rows, &nrows, &cap, "param", p[i].key)))
                 c->val[r] = strdup(p[i].value);
+        /* Typed layers side by side in one line each (the layers' JSON is
+         * long); the full layers stay in model.layers. */
+        json_t *sj = j.spec_json ? json_loads(j.spec_json, 0, NULL) : NULL;
+        char line[512];
+        if (ret == 0 && history_model_line(sj, line, sizeof line) &&
+            (c = crow_get(&rows, &nrows, &cap, "param", "model")))
+            c->val[r] = strdup(line);
+        json_decref(sj);
         for (size_t i = 0; ret == 0 && i < nm; i++) {
             char v[32];
             snprintf(v, sizeof v, "%.6g", m[i].value);

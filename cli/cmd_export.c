@@ -18,7 +18,9 @@
 #include "checkpoint.h"
 #include "cli.h"
 #include "history.h"
+#include "model.h"
 #include "spec.h"
+#include "spec_model.h"
 #include "store.h"
 
 static int attr_string(hid_t obj, const char *name, const char *value)
@@ -55,60 +57,121 @@ static int write_floats(hid_t loc, const char *name, const float *v, int rank, c
     return rc < 0 ? -EIO : 0;
 }
 
+static int write_int64(hid_t loc, const char *name, int64_t v)
+{
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t d = H5Dcreate2(loc, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = d < 0 ? -1 : H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &v);
+    if (d >= 0) H5Dclose(d);
+    H5Sclose(space);
+    return rc < 0 ? -EIO : 0;
+}
+
+/* state_dict/NAME for every tensor of the model's table, named and shaped
+ * as PyTorch's state_dict of the equivalent nn.Sequential (a batch norm's
+ * num_batches_tracked as an int64 scalar, as torch keeps it). */
+static int write_state_dict(hid_t f, const struct checkpoint *c, const struct tensor_table *tt)
+{
+    hid_t g = H5Gcreate2(f, "state_dict", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0) return -EIO;
+    int ret = 0;
+    for (int i = 0; ret == 0 && i < tt->n; i++) {
+        const struct tensor *t = &tt->t[i];
+        const float *v = (t->kind == OP_PARAM ? c->params : c->state) + t->offset;
+        size_t len = strlen(t->name);
+        if (len >= 20 && strcmp(t->name + len - 20, ".num_batches_tracked") == 0) {
+            ret = write_int64(g, t->name, (int64_t)v[0]);
+            continue;
+        }
+        hsize_t dims[4];
+        for (int d = 0; d < t->ndim; d++)
+            dims[d] = (hsize_t)t->shape[d];
+        ret = write_floats(g, t->name, v, t->ndim, dims);
+    }
+    H5Gclose(g);
+    return ret;
+}
+
 /* Writes the model to path atomically (atomic_file.h): a failed export
  * leaves the old file, if any, and no half file. */
 static int export_hdf5(const char *path, int64_t run, const struct checkpoint *c,
                        const struct mlq_spec *spec, char *err, size_t errlen)
 {
-    size_t need = 0;
-    for (int l = 0; l < spec->n_layers; l++)
-        need += (size_t)spec->layers[l + 1] * (size_t)spec->layers[l] + (size_t)spec->layers[l + 1];
-    if (need != c->n_params) {
-        snprintf(err, errlen, "checkpoint holds %zu parameters, the spec's layers need %zu",
-                 c->n_params, need);
+    struct model m;
+    char why[512];
+    int ret = spec_model_create(&m, spec, NULL, why, sizeof why);
+    if (ret) {
+        snprintf(err, errlen, "cannot rebuild the run's model: %s", why);
+        return ret;
+    }
+    if (m.n_params != c->n_params || m.n_state != c->n_state ||
+        checkpoint_check_tensors(c, &m.tensors, why, sizeof why)) {
+        snprintf(err, errlen,
+                 "checkpoint holds %zu parameters and %zu state values, the spec's model needs %zu "
+                 "and %zu",
+                 c->n_params, c->n_state, m.n_params, m.n_state);
+        model_destroy(&m);
         return -EINVAL;
     }
     struct atomic_file af;
-    int ret = atomic_file_begin(&af, path, 0666, err, errlen);
-    if (ret) return ret;
+    ret = atomic_file_begin(&af, path, 0666, err, errlen);
+    if (ret) {
+        model_destroy(&m);
+        return ret;
+    }
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* our messages, not HDF5's stack dumps */
     hid_t f = H5Fcreate(af.tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0) {
         snprintf(err, errlen, "%.900s: cannot create", af.tmp);
         atomic_file_abort(&af);
+        model_destroy(&m);
         return -EIO;
     }
-    hid_t layers = H5Gcreate2(f, "layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (layers < 0) ret = -EIO;
-    const float *p = c->params;
-    for (int l = 0; ret == 0 && l < spec->n_layers; l++) {
-        char name[16];
-        snprintf(name, sizeof name, "%d", l);
-        hid_t g = H5Gcreate2(layers, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        if (g < 0) {
-            ret = -EIO;
-            break;
+    ret = write_state_dict(f, c, &m.tensors);
+    if (ret == 0 && !spec->typed) {
+        /* The layout before the state_dict, kept for readers of it. */
+        hid_t layers = H5Gcreate2(f, "layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (layers < 0) ret = -EIO;
+        const float *p = c->params;
+        for (int l = 0; ret == 0 && l < spec->n_layers; l++) {
+            char name[16];
+            snprintf(name, sizeof name, "%d", l);
+            hid_t g = H5Gcreate2(layers, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+            if (g < 0) {
+                ret = -EIO;
+                break;
+            }
+            hsize_t wdims[2] = {(hsize_t)spec->layers[l + 1], (hsize_t)spec->layers[l]};
+            hsize_t bdims[1] = {(hsize_t)spec->layers[l + 1]};
+            ret = write_floats(g, "weight", p, 2, wdims); /* (out, in) */
+            p += wdims[0] * wdims[1];
+            if (ret == 0) ret = write_floats(g, "bias", p, 1, bdims); /* (out) */
+            p += bdims[0];
+            H5Gclose(g);
         }
-        hsize_t wdims[2] = {(hsize_t)spec->layers[l + 1], (hsize_t)spec->layers[l]};
-        hsize_t bdims[1] = {(hsize_t)spec->layers[l + 1]};
-        ret = write_floats(g, "weight", p, 2, wdims); /* (out, in) */
-        p += wdims[0] * wdims[1];
-        if (ret == 0) ret = write_floats(g, "bias", p, 1, bdims); /* (out) */
-        p += bdims[0];
-        H5Gclose(g);
+        if (layers >= 0) H5Gclose(layers);
+        int64_t sizes[SPEC_MAX_LAYERS + 1];
+        for (int l = 0; l <= spec->n_layers; l++)
+            sizes[l] = spec->layers[l];
+        if (ret == 0) ret = attr_string(f, "activation", spec_activation_name(spec->activation));
+        if (ret == 0) ret = attr_int64s(f, "layers", sizes, (hsize_t)spec->n_layers + 1, false);
     }
-    if (layers >= 0) H5Gclose(layers);
-    int64_t sizes[SPEC_MAX_LAYERS + 1];
-    for (int l = 0; l <= spec->n_layers; l++)
-        sizes[l] = spec->layers[l];
-    if (ret == 0) ret = attr_string(f, "activation", spec_activation_name(spec->activation));
+    /* The architecture: the spec's model object (typed layers or widths,
+     * the input shape) and its one-line form. */
+    json_t *doc = spec_to_json(spec);
+    char *arch = doc ? json_dumps(json_object_get(doc, "model"), JSON_COMPACT) : NULL;
+    json_decref(doc);
+    char line[512];
+    if (ret == 0) ret = arch ? attr_string(f, "architecture", arch) : -ENOMEM;
+    free(arch);
+    if (ret == 0) ret = attr_string(f, "description", spec_model_describe(spec, line, sizeof line));
     if (ret == 0) ret = attr_string(f, "output", spec_output_name(spec->output));
     if (ret == 0) ret = attr_string(f, "loss", spec_loss_name(spec->loss));
     if (ret == 0) ret = attr_string(f, "spec", c->spec_json);
-    if (ret == 0) ret = attr_int64s(f, "layers", sizes, (hsize_t)spec->n_layers + 1, false);
     if (ret == 0) ret = attr_int64s(f, "run", &run, 1, true);
     if (ret == 0) ret = attr_int64s(f, "epoch", &c->epoch, 1, true);
     if (ret == 0) ret = attr_int64s(f, "step", &c->step, 1, true);
+    model_destroy(&m);
     if (H5Fclose(f) < 0 && ret == 0) ret = -EIO;
     if (ret != 0) {
         snprintf(err, errlen, "%.900s: HDF5 write failed", af.tmp);
@@ -123,14 +186,18 @@ static void export_usage(FILE *out)
     fprintf(out,
             "usage: mlq export ID --output FILE.h5 [--checkpoint last|best|EPOCH] [--db FILE]\n"
             "                 [--json]\n\n"
-            "Writes a train run's network as HDF5: layers/K/weight (out, in) and\n"
-            "layers/K/bias as float32 for dense layer K from 0, with attributes activation,\n"
-            "output, loss, layers (sizes), spec (JSON), run, epoch and step.\n\n"
+            "Writes a train run's network as HDF5: state_dict/NAME for every tensor, named\n"
+            "and shaped as PyTorch's state_dict of the equivalent nn.Sequential (0.weight,\n"
+            "1.running_mean, ...), with attributes architecture (the spec's model, JSON),\n"
+            "description (one line), output, loss, spec (JSON), run, epoch and step. A\n"
+            "list of widths also gets layers/K/weight (out, in) and layers/K/bias for dense\n"
+            "layer K from 0, and attributes activation and layers (sizes).\n\n"
             "  --output FILE      the HDF5 file to write (replaced if it exists)\n"
             "  --checkpoint WHICH last (default), best (lowest validation loss) or an epoch\n"
             "  --db FILE          the database (default: $MLQ_DB, db.path, else\n"
             "                     $XDG_DATA_HOME/mlq/mlq.db)\n"
-            "  --json             print {\"run\", \"epoch\", \"step\", \"output\", \"layers\"}\n");
+            "  --json             print {\"run\", \"epoch\", \"step\", \"output\", \"layers\",\n"
+            "                     \"description\", \"tensors\"}\n");
 }
 
 /* --output and --checkpoint. */
@@ -220,9 +287,22 @@ int cmd_export(int argc, char **argv)
         goto out;
     }
     if (co.json) {
-        json_t *o = json_object(), *l = json_array();
-        for (int i = 0; i <= spec.n_layers; i++)
-            json_array_append_new(l, json_integer(spec.layers[i]));
+        json_t *o = json_object(), *l = json_array(), *names = json_array();
+        if (spec.typed) {
+            json_t *doc = spec_to_json(&spec);
+            json_decref(l);
+            l = json_incref(json_object_get(json_object_get(doc, "model"), "layers"));
+            json_decref(doc);
+        } else {
+            for (int i = 0; i <= spec.n_layers; i++)
+                json_array_append_new(l, json_integer(spec.layers[i]));
+        }
+        for (int i = 0; i < c.n_tensors; i++)
+            json_array_append_new(names, json_string(c.tensors[i].name));
+        char line[512];
+        json_object_set_new(o, "description",
+                            json_string(spec_model_describe(&spec, line, sizeof line)));
+        json_object_set_new(o, "tensors", names);
         json_object_set_new(o, "run", json_integer(id));
         json_object_set_new(o, "epoch", json_integer(c.epoch));
         json_object_set_new(o, "step", json_integer(c.step));

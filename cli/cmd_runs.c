@@ -208,6 +208,11 @@ int cmd_runs(int argc, char **argv)
                 if (v) json_object_set_new(p, main_params[k], param_json(v));
             }
             json_object_set_new(o, "params", p);
+            const char *lv = param_find(params[i], nparams[i], "model.layers");
+            char line[256];
+            if (lv && j->kind == JOB_TRAIN)
+                json_object_set_new(o, "model",
+                                    json_string(history_layers_cell(lv, line, sizeof line)));
             json_t *m = json_object();
             for (size_t k = 0; k < nmets[i]; k++)
                 json_object_set_new(m, mets[i][k].key, history_json_num(mets[i][k].value));
@@ -260,7 +265,10 @@ int cmd_runs(int argc, char **argv)
         row[c++] = sub;
         row[c++] = dur;
         row[c++] = opt;
-        row[c++] = layers && j->kind == JOB_TRAIN ? (char *)layers : "-";
+        char layers_cell[128];
+        row[c++] = layers && j->kind == JOB_TRAIN
+                       ? (char *)history_layers_cell(layers, layers_cell, sizeof layers_cell)
+                       : "-";
         for (size_t k = 0; k < COUNT(main_metrics); k++) {
             if (!metric_used[k]) continue;
             const struct store_metric *m = metric_find(mets[i], nmets[i], main_metrics[k]);

@@ -89,6 +89,9 @@ int cmd_show(int argc, char **argv)
         json_object_set_new(o, "request_id",
                             j.request_id ? json_string(j.request_id) : json_null());
         json_object_set_new(o, "spec", spec ? json_incref(spec) : json_null());
+        char line[512];
+        const char *ml = history_model_line(spec, line, sizeof line);
+        json_object_set_new(o, "model", ml ? json_string(ml) : json_null());
         json_t *mo = json_object();
         for (size_t i = 0; i < nm; i++) {
             json_t *x = json_object();
@@ -134,6 +137,8 @@ int cmd_show(int argc, char **argv)
         printf("  %-10s %s\n", "priority",
                j.priority ? (snprintf(a, sizeof a, "%d", j.priority), a) : "0");
         printf("  %-10s %s\n", "trainer", j.trainer[0] ? j.trainer : "-");
+        char line[512];
+        if (history_model_line(spec, line, sizeof line)) printf("  %-10s %s\n", "model", line);
         if (j.run) printf("  %-10s %lld\n", "of run", (long long)j.run);
         if (j.cancel_requested && j.state == STORE_RUNNING) printf("  %-10s requested\n", "cancel");
         if (j.error) printf("  %-10s %s\n", "error", j.error);

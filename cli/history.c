@@ -17,6 +17,8 @@
 
 #include "cli.h"
 #include "config.h"
+#include "spec.h"
+#include "spec_model.h"
 #include "store.h"
 
 /* ---- the database and run ids ----------------------------------------------------------- */
@@ -414,4 +416,27 @@ void history_table_csv(const struct history_table *t)
     for (size_t r = 0; r < t->nrows; r++)
         for (int c = 0; c < t->ncols; c++)
             history_csv_field(t->cells[r * t->ncols + c], c == t->ncols - 1);
+}
+
+const char *history_model_line(json_t *spec, char *buf, size_t len)
+{
+    struct mlq_spec *s = malloc(sizeof *s);
+    char err[256];
+    const char *line = NULL;
+    if (s && spec && spec_from_json(spec, s, err, sizeof err) == 0 && s->kind == JOB_TRAIN)
+        line = spec_model_describe(s, buf, len);
+    free(s);
+    return line;
+}
+
+const char *history_layers_cell(const char *value, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s", value);
+    if (value[0] != '[' || !strchr(value, '{')) return buf;
+    json_t *layers = json_loads(value, 0, NULL);
+    json_t *doc =
+        layers ? json_pack("{s:s, s:{s:o}}", "dataset", "-", "model", "layers", layers) : NULL;
+    if (!history_model_line(doc, buf, len)) snprintf(buf, len, "%s", value);
+    json_decref(doc);
+    return buf;
 }

@@ -87,6 +87,14 @@ double history_job_duration(const struct store_job *j, double now);
 json_t *history_json_time(double t);
 /* JSON numbers: null for NaN and infinities (JSON has none). */
 json_t *history_json_num(double v);
+/* The one-line form of a train spec's model (trainer/spec_model.h:
+ * "conv32-bn-pool-fc128-fc10", "784-128-64-10"), or NULL when spec is not
+ * a train spec that parses. */
+const char *history_model_line(json_t *spec, char *buf, size_t len);
+/* The LAYERS cell of a run from its params' model.layers value: a list of
+ * widths as stored ("[784,128,64,10]"), typed layers in their one-line form. */
+const char *history_layers_cell(const char *layers_value, char *buf, size_t len);
+
 /* Prints doc indented, keys in insertion order, and releases it. */
 void history_json_print(json_t *doc);
 

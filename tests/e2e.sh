@@ -71,6 +71,36 @@ rc=$?
 set -e
 [ $rc = 0 ] || [ $rc = 77 ] || fail "export check"
 
+# A model of typed layers (conv, batch norm, pooling, dropout, a residual
+# block) on the 4 features read as one 2x2 channel: trained through the
+# broker, described in one line, predicted, exported and loaded into
+# PyTorch, which predicts what mlq predicted.
+cat >"$tmp/layers.json" <<EOF
+{"kind": "train", "name": "layers", "dataset": "$tmp/data.h5", "validation_split": 0.2,
+ "model": {"input": [1, 2, 2], "layers": [
+   {"type": "conv2d", "out": 8, "kernel": 2, "padding": 1}, {"type": "batchnorm"},
+   {"type": "relu"}, {"type": "maxpool", "kernel": 2},
+   {"type": "residual", "layers": [{"type": "conv2d", "out": 8, "kernel": 1},
+                                   {"type": "batchnorm"}]},
+   {"type": "flatten"}, {"type": "dropout", "p": 0.1}, {"type": "dense", "out": 3}]},
+ "optimizer": {"name": "adam", "lr": 0.01}, "epochs": 4, "batch_size": 16}
+EOF
+lid=$(mlq submit --spec "$tmp/layers.json")
+mlq wait "$lid" >/dev/null || fail "layered model: $(mlq show "$lid" | grep error)"
+mlq show "$lid" | grep -q "model  *conv8-bn-pool-res(conv8-bn)-fc3" || fail "show: model line"
+mlq show "$lid" --json | grep -q '"model": "conv8-bn-pool-res(conv8-bn)-fc3"' || fail "show --json"
+mlq runs | grep -q "conv8-bn-pool-res(conv8-bn)-fc3" || fail "runs: model line"
+lpred=$(mlq predict "$lid" --input "$tmp/data.h5" --output "$tmp/lpred.h5")
+mlq wait "$lpred" >/dev/null || fail "layered predict failed"
+mlq export "$lid" --output "$tmp/lmodel.h5" >/dev/null || fail "layered export"
+set +e
+/usr/bin/python3 "$src/tests/export_torch.py" "$tmp/lmodel.h5" "$tmp/data.h5" "$tmp/lpred.h5"
+rc=$?
+set -e
+[ $rc = 0 ] || [ $rc = 77 ] || fail "export into PyTorch"
+mlq rm "$lpred" >/dev/null
+mlq rm "$lid" >/dev/null
+
 # A relative path that does not exist where mlq runs is the trainer's to
 # resolve under its data.root.
 rel_id=$(cd / && mlq submit --dataset data.h5 --layers 4,8,3 --epochs 1 --name relative)

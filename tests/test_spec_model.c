@@ -181,6 +181,41 @@ static void test_dataset_shapes(void **state)
                                 "(3, 28, 28)"));
 }
 
+static void test_one_line(void **state)
+{
+    (void)state;
+    struct mlq_spec s;
+    char err[512], line[256];
+    assert_int_equal(
+        spec_parse("{\"dataset\": \"/d.h5\", \"model\": {\"layers\": ["
+                   "{\"type\": \"conv2d\", \"out\": 32, \"kernel\": 3, \"padding\": 1}, "
+                   "{\"type\": \"batchnorm\"}, {\"type\": \"relu\"}, {\"type\": \"maxpool\", "
+                   "\"kernel\": 2}, {\"type\": \"conv2d\", \"out\": 64, \"kernel\": 3, "
+                   "\"padding\": 1}, {\"type\": \"batchnorm\"}, {\"type\": \"relu\"}, "
+                   "{\"type\": \"maxpool\", \"kernel\": 2}, {\"type\": \"flatten\"}, "
+                   "{\"type\": \"dense\", \"out\": 128}, {\"type\": \"relu\"}, "
+                   "{\"type\": \"dropout\", \"p\": 0.25}, {\"type\": \"dense\", \"out\": 10}]}}",
+                   &s, err, sizeof err),
+        0);
+    assert_string_equal(spec_model_describe(&s, line, sizeof line),
+                        "conv32-bn-pool-conv64-bn-pool-fc128-fc10");
+    assert_int_equal(
+        spec_parse(
+            "{\"dataset\": \"/d.h5\", \"model\": {\"layers\": ["
+            "{\"type\": \"conv2d\", \"out\": 16, \"kernel\": 3}, {\"type\": \"residual\", "
+            "\"layers\": [{\"type\": \"conv2d\", \"out\": 16, \"kernel\": 3, \"padding\": 1}, "
+            "{\"type\": \"batchnorm\"}], \"shortcut\": [{\"type\": \"batchnorm\"}]}, "
+            "{\"type\": \"global_avgpool\"}, {\"type\": \"dense\", \"out\": 10}]}}",
+            &s, err, sizeof err),
+        0);
+    assert_string_equal(spec_model_describe(&s, line, sizeof line),
+                        "conv16-res(conv16-bn|bn)-gap-fc10");
+    assert_int_equal(spec_parse("{\"dataset\": \"/d.h5\", \"model\": {\"layers\": [784, 128, 10]}}",
+                                &s, err, sizeof err),
+                     0);
+    assert_string_equal(spec_model_describe(&s, line, sizeof line), "784-128-10");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -189,6 +224,7 @@ int main(void)
         cmocka_unit_test(test_bad_layers_refused),
         cmocka_unit_test(test_size_limits),
         cmocka_unit_test(test_dataset_shapes),
+        cmocka_unit_test(test_one_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -294,6 +294,44 @@ static void test_typed_model(void **state)
         fail_msg("unexpected error: %s", err);
 }
 
+/* Convolution, batch norm (running statistics in the state arena) and
+ * dropout (masks from the run's RNG): a resumed run is bit for bit the
+ * uninterrupted one, and the statistics are in the checkpoint by name. */
+static void test_conv_bn_dropout_resume(void **state)
+{
+    struct fixture *f = *state;
+    static const char model[] =
+        "{\"input\": [1, 2, 3], \"layers\": [{\"type\": \"conv2d\", \"out\": 4, \"kernel\": 2, "
+        "\"padding\": 1}, {\"type\": \"batchnorm\"}, {\"type\": \"relu\"}, "
+        "{\"type\": \"dropout\", \"p\": 0.25}, {\"type\": \"flatten\"}, "
+        "{\"type\": \"dense\", \"out\": 3}]}";
+    check_resume_exact_model(f, model, "{\"name\": \"adam\", \"lr\": 0.01}");
+    check_resume_exact_model(f, model, "{\"name\": \"sgd\", \"lr\": 0.05, \"momentum\": 0.9}");
+    struct mlq_spec s;
+    make_spec_model(f, model, "\"adam\"", &s);
+    struct recorder r = {0};
+    struct train_result res;
+    run_ok(&s, NULL, 0, &r, &res);
+    struct checkpoint c;
+    decode_ok(r.blob[r.n_ckpt - 1], r.len[r.n_ckpt - 1], &c);
+    int found = 0;
+    for (int i = 0; i < c.n_tensors; i++) {
+        if (strcmp(c.tensors[i].name, "1.running_var") == 0) {
+            assert_int_equal(c.tensors[i].kind, 1);
+            found++;
+        }
+        if (strcmp(c.tensors[i].name, "0.weight") == 0) {
+            assert_int_equal(c.tensors[i].ndim, 4);
+            assert_int_equal(c.tensors[i].shape[0], 4);
+            found++;
+        }
+    }
+    assert_int_equal(found, 2);
+    assert_true(c.n_state > 0);
+    checkpoint_free(&c);
+    rec_free(&r);
+}
+
 static void test_resume_equals_uninterrupted(void **state)
 {
     struct fixture *f = *state;
@@ -494,6 +532,7 @@ int main(void)
         cmocka_unit_test(test_checkpoint_round_trip_and_corruption),
         cmocka_unit_test(test_resume_equals_uninterrupted),
         cmocka_unit_test(test_typed_model),
+        cmocka_unit_test(test_conv_bn_dropout_resume),
         cmocka_unit_test(test_same_seed_same_run_and_learning_happens),
         cmocka_unit_test(test_gd_takes_one_step_per_epoch),
         cmocka_unit_test(test_failures_have_reasons),

@@ -231,7 +231,8 @@ int spec_model_desc(const struct mlq_spec *s, const struct shape *data, struct m
         bool same = shape_equal(&d->input, data) ||
                     (data->n == 3 && d->input.n == 3 && data->d[2] == 1 && d->input.d[0] == 1 &&
                      d->input.d[1] == data->d[0] && d->input.d[2] == data->d[1]);
-        bool flat = d->input.n == 1 && shape_size(&d->input) == shape_size(data);
+        /* Rows of D floats are read as any shape of D elements, row-major. */
+        bool flat = (d->input.n == 1 || data->n == 1) && shape_size(&d->input) == shape_size(data);
         if (!same && !flat)
             return errmsg(err, errlen, -EINVAL,
                           "model.input %s does not match the dataset's samples %s (4-D data is "
@@ -308,4 +309,50 @@ int spec_model_check(const struct mlq_spec *s, const struct shape *data, int bat
     if (sizes) *sizes = sz;
     if (checked) *checked = true;
     return 0;
+}
+
+static void put(char *buf, size_t len, size_t *at, const char *fmt, const char *word, int n)
+{
+    if (*at >= len) return;
+    int k = snprintf(buf + *at, len - *at, fmt, word, n);
+    if (k > 0) *at += (size_t)k;
+}
+
+static void describe_list(const struct mlq_spec *s, int *i, int end, char *buf, size_t len,
+                          size_t *at)
+{
+    while (*i < end) {
+        const struct spec_layer *l = &s->node[(*i)++];
+        bool first = *at == 0 || buf[*at - 1] == '(' || buf[*at - 1] == '|';
+        if (strcmp(l->type, "residual") == 0) {
+            put(buf, len, at, first ? "%sres(" : "-%sres(", "", 0);
+            describe_list(s, i, *i + l->branch_span, buf, len, at);
+            if (l->span > l->branch_span) {
+                put(buf, len, at, "%s|", "", 0);
+                describe_list(s, i, *i + l->span - l->branch_span, buf, len, at);
+            }
+            put(buf, len, at, "%s)", "", 0);
+            continue;
+        }
+        const struct op_def *op = op_find(l->type);
+        const char *word = op ? op->abbrev : l->type;
+        if (!word) continue;
+        bool has_out = l->given & (1u << SPEC_F_OUT);
+        put(buf, len, at, first ? (has_out ? "%s%d" : "%s") : (has_out ? "-%s%d" : "-%s"), word,
+            l->out);
+    }
+}
+
+const char *spec_model_describe(const struct mlq_spec *s, char *buf, size_t len)
+{
+    size_t at = 0;
+    if (len) buf[0] = '\0';
+    if (!s->typed) {
+        for (int l = 0; l <= s->n_layers; l++)
+            put(buf, len, &at, l ? "%s-%d" : "%s%d", "", s->layers[l]);
+        return buf;
+    }
+    int i = 0;
+    describe_list(s, &i, s->n_nodes, buf, len, &at);
+    return buf;
 }

@@ -50,6 +50,12 @@ int spec_model_create(struct model *m, const struct mlq_spec *spec, const struct
 int spec_model_check(const struct mlq_spec *spec, const struct shape *data, int batch,
                      struct model_sizes *sizes, bool *checked, char *err, size_t errlen);
 
+/* A model in one line, into buf: a list of widths as "784-128-64-10";
+ * typed layers by their ops' abbreviations, with the width of layers that
+ * have one, activations, flatten and dropout left out, a residual block
+ * as res(...) ("conv32-bn-pool-conv64-bn-pool-fc128-fc10"). Returns buf. */
+const char *spec_model_describe(const struct mlq_spec *spec, char *buf, size_t len);
+
 /* The bytes a checkpoint of this model and optimizer takes at most. */
 int64_t spec_model_checkpoint_bytes(const struct mlq_spec *spec, const struct model_sizes *sizes);
 
