@@ -850,7 +850,7 @@ static int run_reader(struct dataset *ds, reader_fn fn, void *arg, char *err, si
     if (pg == MAP_FAILED)
         return errmsg(err, errlen, -errno, "%s: cannot map memory for the dataset reader: %s",
                       ds->path, strerror(errno));
-    pid_t pid = fork();
+    pid_t parent = getpid(), pid = fork();
     if (pid < 0) {
         int e = errno;
         munmap(pg, sizeof *pg);
@@ -858,7 +858,8 @@ static int run_reader(struct dataset *ds, reader_fn fn, void *arg, char *err, si
                       strerror(e));
     }
     if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a trainer killed mid-read leaves no reader */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);  /* a trainer killed mid-read leaves no reader */
+        if (getppid() != parent) _exit(1); /* it died before that took hold */
         /* A crash ends the reader, whatever handler the parent installed. */
         static const int fatal[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
         for (size_t i = 0; i < sizeof fatal / sizeof *fatal; i++)
