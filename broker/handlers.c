@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint.h"
 #include "log.h"
 #include "spec.h"
 #include "spec_model.h"
@@ -304,30 +305,42 @@ static void on_hello(struct broker *b, struct proto_msg *m)
 
     /* The same socket saying HELLO again, or the same name on a new socket
      * (the trainer reconnected): the old entry's job follows the announcement. */
-    struct trainer *old = trainers_find(b, m->ident, m->ident_len);
-    bool same_socket = old != NULL;
-    if (!old) old = trainers_find_name(b, name);
-    /* Another live process under the same name would take this one's job:
-     * refuse it until the first goes silent (a reconnect of the same process
-     * carries the same instance). */
+    struct trainer *self = trainers_find(b, m->ident, m->ident_len);
+    struct trainer *holder = trainers_find_name(b, name);
+    if (holder == self) holder = NULL;
+    /* A name in use by a live trainer belongs to its connection: a HELLO
+     * from another one takes it over only with the same instance (the same
+     * process, its I/O thread reconnected). Another process, or any peer
+     * that leaves out the instance, is refused until the first goes silent:
+     * else it would take the job, and its results, metrics and checkpoints
+     * would be recorded as the job's (or its HELLO without the job would
+     * make the job lose an attempt). */
     const char *instance = json_string_value(json_object_get(m->body, "instance"));
-    if (old && !same_socket && instance && old->instance[0] &&
-        strcmp(instance, old->instance) != 0 && broker_mono() - old->last_seen < b->expiry) {
+    bool same_instance =
+        holder && instance && instance[0] && strcmp(instance, holder->instance) == 0;
+    if (holder && !same_instance && broker_mono() - holder->last_seen < b->expiry) {
         broker_reply_error(b, m, "name_in_use",
                            "trainer name %s is in use by another running trainer (%s); give "
                            "each trainer its own --name",
-                           name, old->host);
+                           name, holder->host);
         return;
     }
+    if (self && holder) {
+        /* This connection takes a name whose holder went silent: that one
+         * is gone. */
+        if (holder->job) dispatch_lost(b, holder->job, "its trainer went away");
+        trainers_remove(b, holder);
+        self = trainers_find(b, m->ident, m->ident_len); /* moved by the removal */
+        holder = NULL;
+    }
+    struct trainer *old = self ? self : holder;
     /* The same trainer process: the same connection, or a new one with the
-     * same instance (its I/O thread reconnected). */
-    bool same_process =
-        old &&
-        (same_socket || (instance && old->instance[0] && strcmp(instance, old->instance) == 0));
+     * same instance. */
+    bool same_process = self || same_instance;
     bool adopt_from_old = false;
     int64_t undelivered = 0;
     if (old) {
-        if (old->job && old->job == announced)
+        if (old->job && old->job == announced && same_process)
             adopt_from_old = true;
         else if (old->job && same_process && announced == 0)
             /* The process announces every job it got until its DONE is
@@ -439,6 +452,55 @@ static void on_metrics(struct broker *b, struct trainer *t, struct proto_msg *m)
     if (store_metrics_put(b->store, job, ms, n) != 0) broker_store_failed(b, "metrics");
 }
 
+/* A checkpoint is stored only if a trainer can resume from it: its format
+ * and checksum hold, and its sizes are those of the job's model (of the
+ * model its own spec resolves, when the job's leaves the input shape to the
+ * dataset). 0, -EINVAL with the reason in why, or another -errno. */
+static int checkpoint_check(struct broker *b, int64_t job, const struct proto_msg *m, char *why,
+                            size_t len)
+{
+    struct checkpoint c;
+    int rc = checkpoint_decode(m->bin, m->bin_len, &c, why, len);
+    if (rc) return rc == -ENOMEM ? rc : -EINVAL;
+    struct store_job j;
+    if ((rc = store_job_get(b->store, job, &j)) != 0) {
+        checkpoint_free(&c);
+        return rc;
+    }
+    struct mlq_spec spec;
+    struct model_sizes sz;
+    bool checked = false;
+    char err[512];
+    if (j.kind != JOB_TRAIN) {
+        snprintf(why, len, "a %s job keeps no checkpoints", spec_kind_name(j.kind));
+        rc = -EINVAL;
+    } else if (spec_parse(j.spec_json, &spec, err, sizeof err) != 0 ||
+               spec_model_check(&spec, NULL, 1, &sz, &checked, err, sizeof err) != 0) {
+        snprintf(why, len, "the job's model cannot be sized: %.400s", err);
+        rc = -EINVAL;
+    } else if (!checked && (!c.spec_json || spec_parse(c.spec_json, &spec, err, sizeof err) != 0 ||
+                            spec_model_check(&spec, NULL, 1, &sz, &checked, err, sizeof err) != 0 ||
+                            !checked)) {
+        snprintf(why, len, "its spec gives no model of known size");
+        rc = -EINVAL;
+    }
+    if (!rc) {
+        struct optim_config oc;
+        spec_model_optim_config(&spec.optimizer, &oc);
+        size_t n_optim = sz.n_params * (size_t)optim_buffers(&oc);
+        if (c.n_params != sz.n_params || c.n_optim != n_optim || c.n_state != sz.n_state) {
+            snprintf(why, len,
+                     "it holds %zu parameters, %zu optimizer values and %zu state values, the "
+                     "job's model has %zu, %zu and %zu",
+                     c.n_params, c.n_optim, c.n_state, sz.n_params, n_optim, sz.n_state);
+            rc = -EINVAL;
+        }
+    }
+    store_job_free(&j);
+    checkpoint_free(&c);
+    return rc;
+}
+
 static void on_checkpoint(struct broker *b, struct trainer *t, struct proto_msg *m)
 {
     int64_t job, epoch, step;
@@ -447,6 +509,28 @@ static void on_checkpoint(struct broker *b, struct trainer *t, struct proto_msg 
     if (proto_get_int(m->body, "epoch", &epoch, err, sizeof err) ||
         proto_get_int(m->body, "step", &step, err, sizeof err) || !m->bin || !m->bin_len) {
         broker_drop_log(b, "CHECKPOINT from %s: %s", t->name, err[0] ? err : "no blob");
+        return;
+    }
+    char why[512] = "";
+    int rc = checkpoint_check(b, job, m, why, sizeof why);
+    if (rc == -EINVAL) {
+        /* Only the trainer holding the job gets here: record why on its run,
+           once per checkpoint, and keep the ones before it. */
+        char msg[700];
+        snprintf(msg, sizeof msg, "checkpoint of epoch %lld from trainer %s refused: %s",
+                 (long long)epoch, t->name, why);
+        broker_peer_log(b, LOG_LVL_WARN, "job %lld: %s", (long long)job, msg);
+        if (broker_write(b) == 0 && store_event_add(b->store, job, "warn", msg) != 0)
+            broker_store_failed(b, "event");
+        return;
+    }
+    if (rc == -ENOMEM) {
+        log_error("job %lld: out of memory checking a checkpoint of %zu bytes: not stored",
+                  (long long)job, m->bin_len);
+        return;
+    }
+    if (rc) {
+        broker_store_failed(b, "checkpoint check");
         return;
     }
     json_t *mv = json_object_get(m->body, "metric");

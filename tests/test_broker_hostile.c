@@ -1,7 +1,7 @@
 /* Hostile input and faults against a real mlq-broker (issue 9): a checkpoint
- * damaged in the database, peers that forge a trainer's name, floods of
- * HELLOs. The broker must fail what is bad, keep what is good, and go on
- * serving. */
+ * damaged in the database, peers that forge a trainer's name, checkpoints
+ * that no resume could use, floods of HELLOs. The broker must fail what is bad, keep what is good,
+ * and go on serving. */
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +18,7 @@
 #include <zmq.h>
 
 #include "broker_harness.h"
+#include "checkpoint.h"
 #include "proto.h"
 #include "store.h"
 
@@ -399,12 +400,186 @@ static void test_trainer_drop_log_bounded(void **state)
     zmq_close(r);
 }
 
+static int64_t count_rows(struct harness *h, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open_v2(h->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/* A peer that says HELLO under a running trainer's name is refused unless
+ * it is that trainer's process (same instance): with the job id and no
+ * instance it used to take the job and have a forged DONE recorded; without
+ * a job, four of them made the job fail. The holder goes on; a reconnect of
+ * its own process on a new connection still adopts the job. */
+static void test_forged_hello_takes_nothing(void **state)
+{
+    struct harness *h = *state;
+    char data[512], sql[200];
+    h_dataset(h, "d.h5", 16, 4, 2, 1, data, sizeof data);
+    const char *slow[] = {"--heartbeat-ms", "1000", "--liveness", "30", NULL};
+    h_broker_start(h, slow);
+    struct peer victim, forger;
+    int64_t id = peer_take_job(h, &victim, "victim", "victim-1", data);
+
+    peer_open(h, &forger);
+    const char *instances[] = {NULL, "", "victim-2"};
+    for (size_t i = 0; i < 3; i++) {
+        peer_hello(&forger, "victim", instances[i], id);
+        json_t *e = peer_expect(&forger, PROTO_ERROR, 5);
+        if (!e)
+            fail_msg("a HELLO as victim with instance %s was not refused",
+                     instances[i] ? instances[i] : "(none)");
+        assert_string_equal(str_of(e, "code"), "name_in_use");
+        json_decref(e);
+    }
+    peer_send(&forger, PROTO_METRICS,
+              json_pack("{s:I, s:i, s:i, s:{s:f}}", "job", (json_int_t)id, "epoch", 1, "step", 1,
+                        "values", "train_loss", 0.001),
+              NULL, 0);
+    peer_send(&forger, PROTO_CHECKPOINT,
+              json_pack("{s:I, s:i, s:i}", "job", (json_int_t)id, "epoch", 1, "step", 1), "forged",
+              6);
+    peer_send(&forger, PROTO_DONE,
+              json_pack("{s:I, s:s, s:{s:f}}", "job", (json_int_t)id, "state", "succeeded",
+                        "result", "accuracy", 1.0),
+              NULL, 0);
+    json_t *who = peer_expect(&forger, PROTO_WHO, 5);
+    assert_non_null(who); /* the broker does not know this connection */
+    json_decref(who);
+    for (int i = 0; i < 4; i++) { /* without the job: each was an attempt lost */
+        peer_hello(&forger, "victim", NULL, 0);
+        json_t *e = peer_expect(&forger, PROTO_ERROR, 5);
+        assert_non_null(e);
+        json_decref(e);
+    }
+    peer_close(&forger);
+
+    json_t *r = h_call(h, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id), NULL);
+    assert_non_null(r);
+    json_t *job = json_object_get(r, "job");
+    assert_string_equal(str_of(job, "state"), "running");
+    assert_string_equal(str_of(job, "trainer"), "victim");
+    assert_int_equal(json_integer_value(json_object_get(job, "attempts")), 1);
+    assert_null(json_object_get(job, "result"));
+    assert_int_equal(json_object_size(json_object_get(r, "metrics")), 0);
+    json_decref(r);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM checkpoints WHERE run = %lld", (long long)id);
+    assert_int_equal(count_rows(h, sql), 0);
+
+    /* The victim's own process on a new connection (its I/O thread
+       reconnected) adopts the job and finishes it. */
+    peer_close(&victim);
+    peer_open(h, &victim);
+    peer_hello(&victim, "victim", "victim-1", id);
+    json_t *w = peer_expect(&victim, PROTO_WELCOME, 5);
+    assert_non_null(w);
+    assert_int_equal(json_integer_value(json_object_get(w, "adopt")), id);
+    json_decref(w);
+    peer_send(&victim, PROTO_DONE,
+              json_pack("{s:I, s:s, s:{s:f}}", "job", (json_int_t)id, "state", "succeeded",
+                        "result", "accuracy", 0.5),
+              NULL, 0);
+    json_t *ack = peer_expect(&victim, PROTO_ACK, 5);
+    assert_non_null(ack);
+    json_decref(ack);
+    peer_close(&victim);
+    job = h_job(h, id);
+    assert_string_equal(str_of(job, "state"), "succeeded");
+    assert_int_equal(json_integer_value(json_object_get(job, "attempts")), 1);
+    json_decref(job);
+}
+
+/* A checkpoint blob of the given sizes, in the real format. */
+static void *make_checkpoint(size_t n_params, size_t n_optim, size_t *len)
+{
+    float *p = calloc(n_params + 1, sizeof *p), *o = calloc(n_optim + 1, sizeof *o);
+    assert_non_null(p);
+    assert_non_null(o);
+    struct checkpoint c = {.spec_json = "{}",
+                           .epoch = 1,
+                           .step = 1,
+                           .n_params = n_params,
+                           .params = p,
+                           .n_optim = n_optim,
+                           .optim_state = o};
+    void *blob;
+    assert_int_equal(checkpoint_encode(&c, &blob, len), 0);
+    free(p);
+    free(o);
+    return blob;
+}
+
+/* The trainer holding a job may only store checkpoints a resume can use:
+ * garbage, a bad checksum and sizes that are not its model's are refused
+ * (and said so in the run's events); a right one is stored. */
+static void test_bad_checkpoint_refused(void **state)
+{
+    struct harness *h = *state;
+    char data[512], sql[200];
+    h_dataset(h, "d.h5", 16, 4, 2, 1, data, sizeof data);
+    const char *slow[] = {"--heartbeat-ms", "1000", "--liveness", "30", NULL};
+    h_broker_start(h, slow);
+    struct peer t;
+    int64_t id = peer_take_job(h, &t, "t", "t-1", data); /* layers 4,32,2, adam */
+    const size_t P = 4 * 32 + 32 + 32 * 2 + 2;
+
+    size_t len_wrong, len_right, len_bad_crc;
+    void *wrong = make_checkpoint(P - 2, 2 * (P - 2), &len_wrong);
+    void *bad_crc = make_checkpoint(P, 2 * P, &len_bad_crc);
+    ((unsigned char *)bad_crc)[len_bad_crc / 2] ^= 0x40;
+    void *right = make_checkpoint(P, 2 * P, &len_right);
+    struct {
+        const void *blob;
+        size_t len;
+    } blobs[] = {{"not a checkpoint at all", 23},
+                 {wrong, len_wrong},
+                 {bad_crc, len_bad_crc},
+                 {right, len_right}};
+    for (int i = 0; i < 4; i++)
+        peer_send(
+            &t, PROTO_CHECKPOINT,
+            json_pack("{s:I, s:i, s:i}", "job", (json_int_t)id, "epoch", i + 1, "step", i + 1),
+            blobs[i].blob, blobs[i].len);
+    free(wrong);
+    free(bad_crc);
+    free(right);
+
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM checkpoints WHERE run = %lld", (long long)id);
+    double until = h_now() + 5;
+    while (count_rows(h, sql) == 0 && h_now() < until)
+        usleep(20 * 1000);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM checkpoints WHERE run = %lld AND epoch = 4",
+             (long long)id);
+    assert_int_equal(count_rows(h, sql), 1);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM checkpoints WHERE run = %lld", (long long)id);
+    assert_int_equal(count_rows(h, sql), 1);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM events WHERE run = %lld AND message LIKE '%%refused%%'",
+             (long long)id);
+    assert_int_equal(count_rows(h, sql), 3);
+    json_t *job = h_job(h, id);
+    assert_string_equal(str_of(job, "state"), "running");
+    json_decref(job);
+    peer_close(&t);
+    assert_broker_alive(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_damaged_checkpoint_fails_eval, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_damaged_checkpoint_resumes_earlier, h_setup,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_forged_hello_takes_nothing, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_checkpoint_refused, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_hello_flood_bounded, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_trainer_drop_log_bounded, h_setup, h_teardown),
     };
