@@ -379,8 +379,9 @@ static void on_hello(struct broker *b, struct proto_msg *m)
                                                   : "the job went back to the queue";
         else if (trainers_find_job(b, announced))
             why = "the job runs elsewhere";
-        else if (!adopt_from_old && !dispatch_take_orphan(b, announced) &&
-                 strcmp(job.trainer, name) != 0)
+        else if (!adopt_from_old && strcmp(job.trainer, name) != 0)
+            /* Also a job waiting after a broker restart for its trainer: only
+             * the name it was given to may claim it. */
             why = "the job was given to another trainer";
         if (why) {
             broker_reply(b, m->ident, m->ident_len, PROTO_WELCOME, welcome, NULL, 0);

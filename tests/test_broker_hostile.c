@@ -497,6 +497,48 @@ static void test_forged_hello_takes_nothing(void **state)
     json_decref(job);
 }
 
+/* After a broker restart a running job waits for its trainer to announce
+ * it: a peer under another name that announces it is told to drop it (it
+ * used to adopt any waiting job), and the trainer it was given to gets it. */
+static void test_orphan_claimed_only_by_its_trainer(void **state)
+{
+    struct harness *h = *state;
+    char data[512];
+    h_dataset(h, "d.h5", 16, 4, 2, 1, data, sizeof data);
+    const char *slow[] = {"--heartbeat-ms", "1000", "--liveness", "30", NULL};
+    h_broker_start(h, slow);
+    struct peer victim, forger;
+    int64_t id = peer_take_job(h, &victim, "victim", "victim-1", data);
+    peer_close(&victim);
+    h_broker_kill(h, SIGKILL);
+    h_broker_start(h, slow);
+
+    peer_open(h, &forger);
+    peer_hello(&forger, "forger", "forger-1", id);
+    json_t *d = peer_expect(&forger, PROTO_DROP, 5);
+    assert_non_null(d);
+    assert_int_equal(json_integer_value(json_object_get(d, "job")), id);
+    json_decref(d);
+    peer_send(&forger, PROTO_DONE,
+              json_pack("{s:I, s:s}", "job", (json_int_t)id, "state", "succeeded"), NULL, 0);
+    d = peer_expect(&forger, PROTO_DROP, 5);
+    assert_non_null(d);
+    json_decref(d);
+    peer_close(&forger);
+    json_t *job = h_job(h, id);
+    assert_string_equal(str_of(job, "state"), "running");
+    assert_string_equal(str_of(job, "trainer"), "victim");
+    json_decref(job);
+
+    peer_open(h, &victim);
+    peer_hello(&victim, "victim", "victim-1", id);
+    json_t *w = peer_expect(&victim, PROTO_WELCOME, 5);
+    assert_non_null(w);
+    assert_int_equal(json_integer_value(json_object_get(w, "adopt")), id);
+    json_decref(w);
+    peer_close(&victim);
+}
+
 /* A checkpoint blob of the given sizes, in the real format. */
 static void *make_checkpoint(size_t n_params, size_t n_optim, size_t *len)
 {
@@ -580,6 +622,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_forged_hello_takes_nothing, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_bad_checkpoint_refused, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_orphan_claimed_only_by_its_trainer, h_setup,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_hello_flood_bounded, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_trainer_drop_log_bounded, h_setup, h_teardown),
     };
