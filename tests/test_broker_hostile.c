@@ -294,9 +294,9 @@ static void test_hello_flood_bounded(void **state)
     struct harness *h = *state;
     char data[512];
     h_dataset(h, "d.h5", 16, 4, 2, 1, data, sizeof data);
-    /* Trainers stay registered for the whole flood (30 s liveness), the one
+    /* Trainers stay registered for the whole flood (600 s liveness), the one
        holding a job without heartbeats. */
-    const char *slow[] = {"--heartbeat-ms", "1000", "--liveness", "30", NULL};
+    const char *slow[] = {"--heartbeat-ms", "1000", "--liveness", "600", NULL};
     h_broker_start(h, slow);
     struct peer holder;
     int64_t id = peer_take_job(h, &holder, "holder", "holder-1", data);
@@ -325,7 +325,7 @@ static void test_hello_flood_bounded(void **state)
            descriptors are released once their message is out. */
         double until = h_now() + 30;
         while (workers_count(h) < (b + 1) * FLOOD_BATCH + 1 && h_now() < until)
-            usleep(20 * 1000);
+            usleep(100 * 1000);
         for (int i = 0; i < FLOOD_BATCH; i++)
             zmq_close(socks[i]);
     }
