@@ -1,8 +1,5 @@
-/* Inputs the fuzz targets found, replayed in the normal suite. The files of
- * tests/fuzz/corpus/libhdf5-crashes crash libhdf5 1.10.8 itself
- * (H5F__accum_read copies from NULL while loading metadata): the trainer's
- * reader and `mlq dataset info` must refuse each with a message and go on,
- * the crash confined to a reader process (docs/security.md). */
+/* Inputs the fuzz targets found, replayed in the normal suite (the fuzz
+ * targets' seeds keep them too, tests/fuzz/corpus/). */
 #include <dirent.h>
 #include <errno.h>
 #include <setjmp.h>
@@ -12,15 +9,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
+#include <zlib.h>
 
+#include "checkpoint.h"
 #include "dataset.h"
 #include "testutil.h"
 
 #define MLQ MLQ_BINARY_DIR "/cli/mlq"
-#define CRASHERS MLQ_SOURCE_DIR "/tests/fuzz/corpus/libhdf5-crashes"
+#define CORPUS MLQ_SOURCE_DIR "/tests/fuzz/corpus"
+#define CRASHERS CORPUS "/libhdf5-crashes"
 
 /* A fuzz_dataset input is one flag byte, then the file: writes the file. */
 static void write_h5(const char *input, const char *path)
@@ -37,6 +39,10 @@ static void write_h5(const char *input, const char *path)
     assert_int_equal(fclose(out), 0);
 }
 
+/* The files of libhdf5-crashes crash libhdf5 1.10.8 itself (H5F__accum_read
+ * copies from NULL while loading metadata): the trainer's reader and `mlq
+ * dataset info` must refuse each with a message and go on, the crash
+ * confined to a reader process (docs/security.md). */
 static void test_libhdf5_crashers_are_refused(void **state)
 {
     (void)state;
@@ -81,10 +87,65 @@ static void test_libhdf5_crashers_are_refused(void **state)
     free(dir);
 }
 
+/* fuzz_checkpoint, within seconds of version 2: a header length reaching
+ * past the blob let the tensor table be read past its end (161 bytes, the
+ * CRC made to match). Placed against an unreadable page, an over-read
+ * faults here in any build, not only under AddressSanitizer. */
+static void test_checkpoint_header_past_blob(void **state)
+{
+    (void)state;
+    FILE *f = fopen(CORPUS "/fuzz_checkpoint/found-header-past-blob", "rb");
+    assert_non_null(f);
+    unsigned char input[4096];
+    size_t n = fread(input, 1, sizeof input, f);
+    fclose(f);
+    assert_true(n > 16 && input[0] == 1); /* flag 1: fuzz_checkpoint rewrote the CRC */
+    size_t len = n - 1;
+    uLong crc = crc32(0L, input + 1, (uInt)(len - 4));
+    for (int i = 0; i < 4; i++)
+        input[1 + len - 4 + i] = (unsigned char)(crc >> (8 * i));
+
+    long page = sysconf(_SC_PAGESIZE);
+    unsigned char *map =
+        mmap(NULL, 2 * (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(map != MAP_FAILED);
+    assert_int_equal(mprotect(map + page, (size_t)page, PROT_NONE), 0);
+    unsigned char *blob = map + page - len;
+    memcpy(blob, input + 1, len);
+    struct checkpoint c;
+    char err[256] = "";
+    assert_int_equal(checkpoint_decode(blob, len, &c, err, sizeof err), -EINVAL);
+    if (!strstr(err, "malformed")) fail_msg("%s", err);
+    assert_null(c.tensors);
+    munmap(map, 2 * (size_t)page);
+}
+
+/* A crafted v2 checkpoint (fuzz_checkpoint's invariant on the tensor table):
+ * a (2^32, 2^32) tensor's size wrapped to 0 floats and passed the bounds
+ * check against a 27-float buffer. */
+static void test_checkpoint_shape_product_wraps(void **state)
+{
+    (void)state;
+    FILE *f = fopen(CORPUS "/fuzz_checkpoint/found-shape-product-wraps", "rb");
+    assert_non_null(f);
+    unsigned char input[4096];
+    size_t n = fread(input, 1, sizeof input, f);
+    fclose(f);
+    assert_true(n > 16 && input[0] == 0); /* flag 0: the blob as it is, CRC included */
+    struct checkpoint c;
+    char err[256] = "";
+    int rc = checkpoint_decode(input + 1, n - 1, &c, err, sizeof err);
+    if (rc != -EINVAL || !strstr(err, "malformed"))
+        fail_msg("rc %d: %s", rc, rc ? err : "accepted a (2^32, 2^32) tensor in 27 floats");
+    assert_null(c.tensors);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_libhdf5_crashers_are_refused),
+        cmocka_unit_test(test_checkpoint_header_past_blob),
+        cmocka_unit_test(test_checkpoint_shape_product_wraps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

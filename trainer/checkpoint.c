@@ -215,6 +215,9 @@ int checkpoint_decode(const void *blob, size_t len, struct checkpoint *c, char *
                       "checkpoint version %u is not supported (this mlq reads up to %u)", version,
                       CHECKPOINT_VERSION);
     uint32_t header = get_u32(&r);
+    /* Every bound below is the body's start: it must lie inside the blob. */
+    if (header > (size_t)(r.end - r.p))
+        return errmsg(err, errlen, -EINVAL, "checkpoint header is malformed");
     const unsigned char *body = r.p + header;
     uint32_t spec_len = get_u32(&r);
     if (header < 4 + FIXED_HEADER_BYTES || spec_len > header - 4 - FIXED_HEADER_BYTES ||
@@ -253,9 +256,9 @@ int checkpoint_decode(const void *blob, size_t len, struct checkpoint *c, char *
         goto malformed;
     for (int i = 0; i < c->n_tensors; i++) {
         const struct checkpoint_tensor *t = &c->tensors[i];
-        uint64_t size = 1;
+        uint64_t size = 1; /* four dimensions of up to 2^32 overflow 64 bits */
         for (int d = 0; d < t->ndim; d++)
-            size *= (uint64_t)t->shape[d];
+            if (__builtin_mul_overflow(size, (uint64_t)t->shape[d], &size)) goto malformed;
         uint64_t of = t->kind == 0 ? n_params : n_state;
         if (t->offset > of || size > of - t->offset) goto malformed;
     }
