@@ -6,7 +6,8 @@
  * CRC to match, so that mutations reach the header and body checks instead
  * of stopping at the checksum.
  * Invariants: a refused blob says why; an accepted one holds sizes that fit
- * the blob, and encoded again decodes to the same checkpoint. */
+ * the blob, a tensor table whose every entry lies inside its buffer, and
+ * encoded again decodes to the same checkpoint. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,16 @@ static void same(const struct checkpoint *a, const struct checkpoint *b)
     FUZZ_CHECK(!memcmp(a->params, b->params, 4 * a->n_params) &&
                    !memcmp(a->optim_state, b->optim_state, 4 * a->n_optim),
                "the floats changed");
+    FUZZ_CHECK(a->n_state == b->n_state &&
+                   (!a->n_state || !memcmp(a->state, b->state, 4 * a->n_state)),
+               "the state arena changed");
+    FUZZ_CHECK(a->n_tensors == b->n_tensors, "the tensor table changed size");
+    for (int i = 0; i < a->n_tensors; i++) {
+        const struct checkpoint_tensor *x = &a->tensors[i], *y = &b->tensors[i];
+        FUZZ_CHECK(!strcmp(x->name, y->name) && x->kind == y->kind && x->ndim == y->ndim &&
+                       !memcmp(x->shape, y->shape, sizeof x->shape) && x->offset == y->offset,
+                   "tensor %d (%s) changed", i, x->name);
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -53,14 +64,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_note("%s", rc ? err : "accepted");
     if (rc != 0) {
         FUZZ_CHECK(rc == -ENOMEM || err[0] != '\0', "a blob was refused without a reason");
-        FUZZ_CHECK(!c.spec_json && !c.params && !c.optim_state, "a refused blob kept memory");
+        FUZZ_CHECK(!c.spec_json && !c.params && !c.optim_state && !c.state && !c.tensors,
+                   "a refused blob kept memory");
         free(blob);
         return 0;
     }
     FUZZ_CHECK(c.spec_json && c.params && c.optim_state, "an accepted blob lacks a part");
-    FUZZ_CHECK(4 * (c.n_params + c.n_optim) + strlen(c.spec_json) < len,
-               "%zu params and %zu optimizer floats do not fit %zu bytes", c.n_params, c.n_optim,
-               len);
+    FUZZ_CHECK(4 * (c.n_params + c.n_optim + c.n_state) + strlen(c.spec_json) < len,
+               "%zu params, %zu optimizer and %zu state floats do not fit %zu bytes", c.n_params,
+               c.n_optim, c.n_state, len);
+    FUZZ_CHECK(c.n_tensors >= 0 && c.n_tensors <= CHECKPOINT_MAX_TENSORS, "%d tensors",
+               c.n_tensors);
+    for (int i = 0; i < c.n_tensors; i++) {
+        const struct checkpoint_tensor *t = &c.tensors[i];
+        FUZZ_CHECK(memchr(t->name, '\0', sizeof t->name) && t->ndim >= 0 && t->ndim <= 4,
+                   "tensor %d: name not terminated or %d dimensions", i, t->ndim);
+        uint64_t floats = 1;
+        for (int k = 0; k < t->ndim; k++) {
+            FUZZ_CHECK(t->shape[k] >= 0, "tensor %s: dimension %d is %lld", t->name, k,
+                       (long long)t->shape[k]);
+            floats = __builtin_mul_overflow(floats, (uint64_t)t->shape[k], &floats) ? UINT64_MAX
+                                                                                    : floats;
+        }
+        uint64_t room = t->kind == 0 ? c.n_params : c.n_state;
+        FUZZ_CHECK(t->offset <= room && floats <= room - t->offset,
+                   "tensor %s (%llu floats at %llu) outside its buffer of %llu", t->name,
+                   (unsigned long long)floats, (unsigned long long)t->offset,
+                   (unsigned long long)room);
+    }
 
     /* The spec inside, as eval (trainer/evaluate.c) and export read it. */
     struct mlq_spec spec;

@@ -1,9 +1,10 @@
-/* The job spec parser and validator (common/spec.c), fed any text: what
- * `mlq submit --spec`, the broker's SUBMIT and the trainer's JOB parse.
+/* The job spec parser and validator (common/spec.c) and the engine's check of
+ * its model (trainer/spec_model.c: spec_model_check), fed any text: what
+ * `mlq submit --spec`, the broker's SUBMIT and the trainer's JOB go through.
  *
  * Invariants: a refused spec says why; an accepted one, written out by
- * spec_to_json (what the store keeps and the trainer gets), is accepted again
- * and means the same job. */
+ * spec_to_json (what the store keeps and the trainer gets), is accepted again,
+ * means the same job and gets the same verdict on its model. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 
 #include "fuzz_util.h"
 #include "spec.h"
+#include "spec_model.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -31,6 +33,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     FUZZ_CHECK(spec_validate(&spec, err, sizeof err) == 0, "parsed, then invalid: %s", err);
+    char model_err[512] = "";
+    int model_rc =
+        spec_model_check(&spec, NULL, spec.batch_size, NULL, NULL, model_err, sizeof model_err);
+    FUZZ_CHECK(model_rc == 0 || (model_rc < 0 && model_err[0]),
+               "spec_model_check refused (%d) without a reason", model_rc);
+    fuzz_note("model: %s", model_rc ? model_err : "accepted");
 
     json_t *doc = spec_to_json(&spec);
     FUZZ_CHECK(doc != NULL, "spec_to_json failed");
@@ -41,6 +49,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(rc == 0, "the canonical form is refused: %s\n%s", err, canon);
     json_t *doc2 = spec_to_json(&again);
     FUZZ_CHECK(json_equal(doc, doc2), "the canonical form means another job:\n%s", canon);
+    int again_rc = spec_model_check(&again, NULL, again.batch_size, NULL, NULL, err, sizeof err);
+    FUZZ_CHECK((again_rc == 0) == (model_rc == 0),
+               "the model check says %d on the spec, %d on its canonical form:\n%s", model_rc,
+               again_rc, canon);
     json_decref(doc2);
     json_decref(doc);
     free(canon);

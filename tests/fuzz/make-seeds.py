@@ -60,7 +60,33 @@ def specs():
                       "dataset": {"path": "t.h5"}},
         "predict.json": {"kind": "predict", "run": 1, "checkpoint": 4,
                          "input": {"path": "n.h5", "x": "X"}, "output": "p.h5"},
+        "train-typed-cnn.json": {
+            "dataset": {"path": "f.h5"},
+            "model": {"input": [1, 28, 28], "layers": [
+                {"type": "conv2d", "out": 8, "kernel": 3, "padding": 1}, {"type": "batchnorm"},
+                {"type": "relu"}, {"type": "maxpool", "kernel": 2},
+                {"type": "residual", "layers": [
+                    {"type": "conv2d", "out": 8, "kernel": 3, "padding": 1},
+                    {"type": "batchnorm", "momentum": 0.2}, {"type": "gelu"}]},
+                {"type": "avgpool", "kernel": 2, "stride": 2}, {"type": "flatten"},
+                {"type": "dense", "out": 32}, {"type": "leaky_relu", "negative_slope": 0.1},
+                {"type": "dropout", "p": 0.25}, {"type": "dense", "out": 10}]},
+            "optimizer": {"name": "adam", "lr": 0.001}},
+        "train-typed-shortcut.json": {
+            "dataset": {"path": "f.h5"},
+            "model": {"input": [3, 8, 8], "layers": [
+                {"type": "residual", "layers": [
+                    {"type": "conv2d", "out": 4, "kernel": 3, "stride": 2, "padding": 1,
+                     "bias": False}],
+                 "shortcut": [{"type": "conv2d", "out": 4, "kernel": 1, "stride": 2},
+                              {"type": "batchnorm"}]},
+                {"type": "global_avgpool"}, {"type": "flatten"}, {"type": "dense", "out": 2}]}},
         # near-misses
+        "miss-typed-field.json": {"dataset": {"path": "f.h5"}, "model": {
+            "input": [4], "layers": [{"type": "dense", "out": 3, "kernel": 2}]}},
+        "miss-typed-shape.json": {"dataset": {"path": "f.h5"}, "model": {
+            "input": [1, 2, 2], "layers": [{"type": "conv2d", "out": 3, "kernel": 5},
+                                           {"type": "flatten"}, {"type": "dense", "out": 2}]}},
         "miss-unknown-key.json": {"dataset": {"path": "d.h5"}, "epoch": 3},
         "miss-zero-width.json": {"dataset": {"path": "d.h5"}, "model": {"layers": [4, 0, 2]}},
         "miss-budget.json": {"dataset": {"path": "d.h5"}, "memory_budget_mb": 1 << 41},
@@ -124,6 +150,12 @@ def proto():
 
 
 # ---- fuzz_checkpoint: flag byte (1 = fix the CRC), then the blob ----
+# These are version 1, built here. The version 2 seeds (v2-*: tensor table, state arena)
+# are a zero byte and the last checkpoint of a real run, left as they are:
+#   mlq-trainer --standalone SPEC --db r.db
+#   sqlite3 r.db "select writefile('ck', blob) from checkpoints order by id desc limit 1"
+# with a dense [4, 3, 3] Adam run and a typed dense, batchnorm, relu, residual, dropout,
+# dense SGD run on corpus/fuzz_dataset/float32-classes.
 def checkpoint_blob(spec, params, optim, version=1, extra=b""):
     s = json.dumps(spec, separators=(",", ":")).encode()
     fixed = struct.pack("<QQQ", 3, 30, 0) + struct.pack("<4Q", 1, 2, 3, 4) + \
@@ -154,7 +186,7 @@ def checkpoints():
     # near-misses: flag 1 rewrites the CRC, so the checks behind it are reached
     put("fuzz_checkpoint", "miss-crc", b"\0" + good[:40] + b"X" + good[41:])
     put("fuzz_checkpoint", "miss-truncated", b"\1" + good[:-20] + good[-4:])
-    put("fuzz_checkpoint", "miss-version", b"\1" + checkpoint_blob(spec, params, optim, version=2))
+    put("fuzz_checkpoint", "miss-version", b"\1" + checkpoint_blob(spec, params, optim, version=3))
     put("fuzz_checkpoint", "miss-sizes", b"\1" + good[:-8 - 4 * len(optim) - 4 * n] +
         struct.pack("<QQ", n + 1, 2 * n) + good[-4 - 4 * len(optim) - 4 * n:])
 
