@@ -179,7 +179,7 @@ void h_broker_start(struct harness *h, const char *const *extra)
                             "--heartbeat-ms",
                             "100",
                             "--liveness",
-                            "3"};
+                            H_LIVENESS};
     int n = 9;
     for (int i = 0; extra && extra[i] && n < 31; i++)
         argv[n++] = extra[i];
@@ -213,7 +213,7 @@ pid_t h_trainer_start(struct harness *h, const char *name)
                           "--heartbeat-ms",
                           "100",
                           "--liveness",
-                          "3",
+                          H_LIVENESS,
                           "--threads",
                           "1",
                           NULL};

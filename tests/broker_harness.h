@@ -11,6 +11,11 @@
 #include <jansson.h>
 
 #define H_HEARTBEAT_MS 100
+/* Heartbeats a peer may miss before it is dead: 1 s at 100 ms. Three (the
+ * default) let a trainer on a loaded 2-core machine (a parallel ctest, a
+ * sanitizer build, a dataset reader's fork) be declared dead and its job
+ * counted a second attempt. */
+#define H_LIVENESS "10"
 #define H_MAX_PROCS 16
 
 struct h_proc {
