@@ -342,6 +342,8 @@ static int check_memory(const struct mlq_spec *spec)
     struct dataset_info info;
     if (dataset_probe(&spec->dataset, true, &info, &j.data.row_bytes, err, sizeof err)) return 0;
     j.data.rows = info.n;
+    j.data.x_rank = info.x_rank;
+    memcpy(j.data.x_dims, info.x_dims, sizeof j.data.x_dims);
     if (spec->has_validation) {
         if (dataset_probe(&spec->validation, true, &info, &j.val.row_bytes, err, sizeof err))
             return 0;

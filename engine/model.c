@@ -210,6 +210,7 @@ static int check_plan(const struct model_desc *d, int B, struct model_sizes *siz
         sizes->n_params = tt.n_params;
         sizes->n_state = tt.n_state;
         sizes->outputs = nodes[d->n_layers - 1].op.out.d[0];
+        sizes->inputs = shape_size(&d->input);
         sizes->act_floats =
             2 * a.acts + a.saved + a.scratch + 2 * a.tmp + (size_t)B * (size_t)sizes->outputs;
     }

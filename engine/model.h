@@ -64,6 +64,7 @@ struct model_sizes {
     size_t n_state;    /* floats of saved, not optimized state */
     size_t act_floats; /* activations and their gradients, saved, scratch, head */
     int outputs;       /* K: the last node's features */
+    size_t inputs;     /* D: floats of one sample's input */
 };
 
 struct model {

@@ -33,11 +33,6 @@ class Residual(nn.Module):
         return self.branch(x) + self.shortcut(x)
 
 
-class GlobalAvgPool(nn.Module):
-    def forward(self, x):
-        return x.mean(dim=(2, 3))
-
-
 ACTS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
 
@@ -57,8 +52,7 @@ def build(layers, prefix, sd, rank):
             mods.append(cls(l["kernel"], stride=l.get("stride", l["kernel"]),
                             padding=l.get("padding", 0)))
         elif t == "global_avgpool":
-            mods.append(GlobalAvgPool())
-            rank = 1
+            mods.append(nn.AdaptiveAvgPool2d(1))
         elif t == "flatten":
             mods.append(nn.Flatten())
             rank = 1

@@ -29,6 +29,7 @@
 
 #include "broker_harness.h"
 #include "job_memory.h"
+#include "model.h"
 #include "net.h"
 #include "optim.h"
 #include "spec_model.h"
@@ -114,6 +115,43 @@ static void test_parts_match_the_engine(void **state)
         optim_destroy(&opt);
         net_destroy(&net);
     }
+}
+
+/* A model of typed layers is estimated from the engine's own sizes (the
+ * graph's arenas, its parameters and batch norm state), on the data's
+ * shape when the spec has no model.input. */
+static void test_typed_model_parts_match_the_engine(void **state)
+{
+    (void)state;
+    struct mlq_spec s;
+    parse("{\"kind\":\"train\",\"dataset\":{\"path\":\"d.h5\"},\"model\":{\"layers\":["
+          "{\"type\":\"conv2d\",\"out\":16,\"kernel\":3,\"padding\":1},{\"type\":\"batchnorm\"},"
+          "{\"type\":\"relu\"},{\"type\":\"maxpool\",\"kernel\":2},{\"type\":\"flatten\"},"
+          "{\"type\":\"dense\",\"out\":10}]},\"optimizer\":\"adam\",\"batch_size\":128}",
+          &s);
+    struct job_memory_job j = {.spec = &s,
+                               .model = &s,
+                               .data = {.rows = 5000, .row_bytes = 785, .x_rank = 3,
+                                        .x_dims = {5000, 28, 28}}};
+    struct job_memory m;
+    char err[4096];
+    assert_int_equal(job_memory_plan(&j, &m, err, sizeof err), 0);
+    struct shape data = {3, {1, 28, 28}};
+    struct model model;
+    int64_t a0 = allocated();
+    assert_int_equal(spec_model_create(&model, &s, &data, err, sizeof err), 0);
+    int64_t a1 = allocated();
+    assert_int_equal(model_reserve(&model, m.rows), 0);
+    int64_t a2 = allocated();
+    assert_true(model.n_state > 0);
+    int64_t table = (int64_t)(model.tensors.cap * sizeof *model.tensors.t +
+                              model.n_nodes * sizeof *model.node);
+    assert_near(part(&m, "parameters") + part(&m, "gradients") + part(&m, "layer state") + table,
+                a1 - a0, "params + grads + state");
+    assert_near(part(&m, "activations"), a2 - a1, "model_reserve");
+    /* (N, 28, 28) rows are 784 inputs; 10 outputs. */
+    assert_int_equal(part(&m, "batch buffers"), 2 * 128 * (784 + 1 + 10) * 4);
+    model_destroy(&model);
 }
 
 /* X uint8 (n, d) and y uint8 (n), declared and never written: a file of a
@@ -351,6 +389,7 @@ int main(void)
     if (only) cmocka_set_test_filter(only);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parts_match_the_engine),
+        cmocka_unit_test(test_typed_model_parts_match_the_engine),
         cmocka_unit_test_setup_teardown(test_standalone_refuses_before_allocating, h_setup,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_spec_budget_above_the_limit_is_refused, h_setup,

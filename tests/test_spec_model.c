@@ -205,7 +205,8 @@ static void test_one_line(void **state)
             "{\"type\": \"conv2d\", \"out\": 16, \"kernel\": 3}, {\"type\": \"residual\", "
             "\"layers\": [{\"type\": \"conv2d\", \"out\": 16, \"kernel\": 3, \"padding\": 1}, "
             "{\"type\": \"batchnorm\"}], \"shortcut\": [{\"type\": \"batchnorm\"}]}, "
-            "{\"type\": \"global_avgpool\"}, {\"type\": \"dense\", \"out\": 10}]}}",
+            "{\"type\": \"global_avgpool\"}, {\"type\": \"flatten\"}, {\"type\": \"dense\", "
+            "\"out\": 10}]}}",
             &s, err, sizeof err),
         0);
     assert_string_equal(spec_model_describe(&s, line, sizeof line),

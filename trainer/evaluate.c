@@ -34,6 +34,7 @@ struct job {
     int32_t *yc; /* (R) class ids */
     float *y;    /* (R, K) targets */
     int D, K;
+    int rows; /* per forward pass: job_memory_eval_rows */
 };
 
 static void job_free(struct job *j)
@@ -55,6 +56,8 @@ static int plan_memory(struct job *j, size_t blob_len, char *err, size_t errlen)
     int rc = dataset_probe(&j->spec->dataset, j->spec->kind == JOB_EVAL, &info, &mj.data.row_bytes,
                            err, errlen);
     mj.data.rows = info.n;
+    mj.data.x_rank = info.x_rank;
+    memcpy(mj.data.x_dims, info.x_dims, sizeof mj.data.x_dims);
     if (!rc) rc = job_memory_plan(&mj, &j->mem, err, errlen);
     return rc;
 }
@@ -113,7 +116,8 @@ static int load_model(struct job *j, const void *blob, size_t len, char *err, si
     }
     memcpy(j->model.params, c.params, sizeof(float) * c.n_params);
     if (c.n_state) memcpy(j->model.state, c.state, sizeof(float) * c.n_state);
-    if ((rc = model_reserve(&j->model, EVALUATE_ROWS))) {
+    j->rows = job_memory_eval_rows(&j->train);
+    if ((rc = model_reserve(&j->model, j->rows))) {
         errmsg(err, errlen, rc, "cannot allocate the network: %s", strerror(-rc));
         goto out;
     }
@@ -151,9 +155,9 @@ static int open_data(struct job *j, bool need_y, char *err, size_t errlen)
                       "%s: %s has %lld inputs per row, the model of run %lld takes %d", src.path,
                       src.x, (long long)info->d, (long long)j->spec->run, j->D);
     }
-    j->x = malloc(sizeof(float) * EVALUATE_ROWS * (size_t)j->D);
-    j->yc = malloc(sizeof(int32_t) * EVALUATE_ROWS);
-    j->y = malloc(sizeof(float) * EVALUATE_ROWS * (size_t)j->K);
+    j->x = malloc(sizeof(float) * (size_t)j->rows * (size_t)j->D);
+    j->yc = malloc(sizeof(int32_t) * (size_t)j->rows);
+    j->y = malloc(sizeof(float) * (size_t)j->rows * (size_t)j->K);
     if (!j->x || !j->yc || !j->y)
         return errmsg(err, errlen, -ENOMEM, "cannot allocate batch buffers");
     return 0;
@@ -223,8 +227,8 @@ int eval_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, jso
         goto out;
     }
     double loss_sum = 0, abs_sum = 0; /* ce: per-row losses; mse: per-value errors */
-    for (int64_t at = 0; at < n; at += EVALUATE_ROWS) {
-        int B = (int)(n - at < EVALUATE_ROWS ? n - at : EVALUATE_ROWS);
+    for (int64_t at = 0; at < n; at += j.rows) {
+        int B = (int)(n - at < j.rows ? n - at : j.rows);
         if ((rc = forward_rows(&j, at, B, true, err, errlen))) goto out;
         if (!ce) {
             size_t m = (size_t)B * (size_t)K;
@@ -397,14 +401,14 @@ int predict_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, 
     bool ce = j.train.loss == LOSS_CROSS_ENTROPY;
     int K = j.K;
     int64_t n = dataset_get_info(j.ds)->n;
-    if (ce && (!(pred = malloc(sizeof *pred * EVALUATE_ROWS)) ||
+    if (ce && (!(pred = malloc(sizeof *pred * (size_t)j.rows)) ||
                !(counts = calloc((size_t)K, sizeof *counts)))) {
         rc = errmsg(err, errlen, -ENOMEM, "cannot allocate prediction buffers");
         goto out;
     }
     if ((rc = out_open(&o, &j, n, err, errlen))) goto out;
-    for (int64_t at = 0; at < n; at += EVALUATE_ROWS) {
-        int B = (int)(n - at < EVALUATE_ROWS ? n - at : EVALUATE_ROWS);
+    for (int64_t at = 0; at < n; at += j.rows) {
+        int B = (int)(n - at < j.rows ? n - at : j.rows);
         if ((rc = forward_rows(&j, at, B, false, err, errlen))) goto out;
         if (ce) {
             for (int r = 0; r < B; r++) {

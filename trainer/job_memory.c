@@ -30,12 +30,17 @@ int64_t job_memory_limit_mb(void)
     return limit_mb;
 }
 
+int job_memory_eval_rows(const struct mlq_spec *model)
+{
+    return model->typed ? JOB_MEMORY_LAYER_ROWS : JOB_MEMORY_EVAL_ROWS;
+}
+
 int job_memory_train_rows(const struct mlq_spec *model, int64_t n, bool has_validation)
 {
-    int64_t B = model->optimizer.name == OPT_GD ? JOB_MEMORY_EVAL_ROWS : model->batch_size;
-    if (B > n) B = n; /* a batch never holds more than the data */
-    if (B < JOB_MEMORY_EVAL_ROWS && has_validation)
-        B = JOB_MEMORY_EVAL_ROWS; /* validation reuses the same buffers */
+    int64_t eval = job_memory_eval_rows(model);
+    int64_t B = model->optimizer.name == OPT_GD ? eval : model->batch_size;
+    if (B > n) B = n;                         /* a batch never holds more than the data */
+    if (B < eval && has_validation) B = eval; /* validation reuses the same buffers */
     return B < 1 ? 1 : (int)B;
 }
 
@@ -87,6 +92,32 @@ static void add_network(struct job_memory *m, const struct mlq_spec *model, int 
         (long long)max_o);
     add(m, "parameters", params * 4, "%lld floats", (long long)params);
     add(m, "gradients", params * 4, "%lld floats", (long long)params);
+}
+
+/* A model of typed layers: the engine's own sizes (model_check) for B
+ * rows, on the data's shape when the spec has no model.input. Returns
+ * false when the shape is unknown (the trainer refuses such a model). */
+static bool add_typed_model(struct job_memory *m, const struct mlq_spec *model,
+                            const struct job_memory_data *data, int B, int64_t *P, int64_t *D,
+                            int64_t *K, int64_t *S)
+{
+    struct shape shape = spec_model_dataset_shape(data->x_rank, data->x_dims);
+    struct model_sizes sz;
+    bool checked = false;
+    char err[256];
+    if (spec_model_check(model, shape.n ? &shape : NULL, B, &sz, &checked, err, sizeof err) ||
+        !checked)
+        return false;
+    *P = (int64_t)sz.n_params;
+    *D = (int64_t)sz.inputs;
+    *K = sz.outputs;
+    *S = (int64_t)sz.n_state;
+    add(m, "activations", mul3(1, (int64_t)sz.act_floats, 4),
+        "batch %d: outputs, their gradients, saved and scratch, %zu floats", B, sz.act_floats);
+    add(m, "parameters", *P * 4, "%lld floats", (long long)*P);
+    add(m, "gradients", *P * 4, "%lld floats", (long long)*P);
+    if (*S) add(m, "layer state", *S * 4, "%lld floats (batch norm statistics)", (long long)*S);
+    return true;
 }
 
 /* Optimizer state buffers of P floats: the engine's own count (optim_create
@@ -142,21 +173,22 @@ int job_memory_plan(const struct job_memory_job *j, struct job_memory *m, char *
                       "trainer choose",
                       (long long)asked, (long long)limit_mb);
 
-    int64_t D = model->layers[0], K = model->layers[model->n_layers], P;
+    int64_t D = model->layers[0], K = model->layers[model->n_layers], P = 0, S = 0;
     bool train = spec->kind == JOB_TRAIN;
     int64_t n_val = train ? job_memory_split_rows(spec, j->data.rows) : 0;
     bool has_val = train && (j->val.rows > 0 || n_val > 0);
-    int B =
-        train ? job_memory_train_rows(model, j->data.rows - n_val, has_val) : JOB_MEMORY_EVAL_ROWS;
+    int B = train ? job_memory_train_rows(model, j->data.rows - n_val, has_val)
+                  : job_memory_eval_rows(model);
     m->rows = B;
 
     add(m, "program", PROCESS_BYTES, "code, libraries, BLAS and HDF5 buffers");
+    if (!model->typed || !add_typed_model(m, model, &j->data, B, &P, &D, &K, &S))
+        add_network(m, model, B, &P);
     /* train.c: x (B, D), class ids (B) and targets (B, K), twice (one is
      * read while the other trains); eval and predict: once. */
     int copies = train ? 2 : 1;
     add(m, "batch buffers", mul3(copies * B, D + 1 + K, 4), "%s%d rows x (%lld + 1 + %lld) values",
         copies == 2 ? "2 x " : "", B, (long long)D, (long long)K);
-    add_network(m, model, B, &P);
     if (train) {
         int k = optimizer_buffers(&model->optimizer);
         add(m, "optimizer state", mul3(k, P, 4), "%d x %lld floats", k, (long long)P);
@@ -164,7 +196,7 @@ int job_memory_plan(const struct job_memory_job *j, struct job_memory *m, char *
             add(m, "gradient sum", P * 4, "%lld floats, full-batch gd", (long long)P);
         /* save(): a copy of the state, then the blob of both; the daemon's
          * I/O thread holds the last one for a resend. */
-        add(m, "checkpoint", mul3(2 + 3 * k, P, 4) + 8192,
+        add(m, "checkpoint", mul3(2 + 3 * k, P, 4) + mul3(3, S, 4) + 8192,
             "state copy, blob and the copy held for a resend, of %lld + %d x %lld floats",
             (long long)P, k, (long long)P);
     }

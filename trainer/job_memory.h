@@ -35,6 +35,8 @@ struct job_memory_part {
 struct job_memory_data {
     int64_t rows;
     int64_t row_bytes; /* X and y of one row as held in memory */
+    int x_rank;        /* X's shape (N first), for a model of typed layers; 0: unknown */
+    int64_t x_dims[4];
 };
 
 struct job_memory_job {
@@ -62,6 +64,12 @@ struct job_memory {
 void job_memory_set_limit(int64_t mb);
 int64_t job_memory_limit_mb(void);
 
+/* Rows per forward pass of eval, predict, validation and gd's sub-batches:
+ * JOB_MEMORY_EVAL_ROWS for a list of widths, JOB_MEMORY_LAYER_ROWS for
+ * typed layers, whose activations per row are large (a conv net's are some
+ * 100,000 floats, 0.4 GiB at 1024 rows). */
+#define JOB_MEMORY_LAYER_ROWS 64
+int job_memory_eval_rows(const struct mlq_spec *model);
 /* Rows per forward pass of a train job on n training rows. */
 int job_memory_train_rows(const struct mlq_spec *model, int64_t n, bool has_validation);
 /* Rows of a validation split held out of n (0 without one). */

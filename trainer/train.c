@@ -77,6 +77,8 @@ static int plan_memory(struct run *r, size_t resume_len, char *err, size_t errle
     struct dataset_info info;
     int rc = dataset_probe(&s->dataset, true, &info, &j.data.row_bytes, err, errlen);
     j.data.rows = info.n;
+    j.data.x_rank = info.x_rank;
+    memcpy(j.data.x_dims, info.x_dims, sizeof j.data.x_dims);
     if (!rc && s->has_validation) {
         rc = dataset_probe(&s->validation, true, &info, &j.val.row_bytes, err, errlen);
         j.val.rows = info.n;
