@@ -344,6 +344,13 @@ static int check_memory(const struct mlq_spec *spec)
     j.data.rows = info.n;
     j.data.x_rank = info.x_rank;
     memcpy(j.data.x_dims, info.x_dims, sizeof j.data.x_dims);
+    /* Typed layers without model.input: their shapes on this data, as the
+     * trainer will check them. */
+    struct shape shape = spec_model_dataset_shape(info.x_rank, info.x_dims);
+    if (spec_model_check(spec, &shape, spec->batch_size, NULL, NULL, err, sizeof err)) {
+        fprintf(stderr, "mlq: bad spec: %s\n", err);
+        return -1;
+    }
     if (spec->has_validation) {
         if (dataset_probe(&spec->validation, true, &info, &j.val.row_bytes, err, sizeof err))
             return 0;

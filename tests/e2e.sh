@@ -85,6 +85,17 @@ cat >"$tmp/layers.json" <<EOF
    {"type": "flatten"}, {"type": "dropout", "p": 0.1}, {"type": "dense", "out": 3}]},
  "optimizer": {"name": "adam", "lr": 0.01}, "epochs": 4, "batch_size": 16}
 EOF
+# Shapes are checked at submit against a dataset readable here: a pool
+# over flat rows is refused with the layer and the shape.
+echo '{"kind": "train", "dataset": "'"$tmp"'/data.h5", "model": {"layers": [
+  {"type": "maxpool", "kernel": 2}, {"type": "flatten"}, {"type": "dense", "out": 3}]}}' \
+    >"$tmp/badshape.json"
+set +e
+mlq submit --spec "$tmp/badshape.json" 2>"$tmp/badshape.err"
+rc=$?
+set -e
+[ $rc != 0 ] && grep -q "layer 0 (maxpool)" "$tmp/badshape.err" ||
+    fail "submit of a pool over flat rows: exit $rc, $(cat "$tmp/badshape.err")"
 lid=$(mlq submit --spec "$tmp/layers.json")
 mlq wait "$lid" >/dev/null || fail "layered model: $(mlq show "$lid" | grep error)"
 mlq show "$lid" | grep -q "model  *conv8-bn-pool-res(conv8-bn)-fc3" || fail "show: model line"
