@@ -5,19 +5,18 @@
  * All matrices are row-major; a batch is (B, I) with one example per row. */
 #include "net.h"
 #include "loss.h"
+#include "team.h"
 
 #include <cblas.h>
 /* cblas.h pulls in complex.h; I is our input width, not sqrt(-1). */
 #undef I
 #include <errno.h>
 #include <math.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-static void team_stop(struct net *net);
+static void net_team_stop(struct net *net);
 
 /* Activation buffers of layer l: z (B, O_l) then a (B, O_l), placed for
  * max_batch rows so that every batch size up to it uses the same offsets. */
@@ -76,7 +75,7 @@ int net_create(struct net *net, const struct net_config *cfg)
 void net_destroy(struct net *net)
 {
     if (!net) return;
-    team_stop(net);
+    net_team_stop(net);
     free(net->params);
     free(net->grads);
     free(net->acts);
@@ -257,22 +256,24 @@ static int net_outputs(const struct net *net)
     return net->layer[net->n_layers - 1].out;
 }
 
-/* ---- threads: a layer's columns split over a small team ----
+/* ---- threads: a layer's columns cut into slices for the team ----
  *
- * The team runs one job at a time, cut into one part per thread. Parts are
- * claimed, not assigned: the caller claims parts until none is left, and a
- * worker that is asleep or descheduled (a busy machine) simply claims
- * nothing, so the caller never waits for a thread that has not started.
- * Which thread runs a part does not change its result. Workers spin a short
- * while before sleeping, since the next job follows within microseconds
- * while training. Each part calls single-threaded BLAS. */
+ * A large enough layer is cut into column slices, a few per thread, claimed
+ * by whichever thread is running (team.h): a busy or descheduled worker just
+ * takes fewer. The cut depends only on the layer, the batch and the number
+ * of threads, so the same n gives the same bits; each slice is one
+ * single-threaded BLAS call. */
 
-#define TEAM_SPIN 4000
-/* Below this many multiply-adds a layer runs on one thread: the hand-over
- * costs more than the split saves (784-128-64-10: only layers 1 and 2). */
-#define TEAM_MIN_WORK (INT64_C(1) << 18)
+/* Below this many multiply-adds a layer runs on the caller alone: the
+ * hand-over costs more than the split saves (784-128-64-10: only layers 1
+ * and 2 are split). */
+#define NET_SPLIT_MIN_WORK (INT64_C(1) << 18)
 /* Column slices are multiples of 16 floats (a cache line). */
-#define TEAM_ALIGN 16
+#define NET_SLICE_ALIGN 16
+/* Two slices per thread: a slow worker (a shared core) leaves the caller
+ * three of four instead of waiting for half the layer; each more costs a
+ * pass packing the gemm's other operand (docs/engine.md, "Threads"). */
+#define NET_SLICES_PER_THREAD 2
 
 struct layer_job {
     struct net *net;
@@ -284,202 +285,56 @@ struct layer_job {
     enum grad_mode mode;
     float lr;
     void (*part)(const struct layer_job *j, int c0, int c1, int index);
-    int width; /* columns to split: O forward, I backward */
+    int width;  /* columns to split: O forward, I backward */
+    int slices; /* of width, each a multiple of NET_SLICE_ALIGN */
 };
 
-struct net_team {
-    int n; /* threads, the caller's included, and parts per job */
-    pthread_t thread[NET_MAX_THREADS];
-    pthread_mutex_t mu;
-    pthread_cond_t go, done;
-    /* The job's number (high 32 bits) and its next unclaimed part (low):
-     * one word, so that a part is only ever claimed for the job it is of. */
-    _Atomic uint64_t state;
-    atomic_int finished; /* parts of the current job done */
-    atomic_bool quit;
-    const struct layer_job *job;
-    /* One background task (net_task_start), run by a worker when free. */
-    atomic_int task_state;
-    void (*task_fn)(void *ctx);
-    void *task_ctx;
-};
-
-static void team_slice(int width, int index, int parts, int *c0, int *c1)
+static void layer_slice(void *ctx, int slice, int thread)
 {
-    int per = (width + parts - 1) / parts;
-    per = (per + TEAM_ALIGN - 1) / TEAM_ALIGN * TEAM_ALIGN;
-    *c0 = index * per < width ? index * per : width;
-    *c1 = *c0 + per < width ? *c0 + per : width;
-}
-
-/* Claims and runs parts of job number gen until none is left. */
-static void team_claim(struct net_team *t, uint32_t gen)
-{
-    uint64_t st = atomic_load_explicit(&t->state, memory_order_acquire);
-    for (;;) {
-        if ((uint32_t)(st >> 32) != gen || (int)(uint32_t)st >= t->n) return;
-        if (!atomic_compare_exchange_weak_explicit(&t->state, &st, st + 1, memory_order_acq_rel,
-                                                   memory_order_acquire))
-            continue;
-        const struct layer_job *j = t->job;
-        int c0, c1, index = (int)(uint32_t)st;
-        team_slice(j->width, index, t->n, &c0, &c1);
-        j->part(j, c0, c1, index);
-        if (atomic_fetch_add_explicit(&t->finished, 1, memory_order_acq_rel) + 1 == t->n) {
-            pthread_mutex_lock(&t->mu);
-            pthread_cond_signal(&t->done);
-            pthread_mutex_unlock(&t->mu);
-        }
-        st = atomic_load_explicit(&t->state, memory_order_acquire);
-    }
-}
-
-enum { TASK_NONE, TASK_POSTED, TASK_RUNNING, TASK_DONE };
-
-/* Runs the posted background task if nobody has taken it yet. */
-static void team_take_task(struct net_team *t)
-{
-    int posted = TASK_POSTED;
-    if (!atomic_compare_exchange_strong(&t->task_state, &posted, TASK_RUNNING)) return;
-    t->task_fn(t->task_ctx);
-    pthread_mutex_lock(&t->mu);
-    atomic_store(&t->task_state, TASK_DONE);
-    pthread_cond_broadcast(&t->done);
-    pthread_mutex_unlock(&t->mu);
-}
-
-static void *team_worker(void *p)
-{
-    struct net_team *t = p;
-    uint32_t seen = 0;
-    for (;;) {
-        uint32_t g = (uint32_t)(atomic_load_explicit(&t->state, memory_order_acquire) >> 32);
-        for (int s = 0; g == seen && s < TEAM_SPIN; s++) {
-            if (atomic_load_explicit(&t->task_state, memory_order_acquire) == TASK_POSTED) break;
-            __builtin_ia32_pause();
-            g = (uint32_t)(atomic_load_explicit(&t->state, memory_order_acquire) >> 32);
-        }
-        if (g == seen && atomic_load(&t->task_state) != TASK_POSTED) {
-            pthread_mutex_lock(&t->mu);
-            while ((g = (uint32_t)(atomic_load(&t->state) >> 32)) == seen &&
-                   atomic_load(&t->task_state) != TASK_POSTED && !atomic_load(&t->quit))
-                pthread_cond_wait(&t->go, &t->mu);
-            pthread_mutex_unlock(&t->mu);
-        }
-        if (atomic_load(&t->quit)) return NULL;
-        if (g != seen) {
-            seen = g;
-            team_claim(t, g);
-        }
-        team_take_task(t);
-    }
-}
-
-int net_task_start(struct net *net, void (*fn)(void *ctx), void *ctx)
-{
-    struct net_team *t = net->team;
-    if (!t) {
-        fn(ctx);
-        return 0;
-    }
-    if (atomic_load(&t->task_state) != TASK_NONE) return -EBUSY;
-    t->task_fn = fn;
-    t->task_ctx = ctx;
-    pthread_mutex_lock(&t->mu);
-    atomic_store(&t->task_state, TASK_POSTED);
-    pthread_cond_broadcast(&t->go);
-    pthread_mutex_unlock(&t->mu);
-    return 0;
-}
-
-void net_task_wait(struct net *net)
-{
-    struct net_team *t = net->team;
-    if (!t || atomic_load(&t->task_state) == TASK_NONE) return;
-    team_take_task(t); /* not started yet: the worker is busy or asleep */
-    for (int s = 0; atomic_load_explicit(&t->task_state, memory_order_acquire) != TASK_DONE; s++) {
-        if (s < TEAM_SPIN) {
-            __builtin_ia32_pause();
-            continue;
-        }
-        pthread_mutex_lock(&t->mu);
-        while (atomic_load(&t->task_state) != TASK_DONE)
-            pthread_cond_wait(&t->done, &t->mu);
-        pthread_mutex_unlock(&t->mu);
-    }
-    atomic_store(&t->task_state, TASK_NONE);
+    (void)thread;
+    const struct layer_job *j = ctx;
+    int c0, c1;
+    team_split(j->width, j->slices, NET_SLICE_ALIGN, slice, &c0, &c1);
+    j->part(j, c0, c1, slice);
 }
 
 /* Runs j on the team when it is worth it, else on the calling thread. */
-static void team_run(struct net *net, const struct layer_job *j)
+static void layer_run(struct net *net, struct layer_job *j)
 {
-    struct net_team *t = net->team;
     const struct net_layer *ly = &net->layer[j->l];
     int64_t work = (int64_t)j->B * ly->in * ly->out;
-    if (!t || work < TEAM_MIN_WORK || j->width < 2 * TEAM_ALIGN) {
+    if (!net->team || work < NET_SPLIT_MIN_WORK || j->width < 2 * NET_SLICE_ALIGN) {
         j->part(j, 0, j->width, 0);
         return;
     }
-    uint32_t gen = (uint32_t)(atomic_load(&t->state) >> 32) + 1;
-    t->job = j;
-    atomic_store_explicit(&t->finished, 0, memory_order_relaxed);
-    pthread_mutex_lock(&t->mu);
-    atomic_store_explicit(&t->state, (uint64_t)gen << 32, memory_order_release);
-    pthread_cond_broadcast(&t->go);
-    pthread_mutex_unlock(&t->mu);
-    team_claim(t, gen);
-    for (int s = 0; atomic_load_explicit(&t->finished, memory_order_acquire) < t->n; s++) {
-        if (s < TEAM_SPIN) {
-            __builtin_ia32_pause();
-            continue;
-        }
-        pthread_mutex_lock(&t->mu);
-        while (atomic_load(&t->finished) < t->n)
-            pthread_cond_wait(&t->done, &t->mu);
-        pthread_mutex_unlock(&t->mu);
-    }
+    j->slices = team_slices(j->width, net->n_threads * NET_SLICES_PER_THREAD, NET_SLICE_ALIGN);
+    team_for(net->team, j->slices, layer_slice, j);
 }
 
-static void team_stop(struct net *net)
+static void net_team_stop(struct net *net)
 {
-    struct net_team *t = net->team;
-    if (!t) return;
-    net_task_wait(net);
-    pthread_mutex_lock(&t->mu);
-    atomic_store(&t->quit, true);
-    pthread_cond_broadcast(&t->go);
-    pthread_mutex_unlock(&t->mu);
-    for (int i = 1; i < t->n; i++)
-        pthread_join(t->thread[i], NULL);
-    pthread_mutex_destroy(&t->mu);
-    pthread_cond_destroy(&t->go);
-    pthread_cond_destroy(&t->done);
-    free(t);
-    net->team = NULL;
+    team_destroy(&net->team);
     net->n_threads = 1;
 }
 
 int net_set_threads(struct net *net, int n)
 {
     if (n < 1 || n > NET_MAX_THREADS) return -EINVAL;
-    team_stop(net);
-    if (n == 1) return 0;
-    struct net_team *t = calloc(1, sizeof *t);
-    if (!t) return -ENOMEM;
-    t->n = 1;
-    pthread_mutex_init(&t->mu, NULL);
-    pthread_cond_init(&t->go, NULL);
-    pthread_cond_init(&t->done, NULL);
-    net->team = t;
-    for (int i = 1; i < n; i++) {
-        if (pthread_create(&t->thread[i], NULL, team_worker, t) != 0) {
-            team_stop(net);
-            return -EAGAIN;
-        }
-        t->n = i + 1;
-    }
+    net_team_stop(net);
+    int rc = team_create(&net->team, n);
+    if (rc) return rc;
     net->n_threads = n;
     return 0;
+}
+
+int net_task_start(struct net *net, void (*fn)(void *ctx), void *ctx)
+{
+    return team_task_start(net->team, fn, ctx);
+}
+
+void net_task_wait(struct net *net)
+{
+    team_task_wait(net->team);
 }
 
 /* Applies the activation to the columns [c0, c1) of the B rows of z. */
@@ -511,7 +366,7 @@ void net_forward(struct net *net, const float *x, int B)
         const struct net_layer *ly = &net->layer[l];
         struct layer_job j = {
             .net = net, .l = l, .B = B, .in = in, .part = forward_part, .width = ly->out};
-        team_run(net, &j);
+        layer_run(net, &j);
         float *a = layer_a(net, l);
         in = a;
         if (l < L - 1) continue; /* the activation ran with the layer */
@@ -588,7 +443,7 @@ static void backward(struct net *net, const float *x, const int32_t *y_class, co
                               .lr = lr,
                               .part = backward_part,
                               .width = ly->in};
-        team_run(net, &j);
+        layer_run(net, &j);
         float *t = d;
         d = dn;
         dn = t;

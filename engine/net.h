@@ -41,8 +41,8 @@ struct net_layer {
     float *db; /* (out) */
 };
 
-#define NET_MAX_THREADS 16
-struct net_team;
+#define NET_MAX_THREADS 16 /* TEAM_MAX_THREADS */
+struct team;
 
 struct net {
     int n_layers;
@@ -63,7 +63,7 @@ struct net {
 
     /* Threads that share each layer's work (net_set_threads); 1 by default. */
     int n_threads;
-    struct net_team *team;
+    struct team *team; /* NULL for one thread */
 };
 
 /* Allocates the buffers for cfg's layers. Returns 0, -EINVAL (a layer count
@@ -103,13 +103,16 @@ void net_backward_set(struct net *net, const float *x, const int32_t *y_class, c
 void net_backward_sgd(struct net *net, const float *x, const int32_t *y_class, const float *y,
                       int B, float lr);
 
-/* Shares the work of each large enough layer among n threads (n - 1 workers
- * started here, stopped by the next call or net_destroy), each calling BLAS:
- * set OpenBLAS to one thread while n > 1. Layers are split by output
- * columns, with no reduction across threads: the same n gives the same bits
- * run after run; another n may round a sum differently (OpenBLAS orders a
- * slice's sums by its size). Returns 0, -EINVAL (n outside
- * 1..NET_MAX_THREADS) or -EAGAIN (no thread could start; n is 1 then). */
+/* Shares the work of each large enough layer among n threads (a team of
+ * n - 1 workers, engine/team.h, started here and stopped by the next call
+ * or net_destroy), each calling BLAS: set OpenBLAS to one thread while
+ * n > 1. Layers are cut into column slices, fixed by the layer, the batch
+ * and n, with no reduction across slices; slices are claimed by whichever
+ * thread is running, so a descheduled worker does not stall a layer. The
+ * same n gives the same bits run after run; another n may round a sum
+ * differently (OpenBLAS orders a slice's sums by its size). Returns 0,
+ * -EINVAL (n outside 1..NET_MAX_THREADS), -ENOMEM or -EAGAIN (no thread
+ * could start; n is 1 then). */
 int net_set_threads(struct net *net, int n);
 
 /* Runs fn(ctx) in the background on a worker of the net's threads, e.g. to
