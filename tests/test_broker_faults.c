@@ -35,7 +35,7 @@ static void test_trainer_killed_resumes_exactly(void **state)
 {
     struct harness *h = *state;
     char data[512], st[32];
-    h_dataset(h, "train.h5", 3000, 16, 3, 11, data, sizeof data);
+    h_dataset(h, "train.h5", 20000, 16, 3, 11, data, sizeof data);
     h_broker_start(h, NULL);
     pid_t t1 = h_trainer_start(h, "t1");
 

@@ -196,12 +196,13 @@ static int find_event(void *ctx, const struct store_event *e)
 
 /* A train job whose latest checkpoint is damaged resumes from the one before
  * it, says so in its events, and still ends with the uninterrupted run's
- * weights. */
+ * weights. (20,000 rows: the job must still be running when the test kills
+ * its trainer after epoch 3; at 3,000 a quiet machine could finish first.) */
 static void test_damaged_checkpoint_resumes_earlier(void **state)
 {
     struct harness *h = *state;
     char data[512], st[32];
-    h_dataset(h, "train.h5", 3000, 16, 3, 11, data, sizeof data);
+    h_dataset(h, "train.h5", 20000, 16, 3, 11, data, sizeof data);
     h_broker_start(h, NULL);
     pid_t t1 = h_trainer_start(h, "t1");
     int64_t ref = h_submit(h, h_train_spec(data, 16, 3, RESUME_EPOCHS, 5));
