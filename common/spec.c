@@ -508,6 +508,60 @@ static int parse_regularization(json_t *v, struct mlq_spec *s, char *err, size_t
     return rc;
 }
 
+/* augment: {"random_crop": {"padding": 4}, "horizontal_flip": {"p": 0.5}};
+ * "horizontal_flip": true is the flip with torchvision's p. */
+static int parse_augment(json_t *v, struct spec_augment *a, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"random_crop", "horizontal_flip"};
+    static const char *const crop_keys[] = {"padding"};
+    static const char *const flip_keys[] = {"p"};
+    if (!json_is_object(v))
+        return errmsg(err, errlen, -EINVAL,
+                      "augment: must be an object, e.g. {\"random_crop\": {\"padding\": 4}, "
+                      "\"horizontal_flip\": true}");
+    int rc = check_keys(v, "augment", keys, COUNT(keys), err, errlen);
+    if (rc) return rc;
+    json_t *crop = json_object_get(v, "random_crop");
+    if (crop) {
+        if (!json_is_object(crop))
+            return errmsg(err, errlen, -EINVAL,
+                          "augment.random_crop: must be an object, e.g. {\"padding\": 4}");
+        if ((rc =
+                 check_keys(crop, "augment.random_crop", crop_keys, COUNT(crop_keys), err, errlen)))
+            return rc;
+        if (!json_object_get(crop, "padding"))
+            return errmsg(err, errlen, -EINVAL,
+                          "augment.random_crop.padding: required (zeros added on each side "
+                          "before cropping back to the input's size)");
+        int64_t pad = 0;
+        if ((rc = get_int(crop, "padding", "augment.random_crop.", 0, SPEC_MAX_KERNEL, &pad, err,
+                          errlen)))
+            return rc;
+        a->crop = true;
+        a->crop_padding = (int)pad;
+    }
+    json_t *flip = json_object_get(v, "horizontal_flip");
+    if (flip && json_is_boolean(flip)) {
+        a->flip = json_is_true(flip);
+        a->flip_p = 0.5;
+    } else if (flip) {
+        if (!json_is_object(flip))
+            return errmsg(err, errlen, -EINVAL,
+                          "augment.horizontal_flip: must be true, false or {\"p\": 0.5}");
+        if ((rc = check_keys(flip, "augment.horizontal_flip", flip_keys, COUNT(flip_keys), err,
+                             errlen)))
+            return rc;
+        a->flip = true;
+        a->flip_p = 0.5;
+        if ((rc = get_number(flip, "p", "augment.horizontal_flip.", &a->flip_p, err, errlen)))
+            return rc;
+        if (!(a->flip_p >= 0 && a->flip_p <= 1))
+            return errmsg(err, errlen, -EINVAL,
+                          "augment.horizontal_flip.p: must be in [0, 1], got %g", a->flip_p);
+    }
+    return 0;
+}
+
 int spec_from_json(json_t *doc, struct mlq_spec *s, char *err, size_t errlen)
 {
     static const char *const keys[] = {"kind",
@@ -526,6 +580,7 @@ int spec_from_json(json_t *doc, struct mlq_spec *s, char *err, size_t errlen)
                                        "checkpoint_every",
                                        "shuffle",
                                        "memory_budget_mb",
+                                       "augment",
                                        "run",
                                        "checkpoint",
                                        "input",
@@ -575,6 +630,8 @@ int spec_from_json(json_t *doc, struct mlq_spec *s, char *err, size_t errlen)
     if (!rc)
         rc = get_int(doc, "memory_budget_mb", "", 0, INT64_C(1) << 40, &s->memory_budget_mb, err,
                      errlen);
+    if (!rc && (v = json_object_get(doc, "augment")))
+        rc = parse_augment(v, &s->augment, err, errlen);
     if (!rc) rc = get_int(doc, "run", "", 1, INT64_MAX, &s->run, err, errlen);
     if (!rc && (v = json_object_get(doc, "checkpoint"))) {
         if (json_is_integer(v) && json_integer_value(v) >= 0)
@@ -649,6 +706,10 @@ int spec_validate(const struct mlq_spec *s, char *err, size_t errlen)
                               "checkpoint: must be \"last\", \"best\" or an epoch");
         }
     }
+    if (s->kind != JOB_TRAIN && (s->augment.crop || s->augment.flip))
+        return errmsg(err, errlen, -EINVAL,
+                      "augment: only train jobs augment their data (%s jobs read it as it is)",
+                      spec_kind_name(s->kind));
     if (s->kind == JOB_PREDICT && !s->output_path[0])
         return errmsg(err, errlen, -EINVAL,
                       "output: required for predict jobs (the HDF5 file to write)");
@@ -808,5 +869,15 @@ json_t *spec_to_json(const struct mlq_spec *s)
     json_object_set_new(doc, "seed", json_integer((json_int_t)s->seed));
     json_object_set_new(doc, "checkpoint_every", json_integer(s->checkpoint_every));
     json_object_set_new(doc, "shuffle", json_boolean(s->shuffle));
+    /* Absent when off, so runs from before augmentation keep their params. */
+    if (s->augment.crop || s->augment.flip) {
+        json_t *aug = json_object();
+        if (s->augment.crop)
+            json_object_set_new(aug, "random_crop",
+                                json_pack("{si}", "padding", s->augment.crop_padding));
+        if (s->augment.flip)
+            json_object_set_new(aug, "horizontal_flip", json_pack("{sf}", "p", s->augment.flip_p));
+        json_object_set_new(doc, "augment", aug);
+    }
     return doc;
 }

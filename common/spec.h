@@ -87,6 +87,16 @@ struct spec_layer {
     int span, branch_span; /* residual only */
 };
 
+/* Random transforms of training images (torchvision's RandomCrop(size,
+ * padding) with zeros and RandomHorizontalFlip(p)), drawn per row from
+ * (seed, epoch, row): never applied to validation, eval or predict. */
+struct spec_augment {
+    bool crop;        /* augment.random_crop */
+    int crop_padding; /* zeros around each side; the crop is the input's size */
+    bool flip;        /* augment.horizontal_flip */
+    double flip_p;    /* probability of a mirrored image, default 0.5 */
+};
+
 struct mlq_spec {
     enum job_kind kind;
     char name[SPEC_NAME_MAX]; /* optional label shown in run lists */
@@ -120,6 +130,7 @@ struct mlq_spec {
     int checkpoint_every; /* epochs between checkpoints; 0 = only the last */
     bool shuffle;
     int64_t memory_budget_mb; /* dataset bytes held in memory; 0 = default */
+    struct spec_augment augment;
 
     /* eval and predict */
     int64_t run;                     /* the train job whose checkpoint is used */

@@ -5,3 +5,6 @@ target_link_libraries(mlq_testutil PUBLIC PkgConfig::HDF5 PRIVATE mlq_warnings m
 mlq_add_test(test_train SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_train.c
              LIBS mlq_runner mlq_testutil)
 add_dependencies(test_train mlq-trainer)
+
+mlq_add_test(test_augment SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_augment.c
+             LIBS mlq_runner mlq_testutil)

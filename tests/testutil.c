@@ -57,6 +57,21 @@ int testutil_write_h5(const char *path, const float *x, const int32_t *y, int64_
     return rc;
 }
 
+int testutil_write_h5_shaped(const char *path, const float *x, const int32_t *y, int64_t n,
+                             int rank, const int64_t *dims)
+{
+    hsize_t xdims[4] = {(hsize_t)n}, ydims[1] = {(hsize_t)n};
+    if (rank < 1 || rank > 3) return -1;
+    for (int i = 0; i < rank; i++)
+        xdims[i + 1] = (hsize_t)dims[i];
+    hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (file < 0) return -1;
+    int rc = write_dataset(file, "X", H5T_NATIVE_FLOAT, rank + 1, xdims, x);
+    if (!rc && y) rc = write_dataset(file, "y", H5T_NATIVE_INT32, 1, ydims, y);
+    H5Fclose(file);
+    return rc;
+}
+
 /* splitmix64: enough randomness for test data. */
 static uint64_t mix(uint64_t *s)
 {

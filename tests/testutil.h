@@ -12,6 +12,10 @@ void testutil_rmtree(const char *path);
 
 /* Writes X (n, d) float32 and y (n) int32 to an HDF5 file. Returns 0 or -1. */
 int testutil_write_h5(const char *path, const float *x, const int32_t *y, int64_t n, int64_t d);
+/* The same with X (n, dims[0..rank)), rank 1 to 3: images are (n, h, w) or
+ * (n, c, h, w). */
+int testutil_write_h5_shaped(const char *path, const float *x, const int32_t *y, int64_t n,
+                             int rank, const int64_t *dims);
 
 /* A separable toy classification set: n rows, d inputs, k classes; class c
  * has its mean at +3 on input c % d. Deterministic in seed. Caller frees. */

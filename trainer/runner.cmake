@@ -1,6 +1,7 @@
 # mlq_runner: the training loop, eval and predict, OpenBLAS set-up; and mlq-trainer.
 add_library(mlq_runner STATIC
   ${CMAKE_CURRENT_LIST_DIR}/train.c
+  ${CMAKE_CURRENT_LIST_DIR}/augment.c
   ${CMAKE_CURRENT_LIST_DIR}/blas.c
   ${CMAKE_CURRENT_LIST_DIR}/standalone.c
   ${CMAKE_CURRENT_LIST_DIR}/evaluate.c

@@ -286,6 +286,15 @@ int spec_model_check(const struct mlq_spec *s, const struct shape *data, int bat
         free(d);
         return errmsg(err, errlen, rc, "model: %s", why);
     }
+    if ((s->augment.crop || s->augment.flip) && d->input.n != 3) {
+        char sh[SHAPE_STR_MAX];
+        shape_str(&d->input, sh, sizeof sh);
+        free(d);
+        return errmsg(err, errlen, -EINVAL,
+                      "augment: crops and flips need image samples (channels, height, width); "
+                      "the model's input is %s%s",
+                      sh, s->typed ? "" : " (a list of widths is a dense stack on flat samples)");
+    }
     struct model_sizes sz;
     rc = model_check(d, batch > 0 ? batch : 1, &sz, why, sizeof why);
     free(d);

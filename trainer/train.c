@@ -10,6 +10,7 @@
 
 #include <cblas.h>
 
+#include "augment.h"
 #include "blas.h"
 #include "checkpoint.h"
 #include "dataset.h"
@@ -43,6 +44,9 @@ struct run {
     int32_t *yc[2];        /* (B) class ids, cross-entropy */
     float *y[2];           /* (B, K) targets, mse */
     float *gacc;           /* (P) full-batch gradient sum, gd only */
+    struct augment aug;    /* random crops and flips of the training images */
+    bool augmenting;       /* aug asks for something */
+    float *aug_scratch;    /* (D): one image being transformed */
     struct job_memory mem; /* the estimate, and the data's budgets */
     int rows;              /* B: rows per forward pass */
     bool fused_sgd;        /* plain SGD: the step happens inside backward */
@@ -55,6 +59,7 @@ static void run_free(struct run *r)
     if (r->blas_threads > 0) blas_set_threads(r->blas_threads);
     free(r->spec_json);
     free(r->gacc);
+    free(r->aug_scratch);
     for (int i = 0; i < 2; i++) {
         free(r->y[i]);
         free(r->yc[i]);
@@ -134,6 +139,10 @@ static int alloc_buffers(struct run *r)
         r->y[i] = malloc(sizeof(float) * (size_t)B * (size_t)K);
         if (!r->x[i] || !r->yc[i] || !r->y[i]) return -ENOMEM;
     }
+    const struct shape *in = &r->model.input;
+    r->augmenting =
+        in->n == 3 && augment_init(&r->aug, &s->augment, s->seed, in->d[0], in->d[1], in->d[2]);
+    if (r->augmenting && !(r->aug_scratch = malloc(sizeof(float) * D))) return -ENOMEM;
     if (s->optimizer.name == OPT_GD && !(r->gacc = calloc(r->model.n_params, sizeof(float))))
         return -ENOMEM;
     return model_reserve(&r->model, B);
@@ -420,6 +429,7 @@ static int train_epoch(struct run *r, int64_t epoch, int64_t *step, struct pass_
                                 .y = ce ? NULL : r->y[i]};
     struct batch *cur = &buf[0], *next = &buf[1];
     batch_read(cur);
+    int64_t row = 0; /* the batch's first row in the epoch's order */
     for (;;) {
         if (cb && cb->should_stop && cb->should_stop(cb->ctx)) {
             *stopped = true;
@@ -427,6 +437,8 @@ static int train_epoch(struct run *r, int64_t epoch, int64_t *step, struct pass_
         }
         if (cur->got < 0) return errmsg(err, errlen, cur->got, "%s", cur->err);
         if (cur->got == 0) break;
+        if (r->augmenting) augment_batch(&r->aug, epoch, row, cur->x, cur->got, r->aug_scratch);
+        row += cur->got;
         rc = train_batch(r, cur, next, epoch, step, t, err, errlen);
         if (r->model.net) net_task_wait(r->model.net);
         if (rc) return rc;
