@@ -8,3 +8,6 @@ add_dependencies(test_train mlq-trainer)
 
 mlq_add_test(test_augment SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_augment.c
              LIBS mlq_runner mlq_testutil)
+
+mlq_add_test(test_examples SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_examples.c
+             LIBS mlq_spec_model)

@@ -1,0 +1,90 @@
+/* The recipes in examples/ are specs a user submits as they are: each one
+ * parses, passes the model checks cli, broker and trainer apply, and builds
+ * the model docs/spec.md describes (parameter counts of the layered ones). */
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "spec.h"
+#include "spec_model.h"
+
+static void check(const char *name, struct mlq_spec *s, struct model_sizes *sz)
+{
+    char path[1024], err[512] = "";
+    snprintf(path, sizeof path, "%s/examples/%s", MLQ_SOURCE_DIR, name);
+    if (spec_load(path, s, err, sizeof err)) fail_msg("%s", err);
+    bool checked = false;
+    if (spec_model_check(s, NULL, s->batch_size, sz, &checked, err, sizeof err))
+        fail_msg("%s: %s", name, err);
+    assert_true(checked);
+    assert_int_equal(s->kind, JOB_TRAIN);
+    assert_string_equal(s->dataset.path, "data/fashion-mnist-train.h5");
+    assert_string_equal(s->validation.path, "data/fashion-mnist-test.h5");
+}
+
+static void test_every_example_validates(void **state)
+{
+    (void)state;
+    DIR *d = opendir(MLQ_SOURCE_DIR "/examples");
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < 6 || strcmp(e->d_name + len - 5, ".json")) continue;
+        struct mlq_spec s;
+        struct model_sizes sz;
+        check(e->d_name, &s, &sz);
+        print_message("%s: %zu parameters\n", e->d_name, sz.n_params);
+        n++;
+    }
+    closedir(d);
+    assert_true(n >= 7);
+}
+
+static void test_recipes(void **state)
+{
+    (void)state;
+    struct mlq_spec s;
+    struct model_sizes sz;
+    /* conv 1->32 and 32->64 (3x3, bias), dense 3136->128->10. */
+    const size_t lenet = (9 * 32 + 32) + (32 * 9 * 64 + 64) + (3136 * 128 + 128) + (128 * 10 + 10);
+    check("lenet.json", &s, &sz);
+    assert_int_equal(sz.n_params, lenet);
+    assert_true(s.optimizer.name == OPT_ADAM && s.optimizer.lr == 0.001);
+    assert_int_equal(s.batch_size, 64);
+    assert_int_equal(s.epochs, 5);
+    assert_false(s.augment.crop || s.augment.flip);
+    /* The same and a gamma and beta per channel of each batch norm. */
+    check("conv-bn.json", &s, &sz);
+    assert_int_equal(sz.n_params, lenet + 2 * (32 + 64));
+    assert_true(sz.n_state >= 2 * (32 + 64)); /* running means and variances */
+    assert_false(s.augment.crop || s.augment.flip);
+    check("conv-bn-aug.json", &s, &sz);
+    assert_int_equal(sz.n_params, lenet + 2 * (32 + 64));
+    assert_true(s.augment.crop && s.augment.flip);
+    check("resnet-small.json", &s, &sz);
+    assert_true(s.augment.crop && s.augment.flip);
+    /* stem 1->32, blocks 32->64 and 64->128 (two 3x3 convs and a 1x1
+     * projection each, no conv bias), seven batch norms, dense 128->10. */
+    const size_t resnet = 9 * 32 + (32 * 9 * 64 + 64 * 9 * 64 + 32 * 64) +
+                          (64 * 9 * 128 + 128 * 9 * 128 + 64 * 128) + 2 * (32 + 3 * 64 + 3 * 128) +
+                          128 * 10 + 10;
+    assert_int_equal(sz.n_params, resnet);
+    assert_int_equal(sz.outputs, 10);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_example_validates),
+        cmocka_unit_test(test_recipes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
