@@ -53,7 +53,7 @@ grep -q '"state": "succeeded"' "$tmp/show.json" || fail "show: not succeeded"
 grep -q '"trainer": "' "$tmp/show.json" || fail "show: no trainer"
 n_epochs=$(mlq metrics "$id" --key val_accuracy --json | grep -c '"key"')
 [ "$n_epochs" = 5 ] || fail "metrics: $n_epochs val_accuracy rows, want 5"
-acc=$(mlq metrics "$id" --key val_accuracy --csv | tail -n 1 | cut -d, -f3)
+acc=$(mlq metrics "$id" --key val_accuracy --csv | tail -n 1 | cut -d, -f4)
 awk -v a="$acc" 'BEGIN { exit !(a > 0.95) }' || fail "val_accuracy $acc"
 
 eval_id=$(mlq eval "$id" --dataset "$tmp/data.h5")
