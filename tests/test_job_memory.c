@@ -129,10 +129,10 @@ static void test_typed_model_parts_match_the_engine(void **state)
           "{\"type\":\"relu\"},{\"type\":\"maxpool\",\"kernel\":2},{\"type\":\"flatten\"},"
           "{\"type\":\"dense\",\"out\":10}]},\"optimizer\":\"adam\",\"batch_size\":128}",
           &s);
-    struct job_memory_job j = {.spec = &s,
-                               .model = &s,
-                               .data = {.rows = 5000, .row_bytes = 785, .x_rank = 3,
-                                        .x_dims = {5000, 28, 28}}};
+    struct job_memory_job j = {
+        .spec = &s,
+        .model = &s,
+        .data = {.rows = 5000, .row_bytes = 785, .x_rank = 3, .x_dims = {5000, 28, 28}}};
     struct job_memory m;
     char err[4096];
     assert_int_equal(job_memory_plan(&j, &m, err, sizeof err), 0);
@@ -144,8 +144,8 @@ static void test_typed_model_parts_match_the_engine(void **state)
     assert_int_equal(model_reserve(&model, m.rows), 0);
     int64_t a2 = allocated();
     assert_true(model.n_state > 0);
-    int64_t table = (int64_t)(model.tensors.cap * sizeof *model.tensors.t +
-                              model.n_nodes * sizeof *model.node);
+    int64_t table =
+        (int64_t)(model.tensors.cap * sizeof *model.tensors.t + model.n_nodes * sizeof *model.node);
     assert_near(part(&m, "parameters") + part(&m, "gradients") + part(&m, "layer state") + table,
                 a1 - a0, "params + grads + state");
     assert_near(part(&m, "activations"), a2 - a1, "model_reserve");

@@ -1025,8 +1025,7 @@ int dataset_check_model(const struct dataset *ds, const struct mlq_spec *spec, c
 }
 
 int dataset_check_io(const struct dataset *ds, enum job_kind kind, enum loss_kind loss,
-                     int64_t inputs, const char *what_inputs, int outputs, char *err,
-                     size_t errlen)
+                     int64_t inputs, const char *what_inputs, int outputs, char *err, size_t errlen)
 {
     const struct dataset_info *in = &ds->info;
     if (in->d != inputs)

@@ -72,8 +72,8 @@ void global_avgpool_backward(float *din, const float *dout, int B, int C, int S)
  * with momentum: r = (1 - momentum) r + momentum x, the variance unbiased
  * (B S / (B S - 1)); with a single value per channel (B S = 1, which
  * torch refuses) the running statistics stay as they were. Evaluation:
- * normalises with the running statistics and changes nothing. Either way mean and invstd (C) receive what was used,
- * for backward. gamma/beta (C) may be NULL (affine false). The count
+ * normalises with the running statistics and changes nothing. Either way mean and invstd (C)
+ * receive what was used, for backward. gamma/beta (C) may be NULL (affine false). The count
  * num_batches_tracked is the caller's (one per call, not per channel). */
 #define BATCHNORM_MOMENTUM 0.1f
 #define BATCHNORM_EPS 1e-5f
