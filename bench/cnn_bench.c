@@ -23,8 +23,7 @@
  *
  * --engine runs the same recipe through the engine's model API instead
  * (model_forward, model_backward, optim_step over a struct model built from
- * a model_desc, the path mlq-trainer takes); it has no threads of its own
- * yet, so it runs on one. */
+ * a model_desc, on model_set_threads's team: the path mlq-trainer takes). */
 #include <cblas.h>
 /* cblas.h pulls in complex.h; I is an input width here, not sqrt(-1). */
 #undef I
@@ -538,7 +537,7 @@ static struct op_attrs attrs(int out, int kernel, int padding, float p)
     return a;
 }
 
-static int engine_run(int bn, int B, int steps, int repeat, double *rate)
+static int engine_run(int bn, int B, int threads, int steps, int repeat, double *rate)
 {
     static struct model_desc d;
     memset(&d, 0, sizeof d);
@@ -572,8 +571,9 @@ static int engine_run(int bn, int B, int steps, int repeat, double *rate)
         .rule = OPTIM_ADAM, .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8};
     float *x = falloc((size_t)B * IH * IH);
     int32_t *y = calloc((size_t)B, sizeof *y);
-    if ((rc = model_reserve(&m, B)) || (rc = optim_create(&opt, &cfg, m.n_params)) || !y) {
-        fprintf(stderr, "cnn_bench: out of memory\n");
+    if ((rc = model_reserve(&m, B)) || (rc = model_set_threads(&m, threads)) ||
+        (rc = optim_create(&opt, &cfg, m.n_params)) || !y) {
+        fprintf(stderr, "cnn_bench: cannot set the model up: %s\n", strerror(rc ? -rc : ENOMEM));
         model_destroy(&m);
         free(x);
         free(y);
@@ -635,8 +635,7 @@ int main(int argc, char **argv)
 
     double rate[99];
     if (engine) {
-        if (threads != 1) goto usage;
-        if (engine_run(bn, B, steps, repeat, rate)) return 1;
+        if (engine_run(bn, B, threads, steps, repeat, rate)) return 1;
     } else {
         struct rng r;
         rng_seed(&r, 1);
@@ -663,6 +662,6 @@ int main(int argc, char **argv)
     return 0;
 usage:
     fprintf(stderr, "usage: cnn_bench [--model lenet|bn] [--threads N] [--batch B] [--steps N] "
-                    "[--repeat R] [--kernels] [--engine (one thread)]\n");
+                    "[--repeat R] [--kernels] [--engine]\n");
     return 2;
 }

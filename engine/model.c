@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "loss.h"
+#include "team.h"
 
 static const char *const stack_acts[] = {"relu", "sigmoid", "tanh", "leaky_relu"};
 static const enum net_activation stack_act_kind[] = {NET_ACT_RELU, NET_ACT_SIGMOID, NET_ACT_TANH,
@@ -141,7 +142,7 @@ static int plan(const struct model_desc *d, struct model_node *nodes, struct ten
 
 /* Arena offsets for B samples; returns the floats of each arena. */
 struct arena_sizes {
-    size_t acts, saved, scratch, tmp;
+    size_t acts, saved, scratch, partials, tmp;
 };
 
 static struct arena_sizes layout(struct model_node *nodes, int n_nodes, int B)
@@ -156,6 +157,8 @@ static struct arena_sizes layout(struct model_node *nodes, int n_nodes, int B)
         if (op->saved) a.saved += op->saved(&n->op, B);
         size_t sc = op->scratch ? op->scratch(&n->op, B) : 0;
         if (sc > a.scratch) a.scratch = sc;
+        size_t pa = op->partials ? op->partials(&n->op, B) : 0;
+        if (pa > a.partials) a.partials = pa;
         for (int j = 0; j < n->op.n_in; j++) {
             size_t t = (size_t)B * shape_size(&n->op.in[j]);
             if (t > a.tmp) a.tmp = t;
@@ -211,8 +214,9 @@ static int check_plan(const struct model_desc *d, int B, struct model_sizes *siz
         sizes->n_state = tt.n_state;
         sizes->outputs = nodes[d->n_layers - 1].op.out.d[0];
         sizes->inputs = shape_size(&d->input);
-        sizes->act_floats =
-            2 * a.acts + a.saved + a.scratch + 2 * a.tmp + (size_t)B * (size_t)sizes->outputs;
+        sizes->act_floats = 2 * a.acts + a.saved + a.scratch + a.partials + 2 * a.tmp +
+                            (size_t)B * (size_t)sizes->outputs;
+        sizes->scratch_floats = a.scratch;
     }
     tensor_table_free(&tt);
     free(nodes);
@@ -281,10 +285,12 @@ static void free_arenas(struct model *m)
     free(m->dacts);
     free(m->saved);
     free(m->scratch);
+    free(m->partials);
     free(m->tmp[0]);
     free(m->tmp[1]);
     if (!m->net) free(m->probs); /* the dense stack's are the net's */
-    m->acts = m->dacts = m->saved = m->scratch = m->tmp[0] = m->tmp[1] = m->probs = NULL;
+    m->acts = m->dacts = m->saved = m->scratch = m->partials = NULL;
+    m->tmp[0] = m->tmp[1] = m->probs = NULL;
 }
 
 void model_destroy(struct model *m)
@@ -297,6 +303,7 @@ void model_destroy(struct model *m)
         free(m->params);
         free(m->grads);
     }
+    team_destroy(&m->team);
     free(m->state);
     free_arenas(m);
     free(m->node);
@@ -318,20 +325,63 @@ int model_reserve(struct model *m, int B)
     free_arenas(m);
     m->max_batch = 0;
     struct arena_sizes a = layout(m->node, m->n_nodes, B);
+    int threads = model_threads(m);
     m->acts = calloc(a.acts, sizeof *m->acts);
     m->dacts = calloc(a.acts, sizeof *m->dacts);
     m->saved = calloc(a.saved ? a.saved : 1, sizeof *m->saved);
-    m->scratch = calloc(a.scratch ? a.scratch : 1, sizeof *m->scratch);
+    m->scratch_stride = a.scratch;
+    m->scratch = calloc(a.scratch ? a.scratch * (size_t)threads : 1, sizeof *m->scratch);
+    m->partials = calloc(a.partials ? a.partials : 1, sizeof *m->partials);
     m->tmp[0] = calloc(a.tmp ? a.tmp : 1, sizeof *m->tmp[0]);
     m->tmp[1] = calloc(a.tmp ? a.tmp : 1, sizeof *m->tmp[1]);
     m->probs = calloc((size_t)B * (size_t)m->K, sizeof *m->probs);
-    if (!m->acts || !m->dacts || !m->saved || !m->scratch || !m->tmp[0] || !m->tmp[1] ||
-        !m->probs) {
+    if (!m->acts || !m->dacts || !m->saved || !m->scratch || !m->partials || !m->tmp[0] ||
+        !m->tmp[1] || !m->probs) {
         free_arenas(m);
         return -ENOMEM;
     }
     m->max_batch = B;
     return 0;
+}
+
+int model_threads(const struct model *m)
+{
+    if (m->net) return m->net->n_threads;
+    return m->n_threads > 1 ? m->n_threads : 1;
+}
+
+int model_set_threads(struct model *m, int n)
+{
+    if (n < 1 || n > TEAM_MAX_THREADS) return -EINVAL;
+    if (m->net) return n == m->net->n_threads ? 0 : net_set_threads(m->net, n);
+    if (n == model_threads(m)) return 0;
+    team_destroy(&m->team);
+    m->n_threads = 1;
+    if (n > 1) {
+        int rc = team_create(&m->team, n);
+        if (rc) return rc;
+        m->n_threads = n;
+    }
+    if (m->max_batch == 0) return 0;
+    /* Each thread its own scratch: the arenas are laid out again. */
+    int B = m->max_batch;
+    free_arenas(m);
+    m->max_batch = 0;
+    return model_reserve(m, B);
+}
+
+int model_task_start(struct model *m, void (*fn)(void *ctx), void *ctx)
+{
+    if (m->net) return net_task_start(m->net, fn, ctx);
+    return team_task_start(m->team, fn, ctx);
+}
+
+void model_task_wait(struct model *m)
+{
+    if (m->net)
+        net_task_wait(m->net);
+    else
+        team_task_wait(m->team);
 }
 
 void model_init(struct model *m, struct rng *r)
@@ -359,6 +409,9 @@ static struct op_call node_call(struct model *m, int i, int B, const float *x)
         .state = n->n_state ? m->state + n->state_off : NULL,
         .saved = m->saved + n->saved_off,
         .scratch = m->scratch,
+        .scratch_stride = m->scratch_stride,
+        .partials = m->partials,
+        .team = m->team,
     };
     for (int j = 0; j < n->op.n_in; j++)
         c.in[j] = n->in[j] == MODEL_INPUT ? x : m->acts + m->node[n->in[j]].out_off;

@@ -60,11 +60,13 @@ struct model_node {
 
 /* Sizes of a model for B samples, without building it (model_check). */
 struct model_sizes {
-    size_t n_params;   /* P floats: params, grads, each optimizer moment */
-    size_t n_state;    /* floats of saved, not optimized state */
-    size_t act_floats; /* activations and their gradients, saved, scratch, head */
-    int outputs;       /* K: the last node's features */
-    size_t inputs;     /* D: floats of one sample's input */
+    size_t n_params;       /* P floats: params, grads, each optimizer moment */
+    size_t n_state;        /* floats of saved, not optimized state */
+    size_t act_floats;     /* activations and their gradients, saved, one thread's scratch,
+                              partials, head */
+    size_t scratch_floats; /* one thread's scratch (in act_floats): each more thread adds it */
+    int outputs;           /* K: the last node's features */
+    size_t inputs;         /* D: floats of one sample's input */
 };
 
 struct model {
@@ -85,12 +87,16 @@ struct model {
     float *acts;               /* node outputs, each (max_batch, out) at out_off */
     float *dacts;              /* their gradients, same layout */
     float *saved;              /* each node's forward-to-backward buffer */
-    float *scratch;            /* shared by all nodes, the largest need */
+    float *scratch;            /* shared by all nodes, the largest need, per thread */
+    size_t scratch_stride;     /* floats of one thread's scratch */
+    float *partials;           /* backward's per-slice sums, shared by all nodes */
     float *tmp[OP_MAX_INPUTS]; /* a second consumer's input gradient, then added */
     float *probs;              /* (B, K) what the last forward predicts (loss_outputs) */
     bool training;             /* the mode of the last forward, which backward repeats */
 
-    struct net *net; /* the dense fast path, or NULL */
+    struct net *net;   /* the dense fast path, or NULL */
+    struct team *team; /* the layer ops' threads (model_set_threads), or NULL */
+    int n_threads;
 };
 
 /* Infers every node's shapes and sizes for batches of up to B samples
@@ -107,6 +113,17 @@ int model_create(struct model *m, const struct model_desc *d, char *err, size_t 
 void model_destroy(struct model *m);
 /* Makes room for batches of up to B samples. Returns 0, -EINVAL or -ENOMEM. */
 int model_reserve(struct model *m, int B);
+
+/* Runs the model on n threads, the caller included (1: the caller alone);
+ * the ops split their work over them (op.h), each thread calling
+ * single-threaded BLAS. Any n gives the same bits. Returns 0, -EINVAL,
+ * -ENOMEM or -EAGAIN (no thread started: the model goes on with one). */
+int model_set_threads(struct model *m, int n);
+int model_threads(const struct model *m);
+/* A task in the background on one of the model's threads (reading the
+ * next batch) while the caller trains; team_task_start's semantics. */
+int model_task_start(struct model *m, void (*fn)(void *ctx), void *ctx);
+void model_task_wait(struct model *m);
 
 /* PyTorch's default initialisation of every node, in node order, from r. */
 void model_init(struct model *m, struct rng *r);

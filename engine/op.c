@@ -1,10 +1,13 @@
-/* What every op shares: defaults, shapes, the uniform initialiser. */
+/* What every op shares: defaults, shapes, the uniform initialiser, and the
+ * cuts of an op's work over the team. */
 #include "op.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "team.h"
 
 void op_attrs_defaults(struct op_attrs *a)
 {
@@ -58,4 +61,116 @@ int op_err(char *err, size_t errlen, const char *fmt, ...)
         va_end(ap);
     }
     return -EINVAL;
+}
+
+/* ---- threads ---- */
+
+/* A call touching fewer floats than this runs whole on the caller when it
+ * may: handing slices over costs a few microseconds. */
+static size_t split_min_floats = 1 << 15;
+/* Free cuts make two runs per thread, so that a worker descheduled on a
+ * busy core leaves the others most of the work (team.h). */
+#define OP_RUNS_PER_THREAD 2
+
+void op_set_split_threshold(size_t floats)
+{
+    split_min_floats = floats;
+}
+
+int op_sample_slices(int B)
+{
+    return team_slices(B, OP_SAMPLE_SLICES, 1);
+}
+
+struct sample_job {
+    const struct op_call *c;
+    int slices;
+    void (*fn)(const struct op_call *sub, int slice, void *ctx);
+    void *ctx;
+};
+
+static void sample_slice(void *p, int slice, int thread)
+{
+    const struct sample_job *j = p;
+    const struct op_call *c = j->c;
+    const struct op_node *n = c->node;
+    int lo, hi;
+    team_split(c->B, j->slices, 1, slice, &lo, &hi);
+    struct op_call sub = *c;
+    sub.B = hi - lo;
+    sub.b0 = c->b0 + lo;
+    sub.scratch = c->scratch ? c->scratch + (size_t)thread * c->scratch_stride : NULL;
+    size_t out = (size_t)lo * shape_size(&n->out);
+    sub.out = c->out ? c->out + out : NULL;
+    sub.dout = c->dout ? c->dout + out : NULL;
+    for (int i = 0; i < n->n_in; i++) {
+        size_t in = (size_t)lo * shape_size(&n->in[i]);
+        sub.in[i] = c->in[i] ? c->in[i] + in : NULL;
+        sub.din[i] = c->din[i] ? c->din[i] + in : NULL;
+    }
+    j->fn(&sub, slice, j->ctx);
+}
+
+void op_for_samples(const struct op_call *c, bool per_slice_sums,
+                    void (*fn)(const struct op_call *sub, int slice, void *ctx), void *ctx)
+{
+    struct sample_job j = {c, 1, fn, ctx};
+    if (per_slice_sums)
+        j.slices = op_sample_slices(c->B);
+    else if (c->team && (size_t)c->B * shape_size(&c->node->out) >= split_min_floats)
+        j.slices = team_slices(c->B, team_size(c->team) * OP_RUNS_PER_THREAD, 1);
+    team_for(c->team, j.slices, sample_slice, &j);
+}
+
+struct range_job {
+    const struct op_call *c;
+    int total, align, slices;
+    void (*fn)(const struct op_call *c, int lo, int hi, float *scratch, void *ctx);
+    void *ctx;
+};
+
+static void range_slice(void *p, int slice, int thread)
+{
+    const struct range_job *j = p;
+    int lo, hi;
+    team_split(j->total, j->slices, j->align, slice, &lo, &hi);
+    float *scratch = j->c->scratch ? j->c->scratch + (size_t)thread * j->c->scratch_stride : NULL;
+    j->fn(j->c, lo, hi, scratch, j->ctx);
+}
+
+void op_for_range(const struct op_call *c, int total, int align, int min_run,
+                  void (*fn)(const struct op_call *c, int lo, int hi, float *scratch, void *ctx),
+                  void *ctx)
+{
+    if (total < 1) return;
+    int runs = min_run > 0 ? total / min_run : total;
+    runs = runs < 1 ? 1 : runs > OP_RANGE_RUNS ? OP_RANGE_RUNS : runs;
+    struct range_job j = {c, total, align, team_slices(total, runs, align), fn, ctx};
+    team_for(c->team, j.slices, range_slice, &j);
+}
+
+struct sum_job {
+    float *grad;
+    const float *partials;
+    int slices;
+    size_t n;
+};
+
+static void sum_range(const struct op_call *c, int lo, int hi, float *scratch, void *p)
+{
+    (void)c, (void)scratch;
+    const struct sum_job *j = p;
+    float *restrict g = j->grad;
+    for (int k = 0; k < j->slices; k++) {
+        const float *restrict part = j->partials + (size_t)k * j->n;
+        for (int i = lo; i < hi; i++)
+            g[i] += part[i];
+    }
+}
+
+void op_sum_partials(const struct op_call *c, float *grad, const float *partials, int slices,
+                     size_t n)
+{
+    struct sum_job j = {grad, partials, slices, n};
+    op_for_range(c, (int)n, 16, 4096, sum_range, &j);
 }

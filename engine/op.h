@@ -31,6 +31,8 @@
 
 #include "rng.h"
 
+struct team;
+
 #define OP_MAX_DIMS 3    /* per-sample dimensions: (C, H, W) */
 #define OP_MAX_INPUTS 2  /* the residual add reads two earlier outputs */
 #define OP_MAX_TENSORS 4 /* parameter and state tensors of one node */
@@ -87,10 +89,18 @@ struct op_node {
 
 /* What one forward or backward call gets. Parameters and state are the
  * node's own slices, laid out as its tensors() lists them (each kind in its
- * own buffer, in order). */
+ * own buffer, in order).
+ *
+ * Threads: an op cuts its own work over the team with op_for_samples or
+ * op_for_range (below); a call is never split behind its back. What a
+ * slice computes depends on the problem alone, never on the team's size or
+ * on which thread ran it, so any team gives the same bits (tests/
+ * test_ops_grad.c checks it for every op). */
 struct op_call {
     const struct op_node *node;
     int B;
+    int b0;                         /* the first sample of this call in the batch (sub-calls) */
+    struct team *team;              /* the threads to split over, or NULL: the caller alone */
     bool training;                  /* batch norm statistics, dropout */
     struct rng *rng;                /* the run's RNG (dropout draws its mask key here) */
     const float *in[OP_MAX_INPUTS]; /* (B, in[i]) */
@@ -99,7 +109,9 @@ struct op_call {
     float *grad;                    /* their gradients, same layout */
     float *state;                   /* the node's state, or NULL */
     float *saved;                   /* saved(node, B) floats, kept from forward to backward */
-    float *scratch;                 /* scratch(node, B) floats, not kept */
+    float *scratch;                 /* scratch(node, B) floats of the running thread, not kept */
+    size_t scratch_stride;          /* floats from one thread's scratch to the next's */
+    float *partials;                /* partials(node, B) floats, backward's per-slice sums */
     const float *dout;              /* backward: (B, out) */
     float *din[OP_MAX_INPUTS];      /* backward: (B, in[i]), stored; NULL: not needed */
 };
@@ -139,9 +151,11 @@ struct op_def {
     int (*tensors)(const struct op_node *n, struct op_tensor t[OP_MAX_TENSORS]);
     /* PyTorch's default initialisation of param and state, drawn from r. */
     void (*init)(const struct op_node *n, float *param, float *state, struct rng *r);
-    /* Floats of call->saved and call->scratch for B samples; NULL = 0. */
+    /* Floats of call->saved, call->scratch (per thread) and
+     * call->partials for B samples; NULL = 0. */
     size_t (*saved)(const struct op_node *n, int B);
     size_t (*scratch)(const struct op_node *n, int B);
+    size_t (*partials)(const struct op_node *n, int B);
     void (*forward)(const struct op_call *c);
     void (*backward)(const struct op_call *c);
     const struct op_test *tests;
@@ -154,6 +168,41 @@ struct op_def {
 const struct op_def *op_find(const char *type);
 /* Every registered op, for the table-driven tests; *n receives the count. */
 const struct op_def *const *op_all(int *n);
+
+/* ---- threads: an op's work cut over the call's team ---- */
+
+/* Runs of samples a batch of B is cut into when a sum over samples is
+ * kept per run (conv2d's weight gradient): a function of B alone, so that
+ * the sum is the same on any number of threads. */
+#define OP_SAMPLE_SLICES 8
+int op_sample_slices(int B);
+
+/* Runs fn on sub-calls of c over runs of its samples, on whichever team
+ * threads are running: each sub-call has B = its samples, b0 = its first,
+ * in, out, dout and din offset to them, scratch the running thread's, and
+ * slice its run's index; param, grad, state, saved and partials are c's.
+ * With per_slice_sums the runs are op_sample_slices(c->B) (fn may keep a
+ * sum per slice in partials); otherwise the cut is free and a small call
+ * runs whole on the caller (slice 0). */
+void op_for_samples(const struct op_call *c, bool per_slice_sums,
+                    void (*fn)(const struct op_call *sub, int slice, void *ctx), void *ctx);
+/* Runs fn(c, lo, hi, scratch, ctx) over runs [lo, hi) of [0, total)
+ * (channels, gemm columns, parameters) on the team. The cut depends on
+ * total alone: up to OP_RANGE_RUNS runs of at least min_run, multiples of
+ * align, the same with or without a team, so that a BLAS call per run
+ * gives the same bits on any team (a gemm cut differently may round
+ * differently). */
+#define OP_RANGE_RUNS 8
+void op_for_range(const struct op_call *c, int total, int align, int min_run,
+                  void (*fn)(const struct op_call *c, int lo, int hi, float *scratch, void *ctx),
+                  void *ctx);
+/* Test seam: calls touching at least this many floats are split (default
+ * 32768); tests/test_ops_grad.c sets 1 to split even its small cases. */
+void op_set_split_threshold(size_t floats);
+/* grad[i] += sum over the slices k of partials[k n + i] (in slice order),
+ * for i in [0, n), split over the team. */
+void op_sum_partials(const struct op_call *c, float *grad, const float *partials, int slices,
+                     size_t n);
 
 /* ---- helpers for ops ---- */
 

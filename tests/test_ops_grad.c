@@ -21,10 +21,12 @@
 #include "model.h"
 #include "op.h"
 #include "rng.h"
+#include "team.h"
 
 #define H 1e-3f
 #define TOL_ABS 2e-3
 #define TOL_REL 1e-2
+#define TEAM_THREADS 3 /* more threads than most cases have samples */
 
 static float *alloc_floats(size_t n)
 {
@@ -43,8 +45,9 @@ struct harness {
     struct op_node node;
     int B;
     bool training;
-    size_t n_in[OP_MAX_INPUTS], n_out, n_param, n_state, n_saved, n_scratch;
-    float *in[OP_MAX_INPUTS], *out, *param, *grad, *state, *state0, *saved, *scratch, *r;
+    size_t n_in[OP_MAX_INPUTS], n_out, n_param, n_state, n_saved, n_scratch, n_partials;
+    float *in[OP_MAX_INPUTS], *out, *param, *grad, *state, *state0, *saved, *scratch, *partials, *r;
+    struct team *team; /* NULL: the caller alone */
     float *din[OP_MAX_INPUTS];
     struct rng rng0; /* the RNG every forward starts from: the same dropout mask */
 };
@@ -62,6 +65,7 @@ static void harness_free(struct harness *h)
     free(h->state0);
     free(h->saved);
     free(h->scratch);
+    free(h->partials);
     free(h->r);
 }
 
@@ -89,6 +93,7 @@ static void harness_setup(struct harness *h, const struct op_def *op, const stru
     h->n_out = (size_t)h->B * shape_size(&h->node.out);
     h->n_saved = op->saved ? op->saved(&h->node, h->B) : 0;
     h->n_scratch = op->scratch ? op->scratch(&h->node, h->B) : 0;
+    h->n_partials = op->partials ? op->partials(&h->node, h->B) : 0;
     struct rng r;
     rng_seed(&r, 2024);
     for (int j = 0; j < op->n_inputs; j++) {
@@ -105,7 +110,8 @@ static void harness_setup(struct harness *h, const struct op_def *op, const stru
     h->state = alloc_floats(h->n_state);
     h->state0 = alloc_floats(h->n_state);
     h->saved = alloc_floats(h->n_saved);
-    h->scratch = alloc_floats(h->n_scratch);
+    h->scratch = alloc_floats(h->n_scratch * TEAM_THREADS);
+    h->partials = alloc_floats(h->n_partials);
     if (op->init) op->init(&h->node, h->param, h->state, &r);
     /* Away from the init's special values (batch norm's 1 and 0), so that a
      * gradient that ignores a parameter does not pass by luck. */
@@ -129,6 +135,9 @@ static struct op_call harness_call(struct harness *h, struct rng *r)
                         .state = h->n_state ? h->state : NULL,
                         .saved = h->saved,
                         .scratch = h->scratch,
+                        .scratch_stride = h->n_scratch,
+                        .partials = h->partials,
+                        .team = h->team,
                         .dout = h->r};
     for (int j = 0; j < h->node.n_in; j++) {
         c.in[j] = h->in[j];
@@ -218,6 +227,54 @@ static void test_every_op(void **state)
             check_case(op, &op->tests[t]);
         printf("ok %s: %d case%s\n", op->type, op->n_tests, op->n_tests == 1 ? "" : "s");
     }
+}
+
+/* ---- threads: any team gives the same bits ---- */
+
+/* Forward and backward of one case, alone and on a team that splits even
+ * this small a call: outputs, state, input and parameter gradients must be
+ * the same bits (op.h: a slice's result never depends on the team). */
+static void check_case_threads(const struct op_def *op, const struct op_test *t, struct team *team)
+{
+    struct harness h[2];
+    for (int k = 0; k < 2; k++) {
+        harness_setup(&h[k], op, t);
+        h[k].team = k ? team : NULL;
+        for (size_t i = 0; i < h[k].n_param; i++)
+            h[k].grad[i] = 0.25f;
+        struct rng r = h[k].rng0;
+        struct op_call c = harness_call(&h[k], &r);
+        op->forward(&c);
+        op->backward(&c);
+    }
+    const char *tc = t->name;
+    if (memcmp(h[0].out, h[1].out, h[0].n_out * sizeof(float)))
+        fail_msg("%s, %s: forward differs on %d threads", op->type, tc, TEAM_THREADS);
+    if (h[0].n_state && memcmp(h[0].state, h[1].state, h[0].n_state * sizeof(float)))
+        fail_msg("%s, %s: state differs on %d threads", op->type, tc, TEAM_THREADS);
+    if (h[0].n_param && memcmp(h[0].grad, h[1].grad, h[0].n_param * sizeof(float)))
+        fail_msg("%s, %s: parameter gradients differ on %d threads", op->type, tc, TEAM_THREADS);
+    for (int j = 0; j < op->n_inputs; j++)
+        if (memcmp(h[0].din[j], h[1].din[j], h[0].n_in[j] * sizeof(float)))
+            fail_msg("%s, %s: input gradient %d differs on %d threads", op->type, tc, j,
+                     TEAM_THREADS);
+    harness_free(&h[0]);
+    harness_free(&h[1]);
+}
+
+static void test_every_op_threads(void **state)
+{
+    (void)state;
+    struct team *team;
+    assert_int_equal(team_create(&team, TEAM_THREADS), 0);
+    op_set_split_threshold(1);
+    int n;
+    const struct op_def *const *ops = op_all(&n);
+    for (int k = 0; k < n; k++)
+        for (int t = 0; t < ops[k]->n_tests; t++)
+            check_case_threads(ops[k], &ops[k]->tests[t], team);
+    op_set_split_threshold(1 << 15);
+    team_destroy(&team);
 }
 
 /* ---- the fused heads ---- */
@@ -335,6 +392,82 @@ static void test_model_residual_gradients(void **state)
 }
 
 /* A stack of dense layers runs through struct net, with the same table. */
+/* A conv + batch norm + pool + residual + dropout model large enough for
+ * the default cuts: two steps on one thread and on two give the same bits
+ * (gradients, running statistics, logits). */
+static void threads_desc(struct model_desc *d)
+{
+    memset(d, 0, sizeof *d);
+    d->input = (struct shape){3, {1, 14, 14}};
+    int n = 0;
+    d->layer[n] = layer("conv2d", 8);
+    d->layer[n].a.kernel = 3;
+    d->layer[n++].a.padding = 1;
+    d->layer[n++] = layer("batchnorm", 0);
+    d->layer[n++] = layer("relu", 0);
+    d->layer[n] = layer("conv2d", 8);
+    d->layer[n].a.kernel = 3;
+    d->layer[n++].a.padding = 1;
+    d->layer[n] = layer("add", 0); /* conv + the relu before it */
+    d->layer[n].n_in = 2;
+    d->layer[n].in[0] = n - 1;
+    d->layer[n].in[1] = n - 2;
+    n++;
+    d->layer[n] = layer("maxpool", 0);
+    d->layer[n++].a.kernel = 2;
+    d->layer[n++] = layer("flatten", 0);
+    d->layer[n] = layer("dropout", 0);
+    d->layer[n++].a.p = 0.25f;
+    d->layer[n++] = layer("dense", 32);
+    d->layer[n++] = layer("gelu", 0);
+    d->layer[n++] = layer("dense", 10);
+    d->n_layers = n;
+    d->loss = NET_LOSS_CROSS_ENTROPY;
+}
+
+static void test_model_threads_same_bits(void **state)
+{
+    (void)state;
+    enum { B = 48 };
+    static struct model_desc d;
+    threads_desc(&d);
+    struct model m[2];
+    float *x = alloc_floats((size_t)B * 14 * 14);
+    int32_t y[B];
+    struct rng r;
+    rng_seed(&r, 5);
+    fill_uniform(x, (size_t)B * 14 * 14, 0.0f, 1.0f, &r);
+    for (int i = 0; i < B; i++)
+        y[i] = (int32_t)(rng_next(&r) % 10);
+    for (int k = 0; k < 2; k++) {
+        char err[256];
+        assert_int_equal(model_create(&m[k], &d, err, sizeof err), 0);
+        assert_int_equal(model_reserve(&m[k], B), 0);
+        assert_int_equal(model_set_threads(&m[k], k ? 2 : 1), 0);
+        assert_int_equal(model_threads(&m[k]), k ? 2 : 1);
+        struct rng init;
+        rng_seed(&init, 11);
+        model_init(&m[k], &init);
+        struct rng drop;
+        rng_seed(&drop, 12);
+        for (int step = 0; step < 2; step++) {
+            model_forward(&m[k], x, B, true, &drop);
+            model_zero_grad(&m[k]);
+            model_backward(&m[k], x, y, NULL, B);
+            for (size_t i = 0; i < m[k].n_params; i++) /* a plain SGD step */
+                m[k].params[i] -= 0.1f * m[k].grads[i];
+        }
+        model_forward(&m[k], x, B, false, NULL);
+    }
+    assert_memory_equal(m[0].grads, m[1].grads, m[0].n_params * sizeof(float));
+    assert_memory_equal(m[0].params, m[1].params, m[0].n_params * sizeof(float));
+    assert_memory_equal(m[0].state, m[1].state, m[0].n_state * sizeof(float));
+    assert_memory_equal(model_logits(&m[0]), model_logits(&m[1]), (size_t)B * 10 * sizeof(float));
+    for (int k = 0; k < 2; k++)
+        model_destroy(&m[k]);
+    free(x);
+}
+
 static void test_model_dense_stack(void **state)
 {
     (void)state;
@@ -394,8 +527,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_op),
+        cmocka_unit_test(test_every_op_threads),
         cmocka_unit_test(test_heads),
         cmocka_unit_test(test_model_residual_gradients),
+        cmocka_unit_test(test_model_threads_same_bits),
         cmocka_unit_test(test_model_dense_stack),
         cmocka_unit_test(test_model_errors),
     };

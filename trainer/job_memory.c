@@ -4,11 +4,13 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dataset.h"
 #include "errmsg.h"
 #include "optim.h"
 #include "spec_model.h"
+#include "team.h"
 
 /* The program itself: code, libraries, OpenBLAS's and HDF5's buffers, the
  * ZeroMQ threads. Measured at about 20 MiB for mlq-trainer on a small job;
@@ -114,6 +116,14 @@ static bool add_typed_model(struct job_memory *m, const struct mlq_spec *model,
     *S = (int64_t)sz.n_state;
     add(m, "activations", mul3(1, (int64_t)sz.act_floats, 4),
         "batch %d: outputs, their gradients, saved and scratch, %zu floats", B, sz.act_floats);
+    /* Each more training thread has a scratch of its own (the trainer's
+     * budget: the spec's threads, else up to one per CPU). */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int threads = model->threads > 0 ? model->threads : cpus > 0 ? (int)cpus : 1;
+    if (threads > TEAM_MAX_THREADS) threads = TEAM_MAX_THREADS;
+    if (threads > 1 && sz.scratch_floats)
+        add(m, "thread scratch", mul3(threads - 1, (int64_t)sz.scratch_floats, 4),
+            "%d more threads, %zu floats each", threads - 1, sz.scratch_floats);
     add(m, "parameters", *P * 4, "%lld floats", (long long)*P);
     add(m, "gradients", *P * 4, "%lld floats", (long long)*P);
     if (*S) add(m, "layer state", *S * 4, "%lld floats (batch norm statistics)", (long long)*S);

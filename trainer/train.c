@@ -22,6 +22,7 @@
 #include "optim.h"
 #include "rng.h"
 #include "spec_model.h"
+#include "team.h"
 
 static double now_seconds(void)
 {
@@ -198,31 +199,29 @@ out:
 #define THREADS_MIN_ROWS 16
 
 /* The caller's OpenBLAS thread count is the run's thread budget. The
- * network splits its layers over threads of its own, each calling
+ * model splits its layers over threads of its own, each calling
  * single-threaded OpenBLAS, which on these small matrices beats OpenBLAS's
- * threading; small batches run on one thread. A run is reproduced bit for
- * bit by the same spec, seed and thread budget. */
+ * threading; small batches run on one thread. A dense stack is reproduced
+ * bit for bit by the same spec, seed and thread budget; a layered model by
+ * the same spec and seed on any number of threads (op.h). */
 static int set_threads(struct run *r)
 {
     const struct mlq_spec *s = r->spec;
     int budget = blas_threads();
-    if (!r->model.net) {
-        /* Layer ops run on the caller; OpenBLAS threads each large gemm. */
-        log_info("training on OpenBLAS's %d thread%s", budget, budget == 1 ? "" : "s");
-        return 0;
-    }
     if (budget <= 1) return 0;
     int B = s->optimizer.name == OPT_GD ? r->rows : s->batch_size;
-    int n = B < THREADS_MIN_ROWS ? 1 : budget < NET_MAX_THREADS ? budget : NET_MAX_THREADS;
+    int max = r->model.net ? NET_MAX_THREADS : TEAM_MAX_THREADS;
+    int n = B < THREADS_MIN_ROWS ? 1 : budget < max ? budget : max;
     r->blas_threads = budget; /* restored by run_free */
     blas_set_threads(1);
-    int rc = n > 1 ? net_set_threads(r->model.net, n) : 0;
+    int rc = n > 1 ? model_set_threads(&r->model, n) : 0;
     if (rc == -EAGAIN) {
         log_warn("cannot start %d training threads; going on with one", n);
         rc = 0;
     }
-    log_info("training on %d thread%s (batch %d, thread budget %d)", r->model.net->n_threads,
-             r->model.net->n_threads == 1 ? "" : "s", B, budget);
+    int got = model_threads(&r->model);
+    log_info("training on %d thread%s (batch %d, thread budget %d)", got, got == 1 ? "" : "s", B,
+             budget);
     return rc;
 }
 
@@ -367,11 +366,7 @@ static int train_batch(struct run *r, struct batch *cur, struct batch *next, int
     int got = cur->got;
     struct net *net = r->model.net; /* the dense fast paths, or NULL */
     model_forward(&r->model, cur->x, got, true, &r->rng);
-    int rc = 0;
-    if (net)
-        rc = net_task_start(net, batch_read, next);
-    else
-        batch_read(next); /* the layer ops run on this thread */
+    int rc = model_task_start(&r->model, batch_read, next);
     if (rc) return errmsg(err, errlen, rc, "cannot read the next batch: %s", strerror(-rc));
     double loss = model_loss(&r->model, cur->yc, cur->y, got);
     if (!isfinite(loss))
@@ -440,7 +435,7 @@ static int train_epoch(struct run *r, int64_t epoch, int64_t *step, struct pass_
         if (r->augmenting) augment_batch(&r->aug, epoch, row, cur->x, cur->got, r->aug_scratch);
         row += cur->got;
         rc = train_batch(r, cur, next, epoch, step, t, err, errlen);
-        if (r->model.net) net_task_wait(r->model.net);
+        model_task_wait(&r->model);
         if (rc) return rc;
         struct batch *tmp = cur;
         cur = next;

@@ -127,19 +127,30 @@ static int act_infer(struct op_attrs *a, const struct shape *in, struct shape *o
     return 0;
 }
 
-static void act_op_forward(const struct op_call *c)
+static void act_forward_part(const struct op_call *c, int slice, void *ctx)
 {
+    (void)slice, (void)ctx;
     const struct op_node *n = c->node;
     act_forward(c->out, c->in[0], (size_t)c->B * shape_size(&n->out), act_of(n),
                 n->a.negative_slope);
 }
 
-static void act_op_backward(const struct op_call *c)
+static void act_op_forward(const struct op_call *c)
 {
+    op_for_samples(c, false, act_forward_part, NULL);
+}
+
+static void act_backward_part(const struct op_call *c, int slice, void *ctx)
+{
+    (void)slice, (void)ctx;
     const struct op_node *n = c->node;
-    if (!c->din[0]) return;
     act_backward(c->din[0], c->dout, c->in[0], c->out, (size_t)c->B * shape_size(&n->out),
                  act_of(n), n->a.negative_slope);
+}
+
+static void act_op_backward(const struct op_call *c)
+{
+    if (c->din[0]) op_for_samples(c, false, act_backward_part, NULL);
 }
 
 static const char *const leaky_fields[] = {"negative_slope", NULL};

@@ -18,8 +18,9 @@ static int add_infer(struct op_attrs *a, const struct shape *in, struct shape *o
     return 0;
 }
 
-static void add_forward(const struct op_call *c)
+static void add_forward_part(const struct op_call *c, int slice, void *ctx)
 {
+    (void)slice, (void)ctx;
     size_t n = (size_t)c->B * shape_size(&c->node->out);
     const float *restrict x = c->in[0], *restrict y = c->in[1];
     float *restrict z = c->out;
@@ -27,11 +28,22 @@ static void add_forward(const struct op_call *c)
         z[i] = x[i] + y[i];
 }
 
-static void add_backward(const struct op_call *c)
+static void add_forward(const struct op_call *c)
 {
+    op_for_samples(c, false, add_forward_part, NULL);
+}
+
+static void add_backward_part(const struct op_call *c, int slice, void *ctx)
+{
+    (void)slice, (void)ctx;
     size_t n = (size_t)c->B * shape_size(&c->node->out);
     for (int i = 0; i < 2; i++)
         if (c->din[i]) memcpy(c->din[i], c->dout, n * sizeof *c->dout);
+}
+
+static void add_backward(const struct op_call *c)
+{
+    op_for_samples(c, false, add_backward_part, NULL);
 }
 
 static const struct op_test add_tests[] = {

@@ -267,22 +267,38 @@ static size_t bn_saved(const struct op_node *n, int B)
     return 2 * (size_t)bn_channels(n);
 }
 
+/* Statistics span the batch, so the team splits by channel: each
+ * channel's sums run whole on one thread, the same on any team. */
+static void bn_forward_range(const struct op_call *c, int c0, int c1, float *scratch, void *ctx)
+{
+    (void)scratch, (void)ctx;
+    const struct op_node *n = c->node;
+    int C = bn_channels(n);
+    batchnorm_forward(c->out, c->saved, c->saved + C, c->state, c->state + C, c->in[0], c->param,
+                      c->param + C, c->B, C, bn_spatial(n), c0, c1, c->training, n->a.momentum,
+                      n->a.eps);
+}
+
 static void bn_op_forward(const struct op_call *c)
 {
     const struct op_node *n = c->node;
     int C = bn_channels(n);
-    batchnorm_forward(c->out, c->saved, c->saved + C, c->state, c->state + C, c->in[0], c->param,
-                      c->param + C, c->B, C, bn_spatial(n), 0, C, c->training, n->a.momentum,
-                      n->a.eps);
+    op_for_range(c, C, 1, 1, bn_forward_range, NULL);
     if (BN_COUNTS_BATCHES && c->training) c->state[2 * C] += 1.0f;
+}
+
+static void bn_backward_range(const struct op_call *c, int c0, int c1, float *scratch, void *ctx)
+{
+    (void)scratch, (void)ctx;
+    const struct op_node *n = c->node;
+    int C = bn_channels(n);
+    batchnorm_backward(c->din[0], c->grad, c->grad + C, c->dout, c->in[0], c->saved, c->saved + C,
+                       c->param, c->B, C, bn_spatial(n), c0, c1, c->training);
 }
 
 static void bn_op_backward(const struct op_call *c)
 {
-    const struct op_node *n = c->node;
-    int C = bn_channels(n);
-    batchnorm_backward(c->din[0], c->grad, c->grad + C, c->dout, c->in[0], c->saved, c->saved + C,
-                       c->param, c->B, C, bn_spatial(n), 0, C, c->training);
+    op_for_range(c, bn_channels(c->node), 1, 1, bn_backward_range, NULL);
 }
 
 static const char *const bn_fields[] = {"momentum", "eps", NULL};

@@ -1,4 +1,5 @@
-/* conv2d: nn.Conv2d lowered onto sgemm, one sample at a time.
+/* conv2d: nn.Conv2d lowered onto sgemm, one sample at a time; the op
+ * splits a batch by samples over the team (each thread its own col).
  *
  * Dimensions as in kernels.h; K = C KH KW (a column of the lowered input),
  * P = OH OW (output positions of one plane).
@@ -350,7 +351,7 @@ static void conv2d_op_init(const struct op_node *n, float *param, float *state, 
     conv2d_init(param, n->a.bias ? param + (size_t)O * C * k * k : NULL, C, O, k, k, r);
 }
 
-/* One sample's col: the kernel lowers a sample at a time. */
+/* One sample's col per thread: the kernel lowers a sample at a time. */
 static size_t conv2d_scratch(const struct op_node *n, int B)
 {
     (void)B;
@@ -359,8 +360,24 @@ static size_t conv2d_scratch(const struct op_node *n, int B)
                              n->a.padding);
 }
 
-static void conv2d_op_forward(const struct op_call *c)
+static size_t conv2d_n_param(const struct op_node *n)
 {
+    size_t O = (size_t)n->out.d[0], k = (size_t)n->a.kernel;
+    return O * (size_t)n->in[0].d[0] * k * k + (n->a.bias ? O : 0);
+}
+
+/* Backward sums the weight gradient over samples: each run of samples
+ * keeps its own sum, added in run order (op_sum_partials). One run needs
+ * none: it adds into grad directly. */
+static size_t conv2d_partials(const struct op_node *n, int B)
+{
+    int slices = op_sample_slices(B);
+    return slices > 1 ? (size_t)slices * conv2d_n_param(n) : 0;
+}
+
+static void conv2d_forward_part(const struct op_call *c, int slice, void *ctx)
+{
+    (void)slice, (void)ctx;
     const struct op_node *n = c->node;
     int O = n->out.d[0], C = n->in[0].d[0], k = n->a.kernel;
     const float *b = n->a.bias ? c->param + (size_t)O * C * k * k : NULL;
@@ -368,13 +385,31 @@ static void conv2d_op_forward(const struct op_call *c)
                    O, k, k, n->a.stride, n->a.padding);
 }
 
-static void conv2d_op_backward(const struct op_call *c)
+static void conv2d_op_forward(const struct op_call *c)
+{
+    op_for_samples(c, false, conv2d_forward_part, NULL);
+}
+
+static void conv2d_backward_part(const struct op_call *c, int slice, void *ctx)
 {
     const struct op_node *n = c->node;
     int O = n->out.d[0], C = n->in[0].d[0], k = n->a.kernel;
-    float *db = n->a.bias ? c->grad + (size_t)O * C * k * k : NULL;
-    conv2d_backward(c->din[0], c->grad, db, c->dout, c->in[0], c->param, c->scratch, c->B, C,
+    float *g = c->grad;
+    if (*(const int *)ctx > 1) {
+        size_t np = conv2d_n_param(n);
+        g = c->partials + (size_t)slice * np;
+        memset(g, 0, np * sizeof *g);
+    }
+    float *db = n->a.bias ? g + (size_t)O * C * k * k : NULL;
+    conv2d_backward(c->din[0], g, db, c->dout, c->in[0], c->param, c->scratch, c->B, C,
                     n->in[0].d[1], n->in[0].d[2], O, k, k, n->a.stride, n->a.padding);
+}
+
+static void conv2d_op_backward(const struct op_call *c)
+{
+    int slices = op_sample_slices(c->B);
+    op_for_samples(c, true, conv2d_backward_part, &slices);
+    if (slices > 1) op_sum_partials(c, c->grad, c->partials, slices, conv2d_n_param(c->node));
 }
 
 static const char *const conv2d_fields[] = {"out", "kernel", "stride", "padding", "bias", NULL};
@@ -404,6 +439,7 @@ const struct op_def op_conv2d = {
     .tensors = conv2d_tensors,
     .init = conv2d_op_init,
     .scratch = conv2d_scratch,
+    .partials = conv2d_partials,
     .forward = conv2d_op_forward,
     .backward = conv2d_op_backward,
     .tests = conv2d_tests,

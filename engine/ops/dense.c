@@ -42,34 +42,53 @@ static void dense_init(const struct op_node *n, float *param, float *state, stru
     if (n->a.bias) op_uniform(param + (size_t)O * I, (size_t)O, bound, r);
 }
 
-static void dense_forward(const struct op_call *c)
+/* The team splits each gemm by its output columns, in runs of at least
+ * DENSE_MIN_RUN (a cut by rows packs the other operand once per run, and
+ * costs 2 to 8 times more on one thread: docs/engine.md, "Threads"). */
+#define DENSE_MIN_RUN 64
+
+/* z[:, o0:o1] = x w[o0:o1]^T + b[o0:o1] */
+static void dense_forward_range(const struct op_call *c, int o0, int o1, float *scratch, void *ctx)
 {
+    (void)scratch, (void)ctx;
     int B = c->B, O = c->node->out.d[0], I = c->node->in[0].d[0];
     const float *w = c->param, *b = c->node->a.bias ? c->param + (size_t)O * I : NULL;
     float beta = 0.0f;
     if (b) {
         for (int r = 0; r < B; r++)
-            memcpy(c->out + (size_t)r * O, b, (size_t)O * sizeof *b);
+            memcpy(c->out + (size_t)r * O + o0, b + o0, (size_t)(o1 - o0) * sizeof *b);
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, O, I, 1.0f, c->in[0], I, w, I, beta,
-                c->out, O);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, o1 - o0, I, 1.0f, c->in[0], I,
+                w + (size_t)o0 * I, I, beta, c->out + o0, O);
+}
+
+static void dense_forward(const struct op_call *c)
+{
+    op_for_range(c, c->node->out.d[0], 16, DENSE_MIN_RUN, dense_forward_range, NULL);
+}
+
+/* din[:, i0:i1] = dz w[:, i0:i1] and dw[:, i0:i1] += dz^T x[:, i0:i1] */
+static void dense_backward_range(const struct op_call *c, int i0, int i1, float *scratch, void *ctx)
+{
+    (void)scratch, (void)ctx;
+    int B = c->B, O = c->node->out.d[0], I = c->node->in[0].d[0];
+    if (c->din[0])
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, i1 - i0, O, 1.0f, c->dout, O,
+                    c->param + i0, I, 0.0f, c->din[0] + i0, I);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, i1 - i0, B, 1.0f, c->dout, O,
+                c->in[0] + i0, I, 1.0f, c->grad + i0, I);
 }
 
 static void dense_backward(const struct op_call *c)
 {
     int B = c->B, O = c->node->out.d[0], I = c->node->in[0].d[0];
-    const float *w = c->param;
-    float *dw = c->grad, *db = c->node->a.bias ? c->grad + (size_t)O * I : NULL;
-    if (c->din[0])
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, I, O, 1.0f, c->dout, O, w, I,
-                    0.0f, c->din[0], I);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, B, 1.0f, c->dout, O, c->in[0], I,
-                1.0f, dw, I);
-    if (db)
-        for (int r = 0; r < B; r++)
-            for (int o = 0; o < O; o++)
-                db[o] += c->dout[(size_t)r * O + o];
+    op_for_range(c, I, 16, DENSE_MIN_RUN, dense_backward_range, NULL);
+    if (!c->node->a.bias) return;
+    float *db = c->grad + (size_t)O * I;
+    for (int r = 0; r < B; r++)
+        for (int o = 0; o < O; o++)
+            db[o] += c->dout[(size_t)r * O + o];
 }
 
 static const struct op_test dense_tests[] = {

@@ -101,6 +101,24 @@ static size_t dropout_saved(const struct op_node *n, int B)
     return sizeof(uint64_t) / sizeof(float);
 }
 
+/* The mask of an element depends on the key and its index in the batch
+ * alone, so runs of samples draw the same mask as the whole batch. */
+static void dropout_forward_part(const struct op_call *c, int slice, void *key)
+{
+    (void)slice;
+    size_t per = shape_size(&c->node->out);
+    dropout_forward(c->out, c->in[0], (size_t)c->B * per, c->node->a.p, *(const uint64_t *)key,
+                    (size_t)c->b0 * per);
+}
+
+static void dropout_backward_part(const struct op_call *c, int slice, void *key)
+{
+    (void)slice;
+    size_t per = shape_size(&c->node->out);
+    dropout_backward(c->din[0], c->dout, (size_t)c->B * per, c->node->a.p, *(const uint64_t *)key,
+                     (size_t)c->b0 * per);
+}
+
 static void dropout_op_forward(const struct op_call *c)
 {
     size_t n = (size_t)c->B * shape_size(&c->node->out);
@@ -112,7 +130,7 @@ static void dropout_op_forward(const struct op_call *c)
      * is still a fixed, valid one. */
     uint64_t key = c->rng ? rng_next(c->rng) : 0;
     memcpy(c->saved, &key, sizeof key);
-    dropout_forward(c->out, c->in[0], n, c->node->a.p, key, 0);
+    op_for_samples(c, false, dropout_forward_part, &key);
 }
 
 static void dropout_op_backward(const struct op_call *c)
@@ -125,7 +143,7 @@ static void dropout_op_backward(const struct op_call *c)
     }
     uint64_t key;
     memcpy(&key, c->saved, sizeof key);
-    dropout_backward(c->din[0], c->dout, n, c->node->a.p, key, 0);
+    op_for_samples(c, false, dropout_backward_part, &key);
 }
 
 static const char *const dropout_fields[] = {"p", NULL};

@@ -281,24 +281,49 @@ static int pool_infer(struct op_attrs *a, const struct shape *in, struct shape *
     (c)->B, (c)->node->in[0].d[0], (c)->node->in[0].d[1], (c)->node->in[0].d[2],                   \
         (c)->node->a.kernel, (c)->node->a.kernel, (c)->node->a.stride, (c)->node->a.padding
 
+static void maxpool_forward_part(const struct op_call *c, int slice, void *ctx)
+{
+    (void)slice, (void)ctx;
+    maxpool2d_forward(c->out, c->in[0], POOL_DIMS(c));
+}
+
+static void maxpool_backward_part(const struct op_call *c, int slice, void *ctx)
+{
+    (void)slice, (void)ctx;
+    maxpool2d_backward(c->din[0], c->dout, c->in[0], POOL_DIMS(c));
+}
+
+static void avgpool_forward_part(const struct op_call *c, int slice, void *ctx)
+{
+    (void)slice, (void)ctx;
+    avgpool2d_forward(c->out, c->in[0], POOL_DIMS(c));
+}
+
+static void avgpool_backward_part(const struct op_call *c, int slice, void *ctx)
+{
+    (void)slice, (void)ctx;
+    avgpool2d_backward(c->din[0], c->dout, POOL_DIMS(c));
+}
+
+/* Samples are independent: the team splits the batch. */
 static void maxpool_op_forward(const struct op_call *c)
 {
-    maxpool2d_forward(c->out, c->in[0], POOL_DIMS(c));
+    op_for_samples(c, false, maxpool_forward_part, NULL);
 }
 
 static void maxpool_op_backward(const struct op_call *c)
 {
-    if (c->din[0]) maxpool2d_backward(c->din[0], c->dout, c->in[0], POOL_DIMS(c));
+    if (c->din[0]) op_for_samples(c, false, maxpool_backward_part, NULL);
 }
 
 static void avgpool_op_forward(const struct op_call *c)
 {
-    avgpool2d_forward(c->out, c->in[0], POOL_DIMS(c));
+    op_for_samples(c, false, avgpool_forward_part, NULL);
 }
 
 static void avgpool_op_backward(const struct op_call *c)
 {
-    if (c->din[0]) avgpool2d_backward(c->din[0], c->dout, POOL_DIMS(c));
+    if (c->din[0]) op_for_samples(c, false, avgpool_backward_part, NULL);
 }
 
 static const char *const pool_fields[] = {"kernel", "stride", "padding", NULL};
@@ -366,16 +391,28 @@ static int gap_infer(struct op_attrs *a, const struct shape *in, struct shape *o
     return 0;
 }
 
-static void gap_op_forward(const struct op_call *c)
+static void gap_forward_part(const struct op_call *c, int slice, void *ctx)
 {
+    (void)slice, (void)ctx;
     const struct shape *in = &c->node->in[0];
     global_avgpool_forward(c->out, c->in[0], c->B, in->d[0], in->d[1] * in->d[2]);
 }
 
+static void gap_backward_part(const struct op_call *c, int slice, void *ctx)
+{
+    (void)slice, (void)ctx;
+    const struct shape *in = &c->node->in[0];
+    global_avgpool_backward(c->din[0], c->dout, c->B, in->d[0], in->d[1] * in->d[2]);
+}
+
+static void gap_op_forward(const struct op_call *c)
+{
+    op_for_samples(c, false, gap_forward_part, NULL);
+}
+
 static void gap_op_backward(const struct op_call *c)
 {
-    const struct shape *in = &c->node->in[0];
-    if (c->din[0]) global_avgpool_backward(c->din[0], c->dout, c->B, in->d[0], in->d[1] * in->d[2]);
+    if (c->din[0]) op_for_samples(c, false, gap_backward_part, NULL);
 }
 
 static const struct op_test gap_tests[] = {
