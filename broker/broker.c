@@ -260,6 +260,10 @@ int broker_open(struct broker **out, const struct broker_opts *opts, char *err, 
         snprintf(err, errlen, "ZMQ_MAXMSGSIZE %lld: %s", (long long)max, zmq_strerror(errno));
         goto fail;
     }
+    if ((rc = auth_open(b, err, errlen)) != 0) {
+        rc = -EPERM; /* a configuration to fix, not a failure to retry */
+        goto fail;
+    }
     if (zmq_bind(b->router, b->opts.bind) != 0) {
         rc = -errno;
         snprintf(err, errlen, "cannot bind %s: %s", b->opts.bind, zmq_strerror(errno));
@@ -290,6 +294,7 @@ void broker_close(struct broker **pb)
     free(b->out);
     trainers_free(b);
     free(b->orphans);
+    auth_close(b);
     if (b->router) zmq_close(b->router);
     if (b->zctx) zmq_ctx_term(b->zctx);
     store_close(&b->store);
@@ -342,13 +347,18 @@ int broker_run(struct broker *b, volatile sig_atomic_t *stop)
         long timeout_ms = until > now ? (long)((until - now) * 1000.0) + 1 : 0;
         uint64_t wd = notify_watchdog_usec();
         if (wd && timeout_ms > (long)(wd / 2000)) timeout_ms = (long)(wd / 2000);
-        zmq_pollitem_t item = {.socket = b->router, .events = ZMQ_POLLIN};
-        int n = zmq_poll(&item, 1, timeout_ms);
+        zmq_pollitem_t items[2] = {{.socket = b->router, .events = ZMQ_POLLIN},
+                                   {.socket = b->auth.zap, .events = ZMQ_POLLIN}};
+        int n = zmq_poll(items, b->auth.zap ? 2 : 1, timeout_ms);
         if (n < 0 && errno != EINTR) {
             log_errno(errno, "zmq_poll");
             break;
         }
         if (*stop) break;
+        if (n > 0 && b->auth.zap && (items[1].revents & ZMQ_POLLIN)) {
+            auth_handle_zap(b);
+            if (!(items[0].revents & ZMQ_POLLIN)) n = 0;
+        }
         for (int i = 0; n > 0 && i < RECV_BATCH; i++) {
             struct proto_msg m;
             char err[256];
@@ -367,6 +377,7 @@ int broker_run(struct broker *b, volatile sig_atomic_t *stop)
         }
         now = broker_mono();
         deadline = now + b->interval;
+        auth_tick(b, now);
         double d = trainers_tick(b, now);
         if (d < deadline) deadline = d;
         d = dispatch_tick(b, now);

@@ -9,6 +9,7 @@
 #define MLQ_BROKER_H
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #define BROKER_DEFAULT_BIND "tcp://127.0.0.1:5555"
@@ -26,6 +27,12 @@ struct broker_opts {
     int checkpoint_keep;   /* checkpoints kept per run (plus the best); < 0: store default */
     int sync_normal;       /* non-zero: synchronous=NORMAL (faster, not power-loss safe) */
     long long max_message; /* bytes in one frame (ZMQ_MAXMSGSIZE); <= 0: PROTO_MAX_MSG */
+    /* CURVE (docs/security.md): the broker's secret key file, NULL or "" for
+     * plaintext, which only a local bind or insecure allows. */
+    const char *secret_key;
+    const char *users_dir;    /* NULL or "": "users" next to secret_key */
+    const char *trainers_dir; /* NULL or "": "trainers" next to secret_key */
+    bool insecure;            /* plaintext on a non-local bind, said in so many words */
 };
 
 struct broker;
@@ -33,7 +40,9 @@ struct broker;
 /* Locks the database (DB.lock), opens the store (creating it) and binds the
  * socket. 0 or -errno with a message in err naming the file or endpoint;
  * -EBUSY only when another broker holds the database (err names its pid and
- * bind address). */
+ * bind address); -EPERM for a security setting it refuses (a plaintext
+ * bind that is not local without insecure, a key or key directory that
+ * cannot be read, a libzmq without CURVE or older than 4.3.2). */
 int broker_open(struct broker **out, const struct broker_opts *opts, char *err, size_t errlen);
 /* Runs until *stop becomes non-zero (a signal handler sets it), then settles:
  * no new dispatch, the open transaction committed. Returns 0, or -errno when

@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "broker.h"
+#include "keys.h"
 #include "log.h"
 #include "proto.h"
 #include "store.h"
@@ -48,6 +49,32 @@ struct outmsg {
     size_t bin_len;
 };
 
+/* A key the broker accepts: its owner's name and role. */
+struct principal {
+    char z85[KEYS_Z85_LEN + 1];
+    char name[KEYS_NAME_MAX];
+    enum keys_role role;
+};
+
+struct auth_stamp {
+    unsigned long long ino;
+    long long sec, nsec;
+    bool missing;
+};
+
+struct auth {
+    bool curve; /* false: plaintext, every peer is trusted */
+    void *zap;  /* REP on inproc://zeromq.zap.01 */
+    char public_z85[KEYS_Z85_LEN + 1];
+    char users_dir[4096], trainers_dir[4096];
+    struct auth_stamp users_stamp, trainers_stamp;
+    struct principal *keys;
+    size_t n_keys;
+    bool loaded;
+    double last_scan, next_check;
+    struct log_limit zap_log;
+};
+
 struct broker {
     struct broker_opts opts;
     char endpoint[1024];
@@ -55,6 +82,9 @@ struct broker {
     int lock_fd; /* flock on DB.lock, held for the broker's life; -1 = none */
     void *zctx;
     void *router;
+    struct auth auth;
+    /* The sender of the message being handled: NULL in plaintext. */
+    const struct principal *who;
 
     struct trainer *trainers;
     size_t n_trainers, cap_trainers;
@@ -119,6 +149,17 @@ void dispatch_resend(struct broker *b, struct trainer *t);
 void dispatch_lost(struct broker *b, int64_t job, const char *reason);
 bool dispatch_take_orphan(struct broker *b, int64_t job);
 double dispatch_tick(struct broker *b, double now); /* orphans past their deadline */
+
+/* auth.c */
+/* Loads the broker's key and the accepted keys, binds the ZAP handler and
+ * makes the ROUTER a CURVE server (before it binds); in plaintext checks
+ * that the bind is local or insecure. 0 or -errno with err. */
+int auth_open(struct broker *b, char *err, size_t errlen);
+void auth_close(struct broker *b);
+void auth_handle_zap(struct broker *b); /* answers the waiting ZAP requests */
+void auth_tick(struct broker *b, double now);
+/* The accepted key with this Z85 text, or NULL (unknown or revoked). */
+const struct principal *auth_lookup(struct broker *b, const char *z85);
 
 /* handlers.c */
 void handlers_dispatch(struct broker *b, struct proto_msg *m);

@@ -628,10 +628,66 @@ static void on_heartbeat(struct broker *b, struct trainer *t, struct proto_msg *
         dispatch_resend(b, t);
 }
 
+static void on_whoami(struct broker *b, struct proto_msg *m)
+{
+    if (!b->who) {
+        reply_ok(b, m, json_pack("{s:s, s:n, s:s}", "mechanism", "NULL", "name", "role", "admin"));
+        return;
+    }
+    reply_ok(b, m,
+             json_pack("{s:s, s:s, s:s, s:s, s:s}", "mechanism", "CURVE", "name", b->who->name,
+                       "role", keys_role_name(b->who->role), "key", b->who->z85, "broker_key",
+                       b->auth.public_z85));
+}
+
+static bool is_client_command(const char *c)
+{
+    return strcmp(c, PROTO_SUBMIT) == 0 || strcmp(c, PROTO_STATUS) == 0 ||
+           strcmp(c, PROTO_CANCEL) == 0 || strcmp(c, PROTO_QUEUE) == 0 ||
+           strcmp(c, PROTO_WORKERS) == 0;
+}
+
+/* Under CURVE every message is checked against the keys as they are now:
+ * a revoked key's connection is ignored from its next message on, and each
+ * role speaks only its own commands. */
+static bool allowed(struct broker *b, struct proto_msg *m)
+{
+    b->who = NULL;
+    if (!b->auth.curve) return true;
+    b->who = auth_lookup(b, m->user);
+    if (!b->who) {
+        broker_drop_log(b, "%s from a key that is no longer accepted (%.8s...)", m->cmd,
+                        m->user[0] ? m->user : "none");
+        return false;
+    }
+    const char *c = m->cmd;
+    bool trainer = b->who->role == KEYS_ROLE_TRAINER;
+    if (strcmp(c, PROTO_WHOAMI) == 0) return true;
+    if (is_client_command(c) && trainer) {
+        broker_reply_error(b, m, "forbidden", "%s: %s is a trainer's key; trainers do not %s", c,
+                           b->who->name, c);
+        return false;
+    }
+    if (!is_client_command(c) && !trainer) {
+        if (strcmp(c, PROTO_HELLO) == 0)
+            broker_reply_error(b, m, "forbidden",
+                               "HELLO: %s is a %s's key; only keys in the trainers' directory "
+                               "register as trainers",
+                               b->who->name, keys_role_name(b->who->role));
+        else
+            broker_drop_log(b, "%s from %s, who is not a trainer", c, b->who->name);
+        return false;
+    }
+    return true;
+}
+
 void handlers_dispatch(struct broker *b, struct proto_msg *m)
 {
     const char *c = m->cmd;
-    if (strcmp(c, PROTO_SUBMIT) == 0)
+    if (!allowed(b, m)) return;
+    if (strcmp(c, PROTO_WHOAMI) == 0)
+        on_whoami(b, m);
+    else if (strcmp(c, PROTO_SUBMIT) == 0)
         on_submit(b, m);
     else if (strcmp(c, PROTO_STATUS) == 0)
         on_status(b, m);

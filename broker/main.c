@@ -4,6 +4,7 @@
  * broker holds the database. */
 #include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,11 @@ static void usage(FILE *out)
             "  --liveness N       missed heartbeats before a trainer is dead (default 3)\n"
             "  --checkpoint-keep N  checkpoints kept per run besides the best (0 = all)\n"
             "  --max-message BYTES  largest frame accepted (default 256 MiB)\n"
+            "  --secret-key FILE  broker.secret_key: CURVE with this key (mlq keygen)\n"
+            "  --users-dir DIR    broker.users_dir: the users' public keys\n"
+            "  --trainers-dir DIR broker.trainers_dir: the trainers' public keys\n"
+            "  --insecure         plaintext on a non-loopback bind (anyone reaching it is\n"
+            "                     trusted with everything)\n"
             "  --config FILE      configuration file (default /etc/mlq/mlq.conf)\n"
             "  --log-level LEVEL  error, warn, info (default) or debug\n"
             "  --version, --help\n",
@@ -52,7 +58,11 @@ int main(int argc, char **argv)
         OPT_CONFIG,
         OPT_LOG,
         OPT_VERSION,
-        OPT_MAXMSG
+        OPT_MAXMSG,
+        OPT_INSECURE,
+        OPT_SECRET,
+        OPT_USERS,
+        OPT_TRAINERS
     };
     static const struct option longopts[] = {
         {"db", required_argument, NULL, OPT_DB},
@@ -63,6 +73,10 @@ int main(int argc, char **argv)
         {"config", required_argument, NULL, OPT_CONFIG},
         {"log-level", required_argument, NULL, OPT_LOG},
         {"max-message", required_argument, NULL, OPT_MAXMSG},
+        {"insecure", no_argument, NULL, OPT_INSECURE},
+        {"secret-key", required_argument, NULL, OPT_SECRET},
+        {"users-dir", required_argument, NULL, OPT_USERS},
+        {"trainers-dir", required_argument, NULL, OPT_TRAINERS},
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -71,6 +85,7 @@ int main(int argc, char **argv)
     const char *flag[CONFIG_NKEYS] = {0};
     const char *config_file = NULL;
     long long max_message = 0;
+    bool insecure = false;
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
@@ -101,6 +116,18 @@ int main(int argc, char **argv)
                 fprintf(stderr, "mlq-broker: --max-message takes bytes, at least 1024\n");
                 return 2;
             }
+            break;
+        case OPT_INSECURE:
+            insecure = true;
+            break;
+        case OPT_SECRET:
+            flag[CONFIG_BROKER_SECRET_KEY] = optarg;
+            break;
+        case OPT_USERS:
+            flag[CONFIG_BROKER_USERS_DIR] = optarg;
+            break;
+        case OPT_TRAINERS:
+            flag[CONFIG_BROKER_TRAINERS_DIR] = optarg;
             break;
         case OPT_VERSION:
             printf("mlq-broker %s\n", MLQ_VERSION);
@@ -146,12 +173,16 @@ int main(int argc, char **argv)
         .checkpoint_keep = cfg.checkpoint_keep,
         .sync_normal = strcmp(cfg.db_sync, "normal") == 0,
         .max_message = max_message,
+        .secret_key = cfg.broker_secret_key,
+        .users_dir = cfg.broker_users_dir,
+        .trainers_dir = cfg.broker_trainers_dir,
+        .insecure = insecure,
     };
     struct broker *b;
     int rc = broker_open(&b, &opts, err, sizeof err);
     if (rc != 0) {
         log_error("%s", err);
-        return rc == -EBUSY ? BROKER_EXIT_DB_HELD : 6;
+        return rc == -EBUSY ? BROKER_EXIT_DB_HELD : rc == -EPERM ? 2 : 6;
     }
     rc = broker_run(b, &stop_flag);
     broker_close(&b);

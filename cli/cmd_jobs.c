@@ -19,6 +19,7 @@
 #include "config.h"
 #include "dataset.h"
 #include "job_memory.h"
+#include "keys.h"
 #include "proto.h"
 #include "render.h"
 #include "spec.h"
@@ -51,6 +52,103 @@ static int request_timeout_ms(void)
 
 static int broker_call_resend(const char *endpoint, const char *cmd, json_t *body, int resend_ms,
                               json_t **reply);
+static double mono_s(void);
+
+/* How mlq speaks to the broker (keys.h): CURVE when the broker's key is known
+ * (broker.public_key, or broker.key next to client.secret_key, by default
+ * in ~/.config/mlq). NULL after an error, which is printed. */
+static const struct keys_client *client_keys(void)
+{
+    static struct keys_client kc;
+    static int state; /* 0 not yet, 1 resolved, -1 failed */
+    if (state) return state > 0 ? &kc : NULL;
+    struct config cfg;
+    char err[1024], dir[4096], def[4200] = "";
+    state = -1;
+    if (config_load(&cfg, NULL, err, sizeof err) != 0) {
+        fprintf(stderr, "mlq: %s\n", err);
+        return NULL;
+    }
+    if (keys_user_dir(dir, sizeof dir) == 0)
+        snprintf(def, sizeof def, "%s/mlq%s", dir, KEYS_SECRET_EXT);
+    if (keys_client_resolve(&kc, cfg.client_secret_key, def[0] ? def : NULL, cfg.broker_public_key,
+                            err, sizeof err) != 0) {
+        fprintf(stderr, "mlq: %s\n", err);
+        return NULL;
+    }
+    state = 1;
+    return &kc;
+}
+
+/* A monitor of sock's handshakes, so that a refusal is said at once and
+ * plainly instead of as a timeout. NULL if it cannot be made. */
+static void *monitor_open(void *ctx, void *sock)
+{
+    char addr[64];
+    snprintf(addr, sizeof addr, "inproc://mlq-monitor-%p", sock);
+    if (zmq_socket_monitor(sock, addr,
+                           ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0)
+        return NULL;
+    void *mon = zmq_socket(ctx, ZMQ_PAIR);
+    if (mon && zmq_connect(mon, addr) != 0) {
+        zmq_close(mon);
+        mon = NULL;
+    }
+    return mon;
+}
+
+/* Reads one monitor event: 1 with *event and *value, 0 when none waits. */
+static int monitor_event(void *mon, uint16_t *event, uint32_t *value)
+{
+    zmq_msg_t f;
+    zmq_msg_init(&f);
+    if (zmq_msg_recv(&f, mon, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&f);
+        return 0;
+    }
+    int got = zmq_msg_size(&f) == 6;
+    if (got) {
+        memcpy(event, zmq_msg_data(&f), 2);
+        memcpy(value, (char *)zmq_msg_data(&f) + 2, 4);
+    }
+    while (zmq_msg_more(&f) && zmq_msg_recv(&f, mon, 0) >= 0)
+        ;
+    zmq_msg_close(&f);
+    return got;
+}
+
+/* Says why a handshake failed; returns true when it is worth no retry. */
+static bool handshake_refused(const char *endpoint, const struct keys_client *k, uint16_t event,
+                              uint32_t value)
+{
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+        fprintf(stderr,
+                "mlq: the broker at %s refused this key (%s, %s): ask its admin to add the "
+                "public key (%.*s%s) to its users' directory\n",
+                endpoint, k && k->curve ? k->own.name : "none", k ? k->own_path : "",
+                (int)(strlen(k ? k->own_path : "") - strlen(KEYS_SECRET_EXT)), k ? k->own_path : "",
+                KEYS_PUBLIC_EXT);
+        return true;
+    }
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+        value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
+        if (k && k->curve)
+            fprintf(stderr,
+                    "mlq: the broker at %s does not use keys, but this mlq has the broker's key "
+                    "pinned (%s): remove it or give the broker its key\n",
+                    endpoint, k->broker_from);
+        else
+            fprintf(stderr,
+                    "mlq: the broker at %s requires keys: run 'mlq keygen', have the public "
+                    "key added to the broker, and put the broker's public key in "
+                    "~/.config/mlq/broker.key (docs/security.md)\n",
+                    endpoint);
+        return true;
+    }
+    return false;
+}
 
 /* Sends cmd with body (stolen) and waits for OK or ERROR. On OK, *reply gets
  * the body (caller json_decref). Returns an exit code: EXIT_OK, or the error
@@ -70,8 +168,22 @@ static int broker_call_resend(const char *endpoint, const char *cmd, json_t *bod
 {
     *reply = NULL;
     int code = EXIT_UNAVAILABLE;
-    void *ctx = zmq_ctx_new();
-    void *sock = ctx ? zmq_socket(ctx, ZMQ_DEALER) : NULL;
+    void *ctx = NULL, *sock = NULL, *mon = NULL;
+    const struct keys_client *keys = client_keys();
+    if (!keys) {
+        code = EXIT_FAILURE_GENERIC;
+        goto out;
+    }
+    ctx = zmq_ctx_new();
+    sock = ctx ? zmq_socket(ctx, ZMQ_DEALER) : NULL;
+    char kerr[256];
+    if (sock && keys->curve &&
+        keys_client_setup(sock, &keys->own, keys->broker_z85, kerr, sizeof kerr) != 0) {
+        fprintf(stderr, "mlq: %s\n", kerr);
+        code = EXIT_FAILURE_GENERIC;
+        goto out;
+    }
+    mon = sock ? monitor_open(ctx, sock) : NULL;
     if (!sock || proto_socket_setup(sock, 0) != 0 || zmq_connect(sock, endpoint) != 0) {
         fprintf(stderr, "mlq: cannot use broker endpoint %s: %s\n", endpoint, zmq_strerror(errno));
         code = EXIT_USAGE;
@@ -81,8 +193,24 @@ static int broker_call_resend(const char *endpoint, const char *cmd, json_t *bod
     for (;;) {
         if (proto_send(sock, NULL, 0, cmd, body, NULL, 0, 0) != 0) goto unreachable;
         int wait_ms = resend_ms > 0 && resend_ms < left_ms ? resend_ms : left_ms;
-        zmq_pollitem_t item = {.socket = sock, .events = ZMQ_POLLIN};
-        int n = zmq_poll(&item, 1, wait_ms);
+        double until = mono_s() + wait_ms / 1000.0;
+        int n = 0;
+        for (;;) {
+            zmq_pollitem_t items[2] = {{.socket = sock, .events = ZMQ_POLLIN},
+                                       {.socket = mon, .events = ZMQ_POLLIN}};
+            int ms = (int)((until - mono_s()) * 1000.0) + 1;
+            n = zmq_poll(items, mon ? 2 : 1, ms > 0 ? ms : 0);
+            if (n <= 0 || (items[0].revents & ZMQ_POLLIN)) break;
+            uint16_t ev;
+            uint32_t val;
+            while (monitor_event(mon, &ev, &val))
+                if (handshake_refused(endpoint, keys, ev, val)) {
+                    code = EXIT_UNAVAILABLE;
+                    goto out;
+                }
+            n = 0;
+            if (mono_s() >= until) break;
+        }
         if (n > 0) break;
         left_ms -= wait_ms;
         if (n < 0 || left_ms <= 0) goto unreachable;
@@ -114,8 +242,12 @@ unreachable:
     fprintf(stderr,
             "mlq: cannot reach the broker at %s: is mlq-broker running? (mlq up starts one)\n",
             endpoint);
+    if (keys->curve)
+        fprintf(stderr, "mlq: (with keys: if it runs, its key may not be the one pinned in %s)\n",
+                keys->broker_from);
 out:
     json_decref(body);
+    if (mon) zmq_close(mon);
     if (sock) zmq_close(sock);
     if (ctx) zmq_ctx_term(ctx);
     return code;
@@ -787,6 +919,29 @@ int cmd_workers(int argc, char **argv)
                    json_string_value(json_object_get(t, "state")), jobtext,
                    json_number_value(json_object_get(t, "last_heartbeat_age")));
         }
+    }
+    json_decref(reply);
+    return EXIT_OK;
+}
+
+int cmd_whoami(int argc, char **argv)
+{
+    const char *broker = NULL;
+    bool json = false;
+    int code = list_command(argc, argv, "mlq whoami [--broker E] [--json]", &broker, &json);
+    if (code) return code < 0 ? EXIT_OK : code;
+    json_t *reply;
+    if ((code = broker_call(broker_endpoint(broker), PROTO_WHOAMI, json_object(), &reply)))
+        return code;
+    if (json) {
+        print_json(reply);
+    } else if (json_is_string(json_object_get(reply, "name"))) {
+        printf("%s (%s), key %s\n", json_string_value(json_object_get(reply, "name")),
+               json_string_value(json_object_get(reply, "role")),
+               json_string_value(json_object_get(reply, "key")));
+    } else {
+        printf("anonymous: the broker uses no keys, so every client may do everything "
+               "(plaintext, local endpoint)\n");
     }
     json_decref(reply);
     return EXIT_OK;

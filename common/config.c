@@ -50,6 +50,21 @@ static const struct config_keydef {
                              sizeof(((struct config *)0)->trainer_name)},
     [CONFIG_CHECKPOINT_KEEP] = {"checkpoint.keep", "MLQ_CHECKPOINT_KEEP", NULL, T_INT,
                                 offsetof(struct config, checkpoint_keep), 0, 0, 1000000},
+#define KEY_PATH(id, name, env, field)                                                             \
+    [id] = {                                                                                       \
+        name, env, NULL, T_STR, offsetof(struct config, field), CONFIG_STR_MAX, .empty_ok = true}
+    KEY_PATH(CONFIG_BROKER_SECRET_KEY, "broker.secret_key", "MLQ_BROKER_SECRET_KEY",
+             broker_secret_key),
+    KEY_PATH(CONFIG_BROKER_USERS_DIR, "broker.users_dir", "MLQ_BROKER_USERS_DIR", broker_users_dir),
+    KEY_PATH(CONFIG_BROKER_TRAINERS_DIR, "broker.trainers_dir", "MLQ_BROKER_TRAINERS_DIR",
+             broker_trainers_dir),
+    KEY_PATH(CONFIG_BROKER_PUBLIC_KEY, "broker.public_key", "MLQ_BROKER_PUBLIC_KEY",
+             broker_public_key),
+    KEY_PATH(CONFIG_CLIENT_SECRET_KEY, "client.secret_key", "MLQ_CLIENT_SECRET_KEY",
+             client_secret_key),
+    KEY_PATH(CONFIG_TRAINER_SECRET_KEY, "trainer.secret_key", "MLQ_TRAINER_SECRET_KEY",
+             trainer_secret_key),
+#undef KEY_PATH
 };
 
 static const char *level_names[] = {[LOG_LVL_ERROR] = "error",

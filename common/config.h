@@ -47,6 +47,12 @@ enum config_key {
     CONFIG_TRAINER_MEMORY_BUDGET_MB,
     CONFIG_TRAINER_NAME,
     CONFIG_CHECKPOINT_KEEP,
+    CONFIG_BROKER_SECRET_KEY,
+    CONFIG_BROKER_USERS_DIR,
+    CONFIG_BROKER_TRAINERS_DIR,
+    CONFIG_BROKER_PUBLIC_KEY,
+    CONFIG_CLIENT_SECRET_KEY,
+    CONFIG_TRAINER_SECRET_KEY,
     CONFIG_NKEYS
 };
 
@@ -71,6 +77,13 @@ struct config {
     int trainer_memory_budget_mb;
     char trainer_name[256];
     int checkpoint_keep; /* checkpoints kept per run; 0 = all */
+    /* CurveZMQ (docs/security.md); "" = unset. */
+    char broker_secret_key[CONFIG_STR_MAX];   /* the broker's own key file: CURVE on */
+    char broker_users_dir[CONFIG_STR_MAX];    /* users' public keys ("": next to the secret) */
+    char broker_trainers_dir[CONFIG_STR_MAX]; /* trainers' public keys (the same) */
+    char broker_public_key[CONFIG_STR_MAX];   /* clients pin it: Z85 text or a file */
+    char client_secret_key[CONFIG_STR_MAX];   /* mlq's key ("": ~/.config/mlq/mlq.key_secret) */
+    char trainer_secret_key[CONFIG_STR_MAX];  /* mlq-trainer's key */
 
     char file[CONFIG_STR_MAX]; /* the config file consulted ("" = none) */
     bool file_found;           /* false when the default file does not exist */

@@ -11,7 +11,8 @@
 static const char *const known_commands[] = {
     PROTO_SUBMIT,  PROTO_CANCEL, PROTO_STATUS,    PROTO_QUEUE,   PROTO_WORKERS,    PROTO_OK,
     PROTO_ERROR,   PROTO_HELLO,  PROTO_HEARTBEAT, PROTO_METRICS, PROTO_CHECKPOINT, PROTO_DONE,
-    PROTO_WELCOME, PROTO_JOB,    PROTO_ACK,       PROTO_DROP,    PROTO_WHO,        NULL,
+    PROTO_WELCOME, PROTO_JOB,    PROTO_ACK,       PROTO_DROP,    PROTO_WHO,        PROTO_WHOAMI,
+    NULL,
 };
 
 bool proto_known_command(const char *cmd)
@@ -146,6 +147,10 @@ int proto_recv(void *sock, bool router, struct proto_msg *m, int flags, char *er
         }
         memcpy(m->ident, zmq_msg_data(&f[0]), len);
         m->ident_len = len;
+        /* The identity frame is the ROUTER's own; the peer's metadata rides on
+           the frames it sent. */
+        const char *user = n > 1 ? zmq_msg_gets(&f[1], "User-Id") : NULL;
+        if (user) snprintf(m->user, sizeof m->user, "%s", user);
         i = 1;
     }
     int parts = n - i;

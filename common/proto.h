@@ -31,6 +31,7 @@
 #define PROTO_STATUS "STATUS"    /* {"id"} -> OK {"job": {...}, "metrics": {...}} */
 #define PROTO_QUEUE "QUEUE"      /* {} -> OK {"jobs": [...], "counts": {...}} */
 #define PROTO_WORKERS "WORKERS"  /* {} -> OK {"trainers": [...]} */
+#define PROTO_WHOAMI "WHOAMI"    /* {} -> OK {"name", "role", "mechanism", "key"?} */
 #define PROTO_OK "OK"
 #define PROTO_ERROR "ERROR" /* {"error": "text", "code": "bad_spec"|"not_found"|...} */
 /* Trainer -> broker. */
@@ -50,6 +51,7 @@
 struct proto_msg {
     unsigned char ident[PROTO_MAX_IDENT]; /* ROUTER peers only */
     size_t ident_len;
+    char user[48]; /* ROUTER peers under CURVE: the ZAP User-Id (the key's Z85), else "" */
     char cmd[PROTO_CMD_MAX];
     json_t *body; /* a JSON object, owned */
     void *bin;    /* malloc'd, or NULL */

@@ -61,7 +61,7 @@ wait_for() {
     "$@"
 }
 in_b() { ip netns exec $ns_b env MLQ_CONFIG=/dev/null MLQ_DB="$tmp/mlq.db" \
-    MLQ_BROKER=tcp://127.0.0.1:5555 "$@"; }
+    MLQ_BROKER=tcp://127.0.0.1:5555 MLQ_CLIENT_SECRET_KEY="$tmp/user/mlq.key_secret" "$@"; }
 
 # The network: host1 (10.77.1.2) and host2 (10.77.2.2) each reach the broker
 # host on a link of their own.
@@ -85,12 +85,34 @@ mkdir -p "$tmp/host1" "$tmp/host2" "$tmp/client"
 mlq dataset import-csv "$tmp/data.csv" --output "$tmp/host1/data.h5" >/dev/null
 cp "$tmp/host1/data.h5" "$tmp/host2/data.h5"
 
+# Keys (docs/security.md): the broker's; one per trainer host, each with the
+# broker's public key pinned next to its own; the client's (an admin).
+mkdir -p "$tmp/etc/users" "$tmp/etc/trainers" "$tmp/keys1" "$tmp/keys2" "$tmp/user"
+dirs=(--users-dir "$tmp/etc/users" --trainers-dir "$tmp/etc/trainers")
+MLQ_CONFIG=/dev/null mlq keygen --name broker --role broker --out "$tmp/etc/broker" >/dev/null
+for i in 1 2; do
+    MLQ_CONFIG=/dev/null mlq keygen --name host$i --role trainer --out "$tmp/keys$i/trainer" >/dev/null
+    cp "$tmp/etc/broker.key" "$tmp/keys$i/broker.key"
+    MLQ_CONFIG=/dev/null mlq keys add "$tmp/keys$i/trainer.key" "${dirs[@]}" >/dev/null
+done
+MLQ_CONFIG=/dev/null mlq keygen --name tester --role admin --out "$tmp/user/mlq" >/dev/null
+cp "$tmp/etc/broker.key" "$tmp/user/broker.key"
+MLQ_CONFIG=/dev/null mlq keys add "$tmp/user/mlq.key" "${dirs[@]}" >/dev/null
+
+plaintext_refused() {
+    ! ip netns exec $ns_b env MLQ_CONFIG=/dev/null mlq-broker --db "$tmp/plain.db" \
+        --bind tcp://0.0.0.0:5556 >"$tmp/plain.log" 2>&1 && grep -q "in plaintext" "$tmp/plain.log"
+}
+check "a broker without keys refuses to listen on 0.0.0.0" plaintext_refused
+
 ip netns exec $ns_b env MLQ_CONFIG=/dev/null mlq-broker --db "$tmp/mlq.db" \
-    --bind tcp://0.0.0.0:5555 --heartbeat-ms 200 --liveness 3 >"$tmp/broker.log" 2>&1 &
+    --bind tcp://0.0.0.0:5555 --secret-key "$tmp/etc/broker.key_secret" "${dirs[@]}" \
+    --heartbeat-ms 200 --liveness 3 >"$tmp/broker.log" 2>&1 &
 pids+=($!)
 for i in 1 2; do
     ip netns exec mlqmh-host$i env MLQ_CONFIG=/dev/null MLQ_DATA_ROOT="$tmp/host$i" \
         mlq-trainer --broker tcp://10.77.$i.1:5555 --name host$i --threads 1 \
+        --secret-key "$tmp/keys$i/trainer.key_secret" \
         --heartbeat-ms 200 --liveness 3 >"$tmp/host$i.log" 2>&1 &
     pids+=($!)
 done
@@ -101,6 +123,25 @@ two_workers() {
     grep -q "^host1 " <<<"$w" && grep -q "^host2 " <<<"$w"
 }
 check "broker host sees trainers host1 and host2 over the network" wait_for 20 two_workers
+check "both trainers pinned the broker's key" \
+    grep -q "pinned from $tmp/keys1/broker.key" "$tmp/host1.log"
+
+# Over the network, without the right keys: nothing.
+stranger_refused() {
+    mkdir -p "$tmp/stranger"
+    MLQ_CONFIG=/dev/null mlq keygen --name stranger --out "$tmp/stranger/mlq" >/dev/null
+    cp "$tmp/etc/broker.key" "$tmp/stranger/broker.key"
+    ip netns exec $ns_1 env MLQ_CONFIG=/dev/null MLQ_BROKER=tcp://10.77.1.1:5555 \
+        MLQ_CLIENT_SECRET_KEY="$tmp/stranger/mlq.key_secret" mlq queue >"$tmp/stranger.out" 2>&1
+    [ $? = 6 ] && grep -q "refused this key" "$tmp/stranger.out"
+}
+check "an unknown key from host1 is refused" stranger_refused
+plaintext_client_refused() {
+    ip netns exec $ns_1 env MLQ_CONFIG=/dev/null XDG_CONFIG_HOME="$tmp/none" \
+        MLQ_BROKER=tcp://10.77.1.1:5555 mlq queue >"$tmp/plainclient.out" 2>&1
+    [ $? = 6 ] && grep -q "requires keys" "$tmp/plainclient.out"
+}
+check "a plaintext client from host1 gets nothing" plaintext_client_refused
 
 # Four jobs with a path that exists only under the trainers' data roots.
 ids=()

@@ -47,6 +47,8 @@ struct harness *h_new(void)
     assert_non_null(f);
     fclose(f);
     setenv("MLQ_CONFIG", h->config, 1);
+    /* mlq looks for its keys in ~/.config/mlq: not the tester's. */
+    setenv("XDG_CONFIG_HOME", h->dir, 1);
     unsetenv("MLQ_BROKER");
     unsetenv("MLQ_DB");
     h->zctx = zmq_ctx_new();
@@ -151,6 +153,9 @@ json_t *h_call(struct harness *h, const char *cmd, json_t *body, bool *is_error)
     void *sock = zmq_socket(h->zctx, ZMQ_DEALER);
     assert_non_null(sock);
     assert_int_equal(proto_socket_setup(sock, 0), 0);
+    char err[256];
+    if (h->has_key)
+        assert_int_equal(keys_client_setup(sock, &h->key, h->broker_z85, err, sizeof err), 0);
     assert_int_equal(zmq_connect(sock, h->endpoint), 0);
     assert_int_equal(proto_send(sock, NULL, 0, cmd, body, NULL, 0, 0), 0);
     json_decref(body);
@@ -158,7 +163,6 @@ json_t *h_call(struct harness *h, const char *cmd, json_t *body, bool *is_error)
     zmq_pollitem_t it = {.socket = sock, .events = ZMQ_POLLIN};
     if (zmq_poll(&it, 1, 5000) == 1) {
         struct proto_msg m;
-        char err[256];
         if (proto_recv(sock, false, &m, 0, err, sizeof err) == 0) {
             if (is_error) *is_error = strcmp(m.cmd, PROTO_ERROR) == 0;
             out = json_incref(m.body);
@@ -202,21 +206,39 @@ void h_broker_kill(struct harness *h, int sig)
     h->broker = 0;
 }
 
+void h_use_key(struct harness *h, const struct keys_cert *own, const char *broker_z85)
+{
+    h->has_key = own != NULL;
+    if (own) {
+        h->key = *own;
+        snprintf(h->broker_z85, sizeof h->broker_z85, "%s", broker_z85);
+    }
+}
+
 pid_t h_trainer_start(struct harness *h, const char *name)
 {
+    return h_trainer_start_extra(h, name, NULL);
+}
+
+pid_t h_trainer_start_extra(struct harness *h, const char *name, const char *const *extra)
+{
     assert_true(h->n_procs < H_MAX_PROCS);
-    const char *argv[] = {MLQ_BINARY_DIR "/trainer/mlq-trainer",
-                          "--broker",
-                          h->endpoint,
-                          "--name",
-                          name,
-                          "--heartbeat-ms",
-                          "100",
-                          "--liveness",
-                          H_LIVENESS,
-                          "--threads",
-                          "1",
-                          NULL};
+    const char *argv[32] = {MLQ_BINARY_DIR "/trainer/mlq-trainer",
+                            "--broker",
+                            h->endpoint,
+                            "--name",
+                            name,
+                            "--heartbeat-ms",
+                            "100",
+                            "--liveness",
+                            H_LIVENESS,
+                            "--threads",
+                            "1",
+                            NULL};
+    int n = 11;
+    for (int i = 0; extra && extra[i] && n < 31; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
     pid_t pid = spawn(h, name, argv);
     h->procs[h->n_procs].pid = pid;
     snprintf(h->procs[h->n_procs].name, sizeof h->procs[0].name, "%s", name);

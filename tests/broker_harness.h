@@ -10,6 +10,8 @@
 
 #include <jansson.h>
 
+#include "keys.h"
+
 #define H_HEARTBEAT_MS 100
 /* Heartbeats a peer may miss before it is dead: 1 s at 100 ms. Three (the
  * default) let a trainer on a loaded 2-core machine (a parallel ctest, a
@@ -32,6 +34,10 @@ struct harness {
     pid_t broker;
     struct h_proc procs[H_MAX_PROCS]; /* trainers and other children */
     int n_procs;
+    /* h_call's key: CURVE to the broker when has_key (h_use_key). */
+    bool has_key;
+    struct keys_cert key;
+    char broker_z85[KEYS_Z85_LEN + 1];
 };
 
 /* Creates the temp dir (removed by h_free) and sets MLQ_CONFIG to an empty file. */
@@ -51,6 +57,11 @@ void h_broker_start(struct harness *h, const char *const *extra);
 void h_broker_kill(struct harness *h, int sig); /* and reap */
 /* Starts mlq-trainer --broker; returns its pid. */
 pid_t h_trainer_start(struct harness *h, const char *name);
+/* The same with extra arguments (NULL-terminated), e.g. --secret-key FILE. */
+pid_t h_trainer_start_extra(struct harness *h, const char *name, const char *const *extra);
+/* h_call (and everything over it) speaks CURVE with own's keys, pinned to
+ * broker_z85; own NULL: plaintext again. */
+void h_use_key(struct harness *h, const struct keys_cert *own, const char *broker_z85);
 void h_proc_kill(struct harness *h, pid_t pid, int sig); /* and reap */
 
 /* Sends cmd with body (stolen) and returns the reply body (OK or ERROR, with

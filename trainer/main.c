@@ -6,6 +6,7 @@
 
 #include "blas.h"
 #include "config.h"
+#include "keys.h"
 #include "log.h"
 #include "standalone.h"
 #include "worker.h"
@@ -37,6 +38,9 @@ static void usage(FILE *out)
             "  --liveness N           heartbeat.liveness\n"
             "  --memory-budget-mb N   trainer.memory_budget_mb: one job's memory limit\n"
             "  --log-level LEVEL      log.level\n"
+            "  --secret-key FILE      trainer.secret_key: this trainer's key (mlq keygen)\n"
+            "  --broker-key KEY       broker.public_key: the broker's key, Z85 or a file\n"
+            "                         (default: broker.key next to the secret key)\n"
             "  --config FILE          configuration file (default /etc/mlq/mlq.conf)\n");
 }
 
@@ -50,6 +54,12 @@ static int run_daemon(const char *config_file, const char *const flag[CONFIG_NKE
         return 2;
     }
     log_set_level(cfg.log_level);
+    struct keys_client keys;
+    if (keys_client_resolve(&keys, cfg.trainer_secret_key, NULL, cfg.broker_public_key, err,
+                            sizeof err) != 0) {
+        fprintf(stderr, "mlq-trainer: %s\n", err);
+        return 2;
+    }
     struct worker_opts wo = {
         .endpoint = cfg.broker_endpoint,
         .name = cfg.trainer_name,
@@ -58,8 +68,11 @@ static int run_daemon(const char *config_file, const char *const flag[CONFIG_NKE
         .liveness = cfg.heartbeat_liveness,
         .memory_budget_mb = cfg.trainer_memory_budget_mb,
         .data_root = cfg.data_root,
+        .keys = &keys,
     };
-    return worker_main(&wo);
+    int rc = worker_main(&wo);
+    explicit_bzero(&keys, sizeof keys);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -82,7 +95,9 @@ int main(int argc, char **argv)
         OPT_HB,
         OPT_LIVENESS,
         OPT_MEMORY,
-        OPT_CONFIG
+        OPT_CONFIG,
+        OPT_SECRET,
+        OPT_BROKER_KEY
     };
     static const struct option longopts[] = {
         {"standalone", required_argument, NULL, 's'},
@@ -98,6 +113,8 @@ int main(int argc, char **argv)
         {"liveness", required_argument, NULL, OPT_LIVENESS},
         {"memory-budget-mb", required_argument, NULL, OPT_MEMORY},
         {"config", required_argument, NULL, OPT_CONFIG},
+        {"secret-key", required_argument, NULL, OPT_SECRET},
+        {"broker-key", required_argument, NULL, OPT_BROKER_KEY},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -154,6 +171,12 @@ int main(int argc, char **argv)
             break;
         case OPT_CONFIG:
             config_file = optarg;
+            break;
+        case OPT_SECRET:
+            flag[CONFIG_TRAINER_SECRET_KEY] = optarg;
+            break;
+        case OPT_BROKER_KEY:
+            flag[CONFIG_BROKER_PUBLIC_KEY] = optarg;
             break;
         case OPT_VERSION:
             printf("mlq-trainer %s\n", MLQ_VERSION);

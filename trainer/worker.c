@@ -300,6 +300,11 @@ static int open_dealer(struct io *io)
     io->dealer = zmq_socket(io->sh->zctx, ZMQ_DEALER);
     if (!io->dealer) return -errno;
     int rc = proto_socket_setup(io->dealer, 0);
+    const struct keys_client *k = io->opts->keys;
+    char err[256];
+    if (!rc && k && k->curve &&
+        (rc = keys_client_setup(io->dealer, &k->own, k->broker_z85, err, sizeof err)) != 0)
+        log_error("%s", err);
     if (!rc && zmq_connect(io->dealer, io->opts->endpoint) != 0) rc = -errno;
     if (rc) {
         zmq_close(io->dealer);
@@ -547,6 +552,9 @@ int worker_main(const struct worker_opts *opts)
     log_info("trainer %s: broker %s, heartbeat %.0f ms, OpenBLAS kernel %s, %d thread%s", io.name,
              opts->endpoint, io.interval * 1000, blas_kernel(), sh.threads,
              sh.threads > 1 ? "s" : "");
+    if (opts->keys && opts->keys->curve)
+        log_info("CURVE: key %s (%s), the broker's key pinned from %s", opts->keys->own.name,
+                 opts->keys->own_path, opts->keys->broker_from);
     notify_ready();
     exit_code = 0;
 

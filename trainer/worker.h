@@ -14,6 +14,8 @@
 
 #include <signal.h>
 
+#include "keys.h"
+
 struct worker_opts {
     const char *endpoint;  /* the broker, tcp://... or ipc://... */
     const char *name;      /* NULL: hostname-pid */
@@ -22,6 +24,7 @@ struct worker_opts {
     int liveness;          /* <= 0: 3 */
     int memory_budget_mb;  /* trainer.memory_budget_mb: one job's limit (job_memory.h); 0 none */
     const char *data_root; /* base of relative dataset paths in specs; NULL or "": none */
+    const struct keys_client *keys; /* CURVE to the broker (keys.h); NULL or !curve: plaintext */
 };
 
 /* Runs until SIGTERM/SIGINT (handlers installed here) or *stop. A job still

@@ -1,0 +1,487 @@
+/* Issue 11: CurveZMQ on the broker, its ZAP handler and the roles of keys,
+ * with a real mlq-broker, mlq-trainer and mlq. Each attack is refused here and
+ * would get through without the fix it names. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <zmq.h>
+
+#include "broker_harness.h"
+#include "keys.h"
+#include "proto.h"
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return strdup("");
+    static char buf[65536];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return strdup(buf);
+}
+
+/* Runs argv with stdout and stderr into out; returns the exit status. */
+static int run(const char *const *argv, const char *out)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* The keys of one deployment, under h->dir/etc (the broker's) and as files
+ * of each client. */
+struct deploy {
+    struct keys_cert broker, alice, bob, trainer, stranger;
+    char etc[600], secret[800], users[700], trainers[700];
+    char alice_prefix[700], bob_prefix[700], trainer_prefix[700], stranger_prefix[700];
+};
+
+static void make_key(struct keys_cert *c, const char *name, enum keys_role role, const char *prefix)
+{
+    char err[512];
+    assert_int_equal(keys_generate(c, name, role, err, sizeof err), 0);
+    if (keys_save(c, prefix, false, err, sizeof err) != 0) fail_msg("%s", err);
+}
+
+static void add_key(const char *dir, const struct keys_cert *c)
+{
+    char path[900], err[512];
+    snprintf(path, sizeof path, "%s/%s.key", dir, c->name);
+    if (keys_save_public(c, path, true, err, sizeof err) != 0) fail_msg("%s", err);
+}
+
+static void deploy_keys(struct harness *h, struct deploy *d)
+{
+    snprintf(d->etc, sizeof d->etc, "%s/etc", h->dir);
+    snprintf(d->users, sizeof d->users, "%s/users", d->etc);
+    snprintf(d->trainers, sizeof d->trainers, "%s/trainers", d->etc);
+    assert_int_equal(mkdir(d->etc, 0755), 0);
+    assert_int_equal(mkdir(d->users, 0755), 0);
+    assert_int_equal(mkdir(d->trainers, 0755), 0);
+    char prefix[700];
+    snprintf(prefix, sizeof prefix, "%s/broker", d->etc);
+    snprintf(d->secret, sizeof d->secret, "%s.key_secret", prefix);
+    make_key(&d->broker, "broker", KEYS_ROLE_BROKER, prefix);
+    snprintf(d->alice_prefix, sizeof d->alice_prefix, "%s/alice", h->dir);
+    snprintf(d->bob_prefix, sizeof d->bob_prefix, "%s/bob", h->dir);
+    snprintf(d->trainer_prefix, sizeof d->trainer_prefix, "%s/t1", h->dir);
+    snprintf(d->stranger_prefix, sizeof d->stranger_prefix, "%s/stranger", h->dir);
+    make_key(&d->alice, "alice", KEYS_ROLE_ADMIN, d->alice_prefix);
+    make_key(&d->bob, "bob", KEYS_ROLE_USER, d->bob_prefix);
+    make_key(&d->trainer, "t1", KEYS_ROLE_TRAINER, d->trainer_prefix);
+    make_key(&d->stranger, "stranger", KEYS_ROLE_USER, d->stranger_prefix);
+    add_key(d->users, &d->alice);
+    add_key(d->users, &d->bob);
+    add_key(d->trainers, &d->trainer);
+}
+
+static void start_curve_broker(struct harness *h, struct deploy *d)
+{
+    h_use_key(h, &d->alice, d->broker.public_z85);
+    const char *extra[] = {"--secret-key", d->secret, NULL};
+    h_broker_start(h, extra);
+}
+
+static pid_t start_curve_trainer(struct harness *h, struct deploy *d, const char *name,
+                                 const char *prefix)
+{
+    static char secret[800];
+    snprintf(secret, sizeof secret, "%s.key_secret", prefix);
+    const char *extra[] = {"--secret-key", secret, "--broker-key", d->broker.public_z85, NULL};
+    return h_trainer_start_extra(h, name, extra);
+}
+
+/* A request from a socket with the given keys (NULL: plaintext): the reply,
+ * or NULL when none came in timeout_ms. */
+static json_t *call_as(struct harness *h, const struct keys_cert *own, const char *server,
+                       const char *cmd, json_t *body, int timeout_ms, bool *is_error)
+{
+    void *s = zmq_socket(h->zctx, ZMQ_DEALER);
+    assert_non_null(s);
+    assert_int_equal(proto_socket_setup(s, 0), 0);
+    char err[256];
+    if (own) assert_int_equal(keys_client_setup(s, own, server, err, sizeof err), 0);
+    assert_int_equal(zmq_connect(s, h->endpoint), 0);
+    assert_int_equal(proto_send(s, NULL, 0, cmd, body, NULL, 0, 0), 0);
+    json_decref(body);
+    json_t *out = NULL;
+    zmq_pollitem_t it = {.socket = s, .events = ZMQ_POLLIN};
+    if (zmq_poll(&it, 1, timeout_ms) == 1) {
+        struct proto_msg m;
+        if (proto_recv(s, false, &m, 0, err, sizeof err) == 0) {
+            if (is_error) *is_error = strcmp(m.cmd, PROTO_ERROR) == 0;
+            out = json_incref(m.body);
+            proto_msg_clear(&m);
+        }
+    }
+    zmq_close(s);
+    return out;
+}
+
+static int64_t count_jobs(struct harness *h)
+{
+    json_t *r = h_call(h, PROTO_QUEUE, json_object(), NULL);
+    assert_non_null(r);
+    int64_t n = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(r, "counts"), k, v) n += json_integer_value(v);
+    json_decref(r);
+    return n;
+}
+
+static json_t *small_spec(struct harness *h)
+{
+    char path[600];
+    h_dataset(h, "train.h5", 128, 4, 3, 7, path, sizeof path);
+    return h_train_spec(path, 4, 3, 2, 7);
+}
+
+/* ---- key files -------------------------------------------------------------- */
+
+static void test_key_files(void **state)
+{
+    struct harness *h = *state;
+    char prefix[600], path[700], err[700];
+    snprintf(prefix, sizeof prefix, "%s/k", h->dir);
+    struct keys_cert c, back;
+    make_key(&c, "carol", KEYS_ROLE_USER, prefix);
+    struct stat st;
+    snprintf(path, sizeof path, "%s.key_secret", prefix);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(keys_load(&back, path, err, sizeof err), 0);
+    assert_string_equal(back.name, "carol");
+    assert_string_equal(back.public_z85, c.public_z85);
+    assert_string_equal(back.secret_z85, c.secret_z85);
+    /* Never over an existing file unless asked. */
+    assert_int_equal(keys_save(&c, prefix, false, err, sizeof err), -EEXIST);
+    /* A secret readable by anyone is refused, like ssh's. */
+    chmod(path, 0644);
+    assert_int_equal(keys_load(&back, path, err, sizeof err), -EPERM);
+    assert_non_null(strstr(err, "readable by others"));
+    chmod(path, 0600);
+    /* A public key that is not the secret's. */
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "curve\n    public-key = \"%s\"\n    secret-key = \"%s\"\n", c.public_z85,
+            c.public_z85);
+    fclose(f);
+    assert_int_equal(keys_load(&back, path, err, sizeof err), -EINVAL);
+    assert_non_null(strstr(err, "does not belong"));
+    snprintf(path, sizeof path, "%s.key", prefix);
+    assert_int_equal(keys_load(&back, path, err, sizeof err), 0);
+    assert_string_equal(back.secret_z85, "");
+    assert_int_equal(back.role, KEYS_ROLE_USER);
+
+    assert_true(keys_endpoint_is_local("tcp://127.0.0.1:5555"));
+    assert_true(keys_endpoint_is_local("tcp://localhost:5555"));
+    assert_true(keys_endpoint_is_local("tcp://[::1]:5555"));
+    assert_true(keys_endpoint_is_local("ipc:///tmp/x"));
+    assert_false(keys_endpoint_is_local("tcp://0.0.0.0:5555"));
+    assert_false(keys_endpoint_is_local("tcp://*:5555"));
+    assert_false(keys_endpoint_is_local("tcp://127.example.org:5555"));
+    assert_false(keys_endpoint_is_local("tcp://eth0:5555"));
+}
+
+/* ---- plaintext only where it is local ----------------------------------------- */
+
+static void test_plaintext_bind_refused(void **state)
+{
+    struct harness *h = *state;
+    char out[600], db[600];
+    snprintf(out, sizeof out, "%s/refused.out", h->dir);
+    snprintf(db, sizeof db, "%s/other.db", h->dir);
+    const char *argv[] = {
+        MLQ_BINARY_DIR "/broker/mlq-broker", "--db", db, "--bind", "tcp://0.0.0.0:0", NULL};
+    assert_int_equal(run(argv, out), 2);
+    char *text = slurp(out);
+    assert_non_null(strstr(text, "refusing to listen on tcp://0.0.0.0:0 in plaintext"));
+    assert_non_null(strstr(text, "--insecure"));
+    free(text);
+}
+
+/* ---- the whole path with keys ----------------------------------------------------- */
+
+static void test_curve_end_to_end(void **state)
+{
+    struct harness *h = *state;
+    struct deploy d;
+    deploy_keys(h, &d);
+    start_curve_broker(h, &d);
+    start_curve_trainer(h, &d, "t1", d.trainer_prefix);
+    h_wait_trainers(h, 1, 10);
+    int64_t id = h_submit(h, small_spec(h));
+    char state_[32];
+    h_wait_terminal(h, id, 60, state_, sizeof state_);
+    assert_string_equal(state_, "succeeded");
+
+    /* mlq finds its key and the pinned broker key in ~/.config/mlq. */
+    char cfgdir[700], path[800], err[512], out[700];
+    snprintf(cfgdir, sizeof cfgdir, "%s/mlq", h->dir);
+    assert_int_equal(mkdir(cfgdir, 0700), 0);
+    snprintf(path, sizeof path, "%s/mlq", cfgdir);
+    assert_int_equal(keys_save(&d.bob, path, false, err, sizeof err), 0);
+    snprintf(path, sizeof path, "%s/broker.key", cfgdir);
+    assert_int_equal(keys_save_public(&d.broker, path, false, err, sizeof err), 0);
+    snprintf(out, sizeof out, "%s/whoami.out", h->dir);
+    const char *whoami[] = {
+        MLQ_BINARY_DIR "/cli/mlq", "whoami", "--json", "--broker", h->endpoint, NULL};
+    assert_int_equal(run(whoami, out), 0);
+    char *text = slurp(out);
+    json_t *me = json_loads(text, 0, NULL);
+    if (!me) fail_msg("mlq whoami printed %s", text);
+    assert_string_equal(json_string_value(json_object_get(me, "name")), "bob");
+    assert_string_equal(json_string_value(json_object_get(me, "role")), "user");
+    assert_string_equal(json_string_value(json_object_get(me, "mechanism")), "CURVE");
+    json_decref(me);
+    free(text);
+    /* The trainer said which key it used. */
+    snprintf(path, sizeof path, "%s/t1.log", h->dir);
+    text = slurp(path);
+    assert_non_null(strstr(text, "CURVE: key t1"));
+    free(text);
+}
+
+/* ---- what is refused ------------------------------------------------------------ */
+
+static void test_strangers_get_nothing(void **state)
+{
+    struct harness *h = *state;
+    struct deploy d;
+    deploy_keys(h, &d);
+    start_curve_broker(h, &d);
+    int64_t before = count_jobs(h);
+
+    /* A forged SUBMIT in plaintext: no handshake, no reply, no job. */
+    json_t *r =
+        call_as(h, NULL, NULL, PROTO_SUBMIT, json_pack("{s:o}", "spec", small_spec(h)), 1500, NULL);
+    assert_null(r);
+    /* A key the broker does not know. */
+    r = call_as(h, &d.stranger, d.broker.public_z85, PROTO_SUBMIT,
+                json_pack("{s:o}", "spec", small_spec(h)), 1500, NULL);
+    assert_null(r);
+    /* A known key talking to a broker with another key (a man in the
+       middle, or the wrong host): the client's pin does not match. */
+    struct keys_cert other;
+    char err[256];
+    assert_int_equal(keys_generate(&other, "other", KEYS_ROLE_BROKER, err, sizeof err), 0);
+    r = call_as(h, &d.alice, other.public_z85, PROTO_QUEUE, json_object(), 1500, NULL);
+    assert_null(r);
+    assert_int_equal(count_jobs(h), before);
+
+    /* mlq says why, at once, and exits 6. */
+    char cfgdir[700], path[800], out[700];
+    snprintf(cfgdir, sizeof cfgdir, "%s/mlq", h->dir);
+    assert_int_equal(mkdir(cfgdir, 0700), 0);
+    snprintf(path, sizeof path, "%s/mlq", cfgdir);
+    assert_int_equal(keys_save(&d.stranger, path, false, err, sizeof err), 0);
+    snprintf(path, sizeof path, "%s/broker.key", cfgdir);
+    assert_int_equal(keys_save_public(&d.broker, path, false, err, sizeof err), 0);
+    snprintf(out, sizeof out, "%s/stranger.out", h->dir);
+    const char *queue[] = {MLQ_BINARY_DIR "/cli/mlq", "queue", "--broker", h->endpoint, NULL};
+    double t0 = h_now();
+    assert_int_equal(run(queue, out), 6);
+    assert_true(h_now() - t0 < 4.0); /* not the 5 s timeout */
+    char *text = slurp(out);
+    assert_non_null(strstr(text, "refused this key (stranger"));
+    free(text);
+    /* And a plaintext mlq is told that keys are needed. */
+    snprintf(path, sizeof path, "%s/broker.key", cfgdir);
+    unlink(path);
+    assert_int_equal(run(queue, out), 6);
+    text = slurp(out);
+    assert_non_null(strstr(text, "requires keys"));
+    free(text);
+    snprintf(path, sizeof path, "%s/broker.log", h->dir);
+    text = slurp(path);
+    assert_non_null(strstr(text, "refused a connection"));
+    free(text);
+}
+
+static void test_roles(void **state)
+{
+    struct harness *h = *state;
+    struct deploy d;
+    deploy_keys(h, &d);
+    start_curve_broker(h, &d);
+    bool is_error = false;
+    /* A trainer key does not submit (nor list the queue). */
+    json_t *r = call_as(h, &d.trainer, d.broker.public_z85, PROTO_SUBMIT,
+                        json_pack("{s:o}", "spec", small_spec(h)), 3000, &is_error);
+    assert_non_null(r);
+    assert_true(is_error);
+    assert_string_equal(json_string_value(json_object_get(r, "code")), "forbidden");
+    json_decref(r);
+    r = call_as(h, &d.trainer, d.broker.public_z85, PROTO_QUEUE, json_object(), 3000, &is_error);
+    assert_non_null(r);
+    assert_true(is_error);
+    json_decref(r);
+    assert_int_equal(count_jobs(h), 0);
+    /* A user key does not register as a trainer: a real trainer with bob's
+       key is refused and never listed. */
+    start_curve_trainer(h, &d, "fake", d.bob_prefix);
+    sleep_ms(1000);
+    r = h_call(h, PROTO_WORKERS, json_object(), NULL);
+    assert_non_null(r);
+    assert_int_equal(json_array_size(json_object_get(r, "trainers")), 0);
+    json_decref(r);
+    char path[700];
+    snprintf(path, sizeof path, "%s/fake.log", h->dir);
+    char *text = slurp(path);
+    assert_non_null(strstr(text, "bob is a user's key"));
+    free(text);
+    /* Roles come from the broker's directories: a key that says "admin" in
+       the trainers' directory is a trainer. */
+    r = call_as(h, &d.bob, d.broker.public_z85, PROTO_WHOAMI, json_object(), 3000, NULL);
+    assert_non_null(r);
+    assert_string_equal(json_string_value(json_object_get(r, "role")), "user");
+    json_decref(r);
+}
+
+static void test_revoked_key(void **state)
+{
+    struct harness *h = *state;
+    struct deploy d;
+    deploy_keys(h, &d);
+    start_curve_broker(h, &d);
+    start_curve_trainer(h, &d, "t1", d.trainer_prefix);
+    h_wait_trainers(h, 1, 10);
+
+    /* bob keeps a connection open across the revocation. */
+    void *s = zmq_socket(h->zctx, ZMQ_DEALER);
+    char err[256];
+    assert_int_equal(proto_socket_setup(s, 0), 0);
+    assert_int_equal(keys_client_setup(s, &d.bob, d.broker.public_z85, err, sizeof err), 0);
+    assert_int_equal(zmq_connect(s, h->endpoint), 0);
+    assert_int_equal(proto_send(s, NULL, 0, PROTO_WHOAMI, NULL, NULL, 0, 0), 0);
+    zmq_pollitem_t it = {.socket = s, .events = ZMQ_POLLIN};
+    assert_int_equal(zmq_poll(&it, 1, 3000), 1);
+    struct proto_msg m;
+    assert_int_equal(proto_recv(s, false, &m, 0, err, sizeof err), 0);
+    assert_string_equal(m.cmd, PROTO_OK);
+    proto_msg_clear(&m);
+
+    /* Revoked: the file goes, no restart. */
+    char path[800];
+    snprintf(path, sizeof path, "%s/bob.key", d.users);
+    assert_int_equal(unlink(path), 0);
+    snprintf(path, sizeof path, "%s/t1.key", d.trainers);
+    assert_int_equal(unlink(path), 0);
+    sleep_ms(1500); /* the broker looks at its directories every second */
+    assert_int_equal(proto_send(s, NULL, 0, PROTO_QUEUE, NULL, NULL, 0, 0), 0);
+    assert_int_equal(zmq_poll(&it, 1, 1500), 0); /* the old connection: ignored */
+    zmq_close(s);
+    json_t *r = call_as(h, &d.bob, d.broker.public_z85, PROTO_QUEUE, json_object(), 1500, NULL);
+    assert_null(r); /* a new one: refused */
+    /* The revoked trainer's heartbeats count for nothing: it is dropped. */
+    double until = h_now() + 10;
+    size_t n = 1;
+    while (h_now() < until && n) {
+        r = h_call(h, PROTO_WORKERS, json_object(), NULL);
+        assert_non_null(r);
+        n = 0;
+        size_t i;
+        json_t *t;
+        json_array_foreach(json_object_get(r, "trainers"), i, t)
+        {
+            const char *st = json_string_value(json_object_get(t, "state"));
+            double age = json_number_value(json_object_get(t, "last_heartbeat_age"));
+            if (st && age < 1.0) n++;
+        }
+        json_decref(r);
+        sleep_ms(200);
+    }
+    assert_int_equal(n, 0);
+    /* Added back: in again, still without a restart. */
+    add_key(d.users, &d.bob);
+    sleep_ms(100);
+    r = call_as(h, &d.bob, d.broker.public_z85, PROTO_WHOAMI, json_object(), 3000, NULL);
+    assert_non_null(r);
+    assert_string_equal(json_string_value(json_object_get(r, "name")), "bob");
+    json_decref(r);
+}
+
+/* Fail closed: a CURVE socket set up as the broker sets up its own, with no
+ * ZAP handler running, admits nobody; the same socket without the enforced
+ * domain (libzmq's default) would admit any key at all. */
+static void test_no_zap_handler_refuses_everyone(void **state)
+{
+    struct harness *h = *state;
+    char err[256];
+    struct keys_cert server, client;
+    assert_int_equal(keys_generate(&server, "broker", KEYS_ROLE_BROKER, err, sizeof err), 0);
+    assert_int_equal(keys_generate(&client, "anyone", KEYS_ROLE_USER, err, sizeof err), 0);
+    for (int enforced = 1; enforced >= 0; enforced--) {
+        void *ctx = zmq_ctx_new();
+        void *router = zmq_socket(ctx, ZMQ_ROUTER);
+        assert_int_equal(keys_server_setup(router, &server, err, sizeof err), 0);
+        if (!enforced) {
+            int zero = 0;
+            assert_int_equal(
+                zmq_setsockopt(router, 93 /* ZMQ_ZAP_ENFORCE_DOMAIN */, &zero, sizeof zero), 0);
+        }
+        char ep[600];
+        snprintf(ep, sizeof ep, "ipc://%s/nozap-%d.sock", h->dir, enforced);
+        assert_int_equal(zmq_bind(router, ep), 0);
+        void *dealer = zmq_socket(ctx, ZMQ_DEALER);
+        assert_int_equal(keys_client_setup(dealer, &client, server.public_z85, err, sizeof err), 0);
+        assert_int_equal(zmq_connect(dealer, ep), 0);
+        assert_int_equal(proto_send(dealer, NULL, 0, PROTO_QUEUE, NULL, NULL, 0, 0), 0);
+        zmq_pollitem_t it = {.socket = router, .events = ZMQ_POLLIN};
+        int got = zmq_poll(&it, 1, 1500);
+        assert_int_equal(got, enforced ? 0 : 1);
+        int linger = 0;
+        zmq_setsockopt(dealer, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_setsockopt(router, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_close(dealer);
+        zmq_close(router);
+        zmq_ctx_term(ctx);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_key_files, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_plaintext_bind_refused, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_no_zap_handler_refuses_everyone, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_curve_end_to_end, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_strangers_get_nothing, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_roles, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_revoked_key, h_setup, h_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
