@@ -5,9 +5,10 @@
 # at batch 64 with 1 and 2 threads, alternating mlq and PyTorch runs REPS
 # times so that both see the same machine, and prints per recipe the median
 # samples/s of each side at its best thread setting, their ratio, and the
-# peak RSS. mlq's side is cnn_bench over the kernels with its own threads
-# (the path a threaded engine takes) and, for reference, --engine (the model
-# API, one thread). docs/benchmarks.md.
+# peak RSS. mlq's side is cnn_bench --engine: the model API on its thread
+# team, the path mlq-trainer takes; for reference, the same kernels driven
+# by the bench's own threads, each running the whole network on its share
+# of the batch (no hand-over between layers). docs/benchmarks.md.
 set -euo pipefail
 
 usage() {
@@ -48,13 +49,14 @@ echo "# $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); $REPS alternating 
 for rep in $(seq "$REPS"); do
     for model in lenet bn; do
         for threads in 1 2; do
-            "$BENCH" --model "$model" --threads "$threads" --steps "$STEPS" --repeat 1 >>"$OUT"
+            "$BENCH" --model "$model" --engine --threads "$threads" --steps "$STEPS" \
+                --repeat 1 >>"$OUT"
             if [ "$TORCH" = 1 ]; then
                 "$PY" "$ROOT/bench/torch_cnn.py" --model "$model" --threads "$threads" \
                     --steps "$STEPS" --repeat 1 >>"$OUT"
             fi
+            "$BENCH" --model "$model" --threads "$threads" --steps "$STEPS" --repeat 1 >>"$OUT"
         done
-        "$BENCH" --model "$model" --engine --steps "$STEPS" --repeat 1 >>"$OUT"
     done
 done
 
@@ -74,12 +76,12 @@ for k in sorted(med):
 for model in ("lenet", "bn"):
     best = lambda side, path: max((med[k][0], k[3]) for k in med
                                   if k[0] == side and k[1] == path and k[2] == model)
-    m = best("mlq", "kernels")
+    m = best("mlq", "engine")
     line = "%-6s mlq %.0f samples/s (%d threads)" % (model, m[0], m[1])
     if any(k[0] == "torch" and k[2] == model for k in med):
         t = best("torch", "")
         line += ", torch %.0f (%d threads): ratio %.2f" % (t[0], t[1], m[0] / t[0])
-    e = best("mlq", "engine")
-    line += "; engine API, one thread, %.0f" % e[0]
+    e = best("mlq", "kernels")
+    line += "; the kernels on the bench's own threads %.0f (%d)" % (e[0], e[1])
     print(line)
 EOF

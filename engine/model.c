@@ -142,8 +142,59 @@ static int plan(const struct model_desc *d, struct model_node *nodes, struct ten
 
 /* Arena offsets for B samples; returns the floats of each arena. */
 struct arena_sizes {
-    size_t acts, saved, scratch, partials, tmp;
+    size_t acts, dacts, saved, scratch, partials, tmp;
 };
+
+/* Output gradients share memory. Node j's gradient is live from the
+ * backward of its last consumer (which stores it; the loss, for the last
+ * node) to its own backward (which reads it); backward runs nodes in
+ * reverse, so at step t = n - 1 - i it runs node i. Two gradients live at
+ * the same step get disjoint floats; the rest are placed first fit, the
+ * largest first. A chain needs two buffers instead of one per node. */
+static size_t layout_grads(struct model_node *nodes, int n_nodes, int B)
+{
+    int first[MODEL_MAX_NODES], last[MODEL_MAX_NODES], order[MODEL_MAX_NODES];
+    size_t size[MODEL_MAX_NODES];
+    for (int j = 0; j < n_nodes; j++) {
+        int k_max = j == n_nodes - 1 ? n_nodes : -1; /* the loss stands after the last node */
+        for (int k = j + 1; k < n_nodes; k++)
+            for (int i = 0; i < nodes[k].op.n_in; i++)
+                if (nodes[k].in[i] == j) k_max = k;
+        /* Never written (no consumer reaches the loss): a zero interval. */
+        first[j] =
+            k_max < 0 ? n_nodes - 1 - j : n_nodes - 1 - (k_max < n_nodes ? k_max : n_nodes - 1);
+        last[j] = n_nodes - 1 - j;
+        size[j] = (size_t)B * shape_size(&nodes[j].op.out);
+        order[j] = j;
+    }
+    for (int a = 1; a < n_nodes; a++) /* insertion sort, largest first */
+        for (int b = a; b > 0 && size[order[b]] > size[order[b - 1]]; b--) {
+            int t = order[b];
+            order[b] = order[b - 1];
+            order[b - 1] = t;
+        }
+    size_t total = 0;
+    for (int a = 0; a < n_nodes; a++) {
+        int j = order[a];
+        size_t off = 0;
+        for (bool moved = true; moved;) {
+            moved = false;
+            for (int b = 0; b < a; b++) {
+                int k = order[b];
+                bool overlap_t = first[j] <= last[k] && first[k] <= last[j];
+                bool overlap_m =
+                    off < nodes[k].grad_off + size[k] && nodes[k].grad_off < off + size[j];
+                if (overlap_t && overlap_m) {
+                    off = nodes[k].grad_off + size[k];
+                    moved = true;
+                }
+            }
+        }
+        nodes[j].grad_off = off;
+        if (off + size[j] > total) total = off + size[j];
+    }
+    return total;
+}
 
 static struct arena_sizes layout(struct model_node *nodes, int n_nodes, int B)
 {
@@ -164,6 +215,7 @@ static struct arena_sizes layout(struct model_node *nodes, int n_nodes, int B)
             if (t > a.tmp) a.tmp = t;
         }
     }
+    a.dacts = layout_grads(nodes, n_nodes, B);
     return a;
 }
 
@@ -214,7 +266,7 @@ static int check_plan(const struct model_desc *d, int B, struct model_sizes *siz
         sizes->n_state = tt.n_state;
         sizes->outputs = nodes[d->n_layers - 1].op.out.d[0];
         sizes->inputs = shape_size(&d->input);
-        sizes->act_floats = 2 * a.acts + a.saved + a.scratch + a.partials + 2 * a.tmp +
+        sizes->act_floats = a.acts + a.dacts + a.saved + a.scratch + a.partials + 2 * a.tmp +
                             (size_t)B * (size_t)sizes->outputs;
         sizes->scratch_floats = a.scratch;
     }
@@ -327,7 +379,7 @@ int model_reserve(struct model *m, int B)
     struct arena_sizes a = layout(m->node, m->n_nodes, B);
     int threads = model_threads(m);
     m->acts = calloc(a.acts, sizeof *m->acts);
-    m->dacts = calloc(a.acts, sizeof *m->dacts);
+    m->dacts = calloc(a.dacts, sizeof *m->dacts);
     m->saved = calloc(a.saved ? a.saved : 1, sizeof *m->saved);
     m->scratch_stride = a.scratch;
     m->scratch = calloc(a.scratch ? a.scratch * (size_t)threads : 1, sizeof *m->scratch);
@@ -467,20 +519,20 @@ void model_backward(struct model *m, const float *x, const int32_t *y_class, con
     /* A node's output gradient is written by its first consumer in reverse
      * order (stored); later consumers write a temporary that is added. */
     bool written[MODEL_MAX_NODES] = {false};
-    loss_grad(m->dacts + m->node[last].out_off, m->probs, y_class, y, B, m->K, m->loss, m->output);
+    loss_grad(m->dacts + m->node[last].grad_off, m->probs, y_class, y, B, m->K, m->loss, m->output);
     written[last] = true;
     for (int i = last; i >= 0; i--) {
         if (!written[i]) continue; /* does not reach the output: no gradient */
         const struct model_node *n = &m->node[i];
         struct op_call c = node_call(m, i, B, x);
         c.training = m->training;
-        c.dout = m->dacts + n->out_off;
+        c.dout = m->dacts + n->grad_off;
         bool pending[OP_MAX_INPUTS] = {false};
         for (int j = 0; j < n->op.n_in; j++) {
             int src = n->in[j];
             if (src == MODEL_INPUT) continue;
             if (!written[src]) {
-                c.din[j] = m->dacts + m->node[src].out_off;
+                c.din[j] = m->dacts + m->node[src].grad_off;
                 written[src] = true;
             } else {
                 c.din[j] = m->tmp[j];
@@ -490,7 +542,7 @@ void model_backward(struct model *m, const float *x, const int32_t *y_class, con
         n->op.op->backward(&c);
         for (int j = 0; j < n->op.n_in; j++) {
             if (!pending[j]) continue;
-            float *restrict d = m->dacts + m->node[n->in[j]].out_off;
+            float *restrict d = m->dacts + m->node[n->in[j]].grad_off;
             const float *restrict t = m->tmp[j];
             size_t cnt = (size_t)B * shape_size(&n->op.in[j]);
             for (size_t k = 0; k < cnt; k++)

@@ -53,7 +53,8 @@ struct model_node {
     int in[OP_MAX_INPUTS];     /* node indices or MODEL_INPUT */
     size_t param_off, n_param; /* floats in params/grads */
     size_t state_off, n_state; /* floats in state */
-    size_t out_off;            /* floats into acts/dacts, for max_batch samples */
+    size_t out_off;            /* floats into acts, for max_batch samples */
+    size_t grad_off;           /* floats into dacts: shared with gradients not live at once */
     size_t saved_off;          /* floats into saved, for max_batch samples */
     int consumers;             /* nodes that read this output */
 };
@@ -85,7 +86,7 @@ struct model {
 
     int max_batch;
     float *acts;               /* node outputs, each (max_batch, out) at out_off */
-    float *dacts;              /* their gradients, same layout */
+    float *dacts;              /* their gradients, each at grad_off while it is live */
     float *saved;              /* each node's forward-to-backward buffer */
     float *scratch;            /* shared by all nodes, the largest need, per thread */
     size_t scratch_stride;     /* floats of one thread's scratch */
