@@ -13,6 +13,15 @@ static const char *const activation_names[] = {"relu", "sigmoid", "tanh", "leaky
 static const char *const output_names[] = {"logits", "softmax", "sigmoid", "linear"};
 static const char *const loss_names[] = {"cross_entropy", "mse"};
 static const char *const optim_names[] = {"gd", "sgd", "adam", "adamw", "rmsprop", "adagrad"};
+/* Indexed by enum sched_kind; "sequential" is the list form. */
+static const char *const sched_names[] = {"none",   "step",   "multistep",        "exponential",
+                                          "cosine", "linear", "reduce_on_plateau"};
+/* torch.optim.lr_scheduler's class names, accepted as the same types. */
+static const char *const sched_class_names[] = {
+    "",         "StepLR",           "MultiStepLR", "ExponentialLR", "CosineAnnealingLR",
+    "LinearLR", "ReduceLROnPlateau"};
+static const char *const metric_names[] = {"val_loss", "val_accuracy", "train_loss",
+                                           "train_accuracy"};
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -35,6 +44,14 @@ const char *spec_loss_name(enum loss_kind loss)
 const char *spec_optim_name(enum optim_kind opt)
 {
     return optim_names[opt];
+}
+const char *spec_sched_name(enum sched_kind kind)
+{
+    return sched_names[kind];
+}
+const char *spec_metric_name(enum spec_metric metric)
+{
+    return metric_names[metric];
 }
 
 static void dataset_defaults(struct spec_dataset *d)
@@ -441,6 +458,314 @@ static int parse_model(json_t *v, struct mlq_spec *s, char *err, size_t errlen)
     return rc;
 }
 
+/* ---- optimizer.schedule ---- */
+
+/* PyTorch's defaults for a scheduler of this kind. */
+static void phase_defaults(struct spec_sched_phase *p, enum sched_kind kind)
+{
+    memset(p, 0, sizeof *p);
+    p->kind = kind;
+    p->gamma = 0.1;
+    p->start_factor = 1.0 / 3;
+    p->end_factor = 1.0;
+    p->total_iters = 5;
+    p->metric = METRIC_VAL_LOSS;
+    p->factor = 0.1;
+    p->patience = 10;
+    p->threshold = 1e-4;
+    p->eps = 1e-8;
+}
+
+static int get_metric(json_t *obj, const char *key, const char *where, enum spec_metric *dst,
+                      char *err, size_t errlen)
+{
+    int m = *dst;
+    int rc = get_enum(obj, key, where, metric_names, COUNT(metric_names), &m, err, errlen);
+    *dst = m;
+    return rc;
+}
+
+/* "min" or "max" into *is_max. */
+static int get_mode(json_t *obj, const char *where, bool *is_max, char *err, size_t errlen)
+{
+    static const char *const modes[] = {"min", "max"};
+    int m = *is_max;
+    int rc = get_enum(obj, "mode", where, modes, COUNT(modes), &m, err, errlen);
+    *is_max = m == 1;
+    return rc;
+}
+
+/* A field the type needs: "where.key: required for TYPE". */
+static int need(json_t *v, const char *key, const char *where, const char *type, const char *eg,
+                char *err, size_t errlen)
+{
+    if (json_object_get(v, key)) return 0;
+    return errmsg(err, errlen, -EINVAL, "%s%s: required for a %s schedule (e.g. %s)", where, key,
+                  type, eg);
+}
+
+/* One scheduler at where ("optimizer.schedule." or
+ * "optimizer.schedule.schedules[1]."); top: it may give "interval". */
+static int parse_phase(json_t *v, const char *where, bool top, struct spec_sched_phase *p,
+                       char *err, size_t errlen)
+{
+    static const char *const step_keys[] = {"type", "interval", "step_size", "gamma"};
+    static const char *const multistep_keys[] = {"type", "interval", "milestones", "gamma"};
+    static const char *const exp_keys[] = {"type", "interval", "gamma"};
+    static const char *const cos_keys[] = {"type", "interval", "t_max", "eta_min"};
+    static const char *const lin_keys[] = {"type", "interval", "start_factor", "end_factor",
+                                           "total_iters"};
+    static const char *const plateau_keys[] = {
+        "type",      "interval",       "metric",   "mode",   "factor", "patience",
+        "threshold", "threshold_mode", "cooldown", "min_lr", "eps"};
+    static const struct {
+        const char *const *keys;
+        size_t n;
+    } keys[] = {{NULL, 0},
+                {step_keys, COUNT(step_keys)},
+                {multistep_keys, COUNT(multistep_keys)},
+                {exp_keys, COUNT(exp_keys)},
+                {cos_keys, COUNT(cos_keys)},
+                {lin_keys, COUNT(lin_keys)},
+                {plateau_keys, COUNT(plateau_keys)}};
+    char field[SPEC_WHERE_MAX];
+    snprintf(field, sizeof field, "%.*s", (int)strlen(where) - 1, where);
+    if (!json_is_object(v))
+        return errmsg(err, errlen, -EINVAL,
+                      "%s: must be an object, e.g. {\"type\": \"cosine\", \"t_max\": 10}", field);
+    json_t *t = json_object_get(v, "type");
+    if (!t)
+        return errmsg(err, errlen, -EINVAL,
+                      "%stype: required (step, multistep, exponential, cosine, linear, "
+                      "reduce_on_plateau%s)",
+                      where, top ? " or sequential" : "");
+    int kind = 0;
+    for (int k = 1; k < (int)COUNT(sched_names) && json_is_string(t); k++)
+        if (!strcmp(json_string_value(t), sched_names[k]) ||
+            !strcmp(json_string_value(t), sched_class_names[k]))
+            kind = k;
+    if (!kind)
+        return errmsg(err, errlen, -EINVAL,
+                      "%stype: must be one of step, multistep, exponential, cosine, linear, "
+                      "reduce_on_plateau%s",
+                      where, top ? ", sequential" : "");
+    phase_defaults(p, kind);
+    /* Only a schedule's outermost object says how often it steps. */
+    json_t *interval = json_object_get(v, "interval");
+    if (!top && interval)
+        return errmsg(err, errlen, -EINVAL,
+                      "%sinterval: give it on the sequential schedule, not on its parts", where);
+    int rc = check_keys(v, field, keys[kind].keys, keys[kind].n, err, errlen);
+    if (rc) return rc;
+    const char *tn = sched_names[kind];
+    int64_t iv;
+    switch (p->kind) {
+    case SCHED_NONE:
+        break;
+    case SCHED_STEP:
+        if ((rc = need(v, "step_size", where, tn, "\"step_size\": 10", err, errlen))) return rc;
+        iv = 0;
+        if ((rc = get_int(v, "step_size", where, 1, INT32_MAX, &iv, err, errlen))) return rc;
+        p->step_size = (int)iv;
+        rc = get_number(v, "gamma", where, &p->gamma, err, errlen);
+        break;
+    case SCHED_MULTISTEP: {
+        if ((rc = need(v, "milestones", where, tn, "\"milestones\": [30, 80]", err, errlen)))
+            return rc;
+        json_t *ms = json_object_get(v, "milestones");
+        size_t n = json_is_array(ms) ? json_array_size(ms) : 0;
+        if (!json_is_array(ms) || n > SPEC_SCHED_MAX_MILESTONES)
+            return errmsg(err, errlen, -EINVAL,
+                          "%smilestones: must be a list of up to %d increasing epochs, e.g. [30, "
+                          "80]",
+                          where, SPEC_SCHED_MAX_MILESTONES);
+        for (size_t i = 0; i < n; i++) {
+            json_t *e = json_array_get(ms, i);
+            if (!json_is_integer(e) || json_integer_value(e) < 1 ||
+                json_integer_value(e) > INT32_MAX)
+                return errmsg(err, errlen, -EINVAL, "%smilestones[%zu]: must be a positive integer",
+                              where, i);
+            p->milestones[i] = (int)json_integer_value(e);
+            if (i > 0 && p->milestones[i] <= p->milestones[i - 1])
+                return errmsg(err, errlen, -EINVAL,
+                              "%smilestones[%zu]: must be greater than the one before (%d), got %d",
+                              where, i, p->milestones[i - 1], p->milestones[i]);
+        }
+        p->n_milestones = (int)n;
+        rc = get_number(v, "gamma", where, &p->gamma, err, errlen);
+        break;
+    }
+    case SCHED_EXPONENTIAL:
+        if ((rc = need(v, "gamma", where, tn, "\"gamma\": 0.95", err, errlen))) return rc;
+        rc = get_number(v, "gamma", where, &p->gamma, err, errlen);
+        break;
+    case SCHED_COSINE:
+        if ((rc = need(v, "t_max", where, tn, "\"t_max\": 10", err, errlen))) return rc;
+        iv = 0;
+        if ((rc = get_int(v, "t_max", where, 1, INT32_MAX, &iv, err, errlen))) return rc;
+        p->t_max = (int)iv;
+        if ((rc = get_number(v, "eta_min", where, &p->eta_min, err, errlen))) return rc;
+        if (p->eta_min < 0)
+            return errmsg(err, errlen, -EINVAL, "%seta_min: must be >= 0, got %g", where,
+                          p->eta_min);
+        break;
+    case SCHED_LINEAR:
+        if ((rc = get_number(v, "start_factor", where, &p->start_factor, err, errlen)) ||
+            (rc = get_number(v, "end_factor", where, &p->end_factor, err, errlen)))
+            return rc;
+        iv = p->total_iters;
+        if ((rc = get_int(v, "total_iters", where, 1, INT32_MAX, &iv, err, errlen))) return rc;
+        p->total_iters = (int)iv;
+        /* torch's own checks */
+        if (!(p->start_factor > 0 && p->start_factor <= 1))
+            return errmsg(err, errlen, -EINVAL, "%sstart_factor: must be in (0, 1], got %g", where,
+                          p->start_factor);
+        if (!(p->end_factor >= 0 && p->end_factor <= 1))
+            return errmsg(err, errlen, -EINVAL, "%send_factor: must be in [0, 1], got %g", where,
+                          p->end_factor);
+        break;
+    case SCHED_PLATEAU: {
+        static const char *const tmodes[] = {"rel", "abs"};
+        int tm = 0;
+        if ((rc = get_metric(v, "metric", where, &p->metric, err, errlen)) ||
+            (rc = get_mode(v, where, &p->mode_max, err, errlen)) ||
+            (rc = get_number(v, "factor", where, &p->factor, err, errlen)) ||
+            (rc = get_int32(v, "patience", where, 0, INT32_MAX, &p->patience, err, errlen)) ||
+            (rc = get_number(v, "threshold", where, &p->threshold, err, errlen)) ||
+            (rc = get_enum(v, "threshold_mode", where, tmodes, COUNT(tmodes), &tm, err, errlen)) ||
+            (rc = get_int32(v, "cooldown", where, 0, INT32_MAX, &p->cooldown, err, errlen)) ||
+            (rc = get_number(v, "min_lr", where, &p->min_lr, err, errlen)) ||
+            (rc = get_number(v, "eps", where, &p->eps, err, errlen)))
+            return rc;
+        p->threshold_abs = tm == 1;
+        if (!(p->factor > 0 && p->factor < 1))
+            return errmsg(err, errlen, -EINVAL, "%sfactor: must be in (0, 1), got %g", where,
+                          p->factor);
+        if (p->threshold < 0 || p->min_lr < 0 || p->eps < 0)
+            return errmsg(err, errlen, -EINVAL, "%s%s: must be >= 0, got %g", where,
+                          p->threshold < 0 ? "threshold"
+                          : p->min_lr < 0  ? "min_lr"
+                                           : "eps",
+                          p->threshold < 0 ? p->threshold
+                          : p->min_lr < 0  ? p->min_lr
+                                           : p->eps);
+        break;
+    }
+    }
+    if (rc) return rc;
+    if ((p->kind == SCHED_STEP || p->kind == SCHED_MULTISTEP || p->kind == SCHED_EXPONENTIAL) &&
+        !(p->gamma > 0))
+        return errmsg(err, errlen, -EINVAL, "%sgamma: must be positive, got %g", where, p->gamma);
+    return 0;
+}
+
+static int parse_interval(json_t *v, struct spec_schedule *sc, char *err, size_t errlen)
+{
+    static const char *const intervals[] = {"epoch", "step"};
+    int i = 0;
+    int rc = get_enum(v, "interval", "optimizer.schedule.", intervals, COUNT(intervals), &i, err,
+                      errlen);
+    sc->per_step = i == 1;
+    return rc;
+}
+
+/* optimizer.schedule: one scheduler object, or {"type": "sequential",
+ * "schedules": [...], "milestones": [...]} as torch's SequentialLR. */
+static int parse_schedule(json_t *v, struct spec_schedule *sc, char *err, size_t errlen)
+{
+    static const char *const seq_keys[] = {"type", "interval", "schedules", "milestones"};
+    const char *w = "optimizer.schedule.";
+    memset(sc, 0, sizeof *sc);
+    if (json_is_null(v)) return 0;
+    json_t *t = json_is_object(v) ? json_object_get(v, "type") : NULL;
+    bool seq = json_is_string(t) && (!strcmp(json_string_value(t), "sequential") ||
+                                     !strcmp(json_string_value(t), "SequentialLR"));
+    int rc;
+    if (!seq) {
+        if ((rc = parse_phase(v, w, true, &sc->phase[0], err, errlen))) return rc;
+        sc->n_phases = 1;
+    } else {
+        if ((rc = check_keys(v, "optimizer.schedule", seq_keys, COUNT(seq_keys), err, errlen)))
+            return rc;
+        json_t *list = json_object_get(v, "schedules"), *ms = json_object_get(v, "milestones");
+        size_t n = json_is_array(list) ? json_array_size(list) : 0;
+        if (n < 2 || n > SPEC_SCHED_MAX_PHASES)
+            return errmsg(err, errlen, -EINVAL,
+                          "optimizer.schedule.schedules: a sequential schedule needs a list of 2 "
+                          "to %d schedules, e.g. [{\"type\": \"linear\", \"total_iters\": 5}, "
+                          "{\"type\": \"cosine\", \"t_max\": 45}]",
+                          SPEC_SCHED_MAX_PHASES);
+        if (!json_is_array(ms) || json_array_size(ms) != n - 1)
+            return errmsg(err, errlen, -EINVAL,
+                          "optimizer.schedule.milestones: needs %zu increasing epochs (when each "
+                          "schedule after the first takes over), e.g. [5]",
+                          n - 1);
+        for (size_t i = 0; i < n; i++) {
+            char pw[SPEC_WHERE_MAX];
+            snprintf(pw, sizeof pw, "optimizer.schedule.schedules[%zu].", i);
+            if ((rc = parse_phase(json_array_get(list, i), pw, false, &sc->phase[i], err, errlen)))
+                return rc;
+            if (sc->phase[i].kind == SCHED_PLATEAU)
+                return errmsg(err, errlen, -EINVAL,
+                              "optimizer.schedule.schedules[%zu].type: reduce_on_plateau cannot "
+                              "be part of a sequential schedule (torch's SequentialLR does not "
+                              "take it either)",
+                              i);
+        }
+        for (size_t i = 0; i + 1 < n; i++) {
+            json_t *e = json_array_get(ms, i);
+            if (!json_is_integer(e) || json_integer_value(e) < 1 ||
+                json_integer_value(e) > INT32_MAX)
+                return errmsg(err, errlen, -EINVAL,
+                              "optimizer.schedule.milestones[%zu]: must be a positive integer", i);
+            sc->milestones[i] = (int)json_integer_value(e);
+            if (i > 0 && sc->milestones[i] <= sc->milestones[i - 1])
+                return errmsg(err, errlen, -EINVAL,
+                              "optimizer.schedule.milestones[%zu]: must be greater than the one "
+                              "before (%d), got %d",
+                              i, sc->milestones[i - 1], sc->milestones[i]);
+        }
+        sc->n_phases = (int)n;
+    }
+    if ((rc = parse_interval(v, sc, err, errlen))) return rc;
+    if (sc->per_step && sc->phase[0].kind == SCHED_PLATEAU)
+        return errmsg(err, errlen, -EINVAL,
+                      "optimizer.schedule.interval: reduce_on_plateau steps once per epoch, on "
+                      "the epoch's %s",
+                      spec_metric_name(sc->phase[0].metric));
+    return 0;
+}
+
+/* early_stopping: {"metric": "val_loss", "mode": "min", "patience": 3,
+ * "min_delta": 0}; every field has that default. */
+static int parse_early_stopping(json_t *v, struct spec_early_stopping *es, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"metric", "mode", "patience", "min_delta"};
+    const char *w = "early_stopping.";
+    memset(es, 0, sizeof *es);
+    if (json_is_null(v) || json_is_false(v)) return 0;
+    es->patience = 3;
+    es->on = true;
+    if (json_is_true(v)) return 0;
+    if (!json_is_object(v))
+        return errmsg(err, errlen, -EINVAL,
+                      "early_stopping: must be an object, e.g. {\"metric\": \"val_loss\", "
+                      "\"patience\": 3}");
+    int rc = check_keys(v, "early_stopping", keys, COUNT(keys), err, errlen);
+    if (!rc) rc = get_metric(v, "metric", w, &es->metric, err, errlen);
+    if (!rc) {
+        /* accuracies improve upwards: their default mode is max */
+        es->mode_max = es->metric == METRIC_VAL_ACCURACY || es->metric == METRIC_TRAIN_ACCURACY;
+        rc = get_mode(v, w, &es->mode_max, err, errlen);
+    }
+    if (!rc) rc = get_int32(v, "patience", w, 1, 1000000, &es->patience, err, errlen);
+    if (!rc) rc = get_number(v, "min_delta", w, &es->min_delta, err, errlen);
+    if (!rc && es->min_delta < 0)
+        rc = errmsg(err, errlen, -EINVAL, "early_stopping.min_delta: must be >= 0, got %g",
+                    es->min_delta);
+    return rc;
+}
+
 static int parse_optimizer(json_t *v, struct spec_optimizer *o, char *err, size_t errlen)
 {
     static const char *const keys[] = {"name",
@@ -455,7 +780,8 @@ static int parse_optimizer(json_t *v, struct spec_optimizer *o, char *err, size_
                                        "lr_decay",
                                        "initial_accumulator_value",
                                        "amsgrad",
-                                       "centered"};
+                                       "centered",
+                                       "schedule"};
     /* A bare string names the optimizer with its defaults. */
     if (json_is_string(v)) {
         json_t *wrap = json_pack("{sO}", "name", v);
@@ -472,6 +798,8 @@ static int parse_optimizer(json_t *v, struct spec_optimizer *o, char *err, size_
     if (rc) return rc;
     /* Defaults depend on the optimizer, so they are set before the fields. */
     if (json_object_get(v, "name")) optimizer_defaults(o, name);
+    json_t *sched = json_object_get(v, "schedule");
+    if (sched && (rc = parse_schedule(sched, &o->schedule, err, errlen))) return rc;
     const char *w = "optimizer.";
     if (!rc) rc = get_number(v, "lr", w, &o->lr, err, errlen);
     if (!rc) rc = get_number(v, "momentum", w, &o->momentum, err, errlen);
@@ -581,6 +909,7 @@ int spec_from_json(json_t *doc, struct mlq_spec *s, char *err, size_t errlen)
                                        "shuffle",
                                        "memory_budget_mb",
                                        "augment",
+                                       "early_stopping",
                                        "run",
                                        "checkpoint",
                                        "input",
@@ -632,6 +961,8 @@ int spec_from_json(json_t *doc, struct mlq_spec *s, char *err, size_t errlen)
                      errlen);
     if (!rc && (v = json_object_get(doc, "augment")))
         rc = parse_augment(v, &s->augment, err, errlen);
+    if (!rc && (v = json_object_get(doc, "early_stopping")))
+        rc = parse_early_stopping(v, &s->early_stopping, err, errlen);
     if (!rc) rc = get_int(doc, "run", "", 1, INT64_MAX, &s->run, err, errlen);
     if (!rc && (v = json_object_get(doc, "checkpoint"))) {
         if (json_is_integer(v) && json_integer_value(v) >= 0)
@@ -692,6 +1023,19 @@ int spec_validate(const struct mlq_spec *s, char *err, size_t errlen)
                           "validation_split: give either validation or validation_split");
         if (s->leaky_slope < 0)
             return errmsg(err, errlen, -EINVAL, "model.leaky_slope: must be >= 0");
+        bool validates = s->has_validation || s->validation_split > 0;
+        const struct spec_schedule *sc = &s->optimizer.schedule;
+        if (sc->n_phases == 1 && sc->phase[0].kind == SCHED_PLATEAU && !validates &&
+            sc->phase[0].metric <= METRIC_VAL_ACCURACY)
+            return errmsg(err, errlen, -EINVAL,
+                          "optimizer.schedule.metric: %s needs validation data (validation or "
+                          "validation_split), or watch train_loss",
+                          spec_metric_name(sc->phase[0].metric));
+        if (s->early_stopping.on && !validates && s->early_stopping.metric <= METRIC_VAL_ACCURACY)
+            return errmsg(err, errlen, -EINVAL,
+                          "early_stopping.metric: %s needs validation data (validation or "
+                          "validation_split), or watch train_loss",
+                          spec_metric_name(s->early_stopping.metric));
     } else {
         if (s->run <= 0)
             return errmsg(err, errlen, -EINVAL, "run: required for %s jobs (the train job to use)",
@@ -710,6 +1054,8 @@ int spec_validate(const struct mlq_spec *s, char *err, size_t errlen)
         return errmsg(err, errlen, -EINVAL,
                       "augment: only train jobs augment their data (%s jobs read it as it is)",
                       spec_kind_name(s->kind));
+    if (s->kind != JOB_TRAIN && s->early_stopping.on)
+        return errmsg(err, errlen, -EINVAL, "early_stopping: only train jobs stop early");
     if (s->kind == JOB_PREDICT && !s->output_path[0])
         return errmsg(err, errlen, -EINVAL,
                       "output: required for predict jobs (the HDF5 file to write)");
@@ -750,6 +1096,68 @@ static json_t *dataset_to_json(const struct spec_dataset *d)
     return json_pack("{ss ss ss sb}", "path", d->path, "x", d->x, "y", d->y, "scale", d->scale);
 }
 
+static json_t *phase_to_json(const struct spec_sched_phase *p)
+{
+    json_t *j = json_pack("{ss}", "type", spec_sched_name(p->kind));
+    switch (p->kind) {
+    case SCHED_NONE:
+        break;
+    case SCHED_STEP:
+        json_object_set_new(j, "step_size", json_integer(p->step_size));
+        json_object_set_new(j, "gamma", json_real(p->gamma));
+        break;
+    case SCHED_MULTISTEP: {
+        json_t *ms = json_array();
+        for (int i = 0; i < p->n_milestones; i++)
+            json_array_append_new(ms, json_integer(p->milestones[i]));
+        json_object_set_new(j, "milestones", ms);
+        json_object_set_new(j, "gamma", json_real(p->gamma));
+        break;
+    }
+    case SCHED_EXPONENTIAL:
+        json_object_set_new(j, "gamma", json_real(p->gamma));
+        break;
+    case SCHED_COSINE:
+        json_object_set_new(j, "t_max", json_integer(p->t_max));
+        json_object_set_new(j, "eta_min", json_real(p->eta_min));
+        break;
+    case SCHED_LINEAR:
+        json_object_set_new(j, "start_factor", json_real(p->start_factor));
+        json_object_set_new(j, "end_factor", json_real(p->end_factor));
+        json_object_set_new(j, "total_iters", json_integer(p->total_iters));
+        break;
+    case SCHED_PLATEAU:
+        json_object_set_new(j, "metric", json_string(spec_metric_name(p->metric)));
+        json_object_set_new(j, "mode", json_string(p->mode_max ? "max" : "min"));
+        json_object_set_new(j, "factor", json_real(p->factor));
+        json_object_set_new(j, "patience", json_integer(p->patience));
+        json_object_set_new(j, "threshold", json_real(p->threshold));
+        json_object_set_new(j, "threshold_mode", json_string(p->threshold_abs ? "abs" : "rel"));
+        json_object_set_new(j, "cooldown", json_integer(p->cooldown));
+        json_object_set_new(j, "min_lr", json_real(p->min_lr));
+        json_object_set_new(j, "eps", json_real(p->eps));
+        break;
+    }
+    return j;
+}
+
+static json_t *schedule_to_json(const struct spec_schedule *sc)
+{
+    json_t *j;
+    if (sc->n_phases == 1) {
+        j = phase_to_json(&sc->phase[0]);
+    } else {
+        json_t *list = json_array(), *ms = json_array();
+        for (int i = 0; i < sc->n_phases; i++) {
+            json_array_append_new(list, phase_to_json(&sc->phase[i]));
+            if (i + 1 < sc->n_phases) json_array_append_new(ms, json_integer(sc->milestones[i]));
+        }
+        j = json_pack("{ss so so}", "type", "sequential", "schedules", list, "milestones", ms);
+    }
+    json_object_set_new(j, "interval", json_string(sc->per_step ? "step" : "epoch"));
+    return j;
+}
+
 /* Only the fields the optimizer uses, so that run lists and comparisons do
  * not show an SGD run's Adam betas. */
 static json_t *optimizer_to_json(const struct spec_optimizer *o)
@@ -782,6 +1190,8 @@ static json_t *optimizer_to_json(const struct spec_optimizer *o)
         json_object_set_new(j, "initial_accumulator_value", json_real(o->initial_accumulator));
         break;
     }
+    /* Absent without one, so runs from before schedules keep their params. */
+    if (o->schedule.n_phases) json_object_set_new(j, "schedule", schedule_to_json(&o->schedule));
     return j;
 }
 
@@ -879,5 +1289,11 @@ json_t *spec_to_json(const struct mlq_spec *s)
             json_object_set_new(aug, "horizontal_flip", json_pack("{sf}", "p", s->augment.flip_p));
         json_object_set_new(doc, "augment", aug);
     }
+    const struct spec_early_stopping *es = &s->early_stopping;
+    if (es->on)
+        json_object_set_new(doc, "early_stopping",
+                            json_pack("{ss ss si sf}", "metric", spec_metric_name(es->metric),
+                                      "mode", es->mode_max ? "max" : "min", "patience",
+                                      es->patience, "min_delta", es->min_delta));
     return doc;
 }

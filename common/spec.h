@@ -40,6 +40,66 @@ struct spec_dataset {
     bool scale;            /* uint8 inputs divided by 255, default true */
 };
 
+/* Learning-rate schedules: torch.optim.lr_scheduler's classes, names and
+ * defaults (PyTorch 1.13), see docs/spec.md. The arithmetic is in
+ * trainer/schedule.c. */
+enum sched_kind {
+    SCHED_NONE,
+    SCHED_STEP,        /* StepLR */
+    SCHED_MULTISTEP,   /* MultiStepLR */
+    SCHED_EXPONENTIAL, /* ExponentialLR */
+    SCHED_COSINE,      /* CosineAnnealingLR */
+    SCHED_LINEAR,      /* LinearLR (warm-up) */
+    SCHED_PLATEAU,     /* ReduceLROnPlateau */
+};
+#define SPEC_SCHED_MAX_PHASES 4      /* schedules in one sequential */
+#define SPEC_SCHED_MAX_MILESTONES 64 /* multistep milestones */
+
+/* The epoch metrics a schedule or early stopping can watch. */
+enum spec_metric { METRIC_VAL_LOSS, METRIC_VAL_ACCURACY, METRIC_TRAIN_LOSS, METRIC_TRAIN_ACCURACY };
+
+/* One scheduler with its fields; only its kind's fields are read. */
+struct spec_sched_phase {
+    enum sched_kind kind;
+    int step_size;                             /* step */
+    double gamma;                              /* step, multistep, exponential */
+    int n_milestones;                          /* multistep */
+    int milestones[SPEC_SCHED_MAX_MILESTONES]; /* multistep: increasing */
+    int t_max;                                 /* cosine */
+    double eta_min;                            /* cosine */
+    double start_factor, end_factor;           /* linear */
+    int total_iters;                           /* linear */
+    /* plateau */
+    enum spec_metric metric;
+    bool mode_max;      /* mode "max" */
+    double factor;      /* lr *= factor on a plateau */
+    int patience;       /* epochs without improvement tolerated */
+    double threshold;   /* what counts as an improvement */
+    bool threshold_abs; /* threshold_mode "abs" (else "rel") */
+    int cooldown;       /* epochs after a reduction before counting again */
+    double min_lr;
+    double eps; /* smaller reductions are skipped */
+};
+
+/* optimizer.schedule: none (n_phases 0), one scheduler, or several in
+ * sequence (SequentialLR) switching at milestones. */
+struct spec_schedule {
+    int n_phases;
+    struct spec_sched_phase phase[SPEC_SCHED_MAX_PHASES];
+    int milestones[SPEC_SCHED_MAX_PHASES - 1]; /* n_phases - 1, increasing, >= 1 */
+    bool per_step; /* "interval": "step": stepped after every optimizer step */
+};
+
+/* early_stopping: ends a run when metric has not improved by more than
+ * min_delta for patience epochs. */
+struct spec_early_stopping {
+    bool on;
+    enum spec_metric metric;
+    bool mode_max;
+    int patience;
+    double min_delta;
+};
+
 /* PyTorch's names and defaults (torch.optim), see docs/spec.md. */
 struct spec_optimizer {
     enum optim_kind name;
@@ -54,6 +114,7 @@ struct spec_optimizer {
     double alpha;               /* rmsprop smoothing */
     double lr_decay;            /* adagrad */
     double initial_accumulator; /* adagrad */
+    struct spec_schedule schedule;
 };
 
 /* The fields a typed layer may give, in the bit order of spec_layer.given
@@ -131,6 +192,7 @@ struct mlq_spec {
     bool shuffle;
     int64_t memory_budget_mb; /* dataset bytes held in memory; 0 = default */
     struct spec_augment augment;
+    struct spec_early_stopping early_stopping;
 
     /* eval and predict */
     int64_t run;                     /* the train job whose checkpoint is used */
@@ -147,6 +209,8 @@ const char *spec_activation_name(enum activation act);
 const char *spec_output_name(enum output_kind out);
 const char *spec_loss_name(enum loss_kind loss);
 const char *spec_optim_name(enum optim_kind opt);
+const char *spec_sched_name(enum sched_kind kind);
+const char *spec_metric_name(enum spec_metric metric);
 
 /* Fills *spec with every default (a train job with the seed article's MLP). */
 void spec_defaults(struct mlq_spec *spec);
