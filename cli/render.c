@@ -19,6 +19,8 @@ void render_result(json_t *result)
         printf("  rows       %lld\n", (long long)json_integer_value(v));
     if ((v = json_object_get(result, "output")) && json_is_string(v))
         printf("  output     %s\n", json_string_value(v));
+    if ((v = json_object_get(result, "note")) && json_is_string(v)) /* e.g. stopped early */
+        printf("  note       %s\n", json_string_value(v));
     size_t i, j;
     json_t *e;
     if ((v = json_object_get(result, "class_counts")) && json_is_array(v)) {

@@ -239,6 +239,15 @@ static void check_resume_exact_model(const struct fixture *f, const char *model_
     for (int e = 0; e < 3; e++) {
         assert_true(full.epochs[e + 1].train_loss == second.epochs[e].train_loss);
         assert_true(full.epochs[e + 1].val_accuracy == second.epochs[e].val_accuracy);
+        assert_true(full.epochs[e + 1].lr == second.epochs[e].lr);
+    }
+    assert_int_equal(a.has_run_state, b.has_run_state);
+    if (a.has_run_state) {
+        assert_true(a.sched_lr == b.sched_lr);
+        assert_int_equal(a.sched_last_epoch, b.sched_last_epoch);
+        assert_int_equal(a.sched_bad_epochs, b.sched_bad_epochs);
+        assert_int_equal(a.sched_cooldown, b.sched_cooldown);
+        assert_int_equal(a.es_wait, b.es_wait);
     }
     checkpoint_free(&a);
     checkpoint_free(&b);
@@ -347,6 +356,161 @@ static void test_resume_equals_uninterrupted(void **state)
                           "\"amsgrad\": true}");
     check_resume_exact(f, "{\"name\": \"rmsprop\", \"lr\": 0.001, \"momentum\": 0.5, "
                           "\"centered\": true}");
+}
+
+/* Schedules through the training loop: the lr recorded each epoch is the
+ * schedule's, the optimizer steps with it, and a run stopped after 2 of 4
+ * epochs and resumed from its checkpoint ends bit for bit where the
+ * uninterrupted run does, with the schedule's state (reduce_on_plateau's
+ * best, bad epochs and cooldown) back from the checkpoint. */
+static void test_schedules_resume_exactly(void **state)
+{
+    struct fixture *f = *state;
+    struct mlq_spec s;
+    make_spec(f,
+              "{\"name\": \"adam\", \"lr\": 0.01, \"schedule\": {\"type\": \"step\", "
+              "\"step_size\": 1, \"gamma\": 0.5}}",
+              &s);
+    struct recorder r = {0};
+    struct train_result res;
+    run_ok(&s, NULL, 0, &r, &res);
+    assert_int_equal(r.n_epochs, 4);
+    for (int e = 0; e < 4; e++)
+        assert_true(r.epochs[e].lr == 0.01 * pow(0.5, e));
+    struct checkpoint c;
+    decode_ok(r.blob[3], r.len[3], &c);
+    assert_true(c.has_run_state);
+    assert_true(c.sched_lr == 0.01 * pow(0.5, 4)); /* the next epoch's */
+    checkpoint_free(&c);
+    rec_free(&r);
+
+    /* A schedule changes the weights: not the constant-lr run's. */
+    struct mlq_spec plain;
+    make_spec(f, "{\"name\": \"adam\", \"lr\": 0.01}", &plain);
+    struct recorder p = {0}, q = {0};
+    run_ok(&plain, NULL, 0, &p, &res);
+    run_ok(&s, NULL, 0, &q, &res);
+    struct checkpoint a, b;
+    decode_ok(p.blob[3], p.len[3], &a);
+    decode_ok(q.blob[3], q.len[3], &b);
+    assert_false(a.has_run_state); /* an old spec's checkpoint is as before */
+    assert_memory_not_equal(a.params, b.params, sizeof(float) * a.n_params);
+    checkpoint_free(&a);
+    checkpoint_free(&b);
+    rec_free(&p);
+    rec_free(&q);
+
+    check_resume_exact(f, "{\"name\": \"adam\", \"lr\": 0.01, \"schedule\": {\"type\": "
+                          "\"cosine\", \"t_max\": 3}}");
+    check_resume_exact(f, "{\"name\": \"sgd\", \"lr\": 0.1, \"schedule\": {\"type\": "
+                          "\"cosine\", \"t_max\": 50, \"interval\": \"step\"}}");
+    check_resume_exact(f, "{\"name\": \"sgd\", \"lr\": 0.1, \"momentum\": 0.9, \"schedule\": "
+                          "{\"type\": \"sequential\", \"milestones\": [2], \"schedules\": "
+                          "[{\"type\": \"linear\", \"start_factor\": 0.1, \"total_iters\": 2}, "
+                          "{\"type\": \"exponential\", \"gamma\": 0.7}]}}");
+    check_resume_exact(f, "{\"name\": \"gd\", \"lr\": 0.5, \"schedule\": {\"type\": "
+                          "\"multistep\", \"milestones\": [1, 3]}}");
+    /* Plateau: patience 0 and a threshold no epoch beats, so the lr halves
+     * every other epoch (cooldown 1) and the state is mid-way at the stop. */
+    const char *plateau = "{\"name\": \"adam\", \"lr\": 0.01, \"schedule\": {\"type\": "
+                          "\"reduce_on_plateau\", \"patience\": 0, \"factor\": 0.5, "
+                          "\"cooldown\": 1, \"threshold\": 0.9}}";
+    make_spec(f, plateau, &s);
+    struct recorder pl = {0};
+    run_ok(&s, NULL, 0, &pl, &res);
+    /* epoch 1 improves on inf; 2 does not: halved; 3 in cooldown; 4 halved */
+    assert_true(pl.epochs[0].lr == 0.01);
+    assert_true(pl.epochs[1].lr == 0.01);
+    assert_true(pl.epochs[2].lr == 0.005);
+    assert_true(pl.epochs[3].lr == 0.005);
+    decode_ok(pl.blob[3], pl.len[3], &c);
+    assert_true(c.sched_lr == 0.0025);
+    checkpoint_free(&c);
+    rec_free(&pl);
+    check_resume_exact(f, plateau);
+}
+
+/* early_stopping ends the run when its metric stops improving: a success
+ * with the epoch of the best value, whose checkpoint is taken even when
+ * checkpoint_every would skip it; a resume from the stopping epoch's
+ * checkpoint trains nothing, and a resume from before it stops where the
+ * uninterrupted run stopped. */
+static void test_early_stopping(void **state)
+{
+    struct fixture *f = *state;
+    char json[2048], err[512];
+    struct mlq_spec s;
+    /* min_delta so large that only the first epoch improves (on inf). */
+    snprintf(json, sizeof json,
+             "{\"dataset\": \"%s\", \"validation\": \"%s\", \"model\": {\"layers\": [6, 16, "
+             "3]}, \"optimizer\": \"adam\", \"epochs\": 20, \"seed\": 3, \"threads\": 1, "
+             "\"checkpoint_every\": 0, \"early_stopping\": {\"metric\": \"val_loss\", "
+             "\"patience\": 2, \"min_delta\": 1e9}}",
+             f->train, f->val);
+    if (spec_parse(json, &s, err, sizeof err)) fail_msg("spec: %s", err);
+    struct recorder r = {0};
+    struct train_result res;
+    run_ok(&s, NULL, 0, &r, &res);
+    assert_false(res.cancelled);
+    assert_true(res.stopped_early);
+    assert_int_equal(res.epochs_done, 3);
+    assert_int_equal(r.n_epochs, 3);
+    assert_int_equal(res.best_epoch, 1);
+    assert_true(res.best_value == r.epochs[0].val_loss);
+    assert_int_equal(r.n_ckpt, 2); /* the best (epoch 1) and the last (3) */
+    struct checkpoint c;
+    decode_ok(r.blob[0], r.len[0], &c);
+    assert_int_equal(c.epoch, 1);
+    checkpoint_free(&c);
+    decode_ok(r.blob[1], r.len[1], &c);
+    assert_int_equal(c.epoch, 3);
+    assert_int_equal(c.es_wait, 2);
+    assert_int_equal(c.es_best_epoch, 1);
+    checkpoint_free(&c);
+    json_t *out = json_object();
+    train_result_early_stop_json(&s, &res, out);
+    assert_true(json_is_true(json_object_get(out, "stopped_early")));
+    assert_int_equal(json_integer_value(json_object_get(out, "best_epoch")), 1);
+    assert_true(json_is_number(json_object_get(out, "best_val_loss")));
+    assert_non_null(strstr(json_string_value(json_object_get(out, "note")),
+                           "stopped early after epoch 3 of 20"));
+    json_decref(out);
+
+    /* From the last checkpoint: nothing to train, still stopped early. */
+    struct recorder again = {0};
+    run_ok(&s, r.blob[1], r.len[1], &again, &res);
+    assert_int_equal(again.n_epochs, 0);
+    assert_true(res.stopped_early);
+    assert_int_equal(res.epochs_done, 3);
+    /* From the best epoch's: epochs 2 and 3 again, then the stop, with the
+     * weights of the uninterrupted run. */
+    struct recorder resumed = {0};
+    run_ok(&s, r.blob[0], r.len[0], &resumed, &res);
+    assert_int_equal(resumed.n_epochs, 2);
+    assert_true(res.stopped_early);
+    struct checkpoint a, b;
+    decode_ok(r.blob[1], r.len[1], &a);
+    decode_ok(resumed.blob[resumed.n_ckpt - 1], resumed.len[resumed.n_ckpt - 1], &b);
+    assert_int_equal(b.epoch, 3);
+    assert_memory_equal(a.params, b.params, sizeof(float) * a.n_params);
+    checkpoint_free(&a);
+    checkpoint_free(&b);
+    rec_free(&r);
+    rec_free(&again);
+    rec_free(&resumed);
+
+    /* A patience never reached: the run goes to its last epoch. */
+    snprintf(json, sizeof json,
+             "{\"dataset\": \"%s\", \"validation\": \"%s\", \"model\": {\"layers\": [6, 16, "
+             "3]}, \"optimizer\": \"adam\", \"epochs\": 4, \"seed\": 3, \"threads\": 1, "
+             "\"early_stopping\": {\"metric\": \"val_accuracy\", \"patience\": 10}}",
+             f->train, f->val);
+    if (spec_parse(json, &s, err, sizeof err)) fail_msg("spec: %s", err);
+    struct recorder full = {0};
+    run_ok(&s, NULL, 0, &full, &res);
+    assert_false(res.stopped_early);
+    assert_int_equal(res.epochs_done, 4);
+    rec_free(&full);
 }
 
 static void test_same_seed_same_run_and_learning_happens(void **state)
@@ -533,6 +697,8 @@ int main(void)
         cmocka_unit_test(test_resume_equals_uninterrupted),
         cmocka_unit_test(test_typed_model),
         cmocka_unit_test(test_conv_bn_dropout_resume),
+        cmocka_unit_test(test_schedules_resume_exactly),
+        cmocka_unit_test(test_early_stopping),
         cmocka_unit_test(test_same_seed_same_run_and_learning_happens),
         cmocka_unit_test(test_gd_takes_one_step_per_epoch),
         cmocka_unit_test(test_failures_have_reasons),

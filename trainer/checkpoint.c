@@ -104,6 +104,11 @@ static void get_floats(struct reader *r, float *f, size_t n)
  * tensor u8 kind, u8 ndim, u16 name length, the name, ndim u64 dims and a
  * u64 offset. */
 #define TENSOR_BYTES(t) (4 + strlen((t)->name) + 8 * (size_t)(t)->ndim + 8)
+/* The run state after the table: u32 its length, then 9 words (f64 lr,
+ * i64 last epoch, i64 phase epoch, f64 best, i64 bad epochs, i64 cooldown,
+ * f64 early stopping's best, i64 its wait, i64 its best epoch). A reader
+ * takes the words it knows and skips the rest. */
+#define RUN_STATE_BYTES (9 * 8)
 
 int checkpoint_encode(const struct checkpoint *c, void **blob, size_t *len)
 {
@@ -111,6 +116,7 @@ int checkpoint_encode(const struct checkpoint *c, void **blob, size_t *len)
     size_t table = 8 + 4;
     for (int i = 0; i < c->n_tensors; i++)
         table += TENSOR_BYTES(&c->tensors[i]);
+    if (c->has_run_state) table += 4 + RUN_STATE_BYTES;
     size_t header = 4 + spec_len + FIXED_HEADER_BYTES + METRICS_BYTES + table;
     size_t total = sizeof magic + 4 + 4 + header + 4 * (c->n_params + c->n_optim + c->n_state) + 4;
     if (spec_len > UINT32_MAX || header > UINT32_MAX) return -E2BIG;
@@ -151,6 +157,18 @@ int checkpoint_encode(const struct checkpoint *c, void **blob, size_t *len)
         for (int d = 0; d < t->ndim; d++)
             put_u64(&w, (uint64_t)t->shape[d]);
         put_u64(&w, t->offset);
+    }
+    if (c->has_run_state) {
+        put_u32(&w, RUN_STATE_BYTES);
+        put_f64(&w, c->sched_lr);
+        put_u64(&w, (uint64_t)c->sched_last_epoch);
+        put_u64(&w, (uint64_t)c->sched_phase_epoch);
+        put_f64(&w, c->sched_best);
+        put_u64(&w, (uint64_t)c->sched_bad_epochs);
+        put_u64(&w, (uint64_t)c->sched_cooldown);
+        put_f64(&w, c->es_best);
+        put_u64(&w, (uint64_t)c->es_wait);
+        put_u64(&w, (uint64_t)c->es_best_epoch);
     }
     put_floats(&w, c->params, c->n_params);
     put_floats(&w, c->optim_state, c->n_optim);
@@ -247,6 +265,22 @@ int checkpoint_decode(const void *blob, size_t len, struct checkpoint *c, char *
     }
     uint64_t n_state = 0;
     if (version >= 2 && (rc = read_table(&r, body, c, &n_state))) goto malformed;
+    if (version >= 2 && !r.short_read && r.p <= body && body - r.p >= 4) {
+        uint32_t n = get_u32(&r);
+        if (n < RUN_STATE_BYTES || n > (size_t)(body - r.p)) goto malformed;
+        const unsigned char *next = r.p + n;
+        c->has_run_state = true;
+        c->sched_lr = get_f64(&r);
+        c->sched_last_epoch = (int64_t)get_u64(&r);
+        c->sched_phase_epoch = (int64_t)get_u64(&r);
+        c->sched_best = get_f64(&r);
+        c->sched_bad_epochs = (int64_t)get_u64(&r);
+        c->sched_cooldown = (int64_t)get_u64(&r);
+        c->es_best = get_f64(&r);
+        c->es_wait = (int64_t)get_u64(&r);
+        c->es_best_epoch = (int64_t)get_u64(&r);
+        r.p = next;
+    }
     /* Later versions may append header fields: skip to the body. */
     if (r.short_read || body > r.end || r.p > body) goto malformed;
     r.p = body;

@@ -7,7 +7,8 @@
  *           RNG state, optimizer step, counts of params and optimizer floats,
  *           best metric so far, the last epoch's metrics (appended later: a
  *           reader finds them by the header length), the number of state
- *           floats and the tensor table (v2),
+ *           floats and the tensor table (v2), then optionally the schedule's
+ *           and early stopping's state (a u32 length and its fields),
  *   params (P floats), optimizer state (M floats), state arena (v2),
  *   u32 CRC-32 (zlib) of everything before it.
  * A reader rejects a wrong magic, a newer version, truncation or a bad
@@ -15,6 +16,7 @@
 #ifndef MLQ_CHECKPOINT_H
 #define MLQ_CHECKPOINT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -55,6 +57,17 @@ struct checkpoint {
     float *state; /* (n_state), owned: batch norm running statistics, ... */
     int n_tensors;
     struct checkpoint_tensor *tensors; /* (n_tensors), owned */
+    /* The learning-rate schedule's and early stopping's state, appended
+     * within version 2 after the tensor table; written only by runs with a
+     * schedule or early stopping (has_run_state false otherwise, and in
+     * older checkpoints). */
+    bool has_run_state;
+    double sched_lr;
+    int64_t sched_last_epoch, sched_phase_epoch;
+    double sched_best; /* reduce_on_plateau */
+    int64_t sched_bad_epochs, sched_cooldown;
+    double es_best; /* early stopping's best value of its metric */
+    int64_t es_wait, es_best_epoch;
 };
 
 /* Serialises c into a new buffer (*blob, owned by the caller, free()). */

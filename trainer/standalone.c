@@ -74,7 +74,7 @@ static void print_line(json_t *obj)
 static int on_epoch(void *ctx, const struct epoch_metrics *m)
 {
     struct standalone *s = ctx;
-    s->last_metric = m->has_validation ? m->val_loss : m->train_loss;
+    s->last_metric = m->ckpt_metric;
     if (s->db && record_epoch(s, m)) return -EIO;
     json_t *o = json_object();
     json_object_set_new(o, "epoch", json_integer(m->epoch));
@@ -180,6 +180,7 @@ int standalone_main(const struct standalone_opts *opts)
     json_object_set_new(sum, "train_loss", number_or_null(res.final_train_loss));
     json_object_set_new(sum, "val_loss", number_or_null(res.final_val_loss));
     json_object_set_new(sum, "val_accuracy", number_or_null(res.final_val_accuracy));
+    if (!rc) train_result_early_stop_json(&spec, &res, sum);
     json_object_set_new(sum, "seconds", json_real(now_seconds() - t0));
     if (res.memory_bytes > 0)
         json_object_set_new(sum, "memory_estimate", json_integer(res.memory_bytes));
@@ -188,6 +189,16 @@ int standalone_main(const struct standalone_opts *opts)
     if (rc) json_object_set_new(sum, "error", json_string(err));
     if (s.db) {
         json_object_set_new(sum, "run", json_integer(s.run));
+        if (!rc && res.stopped_early) {
+            json_t *result = json_object();
+            train_result_early_stop_json(&spec, &res, result);
+            char *text = json_dumps(result, JSON_COMPACT);
+            if (!text || store_job_set_result(s.db, s.run, text))
+                log_error("%s: cannot record the result of run %lld", opts->db_path,
+                          (long long)s.run);
+            free(text);
+            json_decref(result);
+        }
         int db_rc =
             rc ? store_job_set_failed(s.db, s.run, err) : store_job_set_succeeded(s.db, s.run);
         if (db_rc)

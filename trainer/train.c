@@ -21,6 +21,7 @@
 #include "net.h"
 #include "optim.h"
 #include "rng.h"
+#include "schedule.h"
 #include "spec_model.h"
 #include "team.h"
 
@@ -40,6 +41,11 @@ struct run {
     struct dataset *val;      /* rows validated on, or NULL */
     struct model model;       /* a dense stack runs through model.net */
     struct optim opt;
+    struct schedule_state sched; /* sched.lr: the learning rate of the next step */
+    double epoch_lr;             /* the lr of the epoch's last step, recorded as its "lr" */
+    /* early stopping */
+    double es_best;
+    int64_t es_wait, es_best_epoch;
     struct rng rng;
     float *x[2];           /* (B, D): the batch trained on, the batch read meanwhile */
     int32_t *yc[2];        /* (B) class ids, cross-entropy */
@@ -256,6 +262,26 @@ static int restore(struct run *r, const void *blob, size_t len, int64_t *epoch, 
         memcpy(bufs[i], c.optim_state + (size_t)i * r->opt.n, sizeof(float) * r->opt.n);
     r->opt.step = c.optim_step;
     r->opt.has_momentum_buffer = c.optim_step > 0;
+    const struct spec_schedule *sc = &r->spec->optimizer.schedule;
+    if (c.has_run_state) {
+        r->sched.lr = c.sched_lr;
+        r->sched.last_epoch = c.sched_last_epoch;
+        r->sched.phase_epoch = c.sched_phase_epoch;
+        r->sched.best = c.sched_best;
+        r->sched.num_bad_epochs = c.sched_bad_epochs;
+        r->sched.cooldown_counter = c.sched_cooldown;
+        r->es_best = c.es_best;
+        r->es_wait = c.es_wait;
+        r->es_best_epoch = c.es_best_epoch;
+    } else if (sc->n_phases) {
+        /* A checkpoint without the schedule's state: a schedule that reads
+         * no metric is replayed to where the run was. */
+        int64_t n = sc->per_step ? c.step : c.epoch;
+        for (int64_t i = 0; i < n; i++)
+            schedule_step(&r->sched, sc, NAN);
+        if (sc->phase[0].kind == SCHED_PLATEAU || r->spec->early_stopping.on)
+            log_warn("the checkpoint has no schedule or early-stopping state: they start afresh");
+    }
     r->rng = c.rng;
     *epoch = c.epoch;
     *step = c.step;
@@ -267,6 +293,12 @@ static int restore(struct run *r, const void *blob, size_t len, int64_t *epoch, 
 out:
     checkpoint_free(&c);
     return rc;
+}
+
+/* Whether the run keeps schedule and early-stopping state in its checkpoints. */
+static bool has_run_state(const struct mlq_spec *s)
+{
+    return s->optimizer.schedule.n_phases > 0 || s->early_stopping.on;
 }
 
 static int save(struct run *r, const struct epoch_metrics *m, double best,
@@ -298,6 +330,16 @@ static int save(struct run *r, const struct epoch_metrics *m, double best,
         .optim_state = state,
         .n_state = r->model.n_state,
         .state = r->model.state,
+        .has_run_state = has_run_state(r->spec),
+        .sched_lr = r->sched.lr,
+        .sched_last_epoch = r->sched.last_epoch,
+        .sched_phase_epoch = r->sched.phase_epoch,
+        .sched_best = r->sched.best,
+        .sched_bad_epochs = r->sched.num_bad_epochs,
+        .sched_cooldown = r->sched.cooldown_counter,
+        .es_best = r->es_best,
+        .es_wait = r->es_wait,
+        .es_best_epoch = r->es_best_epoch,
     };
     int rc = checkpoint_set_tensors(&c, &r->model.tensors);
     void *blob;
@@ -359,6 +401,14 @@ static void batch_read(void *p)
 
 /* Forward, loss and one step (sgd family) or the gradient sum (gd) on the
  * batch cur, while next is read in the background. */
+/* After each optimizer step: a per-step schedule moves on. */
+static void stepped(struct run *r)
+{
+    const struct spec_schedule *sc = &r->spec->optimizer.schedule;
+    r->epoch_lr = r->sched.lr;
+    if (sc->per_step) schedule_step(&r->sched, sc, NAN);
+}
+
 static int train_batch(struct run *r, struct batch *cur, struct batch *next, int64_t epoch,
                        int64_t *step, struct pass_totals *t, char *err, size_t errlen)
 {
@@ -374,14 +424,15 @@ static int train_batch(struct run *r, struct batch *cur, struct batch *next, int
                       "loss became %s at epoch %lld, step %lld: lower the learning rate "
                       "(optimizer.lr = %g) or check the data",
                       isnan(loss) ? "NaN" : "infinite", (long long)epoch + 1, (long long)*step + 1,
-                      s->optimizer.lr);
+                      r->sched.lr);
     t->loss_sum += loss * got;
     if (cur->yc) t->correct += model_correct(&r->model, cur->yc, got);
     t->rows += got;
     if (r->fused_sgd) {
-        net_backward_sgd(net, cur->x, cur->yc, cur->y, got, (float)s->optimizer.lr);
+        net_backward_sgd(net, cur->x, cur->yc, cur->y, got, (float)r->sched.lr);
         r->opt.step++;
         ++*step;
+        stepped(r);
         return 0;
     }
     if (net) {
@@ -396,8 +447,9 @@ static int train_batch(struct run *r, struct batch *cur, struct batch *next, int
         return 0;
     }
     if (s->l1 > 0 || s->l2 > 0) model_penalty(&r->model, s->l1, s->l2);
-    optim_step(&r->opt, r->model.params, r->model.grads, s->optimizer.lr);
+    optim_step(&r->opt, r->model.params, r->model.grads, r->sched.lr);
     ++*step;
+    stepped(r);
     return 0;
 }
 
@@ -444,8 +496,9 @@ static int train_epoch(struct run *r, int64_t epoch, int64_t *step, struct pass_
     if (gd && t->rows > 0) {
         memcpy(r->model.grads, r->gacc, sizeof(float) * r->model.n_params);
         if (s->l1 > 0 || s->l2 > 0) model_penalty(&r->model, s->l1, s->l2);
-        optim_step(&r->opt, r->model.params, r->model.grads, s->optimizer.lr);
+        optim_step(&r->opt, r->model.params, r->model.grads, r->sched.lr);
         ++*step;
+        stepped(r);
     }
     /* Catch a blow-up in the last step before it is checkpointed. */
     for (size_t i = 0; i < r->model.n_params; i++)
@@ -453,8 +506,41 @@ static int train_epoch(struct run *r, int64_t epoch, int64_t *step, struct pass_
             return errmsg(err, errlen, -ERANGE,
                           "weights became NaN or infinite at epoch %lld: lower the learning rate "
                           "(optimizer.lr = %g)",
-                          (long long)epoch + 1, s->optimizer.lr);
+                          (long long)epoch + 1, r->epoch_lr);
     return 0;
+}
+
+static double metric_value(const struct epoch_metrics *m, enum spec_metric which)
+{
+    switch (which) {
+    case METRIC_VAL_LOSS:
+        return m->has_validation ? m->val_loss : NAN;
+    case METRIC_VAL_ACCURACY:
+        return m->has_validation ? m->val_accuracy : NAN;
+    case METRIC_TRAIN_LOSS:
+        return m->train_loss;
+    case METRIC_TRAIN_ACCURACY:
+        return m->train_accuracy;
+    }
+    return NAN;
+}
+
+/* Early stopping after epoch m: true when the run should end here. An
+ * improvement is by more than min_delta (as Keras and Lightning count it);
+ * a NaN is none. */
+static bool early_stop(struct run *r, const struct epoch_metrics *m)
+{
+    const struct spec_early_stopping *es = &r->spec->early_stopping;
+    if (!es->on) return false;
+    double v = metric_value(m, es->metric);
+    bool better = es->mode_max ? v > r->es_best + es->min_delta : v < r->es_best - es->min_delta;
+    if (better) {
+        r->es_best = v;
+        r->es_wait = 0;
+        r->es_best_epoch = m->epoch;
+        return false;
+    }
+    return ++r->es_wait >= es->patience;
 }
 
 int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resume_len,
@@ -482,10 +568,18 @@ int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resum
 
     int64_t epoch = 0, step = 0;
     double best = INFINITY;
+    const struct spec_schedule *sc = &spec->optimizer.schedule;
+    const struct spec_early_stopping *es = &spec->early_stopping;
+    schedule_init(&r.sched, sc, spec->optimizer.lr);
+    r.es_best = es->mode_max ? -INFINITY : INFINITY;
     if (resume_blob) {
         if ((rc = restore(&r, resume_blob, resume_len, &epoch, &step, &best, res, err, errlen)))
             goto out;
-        if (epoch >= spec->epochs)
+        if (es->on && r.es_wait >= es->patience)
+            log_warn("the checkpoint is at epoch %lld, where the run stopped early: nothing left "
+                     "to train; reporting its metrics",
+                     (long long)epoch);
+        else if (epoch >= spec->epochs)
             log_warn("the checkpoint is at epoch %lld of %lld: nothing left to train; reporting "
                      "its metrics",
                      (long long)epoch, (long long)spec->epochs);
@@ -497,12 +591,14 @@ int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resum
     }
 
     bool ce = spec->loss == LOSS_CROSS_ENTROPY;
-    for (; epoch < spec->epochs; epoch++) {
-        struct epoch_metrics m = {.epoch = epoch + 1, .lr = spec->optimizer.lr};
+    bool stopped_early = es->on && r.es_wait >= es->patience; /* a resume of a stopped run */
+    for (; epoch < spec->epochs && !stopped_early; epoch++) {
+        r.epoch_lr = r.sched.lr;
         struct pass_totals t;
         bool stopped = false;
         double t0 = now_seconds();
         if ((rc = train_epoch(&r, epoch, &step, &t, cb, &stopped, err, errlen))) goto out;
+        struct epoch_metrics m = {.epoch = epoch + 1, .lr = r.epoch_lr};
         if (stopped) {
             res->cancelled = true;
             goto out;
@@ -520,7 +616,20 @@ int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resum
             m.val_accuracy = ce ? (double)t.correct / (double)t.rows : NAN;
             metric = m.val_loss;
         }
-        if (metric < best) best = metric;
+        m.ckpt_metric = metric;
+        if (es->on) {
+            double v = metric_value(&m, es->metric);
+            m.ckpt_metric = es->mode_max ? -v : v;
+        }
+        if (m.ckpt_metric < best) best = m.ckpt_metric;
+        /* scheduler.step(), after the epoch's validation as in a PyTorch loop */
+        if (sc->n_phases && !sc->per_step)
+            schedule_step(&r.sched, sc,
+                          sc->phase[0].kind == SCHED_PLATEAU ? metric_value(&m, sc->phase[0].metric)
+                                                             : NAN);
+        int64_t es_best_epoch = r.es_best_epoch;
+        stopped_early = early_stop(&r, &m);
+        bool improved = r.es_best_epoch != es_best_epoch;
         res->epochs_done = epoch + 1;
         res->final_train_loss = m.train_loss;
         res->final_val_loss = m.has_validation ? m.val_loss : NAN;
@@ -529,15 +638,45 @@ int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resum
             res->cancelled = true;
             goto out;
         }
-        bool last = epoch + 1 == spec->epochs;
-        bool due = spec->checkpoint_every > 0 && (epoch + 1) % spec->checkpoint_every == 0;
+        bool last = epoch + 1 == spec->epochs || stopped_early;
+        /* With early stopping, every improvement is checkpointed: the best is kept. */
+        bool due =
+            (spec->checkpoint_every > 0 && (epoch + 1) % spec->checkpoint_every == 0) || improved;
         if ((due || last) && (rc = save(&r, &m, best, cb))) {
             errmsg(err, errlen, rc, "cannot save the checkpoint of epoch %lld: %s",
                    (long long)epoch + 1, strerror(-rc));
             goto out;
         }
     }
+    if (stopped_early) {
+        res->stopped_early = true;
+        res->best_epoch = r.es_best_epoch;
+        res->best_value = r.es_best;
+        log_info("stopped early after epoch %lld: %s did not improve for %d epochs (best %g at "
+                 "epoch %lld)",
+                 (long long)res->epochs_done, spec_metric_name(es->metric), es->patience, r.es_best,
+                 (long long)r.es_best_epoch);
+    }
 out:
     run_free(&r);
     return rc;
+}
+
+void train_result_early_stop_json(const struct mlq_spec *spec, const struct train_result *res,
+                                  json_t *result)
+{
+    if (!res->stopped_early) return;
+    const struct spec_early_stopping *es = &spec->early_stopping;
+    const char *name = spec_metric_name(es->metric);
+    char key[64], note[256];
+    snprintf(key, sizeof key, "best_%s", name);
+    snprintf(note, sizeof note,
+             "stopped early after epoch %lld of %d: %s did not improve for %d epochs (best %.6g "
+             "at epoch %lld)",
+             (long long)res->epochs_done, spec->epochs, name, es->patience, res->best_value,
+             (long long)res->best_epoch);
+    json_object_set_new(result, "stopped_early", json_true());
+    json_object_set_new(result, "best_epoch", json_integer(res->best_epoch));
+    if (isfinite(res->best_value)) json_object_set_new(result, key, json_real(res->best_value));
+    json_object_set_new(result, "note", json_string(note));
 }

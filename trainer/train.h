@@ -16,7 +16,11 @@ struct epoch_metrics {
     double train_loss, train_accuracy; /* accuracy: cross-entropy only, else NAN */
     bool has_validation;
     double val_loss, val_accuracy;
-    double lr;
+    double lr; /* the learning rate of the epoch's last step */
+    /* What "best" checkpoints rank, lower is better: early stopping's
+     * metric (negated when higher is better), else the validation loss,
+     * else the training loss. */
+    double ckpt_metric;
     double samples_per_s;
     double seconds; /* wall time of the epoch */
 };
@@ -35,6 +39,11 @@ struct train_result {
     int64_t epochs_done;
     double final_train_loss, final_val_loss, final_val_accuracy;
     bool cancelled;
+    /* early_stopping ended the run (a success): its metric's best value
+     * and the epoch that reached it. */
+    bool stopped_early;
+    int64_t best_epoch;
+    double best_value;
     int64_t memory_bytes; /* the job's estimated memory (trainer/job_memory.h) */
 };
 
@@ -43,5 +52,11 @@ struct train_result {
  * err (bad data, NaN loss, ...). */
 int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resume_len,
               const struct train_callbacks *cb, struct train_result *res, char *err, size_t errlen);
+
+/* A run that stopped early: "stopped_early": true, "best_epoch", the
+ * metric's best value under its name ("best_val_loss") and a "note" in
+ * result (a JSON object). Nothing for other runs. */
+void train_result_early_stop_json(const struct mlq_spec *spec, const struct train_result *res,
+                                  json_t *result);
 
 #endif

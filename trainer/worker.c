@@ -59,7 +59,7 @@ struct job_ctx {
     void *pair;
     int64_t job;
     int64_t last_epoch;
-    double last_metric; /* validation loss of last_epoch, else train loss */
+    double last_metric; /* what "best" ranks of last_epoch (epoch_metrics.ckpt_metric) */
 };
 
 static void put_num(json_t *o, const char *key, double v)
@@ -81,7 +81,7 @@ static int job_on_epoch(void *ctx, const struct epoch_metrics *m)
     put_num(v, "lr", m->lr);
     put_num(v, "samples_per_s", m->samples_per_s);
     jc->last_epoch = m->epoch;
-    jc->last_metric = m->has_validation ? m->val_loss : m->train_loss;
+    jc->last_metric = m->ckpt_metric;
     json_t *body = json_pack("{s:I, s:I, s:I, s:o}", "job", (json_int_t)jc->job, "epoch",
                              (json_int_t)m->epoch, "step", (json_int_t)m->step, "values", v);
     int rc = proto_send(jc->pair, NULL, 0, PROTO_METRICS, body, NULL, 0, 0);
@@ -168,6 +168,7 @@ static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
             put_num(result, "train_loss", res.final_train_loss);
             put_num(result, "val_loss", res.final_val_loss);
             put_num(result, "val_accuracy", res.final_val_accuracy);
+            train_result_early_stop_json(&spec, &res, result);
         }
     } else if (!m->bin) {
         rc = -EINVAL;
