@@ -5,8 +5,9 @@
 # (784-128-64-10, ReLU, cross-entropy, SGD lr 0.01) for one epoch at batch
 # sizes 1, 64 and 1024 (batch 1 on the first SUBSET rows), each setting
 # REPS times, and prints the median samples/s of each side at its best thread
-# setting, their ratio and the peak RSS. --accuracy adds 10-epoch runs (SGD lr
-# 0.01 and Adam lr 0.001, batch 64) validated on t10k. docs/benchmarks.md.
+# setting, their ratio and the peak RSS; then the CNN recipes' ratios
+# (bench/cnn_bench.sh, unless --no-cnn). --accuracy adds 10-epoch runs (SGD
+# lr 0.01 and Adam lr 0.001, batch 64) validated on t10k. docs/benchmarks.md.
 #
 # Both sides run the OpenBLAS kernel named by OPENBLAS_CORETYPE, left as the
 # environment has it; the thread count is given to each process at start
@@ -17,7 +18,7 @@ set -euo pipefail
 usage() {
     cat <<'EOF'
 usage: bench/train_bench.sh [--build DIR] [--reps N] [--subset N] [--accuracy]
-                            [--no-torch] [--batches "1 64 1024"]
+                            [--no-torch] [--no-cnn] [--batches "1 64 1024"]
 
   --build DIR    build tree holding cli/mlq and trainer/mlq-trainer (default:
                  build-bench in the source tree, configured and built if needed)
@@ -25,6 +26,7 @@ usage: bench/train_bench.sh [--build DIR] [--reps N] [--subset N] [--accuracy]
   --subset N     rows used at batch 1 (default 10000)
   --accuracy     also train 10 epochs with SGD and with Adam, validated on t10k
   --no-torch     mlq only
+  --no-cnn       skip the CNN recipes (bench/cnn_bench.sh, built in the same tree)
   --batches L    batch sizes to measure (default "1 64 1024")
 EOF
 }
@@ -35,6 +37,7 @@ REPS=3
 SUBSET=10000
 ACCURACY=0
 TORCH=1
+CNN=1
 BATCHES="1 64 1024"
 FMNIST=${FMNIST:-/usr/share/datasets/fashion-mnist}
 PY=/usr/bin/python3
@@ -46,6 +49,7 @@ while [ $# -gt 0 ]; do
     --subset) SUBSET=$2; shift 2 ;;
     --accuracy) ACCURACY=1; shift ;;
     --no-torch) TORCH=0; shift ;;
+    --no-cnn) CNN=0; shift ;;
     --batches) BATCHES=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
@@ -200,6 +204,14 @@ for B in $BATCHES; do
 done
 
 echo "OpenBLAS kernel (as mlq-trainer reports it): $(cat "$TMP/kernel" 2>/dev/null)"
+
+# ---- the CNN recipes, beside the MLP's (issue 10) ----
+if [ "$CNN" = 1 ]; then
+    echo
+    echo "CNN recipes at batch 64 (bench/cnn_bench.sh --reps $REPS):"
+    [ -x "$BUILD/bench/cnn_bench" ] || cmake --build "$BUILD" --target cnn_bench >/dev/null
+    "$ROOT/bench/cnn_bench.sh" --build "$BUILD" --reps "$REPS" $([ "$TORCH" = 1 ] || echo --no-torch)
+fi
 
 # ---- accuracy ----
 if [ "$ACCURACY" = 1 ]; then
