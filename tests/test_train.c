@@ -1,5 +1,6 @@
 /* The training loop: checkpoints, exact resume, determinism, failures, and
  * mlq-trainer --standalone as a user runs it. */
+#include <errno.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -109,6 +110,84 @@ static void decode_ok(const void *blob, size_t len, struct checkpoint *c)
 {
     char err[256];
     if (checkpoint_decode(blob, len, c, err, sizeof err)) fail_msg("decode: %s", err);
+}
+
+/* The schedule's record after the tensor table: written and read back; a
+ * record of length 0 with a later field after it reads as none, and the
+ * later field is skipped; a length too short for its fields is refused. */
+static void test_checkpoint_run_state(void **state)
+{
+    (void)state;
+    float params[3] = {1, 2, 3};
+    struct checkpoint c = {.spec_json = "{}",
+                           .epoch = 4,
+                           .step = 40,
+                           .n_params = 3,
+                           .params = params,
+                           .has_run_state = true,
+                           .sched_lr = 0.0025,
+                           .sched_last_epoch = 4,
+                           .sched_phase_epoch = 1,
+                           .sched_best = 0.5,
+                           .sched_bad_epochs = 2,
+                           .sched_cooldown = 1,
+                           .es_best = 0.25,
+                           .es_wait = 3,
+                           .es_best_epoch = 1};
+    void *blob;
+    size_t len;
+    assert_int_equal(checkpoint_encode(&c, &blob, &len), 0);
+    struct checkpoint d;
+    decode_ok(blob, len, &d);
+    assert_true(d.has_run_state);
+    assert_true(d.sched_lr == 0.0025);
+    assert_int_equal(d.sched_last_epoch, 4);
+    assert_int_equal(d.sched_phase_epoch, 1);
+    assert_true(d.sched_best == 0.5);
+    assert_int_equal(d.sched_bad_epochs, 2);
+    assert_int_equal(d.sched_cooldown, 1);
+    assert_true(d.es_best == 0.25);
+    assert_int_equal(d.es_wait, 3);
+    assert_int_equal(d.es_best_epoch, 1);
+    checkpoint_free(&d);
+    free(blob);
+
+    /* Without the record, then with a length-0 record and 8 bytes of a
+     * later field spliced in at the header's end. */
+    c.has_run_state = false;
+    assert_int_equal(checkpoint_encode(&c, &blob, &len), 0);
+    unsigned char *b = blob;
+    uint32_t h =
+        (uint32_t)b[12] | (uint32_t)b[13] << 8 | (uint32_t)b[14] << 16 | (uint32_t)b[15] << 24;
+    for (int variant = 0; variant < 2; variant++) {
+        size_t at = 16 + h, add = 12, len2 = len + add;
+        unsigned char *b2 = malloc(len2);
+        memcpy(b2, b, at);
+        memset(b2 + at, 0x07, add);
+        memset(b2 + at, 0, 4);
+        if (variant == 1) b2[at] = 8; /* a length below the record's fields */
+        memcpy(b2 + at + add, b + at, len - at - 4);
+        uint32_t h2 = h + (uint32_t)add;
+        for (int i = 0; i < 4; i++)
+            b2[12 + i] = (unsigned char)(h2 >> (8 * i));
+        uint32_t crc = (uint32_t)crc32(0L, b2, (uInt)(len2 - 4));
+        for (int i = 0; i < 4; i++)
+            b2[len2 - 4 + i] = (unsigned char)(crc >> (8 * i));
+        char err[256];
+        int rc = checkpoint_decode(b2, len2, &d, err, sizeof err);
+        if (variant == 0) {
+            assert_int_equal(rc, 0);
+            assert_false(d.has_run_state);
+            assert_int_equal(d.n_params, 3);
+            assert_memory_equal(d.params, params, sizeof params);
+            checkpoint_free(&d);
+        } else {
+            assert_int_equal(rc, -EINVAL);
+            assert_non_null(strstr(err, "malformed"));
+        }
+        free(b2);
+    }
+    free(blob);
 }
 
 static void test_checkpoint_round_trip_and_corruption(void **state)
@@ -694,6 +773,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_checkpoint_round_trip_and_corruption),
+        cmocka_unit_test(test_checkpoint_run_state),
         cmocka_unit_test(test_resume_equals_uninterrupted),
         cmocka_unit_test(test_typed_model),
         cmocka_unit_test(test_conv_bn_dropout_resume),

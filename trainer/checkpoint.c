@@ -267,18 +267,20 @@ int checkpoint_decode(const void *blob, size_t len, struct checkpoint *c, char *
     if (version >= 2 && (rc = read_table(&r, body, c, &n_state))) goto malformed;
     if (version >= 2 && !r.short_read && r.p <= body && body - r.p >= 4) {
         uint32_t n = get_u32(&r);
-        if (n < RUN_STATE_BYTES || n > (size_t)(body - r.p)) goto malformed;
+        if ((n && n < RUN_STATE_BYTES) || n > (size_t)(body - r.p)) goto malformed;
         const unsigned char *next = r.p + n;
-        c->has_run_state = true;
-        c->sched_lr = get_f64(&r);
-        c->sched_last_epoch = (int64_t)get_u64(&r);
-        c->sched_phase_epoch = (int64_t)get_u64(&r);
-        c->sched_best = get_f64(&r);
-        c->sched_bad_epochs = (int64_t)get_u64(&r);
-        c->sched_cooldown = (int64_t)get_u64(&r);
-        c->es_best = get_f64(&r);
-        c->es_wait = (int64_t)get_u64(&r);
-        c->es_best_epoch = (int64_t)get_u64(&r);
+        c->has_run_state = n > 0; /* 0: none, with fields appended after it */
+        if (c->has_run_state) {
+            c->sched_lr = get_f64(&r);
+            c->sched_last_epoch = (int64_t)get_u64(&r);
+            c->sched_phase_epoch = (int64_t)get_u64(&r);
+            c->sched_best = get_f64(&r);
+            c->sched_bad_epochs = (int64_t)get_u64(&r);
+            c->sched_cooldown = (int64_t)get_u64(&r);
+            c->es_best = get_f64(&r);
+            c->es_wait = (int64_t)get_u64(&r);
+            c->es_best_epoch = (int64_t)get_u64(&r);
+        }
         r.p = next;
     }
     /* Later versions may append header fields: skip to the body. */

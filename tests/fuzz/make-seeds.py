@@ -81,7 +81,25 @@ def specs():
                  "shortcut": [{"type": "conv2d", "out": 4, "kernel": 1, "stride": 2},
                               {"type": "batchnorm"}]},
                 {"type": "global_avgpool"}, {"type": "flatten"}, {"type": "dense", "out": 2}]}},
+        "train-cosine.json": {"dataset": {"path": "d.h5"}, "optimizer": {
+            "name": "adam", "lr": 0.001, "schedule": {"type": "cosine", "t_max": 12,
+                                                      "eta_min": 1e-5, "interval": "step"}}},
+        "train-warmup-cosine.json": {"dataset": {"path": "d.h5"}, "optimizer": {
+            "name": "sgd", "lr": 0.1, "schedule": {
+                "type": "sequential", "milestones": [5], "schedules": [
+                    {"type": "linear", "start_factor": 0.1, "total_iters": 5},
+                    {"type": "multistep", "milestones": [10, 20], "gamma": 0.5}]}}},
+        "train-plateau-early-stop.json": {
+            "dataset": {"path": "d.h5"}, "validation_split": 0.1,
+            "optimizer": {"name": "adam", "schedule": {
+                "type": "reduce_on_plateau", "metric": "val_accuracy", "mode": "max",
+                "factor": 0.5, "patience": 2, "threshold": 0.01, "threshold_mode": "abs",
+                "cooldown": 1, "min_lr": 1e-6, "eps": 1e-9}},
+            "early_stopping": {"metric": "val_loss", "mode": "min", "patience": 3,
+                               "min_delta": 0.001}},
         # near-misses
+        "miss-schedule-field.json": {"dataset": {"path": "d.h5"}, "optimizer": {
+            "name": "adam", "schedule": {"type": "step", "step_size": 0}}},
         "miss-typed-field.json": {"dataset": {"path": "f.h5"}, "model": {
             "input": [4], "layers": [{"type": "dense", "out": 3, "kernel": 2}]}},
         "miss-typed-shape.json": {"dataset": {"path": "f.h5"}, "model": {
@@ -183,6 +201,12 @@ def checkpoints():
                                                                    extra=metrics))
     put("fuzz_checkpoint", "later-header-field", b"\0" + checkpoint_blob(
         spec, params, optim, extra=metrics + b"\x07" * 8))
+    # version 2 with no tensor table and the schedule's state after it
+    v2 = metrics + struct.pack("<QI", 0, 0) + struct.pack("<I", 72) + \
+        struct.pack("<dqqdqqdqq", 0.005, 4, 2, 0.3, 1, 0, 0.3, 1, 3)
+    put("fuzz_checkpoint", "with-run-state", b"\0" + checkpoint_blob(
+        dict(spec, optimizer={"name": "adam", "lr": 0.01, "schedule": {
+            "type": "step", "step_size": 2}}), params, optim, version=2, extra=v2))
     # near-misses: flag 1 rewrites the CRC, so the checks behind it are reached
     put("fuzz_checkpoint", "miss-crc", b"\0" + good[:40] + b"X" + good[41:])
     put("fuzz_checkpoint", "miss-truncated", b"\1" + good[:-20] + good[-4:])
