@@ -18,6 +18,15 @@ static void reply_ok(struct broker *b, const struct proto_msg *m, json_t *body)
     broker_reply(b, m->ident, m->ident_len, PROTO_OK, body, NULL, 0);
 }
 
+/* Whether the sender may see job j: its owner or an admin (anyone, without
+ * keys). Others are told there is no such job, so that ids say nothing about
+ * what exists. */
+static bool may_see(const struct broker *b, const struct store_job *j)
+{
+    if (!b->who || b->who->role == KEYS_ROLE_ADMIN) return true;
+    return j->owner && strcmp(j->owner, b->who->name) == 0;
+}
+
 /* ---- clients ---------------------------------------------------------------- */
 
 static void on_submit(struct broker *b, struct proto_msg *m)
@@ -37,6 +46,10 @@ static void on_submit(struct broker *b, struct proto_msg *m)
     if (spec.kind != JOB_TRAIN) {
         struct store_job run;
         int rc = store_job_get(b->store, spec.run, &run);
+        if (rc == 0 && !may_see(b, &run)) {
+            store_job_free(&run);
+            rc = -ENOENT;
+        }
         if (rc == -ENOENT) {
             broker_reply_error(b, m, "not_found", "run %lld: no such run", (long long)spec.run);
             return;
@@ -70,7 +83,8 @@ static void on_submit(struct broker *b, struct proto_msg *m)
     int64_t id;
     bool existed;
     if (broker_write(b)) return;
-    int rc = store_job_submit_spec(b->store, &spec, request_id, &id, &existed);
+    int rc = store_job_submit_owned(b->store, &spec, request_id, b->who ? b->who->name : NULL, &id,
+                                    &existed);
     if (rc == -EEXIST) {
         broker_reply_error(b, m, "conflict", "%s", store_errmsg(b->store));
         return;
@@ -108,6 +122,7 @@ static json_t *job_json(const struct store_job *j)
         "finished", j->finished ? json_real(j->finished) : json_null());
     if (!o) return NULL;
     if (j->run) json_object_set_new(o, "run", json_integer(j->run));
+    json_object_set_new(o, "owner", j->owner ? json_string(j->owner) : json_null());
     json_object_set_new(o, "error", j->error ? json_string(j->error) : json_null());
     if (j->result_json) {
         json_t *r = json_loads(j->result_json, 0, NULL);
@@ -136,6 +151,10 @@ static int get_job_or_reply(struct broker *b, struct proto_msg *m, int64_t id,
                             struct store_job *job)
 {
     int rc = store_job_get(b->store, id, job);
+    if (rc == 0 && !may_see(b, job)) {
+        store_job_free(job);
+        rc = -ENOENT;
+    }
     if (rc == -ENOENT)
         broker_reply_error(b, m, "not_found", "job %lld: no such job", (long long)id);
     else if (rc)
@@ -246,7 +265,7 @@ static void on_queue(struct broker *b, struct proto_msg *m)
         for (size_t i = 0; i < n && json_array_size(jobs) < QUEUE_LIST_MAX; i++) {
             struct store_job job;
             if (store_job_get(b->store, ids[i], &job) == 0) {
-                json_array_append_new(jobs, job_json(&job));
+                if (may_see(b, &job)) json_array_append_new(jobs, job_json(&job));
                 store_job_free(&job);
             }
         }
@@ -269,7 +288,15 @@ static void on_workers(struct broker *b, struct proto_msg *m)
         json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:f, s:f}", "name", t->name, "host", t->host,
                               "version", t->version, "state", t->job ? "busy" : "idle",
                               "last_heartbeat_age", now - t->last_seen, "since", t->since);
-        json_object_set_new(o, "job", t->job ? json_integer(t->job) : json_null());
+        json_t *jobv = json_null();
+        struct store_job j;
+        if (t->job && (!b->who || b->who->role == KEYS_ROLE_ADMIN))
+            jobv = json_integer(t->job);
+        else if (t->job && store_job_get(b->store, t->job, &j) == 0) {
+            if (may_see(b, &j)) jobv = json_integer(t->job);
+            store_job_free(&j);
+        }
+        json_object_set_new(o, "job", jobv);
         json_t *caps = t->capabilities ? json_loads(t->capabilities, 0, NULL) : NULL;
         json_object_set_new(o, "capabilities", caps ? caps : json_null());
         json_array_append_new(list, o);

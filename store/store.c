@@ -4,6 +4,7 @@
 #include "store_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -134,20 +135,24 @@ static const char *const migrations[] = {
     "  WHERE t.type <> 'object' AND instr(t.fullkey, '[') = 0;"
     "ALTER TABLE jobs ADD COLUMN request_id TEXT;"
     "CREATE UNIQUE INDEX jobs_request_id ON jobs(request_id) WHERE request_id IS NOT NULL;",
+    /* 2 -> 3: a job's owner, the name of the key that submitted it (issue 11);
+       NULL for jobs submitted without keys. */
+    "ALTER TABLE jobs ADD COLUMN owner TEXT;",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema version");
 
 #define JOB_COLS                                                                                   \
     "id, kind, state, priority, attempts, max_attempts, name, trainer, run, cancel_requested, "    \
-    "submitted, started, finished, spec, error, result, request_id"
+    "submitted, started, finished, spec, error, result, request_id, owner"
 #define CKPT_META_COLS "id, run, epoch, step, crc32, size, time, metric"
 #define TERMINAL "('succeeded','failed','cancelled')"
 
 static const char *const stmt_sql[ST_N] = {
     [ST_JOB_INSERT] = "INSERT INTO jobs(kind, state, priority, max_attempts, name, spec, run, "
-                      "submitted, request_id) VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    [ST_JOB_BY_REQUEST] = "SELECT id, spec FROM jobs WHERE request_id = ?1",
+                      "submitted, request_id, owner) "
+                      "VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [ST_JOB_BY_REQUEST] = "SELECT id, spec, owner FROM jobs WHERE request_id = ?1",
     [ST_JOB_GET] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?1",
     [ST_JOB_NEXT] = "SELECT " JOB_COLS " FROM jobs WHERE state = 'queued' "
                     "ORDER BY priority DESC, id LIMIT 1",
@@ -427,7 +432,9 @@ static int pragma_int(struct store *s, const char *sql, int *out)
     return ret;
 }
 
-/* mkdir -p of path's parent directory. */
+/* mkdir -p of path's parent directory; the database's own directory is made
+ * 0750, so that history read straight from the file follows its group
+ * (docs/security.md). */
 static int make_parent(const char *path)
 {
     char dir[1024];
@@ -441,7 +448,17 @@ static int make_parent(const char *path)
         if (mkdir(dir, 0755) < 0 && errno != EEXIST) return -errno;
         *p = '/';
     }
-    if (mkdir(dir, 0755) < 0 && errno != EEXIST) return -errno;
+    if (mkdir(dir, 0750) < 0 && errno != EEXIST) return -errno;
+    return 0;
+}
+
+/* A new database file is made 0640 before SQLite opens it (SQLite's own
+ * default is 0644, world-readable); its -wal and -shm files copy its mode. */
+static int create_file(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+    if (fd < 0) return errno == EEXIST ? 0 : -errno;
+    close(fd);
     return 0;
 }
 
@@ -555,6 +572,11 @@ int store_open(struct store **out, const char *path, int flags, char *err, size_
         ret = make_parent(path);
         if (ret < 0) {
             store_fail(s, ret, "%s: cannot create its directory: %s", path, strerror(-ret));
+            goto fail;
+        }
+        ret = create_file(path);
+        if (ret < 0) {
+            store_fail(s, ret, "%s: cannot create: %s", path, strerror(-ret));
             goto fail;
         }
     } else if (!S_ISREG(sb.st_mode)) {

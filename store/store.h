@@ -27,7 +27,7 @@
 
 #include "spec.h" /* enum job_kind, struct mlq_spec */
 
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 #define STORE_SERVICE_PATH "/var/lib/mlq/mlq.db" /* the services' database */
 #define STORE_KEEP_LAST_DEFAULT 3                /* checkpoints kept per run, plus the best */
 #define STORE_NAME_MAX 128
@@ -109,6 +109,7 @@ struct store_job {
     char *error;                         /* failure or cancel reason, or NULL */
     char *result_json;                   /* eval metrics / predict summary, or NULL */
     char *request_id;                    /* its submission's (docs/jobs.md), or NULL */
+    char *owner;                         /* the submitting key's name, or NULL (no keys) */
 };
 void store_job_free(struct store_job *job);              /* frees the strings, not job */
 void store_jobs_free(struct store_job **jobs, size_t n); /* frees an array and its strings */
@@ -117,9 +118,10 @@ struct store_new_job {
     enum job_kind kind;
     const char *spec_json; /* stored as given */
     int priority;
-    int max_attempts; /* <= 0: 3 */
-    const char *name; /* may be NULL */
-    int64_t run;      /* eval/predict: the run referred to; 0 = none */
+    int max_attempts;  /* <= 0: 3 */
+    const char *name;  /* may be NULL */
+    int64_t run;       /* eval/predict: the run referred to; 0 = none */
+    const char *owner; /* the submitting key's name; NULL = none */
 };
 
 #define STORE_REQUEST_ID_MAX 128 /* = PROTO_REQUEST_ID_MAX */
@@ -135,6 +137,11 @@ int store_job_submit(struct store *s, const struct store_new_job *nj, int64_t *i
  * -EEXIST. */
 int store_job_submit_spec(struct store *s, const struct mlq_spec *spec, const char *request_id,
                           int64_t *id, bool *existed);
+/* Same, recording owner (the submitting key's name, NULL = none) on the
+ * job. A request id repeated by another owner is -EEXIST ("taken"), so that
+ * it tells nothing about the other's job. */
+int store_job_submit_owned(struct store *s, const struct mlq_spec *spec, const char *request_id,
+                           const char *owner, int64_t *id, bool *existed);
 
 /* Fills *job (free with store_job_free). -ENOENT if there is no such id. */
 int store_job_get(struct store *s, int64_t id, struct store_job *job);

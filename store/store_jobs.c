@@ -29,7 +29,8 @@ enum {
     C_SPEC,
     C_ERROR,
     C_RESULT,
-    C_REQUEST_ID
+    C_REQUEST_ID,
+    C_OWNER
 };
 
 static int job_from_row(sqlite3_stmt *st, struct store_job *j)
@@ -55,6 +56,7 @@ static int job_from_row(sqlite3_stmt *st, struct store_job *j)
     j->error = store_col_strdup(st, C_ERROR);
     j->result_json = store_col_strdup(st, C_RESULT);
     j->request_id = store_col_strdup(st, C_REQUEST_ID);
+    j->owner = store_col_strdup(st, C_OWNER);
     return 0;
 }
 
@@ -65,7 +67,8 @@ void store_job_free(struct store_job *j)
     free(j->error);
     free(j->result_json);
     free(j->request_id);
-    j->spec_json = j->error = j->result_json = j->request_id = NULL;
+    free(j->owner);
+    j->spec_json = j->error = j->result_json = j->request_id = j->owner = NULL;
 }
 
 void store_jobs_free(struct store_job **jobs, size_t n)
@@ -102,6 +105,10 @@ static int insert_job(struct store *s, const struct store_new_job *nj, const cha
             sqlite3_bind_text(st, 8, request_id, -1, SQLITE_STATIC);
         else
             sqlite3_bind_null(st, 8);
+        if (nj->owner)
+            sqlite3_bind_text(st, 9, nj->owner, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 9);
         ret = store_step_done(s, st, "insert job");
     }
     int64_t new_id = sqlite3_last_insert_rowid(s->db);
@@ -123,7 +130,8 @@ int store_job_submit(struct store *s, const struct store_new_job *nj, int64_t *i
 
 /* The job an earlier submission with request_id made: 0 and *id, -ENOENT, or
  * -EEXIST when its spec differs from spec_json. */
-static int find_request(struct store *s, const char *request_id, const char *spec_json, int64_t *id)
+static int find_request(struct store *s, const char *request_id, const char *spec_json,
+                        const char *owner, int64_t *id)
 {
     sqlite3_stmt *st = store_stmt(s, ST_JOB_BY_REQUEST);
     if (!st) return -EIO;
@@ -133,7 +141,10 @@ static int find_request(struct store *s, const char *request_id, const char *spe
     if (rc == SQLITE_ROW) {
         *id = sqlite3_column_int64(st, 0);
         const char *spec = (const char *)sqlite3_column_text(st, 1);
-        ret = spec && strcmp(spec, spec_json) == 0
+        const char *had = (const char *)sqlite3_column_text(st, 2);
+        bool same_owner = had && owner ? strcmp(had, owner) == 0 : !had && !owner;
+        ret = !same_owner ? store_fail(s, -EEXIST, "request id %s is taken", request_id)
+              : spec && strcmp(spec, spec_json) == 0
                   ? 0
                   : store_fail(s, -EEXIST,
                                "request id %s was used for job %lld, with a different spec",
@@ -150,6 +161,12 @@ static int find_request(struct store *s, const char *request_id, const char *spe
 int store_job_submit_spec(struct store *s, const struct mlq_spec *spec, const char *request_id,
                           int64_t *id, bool *existed)
 {
+    return store_job_submit_owned(s, spec, request_id, NULL, id, existed);
+}
+
+int store_job_submit_owned(struct store *s, const struct mlq_spec *spec, const char *request_id,
+                           const char *owner, int64_t *id, bool *existed)
+{
     if (existed) *existed = false;
     if (request_id && (!request_id[0] || strlen(request_id) > STORE_REQUEST_ID_MAX))
         return store_fail(s, -EINVAL, "a request id has 1 to %d characters", STORE_REQUEST_ID_MAX);
@@ -157,7 +174,7 @@ int store_job_submit_spec(struct store *s, const struct mlq_spec *spec, const ch
     char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(doc);
     if (!text) return store_fail(s, -ENOMEM, "%s: cannot encode the spec", s->path);
-    int ret = request_id ? find_request(s, request_id, text, id) : -ENOENT;
+    int ret = request_id ? find_request(s, request_id, text, owner, id) : -ENOENT;
     if (ret == 0 && existed) *existed = true;
     if (ret == -ENOENT) {
         struct store_new_job nj = {
@@ -167,6 +184,7 @@ int store_job_submit_spec(struct store *s, const struct mlq_spec *spec, const ch
             .max_attempts = spec->max_attempts,
             .name = spec->name,
             .run = spec->kind == JOB_TRAIN ? 0 : spec->run,
+            .owner = owner,
         };
         ret = insert_job(s, &nj, request_id, id);
     }

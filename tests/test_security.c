@@ -21,6 +21,7 @@
 #include "broker_harness.h"
 #include "keys.h"
 #include "proto.h"
+#include "store.h"
 
 static void sleep_ms(int ms)
 {
@@ -63,7 +64,7 @@ static int run(const char *const *argv, const char *out)
 /* The keys of one deployment, under h->dir/etc (the broker's) and as files
  * of each client. */
 struct deploy {
-    struct keys_cert broker, alice, bob, trainer, stranger;
+    struct keys_cert broker, alice, bob, carol, trainer, stranger;
     char etc[600], secret[800], users[700], trainers[700];
     char alice_prefix[700], bob_prefix[700], trainer_prefix[700], stranger_prefix[700];
 };
@@ -100,10 +101,13 @@ static void deploy_keys(struct harness *h, struct deploy *d)
     snprintf(d->stranger_prefix, sizeof d->stranger_prefix, "%s/stranger", h->dir);
     make_key(&d->alice, "alice", KEYS_ROLE_ADMIN, d->alice_prefix);
     make_key(&d->bob, "bob", KEYS_ROLE_USER, d->bob_prefix);
+    snprintf(prefix, sizeof prefix, "%s/carol", h->dir);
+    make_key(&d->carol, "carol", KEYS_ROLE_USER, prefix);
     make_key(&d->trainer, "t1", KEYS_ROLE_TRAINER, d->trainer_prefix);
     make_key(&d->stranger, "stranger", KEYS_ROLE_USER, d->stranger_prefix);
     add_key(d->users, &d->alice);
     add_key(d->users, &d->bob);
+    add_key(d->users, &d->carol);
     add_key(d->trainers, &d->trainer);
 }
 
@@ -472,6 +476,129 @@ static void test_no_zap_handler_refuses_everyone(void **state)
     }
 }
 
+/* ---- users and ownership --------------------------------------------------------- */
+
+/* The error text of cmd on job id as `as` sees it, or NULL when it was OK. */
+static char *job_error(struct harness *h, struct deploy *d, const struct keys_cert *as,
+                       const char *cmd, int64_t id)
+{
+    bool is_error = false;
+    json_t *r = call_as(h, as, d->broker.public_z85, cmd, json_pack("{s:I}", "id", (json_int_t)id),
+                        3000, &is_error);
+    assert_non_null(r);
+    char *text = NULL;
+    if (is_error) {
+        assert_string_equal(json_string_value(json_object_get(r, "code")), "not_found");
+        text = strdup(json_string_value(json_object_get(r, "error")));
+    }
+    json_decref(r);
+    return text;
+}
+
+static size_t queue_size(struct harness *h, struct deploy *d, const struct keys_cert *as)
+{
+    json_t *r = call_as(h, as, d->broker.public_z85, PROTO_QUEUE, json_object(), 3000, NULL);
+    assert_non_null(r);
+    size_t n = json_array_size(json_object_get(r, "jobs"));
+    json_decref(r);
+    return n;
+}
+
+static void test_jobs_have_owners(void **state)
+{
+    struct harness *h = *state;
+    struct deploy d;
+    deploy_keys(h, &d);
+    start_curve_broker(h, &d);
+    /* No trainer: bob's job stays queued. */
+    h_use_key(h, &d.bob, d.broker.public_z85);
+    int64_t id = h_submit(h, small_spec(h));
+    json_t *job = h_job(h, id);
+    assert_string_equal(json_string_value(json_object_get(job, "owner")), "bob");
+    json_decref(job);
+    assert_int_equal(queue_size(h, &d, &d.bob), 1);
+
+    /* carol: no such job, word for word what a missing id gets. */
+    char *missing = job_error(h, &d, &d.carol, PROTO_STATUS, 999999);
+    assert_non_null(missing);
+    char *other = job_error(h, &d, &d.carol, PROTO_STATUS, id);
+    assert_non_null(other);
+    char want[128];
+    snprintf(want, sizeof want, "job %lld: no such job", (long long)id);
+    assert_string_equal(other, want);
+    free(other);
+    other = job_error(h, &d, &d.carol, PROTO_CANCEL, id);
+    assert_string_equal(other, want);
+    free(other);
+    free(missing);
+    assert_int_equal(queue_size(h, &d, &d.carol), 0);
+    /* Nor may she evaluate or predict with bob's run. */
+    bool is_error = false;
+    json_t *spec = json_pack("{s:s, s:I, s:{s:s}}", "kind", "eval", "run", (json_int_t)id,
+                             "dataset", "path", "/nonexistent.h5");
+    json_t *r = call_as(h, &d.carol, d.broker.public_z85, PROTO_SUBMIT,
+                        json_pack("{s:o}", "spec", spec), 3000, &is_error);
+    assert_non_null(r);
+    assert_true(is_error);
+    assert_string_equal(json_string_value(json_object_get(r, "code")), "not_found");
+    json_decref(r);
+    /* bob's job is untouched by her cancel. */
+    char st[32];
+    h_status(h, id, st, sizeof st, NULL);
+    assert_string_equal(st, "queued");
+
+    /* An admin sees and cancels anyone's job. */
+    assert_null(job_error(h, &d, &d.alice, PROTO_STATUS, id));
+    assert_int_equal(queue_size(h, &d, &d.alice), 1);
+    assert_null(job_error(h, &d, &d.alice, PROTO_CANCEL, id));
+    h_status(h, id, st, sizeof st, NULL);
+    assert_string_equal(st, "cancelled");
+
+    /* The owner is in the database. */
+    struct store *s;
+    char err[512];
+    assert_int_equal(store_open(&s, h->db, STORE_READONLY, err, sizeof err), 0);
+    struct store_job j;
+    assert_int_equal(store_job_get(s, id, &j), 0);
+    assert_string_equal(j.owner, "bob");
+    store_job_free(&j);
+    store_close(&s);
+}
+
+/* History read straight from the file follows its permissions: a new
+ * database is 0640 in a 0750 directory, so a local user outside its group
+ * cannot read it (nobody, when this runs as root). */
+static void test_database_not_world_readable(void **state)
+{
+    struct harness *h = *state;
+    char dir[600], path[700], err[512];
+    snprintf(dir, sizeof dir, "%s/state", h->dir);
+    snprintf(path, sizeof path, "%s/mlq.db", dir);
+    struct store *s;
+    assert_int_equal(store_open(&s, path, STORE_CREATE, err, sizeof err), 0);
+    store_close(&s);
+    struct stat st;
+    assert_int_equal(stat(dir, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0750);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0640);
+    if (getuid() != 0) return;
+    /* Even with the directory opened up, the file itself keeps nobody out. */
+    chmod(dir, 0755);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (setgid(65534) != 0 || setuid(65534) != 0) _exit(3);
+        int fd = open(path, O_RDONLY);
+        _exit(fd < 0 && errno == EACCES ? 0 : 1);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -482,6 +609,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_strangers_get_nothing, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_roles, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_revoked_key, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_jobs_have_owners, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_database_not_world_readable, h_setup, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
