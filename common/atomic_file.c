@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* renameat2 */
 #include "atomic_file.h"
 
 #include <errno.h>
@@ -32,6 +33,7 @@ int atomic_file_begin(struct atomic_file *af, const char *path, mode_t mode, cha
 {
     af->fd = -1;
     af->tmp[0] = '\0';
+    af->noreplace = false;
     if (snprintf(af->path, sizeof af->path, "%s", path) >= (int)sizeof af->path || temp_name(af)) {
         af->path[0] = af->tmp[0] = '\0';
         return errmsg(err, errlen, -ENAMETOOLONG, "%.200s...: path too long", path);
@@ -77,7 +79,16 @@ int atomic_file_commit(struct atomic_file *af, char *err, size_t errlen)
     int rc = close(af->fd);
     af->fd = -1;
     if (rc != 0) return fail(af, errno, "write (close)", err, errlen);
-    if (atomic_file_seams.rename(af->tmp, af->path) != 0)
+    if (af->noreplace) {
+        if (renameat2(AT_FDCWD, af->tmp, AT_FDCWD, af->path, RENAME_NOREPLACE) != 0) {
+            int e = errno;
+            if (e != EEXIST) return fail(af, e, "move the new file into place", err, errlen);
+            atomic_file_abort(af);
+            return errmsg(err, errlen, -EEXIST,
+                          "%s exists: this trainer writes only new files; choose another name",
+                          af->path);
+        }
+    } else if (atomic_file_seams.rename(af->tmp, af->path) != 0)
         return fail(af, errno, "move the new file into place", err, errlen);
     af->tmp[0] = '\0';
 

@@ -15,6 +15,7 @@
 #ifndef MLQ_ATOMIC_FILE_H
 #define MLQ_ATOMIC_FILE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -24,6 +25,9 @@ struct atomic_file {
     char path[ATOMIC_FILE_PATH_MAX]; /* the file being replaced */
     char tmp[ATOMIC_FILE_PATH_MAX];  /* the temporary beside it; "" once committed or removed */
     int fd;                          /* open on tmp until commit or abort, else -1 */
+    /* Set after begin: commit refuses (-EEXIST) to replace an existing path
+     * (renameat2 RENAME_NOREPLACE; a symbolic link there counts as a file). */
+    bool noreplace;
 };
 
 /* Creates the temporary file with mode (less the umask). */

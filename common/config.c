@@ -64,6 +64,10 @@ static const struct config_keydef {
              client_secret_key),
     KEY_PATH(CONFIG_TRAINER_SECRET_KEY, "trainer.secret_key", "MLQ_TRAINER_SECRET_KEY",
              trainer_secret_key),
+    KEY_PATH(CONFIG_TRAINER_DATA_ROOTS, "trainer.data_roots", "MLQ_TRAINER_DATA_ROOTS",
+             trainer_data_roots),
+    KEY_PATH(CONFIG_TRAINER_OUTPUTS_DIR, "trainer.outputs_dir", "MLQ_TRAINER_OUTPUTS_DIR",
+             trainer_outputs_dir),
 #undef KEY_PATH
 };
 
@@ -118,6 +122,7 @@ void config_init(struct config *c)
         int n = (int)strcspn(state, ":");
         snprintf(c->db_path, sizeof c->db_path, "%.*s/mlq.db", n, state);
         snprintf(c->data_root, sizeof c->data_root, "%.*s/datasets", n, state);
+        snprintf(c->trainer_outputs_dir, sizeof c->trainer_outputs_dir, "%.*s/outputs", n, state);
     } else {
         snprintf(c->data_root, sizeof c->data_root, ".");
     }

@@ -53,6 +53,8 @@ enum config_key {
     CONFIG_BROKER_PUBLIC_KEY,
     CONFIG_CLIENT_SECRET_KEY,
     CONFIG_TRAINER_SECRET_KEY,
+    CONFIG_TRAINER_DATA_ROOTS,
+    CONFIG_TRAINER_OUTPUTS_DIR,
     CONFIG_NKEYS
 };
 
@@ -84,6 +86,8 @@ struct config {
     char broker_public_key[CONFIG_STR_MAX];   /* clients pin it: Z85 text or a file */
     char client_secret_key[CONFIG_STR_MAX];   /* mlq's key ("": ~/.config/mlq/mlq.key_secret) */
     char trainer_secret_key[CONFIG_STR_MAX];  /* mlq-trainer's key */
+    char trainer_data_roots[CONFIG_STR_MAX];  /* more dataset roots, ':'-separated */
+    char trainer_outputs_dir[CONFIG_STR_MAX]; /* predict outputs: only new files under it */
 
     char file[CONFIG_STR_MAX]; /* the config file consulted ("" = none) */
     bool file_found;           /* false when the default file does not exist */

@@ -198,6 +198,7 @@ struct mlq_spec {
     int64_t run;                     /* the train job whose checkpoint is used */
     char checkpoint[32];             /* "last", "best" or an epoch number */
     char output_path[SPEC_PATH_MAX]; /* predict: HDF5 file written */
+    bool output_new_only; /* not in the JSON: a confined trainer never writes over a file */
 
     /* queue */
     int priority;     /* higher first */

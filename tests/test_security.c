@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <hdf5.h>
 #include <zmq.h>
 
 #include "broker_harness.h"
@@ -599,6 +600,136 @@ static void test_database_not_world_readable(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* ---- confinement ----------------------------------------------------------------- */
+
+static const char *job_error_text(struct harness *h, int64_t id, char *buf, size_t len)
+{
+    char st[32];
+    h_wait_terminal(h, id, 60, st, sizeof st);
+    json_t *j = h_job(h, id);
+    const char *e = json_string_value(json_object_get(j, "error"));
+    snprintf(buf, len, "%s: %s", st, e ? e : "");
+    json_decref(j);
+    return buf;
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static bool file_says(const char *path, const char *text)
+{
+    char *got = slurp(path);
+    bool same = strcmp(got, text) == 0;
+    free(got);
+    return same;
+}
+
+static int64_t submit_predict(struct harness *h, int64_t run, const char *input, const char *out)
+{
+    return h_submit(h, json_pack("{s:s, s:I, s:{s:s}, s:s}", "kind", "predict", "run",
+                                 (json_int_t)run, "input", "path", input, "output", out));
+}
+
+/* A trainer with a data root and an outputs directory reads only under the
+ * first and writes only new files under the second: "..", symbolic links,
+ * external links and absolute paths do not leave them, and nothing is
+ * written over an existing file (the issue's 0600 file of root's). */
+static void test_trainer_confined(void **state)
+{
+    struct harness *h = *state;
+    char data[600], out[600], path[800], secret[700], victim[700], buf[1400];
+    snprintf(data, sizeof data, "%s/data", h->dir);
+    snprintf(out, sizeof out, "%s/out", h->dir);
+    assert_int_equal(mkdir(data, 0755), 0);
+    assert_int_equal(mkdir(out, 0755), 0);
+    /* A dataset outside the root (the trainer's user can read it). */
+    h_dataset(h, "secret.h5", 64, 4, 3, 9, secret, sizeof secret);
+    h_dataset(h, "data/train.h5", 128, 4, 3, 7, path, sizeof path);
+    snprintf(victim, sizeof victim, "%s/victim", h->dir);
+    write_text(victim, "precious\n");
+    chmod(victim, 0600);
+
+    h_broker_start(h, NULL);
+    setenv("MLQ_DATA_ROOT", data, 1);
+    setenv("MLQ_TRAINER_OUTPUTS_DIR", out, 1);
+    h_trainer_start(h, "jail");
+    unsetenv("MLQ_DATA_ROOT");
+    unsetenv("MLQ_TRAINER_OUTPUTS_DIR");
+    h_wait_trainers(h, 1, 10);
+
+    /* Inside: trains. */
+    int64_t run = h_submit(h, h_train_spec("train.h5", 4, 3, 2, 7));
+    job_error_text(h, run, buf, sizeof buf);
+    assert_string_equal(buf, "succeeded: ");
+
+    /* "..", an absolute path, a symbolic link: all the same refusal. */
+    char link[800];
+    snprintf(link, sizeof link, "%s/link.h5", data);
+    assert_int_equal(symlink(secret, link), 0);
+    const char *escapes[] = {"../secret.h5", secret, "link.h5"};
+    for (int i = 0; i < 3; i++) {
+        int64_t id = h_submit(h, h_train_spec(escapes[i], 4, 3, 1, 7));
+        job_error_text(h, id, buf, sizeof buf);
+        if (!strstr(buf, "failed: ") ||
+            !strstr(buf, "no such dataset under this trainer's data roots"))
+            fail_msg("%s: %s", escapes[i], buf);
+    }
+    /* A missing file gets the same words as one outside. */
+    int64_t id = h_submit(h, h_train_spec("missing.h5", 4, 3, 1, 7));
+    job_error_text(h, id, buf, sizeof buf);
+    assert_non_null(strstr(buf, "no such dataset under this trainer's data roots"));
+
+    /* An HDF5 file inside the root whose X is an external link out. */
+    char ext[800];
+    snprintf(ext, sizeof ext, "%s/ext.h5", data);
+    hid_t f = H5Fcreate(ext, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(f >= 0);
+    assert_true(H5Lcreate_external(secret, "X", f, "X", H5P_DEFAULT, H5P_DEFAULT) >= 0);
+    assert_true(H5Lcreate_external(secret, "y", f, "y", H5P_DEFAULT, H5P_DEFAULT) >= 0);
+    H5Fclose(f);
+    id = h_submit(h, h_train_spec("ext.h5", 4, 3, 1, 7));
+    job_error_text(h, id, buf, sizeof buf);
+    if (!strstr(buf, "external link")) fail_msg("external link: %s", buf);
+
+    /* Predict: a new file under the outputs directory works ... */
+    id = submit_predict(h, run, "train.h5", "new.h5");
+    job_error_text(h, id, buf, sizeof buf);
+    assert_string_equal(buf, "succeeded: ");
+    snprintf(path, sizeof path, "%s/new.h5", out);
+    assert_int_equal(access(path, F_OK), 0);
+    /* ... not over an existing one, even its own ... */
+    id = submit_predict(h, run, "train.h5", "new.h5");
+    job_error_text(h, id, buf, sizeof buf);
+    if (!strstr(buf, "exists")) fail_msg("second write: %s", buf);
+    /* ... not outside, by absolute path or "..", ... */
+    const char *outside[] = {victim, "../victim"};
+    for (int i = 0; i < 2; i++) {
+        id = submit_predict(h, run, "train.h5", outside[i]);
+        job_error_text(h, id, buf, sizeof buf);
+        if (!strstr(buf, "not a new file in this trainer's outputs directory"))
+            fail_msg("%s: %s", outside[i], buf);
+    }
+    /* ... and not through a symbolic link planted in it. */
+    snprintf(link, sizeof link, "%s/planted.h5", out);
+    assert_int_equal(symlink(victim, link), 0);
+    id = submit_predict(h, run, "train.h5", "planted.h5");
+    job_error_text(h, id, buf, sizeof buf);
+    if (!strstr(buf, "exists")) fail_msg("symlink: %s", buf);
+    assert_true(file_says(victim, "precious\n"));
+    struct stat st;
+    assert_int_equal(stat(victim, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    /* No temporary files left behind. */
+    char cmd[900];
+    snprintf(cmd, sizeof cmd, "ls '%s' | grep -q tmp", out);
+    assert_int_not_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -611,6 +742,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_revoked_key, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_jobs_have_owners, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_database_not_world_readable, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_trainer_confined, h_setup, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -516,17 +516,53 @@ static void type_desc(hid_t t, char *buf, size_t len)
         snprintf(buf, len, "non-numeric");
 }
 
+/* An external link would make libhdf5 open another file, anywhere on the
+ * trainer's host (docs/security.md): refused whenever one is traversed. */
+static herr_t refuse_external_link(const char *parent_file, const char *parent_group,
+                                   const char *child_file, const char *child_object,
+                                   unsigned *acc_flags, hid_t fapl, void *op_data)
+{
+    (void)parent_file, (void)parent_group, (void)child_file, (void)child_object;
+    (void)acc_flags, (void)fapl;
+    *(bool *)op_data = true;
+    return -1;
+}
+
 static hid_t open_dset(hid_t file, const char *path, const char *name, int *rc, char *err,
                        size_t errlen)
 {
-    /* H5Lexists fails on a missing intermediate group: both mean "missing". */
-    if (name[0] == '\0' || H5Lexists(file, name, H5P_DEFAULT) <= 0) {
-        *rc = errmsg(err, errlen, -ENOENT, "%s: no dataset named '%s'", path, name);
+    bool external = false;
+    hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+    if (dapl < 0 || H5Pset_elink_cb(dapl, refuse_external_link, &external) < 0) {
+        if (dapl >= 0) H5Pclose(dapl);
+        *rc = errmsg(err, errlen, -EIO, "%s: cannot set up the dataset access", path);
         return -1;
     }
-    hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
-    if (d < 0)
-        *rc = errmsg(err, errlen, -EINVAL, "%s: '%s' is not a dataset (a group?)", path, name);
+    H5L_info_t info;
+    hid_t d = -1;
+    /* H5Lexists fails on a missing intermediate group: both mean "missing". */
+    if (name[0] == '\0' || H5Lexists(file, name, dapl) <= 0) {
+        if (external)
+            *rc = errmsg(err, errlen, -EINVAL,
+                         "%s: '%s' goes through an external link to another file; mlq reads "
+                         "only data stored in the file itself",
+                         path, name);
+        else
+            *rc = errmsg(err, errlen, -ENOENT, "%s: no dataset named '%s'", path, name);
+    } else if (H5Lget_info(file, name, &info, dapl) >= 0 && info.type == H5L_TYPE_EXTERNAL) {
+        *rc = errmsg(err, errlen, -EINVAL,
+                     "%s: '%s' is an external link to another file; mlq reads only data stored "
+                     "in the file itself",
+                     path, name);
+    } else if ((d = H5Dopen2(file, name, dapl)) < 0) {
+        *rc = external ? errmsg(err, errlen, -EINVAL,
+                                "%s: '%s' goes through an external link to another file; mlq "
+                                "reads only data stored in the file itself",
+                                path, name)
+                       : errmsg(err, errlen, -EINVAL, "%s: '%s' is not a dataset (a group?)", path,
+                                name);
+    }
+    H5Pclose(dapl);
     return d;
 }
 

@@ -336,6 +336,7 @@ static int out_open(struct out_file *o, const struct job *j, int64_t n, char *er
     bool ce = j->train.loss == LOSS_CROSS_ENTROPY;
     int rc = atomic_file_begin(&o->af, path, 0666, err, errlen);
     if (rc) return rc;
+    o->af.noreplace = j->spec->output_new_only;
     o->file = H5Fcreate(o->af.tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (o->file < 0) return errmsg(err, errlen, -EIO, "%s: cannot create HDF5 file", o->af.tmp);
     if (ce) {

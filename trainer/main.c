@@ -68,6 +68,8 @@ static int run_daemon(const char *config_file, const char *const flag[CONFIG_NKE
         .liveness = cfg.heartbeat_liveness,
         .memory_budget_mb = cfg.trainer_memory_budget_mb,
         .data_root = cfg.data_root,
+        .data_roots = cfg.trainer_data_roots,
+        .outputs_dir = cfg.trainer_outputs_dir,
         .keys = &keys,
     };
     int rc = worker_main(&wo);

@@ -1,6 +1,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -48,6 +49,8 @@ struct shared {
     atomic_ulong progress; /* bumped by the worker between batches */
     int threads;
     const char *data_root;
+    const char *data_roots;  /* more roots, ':'-separated, or NULL */
+    const char *outputs_dir; /* where predict outputs go, or NULL: anywhere */
     void *zctx;
     char pair_addr[64];
 };
@@ -122,6 +125,89 @@ static int under_root(char *path, size_t len, const char *root)
     return 0;
 }
 
+/* Whether files are confined: a data.root other than a person's default
+ * ".", or more roots configured. */
+static bool confined_inputs(const struct shared *sh)
+{
+    return (sh->data_root && sh->data_root[0] && strcmp(sh->data_root, ".") != 0) ||
+           (sh->data_roots && sh->data_roots[0]);
+}
+
+/* realpath(dir) is real, or dir is under it: the whole of real, then '/'. */
+static bool path_under(const char *path, const char *root)
+{
+    char real[PATH_MAX];
+    if (!realpath(root, real)) return false;
+    size_t n = strlen(real);
+    if (n == 1) return true; /* "/" */
+    return strncmp(path, real, n) == 0 && (path[n] == '/' || path[n] == '\0');
+}
+
+/* A dataset file must resolve (symbolic links and ".." followed) under one of
+ * the trainer's roots; path becomes the resolved one, so that the reader
+ * opens what was checked. The message is the same whether the file is
+ * outside or missing, so that a job learns nothing about other files. */
+static int confine_input(char *path, size_t len, const struct shared *sh, char *err, size_t errlen)
+{
+    if (!confined_inputs(sh) || !path[0]) return 0;
+    char real[PATH_MAX];
+    bool ok = realpath(path, real) != NULL && strlen(real) < len;
+    if (ok) {
+        ok = sh->data_root && path_under(real, sh->data_root);
+        const char *r = sh->data_roots;
+        while (!ok && r && *r) {
+            size_t n = strcspn(r, ":");
+            char one[PATH_MAX];
+            snprintf(one, sizeof one, "%.*s", (int)n, r);
+            ok = one[0] && path_under(real, one);
+            r += n + (r[n] == ':');
+        }
+    }
+    if (!ok) {
+        snprintf(err, errlen,
+                 "%s: no such dataset under this trainer's data roots (%s%s%s); give a path "
+                 "under one of them",
+                 path, sh->data_root, sh->data_roots && sh->data_roots[0] ? ":" : "",
+                 sh->data_roots ? sh->data_roots : "");
+        return -EACCES;
+    }
+    memcpy(path, real, strlen(real) + 1);
+    return 0;
+}
+
+/* A predict output goes under outputs_dir (a relative path is relative to
+ * it), as a new file: never over an existing one, never through a symbolic
+ * link. */
+static int confine_output(struct mlq_spec *spec, const struct shared *sh, char *err, size_t errlen)
+{
+    if (!sh->outputs_dir || !sh->outputs_dir[0]) return 0;
+    char *path = spec->output_path;
+    char joined[PATH_MAX];
+    if (path[0] == '/')
+        snprintf(joined, sizeof joined, "%s", path);
+    else
+        snprintf(joined, sizeof joined, "%s/%s", sh->outputs_dir, path);
+    char *slash = strrchr(joined, '/');
+    const char *base = slash + 1;
+    *slash = '\0';
+    char real[PATH_MAX];
+    bool ok = base[0] && strcmp(base, ".") != 0 && strcmp(base, "..") != 0 &&
+              realpath(joined[0] ? joined : "/", real) && path_under(real, sh->outputs_dir) &&
+              strlen(real) + 1 + strlen(base) < sizeof spec->output_path;
+    if (!ok) {
+        snprintf(err, errlen,
+                 "output %s: not a new file in this trainer's outputs directory %s; give a "
+                 "name under it",
+                 path, sh->outputs_dir);
+        return -EACCES;
+    }
+    char full[PATH_MAX + 256];
+    snprintf(full, sizeof full, "%s/%s", real, base);
+    memcpy(path, full, strlen(full) + 1);
+    spec->output_new_only = true;
+    return 0;
+}
+
 static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
 {
     int64_t job = json_integer_value(json_object_get(m->body, "job"));
@@ -139,13 +225,23 @@ static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
         log_warn("job %lld refused: %s", (long long)job, msg);
         return done;
     }
+    bool own_outputs = sh->outputs_dir && sh->outputs_dir[0];
     if (under_root(spec.dataset.path, sizeof spec.dataset.path, sh->data_root) ||
         (spec.has_validation &&
          under_root(spec.validation.path, sizeof spec.validation.path, sh->data_root)) ||
-        (spec.kind == JOB_PREDICT &&
+        (spec.kind == JOB_PREDICT && !own_outputs &&
          under_root(spec.output_path, sizeof spec.output_path, sh->data_root))) {
         json_object_set_new(done, "state", json_string("failed"));
         json_object_set_new(done, "error", json_string("a dataset path is too long"));
+        return done;
+    }
+    if (confine_input(spec.dataset.path, sizeof spec.dataset.path, sh, err, sizeof err) ||
+        (spec.has_validation &&
+         confine_input(spec.validation.path, sizeof spec.validation.path, sh, err, sizeof err)) ||
+        (spec.kind == JOB_PREDICT && confine_output(&spec, sh, err, sizeof err))) {
+        json_object_set_new(done, "state", json_string("failed"));
+        json_object_set_new(done, "error", json_string(err));
+        log_warn("job %lld refused: %s", (long long)job, err);
         return done;
     }
     blas_set_threads(spec.threads > 0 ? spec.threads : sh->threads);
@@ -506,7 +602,9 @@ int worker_main(const struct worker_opts *opts)
     struct shared sh = {.threads = opts->threads > 0 ? opts->threads
                                    : cores > 0       ? (int)cores
                                                      : 1,
-                        .data_root = opts->data_root};
+                        .data_root = opts->data_root,
+                        .data_roots = opts->data_roots,
+                        .outputs_dir = opts->outputs_dir};
     struct io io = {.opts = opts, .sh = &sh};
     int exit_code = 1;
     pthread_t thread;

@@ -24,6 +24,11 @@ struct worker_opts {
     int liveness;          /* <= 0: 3 */
     int memory_budget_mb;  /* trainer.memory_budget_mb: one job's limit (job_memory.h); 0 none */
     const char *data_root; /* base of relative dataset paths in specs; NULL or "": none */
+    /* Confinement (docs/security.md): with a data_root other than "." or
+     * data_roots set, dataset files must resolve under one of them; with
+     * outputs_dir set, predict outputs are new files under it. */
+    const char *data_roots;  /* more roots, ':'-separated; NULL or "": none */
+    const char *outputs_dir; /* NULL or "": outputs anywhere, as the trainer's user may write */
     const struct keys_client *keys; /* CURVE to the broker (keys.h); NULL or !curve: plaintext */
 };
 
