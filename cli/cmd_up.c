@@ -6,6 +6,7 @@
 #include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include "broker.h"
 #include "cli.h"
 #include "config.h"
+#include "keys.h"
 #include "log.h"
 #include "store.h"
 
@@ -130,6 +132,114 @@ static void stop_children(struct child *kids, int n)
     }
 }
 
+/* ---- --keys: the local stack with CurveZMQ ------------------------------------------ */
+
+static bool exists(const char *path)
+{
+    return access(path, F_OK) == 0;
+}
+
+static int mkdir_p(const char *dir, mode_t mode)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", dir);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return -errno;
+        *p = '/';
+    }
+    if (mkdir(tmp, mode) != 0 && errno != EEXIST) return -errno;
+    return 0;
+}
+
+/* A key pair at prefix, made unless its secret is there already. */
+static int ensure_key(const char *prefix, const char *name, enum keys_role role,
+                      struct keys_cert *out, char *err, size_t errlen)
+{
+    char secret[PATH_MAX + 16];
+    snprintf(secret, sizeof secret, "%s%s", prefix, KEYS_SECRET_EXT);
+    if (exists(secret)) return keys_load(out, secret, err, errlen);
+    int rc = keys_generate(out, name, role, err, errlen);
+    if (!rc) rc = keys_save(out, prefix, false, err, errlen);
+    if (!rc) log_info("made the key %s%s", prefix, KEYS_SECRET_EXT);
+    return rc;
+}
+
+/* The keys of the local stack, made once and kept:
+ *   ~/.config/mlq/mlq.key_secret    this user's key (an admin of the local broker)
+ *   ~/.config/mlq/broker.key        the local broker's public key, pinned by mlq
+ *   ~/.config/mlq/local/            the broker's key, users/ and trainers/, the trainers' key
+ * Fills keydir with the local/ directory. */
+static int local_keys(char *keydir, size_t len)
+{
+    char dir[PATH_MAX], local[PATH_MAX + 8], prefix[PATH_MAX + 64], path[PATH_MAX + 256];
+    char err[PATH_MAX + 256];
+    if (keys_user_dir(dir, sizeof dir) != 0) {
+        fprintf(stderr, "mlq up: --keys needs a home directory ($HOME or $XDG_CONFIG_HOME)\n");
+        return EXIT_USAGE;
+    }
+    snprintf(local, sizeof local, "%s/local", dir);
+    int rc = mkdir_p(dir, 0700);
+    if (!rc) rc = mkdir_p(local, 0700);
+    snprintf(path, sizeof path, "%s/users", local);
+    if (!rc) rc = mkdir_p(path, 0755);
+    snprintf(path, sizeof path, "%s/trainers", local);
+    if (!rc) rc = mkdir_p(path, 0755);
+    if (rc) {
+        fprintf(stderr, "mlq up: cannot create %s: %s\n", local, strerror(-rc));
+        return EXIT_FAILURE_GENERIC;
+    }
+    struct keys_cert broker, trainer, me;
+    char login[KEYS_NAME_MAX] = "me";
+    struct passwd *pw = getpwuid(getuid());
+    const char *u = pw && pw->pw_name ? pw->pw_name : getenv("USER");
+    if (u && u[0] && strlen(u) < sizeof login) snprintf(login, sizeof login, "%s", u);
+    snprintf(prefix, sizeof prefix, "%s/broker", local);
+    rc = ensure_key(prefix, "broker", KEYS_ROLE_BROKER, &broker, err, sizeof err);
+    snprintf(prefix, sizeof prefix, "%s/trainer", local);
+    if (!rc)
+        rc = ensure_key(prefix, "local-trainers", KEYS_ROLE_TRAINER, &trainer, err, sizeof err);
+    snprintf(prefix, sizeof prefix, "%s/mlq", dir);
+    if (!rc) rc = ensure_key(prefix, login, KEYS_ROLE_ADMIN, &me, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "mlq up: %s\n", err);
+        return EXIT_FAILURE_GENERIC;
+    }
+    /* What the local broker accepts: this user (admin) and the trainers. */
+    me.role = KEYS_ROLE_ADMIN;
+    trainer.role = KEYS_ROLE_TRAINER;
+    snprintf(path, sizeof path, "%s/users/%s%s", local, me.name, KEYS_PUBLIC_EXT);
+    rc = keys_save_public(&me, path, true, err, sizeof err);
+    snprintf(path, sizeof path, "%s/trainers/local-trainers%s", local, KEYS_PUBLIC_EXT);
+    if (!rc) rc = keys_save_public(&trainer, path, true, err, sizeof err);
+    /* mlq pins the broker's key next to its own; one pinned to another
+       broker stays, and this stack is refused. */
+    snprintf(path, sizeof path, "%s/broker%s", dir, KEYS_PUBLIC_EXT);
+    char pinned[KEYS_Z85_LEN + 1];
+    if (!rc && exists(path)) {
+        if (keys_public_from(path, pinned, err, sizeof err) == 0 &&
+            strcmp(pinned, broker.public_z85) != 0) {
+            fprintf(stderr,
+                    "mlq up: %s pins another broker's key; mlq would refuse this one. Move it "
+                    "away to use the local stack with keys\n",
+                    path);
+            return EXIT_USAGE;
+        }
+    } else if (!rc) {
+        rc = keys_save_public(&broker, path, false, err, sizeof err);
+    }
+    explicit_bzero(&broker, sizeof broker);
+    explicit_bzero(&trainer, sizeof trainer);
+    explicit_bzero(&me, sizeof me);
+    if (rc) {
+        fprintf(stderr, "mlq up: %s\n", err);
+        return EXIT_FAILURE_GENERIC;
+    }
+    snprintf(keydir, len, "%s", local);
+    return EXIT_OK;
+}
+
 /* Prints the queue when it changes; the store is read-only here. */
 static void show_queue(const char *db_path, int64_t last[STORE_N_STATES])
 {
@@ -150,7 +260,7 @@ static void show_queue(const char *db_path, int64_t last[STORE_N_STATES])
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: mlq up [--trainers N] [--threads N] [--db FILE] [--bind ENDPOINT]\n"
+            "usage: mlq up [--trainers N] [--threads N] [--db FILE] [--bind ENDPOINT] [--keys]\n"
             "\n"
             "Starts a broker and N trainers in the foreground and stops them all on Ctrl-C.\n"
             "\n"
@@ -158,6 +268,8 @@ static void usage(FILE *out)
             "  --threads N       BLAS threads per trainer (default: trainer.threads, else auto)\n"
             "  --db FILE         the database (default: db.path, else %s)\n"
             "  --bind ENDPOINT   where the broker listens (default: broker.bind)\n"
+            "  --keys            CurveZMQ: only this user's key and the trainers' get in\n"
+            "                    (keys made once in ~/.config/mlq; docs/security.md)\n"
             "\n"
             "Submit jobs from another shell with 'mlq submit'; see docs/jobs.md.\n",
             "$XDG_DATA_HOME/mlq/mlq.db");
@@ -172,12 +284,14 @@ int cmd_up(int argc, char **argv)
         return EXIT_USAGE;
     }
     int trainers = 1, threads = cfg.trainer_threads;
-    enum { OPT_DB = 256, OPT_BIND, OPT_THREADS };
+    enum { OPT_DB = 256, OPT_BIND, OPT_THREADS, OPT_KEYS };
+    bool with_keys = false;
     static const struct option longopts[] = {
         {"trainers", required_argument, NULL, 'n'},
         {"threads", required_argument, NULL, OPT_THREADS},
         {"db", required_argument, NULL, OPT_DB},
         {"bind", required_argument, NULL, OPT_BIND},
+        {"keys", no_argument, NULL, OPT_KEYS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -212,6 +326,9 @@ int cmd_up(int argc, char **argv)
                 config_set(&cfg, "broker.endpoint", optarg, CONFIG_SRC_FLAG, err, sizeof err) < 0)
                 goto bad_flag;
             break;
+        case OPT_KEYS:
+            with_keys = true;
+            break;
         case 'h':
             usage(stdout);
             return EXIT_OK;
@@ -223,6 +340,11 @@ int cmd_up(int argc, char **argv)
     if (optind < argc) {
         fprintf(stderr, "mlq up: unexpected argument '%s'\n", argv[optind]);
         return EXIT_USAGE;
+    }
+    char keydir[PATH_MAX + 8] = "";
+    if (with_keys) {
+        int code = local_keys(keydir, sizeof keydir);
+        if (code) return code;
     }
 
     char db_path[PATH_MAX];
@@ -246,6 +368,18 @@ int cmd_up(int argc, char **argv)
     add_arg(&kids[0], db_path);
     add_arg(&kids[0], "--bind");
     add_arg(&kids[0], cfg.broker_bind);
+    if (with_keys) {
+        char d[PATH_MAX + 80];
+        add_arg(&kids[0], "--secret-key");
+        snprintf(d, sizeof d, "%s/broker%s", keydir, KEYS_SECRET_EXT);
+        add_arg(&kids[0], d);
+        add_arg(&kids[0], "--users-dir");
+        snprintf(d, sizeof d, "%s/users", keydir);
+        add_arg(&kids[0], d);
+        add_arg(&kids[0], "--trainers-dir");
+        snprintf(d, sizeof d, "%s/trainers", keydir);
+        add_arg(&kids[0], d);
+    }
     char host[64] = "local";
     gethostname(host, sizeof host - 1);
     for (int i = 1; i < n; i++) {
@@ -257,6 +391,15 @@ int cmd_up(int argc, char **argv)
         add_arg(k, cfg.broker_endpoint);
         add_arg(k, "--name");
         add_arg(k, k->name);
+        if (with_keys) {
+            char d[PATH_MAX + 80];
+            add_arg(k, "--secret-key");
+            snprintf(d, sizeof d, "%s/trainer%s", keydir, KEYS_SECRET_EXT);
+            add_arg(k, d);
+            add_arg(k, "--broker-key");
+            snprintf(d, sizeof d, "%s/broker%s", keydir, KEYS_PUBLIC_EXT);
+            add_arg(k, d);
+        }
         if (threads > 0) {
             char t[16];
             snprintf(t, sizeof t, "%d", threads);
@@ -276,8 +419,8 @@ int cmd_up(int argc, char **argv)
     for (int i = 0; i < n && rc == EXIT_OK; i++)
         if (spawn(&kids[i]) != 0) rc = EXIT_FAILURE_GENERIC;
     if (rc == EXIT_OK)
-        log_info("broker at %s (database %s), %d trainer%s; Ctrl-C stops them", cfg.broker_bind,
-                 db_path, trainers, trainers == 1 ? "" : "s");
+        log_info("broker at %s (database %s%s), %d trainer%s; Ctrl-C stops them", cfg.broker_bind,
+                 db_path, with_keys ? ", CurveZMQ keys" : "", trainers, trainers == 1 ? "" : "s");
 
     int64_t last_counts[STORE_N_STATES];
     memset(last_counts, 0xff, sizeof last_counts);

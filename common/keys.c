@@ -379,7 +379,8 @@ int keys_client_resolve(struct keys_client *out, const char *secret_key, const c
     snprintf(out->own_path, sizeof out->own_path, "%s", own);
     char pinned[4200] = "";
     if (broker_public && broker_public[0]) {
-        snprintf(out->broker_from, sizeof out->broker_from, "broker.public_key");
+        snprintf(out->broker_from, sizeof out->broker_from, "%s",
+                 keys_z85_valid(broker_public) ? "broker.public_key" : broker_public);
         int rc = keys_public_from(broker_public, out->broker_z85, err, errlen);
         if (rc) return rc;
     } else if (own[0]) {

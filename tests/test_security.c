@@ -730,6 +730,68 @@ static void test_trainer_confined(void **state)
     assert_int_not_equal(system(cmd), 0);
 }
 
+/* ---- mlq up --keys ------------------------------------------------------------------ */
+
+/* The local stack with keys is still one command: mlq up --keys makes the
+ * keys it needs (once), and mlq then speaks CURVE to it; a peer without
+ * this user's key gets nothing. */
+static void test_mlq_up_with_keys(void **state)
+{
+    struct harness *h = *state;
+    char log[600];
+    snprintf(log, sizeof log, "%s/up.log", h->dir);
+    fflush(NULL);
+    pid_t up = fork();
+    assert_true(up >= 0);
+    if (up == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execl(MLQ_BINARY_DIR "/cli/mlq", "mlq", "up", "--keys", "--db", h->db, "--bind",
+              h->endpoint, "--threads", "1", (char *)NULL);
+        _exit(127);
+    }
+    h->procs[h->n_procs].pid = up;
+    snprintf(h->procs[h->n_procs].name, sizeof h->procs[0].name, "up");
+    h->n_procs++;
+
+    /* The keys it made: this user's (an admin of the local broker) and the
+       broker's, pinned next to it. */
+    char mine[700], pinned[700], err[700];
+    snprintf(mine, sizeof mine, "%s/mlq/mlq.key_secret", h->dir);
+    snprintf(pinned, sizeof pinned, "%s/mlq/broker.key", h->dir);
+    double until = h_now() + 10;
+    while (h_now() < until && access(pinned, F_OK) != 0)
+        sleep_ms(50);
+    struct keys_cert me;
+    char broker[KEYS_Z85_LEN + 1];
+    assert_int_equal(keys_load(&me, mine, err, sizeof err), 0);
+    assert_int_equal(keys_public_from(pinned, broker, err, sizeof err), 0);
+    h_use_key(h, &me, broker);
+    h_wait_trainers(h, 1, 20);
+    int64_t id = h_submit(h, small_spec(h));
+    char st[32];
+    h_wait_terminal(h, id, 60, st, sizeof st);
+    assert_string_equal(st, "succeeded");
+
+    /* mlq, with nothing but the files mlq up made. */
+    char out[700];
+    snprintf(out, sizeof out, "%s/whoami.out", h->dir);
+    const char *whoami[] = {MLQ_BINARY_DIR "/cli/mlq", "whoami", "--broker", h->endpoint, NULL};
+    assert_int_equal(run(whoami, out), 0);
+    char *text = slurp(out);
+    assert_non_null(strstr(text, "(admin)"));
+    free(text);
+    /* A peer without the key: nothing. */
+    assert_null(call_as(h, NULL, NULL, PROTO_QUEUE, json_object(), 1500, NULL));
+    struct keys_cert other;
+    assert_int_equal(keys_generate(&other, "other", KEYS_ROLE_USER, err, sizeof err), 0);
+    assert_null(call_as(h, &other, broker, PROTO_QUEUE, json_object(), 1500, NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -743,6 +805,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_jobs_have_owners, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_database_not_world_readable, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_trainer_confined, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_mlq_up_with_keys, h_setup, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
