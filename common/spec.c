@@ -1031,6 +1031,22 @@ int spec_validate(const struct mlq_spec *s, char *err, size_t errlen)
                           "optimizer.schedule.metric: %s needs validation data (validation or "
                           "validation_split), or watch train_loss",
                           spec_metric_name(sc->phase[0].metric));
+        bool is_acc[] = {[METRIC_VAL_ACCURACY] = true,
+                         [METRIC_TRAIN_ACCURACY] = true,
+                         [METRIC_VAL_LOSS] = false,
+                         [METRIC_TRAIN_LOSS] = false};
+        if (s->loss != LOSS_CROSS_ENTROPY && sc->n_phases == 1 &&
+            sc->phase[0].kind == SCHED_PLATEAU && is_acc[sc->phase[0].metric])
+            return errmsg(err, errlen, -EINVAL,
+                          "optimizer.schedule.metric: %s is measured with cross_entropy only "
+                          "(this loss is %s)",
+                          spec_metric_name(sc->phase[0].metric), spec_loss_name(s->loss));
+        if (s->early_stopping.on && s->loss != LOSS_CROSS_ENTROPY &&
+            is_acc[s->early_stopping.metric])
+            return errmsg(err, errlen, -EINVAL,
+                          "early_stopping.metric: %s is measured with cross_entropy only (this "
+                          "loss is %s)",
+                          spec_metric_name(s->early_stopping.metric), spec_loss_name(s->loss));
         if (s->early_stopping.on && !validates && s->early_stopping.metric <= METRIC_VAL_ACCURACY)
             return errmsg(err, errlen, -EINVAL,
                           "early_stopping.metric: %s needs validation data (validation or "

@@ -191,6 +191,14 @@ static void test_bad_schedules(void **state)
                 "\"linear\"}, {\"type\": \"sequential\"}]}"),
             "optimizer.schedule.schedules[1].type: must be one of");
 
+    refused("{\"dataset\": \"x.h5\", \"validation_split\": 0.1, \"loss\": \"mse\", \"model\": "
+            "{\"layers\": [4, 1], \"output\": \"linear\"}, \"early_stopping\": {\"metric\": "
+            "\"val_accuracy\"}}",
+            "early_stopping.metric: val_accuracy is measured with cross_entropy only");
+    refused("{\"dataset\": \"x.h5\", \"validation_split\": 0.1, \"loss\": \"mse\", \"model\": "
+            "{\"layers\": [4, 1], \"output\": \"linear\"}, \"optimizer\": {\"name\": \"sgd\", "
+            "\"schedule\": {\"type\": \"reduce_on_plateau\", \"metric\": \"train_accuracy\"}}}",
+            "optimizer.schedule.metric: train_accuracy is measured with cross_entropy only");
     refused("{\"dataset\": \"x.h5\", \"early_stopping\": {\"patience\": 3}}",
             "early_stopping.metric: val_loss needs validation data");
     refused("{\"dataset\": \"x.h5\", \"validation_split\": 0.1, \"early_stopping\": "

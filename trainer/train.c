@@ -668,13 +668,14 @@ void train_result_early_stop_json(const struct mlq_spec *spec, const struct trai
     if (!res->stopped_early) return;
     const struct spec_early_stopping *es = &spec->early_stopping;
     const char *name = spec_metric_name(es->metric);
-    char key[64], note[256];
+    char key[64], note[320], by[64] = "";
     snprintf(key, sizeof key, "best_%s", name);
+    if (es->min_delta > 0) snprintf(by, sizeof by, " by more than %g", es->min_delta);
     snprintf(note, sizeof note,
-             "stopped early after epoch %lld of %d: %s did not improve for %d epochs (best %.6g "
-             "at epoch %lld)",
-             (long long)res->epochs_done, spec->epochs, name, es->patience, res->best_value,
-             (long long)res->best_epoch);
+             "stopped early after epoch %lld of %d: %s did not improve on %.6g (epoch %lld)%s "
+             "for %d epochs",
+             (long long)res->epochs_done, spec->epochs, name, res->best_value,
+             (long long)res->best_epoch, by, es->patience);
     json_object_set_new(result, "stopped_early", json_true());
     json_object_set_new(result, "best_epoch", json_integer(res->best_epoch));
     if (isfinite(res->best_value)) json_object_set_new(result, key, json_real(res->best_value));
