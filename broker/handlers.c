@@ -708,10 +708,17 @@ static bool allowed(struct broker *b, struct proto_msg *m)
     return true;
 }
 
+static void dispatch_command(struct broker *b, struct proto_msg *m);
+
 void handlers_dispatch(struct broker *b, struct proto_msg *m)
 {
+    if (allowed(b, m)) dispatch_command(b, m);
+    b->who = NULL; /* points into the key table, which a rescan replaces */
+}
+
+static void dispatch_command(struct broker *b, struct proto_msg *m)
+{
     const char *c = m->cmd;
-    if (!allowed(b, m)) return;
     if (strcmp(c, PROTO_WHOAMI) == 0)
         on_whoami(b, m);
     else if (strcmp(c, PROTO_SUBMIT) == 0)

@@ -123,6 +123,14 @@ void config_init(struct config *c)
         snprintf(c->db_path, sizeof c->db_path, "%.*s/mlq.db", n, state);
         snprintf(c->data_root, sizeof c->data_root, "%.*s/datasets", n, state);
         snprintf(c->trainer_outputs_dir, sizeof c->trainer_outputs_dir, "%.*s/outputs", n, state);
+        /* The package makes the services' keys (scripts/deb/postinst): where
+           they are, the services use them. */
+        if (access(CONFIG_SERVICE_KEYS "/broker.key_secret", F_OK) == 0)
+            snprintf(c->broker_secret_key, sizeof c->broker_secret_key, "%s",
+                     CONFIG_SERVICE_KEYS "/broker.key_secret");
+        if (access(CONFIG_SERVICE_KEYS "/trainer.key_secret", F_OK) == 0)
+            snprintf(c->trainer_secret_key, sizeof c->trainer_secret_key, "%s",
+                     CONFIG_SERVICE_KEYS "/trainer.key_secret");
     } else {
         snprintf(c->data_root, sizeof c->data_root, ".");
     }

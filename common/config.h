@@ -25,7 +25,8 @@
 #include "log.h"
 
 #define CONFIG_DEFAULT_FILE "/etc/mlq/mlq.conf"
-#define CONFIG_STR_MAX 1024 /* longest string value, NUL included */
+#define CONFIG_SERVICE_KEYS "/etc/mlq" /* the services' keys (docs/security.md) */
+#define CONFIG_STR_MAX 1024            /* longest string value, NUL included */
 
 enum config_source {
     CONFIG_SRC_DEFAULT = 0,
@@ -96,7 +97,10 @@ struct config {
 
 /* Fills every field with its default; all sources become CONFIG_SRC_DEFAULT.
  * Under systemd with StateDirectory= ($STATE_DIRECTORY set) db.path defaults
- * to $STATE_DIRECTORY/mlq.db and data.root to $STATE_DIRECTORY/datasets. */
+ * to $STATE_DIRECTORY/mlq.db, data.root to $STATE_DIRECTORY/datasets,
+ * trainer.outputs_dir to $STATE_DIRECTORY/outputs, and broker.secret_key and
+ * trainer.secret_key to /etc/mlq/broker.key_secret and trainer.key_secret
+ * where those files exist. */
 void config_init(struct config *c);
 
 /* config_init, then the file, then the environment. file NULL means MLQ_CONFIG

@@ -139,6 +139,24 @@ for _ in $(seq 50); do
 done
 sdbox_exec sh -c "printf '\n# test-systemd-box.sh\nbroker.bind = tcp://127.0.0.1:$port\nbroker.endpoint = tcp://127.0.0.1:$port\n' >>/etc/mlq/mlq.conf"
 check "broker port $port in /etc/mlq/mlq.conf" [ "$(sdbox_exec mlq config broker.endpoint)" = "tcp://127.0.0.1:$port" ]
+
+# Keys (docs/security.md): the package made the services' (the broker's, this
+# host's trainers', accepted by the broker); root's mlq gets an admin key, with
+# the broker's public key pinned next to it. `env -i` leaves mlq no $HOME, so
+# the key is named in mlq.conf.
+keys_made() {
+    sdbox_exec sh -c 'test -f /etc/mlq/broker.key_secret && test -f /etc/mlq/trainer.key_secret &&
+        test "$(stat -c %a:%G /etc/mlq/broker.key_secret)" = 640:mlq && ls /etc/mlq/trainers/*.key >/dev/null'
+}
+check "the package made the services' keys (0640, group mlq)" keys_made
+admin_key() {
+    sdbox_exec sh -c 'mlq keygen --name box-admin --out /root/box-admin >/dev/null &&
+        mlq keys add /root/box-admin.key --role admin --users-dir /etc/mlq/users \
+            --trainers-dir /etc/mlq/trainers >/dev/null &&
+        cp /etc/mlq/broker.key /root/broker.key &&
+        printf "client.secret_key = /root/box-admin.key_secret\n" >>/etc/mlq/mlq.conf'
+}
+check "root's key added as an admin (mlq keygen, mlq keys add)" admin_key
 host=$(sdbox_exec cat /proc/sys/kernel/hostname)
 sdbox_exec systemctl enable --now $units >/dev/null 2>&1 || true
 for u in $units; do check "$u active (READY=1)" wait_for 30 state_is "$u" active; done
@@ -148,6 +166,16 @@ two_trainers() {
         printf '%s\n' "$w" | grep -q "^$host-2 "
 }
 check "mlq workers: $host-1 and $host-2" wait_for 20 two_trainers
+whoami_admin() { sdbox_exec mlq whoami --json | grep -q '"role":"admin"'; }
+check "mlq whoami: box-admin, an admin, over CURVE" whoami_admin
+trainers_pinned() { sdbox_exec journalctl -u mlq-trainer@1 --no-pager | grep -q "pinned from /etc/mlq/broker.key"; }
+check "the trainers pinned the broker's key" trainers_pinned
+plaintext_refused() {
+    local out rc=0
+    out=$(sdbox_exec env MLQ_CONFIG=/dev/null MLQ_BROKER="tcp://127.0.0.1:$port" mlq queue 2>&1) || rc=$?
+    [ "$rc" = 6 ] && grep -q "requires keys" <<<"$out"
+}
+check "a client without keys gets nothing" plaintext_refused
 
 # A dataset in the services' data root (trainers may only read there): XOR
 # quadrants of 40000 points, CSV from awk, imported by the installed mlq.
