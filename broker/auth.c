@@ -104,9 +104,10 @@ static int scan_dir(const char *dir, bool trainers, struct principal **keys, siz
         if (!trainers && p.role != KEYS_ROLE_ADMIN) p.role = KEYS_ROLE_USER;
         memcpy(p.z85, c.public_z85, sizeof p.z85);
         if (c.name[0]) {
-            snprintf(p.name, sizeof p.name, "%s", c.name);
+            snprintf(p.name, sizeof p.name, "%.*s", (int)sizeof p.name - 1, c.name);
         } else {
-            snprintf(p.name, sizeof p.name, "%s", e->d_name);
+            /* A longer file name is cut: the name is a label, the key is the identity. */
+            snprintf(p.name, sizeof p.name, "%.*s", (int)sizeof p.name - 1, e->d_name);
             if (has_suffix(p.name, KEYS_PUBLIC_EXT))
                 p.name[strlen(p.name) - strlen(KEYS_PUBLIC_EXT)] = '\0';
         }

@@ -396,7 +396,11 @@ int keys_client_resolve(struct keys_client *out, const char *secret_key, const c
             return -ENOENT;
         }
         if (!exists(pinned)) return 0; /* no broker key known: plaintext */
-        snprintf(out->broker_from, sizeof out->broker_from, "%s", pinned);
+        if ((size_t)snprintf(out->broker_from, sizeof out->broker_from, "%s", pinned) >=
+            sizeof out->broker_from) {
+            snprintf(err, errlen, "the key directory's path is too long");
+            return -ENAMETOOLONG;
+        }
         int rc = keys_public_from(pinned, out->broker_z85, err, errlen);
         if (rc) return rc;
     } else {
