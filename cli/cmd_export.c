@@ -67,26 +67,28 @@ static int write_int64(hid_t loc, const char *name, int64_t v)
     return rc < 0 ? -EIO : 0;
 }
 
-/* state_dict/NAME for every tensor of the model's table, named and shaped
- * as PyTorch's state_dict of the equivalent nn.Sequential (a batch norm's
- * num_batches_tracked as an int64 scalar, as torch keeps it). */
-static int write_state_dict(hid_t f, const struct checkpoint *c, const struct tensor_table *tt)
+/* state_dict/NAME for every tensor of the model's table, from the model's
+ * buffers, named and shaped as PyTorch's state_dict of the equivalent
+ * nn.Sequential (a batch norm's num_batches_tracked as an int64 scalar, as
+ * torch keeps it); each name is appended to names. */
+static int write_state_dict(hid_t f, const struct model *m, json_t *names)
 {
+    const struct tensor_table *tt = &m->tensors;
     hid_t g = H5Gcreate2(f, "state_dict", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (g < 0) return -EIO;
     int ret = 0;
     for (int i = 0; ret == 0 && i < tt->n; i++) {
         const struct tensor *t = &tt->t[i];
-        const float *v = (t->kind == OP_PARAM ? c->params : c->state) + t->offset;
-        size_t len = strlen(t->name);
-        if (len >= 20 && strcmp(t->name + len - 20, ".num_batches_tracked") == 0) {
+        const float *v = (t->kind == OP_PARAM ? m->params : m->state) + t->offset;
+        if (json_array_append_new(names, json_string(t->name))) ret = -ENOMEM;
+        if (ret == 0 && tensor_is_batch_count(t)) {
             ret = write_int64(g, t->name, (int64_t)v[0]);
             continue;
         }
         hsize_t dims[4];
         for (int d = 0; d < t->ndim; d++)
             dims[d] = (hsize_t)t->shape[d];
-        ret = write_floats(g, t->name, v, t->ndim, dims);
+        if (ret == 0) ret = write_floats(g, t->name, v, t->ndim, dims);
     }
     H5Gclose(g);
     return ret;
@@ -95,7 +97,7 @@ static int write_state_dict(hid_t f, const struct checkpoint *c, const struct te
 /* Writes the model to path atomically (atomic_file.h): a failed export
  * leaves the old file, if any, and no half file. */
 static int export_hdf5(const char *path, int64_t run, const struct checkpoint *c,
-                       const struct mlq_spec *spec, char *err, size_t errlen)
+                       const struct mlq_spec *spec, json_t *names, char *err, size_t errlen)
 {
     struct model m;
     char why[512];
@@ -104,14 +106,13 @@ static int export_hdf5(const char *path, int64_t run, const struct checkpoint *c
         snprintf(err, errlen, "cannot rebuild the run's model: %s", why);
         return ret;
     }
-    if (m.n_params != c->n_params || m.n_state != c->n_state ||
-        checkpoint_check_tensors(c, &m.tensors, why, sizeof why)) {
-        snprintf(err, errlen,
-                 "checkpoint holds %zu parameters and %zu state values, the spec's model needs %zu "
-                 "and %zu",
-                 c->n_params, c->n_state, m.n_params, m.n_state);
+    /* By name through the checkpoint's table: one of an older mlq, without
+     * the batch counts, exports the model of today. */
+    ret = checkpoint_load_tensors(c, &m.tensors, m.params, NULL, 0, m.state, why, sizeof why);
+    if (ret) {
+        snprintf(err, errlen, "the checkpoint does not fit the spec's model: %s", why);
         model_destroy(&m);
-        return -EINVAL;
+        return ret;
     }
     struct atomic_file af;
     ret = atomic_file_begin(&af, path, 0666, err, errlen);
@@ -127,12 +128,12 @@ static int export_hdf5(const char *path, int64_t run, const struct checkpoint *c
         model_destroy(&m);
         return -EIO;
     }
-    ret = write_state_dict(f, c, &m.tensors);
+    ret = write_state_dict(f, &m, names);
     if (ret == 0 && !spec->typed) {
         /* The layout before the state_dict, kept for readers of it. */
         hid_t layers = H5Gcreate2(f, "layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         if (layers < 0) ret = -EIO;
-        const float *p = c->params;
+        const float *p = m.params;
         for (int l = 0; ret == 0 && l < spec->n_layers; l++) {
             char name[16];
             snprintf(name, sizeof name, "%d", l);
@@ -250,6 +251,7 @@ int cmd_export(int argc, char **argv)
     struct store_checkpoint ck = {0};
     struct checkpoint c = {0};
     struct mlq_spec spec;
+    json_t *names = NULL; /* the tensors exported */
     char err[1024];
     rc = history_job_get("export", s, id, &j);
     if (rc != EXIT_OK) goto out;
@@ -281,13 +283,15 @@ int cmd_export(int argc, char **argv)
         rc = EXIT_FAILURE_GENERIC;
         goto out;
     }
-    if (export_hdf5(a.output, id, &c, &spec, err, sizeof err) != 0) {
+    names = json_array();
+    if (!names) snprintf(err, sizeof err, "out of memory");
+    if (!names || export_hdf5(a.output, id, &c, &spec, names, err, sizeof err) != 0) {
         fprintf(stderr, "mlq export: %s\n", err);
         rc = EXIT_FAILURE_GENERIC;
         goto out;
     }
     if (co.json) {
-        json_t *o = json_object(), *l = json_array(), *names = json_array();
+        json_t *o = json_object(), *l = json_array();
         if (spec.typed) {
             json_t *doc = spec_to_json(&spec);
             json_decref(l);
@@ -297,12 +301,11 @@ int cmd_export(int argc, char **argv)
             for (int i = 0; i <= spec.n_layers; i++)
                 json_array_append_new(l, json_integer(spec.layers[i]));
         }
-        for (int i = 0; i < c.n_tensors; i++)
-            json_array_append_new(names, json_string(c.tensors[i].name));
         char line[512];
         json_object_set_new(o, "description",
                             json_string(spec_model_describe(&spec, line, sizeof line)));
         json_object_set_new(o, "tensors", names);
+        names = NULL;
         json_object_set_new(o, "run", json_integer(id));
         json_object_set_new(o, "epoch", json_integer(c.epoch));
         json_object_set_new(o, "step", json_integer(c.step));
@@ -315,6 +318,7 @@ int cmd_export(int argc, char **argv)
     }
 
 out:
+    json_decref(names);
     checkpoint_free(&c);
     store_checkpoint_free(&ck);
     store_job_free(&j);

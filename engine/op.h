@@ -35,7 +35,7 @@ struct team;
 
 #define OP_MAX_DIMS 3    /* per-sample dimensions: (C, H, W) */
 #define OP_MAX_INPUTS 2  /* the residual add reads two earlier outputs */
-#define OP_MAX_TENSORS 4 /* parameter and state tensors of one node */
+#define OP_MAX_TENSORS 5 /* parameter and state tensors of one node (batch norm's five) */
 #define OP_NAME_MAX 48   /* a tensor's name, "3.branch.0.running_mean" */
 
 struct shape {

@@ -47,3 +47,10 @@ const struct tensor *tensor_find(const struct tensor_table *tt, const char *name
         if (strcmp(tt->t[i].name, name) == 0) return &tt->t[i];
     return NULL;
 }
+
+bool tensor_is_batch_count(const struct tensor *t)
+{
+    static const char suffix[] = ".num_batches_tracked";
+    size_t len = strlen(t->name), n = sizeof suffix - 1;
+    return t->kind == OP_STATE && t->ndim == 0 && len > n && strcmp(t->name + len - n, suffix) == 0;
+}

@@ -6,6 +6,7 @@
 #ifndef MLQ_TENSOR_H
 #define MLQ_TENSOR_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "op.h"
@@ -33,5 +34,8 @@ int tensor_table_add(struct tensor_table *tt, const char *prefix, const struct o
                      int node);
 void tensor_table_free(struct tensor_table *tt);
 const struct tensor *tensor_find(const struct tensor_table *tt, const char *name);
+/* Whether t is a batch norm's num_batches_tracked: a state scalar counting
+ * training forward passes (a float here, an int64 in torch's state_dict). */
+bool tensor_is_batch_count(const struct tensor *t);
 
 #endif

@@ -389,24 +389,106 @@ int checkpoint_set_tensors(struct checkpoint *c, const struct tensor_table *tt)
     return 0;
 }
 
-int checkpoint_check_tensors(const struct checkpoint *c, const struct tensor_table *tt, char *err,
-                             size_t errlen)
+/* "parameter (4, 1, 2, 2)", "state ()". */
+static const char *tensor_desc(int kind, int ndim, const int64_t *shape, char *buf, size_t len)
 {
-    if (!c->n_tensors) return 0; /* version 1: sizes only */
-    if (c->n_tensors != tt->n)
-        return errmsg(err, errlen, -EINVAL, "the checkpoint has %d tensors, the model %d",
-                      c->n_tensors, tt->n);
+    size_t at = (size_t)snprintf(buf, len, "%s (", kind == 0 ? "parameter" : "state");
+    for (int d = 0; d < ndim && at < len; d++)
+        at += (size_t)snprintf(buf + at, len - at, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (at < len) snprintf(buf + at, len - at, ")");
+    return buf;
+}
+
+/* The index of name in c's table, trying `hint` (the same index) first, or -1. */
+static int find_tensor(const struct checkpoint *c, const char *name, int hint)
+{
+    if (hint < c->n_tensors && strcmp(c->tensors[hint].name, name) == 0) return hint;
+    for (int i = 0; i < c->n_tensors; i++)
+        if (strcmp(c->tensors[i].name, name) == 0) return i;
+    return -1;
+}
+
+/* Checks that c's table holds every tensor of tt, with the same kind and
+ * shape, and nothing else, but for the batch counts it may lack. */
+static int match_tensors(const struct checkpoint *c, const struct tensor_table *tt, char *err,
+                         size_t errlen)
+{
+    int filled = 0;
     for (int i = 0; i < tt->n; i++) {
-        const struct checkpoint_tensor *a = &c->tensors[i];
-        const struct tensor *b = &tt->t[i];
-        bool same = strcmp(a->name, b->name) == 0 && a->kind == (b->kind == OP_PARAM ? 0 : 1) &&
-                    a->ndim == b->ndim && a->offset == b->offset;
+        const struct tensor *t = &tt->t[i];
+        int j = find_tensor(c, t->name, i);
+        if (j < 0) {
+            if (tensor_is_batch_count(t)) {
+                filled++;
+                continue;
+            }
+            return errmsg(err, errlen, -EINVAL, "the checkpoint has no tensor %s (another model)",
+                          t->name);
+        }
+        const struct checkpoint_tensor *a = &c->tensors[j];
+        int kind = t->kind == OP_PARAM ? 0 : 1;
+        bool same = a->kind == kind && a->ndim == t->ndim;
         for (int d = 0; same && d < a->ndim; d++)
-            same = a->shape[d] == b->shape[d];
-        if (!same)
+            same = a->shape[d] == t->shape[d];
+        if (!same) {
+            char x[128], y[128];
+            int64_t shape[4];
+            for (int d = 0; d < t->ndim; d++)
+                shape[d] = t->shape[d];
             return errmsg(err, errlen, -EINVAL,
-                          "the checkpoint's tensor %d is %s, the model's is %s (another model)", i,
-                          a->name, b->name);
+                          "the checkpoint's tensor %s is a %s, the model's a %s (another model)",
+                          t->name, tensor_desc(a->kind, a->ndim, a->shape, x, sizeof x),
+                          tensor_desc(kind, t->ndim, shape, y, sizeof y));
+        }
+    }
+    if (c->n_tensors == tt->n - filled) return 0;
+    for (int i = 0; i < c->n_tensors; i++)
+        if (!tensor_find(tt, c->tensors[i].name))
+            return errmsg(err, errlen, -EINVAL,
+                          "the checkpoint's tensor %s is not in the model (another model)",
+                          c->tensors[i].name);
+    /* Every name is the model's: some name is there twice. */
+    return errmsg(err, errlen, -EINVAL, "the checkpoint has %d tensors, the model %d", c->n_tensors,
+                  tt->n);
+}
+
+int checkpoint_load_tensors(const struct checkpoint *c, const struct tensor_table *tt,
+                            float *params, float *const *optim, int n_optim, float *state,
+                            char *err, size_t errlen)
+{
+    if (c->n_params != tt->n_params || (!c->n_tensors && c->n_state != tt->n_state))
+        return errmsg(err, errlen, -EINVAL,
+                      "it holds %zu parameters and %zu state values, the model needs %zu and %zu",
+                      c->n_params, c->n_state, tt->n_params, tt->n_state);
+    if (n_optim < 0 || (size_t)n_optim * c->n_params > c->n_optim)
+        return errmsg(err, errlen, -EINVAL,
+                      "it holds %zu optimizer values, the optimizer needs %zu", c->n_optim,
+                      (size_t)(n_optim < 0 ? 0 : n_optim) * c->n_params);
+    size_t P = c->n_params;
+    if (!c->n_tensors) { /* version 1 (or a model without tensors): the same layout */
+        if (P) memcpy(params, c->params, sizeof(float) * P);
+        for (int k = 0; k < n_optim; k++)
+            memcpy(optim[k], c->optim_state + (size_t)k * P, sizeof(float) * P);
+        if (c->n_state) memcpy(state, c->state, sizeof(float) * c->n_state);
+        return 0;
+    }
+    int rc = match_tensors(c, tt, err, errlen);
+    if (rc) return rc;
+    for (int i = 0; i < tt->n; i++) {
+        const struct tensor *t = &tt->t[i];
+        int j = find_tensor(c, t->name, i);
+        if (j < 0) { /* a batch count an older mlq did not keep */
+            state[t->offset] = (float)c->step;
+            continue;
+        }
+        size_t from = (size_t)c->tensors[j].offset, n = sizeof(float) * t->size;
+        if (t->kind != OP_PARAM) {
+            memcpy(state + t->offset, c->state + from, n);
+            continue;
+        }
+        memcpy(params + t->offset, c->params + from, n);
+        for (int k = 0; k < n_optim; k++)
+            memcpy(optim[k] + t->offset, c->optim_state + (size_t)k * P + from, n);
     }
     return 0;
 }

@@ -81,11 +81,26 @@ struct tensor_table;
 /* Fills c->tensors (owned by the caller: free(c->tensors)) from a model's
  * table. Returns 0 or -ENOMEM (-ENAMETOOLONG for a name too long). */
 int checkpoint_set_tensors(struct checkpoint *c, const struct tensor_table *tt);
-/* 0 when c's table (if it has one: version 1 has none) names the same
- * tensors with the same shapes and offsets as tt; else -EINVAL with the
- * first difference in err. */
-int checkpoint_check_tensors(const struct checkpoint *c, const struct tensor_table *tt, char *err,
-                             size_t errlen);
+/* Loads c into a model whose tensor table is tt: its parameters into params
+ * (tt->n_params floats), the first n_optim optimizer buffers it holds (each
+ * c->n_params floats of c->optim_state, in the parameters' layout) into
+ * optim[0..n_optim), and its state arena into state (tt->n_state floats;
+ * NULL when tt has none). This is the one place a checkpoint meets a model
+ * (resume, eval, predict, export).
+ *
+ * A version-2 checkpoint's tensors are found by name through its own table,
+ * wherever its offsets put them, so that a checkpoint laid out by an older
+ * mlq loads into today's model. A batch norm's num_batches_tracked that the
+ * checkpoint lacks (written before the count joined the table, when a batch
+ * norm had four tensors) is filled with c->step, the optimizer steps taken:
+ * the count a run that trains one batch a step has (docs/checkpoint.md).
+ * Any other difference (a tensor missing or left over, another kind or
+ * shape, another number of parameters) is -EINVAL with the first one in
+ * err ("... (another model)"). A version-1 checkpoint (no table) must have
+ * tt's sizes; its parameters are in the table's layout by construction. */
+int checkpoint_load_tensors(const struct checkpoint *c, const struct tensor_table *tt,
+                            float *params, float *const *optim, int n_optim, float *state,
+                            char *err, size_t errlen);
 
 /* Reads a checkpoint file whole (written with atomic_file_write_all). */
 int checkpoint_read_file(const char *path, void **blob, size_t *len, char *err, size_t errlen);

@@ -89,13 +89,9 @@ static int load_model(struct job *j, const void *blob, size_t len, char *err, si
                why);
         goto out;
     }
-    if (c.n_params != j->model.n_params || c.n_state != j->model.n_state ||
-        checkpoint_check_tensors(&c, &j->model.tensors, why, sizeof why)) {
-        rc = errmsg(err, errlen, -EINVAL,
-                    "run %lld: corrupt checkpoint: it holds %zu parameters and %zu state values, "
-                    "its model needs %zu and %zu",
-                    (long long)j->spec->run, c.n_params, c.n_state, j->model.n_params,
-                    j->model.n_state);
+    if ((rc = checkpoint_load_tensors(&c, &j->model.tensors, j->model.params, NULL, 0,
+                                      j->model.state, why, sizeof why))) {
+        errmsg(err, errlen, rc, "run %lld: corrupt checkpoint: %s", (long long)j->spec->run, why);
         goto out;
     }
     /* A checkpoint is checked before it is stored, but a NaN is a valid
@@ -114,8 +110,6 @@ static int load_model(struct job *j, const void *blob, size_t len, char *err, si
                     (long long)j->spec->run, (long long)c.epoch, bad, c.n_params, first_bad);
         goto out;
     }
-    memcpy(j->model.params, c.params, sizeof(float) * c.n_params);
-    if (c.n_state) memcpy(j->model.state, c.state, sizeof(float) * c.n_state);
     j->rows = job_memory_eval_rows(&j->train);
     if ((rc = model_reserve(&j->model, j->rows))) {
         errmsg(err, errlen, rc, "cannot allocate the network: %s", strerror(-rc));

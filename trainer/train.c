@@ -241,8 +241,7 @@ static int restore(struct run *r, const void *blob, size_t len, int64_t *epoch, 
     char why[256];
     int rc = checkpoint_decode(blob, len, &c, why, sizeof why);
     if (rc) return errmsg(err, errlen, rc, "cannot resume: %s", why);
-    if (c.n_params != r->model.n_params || c.n_optim != optim_state_floats(&r->opt) ||
-        c.n_state != r->model.n_state) {
+    if (c.n_params != r->model.n_params || c.n_optim != optim_state_floats(&r->opt)) {
         rc = errmsg(err, errlen, -EINVAL,
                     "cannot resume: the checkpoint holds %zu parameters, %zu optimizer values and "
                     "%zu state values, this model needs %zu, %zu and %zu",
@@ -250,16 +249,14 @@ static int restore(struct run *r, const void *blob, size_t len, int64_t *epoch, 
                     optim_state_floats(&r->opt), r->model.n_state);
         goto out;
     }
-    if ((rc = checkpoint_check_tensors(&c, &r->model.tensors, why, sizeof why))) {
+    /* By name: an older checkpoint's state arena may be laid out otherwise. */
+    float *bufs[3];
+    int k = optim_state_buffers(&r->opt, bufs);
+    if ((rc = checkpoint_load_tensors(&c, &r->model.tensors, r->model.params, bufs, k,
+                                      r->model.state, why, sizeof why))) {
         rc = errmsg(err, errlen, rc, "cannot resume: %s", why);
         goto out;
     }
-    memcpy(r->model.params, c.params, sizeof(float) * c.n_params);
-    if (c.n_state) memcpy(r->model.state, c.state, sizeof(float) * c.n_state);
-    float *bufs[3];
-    int k = optim_state_buffers(&r->opt, bufs);
-    for (int i = 0; i < k; i++) /* sizes checked above */
-        memcpy(bufs[i], c.optim_state + (size_t)i * r->opt.n, sizeof(float) * r->opt.n);
     r->opt.step = c.optim_step;
     r->opt.has_momentum_buffer = c.optim_step > 0;
     const struct spec_schedule *sc = &r->spec->optimizer.schedule;

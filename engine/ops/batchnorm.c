@@ -205,9 +205,9 @@ void batchnorm_init(float *gamma, float *beta, float *running_mean, float *runni
 
 /* ---- the op: nn.BatchNorm1d on (F) inputs, nn.BatchNorm2d on (C, H, W);
  * params weight (C), bias (C); state running_mean (C), running_var (C),
- * num_batches_tracked (one float, counting training batches as torch's
- * int64 does, exactly up to 2^24; see BN_COUNTS_BATCHES); saved: the mean and invstd (C each) that
- * forward normalised with. ---- */
+ * num_batches_tracked (one float, counting training forward passes as
+ * torch's int64 does, exactly up to 2^24); saved: the mean and invstd (C
+ * each) that forward normalised with. ---- */
 
 static int bn_infer(struct op_attrs *a, const struct shape *in, struct shape *out, char *err,
                     size_t errlen)
@@ -234,10 +234,6 @@ static int bn_spatial(const struct op_node *n)
     return n->in[0].n == 3 ? n->in[0].d[1] * n->in[0].d[2] : 1;
 }
 
-/* torch's state_dict has five tensors per batch norm; num_batches_tracked
- * joins the table once op.h allows five tensors a node (it allows four). */
-#define BN_COUNTS_BATCHES (OP_MAX_TENSORS >= 5)
-
 static int bn_tensors(const struct op_node *n, struct op_tensor t[OP_MAX_TENSORS])
 {
     int C = bn_channels(n);
@@ -245,12 +241,8 @@ static int bn_tensors(const struct op_node *n, struct op_tensor t[OP_MAX_TENSORS
     t[1] = (struct op_tensor){"bias", OP_PARAM, 1, {C}};
     t[2] = (struct op_tensor){"running_mean", OP_STATE, 1, {C}};
     t[3] = (struct op_tensor){"running_var", OP_STATE, 1, {C}};
-#if BN_COUNTS_BATCHES
     t[4] = (struct op_tensor){"num_batches_tracked", OP_STATE, 0, {0}};
     return 5;
-#else
-    return 4;
-#endif
 }
 
 static void bn_op_init(const struct op_node *n, float *param, float *state, struct rng *r)
@@ -258,7 +250,7 @@ static void bn_op_init(const struct op_node *n, float *param, float *state, stru
     (void)r;
     int C = bn_channels(n);
     batchnorm_init(param, param + C, state, state + C, C);
-    if (BN_COUNTS_BATCHES) state[2 * C] = 0.0f;
+    state[2 * C] = 0.0f;
 }
 
 static size_t bn_saved(const struct op_node *n, int B)
@@ -284,7 +276,7 @@ static void bn_op_forward(const struct op_call *c)
     const struct op_node *n = c->node;
     int C = bn_channels(n);
     op_for_range(c, C, 1, 1, bn_forward_range, NULL);
-    if (BN_COUNTS_BATCHES && c->training) c->state[2 * C] += 1.0f;
+    if (c->training) c->state[2 * C] += 1.0f;
 }
 
 static void bn_backward_range(const struct op_call *c, int c0, int c1, float *scratch, void *ctx)
