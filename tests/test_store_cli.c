@@ -398,13 +398,94 @@ static void test_export_hdf5(void **state)
     assert_int_equal(run_mlq(f, NULL, "export %lld", (long long)f->adam), 2);
 }
 
+static void read_dataset(hid_t file, const char *name, hid_t want_type, void *v)
+{
+    hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
+    if (d < 0) fail_msg("no dataset %s", name);
+    hid_t t = H5Dget_type(d);
+    if (want_type >= 0) assert_true(H5Tequal(t, want_type) > 0);
+    assert_true(H5Dread(d, want_type >= 0 ? H5T_NATIVE_INT64 : H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL,
+                        H5P_DEFAULT, v) >= 0);
+    H5Tclose(t);
+    H5Dclose(d);
+}
+
+/* A run whose checkpoint an older mlq wrote, when a batch norm had four
+ * tensors (tests/fixtures/bn-four-tensors-v2.ckpt, epoch 2, step 38):
+ * mlq export writes today's state_dict, each num_batches_tracked an int64
+ * equal to the checkpoint's steps, every other tensor where its name says. */
+static void test_export_old_batch_norm(void **state)
+{
+    struct fx *f = *state;
+    void *blob;
+    size_t len;
+    char err[512];
+    struct checkpoint c;
+    if (checkpoint_read_file(MLQ_SOURCE_DIR "/tests/fixtures/bn-four-tensors-v2.ckpt", &blob, &len,
+                             err, sizeof err) ||
+        checkpoint_decode(blob, len, &c, err, sizeof err))
+        fail_msg("%s", err);
+    struct mlq_spec spec;
+    if (spec_parse(c.spec_json, &spec, err, sizeof err)) fail_msg("spec: %s", err);
+    struct store *s;
+    if (store_open(&s, f->db, 0, err, sizeof err) != 0) fail_msg("%s", err);
+    int64_t id;
+    assert_int_equal(store_job_submit_spec(s, &spec, NULL, &id, NULL), 0);
+    assert_int_equal(store_job_set_running(s, id, "t1"), 0);
+    assert_int_equal(store_checkpoint_put(s, id, c.epoch, c.step, blob, len, c.val_loss, NULL), 0);
+    assert_int_equal(store_job_set_succeeded(s, id), 0);
+    store_close(&s);
+    free(blob);
+
+    char out_path[700], args[800];
+    snprintf(out_path, sizeof out_path, "%s/old-bn.h5", f->dir);
+    snprintf(args, sizeof args, "export %lld --output '%s'", (long long)id, out_path);
+    json_t *doc = run_json(f, args);
+    json_t *names = json_object_get(doc, "tensors");
+    assert_int_equal(json_array_size(names), 23);
+    assert_string_equal(json_string_value(json_array_get(names, 6)), "1.num_batches_tracked");
+    json_decref(doc);
+
+    hid_t file = H5Fopen(out_path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(file >= 0);
+    static const char *const counts[] = {"1.num_batches_tracked", "3.branch.1.num_batches_tracked",
+                                         "7.num_batches_tracked"};
+    for (int i = 0; i < 3; i++) {
+        char name[128];
+        snprintf(name, sizeof name, "state_dict/%s", counts[i]);
+        int64_t n = -1;
+        read_dataset(file, name, H5T_STD_I64LE, &n);
+        assert_int_equal(n, 38);
+    }
+    /* The rest by the checkpoint's own table. */
+    for (int i = 0; i < c.n_tensors; i++) {
+        const struct checkpoint_tensor *t = &c.tensors[i];
+        size_t n = 1;
+        for (int d = 0; d < t->ndim; d++)
+            n *= (size_t)t->shape[d];
+        float *v = malloc(n * sizeof *v);
+        char name[128];
+        snprintf(name, sizeof name, "state_dict/%s", t->name);
+        read_dataset(file, name, -1, v);
+        assert_memory_equal(v, (t->kind == 0 ? c.params : c.state) + t->offset, n * sizeof *v);
+        free(v);
+    }
+    H5Fclose(file);
+    checkpoint_free(&c);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(test_runs_json),    T(test_show_json),  T(test_metrics_json_and_chart),
-        T(test_compare_json), T(test_missing_db), T(test_rm_and_gc),
+        T(test_runs_json),
+        T(test_show_json),
+        T(test_metrics_json_and_chart),
+        T(test_compare_json),
+        T(test_missing_db),
+        T(test_rm_and_gc),
         T(test_export_hdf5),
+        T(test_export_old_batch_norm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
