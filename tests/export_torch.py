@@ -3,9 +3,12 @@
 nn.Sequential that its architecture attribute describes, loads state_dict/
 with load_state_dict(strict=True) (so every name and shape must be
 PyTorch's), runs it in eval mode on the inputs of INPUT.h5 and compares with
-what mlq predicted (PREDICTIONS.h5 from mlq predict).
+what mlq predicted (PREDICTIONS.h5 from mlq predict). With --steps N (the
+run's training steps, one batch each), every batch norm's
+num_batches_tracked must be an int64 equal to what torch counts when the
+same nn.Sequential takes N training steps, and the file's step attribute N.
 
-usage: export_torch.py MODEL.h5 INPUT.h5 PREDICTIONS.h5
+usage: export_torch.py MODEL.h5 INPUT.h5 PREDICTIONS.h5 [--steps N]
 Exit status 0 when they agree, 1 when not, 77 when torch, h5py or numpy is
 missing (ctest counts 77 as skipped)."""
 import json
@@ -78,11 +81,40 @@ def build(layers, prefix, sd, rank):
     return nn.Sequential(*mods), rank
 
 
-def main(model_path, input_path, pred_path):
+def torch_counts(arch, sd, shape, steps):
+    """num_batches_tracked of each batch norm after `steps` training steps of
+    a fresh nn.Sequential of this architecture (two random samples a batch)."""
+    net, _ = build(arch["layers"], "", sd, len(shape))
+    net.train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    x = torch.randn([2] + shape)
+    for _ in range(steps):
+        opt.zero_grad()
+        net(x).sum().backward()
+        opt.step()
+    return {k: v for k, v in net.state_dict().items() if k.endswith("num_batches_tracked")}
+
+
+def check_counts(arch, sd, shape, steps, file_step):
+    want = torch_counts(arch, sd, shape, steps)
+    bad = [k for k in want
+           if sd[k].dtype != torch.int64 or sd[k].dim() != 0 or int(sd[k]) != int(want[k])]
+    print("export_torch: %d batch norms; num_batches_tracked %s, torch's after %d steps %s; "
+          "the checkpoint's step %d" % (len(want), sorted(set(int(sd[k]) for k in want)), steps,
+                                        sorted(set(int(v) for v in want.values())), file_step))
+    for k in bad:
+        print("export_torch: %s is %s %s, torch counts %d" % (k, sd[k].dtype, sd[k].tolist(),
+                                                            int(want[k])))
+    return not bad and file_step == steps
+
+
+def main(model_path, input_path, pred_path, steps=None):
     with h5py.File(model_path, "r") as m:
         arch = json.loads(m.attrs["architecture"])
+        file_step = int(m.attrs["step"])
         sd = {k: torch.from_numpy(np.asarray(v)) for k, v in m["state_dict"].items()}
     shape = arch["input"]
+    counts_ok = steps is None or check_counts(arch, sd, shape, steps, file_step)
     net, _ = build(arch["layers"], "", sd, len(shape))
     net.load_state_dict(sd, strict=True)
     net.eval()
@@ -100,10 +132,15 @@ def main(model_path, input_path, pred_path):
     worst = float(np.abs(probs - mlq_probs).max())
     print("export_torch: %d rows, predictions agree on %.4f, largest probability difference "
           "%.2e" % (len(x), agree, worst))
-    sys.exit(0 if worst < 1e-4 and agree >= 0.999 else 1)
+    sys.exit(0 if worst < 1e-4 and agree >= 0.999 and counts_ok else 1)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
+    args = sys.argv[1:]
+    steps = None
+    if len(args) == 5 and args[3] == "--steps" and args[4].isdigit():
+        steps = int(args.pop())
+        args.pop()
+    if len(args) != 3:
         raise SystemExit(__doc__)
-    main(*sys.argv[1:])
+    main(*args, steps=steps)
