@@ -44,6 +44,13 @@ BENCH="$BUILD/bench/cnn_bench"
 OUT=$(mktemp)
 trap 'rm -f "$OUT"' EXIT
 
+autogroup_note() { # the scheduler setting that makes other sessions' nice useless
+    if [ "$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null)" = 1 ]; then
+        echo "note: kernel.sched_autogroup_enabled=1: other sessions' niced work still takes its share" \
+            "(as root: echo 0 > /proc/sys/kernel/sched_autogroup_enabled; docs/benchmarks.md)"
+    fi
+}
+autogroup_note
 echo "# $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); $REPS alternating runs of $STEPS steps"
 "$BENCH" --kernels --steps 5 --repeat 1 | grep -v '^{' || true
 for rep in $(seq "$REPS"); do

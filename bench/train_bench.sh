@@ -157,6 +157,13 @@ measure() {
 }
 
 # ---- the machine ----
+autogroup_note() { # the scheduler setting that makes other sessions' nice useless
+    if [ "$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null)" = 1 ]; then
+        echo "note: kernel.sched_autogroup_enabled=1: other sessions' niced work still takes its share" \
+            "(as root: echo 0 > /proc/sys/kernel/sched_autogroup_enabled; docs/benchmarks.md)"
+    fi
+}
+autogroup_note
 CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 echo "machine: $CPU, $(nproc) CPUs, Linux $(uname -r)"
 echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset: mlq picks its kernel, torch gets the OpenBLAS default)}"
