@@ -156,13 +156,14 @@ static size_t layout_grads(struct model_node *nodes, int n_nodes, int B)
     int first[MODEL_MAX_NODES], last[MODEL_MAX_NODES], order[MODEL_MAX_NODES];
     size_t size[MODEL_MAX_NODES];
     for (int j = 0; j < n_nodes; j++) {
-        int k_max = j == n_nodes - 1 ? n_nodes : -1; /* the loss stands after the last node */
+        /* The last consumer; the node itself when none (the last node,
+         * whose gradient the loss stores just before its backward, or a
+         * node that does not reach the loss: one step). */
+        int k_max = j;
         for (int k = j + 1; k < n_nodes; k++)
             for (int i = 0; i < nodes[k].op.n_in; i++)
                 if (nodes[k].in[i] == j) k_max = k;
-        /* Never written (no consumer reaches the loss): a zero interval. */
-        first[j] =
-            k_max < 0 ? n_nodes - 1 - j : n_nodes - 1 - (k_max < n_nodes ? k_max : n_nodes - 1);
+        first[j] = n_nodes - 1 - k_max;
         last[j] = n_nodes - 1 - j;
         size[j] = (size_t)B * shape_size(&nodes[j].op.out);
         order[j] = j;
