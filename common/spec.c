@@ -899,6 +899,7 @@ int spec_from_json(json_t *doc, struct mlq_spec *s, char *err, size_t errlen)
                                        "validation_split",
                                        "model",
                                        "loss",
+                                       "label_smoothing",
                                        "optimizer",
                                        "regularization",
                                        "batch_size",
@@ -943,6 +944,7 @@ int spec_from_json(json_t *doc, struct mlq_spec *s, char *err, size_t errlen)
     if (!rc && (v = json_object_get(doc, "model"))) rc = parse_model(v, s, err, errlen);
     if (!rc) rc = get_enum(doc, "loss", "", loss_names, COUNT(loss_names), &loss, err, errlen);
     s->loss = loss;
+    if (!rc) rc = get_number(doc, "label_smoothing", "", &s->label_smoothing, err, errlen);
     if (!rc && (v = json_object_get(doc, "optimizer")))
         rc = parse_optimizer(v, &s->optimizer, err, errlen);
     if (!rc && (v = json_object_get(doc, "regularization")))
@@ -1018,6 +1020,10 @@ int spec_validate(const struct mlq_spec *s, char *err, size_t errlen)
             return errmsg(err, errlen, -EINVAL, "regularization: l1 and l2 must be >= 0");
         if (s->validation_split < 0 || s->validation_split >= 1)
             return errmsg(err, errlen, -EINVAL, "validation_split: must be in [0, 1)");
+        if (!(s->label_smoothing >= 0 && s->label_smoothing < 1))
+            return errmsg(err, errlen, -EINVAL, "label_smoothing: must be in [0, 1)");
+        if (s->label_smoothing > 0 && s->loss != LOSS_CROSS_ENTROPY)
+            return errmsg(err, errlen, -EINVAL, "label_smoothing: needs loss cross_entropy");
         if (s->has_validation && s->validation_split > 0)
             return errmsg(err, errlen, -EINVAL,
                           "validation_split: give either validation or validation_split");
@@ -1288,6 +1294,8 @@ json_t *spec_to_json(const struct mlq_spec *s)
     }
     json_object_set_new(doc, "model", model);
     json_object_set_new(doc, "loss", json_string(spec_loss_name(s->loss)));
+    if (s->label_smoothing > 0)
+        json_object_set_new(doc, "label_smoothing", json_real(s->label_smoothing));
     json_object_set_new(doc, "optimizer", optimizer_to_json(&s->optimizer));
     json_object_set_new(doc, "regularization", json_pack("{sf sf}", "l1", s->l1, "l2", s->l2));
     json_object_set_new(doc, "batch_size", json_integer(s->batch_size));

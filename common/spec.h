@@ -182,6 +182,7 @@ struct mlq_spec {
     double leaky_slope;         /* leaky_relu negative slope, default 0.01 */
     enum output_kind output;
     enum loss_kind loss;
+    double label_smoothing; /* cross-entropy's target mix with uniform, in [0, 1) */
     struct spec_optimizer optimizer;
     double l1, l2;  /* penalties on weights (not biases): l1*sum|w| + l2/2*sum w^2 */
     int batch_size; /* ignored by gd, which steps once per epoch on all data */

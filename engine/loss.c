@@ -37,21 +37,27 @@ void loss_outputs(float *p, const float *z, int B, int K, enum net_loss loss,
 }
 
 double loss_value(const float *z, const float *p, const int32_t *y_class, const float *y, int B,
-                  int K, enum net_loss loss)
+                  int K, enum net_loss loss, float smoothing)
 {
     double total = 0.0;
     if (loss == NET_LOSS_CROSS_ENTROPY) {
-        /* From the logits in double: -log softmax = logsumexp(z) - z_y. */
+        /* From the logits in double: -log softmax = logsumexp(z) - z_y; with
+         * smoothing, that mixed with the mean over k of logsumexp(z) - z_k. */
+        double eps = smoothing;
         for (int r = 0; r < B; r++) {
             const float *zr = z + (size_t)r * K;
             if (y_class[r] < 0 || y_class[r] >= K) return NAN;
-            double mx = zr[0];
+            double mx = zr[0], zsum = 0.0;
             for (int k = 1; k < K; k++)
                 mx = zr[k] > mx ? zr[k] : mx;
             double sum = 0.0;
-            for (int k = 0; k < K; k++)
+            for (int k = 0; k < K; k++) {
                 sum += exp((double)zr[k] - mx);
-            total += log(sum) + mx - (double)zr[y_class[r]];
+                zsum += zr[k];
+            }
+            double lse = log(sum) + mx;
+            total += (1.0 - eps) * (lse - (double)zr[y_class[r]]);
+            if (eps > 0) total += eps * (lse - zsum / K);
         }
         return total / B;
     }
@@ -64,17 +70,19 @@ double loss_value(const float *z, const float *p, const int32_t *y_class, const 
 }
 
 void loss_grad(float *restrict d, const float *restrict p, const int32_t *y_class, const float *y,
-               int B, int K, enum net_loss loss, enum net_output output)
+               int B, int K, enum net_loss loss, enum net_output output, float smoothing)
 {
     size_t n = (size_t)B * (size_t)K;
     if (loss == NET_LOSS_CROSS_ENTROPY) {
-        /* Fused softmax + cross-entropy: (p - onehot(y)) / B. */
+        /* Fused softmax + cross-entropy: (p - target) / B, target =
+         * (1 - smoothing) onehot(y) + smoothing / K. */
         float scale = 1.0f / (float)B;
+        float uniform = smoothing / (float)K * scale, hit = (1.0f - smoothing) * scale;
         for (size_t i = 0; i < n; i++)
-            d[i] = p[i] * scale;
+            d[i] = p[i] * scale - uniform;
         for (int r = 0; r < B; r++)
             if (y_class[r] >= 0 && y_class[r] < K) /* the loader rejects others */
-                d[(size_t)r * K + y_class[r]] -= scale;
+                d[(size_t)r * K + y_class[r]] -= hit;
         return;
     }
     float scale = 2.0f / (float)n;

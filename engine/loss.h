@@ -13,12 +13,14 @@
 void loss_outputs(float *p, const float *z, int B, int K, enum net_loss loss,
                   enum net_output output);
 /* Mean loss over B rows: y_class (B) ids for cross-entropy, y (B, K) for
- * mse (the other NULL). Computed in double; NAN for a class out of range. */
+ * mse (the other NULL). Computed in double; NAN for a class out of range.
+ * smoothing: cross-entropy's label_smoothing (nn.CrossEntropyLoss): the
+ * target is (1 - smoothing) onehot(y) + smoothing / K; 0 for mse. */
 double loss_value(const float *z, const float *p, const int32_t *y_class, const float *y, int B,
-                  int K, enum net_loss loss);
+                  int K, enum net_loss loss, float smoothing);
 /* d (B, K) = d(mean loss)/dz, stored. */
 void loss_grad(float *d, const float *p, const int32_t *y_class, const float *y, int B, int K,
-               enum net_loss loss, enum net_output output);
+               enum net_loss loss, enum net_output output, float smoothing);
 /* Rows whose arg max of z (first maximum wins, as torch.argmax) is y_class. */
 int loss_correct(const float *z, const int32_t *y_class, int B, int K);
 

@@ -58,6 +58,7 @@ static bool dense_stack(const struct model_desc *d, struct net_config *cfg)
     cfg->activation = act < 0 ? NET_ACT_RELU : stack_act_kind[act];
     if (act < 0) cfg->leaky_slope = 0.01f;
     cfg->loss = d->loss;
+    cfg->label_smoothing = d->label_smoothing;
     cfg->output = d->output;
     return true;
 }
@@ -296,6 +297,7 @@ int model_create(struct model *m, const struct model_desc *d, char *err, size_t 
     m->input = d->input;
     m->K = m->node[m->n_nodes - 1].op.out.d[0];
     m->loss = d->loss;
+    m->label_smoothing = d->label_smoothing;
     m->output = d->output;
     m->n_params = m->tensors.n_params;
     m->n_state = m->tensors.n_state;
@@ -496,7 +498,7 @@ const float *model_logits(const struct model *m)
 double model_loss(const struct model *m, const int32_t *y_class, const float *y, int B)
 {
     if (m->net) return net_loss(m->net, y_class, y, B);
-    return loss_value(model_logits(m), m->probs, y_class, y, B, m->K, m->loss);
+    return loss_value(model_logits(m), m->probs, y_class, y, B, m->K, m->loss, m->label_smoothing);
 }
 
 int model_correct(const struct model *m, const int32_t *y_class, int B)
@@ -520,7 +522,8 @@ void model_backward(struct model *m, const float *x, const int32_t *y_class, con
     /* A node's output gradient is written by its first consumer in reverse
      * order (stored); later consumers write a temporary that is added. */
     bool written[MODEL_MAX_NODES] = {false};
-    loss_grad(m->dacts + m->node[last].grad_off, m->probs, y_class, y, B, m->K, m->loss, m->output);
+    loss_grad(m->dacts + m->node[last].grad_off, m->probs, y_class, y, B, m->K, m->loss, m->output,
+              m->label_smoothing);
     written[last] = true;
     for (int i = last; i >= 0; i--) {
         if (!written[i]) continue; /* does not reach the output: no gradient */

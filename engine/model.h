@@ -45,6 +45,7 @@ struct model_desc {
     struct model_layer layer[MODEL_MAX_NODES];
     enum net_loss loss;
     enum net_output output;
+    float label_smoothing; /* cross-entropy (loss.h) */
 };
 
 struct model_node {
@@ -78,6 +79,7 @@ struct model {
     int K;
     enum net_loss loss;
     enum net_output output;
+    float label_smoothing;
     size_t n_params;
     float *params; /* (P) */
     float *grads;  /* (P) */

@@ -42,6 +42,7 @@ int net_create(struct net *net, const struct net_config *cfg)
     net->leaky_slope = cfg->leaky_slope;
     net->output = cfg->output;
     net->loss = cfg->loss;
+    net->label_smoothing = cfg->label_smoothing;
     net->n_threads = 1;
 
     size_t P = 0;
@@ -377,7 +378,7 @@ void net_forward(struct net *net, const float *x, int B)
 double net_loss(const struct net *net, const int32_t *y_class, const float *y, int B)
 {
     return loss_value(layer_z(net, net->n_layers - 1), net->probs, y_class, y, B, net_outputs(net),
-                      net->loss);
+                      net->loss, net->label_smoothing);
 }
 
 /* One row (B == 1), plain SGD: w -= lr * (dz x^T), the same rounding as
@@ -430,7 +431,8 @@ static void backward(struct net *net, const float *x, const int32_t *y_class, co
     half *= (size_t)net->max_batch;
     float *d = net->dacts, *dn = net->dacts + half;
 
-    loss_grad(d, net->probs, y_class, y, B, net_outputs(net), net->loss, net->output);
+    loss_grad(d, net->probs, y_class, y, B, net_outputs(net), net->loss, net->output,
+              net->label_smoothing);
     for (int l = L - 1; l >= 0; l--) {
         struct net_layer *ly = &net->layer[l];
         struct layer_job j = {.net = net,

@@ -31,6 +31,7 @@ struct net_config {
     float leaky_slope;
     enum net_output output;
     enum net_loss loss;
+    float label_smoothing; /* cross-entropy (loss.h) */
 };
 
 struct net_layer {
@@ -51,6 +52,7 @@ struct net {
     float leaky_slope;
     enum net_output output;
     enum net_loss loss;
+    float label_smoothing;
     size_t n_params; /* P */
     float *params;   /* (P) */
     float *grads;    /* (P) */

@@ -279,7 +279,7 @@ static void test_every_op_threads(void **state)
 
 /* ---- the fused heads ---- */
 
-static void check_head(enum net_loss loss, enum net_output output)
+static void check_head(enum net_loss loss, enum net_output output, float smoothing)
 {
     enum { B = 3, K = 4 };
     struct rng r;
@@ -290,15 +290,15 @@ static void check_head(enum net_loss loss, enum net_output output)
     fill_uniform(y, B * K, 0.0f, 1.0f, &r);
     bool ce = loss == NET_LOSS_CROSS_ENTROPY;
     loss_outputs(p, z, B, K, loss, output);
-    loss_grad(d, p, ce ? yc : NULL, ce ? NULL : y, B, K, loss, output);
+    loss_grad(d, p, ce ? yc : NULL, ce ? NULL : y, B, K, loss, output, smoothing);
     for (int i = 0; i < B * K; i++) {
         float keep = z[i];
         z[i] = keep + H;
         loss_outputs(p, z, B, K, loss, output);
-        double up = loss_value(z, p, ce ? yc : NULL, ce ? NULL : y, B, K, loss);
+        double up = loss_value(z, p, ce ? yc : NULL, ce ? NULL : y, B, K, loss, smoothing);
         z[i] = keep - H;
         loss_outputs(p, z, B, K, loss, output);
-        double down = loss_value(z, p, ce ? yc : NULL, ce ? NULL : y, B, K, loss);
+        double down = loss_value(z, p, ce ? yc : NULL, ce ? NULL : y, B, K, loss, smoothing);
         z[i] = keep;
         check_close("z", ce ? "cross_entropy" : "mse", output == NET_OUT_SIGMOID ? "sigmoid" : "",
                     (size_t)i, (up - down) / (2.0 * H), d[i], 2e-4);
@@ -308,9 +308,10 @@ static void check_head(enum net_loss loss, enum net_output output)
 static void test_heads(void **state)
 {
     (void)state;
-    check_head(NET_LOSS_CROSS_ENTROPY, NET_OUT_LOGITS);
-    check_head(NET_LOSS_MSE, NET_OUT_LINEAR);
-    check_head(NET_LOSS_MSE, NET_OUT_SIGMOID);
+    check_head(NET_LOSS_CROSS_ENTROPY, NET_OUT_LOGITS, 0.0f);
+    check_head(NET_LOSS_CROSS_ENTROPY, NET_OUT_LOGITS, 0.1f);
+    check_head(NET_LOSS_MSE, NET_OUT_LINEAR, 0.0f);
+    check_head(NET_LOSS_MSE, NET_OUT_SIGMOID, 0.0f);
 }
 
 /* ---- the model's graph ---- */

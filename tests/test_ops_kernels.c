@@ -28,6 +28,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "loss.h"
 #include "ops/kernels.h"
 #include "rng.h"
 
@@ -816,6 +817,33 @@ static double torch_dropout(json_t *c, const char *name)
     return 0.0;
 }
 
+/* The fused softmax cross-entropy head (engine/loss.h) against
+ * nn.CrossEntropyLoss(label_smoothing): the mean loss and d loss / d z. */
+static double torch_cross_entropy(json_t *c, const char *name)
+{
+    int B = int_of(c, "B"), K = int_of(c, "K");
+    float smoothing = (float)json_number_value(json_object_get(c, "label_smoothing"));
+    float *z = floats_of(c, "z", (size_t)B * K), *p = alloc_floats((size_t)B * K);
+    float *dz = alloc_floats((size_t)B * K);
+    int32_t *y = calloc((size_t)B, sizeof *y);
+    assert_non_null(y);
+    json_t *ys = json_object_get(c, "y");
+    for (int r = 0; r < B; r++)
+        y[r] = (int32_t)json_integer_value(json_array_get(ys, (size_t)r));
+    loss_outputs(p, z, B, K, NET_LOSS_CROSS_ENTROPY, NET_OUT_LOGITS);
+    double loss = loss_value(z, p, y, NULL, B, K, NET_LOSS_CROSS_ENTROPY, smoothing);
+    double ref = json_number_value(json_object_get(c, "loss"));
+    if (!(fabs(loss - ref) <= TORCH_ABS + TORCH_REL * fabs(ref)))
+        fail_msg("%s: loss %.9g, torch %.9g", name, loss, ref);
+    loss_grad(dz, p, y, NULL, B, K, NET_LOSS_CROSS_ENTROPY, NET_OUT_LOGITS, smoothing);
+    double worst = compare(name, "dz", c, "dz", dz, (size_t)B * K);
+    free(z);
+    free(p);
+    free(dz);
+    free(y);
+    return fmax(worst, fabs(loss - ref));
+}
+
 static double torch_conv2d_init(json_t *c, const char *name)
 {
     int C = int_of(c, "C"), O = int_of(c, "O"), KH = int_of(c, "KH"), KW = int_of(c, "KW");
@@ -871,6 +899,8 @@ static void torch_case(void **state)
         worst = torch_dropout(c, name);
     else if (strcmp(op, "conv2d_init") == 0)
         worst = torch_conv2d_init(c, name);
+    else if (strcmp(op, "cross_entropy") == 0)
+        worst = torch_cross_entropy(c, name);
     for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
         if (strcmp(op, acts[i].name) == 0) worst = torch_activation(c, name, acts[i].op);
     if (worst < 0.0) fail_msg("%s: unknown op in the fixtures", name);

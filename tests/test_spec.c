@@ -95,7 +95,8 @@ static void test_round_trip_through_canonical_json(void **state)
     struct mlq_spec a, b;
     parse_ok("{\"dataset\": \"a.h5\", \"validation_split\": 0.1, \"model\": {\"layers\": [3, 5, "
              "2], \"activation\": \"leaky_relu\", \"leaky_slope\": 0.2}, \"optimizer\": "
-             "{\"name\": \"adam\", \"betas\": [0.8, 0.99]}, \"seed\": 123456789012}",
+             "{\"name\": \"adam\", \"betas\": [0.8, 0.99]}, \"seed\": 123456789012, "
+             "\"label_smoothing\": 0.1}",
              &a);
     json_t *doc = spec_to_json(&a);
     char err[256];
@@ -107,6 +108,7 @@ static void test_round_trip_through_canonical_json(void **state)
     assert_true(b.optimizer.beta1 == 0.8 && b.optimizer.beta2 == 0.99);
     assert_true(b.validation_split == 0.1);
     assert_true(b.seed == 123456789012ULL);
+    assert_true(b.label_smoothing == 0.1);
 }
 
 static void test_eval_and_predict(void **state)
@@ -154,6 +156,10 @@ static void test_errors_name_the_field(void **state)
     parse_fails("{\"kind\": \"eval\", \"run\": 1, \"dataset\": \"a\", \"checkpoint\": \"x\"}",
                 "checkpoint");
     parse_fails("{\"dataset\": \"a\", \"validation_split\": 1.0}", "validation_split");
+    parse_fails("{\"dataset\": \"a\", \"label_smoothing\": 1.0}", "label_smoothing: must be in");
+    parse_fails("{\"dataset\": \"a\", \"label_smoothing\": -0.1}", "label_smoothing");
+    parse_fails("{\"dataset\": \"a\", \"loss\": \"mse\", \"label_smoothing\": 0.1}",
+                "needs loss cross_entropy");
     parse_fails("{\"dataset\": \"a\", \"seed\": 1, \"seed\": 2}", "duplicate");
 }
 

@@ -73,6 +73,7 @@ void spec_model_net_config(const struct mlq_spec *spec, struct net_config *cfg)
     cfg->leaky_slope = (float)spec->leaky_slope;
     cfg->output = output_of(spec->output);
     cfg->loss = spec->loss == LOSS_MSE ? NET_LOSS_MSE : NET_LOSS_CROSS_ENTROPY;
+    cfg->label_smoothing = (float)spec->label_smoothing;
 }
 
 void spec_model_optim_config(const struct spec_optimizer *o, struct optim_config *cfg)
@@ -205,6 +206,7 @@ int spec_model_desc(const struct mlq_spec *s, const struct shape *data, struct m
 {
     memset(d, 0, sizeof *d);
     d->loss = s->loss == LOSS_MSE ? NET_LOSS_MSE : NET_LOSS_CROSS_ENTROPY;
+    d->label_smoothing = (float)s->label_smoothing;
     d->output = output_of(s->output);
     int rc;
     if (!s->typed) {

@@ -6,7 +6,8 @@ Run once with Debian's python3-torch:
 The output is committed; the C test does not need torch.
 
 Each case runs one torch module (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d,
-nn.AdaptiveAvgPool2d(1), nn.BatchNorm1d/2d, the activations) on a seeded
+nn.AdaptiveAvgPool2d(1), nn.BatchNorm1d/2d, the activations, and
+nn.CrossEntropyLoss with label_smoothing: its loss and logit gradient) on a seeded
 input, takes the loss sum(out * dout) for a seeded upstream gradient dout,
 and records the input, the parameters, dout, the output and the gradients
 of the input and of every parameter, all flattened row-major (NCHW, weights
@@ -145,6 +146,16 @@ cases.append({"op": "conv2d_init", "C": 32, "O": 64, "KH": 3, "KW": 3,
               "max_abs_weight": float(m.weight.abs().max()),
               "max_abs_bias": float(m.bias.abs().max()),
               "std_weight": float(m.weight.std())})
+
+# cross_entropy: nn.CrossEntropyLoss (mean) with and without label_smoothing,
+# on logits spread wide enough that some rows are confident.
+for smoothing in (0.0, 0.1, 0.3):
+    z = (torch.randn(5, 7) * 3).requires_grad_(True)
+    y = torch.randint(0, 7, (5,))
+    loss = nn.CrossEntropyLoss(label_smoothing=smoothing)(z, y)
+    loss.backward()
+    cases.append({"op": "cross_entropy", "label_smoothing": smoothing, "B": 5, "K": 7,
+                  "z": flat(z), "y": y.tolist(), "loss": float(loss), "dz": flat(z.grad)})
 
 out = {"generator": "tests/parity/gen_ops_fixtures.py", "torch": torch.__version__,
        "cases": cases}
