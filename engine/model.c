@@ -132,10 +132,10 @@ static int plan(const struct model_desc *d, struct model_node *nodes, struct ten
         n->n_state = tt->n_state - n->state_off;
     }
     const struct shape *out = &nodes[d->n_layers - 1].op.out;
-    if (out->n != 1)
+    if (out->n != 1 && out->n != 2)
         return op_err(err, errlen,
-                      "layer %s (%s): the last layer's output must be flat (K), got %s: add a "
-                      "flatten and a dense layer",
+                      "layer %s (%s): the last layer's output must be flat (K) or per step (T, "
+                      "K), got %s: add a flatten and a dense layer",
                       nodes[d->n_layers - 1].name, nodes[d->n_layers - 1].op.op->type,
                       shape_str(out, s, sizeof s));
     return 0;
@@ -266,10 +266,12 @@ static int check_plan(const struct model_desc *d, int B, struct model_sizes *siz
         struct arena_sizes a = layout(nodes, d->n_layers, B);
         sizes->n_params = tt.n_params;
         sizes->n_state = tt.n_state;
-        sizes->outputs = nodes[d->n_layers - 1].op.out.d[0];
+        const struct shape *out = &nodes[d->n_layers - 1].op.out;
+        sizes->steps = out->n == 2 ? out->d[0] : 1;
+        sizes->outputs = out->d[out->n - 1];
         sizes->inputs = shape_size(&d->input);
         sizes->act_floats = a.acts + a.dacts + a.saved + a.scratch + a.partials + 2 * a.tmp +
-                            (size_t)B * (size_t)sizes->outputs;
+                            (size_t)B * (size_t)sizes->steps * (size_t)sizes->outputs;
         sizes->scratch_floats = a.scratch;
     }
     tensor_table_free(&tt);
@@ -295,7 +297,9 @@ int model_create(struct model *m, const struct model_desc *d, char *err, size_t 
     if ((rc = plan(d, m->node, &m->tensors, err, errlen))) goto fail;
     m->n_nodes = d->n_layers;
     m->input = d->input;
-    m->K = m->node[m->n_nodes - 1].op.out.d[0];
+    const struct shape *out = &m->node[m->n_nodes - 1].op.out;
+    m->steps = out->n == 2 ? out->d[0] : 1;
+    m->K = out->d[out->n - 1];
     m->loss = d->loss;
     m->label_smoothing = d->label_smoothing;
     m->output = d->output;
@@ -389,7 +393,7 @@ int model_reserve(struct model *m, int B)
     m->partials = calloc(a.partials ? a.partials : 1, sizeof *m->partials);
     m->tmp[0] = calloc(a.tmp ? a.tmp : 1, sizeof *m->tmp[0]);
     m->tmp[1] = calloc(a.tmp ? a.tmp : 1, sizeof *m->tmp[1]);
-    m->probs = calloc((size_t)B * (size_t)m->K, sizeof *m->probs);
+    m->probs = calloc((size_t)B * (size_t)m->steps * (size_t)m->K, sizeof *m->probs);
     if (!m->acts || !m->dacts || !m->saved || !m->scratch || !m->partials || !m->tmp[0] ||
         !m->tmp[1] || !m->probs) {
         free_arenas(m);
@@ -486,7 +490,7 @@ void model_forward(struct model *m, const float *x, int B, bool training, struct
         c.rng = r;
         m->node[i].op.op->forward(&c);
     }
-    loss_outputs(m->probs, model_logits(m), B, m->K, m->loss, m->output);
+    loss_outputs(m->probs, model_logits(m), B * m->steps, m->K, m->loss, m->output);
 }
 
 const float *model_logits(const struct model *m)
@@ -498,13 +502,14 @@ const float *model_logits(const struct model *m)
 double model_loss(const struct model *m, const int32_t *y_class, const float *y, int B)
 {
     if (m->net) return net_loss(m->net, y_class, y, B);
-    return loss_value(model_logits(m), m->probs, y_class, y, B, m->K, m->loss, m->label_smoothing);
+    return loss_value(model_logits(m), m->probs, y_class, y, B * m->steps, m->K, m->loss,
+                      m->label_smoothing);
 }
 
 int model_correct(const struct model *m, const int32_t *y_class, int B)
 {
     if (m->net) return net_correct(m->net, y_class, B);
-    return loss_correct(model_logits(m), y_class, B, m->K);
+    return loss_correct(model_logits(m), y_class, B * m->steps, m->K);
 }
 
 void model_zero_grad(struct model *m)
@@ -522,8 +527,8 @@ void model_backward(struct model *m, const float *x, const int32_t *y_class, con
     /* A node's output gradient is written by its first consumer in reverse
      * order (stored); later consumers write a temporary that is added. */
     bool written[MODEL_MAX_NODES] = {false};
-    loss_grad(m->dacts + m->node[last].grad_off, m->probs, y_class, y, B, m->K, m->loss, m->output,
-              m->label_smoothing);
+    loss_grad(m->dacts + m->node[last].grad_off, m->probs, y_class, y, B * m->steps, m->K, m->loss,
+              m->output, m->label_smoothing);
     written[last] = true;
     for (int i = last; i >= 0; i--) {
         if (!written[i]) continue; /* does not reach the output: no gradient */

@@ -67,7 +67,8 @@ struct model_sizes {
     size_t act_floats;     /* activations and their gradients, saved, one thread's scratch,
                               partials, head */
     size_t scratch_floats; /* one thread's scratch (in act_floats): each more thread adds it */
-    int outputs;           /* K: the last node's features */
+    int outputs;           /* K: the last node's features (per step) */
+    int steps;             /* T of a last node (T, K) (per-step logits), else 1 */
     size_t inputs;         /* D: floats of one sample's input */
 };
 
@@ -76,7 +77,8 @@ struct model {
     struct model_node *node; /* (n_nodes), owned */
     struct tensor_table tensors;
     struct shape input;
-    int K;
+    int K;     /* outputs per step */
+    int steps; /* T of per-step outputs (T, K): the head sees B T rows; else 1 */
     enum net_loss loss;
     enum net_output output;
     float label_smoothing;
@@ -135,6 +137,10 @@ void model_init(struct model *m, struct rng *r);
  * batch statistics and dropout (which draws from r; r may be NULL when not
  * training). Predictions land in m->probs. */
 void model_forward(struct model *m, const float *x, int B, bool training, struct rng *r);
+/* A last node of shape (T, K) (per-step logits, next-token prediction)
+ * gives the head B T rows of K: y_class (B, T), y (B, T K), the loss the
+ * mean over all B T (nn.CrossEntropyLoss on the flattened logits),
+ * model_correct counts positions. */
 /* Mean data loss of the last forward (loss_value's conventions). */
 double model_loss(const struct model *m, const int32_t *y_class, const float *y, int B);
 /* Backward of the last forward: accumulates (+=) d(mean loss)/d params into

@@ -3,6 +3,7 @@
 #include "op.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -18,6 +19,8 @@ void op_attrs_defaults(struct op_attrs *a)
     a->negative_slope = 0.01f;
     a->momentum = 0.1f;
     a->eps = 1e-5f;
+    a->num_layers = 1;
+    a->sequence = true;
 }
 
 size_t shape_size(const struct shape *s)
@@ -50,6 +53,17 @@ void op_uniform(float *x, size_t n, float bound, struct rng *r)
 {
     for (size_t i = 0; i < n; i++)
         x[i] = (2.0f * rng_uniform(r) - 1.0f) * bound;
+}
+
+void op_normal(float *x, size_t n, float mean, float std, struct rng *r)
+{
+    for (size_t i = 0; i < n; i += 2) {
+        double u1 = 1.0 - (double)rng_uniform(r); /* (0, 1]: log is finite */
+        double u2 = (double)rng_uniform(r);
+        double rad = sqrt(-2.0 * log(u1));
+        x[i] = mean + std * (float)(rad * cos(6.283185307179586 * u2));
+        if (i + 1 < n) x[i + 1] = mean + std * (float)(rad * sin(6.283185307179586 * u2));
+    }
 }
 
 int op_err(char *err, size_t errlen, const char *fmt, ...)

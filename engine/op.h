@@ -6,8 +6,11 @@
  *
  * Dimensions, named once: B = samples in the batch. Shapes are per sample
  * (the batch is never part of a shape): (F) features, or (C, H, W) channels,
- * height and width. Buffers are row-major, one sample after the other, so a
- * (B, C, H, W) batch is NCHW as PyTorch's.
+ * height and width, or (T, F) a sequence of T steps of F features (a step's
+ * features contiguous, as batch_first=True). Buffers are row-major, one
+ * sample after the other, so a (B, C, H, W) batch is NCHW as PyTorch's and
+ * a (B, T, F) batch is batch_first. Token ids travel as floats (exact below
+ * 2^24): an embedding's input is (T) ids.
  *
  * Conventions every op keeps:
  *   - forward writes (=) its output; it may read its parameters and state,
@@ -33,10 +36,10 @@
 
 struct team;
 
-#define OP_MAX_DIMS 3    /* per-sample dimensions: (C, H, W) */
-#define OP_MAX_INPUTS 2  /* the residual add reads two earlier outputs */
-#define OP_MAX_TENSORS 5 /* parameter and state tensors of one node (batch norm's five) */
-#define OP_NAME_MAX 48   /* a tensor's name, "3.branch.0.running_mean" */
+#define OP_MAX_DIMS 3     /* per-sample dimensions: (C, H, W) */
+#define OP_MAX_INPUTS 2   /* the residual add reads two earlier outputs */
+#define OP_MAX_TENSORS 16 /* parameter and state tensors of one node (a 4-layer LSTM's 16) */
+#define OP_NAME_MAX 48    /* a tensor's name, "3.branch.0.running_mean" */
 
 struct shape {
     int n;              /* dimensions used, 1..OP_MAX_DIMS */
@@ -56,6 +59,11 @@ struct op_attrs {
     float negative_slope; /* leaky_relu: 0.01 */
     float momentum, eps;  /* batchnorm: 0.1, 1e-5 */
     bool approximate;     /* gelu: the tanh approximation */
+    int vocab;            /* embedding: num_embeddings; positional: the table's length */
+    int num_layers;       /* lstm, gru: stacked layers (1) */
+    bool sequence;        /* lstm, gru: output every step (T, H) (true) or the last (H) */
+    int heads;            /* attention, transformer: heads that divide the width */
+    bool causal;          /* attention, transformer: a step sees itself and earlier steps */
 };
 
 #define OP_UNSET (-1)
@@ -136,7 +144,8 @@ struct op_def {
     int n_inputs;       /* 1, or 2 for add */
     /* The struct op_attrs fields this op reads, by their spec names ("out",
      * "kernel", "stride", "padding", "bias", "p", "negative_slope",
-     * "momentum", "eps", "approximate"), NULL-terminated; a spec layer
+     * "momentum", "eps", "approximate", "vocab", "num_layers", "sequence",
+     * "heads", "causal"), NULL-terminated; a spec layer
      * giving any other field is refused. NULL: none. */
     const char *const *fields;
     /* The output shape for these inputs, or -EINVAL with the reason in err
@@ -160,6 +169,9 @@ struct op_def {
     void (*backward)(const struct op_call *c);
     const struct op_test *tests;
     int n_tests;
+    /* Input 0 holds token ids in [0, a.vocab) (an embedding), which have
+     * no gradient: the tests draw integers and check din is zero. */
+    bool takes_ids;
 };
 
 /* ---- the registry (engine/ops/registry.c) ---- */
@@ -216,5 +228,8 @@ int op_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format
 /* U(-bound, bound) into x[0..n), from r: PyTorch's kaiming_uniform_(a=sqrt 5)
  * with bound 1/sqrt(fan_in) for weights, and the same bound for biases. */
 void op_uniform(float *x, size_t n, float bound, struct rng *r);
+/* N(mean, std) into x[0..n), from r (Box-Muller, two uniforms per pair):
+ * nn.Embedding's normal_() init. */
+void op_normal(float *x, size_t n, float mean, float std, struct rng *r);
 
 #endif

@@ -101,6 +101,10 @@ static void harness_setup(struct harness *h, const struct op_def *op, const stru
         h->in[j] = alloc_floats(h->n_in[j]);
         h->din[j] = alloc_floats(h->n_in[j]);
         fill_uniform(h->in[j], h->n_in[j], -1.0f, 1.0f, &r);
+        if (j == 0 && op->takes_ids) /* token ids: every id of the table, then any */
+            for (size_t i = 0; i < h->n_in[j]; i++)
+                h->in[j][i] =
+                    (float)(i < (size_t)t->a.vocab ? i : rng_below(&r, (uint64_t)t->a.vocab));
     }
     h->out = alloc_floats(h->n_out);
     h->r = alloc_floats(h->n_out);
@@ -187,6 +191,12 @@ static void check_case(const struct op_def *op, const struct op_test *t)
 
     for (int j = 0; j < op->n_inputs; j++)
         for (size_t i = 0; i < h.n_in[j]; i++) {
+            if (j == 0 && op->takes_ids) { /* ids: no gradient, and none stale */
+                if (h.din[j][i] != 0.0f)
+                    fail_msg("%s, %s: din0[%zu] of a token id is %g, not 0", op->type, t->name, i,
+                             (double)h.din[j][i]);
+                continue;
+            }
             float keep = h.in[j][i];
             h.in[j][i] = keep + H;
             double up = harness_loss(&h);

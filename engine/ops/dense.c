@@ -1,4 +1,5 @@
-/* dense: nn.Linear. x (B, I) -> z (B, O) = x w^T + b; w (O, I), b (O).
+/* dense: nn.Linear. x (B, I) -> z (B, O) = x w^T + b; w (O, I), b (O); a
+ * sequence (T, I) -> (T, O), every step alike (B T rows).
  * Dimensions: B samples, I inputs, O outputs. (A model that is only a stack
  * of dense layers runs through engine/net.c's threaded fast paths instead;
  * this op is the same layer inside any other model.) */
@@ -14,17 +15,19 @@ static int dense_infer(struct op_attrs *a, const struct shape *in, struct shape 
                        size_t errlen)
 {
     char s[SHAPE_STR_MAX];
-    if (in->n != 1)
-        return op_err(err, errlen, "needs flat inputs (features), got %s: add a flatten layer",
+    if (in->n != 1 && in->n != 2)
+        return op_err(err, errlen,
+                      "needs flat inputs (features), got %s: add a flatten layer (a sequence "
+                      "(T, features) is taken too, step by step)",
                       shape_str(in, s, sizeof s));
     if (a->out < 1) return op_err(err, errlen, "out must be at least 1, got %d", a->out);
-    *out = (struct shape){1, {a->out}};
+    *out = in->n == 2 ? (struct shape){2, {in->d[0], a->out}} : (struct shape){1, {a->out}};
     return 0;
 }
 
 static int dense_tensors(const struct op_node *n, struct op_tensor t[OP_MAX_TENSORS])
 {
-    int O = n->out.d[0], I = n->in[0].d[0];
+    int O = n->a.out, I = n->in[0].d[n->in[0].n - 1];
     t[0] = (struct op_tensor){"weight", OP_PARAM, 2, {O, I}};
     if (!n->a.bias) return 1;
     t[1] = (struct op_tensor){"bias", OP_PARAM, 1, {O}};
@@ -36,7 +39,7 @@ static int dense_tensors(const struct op_node *n, struct op_tensor t[OP_MAX_TENS
 static void dense_init(const struct op_node *n, float *param, float *state, struct rng *r)
 {
     (void)state;
-    int O = n->out.d[0], I = n->in[0].d[0];
+    int O = n->a.out, I = n->in[0].d[n->in[0].n - 1];
     float bound = 1.0f / sqrtf((float)I);
     op_uniform(param, (size_t)O * I, bound, r);
     if (n->a.bias) op_uniform(param + (size_t)O * I, (size_t)O, bound, r);
@@ -51,7 +54,8 @@ static void dense_init(const struct op_node *n, float *param, float *state, stru
 static void dense_forward_range(const struct op_call *c, int o0, int o1, float *scratch, void *ctx)
 {
     (void)scratch, (void)ctx;
-    int B = c->B, O = c->node->out.d[0], I = c->node->in[0].d[0];
+    const struct shape *in = &c->node->in[0];
+    int B = c->B * (in->n == 2 ? in->d[0] : 1), O = c->node->a.out, I = in->d[in->n - 1];
     const float *w = c->param, *b = c->node->a.bias ? c->param + (size_t)O * I : NULL;
     float beta = 0.0f;
     if (b) {
@@ -65,14 +69,15 @@ static void dense_forward_range(const struct op_call *c, int o0, int o1, float *
 
 static void dense_forward(const struct op_call *c)
 {
-    op_for_range(c, c->node->out.d[0], 16, DENSE_MIN_RUN, dense_forward_range, NULL);
+    op_for_range(c, c->node->a.out, 16, DENSE_MIN_RUN, dense_forward_range, NULL);
 }
 
 /* din[:, i0:i1] = dz w[:, i0:i1] and dw[:, i0:i1] += dz^T x[:, i0:i1] */
 static void dense_backward_range(const struct op_call *c, int i0, int i1, float *scratch, void *ctx)
 {
     (void)scratch, (void)ctx;
-    int B = c->B, O = c->node->out.d[0], I = c->node->in[0].d[0];
+    const struct shape *in = &c->node->in[0];
+    int B = c->B * (in->n == 2 ? in->d[0] : 1), O = c->node->a.out, I = in->d[in->n - 1];
     if (c->din[0])
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, i1 - i0, O, 1.0f, c->dout, O,
                     c->param + i0, I, 0.0f, c->din[0] + i0, I);
@@ -82,7 +87,8 @@ static void dense_backward_range(const struct op_call *c, int i0, int i1, float 
 
 static void dense_backward(const struct op_call *c)
 {
-    int B = c->B, O = c->node->out.d[0], I = c->node->in[0].d[0];
+    const struct shape *in = &c->node->in[0];
+    int B = c->B * (in->n == 2 ? in->d[0] : 1), O = c->node->a.out, I = in->d[in->n - 1];
     op_for_range(c, I, 16, DENSE_MIN_RUN, dense_backward_range, NULL);
     if (!c->node->a.bias) return;
     float *db = c->grad + (size_t)O * I;
@@ -95,6 +101,7 @@ static const struct op_test dense_tests[] = {
     {"3 -> 4", {.out = 4, .bias = true}, {{1, {3}}}, 5, false, 0},
     {"7 -> 2, no bias", {.out = 2, .bias = false}, {{1, {7}}}, 3, false, 0},
     {"one sample", {.out = 5, .bias = true}, {{1, {6}}}, 1, false, 0},
+    {"per step (4, 3) -> (4, 2)", {.out = 2, .bias = true}, {{2, {4, 3}}}, 3, false, 0},
 };
 
 static const char *const dense_fields[] = {"out", "bias", NULL};

@@ -1,0 +1,712 @@
+/* layernorm, attention and transformer: nn.LayerNorm over the last
+ * dimension, nn.MultiheadAttention as self-attention (query = key = value,
+ * batch_first=True, dropout 0) with an optional causal mask, and GPT-2's
+ * pre-norm block, x + attn(ln_1(x)) then x + mlp(ln_2(x)) with mlp =
+ * Linear(E, 4E), GELU, Linear(4E, E).
+ *
+ * Attention, per sample and head h of D = E / H features: [q k v] = x
+ * W_in^T + b_in (in_proj_weight (3E, E), in_proj_bias (3E)), scores
+ * q k^T / sqrt(D), with the causal mask a step sees itself and earlier steps
+ * only (torch's attn_mask = triu(ones(T, T), 1)), softmax over keys,
+ * o = P v, heads side by side, y = o W_out^T + b_out (out_proj.weight (E,
+ * E), out_proj.bias (E)). Initialisation as _reset_parameters: xavier_uniform_
+ * for in_proj_weight, kaiming_uniform_(a = sqrt 5) for out_proj.weight,
+ * zero biases.
+ *
+ * Dimensions: B samples, T steps, E width, H heads, D = E / H, R = B T rows
+ * (a (F) input to layernorm is one row). */
+#include <math.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "op.h"
+#include "seq.h"
+
+extern const struct op_def op_layernorm, op_attention, op_transformer;
+
+/* ---- layer norm over rows of E: y = (x - mean) rstd w + b ---- */
+
+struct ln_job {
+    float *y, *mean, *rstd, *dx, *dw, *db;
+    const float *x, *w, *b, *dy;
+    int R, E;
+    float eps;
+    bool accumulate; /* dx += instead of = */
+};
+
+static void ln_forward_rows(const struct op_call *c, int lo, int hi, float *scratch, void *ctx)
+{
+    (void)c, (void)scratch;
+    const struct ln_job *j = ctx;
+    int E = j->E;
+    for (int r = lo; r < hi; r++) {
+        const float *x = j->x + (size_t)r * E;
+        float *y = j->y + (size_t)r * E;
+        double s = 0.0, ss = 0.0;
+        for (int e = 0; e < E; e++)
+            s += x[e];
+        double mean = s / E;
+        for (int e = 0; e < E; e++)
+            ss += (x[e] - mean) * (x[e] - mean);
+        float rstd = (float)(1.0 / sqrt(ss / E + j->eps));
+        float m = (float)mean;
+        for (int e = 0; e < E; e++)
+            y[e] = (x[e] - m) * rstd * (j->w ? j->w[e] : 1.0f) + (j->b ? j->b[e] : 0.0f);
+        j->mean[r] = m;
+        j->rstd[r] = rstd;
+    }
+}
+
+static void ln_forward(const struct op_call *c, float *y, float *mean, float *rstd, const float *x,
+                       const float *w, const float *b, int R, int E, float eps)
+{
+    struct ln_job j = {
+        .y = y, .mean = mean, .rstd = rstd, .x = x, .w = w, .b = b, .E = E, .eps = eps};
+    op_for_range(c, R, 1, 16, ln_forward_rows, &j);
+}
+
+static void ln_backward_rows(const struct op_call *c, int lo, int hi, float *scratch, void *ctx)
+{
+    (void)c, (void)scratch;
+    const struct ln_job *j = ctx;
+    int E = j->E;
+    for (int r = lo; r < hi; r++) {
+        const float *x = j->x + (size_t)r * E, *dy = j->dy + (size_t)r * E;
+        float *dx = j->dx + (size_t)r * E;
+        float m = j->mean[r], rs = j->rstd[r];
+        double a = 0.0, bsum = 0.0; /* mean of dxhat, of dxhat xhat */
+        for (int e = 0; e < E; e++) {
+            float g = dy[e] * (j->w ? j->w[e] : 1.0f);
+            a += g;
+            bsum += g * (x[e] - m) * rs;
+        }
+        float ma = (float)(a / E), mb = (float)(bsum / E);
+        for (int e = 0; e < E; e++) {
+            float g = dy[e] * (j->w ? j->w[e] : 1.0f);
+            float v = rs * (g - ma - (x[e] - m) * rs * mb);
+            dx[e] = j->accumulate ? dx[e] + v : v;
+        }
+    }
+}
+
+/* dw, db (E) += over all R rows in row order; each run owns its columns. */
+static void ln_backward_cols(const struct op_call *c, int lo, int hi, float *scratch, void *ctx)
+{
+    (void)c, (void)scratch;
+    const struct ln_job *j = ctx;
+    int E = j->E;
+    for (int r = 0; r < j->R; r++) {
+        const float *x = j->x + (size_t)r * E, *dy = j->dy + (size_t)r * E;
+        float m = j->mean[r], rs = j->rstd[r];
+        for (int e = lo; e < hi; e++) {
+            if (j->dw) j->dw[e] += dy[e] * (x[e] - m) * rs;
+            if (j->db) j->db[e] += dy[e];
+        }
+    }
+}
+
+static void ln_backward(const struct op_call *c, float *dx, float *dw, float *db, const float *dy,
+                        const float *x, const float *mean, const float *rstd, const float *w, int R,
+                        int E, bool accumulate)
+{
+    struct ln_job j = {.mean = (float *)mean,
+                       .rstd = (float *)rstd,
+                       .dx = dx,
+                       .dw = dw,
+                       .db = db,
+                       .x = x,
+                       .w = w,
+                       .dy = dy,
+                       .R = R,
+                       .E = E,
+                       .accumulate = accumulate};
+    if (dw || db) op_for_range(c, E, 16, 16, ln_backward_cols, &j);
+    if (dx) op_for_range(c, R, 1, 16, ln_backward_rows, &j);
+}
+
+static int ln_infer(struct op_attrs *a, const struct shape *in, struct shape *out, char *err,
+                    size_t errlen)
+{
+    char s[SHAPE_STR_MAX];
+    if (in->n != 1 && in->n != 2)
+        return op_err(err, errlen, "needs features (F) or a sequence (T, features), got %s",
+                      shape_str(in, s, sizeof s));
+    if (!(a->eps > 0)) return op_err(err, errlen, "eps must be positive, got %g", (double)a->eps);
+    *out = *in;
+    return 0;
+}
+
+static int ln_width(const struct op_node *n)
+{
+    return n->in[0].d[n->in[0].n - 1];
+}
+
+static int ln_tensors(const struct op_node *n, struct op_tensor t[OP_MAX_TENSORS])
+{
+    int E = ln_width(n);
+    t[0] = (struct op_tensor){"weight", OP_PARAM, 1, {E}};
+    t[1] = (struct op_tensor){"bias", OP_PARAM, 1, {E}};
+    return 2;
+}
+
+static void ln_init_params(float *w, float *b, int E)
+{
+    for (int e = 0; e < E; e++) {
+        w[e] = 1.0f;
+        b[e] = 0.0f;
+    }
+}
+
+static void ln_init(const struct op_node *n, float *param, float *state, struct rng *r)
+{
+    (void)state, (void)r;
+    int E = ln_width(n);
+    ln_init_params(param, param + E, E);
+}
+
+static int ln_rows_of(const struct op_node *n, int B)
+{
+    return B * (n->in[0].n == 2 ? n->in[0].d[0] : 1);
+}
+
+/* saved: mean and rstd per row */
+static size_t ln_saved(const struct op_node *n, int B)
+{
+    return 2 * (size_t)ln_rows_of(n, B);
+}
+
+static void ln_op_forward(const struct op_call *c)
+{
+    int R = ln_rows_of(c->node, c->B), E = ln_width(c->node);
+    ln_forward(c, c->out, c->saved, c->saved + R, c->in[0], c->param, c->param + E, R, E,
+               c->node->a.eps);
+}
+
+static void ln_op_backward(const struct op_call *c)
+{
+    int R = ln_rows_of(c->node, c->B), E = ln_width(c->node);
+    ln_backward(c, c->din[0], c->grad, c->grad + E, c->dout, c->in[0], c->saved, c->saved + R,
+                c->param, R, E, false);
+}
+
+static const struct op_test ln_tests[] = {
+    {"(4, 6)", {.eps = 1e-5f}, {{2, {4, 6}}}, 2, false, 0},
+    {"(20) eps 0.1", {.eps = 0.1f}, {{1, {20}}}, 3, false, 0},
+};
+
+static const char *const ln_fields[] = {"eps", NULL};
+
+const struct op_def op_layernorm = {
+    .type = "layernorm",
+    .abbrev = "ln",
+    .n_inputs = 1,
+    .fields = ln_fields,
+    .infer = ln_infer,
+    .tensors = ln_tensors,
+    .init = ln_init,
+    .saved = ln_saved,
+    .forward = ln_op_forward,
+    .backward = ln_op_backward,
+    .tests = ln_tests,
+    .n_tests = sizeof ln_tests / sizeof ln_tests[0],
+};
+
+/* ---- multi-head self-attention ---- */
+
+struct attn_dims {
+    int B, T, E, H, D;
+    bool causal, bias;
+};
+
+/* The attention's parameters inside a slice. */
+struct attn_params {
+    float *w_in;  /* (3E, E) */
+    float *b_in;  /* (3E) or NULL */
+    float *w_out; /* (E, E) */
+    float *b_out; /* (E) or NULL */
+};
+
+static size_t attn_param_floats(int E, bool bias)
+{
+    return (size_t)4 * E * E + (bias ? (size_t)4 * E : 0);
+}
+
+static struct attn_params attn_params(float *p, int E, bool bias)
+{
+    struct attn_params a;
+    a.w_in = p;
+    a.b_in = bias ? p + (size_t)3 * E * E : NULL;
+    a.w_out = p + (size_t)3 * E * E + (bias ? (size_t)3 * E : 0);
+    a.b_out = bias ? a.w_out + (size_t)E * E : NULL;
+    return a;
+}
+
+static void attn_init_params(float *p, int E, bool bias, struct rng *r)
+{
+    struct attn_params a = attn_params(p, E, bias);
+    op_uniform(a.w_in, (size_t)3 * E * E, sqrtf(6.0f / (float)(E + 3 * E)), r);
+    if (bias) memset(a.b_in, 0, (size_t)3 * E * sizeof *a.b_in);
+    op_uniform(a.w_out, (size_t)E * E, 1.0f / sqrtf((float)E), r);
+    if (bias) memset(a.b_out, 0, (size_t)E * sizeof *a.b_out);
+}
+
+/* What forward keeps, per sample: qkv (T, 3E), P (H, T, T) the attention
+ * weights, o (T, E) the heads' outputs side by side. */
+static size_t attn_saved_per_sample(int T, int E, int H)
+{
+    return (size_t)T * (3 * (size_t)E + (size_t)H * T + E);
+}
+
+struct attn_job {
+    struct attn_dims d;
+    float *qkv, *p, *o;   /* saved, all samples */
+    float *dqkv, *dout_o; /* backward: (B, T, 3E), (B, T, E) */
+    size_t thread_off;    /* floats into a thread's scratch of its (T, T) buffer */
+};
+
+static void attn_core_forward(const struct op_call *c, int lo, int hi, float *scratch, void *ctx)
+{
+    (void)c, (void)scratch;
+    const struct attn_job *j = ctx;
+    int T = j->d.T, E = j->d.E, H = j->d.H, D = j->d.D;
+    float scale = 1.0f / sqrtf((float)D);
+    for (int b = lo; b < hi; b++) {
+        const float *qkv = j->qkv + (size_t)b * T * 3 * E;
+        float *o = j->o + (size_t)b * T * E;
+        for (int h = 0; h < H; h++) {
+            float *P = j->p + ((size_t)b * H + h) * T * T;
+            const float *q = qkv + h * D, *k = qkv + E + h * D, *v = qkv + 2 * E + h * D;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, q, 3 * E, k, 3 * E,
+                        0.0f, P, T);
+            for (int i = 0; i < T; i++) {
+                float *row = P + (size_t)i * T;
+                int n = j->d.causal ? i + 1 : T;
+                float mx = row[0];
+                for (int t = 1; t < n; t++)
+                    mx = row[t] > mx ? row[t] : mx;
+                float sum = 0.0f;
+                for (int t = 0; t < n; t++) {
+                    row[t] = expf(row[t] - mx);
+                    sum += row[t];
+                }
+                float inv = 1.0f / sum;
+                for (int t = 0; t < n; t++)
+                    row[t] *= inv;
+                for (int t = n; t < T; t++)
+                    row[t] = 0.0f;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, P, T, v, 3 * E,
+                        0.0f, o + h * D, E);
+        }
+    }
+}
+
+static void attn_core_backward(const struct op_call *c, int lo, int hi, float *scratch, void *ctx)
+{
+    (void)c;
+    const struct attn_job *j = ctx;
+    int T = j->d.T, E = j->d.E, H = j->d.H, D = j->d.D;
+    float scale = 1.0f / sqrtf((float)D);
+    float *dP = scratch + j->thread_off; /* (T, T), this thread's */
+    for (int b = lo; b < hi; b++) {
+        const float *qkv = j->qkv + (size_t)b * T * 3 * E;
+        const float *dO = j->dout_o + (size_t)b * T * E;
+        float *dqkv = j->dqkv + (size_t)b * T * 3 * E;
+        for (int h = 0; h < H; h++) {
+            const float *P = j->p + ((size_t)b * H + h) * T * T;
+            const float *q = qkv + h * D, *k = qkv + E + h * D, *v = qkv + 2 * E + h * D;
+            const float *dOh = dO + h * D;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, dOh, E, v, 3 * E,
+                        0.0f, dP, T);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, P, T, dOh, E, 0.0f,
+                        dqkv + 2 * E + h * D, 3 * E);
+            for (int i = 0; i < T; i++) {
+                const float *pr = P + (size_t)i * T;
+                float *dr = dP + (size_t)i * T;
+                float dot = 0.0f;
+                for (int t = 0; t < T; t++)
+                    dot += pr[t] * dr[t];
+                for (int t = 0; t < T; t++)
+                    dr[t] = pr[t] * (dr[t] - dot) * scale;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, dP, T, k, 3 * E,
+                        0.0f, dqkv + h * D, 3 * E);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, dP, T, q, 3 * E,
+                        0.0f, dqkv + E + h * D, 3 * E);
+        }
+    }
+}
+
+/* y (R, N) = x (R, K) w^T + b, w (N, K), over the team. */
+static void linear_forward(const struct op_call *c, float *y, const float *x, const float *w,
+                           const float *b, int R, int K, int N)
+{
+    float beta = 0.0f;
+    if (b) {
+        for (int r = 0; r < R; r++)
+            memcpy(y + (size_t)r * N, b, (size_t)N * sizeof *y);
+        beta = 1.0f;
+    }
+    seq_gemm(c, false, true, R, N, K, 1.0f, x, K, w, K, beta, y, N);
+}
+
+struct colsum_job {
+    float *db;
+    const float *dy;
+    int R, N;
+};
+
+static void colsum_range(const struct op_call *c, int lo, int hi, float *scratch, void *ctx)
+{
+    (void)c, (void)scratch;
+    const struct colsum_job *j = ctx;
+    for (int r = 0; r < j->R; r++) {
+        const float *d = j->dy + (size_t)r * j->N;
+        for (int n = lo; n < hi; n++)
+            j->db[n] += d[n];
+    }
+}
+
+/* dx (R, K) = dy w (or += with accumulate; dx may be NULL), dw += dy^T x,
+ * db += column sums of dy (may be NULL). */
+static void linear_backward(const struct op_call *c, float *dx, float *dw, float *db,
+                            const float *dy, const float *x, const float *w, int R, int K, int N,
+                            bool accumulate)
+{
+    if (dx) seq_gemm(c, false, false, R, K, N, 1.0f, dy, N, w, K, accumulate ? 1.0f : 0.0f, dx, K);
+    seq_gemm(c, true, false, N, K, R, 1.0f, dy, N, x, K, 1.0f, dw, K);
+    if (db) {
+        struct colsum_job j = {db, dy, R, N};
+        op_for_range(c, N, 16, 64, colsum_range, &j);
+    }
+}
+
+/* Self-attention of x (B, T, E) into y; sv: qkv, P, o for B samples. */
+static void attn_forward(const struct op_call *c, const struct attn_dims *d, float *y,
+                         const float *x, float *param, float *sv)
+{
+    struct attn_params p = attn_params(param, d->E, d->bias);
+    int R = d->B * d->T, E = d->E;
+    struct attn_job j = {.d = *d};
+    j.qkv = sv;
+    j.p = j.qkv + (size_t)R * 3 * E;
+    j.o = j.p + (size_t)d->B * d->H * d->T * d->T;
+    linear_forward(c, j.qkv, x, p.w_in, p.b_in, R, E, 3 * E);
+    op_for_range(c, d->B, 1, 1, attn_core_forward, &j);
+    linear_forward(c, y, j.o, p.w_out, p.b_out, R, E, E);
+}
+
+/* Scratch of attn_backward: dqkv (B, T, 3E), do (B, T, E), then per
+ * thread dP (T, T) at thread_off. */
+static size_t attn_scratch_floats(const struct attn_dims *d)
+{
+    return (size_t)d->B * d->T * 4 * d->E + (size_t)d->T * d->T;
+}
+
+static void attn_backward(const struct op_call *c, const struct attn_dims *d, float *dx,
+                          bool accumulate, const float *dy, const float *x, float *param,
+                          float *grad, float *sv, float *scratch, size_t thread_off)
+{
+    struct attn_params p = attn_params(param, d->E, d->bias);
+    struct attn_params g = attn_params(grad, d->E, d->bias);
+    int R = d->B * d->T, E = d->E;
+    struct attn_job j = {.d = *d};
+    j.qkv = sv;
+    j.p = j.qkv + (size_t)R * 3 * E;
+    j.o = j.p + (size_t)d->B * d->H * d->T * d->T;
+    j.dqkv = scratch;
+    j.dout_o = j.dqkv + (size_t)R * 3 * E;
+    j.thread_off = thread_off;
+    linear_backward(c, j.dout_o, g.w_out, g.b_out, dy, j.o, p.w_out, R, E, E, false);
+    op_for_range(c, d->B, 1, 1, attn_core_backward, &j);
+    linear_backward(c, dx, g.w_in, g.b_in, j.dqkv, x, p.w_in, R, E, 3 * E, accumulate);
+}
+
+static int attn_check(const struct op_attrs *a, const struct shape *in, char *err, size_t errlen)
+{
+    char s[SHAPE_STR_MAX];
+    if (in->n != 2)
+        return op_err(err, errlen, "needs a sequence (T, features), got %s",
+                      shape_str(in, s, sizeof s));
+    if (a->heads < 1) return op_err(err, errlen, "heads must be at least 1, got %d", a->heads);
+    if (in->d[1] % a->heads)
+        return op_err(err, errlen, "%d heads do not divide the width %d", a->heads, in->d[1]);
+    return 0;
+}
+
+static int attn_infer(struct op_attrs *a, const struct shape *in, struct shape *out, char *err,
+                      size_t errlen)
+{
+    int rc = attn_check(a, in, err, errlen);
+    if (rc) return rc;
+    *out = *in;
+    return 0;
+}
+
+static struct attn_dims attn_dims_of(const struct op_node *n, int B)
+{
+    struct attn_dims d = {B, n->in[0].d[0], n->in[0].d[1], n->a.heads, 0, n->a.causal, n->a.bias};
+    d.D = d.E / d.H;
+    return d;
+}
+
+static int attn_tensors(const struct op_node *n, struct op_tensor t[OP_MAX_TENSORS])
+{
+    int E = n->in[0].d[1], k = 0;
+    t[k++] = (struct op_tensor){"in_proj_weight", OP_PARAM, 2, {3 * E, E}};
+    if (n->a.bias) t[k++] = (struct op_tensor){"in_proj_bias", OP_PARAM, 1, {3 * E}};
+    t[k++] = (struct op_tensor){"out_proj.weight", OP_PARAM, 2, {E, E}};
+    if (n->a.bias) t[k++] = (struct op_tensor){"out_proj.bias", OP_PARAM, 1, {E}};
+    return k;
+}
+
+static void attn_init(const struct op_node *n, float *param, float *state, struct rng *r)
+{
+    (void)state;
+    attn_init_params(param, n->in[0].d[1], n->a.bias, r);
+}
+
+static size_t attn_saved(const struct op_node *n, int B)
+{
+    return (size_t)B * attn_saved_per_sample(n->in[0].d[0], n->in[0].d[1], n->a.heads);
+}
+
+static size_t attn_scratch(const struct op_node *n, int B)
+{
+    struct attn_dims d = attn_dims_of(n, B);
+    return attn_scratch_floats(&d);
+}
+
+static void attn_op_forward(const struct op_call *c)
+{
+    struct attn_dims d = attn_dims_of(c->node, c->B);
+    attn_forward(c, &d, c->out, c->in[0], c->param, c->saved);
+}
+
+static void attn_op_backward(const struct op_call *c)
+{
+    struct attn_dims d = attn_dims_of(c->node, c->B);
+    attn_backward(c, &d, c->din[0], false, c->dout, c->in[0], c->param, c->grad, c->saved,
+                  c->scratch, (size_t)d.B * d.T * 4 * d.E);
+}
+
+static const struct op_test attn_tests[] = {
+    {"2 heads, (5, 4)", {.heads = 2, .bias = true}, {{2, {5, 4}}}, 2, false, 0},
+    {"causal, 3 heads, (4, 6)",
+     {.heads = 3, .causal = true, .bias = true},
+     {{2, {4, 6}}},
+     3,
+     false,
+     0},
+    {"one head, no bias", {.heads = 1, .bias = false}, {{2, {3, 4}}}, 2, false, 0},
+};
+
+static const char *const attn_fields[] = {"heads", "causal", "bias", NULL};
+
+const struct op_def op_attention = {
+    .type = "attention",
+    .abbrev = "attn",
+    .n_inputs = 1,
+    .fields = attn_fields,
+    .infer = attn_infer,
+    .tensors = attn_tensors,
+    .init = attn_init,
+    .saved = attn_saved,
+    .scratch = attn_scratch,
+    .forward = attn_op_forward,
+    .backward = attn_op_backward,
+    .tests = attn_tests,
+    .n_tests = sizeof attn_tests / sizeof attn_tests[0],
+};
+
+/* ---- transformer: GPT-2's pre-norm block ----
+ * h1 = ln_1(x), x2 = x + attn(h1), h2 = ln_2(x2), u = h2 W_1^T + b_1 (4E),
+ * g = gelu(u), out = x2 + g W_2^T + b_2. Tensors ln_1.*, attn.* (as the
+ * attention op's), ln_2.*, mlp.0.* and mlp.2.* (nn.Sequential(Linear,
+ * GELU, Linear)). gelu exact, or the tanh approximation (approximate). */
+
+struct block_params {
+    float *ln1_w, *ln1_b, *attn, *ln2_w, *ln2_b, *w1, *b1, *w2, *b2;
+};
+
+static struct block_params block_params(float *p, int E)
+{
+    struct block_params b;
+    b.ln1_w = p;
+    b.ln1_b = b.ln1_w + E;
+    b.attn = b.ln1_b + E;
+    b.ln2_w = b.attn + attn_param_floats(E, true);
+    b.ln2_b = b.ln2_w + E;
+    b.w1 = b.ln2_b + E;              /* (4E, E) */
+    b.b1 = b.w1 + (size_t)4 * E * E; /* (4E) */
+    b.w2 = b.b1 + (size_t)4 * E;     /* (E, 4E) */
+    b.b2 = b.w2 + (size_t)4 * E * E; /* (E) */
+    return b;
+}
+
+static int block_tensors(const struct op_node *n, struct op_tensor t[OP_MAX_TENSORS])
+{
+    int E = n->in[0].d[1];
+    t[0] = (struct op_tensor){"ln_1.weight", OP_PARAM, 1, {E}};
+    t[1] = (struct op_tensor){"ln_1.bias", OP_PARAM, 1, {E}};
+    t[2] = (struct op_tensor){"attn.in_proj_weight", OP_PARAM, 2, {3 * E, E}};
+    t[3] = (struct op_tensor){"attn.in_proj_bias", OP_PARAM, 1, {3 * E}};
+    t[4] = (struct op_tensor){"attn.out_proj.weight", OP_PARAM, 2, {E, E}};
+    t[5] = (struct op_tensor){"attn.out_proj.bias", OP_PARAM, 1, {E}};
+    t[6] = (struct op_tensor){"ln_2.weight", OP_PARAM, 1, {E}};
+    t[7] = (struct op_tensor){"ln_2.bias", OP_PARAM, 1, {E}};
+    t[8] = (struct op_tensor){"mlp.0.weight", OP_PARAM, 2, {4 * E, E}};
+    t[9] = (struct op_tensor){"mlp.0.bias", OP_PARAM, 1, {4 * E}};
+    t[10] = (struct op_tensor){"mlp.2.weight", OP_PARAM, 2, {E, 4 * E}};
+    t[11] = (struct op_tensor){"mlp.2.bias", OP_PARAM, 1, {E}};
+    return 12;
+}
+
+/* Drawn in the tensors' order, as each torch module's reset_parameters. */
+static void block_init(const struct op_node *n, float *param, float *state, struct rng *r)
+{
+    (void)state;
+    int E = n->in[0].d[1];
+    struct block_params p = block_params(param, E);
+    ln_init_params(p.ln1_w, p.ln1_b, E);
+    attn_init_params(p.attn, E, true, r);
+    ln_init_params(p.ln2_w, p.ln2_b, E);
+    float b1 = 1.0f / sqrtf((float)E), b2 = 1.0f / sqrtf((float)(4 * E));
+    op_uniform(p.w1, (size_t)4 * E * E, b1, r);
+    op_uniform(p.b1, (size_t)4 * E, b1, r);
+    op_uniform(p.w2, (size_t)4 * E * E, b2, r);
+    op_uniform(p.b2, (size_t)E, b2, r);
+}
+
+/* What the block keeps, per row (B T of them): h1 (E), mean1, rstd1, x2
+ * (E), h2 (E), mean2, rstd2, u (4E), g (4E); then the attention's saved. */
+struct block_saved {
+    float *h1, *m1, *r1, *x2, *h2, *m2, *r2, *u, *g, *attn;
+};
+
+static struct block_saved block_saved_views(float *s, int R, int E)
+{
+    struct block_saved v;
+    v.h1 = s;
+    v.m1 = v.h1 + (size_t)R * E;
+    v.r1 = v.m1 + R;
+    v.x2 = v.r1 + R;
+    v.h2 = v.x2 + (size_t)R * E;
+    v.m2 = v.h2 + (size_t)R * E;
+    v.r2 = v.m2 + R;
+    v.u = v.r2 + R;
+    v.g = v.u + (size_t)R * 4 * E;
+    v.attn = v.g + (size_t)R * 4 * E;
+    return v;
+}
+
+static size_t block_saved(const struct op_node *n, int B)
+{
+    int T = n->in[0].d[0], E = n->in[0].d[1];
+    size_t R = (size_t)B * T;
+    return R * (11 * (size_t)E + 4) + (size_t)B * attn_saved_per_sample(T, E, n->a.heads);
+}
+
+/* Scratch: the attention's (dqkv, do; dP per thread at its end), then dg
+ * (R, 4E) and dh (R, E), dx2 (R, E). */
+static size_t block_scratch(const struct op_node *n, int B)
+{
+    struct attn_dims d = attn_dims_of(n, B);
+    size_t R = (size_t)B * d.T;
+    return attn_scratch_floats(&d) + R * 6 * d.E;
+}
+
+static void block_forward(const struct op_call *c)
+{
+    const struct op_node *n = c->node;
+    struct attn_dims d = attn_dims_of(n, c->B);
+    int E = d.E, R = d.B * d.T;
+    struct block_params p = block_params(c->param, E);
+    struct block_saved v = block_saved_views(c->saved, R, E);
+    enum act_op act = n->a.approximate ? ACT_OP_GELU_TANH : ACT_OP_GELU;
+    const float *x = c->in[0];
+    ln_forward(c, v.h1, v.m1, v.r1, x, p.ln1_w, p.ln1_b, R, E, n->a.eps);
+    attn_forward(c, &d, v.x2, v.h1, p.attn, v.attn);
+    for (size_t i = 0; i < (size_t)R * E; i++)
+        v.x2[i] += x[i];
+    ln_forward(c, v.h2, v.m2, v.r2, v.x2, p.ln2_w, p.ln2_b, R, E, n->a.eps);
+    linear_forward(c, v.u, v.h2, p.w1, p.b1, R, E, 4 * E);
+    act_forward(v.g, v.u, (size_t)R * 4 * E, act, 0.0f);
+    linear_forward(c, c->out, v.g, p.w2, p.b2, R, 4 * E, E);
+    for (size_t i = 0; i < (size_t)R * E; i++)
+        c->out[i] += v.x2[i];
+}
+
+static void block_backward(const struct op_call *c)
+{
+    const struct op_node *n = c->node;
+    struct attn_dims d = attn_dims_of(n, c->B);
+    int E = d.E, R = d.B * d.T;
+    struct block_params p = block_params(c->param, E), g = block_params(c->grad, E);
+    struct block_saved v = block_saved_views(c->saved, R, E);
+    enum act_op act = n->a.approximate ? ACT_OP_GELU_TANH : ACT_OP_GELU;
+    size_t attn_sc = attn_scratch_floats(&d);
+    float *dg = c->scratch + attn_sc - (size_t)d.T * d.T; /* after dqkv, do */
+    /* The attention's per-thread dP sits at the end of each thread's
+     * scratch, past everything the block uses. */
+    size_t thread_off = attn_sc - (size_t)d.T * d.T + (size_t)R * 6 * E;
+    float *dh = dg + (size_t)R * 4 * E, *dx2 = dh + (size_t)R * E;
+    /* out = x2 + mlp(h2): dx2 = dout + ln_2's backward of the mlp's */
+    linear_backward(c, dg, g.w2, g.b2, c->dout, v.g, p.w2, R, 4 * E, E, false);
+    act_backward(dg, dg, v.u, v.g, (size_t)R * 4 * E, act, 0.0f);
+    linear_backward(c, dh, g.w1, g.b1, dg, v.h2, p.w1, R, E, 4 * E, false);
+    memcpy(dx2, c->dout, (size_t)R * E * sizeof *dx2);
+    ln_backward(c, dx2, g.ln2_w, g.ln2_b, dh, v.x2, v.m2, v.r2, p.ln2_w, R, E, true);
+    /* x2 = x + attn(h1) */
+    attn_backward(c, &d, dh, false, dx2, v.h1, p.attn, g.attn, v.attn, c->scratch, thread_off);
+    if (!c->din[0]) {
+        /* ln_1's parameters still need their gradients */
+        ln_backward(c, NULL, g.ln1_w, g.ln1_b, dh, c->in[0], v.m1, v.r1, p.ln1_w, R, E, false);
+        return;
+    }
+    memcpy(c->din[0], dx2, (size_t)R * E * sizeof *dx2);
+    ln_backward(c, c->din[0], g.ln1_w, g.ln1_b, dh, c->in[0], v.m1, v.r1, p.ln1_w, R, E, true);
+}
+
+static int block_infer(struct op_attrs *a, const struct shape *in, struct shape *out, char *err,
+                       size_t errlen)
+{
+    int rc = attn_check(a, in, err, errlen);
+    if (rc) return rc;
+    if (!(a->eps > 0)) return op_err(err, errlen, "eps must be positive, got %g", (double)a->eps);
+    *out = *in;
+    return 0;
+}
+
+static const struct op_test block_tests[] = {
+    {"causal, 2 heads, (4, 4)",
+     {.heads = 2, .causal = true, .eps = 1e-5f},
+     {{2, {4, 4}}},
+     2,
+     false,
+     0},
+    {"1 head, tanh gelu, (3, 2)",
+     {.heads = 1, .approximate = true, .eps = 1e-5f},
+     {{2, {3, 2}}},
+     2,
+     false,
+     0},
+};
+
+static const char *const block_fields[] = {"heads", "causal", "eps", "approximate", NULL};
+
+const struct op_def op_transformer = {
+    .type = "transformer",
+    .abbrev = "block",
+    .n_inputs = 1,
+    .fields = block_fields,
+    .infer = block_infer,
+    .tensors = block_tensors,
+    .init = block_init,
+    .saved = block_saved,
+    .scratch = block_scratch,
+    .forward = block_forward,
+    .backward = block_backward,
+    .tests = block_tests,
+    .n_tests = sizeof block_tests / sizeof block_tests[0],
+};
