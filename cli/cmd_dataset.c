@@ -3,7 +3,8 @@
  * Imports write X and y into a temporary file next to the output and rename
  * it into place at the end, so a failed import leaves nothing half-written.
  * Layout written (docs/datasets.md): X (N, ...) uint8 or float32 and y (N)
- * uint8/int32 class ids or (N, 1) float32 targets, chunked and compressed.
+ * uint8/int32 class ids or (N, 1) float32 targets, chunked and compressed;
+ * import-text: X and y uint8 (N, T) token windows and their next tokens.
  * Reading the IDX and CSV files is import.c's (shared with tests/fuzz). */
 #include <errno.h>
 #include <fcntl.h>
@@ -192,6 +193,174 @@ static int import_idx(int argc, char **argv)
     }
     import_idx_free(&xi);
     import_idx_free(&yi);
+    return rc;
+}
+
+/* ---- import-text ---- */
+
+#define TEXT_MAX_BYTES (INT64_C(1) << 32) /* 4 GiB of text: X and y would be twice that */
+#define TEXT_MAX_CONTEXT 65536
+
+static void usage_import_text(FILE *f)
+{
+    fprintf(f,
+            "usage: mlq dataset import-text FILE... --context T --output FILE.h5\n\n"
+            "Byte-level tokens (vocabulary 256) for a language model: the files' bytes, one\n"
+            "after the other, cut into windows of T. X uint8 (N, T) holds a window, y uint8\n"
+            "(N, T) its next-token targets (the same bytes moved on by one). The last\n"
+            "--validation fraction of the text is held out as X_val and y_val.\n\n"
+            "options:\n"
+            "  -c, --context T        tokens per window (1 to %d)\n"
+            "  -s, --stride S         bytes from one window to the next (default T)\n"
+            "  -v, --validation F     the held-out tail's share of the text, [0, 1)\n"
+            "                         (default 0.05)\n"
+            "  -o, --output FILE.h5   the file to write (replaced if it exists)\n"
+            "  -h, --help             this help\n",
+            TEXT_MAX_CONTEXT);
+}
+
+/* Appends the whole of path to *buf. */
+static int read_text(const char *path, uint8_t **buf, int64_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return error("%s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return error("%s: not a regular file", path);
+    }
+    if (*len + (int64_t)st.st_size > TEXT_MAX_BYTES) {
+        fclose(f);
+        return error("%s: the text would pass %lld bytes", path, (long long)TEXT_MAX_BYTES);
+    }
+    uint8_t *grown = realloc(*buf, (size_t)(*len + st.st_size + 1));
+    if (!grown) {
+        fclose(f);
+        return error("%s: out of memory for %lld bytes", path, (long long)(*len + st.st_size));
+    }
+    *buf = grown;
+    size_t got = fread(*buf + *len, 1, (size_t)st.st_size, f);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || got != (size_t)st.st_size) return error("%s: read error", path);
+    *len += (int64_t)got;
+    return 0;
+}
+
+/* Windows of T tokens every S bytes over text[0, len): X and y (n, T). */
+static int64_t text_windows(int64_t len, int T, int S)
+{
+    return len < (int64_t)T + 1 ? 0 : (len - T - 1) / S + 1;
+}
+
+static void fill_windows(const uint8_t *text, int64_t n, int T, int S, uint8_t *x, uint8_t *y)
+{
+    for (int64_t i = 0; i < n; i++) {
+        memcpy(x + i * T, text + i * S, (size_t)T);
+        memcpy(y + i * T, text + i * S + 1, (size_t)T);
+    }
+}
+
+static int import_text(int argc, char **argv)
+{
+    static const struct option opts[] = {{"context", required_argument, NULL, 'c'},
+                                         {"stride", required_argument, NULL, 's'},
+                                         {"validation", required_argument, NULL, 'v'},
+                                         {"output", required_argument, NULL, 'o'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    const char *output = NULL;
+    long T = 0, S = 0;
+    double val = 0.05;
+    char *end;
+    int c;
+    optind = 0;
+    while ((c = getopt_long(argc, argv, "c:s:v:o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            errno = 0;
+            T = strtol(optarg, &end, 10);
+            if (errno || *end || T < 1 || T > TEXT_MAX_CONTEXT)
+                return usage_error("--context: expected 1 to %d tokens, got '%s'", TEXT_MAX_CONTEXT,
+                                   optarg);
+            break;
+        case 's':
+            errno = 0;
+            S = strtol(optarg, &end, 10);
+            if (errno || *end || S < 1 || S > TEXT_MAX_CONTEXT)
+                return usage_error("--stride: expected 1 to %d bytes, got '%s'", TEXT_MAX_CONTEXT,
+                                   optarg);
+            break;
+        case 'v':
+            errno = 0;
+            val = strtod(optarg, &end);
+            if (errno || *end || !(val >= 0 && val < 1))
+                return usage_error("--validation: expected a fraction in [0, 1), got '%s'", optarg);
+            break;
+        case 'o':
+            output = optarg;
+            break;
+        case 'h':
+            usage_import_text(stdout);
+            return EXIT_OK;
+        default:
+            return usage_error("bad option");
+        }
+    }
+    if (argc - optind < 1) return usage_error("expected one or more text files");
+    if (!T) return usage_error("--context is required");
+    if (!output) return usage_error("--output is required");
+    if (!S) S = T;
+
+    uint8_t *text = NULL;
+    int64_t len = 0;
+    int rc = 0;
+    for (int i = optind; i < argc && rc == 0; i++)
+        rc = read_text(argv[i], &text, &len);
+    int64_t tail = (int64_t)((double)len * val), head = len - tail;
+    int64_t n = text_windows(head, (int)T, (int)S), n_val = text_windows(tail, (int)T, (int)S);
+    if (rc == 0 && len == 0)
+        rc = error("%s%s: no text (0 bytes)", argv[optind], argc - optind > 1 ? " ..." : "");
+    else if (rc == 0 && n < 1)
+        rc = error("%lld bytes of text%s leave no window of %ld tokens and its next token: give "
+                   "more text or a smaller --context",
+                   (long long)head, tail ? " before the held-out tail" : "", T);
+    else if (rc == 0 && val > 0 && n_val < 1)
+        rc = error("the held-out tail (%lld bytes, --validation %g) is shorter than a window of "
+                   "%ld tokens and its next token: give more text, a larger --validation or a "
+                   "smaller --context",
+                   (long long)tail, val, T);
+    uint8_t *x = NULL, *y = NULL;
+    int64_t most = n > n_val ? n : n_val;
+    if (rc == 0 && (!(x = malloc((size_t)(most * T))) || !(y = malloc((size_t)(most * T)))))
+        rc = error("out of memory for %lld windows of %ld", (long long)most, T);
+    struct out_file o;
+    if (rc == 0) rc = out_begin(&o, output);
+    if (rc == 0) {
+        hsize_t dims[2] = {(hsize_t)n, (hsize_t)T};
+        fill_windows(text, n, (int)T, (int)S, x, y);
+        rc = write_dset(&o, "X", H5T_STD_U8LE, H5T_NATIVE_UINT8, 2, dims, x);
+        if (rc == 0) rc = write_dset(&o, "y", H5T_STD_U8LE, H5T_NATIVE_UINT8, 2, dims, y);
+        if (rc == 0 && n_val > 0) {
+            dims[0] = (hsize_t)n_val;
+            fill_windows(text + head, n_val, (int)T, (int)S, x, y);
+            rc = write_dset(&o, "X_val", H5T_STD_U8LE, H5T_NATIVE_UINT8, 2, dims, x);
+            if (rc == 0) rc = write_dset(&o, "y_val", H5T_STD_U8LE, H5T_NATIVE_UINT8, 2, dims, y);
+        }
+        if (rc == 0)
+            rc = out_commit(&o);
+        else
+            out_abort(&o);
+    }
+    if (rc == 0) {
+        printf("%s: %lld bytes of text; X, y uint8 (%lld, %ld)", output, (long long)len,
+               (long long)n, T);
+        if (n_val > 0) printf(", X_val, y_val uint8 (%lld, %ld)", (long long)n_val, T);
+        printf("\n");
+    }
+    free(x);
+    free(y);
+    free(text);
     return rc;
 }
 
@@ -644,6 +813,8 @@ static void usage(FILE *f)
                "subcommands:\n"
                "  import-idx IMAGES LABELS --output FILE.h5   IDX (MNIST format) to HDF5\n"
                "  import-csv FILE.csv --output FILE.h5        CSV to HDF5\n"
+               "  import-text FILE... --context T --output FILE.h5\n"
+               "                                              text to byte-level token windows\n"
                "  info FILE.h5 [--json]                       shapes, dtypes, class counts\n\n"
                "Run 'mlq dataset SUBCOMMAND --help' for its options. Layout: docs/datasets.md.\n");
 }
@@ -667,6 +838,10 @@ int cmd_dataset(int argc, char **argv)
     if (strcmp(name, "import-csv") == 0) {
         sub = "dataset import-csv";
         return import_csv(argc - 1, argv + 1);
+    }
+    if (strcmp(name, "import-text") == 0) {
+        sub = "dataset import-text";
+        return import_text(argc - 1, argv + 1);
     }
     if (strcmp(name, "info") == 0) {
         sub = "dataset info";

@@ -20,7 +20,7 @@ const struct cli_command cli_commands[] = {
     {"export", "write a run's network to an HDF5 file", cmd_export},
     {"rm", "delete runs with their metrics and checkpoints", cmd_rm},
     {"gc", "delete old finished runs and reclaim the space", cmd_gc},
-    {"dataset", "import IDX or CSV files into HDF5, describe a dataset", cmd_dataset},
+    {"dataset", "import IDX, CSV or text files into HDF5, describe a dataset", cmd_dataset},
     {"keygen", "make a CURVE key pair for this user, a trainer or the broker", cmd_keygen},
     {"keys", "list, add and revoke the keys a broker accepts (its key directories)", cmd_keys},
     {"whoami", "the name and role the broker knows this key by", cmd_whoami},

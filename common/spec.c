@@ -246,8 +246,8 @@ static int parse_dataset(json_t *v, const char *field, struct spec_dataset *d, c
 }
 
 const char *const spec_layer_field_names[SPEC_N_LAYER_FIELDS] = {
-    "out", "kernel",         "stride",   "padding", "bias",
-    "p",   "negative_slope", "momentum", "eps",     "approximate"};
+    "out", "kernel",      "stride", "padding",    "bias",     "p",     "negative_slope", "momentum",
+    "eps", "approximate", "vocab",  "num_layers", "sequence", "heads", "causal"};
 
 static void layer_defaults(struct spec_layer *l)
 {
@@ -258,6 +258,8 @@ static void layer_defaults(struct spec_layer *l)
     l->negative_slope = 0.01;
     l->momentum = 0.1;
     l->eps = 1e-5;
+    l->num_layers = 1;
+    l->sequence = true;
 }
 
 static int parse_layer_list(json_t *list, const char *where, struct mlq_spec *s, char *err,
@@ -279,8 +281,9 @@ static int where_join(char *w, const char *where, const char *suffix, char *err,
 static int parse_layer(json_t *v, const char *where, struct mlq_spec *s, char *err, size_t errlen)
 {
     static const char *const keys[] = {
-        "type",           "out",      "kernel", "stride",      "padding", "bias",    "p",
-        "negative_slope", "momentum", "eps",    "approximate", "layers",  "shortcut"};
+        "type",           "out",      "kernel", "stride",      "padding", "bias",     "p",
+        "negative_slope", "momentum", "eps",    "approximate", "layers",  "shortcut", "vocab",
+        "num_layers",     "sequence", "heads",  "causal"};
     if (!json_is_object(v))
         return errmsg(err, errlen, -EINVAL, "%s: must be a layer object", where);
     int rc = check_keys(v, where, keys, COUNT(keys), err, errlen);
@@ -304,7 +307,10 @@ static int parse_layer(json_t *v, const char *where, struct mlq_spec *s, char *e
     } ints[] = {{"out", SPEC_F_OUT, 1, SPEC_MAX_WIDTH, &l->out},
                 {"kernel", SPEC_F_KERNEL, 1, SPEC_MAX_KERNEL, &l->kernel},
                 {"stride", SPEC_F_STRIDE, 1, SPEC_MAX_KERNEL, &l->stride},
-                {"padding", SPEC_F_PADDING, 0, SPEC_MAX_KERNEL, &l->padding}};
+                {"padding", SPEC_F_PADDING, 0, SPEC_MAX_KERNEL, &l->padding},
+                {"vocab", SPEC_F_VOCAB, 1, SPEC_MAX_WIDTH, &l->vocab},
+                {"num_layers", SPEC_F_NUM_LAYERS, 1, 4, &l->num_layers},
+                {"heads", SPEC_F_HEADS, 1, SPEC_MAX_KERNEL, &l->heads}};
     for (size_t i = 0; i < COUNT(ints); i++) {
         if (!json_object_get(v, ints[i].key)) continue;
         iv = 0;
@@ -332,6 +338,14 @@ static int parse_layer(json_t *v, const char *where, struct mlq_spec *s, char *e
     if (json_object_get(v, "approximate")) {
         if ((rc = get_bool(v, "approximate", w, &l->approximate, err, errlen))) return rc;
         l->given |= 1u << SPEC_F_APPROXIMATE;
+    }
+    if (json_object_get(v, "sequence")) {
+        if ((rc = get_bool(v, "sequence", w, &l->sequence, err, errlen))) return rc;
+        l->given |= 1u << SPEC_F_SEQUENCE;
+    }
+    if (json_object_get(v, "causal")) {
+        if ((rc = get_bool(v, "causal", w, &l->causal, err, errlen))) return rc;
+        l->given |= 1u << SPEC_F_CAUSAL;
     }
     if (!(l->p >= 0 && l->p < 1))
         return errmsg(err, errlen, -EINVAL, "%s.p: must be in [0, 1), got %g", where, l->p);
@@ -385,9 +399,10 @@ static int parse_layer_list(json_t *list, const char *where, struct mlq_spec *s,
 static int parse_input(json_t *v, struct mlq_spec *s, char *err, size_t errlen)
 {
     size_t n = json_is_array(v) ? json_array_size(v) : 0;
-    if (n != 1 && n != 3)
+    if (n < 1 || n > 3)
         return errmsg(err, errlen, -EINVAL,
-                      "model.input: must be [features] or [channels, height, width]");
+                      "model.input: must be [features], [steps, features] or [channels, height, "
+                      "width]");
     for (size_t i = 0; i < n; i++) {
         json_t *e = json_array_get(v, i);
         if (!json_is_integer(e) || json_integer_value(e) < 1 ||
@@ -942,6 +957,13 @@ int spec_from_json(json_t *doc, struct mlq_spec *s, char *err, size_t errlen)
     }
     if (!rc) rc = get_number(doc, "validation_split", "", &s->validation_split, err, errlen);
     if (!rc && (v = json_object_get(doc, "model"))) rc = parse_model(v, s, err, errlen);
+    /* Token ids are not pixels: a model that starts with an embedding reads
+     * uint8 inputs as they are unless the spec says "scale". */
+    if (!rc && s->typed && s->n_nodes > 0 && strcmp(s->node[0].type, "embedding") == 0) {
+        json_t *d = json_object_get(doc, "dataset"), *val = json_object_get(doc, "validation");
+        if (!json_is_object(d) || !json_object_get(d, "scale")) s->dataset.scale = false;
+        if (!json_is_object(val) || !json_object_get(val, "scale")) s->validation.scale = false;
+    }
     if (!rc) rc = get_enum(doc, "loss", "", loss_names, COUNT(loss_names), &loss, err, errlen);
     s->loss = loss;
     if (!rc) rc = get_number(doc, "label_smoothing", "", &s->label_smoothing, err, errlen);
@@ -1235,6 +1257,16 @@ static json_t *layers_to_json(const struct mlq_spec *s, int *at, int end)
                 val = json_boolean(l->bias);
             else if (f == SPEC_F_APPROXIMATE)
                 val = json_boolean(l->approximate);
+            else if (f == SPEC_F_VOCAB)
+                val = json_integer(l->vocab);
+            else if (f == SPEC_F_NUM_LAYERS)
+                val = json_integer(l->num_layers);
+            else if (f == SPEC_F_HEADS)
+                val = json_integer(l->heads);
+            else if (f == SPEC_F_SEQUENCE)
+                val = json_boolean(l->sequence);
+            else if (f == SPEC_F_CAUSAL)
+                val = json_boolean(l->causal);
             else
                 val = json_real(nums[f - SPEC_F_P]);
             json_object_set_new(o, spec_layer_field_names[f], val);

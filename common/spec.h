@@ -131,6 +131,11 @@ enum spec_layer_field {
     SPEC_F_MOMENTUM,
     SPEC_F_EPS,
     SPEC_F_APPROXIMATE,
+    SPEC_F_VOCAB,
+    SPEC_F_NUM_LAYERS,
+    SPEC_F_SEQUENCE,
+    SPEC_F_HEADS,
+    SPEC_F_CAUSAL,
     SPEC_N_LAYER_FIELDS
 };
 extern const char *const spec_layer_field_names[SPEC_N_LAYER_FIELDS];
@@ -144,6 +149,8 @@ struct spec_layer {
     unsigned given; /* 1 << SPEC_F_* for each field the spec gave */
     int out, kernel, stride, padding;
     bool bias, approximate;
+    int vocab, num_layers, heads; /* embedding, positional; lstm, gru; attention */
+    bool sequence, causal;        /* lstm, gru (true); attention (false) */
     double p, negative_slope, momentum, eps;
     int span, branch_span; /* residual only */
 };
@@ -176,7 +183,7 @@ struct mlq_spec {
     bool typed;
     int n_nodes;
     struct spec_layer node[SPEC_MAX_NODES];
-    int input_rank; /* model.input: 0 (absent), 1 (F) or 3 (C, H, W) */
+    int input_rank; /* model.input: 0 (absent), 1 (F), 2 (T, F) or 3 (C, H, W) */
     int input[3];
     enum activation activation; /* hidden layers */
     double leaky_slope;         /* leaky_relu negative slope, default 0.01 */

@@ -185,7 +185,20 @@ static void test_wrong_rank(void **state)
     h5_put(f, "X", H5T_NATIVE_FLOAT, 2, d2, x);
     h5_put(f, "y", H5T_NATIVE_INT32, 2, d2, y);
     H5Fclose(f);
-    expect_open_error(c, c->path, true, 0, "class ids must be (N) or (N, 1)");
+    /* An id per step (N, T) opens; a model of one class per row refuses it. */
+    struct dataset *ds = NULL;
+    assert_int_equal(open_ds(c, c->path, "X", "y", true, true, 0, &ds), 0);
+    assert_int_equal(dataset_get_info(ds)->k, 3);
+    assert_true(
+        dataset_check_io(ds, JOB_TRAIN, LOSS_CROSS_ENTROPY, 3, "3", 5, c->err, sizeof c->err) < 0);
+    assert_non_null(strstr(c->err, "an id per step (N, 3)"));
+    assert_int_equal(dataset_check_io_steps(ds, JOB_TRAIN, LOSS_CROSS_ENTROPY, 3, "3", 5, 3, c->err,
+                                            sizeof c->err),
+                     0);
+    assert_true(dataset_check_io_steps(ds, JOB_TRAIN, LOSS_CROSS_ENTROPY, 3, "3", 5, 4, c->err,
+                                       sizeof c->err) < 0);
+    assert_non_null(strstr(c->err, "predicts 4 steps"));
+    dataset_close(&ds);
 
     f = h5_new(c->path);
     h5_put(f, "X", H5T_NATIVE_FLOAT, 2, d2, x);

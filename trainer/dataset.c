@@ -228,27 +228,28 @@ static int read_y(struct dataset *ds, int64_t row, int64_t count, int32_t *yc, f
                               (long long)(ds->base + row + i / k));
         return 0;
     }
+    /* k ids per row: one class, or a next-token target per step (N, T). */
     int64_t piece = count < SCAN_ROWS ? count : SCAN_ROWS;
-    int64_t *tmp = malloc((size_t)piece * sizeof *tmp);
+    int64_t *tmp = malloc((size_t)(piece * k) * sizeof *tmp);
     if (!tmp) return errmsg(err, errlen, -ENOMEM, "%s: out of memory reading class ids", ds->path);
     for (int64_t done = 0; done < count; done += piece) {
         int64_t m = count - done < piece ? count - done : piece;
         if (read_slab(r->yset, ds->y_rank, ds->y_fdims, ds->base + row + done, m, H5T_NATIVE_INT64,
-                      tmp, m) < 0) {
+                      tmp, m * k) < 0) {
             free(tmp);
             goto io;
         }
-        for (int64_t i = 0; i < m; i++) {
+        for (int64_t i = 0; i < m * k; i++) {
             if (tmp[i] < 0 || tmp[i] > INT32_MAX) {
                 long long v = (long long)tmp[i];
                 free(tmp);
                 return errmsg(err, errlen, -EINVAL,
                               "%s: dataset '%s' has class id %lld at row %lld (%s); class "
                               "ids must be in [0, classes)",
-                              ds->path, ds->yname, v, (long long)(ds->base + row + done + i),
+                              ds->path, ds->yname, v, (long long)(ds->base + row + done + i / k),
                               v < 0 ? "negative" : "too large");
             }
-            yc[done + i] = (int32_t)tmp[i];
+            yc[done * k + i] = (int32_t)tmp[i];
         }
     }
     free(tmp);
@@ -684,16 +685,17 @@ static int open_y(struct dataset *ds, const struct spec_dataset *src, bool need_
                       "y.astype(\"float32\") with h5py)",
                       ds->path, src->y, tname);
     if (cls == H5T_INTEGER) {
-        rc = get_dims(ds->yset, ds->path, src->y, 1, 2, "1: class ids (N)", ds->y_fdims,
-                      &ds->y_rank, err, errlen);
-        if (rc == 0 && ds->y_rank == 2 && ds->y_fdims[1] != 1)
+        rc = get_dims(ds->yset, ds->path, src->y, 1, 2,
+                      "1: class ids (N), or 2: an id per step (N, T)", ds->y_fdims, &ds->y_rank,
+                      err, errlen);
+        if (rc == 0 && ds->y_rank == 2 && (ds->y_fdims[1] == 0 || ds->y_fdims[1] > K_MAX))
             rc = errmsg(err, errlen, -EINVAL,
                         "%s: dataset '%s' holds integers of shape (%llu, %llu); class ids must be "
-                        "(N) or (N, 1)",
+                        "(N) or (N, 1), or (N, T) an id per step with T at most %d",
                         ds->path, src->y, (unsigned long long)ds->y_fdims[0],
-                        (unsigned long long)ds->y_fdims[1]);
+                        (unsigned long long)ds->y_fdims[1], (int)K_MAX);
         ds->info.y_is_class = true;
-        ds->info.k = 1;
+        ds->info.k = ds->y_rank == 2 ? (int64_t)ds->y_fdims[1] : 1;
     } else if (cls == H5T_FLOAT) {
         rc = get_dims(ds->yset, ds->path, src->y, 1, 2, "1 (N) or 2 (N, K) for float targets",
                       ds->y_fdims, &ds->y_rank, err, errlen);
@@ -780,7 +782,7 @@ static int layout_init(struct dataset *ds, bool in_memory, bool alloc, char *err
     ds->x = buf_alloc(ds, (size_t)(ds->cap_rows * ds->x_row_bytes));
     if (!ds->x) goto nomem;
     if (ds->info.has_y && ds->info.y_is_class)
-        ds->y_class = buf_alloc(ds, (size_t)ds->cap_rows * sizeof *ds->y_class);
+        ds->y_class = buf_alloc(ds, (size_t)(ds->cap_rows * ds->info.k) * sizeof *ds->y_class);
     else if (ds->info.has_y)
         ds->y = buf_alloc(ds, (size_t)(ds->cap_rows * ds->info.k) * sizeof *ds->y);
     if (ds->info.has_y && !ds->y_class && !ds->y) goto nomem;
@@ -839,7 +841,7 @@ static int reader_load_all(struct dataset *ds, void *arg, char *err, size_t errl
     int rc = read_x(ds, 0, ds->info.n, ds->x, err, errlen);
     if (rc == 0) rc = check_finite(ds, ds->x, ds->info.n, 0, err, errlen);
     if (rc == 0 && ds->info.has_y) rc = read_y(ds, 0, ds->info.n, ds->y_class, ds->y, err, errlen);
-    for (int64_t i = 0; rc == 0 && ds->y_class && i < ds->info.n; i++)
+    for (int64_t i = 0; rc == 0 && ds->y_class && i < ds->info.n * ds->info.k; i++)
         if (ds->y_class[i] >= ds->info.n_classes) ds->info.n_classes = ds->y_class[i] + (int64_t)1;
     return rc;
 }
@@ -849,14 +851,14 @@ static int reader_scan_y(struct dataset *ds, void *arg, char *err, size_t errlen
 {
     (void)arg;
     int64_t piece = SCAN_ROWS;
-    int32_t *yc = ds->info.y_is_class ? malloc((size_t)piece * sizeof *yc) : NULL;
+    int32_t *yc = ds->info.y_is_class ? malloc((size_t)(piece * ds->info.k) * sizeof *yc) : NULL;
     float *yf = ds->info.y_is_class ? NULL : malloc((size_t)(piece * ds->info.k) * sizeof *yf);
     int rc = 0;
     if (!yc && !yf) return errmsg(err, errlen, -ENOMEM, "%s: out of memory", ds->path);
     for (int64_t row = 0; row < ds->info.n && rc == 0; row += piece) {
         int64_t m = ds->info.n - row < piece ? ds->info.n - row : piece;
         rc = read_y(ds, row, m, yc, yf, err, errlen);
-        for (int64_t i = 0; yc && rc == 0 && i < m; i++)
+        for (int64_t i = 0; yc && rc == 0 && i < m * ds->info.k; i++)
             if (yc[i] >= ds->info.n_classes) ds->info.n_classes = yc[i] + (int64_t)1;
     }
     free(yc);
@@ -978,7 +980,7 @@ static int open_headers(struct dataset **out, const struct spec_dataset *src, bo
     if (rc < 0) goto fail;
     ds->checked = true;
 
-    int64_t y_row = !ds->info.has_y ? 0 : ds->info.y_is_class ? 4 : 4 * ds->info.k;
+    int64_t y_row = !ds->info.has_y ? 0 : 4 * ds->info.k;
     ds->row_bytes = ds->x_row_bytes + y_row;
     *out = ds;
     return 0;
@@ -1063,7 +1065,24 @@ int dataset_check_model(const struct dataset *ds, const struct mlq_spec *spec, c
 int dataset_check_io(const struct dataset *ds, enum job_kind kind, enum loss_kind loss,
                      int64_t inputs, const char *what_inputs, int outputs, char *err, size_t errlen)
 {
+    return dataset_check_io_steps(ds, kind, loss, inputs, what_inputs, outputs, 1, err, errlen);
+}
+
+int dataset_check_io_steps(const struct dataset *ds, enum job_kind kind, enum loss_kind loss,
+                           int64_t inputs, const char *what_inputs, int outputs, int steps,
+                           char *err, size_t errlen)
+{
     const struct dataset_info *in = &ds->info;
+    if (in->has_y && kind != JOB_PREDICT && in->y_is_class && in->k != steps) {
+        if (steps == 1)
+            return errmsg(err, errlen, -EINVAL,
+                          "%s: '%s' holds an id per step (N, %lld) but the model predicts one "
+                          "class per row: give it per-step outputs (a last layer of (T, classes))",
+                          ds->path, ds->yname, (long long)in->k);
+        return errmsg(err, errlen, -EINVAL,
+                      "%s: '%s' holds %lld id%s per row but the model predicts %d steps (T, %d)",
+                      ds->path, ds->yname, (long long)in->k, in->k == 1 ? "" : "s", steps, outputs);
+    }
     if (in->d != inputs)
         return errmsg(err, errlen, -EINVAL, "%s: '%s' has %lld inputs per row, but %s", ds->path,
                       ds->xname, (long long)in->d, what_inputs);
@@ -1113,7 +1132,7 @@ int dataset_view(struct dataset **out, struct dataset *parent, int64_t begin, in
     int rc;
     if (parent->info.in_memory) {
         v->x = parent->x + begin * parent->x_row_bytes;
-        v->y_class = parent->y_class ? parent->y_class + begin : NULL;
+        v->y_class = parent->y_class ? parent->y_class + begin * parent->info.k : NULL;
         v->y = parent->y ? parent->y + begin * parent->info.k : NULL;
         rc = layout_init(v, true, false, err, errlen);
         v->loaded = 0;
@@ -1159,7 +1178,7 @@ static int reader_group(struct dataset *ds, void *arg, char *err, size_t errlen)
         int rc = read_x(ds, first, m, x, err, errlen);
         if (rc == 0) rc = check_finite(ds, x, m, first, err, errlen);
         if (rc == 0 && ds->info.has_y)
-            rc = read_y(ds, first, m, ds->y_class ? ds->y_class + rows : NULL,
+            rc = read_y(ds, first, m, ds->y_class ? ds->y_class + rows * ds->info.k : NULL,
                         ds->y ? ds->y + rows * ds->info.k : NULL, err, errlen);
         if (rc < 0) return rc;
         rows += m;
@@ -1273,8 +1292,10 @@ static void emit_row(const struct dataset *ds, const uint8_t *xbuf, const int32_
     }
     if (!ds->info.has_y) return;
     if (ycbuf) {
-        if (y_class) y_class[o] = ycbuf[i];
-        if (y) y[o] = (float)ycbuf[i];
+        for (int64_t j = 0; j < k; j++) {
+            if (y_class) y_class[o * k + j] = ycbuf[i * k + j];
+            if (y) y[o * k + j] = (float)ycbuf[i * k + j];
+        }
     } else if (y) {
         memcpy(y + o * k, yfbuf + i * k, (size_t)k * sizeof *y);
     }
@@ -1344,7 +1365,7 @@ int dataset_read_rows(struct dataset *ds, int64_t begin, int B, float *x, int32_
         ds->s_rows = 0;
         ds->sx = buf_alloc(ds, (size_t)(m * ds->x_row_bytes));
         if (ds->info.has_y && ds->info.y_is_class)
-            ds->syc = buf_alloc(ds, (size_t)m * sizeof *ds->syc);
+            ds->syc = buf_alloc(ds, (size_t)(m * ds->info.k) * sizeof *ds->syc);
         else if (ds->info.has_y)
             ds->sy = buf_alloc(ds, (size_t)(m * ds->info.k) * sizeof *ds->sy);
         if (!ds->sx || (ds->info.has_y && !ds->syc && !ds->sy))

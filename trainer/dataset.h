@@ -2,8 +2,9 @@
  *
  * X is uint8, float32 or float64 (IEEE, either byte order), shaped (N, D) or
  * (N, H, W[, C]) and seen flattened as (N, D). uint8 is scaled to [0, 1]
- * unless the spec says otherwise. y is integer class ids (N) or float targets
- * (N, K). Other dtypes (float16, float128, ...) are refused by name.
+ * unless the spec says otherwise. y is integer class ids (N), an id per step
+ * (N, T) (next-token targets), or float targets (N, K). Other dtypes (float16, float128, ...) are
+ * refused by name.
  *
  * A dataset that fits the memory budget is read once and kept in its stored
  * dtype (converted to float per batch); a larger one is read in chunks of
@@ -86,6 +87,12 @@ int dataset_check_model(const struct dataset *ds, const struct mlq_spec *spec, c
 int dataset_check_io(const struct dataset *ds, enum job_kind kind, enum loss_kind loss,
                      int64_t inputs, const char *what_inputs, int outputs, char *err,
                      size_t errlen);
+
+/* The same for a model of per-step outputs (T, K) (steps T; 1 otherwise):
+ * integer targets must then be (N, T), an id per step. */
+int dataset_check_io_steps(const struct dataset *ds, enum job_kind kind, enum loss_kind loss,
+                           int64_t inputs, const char *what_inputs, int outputs, int steps,
+                           char *err, size_t errlen);
 
 /* Restricts the dataset to rows [begin, end), for a validation split. The
  * view shares the file and memory of its parent, which must outlive it. */

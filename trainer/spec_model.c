@@ -191,6 +191,11 @@ static int emit_list(const struct mlq_spec *s, int *at, int end, int input, cons
         m->a.momentum = (float)l->momentum;
         m->a.eps = (float)l->eps;
         m->a.approximate = l->approximate;
+        m->a.vocab = l->vocab;
+        m->a.num_layers = l->num_layers;
+        m->a.sequence = l->sequence;
+        m->a.heads = l->heads;
+        m->a.causal = l->causal;
         if (input != d->n_layers - 2) {
             m->n_in = 1;
             m->in[0] = input;
@@ -224,6 +229,7 @@ int spec_model_desc(const struct mlq_spec *s, const struct shape *data, struct m
         return 0;
     }
     if (s->input_rank == 1) d->input = (struct shape){1, {s->input[0]}};
+    if (s->input_rank == 2) d->input = (struct shape){2, {s->input[0], s->input[1]}};
     if (s->input_rank == 3) d->input = (struct shape){3, {s->input[0], s->input[1], s->input[2]}};
     int at = 0, out;
     if ((rc = emit_list(s, &at, s->n_nodes, MODEL_INPUT, "", d, &out, err, errlen))) return rc;
@@ -233,8 +239,12 @@ int spec_model_desc(const struct mlq_spec *s, const struct shape *data, struct m
         bool same = shape_equal(&d->input, data) ||
                     (data->n == 3 && d->input.n == 3 && data->d[2] == 1 && d->input.d[0] == 1 &&
                      d->input.d[1] == data->d[0] && d->input.d[2] == data->d[1]);
-        /* Rows of D floats are read as any shape of D elements, row-major. */
+        /* Rows of D floats are read as any shape of D elements, row-major;
+         * one-channel images (1, H, W) as sequences (H, W), row by row. */
         bool flat = (d->input.n == 1 || data->n == 1) && shape_size(&d->input) == shape_size(data);
+        bool rows = d->input.n == 2 && data->n == 3 && data->d[0] == 1 &&
+                    d->input.d[0] == data->d[1] && d->input.d[1] == data->d[2];
+        flat = flat || rows;
         if (!same && !flat)
             return errmsg(err, errlen, -EINVAL,
                           "model.input %s does not match the dataset's samples %s (4-D data is "

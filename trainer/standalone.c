@@ -31,7 +31,7 @@ struct standalone {
  * a metric written twice is stored once. */
 static int record_epoch(struct standalone *s, const struct epoch_metrics *m)
 {
-    struct store_metric rows[8];
+    struct store_metric rows[12];
     size_t n = 0;
 #define ROW(k, v)                                                                                  \
     do {                                                                                           \
@@ -44,6 +44,14 @@ static int record_epoch(struct standalone *s, const struct epoch_metrics *m)
     if (m->has_validation) {
         ROW("val_loss", m->val_loss);
         ROW("val_accuracy", m->val_accuracy);
+    }
+    if (m->language_model) {
+        ROW("train_perplexity", exp(m->train_loss));
+        ROW("train_bits_per_byte", m->train_loss / M_LN2);
+        if (m->has_validation) {
+            ROW("val_perplexity", exp(m->val_loss));
+            ROW("val_bits_per_byte", m->val_loss / M_LN2);
+        }
     }
     ROW("lr", m->lr);
     ROW("samples_per_s", m->samples_per_s);

@@ -139,11 +139,11 @@ static int alloc_buffers(struct run *r)
     int B = job_memory_train_rows(s, dataset_get_info(r->train)->n, r->val != NULL);
     r->rows = B;
     size_t D = shape_size(&r->model.input);
-    int K = r->model.K;
+    size_t K = (size_t)r->model.K, T = (size_t)r->model.steps;
     for (int i = 0; i < 2; i++) {
         r->x[i] = malloc(sizeof(float) * (size_t)B * D);
-        r->yc[i] = malloc(sizeof(int32_t) * (size_t)B);
-        r->y[i] = malloc(sizeof(float) * (size_t)B * (size_t)K);
+        r->yc[i] = malloc(sizeof(int32_t) * (size_t)B * T);
+        r->y[i] = malloc(sizeof(float) * (size_t)B * T * K);
         if (!r->x[i] || !r->yc[i] || !r->y[i]) return -ENOMEM;
     }
     const struct shape *in = &r->model.input;
@@ -174,10 +174,11 @@ static int build_model(struct run *r, char *err, size_t errlen)
         snprintf(what, sizeof what, "the model's input %s takes %zu",
                  shape_str(&r->model.input, sh, sizeof sh), shape_size(&r->model.input));
         size_t D = shape_size(&r->model.input);
-        rc = dataset_check_io(r->data, s->kind, s->loss, (int64_t)D, what, r->model.K, err, errlen);
+        rc = dataset_check_io_steps(r->data, s->kind, s->loss, (int64_t)D, what, r->model.K,
+                                    r->model.steps, err, errlen);
         if (!rc && r->val_file)
-            rc = dataset_check_io(r->val_file, s->kind, s->loss, (int64_t)D, what, r->model.K, err,
-                                  errlen);
+            rc = dataset_check_io_steps(r->val_file, s->kind, s->loss, (int64_t)D, what, r->model.K,
+                                        r->model.steps, err, errlen);
         if (rc) goto out;
     }
     if (rc) {
@@ -350,6 +351,27 @@ static int save(struct run *r, const struct epoch_metrics *m, double best,
     return rc;
 }
 
+/* A model whose first node reads token ids (an embedding): every id of a
+ * batch must be an integer in [0, vocab), or the run stops naming it. */
+static int check_ids(const struct run *r, const char *path, const float *x, int B, int64_t row0,
+                     char *err, size_t errlen)
+{
+    const struct model *m = &r->model;
+    if (m->net || !m->node[0].op.op->takes_ids) return 0;
+    int V = m->node[0].op.a.vocab;
+    size_t T = shape_size(&m->input);
+    for (size_t i = 0; i < (size_t)B * T; i++) {
+        float v = x[i];
+        if (v >= 0.0f && v < (float)V && (float)(int)v == v) continue;
+        return errmsg(err, errlen, -EINVAL,
+                      "%s: token id %g in X (row %lld of the pass, step %zu) is outside the "
+                      "embedding's vocabulary [0, %d)%s",
+                      path, (double)v, (long long)(row0 + (int64_t)(i / T)), i % T, V,
+                      v >= (float)V ? ": give layer 0 a larger vocab" : "");
+    }
+    return 0;
+}
+
 struct pass_totals {
     double loss_sum; /* sum over rows of the per-row mean loss */
     int64_t correct;
@@ -369,6 +391,8 @@ static int evaluate(struct run *r, struct dataset *ds, struct pass_totals *t, ch
         int rc = dataset_read_rows(ds, at, B, r->x[0], ce ? r->yc[0] : NULL, ce ? NULL : r->y[0],
                                    err, errlen);
         if (rc < 0) return rc;
+        const char *path = ds == r->val_file ? s->validation.path : s->dataset.path;
+        if ((rc = check_ids(r, path, r->x[0], B, at, err, errlen))) return rc;
         model_forward(&r->model, r->x[0], B, false, NULL);
         t->loss_sum += model_loss(&r->model, ce ? r->yc[0] : NULL, ce ? NULL : r->y[0], B) * B;
         if (ce) t->correct += model_correct(&r->model, r->yc[0], B);
@@ -412,8 +436,10 @@ static int train_batch(struct run *r, struct batch *cur, struct batch *next, int
     const struct mlq_spec *s = r->spec;
     int got = cur->got;
     struct net *net = r->model.net; /* the dense fast paths, or NULL */
+    int rc = check_ids(r, s->dataset.path, cur->x, got, t->rows, err, errlen);
+    if (rc) return rc;
     model_forward(&r->model, cur->x, got, true, &r->rng);
-    int rc = model_task_start(&r->model, batch_read, next);
+    rc = model_task_start(&r->model, batch_read, next);
     if (rc) return errmsg(err, errlen, rc, "cannot read the next batch: %s", strerror(-rc));
     double loss = model_loss(&r->model, cur->yc, cur->y, got);
     if (!isfinite(loss))
@@ -603,14 +629,17 @@ int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resum
         m.seconds = now_seconds() - t0;
         m.step = step;
         m.train_loss = t.rows ? t.loss_sum / (double)t.rows : NAN;
-        m.train_accuracy = ce && t.rows ? (double)t.correct / (double)t.rows : NAN;
+        /* Per-step models count positions: T per row. */
+        double positions = (double)t.rows * (double)r.model.steps;
+        m.language_model = ce && r.model.steps > 1;
+        m.train_accuracy = ce && t.rows ? (double)t.correct / positions : NAN;
         m.samples_per_s = m.seconds > 0 ? (double)t.rows / m.seconds : 0;
         double metric = m.train_loss;
         if (r.val) {
             if ((rc = evaluate(&r, r.val, &t, err, errlen))) goto out;
             m.has_validation = true;
             m.val_loss = t.loss_sum / (double)t.rows;
-            m.val_accuracy = ce ? (double)t.correct / (double)t.rows : NAN;
+            m.val_accuracy = ce ? (double)t.correct / ((double)t.rows * r.model.steps) : NAN;
             metric = m.val_loss;
         }
         m.ckpt_metric = metric;

@@ -23,6 +23,10 @@ struct epoch_metrics {
     double ckpt_metric;
     double samples_per_s;
     double seconds; /* wall time of the epoch */
+    /* Per-step cross-entropy (next-token prediction): the losses are nats
+     * per token, reported also as perplexity exp(loss) and bits per token
+     * loss / ln 2 (bits per byte for byte-level tokens). */
+    bool language_model;
 };
 
 struct train_callbacks {

@@ -81,6 +81,14 @@ static int job_on_epoch(void *ctx, const struct epoch_metrics *m)
         put_num(v, "val_loss", m->val_loss);
         put_num(v, "val_accuracy", m->val_accuracy);
     }
+    if (m->language_model) {
+        put_num(v, "train_perplexity", exp(m->train_loss));
+        put_num(v, "train_bits_per_byte", m->train_loss / M_LN2);
+        if (m->has_validation) {
+            put_num(v, "val_perplexity", exp(m->val_loss));
+            put_num(v, "val_bits_per_byte", m->val_loss / M_LN2);
+        }
+    }
     put_num(v, "lr", m->lr);
     put_num(v, "samples_per_s", m->samples_per_s);
     jc->last_epoch = m->epoch;

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# End to end with a sequence model: text imported with mlq dataset
+# import-text, a character-level LSTM language model trained through mlq up
+# (broker and trainer), its per-epoch loss, perplexity and bits per byte
+# recorded; and the refusals: empty text, a vocabulary smaller than a byte
+# of the data, a recurrent layer fed images without a sequence reading.
+# usage: e2e_seq.sh BUILD_DIR SOURCE_DIR
+set -euo pipefail
+build=$1
+src=$2
+export PATH=$build/cli:$build/broker:$build/trainer:$PATH
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mlq-e2e-seq-XXXXXX")
+up_pid=""
+cleanup() {
+    [ -n "$up_pid" ] && kill -INT "$up_pid" 2>/dev/null && wait "$up_pid" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() { echo "e2e_seq: FAIL: $*" >&2; [ -f "$tmp/up.log" ] && tail -n 30 "$tmp/up.log" >&2; exit 1; }
+
+export MLQ_DB=$tmp/mlq.db
+export MLQ_BROKER=ipc://$tmp/broker.sock
+export MLQ_CONFIG=$tmp/none.conf
+: >"$MLQ_CONFIG"
+
+# A small, learnable text: a few sentences in a varying order (no fortunes
+# needed), 24 KiB.
+/usr/bin/python3 - "$tmp/text.txt" <<'PY'
+import random, sys
+random.seed(7)
+lines = ["the cat sat on the mat.", "a dog ran in the park.", "we like to read books.",
+         "it is a sunny day.", "she sells sea shells."]
+with open(sys.argv[1], "w") as f:
+    while f.tell() < 24576:
+        f.write(random.choice(lines) + "\n")
+PY
+: >"$tmp/empty.txt"
+
+# ---- import-text ----
+out=$(mlq dataset import-text "$tmp/text.txt" --context 32 --output "$tmp/text.h5")
+echo "$out" | grep -q "X, y uint8 (" || fail "import-text: $out"
+mlq dataset info "$tmp/text.h5" --json >"$tmp/info.json"
+json() { /usr/bin/python3 -c "import json, sys; d = json.load(sys.stdin); print($1)"; }
+set +e
+mlq dataset import-text "$tmp/empty.txt" --context 32 --output "$tmp/e.h5" 2>"$tmp/err"
+rc=$?
+set -e
+[ $rc != 0 ] && grep -q "no text" "$tmp/err" || fail "empty text: exit $rc, $(cat "$tmp/err")"
+[ ! -e "$tmp/e.h5" ] || fail "empty text left a file"
+set +e
+mlq dataset import-text "$tmp/text.txt" --context 0 --output "$tmp/e.h5" 2>"$tmp/err"
+rc=$?
+set -e
+[ $rc = 2 ] && grep -q "context" "$tmp/err" || fail "--context 0: exit $rc, $(cat "$tmp/err")"
+
+mlq up --trainers 1 --threads 1 --bind "$MLQ_BROKER" >"$tmp/up.log" 2>&1 &
+up_pid=$!
+for _ in $(seq 100); do
+    [ "$(mlq workers 2>/dev/null | grep -c idle)" = 1 ] && break
+    sleep 0.1
+done
+[ "$(mlq workers | grep -c idle)" = 1 ] || fail "an idle trainer"
+
+lm() { # NAME VOCAB
+    cat <<EOT
+{"name": "$1", "dataset": "$tmp/text.h5",
+ "validation": {"path": "$tmp/text.h5", "x": "X_val", "y": "y_val"},
+ "model": {"layers": [{"type": "embedding", "vocab": $2, "out": 16},
+                      {"type": "lstm", "out": 48},
+                      {"type": "dense", "out": 256}]},
+ "optimizer": {"name": "adam", "lr": 0.01},
+ "batch_size": 16, "epochs": 3, "seed": 5}
+EOT
+}
+lm char-lstm 256 >"$tmp/lm.json"
+id=$(mlq submit --spec "$tmp/lm.json")
+mlq wait "$id" >"$tmp/wait.out" || fail "char-lstm run: exit $?, $(cat "$tmp/wait.out")"
+mlq metrics "$id" --csv >"$tmp/metrics.csv"
+for key in train_loss val_loss val_perplexity val_bits_per_byte train_bits_per_byte; do
+    grep -q ",$key," "$tmp/metrics.csv" || grep -q "$key" "$tmp/metrics.csv" || fail "no $key metric"
+done
+bpb=$(mlq metrics "$id" --key val_bits_per_byte --csv | tail -n 1 | cut -d, -f4)
+first=$(mlq metrics "$id" --key val_bits_per_byte --csv | sed -n 2p | cut -d, -f4)
+# Uniform over 256 bytes is 8 bits; five sentences in any order are far
+# less: a few epochs reach about 1.
+awk -v b="$bpb" 'BEGIN { exit !(b < 3.0) }' || fail "val_bits_per_byte $bpb"
+awk -v a="$first" -v b="$bpb" 'BEGIN { exit !(b < a) }' || fail "bits per byte $first -> $bpb"
+echo "e2e_seq: char-lstm val_bits_per_byte $first -> $bpb"
+
+# A vocabulary smaller than the bytes of the text: the run fails, naming it.
+lm small-vocab 64 >"$tmp/small.json"
+id=$(mlq submit --spec "$tmp/small.json")
+set +e
+mlq wait "$id" >"$tmp/wait.out" 2>&1
+rc=$?
+set -e
+[ $rc != 0 ] || fail "vocab 64 on text: the run succeeded"
+mlq show "$id" --json >"$tmp/show.json"
+grep -q "outside the embedding's vocabulary \[0, 64)" "$tmp/show.json" ||
+    fail "vocab 64: $(cat "$tmp/show.json")"
+
+# An LSTM fed images without a sequence reading is refused at submit.
+cat >"$tmp/img.json" <<EOT
+{"dataset": "$tmp/text.h5", "model": {"input": [1, 8, 8],
+ "layers": [{"type": "lstm", "out": 8}, {"type": "dense", "out": 4}]}}
+EOT
+set +e
+mlq submit --spec "$tmp/img.json" 2>"$tmp/err"
+rc=$?
+set -e
+[ $rc != 0 ] && grep -q "needs a sequence (T, features)" "$tmp/err" ||
+    fail "lstm on images: exit $rc, $(cat "$tmp/err")"
+echo "e2e_seq: ok"
