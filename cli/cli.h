@@ -44,6 +44,7 @@ int cmd_queue(int argc, char **argv);
 int cmd_workers(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 int cmd_whoami(int argc, char **argv);
 int cmd_keygen(int argc, char **argv); /* cmd_keys.c */
 int cmd_keys(int argc, char **argv);

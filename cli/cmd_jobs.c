@@ -1049,6 +1049,128 @@ static int run_on_checkpoint(int argc, char **argv, bool predict)
     return code;
 }
 
+/* mlq generate RUN --prompt TEXT: a predict job with a prompt, waited for;
+ * prints the prompt and the text that follows it. */
+int cmd_generate(int argc, char **argv)
+{
+    const char *usage = "mlq generate RUN --prompt TEXT [--tokens N] [--temperature T] "
+                        "[--top-k K] [--seed S] [--checkpoint last|best|N] [--priority N] "
+                        "[--json] [--broker E]";
+    static const struct option longopts[] = {
+        {"prompt", required_argument, NULL, 'p'},
+        {"tokens", required_argument, NULL, 'n'},
+        {"temperature", required_argument, NULL, 't'},
+        {"top-k", required_argument, NULL, 'k'},
+        {"seed", required_argument, NULL, 's'},
+        {"checkpoint", required_argument, NULL, 'c'},
+        {"priority", required_argument, NULL, 'P'},
+        {"json", no_argument, NULL, 'j'},
+        {"broker", required_argument, NULL, 'b'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *prompt = NULL, *ckpt = NULL, *broker = NULL;
+    const char *nums[4] = {NULL}; /* tokens, temperature, top_k, seed */
+    static const char *const num_keys[4] = {"tokens", "temperature", "top_k", "seed"};
+    static const bool num_int[4] = {true, false, true, true};
+    const char *prio = NULL;
+    bool json = false;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'p':
+            prompt = optarg;
+            break;
+        case 'n':
+            nums[0] = optarg;
+            break;
+        case 't':
+            nums[1] = optarg;
+            break;
+        case 'k':
+            nums[2] = optarg;
+            break;
+        case 's':
+            nums[3] = optarg;
+            break;
+        case 'c':
+            ckpt = optarg;
+            break;
+        case 'P':
+            prio = optarg;
+            break;
+        case 'j':
+            json = true;
+            break;
+        case 'b':
+            broker = optarg;
+            break;
+        case 'h':
+            printf("usage: %s\n", usage);
+            return EXIT_OK;
+        default:
+            fprintf(stderr, "usage: %s\n", usage);
+            return EXIT_USAGE;
+        }
+    }
+    int64_t run;
+    if (optind != argc - 1 || !prompt) {
+        fprintf(stderr, "usage: %s\n", usage);
+        return EXIT_USAGE;
+    }
+    if (parse_id(argv[optind], &run)) return EXIT_USAGE;
+    json_t *doc =
+        json_pack("{s:s, s:I, s:s}", "kind", "predict", "run", (json_int_t)run, "prompt", prompt);
+    if (!doc) {
+        fprintf(stderr, "mlq generate: --prompt must be UTF-8 text\n");
+        return EXIT_USAGE;
+    }
+    for (int i = 0; i < 4; i++) {
+        if (!nums[i]) continue;
+        char flag[16];
+        snprintf(flag, sizeof flag, "%s", i == 2 ? "top-k" : num_keys[i]);
+        json_t *v = number_arg(flag, nums[i], num_int[i]);
+        if (!v) {
+            json_decref(doc);
+            return EXIT_USAGE;
+        }
+        json_object_set_new(doc, num_keys[i], v);
+    }
+    if (ckpt) json_object_set_new(doc, "checkpoint", json_string(ckpt));
+    if (prio) {
+        json_t *p = number_arg("priority", prio, true);
+        if (!p) {
+            json_decref(doc);
+            return EXIT_USAGE;
+        }
+        json_object_set_new(doc, "priority", p);
+    }
+    json_t *spec = finish_spec(doc);
+    if (!spec) return EXIT_USAGE;
+    const char *endpoint = broker_endpoint(broker);
+    json_t *reply;
+    int code = submit_call(endpoint, spec, NULL, &reply);
+    if (code) return code;
+    int64_t id = json_integer_value(json_object_get(reply, "id"));
+    json_decref(reply);
+    code = wait_job(endpoint, id, json, !json);
+    if (code != EXIT_OK) {
+        if (!json)
+            fprintf(stderr, "mlq generate: job %lld did not succeed; see mlq show %lld\n",
+                    (long long)id, (long long)id);
+        return code;
+    }
+    if (json) return EXIT_OK;
+    code = broker_call(endpoint, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id), &reply);
+    if (code) return code;
+    json_t *result = json_object_get(json_object_get(reply, "job"), "result");
+    const char *text = json_string_value(json_object_get(result, "text"));
+    printf("%s%s\n", prompt, text ? text : "");
+    json_decref(reply);
+    return EXIT_OK;
+}
+
 int cmd_eval(int argc, char **argv)
 {
     return run_on_checkpoint(argc, argv, false);

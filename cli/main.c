@@ -13,6 +13,8 @@ const struct cli_command cli_commands[] = {
     {"workers", "the trainers connected to the broker", cmd_workers},
     {"eval", "evaluate a run's checkpoint on a dataset", cmd_eval},
     {"predict", "predict with a run's checkpoint, writing an HDF5 file", cmd_predict},
+    {"generate", "text from a language model's checkpoint (a predict job with a prompt)",
+     cmd_generate},
     {"runs", "list runs, newest first, with params and final metrics", cmd_runs},
     {"show", "a run's spec, state, timings, metrics, checkpoints and error", cmd_show},
     {"metrics", "a run's metrics with a chart per metric", cmd_metrics},

@@ -113,6 +113,8 @@ void spec_defaults(struct mlq_spec *spec)
     spec->shuffle = true;
     strcpy(spec->checkpoint, "last");
     spec->max_attempts = 3;
+    spec->gen_tokens = 100;
+    spec->temperature = 1.0;
 }
 
 /* ---- field readers: each names the field in its message ---- */
@@ -931,7 +933,11 @@ int spec_from_json(json_t *doc, struct mlq_spec *s, char *err, size_t errlen)
                                        "input",
                                        "output",
                                        "priority",
-                                       "max_attempts"};
+                                       "max_attempts",
+                                       "prompt",
+                                       "tokens",
+                                       "temperature",
+                                       "top_k"};
     spec_defaults(s);
     if (!json_is_object(doc)) return errmsg(err, errlen, -EINVAL, "spec: must be a JSON object");
     int rc = check_keys(doc, "", keys, COUNT(keys), err, errlen);
@@ -996,15 +1002,49 @@ int spec_from_json(json_t *doc, struct mlq_spec *s, char *err, size_t errlen)
                 get_string(doc, "checkpoint", "", s->checkpoint, sizeof s->checkpoint, err, errlen);
     }
     if (!rc) rc = get_string(doc, "output", "", s->output_path, sizeof s->output_path, err, errlen);
+    if (!rc && json_object_get(doc, "prompt")) {
+        json_t *p = json_object_get(doc, "prompt");
+        if (!json_is_string(p))
+            rc = errmsg(err, errlen, -EINVAL, "prompt: must be a string");
+        else if (json_string_length(p) >= sizeof s->prompt)
+            rc = errmsg(err, errlen, -EINVAL, "prompt: %zu bytes, more than the %d allowed",
+                        json_string_length(p), SPEC_PROMPT_MAX - 1);
+        else if (json_string_length(p) == 0)
+            rc = errmsg(err, errlen, -EINVAL, "prompt: must not be empty (the text to go on from)");
+        else if (strlen(json_string_value(p)) != json_string_length(p))
+            rc = errmsg(err, errlen, -EINVAL, "prompt: holds a NUL byte");
+        else
+            snprintf(s->prompt, sizeof s->prompt, "%s", json_string_value(p));
+    }
+    if (!rc) rc = get_int32(doc, "tokens", "", 1, SPEC_MAX_GENERATE, &s->gen_tokens, err, errlen);
+    if (!rc) rc = get_number(doc, "temperature", "", &s->temperature, err, errlen);
+    if (!rc) rc = get_int32(doc, "top_k", "", 0, 1 << 24, &s->top_k, err, errlen);
     if (!rc) rc = get_int32(doc, "priority", "", -1000000, 1000000, &s->priority, err, errlen);
     if (!rc) rc = get_int32(doc, "max_attempts", "", 1, 1000, &s->max_attempts, err, errlen);
     if (!rc) rc = spec_validate(s, err, errlen);
     return rc;
 }
 
+bool spec_generates(const struct mlq_spec *s)
+{
+    return s->kind == JOB_PREDICT && s->prompt[0];
+}
+
 int spec_validate(const struct mlq_spec *s, char *err, size_t errlen)
 {
-    if (!s->dataset.path[0])
+    if (s->prompt[0] && s->kind != JOB_PREDICT)
+        return errmsg(err, errlen, -EINVAL,
+                      "prompt: only predict jobs generate text (mlq generate), not %s jobs",
+                      spec_kind_name(s->kind));
+    if (spec_generates(s)) {
+        if (s->dataset.path[0] || s->output_path[0])
+            return errmsg(err, errlen, -EINVAL,
+                          "prompt: a predict job either generates text from a prompt or predicts "
+                          "the rows of input into output, not both");
+        if (!(s->temperature >= 0 && s->temperature <= 100))
+            return errmsg(err, errlen, -EINVAL, "temperature: must be in [0, 100], got %g",
+                          s->temperature);
+    } else if (!s->dataset.path[0])
         return errmsg(err, errlen, -EINVAL,
                       s->kind == JOB_PREDICT ? "input.path: required" : "dataset.path: required");
     if (s->kind == JOB_TRAIN && s->typed && s->n_nodes < 1)
@@ -1100,7 +1140,7 @@ int spec_validate(const struct mlq_spec *s, char *err, size_t errlen)
                       spec_kind_name(s->kind));
     if (s->kind != JOB_TRAIN && s->early_stopping.on)
         return errmsg(err, errlen, -EINVAL, "early_stopping: only train jobs stop early");
-    if (s->kind == JOB_PREDICT && !s->output_path[0])
+    if (s->kind == JOB_PREDICT && !spec_generates(s) && !s->output_path[0])
         return errmsg(err, errlen, -EINVAL,
                       "output: required for predict jobs (the HDF5 file to write)");
     return 0;
@@ -1296,7 +1336,16 @@ json_t *spec_to_json(const struct mlq_spec *s)
     if (s->kind != JOB_TRAIN) {
         json_object_set_new(doc, "run", json_integer(s->run));
         json_object_set_new(doc, "checkpoint", json_string(s->checkpoint));
-        if (s->kind == JOB_PREDICT) json_object_set_new(doc, "output", json_string(s->output_path));
+        if (s->kind == JOB_PREDICT && !spec_generates(s))
+            json_object_set_new(doc, "output", json_string(s->output_path));
+        if (spec_generates(s)) {
+            json_object_del(doc, "input");
+            json_object_set_new(doc, "prompt", json_string(s->prompt));
+            json_object_set_new(doc, "tokens", json_integer(s->gen_tokens));
+            json_object_set_new(doc, "temperature", json_real(s->temperature));
+            json_object_set_new(doc, "top_k", json_integer(s->top_k));
+            json_object_set_new(doc, "seed", json_integer((json_int_t)s->seed));
+        }
         return doc;
     }
     if (s->has_validation)

@@ -11,8 +11,10 @@
 
 #include <jansson.h>
 
-#define SPEC_MAX_LAYERS 32   /* dense layers, so layer sizes hold one more */
-#define SPEC_MAX_WIDTH 65536 /* units in one layer */
+#define SPEC_MAX_LAYERS 32      /* dense layers, so layer sizes hold one more */
+#define SPEC_MAX_WIDTH 65536    /* units in one layer */
+#define SPEC_PROMPT_MAX 4096    /* a generate job's prompt, bytes with its NUL */
+#define SPEC_MAX_GENERATE 65536 /* tokens one generate job samples */
 /* Parameters of one model: 2^28 floats is 1 GiB each for weights, gradients
  * and up to two optimizer buffers, already more than a dense net here needs. */
 #define SPEC_MAX_PARAMS (INT64_C(1) << 28)
@@ -203,7 +205,13 @@ struct mlq_spec {
     struct spec_early_stopping early_stopping;
 
     /* eval and predict */
-    int64_t run;                     /* the train job whose checkpoint is used */
+    int64_t run; /* the train job whose checkpoint is used */
+    /* predict with a prompt (mlq generate): text from a language model's
+     * checkpoint instead of rows of a file (docs/jobs-eval-predict.md) */
+    char prompt[SPEC_PROMPT_MAX];    /* bytes, the first tokens */
+    int gen_tokens;                  /* "tokens": how many to sample, default 100 */
+    double temperature;              /* logits / temperature; 0 = the most likely */
+    int top_k;                       /* sample among the k most likely; 0 = all */
     char checkpoint[32];             /* "last", "best" or an epoch number */
     char output_path[SPEC_PATH_MAX]; /* predict: HDF5 file written */
     bool output_new_only; /* not in the JSON: a confined trainer never writes over a file */
@@ -234,6 +242,8 @@ int spec_load(const char *path, struct mlq_spec *spec, char *err, size_t errlen)
 
 /* Checks cross-field rules (kind-specific requirements, ranges). Called by
  * spec_parse; call it again after changing fields by hand. */
+/* A predict job with a prompt: it generates text (mlq generate). */
+bool spec_generates(const struct mlq_spec *s);
 int spec_validate(const struct mlq_spec *spec, char *err, size_t errlen);
 
 /* The canonical document with every default filled in; caller owns it

@@ -69,7 +69,7 @@ lm() { # NAME VOCAB
                       {"type": "lstm", "out": 48},
                       {"type": "dense", "out": 256}]},
  "optimizer": {"name": "adam", "lr": 0.01},
- "batch_size": 16, "epochs": 3, "seed": 5}
+ "batch_size": 16, "epochs": 8, "seed": 5}
 EOT
 }
 lm char-lstm 256 >"$tmp/lm.json"
@@ -86,6 +86,66 @@ first=$(mlq metrics "$id" --key val_bits_per_byte --csv | sed -n 2p | cut -d, -f
 awk -v b="$bpb" 'BEGIN { exit !(b < 3.0) }' || fail "val_bits_per_byte $bpb"
 awk -v a="$first" -v b="$bpb" 'BEGIN { exit !(b < a) }' || fail "bits per byte $first -> $bpb"
 echo "e2e_seq: char-lstm val_bits_per_byte $first -> $bpb"
+
+# Text from the run, as a job through the broker: deterministic for a seed.
+g1=$(mlq generate "$id" --prompt "the " --tokens 40 --temperature 0.8 --top-k 20 --seed 3) ||
+    fail "generate: exit $?"
+g2=$(mlq generate "$id" --prompt "the " --tokens 40 --temperature 0.8 --top-k 20 --seed 3)
+g3=$(mlq generate "$id" --prompt "the " --tokens 40 --temperature 0.8 --top-k 20 --seed 4)
+[ "$g1" = "$g2" ] || fail "generate is not deterministic: '$g1' then '$g2'"
+[ "$g1" != "$g3" ] || fail "generate: seeds 3 and 4 give the same text"
+case "$g1" in "the "*) ;; *) fail "generate does not start with its prompt: '$g1'" ;; esac
+[ ${#g1} -ge 40 ] || fail "generate: '$g1' is short"
+greedy=$(mlq generate "$id" --prompt "she sells" --tokens 12 --temperature 0)
+echo "e2e_seq: generate: '$g1' / greedy '$greedy'"
+# The training text's sentences: greedy decoding goes on with one.
+case "$greedy" in "she sells sea"*) ;; *) fail "greedy: '$greedy'" ;; esac
+set +e
+mlq generate "$id" --prompt "" --tokens 5 2>"$tmp/err"
+rc=$?
+set -e
+[ $rc != 0 ] && grep -q "prompt" "$tmp/err" || fail "empty prompt: exit $rc, $(cat "$tmp/err")"
+eval_id=$(mlq eval "$id" --dataset "$tmp/text.h5")
+mlq wait "$eval_id" >/dev/null || fail "eval of the language model"
+mlq show "$eval_id" --json | grep -q '"bits_per_byte"' || fail "eval: no bits_per_byte"
+
+# A small causal Transformer on the same text.
+cat >"$tmp/gpt.json" <<EOT
+{"name": "char-gpt", "dataset": "$tmp/text.h5",
+ "validation": {"path": "$tmp/text.h5", "x": "X_val", "y": "y_val"},
+ "model": {"layers": [{"type": "embedding", "vocab": 256, "out": 32},
+                      {"type": "positional", "vocab": 32},
+                      {"type": "transformer", "heads": 2, "causal": true},
+                      {"type": "transformer", "heads": 2, "causal": true},
+                      {"type": "layernorm"},
+                      {"type": "dense", "out": 256}]},
+ "optimizer": {"name": "adamw", "lr": 0.003},
+ "batch_size": 16, "epochs": 3, "seed": 5}
+EOT
+gpt=$(mlq submit --spec "$tmp/gpt.json")
+mlq wait "$gpt" >"$tmp/wait.out" || fail "char-gpt run: exit $?, $(cat "$tmp/wait.out")"
+bpb=$(mlq metrics "$gpt" --key val_bits_per_byte --csv | tail -n 1 | cut -d, -f4)
+awk -v b="$bpb" 'BEGIN { exit !(b < 3.0) }' || fail "char-gpt val_bits_per_byte $bpb"
+g=$(mlq generate "$gpt" --prompt "a dog" --tokens 20 --temperature 0)
+echo "e2e_seq: char-gpt val_bits_per_byte $bpb, greedy '$g'"
+
+# Bad specs, refused at submit with the reason.
+refused() { # WHAT WANT LAYERS
+    cat >"$tmp/bad.json" <<EOT
+{"dataset": "$tmp/text.h5", "model": {"input": [32], "layers": $3}}
+EOT
+    set +e
+    mlq submit --spec "$tmp/bad.json" 2>"$tmp/err"
+    local rc=$?
+    set -e
+    [ $rc != 0 ] && grep -q "$2" "$tmp/err" || fail "$1: exit $rc, $(cat "$tmp/err")"
+}
+refused "heads not dividing the width" "3 heads do not divide the width 32" \
+    '[{"type": "embedding", "vocab": 256, "out": 32},
+      {"type": "transformer", "heads": 3}, {"type": "dense", "out": 256}]'
+refused "a sequence beyond the positional table" "beyond the positional table's 16" \
+    '[{"type": "embedding", "vocab": 256, "out": 32}, {"type": "positional", "vocab": 16},
+      {"type": "dense", "out": 256}]'
 
 # A vocabulary smaller than the bytes of the text: the run fails, naming it.
 lm small-vocab 64 >"$tmp/small.json"

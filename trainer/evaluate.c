@@ -142,7 +142,8 @@ static int open_data(struct job *j, bool need_y, char *err, size_t errlen)
         char what[64];
         snprintf(what, sizeof what, "the model of run %lld takes %d", (long long)j->spec->run,
                  j->D);
-        if ((rc = dataset_check_io(j->ds, JOB_EVAL, j->train.loss, j->D, what, j->K, err, errlen)))
+        if ((rc = dataset_check_io_steps(j->ds, JOB_EVAL, j->train.loss, j->D, what, j->K,
+                                         j->model.steps, err, errlen)))
             return rc;
     } else if (info->d != j->D) {
         return errmsg(err, errlen, -EINVAL,
@@ -150,8 +151,9 @@ static int open_data(struct job *j, bool need_y, char *err, size_t errlen)
                       src.x, (long long)info->d, (long long)j->spec->run, j->D);
     }
     j->x = malloc(sizeof(float) * (size_t)j->rows * (size_t)j->D);
-    j->yc = malloc(sizeof(int32_t) * (size_t)j->rows);
-    j->y = malloc(sizeof(float) * (size_t)j->rows * (size_t)j->K);
+    size_t T = (size_t)j->model.steps;
+    j->yc = malloc(sizeof(int32_t) * (size_t)j->rows * T);
+    j->y = malloc(sizeof(float) * (size_t)j->rows * T * (size_t)j->K);
     if (!j->x || !j->yc || !j->y)
         return errmsg(err, errlen, -ENOMEM, "cannot allocate batch buffers");
     return 0;
@@ -231,14 +233,15 @@ int eval_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, jso
                 abs_sum += fabs((double)j.model.probs[i] - (double)j.y[i]);
             continue;
         }
-        for (int r = 0; r < B; r++) {
+        int steps = j.model.steps; /* per-step models: a label per position */
+        for (int r = 0; r < B * steps; r++) {
             int32_t t = j.yc[r];
             if (t < 0 || t >= K) {
                 rc = errmsg(err, errlen, -EINVAL,
                             "%s: label %d of row %lld is out of range: the model of run %lld has "
                             "%d classes",
-                            spec->dataset.path, (int)t, (long long)(at + r), (long long)spec->run,
-                            K);
+                            spec->dataset.path, (int)t, (long long)(at + r / steps),
+                            (long long)spec->run, K);
                 goto out;
             }
             confusion[(size_t)t * K + argmax(j.model.probs + (size_t)r * K, K)]++;
@@ -254,7 +257,17 @@ int eval_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, jso
                     (long long)j.epoch);
         goto out;
     }
-    if (ce) {
+    if (ce && j.model.steps > 1) {
+        /* A language model: per-token loss, accuracy over positions. */
+        int64_t correct = 0;
+        for (int k = 0; k < K; k++)
+            correct += confusion[(size_t)k * K + k];
+        double loss = loss_sum / (double)n;
+        *result = json_pack("{sf sf sf sf sI sI sI}", "loss", loss, "accuracy",
+                            (double)correct / ((double)n * j.model.steps), "perplexity", exp(loss),
+                            "bits_per_byte", loss / M_LN2, "n", (json_int_t)n, "steps",
+                            (json_int_t)j.model.steps, "epoch", (json_int_t)j.epoch);
+    } else if (ce) {
         *result = eval_classes(&j, confusion, loss_sum, n);
     } else {
         double values = (double)n * K;
@@ -391,6 +404,11 @@ int predict_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, 
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 
     int rc = load_model(&j, ckpt_blob, len, err, errlen);
+    if (!rc && j.model.steps > 1)
+        rc = errmsg(err, errlen, -EINVAL,
+                    "run %lld predicts every step (a language model): predict writes one row of "
+                    "outputs per sample; use mlq generate %lld, or eval",
+                    (long long)spec->run, (long long)spec->run);
     if (!rc) rc = open_data(&j, false, err, errlen);
     if (rc) goto out;
     bool ce = j.train.loss == LOSS_CROSS_ENTROPY;

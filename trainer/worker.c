@@ -17,6 +17,7 @@
 
 #include "blas.h"
 #include "evaluate.h"
+#include "generate.h"
 #include "job_memory.h"
 #include "log.h"
 #include "notify.h"
@@ -237,7 +238,7 @@ static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
     if (under_root(spec.dataset.path, sizeof spec.dataset.path, sh->data_root) ||
         (spec.has_validation &&
          under_root(spec.validation.path, sizeof spec.validation.path, sh->data_root)) ||
-        (spec.kind == JOB_PREDICT && !own_outputs &&
+        (spec.kind == JOB_PREDICT && !spec_generates(&spec) && !own_outputs &&
          under_root(spec.output_path, sizeof spec.output_path, sh->data_root))) {
         json_object_set_new(done, "state", json_string("failed"));
         json_object_set_new(done, "error", json_string("a dataset path is too long"));
@@ -246,7 +247,8 @@ static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
     if (confine_input(spec.dataset.path, sizeof spec.dataset.path, sh, err, sizeof err) ||
         (spec.has_validation &&
          confine_input(spec.validation.path, sizeof spec.validation.path, sh, err, sizeof err)) ||
-        (spec.kind == JOB_PREDICT && confine_output(&spec, sh, err, sizeof err))) {
+        (spec.kind == JOB_PREDICT && !spec_generates(&spec) &&
+         confine_output(&spec, sh, err, sizeof err))) {
         json_object_set_new(done, "state", json_string("failed"));
         json_object_set_new(done, "error", json_string(err));
         log_warn("job %lld refused: %s", (long long)job, err);
@@ -279,6 +281,8 @@ static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
         snprintf(err, sizeof err, "no checkpoint came with the %s job", spec_kind_name(spec.kind));
     } else if (spec.kind == JOB_EVAL) {
         rc = eval_run(&spec, m->bin, m->bin_len, &result, err, sizeof err);
+    } else if (spec_generates(&spec)) {
+        rc = generate_run(&spec, m->bin, m->bin_len, &result, err, sizeof err);
     } else {
         rc = predict_run(&spec, m->bin, m->bin_len, &result, err, sizeof err);
     }
