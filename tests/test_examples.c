@@ -24,6 +24,13 @@ static void check(const char *name, struct mlq_spec *s, struct model_sizes *sz)
         fail_msg("%s: %s", name, err);
     assert_true(checked);
     assert_int_equal(s->kind, JOB_TRAIN);
+    if (strncmp(name, "char-", 5) == 0) { /* language models on fortunes (docs/datasets.md) */
+        assert_string_equal(s->dataset.path, "data/fortunes.h5");
+        assert_string_equal(s->validation.path, "data/fortunes.h5");
+        assert_string_equal(s->validation.x, "X_val");
+        assert_false(s->dataset.scale); /* token ids, not pixels */
+        return;
+    }
     assert_string_equal(s->dataset.path, "data/fashion-mnist-train.h5");
     assert_string_equal(s->validation.path, "data/fashion-mnist-test.h5");
 }
@@ -78,6 +85,19 @@ static void test_recipes(void **state)
                           128 * 10 + 10;
     assert_int_equal(sz.n_params, resnet);
     assert_int_equal(sz.outputs, 10);
+    /* nn.LSTM(28, 128): 4 gates of (28 + 128) weights and two biases; dense 128->10. */
+    check("lstm-fmnist.json", &s, &sz);
+    assert_int_equal(sz.n_params, 4 * 128 * (28 + 128 + 2) + 128 * 10 + 10);
+    assert_int_equal(sz.steps, 1);
+    /* embedding 256x128, positions 128x128, 4 blocks of 12 E^2 + 13 E, final
+     * norm, head 128->256 at each of 128 steps. */
+    const size_t E = 128, block = 12 * E * E + 13 * E;
+    check("char-transformer.json", &s, &sz);
+    assert_int_equal(sz.n_params, 256 * E + 128 * E + 4 * block + 2 * E + 256 * E + 256);
+    assert_int_equal(sz.steps, 128);
+    assert_int_equal(sz.outputs, 256);
+    check("char-lstm.json", &s, &sz);
+    assert_int_equal(sz.steps, 128);
 }
 
 int main(void)

@@ -1,0 +1,102 @@
+#!/usr/bin/python3
+"""PyTorch side of bench/seq_bench.sh: the same two recipes as bench/seq_bench.c
+(the row-by-row LSTM, Adam; the character Transformer, AdamW), on random data
+of the same shapes, training samples/s as median and best of REPEAT timed runs
+of STEPS steps after a warm-up.
+
+usage: torch_seq.py --model lstm|gpt [--threads N] [--batch B] [--steps N] [--repeat R]
+"""
+import argparse
+import resource
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+
+p = argparse.ArgumentParser()
+p.add_argument("--model", choices=["lstm", "gpt"], default="lstm")
+p.add_argument("--threads", type=int, default=1)
+p.add_argument("--batch", type=int, default=0)
+p.add_argument("--steps", type=int, default=10)
+p.add_argument("--repeat", type=int, default=3)
+a = p.parse_args()
+torch.set_num_threads(a.threads)
+torch.manual_seed(1)
+T, E, V, BLOCKS, HEADS = 128, 128, 256, 4, 4
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(E)
+        self.attn = nn.MultiheadAttention(E, HEADS, batch_first=True)
+        self.ln_2 = nn.LayerNorm(E)
+        self.mlp = nn.Sequential(nn.Linear(E, 4 * E), nn.GELU(), nn.Linear(4 * E, E))
+        self.register_buffer("mask", torch.triu(torch.ones(T, T, dtype=torch.bool), 1))
+
+    def forward(self, x):
+        h = self.ln_1(x)
+        x = x + self.attn(h, h, h, attn_mask=self.mask, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.wte = nn.Embedding(V, E)
+        self.wpe = nn.Embedding(T, E)
+        self.blocks = nn.Sequential(*[Block() for _ in range(BLOCKS)])
+        self.ln_f = nn.LayerNorm(E)
+        self.head = nn.Linear(E, V)
+
+    def forward(self, x):
+        h = self.wte(x) + self.wpe.weight[: x.shape[1]]
+        return self.head(self.ln_f(self.blocks(h)))
+
+
+class RowLSTM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(28, 128, batch_first=True)
+        self.fc = nn.Linear(128, 10)
+
+    def forward(self, x):
+        return self.fc(self.lstm(x)[0][:, -1])
+
+
+gpt = a.model == "gpt"
+B = a.batch or (32 if gpt else 64)
+model = GPT() if gpt else RowLSTM()
+if gpt:
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01)
+    x = torch.randint(0, V, (B, T))
+    y = torch.randint(0, V, (B, T))
+else:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.rand(B, 28, 28)
+    y = torch.randint(0, 10, (B,))
+loss_fn = nn.CrossEntropyLoss()
+
+
+def step():
+    opt.zero_grad()
+    out = model(x)
+    loss = loss_fn(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+    loss.backward()
+    opt.step()
+    return loss
+
+
+for _ in range(2):
+    step()
+rates = []
+for _ in range(a.repeat):
+    t0 = time.perf_counter()
+    for _ in range(a.steps):
+        loss = step()
+    rates.append(a.steps * B / (time.perf_counter() - t0))
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print("model %s threads %d batch %d params %d samples/s median %.1f best %.1f peak_rss_mib %.0f "
+      "loss %.4f" % (a.model, a.threads, B, sum(p.numel() for p in model.parameters()),
+                     statistics.median(rates), max(rates), rss, loss.item()))
