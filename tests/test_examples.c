@@ -78,11 +78,11 @@ static void test_recipes(void **state)
     assert_true(s.augment.crop && s.augment.flip);
     check("resnet-small.json", &s, &sz);
     assert_true(s.augment.crop && s.augment.flip);
-    /* stem 1->32, blocks 32->64 and 64->128 (two 3x3 convs and a 1x1
-     * projection each, no conv bias), seven batch norms, dense 128->10. */
-    const size_t resnet = 9 * 32 + (32 * 9 * 64 + 64 * 9 * 64 + 32 * 64) +
-                          (64 * 9 * 128 + 128 * 9 * 128 + 64 * 128) + 2 * (32 + 3 * 64 + 3 * 128) +
-                          128 * 10 + 10;
+    assert_true(s.label_smoothing == 0.1);
+    /* stem conv 1->32, conv 32->64, a residual block of two 64->64 convs
+     * (3x3, no conv bias), four batch norms, dense 3136->128->10. */
+    const size_t resnet = 9 * 32 + 32 * 9 * 64 + 2 * (64 * 9 * 64) + 2 * (32 + 3 * 64) +
+                          (3136 * 128 + 128) + (128 * 10 + 10);
     assert_int_equal(sz.n_params, resnet);
     assert_int_equal(sz.outputs, 10);
     /* nn.LSTM(28, 128): 4 gates of (28 + 128) weights and two biases; dense 128->10. */
