@@ -19,6 +19,7 @@ const struct cli_command cli_commands[] = {
     {"show", "a run's spec, state, timings, metrics, checkpoints and error", cmd_show},
     {"metrics", "a run's metrics with a chart per metric", cmd_metrics},
     {"compare", "params and final metrics of runs side by side", cmd_compare},
+    {"report", "write an HTML report of runs: curves, evaluations, parameters", cmd_report},
     {"export", "write a run's network to an HDF5 file", cmd_export},
     {"rm", "delete runs with their metrics and checkpoints", cmd_rm},
     {"gc", "delete old finished runs and reclaim the space", cmd_gc},

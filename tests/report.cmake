@@ -1,0 +1,4 @@
+# mlq report through a real broker and trainers, then in headless Chromium
+# (tests/report.sh; skipped, exit 77, only where no Chromium starts).
+add_test(NAME report COMMAND ${CMAKE_CURRENT_LIST_DIR}/report.sh ${PROJECT_BINARY_DIR} ${PROJECT_SOURCE_DIR})
+set_tests_properties(report PROPERTIES TIMEOUT 180 SKIP_RETURN_CODE 77)

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# mlq report end to end: a real broker and two trainers train four runs of a
+# small search (two optimizers, two learning rates, one run shorter) and
+# evaluate the best; mlq report writes one HTML file, which headless Chromium
+# opens: a script appended to a copy checks what the browser drew against the
+# metrics in the database (every highlighted curve's points mapped back
+# through its axes, axes, ticks and legends present, the best epoch marked
+# where the database says, the confusion matrix's cells summing to the rows
+# evaluated) and takes a screenshot. Exit 77 (skipped) only when no Chromium
+# can start; everything before the browser has run by then.
+# usage: report.sh BUILD_DIR SOURCE_DIR
+set -euo pipefail
+build=$1
+src=$2
+export PATH=$build/cli:$build/broker:$build/trainer:$PATH
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mlq-report-XXXXXX")
+up_pid=""
+cleanup() {
+    [ -n "$up_pid" ] && kill -INT "$up_pid" 2>/dev/null && wait "$up_pid" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() { echo "report: FAIL: $*" >&2; [ -f "$tmp/up.log" ] && tail -n 20 "$tmp/up.log" >&2; exit 1; }
+
+export MLQ_DB=$tmp/mlq.db
+export MLQ_BROKER=ipc://$tmp/broker.sock
+export MLQ_CONFIG=$tmp/none.conf
+export MLQ_DATA_ROOT=$tmp
+: >"$MLQ_CONFIG"
+
+set +e
+mlq report --output "$tmp/none.html" 2>"$tmp/err"
+rc=$?
+set -e
+[ $rc = 6 ] || fail "report without a database: exit $rc, want 6"
+
+awk 'BEGIN { srand(11); print "a,b,c,d,label";
+             for (i = 0; i < 900; i++) { c = i % 3; row = "";
+               for (j = 0; j < 4; j++) row = row (j ? "," : "") (rand() - 0.5 + (j == c ? 1.2 : 0));
+               print row "," c } }' >"$tmp/data.csv"
+mlq dataset import-csv "$tmp/data.csv" --header --label-column label --output "$tmp/data.h5" >/dev/null
+
+mlq up --trainers 2 --bind "$MLQ_BROKER" >"$tmp/up.log" 2>&1 &
+up_pid=$!
+for _ in $(seq 100); do
+    [ "$(mlq workers 2>/dev/null | grep -c idle)" = 2 ] && break
+    sleep 0.1
+done
+[ "$(mlq workers | grep -c idle)" = 2 ] || fail "two idle trainers"
+
+ids=()
+for cfg in "adam 0.01 6" "adam 0.0005 6" "sgd 0.1 6" "sgd 0.01 3"; do
+    set -- $cfg
+    ids+=("$(mlq submit --dataset "$tmp/data.h5" --validation-split 0.2 --layers 4,16,3 \
+        --optimizer "$1" --lr "$2" --epochs "$3" --batch-size 32 --name "$1-$2")")
+done
+for id in "${ids[@]}"; do mlq wait "$id" >/dev/null || fail "run $id: exit $?"; done
+best=$(sqlite3 "$MLQ_DB" "SELECT run FROM final_metrics WHERE key = 'val_loss' ORDER BY value, run LIMIT 1")
+eval_id=$(mlq eval "$best" --dataset "$tmp/data.h5")
+mlq wait "$eval_id" >/dev/null || fail "eval failed"
+
+# ---- the file ----
+mlq report --output "$tmp/report.html" >"$tmp/out" || fail "report: exit $?"
+grep -q "^wrote $tmp/report.html: 4 runs, 1 evaluation" "$tmp/out" || fail "report said: $(cat "$tmp/out")"
+html=$tmp/report.html
+# Self-contained: no script, nothing fetched (only the SVG namespace names a URL).
+! grep -qiE '<script|<link|<img|<iframe|@import|src=' "$html" || fail "report loads or runs something"
+[ "$(grep -oE 'https?://[^"]*' "$html" | sort -u)" = "http://www.w3.org/2000/svg" ] ||
+    fail "report names a URL: $(grep -oE 'https?://[^"]*' "$html" | sort -u)"
+for id in chart-loss chart-loss-log chart-accuracy parallel epochs-reached "confusion-$eval_id"; do
+    grep -q "id=\"$id\"" "$html" || fail "report has no $id"
+done
+[ "$(grep -o '<tr data-run=' "$html" | wc -l)" = 4 ] || fail "ranking rows"
+# Ranked by the final val_loss: the first row is the best run.
+first=$(grep -o '<tr data-run="[0-9]*"' "$html" | head -n 1 | grep -o '[0-9]*')
+[ "$first" = "$best" ] || fail "ranking starts with $first, want $best"
+grep -q 'class="differs"><td class="mark">&#8800;</td><td>optimizer.lr' "$html" ||
+    fail "parameters table does not mark optimizer.lr as differing"
+grep -q '<tr><td class="mark"></td><td>batch_size' "$html" || fail "batch_size marked as differing"
+# --json, --where, ids, bad input.
+mlq report --where optimizer.name=sgd --json -o "$tmp/sgd.html" >"$tmp/sgd.json"
+grep -q '"runs": 2' "$tmp/sgd.json" || fail "--where: $(cat "$tmp/sgd.json")"
+mlq report "${ids[0]}" "$eval_id" --metric val_accuracy -o - | grep -q "confusion-$eval_id" ||
+    fail "report of a run and its eval on stdout"
+set +e
+mlq report 999 -o "$tmp/x.html" 2>/dev/null; rc1=$?
+mlq report "${ids[0]}" 2>/dev/null; rc2=$?
+mlq report --metric no_such_metric -o "$tmp/x.html" 2>"$tmp/err"; rc3=$?
+mlq report --where optimizer.name=rmsprop -o "$tmp/x.html" 2>/dev/null; rc4=$?
+set -e
+[ $rc1 = 5 ] || fail "report of a missing run: exit $rc1, want 5"
+[ $rc2 = 2 ] || fail "report without --output: exit $rc2, want 2"
+[ $rc3 = 2 ] && grep -q no_such_metric "$tmp/err" || fail "unknown --metric: exit $rc3"
+[ $rc4 = 5 ] || fail "report matching nothing: exit $rc4, want 5"
+[ ! -e "$tmp/x.html" ] || fail "a failed report left a file"
+
+# ---- in a browser ----
+chromium=$(command -v chromium || command -v chromium-browser || true)
+if [ -z "$chromium" ]; then
+    echo "report: SKIP the browser check: no chromium (Debian: apt-get install chromium)"
+    exit 77
+fi
+chrome() {
+    timeout 60 "$chromium" --headless --no-sandbox --disable-gpu --disable-dev-shm-usage \
+        --no-first-run --user-data-dir="$tmp/chrome" "$@" 2>>"$tmp/chrome.log"
+}
+if ! chrome --dump-dom "file://$html" >"$tmp/plain.dom" || ! grep -q "chart-loss" "$tmp/plain.dom"; then
+    echo "report: SKIP the browser check: chromium does not start here: $(tail -n 3 "$tmp/chrome.log")"
+    exit 77
+fi
+rows=$(sqlite3 "$MLQ_DB" "SELECT json_extract(result, '$.n') FROM jobs WHERE id = $eval_id")
+[ "$rows" = 900 ] || fail "eval evaluated $rows rows"
+{
+    sed 's#</body></html>##' "$html"
+    printf '<script>const EXPECTED = %s; const ROWS = %s;\n' \
+        "$(sqlite3 -json "$MLQ_DB" "SELECT run, key, epoch, value FROM metrics ORDER BY run, key, step")" "$rows"
+    cat "$src/tests/report_check.js"
+    printf '</script></body></html>\n'
+} >"$tmp/check.html"
+chrome --dump-dom --virtual-time-budget=5000 "file://$tmp/check.html" >"$tmp/check.dom" ||
+    fail "chromium on the report: exit $?: $(tail -n 5 "$tmp/chrome.log")"
+result=$(grep -o '<pre id="mlq-check">[^<]*' "$tmp/check.dom" | tail -n 1 | sed 's/.*>//')
+case "$result" in
+PASS*) echo "report: browser: $result" ;;
+*) fail "browser check: ${result:-no result (the check script did not run)}" ;;
+esac
+chrome --screenshot="$tmp/report.png" --window-size=1280,2200 --hide-scrollbars "file://$html" ||
+    fail "screenshot: $(tail -n 5 "$tmp/chrome.log")"
+size=$(stat -c %s "$tmp/report.png" 2>/dev/null || echo 0)
+[ "$size" -gt 30000 ] || fail "screenshot of $size bytes: nothing drawn?"
+[ -z "${MLQ_REPORT_KEEP:-}" ] || cp "$tmp/report.png" "$html" "$MLQ_REPORT_KEEP"/
+echo "report: ok"
