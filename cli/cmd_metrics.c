@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 struct series {
     char key[STORE_KEY_MAX];
     double *v;
+    int64_t *epoch; /* each point's */
     size_t n, cap;
     int64_t last_epoch;
 };
@@ -69,8 +71,12 @@ static int metrics_cb(void *ctx, const struct store_metric *m)
         double *p = realloc(se->v, ncap * sizeof *p);
         if (!p) return w->err = -ENOMEM;
         se->v = p;
+        int64_t *e = realloc(se->epoch, ncap * sizeof *e);
+        if (!e) return w->err = -ENOMEM;
+        se->epoch = e;
         se->cap = ncap;
     }
+    se->epoch[se->n] = m->epoch;
     se->v[se->n++] = m->value;
     se->last_epoch = m->epoch;
     if (w->rows) {
@@ -118,36 +124,190 @@ static void sparkline(char *out, size_t len, const double *v, size_t n, int widt
     out[o] = '\0';
 }
 
+/* ---- --plot: a line chart in Braille dots ---------------------------------------------- */
+
+#define PLOT_ROWS 10
+#define PLOT_LABEL 10 /* the y labels' columns */
+
+static void dot(uint8_t *cells, int cols, int rows, int dx, int dy)
+{
+    static const uint8_t bit[4][2] = {{0x01, 0x08}, {0x02, 0x10}, {0x04, 0x20}, {0x40, 0x80}};
+    if (dx < 0 || dy < 0 || dx >= cols * 2 || dy >= rows * 4) return;
+    cells[(dy / 4) * cols + dx / 2] |= bit[dy % 4][dx % 2];
+}
+
+static void put_braille(uint8_t bits)
+{
+    /* U+2800 + bits, in UTF-8; an empty cell as a space */
+    if (!bits) {
+        putchar(' ');
+        return;
+    }
+    unsigned cp = 0x2800u + bits;
+    putchar((char)(0xe0 | (cp >> 12)));
+    putchar((char)(0x80 | ((cp >> 6) & 0x3f)));
+    putchar((char)(0x80 | (cp & 0x3f)));
+}
+
+/* One series over its epochs, in width columns: every point kept (the x axis
+ * spans the first to the last epoch, however many), lines between them, the
+ * y axis labelled at its top, middle and bottom, epochs under the x axis
+ * with the last one always shown. */
+static void plot_series(const struct series *se, int width)
+{
+    int cols = width - PLOT_LABEL - 2, rows = PLOT_ROWS;
+    if (cols < 10) cols = 10;
+    double lo = INFINITY, hi = -INFINITY;
+    int64_t e0 = se->epoch[0], e1 = se->epoch[se->n - 1];
+    size_t best = 0;
+    bool lower = !strstr(se->key, "accuracy");
+    for (size_t i = 0; i < se->n; i++) {
+        if (!isfinite(se->v[i])) continue;
+        lo = se->v[i] < lo ? se->v[i] : lo;
+        hi = se->v[i] > hi ? se->v[i] : hi;
+        if (!isfinite(se->v[best]) || (lower ? se->v[i] < se->v[best] : se->v[i] > se->v[best]))
+            best = i;
+    }
+    char last[32], bestv[32];
+    history_fmt_value(last, sizeof last, se->v[se->n - 1]);
+    history_fmt_value(bestv, sizeof bestv, se->v[best]);
+    printf("%s by epoch (%zu points): last %s, %s %s at epoch %lld\n", se->key, se->n, last,
+           lower ? "min" : "max", bestv, (long long)se->epoch[best]);
+    if (!(hi >= lo)) {
+        printf("  (no finite values)\n\n");
+        return;
+    }
+    if (hi == lo) lo -= lo ? fabs(lo) * 0.05 : 1, hi += hi ? fabs(hi) * 0.05 : 1;
+    uint8_t *cells = calloc((size_t)rows * cols, 1);
+    if (!cells) return;
+    int dw = cols * 2, dh = rows * 4, px = -1, py = -1;
+    for (size_t i = 0; i < se->n; i++) {
+        if (!isfinite(se->v[i])) {
+            px = -1;
+            continue;
+        }
+        int x = e1 > e0 ? (int)lround((double)(se->epoch[i] - e0) / (double)(e1 - e0) * (dw - 1))
+                        : dw / 2;
+        int y = (int)lround((hi - se->v[i]) / (hi - lo) * (dh - 1));
+        if (px < 0) {
+            dot(cells, cols, rows, x, y);
+        } else { /* a line from the last point (Bresenham) */
+            int dx = abs(x - px), sx = px < x ? 1 : -1, dy = -abs(y - py), sy = py < y ? 1 : -1;
+            int err = dx + dy, cx = px, cy = py;
+            for (;;) {
+                dot(cells, cols, rows, cx, cy);
+                if (cx == x && cy == y) break;
+                int e2 = 2 * err;
+                if (e2 >= dy) err += dy, cx += sx;
+                if (e2 <= dx) err += dx, cy += sy;
+            }
+        }
+        px = x;
+        py = y;
+    }
+    for (int r = 0; r < rows; r++) {
+        char lab[32] = "";
+        bool labelled = r == 0 || r == rows - 1 || r == rows / 2;
+        if (labelled) {
+            double v = hi - (hi - lo) * ((double)r * 4 + 1.5) / (dh - 1);
+            if (r == 0) v = hi;
+            if (r == rows - 1) v = lo;
+            snprintf(lab, sizeof lab, "%.4g", v);
+        }
+        printf("%*s %s", PLOT_LABEL - 1, lab, labelled ? "┤" : "│");
+        int end = cols;
+        while (end > 0 && !cells[r * cols + end - 1])
+            end--;
+        for (int c = 0; c < end; c++)
+            put_braille(cells[r * cols + c]);
+        putchar('\n');
+    }
+    /* the x axis: round epochs where they fit, the first and the last always */
+    char *under = malloc((size_t)cols + 1);
+    bool *tick = calloc((size_t)cols, sizeof *tick);
+    if (under && tick) {
+        memset(under, ' ', (size_t)cols);
+        under[cols] = '\0';
+        int64_t span = e1 - e0, step = 1;
+        for (int k = 1; span / step > cols / 8; k++)
+            step = (int64_t)((k % 3 == 0 ? 1 : k % 3 == 1 ? 2 : 5) * pow(10, k / 3));
+        char num[24];
+        int lastlen = snprintf(num, sizeof num, "%lld", (long long)e1), next_free = 0;
+        for (int64_t e = e0; e < e1; e = e == e0 ? (e0 / step + 1) * step : e + step) {
+            int c = (int)lround((double)(e - e0) / (double)span * (dw - 1)) / 2;
+            int len = snprintf(num, sizeof num, "%lld", (long long)e);
+            int start = c - len / 2 < 0 ? 0 : c - len / 2;
+            if (start < next_free || start + len + 1 > cols - lastlen) continue;
+            memcpy(under + start, num, (size_t)len);
+            tick[c] = true;
+            next_free = start + len + 1;
+        }
+        int lc = span > 0 ? cols - 1 : cols / 2;
+        int start = span > 0 ? cols - lastlen : lc - lastlen / 2;
+        snprintf(num, sizeof num, "%lld", (long long)e1);
+        if (start >= next_free && start >= 0) {
+            memcpy(under + start, num, (size_t)lastlen);
+            tick[lc] = true;
+        }
+        printf("%*s └", PLOT_LABEL - 1, "");
+        for (int c = 0; c < cols; c++)
+            fputs(tick[c] ? "┬" : "─", stdout);
+        int end = cols;
+        while (end > 0 && under[end - 1] == ' ')
+            end--;
+        under[end] = '\0';
+        printf("\n%*s  %s\n\n", PLOT_LABEL - 1, "", under);
+    }
+    free(under);
+    free(tick);
+    free(cells);
+}
+
 static void metrics_usage(FILE *out)
 {
     fprintf(out,
-            "usage: mlq metrics ID [--key K] [--db FILE] [--json | --csv]\n\n"
+            "usage: mlq metrics ID [--key K] [--plot] [--db FILE] [--json | --csv]\n\n"
             "A run's metrics. A table shows, per metric, its points, first, last, min and\n"
             "max values and a chart over the steps; with --key, every point of K as well.\n\n"
-            "  --key K      only metric K (e.g. val_loss)\n%s"
+            "  --key K      only metric K (e.g. val_loss)\n"
+            "  --plot       a line chart per metric, as wide as the terminal, with axes\n%s"
             "  --csv        key,step,epoch,value,time lines\n",
             history_common_help);
 }
 
+struct metrics_args {
+    const char *key;
+    bool plot;
+};
+
 static int metrics_option(void *ctx, int ch, const char *arg)
 {
-    if (ch == 'k') *(const char **)ctx = arg;
+    struct metrics_args *a = ctx;
+    if (ch == 'k') a->key = arg;
+    if (ch == 'p') a->plot = true;
     return HISTORY_PROCEED;
 }
 
 int cmd_metrics(int argc, char **argv)
 {
-    static const struct option opts[] = {{"key", required_argument, NULL, 'k'}, {NULL, 0, NULL, 0}};
-    const char *key = NULL;
+    static const struct option opts[] = {{"key", required_argument, NULL, 'k'},
+                                         {"plot", no_argument, NULL, 'p'},
+                                         {NULL, 0, NULL, 0}};
+    struct metrics_args a = {0};
     const struct history_cmd cmd = {.name = "metrics",
                                     .opts = opts,
                                     .option = metrics_option,
-                                    .ctx = &key,
+                                    .ctx = &a,
                                     .usage = metrics_usage};
     struct history_opts co;
     int64_t id;
     int rc = history_args_id(&cmd, argc, argv, &co, &id);
     if (rc != HISTORY_PROCEED) return rc;
+    const char *key = a.key;
+    if (a.plot && (co.json || co.csv)) {
+        fprintf(stderr, "mlq metrics: --plot draws for people; --json and --csv are for scripts\n");
+        return EXIT_USAGE;
+    }
     struct store *s;
     rc = history_open("metrics", co.db, false, &s);
     if (rc != EXIT_OK) return rc;
@@ -162,7 +322,7 @@ int cmd_metrics(int argc, char **argv)
     struct metrics_walk w = {.json = co.json,
                              .csv = co.csv && !co.json,
                              .first = true,
-                             .rows = key != NULL && !co.json && !co.csv};
+                             .rows = key != NULL && !co.json && !co.csv && !a.plot};
     if (w.json) fputs("[", stdout);
     if (w.csv) puts("key,step,epoch,value,time");
     if (w.rows) printf("  %-16s %10s %8s %12s\n", "KEY", "STEP", "EPOCH", "VALUE");
@@ -175,6 +335,10 @@ int cmd_metrics(int argc, char **argv)
         if (w.ns == 0) {
             printf(key ? "run %lld has no metric %s\n" : "run %lld has no metrics yet\n",
                    (long long)id, key);
+        } else if (a.plot) {
+            int tw = history_term_width();
+            for (size_t i = 0; i < w.ns; i++)
+                plot_series(&w.s[i], tw ? tw : 80);
         } else {
             if (w.rows) putchar('\n');
             struct history_table t;
@@ -211,8 +375,10 @@ int cmd_metrics(int argc, char **argv)
             history_table_free(&t);
         }
     }
-    for (size_t i = 0; i < w.ns; i++)
+    for (size_t i = 0; i < w.ns; i++) {
         free(w.s[i].v);
+        free(w.s[i].epoch);
+    }
     free(w.s);
     store_close(&s);
     return rc;

@@ -94,6 +94,21 @@ set -e
 [ $rc4 = 5 ] || fail "report matching nothing: exit $rc4, want 5"
 [ ! -e "$tmp/x.html" ] || fail "a failed report left a file"
 
+# ---- mlq metrics --plot: a line chart as wide as the terminal, the last epoch kept ----
+COLUMNS=72 mlq metrics "$best" --plot --key val_loss >"$tmp/plot"
+head -n 1 "$tmp/plot" | grep -q "^val_loss by epoch (6 points): last " ||
+    fail "plot heading: $(head -n 1 "$tmp/plot")"
+[ "$(grep -c '┤' "$tmp/plot")" = 3 ] || fail "plot: y axis labels"
+grep -q '^ *└┬─*┬' "$tmp/plot" || fail "plot: x axis"
+grep -qE '^ +1 .* 6$' "$tmp/plot" || fail "plot: the first and last epochs not labelled"
+while IFS= read -r line; do
+    [ "$(LC_ALL=C.UTF-8 bash -c 'l=$1; echo ${#l}' _ "$line")" -le 72 ] || fail "plot line wider than 72: $line"
+done <"$tmp/plot"
+set +e
+mlq metrics "$best" --plot --json >/dev/null 2>&1; rc=$?
+set -e
+[ $rc = 2 ] || fail "metrics --plot --json: exit $rc, want 2"
+
 # ---- in a browser ----
 chromium=$(command -v chromium || command -v chromium-browser || true)
 if [ -z "$chromium" ]; then
