@@ -48,6 +48,17 @@ int cmd_predict(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_whoami(int argc, char **argv);
 int cmd_keygen(int argc, char **argv); /* cmd_keys.c */
+int cmd_top(int argc, char **argv);    /* cmd_top.c */
+
+/* Talking to the broker, for commands outside cmd_jobs.c (mlq top): the
+ * endpoint from --broker (flag, may be NULL), $MLQ_BROKER or the
+ * configuration; and one request (body stolen) answered by OK, whose body
+ * goes to *reply (json_decref it). Returns EXIT_OK or the exit code after
+ * printing why on standard error (EXIT_UNAVAILABLE: no answer). */
+struct json_t;
+const char *cli_broker_endpoint(const char *flag);
+int cli_broker_call(const char *endpoint, const char *cmd, struct json_t *body,
+                    struct json_t **reply);
 int cmd_keys(int argc, char **argv);
 
 #endif

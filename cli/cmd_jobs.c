@@ -253,6 +253,16 @@ out:
     return code;
 }
 
+const char *cli_broker_endpoint(const char *flag)
+{
+    return broker_endpoint(flag);
+}
+
+int cli_broker_call(const char *endpoint, const char *cmd, json_t *body, json_t **reply)
+{
+    return broker_call(endpoint, cmd, body, reply);
+}
+
 static void print_json(const json_t *o)
 {
     char *text = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));

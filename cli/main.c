@@ -11,6 +11,7 @@ const struct cli_command cli_commands[] = {
     {"cancel", "cancel a queued or running job", cmd_cancel},
     {"queue", "the queued and running jobs", cmd_queue},
     {"workers", "the trainers connected to the broker", cmd_workers},
+    {"top", "a live view: the queue, the trainers, the running jobs' progress", cmd_top},
     {"eval", "evaluate a run's checkpoint on a dataset", cmd_eval},
     {"predict", "predict with a run's checkpoint, writing an HDF5 file", cmd_predict},
     {"generate", "text from a language model's checkpoint (a predict job with a prompt)",

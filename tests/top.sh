@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# mlq top under tmux: a real broker and two trainers busy with two long jobs
+# and a third queued; mlq top runs in a tmux pane of 120x40, and the pane as
+# captured (capture-pane) must show the queue's counts, both trainers busy
+# with their jobs, epochs and samples/s, the running jobs' progress bars and
+# the queued job; q must end it with exit 0. mlq top --once prints the same
+# frame without a terminal, and says exit 6 when no broker answers.
+# usage: top.sh BUILD_DIR SOURCE_DIR
+set -euo pipefail
+build=$1
+export PATH=$build/cli:$build/broker:$build/trainer:$PATH
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mlq-top-XXXXXX")
+up_pid=""
+tmux_sock=$tmp/tmux.sock
+cleanup() {
+    tmux -S "$tmux_sock" kill-server 2>/dev/null || true
+    [ -n "$up_pid" ] && kill -INT "$up_pid" 2>/dev/null && wait "$up_pid" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() {
+    echo "top: FAIL: $*" >&2
+    [ -f "$tmp/pane" ] && { echo "--- the pane:" >&2; cat "$tmp/pane" >&2; }
+    [ -f "$tmp/up.log" ] && tail -n 20 "$tmp/up.log" >&2
+    exit 1
+}
+command -v tmux >/dev/null || { echo "top: SKIP: no tmux (Debian: apt-get install tmux)"; exit 77; }
+
+export MLQ_DB=$tmp/mlq.db
+export MLQ_BROKER=ipc://$tmp/broker.sock
+export MLQ_CONFIG=$tmp/none.conf
+export MLQ_DATA_ROOT=$tmp
+: >"$MLQ_CONFIG"
+
+awk 'BEGIN { srand(5); print "a,b,c,d,label";
+             for (i = 0; i < 20000; i++) { c = i % 3; row = "";
+               for (j = 0; j < 4; j++) row = row (j ? "," : "") (rand() - 0.5 + (j == c ? 1 : 0));
+               print row "," c } }' >"$tmp/data.csv"
+mlq dataset import-csv "$tmp/data.csv" --header --label-column label --output "$tmp/data.h5" >/dev/null
+
+mlq up --trainers 2 --bind "$MLQ_BROKER" >"$tmp/up.log" 2>&1 &
+up_pid=$!
+for _ in $(seq 100); do
+    [ "$(mlq workers 2>/dev/null | grep -c idle)" = 2 ] && break
+    sleep 0.1
+done
+[ "$(mlq workers | grep -c idle)" = 2 ] || fail "two idle trainers"
+for n in long-a long-b waiting; do
+    mlq submit --dataset "$tmp/data.h5" --validation-split 0.1 --layers 4,128,128,3 \
+        --optimizer adam --lr 0.001 --epochs 400 --batch-size 64 --name "$n" >/dev/null
+done
+trainers=$(mlq workers --json | grep -o '"name": *"[^"]*"' | sed 's/.*"\([^"]*\)"$/\1/')
+
+# One frame for a pipe.
+mlq top --once >"$tmp/once"
+grep -q "^queue: [0-9]* queued, [0-9]* running" "$tmp/once" || fail "top --once: $(cat "$tmp/once")"
+
+tmux -S "$tmux_sock" -f /dev/null new-session -d -s top -x 120 -y 40 \
+    "env MLQ_BROKER='$MLQ_BROKER' MLQ_CONFIG='$MLQ_CONFIG' TERM=xterm $build/cli/mlq top" \; \
+    set-option -t top remain-on-exit on
+ok=""
+for _ in $(seq 60); do
+    sleep 0.5
+    tmux -S "$tmux_sock" capture-pane -p -t top >"$tmp/pane"
+    # both long jobs past their first epoch, with a bar each
+    if [ "$(grep -cE '^job [12] .*\[#+-*\] +[0-9]+% [1-9][0-9]*/400' "$tmp/pane")" = 2 ]; then
+        ok=1
+        break
+    fi
+done
+[ -n "$ok" ] || fail "no progress bars for jobs 1 and 2"
+grep -q "^mlq top  $MLQ_BROKER" "$tmp/pane" || fail "no title line"
+grep -q "^queue: 1 queued, 2 running, 0 succeeded" "$tmp/pane" || fail "queue counts"
+for t in $trainers; do
+    grep -qE "^$t +busy +[12] +[0-9]+/400 +[0-9.]+[kM]? +(val_loss|train_loss) [0-9.]+" "$tmp/pane" ||
+        fail "trainer $t: no job, epoch, samples/s and metric"
+done
+grep -qE "^job 3 +train +priority 0 .* waiting" "$tmp/pane" || fail "queued job 3"
+# It redraws: the epoch moves on.
+e1=$(grep -oE '^job 1 .* ([0-9]+)/400' "$tmp/pane" | grep -oE '[0-9]+/400' | cut -d/ -f1)
+sleep 2.5
+tmux -S "$tmux_sock" capture-pane -p -t top >"$tmp/pane"
+e2=$(grep -oE '^job 1 .* ([0-9]+)/400' "$tmp/pane" | grep -oE '[0-9]+/400' | cut -d/ -f1)
+[ "${e2:-0}" -gt "${e1:-0}" ] || fail "not redrawn: job 1 at epoch $e1, then $e2"
+tmux -S "$tmux_sock" send-keys -t top q
+dead=""
+for _ in $(seq 50); do
+    dead=$(tmux -S "$tmux_sock" display-message -p -t top '#{pane_dead} #{pane_dead_status}')
+    [ "${dead%% *}" = 1 ] && break
+    sleep 0.1
+done
+[ "$dead" = "1 0" ] || fail "q did not end mlq top with exit 0 (pane dead, status: $dead)"
+
+for id in 1 2 3; do mlq cancel "$id" >/dev/null 2>&1 || true; done
+kill -INT "$up_pid"
+wait "$up_pid" 2>/dev/null || true
+up_pid=""
+set +e
+MLQ_TIMEOUT_MS=500 mlq top --once >"$tmp/down" 2>&1
+rc=$?
+set -e
+[ $rc = 6 ] && grep -q "cannot reach the broker" "$tmp/down" || fail "top without a broker: exit $rc"
+echo "top: ok"
