@@ -35,6 +35,7 @@ int cmd_show(int argc, char **argv);
 int cmd_metrics(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_report(int argc, char **argv); /* cmd_report.c, svg.c */
+int cmd_logs(int argc, char **argv);   /* cmd_logs.c */
 int cmd_export(int argc, char **argv);
 int cmd_rm(int argc, char **argv);
 int cmd_gc(int argc, char **argv);

@@ -19,6 +19,7 @@ const struct cli_command cli_commands[] = {
     {"runs", "list runs, newest first, with params and final metrics", cmd_runs},
     {"show", "a run's spec, state, timings, metrics, checkpoints and error", cmd_show},
     {"metrics", "a run's metrics with a chart per metric", cmd_metrics},
+    {"logs", "a job's events and per-epoch lines as stored; --follow", cmd_logs},
     {"compare", "params and final metrics of runs side by side", cmd_compare},
     {"report", "write an HTML report of runs: curves, evaluations, parameters", cmd_report},
     {"export", "write a run's network to an HDF5 file", cmd_export},

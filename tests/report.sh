@@ -94,6 +94,17 @@ set -e
 [ $rc4 = 5 ] || fail "report matching nothing: exit $rc4, want 5"
 [ ! -e "$tmp/x.html" ] || fail "a failed report left a file"
 
+# ---- mlq logs: events and a line per epoch, as stored ----
+mlq logs "$best" >"$tmp/logs"
+[ "$(grep -cE "  epoch  [1-6]/6  .*train_loss [0-9.e-]+  .*val_loss [0-9.e-]+" "$tmp/logs")" = 6 ] ||
+    fail "logs: $(cat "$tmp/logs")"
+n_events=$(sqlite3 "$MLQ_DB" "SELECT count(*) FROM events WHERE run = $best")
+[ "$(grep -cE '^[0-9-]+ [0-9:]+  (info|warn|error|note) ' "$tmp/logs")" = "$n_events" ] ||
+    fail "logs: not the $n_events events"
+mlq logs "$best" --follow >"$tmp/logs" || fail "logs --follow of a finished job: exit $?"
+[ "$(tail -n 1 "$tmp/logs")" = "job $best succeeded" ] || fail "logs --follow: last line"
+[ "$(mlq logs "$best" --json | grep -c '"type":"epoch"')" = 6 ] || fail "logs --json"
+
 # ---- mlq metrics --plot: a line chart as wide as the terminal, the last epoch kept ----
 COLUMNS=72 mlq metrics "$best" --plot --key val_loss >"$tmp/plot"
 head -n 1 "$tmp/plot" | grep -q "^val_loss by epoch (6 points): last " ||

@@ -86,12 +86,32 @@ tmux -S "$tmux_sock" send-keys -t top q
 dead=""
 for _ in $(seq 50); do
     dead=$(tmux -S "$tmux_sock" display-message -p -t top '#{pane_dead} #{pane_dead_status}')
-    [ "${dead%% *}" = 1 ] && break
+    [ "${dead%% *}" = 1 ] && [ -n "${dead#* }" ] && break
     sleep 0.1
 done
 [ "$dead" = "1 0" ] || fail "q did not end mlq top with exit 0 (pane dead, status: $dead)"
 
+# mlq logs --follow of a running job, then Ctrl-C: it says the job goes on.
+mlq logs 1 --follow >"$tmp/follow" 2>"$tmp/follow.err" &
+follow_pid=$!
+sleep 2
+kill -INT "$follow_pid"
+set +e
+wait "$follow_pid"
+rc=$?
+set -e
+[ $rc = 0 ] || fail "logs --follow interrupted: exit $rc"
+grep -qE "  epoch  [0-9]+/400  .*train_loss [0-9.e-]+" "$tmp/follow" || fail "logs --follow: no epochs: $(cat "$tmp/follow")"
+grep -q "job 1 goes on (mlq logs 1 --follow" "$tmp/follow.err" || fail "logs --follow: $(cat "$tmp/follow.err")"
+mlq logs 1 --follow >"$tmp/follow" 2>&1 &
+follow_pid=$!
 for id in 1 2 3; do mlq cancel "$id" >/dev/null 2>&1 || true; done
+set +e
+wait "$follow_pid"
+rc=$?
+set -e
+[ $rc = 4 ] && [ "$(tail -n 1 "$tmp/follow")" = "job 1 cancelled" ] ||
+    fail "logs --follow of a job cancelled: exit $rc, $(tail -n 2 "$tmp/follow")"
 kill -INT "$up_pid"
 wait "$up_pid" 2>/dev/null || true
 up_pid=""
