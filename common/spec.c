@@ -972,6 +972,11 @@ int spec_from_json(json_t *doc, struct mlq_spec *s, char *err, size_t errlen)
     }
     if (!rc) rc = get_enum(doc, "loss", "", loss_names, COUNT(loss_names), &loss, err, errlen);
     s->loss = loss;
+    /* The output follows the loss unless given: mse trains a linear output
+     * (logits would be read as class scores by predict). */
+    v = json_object_get(doc, "model");
+    if (!rc && s->loss == LOSS_MSE && !(json_is_object(v) && json_object_get(v, "output")))
+        s->output = OUT_LINEAR;
     if (!rc) rc = get_number(doc, "label_smoothing", "", &s->label_smoothing, err, errlen);
     if (!rc && (v = json_object_get(doc, "optimizer")))
         rc = parse_optimizer(v, &s->optimizer, err, errlen);

@@ -43,6 +43,26 @@ static void test_defaults_are_the_seed_mlp(void **state)
     assert_true(s.dataset.scale);
 }
 
+/* The output follows the loss unless given (issue 14: --loss mse alone
+ * trained logits, which predict read as class scores). */
+static void test_output_follows_the_loss(void **state)
+{
+    (void)state;
+    struct mlq_spec s;
+    parse_ok("{\"dataset\": \"t.h5\"}", &s);
+    assert_int_equal(s.output, OUT_LOGITS);
+    parse_ok("{\"dataset\": \"t.h5\", \"loss\": \"mse\"}", &s);
+    assert_int_equal(s.output, OUT_LINEAR);
+    parse_ok("{\"dataset\": \"t.h5\", \"loss\": \"mse\", \"model\": {\"layers\": [4, 2]}}", &s);
+    assert_int_equal(s.output, OUT_LINEAR);
+    parse_ok("{\"dataset\": \"t.h5\", \"loss\": \"mse\", \"model\": {\"output\": \"sigmoid\"}}",
+             &s);
+    assert_int_equal(s.output, OUT_SIGMOID);
+    /* a stored spec says its output: an old run of mse with logits stays so */
+    parse_ok("{\"dataset\": \"t.h5\", \"loss\": \"mse\", \"model\": {\"output\": \"logits\"}}", &s);
+    assert_int_equal(s.output, OUT_LOGITS);
+}
+
 static void test_optimizer_defaults_follow_torch(void **state)
 {
     (void)state;
@@ -177,6 +197,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_are_the_seed_mlp),
         cmocka_unit_test(test_optimizer_defaults_follow_torch),
+        cmocka_unit_test(test_output_follows_the_loss),
         cmocka_unit_test(test_full_train_spec),
         cmocka_unit_test(test_round_trip_through_canonical_json),
         cmocka_unit_test(test_eval_and_predict),
