@@ -25,6 +25,10 @@ fail() { echo "report: FAIL: $*" >&2; [ -f "$tmp/up.log" ] && tail -n 20 "$tmp/u
 export MLQ_DB=$tmp/mlq.db
 export MLQ_BROKER=ipc://$tmp/broker.sock
 export MLQ_CONFIG=$tmp/none.conf
+# A home of its own: a key pinned in the user's ~/.config/mlq (mlq up --keys)
+# would make every plaintext command refuse this test's broker.
+export HOME=$tmp/home XDG_CONFIG_HOME=$tmp/home/.config XDG_DATA_HOME=$tmp/home/.local/share
+mkdir -p "$HOME"
 export MLQ_DATA_ROOT=$tmp
 : >"$MLQ_CONFIG"
 

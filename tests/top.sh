@@ -29,6 +29,10 @@ command -v tmux >/dev/null || { echo "top: SKIP: no tmux (Debian: apt-get instal
 export MLQ_DB=$tmp/mlq.db
 export MLQ_BROKER=ipc://$tmp/broker.sock
 export MLQ_CONFIG=$tmp/none.conf
+# A home of its own: a key pinned in the user's ~/.config/mlq (mlq up --keys)
+# would make every plaintext command refuse this test's broker.
+export HOME=$tmp/home XDG_CONFIG_HOME=$tmp/home/.config XDG_DATA_HOME=$tmp/home/.local/share
+mkdir -p "$HOME"
 export MLQ_DATA_ROOT=$tmp
 : >"$MLQ_CONFIG"
 
