@@ -341,6 +341,13 @@ int cmd_up(int argc, char **argv)
         fprintf(stderr, "mlq up: unexpected argument '%s'\n", argv[optind]);
         return EXIT_USAGE;
     }
+    /* Trainers started together share the cores unless told otherwise: two
+     * that each used every core of a 2-core machine trained at 63k samples/s
+     * between them where one alone ran at 115k. */
+    if (threads <= 0 && trainers > 1) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = cores > trainers ? (int)(cores / trainers) : 1;
+    }
     char keydir[PATH_MAX + 8] = "";
     if (with_keys) {
         int code = local_keys(keydir, sizeof keydir);

@@ -49,6 +49,8 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 [ "$(mlq workers | grep -c idle)" = 2 ] || fail "two idle trainers"
+# Two trainers share the cores (mlq up gives each its part).
+share=$(($(nproc) / 2)); [ "$share" -ge 1 ] || share=1
 for n in long-a long-b waiting; do
     mlq submit --dataset "$tmp/data.h5" --validation-split 0.1 --layers 4,128,128,3 \
         --optimizer adam --lr 0.001 --epochs 400 --batch-size 64 --name "$n" >/dev/null
@@ -74,6 +76,9 @@ for _ in $(seq 60); do
     fi
 done
 [ -n "$ok" ] || fail "no progress bars for jobs 1 and 2"
+# Each trainer on its share of the cores ("OpenBLAS kernel K, N threads" as it starts).
+[ "$(grep -cE "OpenBLAS kernel [^,]*, $share threads?$" "$tmp/up.log")" = 2 ] ||
+    fail "trainers of mlq up --trainers 2 do not share the $(nproc) cores: $(grep "OpenBLAS kernel" "$tmp/up.log")"
 grep -q "^mlq top  $MLQ_BROKER" "$tmp/pane" || fail "no title line"
 grep -q "^queue: 1 queued, 2 running, 0 succeeded" "$tmp/pane" || fail "queue counts"
 for t in $trainers; do
