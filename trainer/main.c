@@ -1,10 +1,13 @@
 /* mlq-trainer: runs jobs, standalone from a spec file or for a broker. */
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "blas.h"
+#include "cgroup.h"
 #include "config.h"
 #include "keys.h"
 #include "log.h"
@@ -44,6 +47,28 @@ static void usage(FILE *out)
             "  --config FILE          configuration file (default /etc/mlq/mlq.conf)\n");
 }
 
+/* Under a unit's MemoryMax= and CPUQuota= (cgroup.h): a budget that fits the
+ * memory limit, and by default no more threads than the quota's CPUs. */
+static void fit_cgroup(struct worker_opts *wo)
+{
+    struct cgroup_limits lim;
+    if (cgroup_limits_read(NULL, NULL, &lim) != 0) return;
+    int64_t fit = cgroup_fit_budget(wo->memory_budget_mb, lim.memory_max_mb);
+    if (lim.memory_max_mb > 0 && (wo->memory_budget_mb <= 0 || fit < wo->memory_budget_mb)) {
+        log_warn("memory budget %lld MiB (trainer.memory_budget_mb) lowered to %lld MiB: this "
+                 "trainer's cgroup allows %lld MiB (MemoryMax=); raise both together "
+                 "(docs/services.md)",
+                 (long long)wo->memory_budget_mb, (long long)fit, (long long)lim.memory_max_mb);
+        wo->memory_budget_mb = (int)fit;
+    }
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (wo->threads <= 0 && lim.cpus > 0 && lim.cpus < cores) {
+        log_info("%d threads: this trainer's cgroup allows %d CPUs (CPUQuota=)", lim.cpus,
+                 lim.cpus);
+        wo->threads = lim.cpus;
+    }
+}
+
 /* The daemon: flags override MLQ_* and the config file, as in mlq-broker. */
 static int run_daemon(const char *config_file, const char *const flag[CONFIG_NKEYS])
 {
@@ -72,6 +97,7 @@ static int run_daemon(const char *config_file, const char *const flag[CONFIG_NKE
         .outputs_dir = cfg.trainer_outputs_dir,
         .keys = &keys,
     };
+    fit_cgroup(&wo);
     int rc = worker_main(&wo);
     explicit_bzero(&keys, sizeof keys);
     return rc;
