@@ -176,7 +176,8 @@ static int local_keys(char *keydir, size_t len)
     char dir[PATH_MAX], local[PATH_MAX + 8], prefix[PATH_MAX + 64], path[PATH_MAX + 256];
     char err[PATH_MAX + 256];
     if (keys_user_dir(dir, sizeof dir) != 0) {
-        fprintf(stderr, "mlq up: --keys needs a home directory ($HOME or $XDG_CONFIG_HOME)\n");
+        fprintf(stderr, "mlq up: the keys need a home directory ($HOME or $XDG_CONFIG_HOME); "
+                        "--no-keys runs the stack in plaintext\n");
         return EXIT_USAGE;
     }
     snprintf(local, sizeof local, "%s/local", dir);
@@ -260,7 +261,7 @@ static void show_queue(const char *db_path, int64_t last[STORE_N_STATES])
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: mlq up [--trainers N] [--threads N] [--db FILE] [--bind ENDPOINT] [--keys]\n"
+            "usage: mlq up [--trainers N] [--threads N] [--db FILE] [--bind ENDPOINT] [--no-keys]\n"
             "\n"
             "Starts a broker and N trainers in the foreground and stops them all on Ctrl-C.\n"
             "\n"
@@ -268,7 +269,8 @@ static void usage(FILE *out)
             "  --threads N       BLAS threads per trainer (default: trainer.threads, else auto)\n"
             "  --db FILE         the database (default: db.path, else %s)\n"
             "  --bind ENDPOINT   where the broker listens (default: broker.bind)\n"
-            "  --keys            CurveZMQ: only this user's key and the trainers' get in\n"
+            "  --no-keys         plaintext: anyone who reaches the endpoint gets in. Without\n"
+            "                    it, CurveZMQ: only this user's key and the trainers' get in\n"
             "                    (keys made once in ~/.config/mlq; docs/security.md)\n"
             "\n"
             "Submit jobs from another shell with 'mlq submit'; see docs/jobs.md.\n",
@@ -284,14 +286,15 @@ int cmd_up(int argc, char **argv)
         return EXIT_USAGE;
     }
     int trainers = 1, threads = cfg.trainer_threads;
-    enum { OPT_DB = 256, OPT_BIND, OPT_THREADS, OPT_KEYS };
-    bool with_keys = false;
+    enum { OPT_DB = 256, OPT_BIND, OPT_THREADS, OPT_KEYS, OPT_NO_KEYS };
+    bool with_keys = true; /* --keys: the default since keys became it */
     static const struct option longopts[] = {
         {"trainers", required_argument, NULL, 'n'},
         {"threads", required_argument, NULL, OPT_THREADS},
         {"db", required_argument, NULL, OPT_DB},
         {"bind", required_argument, NULL, OPT_BIND},
         {"keys", no_argument, NULL, OPT_KEYS},
+        {"no-keys", no_argument, NULL, OPT_NO_KEYS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -329,6 +332,9 @@ int cmd_up(int argc, char **argv)
         case OPT_KEYS:
             with_keys = true;
             break;
+        case OPT_NO_KEYS:
+            with_keys = false;
+            break;
         case 'h':
             usage(stdout);
             return EXIT_OK;
@@ -347,6 +353,13 @@ int cmd_up(int argc, char **argv)
     if (threads <= 0 && trainers > 1) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         threads = cores > trainers ? (int)(cores / trainers) : 1;
+    }
+    if (!with_keys && !keys_endpoint_is_local(cfg.broker_bind)) {
+        fprintf(stderr,
+                "mlq up: --no-keys on %s would let anyone on the network in; the broker "
+                "refuses a plaintext bind that is not local (leave out --no-keys)\n",
+                cfg.broker_bind);
+        return EXIT_USAGE;
     }
     char keydir[PATH_MAX + 8] = "";
     if (with_keys) {
@@ -425,6 +438,9 @@ int cmd_up(int argc, char **argv)
     int rc = EXIT_OK;
     for (int i = 0; i < n && rc == EXIT_OK; i++)
         if (spawn(&kids[i]) != 0) rc = EXIT_FAILURE_GENERIC;
+    if (rc == EXIT_OK && !with_keys)
+        log_warn("--no-keys: plaintext; anyone who reaches %s may submit and cancel jobs",
+                 cfg.broker_bind);
     if (rc == EXIT_OK)
         log_info("broker at %s (database %s%s), %d trainer%s; Ctrl-C stops them", cfg.broker_bind,
                  db_path, with_keys ? ", CurveZMQ keys" : "", trainers, trainers == 1 ? "" : "s");

@@ -18,6 +18,8 @@ fail() { echo "e2e: FAIL: $*" >&2; [ -f "$tmp/up.log" ] && tail -n 30 "$tmp/up.l
 export MLQ_DB=$tmp/mlq.db
 export MLQ_BROKER=ipc://$tmp/broker.sock
 export MLQ_CONFIG=$tmp/none.conf
+# mlq up makes its keys (and mlq finds them) in ~/.config/mlq: here, not the tester's.
+export XDG_CONFIG_HOME=$tmp/config
 export MLQ_DATA_ROOT=$tmp   # the trainers' base for relative dataset paths
 : >"$MLQ_CONFIG"
 
@@ -36,6 +38,12 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 [ "$(mlq workers | grep -c idle)" = 2 ] || fail "two idle trainers"
+# Keys by default: mlq found the ones mlq up made; a client without them gets nothing.
+mlq whoami --json | grep -q '"mechanism": *"CURVE"' || fail "whoami: not CURVE: $(mlq whoami --json)"
+rc=0
+XDG_CONFIG_HOME=$tmp/nokeys mlq queue >"$tmp/nokeys.out" 2>&1 || rc=$?
+[ "$rc" = 6 ] && grep -Eq "requires keys|cannot reach" "$tmp/nokeys.out" ||
+    fail "a client without keys: exit $rc, $(cat "$tmp/nokeys.out")"
 
 id=$(mlq submit --dataset "$tmp/data.h5" --validation-split 0.2 --layers 4,16,3 \
          --optimizer adam --lr 0.01 --epochs 5 --batch-size 16 --name e2e)

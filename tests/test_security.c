@@ -20,6 +20,7 @@
 #include <zmq.h>
 
 #include "broker_harness.h"
+#include "cgroup.h"
 #include "keys.h"
 #include "proto.h"
 #include "store.h"
@@ -730,9 +731,52 @@ static void test_trainer_confined(void **state)
     assert_int_not_equal(system(cmd), 0);
 }
 
-/* ---- mlq up --keys ------------------------------------------------------------------ */
+/* The unit's MemoryMax= and CPUQuota= as the trainer reads them from its
+ * cgroup (v2): the budget is fitted into the memory limit, the threads into
+ * the quota; no limit, or no cgroup v2, changes nothing. */
+static void test_cgroup_limits(void **state)
+{
+    struct harness *h = *state;
+    char self[600], root[600], dir[700], path[800];
+    snprintf(self, sizeof self, "%s/self-cgroup", h->dir);
+    snprintf(root, sizeof root, "%s/cg", h->dir);
+    snprintf(dir, sizeof dir, "%s/system.slice", root);
+    assert_int_equal(mkdir(root, 0755), 0);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    snprintf(dir, sizeof dir, "%s/system.slice/mlq-trainer@1.service", root);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    write_text(self, "1:name=systemd:/other\n0::/system.slice/mlq-trainer@1.service\n");
+    snprintf(path, sizeof path, "%s/memory.max", dir);
+    write_text(path, "2147483648\n");
+    snprintf(path, sizeof path, "%s/cpu.max", dir);
+    write_text(path, "250000 100000\n");
+    struct cgroup_limits lim;
+    assert_int_equal(cgroup_limits_read(self, root, &lim), 0);
+    assert_int_equal(lim.memory_max_mb, 2048);
+    assert_int_equal(lim.cpus, 3); /* 250%: three threads, never a CPU short */
+    assert_int_equal(cgroup_fit_budget(1024, lim.memory_max_mb), 1024);
+    assert_int_equal(cgroup_fit_budget(8192, lim.memory_max_mb), 1536);
+    assert_int_equal(cgroup_fit_budget(0, lim.memory_max_mb), 1536);
+    /* "max": no limit. */
+    snprintf(path, sizeof path, "%s/memory.max", dir);
+    write_text(path, "max\n");
+    snprintf(path, sizeof path, "%s/cpu.max", dir);
+    write_text(path, "max 100000\n");
+    assert_int_equal(cgroup_limits_read(self, root, &lim), 0);
+    assert_int_equal(lim.memory_max_mb, 0);
+    assert_int_equal(lim.cpus, 0);
+    assert_int_equal(cgroup_fit_budget(8192, lim.memory_max_mb), 8192);
+    /* cgroup v1 only: nothing known. */
+    write_text(self, "4:memory:/x\n");
+    assert_int_equal(cgroup_limits_read(self, root, &lim), 0);
+    assert_int_equal(lim.memory_max_mb, 0);
+    snprintf(path, sizeof path, "%s/none", h->dir);
+    assert_int_equal(cgroup_limits_read(path, root, &lim), -ENOENT);
+}
 
-/* The local stack with keys is still one command: mlq up --keys makes the
+/* ---- mlq up: keys by default ------------------------------------------------------- */
+
+/* The local stack with keys is still one command: plain mlq up makes the
  * keys it needs (once), and mlq then speaks CURVE to it; a peer without
  * this user's key gets nothing. */
 static void test_mlq_up_with_keys(void **state)
@@ -750,8 +794,8 @@ static void test_mlq_up_with_keys(void **state)
             dup2(fd, 2);
             close(fd);
         }
-        execl(MLQ_BINARY_DIR "/cli/mlq", "mlq", "up", "--keys", "--db", h->db, "--bind",
-              h->endpoint, "--threads", "1", (char *)NULL);
+        execl(MLQ_BINARY_DIR "/cli/mlq", "mlq", "up", "--db", h->db, "--bind", h->endpoint,
+              "--threads", "1", (char *)NULL);
         _exit(127);
     }
     h->procs[h->n_procs].pid = up;
@@ -792,6 +836,24 @@ static void test_mlq_up_with_keys(void **state)
     assert_null(call_as(h, &other, broker, PROTO_QUEUE, json_object(), 1500, NULL));
 }
 
+/* Plaintext is asked for in so many words, and only where it is local. */
+static void test_mlq_up_no_keys(void **state)
+{
+    struct harness *h = *state;
+    char out[600], path[700];
+    snprintf(out, sizeof out, "%s/up.out", h->dir);
+    const char *argv[] = {MLQ_BINARY_DIR "/cli/mlq", "up", "--no-keys", "--db", h->db, "--bind",
+                          "tcp://0.0.0.0:0",         NULL};
+    assert_int_equal(run(argv, out), 2);
+    char *text = slurp(out);
+    assert_non_null(strstr(text, "--no-keys on tcp://0.0.0.0:0"));
+    free(text);
+    /* Refused before anything was made or started. */
+    snprintf(path, sizeof path, "%s/mlq", h->dir);
+    assert_int_not_equal(access(path, F_OK), 0);
+    assert_int_not_equal(access(h->db, F_OK), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -806,6 +868,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_database_not_world_readable, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_trainer_confined, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_mlq_up_with_keys, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_mlq_up_no_keys, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_cgroup_limits, h_setup, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
