@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -150,18 +151,23 @@ static pid_t spawn(struct harness *h, const char *log_name, const char *const *a
 
 json_t *h_call(struct harness *h, const char *cmd, json_t *body, bool *is_error)
 {
+    return h_call_as(h, h->has_key ? &h->key : NULL, h->broker_z85, cmd, body, 5000, is_error);
+}
+
+json_t *h_call_as(struct harness *h, const struct keys_cert *own, const char *server_z85,
+                  const char *cmd, json_t *body, int timeout_ms, bool *is_error)
+{
     void *sock = zmq_socket(h->zctx, ZMQ_DEALER);
     assert_non_null(sock);
     assert_int_equal(proto_socket_setup(sock, 0), 0);
     char err[256];
-    if (h->has_key)
-        assert_int_equal(keys_client_setup(sock, &h->key, h->broker_z85, err, sizeof err), 0);
+    if (own) assert_int_equal(keys_client_setup(sock, own, server_z85, err, sizeof err), 0);
     assert_int_equal(zmq_connect(sock, h->endpoint), 0);
     assert_int_equal(proto_send(sock, NULL, 0, cmd, body, NULL, 0, 0), 0);
     json_decref(body);
     json_t *out = NULL;
     zmq_pollitem_t it = {.socket = sock, .events = ZMQ_POLLIN};
-    if (zmq_poll(&it, 1, 5000) == 1) {
+    if (zmq_poll(&it, 1, timeout_ms) == 1) {
         struct proto_msg m;
         if (proto_recv(sock, false, &m, 0, err, sizeof err) == 0) {
             if (is_error) *is_error = strcmp(m.cmd, PROTO_ERROR) == 0;
@@ -213,6 +219,63 @@ void h_use_key(struct harness *h, const struct keys_cert *own, const char *broke
         h->key = *own;
         snprintf(h->broker_z85, sizeof h->broker_z85, "%s", broker_z85);
     }
+}
+
+void h_keys_init(struct harness *h)
+{
+    if (h->keys_made) return;
+    struct h_keys *k = &h->keys;
+    char etc[400], prefix[500], err[512];
+    snprintf(etc, sizeof etc, "%s/etc", h->dir);
+    snprintf(k->users, sizeof k->users, "%s/users", etc);
+    snprintf(k->trainers, sizeof k->trainers, "%s/trainers", etc);
+    snprintf(prefix, sizeof prefix, "%s/broker", etc);
+    snprintf(k->secret, sizeof k->secret, "%s%s", prefix, KEYS_SECRET_EXT);
+    assert_int_equal(mkdir(etc, 0755), 0);
+    assert_int_equal(mkdir(k->users, 0755), 0);
+    assert_int_equal(mkdir(k->trainers, 0755), 0);
+    assert_int_equal(keys_generate(&k->broker, "broker", KEYS_ROLE_BROKER, err, sizeof err), 0);
+    if (keys_save(&k->broker, prefix, false, err, sizeof err) != 0) fail_msg("%s", err);
+    h->keys_made = true;
+}
+
+void h_key_accept(struct harness *h, const struct keys_cert *c)
+{
+    char path[800], err[512];
+    snprintf(path, sizeof path, "%s/%s%s",
+             c->role == KEYS_ROLE_TRAINER ? h->keys.trainers : h->keys.users, c->name,
+             KEYS_PUBLIC_EXT);
+    if (keys_save_public(c, path, true, err, sizeof err) != 0) fail_msg("%s", err);
+}
+
+void h_key_make(struct harness *h, struct keys_cert *out, const char *name, enum keys_role role,
+                bool accept)
+{
+    char prefix[600], err[512];
+    snprintf(prefix, sizeof prefix, "%s/%s", h->dir, name);
+    assert_int_equal(keys_generate(out, name, role, err, sizeof err), 0);
+    if (keys_save(out, prefix, false, err, sizeof err) != 0) fail_msg("%s", err);
+    if (accept) h_key_accept(h, out);
+}
+
+void h_broker_start_keys(struct harness *h, const struct keys_cert *as, const char *const *extra)
+{
+    assert_true(h->keys_made);
+    const char *argv[32] = {"--secret-key", h->keys.secret};
+    int n = 2;
+    for (int i = 0; extra && extra[i] && n < 31; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    h_use_key(h, as, h->keys.broker.public_z85);
+    h_broker_start(h, argv);
+}
+
+pid_t h_trainer_start_keys(struct harness *h, const char *name, const char *key_name)
+{
+    char secret[600];
+    snprintf(secret, sizeof secret, "%s/%s%s", h->dir, key_name, KEYS_SECRET_EXT);
+    const char *extra[] = {"--secret-key", secret, "--broker-key", h->keys.broker.public_z85, NULL};
+    return h_trainer_start_extra(h, name, extra);
 }
 
 pid_t h_trainer_start(struct harness *h, const char *name)
@@ -327,7 +390,7 @@ json_t *h_train_spec(const char *path, int d, int classes, int epochs, uint64_t 
                      "checkpoint_every", 1);
 }
 
-int h_run(struct harness *h, const char *const *argv, const char *out_file)
+static int run_to(const char *const *argv, const char *out_file, bool with_stderr)
 {
     fflush(NULL);
     pid_t pid = fork();
@@ -337,16 +400,28 @@ int h_run(struct harness *h, const char *const *argv, const char *out_file)
             int fd = open(out_file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
             if (fd >= 0) {
                 dup2(fd, 1);
+                if (with_stderr) dup2(fd, 2);
                 close(fd);
             }
         }
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
-    (void)h;
     int status;
     waitpid(pid, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int h_run(struct harness *h, const char *const *argv, const char *out_file)
+{
+    (void)h;
+    return run_to(argv, out_file, false);
+}
+
+int h_run_all(struct harness *h, const char *const *argv, const char *out_file)
+{
+    (void)h;
+    return run_to(argv, out_file, true);
 }
 
 int h_setup(void **state)

@@ -25,6 +25,15 @@ struct h_proc {
     char name[64];
 };
 
+/* CurveZMQ for a test (docs/security.md): the broker's key pair at
+ * DIR/etc/broker, with its users/ and trainers/ directories. */
+struct h_keys {
+    struct keys_cert broker;
+    char secret[600];   /* DIR/etc/broker.key_secret */
+    char users[600];    /* DIR/etc/users */
+    char trainers[600]; /* DIR/etc/trainers */
+};
+
 struct harness {
     char dir[256];
     char db[512];
@@ -38,6 +47,8 @@ struct harness {
     bool has_key;
     struct keys_cert key;
     char broker_z85[KEYS_Z85_LEN + 1];
+    bool keys_made; /* h_keys_init */
+    struct h_keys keys;
 };
 
 /* Creates the temp dir (removed by h_free) and sets MLQ_CONFIG to an empty file. */
@@ -64,9 +75,31 @@ pid_t h_trainer_start_extra(struct harness *h, const char *name, const char *con
 void h_use_key(struct harness *h, const struct keys_cert *own, const char *broker_z85);
 void h_proc_kill(struct harness *h, pid_t pid, int sig); /* and reap */
 
+/* Makes the broker's key and directories (h->keys), once. */
+void h_keys_init(struct harness *h);
+/* A fresh key pair name with role, written to DIR/name.key and
+ * DIR/name.key_secret; accept: its public key also goes into the broker's
+ * users' (user, admin) or trainers' (trainer) directory. */
+void h_key_make(struct harness *h, struct keys_cert *out, const char *name, enum keys_role role,
+                bool accept);
+/* Copies c's public key into the directory of its role (as a broker's
+ * admin would): NAME.key in users/ or trainers/. */
+void h_key_accept(struct harness *h, const struct keys_cert *c);
+/* The broker with its key (h_keys_init first): h_call then speaks CURVE as
+ * `as` (NULL: plaintext, which the broker will not answer). extra as for
+ * h_broker_start. */
+void h_broker_start_keys(struct harness *h, const struct keys_cert *as, const char *const *extra);
+/* A trainer with the key pair DIR/key_name (h_key_make) and the broker's
+ * key pinned. */
+pid_t h_trainer_start_keys(struct harness *h, const char *name, const char *key_name);
+
 /* Sends cmd with body (stolen) and returns the reply body (OK or ERROR, with
  * *is_error set), or NULL on a 5 s timeout. */
 json_t *h_call(struct harness *h, const char *cmd, json_t *body, bool *is_error);
+/* The same from a new connection with own's keys pinned to server_z85 (own
+ * NULL: plaintext), NULL when no reply came in timeout_ms. */
+json_t *h_call_as(struct harness *h, const struct keys_cert *own, const char *server_z85,
+                  const char *cmd, json_t *body, int timeout_ms, bool *is_error);
 /* The job object of STATUS for id (caller json_decref). */
 json_t *h_job(struct harness *h, int64_t id);
 /* SUBMIT of spec (stolen); returns the id, fails the test on an error reply. */
@@ -87,8 +120,10 @@ json_t *h_train_spec(const char *path, int d, int classes, int epochs, uint64_t 
  * its epoch, read from the harness's database. */
 float *h_final_params(struct harness *h, int64_t run, size_t *n, int64_t *epoch);
 
-/* Runs a program to completion; returns its exit status (-1 if signalled). */
+/* Runs a program to completion; returns its exit status (-1 if signalled).
+ * out_file (if not NULL) gets its stdout; h_run_all's gets stderr too. */
 int h_run(struct harness *h, const char *const *argv, const char *out_file);
+int h_run_all(struct harness *h, const char *const *argv, const char *out_file);
 
 double h_now(void);
 
