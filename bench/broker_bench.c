@@ -5,7 +5,10 @@
  * job at once; one producer submits M tiny jobs, each acknowledged only once
  * committed. Prints jobs/s end to end and submit-to-dispatch latency p50/p99;
  * then, when beanstalkd is installed, the same shape against beanstalkd with
- * its binlog synced on every write (-b DIR -f0), and the ratio; then the
+ * its binlog synced on every write (-b DIR -f0), and the ratio. Each shape
+ * runs in plaintext and with CurveZMQ keys (the broker's ZAP handler, a
+ * user's key for the producer, a trainer's for the trainers), and the cost of
+ * a CURVE handshake is measured against a plaintext connection's; then the
  * broker's CPU with 200 idle trainers and (--full) its RSS with 100,000
  * queued jobs. */
 #define _GNU_SOURCE /* memmem */
@@ -30,6 +33,7 @@
 #include <zmq.h>
 
 #include "broker.h"
+#include "keys.h"
 #include "log.h"
 #include "proto.h"
 
@@ -50,6 +54,55 @@ static void die(const char *what)
 
 static volatile sig_atomic_t child_stop;
 static int sync_normal; /* --sync-normal: db.sync = normal, not durable on power loss */
+
+/* CurveZMQ (--curve): the broker's key and directories, one user key for the
+ * producer and one trainer key shared by the simulated trainers. */
+static struct {
+    bool on; /* the runs being made now speak CURVE */
+    struct keys_cert broker, user, trainer;
+    char secret[700], users[600], trainers[600];
+} bk;
+
+static void keys_make(const char *dir)
+{
+    char err[512], prefix[600], path[700];
+    snprintf(bk.users, sizeof bk.users, "%s/users", dir);
+    snprintf(bk.trainers, sizeof bk.trainers, "%s/trainers", dir);
+    snprintf(prefix, sizeof prefix, "%s/broker", dir);
+    snprintf(bk.secret, sizeof bk.secret, "%s%s", prefix, KEYS_SECRET_EXT);
+    if (mkdir(bk.users, 0755) || mkdir(bk.trainers, 0755)) die("mkdir");
+    if (keys_generate(&bk.broker, "broker", KEYS_ROLE_BROKER, err, sizeof err) ||
+        keys_save(&bk.broker, prefix, false, err, sizeof err) ||
+        keys_generate(&bk.user, "bench", KEYS_ROLE_USER, err, sizeof err) ||
+        keys_generate(&bk.trainer, "bench-trainers", KEYS_ROLE_TRAINER, err, sizeof err)) {
+        fprintf(stderr, "broker_bench: %s\n", err);
+        exit(1);
+    }
+    snprintf(path, sizeof path, "%s/bench.key", bk.users);
+    if (keys_save_public(&bk.user, path, false, err, sizeof err)) goto fail;
+    snprintf(path, sizeof path, "%s/bench-trainers.key", bk.trainers);
+    if (keys_save_public(&bk.trainer, path, false, err, sizeof err)) goto fail;
+    return;
+fail:
+    fprintf(stderr, "broker_bench: %s\n", err);
+    exit(1);
+}
+
+/* A DEALER to the broker, with the user's or the trainers' key when bk.on. */
+static void *bench_socket(void *zctx, const char *endpoint, bool trainer)
+{
+    void *d = zmq_socket(zctx, ZMQ_DEALER);
+    char err[256];
+    if (!d) die("zmq_socket");
+    proto_socket_setup(d, 0);
+    if (bk.on && keys_client_setup(d, trainer ? &bk.trainer : &bk.user, bk.broker.public_z85, err,
+                                   sizeof err) != 0) {
+        fprintf(stderr, "broker_bench: %s\n", err);
+        exit(1);
+    }
+    if (zmq_connect(d, endpoint) != 0) die("connect");
+    return d;
+}
 static void on_term(int sig)
 {
     (void)sig;
@@ -78,7 +131,10 @@ static pid_t start_broker(const char *dir, const char *endpoint, int heartbeat_m
                             .heartbeat_ms = heartbeat_ms,
                             .liveness = 3,
                             .checkpoint_keep = -1,
-                            .sync_normal = sync_normal};
+                            .sync_normal = sync_normal,
+                            .secret_key = bk.on ? bk.secret : NULL,
+                            .users_dir = bk.users,
+                            .trainers_dir = bk.trainers};
     struct broker *b;
     char err[512];
     if (broker_open(&b, &o, err, sizeof err) != 0) {
@@ -149,9 +205,7 @@ static void *sim_thread(void *arg)
     double *last_sent = calloc((size_t)s->k, sizeof *last_sent);
     if (!socks || !items || !last_sent) die("calloc");
     for (int i = 0; i < s->k; i++) {
-        socks[i] = zmq_socket(s->zctx, ZMQ_DEALER);
-        proto_socket_setup(socks[i], 0);
-        if (zmq_connect(socks[i], s->endpoint) != 0) die("connect");
+        socks[i] = bench_socket(s->zctx, s->endpoint, true);
         char name[32];
         snprintf(name, sizeof name, "sim-%d", i);
         json_t *hello =
@@ -214,9 +268,7 @@ static json_t *tiny_spec(void)
  * job base+i was sent (ids are assigned in order on a fresh queue). */
 static int64_t produce(void *zctx, const char *endpoint, int64_t m, int window, double *t_submit)
 {
-    void *d = zmq_socket(zctx, ZMQ_DEALER);
-    proto_socket_setup(d, 0);
-    if (zmq_connect(d, endpoint) != 0) die("connect");
+    void *d = bench_socket(zctx, endpoint, false);
     json_t *spec = tiny_spec();
     int64_t sent = 0, acked = 0, first_id = 0;
     while (acked < m) {
@@ -288,9 +340,7 @@ static void run_mlq(const char *dir, int k, int64_t m, int window, struct mlq_re
     const int64_t ml = m < 2000 ? m : 2000; /* m >= 10 (main) */
     s.base = m + 1;
     memset(t_dispatch, 0, (size_t)m * sizeof *t_dispatch);
-    void *d = zmq_socket(zctx, ZMQ_DEALER);
-    proto_socket_setup(d, 0);
-    if (zmq_connect(d, endpoint) != 0) die("connect");
+    void *d = bench_socket(zctx, endpoint, false);
     json_t *spec = tiny_spec();
     for (int64_t i = 0; i < ml; i++) {
         t_submit[i] = now_s();
@@ -318,6 +368,61 @@ static void run_mlq(const char *dir, int k, int64_t m, int window, struct mlq_re
     zmq_ctx_term(zctx);
     free(t_submit);
     free(t_dispatch);
+}
+
+/* A new connection's first request until its reply (WHOAMI), n times, to
+ * a broker with keys when bk.on: median and p99 in ms. The difference
+ * between CURVE and plaintext is what the handshake costs (its four
+ * commands, the ZAP request to the broker's handler, the key's look-up). */
+static void run_connects(const char *dir, int n, double *p50, double *p99)
+{
+    char endpoint[600];
+    snprintf(endpoint, sizeof endpoint, "ipc://%s/connect.sock", dir);
+    pid_t broker = start_broker(dir, endpoint, 1000);
+    void *zctx = zmq_ctx_new();
+    double *t = calloc((size_t)n, sizeof *t);
+    if (!t) die("calloc");
+    for (int i = -1; i < n; i++) { /* -1: until the broker answers at all */
+        double t0 = now_s();
+        void *d = bench_socket(zctx, endpoint, false);
+        proto_send(d, NULL, 0, PROTO_WHOAMI, NULL, NULL, 0, 0);
+        zmq_pollitem_t it = {.socket = d, .events = ZMQ_POLLIN};
+        if (zmq_poll(&it, 1, 10000) != 1) {
+            fprintf(stderr, "broker_bench: no reply to a new connection%s\n",
+                    bk.on ? " with keys" : "");
+            exit(1);
+        }
+        struct proto_msg r;
+        char err[128];
+        if (proto_recv(d, false, &r, 0, err, sizeof err) != 0 || strcmp(r.cmd, PROTO_OK) != 0)
+            die("WHOAMI");
+        proto_msg_clear(&r);
+        if (i >= 0) t[i] = (now_s() - t0) * 1e3;
+        int linger = 0;
+        zmq_setsockopt(d, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_close(d);
+    }
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    *p50 = t[n / 2];
+    *p99 = t[(n * 99) / 100];
+    free(t);
+    stop_broker(broker);
+    zmq_ctx_term(zctx);
+}
+
+static void run_handshakes(const char *dir, int n)
+{
+    double p50[2], p99[2];
+    for (int c = 0; c < 2; c++) {
+        bk.on = c;
+        run_connects(dir, n, &p50[c], &p99[c]);
+    }
+    bk.on = false;
+    printf("connect to first reply, %d new connections each: plaintext p50 %.3f ms p99 %.3f ms; "
+           "CURVE p50 %.3f ms p99 %.3f ms; the CURVE handshake costs %.3f ms (p50; target <= 2 "
+           "ms)\n",
+           n, p50[0], p99[0], p50[1], p99[1], p50[1] - p50[0]);
+    fflush(stdout);
 }
 
 static void run_idle(const char *dir, int k, double seconds)
@@ -506,16 +611,36 @@ static bool have_beanstalkd(void)
     return system("command -v beanstalkd >/dev/null 2>&1") == 0;
 }
 
-/* One shape, mlq then beanstalkd (same jobs, trainers = workers, window). */
+/* --curve: which of plaintext (bit 0) and CURVE (bit 1) each shape runs. */
+enum { CURVE_OFF = 1, CURVE_ON = 2, CURVE_BOTH = 3 };
+static int curve_runs = CURVE_BOTH;
+
+/* One shape: mlq in plaintext and with CURVE, then beanstalkd (same jobs,
+ * trainers = workers, window). */
 static void run_shape(const char *dir, int k, int64_t m, int window, bool beanstalkd)
 {
-    struct mlq_result r;
-    run_mlq(dir, k, m, window, &r);
-    printf("mlq%s: %lld jobs, %d trainers, window %d: %.0f jobs/s end to end (broker at %.0f%% "
-           "of a core); submit-to-dispatch p50 %.3f ms, p99 %.3f ms (target < 1 ms)\n",
-           sync_normal ? " (sync=normal)" : "", (long long)m, k, window, r.jobs_per_s,
-           100 * r.cpu_share, r.p50_ms, r.p99_ms);
+    struct mlq_result r, rc[2];
+    memset(rc, 0, sizeof rc);
+    r = rc[0];
+    for (int c = 0; c < 2; c++) {
+        if (!(curve_runs & (1 << c))) continue;
+        bk.on = c;
+        run_mlq(dir, k, m, window, &rc[c]);
+        r = rc[c];
+        printf("mlq%s%s: %lld jobs, %d trainers, window %d: %.0f jobs/s end to end (broker at "
+               "%.0f%% of a core); submit-to-dispatch p50 %.3f ms, p99 %.3f ms (target < 1 ms)\n",
+               c ? " CURVE" : "", sync_normal ? " (sync=normal)" : "", (long long)m, k, window,
+               r.jobs_per_s, 100 * r.cpu_share, r.p50_ms, r.p99_ms);
+        fflush(stdout);
+    }
+    bk.on = false;
+    if (curve_runs == CURVE_BOTH)
+        printf("CURVE/plaintext, %d trainers, window %d: %.2f of the jobs/s, CURVE costs %.1f%% "
+               "(target <= 20%%)\n",
+               k, window, rc[1].jobs_per_s / rc[0].jobs_per_s,
+               100 * (1 - rc[1].jobs_per_s / rc[0].jobs_per_s));
     if (!beanstalkd) return;
+    if (curve_runs & CURVE_OFF) r = rc[0];
     double bs = run_beanstalkd(dir, m, window, k);
     printf("beanstalkd -f0: %lld jobs, %d workers, window %d: %.0f jobs/s end to end\n",
            (long long)m, k, window, bs);
@@ -526,14 +651,20 @@ static void run_shape(const char *dir, int k, int64_t m, int window, bool beanst
 
 int main(int argc, char **argv)
 {
-    int k = 0, window = 0, idle = 200;
+    int k = 0, window = 0, idle = 200, handshakes = 200;
     int64_t m = 10000;
     bool full = false;
     static const struct option longopts[] = {
-        {"jobs", required_argument, NULL, 'm'},   {"trainers", required_argument, NULL, 'k'},
-        {"window", required_argument, NULL, 'w'}, {"idle", required_argument, NULL, 'i'},
-        {"full", no_argument, NULL, 'f'},         {"help", no_argument, NULL, 'h'},
-        {"sync-normal", no_argument, NULL, 's'},  {NULL, 0, NULL, 0},
+        {"jobs", required_argument, NULL, 'm'},
+        {"trainers", required_argument, NULL, 'k'},
+        {"window", required_argument, NULL, 'w'},
+        {"idle", required_argument, NULL, 'i'},
+        {"full", no_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},
+        {"sync-normal", no_argument, NULL, 's'},
+        {"curve", required_argument, NULL, 'c'},
+        {"handshakes", required_argument, NULL, 'H'},
+        {NULL, 0, NULL, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -556,14 +687,29 @@ int main(int argc, char **argv)
         case 's':
             sync_normal = 1;
             break;
+        case 'c':
+            curve_runs = !strcmp(optarg, "on")     ? CURVE_ON
+                         : !strcmp(optarg, "off")  ? CURVE_OFF
+                         : !strcmp(optarg, "both") ? CURVE_BOTH
+                                                   : 0;
+            if (!curve_runs) {
+                fprintf(stderr, "broker_bench: --curve takes on, off or both\n");
+                return 2;
+            }
+            break;
+        case 'H':
+            handshakes = atoi(optarg);
+            break;
         default:
             printf("usage: broker_bench [--jobs M] [--trainers K] [--window W] [--idle N] "
-                   "[--full] [--sync-normal]\n"
-                   "Without --trainers and --window: the shapes 1/1, 4/32 and 16/64.\n");
+                   "[--full] [--sync-normal] [--curve on|off|both] [--handshakes N]\n"
+                   "Without --trainers and --window: the shapes 1/1, 4/32 and 16/64, each in\n"
+                   "plaintext and with CURVE (--curve both, the default); then N new\n"
+                   "connections of each kind (default 200, 0: none) for the handshake's cost.\n");
             return c == 'h' ? 0 : 2;
         }
     }
-    if (m < 10 || k < 0 || window < 0) {
+    if (m < 10 || k < 0 || window < 0 || handshakes < 0) {
         fprintf(stderr, "broker_bench: bad arguments\n");
         return 2;
     }
@@ -571,6 +717,7 @@ int main(int argc, char **argv)
     char dir[] = "/tmp/mlq-broker-bench-XXXXXX";
     if (!mkdtemp(dir)) die("mkdtemp");
 
+    keys_make(dir);
     bool bs = have_beanstalkd();
     if (!bs) printf("beanstalkd: not installed (apt-get install beanstalkd), comparison skipped\n");
     if (k || window) {
@@ -583,6 +730,7 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
             run_shape(dir, shapes[i][0], m, shapes[i][1], bs);
     }
+    if (handshakes > 0) run_handshakes(dir, handshakes);
     if (idle > 0) run_idle(dir, idle, 5.0);
     if (full) run_rss(dir, 100000);
     char cmd[700];
