@@ -123,8 +123,11 @@ two_workers() {
     grep -q "^host1 " <<<"$w" && grep -q "^host2 " <<<"$w"
 }
 check "broker host sees trainers host1 and host2 over the network" wait_for 20 two_workers
-check "both trainers pinned the broker's key" \
-    grep -q "pinned from $tmp/keys1/broker.key" "$tmp/host1.log"
+both_pinned() {
+    grep -q "pinned from $tmp/keys1/broker.key" "$tmp/host1.log" &&
+        grep -q "pinned from $tmp/keys2/broker.key" "$tmp/host2.log"
+}
+check "both trainers pinned the broker's key (host1's and host2's own copy)" both_pinned
 
 # Over the network, without the right keys: nothing.
 stranger_refused() {
