@@ -138,6 +138,20 @@ static const char *const migrations[] = {
     /* 2 -> 3: a job's owner, the name of the key that submitted it (issue 11);
        NULL for jobs submitted without keys. */
     "ALTER TABLE jobs ADD COLUMN owner TEXT;",
+    /* 3 -> 4: deployments, the models served online (issue 13, docs/serving.md).
+       Only these are durable; infer requests never touch the database. */
+    "CREATE TABLE deployments ("
+    "  name TEXT PRIMARY KEY,"
+    "  run INTEGER NOT NULL,"
+    "  checkpoint TEXT NOT NULL DEFAULT 'last',"
+    "  replicas INTEGER NOT NULL DEFAULT 1 CHECK (replicas >= 1),"
+    "  max_batch INTEGER NOT NULL DEFAULT 64 CHECK (max_batch >= 1),"
+    "  max_delay_us INTEGER NOT NULL DEFAULT 0 CHECK (max_delay_us >= 0),"
+    "  generation INTEGER NOT NULL DEFAULT 1,"
+    "  owner TEXT,"
+    "  created REAL NOT NULL,"
+    "  updated REAL NOT NULL"
+    ");",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema version");

@@ -27,7 +27,7 @@
 
 #include "spec.h" /* enum job_kind, struct mlq_spec */
 
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 #define STORE_SERVICE_PATH "/var/lib/mlq/mlq.db" /* the services' database */
 #define STORE_KEEP_LAST_DEFAULT 3                /* checkpoints kept per run, plus the best */
 #define STORE_NAME_MAX 128
@@ -293,6 +293,29 @@ int store_trainer_delete(struct store *s, const char *name);
 /* All trainers by name. Free with store_trainers_free. */
 int store_trainers_list(struct store *s, struct store_trainer **out, size_t *n);
 void store_trainers_free(struct store_trainer *t, size_t n);
+
+/* ---- deployments (store_deploy.c, docs/serving.md) ------------------------------ */
+
+#define STORE_DEPLOY_NAME_MAX 64
+
+struct store_deployment {
+    char name[STORE_DEPLOY_NAME_MAX];
+    int64_t run;
+    char checkpoint[32]; /* "last", "best" or an epoch */
+    int replicas, max_batch, max_delay_us;
+    int64_t generation;         /* 1 at the first deploy, +1 at each rollover */
+    char owner[STORE_NAME_MAX]; /* "" without keys */
+    double created, updated;
+};
+/* Inserts d, or rolls an existing deployment of that name over: its run,
+ * checkpoint and settings become d's and its generation goes up by one.
+ * d->generation is set to the stored one. */
+int store_deployment_put(struct store *s, struct store_deployment *d);
+/* -ENOENT if there is none of that name. */
+int store_deployment_get(struct store *s, const char *name, struct store_deployment *d);
+int store_deployment_delete(struct store *s, const char *name); /* -ENOENT if none */
+/* All deployments by name; free() the array. */
+int store_deployments_list(struct store *s, struct store_deployment **out, size_t *n);
 
 /* ---- run listing (mlq runs) ----------------------------------------------------- */
 
