@@ -46,6 +46,19 @@
 #define PROTO_ACK "ACK"   /* {"job"}: DONE recorded, the trainer is idle */
 #define PROTO_DROP "DROP" /* {"job","reason"}: stop it, it is not yours */
 #define PROTO_WHO "WHO"   /* {}: unknown peer, send HELLO again */
+/* Serving (docs/serving.md). Clients -> broker. */
+#define PROTO_DEPLOY "DEPLOY"           /* {"name","run","checkpoint"?,"replicas"?,...} -> OK */
+#define PROTO_UNDEPLOY "UNDEPLOY"       /* {"name"} -> OK {"name"} */
+#define PROTO_DEPLOYMENTS "DEPLOYMENTS" /* {"name"?} -> OK {"deployments": [...]} */
+#define PROTO_INFER "INFER" /* client: {"deployment","rows","id"?,"deadline_ms"?} + float32 rows   \
+                             */
+/* Broker -> trainer: SERVE {"deployment","generation",...} + checkpoint, UNSERVE {},
+ * INFER {"reqs": [[seq, rows]...]} + rows. Trainer -> broker: SERVING {"deployment",
+ * "generation","ok","error"?}, INFERRED {"reqs","generation","forwards",...} + outputs. */
+#define PROTO_SERVE "SERVE"
+#define PROTO_UNSERVE "UNSERVE"
+#define PROTO_SERVING "SERVING"
+#define PROTO_INFERRED "INFERRED"
 
 /* One received message. Owned pieces are freed by proto_msg_clear. */
 struct proto_msg {
