@@ -274,6 +274,7 @@ int broker_open(struct broker **out, const struct broker_opts *opts, char *err, 
         snprintf(b->endpoint, sizeof b->endpoint, "%s", b->opts.bind);
     lock_record(b, b->endpoint);
 
+    if ((rc = serve_open(b, err, errlen)) != 0) goto fail;
     if ((rc = dispatch_recover(b)) != 0) {
         snprintf(err, errlen, "%s: recovery: %s", opts->db_path, store_errmsg(b->store));
         goto fail;
@@ -293,6 +294,7 @@ void broker_close(struct broker **pb)
     discard_outbox(b);
     free(b->out);
     trainers_free(b);
+    serve_close(b);
     free(b->orphans);
     auth_close(b);
     if (b->router) zmq_close(b->router);
@@ -382,6 +384,9 @@ int broker_run(struct broker *b, volatile sig_atomic_t *stop)
         if (d < deadline) deadline = d;
         d = dispatch_tick(b, now);
         if (d < deadline) deadline = d;
+        d = serve_tick(b, now);
+        if (d < deadline) deadline = d;
+        serve_flush(b); /* infer traffic waits for no commit */
         if (!b->stopping) dispatch_run(b);
         if (store_in_transaction(b->store)) {
             now = broker_mono();

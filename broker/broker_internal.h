@@ -30,6 +30,12 @@ struct trainer {
     double last_seen; /* monotonic seconds */
     double last_sent;
     double since; /* wall clock of HELLO */
+    /* Serving (serve.c): the deployment this trainer is a replica of. */
+    struct serve_dep *serve_dep; /* NULL: not a replica */
+    int64_t serve_gen;           /* the generation of the last SERVE sent to it */
+    bool serve_ready;            /* it holds a model (of serve_ready_gen) */
+    int64_t serve_ready_gen;
+    int serve_inflight; /* requests sent to it and not answered */
 };
 
 /* A running job found at start-up, waiting for its trainer to re-announce it. */
@@ -88,6 +94,7 @@ struct broker {
 
     struct trainer *trainers;
     size_t n_trainers, cap_trainers;
+    struct serve *serve; /* serve.c */
     struct orphan *orphans;
     size_t n_orphans;
     struct outmsg *out;
@@ -160,6 +167,25 @@ void auth_handle_zap(struct broker *b); /* answers the waiting ZAP requests */
 void auth_tick(struct broker *b, double now);
 /* The accepted key with this Z85 text, or NULL (unknown or revoked). */
 const struct principal *auth_lookup(struct broker *b, const char *z85);
+
+/* serve.c: deployments and infer requests (docs/serving.md). */
+struct serve_dep;
+int serve_open(struct broker *b, char *err, size_t errlen); /* loads the deployments */
+void serve_close(struct broker *b);
+bool serve_is_client_command(const char *cmd);  /* DEPLOY, UNDEPLOY, DEPLOYMENTS, INFER */
+bool serve_is_trainer_command(const char *cmd); /* SERVING, INFERRED */
+void serve_client_message(struct broker *b, struct proto_msg *m);
+void serve_trainer_message(struct broker *b, struct trainer *t, struct proto_msg *m);
+/* A HELLO's "serving" ({"deployment", "generation"} or NULL). */
+void serve_hello(struct broker *b, struct trainer *t, const json_t *serving);
+/* Before t leaves the registry: its unanswered requests go to another replica. */
+void serve_trainer_removed(struct broker *b, struct trainer *t);
+/* Placement and deadlines; returns the next deadline. */
+double serve_tick(struct broker *b, double now);
+void serve_flush(struct broker *b); /* this pass's INFER messages to the replicas */
+void serve_kick(struct broker *b);  /* placement looks again at the next tick */
+/* WORKERS: the deployment t serves, if the sender may see it, else null. */
+json_t *serve_replica_of(struct broker *b, const struct trainer *t);
 
 /* handlers.c */
 void handlers_dispatch(struct broker *b, struct proto_msg *m);

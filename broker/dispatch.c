@@ -91,7 +91,8 @@ static struct trainer *idle_trainer(struct broker *b)
     struct trainer *best = NULL;
     for (size_t i = 0; i < b->n_trainers; i++) {
         struct trainer *t = &b->trainers[i];
-        if (!t->job && t->name[0] && (!best || t->last_seen < best->last_seen)) best = t;
+        if (!t->job && !t->serve_dep && t->name[0] && (!best || t->last_seen < best->last_seen))
+            best = t;
     }
     return best;
 }

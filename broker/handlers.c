@@ -297,6 +297,7 @@ static void on_workers(struct broker *b, struct proto_msg *m)
             store_job_free(&j);
         }
         json_object_set_new(o, "job", jobv);
+        json_object_set_new(o, "serving", serve_replica_of(b, t));
         json_t *caps = t->capabilities ? json_loads(t->capabilities, 0, NULL) : NULL;
         json_object_set_new(o, "capabilities", caps ? caps : json_null());
         json_array_append_new(list, o);
@@ -435,6 +436,8 @@ static void on_hello(struct broker *b, struct proto_msg *m)
         t->cancel_sent = true;
         t->cancel_at = broker_mono();
     }
+    serve_hello(b, t, json_object_get(m->body, "serving"));
+    serve_kick(b);
     broker_peer_log(b, LOG_LVL_INFO, "trainer %s (%s) connected%s", t->name, t->host,
                     t->job ? ", busy" : ", idle");
     trainers_save(b, t, t->job ? "busy" : "idle");
@@ -671,7 +674,7 @@ static bool is_client_command(const char *c)
 {
     return strcmp(c, PROTO_SUBMIT) == 0 || strcmp(c, PROTO_STATUS) == 0 ||
            strcmp(c, PROTO_CANCEL) == 0 || strcmp(c, PROTO_QUEUE) == 0 ||
-           strcmp(c, PROTO_WORKERS) == 0;
+           strcmp(c, PROTO_WORKERS) == 0 || serve_is_client_command(c);
 }
 
 /* Under CURVE every message is checked against the keys as they are now:
@@ -733,6 +736,8 @@ static void dispatch_command(struct broker *b, struct proto_msg *m)
         on_workers(b, m);
     else if (strcmp(c, PROTO_HELLO) == 0)
         on_hello(b, m);
+    else if (serve_is_client_command(c))
+        serve_client_message(b, m);
     else
         on_trainer_message(b, m);
 }
@@ -741,7 +746,8 @@ static void on_trainer_message(struct broker *b, struct proto_msg *m)
 {
     const char *c = m->cmd;
     bool from_trainer = strcmp(c, PROTO_HEARTBEAT) == 0 || strcmp(c, PROTO_METRICS) == 0 ||
-                        strcmp(c, PROTO_CHECKPOINT) == 0 || strcmp(c, PROTO_DONE) == 0;
+                        strcmp(c, PROTO_CHECKPOINT) == 0 || strcmp(c, PROTO_DONE) == 0 ||
+                        serve_is_trainer_command(c);
     if (!from_trainer) {
         broker_drop_log(b, "%s is not a command for the broker", c);
         return;
@@ -761,4 +767,6 @@ static void on_trainer_message(struct broker *b, struct proto_msg *m)
         on_checkpoint(b, t, m);
     else if (strcmp(c, PROTO_DONE) == 0)
         on_done(b, t, m);
+    else
+        serve_trainer_message(b, t, m);
 }

@@ -49,6 +49,7 @@ struct trainer *trainers_add(struct broker *b, const unsigned char *ident, size_
 /* Pointers into the array are invalidated: callers use none afterwards. */
 void trainers_remove(struct broker *b, struct trainer *t)
 {
+    serve_trainer_removed(b, t);
     free(t->capabilities);
     size_t i = (size_t)(t - b->trainers);
     b->trainers[i] = b->trainers[--b->n_trainers];
