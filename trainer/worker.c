@@ -22,6 +22,7 @@
 #include "log.h"
 #include "notify.h"
 #include "proto.h"
+#include "serve.h"
 #include "spec.h"
 #include "train.h"
 
@@ -307,14 +308,43 @@ static void *worker_thread(void *arg)
         if (pair) zmq_close(pair);
         return NULL;
     }
+    bool have_next = false;
+    struct proto_msg next;
     for (;;) {
         struct proto_msg m;
         char err[256];
-        int rc = proto_recv(pair, false, &m, 0, err, sizeof err);
+        int rc = 0;
+        if (have_next) {
+            m = next;
+            have_next = false;
+        } else {
+            rc = proto_recv(pair, false, &m, 0, err, sizeof err);
+        }
         if (rc == -EINTR) continue;
         if (rc) {
             log_error("worker: %s", rc == -EPROTO ? err : zmq_strerror(-rc));
             break;
+        }
+        if (strcmp(m.cmd, PROTO_SERVE) == 0) {
+            /* A replica until UNSERVE, or until a JOB (or the quit) comes. */
+            rc = serve_run(pair, &m, &next);
+            proto_msg_clear(&m);
+            if (rc < 0) break;
+            have_next = rc == 1;
+            continue;
+        }
+        if (strcmp(m.cmd, PROTO_UNSERVE) == 0 || strcmp(m.cmd, PROTO_INFER) == 0) {
+            /* Serving ended before these came: an INFER is answered so that
+             * the broker need not wait for its deadline. */
+            if (strcmp(m.cmd, PROTO_INFER) == 0) {
+                json_t *o = json_pack("{s:O, s:s}", "reqs", json_object_get(m.body, "reqs"),
+                                      "error", "this trainer serves no deployment");
+                if (o && json_is_array(json_object_get(m.body, "reqs")))
+                    proto_send(pair, NULL, 0, PROTO_INFERRED, o, NULL, 0, 0);
+                json_decref(o);
+            }
+            proto_msg_clear(&m);
+            continue;
         }
         if (strcmp(m.cmd, PROTO_JOB) != 0) { /* DROP {"job": 0}: quit */
             proto_msg_clear(&m);
@@ -361,6 +391,11 @@ struct io {
     struct held done;         /* DONE of job, until ACK */
     struct proto_msg pending; /* a JOB that came while the worker was busy */
     bool has_pending;
+
+    /* The deployment the worker serves (docs/serving.md), announced in HELLO
+     * so that a restarted broker finds its replicas; "" if none. */
+    char serving[64];
+    int64_t serving_gen;
 };
 
 static void held_clear(struct held *h)
@@ -394,11 +429,16 @@ static void send_broker(struct io *io, const char *cmd, const json_t *body, cons
 
 static void send_hello(struct io *io)
 {
-    json_t *caps = json_pack("{s:[sss], s:i, s:s}", "kinds", "train", "eval", "predict", "threads",
-                             io->sh->threads > 0 ? io->sh->threads : 1, "blas", blas_kernel());
+    json_t *caps =
+        json_pack("{s:[ssss], s:i, s:s}", "kinds", "train", "eval", "predict", "serve", "threads",
+                  io->sh->threads > 0 ? io->sh->threads : 1, "blas", blas_kernel());
     json_t *b = json_pack("{s:s, s:s, s:s, s:s, s:o}", "name", io->name, "host", io->host,
                           "instance", io->instance, "version", MLQ_VERSION, "capabilities", caps);
     if (io->job && !io->dropped) json_object_set_new(b, "job", json_integer(io->job));
+    if (io->serving[0])
+        json_object_set_new(b, "serving",
+                            json_pack("{s:s, s:I}", "deployment", io->serving, "generation",
+                                      (json_int_t)io->serving_gen));
     send_broker(io, PROTO_HELLO, b, NULL, 0);
     json_decref(b);
     io->welcomed = false;
@@ -437,6 +477,7 @@ static void start_job(struct io *io, struct proto_msg *m)
 {
     int64_t job = json_integer_value(json_object_get(m->body, "job"));
     forget_job(io);
+    io->serving[0] = '\0'; /* a JOB ends serving (the worker leaves its loop) */
     io->job = job;
     io->worker_busy = true;
     atomic_store(&io->sh->stop_job, 0);
@@ -458,6 +499,11 @@ static void on_broker_message(struct io *io, struct proto_msg *m)
         if (first && io->job && adopt == io->job) resend_job_state(io);
     } else if (strcmp(m->cmd, PROTO_WHO) == 0) {
         send_hello(io);
+    } else if (strcmp(m->cmd, PROTO_INFER) == 0 || strcmp(m->cmd, PROTO_SERVE) == 0 ||
+               strcmp(m->cmd, PROTO_UNSERVE) == 0) {
+        /* Serving runs in the worker thread, between jobs. */
+        if (strcmp(m->cmd, PROTO_UNSERVE) == 0) io->serving[0] = '\0';
+        proto_send(io->pair, NULL, 0, m->cmd, m->body, m->bin, m->bin_len, 0);
     } else if (strcmp(m->cmd, PROTO_JOB) == 0) {
         if (job <= 0) {
             log_limited(&io->drop_log, LOG_LVL_WARN, "JOB without a job id: dropped");
@@ -512,6 +558,15 @@ static void keep(struct held *h, const struct proto_msg *m)
 static void on_worker_message(struct io *io, struct proto_msg *m)
 {
     atomic_fetch_add(&io->sh->progress, 1);
+    if (strcmp(m->cmd, PROTO_INFERRED) == 0 || strcmp(m->cmd, PROTO_SERVING) == 0) {
+        if (strcmp(m->cmd, PROTO_SERVING) == 0 && json_is_true(json_object_get(m->body, "ok"))) {
+            const char *name = json_string_value(json_object_get(m->body, "deployment"));
+            snprintf(io->serving, sizeof io->serving, "%s", name ? name : "");
+            io->serving_gen = json_integer_value(json_object_get(m->body, "generation"));
+        }
+        if (io->dealer) send_broker(io, m->cmd, m->body, m->bin, m->bin_len);
+        return;
+    }
     if (strcmp(m->cmd, PROTO_DONE) == 0) {
         io->worker_busy = false;
         if (io->dropped) {

@@ -1,0 +1,361 @@
+#define _GNU_SOURCE /* open_memstream */
+#include "serve.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <zmq.h>
+
+#include "blas.h"
+#include "checkpoint.h"
+#include "log.h"
+#include "model.h"
+#include "spec.h"
+#include "spec_model.h"
+
+#define IDLE_POLL_MS 1000
+#define MAX_BATCH_CAP 65536
+
+/* The model being served. */
+struct served {
+    char deployment[64];
+    int64_t generation, run, epoch;
+    int max_batch, max_delay_us;
+    struct model model;
+    bool loaded;
+    int D, K;
+    bool ce;
+};
+
+struct req {
+    uint64_t seq;
+    int rows;
+    double t; /* arrival */
+};
+
+/* Requests waiting for a forward pass; their rows contiguous in x. */
+struct queue {
+    struct req *reqs;
+    size_t n, cap;
+    float *x; /* (rows, D) */
+    size_t rows, cap_rows;
+    double oldest; /* arrival of reqs[0] */
+};
+
+static double mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void served_free(struct served *s)
+{
+    if (s->loaded) model_destroy(&s->model);
+    s->loaded = false;
+}
+
+/* Loads the SERVE message's checkpoint into s. 0 or -errno with err. */
+static int served_load(struct served *s, const struct proto_msg *m, char *err, size_t errlen)
+{
+    const char *name = json_string_value(json_object_get(m->body, "deployment"));
+    json_t *mb = json_object_get(m->body, "max_batch"),
+           *md = json_object_get(m->body, "max_delay_us");
+    memset(s, 0, sizeof *s);
+    snprintf(s->deployment, sizeof s->deployment, "%s", name ? name : "");
+    s->generation = json_integer_value(json_object_get(m->body, "generation"));
+    s->run = json_integer_value(json_object_get(m->body, "run"));
+    s->max_batch = json_is_integer(mb) ? (int)json_integer_value(mb) : 64;
+    s->max_delay_us = json_is_integer(md) ? (int)json_integer_value(md) : 0;
+    if (!name || s->max_batch < 1 || s->max_batch > MAX_BATCH_CAP || s->max_delay_us < 0) {
+        snprintf(err, errlen, "SERVE without a deployment or with a bad max_batch/max_delay_us");
+        return -EINVAL;
+    }
+    if (!m->bin) {
+        snprintf(err, errlen, "SERVE without a checkpoint");
+        return -EINVAL;
+    }
+    struct checkpoint c;
+    struct mlq_spec spec;
+    char why[512];
+    int rc = checkpoint_decode(m->bin, m->bin_len, &c, why, sizeof why);
+    if (rc) {
+        snprintf(err, errlen, "corrupt checkpoint: %s", why);
+        return rc;
+    }
+    if ((rc = spec_parse(c.spec_json, &spec, why, sizeof why)) != 0)
+        snprintf(err, errlen, "the checkpoint's spec is invalid: %s", why);
+    else if ((rc = spec_model_create(&s->model, &spec, NULL, why, sizeof why)) != 0)
+        snprintf(err, errlen, "cannot rebuild the model: %s", why);
+    if (rc) {
+        checkpoint_free(&c);
+        return rc;
+    }
+    s->loaded = true;
+    if ((rc = checkpoint_load_tensors(&c, &s->model.tensors, s->model.params, NULL, 0,
+                                      s->model.state, why, sizeof why)) != 0)
+        snprintf(err, errlen, "corrupt checkpoint: %s", why);
+    else if ((rc = model_reserve(&s->model, s->max_batch)) != 0)
+        snprintf(err, errlen, "cannot allocate the network for %d rows", s->max_batch);
+    s->epoch = c.epoch;
+    s->D = (int)shape_size(&s->model.input);
+    s->K = s->model.K;
+    s->ce = spec.loss == LOSS_CROSS_ENTROPY;
+    checkpoint_free(&c);
+    if (rc) served_free(s);
+    return rc;
+}
+
+static int argmax(const float *p, int K)
+{
+    int best = 0;
+    for (int k = 1; k < K; k++)
+        if (p[k] > p[best]) best = k;
+    return best;
+}
+
+static void send_text(void *pair, const char *cmd, const char *text, const void *bin, size_t len)
+{
+    int rc = proto_send_text(pair, NULL, 0, cmd, text, bin, len, 0);
+    if (rc) log_warn("serve: send %s: %s", cmd, zmq_strerror(-rc));
+}
+
+/* INFERRED with an error for the requests of one INFER message. */
+static void refuse(void *pair, const json_t *reqs, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void refuse(void *pair, const json_t *reqs, const char *fmt, ...)
+{
+    char why[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    json_t *o = json_pack("{s:O, s:s}", "reqs", reqs, "error", why);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (text) send_text(pair, PROTO_INFERRED, text, NULL, 0);
+    free(text);
+    json_decref(o);
+}
+
+/* Runs the first n requests of the queue (rows of them) and answers them in
+ * one INFERRED; a request of more than max_batch rows runs in chunks. */
+static void forward(void *pair, struct served *s, struct queue *q, size_t n, size_t rows,
+                    uint64_t *forwards)
+{
+    float *out = malloc(sizeof(float) * rows * (size_t)s->K);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = out ? open_memstream(&text, &len) : NULL;
+    if (!f) {
+        free(out);
+        log_error("serve: out of memory for %zu rows", rows);
+        return;
+    }
+    int fw = 0;
+    for (size_t at = 0; at < rows; fw++) {
+        int B = (int)(rows - at < (size_t)s->max_batch ? rows - at : (size_t)s->max_batch);
+        model_forward(&s->model, q->x + at * (size_t)s->D, B, false, NULL);
+        memcpy(out + at * (size_t)s->K, s->model.probs, sizeof(float) * (size_t)B * (size_t)s->K);
+        at += (size_t)B;
+    }
+    *forwards += (uint64_t)fw;
+    fputs("{\"reqs\":[", f);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%s[%llu,%d]", i ? "," : "", (unsigned long long)q->reqs[i].seq,
+                q->reqs[i].rows);
+    fprintf(f,
+            "],\"deployment\":\"%s\",\"generation\":%lld,\"run\":%lld,\"epoch\":%lld,"
+            "\"outputs\":%d,\"forwards\":%d",
+            s->deployment, (long long)s->generation, (long long)s->run, (long long)s->epoch, s->K,
+            fw);
+    if (s->ce) {
+        fputs(",\"classes\":[", f);
+        for (size_t r = 0; r < rows; r++)
+            fprintf(f, "%s%d", r ? "," : "", argmax(out + r * (size_t)s->K, s->K));
+        fputc(']', f);
+    }
+    fputc('}', f);
+    fclose(f);
+    send_text(pair, PROTO_INFERRED, text, out, sizeof(float) * rows * (size_t)s->K);
+    free(text);
+    free(out);
+    /* The rest moves to the front. */
+    memmove(q->reqs, q->reqs + n, (q->n - n) * sizeof *q->reqs);
+    q->n -= n;
+    memmove(q->x, q->x + rows * (size_t)s->D, (q->rows - rows) * (size_t)s->D * sizeof(float));
+    q->rows -= rows;
+    if (q->n) q->oldest = q->reqs[0].t;
+}
+
+/* One forward pass over the requests at the head: whole requests up to
+ * max_batch rows (at least one request). */
+static void forward_head(void *pair, struct served *s, struct queue *q, uint64_t *forwards)
+{
+    size_t n = 0, rows = 0;
+    while (n < q->n && (n == 0 || rows + (size_t)q->reqs[n].rows <= (size_t)s->max_batch))
+        rows += (size_t)q->reqs[n++].rows;
+    forward(pair, s, q, n, rows, forwards);
+}
+
+static void flush_all(void *pair, struct served *s, struct queue *q, uint64_t *forwards)
+{
+    while (q->n && s->loaded)
+        forward_head(pair, s, q, forwards);
+}
+
+/* Queues the requests of one INFER message, or refuses them whole. */
+static void take_infer(void *pair, struct served *s, struct queue *q, const struct proto_msg *m)
+{
+    json_t *reqs = json_object_get(m->body, "reqs");
+    if (!json_is_array(reqs) || json_array_size(reqs) == 0) return;
+    if (!s->loaded) {
+        refuse(pair, reqs, "this replica holds no model");
+        return;
+    }
+    size_t total = 0, i;
+    json_t *e;
+    json_array_foreach(reqs, i, e)
+    {
+        json_t *r = json_array_get(e, 1);
+        if (!json_is_integer(json_array_get(e, 0)) || !json_is_integer(r) ||
+            json_integer_value(r) < 1 || json_integer_value(r) > (1 << 24)) {
+            refuse(pair, reqs, "malformed INFER request list");
+            return;
+        }
+        total += (size_t)json_integer_value(r);
+    }
+    if (m->bin_len != total * (size_t)s->D * sizeof(float)) {
+        refuse(pair, reqs, "%zu rows of %d inputs need %zu bytes, the message has %zu", total, s->D,
+               total * (size_t)s->D * sizeof(float), m->bin_len);
+        return;
+    }
+    const float *x = m->bin;
+    for (size_t k = 0; k < total * (size_t)s->D; k++)
+        if (!isfinite(x[k])) {
+            refuse(pair, reqs, "row %zu holds a non-finite input", k / (size_t)s->D);
+            return;
+        }
+    if (q->n + json_array_size(reqs) > q->cap) {
+        size_t cap = q->cap ? q->cap : 64;
+        while (cap < q->n + json_array_size(reqs))
+            cap *= 2;
+        struct req *r = realloc(q->reqs, cap * sizeof *r);
+        if (!r) goto oom;
+        q->reqs = r;
+        q->cap = cap;
+    }
+    if (q->rows + total > q->cap_rows) {
+        size_t cap = q->cap_rows ? q->cap_rows : 256;
+        while (cap < q->rows + total)
+            cap *= 2;
+        float *nx = realloc(q->x, cap * (size_t)s->D * sizeof(float));
+        if (!nx) goto oom;
+        q->x = nx;
+        q->cap_rows = cap;
+    }
+    double now = mono();
+    if (q->n == 0) q->oldest = now;
+    json_array_foreach(reqs, i, e) q->reqs[q->n++] =
+        (struct req){.seq = (uint64_t)json_integer_value(json_array_get(e, 0)),
+                     .rows = (int)json_integer_value(json_array_get(e, 1)),
+                     .t = now};
+    memcpy(q->x + q->rows * (size_t)s->D, x, m->bin_len);
+    q->rows += total;
+    return;
+oom:
+    refuse(pair, reqs, "the replica is out of memory");
+}
+
+/* SERVE: load the new model; on failure the old one (if any) stays. */
+static void take_serve(void *pair, struct served *s, struct queue *q, const struct proto_msg *m,
+                       uint64_t *forwards)
+{
+    flush_all(pair, s, q, forwards);
+    struct served next;
+    char err[1024] = "";
+    int rc = served_load(&next, m, err, sizeof err);
+    json_t *o = json_pack("{s:s, s:I, s:b}", "deployment", next.deployment, "generation",
+                          (json_int_t)next.generation, "ok", rc == 0);
+    if (rc) {
+        json_object_set_new(o, "error", json_string(err));
+        log_warn("deployment %s generation %lld: %s", next.deployment, (long long)next.generation,
+                 err);
+    } else {
+        served_free(s);
+        *s = next;
+        log_info("serving deployment %s generation %lld (run %lld, epoch %lld): %d inputs, %d "
+                 "outputs, batches of up to %d rows, %d us delay",
+                 s->deployment, (long long)s->generation, (long long)s->run, (long long)s->epoch,
+                 s->D, s->K, s->max_batch, s->max_delay_us);
+    }
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (text) send_text(pair, PROTO_SERVING, text, NULL, 0);
+    free(text);
+    json_decref(o);
+}
+
+int serve_run(void *pair, struct proto_msg *first, struct proto_msg *next)
+{
+    struct served s = {0};
+    struct queue q = {0};
+    uint64_t forwards = 0;
+    int ret = -1;
+    blas_set_threads(1); /* latency: a replica is one core; more replicas scale out */
+    take_serve(pair, &s, &q, first, &forwards);
+    for (;;) {
+        long timeout = IDLE_POLL_MS;
+        if (q.n) {
+            double wait = q.oldest + s.max_delay_us * 1e-6 - mono();
+            timeout = wait > 0 ? (long)(wait * 1000.0) : 0;
+            if (wait > 0 && timeout == 0) timeout = 1; /* below a millisecond: zmq_poll's unit */
+        }
+        zmq_pollitem_t it = {.socket = pair, .events = ZMQ_POLLIN};
+        int n = q.n && s.max_delay_us == 0 ? 1 : zmq_poll(&it, 1, timeout);
+        if (n < 0 && errno != EINTR) break;
+        /* Everything that has arrived, until a batch is full. */
+        for (;;) {
+            if (q.rows >= (size_t)s.max_batch) break;
+            struct proto_msg m;
+            char err[256];
+            int rc = proto_recv(pair, false, &m, ZMQ_DONTWAIT, err, sizeof err);
+            if (rc == -EAGAIN || rc == -EINTR) break;
+            if (rc == -EPROTO) {
+                log_warn("serve: %s", err);
+                continue;
+            }
+            if (rc) goto out;
+            if (strcmp(m.cmd, PROTO_INFER) == 0) {
+                take_infer(pair, &s, &q, &m);
+            } else if (strcmp(m.cmd, PROTO_SERVE) == 0) {
+                take_serve(pair, &s, &q, &m, &forwards);
+            } else if (strcmp(m.cmd, PROTO_UNSERVE) == 0) {
+                flush_all(pair, &s, &q, &forwards);
+                log_info("deployment %s: no longer served here", s.deployment);
+                proto_msg_clear(&m);
+                ret = 0;
+                goto out;
+            } else {
+                flush_all(pair, &s, &q, &forwards);
+                *next = m;
+                ret = 1;
+                goto out;
+            }
+            proto_msg_clear(&m);
+        }
+        while (q.n && (q.rows >= (size_t)s.max_batch || mono() >= q.oldest + s.max_delay_us * 1e-6))
+            forward_head(pair, &s, &q, &forwards);
+    }
+out:
+    served_free(&s);
+    free(q.reqs);
+    free(q.x);
+    return ret;
+}
