@@ -48,6 +48,10 @@ int cmd_eval(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_whoami(int argc, char **argv);
+int cmd_deploy(int argc, char **argv); /* cmd_deploy.c, docs/serving.md */
+int cmd_deployments(int argc, char **argv);
+int cmd_undeploy(int argc, char **argv);
+int cmd_infer(int argc, char **argv);
 int cmd_keygen(int argc, char **argv); /* cmd_keys.c */
 int cmd_top(int argc, char **argv);    /* cmd_top.c */
 

@@ -1,0 +1,290 @@
+/* libmlq (mlq.h): one DEALER socket to the broker, requests answered in turn. */
+#include "mlq.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <zmq.h>
+
+#include "config.h"
+#include "keys.h"
+#include "proto.h"
+
+#define DEFAULT_TIMEOUT_MS 5000
+#define WAIT_POLL_MS 200
+
+struct mlq_client {
+    void *ctx, *sock;
+    char endpoint[CONFIG_STR_MAX];
+    int timeout_ms;
+    int64_t next_id; /* INFER ids, to match answers to requests */
+};
+
+static double mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int mlq_client_open(struct mlq_client **out, const char *endpoint, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct config cfg;
+    if (config_load(&cfg, NULL, err, errlen) != 0) return -EINVAL;
+    char dir[4096], def[4200] = "";
+    if (keys_user_dir(dir, sizeof dir) == 0)
+        snprintf(def, sizeof def, "%s/mlq%s", dir, KEYS_SECRET_EXT);
+    struct keys_client kc;
+    if (keys_client_resolve(&kc, cfg.client_secret_key, def[0] ? def : NULL, cfg.broker_public_key,
+                            err, errlen) != 0)
+        return -EINVAL;
+    struct mlq_client *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    snprintf(c->endpoint, sizeof c->endpoint, "%s", endpoint ? endpoint : cfg.broker_endpoint);
+    const char *t = getenv("MLQ_TIMEOUT_MS");
+    c->timeout_ms = t && atoi(t) > 0 ? atoi(t) : DEFAULT_TIMEOUT_MS;
+    c->next_id = 1;
+    int rc = 0;
+    c->ctx = zmq_ctx_new();
+    c->sock = c->ctx ? zmq_socket(c->ctx, ZMQ_DEALER) : NULL;
+    if (!c->sock) {
+        rc = -errno;
+        snprintf(err, errlen, "cannot make a ZeroMQ socket: %s", zmq_strerror(errno));
+    } else if ((rc = proto_socket_setup(c->sock, 0)) != 0) {
+        snprintf(err, errlen, "socket options: %s", zmq_strerror(-rc));
+    } else if (kc.curve && (rc = keys_client_setup(c->sock, &kc.own, kc.broker_z85, err, errlen))) {
+        /* err says which key */
+    } else if (zmq_connect(c->sock, c->endpoint) != 0) {
+        rc = -errno;
+        snprintf(err, errlen, "cannot use broker endpoint %s: %s", c->endpoint,
+                 zmq_strerror(errno));
+    }
+    if (rc) {
+        mlq_client_close(&c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+void mlq_client_close(struct mlq_client **pc)
+{
+    if (!pc || !*pc) return;
+    struct mlq_client *c = *pc;
+    if (c->sock) zmq_close(c->sock);
+    if (c->ctx) zmq_ctx_term(c->ctx);
+    free(c);
+    *pc = NULL;
+}
+
+void mlq_client_set_timeout(struct mlq_client *c, int timeout_ms)
+{
+    c->timeout_ms = timeout_ms > 0 ? timeout_ms : DEFAULT_TIMEOUT_MS;
+}
+
+static int errno_of_code(const char *code)
+{
+    if (!code) return -EIO;
+    if (strcmp(code, "not_found") == 0) return -ENOENT;
+    if (strcmp(code, "bad_request") == 0 || strcmp(code, "bad_spec") == 0 ||
+        strcmp(code, "bad_input") == 0)
+        return -EINVAL;
+    if (strcmp(code, "too_large") == 0) return -EFBIG;
+    if (strcmp(code, "timeout") == 0) return -ETIMEDOUT;
+    if (strcmp(code, "forbidden") == 0) return -EACCES;
+    if (strcmp(code, "overloaded") == 0 || strcmp(code, "stopping") == 0 ||
+        strcmp(code, "unavailable") == 0)
+        return -EAGAIN;
+    return -EIO;
+}
+
+/* Sends one request and receives its answer: the reply whose "id" is id
+ * when id > 0 (older answers, to requests that timed out, are skipped). */
+static int call(struct mlq_client *c, const char *cmd, json_t *body, const void *bin,
+                size_t bin_len, int64_t id, struct proto_msg *reply, char *err, size_t errlen)
+{
+    memset(reply, 0, sizeof *reply);
+    int rc = proto_send(c->sock, NULL, 0, cmd, body, bin, bin_len, 0);
+    if (rc) {
+        snprintf(err, errlen, "cannot send %s to %s: %s", cmd, c->endpoint, zmq_strerror(-rc));
+        return rc;
+    }
+    double until = mono() + c->timeout_ms / 1000.0;
+    for (;;) {
+        int ms = (int)((until - mono()) * 1000.0);
+        zmq_pollitem_t it = {.socket = c->sock, .events = ZMQ_POLLIN};
+        int n = ms > 0 ? zmq_poll(&it, 1, ms) : 0;
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            snprintf(err, errlen,
+                     "no answer from the broker at %s within %d ms: is mlq-broker running?",
+                     c->endpoint, c->timeout_ms);
+            return -ETIMEDOUT;
+        }
+        char why[256];
+        rc = proto_recv(c->sock, false, reply, 0, why, sizeof why);
+        if (rc == -EPROTO) continue; /* not an mlq message: ignore it */
+        if (rc) {
+            snprintf(err, errlen, "receive from %s: %s", c->endpoint, zmq_strerror(-rc));
+            return rc;
+        }
+        json_t *rid = json_object_get(reply->body, "id");
+        if (id > 0 && (!json_is_integer(rid) || json_integer_value(rid) != id)) {
+            proto_msg_clear(reply); /* an answer to an earlier request that timed out */
+            continue;
+        }
+        break;
+    }
+    if (strcmp(reply->cmd, PROTO_OK) == 0) return 0;
+    const char *text = json_string_value(json_object_get(reply->body, "error"));
+    const char *code = json_string_value(json_object_get(reply->body, "code"));
+    snprintf(err, errlen, "%s", text ? text : "the broker refused the request");
+    rc = errno_of_code(code);
+    proto_msg_clear(reply);
+    return rc;
+}
+
+int mlq_request(struct mlq_client *c, const char *cmd, const char *body_json, const void *bin,
+                size_t bin_len, char **reply, void **reply_bin, size_t *reply_bin_len, char *err,
+                size_t errlen)
+{
+    if (reply) *reply = NULL;
+    if (reply_bin) *reply_bin = NULL;
+    if (reply_bin_len) *reply_bin_len = 0;
+    json_error_t je;
+    json_t *body = json_loads(body_json ? body_json : "{}", 0, &je);
+    if (!json_is_object(body)) {
+        json_decref(body);
+        snprintf(err, errlen, "the body is not a JSON object: %s", je.text);
+        return -EINVAL;
+    }
+    if (!proto_known_command(cmd)) {
+        json_decref(body);
+        snprintf(err, errlen, "%s is not a command of the protocol", cmd);
+        return -EINVAL;
+    }
+    struct proto_msg m;
+    int rc = call(c, cmd, body, bin, bin_len, 0, &m, err, errlen);
+    json_decref(body);
+    if (rc) return rc;
+    if (reply) *reply = json_dumps(m.body, JSON_COMPACT);
+    if (reply_bin) {
+        *reply_bin = m.bin;
+        m.bin = NULL;
+    }
+    if (reply_bin_len) *reply_bin_len = m.bin_len;
+    proto_msg_clear(&m);
+    return 0;
+}
+
+int mlq_submit(struct mlq_client *c, const char *spec_json, int64_t *id, char *err, size_t errlen)
+{
+    json_error_t je;
+    json_t *spec = json_loads(spec_json, 0, &je);
+    if (!json_is_object(spec)) {
+        json_decref(spec);
+        snprintf(err, errlen, "the spec is not a JSON object: %s", je.text);
+        return -EINVAL;
+    }
+    /* A request id makes a resend after a lost answer safe. */
+    char rid[64];
+    snprintf(rid, sizeof rid, "libmlq-%ld-%lx-%p", (long)getpid(), (unsigned long)time(NULL),
+             (void *)c);
+    json_t *body = json_pack("{s:o, s:s}", "spec", spec, "request_id", rid);
+    struct proto_msg m;
+    int rc = call(c, PROTO_SUBMIT, body, NULL, 0, 0, &m, err, errlen);
+    json_decref(body);
+    if (rc) return rc;
+    *id = json_integer_value(json_object_get(m.body, "id"));
+    proto_msg_clear(&m);
+    return 0;
+}
+
+int mlq_wait(struct mlq_client *c, int64_t id, int timeout_ms, char *state, size_t state_len,
+             char *err, size_t errlen)
+{
+    double until = timeout_ms > 0 ? mono() + timeout_ms / 1000.0 : 0;
+    if (state_len) state[0] = '\0';
+    for (;;) {
+        struct proto_msg m;
+        int rc = call(c, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id), NULL, 0, 0, &m,
+                      err, errlen);
+        if (rc) return rc;
+        const char *s = json_string_value(json_object_get(json_object_get(m.body, "job"), "state"));
+        if (state_len) snprintf(state, state_len, "%s", s ? s : "");
+        bool done = s && (strcmp(s, "succeeded") == 0 || strcmp(s, "failed") == 0 ||
+                          strcmp(s, "cancelled") == 0);
+        proto_msg_clear(&m);
+        if (done) return 0;
+        if (until && mono() >= until) {
+            snprintf(err, errlen, "job %lld did not end within %d ms", (long long)id, timeout_ms);
+            return -ETIMEDOUT;
+        }
+        struct timespec ts = {.tv_nsec = WAIT_POLL_MS * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+int mlq_cancel(struct mlq_client *c, int64_t id, char *err, size_t errlen)
+{
+    struct proto_msg m;
+    int rc = call(c, PROTO_CANCEL, json_pack("{s:I}", "id", (json_int_t)id), NULL, 0, 0, &m, err,
+                  errlen);
+    if (!rc) proto_msg_clear(&m);
+    return rc;
+}
+
+int mlq_infer(struct mlq_client *c, const char *deployment, const float *x, int rows, int cols,
+              float *out, size_t out_cap, int *classes, struct mlq_infer_info *info, char *err,
+              size_t errlen)
+{
+    if (rows < 1 || cols < 1) {
+        snprintf(err, errlen, "mlq_infer: rows and cols must be at least 1");
+        return -EINVAL;
+    }
+    int64_t id = c->next_id++;
+    json_t *body = json_pack("{s:s, s:i, s:I, s:i}", "deployment", deployment, "rows", rows, "id",
+                             (json_int_t)id, "deadline_ms", c->timeout_ms);
+    struct proto_msg m;
+    int rc = call(c, PROTO_INFER, body, x, (size_t)rows * (size_t)cols * sizeof(float), id, &m, err,
+                  errlen);
+    json_decref(body);
+    if (rc) return rc;
+    int K = (int)json_integer_value(json_object_get(m.body, "outputs"));
+    size_t need = (size_t)rows * (size_t)(K > 0 ? K : 0);
+    json_t *cls = json_object_get(m.body, "classes");
+    if (K < 1 || m.bin_len != need * sizeof(float)) {
+        snprintf(err, errlen, "the broker's answer holds %zu bytes for %d rows of %d outputs",
+                 m.bin_len, rows, K);
+        rc = -EPROTO;
+    } else if (need > out_cap) {
+        snprintf(err, errlen, "mlq_infer: %d rows of %d outputs need %zu floats, out holds %zu",
+                 rows, K, need, out_cap);
+        rc = -ENOBUFS;
+    } else {
+        memcpy(out, m.bin, m.bin_len);
+        for (int r = 0; classes && r < rows; r++)
+            classes[r] = json_is_array(cls) ? (int)json_integer_value(json_array_get(cls, r)) : -1;
+        if (info) {
+            info->run = json_integer_value(json_object_get(m.body, "run"));
+            info->epoch = json_integer_value(json_object_get(m.body, "epoch"));
+            info->generation = json_integer_value(json_object_get(m.body, "generation"));
+            info->outputs = K;
+            info->batch = (int)json_integer_value(json_object_get(m.body, "batch"));
+            info->classification = json_is_array(cls);
+            info->latency_us = json_number_value(json_object_get(m.body, "latency_us"));
+        }
+    }
+    proto_msg_clear(&m);
+    return rc;
+}
