@@ -18,6 +18,7 @@
 
 #define DEFAULT_TIMEOUT_MS 5000
 #define WAIT_POLL_MS 200
+#define GRACE_MS 1000
 
 struct mlq_client {
     void *ctx, *sock;
@@ -113,13 +114,16 @@ static int errno_of_code(const char *code)
 static int call(struct mlq_client *c, const char *cmd, json_t *body, const void *bin,
                 size_t bin_len, int64_t id, struct proto_msg *reply, char *err, size_t errlen)
 {
+    /* An infer request carries the timeout as its deadline: the broker's
+     * own "timeout" answer, which says why, gets a second to arrive. */
+    int wait_ms = c->timeout_ms + (strcmp(cmd, PROTO_INFER) == 0 ? GRACE_MS : 0);
     memset(reply, 0, sizeof *reply);
     int rc = proto_send(c->sock, NULL, 0, cmd, body, bin, bin_len, 0);
     if (rc) {
         snprintf(err, errlen, "cannot send %s to %s: %s", cmd, c->endpoint, zmq_strerror(-rc));
         return rc;
     }
-    double until = mono() + c->timeout_ms / 1000.0;
+    double until = mono() + wait_ms / 1000.0;
     for (;;) {
         int ms = (int)((until - mono()) * 1000.0);
         zmq_pollitem_t it = {.socket = c->sock, .events = ZMQ_POLLIN};
@@ -128,7 +132,7 @@ static int call(struct mlq_client *c, const char *cmd, json_t *body, const void 
         if (n <= 0) {
             snprintf(err, errlen,
                      "no answer from the broker at %s within %d ms: is mlq-broker running?",
-                     c->endpoint, c->timeout_ms);
+                     c->endpoint, wait_ms);
             return -ETIMEDOUT;
         }
         char why[256];
