@@ -104,6 +104,8 @@ set(CPACK_DEBIAN_PACKAGE_SECTION science)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 # Runtime libraries only, computed from the binaries by dpkg-shlibdeps (dpkg-dev).
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+# import mlq (docs/python.md) needs pyzmq, and numpy for infer.
+set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "python3, python3-zmq, python3-numpy")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     ${PROJECT_SOURCE_DIR}/scripts/deb/postinst
     ${PROJECT_SOURCE_DIR}/scripts/deb/prerm
@@ -111,3 +113,8 @@ set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     ${PROJECT_SOURCE_DIR}/scripts/deb/conffiles)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 include(CPack)
+
+# The Python module (docs/python.md): where Debian's python3 finds it for the
+# prefix /usr (the package), PREFIX/lib/python3/dist-packages otherwise.
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/python/mlq DESTINATION lib/python3/dist-packages
+        PATTERN "__pycache__" EXCLUDE)

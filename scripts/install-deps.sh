@@ -2,7 +2,8 @@
 # Installs the Debian 12 packages mlq needs to build, test and run.
 # Usage: scripts/install-deps.sh [--test] [--fuzz]   (--test adds what the tests use:
 # h5py and numpy, to check an exported model without mlq, and chromium, to check mlq report
-# in a real browser, and tmux, to check mlq top in a terminal; --fuzz adds clang and its
+# in a real browser, and tmux, to check mlq top in a terminal, and pyzmq for the Python module;
+# --bench adds PyTorch for bench/serve_bench.sh's peer; --fuzz adds clang and its
 # libFuzzer runtime, for scripts/fuzz.sh)
 set -euo pipefail
 
@@ -12,9 +13,10 @@ build_pkgs=(build-essential cmake pkg-config
             sqlite3 dataset-fashion-mnist fortunes)
 for opt in "$@"; do
     case "$opt" in
-    --test) build_pkgs+=(python3-h5py python3-numpy chromium tmux) ;;
+    --test) build_pkgs+=(python3-h5py python3-numpy chromium tmux python3-zmq) ;;
+    --bench) build_pkgs+=(python3-zmq python3-torch python3-numpy) ;;
     --fuzz) build_pkgs+=(clang libclang-rt-14-dev) ;;
-    *) echo "install-deps: unknown option $opt (expected --test or --fuzz)" >&2; exit 2 ;;
+    *) echo "install-deps: unknown option $opt (expected --test, --bench or --fuzz)" >&2; exit 2 ;;
     esac
 done
 

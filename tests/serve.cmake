@@ -5,3 +5,10 @@ mlq_add_test(test_serve SOURCES test_serve.c broker_harness.c
                   Threads::Threads
              TIMEOUT 240)
 add_dependencies(test_serve mlq-broker mlq-trainer mlq)
+# The Python module and the installed libmlq (docs/serving.md, docs/python.md).
+add_test(NAME test_python COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_python.py
+         ${PROJECT_BINARY_DIR} ${PROJECT_SOURCE_DIR})
+set_tests_properties(test_python PROPERTIES TIMEOUT 120)
+add_test(NAME test_client_install COMMAND ${CMAKE_CURRENT_LIST_DIR}/test_client_install.sh
+         ${PROJECT_BINARY_DIR} ${PROJECT_SOURCE_DIR})
+set_tests_properties(test_client_install PROPERTIES TIMEOUT 120)
