@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -25,6 +26,7 @@
 #include <zmq.h>
 
 #include "broker_harness.h"
+#include "keys.h"
 #include "mlq.h"
 #include "proto.h"
 
@@ -547,6 +549,98 @@ static void test_broker_restart_and_deadline(void **state)
     mlq_client_close(&c);
 }
 
+
+/* ---- CURVE: the wire as the rest of mlq's ------------------------------------------- */
+
+static void make_key(struct keys_cert *c, const char *name, enum keys_role role, const char *prefix,
+                     const char *dir)
+{
+    char err[512], path[900];
+    assert_int_equal(keys_generate(c, name, role, err, sizeof err), 0);
+    if (keys_save(c, prefix, false, err, sizeof err) != 0) fail_msg("%s", err);
+    if (dir) {
+        snprintf(path, sizeof path, "%s/%s.key", dir, name);
+        if (keys_save_public(c, path, true, err, sizeof err) != 0) fail_msg("%s", err);
+    }
+}
+
+/* libmlq as a user with this key (by the configuration's environment). */
+static int infer_as(struct harness *h, const char *secret, const char *broker_z85,
+                    const char *name, char *err, size_t errlen)
+{
+    setenv("MLQ_CLIENT_SECRET_KEY", secret, 1);
+    setenv("MLQ_BROKER_PUBLIC_KEY", broker_z85, 1);
+    struct mlq_client *c;
+    int rc = mlq_client_open(&c, h->endpoint, err, errlen);
+    unsetenv("MLQ_CLIENT_SECRET_KEY");
+    unsetenv("MLQ_BROKER_PUBLIC_KEY");
+    if (rc) return rc;
+    mlq_client_set_timeout(c, 1500);
+    float row[D] = {1}, out[K];
+    rc = mlq_infer(c, name, row, 1, D, out, K, NULL, NULL, err, errlen);
+    mlq_client_close(&c);
+    return rc;
+}
+
+static void test_curve(void **state)
+{
+    struct harness *h = *state;
+    char etc[600], users[700], trainers[700], prefix[800], secret[900];
+    snprintf(etc, sizeof etc, "%s/etc", h->dir);
+    snprintf(users, sizeof users, "%s/users", etc);
+    snprintf(trainers, sizeof trainers, "%s/trainers", etc);
+    assert_int_equal(mkdir(etc, 0755), 0);
+    assert_int_equal(mkdir(users, 0755), 0);
+    assert_int_equal(mkdir(trainers, 0755), 0);
+    struct keys_cert broker, alice, bob, trainer;
+    snprintf(prefix, sizeof prefix, "%s/broker", etc);
+    make_key(&broker, "broker", KEYS_ROLE_BROKER, prefix, NULL);
+    char alice_p[800], bob_p[800], t_p[800];
+    snprintf(alice_p, sizeof alice_p, "%s/alice", h->dir);
+    snprintf(bob_p, sizeof bob_p, "%s/bob", h->dir);
+    snprintf(t_p, sizeof t_p, "%s/t1", h->dir);
+    make_key(&alice, "alice", KEYS_ROLE_USER, alice_p, users);
+    make_key(&bob, "bob", KEYS_ROLE_USER, bob_p, users);
+    make_key(&trainer, "t1", KEYS_ROLE_TRAINER, t_p, trainers);
+    snprintf(secret, sizeof secret, "%s.key_secret", prefix);
+    h_use_key(h, &alice, broker.public_z85);
+    const char *bextra[] = {"--secret-key", secret, NULL};
+    h_broker_start(h, bextra);
+    char tsecret[900];
+    snprintf(tsecret, sizeof tsecret, "%s.key_secret", t_p);
+    const char *textra[] = {"--secret-key", tsecret, "--broker-key", broker.public_z85, NULL};
+    h_trainer_start_extra(h, "t1", textra);
+    h_trainer_start_extra(h, "t2", textra);
+    int64_t run = train_run(h, "a.h5", 1, 61);
+    json_decref(deploy(h, "mine", run, 1, 1));
+    char err[512], as[900];
+    snprintf(as, sizeof as, "%s.key_secret", alice_p);
+    int rc = infer_as(h, as, broker.public_z85, "mine", err, sizeof err);
+    if (rc) fail_msg("alice's own deployment: %s", err);
+    /* Another user: no such deployment, the words of a missing one. */
+    snprintf(as, sizeof as, "%s.key_secret", bob_p);
+    assert_int_equal(infer_as(h, as, broker.public_z85, "mine", err, sizeof err), -ENOENT);
+    assert_non_null(strstr(err, "deployment mine: no such deployment"));
+    /* A trainer's key may not infer; nor a plaintext client at all. */
+    snprintf(as, sizeof as, "%s.key_secret", t_p);
+    assert_int_equal(infer_as(h, as, broker.public_z85, "mine", err, sizeof err), -EACCES);
+    struct mlq_client *c;
+    assert_int_equal(mlq_client_open(&c, h->endpoint, err, sizeof err), 0);
+    mlq_client_set_timeout(c, 300);
+    float row[D] = {1}, out[K];
+    assert_int_equal(mlq_infer(c, "mine", row, 1, D, out, K, NULL, NULL, err, sizeof err),
+                     -ETIMEDOUT);
+    mlq_client_close(&c);
+    /* Bob cannot roll alice's deployment over, nor undeploy it. */
+    h_use_key(h, &bob, broker.public_z85);
+    bool is_error = false;
+    json_t *r = h_call(h, PROTO_UNDEPLOY, json_pack("{s:s}", "name", "mine"), &is_error);
+    assert_true(r && is_error);
+    assert_string_equal(json_string_value(json_object_get(r, "code")), "not_found");
+    json_decref(r);
+    h_use_key(h, NULL, NULL);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -556,6 +650,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rollover_under_load, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_replica_killed_under_load, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_broker_restart_and_deadline, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_curve, h_setup, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -289,6 +289,13 @@ static void take_serve(void *pair, struct served *s, struct queue *q, const stru
         log_warn("deployment %s generation %lld: %s", next.deployment, (long long)next.generation,
                  err);
     } else {
+        if (s->D != next.D) {
+            /* The queue is empty (answered above); its buffer was sized
+             * for the old width. */
+            free(q->x);
+            q->x = NULL;
+            q->cap_rows = 0;
+        }
         served_free(s);
         *s = next;
         log_info("serving deployment %s generation %lld (run %lld, epoch %lld): %d inputs, %d "
