@@ -143,7 +143,11 @@ static int call(struct mlq_client *c, const char *cmd, json_t *body, const void 
             return rc;
         }
         json_t *rid = json_object_get(reply->body, "id");
-        if (id > 0 && (!json_is_integer(rid) || json_integer_value(rid) != id)) {
+        /* An ERROR without an id is about this request too: the broker
+         * refused it before reading it (a key's role, a stopping broker). */
+        bool anonymous_error = !rid && strcmp(reply->cmd, PROTO_ERROR) == 0;
+        if (id > 0 && !anonymous_error &&
+            (!json_is_integer(rid) || json_integer_value(rid) != id)) {
             proto_msg_clear(reply); /* an answer to an earlier request that timed out */
             continue;
         }

@@ -549,7 +549,6 @@ static void test_broker_restart_and_deadline(void **state)
     mlq_client_close(&c);
 }
 
-
 /* ---- CURVE: the wire as the rest of mlq's ------------------------------------------- */
 
 static void make_key(struct keys_cert *c, const char *name, enum keys_role role, const char *prefix,
@@ -565,8 +564,8 @@ static void make_key(struct keys_cert *c, const char *name, enum keys_role role,
 }
 
 /* libmlq as a user with this key (by the configuration's environment). */
-static int infer_as(struct harness *h, const char *secret, const char *broker_z85,
-                    const char *name, char *err, size_t errlen)
+static int infer_as(struct harness *h, const char *secret, const char *broker_z85, const char *name,
+                    char *err, size_t errlen)
 {
     setenv("MLQ_CLIENT_SECRET_KEY", secret, 1);
     setenv("MLQ_BROKER_PUBLIC_KEY", broker_z85, 1);
