@@ -741,12 +741,14 @@ static void on_infer(struct broker *b, struct proto_msg *m)
     if (!json_is_integer(rowsv) || json_integer_value(rowsv) < 1)
         FAIL("bad_request", "INFER: \"rows\" is the number of rows, at least 1");
     int64_t rows = json_integer_value(rowsv);
-    int64_t need = rows * (int64_t)d->D * (int64_t)sizeof(float);
-    if (rows > SERVE_MAX_REQUEST_BYTES || need > SERVE_MAX_REQUEST_BYTES)
+    /* rows first: a huge count must not overflow the product. */
+    int64_t need =
+        rows > SERVE_MAX_REQUEST_BYTES ? INT64_MAX : rows * (int64_t)d->D * (int64_t)sizeof(float);
+    if (need > SERVE_MAX_REQUEST_BYTES)
         FAIL("too_large",
-             "INFER: %lld rows of %d inputs are %lld bytes, more than one request may hold (%d); "
-             "send them in smaller requests",
-             (long long)rows, d->D, (long long)need, SERVE_MAX_REQUEST_BYTES);
+             "INFER: %lld rows of %d inputs are more than one request may hold (%d bytes of "
+             "float32); send them in smaller requests",
+             (long long)rows, d->D, SERVE_MAX_REQUEST_BYTES);
     if (!m->bin || (int64_t)m->bin_len != need)
         FAIL("bad_request",
              "INFER: deployment %s takes %d inputs per row: %lld rows are %lld bytes of float32, "
@@ -907,7 +909,15 @@ static void on_inferred(struct broker *b, struct trainer *t, struct proto_msg *m
     int64_t total = 0;
     size_t i;
     json_t *e;
-    json_array_foreach(reqs, i, e) total += json_integer_value(json_array_get(e, 1));
+    json_array_foreach(reqs, i, e)
+    {
+        int64_t r = json_integer_value(json_array_get(e, 1));
+        if (r < 1 || r > SERVE_MAX_REQUEST_BYTES) {
+            broker_drop_log(b, "INFERRED from %s: a request of %lld rows", t->name, (long long)r);
+            return;
+        }
+        total += r;
+    }
     if (!err &&
         (K < 1 || total < 0 || (int64_t)m->bin_len != total * (int64_t)K * (int64_t)sizeof(float) ||
          (classes && (int64_t)json_array_size(classes) != total))) {

@@ -206,8 +206,10 @@ int mlq_submit(struct mlq_client *c, const char *spec_json, int64_t *id, char *e
     }
     /* A request id makes a resend after a lost answer safe. */
     char rid[64];
-    snprintf(rid, sizeof rid, "libmlq-%ld-%lx-%p", (long)getpid(), (unsigned long)time(NULL),
-             (void *)c);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    snprintf(rid, sizeof rid, "libmlq-%ld-%lx-%lx-%lld", (long)getpid(), (unsigned long)now.tv_sec,
+             (unsigned long)now.tv_nsec, (long long)c->next_id++);
     json_t *body = json_pack("{s:o, s:s}", "spec", spec, "request_id", rid);
     struct proto_msg m;
     int rc = call(c, PROTO_SUBMIT, body, NULL, 0, 0, &m, err, errlen);

@@ -38,7 +38,7 @@ x = r.normal(size=(200, 5)).astype(np.float32); x[np.arange(200), y] += 3
 with h5py.File(sys.argv[1], "w") as f: f["X"], f["y"] = x, y
 PY
 for i in $(seq 50); do "$build/cli/mlq" queue >/dev/null 2>&1 && break; sleep 0.1; done
-out=$("$tmp/example" "$tmp/train.h5" 5 3) || { echo "$out"; tail -20 "$tmp"/*.log; exit 1; }
+out=$("$tmp/example" "$tmp/train.h5" 5 3) || { echo "$out"; tail -n 20 "$tmp"/*.log; exit 1; }
 echo "$out"
 grep -q "^run 1 succeeded" <<<"$out"
 grep -q "^row 3: class" <<<"$out"
