@@ -68,7 +68,7 @@ cleanup() {
 }
 trap cleanup EXIT
 : >"$tmp/mlq.conf"
-export MLQ_CONFIG=$tmp/mlq.conf XDG_CONFIG_HOME=$tmp MLQ_BROKER=ipc://$tmp/broker.sock
+export MLQ_CONFIG=$tmp/mlq.conf XDG_CONFIG_HOME=$tmp MLQ_DB=$tmp/mlq.db
 EP=tcp://127.0.0.1:$((20000 + RANDOM % 20000))
 PEER=tcp://127.0.0.1:$((40000 + RANDOM % 20000))
 
@@ -131,7 +131,7 @@ row "mlq, $CLIENTS clients, 1 replica" "$mN"
 row "mlq, $CLIENTS clients, 2 replicas" "$mN2"
 [ $TORCH = 1 ] && row "torch peer, $CLIENTS clients" "$pN"
 row "mlq, $CLIENTS clients, replica killed" "$mK"
-echo "rows per forward pass over the ${CLIENTS}-client runs: $rpf"
+echo "rows per forward pass, all the runs above together (DEPLOYMENTS rows_per_forward): $rpf"
 if [ $TORCH = 1 ]; then
     $PY - "$mN" "$mN2" "$pN" <<'PY'
 import json, sys
