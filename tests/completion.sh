@@ -14,11 +14,11 @@ complete_line() { # words... ; the last one is completed
         _ "$src/scripts/mlq.bash-completion" "$@"
 }
 [ "$(complete_line mlq rep)" = report ] || fail "mlq rep: $(complete_line mlq rep)"
-complete_line mlq '' | grep -qx top || fail "mlq <tab> has no top"
+complete_line mlq '' | grep -x top >/dev/null || fail "mlq <tab> has no top"
 [ "$(complete_line mlq report --out)" = --output ] || fail "mlq report --out: $(complete_line mlq report --out)"
-complete_line mlq metrics --p | grep -qx -- --plot || fail "mlq metrics --p"
-complete_line mlq-broker --b | grep -qx -- --bind || fail "mlq-broker --b"
-complete_line mlq-trainer --stand | grep -qx -- --standalone || fail "mlq-trainer --stand"
+complete_line mlq metrics --p | grep -x -- --plot >/dev/null || fail "mlq metrics --p"
+complete_line mlq-broker --b | grep -x -- --bind >/dev/null || fail "mlq-broker --b"
+complete_line mlq-trainer --stand | grep -x -- --standalone >/dev/null || fail "mlq-trainer --stand"
 if [ -f "$build/man/mlq.1" ]; then
     for p in mlq mlq-broker mlq-trainer; do
         grep -q '^\.SH' "$build/man/$p.1" || fail "man page $p.1"
