@@ -98,6 +98,12 @@ static void test_recipes(void **state)
     assert_int_equal(sz.outputs, 256);
     check("char-lstm.json", &s, &sz);
     assert_int_equal(sz.steps, 128);
+    /* patches: conv 1->64 4x4 stride 4 (49 of them), their positions, 4
+     * blocks of width 64, final norm, mean over the patches, dense 64->10. */
+    const size_t D = 64, vblock = 12 * D * D + 13 * D;
+    check("vit-small.json", &s, &sz);
+    assert_int_equal(sz.n_params, (16 * D + D) + 49 * D + 4 * vblock + 2 * D + D * 10 + 10);
+    assert_int_equal(sz.steps, 1);
 }
 
 int main(void)

@@ -385,6 +385,49 @@ static void test_typed_model(void **state)
         fail_msg("unexpected error: %s", err);
 }
 
+/* Sequence models on the blobs' 6 features read as 3 steps of 2 (model.input
+ * [3, 2]): a 2-layer LSTM's last step, a GRU, and a causal Transformer block
+ * over per-step features with the mean over time as head. Each learns, names
+ * its tensors as torch's state_dict, and a resumed run is bit for bit the
+ * uninterrupted one. */
+static void test_sequence_models_resume(void **state)
+{
+    struct fixture *f = *state;
+    static const char lstm[] = "{\"input\": [3, 2], \"layers\": [{\"type\": \"lstm\", \"out\": 8, "
+                               "\"num_layers\": 2, \"sequence\": false}, "
+                               "{\"type\": \"dense\", \"out\": 3}]}";
+    static const char gru[] = "{\"input\": [3, 2], \"layers\": [{\"type\": \"gru\", \"out\": 8, "
+                              "\"sequence\": false}, {\"type\": \"dense\", \"out\": 3}]}";
+    static const char block[] =
+        "{\"input\": [3, 2], \"layers\": [{\"type\": \"dense\", \"out\": 8}, "
+        "{\"type\": \"positional\", \"vocab\": 3}, "
+        "{\"type\": \"transformer\", \"heads\": 2, \"causal\": true}, {\"type\": \"layernorm\"}, "
+        "{\"type\": \"seq_mean\"}, {\"type\": \"dense\", \"out\": 3}]}";
+    const char *models[] = {lstm, gru, block};
+    const char *first_tensor[] = {"0.weight_ih_l0", "0.weight_ih_l0", "0.weight"};
+    const char *a_tensor[] = {"0.bias_hh_l1", "0.bias_hh_l0", "2.attn.in_proj_weight"};
+    for (int k = 0; k < 3; k++) {
+        struct mlq_spec s;
+        make_spec_model(f, models[k], "{\"name\": \"adam\", \"lr\": 0.01}", &s);
+        struct recorder r = {0};
+        struct train_result res;
+        run_ok(&s, NULL, 0, &r, &res);
+        if (res.final_val_accuracy < 0.75) /* three classes: chance is 0.33 */
+            fail_msg("sequence model %d reached only %.3f validation accuracy", k,
+                     res.final_val_accuracy);
+        struct checkpoint c;
+        decode_ok(r.blob[r.n_ckpt - 1], r.len[r.n_ckpt - 1], &c);
+        assert_string_equal(c.tensors[0].name, first_tensor[k]);
+        bool found = false;
+        for (int t = 0; t < c.n_tensors; t++)
+            found = found || strcmp(c.tensors[t].name, a_tensor[k]) == 0;
+        if (!found) fail_msg("sequence model %d: no tensor %s", k, a_tensor[k]);
+        checkpoint_free(&c);
+        rec_free(&r);
+        check_resume_exact_model(f, models[k], "{\"name\": \"adam\", \"lr\": 0.01}");
+    }
+}
+
 /* Convolution, batch norm (running statistics in the state arena) and
  * dropout (masks from the run's RNG): a resumed run is bit for bit the
  * uninterrupted one, and the statistics are in the checkpoint by name. */
@@ -1037,6 +1080,7 @@ int main(void)
         cmocka_unit_test(test_resume_equals_uninterrupted),
         cmocka_unit_test(test_typed_model),
         cmocka_unit_test(test_conv_bn_dropout_resume),
+        cmocka_unit_test(test_sequence_models_resume),
         cmocka_unit_test(test_batch_count),
         cmocka_unit_test(test_old_checkpoint_loads),
         cmocka_unit_test(test_schedules_resume_exactly),

@@ -8,13 +8,14 @@ extern const struct op_def op_dense, op_flatten, op_add;
 extern const struct op_def op_conv2d, op_maxpool, op_avgpool, op_global_avgpool, op_batchnorm,
     op_dropout, op_relu, op_leaky_relu, op_sigmoid, op_tanh, op_gelu;
 extern const struct op_def op_embedding, op_positional, op_lstm, op_gru, op_layernorm, op_attention,
-    op_transformer;
+    op_transformer, op_to_sequence, op_seq_mean;
 
 static const struct op_def *const ops[] = {
-    &op_dense,          &op_flatten,   &op_add,         &op_conv2d,     &op_maxpool,    &op_avgpool,
-    &op_global_avgpool, &op_batchnorm, &op_dropout,     &op_relu,       &op_leaky_relu, &op_sigmoid,
-    &op_tanh,           &op_gelu,      &op_embedding,   &op_positional, &op_lstm,       &op_gru,
-    &op_layernorm,      &op_attention, &op_transformer,
+    &op_dense,       &op_flatten,        &op_add,       &op_conv2d,    &op_maxpool,
+    &op_avgpool,     &op_global_avgpool, &op_batchnorm, &op_dropout,   &op_relu,
+    &op_leaky_relu,  &op_sigmoid,        &op_tanh,      &op_gelu,      &op_embedding,
+    &op_positional,  &op_lstm,           &op_gru,       &op_layernorm, &op_attention,
+    &op_transformer, &op_to_sequence,    &op_seq_mean,
 };
 
 const struct op_def *op_find(const char *type)
