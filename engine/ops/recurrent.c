@@ -190,11 +190,11 @@ static void lstm_step(const struct rnn_dims *d, float *a, float *cell, float *h,
         const float *cp = cell_prev ? cell_prev + (size_t)b * H : NULL;
         for (int j = 0; j < H; j++) {
             float i = seq_sigmoid(g[j]), f = seq_sigmoid(g[H + j]);
-            float gg = tanhf(g[2 * H + j]), o = seq_sigmoid(g[3 * H + j]);
+            float gg = seq_tanh(g[2 * H + j]), o = seq_sigmoid(g[3 * H + j]);
             float cv = i * gg + (cp ? f * cp[j] : 0.0f);
             g[j] = i, g[H + j] = f, g[2 * H + j] = gg, g[3 * H + j] = o;
             c[j] = cv;
-            y[j] = o * tanhf(cv);
+            y[j] = o * seq_tanh(cv);
         }
     }
 }
@@ -211,7 +211,7 @@ static void gru_step(const struct rnn_dims *d, float *a, const float *r, float *
         const float *hp = h_prev ? h_prev + (size_t)b * H : NULL;
         for (int j = 0; j < H; j++) {
             float rg = seq_sigmoid(g[j] + rr[j]), z = seq_sigmoid(g[H + j] + rr[H + j]);
-            float nv = tanhf(g[2 * H + j] + rg * rr[2 * H + j]);
+            float nv = seq_tanh(g[2 * H + j] + rg * rr[2 * H + j]);
             g[j] = rg, g[H + j] = z, g[2 * H + j] = nv;
             s[j] = rr[2 * H + j];
             y[j] = (1.0f - z) * nv + (hp ? z * hp[j] : 0.0f);
@@ -280,7 +280,7 @@ static void lstm_step_back(const struct rnn_dims *d, float *da, const float *a, 
         float *dcb = dc + (size_t)b * H;
         for (int j = 0; j < H; j++) {
             float i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
-            float tc = tanhf(cv[j]);
+            float tc = seq_tanh(cv[j]);
             float dcv = dcb[j] + dhb[j] * o * (1.0f - tc * tc);
             float di = dcv * gg, df = cp ? dcv * cp[j] : 0.0f, dgg = dcv * i;
             float d_o = dhb[j] * tc;
