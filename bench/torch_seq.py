@@ -2,7 +2,7 @@
 """PyTorch side of bench/seq_bench.sh: the same two recipes as bench/seq_bench.c
 (the row-by-row LSTM, Adam; the character Transformer, AdamW), on random data
 of the same shapes, training samples/s as median and best of REPEAT timed runs
-of STEPS steps after a warm-up.
+of STEPS steps after a warm-up, and the median samples per CPU second.
 
 usage: torch_seq.py --model lstm|gpt [--threads N] [--batch B] [--steps N] [--repeat R]
 """
@@ -90,13 +90,16 @@ def step():
 
 for _ in range(2):
     step()
-rates = []
+rates, cpu_rates = [], []
 for _ in range(a.repeat):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(a.steps):
         loss = step()
     rates.append(a.steps * B / (time.perf_counter() - t0))
+    cpu_rates.append(a.steps * B / (time.process_time() - c0))
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print("model %s threads %d batch %d params %d samples/s median %.1f best %.1f peak_rss_mib %.0f "
-      "loss %.4f" % (a.model, a.threads, B, sum(p.numel() for p in model.parameters()),
-                     statistics.median(rates), max(rates), rss, loss.item()))
+print("model %s threads %d batch %d params %d samples/s median %.1f best %.1f per_cpu_s %.1f "
+      "peak_rss_mib %.0f loss %.4f" % (a.model, a.threads, B,
+                                       sum(p.numel() for p in model.parameters()),
+                                       statistics.median(rates), max(rates),
+                                       statistics.median(cpu_rates), rss, loss.item()))
