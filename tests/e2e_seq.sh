@@ -55,7 +55,7 @@ set -e
 
 mlq up --trainers 1 --threads 1 --bind "$MLQ_BROKER" >"$tmp/up.log" 2>&1 &
 up_pid=$!
-for _ in $(seq 100); do
+for _ in $(seq 300); do
     [ "$(mlq workers 2>/dev/null | grep -c idle)" = 1 ] && break
     sleep 0.1
 done
