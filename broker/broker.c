@@ -179,6 +179,13 @@ static int lock_database(struct broker *b, char *err, size_t errlen)
         snprintf(err, errlen, "%s: path too long", b->opts.db_path);
         return -ENAMETOOLONG;
     }
+    /* A first start in a fresh home (~/.local/share/mlq not there yet). */
+    int rc = store_make_parent(b->opts.db_path);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot create the directory of %s: %s", b->opts.db_path,
+                 strerror(-rc));
+        return rc;
+    }
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) {
         int e = errno;

@@ -446,10 +446,7 @@ static int pragma_int(struct store *s, const char *sql, int *out)
     return ret;
 }
 
-/* mkdir -p of path's parent directory; the database's own directory is made
- * 0750, so that history read straight from the file follows its group
- * (docs/security.md). */
-static int make_parent(const char *path)
+int store_make_parent(const char *path)
 {
     char dir[1024];
     if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir) return -ENAMETOOLONG;
@@ -583,7 +580,7 @@ int store_open(struct store **out, const char *path, int flags, char *err, size_
             ret = store_fail(s, -errno, "%s: no database here (%s)", path, strerror(errno));
             goto fail;
         }
-        ret = make_parent(path);
+        ret = store_make_parent(path);
         if (ret < 0) {
             store_fail(s, ret, "%s: cannot create its directory: %s", path, strerror(-ret));
             goto fail;

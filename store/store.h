@@ -50,6 +50,11 @@ enum store_open_flags {
  * binary knows (nothing written), -EINVAL not an mlq database or corrupt,
  * -EROFS a read-only store needs a migration, -EIO other SQLite failures. */
 int store_open(struct store **out, const char *path, int flags, char *err, size_t errlen);
+/* mkdir -p of the directory of the database at path (0 or -errno); the
+ * database's own directory is made 0750, so that history read straight
+ * from the file follows its group (docs/security.md). store_open with
+ * STORE_CREATE calls it; the broker too, before it locks DB.lock there. */
+int store_make_parent(const char *path);
 /* Accepts NULL and *s == NULL; sets *s to NULL. Rolls back an open transaction. */
 void store_close(struct store **s);
 

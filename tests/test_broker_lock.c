@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -141,9 +142,34 @@ static void test_second_broker_refused(void **state)
     json_decref(job);
 }
 
+/* A first start where the database's directory does not exist yet (a
+ * fresh home: no ~/.local/share/mlq): the broker makes it, 0750, takes its
+ * lock there and serves. */
+static void test_first_start_makes_the_directory(void **state)
+{
+    struct harness *h = *state;
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/fresh/share/mlq", h->dir);
+    snprintf(h->db, sizeof h->db, "%s/mlq.db", dir);
+    h_broker_start(h, NULL);
+    struct stat st;
+    assert_int_equal(stat(dir, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0750);
+    char lock[600];
+    snprintf(lock, sizeof lock, "%s.lock", h->db);
+    assert_int_equal(access(lock, F_OK), 0);
+    char data[512];
+    h_dataset(h, "d.h5", 16, 4, 2, 1, data, sizeof data);
+    int64_t id = h_submit(h, h_train_spec(data, 4, 2, 1, 1));
+    json_t *job = h_job(h, id);
+    assert_string_equal(json_string_value(json_object_get(job, "state")), "queued");
+    json_decref(job);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_first_start_makes_the_directory, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_second_broker_refused, h_setup, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
