@@ -21,6 +21,8 @@ fail() { echo "e2e_seq: FAIL: $*" >&2; [ -f "$tmp/up.log" ] && tail -n 30 "$tmp/
 export MLQ_DB=$tmp/mlq.db
 export MLQ_BROKER=ipc://$tmp/broker.sock
 export MLQ_CONFIG=$tmp/none.conf
+# mlq up makes its keys (and mlq finds them) in ~/.config/mlq: here, not the tester's.
+export XDG_CONFIG_HOME=$tmp/config
 : >"$MLQ_CONFIG"
 
 # A small, learnable text: a few sentences in a varying order (no fortunes
