@@ -394,6 +394,8 @@ int broker_run(struct broker *b, volatile sig_atomic_t *stop)
         d = serve_tick(b, now);
         if (d < deadline) deadline = d;
         serve_flush(b); /* infer traffic waits for no commit */
+        d = sweep_tick(b, now);
+        if (d < deadline) deadline = d;
         if (!b->stopping) dispatch_run(b);
         if (store_in_transaction(b->store)) {
             now = broker_mono();

@@ -30,9 +30,10 @@ struct broker_opts {
     /* CURVE (docs/security.md): the broker's secret key file, NULL or "" for
      * plaintext, which only a local bind or insecure allows. */
     const char *secret_key;
-    const char *users_dir;    /* NULL or "": "users" next to secret_key */
-    const char *trainers_dir; /* NULL or "": "trainers" next to secret_key */
-    bool insecure;            /* plaintext on a non-local bind, said in so many words */
+    const char *users_dir;      /* NULL or "": "users" next to secret_key */
+    const char *trainers_dir;   /* NULL or "": "trainers" next to secret_key */
+    bool insecure;              /* plaintext on a non-local bind, said in so many words */
+    long long sweep_max_trials; /* trials of one sweep at most; <= 0: SPACE_MAX_TRIALS */
 };
 
 struct broker;

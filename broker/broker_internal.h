@@ -111,6 +111,8 @@ struct broker {
     bool stopping;
     int store_error; /* first failed write or commit; ends the loop */
 
+    double deps_next; /* monotonic time of the next --after check (sweep.c) */
+
     /* Lines a peer can cause at will, each source rate-limited. */
     struct log_limit drop_log; /* malformed messages dropped */
     struct log_limit peer_log; /* trainers connecting, told to drop a job */
@@ -189,5 +191,20 @@ json_t *serve_replica_of(struct broker *b, const struct trainer *t);
 
 /* handlers.c */
 void handlers_dispatch(struct broker *b, struct proto_msg *m);
+
+/* sweep.c: sweeps, experiments, tags, notes, --after (docs/sweeps.md) */
+bool sweep_is_client_command(const char *cmd);                   /* SWEEP, TAG, NOTE */
+bool sweep_dispatch(struct broker *b, struct proto_msg *m);      /* false: not a sweep command */
+bool sweep_handle_cancel(struct broker *b, struct proto_msg *m); /* CANCEL {"sweep"} */
+/* A SUBMIT's (or SWEEP's) "experiment", "tags" and "after": 0, or -errno with
+ * the reply's code and text. */
+int sweep_meta_check(struct broker *b, struct proto_msg *m, char *err, size_t errlen,
+                     const char **code);
+const char *sweep_meta_experiment(const struct proto_msg *m);
+int sweep_meta_apply(struct broker *b, const struct proto_msg *m, int64_t job); /* tags, after */
+/* After a trial's METRICS are stored: ASHA or the median rule at this epoch. */
+void sweep_on_metrics(struct broker *b, struct trainer *t, int64_t job, int64_t epoch,
+                      const json_t *values);
+double sweep_tick(struct broker *b, double now); /* queued jobs whose --after failed */
 
 #endif

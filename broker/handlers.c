@@ -71,6 +71,11 @@ static void on_submit(struct broker *b, struct proto_msg *m)
         broker_reply_error(b, m, "stopping", "the broker is stopping");
         return;
     }
+    const char *code;
+    if (sweep_meta_check(b, m, err, sizeof err, &code) != 0) {
+        broker_reply_error(b, m, code, "%s", err);
+        return;
+    }
     json_t *rid = json_object_get(m->body, "request_id");
     if (rid && !json_is_null(rid) &&
         (!json_is_string(rid) || json_string_length(rid) == 0 ||
@@ -83,8 +88,13 @@ static void on_submit(struct broker *b, struct proto_msg *m)
     int64_t id;
     bool existed;
     if (broker_write(b)) return;
-    int rc = store_job_submit_owned(b->store, &spec, request_id, b->who ? b->who->name : NULL, &id,
-                                    &existed);
+    struct store_new_job meta = {.owner = b->who ? b->who->name : NULL,
+                                 .experiment = sweep_meta_experiment(m)};
+    int rc = store_job_submit_meta(b->store, &spec, request_id, &meta, &id, &existed);
+    if (rc == 0 && !existed && sweep_meta_apply(b, m, id) != 0) {
+        broker_store_failed(b, "submit tags");
+        return;
+    }
     if (rc == -EEXIST) {
         broker_reply_error(b, m, "conflict", "%s", store_errmsg(b->store));
         return;
@@ -123,6 +133,8 @@ static json_t *job_json(const struct store_job *j)
     if (!o) return NULL;
     if (j->run) json_object_set_new(o, "run", json_integer(j->run));
     json_object_set_new(o, "owner", j->owner ? json_string(j->owner) : json_null());
+    if (j->sweep) json_object_set_new(o, "sweep", json_integer(j->sweep));
+    if (j->experiment) json_object_set_new(o, "experiment", json_string(j->experiment));
     json_object_set_new(o, "error", j->error ? json_string(j->error) : json_null());
     if (j->result_json) {
         json_t *r = json_loads(j->result_json, 0, NULL);
@@ -216,6 +228,7 @@ static void on_cancel(struct broker *b, struct proto_msg *m)
 {
     int64_t id;
     struct store_job job;
+    if (sweep_handle_cancel(b, m)) return;
     if (job_id_of(b, m, &id) || get_job_or_reply(b, m, id, &job)) return;
     const char *state = store_state_name(job.state);
     if (job.state == STORE_QUEUED) {
@@ -479,8 +492,12 @@ static void on_metrics(struct broker *b, struct trainer *t, struct proto_msg *m)
         ms[n++] = (struct store_metric){
             .key = key, .step = step, .epoch = epoch, .value = json_number_value(v)};
     }
-    if (!n || broker_write(b)) return;
-    if (store_metrics_put(b->store, job, ms, n) != 0) broker_store_failed(b, "metrics");
+    if (broker_write(b)) return;
+    if (n && store_metrics_put(b->store, job, ms, n) != 0) {
+        broker_store_failed(b, "metrics");
+        return;
+    }
+    sweep_on_metrics(b, t, job, epoch, values);
 }
 
 /* A checkpoint is stored only if a trainer can resume from it: its format
@@ -674,7 +691,8 @@ static bool is_client_command(const char *c)
 {
     return strcmp(c, PROTO_SUBMIT) == 0 || strcmp(c, PROTO_STATUS) == 0 ||
            strcmp(c, PROTO_CANCEL) == 0 || strcmp(c, PROTO_QUEUE) == 0 ||
-           strcmp(c, PROTO_WORKERS) == 0 || serve_is_client_command(c);
+           strcmp(c, PROTO_WORKERS) == 0 || serve_is_client_command(c) ||
+           sweep_is_client_command(c);
 }
 
 /* Under CURVE every message is checked against the keys as they are now:
@@ -738,7 +756,7 @@ static void dispatch_command(struct broker *b, struct proto_msg *m)
         on_hello(b, m);
     else if (serve_is_client_command(c))
         serve_client_message(b, m);
-    else
+    else if (!sweep_dispatch(b, m))
         on_trainer_message(b, m);
 }
 

@@ -65,5 +65,25 @@ const char *cli_broker_endpoint(const char *flag);
 int cli_broker_call(const char *endpoint, const char *cmd, struct json_t *body,
                     struct json_t **reply);
 int cmd_keys(int argc, char **argv);
+int cmd_sweep(int argc, char **argv); /* cmd_sweep.c (docs/sweeps.md) */
+int cmd_tag(int argc, char **argv);
+int cmd_note(int argc, char **argv);
+
+/* The broker client of cmd_jobs.c, shared with cmd_sweep.c. Calls return
+ * an exit code (broker ERROR codes mapped as docs/jobs.md says); body is
+ * stolen, *reply the OK body (json_decref). */
+#include <jansson.h>
+#include <stddef.h>
+/* cli_broker_endpoint and cli_broker_call: above. */
+/* The same, sent again each second while unanswered (idempotent requests). */
+int cli_broker_call_resend(const char *endpoint, const char *cmd, json_t *body, json_t **reply);
+void cli_new_request_id(char *out, size_t len);
+/* Validates a train spec (doc stolen), makes its paths absolute and checks
+ * its memory: the canonical spec, or NULL after printing why. */
+json_t *cli_finish_spec(json_t *doc);
+void cli_print_json(const json_t *o);
+/* --experiment ('e'), --tag ('t'), --after ('a') into a SUBMIT/SWEEP body
+ * object; prints the error (prefixed with cmd) and returns -EINVAL. */
+int cli_meta_option(json_t *extra, const char *cmd, char which, const char *arg);
 
 #endif

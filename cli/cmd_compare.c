@@ -1,5 +1,6 @@
 /* mlq compare: the params and final metrics of runs side by side, rows
  * that differ marked (docs/history.md). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,16 +11,77 @@
 #include "history.h"
 #include "store.h"
 
-#define COMPARE_MAX 16
+#define COMPARE_MAX 256                            /* runs in --json and --csv */
+#define COMPARE_TABLE (HISTORY_TABLE_MAX_COLS - 2) /* runs in the table */
 
 static void compare_usage(FILE *out)
 {
     fprintf(out,
-            "usage: mlq compare ID ID... [--db FILE] [--json | --csv]\n\n"
-            "Params and final metrics of up to %d runs side by side; rows that differ are\n"
-            "marked '*' (and highlighted on a terminal).\n\n%s"
+            "usage: mlq compare [ID...] [--sweep ID] [--experiment NAME] [--db FILE]\n"
+            "                   [--json | --csv]\n\n"
+            "Params and final metrics of runs side by side (up to %d; %d in the table),\n"
+            "rows that differ marked '*' (and highlighted on a terminal). --sweep adds a\n"
+            "sweep's trials, the best first; --experiment an experiment's runs, newest first.\n\n%s"
             "  --csv        section,key,value per run...,differs lines\n",
-            COMPARE_MAX, history_common_help);
+            COMPARE_MAX, COMPARE_TABLE, history_common_help);
+}
+
+struct compare_args {
+    int64_t sweep;
+    const char *experiment;
+};
+
+static int compare_option(void *ctx, int ch, const char *arg)
+{
+    struct compare_args *a = ctx;
+    if (ch == 'e') {
+        a->experiment = arg;
+        return HISTORY_PROCEED;
+    }
+    char *end;
+    long long v = strtoll(arg, &end, 10);
+    if (*end || end == arg || v < 1) {
+        fprintf(stderr, "mlq compare: --sweep: not a sweep id: '%s'\n", arg);
+        return EXIT_USAGE;
+    }
+    a->sweep = v;
+    return HISTORY_PROCEED;
+}
+
+/* The runs of --sweep (best first) and --experiment (newest first) after ids. */
+static int add_group_runs(struct store *s, const struct compare_args *a, int64_t *ids, int *n)
+{
+    if (a->sweep) {
+        struct store_trial *t = NULL;
+        size_t nt = 0;
+        int rc = store_sweep_trials(s, a->sweep, &t, &nt);
+        if (rc) {
+            fprintf(stderr, "mlq compare: sweep %lld: %s\n", (long long)a->sweep,
+                    rc == -ENOENT ? "no such sweep" : store_errmsg(s));
+            return rc == -ENOENT ? EXIT_NOT_FOUND : EXIT_FAILURE_GENERIC;
+        }
+        for (size_t i = 0; i < nt && *n < COMPARE_MAX; i++)
+            if (t[i].job) ids[(*n)++] = t[i].job;
+        store_trials_free(t, nt);
+    }
+    if (a->experiment) {
+        struct store_run_filter f = {.state = -1, .kind = -1, .experiment = a->experiment};
+        struct store_job *runs = NULL;
+        size_t nr = 0;
+        if (store_runs_list(s, &f, &runs, &nr) != 0) {
+            fprintf(stderr, "mlq compare: %s\n", store_errmsg(s));
+            return EXIT_FAILURE_GENERIC;
+        }
+        if (nr == 0) {
+            fprintf(stderr, "mlq compare: experiment %s: no runs\n", a->experiment);
+            store_jobs_free(&runs, nr);
+            return EXIT_NOT_FOUND;
+        }
+        for (size_t i = 0; i < nr && *n < COMPARE_MAX; i++)
+            ids[(*n)++] = runs[i].id;
+        store_jobs_free(&runs, nr);
+    }
+    return EXIT_OK;
 }
 
 struct crow {
@@ -57,12 +119,22 @@ static struct crow *crow_get(struct crow **rows, size_t *n, size_t *cap, const c
 
 int cmd_compare(int argc, char **argv)
 {
-    const struct history_cmd cmd = {.name = "compare", .usage = compare_usage};
+    static const struct option opts[] = {
+        {"sweep", required_argument, NULL, 's'},
+        {"experiment", required_argument, NULL, 'e'},
+        {NULL, 0, NULL, 0},
+    };
+    struct compare_args ca = {0};
+    const struct history_cmd cmd = {.name = "compare",
+                                    .opts = opts,
+                                    .option = compare_option,
+                                    .ctx = &ca,
+                                    .usage = compare_usage};
     struct history_opts co;
     int rc = history_args(&cmd, argc, argv, &co);
     if (rc != HISTORY_PROCEED) return rc;
     int nruns = argc - co.argi;
-    if (nruns < 1 || nruns > COMPARE_MAX) {
+    if ((nruns < 1 && !ca.sweep && !ca.experiment) || nruns > COMPARE_MAX) {
         compare_usage(stderr);
         return EXIT_USAGE;
     }
@@ -71,6 +143,12 @@ int cmd_compare(int argc, char **argv)
     struct store *s;
     rc = history_open("compare", co.db, false, &s);
     if (rc != EXIT_OK) return rc;
+    rc = add_group_runs(s, &ca, ids, &nruns);
+    if (rc != EXIT_OK) {
+        store_close(&s);
+        return rc;
+    }
+    int shown = co.json || co.csv || nruns <= COMPARE_TABLE ? nruns : COMPARE_TABLE;
 
     struct crow *rows = NULL;
     size_t nrows = 0, cap = 0;
@@ -141,11 +219,11 @@ int cmd_compare(int argc, char **argv)
         goto out;
     }
     struct history_table t;
-    history_table_init(&t, nruns + 2);
+    history_table_init(&t, (co.csv ? nruns : shown) + 2);
     char heads[COMPARE_MAX][32];
     t.head[0] = "";
     t.head[1] = "KEY";
-    for (int r = 0; r < nruns; r++) {
+    for (int r = 0; r < shown && !co.csv; r++) {
         snprintf(heads[r], sizeof heads[r], "run %lld", (long long)ids[r]);
         t.head[r + 2] = heads[r];
     }
@@ -156,7 +234,7 @@ int cmd_compare(int argc, char **argv)
             const char *v = rows[i].val[r];
             differs |= (v == NULL) != (rows[i].val[0] == NULL) ||
                        (v && rows[i].val[0] && strcmp(v, rows[i].val[0]) != 0);
-            row[r + 2] = v ? (char *)v : "-";
+            if (r < shown) row[r + 2] = v ? (char *)v : "-";
         }
         char key[300];
         snprintf(key, sizeof key, "%s%s", strcmp(rows[i].section, "metric") == 0 ? "metric " : "",
@@ -174,6 +252,8 @@ int cmd_compare(int argc, char **argv)
         }
     }
     if (!co.csv) history_table_print(&t);
+    if (!co.csv && shown < nruns)
+        printf("(%d more runs: --json or --csv shows all %d)\n", nruns - shown, nruns);
     history_table_free(&t);
 
 out:

@@ -24,6 +24,7 @@
 #include "render.h"
 #include "spec.h"
 #include "spec_model.h"
+#include "store.h"
 
 #define REQUEST_TIMEOUT_MS 5000
 #define WAIT_POLL_MS 250
@@ -411,7 +412,7 @@ static int wait_job(const char *endpoint, int64_t id, bool json, bool quiet)
         else if (!quiet && !json)
             show_progress(id, job, metrics, tty, &last_epoch, t0, epoch0 < 0 ? 0 : epoch0);
         bool finished = strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
-                        strcmp(state, "cancelled") == 0;
+                        strcmp(state, "cancelled") == 0 || strcmp(state, "stopped") == 0;
         if (finished) {
             if (tty) fprintf(stderr, "\n");
             const char *error = json_string_value(json_object_get(job, "error"));
@@ -420,9 +421,10 @@ static int wait_job(const char *endpoint, int64_t id, bool json, bool quiet)
             else if (!quiet)
                 printf("job %lld %s%s%s\n", (long long)id, state, error ? ": " : "",
                        error ? error : "");
-            int rc = strcmp(state, "succeeded") == 0 ? EXIT_OK
-                     : strcmp(state, "failed") == 0  ? EXIT_JOB_FAILED
-                                                     : EXIT_JOB_CANCELLED;
+            /* A trial its sweep stopped early ran as it should: exit 0. */
+            int rc = strcmp(state, "succeeded") == 0 || strcmp(state, "stopped") == 0 ? EXIT_OK
+                     : strcmp(state, "failed") == 0 ? EXIT_JOB_FAILED
+                                                    : EXIT_JOB_CANCELLED;
             json_decref(reply);
             return rc;
         }
@@ -594,7 +596,17 @@ static const struct spec_flag spec_flags[] = {
 };
 #define N_SPEC_FLAGS (sizeof spec_flags / sizeof spec_flags[0])
 
-enum { OPT_SPEC = 1000, OPT_WAIT, OPT_JSON, OPT_BROKER, OPT_REQUEST_ID, OPT_HELP };
+enum {
+    OPT_SPEC = 1000,
+    OPT_WAIT,
+    OPT_JSON,
+    OPT_BROKER,
+    OPT_REQUEST_ID,
+    OPT_HELP,
+    OPT_EXPERIMENT,
+    OPT_TAG,
+    OPT_AFTER
+};
 
 static int apply_flag(json_t *doc, const struct spec_flag *f, const char *arg)
 {
@@ -622,6 +634,7 @@ static int apply_flag(json_t *doc, const struct spec_flag *f, const char *arg)
 static void submit_usage(FILE *out)
 {
     fprintf(out, "usage: mlq submit [--spec FILE] [FLAGS] [--priority N] [--max-attempts N]\n"
+                 "                  [--experiment NAME] [--tag KEY=VALUE]... [--after ID[,ID...]]\n"
                  "                  [--wait] [--json] [--broker ENDPOINT] [--request-id ID]\n"
                  "spec flags:");
     for (size_t i = 0; i < N_SPEC_FLAGS; i++)
@@ -650,24 +663,25 @@ static void new_request_id(char *out, size_t len)
 
 /* Sends SUBMIT for spec (stolen) under request_id (NULL: a fresh one), again
  * each second while unanswered: the broker makes one job of them all. */
-static int submit_call(const char *endpoint, json_t *spec, const char *request_id, json_t **reply)
+static int submit_call(const char *endpoint, json_t *spec, const char *request_id,
+                       const json_t *extra, json_t **reply)
 {
     char fresh[40];
     if (!request_id) {
         new_request_id(fresh, sizeof fresh);
         request_id = fresh;
     }
-    return broker_call_resend(endpoint, PROTO_SUBMIT,
-                              json_pack("{s:o, s:s}", "spec", spec, "request_id", request_id),
-                              SUBMIT_RESEND_MS, reply);
+    json_t *body = json_pack("{s:o, s:s}", "spec", spec, "request_id", request_id);
+    if (body && extra) json_object_update(body, (json_t *)extra);
+    return broker_call_resend(endpoint, PROTO_SUBMIT, body, SUBMIT_RESEND_MS, reply);
 }
 
 /* Submits spec (stolen, canonical) and optionally waits. */
 static int submit_spec(const char *endpoint, json_t *spec, const char *request_id, bool wait,
-                       bool json)
+                       bool json, const json_t *extra)
 {
     json_t *reply;
-    int code = submit_call(endpoint, spec, request_id, &reply);
+    int code = submit_call(endpoint, spec, request_id, extra, &reply);
     if (code) return code;
     int64_t id = json_integer_value(json_object_get(reply, "id"));
     if (json && !wait)
@@ -681,7 +695,7 @@ static int submit_spec(const char *endpoint, json_t *spec, const char *request_i
 
 int cmd_submit(int argc, char **argv)
 {
-    struct option longopts[N_SPEC_FLAGS + 7];
+    struct option longopts[N_SPEC_FLAGS + 10];
     for (size_t i = 0; i < N_SPEC_FLAGS; i++)
         longopts[i] = (struct option){spec_flags[i].flag, required_argument, NULL, (int)i};
     longopts[N_SPEC_FLAGS] = (struct option){"spec", required_argument, NULL, OPT_SPEC};
@@ -691,9 +705,14 @@ int cmd_submit(int argc, char **argv)
     longopts[N_SPEC_FLAGS + 4] = (struct option){"help", no_argument, NULL, OPT_HELP};
     longopts[N_SPEC_FLAGS + 5] =
         (struct option){"request-id", required_argument, NULL, OPT_REQUEST_ID};
-    longopts[N_SPEC_FLAGS + 6] = (struct option){NULL, 0, NULL, 0};
+    longopts[N_SPEC_FLAGS + 6] =
+        (struct option){"experiment", required_argument, NULL, OPT_EXPERIMENT};
+    longopts[N_SPEC_FLAGS + 7] = (struct option){"tag", required_argument, NULL, OPT_TAG};
+    longopts[N_SPEC_FLAGS + 8] = (struct option){"after", required_argument, NULL, OPT_AFTER};
+    longopts[N_SPEC_FLAGS + 9] = (struct option){NULL, 0, NULL, 0};
 
     const char *spec_file = NULL, *broker = NULL, *request_id = NULL;
+    json_t *extra = json_object();
     bool wait = false, json = false;
     /* Flags are applied after --spec, wherever they stand: collect first. */
     const char *values[N_SPEC_FLAGS] = {0};
@@ -725,16 +744,31 @@ int cmd_submit(int argc, char **argv)
                 return EXIT_USAGE;
             }
             break;
+        case OPT_EXPERIMENT:
+        case OPT_TAG:
+        case OPT_AFTER:
+            if (cli_meta_option(extra, "mlq submit",
+                                c == OPT_EXPERIMENT ? 'e'
+                                : c == OPT_TAG      ? 't'
+                                                    : 'a',
+                                optarg) != 0) {
+                json_decref(extra);
+                return EXIT_USAGE;
+            }
+            break;
         case OPT_HELP:
+            json_decref(extra);
             submit_usage(stdout);
             return EXIT_OK;
         default:
+            json_decref(extra);
             submit_usage(stderr);
             return EXIT_USAGE;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "mlq submit: unexpected argument '%s'\n", argv[optind]);
+        json_decref(extra);
         return EXIT_USAGE;
     }
     json_t *doc;
@@ -759,8 +793,89 @@ int cmd_submit(int argc, char **argv)
             return EXIT_USAGE;
         }
     json_t *spec = finish_spec(doc);
-    if (!spec) return EXIT_USAGE;
-    return submit_spec(broker_endpoint(broker), spec, request_id, wait, json);
+    if (!spec) {
+        json_decref(extra);
+        return EXIT_USAGE;
+    }
+    int rc = submit_spec(broker_endpoint(broker), spec, request_id, wait, json, extra);
+    json_decref(extra);
+    return rc;
+}
+
+/* ---- shared with cmd_sweep.c (cli.h) ---------------------------------------------------- */
+
+int cli_meta_option(json_t *extra, const char *cmd, char which, const char *arg)
+{
+    if (which == 'e') {
+        if (!arg[0] || strlen(arg) >= STORE_NAME_MAX) {
+            fprintf(stderr, "%s: --experiment takes a name of 1 to %d bytes\n", cmd,
+                    STORE_NAME_MAX - 1);
+            return -EINVAL;
+        }
+        json_object_set_new(extra, "experiment", json_string(arg));
+        return 0;
+    }
+    if (which == 't') {
+        const char *eq = strchr(arg, '=');
+        if (!eq || eq == arg || (size_t)(eq - arg) > STORE_TAG_MAX ||
+            strlen(eq + 1) > STORE_TAG_MAX) {
+            fprintf(stderr, "%s: --tag takes KEY=VALUE, got '%s'\n", cmd, arg);
+            return -EINVAL;
+        }
+        json_t *tags = json_object_get(extra, "tags");
+        if (!tags) {
+            tags = json_object();
+            json_object_set_new(extra, "tags", tags);
+        }
+        char key[STORE_TAG_MAX + 1];
+        snprintf(key, sizeof key, "%.*s", (int)(eq - arg), arg);
+        json_object_set_new(tags, key, json_string(eq + 1));
+        return 0;
+    }
+    json_t *after = json_object_get(extra, "after");
+    if (!after) {
+        after = json_array();
+        json_object_set_new(extra, "after", after);
+    }
+    char buf[1024];
+    if (snprintf(buf, sizeof buf, "%s", arg) >= (int)sizeof buf) {
+        fprintf(stderr, "%s: --after: too long\n", cmd);
+        return -EINVAL;
+    }
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        int64_t id;
+        if (parse_id(tok, &id) != 0) {
+            fprintf(stderr, "%s: --after takes job ids (ID[,ID...]), got '%s'\n", cmd, tok);
+            return -EINVAL;
+        }
+        json_array_append_new(after, json_integer(id));
+    }
+    if (json_array_size(after) == 0) {
+        fprintf(stderr, "%s: --after takes job ids (ID[,ID...])\n", cmd);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int cli_broker_call_resend(const char *endpoint, const char *cmd, json_t *body, json_t **reply)
+{
+    return broker_call_resend(endpoint, cmd, body, SUBMIT_RESEND_MS, reply);
+}
+
+void cli_new_request_id(char *out, size_t len)
+{
+    new_request_id(out, len);
+}
+
+json_t *cli_finish_spec(json_t *doc)
+{
+    return finish_spec(doc);
+}
+
+void cli_print_json(const json_t *o)
+{
+    print_json(o);
 }
 
 /* ---- wait, cancel ---------------------------------------------------------------------- */
@@ -819,16 +934,30 @@ int cmd_cancel(int argc, char **argv)
 {
     int64_t id;
     const char *broker = NULL;
-    bool json = false, quiet = false;
-    int code =
-        id_command(argc, argv, "mlq cancel [--broker E] [--json] ID", &id, &broker, &json, &quiet);
+    bool json = false, quiet = false, sweep = false;
+    /* --sweep ID: the sweep and its trials; the rest parses as for a job. */
+    char *args[64];
+    int n = 0;
+    for (int i = 0; i < argc && n < 63; i++) {
+        if (strcmp(argv[i], "--sweep") == 0)
+            sweep = true;
+        else
+            args[n++] = argv[i];
+    }
+    args[n] = NULL;
+    int code = id_command(n, args, "mlq cancel [--broker E] [--json] ID | --sweep ID", &id, &broker,
+                          &json, &quiet);
     if (code) return code < 0 ? EXIT_OK : code;
     json_t *reply;
     code = broker_call(broker_endpoint(broker), PROTO_CANCEL,
-                       json_pack("{s:I}", "id", (json_int_t)id), &reply);
+                       json_pack("{s:I}", sweep ? "sweep" : "id", (json_int_t)id), &reply);
     if (code) return code;
     if (json)
         print_json(reply);
+    else if (sweep)
+        printf("sweep %lld cancelled: %lld trials cancelled, %lld cancelling\n", (long long)id,
+               (long long)json_integer_value(json_object_get(reply, "cancelled")),
+               (long long)json_integer_value(json_object_get(reply, "cancelling")));
     else
         printf("job %lld %s\n", (long long)id, json_string_value(json_object_get(reply, "state")));
     json_decref(reply);
@@ -1030,7 +1159,7 @@ static int run_on_checkpoint(int argc, char **argv, bool predict)
     if (!spec) return EXIT_USAGE;
     const char *endpoint = broker_endpoint(broker);
     json_t *reply;
-    int code = submit_call(endpoint, spec, NULL, &reply);
+    int code = submit_call(endpoint, spec, NULL, NULL, &reply);
     if (code) return code;
     int64_t id = json_integer_value(json_object_get(reply, "id"));
     json_decref(reply);
@@ -1160,7 +1289,7 @@ int cmd_generate(int argc, char **argv)
     if (!spec) return EXIT_USAGE;
     const char *endpoint = broker_endpoint(broker);
     json_t *reply;
-    int code = submit_call(endpoint, spec, NULL, &reply);
+    int code = submit_call(endpoint, spec, NULL, NULL, &reply);
     if (code) return code;
     int64_t id = json_integer_value(json_object_get(reply, "id"));
     json_decref(reply);

@@ -46,15 +46,18 @@ static json_t *param_json(const char *value)
 static void runs_usage(FILE *out)
 {
     fprintf(out,
-            "usage: mlq runs [--state S] [--kind K] [--limit N] [--where params.KEY=VALUE]...\n"
+            "usage: mlq runs [--state S] [--kind K] [--limit N] [--where KEY=VALUE]...\n"
+            "                [--experiment NAME] [--tag KEY=VALUE]... [--sweep ID]\n"
             "                [--sort [-]METRIC] [--db FILE] [--json | --csv]\n\n"
             "Lists runs, newest first.\n\n"
-            "  --state S    queued, running, succeeded, failed or cancelled\n"
+            "  --state S    queued, running, succeeded, failed, cancelled or stopped\n"
             "  --kind K     train, eval or predict\n"
             "  --limit N    at most N runs (default 50; 0 = all)\n"
             "  --where K=V  only runs whose param K (e.g. params.optimizer.name) equals V\n"
             "               (numbers as numbers: optimizer.lr=1e-3 finds 0.001);\n"
-            "               repeatable, all must hold\n"
+            "               repeatable, all must hold; also !=, <, <=, >, >= (quote them),\n"
+            "               and metrics.KEY for a final metric (metrics.val_loss<0.5)\n"
+            "  --experiment NAME, --tag KEY=VALUE, --sweep ID  only those runs\n"
             "  --sort M     by final metric M, ascending; -M descending; runs without it last\n"
             "%s"
             "  --csv        comma-separated values, one line per run\n",
@@ -65,6 +68,7 @@ static void runs_usage(FILE *out)
 struct runs_args {
     struct store_run_filter f;
     char where_buf[STORE_WHERE_MAX][512]; /* KEY\0VALUE per --where */
+    char tag_buf[STORE_WHERE_MAX][520];   /* KEY\0VALUE per --tag */
 };
 
 static int runs_option(void *ctx, int ch, const char *arg)
@@ -102,19 +106,46 @@ static int runs_option(void *ctx, int ch, const char *arg)
     }
     case 'w': {
         const char *kv = strncmp(arg, "params.", 7) == 0 ? arg + 7 : arg;
-        const char *eq = strchr(kv, '=');
-        if (!eq || eq == kv || f->n_where == STORE_WHERE_MAX ||
-            strlen(kv) >= sizeof a->where_buf[0]) {
-            fprintf(stderr, "mlq runs: --where: expected params.KEY=VALUE (at most %d)\n",
+        if (f->n_where == STORE_WHERE_MAX ||
+            store_where_parse(kv, a->where_buf[f->n_where], sizeof a->where_buf[0],
+                              &f->where_key[f->n_where], &f->where_op[f->n_where],
+                              &f->where_value[f->n_where]) != 0) {
+            fprintf(stderr,
+                    "mlq runs: --where: expected KEY=VALUE (or !=, <, <=, >, >=; KEY a param "
+                    "such as params.optimizer.lr or a metric such as metrics.val_loss; at most "
+                    "%d)\n",
                     STORE_WHERE_MAX);
             return EXIT_USAGE;
         }
-        char *b = a->where_buf[f->n_where];
-        snprintf(b, sizeof a->where_buf[0], "%s", kv);
-        b[eq - kv] = '\0';
-        f->where_key[f->n_where] = b;
-        f->where_value[f->n_where] = b + (eq - kv) + 1;
         f->n_where++;
+        break;
+    }
+    case 'e':
+        f->experiment = arg;
+        break;
+    case 'g': {
+        const char *eq = strchr(arg, '=');
+        if (!eq || eq == arg || f->n_tags == STORE_WHERE_MAX ||
+            strlen(arg) >= sizeof a->tag_buf[0]) {
+            fprintf(stderr, "mlq runs: --tag: expected KEY=VALUE (at most %d)\n", STORE_WHERE_MAX);
+            return EXIT_USAGE;
+        }
+        char *b = a->tag_buf[f->n_tags];
+        snprintf(b, sizeof a->tag_buf[0], "%s", arg);
+        b[eq - arg] = '\0';
+        f->tag_key[f->n_tags] = b;
+        f->tag_value[f->n_tags] = b + (eq - arg) + 1;
+        f->n_tags++;
+        break;
+    }
+    case 'S': {
+        char *end;
+        long long v = strtoll(arg, &end, 10);
+        if (*end || end == arg || v < 1) {
+            fprintf(stderr, "mlq runs: --sweep: not a sweep id: '%s'\n", arg);
+            return EXIT_USAGE;
+        }
+        f->sweep = v;
         break;
     }
     case 'o':
@@ -132,9 +163,15 @@ static int runs_option(void *ctx, int ch, const char *arg)
 int cmd_runs(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"state", required_argument, NULL, 's'}, {"kind", required_argument, NULL, 'k'},
-        {"limit", required_argument, NULL, 'n'}, {"where", required_argument, NULL, 'w'},
-        {"sort", required_argument, NULL, 'o'},  {NULL, 0, NULL, 0},
+        {"state", required_argument, NULL, 's'},
+        {"kind", required_argument, NULL, 'k'},
+        {"limit", required_argument, NULL, 'n'},
+        {"where", required_argument, NULL, 'w'},
+        {"sort", required_argument, NULL, 'o'},
+        {"experiment", required_argument, NULL, 'e'},
+        {"tag", required_argument, NULL, 'g'},
+        {"sweep", required_argument, NULL, 'S'},
+        {NULL, 0, NULL, 0},
     };
     struct runs_args a = {.f = {.state = -1, .kind = -1, .limit = 50}};
     const struct history_cmd cmd = {
@@ -202,6 +239,9 @@ int cmd_runs(int argc, char **argv)
             double d = history_job_duration(j, now);
             json_object_set_new(o, "duration", d >= 0 ? json_real(d) : json_null());
             json_object_set_new(o, "error", j->error ? json_string(j->error) : json_null());
+            json_object_set_new(o, "experiment",
+                                j->experiment ? json_string(j->experiment) : json_null());
+            json_object_set_new(o, "sweep", j->sweep ? json_integer(j->sweep) : json_null());
             json_t *p = json_object();
             for (size_t k = 0; k < COUNT(main_params); k++) {
                 const char *v = param_find(params[i], nparams[i], main_params[k]);
@@ -289,7 +329,10 @@ int cmd_runs(int argc, char **argv)
     if (co.csv)
         history_table_csv(&t);
     else if (n == 0)
-        printf("no runs%s\n", f->state >= 0 || f->kind >= 0 || f->n_where ? " match" : " yet");
+        printf("no runs%s\n",
+               f->state >= 0 || f->kind >= 0 || f->n_where || f->n_tags || f->sweep || f->experiment
+                   ? " match"
+                   : " yet");
     else
         history_table_print(&t);
     history_table_free(&t);

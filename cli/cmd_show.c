@@ -46,6 +46,10 @@ int cmd_show(int argc, char **argv)
     struct store_checkpoint *ck = NULL;
     size_t nm = 0, nck = 0;
     json_t *events = json_array();
+    struct store_param *tags = NULL;
+    size_t ntags = 0;
+    int64_t *after = NULL;
+    size_t nafter = 0;
     rc = history_job_get("show", s, id, &j);
     if (rc != EXIT_OK) goto out;
     int ret = store_metrics_final(s, id, &m, &nm);
@@ -64,6 +68,9 @@ int cmd_show(int argc, char **argv)
             best_v = ck[i].metric;
             best = ck[i].id;
         }
+    /* Issue 12's grouping: tags and --after jobs (errors read as none). */
+    if (store_tags_list(s, id, &tags, &ntags) != 0) ntags = 0;
+    if (store_deps_list(s, id, &after, &nafter) != 0) nafter = 0;
     double now = store_now(s);
     json_t *spec = j.spec_json ? json_loads(j.spec_json, 0, NULL) : NULL;
     json_t *result = j.result_json ? json_loads(j.result_json, 0, NULL) : NULL;
@@ -88,6 +95,17 @@ int cmd_show(int argc, char **argv)
         json_object_set_new(o, "error", j.error ? json_string(j.error) : json_null());
         json_object_set_new(o, "request_id",
                             j.request_id ? json_string(j.request_id) : json_null());
+        json_object_set_new(o, "sweep", j.sweep ? json_integer(j.sweep) : json_null());
+        json_object_set_new(o, "experiment",
+                            j.experiment ? json_string(j.experiment) : json_null());
+        json_t *to = json_object();
+        for (size_t i = 0; i < ntags; i++)
+            json_object_set_new(to, tags[i].key, json_string(tags[i].value));
+        json_object_set_new(o, "tags", to);
+        json_t *aa = json_array();
+        for (size_t i = 0; i < nafter; i++)
+            json_array_append_new(aa, json_integer(after[i]));
+        json_object_set_new(o, "after", aa);
         json_object_set_new(o, "spec", spec ? json_incref(spec) : json_null());
         char line[512];
         const char *ml = history_model_line(spec, line, sizeof line);
@@ -137,6 +155,12 @@ int cmd_show(int argc, char **argv)
         printf("  %-10s %s\n", "priority",
                j.priority ? (snprintf(a, sizeof a, "%d", j.priority), a) : "0");
         printf("  %-10s %s\n", "trainer", j.trainer[0] ? j.trainer : "-");
+        if (j.sweep) printf("  %-10s %lld\n", "sweep", (long long)j.sweep);
+        if (j.experiment) printf("  %-10s %s\n", "experiment", j.experiment);
+        for (size_t i = 0; i < ntags; i++)
+            printf("  %-10s %s=%s\n", i ? "" : "tags", tags[i].key, tags[i].value);
+        for (size_t i = 0; i < nafter; i++)
+            printf("  %-10s %lld\n", i ? "" : "after", (long long)after[i]);
         char line[512];
         if (history_model_line(spec, line, sizeof line)) printf("  %-10s %s\n", "model", line);
         if (j.run) printf("  %-10s %lld\n", "of run", (long long)j.run);
@@ -189,6 +213,8 @@ out:
     json_decref(events);
     store_metrics_free(m, nm);
     store_checkpoints_free(ck, nck);
+    store_params_free(tags, ntags);
+    free(after);
     store_job_free(&j);
     store_close(&s);
     return rc;

@@ -252,10 +252,11 @@ static void show_queue(const char *db_path, int64_t last[STORE_N_STATES])
     store_close(&db);
     if (rc || memcmp(counts, last, sizeof counts) == 0) return;
     memcpy(last, counts, sizeof counts);
-    log_info("jobs: %lld queued, %lld running, %lld succeeded, %lld failed, %lld cancelled",
+    log_info("jobs: %lld queued, %lld running, %lld succeeded, %lld failed, %lld cancelled, %lld "
+             "stopped",
              (long long)counts[STORE_QUEUED], (long long)counts[STORE_RUNNING],
              (long long)counts[STORE_SUCCEEDED], (long long)counts[STORE_FAILED],
-             (long long)counts[STORE_CANCELLED]);
+             (long long)counts[STORE_CANCELLED], (long long)counts[STORE_STOPPED]);
 }
 
 static void usage(FILE *out)

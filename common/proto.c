@@ -14,7 +14,7 @@ static const char *const known_commands[] = {
     PROTO_CHECKPOINT,  PROTO_DONE,   PROTO_WELCOME, PROTO_JOB,       PROTO_ACK,
     PROTO_DROP,        PROTO_WHO,    PROTO_WHOAMI,  PROTO_DEPLOY,    PROTO_UNDEPLOY,
     PROTO_DEPLOYMENTS, PROTO_INFER,  PROTO_SERVE,   PROTO_UNSERVE,   PROTO_SERVING,
-    PROTO_INFERRED,    NULL,
+    PROTO_INFERRED,    PROTO_SWEEP,  PROTO_TAG,     PROTO_NOTE,      NULL,
 };
 
 bool proto_known_command(const char *cmd)

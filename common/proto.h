@@ -32,6 +32,10 @@
 #define PROTO_QUEUE "QUEUE"      /* {} -> OK {"jobs": [...], "counts": {...}} */
 #define PROTO_WORKERS "WORKERS"  /* {} -> OK {"trainers": [...]} */
 #define PROTO_WHOAMI "WHOAMI"    /* {} -> OK {"name", "role", "mechanism", "key"?} */
+#define PROTO_SWEEP                                                                                \
+    "SWEEP"               /* {"spec","space","sweep"?,...} -> OK {"id","trials"} (docs/sweeps.md) */
+#define PROTO_TAG "TAG"   /* {"id","tags":{k:v}} -> OK {"id","tags"} */
+#define PROTO_NOTE "NOTE" /* {"id","text"} -> OK {"id"} */
 #define PROTO_OK "OK"
 #define PROTO_ERROR "ERROR" /* {"error": "text", "code": "bad_spec"|"not_found"|...} */
 /* Trainer -> broker. */

@@ -152,32 +152,118 @@ static const char *const migrations[] = {
     "  created REAL NOT NULL,"
     "  updated REAL NOT NULL"
     ");",
+    /* 4 -> 5: sweeps with their trials and scheduler decisions, the state
+       `stopped` of a trial stopped early, experiments, tags and --after
+       dependencies (issue 12, docs/sweeps.md). The state's CHECK is widened
+       in place (SQLite's documented procedure for changing a CHECK
+       constraint; no row is rewritten, and a rebuild of jobs would have to
+       copy every column other migrations add). */
+    "PRAGMA writable_schema = ON;"
+    "UPDATE sqlite_schema SET sql = replace(sql, '''cancelled''))', "
+    "  '''cancelled'',''stopped''))') WHERE type = 'table' AND name = 'jobs';"
+    "PRAGMA writable_schema = RESET;"
+    "CREATE TABLE sweeps ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL DEFAULT '',"
+    "  experiment TEXT,"
+    "  owner TEXT,"
+    "  spec TEXT NOT NULL,"
+    "  space TEXT NOT NULL,"
+    "  seed INTEGER NOT NULL,"
+    "  n_trials INTEGER NOT NULL,"
+    "  max_parallel INTEGER NOT NULL DEFAULT 0,"
+    "  scheduler TEXT NOT NULL CHECK (scheduler IN ('none','asha','median')),"
+    "  metric TEXT NOT NULL,"
+    "  mode TEXT NOT NULL CHECK (mode IN ('min','max')),"
+    "  max_t INTEGER NOT NULL,"
+    "  grace_period INTEGER NOT NULL,"
+    "  reduction_factor INTEGER NOT NULL,"
+    "  min_samples INTEGER NOT NULL,"
+    "  cancelled INTEGER NOT NULL DEFAULT 0,"
+    "  submitted REAL NOT NULL,"
+    "  request_id TEXT"
+    ");"
+    "CREATE UNIQUE INDEX sweeps_request_id ON sweeps(request_id) WHERE request_id IS NOT NULL;"
+    "ALTER TABLE jobs ADD COLUMN sweep INTEGER REFERENCES sweeps(id) ON DELETE SET NULL;"
+    "ALTER TABLE jobs ADD COLUMN experiment TEXT;"
+    "CREATE INDEX jobs_sweep ON jobs(sweep, state) WHERE sweep IS NOT NULL;"
+    "CREATE INDEX jobs_experiment ON jobs(experiment) WHERE experiment IS NOT NULL;"
+    "CREATE TABLE sweep_trials ("
+    "  sweep INTEGER NOT NULL REFERENCES sweeps(id) ON DELETE CASCADE,"
+    "  trial INTEGER NOT NULL,"
+    "  job INTEGER UNIQUE REFERENCES jobs(id) ON DELETE SET NULL,"
+    "  params TEXT NOT NULL,"
+    "  PRIMARY KEY (sweep, trial)"
+    ");"
+    "CREATE TABLE sweep_decisions ("
+    "  sweep INTEGER NOT NULL REFERENCES sweeps(id) ON DELETE CASCADE,"
+    "  rung INTEGER NOT NULL,"
+    "  trial INTEGER NOT NULL,"
+    "  epoch INTEGER NOT NULL,"
+    "  value REAL,"
+    "  decision TEXT NOT NULL CHECK (decision IN ('continue','stop')),"
+    "  time REAL NOT NULL,"
+    "  PRIMARY KEY (sweep, rung, trial)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE tags ("
+    "  run INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+    "  key TEXT NOT NULL,"
+    "  value TEXT NOT NULL,"
+    "  PRIMARY KEY (run, key)"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX tags_key_value ON tags(key, value);"
+    "CREATE TABLE job_deps ("
+    "  job INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+    "  after INTEGER NOT NULL,"
+    "  PRIMARY KEY (job, after)"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX job_deps_after ON job_deps(after);",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema version");
 
 #define JOB_COLS                                                                                   \
     "id, kind, state, priority, attempts, max_attempts, name, trainer, run, cancel_requested, "    \
-    "submitted, started, finished, spec, error, result, request_id, owner"
+    "submitted, started, finished, spec, error, result, request_id, owner, sweep, experiment"
 #define CKPT_META_COLS "id, run, epoch, step, crc32, size, time, metric"
-#define TERMINAL "('succeeded','failed','cancelled')"
+#define TERMINAL "('succeeded','failed','cancelled','stopped')"
 
 static const char *const stmt_sql[ST_N] = {
     [ST_JOB_INSERT] = "INSERT INTO jobs(kind, state, priority, max_attempts, name, spec, run, "
-                      "submitted, request_id, owner) "
-                      "VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                      "submitted, request_id, owner, sweep, experiment) "
+                      "VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     [ST_JOB_BY_REQUEST] = "SELECT id, spec, owner FROM jobs WHERE request_id = ?1",
     [ST_JOB_GET] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?1",
+    /* Skipped: a trial whose sweep runs max_parallel trials already, and a
+       job whose --after jobs have not all succeeded. */
     [ST_JOB_NEXT] = "SELECT " JOB_COLS " FROM jobs WHERE state = 'queued' "
+                    "AND (sweep IS NULL OR NOT EXISTS (SELECT 1 FROM sweeps w WHERE w.id = "
+                    "jobs.sweep AND w.max_parallel > 0 AND (SELECT count(*) FROM jobs r WHERE "
+                    "r.sweep = w.id AND r.state = 'running') >= w.max_parallel)) "
+                    "AND NOT EXISTS (SELECT 1 FROM job_deps d LEFT JOIN jobs p ON p.id = d.after "
+                    "WHERE d.job = jobs.id AND p.state IS NOT 'succeeded') "
                     "ORDER BY priority DESC, id LIMIT 1",
     [ST_JOB_IDS_BY_STATE] = "SELECT id FROM jobs WHERE state = ?1 ORDER BY id",
     [ST_JOB_COUNT] = "SELECT state, count(*) FROM jobs GROUP BY state",
     [ST_JOB_RUNNING] = "UPDATE jobs SET state = 'running', trainer = ?2, attempts = attempts + 1, "
                        "started = ?3, finished = NULL WHERE id = ?1",
-    [ST_JOB_FINISH] = "UPDATE jobs SET state = ?2, error = ?3, finished = ?4 WHERE id = ?1",
+    /* A trial its scheduler stopped ends `stopped` (with the scheduler's
+       reason) whether its trainer confirms the stop or finishes first. */
+    [ST_JOB_FINISH] = "UPDATE jobs SET state = CASE WHEN cancel_requested = 2 AND ?2 IN "
+                      "('succeeded','cancelled') THEN 'stopped' ELSE ?2 END, error = CASE WHEN "
+                      "cancel_requested = 2 AND ?2 IN ('succeeded','cancelled') THEN error ELSE ?3 "
+                      "END, finished = ?4 WHERE id = ?1",
     [ST_JOB_REQUEUE] = "UPDATE jobs SET state = 'queued', trainer = NULL, started = NULL, "
                        "cancel_requested = 0 WHERE id = ?1",
-    [ST_JOB_CANCEL_REQ] = "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1",
+    [ST_JOB_CANCEL_REQ] =
+        "UPDATE jobs SET cancel_requested = max(cancel_requested, 1) WHERE id = ?1",
+    /* Queued jobs one of whose --after jobs ended otherwise or is gone (the
+       broker asks every pass: one probe of an index while nothing waits). */
+    [ST_DEPS_BROKEN] = "SELECT d.job, d.after, p.state FROM job_deps d JOIN jobs j ON j.id = d.job "
+                       "LEFT JOIN jobs p ON p.id = d.after WHERE j.state = 'queued' AND "
+                       "(p.id IS NULL OR p.state IN ('failed','cancelled','stopped')) "
+                       "ORDER BY d.job, d.after",
+    [ST_JOB_STOP_REQ] = "UPDATE jobs SET cancel_requested = 2, error = ?2 WHERE id = ?1",
     [ST_JOB_RESULT] = "UPDATE jobs SET result = ?2 WHERE id = ?1",
     [ST_JOB_DELETE] = "DELETE FROM jobs WHERE id = ?1",
     [ST_PARAMS_LIST] = "SELECT key, value FROM params WHERE run = ?1 ORDER BY key",
@@ -758,8 +844,8 @@ int store_wal_checkpoint(struct store *s)
 
 /* ---- names ----------------------------------------------------------------- */
 
-static const char *const state_names[STORE_N_STATES] = {"queued", "running", "succeeded", "failed",
-                                                        "cancelled"};
+static const char *const state_names[STORE_N_STATES] = {"queued", "running",   "succeeded",
+                                                        "failed", "cancelled", "stopped"};
 
 const char *store_state_name(enum store_state st)
 {
@@ -789,5 +875,6 @@ int store_kind_parse(const char *name, enum job_kind *out)
 
 bool store_state_terminal(enum store_state st)
 {
-    return st == STORE_SUCCEEDED || st == STORE_FAILED || st == STORE_CANCELLED;
+    return st == STORE_SUCCEEDED || st == STORE_FAILED || st == STORE_CANCELLED ||
+           st == STORE_STOPPED;
 }

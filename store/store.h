@@ -27,7 +27,7 @@
 
 #include "spec.h" /* enum job_kind, struct mlq_spec */
 
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 #define STORE_SERVICE_PATH "/var/lib/mlq/mlq.db" /* the services' database */
 #define STORE_KEEP_LAST_DEFAULT 3                /* checkpoints kept per run, plus the best */
 #define STORE_NAME_MAX 128
@@ -90,13 +90,14 @@ enum store_state {
     STORE_SUCCEEDED,
     STORE_FAILED,
     STORE_CANCELLED,
+    STORE_STOPPED, /* a sweep's scheduler stopped the trial early (docs/sweeps.md) */
 };
-#define STORE_N_STATES 5
+#define STORE_N_STATES 6
 
 const char *store_state_name(enum store_state st);              /* "queued", "running", ... */
 int store_state_parse(const char *name, enum store_state *out); /* 0 or -EINVAL */
 int store_kind_parse(const char *name, enum job_kind *out);     /* "train"|"eval"|"predict" */
-bool store_state_terminal(enum store_state st);                 /* succeeded, failed, cancelled */
+bool store_state_terminal(enum store_state st); /* succeeded, failed, cancelled, stopped */
 
 struct store_job {
     int64_t id;
@@ -115,6 +116,9 @@ struct store_job {
     char *result_json;                   /* eval metrics / predict summary, or NULL */
     char *request_id;                    /* its submission's (docs/jobs.md), or NULL */
     char *owner;                         /* the submitting key's name, or NULL (no keys) */
+    int64_t sweep;                       /* the sweep it is a trial of, 0 = none */
+    char *experiment;                    /* --experiment, or NULL */
+    bool stop_requested;                 /* its sweep's scheduler decided to stop it */
 };
 void store_job_free(struct store_job *job);              /* frees the strings, not job */
 void store_jobs_free(struct store_job **jobs, size_t n); /* frees an array and its strings */
@@ -123,10 +127,12 @@ struct store_new_job {
     enum job_kind kind;
     const char *spec_json; /* stored as given */
     int priority;
-    int max_attempts;  /* <= 0: 3 */
-    const char *name;  /* may be NULL */
-    int64_t run;       /* eval/predict: the run referred to; 0 = none */
-    const char *owner; /* the submitting key's name; NULL = none */
+    int max_attempts;       /* <= 0: 3 */
+    const char *name;       /* may be NULL */
+    int64_t run;            /* eval/predict: the run referred to; 0 = none */
+    const char *owner;      /* the submitting key's name; NULL = none */
+    int64_t sweep;          /* the sweep it is a trial of; 0 = none */
+    const char *experiment; /* NULL = none */
 };
 
 #define STORE_REQUEST_ID_MAX 128 /* = PROTO_REQUEST_ID_MAX */
@@ -147,6 +153,11 @@ int store_job_submit_spec(struct store *s, const struct mlq_spec *spec, const ch
  * it tells nothing about the other's job. */
 int store_job_submit_owned(struct store *s, const struct mlq_spec *spec, const char *request_id,
                            const char *owner, int64_t *id, bool *existed);
+
+/* Same, with the job's other fields from meta (owner, sweep, experiment;
+ * its kind, spec and queue fields are ignored: they come from spec). */
+int store_job_submit_meta(struct store *s, const struct mlq_spec *spec, const char *request_id,
+                          const struct store_new_job *meta, int64_t *id, bool *existed);
 
 /* Fills *job (free with store_job_free). -ENOENT if there is no such id. */
 int store_job_get(struct store *s, int64_t id, struct store_job *job);
@@ -170,6 +181,10 @@ int store_job_set_cancelled(struct store *s, int64_t id, const char *reason);
 int store_job_requeue(struct store *s, int64_t id, const char *reason);
 /* Marks a running job for cancellation (the broker tells its trainer). */
 int store_job_request_cancel(struct store *s, int64_t id);
+/* Marks a running sweep trial to be stopped by its scheduler, with the reason
+ * as its error: however it ends next (its trainer's cancel or success, or the
+ * trainer lost), it ends `stopped`, unless it failed. */
+int store_job_request_stop(struct store *s, int64_t id, const char *reason);
 /* Stores a job's result document (JSON text; eval: loss, accuracy,
  * per-class accuracy, confusion matrix; predict: a summary). */
 int store_job_set_result(struct store *s, int64_t id, const char *result_json);
@@ -326,6 +341,19 @@ int store_deployments_list(struct store *s, struct store_deployment **out, size_
 
 #define STORE_WHERE_MAX 8
 
+enum store_where_op {
+    STORE_OP_EQ,
+    STORE_OP_NE,
+    STORE_OP_LT,
+    STORE_OP_LE,
+    STORE_OP_GT,
+    STORE_OP_GE
+};
+/* Splits "KEY<=VALUE" (=, !=, <, <=, >, >=) at its operator: key and value
+ * point into buf (a copy of text); 0 or -EINVAL. */
+int store_where_parse(const char *text, char *buf, size_t len, const char **key,
+                      enum store_where_op *op, const char **value);
+
 struct store_run_filter {
     int state;     /* enum store_state, or -1 for any */
     int kind;      /* enum job_kind, or -1 for any */
@@ -339,6 +367,16 @@ struct store_run_filter {
        sort_desc); runs without the metric come last. */
     const char *sort_metric;
     bool sort_desc;
+    /* where_op[i] compares where_key[i] with where_value[i] (0, the default,
+       is equality). A key "metrics.K" compares the run's final metric K
+       numerically; any other key is a param. A key that no run has is
+       -EINVAL with a message naming it. */
+    enum store_where_op where_op[STORE_WHERE_MAX];
+    const char *experiment; /* only runs of this experiment; NULL = any */
+    int64_t sweep;          /* only trials of this sweep; 0 = any */
+    int n_tags;             /* tags that must all be set to their values */
+    const char *tag_key[STORE_WHERE_MAX];
+    const char *tag_value[STORE_WHERE_MAX];
 };
 /* Runs matching f (spec_json and result_json left NULL). Free: store_jobs_free. */
 int store_runs_list(struct store *s, const struct store_run_filter *f, struct store_job **out,
@@ -373,6 +411,123 @@ int store_vacuum(struct store *s);
 void store_wal_manual(struct store *s);
 int store_wal_pages(const struct store *s);
 int store_wal_checkpoint(struct store *s);
+
+/* ---- tags, notes, dependencies (store_sweeps.c) ----------------------------------- */
+
+#define STORE_TAG_MAX 256 /* bytes of a tag key or value */
+/* Sets (or replaces) tag key=value on a run. -ENOENT for no such run,
+ * -EINVAL for an empty key or one over STORE_TAG_MAX. */
+int store_tag_set(struct store *s, int64_t run, const char *key, const char *value);
+/* A run's tags by key (store_params_free). */
+int store_tags_list(struct store *s, int64_t run, struct store_param **out, size_t *n);
+/* A note on a run: an event of level "note". -ENOENT for no such run. */
+int store_note_add(struct store *s, int64_t run, const char *text);
+/* job starts only once `after` has succeeded (mlq submit --after). */
+int store_dep_add(struct store *s, int64_t job, int64_t after);
+/* The jobs a job waits for, ascending. *ids malloc'd (free()). */
+int store_deps_list(struct store *s, int64_t job, int64_t **ids, size_t *n);
+/* Fails every queued job one of whose --after jobs ended otherwise than
+ * succeeded (or no longer exists), saying which; *n (may be NULL) counts
+ * them. One pass: the broker calls it again after each change. */
+int store_deps_fail_broken(struct store *s, size_t *n);
+
+/* ---- sweeps (store_sweeps.c, docs/sweeps.md) ------------------------------------------- */
+
+enum store_sched { STORE_SCHED_NONE, STORE_SCHED_ASHA, STORE_SCHED_MEDIAN };
+const char *store_sched_name(enum store_sched k);               /* "none", "asha", "median" */
+int store_sched_parse(const char *name, enum store_sched *out); /* 0 or -EINVAL */
+
+struct store_sweep {
+    int64_t id;
+    char name[STORE_NAME_MAX];
+    char *experiment; /* or NULL */
+    char *owner;      /* or NULL */
+    char *spec_json;  /* the base spec (canonical) */
+    char *space_json; /* the search space (docs/sweeps.md) */
+    uint64_t seed;    /* random search draws from it */
+    int n_trials;
+    int max_parallel; /* running trials at most; 0 = no cap */
+    enum store_sched scheduler;
+    char metric[STORE_KEY_MAX]; /* e.g. "val_loss" */
+    bool mode_max;              /* "max": higher is better */
+    int max_t;                  /* epochs of a full trial (ASHA's max_t) */
+    int grace_period;           /* ASHA: first rung; median: epochs before any stop */
+    int reduction_factor;       /* ASHA */
+    int min_samples;            /* median: other trials needed at an epoch */
+    bool cancelled;
+    double submitted;
+    /* Read only (derived from its trials): */
+    char state[16];                 /* "running", "finished", "cancelled" */
+    int64_t counts[STORE_N_STATES]; /* its trials by state */
+    double finished;                /* the last trial's end once none is left; 0 = not yet */
+    char *request_id;               /* or NULL */
+};
+void store_sweep_free(struct store_sweep *sw); /* the strings, not sw */
+void store_sweeps_free(struct store_sweep **sw, size_t n);
+
+/* One trial to create: its full spec (canonical JSON) and the values drawn
+ * for it ({"optimizer.lr": 0.003, ...}). */
+struct store_new_trial {
+    const char *spec_json;
+    const char *params_json;
+    int priority;
+    int max_attempts;
+    const char *name;
+};
+/* Creates the sweep row and its trials, each an ordinary queued train job
+ * tagged with the sweep, in one write (sw's id, derived fields ignored).
+ * request_id as for store_job_submit_spec: a repeat with the same id and the
+ * same spec and space makes nothing new (*existed true, *id the first one);
+ * another sweep under the id is -EEXIST. */
+int store_sweep_create(struct store *s, const struct store_sweep *sw,
+                       const struct store_new_trial *trials, size_t n, const char *request_id,
+                       int64_t *id, bool *existed);
+int store_sweep_get(struct store *s, int64_t id, struct store_sweep *out); /* -ENOENT */
+/* All sweeps, newest first (limit 0 = all). Free: store_sweeps_free. */
+int store_sweeps_list(struct store *s, int64_t limit, struct store_sweep **out, size_t *n);
+int store_sweep_set_cancelled(struct store *s, int64_t id);
+
+struct store_trial {
+    int64_t sweep;
+    int trial;         /* 0-based, in the order the space yields them */
+    int64_t job;       /* its job (= run); 0 if the run was deleted */
+    char *params_json; /* the values drawn for it */
+    enum store_state state;
+    int64_t epochs; /* epochs it reported */
+    int rung;       /* ASHA: rungs passed (continued from); median: epochs judged */
+    bool has_best;
+    double best; /* its best value of the sweep's metric */
+    char *error; /* why it stopped or failed, or NULL */
+};
+/* A sweep's trials, the best first (by the sweep's metric and mode; trials
+ * without a value last, then by trial number). Free: store_trials_free. */
+int store_sweep_trials(struct store *s, int64_t id, struct store_trial **out, size_t *n);
+void store_trials_free(struct store_trial *t, size_t n);
+
+/* Scheduler decisions, one per (sweep, rung, trial): ASHA's rung k is at
+ * epoch grace_period * reduction_factor^k; the median rule's rung is the
+ * epoch itself. value NAN: the trial reported no finite value. */
+struct store_decision {
+    int rung;
+    int64_t epoch;
+    int trial;
+    bool has_value;
+    double value;
+    bool stop;
+};
+/* The decision already taken for this trial at this rung: 0 (filled),
+ * -ENOENT none yet. */
+int store_decision_get(struct store *s, int64_t sweep, int rung, int trial,
+                       struct store_decision *out);
+int store_decision_put(struct store *s, int64_t sweep, const struct store_decision *d);
+/* The values recorded at a rung by trials other than `trial` (NAN for a
+ * trial without a finite value). *vals malloc'd (free()). */
+int store_rung_values(struct store *s, int64_t sweep, int rung, int trial, double **vals,
+                      size_t *n);
+/* The trial number of a job, and its sweep: -ENOENT if it is no trial. */
+int store_trial_of_job(struct store *s, int64_t job, int64_t *sweep, int *trial);
+/* The non-terminal trial jobs of a sweep, ascending. *ids malloc'd. */
+int store_sweep_live_jobs(struct store *s, int64_t sweep, int64_t **ids, size_t *n);
 
 /* PRAGMA integrity_check; 0 if "ok", else -EIO with the first problem. */
 int store_integrity_check(struct store *s);

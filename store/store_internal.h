@@ -19,6 +19,8 @@ enum stmt_id {
     ST_JOB_FINISH,
     ST_JOB_REQUEUE,
     ST_JOB_CANCEL_REQ,
+    ST_JOB_STOP_REQ,
+    ST_DEPS_BROKEN,
     ST_JOB_RESULT,
     ST_JOB_DELETE,
     ST_PARAMS_LIST,
@@ -76,6 +78,10 @@ int store_step_done(struct store *s, sqlite3_stmt *st, const char *what);
  * (rc == 0) or rolls back (rc < 0) and returns rc or the commit's error. */
 int store_write_begin(struct store *s);
 int store_write_end(struct store *s, int token, int rc);
+
+/* Inserts a queued job (store_jobs.c); nj's sweep and experiment included. */
+int store_insert_job(struct store *s, const struct store_new_job *nj, const char *request_id,
+                     int64_t *id);
 
 /* Text column as a malloc'd copy or NULL. */
 char *store_col_strdup(sqlite3_stmt *st, int col);

@@ -30,7 +30,9 @@ enum {
     C_ERROR,
     C_RESULT,
     C_REQUEST_ID,
-    C_OWNER
+    C_OWNER,
+    C_SWEEP,
+    C_EXPERIMENT
 };
 
 static int job_from_row(sqlite3_stmt *st, struct store_job *j)
@@ -49,6 +51,7 @@ static int job_from_row(sqlite3_stmt *st, struct store_job *j)
     store_col_copy(st, C_TRAINER, j->trainer, sizeof j->trainer);
     j->run = sqlite3_column_int64(st, C_RUN);
     j->cancel_requested = sqlite3_column_int(st, C_CANCEL) != 0;
+    j->stop_requested = sqlite3_column_int(st, C_CANCEL) == 2;
     j->submitted = store_col_time(st, C_SUBMITTED);
     j->started = store_col_time(st, C_STARTED);
     j->finished = store_col_time(st, C_FINISHED);
@@ -57,6 +60,8 @@ static int job_from_row(sqlite3_stmt *st, struct store_job *j)
     j->result_json = store_col_strdup(st, C_RESULT);
     j->request_id = store_col_strdup(st, C_REQUEST_ID);
     j->owner = store_col_strdup(st, C_OWNER);
+    j->sweep = sqlite3_column_int64(st, C_SWEEP);
+    j->experiment = store_col_strdup(st, C_EXPERIMENT);
     return 0;
 }
 
@@ -68,7 +73,8 @@ void store_job_free(struct store_job *j)
     free(j->result_json);
     free(j->request_id);
     free(j->owner);
-    j->spec_json = j->error = j->result_json = j->request_id = j->owner = NULL;
+    free(j->experiment);
+    j->spec_json = j->error = j->result_json = j->request_id = j->owner = j->experiment = NULL;
 }
 
 void store_jobs_free(struct store_job **jobs, size_t n)
@@ -83,8 +89,8 @@ void store_jobs_free(struct store_job **jobs, size_t n)
 /* ---- submit ------------------------------------------------------------------ */
 
 /* The job row; its params are a view over the spec (docs/schema.md). */
-static int insert_job(struct store *s, const struct store_new_job *nj, const char *request_id,
-                      int64_t *id)
+int store_insert_job(struct store *s, const struct store_new_job *nj, const char *request_id,
+                     int64_t *id)
 {
     int tok = store_write_begin(s);
     if (tok < 0) return tok;
@@ -109,6 +115,8 @@ static int insert_job(struct store *s, const struct store_new_job *nj, const cha
             sqlite3_bind_text(st, 9, nj->owner, -1, SQLITE_STATIC);
         else
             sqlite3_bind_null(st, 9);
+        if (nj->sweep > 0) sqlite3_bind_int64(st, 10, nj->sweep);
+        store_bind_text_or_null(st, 11, nj->experiment);
         ret = store_step_done(s, st, "insert job");
     }
     int64_t new_id = sqlite3_last_insert_rowid(s->db);
@@ -125,7 +133,7 @@ int store_job_submit(struct store *s, const struct store_new_job *nj, int64_t *i
     json_decref(doc);
     if (!object)
         return store_fail(s, -EINVAL, "%s: spec is not a JSON object (%s)", s->path, jerr.text);
-    return insert_job(s, nj, NULL, id);
+    return store_insert_job(s, nj, NULL, id);
 }
 
 /* The job an earlier submission with request_id made: 0 and *id, -ENOENT, or
@@ -167,6 +175,14 @@ int store_job_submit_spec(struct store *s, const struct mlq_spec *spec, const ch
 int store_job_submit_owned(struct store *s, const struct mlq_spec *spec, const char *request_id,
                            const char *owner, int64_t *id, bool *existed)
 {
+    struct store_new_job meta = {.owner = owner};
+    return store_job_submit_meta(s, spec, request_id, &meta, id, existed);
+}
+
+int store_job_submit_meta(struct store *s, const struct mlq_spec *spec, const char *request_id,
+                          const struct store_new_job *meta, int64_t *id, bool *existed)
+{
+    const char *owner = meta ? meta->owner : NULL;
     if (existed) *existed = false;
     if (request_id && (!request_id[0] || strlen(request_id) > STORE_REQUEST_ID_MAX))
         return store_fail(s, -EINVAL, "a request id has 1 to %d characters", STORE_REQUEST_ID_MAX);
@@ -185,8 +201,10 @@ int store_job_submit_owned(struct store *s, const struct mlq_spec *spec, const c
             .name = spec->name,
             .run = spec->kind == JOB_TRAIN ? 0 : spec->run,
             .owner = owner,
+            .sweep = meta ? meta->sweep : 0,
+            .experiment = meta ? meta->experiment : NULL,
         };
-        ret = insert_job(s, &nj, request_id, id);
+        ret = store_insert_job(s, &nj, request_id, id);
     }
     free(text);
     return ret;
@@ -364,6 +382,20 @@ int store_job_request_cancel(struct store *s, int64_t id)
     return store_write_end(s, tok, ret);
 }
 
+int store_job_request_stop(struct store *s, int64_t id, const char *reason)
+{
+    int tok = store_write_begin(s);
+    if (tok < 0) return tok;
+    sqlite3_stmt *st = store_stmt(s, ST_JOB_STOP_REQ);
+    int ret = -EIO;
+    if (st) {
+        sqlite3_bind_int64(st, 1, id);
+        store_bind_text_or_null(st, 2, reason);
+        ret = update_job(s, st, id, "request stop");
+    }
+    return store_write_end(s, tok, ret);
+}
+
 int store_job_set_result(struct store *s, int64_t id, const char *result_json)
 {
     int tok = store_write_begin(s);
@@ -453,6 +485,37 @@ static bool parse_number(const char *text, double *x)
     return end != text && *end == '\0' && errno == 0 && isfinite(*x);
 }
 
+static const char *const op_sql[] = {"=", "<>", "<", "<=", ">", ">="};
+
+/* A --where key no run has is an error naming it, not an empty list (a
+ * typo would otherwise look like "no such runs"). An empty store knows no
+ * keys and is not asked. */
+static int where_key_known(struct store *s, const char *key)
+{
+    bool metric = strncmp(key, "metrics.", 8) == 0;
+    const char *sql = metric ? "SELECT EXISTS (SELECT 1 FROM final_metrics WHERE key = ?1), "
+                               "EXISTS (SELECT 1 FROM jobs)"
+                             : "SELECT EXISTS (SELECT 1 FROM jobs WHERE json_type(spec, '$.' || "
+                               "?1) IS NOT NULL), EXISTS (SELECT 1 FROM jobs)";
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK) return store_fail_sql(s, rc, "prepare key check");
+    sqlite3_bind_text(st, 1, metric ? key + 8 : key, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    int ret = 0;
+    if (rc != SQLITE_ROW)
+        ret = store_fail_sql(s, rc, "key check");
+    else if (!sqlite3_column_int(st, 0) && sqlite3_column_int(st, 1))
+        ret = store_fail(s, -EINVAL,
+                         metric ? "--where %s: no run has the metric %s (metrics are e.g. "
+                                  "metrics.val_loss)"
+                                : "--where %s: no run has the param %s (params are spec "
+                                  "fields, e.g. optimizer.lr)",
+                         key, metric ? key + 8 : key);
+    sqlite3_finalize(st);
+    return ret;
+}
+
 int store_runs_list(struct store *s, const struct store_run_filter *f, struct store_job **out,
                     size_t *n)
 {
@@ -460,36 +523,64 @@ int store_runs_list(struct store *s, const struct store_run_filter *f, struct st
     *n = 0;
     if (f->n_where < 0 || f->n_where > STORE_WHERE_MAX)
         return store_fail(s, -EINVAL, "at most %d --where filters", STORE_WHERE_MAX);
-    for (int i = 0; i < f->n_where; i++)
+    if (f->n_tags < 0 || f->n_tags > STORE_WHERE_MAX)
+        return store_fail(s, -EINVAL, "at most %d --tag filters", STORE_WHERE_MAX);
+    for (int i = 0; i < f->n_where; i++) {
         if (!param_key_ok(f->where_key[i]))
             return store_fail(s, -EINVAL,
                               "%s: not a param key (letters, digits, '_' and '.', e.g. "
                               "optimizer.lr)",
                               f->where_key[i]);
+        double x;
+        bool metric = strncmp(f->where_key[i], "metrics.", 8) == 0;
+        if (metric && !parse_number(f->where_value[i], &x))
+            return store_fail(s, -EINVAL, "%s: a metric compares with a number, not '%s'",
+                              f->where_key[i], f->where_value[i]);
+        int rc = where_key_known(s, f->where_key[i]);
+        if (rc < 0) return rc;
+    }
     /* Composed from constant fragments only; every user value is bound. */
-    char sql[4096];
+    char sql[8192];
     size_t o = 0;
     o += (size_t)snprintf(sql + o, sizeof sql - o,
                           "SELECT j.id, j.kind, j.state, j.priority, j.attempts, j.max_attempts, "
                           "j.name, j.trainer, j.run, j.cancel_requested, j.submitted, j.started, "
-                          "j.finished, NULL, j.error, NULL, NULL FROM jobs j");
+                          "j.finished, NULL, j.error, NULL, NULL, j.owner, j.sweep, j.experiment "
+                          "FROM jobs j");
     if (f->sort_metric)
         o += (size_t)snprintf(sql + o, sizeof sql - o,
                               " LEFT JOIN final_metrics fm ON fm.run = j.id AND fm.key = ?1");
     o += (size_t)snprintf(sql + o, sizeof sql - o,
                           " WHERE (?2 IS NULL OR j.state = ?2)"
-                          " AND (?3 IS NULL OR j.kind = ?3)");
+                          " AND (?3 IS NULL OR j.kind = ?3)"
+                          " AND (?5 IS NULL OR j.experiment = ?5)"
+                          " AND (?6 IS NULL OR j.sweep = ?6)");
+    for (int i = 0; i < f->n_tags; i++)
+        o += (size_t)snprintf(sql + o, sizeof sql - o,
+                              " AND EXISTS (SELECT 1 FROM tags t WHERE t.run = j.id"
+                              " AND t.key = ?%d AND t.value = ?%d)",
+                              40 + 2 * i, 41 + 2 * i);
     /* A param equals the value as the params view writes it, or, for a
        number, numerically: --where optimizer.lr=3e-5 finds 3e-05. */
-    for (int i = 0; i < f->n_where; i++)
-        o += (size_t)snprintf(sql + o, sizeof sql - o,
-                              " AND CASE json_type(j.spec, '$.' || ?%1$d)"
-                              " WHEN 'text' THEN json_extract(j.spec, '$.' || ?%1$d) = ?%2$d"
-                              " WHEN 'integer' THEN json_extract(j.spec, '$.' || ?%1$d) = ?%3$d"
-                              " WHEN 'real' THEN json_extract(j.spec, '$.' || ?%1$d) = ?%3$d"
-                              " ELSE EXISTS (SELECT 1 FROM params p WHERE p.run = j.id"
-                              " AND p.key = ?%1$d AND p.value = ?%2$d) END",
-                              10 + 3 * i, 11 + 3 * i, 12 + 3 * i);
+    for (int i = 0; i < f->n_where; i++) {
+        unsigned op = (unsigned)f->where_op[i];
+        const char *o_sql = op < sizeof op_sql / sizeof op_sql[0] ? op_sql[op] : "=";
+        if (strncmp(f->where_key[i], "metrics.", 8) == 0)
+            o += (size_t)snprintf(sql + o, sizeof sql - o,
+                                  " AND EXISTS (SELECT 1 FROM final_metrics w WHERE w.run = j.id"
+                                  " AND w.key = substr(?%1$d, 9) AND w.value %2$s ?%3$d)",
+                                  10 + 3 * i, o_sql, 12 + 3 * i);
+        else
+            o += (size_t)snprintf(
+                sql + o, sizeof sql - o,
+                " AND CASE json_type(j.spec, '$.' || ?%1$d)"
+                " WHEN 'text' THEN json_extract(j.spec, '$.' || ?%1$d) %4$s ?%2$d"
+                " WHEN 'integer' THEN json_extract(j.spec, '$.' || ?%1$d) %4$s ?%3$d"
+                " WHEN 'real' THEN json_extract(j.spec, '$.' || ?%1$d) %4$s ?%3$d"
+                " ELSE EXISTS (SELECT 1 FROM params p WHERE p.run = j.id"
+                " AND p.key = ?%1$d AND p.value %4$s ?%2$d) END",
+                10 + 3 * i, 11 + 3 * i, 12 + 3 * i, o_sql);
+    }
     if (f->sort_metric)
         o += (size_t)snprintf(sql + o, sizeof sql - o,
                               " ORDER BY fm.value IS NULL, fm.value %s,"
@@ -508,6 +599,13 @@ int store_runs_list(struct store *s, const struct store_run_filter *f, struct st
     if (f->kind >= 0)
         sqlite3_bind_text(st, 3, spec_kind_name((enum job_kind)f->kind), -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, f->limit > 0 ? f->limit : -1);
+    if (f->experiment) sqlite3_bind_text(st, 5, f->experiment, -1, SQLITE_STATIC);
+    if (f->sweep > 0) sqlite3_bind_int64(st, 6, f->sweep);
+    for (int i = 0; i < f->n_tags; i++) {
+        sqlite3_bind_text(st, 40 + 2 * i, f->tag_key[i], -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 41 + 2 * i, f->tag_value[i] ? f->tag_value[i] : "", -1,
+                          SQLITE_STATIC);
+    }
     for (int i = 0; i < f->n_where; i++) {
         sqlite3_bind_text(st, 10 + 3 * i, f->where_key[i], -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 11 + 3 * i, f->where_value[i], -1, SQLITE_STATIC);
