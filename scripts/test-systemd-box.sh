@@ -78,7 +78,8 @@ units="mlq-broker.service mlq-trainer@1.service mlq-trainer@2.service"
 # 1. The package: only the programs, so that half-built benches cannot break it.
 cmake -S "$repo" -B "$build" -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_SKIP_INSTALL_ALL_DEPENDENCY=ON >/dev/null
-cmake --build "$build" -j"$(nproc)" --target mlq mlq-broker mlq-trainer >/dev/null
+# Everything the package installs: the programs, libmlq, the man pages.
+cmake --build "$build" -j"$(nproc)" >/dev/null
 (cd "$build" && rm -f mlq_*.deb && cpack -G DEB >/dev/null)
 deb=$(ls "$build"/mlq_*_amd64.deb)
 echo "package: $deb ($((SECONDS - t_start)) s)"
