@@ -54,8 +54,9 @@
 #define PROTO_DEPLOY "DEPLOY"           /* {"name","run","checkpoint"?,"replicas"?,...} -> OK */
 #define PROTO_UNDEPLOY "UNDEPLOY"       /* {"name"} -> OK {"name"} */
 #define PROTO_DEPLOYMENTS "DEPLOYMENTS" /* {"name"?} -> OK {"deployments": [...]} */
-#define PROTO_INFER "INFER" /* client: {"deployment","rows","id"?,"deadline_ms"?} + float32 rows   \
-                             */
+#define PROTO_INFER                                                                                \
+    "INFER" /* client: {"deployment","rows","id"?,"deadline_ms"?} + float32 rows                   \
+             */
 /* Broker -> trainer: SERVE {"deployment","generation",...} + checkpoint, UNSERVE {},
  * INFER {"reqs": [[seq, rows]...]} + rows. Trainer -> broker: SERVING {"deployment",
  * "generation","ok","error"?}, INFERRED {"reqs","generation","forwards",...} + outputs. */

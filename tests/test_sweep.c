@@ -455,7 +455,7 @@ static void test_broker_kill9(void **state)
     fprintf(stderr, "broker killed %d times mid-sweep, %lld epochs recorded by then\n", kills,
             (long long)seen);
     assert_int_equal(kills, 20); /* the sweep outlasted them */
-    wait_sweep(h, id, 100); /* a sanitized build is slower */
+    wait_sweep(h, id, 100);      /* a sanitized build is slower */
     check_invariants(h, id, 20, true);
 }
 
