@@ -227,8 +227,9 @@ int mlq_wait(struct mlq_client *c, int64_t id, int timeout_ms, char *state, size
     if (state_len) state[0] = '\0';
     for (;;) {
         struct proto_msg m;
-        int rc = call(c, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id), NULL, 0, 0, &m,
-                      err, errlen);
+        json_t *body = json_pack("{s:I}", "id", (json_int_t)id);
+        int rc = call(c, PROTO_STATUS, body, NULL, 0, 0, &m, err, errlen);
+        json_decref(body);
         if (rc) return rc;
         const char *s = json_string_value(json_object_get(json_object_get(m.body, "job"), "state"));
         if (state_len) snprintf(state, state_len, "%s", s ? s : "");
@@ -248,8 +249,9 @@ int mlq_wait(struct mlq_client *c, int64_t id, int timeout_ms, char *state, size
 int mlq_cancel(struct mlq_client *c, int64_t id, char *err, size_t errlen)
 {
     struct proto_msg m;
-    int rc = call(c, PROTO_CANCEL, json_pack("{s:I}", "id", (json_int_t)id), NULL, 0, 0, &m, err,
-                  errlen);
+    json_t *body = json_pack("{s:I}", "id", (json_int_t)id);
+    int rc = call(c, PROTO_CANCEL, body, NULL, 0, 0, &m, err, errlen);
+    json_decref(body);
     if (!rc) proto_msg_clear(&m);
     return rc;
 }

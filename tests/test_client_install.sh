@@ -17,7 +17,8 @@ trap cleanup EXIT
 cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
 libdir=$(dirname "$(find "$tmp/prefix" -name libmlq.so | head -1)")
 export PKG_CONFIG_PATH=$libdir/pkgconfig
-cc "$src/client/example.c" $(pkg-config --cflags --libs mlq) -Wl,-rpath,"$libdir" -o "$tmp/example"
+# shellcheck disable=SC2086 # EXAMPLE_CFLAGS: flags, one word each
+cc ${EXAMPLE_CFLAGS:-} "$src/client/example.c" $(pkg-config --cflags --libs mlq) -Wl,-rpath,"$libdir" -o "$tmp/example"
 test -f "$tmp/prefix/include/mlq.h"
 python3=/usr/bin/python3
 pydir=$(find "$tmp/prefix" -type d -path "*python3/dist-packages" | head -1)
