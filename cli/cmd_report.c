@@ -72,6 +72,19 @@ struct report {
     char where_buf[STORE_WHERE_MAX][512];
     bool lower_better;
     int err; /* -ENOMEM met while loading */
+    /* --sweep ID: the sweep and its trials (best first), the fields its
+     * space samples, and its scheduler's rungs (in epochs) */
+    int64_t sweep;
+    struct store_sweep sw;
+    bool have_sweep;
+    struct store_trial *trials;
+    size_t ntrials;
+    char **sampled;
+    size_t nsampled;
+    double rungs[32];
+    size_t nrungs;
+    const char *experiment; /* --experiment NAME */
+    char title_buf[STORE_NAME_MAX + 64];
 };
 
 static struct rseries *series_of(struct rrun *r, const char *key)
@@ -181,6 +194,72 @@ static void report_free(struct report *R)
     for (size_t i = 0; i < R->nevals; i++)
         store_job_free(&R->evals[i]);
     free(R->evals);
+    if (R->have_sweep) store_sweep_free(&R->sw);
+    store_trials_free(R->trials, R->ntrials);
+    for (size_t i = 0; i < R->nsampled; i++)
+        free(R->sampled[i]);
+    free(R->sampled);
+}
+
+/* The sweep's trials as the runs, its metric and mode as the defaults, the
+ * fields its trials drew as the search's axes, ASHA's rungs. */
+static int select_sweep(struct report *R)
+{
+    int rc = store_sweep_get(R->st, R->sweep, &R->sw);
+    if (rc == -ENOENT) {
+        fprintf(stderr, "mlq report: no sweep %lld\n", (long long)R->sweep);
+        return EXIT_NOT_FOUND;
+    }
+    if (rc == 0) {
+        R->have_sweep = true;
+        rc = store_sweep_trials(R->st, R->sweep, &R->trials, &R->ntrials);
+    }
+    if (rc) {
+        fprintf(stderr, "mlq report: %s\n", store_errmsg(R->st));
+        return EXIT_FAILURE_GENERIC;
+    }
+    if (!R->metric && R->sw.metric[0]) R->metric = R->sw.metric;
+    if (!R->mode) R->mode = R->sw.mode_max ? 2 : 1;
+    if (strcmp(R->title, "mlq report") == 0) {
+        snprintf(R->title_buf, sizeof R->title_buf, "sweep %lld%s%s", (long long)R->sweep,
+                 R->sw.name[0] ? ": " : "", R->sw.name);
+        R->title = R->title_buf;
+    }
+    if (R->sw.scheduler == STORE_SCHED_ASHA && R->sw.grace_period > 0 && R->sw.reduction_factor > 1)
+        for (double e = R->sw.grace_period; e < R->sw.max_t && R->nrungs < COUNT(R->rungs);
+             e *= R->sw.reduction_factor)
+            R->rungs[R->nrungs++] = e;
+    R->sampled = calloc(64, sizeof *R->sampled);
+    for (size_t t = 0; t < R->ntrials && rc == 0; t++) {
+        json_t *p = R->trials[t].params_json ? json_loads(R->trials[t].params_json, 0, NULL) : NULL;
+        const char *k;
+        json_t *v;
+        json_object_foreach(p, k, v)
+        {
+            bool have = false;
+            for (size_t i = 0; i < R->nsampled && !have; i++)
+                have = strcmp(R->sampled[i], k) == 0;
+            if (!have && R->sampled && R->nsampled < 64) R->sampled[R->nsampled++] = strdup(k);
+        }
+        json_decref(p);
+        if (!R->trials[t].job) continue; /* its run was deleted */
+        struct store_job j;
+        int got = store_job_get(R->st, R->trials[t].job, &j);
+        if (got == -ENOENT) continue;
+        rc = got ? got : add_run(R, &j);
+    }
+    if (rc) {
+        fprintf(stderr, "mlq report: %s\n", rc == -ENOMEM ? "out of memory" : store_errmsg(R->st));
+        return EXIT_FAILURE_GENERIC;
+    }
+    return EXIT_OK;
+}
+
+static bool is_sampled(const struct report *R, const char *key)
+{
+    for (size_t i = 0; i < R->nsampled; i++)
+        if (R->sampled[i] && strcmp(R->sampled[i], key) == 0) return true;
+    return false;
 }
 
 static int cmp_id(const void *a, const void *b)
@@ -194,7 +273,10 @@ static int cmp_id(const void *a, const void *b)
 static int select_runs(struct report *R)
 {
     int rc = 0;
-    if (R->nids) {
+    if (R->sweep) {
+        int code = select_sweep(R);
+        if (code != EXIT_OK) return code;
+    } else if (R->nids) {
         for (size_t i = 0; i < R->nids; i++) {
             struct store_job j;
             int code = history_job_get("report", R->st, R->ids[i], &j);
@@ -218,6 +300,7 @@ static int select_runs(struct report *R)
         struct store_job *list = NULL;
         size_t n = 0;
         if (R->f.kind < 0) R->f.kind = JOB_TRAIN;
+        R->f.experiment = R->experiment;
         rc = store_runs_list(R->st, &R->f, &list, &n);
         if (rc == -EINVAL) {
             fprintf(stderr, "mlq report: %s\n", store_errmsg(R->st));
@@ -469,6 +552,15 @@ static void html_cell_num(struct svg_buf *b, double v)
 {
     if (isfinite(v))
         svg_printf(b, "<td class=\"n\">%.6g</td>", v);
+    else
+        svg_puts(b, "<td class=\"n\">-</td>");
+}
+
+/* A fraction (precision, recall, F1) with four decimals, as mlq eval prints them. */
+static void html_cell_frac(struct svg_buf *b, double v)
+{
+    if (isfinite(v))
+        svg_printf(b, "<td class=\"n\">%.4f</td>", v);
     else
         svg_puts(b, "<td class=\"n\">-</td>");
 }
@@ -776,8 +868,14 @@ static void html_curves(struct svg_buf *b, const struct report *R)
         for (int logy = wide; logy <= (loss || wide ? 1 : 0); logy++) {
             snprintf(title, sizeof title, "%s%s", g[q].base, logy ? " (log scale)" : "");
             snprintf(id, sizeof id, "chart-%s%s", g[q].base, logy && loss ? "-log" : "");
-            struct svg_chart c = {
-                .id = id, .title = title, .xlabel = "epoch", .ylabel = ylabel, .logy = logy};
+            struct svg_chart c = {.id = id,
+                                  .title = title,
+                                  .xlabel = "epoch",
+                                  .ylabel = ylabel,
+                                  .logy = logy,
+                                  .marks = R->rungs,
+                                  .nmarks = R->nrungs,
+                                  .mark_label = "rung"};
             svg_line_chart(b, &c, ser, ns, sb, nb, leg, nl);
         }
         for (size_t k = 0; k < nb; k++)
@@ -944,7 +1042,7 @@ static void html_search(struct svg_buf *b, const struct report *R, const struct 
      * some runs have (adam's betas beside sgd) says nothing about the others. */
     size_t na = 0;
     for (size_t k = 0; k < nvp && na < REPORT_AXES_MAX; k++)
-        if (vparam_missing(&vp[k], R->n) == 0)
+        if (vparam_missing(&vp[k], R->n) == 0 && (!R->nsampled || is_sampled(R, vp[k].key)))
             axes[na++] =
                 (struct svg_axis){vp[k].key, vp[k].v, vp[k].log, vp[k].labels, vp[k].nlabels};
     if (!na) goto out;
@@ -983,7 +1081,9 @@ static void html_search(struct svg_buf *b, const struct report *R, const struct 
                     x[nb] = (double)e;
                     cnt[nb++] = cnt[e - emin];
                 }
-            svg_puts(b, "<h3>How far the runs went</h3>");
+            svg_puts(b, R->have_sweep ? "<h3>How far the trials went (stopped at a rung, or "
+                                        "to max_t)</h3>"
+                                      : "<h3>How far the runs went</h3>");
             svg_histogram(b, "epochs-reached", "epochs trained per run", "epochs trained", x, cnt,
                           nb);
         }
@@ -994,6 +1094,54 @@ out:
     free(ids);
     free(score);
     free(axes);
+}
+
+/* A sweep: its scheduler and rungs, and every trial, best first, with the
+ * rung it reached, its epochs and why it stopped. */
+static void html_sweep(struct svg_buf *b, const struct report *R)
+{
+    const struct store_sweep *sw = &R->sw;
+    svg_printf(b, "<h2 id=\"sweep\">Sweep %lld", (long long)sw->id);
+    if (sw->name[0]) {
+        svg_puts(b, ": ");
+        svg_text(b, sw->name);
+    }
+    svg_printf(b, "</h2><p class=\"sweepinfo\">%zu trials, %s; scheduler <b>%s</b>", R->ntrials,
+               sw->state, store_sched_name(sw->scheduler));
+    if (R->nrungs) {
+        svg_printf(b, " (grace period %d, reduction factor %d, max_t %d: rungs at epoch",
+                   sw->grace_period, sw->reduction_factor, sw->max_t);
+        for (size_t i = 0; i < R->nrungs; i++)
+            svg_printf(b, "%s %.0f", i ? "," : "", R->rungs[i]);
+        svg_puts(b, ")");
+    }
+    svg_puts(b, "; metric <b>");
+    svg_text(b, sw->metric);
+    svg_printf(b, "</b> (%s). Trials:", sw->mode_max ? "max" : "min");
+    for (int st = 0; st < STORE_N_STATES; st++)
+        if (sw->counts[st])
+            svg_printf(b, " %lld %s", (long long)sw->counts[st],
+                       store_state_name((enum store_state)st));
+    svg_puts(b, ".</p><div class=\"scroll\"><table class=\"trials\"><thead><tr><th>trial</th>"
+                "<th>run</th><th>state</th><th>rung</th><th>epochs</th><th>best ");
+    svg_text(b, sw->metric);
+    svg_puts(b, "</th><th>params</th><th>note</th></tr></thead><tbody>");
+    for (size_t t = 0; t < R->ntrials; t++) {
+        const struct store_trial *tr = &R->trials[t];
+        svg_printf(b,
+                   "<tr data-run=\"%lld\" data-state=\"%s\"><td class=\"n\">%d</td>"
+                   "<td class=\"n\">%lld</td><td>%s</td><td class=\"n\">%d</td>"
+                   "<td class=\"n\">%lld</td>",
+                   (long long)tr->job, store_state_name(tr->state), tr->trial, (long long)tr->job,
+                   store_state_name(tr->state), tr->rung, (long long)tr->epochs);
+        html_cell_num(b, tr->has_best ? tr->best : NAN);
+        svg_puts(b, "<td>");
+        svg_text(b, tr->params_json ? tr->params_json : "");
+        svg_puts(b, "</td><td>");
+        svg_text(b, tr->error ? tr->error : "");
+        svg_puts(b, "</td></tr>");
+    }
+    svg_puts(b, "</tbody></table></div>");
 }
 
 static void html_evals(struct svg_buf *b, const struct report *R)
@@ -1060,15 +1208,15 @@ static void html_evals(struct svg_buf *b, const struct report *R)
                 if (isfinite(rec)) sr += rec, kr++;
                 if (isfinite(f1)) sf += f1, kf++;
                 svg_printf(b, "<tr><td>%zu</td>", k);
-                html_cell_num(b, prec);
-                html_cell_num(b, rec);
-                html_cell_num(b, f1);
+                html_cell_frac(b, prec);
+                html_cell_frac(b, rec);
+                html_cell_frac(b, f1);
                 svg_printf(b, "<td class=\"n\">%lld</td></tr>", (long long)row);
             }
             svg_puts(b, "<tr><td><b>macro mean</b></td>");
-            html_cell_num(b, kp ? sp / kp : NAN);
-            html_cell_num(b, kr ? sr / kr : NAN);
-            html_cell_num(b, kf ? sf / kf : NAN);
+            html_cell_frac(b, kp ? sp / kp : NAN);
+            html_cell_frac(b, kr ? sr / kr : NAN);
+            html_cell_frac(b, kf ? sf / kf : NAN);
             svg_puts(b, "<td></td></tr></tbody></table></div>");
             free(m);
         }
@@ -1103,9 +1251,11 @@ static void html_report(struct svg_buf *b, const struct report *R)
         full += vparam_missing(&vp[k], R->n) == 0;
     if (R->n >= 3 && full && R->metric) svg_puts(b, "<a href=\"#search\">search</a>");
     if (R->nevals) svg_puts(b, "<a href=\"#evals\">evaluations</a>");
+    if (R->have_sweep) svg_puts(b, "<a href=\"#sweep\">sweep</a>");
     svg_puts(b, "</nav>");
     if (R->n) {
         html_curves(b, R);
+        if (R->have_sweep) html_sweep(b, R);
         html_ranking(b, R, vp, nvp);
         html_search(b, R, vp, nvp);
         html_params(b, R, vp, nvp);
@@ -1120,7 +1270,8 @@ static void html_report(struct svg_buf *b, const struct report *R)
 static void report_usage(FILE *out)
 {
     fprintf(out,
-            "usage: mlq report [RUN...] [--where params.KEY=VALUE]... [--state S] [--limit N]\n"
+            "usage: mlq report [RUN... | --sweep ID | --experiment NAME] [--where K=V]...\n"
+            "                  [--state S] [--limit N]\n"
             "                  [--metric KEY] [--mode min|max] [--top N] [--title TEXT]\n"
             "                  --output FILE.html [--db FILE] [--json]\n\n"
             "Writes one self-contained HTML file (inline SVG, no script, no network) of the\n"
@@ -1130,6 +1281,9 @@ static void report_usage(FILE *out)
             "marked, the metric against each parameter that differs, and the confusion\n"
             "matrix and per-class precision, recall and F1 of their evaluations.\n\n"
             "  -o, --output FILE  where to write the report ('-': standard output)\n"
+            "  --sweep ID         a sweep's trials: its metric, the fields it samples, its\n"
+            "                     rungs and how far each trial went\n"
+            "  --experiment NAME  the runs of an experiment\n"
             "  --where K=V        as mlq runs (repeatable, all must hold)\n"
             "  --state S          only runs in state S\n"
             "  --limit N          at most N runs, newest first (default 0: all)\n"
@@ -1176,6 +1330,18 @@ static int report_option(void *ctx, int ch, const char *arg)
     }
     case 'T':
         R->title = arg;
+        break;
+    case 'S': {
+        long long v = strtoll(arg, &end, 10);
+        if (*end || end == arg || v < 1) {
+            fprintf(stderr, "mlq report: --sweep: not a sweep id: '%s'\n", arg);
+            return EXIT_USAGE;
+        }
+        R->sweep = v;
+        break;
+    }
+    case 'E':
+        R->experiment = arg;
         break;
     case 's': {
         enum store_state st;
@@ -1228,6 +1394,8 @@ int cmd_report(int argc, char **argv)
         {"state", required_argument, NULL, 's'},
         {"limit", required_argument, NULL, 'n'},
         {"where", required_argument, NULL, 'w'},
+        {"sweep", required_argument, NULL, 'S'},
+        {"experiment", required_argument, NULL, 'E'},
         {NULL, 0, NULL, 0},
     };
     struct report R = {.top = REPORT_TOP_DEFAULT,
@@ -1253,8 +1421,10 @@ int cmd_report(int argc, char **argv)
         fprintf(stderr, "mlq report: at most %zu run ids (use --where for more)\n", COUNT(R.ids));
         return EXIT_USAGE;
     }
-    if (nids && (R.f.n_where || R.f.state >= 0 || R.f.limit)) {
-        fprintf(stderr, "mlq report: give run ids or --where/--state/--limit, not both\n");
+    if ((nids > 0) + (R.sweep > 0) + (R.f.n_where || R.f.state >= 0 || R.f.limit || R.experiment) >
+        1) {
+        fprintf(stderr, "mlq report: give run ids, or --sweep ID, or the filters "
+                        "(--experiment, --where, --state, --limit), not two of them\n");
         return EXIT_USAGE;
     }
     if (!history_parse_ids("report", argv + co.argi, (int)nids, R.ids)) return EXIT_USAGE;

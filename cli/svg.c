@@ -443,6 +443,17 @@ void svg_line_chart(struct svg_buf *b, const struct svg_chart *c, const struct s
                "data-height=\"%.1f\" data-log=\"%d\">",
                xs.d0, xs.d1, ys.d0, ys.d1, xs.p0, ys.p1, xs.p1 - xs.p0, ys.p0 - ys.p1, c->logy);
     draw_axes(b, &xs, &ys, c);
+    for (size_t i = 0; i < c->nmarks; i++) {
+        if (!(c->marks[i] >= xs.d0 && c->marks[i] <= xs.d1)) continue;
+        double px = sc(&xs, c->marks[i]);
+        svg_printf(b,
+                   "<g class=\"mark\" data-x=\"%.15g\"><line x1=\"%.1f\" y1=\"%.1f\" "
+                   "x2=\"%.1f\" y2=\"%.1f\" stroke=\"#c0392b\" stroke-dasharray=\"3 3\"/>"
+                   "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"#c0392b\">",
+                   c->marks[i], px, ys.p0, px, ys.p1, px + 3, ys.p1 + 10);
+        svg_text(b, c->mark_label ? c->mark_label : "");
+        svg_printf(b, " %zu</text></g>", i);
+    }
     for (size_t i = 0; i < nbands; i++)
         draw_band(b, &bands[i], &xs, &ys);
     for (int pass = 0; pass < 2; pass++)

@@ -65,12 +65,15 @@ struct svg_legend {
 };
 
 struct svg_chart {
-    const char *id;     /* the svg element's id */
-    const char *title;  /* above the plot */
-    const char *xlabel; /* under the x axis, e.g. "epoch" */
-    const char *ylabel; /* beside the y axis, with units where they exist */
-    bool logy;          /* log10 y axis (values <= 0 left out) */
-    int width, height;  /* pixels; 0: 760 x 360 */
+    const char *id;      /* the svg element's id */
+    const char *title;   /* above the plot */
+    const char *xlabel;  /* under the x axis, e.g. "epoch" */
+    const char *ylabel;  /* beside the y axis, with units where they exist */
+    bool logy;           /* log10 y axis (values <= 0 left out) */
+    int width, height;   /* pixels; 0: 760 x 360 */
+    const double *marks; /* x values marked by a dashed vertical line (a sweep's rungs) */
+    size_t nmarks;
+    const char *mark_label; /* each mark's label: "rung" gives "rung 0", "rung 1", ... */
 };
 
 /* Draws one chart: bands first, then faint series, then the rest in order,

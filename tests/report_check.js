@@ -65,8 +65,8 @@
                       ', database ' + (best && best.epoch));
     }
     // Confusion matrices: the counts shown sum to the rows evaluated.
-    const cms = document.querySelectorAll('svg.confusion');
-    if (!cms.length) errs.push('no confusion matrix');
+    const cms = ROWS === null ? [] : document.querySelectorAll('svg.confusion');
+    if (ROWS !== null && !cms.length) errs.push('no confusion matrix');
     for (const cm of cms) {
         let sum = 0, cells = 0;
         for (const t of cm.querySelectorAll('text.count')) { sum += +t.textContent; cells++; }
@@ -76,7 +76,13 @@
         if (cm.getBoundingClientRect().width < 100) errs.push('confusion matrix not laid out');
     }
     const per = document.querySelector('table.perclass');
-    if (!per || per.querySelectorAll('tbody tr').length < 2) errs.push('no per-class table');
+    if (ROWS !== null && (!per || per.querySelectorAll('tbody tr').length < 2))
+        errs.push('no per-class table');
+    // A sweep's rungs: a dashed line on every curve chart.
+    if (typeof RUNGS !== 'undefined')
+        for (const svg of charts)
+            if (svg.querySelectorAll('g.mark').length !== RUNGS)
+                errs.push(svg.id + ': ' + svg.querySelectorAll('g.mark').length + ' rung marks, want ' + RUNGS);
     const par = document.querySelector('svg.parallel');
     if (!par || par.querySelectorAll('polyline.trial').length !== +par.dataset.lines)
         errs.push('parallel coordinates');
