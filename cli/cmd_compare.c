@@ -22,7 +22,8 @@ static void compare_usage(FILE *out)
             "Params and final metrics of runs side by side (up to %d; %d in the table),\n"
             "rows that differ marked '*' (and highlighted on a terminal). --sweep adds a\n"
             "sweep's trials, the best first; --experiment an experiment's runs, newest first.\n\n%s"
-            "  --csv        section,key,value per run...,differs lines\n",
+            "  --csv        a header (section,key,run ID...,differs), then a line per key;\n"
+            "               metrics in --json and --csv read back exactly\n",
             COMPARE_MAX, COMPARE_TABLE, history_common_help);
 }
 
@@ -180,8 +181,8 @@ int cmd_compare(int argc, char **argv)
             c->val[r] = strdup(line);
         json_decref(sj);
         for (size_t i = 0; ret == 0 && i < nm; i++) {
-            char v[32];
-            snprintf(v, sizeof v, "%.6g", m[i].value);
+            char v[40];
+            history_fmt_exact(v, sizeof v, m[i].value); /* the table shows 6 digits */
             if ((c = crow_get(&rows, &nrows, &cap, "metric", m[i].key))) c->val[r] = strdup(v);
         }
         store_params_free(p, np);
@@ -227,14 +228,29 @@ int cmd_compare(int argc, char **argv)
         snprintf(heads[r], sizeof heads[r], "run %lld", (long long)ids[r]);
         t.head[r + 2] = heads[r];
     }
+    if (co.csv) {
+        history_csv_field("section", false);
+        history_csv_field("key", false);
+        for (int r = 0; r < nruns; r++) {
+            char h[32];
+            snprintf(h, sizeof h, "run %lld", (long long)ids[r]);
+            history_csv_field(h, false);
+        }
+        history_csv_field("differs", true);
+    }
     for (size_t i = 0; i < nrows; i++) {
-        bool differs = false;
-        char *row[COMPARE_MAX + 2];
+        bool differs = false, metric = strcmp(rows[i].section, "metric") == 0;
+        char *row[COMPARE_MAX + 2], shown_val[COMPARE_TABLE][32];
         for (int r = 0; r < nruns; r++) {
             const char *v = rows[i].val[r];
             differs |= (v == NULL) != (rows[i].val[0] == NULL) ||
                        (v && rows[i].val[0] && strcmp(v, rows[i].val[0]) != 0);
-            if (r < shown) row[r + 2] = v ? (char *)v : "-";
+            if (r >= shown || co.csv) continue;
+            row[r + 2] = v ? (char *)v : "-";
+            if (v && metric) {
+                snprintf(shown_val[r], sizeof shown_val[r], "%.6g", strtod(v, NULL));
+                row[r + 2] = shown_val[r];
+            }
         }
         char key[300];
         snprintf(key, sizeof key, "%s%s", strcmp(rows[i].section, "metric") == 0 ? "metric " : "",

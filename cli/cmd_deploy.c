@@ -15,6 +15,7 @@
 
 #include "cli.h"
 #include "dataset.h"
+#include "history.h"
 #include "mlq.h"
 #include "proto.h"
 
@@ -71,7 +72,7 @@ static int request(struct mlq_client *c, const char *cmd, json_t *body, json_t *
 
 static void print_json(const json_t *o)
 {
-    char *text = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    char *text = history_json_dumps(o, JSON_COMPACT);
     if (text) puts(text);
     free(text);
 }

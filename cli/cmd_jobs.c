@@ -18,6 +18,7 @@
 #include "cli.h"
 #include "config.h"
 #include "dataset.h"
+#include "history.h"
 #include "job_memory.h"
 #include "keys.h"
 #include "proto.h"
@@ -266,7 +267,7 @@ int cli_broker_call(const char *endpoint, const char *cmd, json_t *body, json_t 
 
 static void print_json(const json_t *o)
 {
-    char *text = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    char *text = history_json_dumps(o, JSON_COMPACT);
     if (text) {
         puts(text);
         free(text);

@@ -100,7 +100,7 @@ static void print_line(const struct logline *x, int64_t epochs, bool json)
             json_object_set_new(o, "level", json_string(x->level));
             json_object_set_new(o, "message", json_string(x->message));
         }
-        char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+        char *text = history_json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
         if (text) puts(text);
         free(text);
         json_decref(o);

@@ -39,18 +39,19 @@ static int metrics_cb(void *ctx, const struct store_metric *m)
         printf("%s\n  {\"key\": %s, \"step\": %lld, \"epoch\": %lld, \"value\": ",
                w->first ? "" : ",", key ? key : "\"\"", (long long)m->step, (long long)m->epoch);
         free(key);
-        if (isfinite(m->value))
-            printf("%.15g", m->value);
-        else
-            fputs("null", stdout);
-        printf(", \"time\": %.6f}", m->time);
+        char v[40], t[40];
+        history_fmt_exact(v, sizeof v, m->value);
+        history_fmt_exact(t, sizeof t, m->time);
+        printf("%s, \"time\": %s}", isfinite(m->value) ? v : "null", t);
         w->first = false;
         return 0;
     }
     if (w->csv) {
         history_csv_field(m->key, false);
-        printf("%lld,%lld,%.15g,%.6f\n", (long long)m->step, (long long)m->epoch, m->value,
-               m->time);
+        char v[40], t[40];
+        history_fmt_exact(v, sizeof v, m->value);
+        history_fmt_exact(t, sizeof t, m->time);
+        printf("%lld,%lld,%s,%s\n", (long long)m->step, (long long)m->epoch, v, t);
         return 0;
     }
     if (w->ns == 0 || strcmp(w->s[w->ns - 1].key, m->key) != 0) {

@@ -60,7 +60,9 @@ static void runs_usage(FILE *out)
             "  --experiment NAME, --tag KEY=VALUE, --sweep ID  only those runs\n"
             "  --sort M     by final metric M, ascending; -M descending; runs without it last\n"
             "%s"
-            "  --csv        comma-separated values, one line per run\n",
+            "  --csv        comma-separated values, one line per run: the table's columns\n"
+            "               (metrics that read back exactly), then DURATION_S (seconds),\n"
+            "               OPTIMIZER_NAME and LR\n",
             history_common_help);
 }
 
@@ -277,6 +279,13 @@ int cmd_runs(int argc, char **argv)
             t.right[ncols] = true;
             t.head[ncols++] = main_metrics[k];
         }
+    /* --csv: one value per column, for scripts, after the table's columns. */
+    const int csv_from = ncols;
+    if (co.csv) {
+        t.head[ncols++] = "DURATION_S";
+        t.head[ncols++] = "OPTIMIZER_NAME";
+        t.head[ncols++] = "LR";
+    }
     t.ncols = ncols;
     for (size_t i = 0; i < n; i++) {
         const struct store_job *j = &runs[i];
@@ -312,12 +321,24 @@ int cmd_runs(int argc, char **argv)
         for (size_t k = 0; k < COUNT(main_metrics); k++) {
             if (!metric_used[k]) continue;
             const struct store_metric *m = metric_find(mets[i], nmets[i], main_metrics[k]);
-            if (m)
+            if (m && co.csv)
+                history_fmt_exact(cells[c], sizeof cells[c], m->value);
+            else if (m)
                 history_fmt_value(cells[c], sizeof cells[c], m->value);
             else
                 snprintf(cells[c], sizeof cells[c], "-");
             row[c] = cells[c];
             c++;
+        }
+        if (co.csv) {
+            double d = history_job_duration(j, now);
+            if (d >= 0)
+                history_fmt_exact(cells[csv_from], sizeof cells[csv_from], d);
+            else
+                cells[csv_from][0] = '\0';
+            row[c++] = cells[csv_from];
+            row[c++] = on ? (char *)on : "";
+            row[c++] = lr ? (char *)lr : "";
         }
         if (history_table_add(&t, row, false) != 0) {
             fprintf(stderr, "mlq runs: out of memory\n");

@@ -337,7 +337,8 @@ static json_t *sweep_json(const struct store_sweep *sw)
         "submitted", history_json_time(sw->submitted), "finished", history_json_time(sw->finished));
 }
 
-static void params_cell(const char *params_json, char *buf, size_t len)
+/* "lr=0.001 name=adam": reals to 4 digits for people, exactly for --csv. */
+static void params_cell(const char *params_json, bool exact, char *buf, size_t len)
 {
     json_t *p = params_json ? json_loads(params_json, 0, NULL) : NULL;
     size_t o = 0;
@@ -347,7 +348,9 @@ static void params_cell(const char *params_json, char *buf, size_t len)
     if (json_is_object(p)) json_object_foreach(p, k, v)
         {
             char val[128];
-            if (json_is_real(v))
+            if (json_is_real(v) && exact)
+                history_fmt_exact(val, sizeof val, json_real_value(v));
+            else if (json_is_real(v))
                 snprintf(val, sizeof val, "%.4g", json_real_value(v));
             else if (json_is_string(v))
                 snprintf(val, sizeof val, "%s", json_string_value(v));
@@ -436,11 +439,13 @@ static int sweep_show(int argc, char **argv)
                 snprintf(rung, sizeof rung, "%d", t[i].rung);
             else
                 snprintf(rung, sizeof rung, "-");
-            if (t[i].has_best)
+            if (t[i].has_best && co.csv)
+                history_fmt_exact(best, sizeof best, t[i].best);
+            else if (t[i].has_best)
                 history_fmt_value(best, sizeof best, t[i].best);
             else
                 snprintf(best, sizeof best, "-");
-            params_cell(t[i].params_json, params, sizeof params);
+            params_cell(t[i].params_json, co.csv, params, sizeof params);
             char *row[] = {trial, run,   (char *)store_state_name(t[i].state), epochs, rung,
                            best,  params};
             history_table_add(&tab, row, i == 0 && t[i].has_best);

@@ -264,6 +264,22 @@ double history_job_duration(const struct store_job *j, double now)
     return (j->finished > 0 ? j->finished : now) - j->started;
 }
 
+void history_fmt_exact(char *buf, size_t len, double v)
+{
+    if (!isfinite(v)) {
+        snprintf(buf, len, isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
+        return;
+    }
+    /* A double of at most 15 significant digits prints as those at %.15g
+     * (its error is below half a unit of the 15th digit); 17 always read
+     * back. */
+    for (int p = 15; p <= 17; p++) {
+        snprintf(buf, len, "%.*g", p, v);
+        if (strtod(buf, NULL) == v) break;
+    }
+    if (!strpbrk(buf, ".eE") && strlen(buf) + 3 <= len) strcat(buf, ".0");
+}
+
 /* JSON numbers for times; null when not yet, and for NaN (JSON has none). */
 json_t *history_json_time(double t)
 {
@@ -274,11 +290,55 @@ json_t *history_json_num(double v)
     return isfinite(v) ? json_real(v) : json_null();
 }
 
+/* jansson prints every real of a document at one precision: 17 digits read
+ * back exactly but print 0.1 as 0.10000000000000001, 15 print 0.1 but lose
+ * the last digits of a float's value. So the document is printed at 17 and
+ * each real, a number token outside strings with a '.' or an exponent, is
+ * printed again in its shortest exact form, which is never longer. */
+char *history_json_dumps(const json_t *doc, size_t flags)
+{
+    char *text =
+        json_dumps(doc, (flags & ~(size_t)JSON_REAL_PRECISION(0x1f)) | JSON_REAL_PRECISION(17));
+    if (!text) return NULL;
+    char *r = text, *w = text;
+    while (*r) {
+        if (*r == '"') {
+            *w++ = *r++;
+            while (*r && *r != '"') {
+                if (*r == '\\' && r[1]) *w++ = *r++;
+                *w++ = *r++;
+            }
+            if (*r) *w++ = *r++;
+        } else if (*r == '-' || (*r >= '0' && *r <= '9')) {
+            size_t n = strspn(r, "+-.eE0123456789");
+            char num[40];
+            bool real = memchr(r, '.', n) || memchr(r, 'e', n) || memchr(r, 'E', n);
+            if (real && n < sizeof num) {
+                char *end;
+                double v = strtod(r, &end);
+                history_fmt_exact(num, sizeof num, v);
+                size_t m = strlen(num);
+                if (end == r + n && m <= n) {
+                    memcpy(w, num, m);
+                    w += m;
+                    r += n;
+                    continue;
+                }
+            }
+            memmove(w, r, n);
+            w += n;
+            r += n;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return text;
+}
+
 void history_json_print(json_t *doc)
 {
-    /* 15 digits: what the values hold, without binary noise (0.8326, not
-     * 0.83260000000000001). */
-    char *text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+    char *text = history_json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     if (text) {
         fputs(text, stdout);
         fputc('\n', stdout);

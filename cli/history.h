@@ -80,6 +80,10 @@ void history_fmt_ago(char *buf, size_t len, double t, double now);
 void history_fmt_time(char *buf, size_t len, double t);
 /* A metric: 4 decimals, %.4g when very small or large, nan, inf. */
 void history_fmt_value(char *buf, size_t len, double v);
+/* For --json and --csv: the shortest text that reads back (strtod) as v
+ * exactly, at most 17 significant digits, always with a '.' or an exponent
+ * ("0.1", "0.83259999752044678", "3.0", "1e-07"); "nan", "inf", "-inf". */
+void history_fmt_exact(char *buf, size_t len, double v);
 /* Seconds from start to finish (to now while running); -1 before it starts. */
 double history_job_duration(const struct store_job *j, double now);
 
@@ -97,6 +101,10 @@ const char *history_layers_cell(const char *layers_value, char *buf, size_t len)
 
 /* Prints doc indented, keys in insertion order, and releases it. */
 void history_json_print(json_t *doc);
+/* json_dumps(doc, flags) with every real in history_fmt_exact's form, so
+ * that a double read back from the text is the one printed. Free the
+ * result with free(); NULL when out of memory. */
+char *history_json_dumps(const json_t *doc, size_t flags);
 
 /* ---- tables ---- */
 

@@ -303,6 +303,83 @@ static void test_compare_json(void **state)
     assert_int_equal(run_mlq(f, NULL, "compare %lld 4242", (long long)f->adam), 5);
 }
 
+/* --json and --csv carry every digit: a metric of 1/3 (17 significant
+ * digits) reads back as the same double from each, and 0.2 still prints
+ * as 0.2. */
+static void test_exact_numbers(void **state)
+{
+    struct fx *f = *state;
+    const double third = 1.0 / 3; /* run sgd's val_loss at epoch 3; 3/5 is final */
+    char *out, args[128];
+    snprintf(args, sizeof args, "metrics %lld --key val_loss", (long long)f->sgd);
+    json_t *a = run_json(f, args);
+    assert_true(json_number_value(json_object_get(json_array_get(a, 2), "value")) == 3.0 / 3);
+    assert_true(json_number_value(json_object_get(json_array_get(a, 1), "value")) == 3.0 / 2);
+    json_decref(a);
+    snprintf(args, sizeof args, "metrics %lld --key val_loss", (long long)f->adam);
+    a = run_json(f, args);
+    assert_true(json_number_value(json_object_get(json_array_get(a, 2), "value")) == third);
+    json_decref(a);
+    assert_int_equal(run_mlq(f, &out, "metrics %lld --key val_loss --json", (long long)f->adam), 0);
+    assert_non_null(strstr(out, "\"value\": 0.2,"));
+    assert_null(strstr(out, "0.2000000"));
+    free(out);
+    assert_int_equal(run_mlq(f, &out, "metrics %lld --key val_loss --csv", (long long)f->adam), 0);
+    char *line = strstr(out, "\nval_loss,30,3,");
+    assert_non_null(line);
+    assert_true(strtod(line + strlen("\nval_loss,30,3,"), NULL) == third);
+    free(out);
+
+    /* compare: the final val_loss of adam is 1/5, of sgd 3/5. */
+    snprintf(args, sizeof args, "compare %lld %lld", (long long)f->adam, (long long)f->sgd);
+    json_t *o = run_json(f, args);
+    size_t i;
+    json_t *r;
+    bool saw = false;
+    json_array_foreach(json_object_get(o, "rows"), i, r)
+    {
+        if (strcmp(json_string_value(json_object_get(r, "key")), "val_loss") != 0) continue;
+        saw = true;
+        assert_true(json_real_value(json_array_get(json_object_get(r, "values"), 0)) == 1.0 / 5);
+        assert_true(json_real_value(json_array_get(json_object_get(r, "values"), 1)) == 3.0 / 5);
+    }
+    assert_true(saw);
+    json_decref(o);
+    assert_int_equal(run_mlq(f, &out, "%s --csv", args), 0);
+    char head[128];
+    snprintf(head, sizeof head, "section,key,run %lld,run %lld,differs\n", (long long)f->adam,
+             (long long)f->sgd);
+    assert_true(strncmp(out, head, strlen(head)) == 0);
+    line = strstr(out, "\nmetric,val_loss,");
+    assert_non_null(line);
+    char *end;
+    assert_true(strtod(line + strlen("\nmetric,val_loss,"), &end) == 1.0 / 5);
+    assert_true(*end == ',' && strtod(end + 1, NULL) == 3.0 / 5);
+    free(out);
+    /* The table stays short. */
+    assert_int_equal(run_mlq(f, &out, "%s", args), 0);
+    assert_non_null(strstr(out, "0.6"));
+    assert_null(strstr(out, "0.59999"));
+    free(out);
+
+    /* runs --json and --csv; train_loss of adam ends at 2/5. */
+    a = run_json(f, "runs --state succeeded");
+    json_t *m = json_object_get(json_array_get(a, 0), "metrics");
+    assert_true(json_real_value(json_object_get(m, "train_loss")) == 2.0 / 5);
+    json_decref(a);
+    assert_int_equal(run_mlq(f, &out, "runs --csv --state succeeded"), 0);
+    assert_non_null(strstr(out, ",DURATION_S,OPTIMIZER_NAME,LR\n"));
+    assert_non_null(strstr(out, ",adam,0.001\n"));
+    free(out);
+    snprintf(args, sizeof args, "show %lld", (long long)f->sgd);
+    o = run_json(f, args);
+    json_t *fm = json_object_get(o, "metrics");
+    assert_true(json_is_object(fm));
+    assert_true(json_real_value(json_object_get(json_object_get(fm, "val_loss"), "value")) ==
+                3.0 / 5);
+    json_decref(o);
+}
+
 static void test_missing_db(void **state)
 {
     struct fx *f = *state;
@@ -478,14 +555,9 @@ int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(test_runs_json),
-        T(test_show_json),
-        T(test_metrics_json_and_chart),
-        T(test_compare_json),
-        T(test_missing_db),
-        T(test_rm_and_gc),
-        T(test_export_hdf5),
-        T(test_export_old_batch_norm),
+        T(test_runs_json),    T(test_show_json),     T(test_metrics_json_and_chart),
+        T(test_compare_json), T(test_exact_numbers), T(test_missing_db),
+        T(test_rm_and_gc),    T(test_export_hdf5),   T(test_export_old_batch_norm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
