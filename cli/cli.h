@@ -4,6 +4,8 @@
 #ifndef MLQ_CLI_H
 #define MLQ_CLI_H
 
+#include <stddef.h>
+
 /* Exit codes, a public interface (docs/cli.md). */
 enum cli_exit {
     EXIT_OK = 0,
@@ -62,6 +64,11 @@ int cmd_top(int argc, char **argv);    /* cmd_top.c */
  * printing why on standard error (EXIT_UNAVAILABLE: no answer). */
 struct json_t;
 const char *cli_broker_endpoint(const char *flag);
+/* config_load, then a running mlq up's broker.endpoint and db.path where
+ * neither a flag, the environment nor the file gave one (common/up_state.h):
+ * what every command but mlq up itself reads. */
+struct config;
+int cli_config_load(struct config *cfg, const char *file, char *err, size_t errlen);
 int cli_broker_call(const char *endpoint, const char *cmd, struct json_t *body,
                     struct json_t **reply);
 int cmd_keys(int argc, char **argv);

@@ -6,6 +6,14 @@
 
 #include "cli.h"
 #include "config.h"
+#include "up_state.h"
+
+int cli_config_load(struct config *cfg, const char *file, char *err, size_t errlen)
+{
+    int rc = config_load(cfg, file, err, errlen);
+    if (rc == 0) up_state_apply(cfg);
+    return rc;
+}
 
 static void config_usage(FILE *out)
 {
@@ -13,8 +21,9 @@ static void config_usage(FILE *out)
             "usage: mlq config [--json] [--config FILE] [--broker ENDPOINT] [--db FILE]\n"
             "                  [--set KEY=VALUE]... [KEY]\n\n"
             "Prints every configuration value, or only KEY's, with where it came from:\n"
-            "default, the config file (%s or $MLQ_CONFIG), the environment (MLQ_*)\n"
-            "or a flag. Keys and variables: docs/configuration.md.\n\n"
+            "default, the config file (%s or $MLQ_CONFIG), the environment (MLQ_*),\n"
+            "a flag, or a running mlq up (its endpoint and database, where nothing else\n"
+            "gives them). Keys and variables: docs/configuration.md.\n\n"
             "  --json             one JSON object instead of aligned lines\n"
             "  --config FILE      read FILE instead of the default config file\n"
             "  --broker ENDPOINT  as --set broker.endpoint=ENDPOINT\n"
@@ -78,7 +87,7 @@ int cmd_config(int argc, char **argv)
         return EXIT_USAGE;
     }
 
-    if (config_load(&cfg, file, err, sizeof err) < 0) {
+    if (cli_config_load(&cfg, file, err, sizeof err) < 0) {
         fprintf(stderr, "mlq config: %s\n", err);
         return EXIT_FAILURE_GENERIC;
     }

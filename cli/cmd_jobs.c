@@ -38,7 +38,7 @@ static const char *broker_endpoint(const char *flag)
     static struct config cfg;
     char err[512];
     if (flag) return flag;
-    if (config_load(&cfg, NULL, err, sizeof err) != 0) {
+    if (cli_config_load(&cfg, NULL, err, sizeof err) != 0) {
         fprintf(stderr, "mlq: %s\n", err);
         return getenv("MLQ_BROKER") ? getenv("MLQ_BROKER") : "tcp://127.0.0.1:5555";
     }
@@ -67,7 +67,7 @@ static const struct keys_client *client_keys(void)
     struct config cfg;
     char err[1024], dir[4096], def[4200] = "";
     state = -1;
-    if (config_load(&cfg, NULL, err, sizeof err) != 0) {
+    if (cli_config_load(&cfg, NULL, err, sizeof err) != 0) {
         fprintf(stderr, "mlq: %s\n", err);
         return NULL;
     }
@@ -482,7 +482,7 @@ static int check_memory(const struct mlq_spec *spec)
         return 0;
     struct config cfg;
     char err[4096];
-    if (config_load(&cfg, NULL, err, sizeof err) != 0) return 0; /* said by broker_endpoint */
+    if (cli_config_load(&cfg, NULL, err, sizeof err) != 0) return 0; /* said by broker_endpoint */
     struct job_memory_job j = {.spec = spec, .model = spec};
     struct dataset_info info;
     if (dataset_probe(&spec->dataset, true, &info, &j.data.row_bytes, err, sizeof err)) return 0;

@@ -22,6 +22,7 @@
 #include "keys.h"
 #include "log.h"
 #include "store.h"
+#include "up_state.h"
 
 #define MAX_TRAINERS 64
 #define STOP_GRACE_SECONDS 10
@@ -241,6 +242,18 @@ static int local_keys(char *keydir, size_t len)
     return EXIT_OK;
 }
 
+/* Where to connect to a broker bound at bind: a wildcard host is this host. */
+static void connect_endpoint(const char *bind, char *out, size_t len)
+{
+    const char *host = strncmp(bind, "tcp://", 6) == 0 ? bind + 6 : NULL;
+    const char *port = host ? strrchr(host, ':') : NULL;
+    if (port && ((port - host == 1 && host[0] == '*') ||
+                 (port - host == 7 && strncmp(host, "0.0.0.0", 7) == 0)))
+        snprintf(out, len, "tcp://127.0.0.1%s", port);
+    else
+        snprintf(out, len, "%s", bind);
+}
+
 /* Prints the queue when it changes; the store is read-only here. */
 static void show_queue(const char *db_path, int64_t last[STORE_N_STATES])
 {
@@ -348,6 +361,16 @@ int cmd_up(int argc, char **argv)
         fprintf(stderr, "mlq up: unexpected argument '%s'\n", argv[optind]);
         return EXIT_USAGE;
     }
+    /* broker.bind given (file, environment, --bind) and broker.endpoint
+     * left at its default: the trainers, and the commands that read the
+     * state file, connect where the broker listens. */
+    if (config_source(&cfg, "broker.endpoint") == CONFIG_SRC_DEFAULT ||
+        config_source(&cfg, "broker.endpoint") == CONFIG_SRC_FLAG) {
+        char ep[CONFIG_STR_MAX];
+        connect_endpoint(cfg.broker_bind, ep, sizeof ep);
+        if (config_set(&cfg, "broker.endpoint", ep, CONFIG_SRC_FLAG, err, sizeof err) < 0)
+            goto bad_flag;
+    }
     /* Trainers started together share the cores unless told otherwise: two
      * that each used every core of a 2-core machine trained at 63k samples/s
      * between them where one alone ran at 115k. */
@@ -445,6 +468,19 @@ int cmd_up(int argc, char **argv)
     if (rc == EXIT_OK)
         log_info("broker at %s (database %s%s), %d trainer%s; Ctrl-C stops them", cfg.broker_bind,
                  db_path, with_keys ? ", CurveZMQ keys" : "", trainers, trainers == 1 ? "" : "s");
+    /* The other mlq commands of this user find this broker and database
+     * without flags while it runs (common/up_state.h). */
+    struct up_state us = {.keys = with_keys, .started = (double)time(NULL)};
+    snprintf(us.endpoint, sizeof us.endpoint, "%s", cfg.broker_endpoint);
+    if (strlen(db_path) < sizeof us.db) memcpy(us.db, db_path, strlen(db_path) + 1);
+    char up_file[PATH_MAX] = "";
+    if (rc == EXIT_OK) {
+        if (up_state_write(&us, err, sizeof err) != 0)
+            log_warn("the other mlq commands will not find this broker by themselves: %s", err);
+        else if (up_state_path(up_file, sizeof up_file) == 0)
+            log_info("mlq commands of this user use %s and %s while this runs (%s)",
+                     cfg.broker_endpoint, db_path, up_file);
+    }
 
     int64_t last_counts[STORE_N_STATES];
     memset(last_counts, 0xff, sizeof last_counts);
@@ -487,6 +523,7 @@ int cmd_up(int argc, char **argv)
     }
     log_info("stopping %d trainer%s and the broker", trainers, trainers == 1 ? "" : "s");
     stop_children(kids, n);
+    if (up_file[0]) up_state_remove((long)getpid());
     for (int i = 0; i < n; i++)
         free_args(&kids[i]);
     return rc;

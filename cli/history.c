@@ -42,7 +42,7 @@ int history_open(const char *cmd, const char *db_flag, bool writable, struct sto
         snprintf(path, pathlen, "%s", db_flag);
     } else {
         struct config cfg;
-        if (config_load(&cfg, NULL, err, sizeof err) != 0) {
+        if (cli_config_load(&cfg, NULL, err, sizeof err) != 0) {
             fprintf(stderr, "mlq %s: %s\n", cmd, err);
             return EXIT_FAILURE_GENERIC;
         }

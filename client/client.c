@@ -15,6 +15,7 @@
 #include "config.h"
 #include "keys.h"
 #include "proto.h"
+#include "up_state.h"
 
 #define DEFAULT_TIMEOUT_MS 5000
 #define WAIT_POLL_MS 200
@@ -39,6 +40,7 @@ int mlq_client_open(struct mlq_client **out, const char *endpoint, char *err, si
     *out = NULL;
     struct config cfg;
     if (config_load(&cfg, NULL, err, errlen) != 0) return -EINVAL;
+    up_state_apply(&cfg); /* a running mlq up's endpoint, as mlq finds it */
     char dir[4096], def[4200] = "";
     if (keys_user_dir(dir, sizeof dir) == 0)
         snprintf(def, sizeof def, "%s/mlq%s", dir, KEYS_SECRET_EXT);

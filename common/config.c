@@ -97,6 +97,8 @@ const char *config_source_name(enum config_source src)
         return "env";
     case CONFIG_SRC_FLAG:
         return "flag";
+    case CONFIG_SRC_UP:
+        return "up";
     }
     return "?";
 }
@@ -363,6 +365,9 @@ static void describe_origin(const struct config *c, int k, char *buf, size_t len
         break;
     case CONFIG_SRC_ENV:
         snprintf(buf, len, "%s", o->env ? o->env : "environment");
+        break;
+    case CONFIG_SRC_UP:
+        snprintf(buf, len, "%s (mlq up, pid %ld)", c->up_file, c->up_pid);
         break;
     case CONFIG_SRC_DEFAULT:
         if (k == CONFIG_DB_PATH && !c->db_path[0])

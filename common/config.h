@@ -33,6 +33,9 @@ enum config_source {
     CONFIG_SRC_FILE,
     CONFIG_SRC_ENV,
     CONFIG_SRC_FLAG,
+    /* A running mlq up's broker.endpoint and db.path (common/up_state.h):
+     * above the defaults only, below the file, environment and flags. */
+    CONFIG_SRC_UP,
 };
 
 enum config_key {
@@ -90,8 +93,10 @@ struct config {
     char trainer_data_roots[CONFIG_STR_MAX];  /* more dataset roots, ':'-separated */
     char trainer_outputs_dir[CONFIG_STR_MAX]; /* predict outputs: only new files under it */
 
-    char file[CONFIG_STR_MAX]; /* the config file consulted ("" = none) */
-    bool file_found;           /* false when the default file does not exist */
+    char file[CONFIG_STR_MAX];    /* the config file consulted ("" = none) */
+    bool file_found;              /* false when the default file does not exist */
+    char up_file[CONFIG_STR_MAX]; /* the mlq up state applied (up_state_apply), "" = none */
+    long up_pid;                  /* that mlq up's process */
     struct config_origin origin[CONFIG_NKEYS];
 };
 
@@ -124,7 +129,7 @@ int config_get(const struct config *c, const char *key, char *buf, size_t len);
 
 /* Where a key's value came from; -1 for an unknown key. */
 int config_source(const struct config *c, const char *key);
-/* "default", "file", "env" or "flag". */
+/* "default", "file", "env", "flag" or "up". */
 const char *config_source_name(enum config_source src);
 
 /* Key names, in documentation order, and their environment variables. */

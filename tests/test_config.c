@@ -11,7 +11,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/wait.h>
+
 #include "config.h"
+#include "up_state.h"
 
 struct fixture {
     char dir[64];
@@ -19,10 +22,7 @@ struct fixture {
 };
 
 static const char *all_env[] = {
-    "MLQ_CONFIG",
-    "MLQ_BROKER",
-    "MLQ_DB",
-    "STATE_DIRECTORY",
+    "MLQ_CONFIG", "MLQ_BROKER", "MLQ_DB", "STATE_DIRECTORY", "XDG_CONFIG_HOME",
 };
 
 static void clear_env(void)
@@ -332,10 +332,92 @@ static void test_shipped_file(void **state)
     }
 }
 
+/* A running mlq up's endpoint and database stand in for the defaults only:
+ * the file, the environment and flags win; a file whose process is gone, or
+ * is another program, is ignored; only its own mlq up removes it. */
+static void test_up_state(void **state)
+{
+    struct fixture *f = *state;
+    char err[512] = "", path[256], dir[200];
+    setenv("XDG_CONFIG_HOME", f->dir, 1);
+    snprintf(dir, sizeof dir, "%s/mlq", f->dir);
+    assert_int_equal(up_state_path(path, sizeof path), 0);
+    snprintf(err, sizeof err, "%s/up.json", dir);
+    assert_string_equal(path, err);
+    struct config c;
+    write_file(f->file, "");
+    assert_int_equal(config_load(&c, f->file, err, sizeof err), 0);
+    assert_int_equal(up_state_apply(&c), 0); /* no mlq up */
+
+    struct up_state s = {.keys = true, .started = 1e9};
+    snprintf(s.endpoint, sizeof s.endpoint, "ipc:///tmp/up.sock");
+    snprintf(s.db, sizeof s.db, "/tmp/up.db");
+    assert_int_equal(up_state_write(&s, err, sizeof err), 0);
+    assert_int_equal(access(path, R_OK), 0);
+    struct up_state r;
+    assert_int_equal(up_state_read(&r), 0);
+    assert_int_equal(r.pid, (long)getpid());
+    assert_true(r.keys);
+    assert_string_equal(r.endpoint, "ipc:///tmp/up.sock");
+
+    assert_int_equal(config_load(&c, f->file, err, sizeof err), 0);
+    assert_int_equal(up_state_apply(&c), 2);
+    assert_string_equal(c.broker_endpoint, "ipc:///tmp/up.sock");
+    assert_string_equal(c.db_path, "/tmp/up.db");
+    assert_int_equal(config_source(&c, "broker.endpoint"), CONFIG_SRC_UP);
+    assert_string_equal(config_source_name(CONFIG_SRC_UP), "up");
+    char dump[8192] = "";
+    FILE *mem = fmemopen(dump, sizeof dump - 1, "w");
+    assert_int_equal(config_dump(&c, mem, false), 0);
+    fclose(mem);
+    assert_non_null(strstr(dump, "# up "));
+    assert_non_null(strstr(dump, path));
+
+    /* The environment and the file win. */
+    setenv("MLQ_BROKER", "tcp://env:1", 1);
+    write_file(f->file, "db.path = /file.db\n");
+    assert_int_equal(config_load(&c, f->file, err, sizeof err), 0);
+    assert_int_equal(up_state_apply(&c), 0);
+    assert_string_equal(c.broker_endpoint, "tcp://env:1");
+    assert_string_equal(c.db_path, "/file.db");
+    unsetenv("MLQ_BROKER");
+    write_file(f->file, "");
+
+    /* Another program with this pid by now: ignored. */
+    FILE *fp = fopen(path, "w");
+    fprintf(fp, "{\"pid\": %ld, \"exe\": \"/nonexistent/mlq\", \"endpoint\": \"ipc:///x\"}\n",
+            (long)getpid());
+    fclose(fp);
+    assert_int_equal(up_state_read(&r), -ENOENT);
+    /* A process that is gone: ignored. */
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    waitpid(child, NULL, 0);
+    fp = fopen(path, "w");
+    fprintf(fp, "{\"pid\": %ld, \"endpoint\": \"ipc:///x\"}\n", (long)child);
+    fclose(fp);
+    assert_int_equal(up_state_read(&r), -ENOENT);
+    assert_int_equal(config_load(&c, f->file, err, sizeof err), 0);
+    assert_int_equal(up_state_apply(&c), 0);
+    assert_string_equal(c.broker_endpoint, "tcp://127.0.0.1:5555");
+    /* Not JSON, or without an endpoint: -EINVAL, and nothing applied. */
+    write_file(path, "{\"pid\": 1}");
+    assert_int_equal(up_state_read(&r), -EINVAL);
+
+    /* Only its own mlq up removes it. */
+    assert_int_equal(up_state_write(&s, err, sizeof err), 0);
+    up_state_remove((long)getpid() + 1);
+    assert_int_equal(access(path, F_OK), 0);
+    up_state_remove((long)getpid());
+    assert_int_equal(access(path, F_OK), -1);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_up_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_directory_defaults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_values, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_errors, setup, teardown),

@@ -75,6 +75,28 @@ def _config():
     return get
 
 
+def _up_state():
+    """The running mlq up's state file as a dict ({} without one): its endpoint and
+    database stand in for the defaults, as for mlq (docs/configuration.md)."""
+    path = os.path.join(_user_dir(), "up.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+        pid = int(state["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    try:
+        exe = os.readlink("/proc/%d/exe" % pid)
+        if exe.endswith(" (deleted)"):
+            exe = exe[:-len(" (deleted)")]
+        if state.get("exe") and exe != state["exe"]:
+            return {}
+    except OSError:
+        pass
+    return state
+
+
 def _user_dir():
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return os.path.join(base, "mlq")
@@ -129,7 +151,8 @@ class Client:
     def __init__(self, endpoint=None, secret_key=None, broker_key=None,
                  timeout_ms=None, context=None):
         get = _config()
-        self.endpoint = endpoint or get("broker.endpoint", "MLQ_BROKER") or DEFAULT_ENDPOINT
+        self.endpoint = (endpoint or get("broker.endpoint", "MLQ_BROKER") or
+                         _up_state().get("endpoint") or DEFAULT_ENDPOINT)
         self.timeout_ms = timeout_ms or int(os.environ.get("MLQ_TIMEOUT_MS") or DEFAULT_TIMEOUT_MS)
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
@@ -253,10 +276,11 @@ class Client:
 # ---- the database, read-only (docs/schema.md) -------------------------------------------
 
 def db_path(db=None):
-    """The database mlq reads: db, MLQ_DB, db.path, or $XDG_DATA_HOME/mlq/mlq.db."""
+    """The database mlq reads: db, MLQ_DB, db.path, a running mlq up's, or
+    $XDG_DATA_HOME/mlq/mlq.db."""
     if db:
         return db
-    p = _config()("db.path", "MLQ_DB")
+    p = _config()("db.path", "MLQ_DB") or _up_state().get("db")
     if p:
         return p
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
