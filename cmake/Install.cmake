@@ -1,6 +1,7 @@
 # Install rules and the Debian package (issue 5).
 #   cmake --install build [--prefix P]    programs, units, sysusers/tmpfiles, mlq.conf, docs
-#   cd build && cpack -G DEB              mlq_<version>_amd64.deb
+#   cd build && cpack -G DEB              mlq_<version>_amd64.deb (with
+#                                         /usr/share/doc/mlq/copyright: MIT)
 # Directories for systemd files come from `pkg-config systemd`, taken relative
 # to the install prefix unless it is /usr; `cmake --install build --prefix
 # /tmp/x` stays inside /tmp/x, DESTDIR stages as usual. Override the
@@ -112,7 +113,22 @@ set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     ${PROJECT_SOURCE_DIR}/scripts/deb/postrm
     ${PROJECT_SOURCE_DIR}/scripts/deb/conffiles)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
+set(CPACK_RESOURCE_FILE_LICENSE ${PROJECT_SOURCE_DIR}/LICENSE)
 include(CPack)
+
+# /usr/share/doc/mlq/copyright, which Debian's policy asks of every package:
+# who holds the copyright and the licence, MIT (LICENSE; Debian names it
+# Expat), its text indented and blank lines as " ." as the copyright format
+# writes them. Made from LICENSE so that the two cannot differ.
+file(READ ${PROJECT_SOURCE_DIR}/LICENSE MLQ_LICENSE_INDENTED)
+string(STRIP "${MLQ_LICENSE_INDENTED}" MLQ_LICENSE_INDENTED)
+string(REPLACE "\n\n" "\n.\n" MLQ_LICENSE_INDENTED "${MLQ_LICENSE_INDENTED}")
+string(REPLACE "\n" "\n " MLQ_LICENSE_INDENTED " ${MLQ_LICENSE_INDENTED}")
+set(MLQ_CONTACT ${CPACK_PACKAGE_CONTACT})
+configure_file(${PROJECT_SOURCE_DIR}/scripts/deb/copyright.in ${PROJECT_BINARY_DIR}/copyright
+               @ONLY)
+install(FILES ${PROJECT_BINARY_DIR}/copyright ${PROJECT_SOURCE_DIR}/LICENSE
+        DESTINATION ${CMAKE_INSTALL_DOCDIR})
 
 # The Python module (docs/python.md): where Debian's python3 finds it for the
 # prefix /usr (the package), PREFIX/lib/python3/dist-packages otherwise.

@@ -83,6 +83,9 @@ cmake --build "$build" -j"$(nproc)" >/dev/null
 (cd "$build" && rm -f mlq_*.deb && cpack -G DEB >/dev/null)
 deb=$(ls "$build"/mlq_*_amd64.deb)
 echo "package: $deb ($((SECONDS - t_start)) s)"
+# Debian's policy: every package ships its copyright file (MIT, from LICENSE).
+dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/doc/mlq/copyright | grep -q "^License: Expat" ||
+    { echo "test-systemd-box: FAIL: no /usr/share/doc/mlq/copyright in $deb" >&2; exit 1; }
 
 # 2. The box, with the build dir bind-mounted read-only at /opt/mlq.
 sdbox_build

@@ -20,6 +20,12 @@ export PKG_CONFIG_PATH=$libdir/pkgconfig
 # shellcheck disable=SC2086 # EXAMPLE_CFLAGS: flags, one word each
 cc ${EXAMPLE_CFLAGS:-} "$src/client/example.c" $(pkg-config --cflags --libs mlq) -Wl,-rpath,"$libdir" -o "$tmp/example"
 test -f "$tmp/prefix/include/mlq.h"
+# The licence, as the .deb carries it: Debian's copyright file beside the docs.
+copyright=$tmp/prefix/share/doc/mlq/copyright
+grep -q "^License: Expat" "$copyright"
+grep -q "^ Permission is hereby granted, free of charge" "$copyright"
+grep -q "^ \.$" "$copyright"
+cmp -s "$src/LICENSE" "$tmp/prefix/share/doc/mlq/LICENSE"
 python3=/usr/bin/python3
 pydir=$(find "$tmp/prefix" -type d -path "*python3/dist-packages" | head -1)
 test -f "$pydir/mlq/__init__.py"
