@@ -254,6 +254,21 @@ static void connect_endpoint(const char *bind, char *out, size_t len)
         snprintf(out, len, "%s", bind);
 }
 
+/* What a command run in another directory must be given: a relative path
+ * (after the scheme prefix: "ipc://" of an endpoint, "" for a file) made
+ * absolute from this one; "" when it does not fit. */
+static void absolute_for_others(const char *text, const char *scheme, char *out, size_t len)
+{
+    size_t k = strlen(scheme);
+    char cwd[PATH_MAX];
+    int n;
+    if (strncmp(text, scheme, k) == 0 && text[k] != '/' && getcwd(cwd, sizeof cwd))
+        n = snprintf(out, len, "%s%s/%s", scheme, cwd, text + k);
+    else
+        n = snprintf(out, len, "%s", text);
+    if (n < 0 || (size_t)n >= len) out[0] = '\0';
+}
+
 /* Prints the queue when it changes; the store is read-only here. */
 static void show_queue(const char *db_path, int64_t last[STORE_N_STATES])
 {
@@ -471,8 +486,8 @@ int cmd_up(int argc, char **argv)
     /* The other mlq commands of this user find this broker and database
      * without flags while it runs (common/up_state.h). */
     struct up_state us = {.keys = with_keys, .started = (double)time(NULL)};
-    snprintf(us.endpoint, sizeof us.endpoint, "%s", cfg.broker_endpoint);
-    if (strlen(db_path) < sizeof us.db) memcpy(us.db, db_path, strlen(db_path) + 1);
+    absolute_for_others(cfg.broker_endpoint, "ipc://", us.endpoint, sizeof us.endpoint);
+    absolute_for_others(db_path, "", us.db, sizeof us.db);
     char up_file[PATH_MAX] = "";
     if (rc == EXIT_OK) {
         if (up_state_write(&us, err, sizeof err) != 0)

@@ -28,7 +28,9 @@ awk 'BEGIN { srand(5); print "a,b,label";
     >"$tmp/data.csv"
 mlq dataset import-csv "$tmp/data.csv" --header --label-column label --output "$tmp/data.h5" >/dev/null
 
-mlq up --trainers 1 --threads 1 --bind "ipc://$tmp/b.sock" --db "$tmp/elsewhere.db" >"$tmp/up.log" 2>&1 &
+# Relative paths, from its own directory: up.json has them absolute for the others.
+(cd "$tmp" && exec mlq up --trainers 1 --threads 1 --bind ipc://b.sock --db elsewhere.db) \
+    >"$tmp/up.log" 2>&1 &
 up_pid=$!
 for _ in $(seq 100); do
     [ -f "$state" ] && mlq workers 2>/dev/null | grep -q idle && break
@@ -36,6 +38,7 @@ for _ in $(seq 100); do
 done
 [ -f "$state" ] || fail "no $state while mlq up runs"
 grep -q "\"endpoint\": \"ipc://$tmp/b.sock\"" "$state" || fail "state: $(cat "$state")"
+grep -q "\"db\": \"$tmp/elsewhere.db\"" "$state" || fail "state: $(cat "$state")"
 [ "$(stat -c %a "$state")" = 600 ] || fail "state file mode $(stat -c %a "$state")"
 mlq workers | grep -q idle || fail "mlq workers did not find the broker"
 
