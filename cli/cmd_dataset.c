@@ -127,26 +127,36 @@ static int write_dset(struct out_file *o, const char *name, hid_t filetype, hid_
 
 static void usage_import_idx(FILE *f)
 {
-    fprintf(f, "usage: mlq dataset import-idx IMAGES LABELS --output FILE.h5\n\n"
+    fprintf(f, "usage: mlq dataset import-idx IMAGES LABELS --output FILE.h5 [--limit N]\n\n"
                "Converts an IDX pair (the format of MNIST and Fashion-MNIST, gzip-compressed or\n"
                "raw) into HDF5: X uint8 (N, H, W) from IMAGES and y uint8 (N) from LABELS.\n"
                "Pixels stay uint8; the trainer scales them to [0, 1].\n\n"
                "options:\n"
                "  -o, --output FILE.h5   the file to write (replaced if it exists)\n"
+               "  -n, --limit N          only the first N examples (default: all)\n"
                "  -h, --help             this help\n");
 }
 
 static int import_idx(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"output", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'}, {0}};
+    static const struct option opts[] = {{"output", required_argument, NULL, 'o'},
+                                         {"limit", required_argument, NULL, 'n'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
     const char *output = NULL;
+    long long limit = 0; /* 0: all */
     int c;
     optind = 0;
-    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "o:n:h", opts, NULL)) != -1) {
         if (c == 'o')
             output = optarg;
-        else if (c == 'h') {
+        else if (c == 'n') {
+            char *end;
+            errno = 0;
+            limit = strtoll(optarg, &end, 10);
+            if (errno || end == optarg || *end || limit < 1)
+                return usage_error("--limit takes a positive number of examples, not '%s'", optarg);
+        } else if (c == 'h') {
             usage_import_idx(stdout);
             return EXIT_OK;
         } else
@@ -171,6 +181,8 @@ static int import_idx(int argc, char **argv)
     else if (xi.dims[0] != yi.dims[0])
         rc = error("%s holds %u images but %s holds %u labels", images, xi.dims[0], labels,
                    yi.dims[0]);
+    /* The first N examples: rows are contiguous, so the arrays' heads. */
+    if (rc == 0 && limit > 0 && limit < (long long)xi.dims[0]) xi.dims[0] = yi.dims[0] = limit;
     if (rc == 0) {
         hsize_t xdims[4], ydims[1] = {yi.dims[0]};
         for (int i = 0; i < xi.ndims; i++)

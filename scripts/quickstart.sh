@@ -14,10 +14,12 @@ mlq=$bin/cli/mlq
 
 src=/usr/share/datasets/fashion-mnist
 mkdir -p data
-[ -f data/fashion-mnist-train.h5 ] ||
+# Every image: the README's tour leaves only the first 10,000 (--limit) in the same files.
+rows() { $mlq dataset info "$1" --json 2>/dev/null | tr -d ' \n' | grep -o '"n":[0-9]*' | head -n 1; }
+[ "$(rows data/fashion-mnist-train.h5)" = '"n":60000' ] ||
     $mlq dataset import-idx $src/train-images-idx3-ubyte.gz $src/train-labels-idx1-ubyte.gz \
         --output data/fashion-mnist-train.h5
-[ -f data/fashion-mnist-test.h5 ] ||
+[ "$(rows data/fashion-mnist-test.h5)" = '"n":10000' ] ||
     $mlq dataset import-idx $src/t10k-images-idx3-ubyte.gz $src/t10k-labels-idx1-ubyte.gz \
         --output data/fashion-mnist-test.h5
 

@@ -687,6 +687,29 @@ static void test_import_idx(void **state)
             assert_int_equal(y[i], labels[i]);
         dataset_close(&ds);
     }
+    /* --limit N: the first N examples; more than there are is all of them. */
+    for (int lim = 2; lim <= 9; lim += 7) {
+        snprintf(c->path, sizeof c->path, "%s/first-%d.h5", c->dir, lim);
+        int rc = run_mlq(out, sizeof out, "dataset import-idx '%s' '%s' --output '%s' --limit %d",
+                         img, lab, c->path, lim);
+        if (rc != 0) fail_msg("import-idx --limit failed (%d): %s", rc, out);
+        int n = lim < 5 ? lim : 5;
+        struct dataset *ds = NULL;
+        assert_int_equal(open_ds(c, c->path, "X", "y", false, true, 0, &ds), 0);
+        assert_int_equal(dataset_get_info(ds)->n, n);
+        float x[60];
+        int32_t y[5];
+        assert_int_equal(dataset_read_rows(ds, 0, n, x, y, NULL, c->err, sizeof c->err), n);
+        for (int i = 0; i < n * 12; i++)
+            assert_true(x[i] == (float)pixels[i]);
+        for (int i = 0; i < n; i++)
+            assert_int_equal(y[i], labels[i]);
+        dataset_close(&ds);
+    }
+    assert_int_equal(run_mlq(out, sizeof out, "dataset import-idx '%s' '%s' -o '%s/z.h5' --limit 0",
+                             img, lab, c->dir),
+                     2);
+    assert_non_null(strstr(out, "--limit takes a positive number"));
     int files = count_files(c->dir);
 
     /* Failures: message, exit code 1, nothing written. */
