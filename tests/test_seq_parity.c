@@ -24,7 +24,7 @@
 #define TORCH_ABS 2e-5
 #define TORCH_REL 1e-4
 #define FIXTURES MLQ_SOURCE_DIR "/tests/parity/seq_fixtures.json"
-#define MIN_CASES 19
+#define MIN_CASES 21
 
 static json_t *fixtures;
 

@@ -1,12 +1,15 @@
 /* Activations as element-wise kernels, with torch's formulas (CPU, float):
  * relu, leaky_relu, sigmoid 1 / (1 + e^-x), tanh, gelu exact
  * x (1 + erf(x / sqrt 2)) / 2 and gelu with approximate='tanh'. One switch
- * per call, plain loops inside. */
+ * per call, plain loops inside. GELU's erf and tanh are vmath.h's: the
+ * loops vectorise, and erf is the approximation torch's own vectorised
+ * kernel uses. */
 #include "kernels.h"
 
 #include <math.h>
 
 #include "op.h"
+#include "vmath.h"
 
 #define GELU_SQRT1_2 0.70710678118654752440f
 /* gelu': exp(-x^2 / 2) / sqrt(2 pi) */
@@ -15,7 +18,7 @@
 #define GELU_BETA 0.79788456080286535588f
 #define GELU_KAPPA 0.044715f
 
-void act_forward(float *out, const float *in, size_t n, enum act_op op, float slope)
+VM_CLONES void act_forward(float *out, const float *in, size_t n, enum act_op op, float slope)
 {
     switch (op) {
     case ACT_OP_RELU:
@@ -41,21 +44,21 @@ void act_forward(float *out, const float *in, size_t n, enum act_op op, float sl
     case ACT_OP_GELU:
         for (size_t i = 0; i < n; i++) {
             float x = in[i];
-            out[i] = x * 0.5f * (1.0f + erff(x * GELU_SQRT1_2));
+            out[i] = x * 0.5f * (1.0f + vm_erff(x * GELU_SQRT1_2));
         }
         break;
     case ACT_OP_GELU_TANH:
         for (size_t i = 0; i < n; i++) {
             float x = in[i];
             float inner = GELU_BETA * (x + GELU_KAPPA * x * x * x);
-            out[i] = 0.5f * x * (1.0f + tanhf(inner));
+            out[i] = 0.5f * x * (1.0f + vm_tanhf(inner));
         }
         break;
     }
 }
 
-void act_backward(float *din, const float *dout, const float *in, const float *out, size_t n,
-                  enum act_op op, float slope)
+VM_CLONES void act_backward(float *din, const float *dout, const float *in, const float *out,
+                            size_t n, enum act_op op, float slope)
 {
     switch (op) {
     /* dout is loaded whatever the sign so that the selects become blends:
@@ -83,8 +86,9 @@ void act_backward(float *din, const float *dout, const float *in, const float *o
     case ACT_OP_GELU:
         for (size_t i = 0; i < n; i++) {
             float x = in[i];
-            float cdf = 0.5f * (1.0f + erff(x * GELU_SQRT1_2));
-            float pdf = expf(-0.5f * x * x) * GELU_PDF_SCALE;
+            float e; /* e^(-x^2 / 2), erf's and the density's */
+            float cdf = 0.5f * (1.0f + vm_erff_e(x * GELU_SQRT1_2, &e));
+            float pdf = e * GELU_PDF_SCALE;
             din[i] = dout[i] * (cdf + x * pdf);
         }
         break;
@@ -93,7 +97,7 @@ void act_backward(float *din, const float *dout, const float *in, const float *o
             float x = in[i];
             float x_sq = x * x;
             float inner = GELU_BETA * (x + GELU_KAPPA * x_sq * x);
-            float t = tanhf(inner);
+            float t = vm_tanhf(inner);
             float left = 0.5f * x, right = 1.0f + t;
             float left_derivative = 0.5f * right;
             float right_derivative =

@@ -180,42 +180,59 @@ static size_t rnn_scratch(const struct op_node *n, int B)
 
 /* ---- forward ---- */
 
-static void lstm_step(const struct rnn_dims *d, float *a, float *cell, float *h,
-                      const float *cell_prev)
+/* The per-row kernels below are inlined with `first` a constant, so that
+ * each of their loops is a straight line GCC vectorises (vmath.h); the
+ * previous step's row is not read at the first step. */
+#define RNN_INLINE static inline __attribute__((always_inline))
+
+/* One row of an lstm step: g (G) the pre-activations, replaced by the
+ * activated gates; c, y (H) the cell and the hidden state; cp (H) the
+ * previous cell. */
+RNN_INLINE void lstm_row(float *restrict g, float *restrict c, float *restrict y,
+                         const float *restrict cp, int H, bool first)
 {
-    int B = d->B, H = d->H, G = d->G;
-    for (int b = 0; b < B; b++) {
-        float *g = a + (size_t)b * G;
-        float *c = cell + (size_t)b * H, *y = h + (size_t)b * H;
-        const float *cp = cell_prev ? cell_prev + (size_t)b * H : NULL;
-        for (int j = 0; j < H; j++) {
-            float i = seq_sigmoid(g[j]), f = seq_sigmoid(g[H + j]);
-            float gg = seq_tanh(g[2 * H + j]), o = seq_sigmoid(g[3 * H + j]);
-            float cv = i * gg + (cp ? f * cp[j] : 0.0f);
-            g[j] = i, g[H + j] = f, g[2 * H + j] = gg, g[3 * H + j] = o;
-            c[j] = cv;
-            y[j] = o * seq_tanh(cv);
-        }
+    for (int j = 0; j < H; j++) {
+        float i = vm_sigmoidf(g[j]), f = vm_sigmoidf(g[H + j]);
+        float gg = vm_tanhf(g[2 * H + j]), o = vm_sigmoidf(g[3 * H + j]);
+        float cv = first ? i * gg : i * gg + f * cp[j];
+        g[j] = i, g[H + j] = f, g[2 * H + j] = gg, g[3 * H + j] = o;
+        c[j] = cv;
+        y[j] = o * vm_tanhf(cv);
     }
 }
 
-/* a holds W_ih x + b_ih, r holds W_hh h + b_hh (B, G). */
-static void gru_step(const struct rnn_dims *d, float *a, const float *r, float *hn, float *h,
-                     const float *h_prev)
+/* One row of a gru step: g (G) W_ih x + b_ih, replaced by r, z, n; rr (G)
+ * W_hh h + b_hh; s (H) receives W_hn h + b_hn; y (H) the hidden state, hp
+ * (H) the previous one. */
+RNN_INLINE void gru_row(float *restrict g, const float *restrict rr, float *restrict s,
+                        float *restrict y, const float *restrict hp, int H, bool first)
 {
-    int B = d->B, H = d->H, G = d->G;
-    for (int b = 0; b < B; b++) {
-        float *g = a + (size_t)b * G;
-        const float *rr = r + (size_t)b * G;
-        float *s = hn + (size_t)b * H, *y = h + (size_t)b * H;
-        const float *hp = h_prev ? h_prev + (size_t)b * H : NULL;
-        for (int j = 0; j < H; j++) {
-            float rg = seq_sigmoid(g[j] + rr[j]), z = seq_sigmoid(g[H + j] + rr[H + j]);
-            float nv = seq_tanh(g[2 * H + j] + rg * rr[2 * H + j]);
-            g[j] = rg, g[H + j] = z, g[2 * H + j] = nv;
-            s[j] = rr[2 * H + j];
-            y[j] = (1.0f - z) * nv + (hp ? z * hp[j] : 0.0f);
-        }
+    for (int j = 0; j < H; j++) {
+        float rg = vm_sigmoidf(g[j] + rr[j]), z = vm_sigmoidf(g[H + j] + rr[H + j]);
+        float nv = vm_tanhf(g[2 * H + j] + rg * rr[2 * H + j]);
+        g[j] = rg, g[H + j] = z, g[2 * H + j] = nv;
+        s[j] = rr[2 * H + j];
+        y[j] = first ? (1.0f - z) * nv : (1.0f - z) * nv + z * hp[j];
+    }
+}
+
+/* One step of B rows: a (B, G) the gates, r (B, G) gru's recurrent
+ * projection, s (B, H) lstm's cells or gru's W_hn h + b_hn, y (B, H) the
+ * hidden states; s_prev, y_prev the previous step's, NULL at the first. */
+VM_CLONES static void rnn_step(const struct rnn_dims *d, float *a, const float *r, float *s,
+                               float *y, const float *s_prev, const float *y_prev)
+{
+    int H = d->H, G = d->G;
+    for (int b = 0; b < d->B; b++) {
+        size_t ag = (size_t)b * G, ah = (size_t)b * H;
+        if (d->lstm && s_prev)
+            lstm_row(a + ag, s + ah, y + ah, s_prev + ah, H, false);
+        else if (d->lstm)
+            lstm_row(a + ag, s + ah, y + ah, NULL, H, true);
+        else if (y_prev)
+            gru_row(a + ag, r + ag, s + ah, y + ah, y_prev + ah, H, false);
+        else
+            gru_row(a + ag, r + ag, s + ah, y + ah, NULL, H, true);
     }
 }
 
@@ -244,16 +261,15 @@ static void rnn_forward(const struct op_call *c)
             float *at = a + (size_t)t * B * G;
             float *yt = sv.y[l] + (size_t)t * B * H, *st = sv.s[l] + (size_t)t * B * H;
             const float *yp = t ? yt - (size_t)B * H : NULL;
-            if (d.lstm) {
-                if (t) seq_gemm(c, false, true, B, G, H, 1.0f, yp, H, p.w_hh, H, 1.0f, at, G);
-                lstm_step(&d, at, st, yt, t ? st - (size_t)B * H : NULL);
-                continue;
-            }
-            for (int b = 0; b < B; b++)
-                for (int g = 0; g < G; g++)
-                    sc.r[(size_t)b * G + g] = d.bias ? p.b_hh[g] : 0.0f;
-            if (t) seq_gemm(c, false, true, B, G, H, 1.0f, yp, H, p.w_hh, H, 1.0f, sc.r, G);
-            gru_step(&d, at, sc.r, st, yt, yp);
+            /* lstm: the recurrent projection adds into the gates (b_hh is
+             * in them already); gru keeps it apart (r scales its n rows) */
+            float *rt = d.lstm ? at : sc.r;
+            if (!d.lstm)
+                for (int b = 0; b < B; b++)
+                    for (int g = 0; g < G; g++)
+                        rt[(size_t)b * G + g] = d.bias ? p.b_hh[g] : 0.0f;
+            if (t) seq_gemm(c, false, true, B, G, H, 1.0f, yp, H, p.w_hh, H, 1.0f, rt, G);
+            rnn_step(&d, at, sc.r, st, yt, t ? st - (size_t)B * H : NULL, yp);
         }
     }
     const float *top = sv.y[d.L - 1];
@@ -265,64 +281,67 @@ static void rnn_forward(const struct op_call *c)
 
 /* ---- backward ---- */
 
-/* One step back through an lstm layer: dh (B, H) the hidden state's whole
- * gradient, dc (B, H) the cell's from the step after (updated to the
- * previous step's); da (B, G) the gates' pre-activation gradients. */
-static void lstm_step_back(const struct rnn_dims *d, float *da, const float *a, const float *cell,
-                           const float *cell_prev, const float *dh, float *dc)
+/* One row back through an lstm step: g (G) the activated gates, c, cp
+ * (H) the cell and the previous one, dh (H) the hidden state's whole
+ * gradient, dc (H) the cell's from the step after (replaced by the
+ * previous step's); dg (G) receives the gates' pre-activation gradients. */
+RNN_INLINE void lstm_row_back(float *restrict dg, const float *restrict g, const float *restrict c,
+                              const float *restrict cp, const float *restrict dh,
+                              float *restrict dc, int H, bool first)
 {
-    int B = d->B, H = d->H, G = d->G;
-    for (int b = 0; b < B; b++) {
-        const float *g = a + (size_t)b * G;
-        float *dg = da + (size_t)b * G;
-        const float *cv = cell + (size_t)b * H, *cp = cell_prev ? cell_prev + (size_t)b * H : NULL;
-        const float *dhb = dh + (size_t)b * H;
-        float *dcb = dc + (size_t)b * H;
-        for (int j = 0; j < H; j++) {
-            float i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
-            float tc = seq_tanh(cv[j]);
-            float dcv = dcb[j] + dhb[j] * o * (1.0f - tc * tc);
-            float di = dcv * gg, df = cp ? dcv * cp[j] : 0.0f, dgg = dcv * i;
-            float d_o = dhb[j] * tc;
-            dg[j] = di * i * (1.0f - i);
-            dg[H + j] = df * f * (1.0f - f);
-            dg[2 * H + j] = dgg * (1.0f - gg * gg);
-            dg[3 * H + j] = d_o * o * (1.0f - o);
-            dcb[j] = dcv * f;
-        }
+    for (int j = 0; j < H; j++) {
+        float i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
+        float tc = vm_tanhf(c[j]);
+        float dcv = dc[j] + dh[j] * o * (1.0f - tc * tc);
+        float di = dcv * gg, df = first ? 0.0f : dcv * cp[j], dgg = dcv * i;
+        float d_o = dh[j] * tc;
+        dg[j] = di * i * (1.0f - i);
+        dg[H + j] = df * f * (1.0f - f);
+        dg[2 * H + j] = dgg * (1.0f - gg * gg);
+        dg[3 * H + j] = d_o * o * (1.0f - o);
+        dc[j] = dcv * f;
     }
 }
 
-/* One step back through a gru layer: da (B, G) the input projection's
- * gradients, dr (B, G) the recurrent one's; dh (B, H) becomes the direct
- * part of the previous hidden state's gradient (z dh). */
-static void gru_step_back(const struct rnn_dims *d, float *da, float *dr, const float *a,
-                          const float *hn, const float *h_prev, float *dh)
+/* One row back through a gru step: g (G) r, z, n; s (H) W_hn h + b_hn; hp
+ * (H) the previous hidden state; dh (H) the hidden state's whole gradient,
+ * replaced by the direct part of the previous one's (z dh); dg, dq (G)
+ * receive the input and the recurrent projections' gradients. */
+RNN_INLINE void gru_row_back(float *restrict dg, float *restrict dq, const float *restrict g,
+                             const float *restrict s, const float *restrict hp, float *restrict dh,
+                             int H, bool first)
 {
-    int B = d->B, H = d->H, G = d->G;
-    for (int b = 0; b < B; b++) {
-        const float *g = a + (size_t)b * G, *s = hn + (size_t)b * H;
-        const float *hp = h_prev ? h_prev + (size_t)b * H : NULL;
-        float *dg = da + (size_t)b * G, *dq = dr + (size_t)b * G, *dhb = dh + (size_t)b * H;
-        for (int j = 0; j < H; j++) {
-            float rg = g[j], z = g[H + j], nv = g[2 * H + j];
-            float dy = dhb[j], hpv = hp ? hp[j] : 0.0f;
-            float dn = dy * (1.0f - z) * (1.0f - nv * nv);
-            float dz = dy * (hpv - nv) * z * (1.0f - z);
-            float drg = dn * s[j] * rg * (1.0f - rg);
-            dg[j] = drg, dg[H + j] = dz, dg[2 * H + j] = dn;
-            dq[j] = drg, dq[H + j] = dz, dq[2 * H + j] = dn * rg;
-            dhb[j] = dy * z;
-        }
+    for (int j = 0; j < H; j++) {
+        float rg = g[j], z = g[H + j], nv = g[2 * H + j];
+        float dy = dh[j], hpv = first ? 0.0f : hp[j];
+        float dn = dy * (1.0f - z) * (1.0f - nv * nv);
+        float dz = dy * (hpv - nv) * z * (1.0f - z);
+        float drg = dn * s[j] * rg * (1.0f - rg);
+        dg[j] = drg, dg[H + j] = dz, dg[2 * H + j] = dn;
+        dq[j] = drg, dq[H + j] = dz, dq[2 * H + j] = dn * rg;
+        dh[j] = dy * z;
     }
 }
 
-/* db (G) += the column sums of d (rows, G), in row order. */
-static void bias_grad(float *restrict db, const float *restrict dv, size_t rows, int G)
+/* One step back over B rows: da (B, G), dr (B, G) gru's recurrent
+ * gradients; a, s, y the step's saved gates, cells (or W_hn h + b_hn) and
+ * s_prev, y_prev the previous step's (NULL at the first); dh, dc (B, H). */
+VM_CLONES static void rnn_step_back(const struct rnn_dims *d, float *da, float *dr, const float *a,
+                                    const float *s, const float *s_prev, const float *y_prev,
+                                    float *dh, float *dc)
 {
-    for (size_t r = 0; r < rows; r++)
-        for (int g = 0; g < G; g++)
-            db[g] += dv[r * G + g];
+    int H = d->H, G = d->G;
+    for (int b = 0; b < d->B; b++) {
+        size_t ag = (size_t)b * G, ah = (size_t)b * H;
+        if (d->lstm && s_prev)
+            lstm_row_back(da + ag, a + ag, s + ah, s_prev + ah, dh + ah, dc + ah, H, false);
+        else if (d->lstm)
+            lstm_row_back(da + ag, a + ag, s + ah, NULL, dh + ah, dc + ah, H, true);
+        else if (y_prev)
+            gru_row_back(da + ag, dr + ag, a + ag, s + ah, y_prev + ah, dh + ah, H, false);
+        else
+            gru_row_back(da + ag, dr + ag, a + ag, s + ah, NULL, dh + ah, H, true);
+    }
 }
 
 static void rnn_backward(const struct op_call *c)
@@ -353,27 +372,21 @@ static void rnn_backward(const struct op_call *c)
             /* dh = this step's output gradient + what the next step sent */
             for (size_t k = 0; k < BH; k++)
                 sc.dh[k] += dy[ht + k];
-            if (d.lstm) {
-                lstm_step_back(&d, sc.da + at, sv.a[l] + at, sv.s[l] + ht,
-                               t ? sv.s[l] + ht - BH : NULL, sc.dh, sc.dc);
-                if (t)
-                    seq_gemm(c, false, false, B, H, G, 1.0f, sc.da + at, G, p.w_hh, H, 0.0f, sc.dh,
-                             H);
-            } else {
-                gru_step_back(&d, sc.da + at, sc.dr + at, sv.a[l] + at, sv.s[l] + ht,
-                              t ? sv.y[l] + ht - BH : NULL, sc.dh);
-                if (t)
-                    seq_gemm(c, false, false, B, H, G, 1.0f, sc.dr + at, G, p.w_hh, H, 1.0f, sc.dh,
-                             H);
-            }
+            rnn_step_back(&d, sc.da + at, sc.dr + at, sv.a[l] + at, sv.s[l] + ht,
+                          t ? sv.s[l] + ht - BH : NULL, t ? sv.y[l] + ht - BH : NULL, sc.dh, sc.dc);
+            /* lstm: dh = dA W_hh, the previous cell's share is in dc; gru
+             * adds dR W_hh to the direct part z dh */
+            if (t)
+                seq_gemm(c, false, false, B, H, G, 1.0f, dr + at, G, p.w_hh, H,
+                         d.lstm ? 0.0f : 1.0f, sc.dh, H);
         }
         seq_gemm(c, true, false, G, I, (int)TB, 1.0f, sc.da, G, x, I, 1.0f, gp.w_ih, I);
         if (T > 1)
             seq_gemm(c, true, false, G, H, (int)(TB - (size_t)B), 1.0f, dr + (size_t)B * G, G,
                      sv.y[l], H, 1.0f, gp.w_hh, H);
         if (d.bias) {
-            bias_grad(gp.b_ih, sc.da, TB, G);
-            bias_grad(gp.b_hh, dr, TB, G);
+            seq_colsum(gp.b_ih, sc.da, TB, G, 0, G);
+            seq_colsum(gp.b_hh, dr, TB, G, 0, G);
         }
         float *dx = sc.dy[(d.L - 1 - l + 1) % 2];
         if (l == 0 && !c->din[0]) break;
@@ -383,28 +396,8 @@ static void rnn_backward(const struct op_call *c)
     }
 }
 
-static const struct op_test lstm_tests[] = {
-    {"1 layer, sequence",
-     {.out = 4, .num_layers = 1, .bias = true, .sequence = true},
-     {{2, {3, 3}}},
-     2,
-     false,
-     0},
-    {"2 layers, last step",
-     {.out = 3, .num_layers = 2, .bias = true, .sequence = false},
-     {{2, {4, 2}}},
-     3,
-     false,
-     0},
-    {"no bias, one step",
-     {.out = 5, .num_layers = 1, .bias = false, .sequence = true},
-     {{2, {1, 6}}},
-     2,
-     false,
-     0},
-};
-
-static const struct op_test gru_tests[] = {
+/* The same cases for both kinds. */
+static const struct op_test rnn_tests[] = {
     {"1 layer, sequence",
      {.out = 4, .num_layers = 1, .bias = true, .sequence = true},
      {{2, {3, 3}}},
@@ -427,34 +420,23 @@ static const struct op_test gru_tests[] = {
 
 static const char *const rnn_fields[] = {"out", "num_layers", "bias", "sequence", NULL};
 
-const struct op_def op_lstm = {
-    .type = "lstm",
-    .abbrev = "lstm",
-    .n_inputs = 1,
-    .fields = rnn_fields,
-    .infer = rnn_infer,
-    .tensors = rnn_tensors,
-    .init = rnn_init,
-    .saved = rnn_saved,
-    .scratch = rnn_scratch,
-    .forward = rnn_forward,
-    .backward = rnn_backward,
-    .tests = lstm_tests,
-    .n_tests = sizeof lstm_tests / sizeof lstm_tests[0],
-};
+/* lstm and gru differ only in their gates (rnn_dims.lstm). */
+#define RNN_OP(name)                                                                               \
+    const struct op_def op_##name = {                                                              \
+        .type = #name,                                                                             \
+        .abbrev = #name,                                                                           \
+        .n_inputs = 1,                                                                             \
+        .fields = rnn_fields,                                                                      \
+        .infer = rnn_infer,                                                                        \
+        .tensors = rnn_tensors,                                                                    \
+        .init = rnn_init,                                                                          \
+        .saved = rnn_saved,                                                                        \
+        .scratch = rnn_scratch,                                                                    \
+        .forward = rnn_forward,                                                                    \
+        .backward = rnn_backward,                                                                  \
+        .tests = rnn_tests,                                                                        \
+        .n_tests = sizeof rnn_tests / sizeof rnn_tests[0],                                         \
+    }
 
-const struct op_def op_gru = {
-    .type = "gru",
-    .abbrev = "gru",
-    .n_inputs = 1,
-    .fields = rnn_fields,
-    .infer = rnn_infer,
-    .tensors = rnn_tensors,
-    .init = rnn_init,
-    .saved = rnn_saved,
-    .scratch = rnn_scratch,
-    .forward = rnn_forward,
-    .backward = rnn_backward,
-    .tests = gru_tests,
-    .n_tests = sizeof gru_tests / sizeof gru_tests[0],
-};
+RNN_OP(lstm);
+RNN_OP(gru);

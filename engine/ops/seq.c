@@ -63,3 +63,31 @@ void seq_to_batch_major(float *dst, const float *src, int B, int T, int F)
             memcpy(dst + ((size_t)b * T + t) * F, src + ((size_t)t * B + b) * F,
                    (size_t)F * sizeof *dst);
 }
+
+/* Columns summed per pass over the rows: 8 AVX registers. */
+#define SEQ_COLSUM_BLOCK 64
+
+void seq_colsum(float *db, const float *dy, size_t R, int ld, int lo, int hi)
+{
+    int n0 = lo;
+    for (; n0 + SEQ_COLSUM_BLOCK <= hi; n0 += SEQ_COLSUM_BLOCK) {
+        float acc[SEQ_COLSUM_BLOCK];
+        memcpy(acc, db + n0, sizeof acc);
+        for (size_t r = 0; r < R; r++) {
+            const float *restrict d = dy + r * (size_t)ld + n0;
+            for (int k = 0; k < SEQ_COLSUM_BLOCK; k++)
+                acc[k] += d[k];
+        }
+        memcpy(db + n0, acc, sizeof acc);
+    }
+    if (n0 == hi) return;
+    float acc[SEQ_COLSUM_BLOCK];
+    int w = hi - n0;
+    memcpy(acc, db + n0, (size_t)w * sizeof *acc);
+    for (size_t r = 0; r < R; r++) {
+        const float *restrict d = dy + r * (size_t)ld + n0;
+        for (int k = 0; k < w; k++)
+            acc[k] += d[k];
+    }
+    memcpy(db + n0, acc, (size_t)w * sizeof *acc);
+}

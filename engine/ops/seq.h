@@ -14,6 +14,7 @@
 #include <stddef.h>
 
 #include "op.h"
+#include "vmath.h" /* vm_sigmoidf, vm_tanhf for the gates */
 
 /* C (M, N) = alpha op(A) op(B) + beta C, row-major, cut over c's team along
  * the larger of M and N in runs that depend on (M, N) alone (op_for_range),
@@ -21,23 +22,13 @@
 void seq_gemm(const struct op_call *c, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
               const float *A, int lda, const float *Bm, int ldb, float beta, float *C, int ldc);
 
+/* db[n] += dy[r ld + n] for n in [lo, hi), over rows r = 0 .. R - 1 in
+ * row order (the bits of the plain double loop), the sums held in
+ * registers a block of columns at a time. */
+void seq_colsum(float *db, const float *dy, size_t R, int ld, int lo, int hi);
+
 /* dst (T, B, F) = src (B, T, F) transposed in its first two axes; and back. */
 void seq_to_time_major(float *dst, const float *src, int B, int T, int F);
 void seq_to_batch_major(float *dst, const float *src, int B, int T, int F);
-
-static inline float seq_sigmoid(float x)
-{
-    return 1.0f / (1.0f + expf(-x));
-}
-
-/* tanh through expf: (1 - e) / (1 + e) with e = exp(-2|x|), the sign put
- * back. Within 2 ulp of 1 of tanhf (absolute error under 1.2e-7), and a
- * third of its cost: glibc's tanhf goes through expm1f, which took a third
- * of an LSTM step. */
-static inline float seq_tanh(float x)
-{
-    float e = expf(-2.0f * fabsf(x));
-    return copysignf((1.0f - e) / (1.0f + e), x);
-}
 
 #endif

@@ -153,6 +153,31 @@ for B, T, E, H, causal, approx in [(2, 6, 8, 2, True, False), (2, 5, 12, 3, Fals
         "B": B, "T": T, "E": E, "heads": H, "causal": causal, "approximate": approx})
     cases.append(rec)
 
+# Longer causal sequences (added last, so that the cases above keep their
+# seeded values): mlq runs causal attention in blocks of 32 queries, and
+# these cross one block boundary (T 40) and two with a part block (T 70).
+for B, T, E, H in [(2, 40, 8, 2)]:
+    m = nn.MultiheadAttention(E, H, batch_first=True)
+    randomize(m)
+    x = torch.randn(B, T, E).requires_grad_(True)
+    y, _ = m(x, x, x, attn_mask=causal_mask(T), need_weights=False)
+    rec = record(m, x, y, list(m.named_parameters()))
+    rec.update({"op": "attention", "name": "attention B%d T%d E%d H%d causal" % (B, T, E, H),
+                "B": B, "T": T, "E": E, "heads": H, "causal": True, "bias": True})
+    cases.append(rec)
+for B, T, E, H in [(1, 70, 8, 2)]:
+    m = Block(E, H, True, False)
+    randomize(m)
+    with torch.no_grad():
+        for ln in (m.ln_1, m.ln_2):
+            ln.weight.add_(0.3 * torch.randn_like(ln.weight))
+    x = torch.randn(B, T, E).requires_grad_(True)
+    y = m(x)
+    rec = record(m, x, y, list(m.named_parameters()))
+    rec.update({"op": "transformer", "name": "transformer B%d T%d E%d H%d causal" % (B, T, E, H),
+                "B": B, "T": T, "E": E, "heads": H, "causal": True, "approximate": False})
+    cases.append(rec)
+
 here = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(here, "seq_fixtures.json"), "w") as f:
     json.dump({"torch": torch.__version__, "cases": cases}, f)
