@@ -149,9 +149,44 @@ static void test_typed_model_parts_match_the_engine(void **state)
     assert_near(part(&m, "parameters") + part(&m, "gradients") + part(&m, "layer state") + table,
                 a1 - a0, "params + grads + state");
     assert_near(part(&m, "activations"), a2 - a1, "model_reserve");
-    /* (N, 28, 28) rows are 784 inputs; 10 outputs. */
-    assert_int_equal(part(&m, "batch buffers"), 2 * 128 * (784 + 1 + 10) * 4);
+    /* (N, 28, 28) rows are 784 inputs and one class id, twice (train.c). */
+    assert_int_equal(part(&m, "batch buffers"), 2 * 128 * (784 + 1) * 4);
     model_destroy(&model);
+}
+
+/* A language model has a target per step: its batch buffers hold T class
+ * ids per row (train.c allocates B T of them), an mse model on sequences T
+ * K targets. */
+static void test_language_model_counts_a_target_per_step(void **state)
+{
+    (void)state;
+    const char *layers = "\"layers\":[{\"type\":\"embedding\",\"vocab\":256,\"out\":16},"
+                         "{\"type\":\"positional\",\"vocab\":32},{\"type\":\"lstm\",\"out\":16},"
+                         "{\"type\":\"dense\",\"out\":%d}]";
+    const struct {
+        const char *loss;
+        int K, per_row; /* outputs per step; targets per row */
+    } cases[] = {{"cross_entropy", 256, 32}, {"mse", 3, 32 * 3}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char ls[512], json[1024];
+        snprintf(ls, sizeof ls, layers, cases[i].K);
+        snprintf(
+            json, sizeof json,
+            "{\"kind\":\"train\",\"dataset\":{\"path\":\"d.h5\"},\"model\":{\"input\":[32],%s},"
+            "\"loss\":\"%s\",\"optimizer\":\"adam\",\"batch_size\":16}",
+            ls, cases[i].loss);
+        struct mlq_spec s;
+        parse(json, &s);
+        struct job_memory_job j = {
+            .spec = &s,
+            .model = &s,
+            .data = {.rows = 5000, .row_bytes = 64, .x_rank = 2, .x_dims = {5000, 32}}};
+        struct job_memory m;
+        char err[4096];
+        if (job_memory_plan(&j, &m, err, sizeof err)) fail_msg("%s: %s", cases[i].loss, err);
+        assert_int_equal(m.rows, 16);
+        assert_int_equal(part(&m, "batch buffers"), 2 * 16 * (32 + cases[i].per_row) * 4);
+    }
 }
 
 /* X uint8 (n, d) and y uint8 (n), declared and never written: a file of a
@@ -390,6 +425,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parts_match_the_engine),
         cmocka_unit_test(test_typed_model_parts_match_the_engine),
+        cmocka_unit_test(test_language_model_counts_a_target_per_step),
         cmocka_unit_test_setup_teardown(test_standalone_refuses_before_allocating, h_setup,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_spec_budget_above_the_limit_is_refused, h_setup,

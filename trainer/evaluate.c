@@ -152,9 +152,12 @@ static int open_data(struct job *j, bool need_y, char *err, size_t errlen)
     }
     j->x = malloc(sizeof(float) * (size_t)j->rows * (size_t)j->D);
     size_t T = (size_t)j->model.steps;
-    j->yc = malloc(sizeof(int32_t) * (size_t)j->rows * T);
-    j->y = malloc(sizeof(float) * (size_t)j->rows * T * (size_t)j->K);
-    if (!j->x || !j->yc || !j->y)
+    bool ce = j->train.loss == LOSS_CROSS_ENTROPY; /* class ids, or mse's targets */
+    if (ce)
+        j->yc = malloc(sizeof(int32_t) * (size_t)j->rows * T);
+    else
+        j->y = malloc(sizeof(float) * (size_t)j->rows * T * (size_t)j->K);
+    if (!j->x || !(ce ? (void *)j->yc : (void *)j->y))
         return errmsg(err, errlen, -ENOMEM, "cannot allocate batch buffers");
     return 0;
 }

@@ -101,7 +101,7 @@ static void add_network(struct job_memory *m, const struct mlq_spec *model, int 
  * false when the shape is unknown (the trainer refuses such a model). */
 static bool add_typed_model(struct job_memory *m, const struct mlq_spec *model,
                             const struct job_memory_data *data, int B, int64_t *P, int64_t *D,
-                            int64_t *K, int64_t *S)
+                            int64_t *K, int64_t *T, int64_t *S)
 {
     struct shape shape = spec_model_dataset_shape(data->x_rank, data->x_dims);
     struct model_sizes sz;
@@ -113,6 +113,7 @@ static bool add_typed_model(struct job_memory *m, const struct mlq_spec *model,
     *P = (int64_t)sz.n_params;
     *D = (int64_t)sz.inputs;
     *K = sz.outputs;
+    *T = sz.steps;
     *S = (int64_t)sz.n_state;
     add(m, "activations", mul3(1, (int64_t)sz.act_floats, 4),
         "batch %d: outputs, their gradients, saved and scratch, %zu floats", B, sz.act_floats);
@@ -183,7 +184,7 @@ int job_memory_plan(const struct job_memory_job *j, struct job_memory *m, char *
                       "trainer choose",
                       (long long)asked, (long long)limit_mb);
 
-    int64_t D = model->layers[0], K = model->layers[model->n_layers], P = 0, S = 0;
+    int64_t D = model->layers[0], K = model->layers[model->n_layers], T = 1, P = 0, S = 0;
     bool train = spec->kind == JOB_TRAIN;
     int64_t n_val = train ? job_memory_split_rows(spec, j->data.rows) : 0;
     bool has_val = train && (j->val.rows > 0 || n_val > 0);
@@ -192,13 +193,15 @@ int job_memory_plan(const struct job_memory_job *j, struct job_memory *m, char *
     m->rows = B;
 
     add(m, "program", PROCESS_BYTES, "code, libraries, BLAS and HDF5 buffers");
-    if (!model->typed || !add_typed_model(m, model, &j->data, B, &P, &D, &K, &S))
+    if (!model->typed || !add_typed_model(m, model, &j->data, B, &P, &D, &K, &T, &S))
         add_network(m, model, B, &P);
-    /* train.c: x (B, D), class ids (B) and targets (B, K), twice (one is
-     * read while the other trains); eval and predict: once. */
+    /* train.c: x (B, D) and, per row, T class ids (cross-entropy; a
+     * language model has one per step) or T K targets (mse), twice (one
+     * is read while the other trains); eval and predict: once. */
     int copies = train ? 2 : 1;
-    add(m, "batch buffers", mul3(copies * B, D + 1 + K, 4), "%s%d rows x (%lld + 1 + %lld) values",
-        copies == 2 ? "2 x " : "", B, (long long)D, (long long)K);
+    int64_t Y = model->loss == LOSS_CROSS_ENTROPY ? T : mul3(T, K, 1);
+    add(m, "batch buffers", mul3(copies * B, D + Y, 4), "%s%d rows x (%lld + %lld) values",
+        copies == 2 ? "2 x " : "", B, (long long)D, (long long)Y);
     if (train) {
         int k = optimizer_buffers(&model->optimizer);
         add(m, "optimizer state", mul3(k, P, 4), "%d x %lld floats", k, (long long)P);

@@ -48,8 +48,8 @@ struct run {
     int64_t es_wait, es_best_epoch;
     struct rng rng;
     float *x[2];           /* (B, D): the batch trained on, the batch read meanwhile */
-    int32_t *yc[2];        /* (B) class ids, cross-entropy */
-    float *y[2];           /* (B, K) targets, mse */
+    int32_t *yc[2];        /* (B, T) class ids, cross-entropy only */
+    float *y[2];           /* (B, T, K) targets, mse only */
     float *gacc;           /* (P) full-batch gradient sum, gd only */
     struct augment aug;    /* random crops and flips of the training images */
     bool augmenting;       /* aug asks for something */
@@ -140,11 +140,14 @@ static int alloc_buffers(struct run *r)
     r->rows = B;
     size_t D = shape_size(&r->model.input);
     size_t K = (size_t)r->model.K, T = (size_t)r->model.steps;
+    bool ce = s->loss == LOSS_CROSS_ENTROPY;
     for (int i = 0; i < 2; i++) {
         r->x[i] = malloc(sizeof(float) * (size_t)B * D);
-        r->yc[i] = malloc(sizeof(int32_t) * (size_t)B * T);
-        r->y[i] = malloc(sizeof(float) * (size_t)B * T * K);
-        if (!r->x[i] || !r->yc[i] || !r->y[i]) return -ENOMEM;
+        if (ce)
+            r->yc[i] = malloc(sizeof(int32_t) * (size_t)B * T);
+        else
+            r->y[i] = malloc(sizeof(float) * (size_t)B * T * K);
+        if (!r->x[i] || !(ce ? (void *)r->yc[i] : (void *)r->y[i])) return -ENOMEM;
     }
     const struct shape *in = &r->model.input;
     r->augmenting =
