@@ -2,7 +2,8 @@
 # End to end with a sequence model: text imported with mlq dataset
 # import-text, a character-level LSTM language model trained through mlq up
 # (broker and trainer), its per-epoch loss, perplexity and bits per byte
-# recorded; and the refusals: empty text, a vocabulary smaller than a byte
+# recorded, their exports loaded into PyTorch (where it is installed); and
+# the refusals: empty text, a vocabulary smaller than a byte
 # of the data, a recurrent layer fed images without a sequence reading.
 # usage: e2e_seq.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
@@ -111,6 +112,37 @@ eval_id=$(mlq eval "$id" --dataset "$tmp/text.h5")
 mlq wait "$eval_id" >/dev/null || fail "eval of the language model"
 mlq show "$eval_id" --json | grep -q '"bits_per_byte"' || fail "eval: no bits_per_byte"
 
+# The export in PyTorch: the state_dict loads strictly into the same torch
+# modules, whose loss over the file is what mlq eval reported (skipped
+# where torch or h5py is missing: the default run needs neither).
+torch_check() { # RUN WHAT
+    local ev rc
+    mlq export "$1" --output "$tmp/export-$1.h5" >/dev/null || fail "$2: export"
+    ev=$(mlq eval "$1" --dataset "$tmp/text.h5")
+    mlq wait "$ev" >/dev/null || fail "$2: eval"
+    mlq show "$ev" --json | json "repr(d['result']['loss'])" >"$tmp/loss" || fail "$2: eval loss"
+    set +e
+    /usr/bin/python3 "$src/tests/export_torch.py" "$tmp/export-$1.h5" "$tmp/text.h5" \
+        --loss "$(cat "$tmp/loss")"
+    rc=$?
+    set -e
+    [ $rc = 0 ] || [ $rc = 77 ] || fail "$2: the export in PyTorch"
+}
+torch_check "$id" char-lstm
+
+# A 2-layer GRU, briefly: its export too.
+cat >"$tmp/gru.json" <<EOT
+{"name": "char-gru", "dataset": "$tmp/text.h5",
+ "model": {"layers": [{"type": "embedding", "vocab": 256, "out": 16},
+                      {"type": "gru", "out": 24, "num_layers": 2},
+                      {"type": "dense", "out": 256}]},
+ "optimizer": {"name": "adam", "lr": 0.01},
+ "batch_size": 16, "epochs": 1, "seed": 5}
+EOT
+gru=$(mlq submit --spec "$tmp/gru.json")
+mlq wait "$gru" >"$tmp/wait.out" || fail "char-gru run: exit $?, $(cat "$tmp/wait.out")"
+torch_check "$gru" char-gru
+
 # A small causal Transformer on the same text.
 cat >"$tmp/gpt.json" <<EOT
 {"name": "char-gpt", "dataset": "$tmp/text.h5",
@@ -130,6 +162,7 @@ bpb=$(mlq metrics "$gpt" --key val_bits_per_byte --csv | tail -n 1 | cut -d, -f4
 awk -v b="$bpb" 'BEGIN { exit !(b < 3.0) }' || fail "char-gpt val_bits_per_byte $bpb"
 g=$(mlq generate "$gpt" --prompt "a dog" --tokens 20 --temperature 0)
 echo "e2e_seq: char-gpt val_bits_per_byte $bpb, greedy '$g'"
+torch_check "$gpt" char-gpt
 
 # Bad specs, refused at submit with the reason.
 refused() { # WHAT WANT LAYERS

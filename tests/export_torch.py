@@ -9,6 +9,11 @@ num_batches_tracked must be an int64 equal to what torch counts when the
 same nn.Sequential takes N training steps, and the file's step attribute N.
 
 usage: export_torch.py MODEL.h5 INPUT.h5 PREDICTIONS.h5 [--steps N]
+       export_torch.py MODEL.h5 DATA.h5 --loss LOSS
+The second form is for models with an output per step (language models,
+which mlq predict does not take): the mean cross-entropy over every
+position of DATA.h5's X and y in torch must be LOSS, what mlq eval reported
+for the same file.
 Exit status 0 when they agree, 1 when not, 77 when torch, h5py or numpy is
 missing (ctest counts 77 as skipped)."""
 import json
@@ -37,6 +42,76 @@ class Residual(nn.Module):
 
 
 ACTS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+
+
+class Positional(nn.Module):
+    """mlq's learned positional table: x (B, T, E) + weight[:T]."""
+
+    def __init__(self, vocab, width):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(vocab, width))
+
+    def forward(self, x):
+        return x + self.weight[: x.shape[1]]
+
+
+def recurrent(cls):
+    """nn.LSTM or nn.GRU (batch_first) returning every step, or the last
+    (sequence false); a subclass, so that state_dict names stay torch's."""
+
+    class Recurrent(cls):
+        def __init__(self, sequence, *args, **kwargs):
+            super().__init__(*args, batch_first=True, **kwargs)
+            self.sequence = sequence
+
+        def forward(self, x):
+            y = super().forward(x)[0]
+            return y if self.sequence else y[:, -1]
+
+    return Recurrent
+
+
+LSTM, GRU = recurrent(nn.LSTM), recurrent(nn.GRU)
+
+
+def causal_mask(T):
+    return torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
+
+
+class SelfAttention(nn.MultiheadAttention):
+    def __init__(self, width, heads, causal, bias):
+        super().__init__(width, heads, bias=bias, batch_first=True)
+        self.causal = causal
+
+    def forward(self, x):
+        mask = causal_mask(x.shape[1]) if self.causal else None
+        return super().forward(x, x, x, attn_mask=mask, need_weights=False)[0]
+
+
+class Block(nn.Module):
+    """GPT-2's pre-norm block, as mlq's transformer layer names it."""
+
+    def __init__(self, width, heads, causal, eps, approximate):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width, eps=eps)
+        self.attn = SelfAttention(width, heads, causal, True)
+        self.ln_2 = nn.LayerNorm(width, eps=eps)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width),
+                                 nn.GELU(approximate="tanh" if approximate else "none"),
+                                 nn.Linear(4 * width, width))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class Lambda(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
 
 
 def build(layers, prefix, sd, rank):
@@ -70,6 +145,33 @@ def build(layers, prefix, sd, rank):
             mods.append(nn.LeakyReLU(l.get("negative_slope", 0.01)))
         elif t == "gelu":
             mods.append(nn.GELU(approximate="tanh" if l.get("approximate") else "none"))
+        elif t == "embedding":
+            mods.append(nn.Embedding(l["vocab"], l["out"]))
+            rank = 2
+        elif t == "positional":
+            mods.append(Positional(w.shape[0], w.shape[1]))
+        elif t in ("lstm", "gru"):
+            wi = sd[name + ".weight_ih_l0"]
+            cls = LSTM if t == "lstm" else GRU
+            mods.append(cls(l.get("sequence", True), wi.shape[1], l["out"],
+                            num_layers=l.get("num_layers", 1), bias=l.get("bias", True)))
+            rank = 2 if l.get("sequence", True) else 1
+        elif t == "layernorm":
+            mods.append(nn.LayerNorm(w.shape[0], eps=l.get("eps", 1e-5)))
+        elif t == "attention":
+            wi = sd[name + ".in_proj_weight"]
+            mods.append(SelfAttention(wi.shape[1], l["heads"], l.get("causal", False),
+                                      l.get("bias", True)))
+        elif t == "transformer":
+            wi = sd[name + ".attn.in_proj_weight"]
+            mods.append(Block(wi.shape[1], l["heads"], l.get("causal", False), l.get("eps", 1e-5),
+                              l.get("approximate", False)))
+        elif t == "to_sequence":
+            mods.append(Lambda(lambda x: x.flatten(2).transpose(1, 2)))
+            rank = 2
+        elif t == "seq_mean":
+            mods.append(Lambda(lambda x: x.mean(dim=1)))
+            rank = 1
         elif t == "residual":
             branch, r = build(l["layers"], name + ".branch.", sd, rank)
             shortcut = (build(l["shortcut"], name + ".shortcut.", sd, rank)[0]
@@ -135,8 +237,36 @@ def main(model_path, input_path, pred_path, steps=None):
     sys.exit(0 if worst < 1e-4 and agree >= 0.999 and counts_ok else 1)
 
 
+def main_loss(model_path, data_path, want):
+    """The mean cross-entropy of a per-step model over every position."""
+    with h5py.File(model_path, "r") as m:
+        arch = json.loads(m.attrs["architecture"])
+        sd = {k: torch.from_numpy(np.asarray(v)) for k, v in m["state_dict"].items()}
+    net, _ = build(arch["layers"], "", sd, len(arch["input"]))
+    net.load_state_dict(sd, strict=True)
+    net.eval()
+    with h5py.File(data_path, "r") as f:
+        x = torch.from_numpy(np.asarray(f["X"]).astype(np.int64))
+        y = torch.from_numpy(np.asarray(f["y"]).astype(np.int64))
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for at in range(0, len(x), 256):
+            z = net(x[at:at + 256])
+            total += float(nn.functional.cross_entropy(z.reshape(-1, z.shape[-1]).double(),
+                                                       y[at:at + 256].reshape(-1),
+                                                       reduction="sum"))
+            n += y[at:at + 256].numel()
+    got = total / n
+    diff = abs(got - want)
+    print("export_torch: %s, %d rows: torch's loss %.7f, mlq eval's %.7f (difference %.1e)" % (
+        "-".join(l["type"] for l in arch["layers"]), len(x), got, want, diff))
+    sys.exit(0 if diff <= 1e-5 + 1e-4 * abs(want) else 1)
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if len(args) == 4 and args[2] == "--loss":
+        main_loss(args[0], args[1], float(args[3]))
     steps = None
     if len(args) == 5 and args[3] == "--steps" and args[4].isdigit():
         steps = int(args.pop())
