@@ -586,6 +586,7 @@ static const struct spec_flag spec_flags[] = {
     {"weight-decay", "optimizer.weight_decay", 'f'},
     {"batch-size", "batch_size", 'i'},
     {"epochs", "epochs", 'i'},
+    {"max-seconds", "max_seconds", 'f'},
     {"seed", "seed", 'i'},
     {"l1", "regularization.l1", 'f'},
     {"l2", "regularization.l2", 'f'},

@@ -921,6 +921,7 @@ int spec_from_json(json_t *doc, struct mlq_spec *s, char *err, size_t errlen)
                                        "regularization",
                                        "batch_size",
                                        "epochs",
+                                       "max_seconds",
                                        "seed",
                                        "threads",
                                        "checkpoint_every",
@@ -984,6 +985,7 @@ int spec_from_json(json_t *doc, struct mlq_spec *s, char *err, size_t errlen)
         rc = parse_regularization(v, s, err, errlen);
     if (!rc) rc = get_int32(doc, "batch_size", "", 1, 1 << 24, &s->batch_size, err, errlen);
     if (!rc) rc = get_int32(doc, "epochs", "", 1, 1000000, &s->epochs, err, errlen);
+    if (!rc) rc = get_number(doc, "max_seconds", "", &s->max_seconds, err, errlen);
     int64_t seed = (int64_t)s->seed;
     if (!rc) rc = get_int(doc, "seed", "", 0, INT64_MAX, &seed, err, errlen);
     s->seed = (uint64_t)seed;
@@ -1087,6 +1089,10 @@ int spec_validate(const struct mlq_spec *s, char *err, size_t errlen)
             return errmsg(err, errlen, -EINVAL, "regularization: l1 and l2 must be >= 0");
         if (s->validation_split < 0 || s->validation_split >= 1)
             return errmsg(err, errlen, -EINVAL, "validation_split: must be in [0, 1)");
+        if (!(s->max_seconds >= 0 && s->max_seconds <= 1e9))
+            return errmsg(err, errlen, -EINVAL,
+                          "max_seconds: must be between 0 (no limit) and 1e9, got %g",
+                          s->max_seconds);
         if (!(s->label_smoothing >= 0 && s->label_smoothing < 1))
             return errmsg(err, errlen, -EINVAL, "label_smoothing: must be in [0, 1)");
         if (s->label_smoothing > 0 && s->loss != LOSS_CROSS_ENTROPY)
@@ -1386,6 +1392,7 @@ json_t *spec_to_json(const struct mlq_spec *s)
     json_object_set_new(doc, "regularization", json_pack("{sf sf}", "l1", s->l1, "l2", s->l2));
     json_object_set_new(doc, "batch_size", json_integer(s->batch_size));
     json_object_set_new(doc, "epochs", json_integer(s->epochs));
+    if (s->max_seconds > 0) json_object_set_new(doc, "max_seconds", json_real(s->max_seconds));
     json_object_set_new(doc, "seed", json_integer((json_int_t)s->seed));
     json_object_set_new(doc, "checkpoint_every", json_integer(s->checkpoint_every));
     json_object_set_new(doc, "shuffle", json_boolean(s->shuffle));

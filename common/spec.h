@@ -196,6 +196,7 @@ struct mlq_spec {
     double l1, l2;  /* penalties on weights (not biases): l1*sum|w| + l2/2*sum w^2 */
     int batch_size; /* ignored by gd, which steps once per epoch on all data */
     int epochs;
+    double max_seconds; /* train: a limit on the run's training time, 0: none */
     uint64_t seed;
     int threads;          /* BLAS threads; 0 = the trainer's default */
     int checkpoint_every; /* epochs between checkpoints; 0 = only the last */

@@ -123,6 +123,17 @@ set -e
 mlq rm "$lpred" >/dev/null
 mlq rm "$lid" >/dev/null
 
+# A time limit ends a run of many epochs early, a success with its reason;
+# the run is then removed, so the counts below are unchanged.
+tl_id=$(mlq submit --dataset "$tmp/data.h5" --validation-split 0.2 --layers 4,16,3 \
+            --epochs 100000 --batch-size 1 --max-seconds 1 --name timed)
+mlq wait "$tl_id" >/dev/null || fail "a run with max_seconds did not succeed"
+mlq show "$tl_id" --json >"$tmp/timed.json"
+grep -q '"timed_out": true' "$tmp/timed.json" || fail "max_seconds: no timed_out in the result"
+grep -q 'reached max_seconds (1 s) in epoch [0-9]* of 100000' "$tmp/timed.json" ||
+    fail "max_seconds: no note: $(cat "$tmp/timed.json")"
+mlq rm "$tl_id" >/dev/null
+
 # A relative path that does not exist where mlq runs is the trainer's to
 # resolve under its data.root.
 rel_id=$(cd / && mlq submit --dataset data.h5 --layers 4,8,3 --epochs 1 --name relative)

@@ -63,7 +63,9 @@ struct recorder {
 static int rec_epoch(void *ctx, const struct epoch_metrics *m)
 {
     struct recorder *r = ctx;
-    r->epochs[r->n_epochs++] = *m;
+    /* Counted on past the array (a run with max_seconds may be long). */
+    if (r->n_epochs < (int)(sizeof r->epochs / sizeof r->epochs[0])) r->epochs[r->n_epochs] = *m;
+    r->n_epochs++;
     return r->stop_after_epochs && r->n_epochs >= r->stop_after_epochs;
 }
 
@@ -72,6 +74,7 @@ static int rec_checkpoint(void *ctx, int64_t epoch, int64_t step, const void *bl
     struct recorder *r = ctx;
     (void)epoch;
     (void)step;
+    assert_true(r->n_ckpt < (int)(sizeof r->blob / sizeof r->blob[0]));
     r->blob[r->n_ckpt] = malloc(len);
     memcpy(r->blob[r->n_ckpt], blob, len);
     r->len[r->n_ckpt++] = len;
@@ -136,7 +139,8 @@ static void test_checkpoint_run_state(void **state)
                            .sched_cooldown = 1,
                            .es_best = 0.25,
                            .es_wait = 3,
-                           .es_best_epoch = 1};
+                           .es_best_epoch = 1,
+                           .trained_seconds = 12.5};
     void *blob;
     size_t len;
     assert_int_equal(checkpoint_encode(&c, &blob, &len), 0);
@@ -152,23 +156,27 @@ static void test_checkpoint_run_state(void **state)
     assert_true(d.es_best == 0.25);
     assert_int_equal(d.es_wait, 3);
     assert_int_equal(d.es_best_epoch, 1);
+    assert_true(d.trained_seconds == 12.5);
     checkpoint_free(&d);
     free(blob);
 
     /* Without the record, then with a length-0 record and 8 bytes of a
-     * later field spliced in at the header's end. */
+     * later field spliced in at the header's end, a length below the
+     * record's fields, and a record of the 9 words written before
+     * max_seconds (its time reads as 0). */
     c.has_run_state = false;
     assert_int_equal(checkpoint_encode(&c, &blob, &len), 0);
     unsigned char *b = blob;
     uint32_t h =
         (uint32_t)b[12] | (uint32_t)b[13] << 8 | (uint32_t)b[14] << 16 | (uint32_t)b[15] << 24;
-    for (int variant = 0; variant < 2; variant++) {
-        size_t at = 16 + h, add = 12, len2 = len + add;
+    for (int variant = 0; variant < 3; variant++) {
+        size_t at = 16 + h, add = variant == 2 ? 4 + 72 : 12, len2 = len + add;
         unsigned char *b2 = malloc(len2);
         memcpy(b2, b, at);
         memset(b2 + at, 0x07, add);
         memset(b2 + at, 0, 4);
         if (variant == 1) b2[at] = 8; /* a length below the record's fields */
+        if (variant == 2) b2[at] = 72;
         memcpy(b2 + at + add, b + at, len - at - 4);
         uint32_t h2 = h + (uint32_t)add;
         for (int i = 0; i < 4; i++)
@@ -178,7 +186,12 @@ static void test_checkpoint_run_state(void **state)
             b2[len2 - 4 + i] = (unsigned char)(crc >> (8 * i));
         char err[256];
         int rc = checkpoint_decode(b2, len2, &d, err, sizeof err);
-        if (variant == 0) {
+        if (variant == 2) {
+            assert_int_equal(rc, 0);
+            assert_true(d.has_run_state);
+            assert_true(d.trained_seconds == 0);
+            checkpoint_free(&d);
+        } else if (variant == 0) {
             assert_int_equal(rc, 0);
             assert_false(d.has_run_state);
             assert_int_equal(d.n_params, 3);
@@ -850,7 +863,7 @@ static void test_early_stopping(void **state)
     assert_int_equal(c.es_best_epoch, 1);
     checkpoint_free(&c);
     json_t *out = json_object();
-    train_result_early_stop_json(&s, &res, out);
+    train_result_stop_json(&s, &res, out);
     assert_true(json_is_true(json_object_get(out, "stopped_early")));
     assert_int_equal(json_integer_value(json_object_get(out, "best_epoch")), 1);
     assert_true(json_is_number(json_object_get(out, "best_val_loss")));
@@ -893,6 +906,78 @@ static void test_early_stopping(void **state)
     assert_false(res.stopped_early);
     assert_int_equal(res.epochs_done, 4);
     rec_free(&full);
+}
+
+/* max_seconds: the run ends after the step in progress when its time is
+ * up (a partial last epoch, validated and checkpointed), a success with a
+ * note; the time trained is kept in the checkpoint, so a resumed run only
+ * has what is left, and a run that used it all has nothing left. */
+static void test_max_seconds(void **state)
+{
+    struct fixture *f = *state;
+    char json[2048], err[512];
+    struct mlq_spec s;
+    /* Out of time at once: one step, then the end of the run. */
+    snprintf(json, sizeof json,
+             "{\"dataset\": \"%s\", \"validation\": \"%s\", \"model\": {\"layers\": [6, 16, "
+             "3]}, \"optimizer\": \"adam\", \"epochs\": 50, \"batch_size\": 8, \"seed\": 3, "
+             "\"threads\": 1, \"max_seconds\": 1e-9}",
+             f->train, f->val);
+    if (spec_parse(json, &s, err, sizeof err)) fail_msg("spec: %s", err);
+    struct recorder r = {0};
+    struct train_result res;
+    run_ok(&s, NULL, 0, &r, &res);
+    assert_true(res.timed_out);
+    assert_false(res.cancelled);
+    assert_int_equal(res.epochs_done, 1);
+    assert_int_equal(r.n_epochs, 1);
+    assert_int_equal(r.epochs[0].step, 1); /* 600 rows in batches of 8: a partial epoch */
+    assert_true(r.epochs[0].has_validation);
+    assert_int_equal(r.n_ckpt, 1);
+    struct checkpoint c;
+    decode_ok(r.blob[0], r.len[0], &c);
+    assert_true(c.has_run_state);
+    assert_true(c.trained_seconds > 0);
+    assert_int_equal(c.epoch, 1);
+    checkpoint_free(&c);
+    json_t *out = json_object();
+    train_result_stop_json(&s, &res, out);
+    assert_true(json_is_true(json_object_get(out, "timed_out")));
+    assert_non_null(strstr(json_string_value(json_object_get(out, "note")),
+                           "reached max_seconds (1e-09 s) in epoch 1 of 50"));
+    json_decref(out);
+    /* Its checkpoint resumed: nothing left to train. */
+    struct recorder again = {0};
+    run_ok(&s, r.blob[0], r.len[0], &again, &res);
+    assert_int_equal(again.n_epochs, 0);
+    assert_true(res.timed_out);
+    assert_int_equal(res.epochs_done, 1);
+    rec_free(&r);
+    rec_free(&again);
+
+    /* A limit of 0.3 s over many epochs: the checkpoints count the time on,
+     * the last one at or past the limit. */
+    snprintf(json, sizeof json,
+             "{\"dataset\": \"%s\", \"validation\": \"%s\", \"model\": {\"layers\": [6, 16, "
+             "3]}, \"optimizer\": \"adam\", \"epochs\": 1000000, \"batch_size\": 8, "
+             "\"seed\": 3, \"threads\": 1, \"checkpoint_every\": 0, \"max_seconds\": 0.3}",
+             f->train, f->val);
+    if (spec_parse(json, &s, err, sizeof err)) fail_msg("spec: %s", err);
+    struct recorder timed = {0};
+    run_ok(&s, NULL, 0, &timed, &res);
+    assert_true(res.timed_out);
+    assert_true(res.epochs_done < 1000000);
+    assert_int_equal(timed.n_ckpt, 1); /* checkpoint_every 0: the last only */
+    decode_ok(timed.blob[0], timed.len[0], &c);
+    assert_true(c.trained_seconds >= 0.3);
+    assert_int_equal(c.epoch, res.epochs_done);
+    checkpoint_free(&c);
+    rec_free(&timed);
+
+    /* A limit out of range is refused. */
+    snprintf(json, sizeof json, "{\"dataset\": \"%s\", \"max_seconds\": -1}", f->train);
+    assert_int_not_equal(spec_parse(json, &s, err, sizeof err), 0);
+    assert_non_null(strstr(err, "max_seconds"));
 }
 
 static void test_same_seed_same_run_and_learning_happens(void **state)
@@ -1085,6 +1170,7 @@ int main(void)
         cmocka_unit_test(test_old_checkpoint_loads),
         cmocka_unit_test(test_schedules_resume_exactly),
         cmocka_unit_test(test_early_stopping),
+        cmocka_unit_test(test_max_seconds),
         cmocka_unit_test(test_same_seed_same_run_and_learning_happens),
         cmocka_unit_test(test_gd_takes_one_step_per_epoch),
         cmocka_unit_test(test_failures_have_reasons),

@@ -106,9 +106,11 @@ static void get_floats(struct reader *r, float *f, size_t n)
 #define TENSOR_BYTES(t) (4 + strlen((t)->name) + 8 * (size_t)(t)->ndim + 8)
 /* The run state after the table: u32 its length, then 9 words (f64 lr,
  * i64 last epoch, i64 phase epoch, f64 best, i64 bad epochs, i64 cooldown,
- * f64 early stopping's best, i64 its wait, i64 its best epoch). A reader
- * takes the words it knows and skips the rest. */
-#define RUN_STATE_BYTES (9 * 8)
+ * f64 early stopping's best, i64 its wait, i64 its best epoch) and since
+ * max_seconds a tenth (f64 seconds trained). A reader takes the words it
+ * knows and skips the rest; the first 9 are the least a record has. */
+#define RUN_STATE_MIN_BYTES (9 * 8)
+#define RUN_STATE_BYTES (10 * 8)
 
 int checkpoint_encode(const struct checkpoint *c, void **blob, size_t *len)
 {
@@ -169,6 +171,7 @@ int checkpoint_encode(const struct checkpoint *c, void **blob, size_t *len)
         put_f64(&w, c->es_best);
         put_u64(&w, (uint64_t)c->es_wait);
         put_u64(&w, (uint64_t)c->es_best_epoch);
+        put_f64(&w, c->trained_seconds);
     }
     put_floats(&w, c->params, c->n_params);
     put_floats(&w, c->optim_state, c->n_optim);
@@ -267,7 +270,7 @@ int checkpoint_decode(const void *blob, size_t len, struct checkpoint *c, char *
     if (version >= 2 && (rc = read_table(&r, body, c, &n_state))) goto malformed;
     if (version >= 2 && !r.short_read && r.p <= body && body - r.p >= 4) {
         uint32_t n = get_u32(&r);
-        if ((n && n < RUN_STATE_BYTES) || n > (size_t)(body - r.p)) goto malformed;
+        if ((n && n < RUN_STATE_MIN_BYTES) || n > (size_t)(body - r.p)) goto malformed;
         const unsigned char *next = r.p + n;
         c->has_run_state = n > 0; /* 0: none, with fields appended after it */
         if (c->has_run_state) {
@@ -280,6 +283,7 @@ int checkpoint_decode(const void *blob, size_t len, struct checkpoint *c, char *
             c->es_best = get_f64(&r);
             c->es_wait = (int64_t)get_u64(&r);
             c->es_best_epoch = (int64_t)get_u64(&r);
+            c->trained_seconds = n >= RUN_STATE_BYTES ? get_f64(&r) : 0;
         }
         r.p = next;
     }

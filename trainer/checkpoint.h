@@ -59,7 +59,7 @@ struct checkpoint {
     struct checkpoint_tensor *tensors; /* (n_tensors), owned */
     /* The learning-rate schedule's and early stopping's state, appended
      * within version 2 after the tensor table; written only by runs with a
-     * schedule or early stopping (has_run_state false otherwise, and in
+     * schedule, early stopping or max_seconds (has_run_state false otherwise, and in
      * older checkpoints). */
     bool has_run_state;
     double sched_lr;
@@ -68,6 +68,7 @@ struct checkpoint {
     int64_t sched_bad_epochs, sched_cooldown;
     double es_best; /* early stopping's best value of its metric */
     int64_t es_wait, es_best_epoch;
+    double trained_seconds; /* max_seconds: the run's training time so far */
 };
 
 /* Serialises c into a new buffer (*blob, owned by the caller, free()). */

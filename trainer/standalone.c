@@ -188,7 +188,7 @@ int standalone_main(const struct standalone_opts *opts)
     json_object_set_new(sum, "train_loss", number_or_null(res.final_train_loss));
     json_object_set_new(sum, "val_loss", number_or_null(res.final_val_loss));
     json_object_set_new(sum, "val_accuracy", number_or_null(res.final_val_accuracy));
-    if (!rc) train_result_early_stop_json(&spec, &res, sum);
+    if (!rc) train_result_stop_json(&spec, &res, sum);
     json_object_set_new(sum, "seconds", json_real(now_seconds() - t0));
     if (res.memory_bytes > 0)
         json_object_set_new(sum, "memory_estimate", json_integer(res.memory_bytes));
@@ -199,7 +199,7 @@ int standalone_main(const struct standalone_opts *opts)
         json_object_set_new(sum, "run", json_integer(s.run));
         if (!rc && res.stopped_early) {
             json_t *result = json_object();
-            train_result_early_stop_json(&spec, &res, result);
+            train_result_stop_json(&spec, &res, result);
             char *text = json_dumps(result, JSON_COMPACT);
             if (!text || store_job_set_result(s.db, s.run, text))
                 log_error("%s: cannot record the result of run %lld", opts->db_path,

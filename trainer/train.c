@@ -46,6 +46,9 @@ struct run {
     /* early stopping */
     double es_best;
     int64_t es_wait, es_best_epoch;
+    /* max_seconds: training time of earlier attempts (from the checkpoint),
+     * and when this attempt's share runs out (0: no limit). */
+    double trained_before, started, deadline;
     struct rng rng;
     float *x[2];           /* (B, D): the batch trained on, the batch read meanwhile */
     int32_t *yc[2];        /* (B, T) class ids, cross-entropy only */
@@ -274,6 +277,7 @@ static int restore(struct run *r, const void *blob, size_t len, int64_t *epoch, 
         r->es_best = c.es_best;
         r->es_wait = c.es_wait;
         r->es_best_epoch = c.es_best_epoch;
+        r->trained_before = c.trained_seconds;
     } else if (sc->n_phases) {
         /* A checkpoint without the schedule's state: a schedule that reads
          * no metric is replayed to where the run was. */
@@ -296,10 +300,21 @@ out:
     return rc;
 }
 
-/* Whether the run keeps schedule and early-stopping state in its checkpoints. */
+/* Whether the run keeps schedule, early-stopping and time state in its checkpoints. */
 static bool has_run_state(const struct mlq_spec *s)
 {
-    return s->optimizer.schedule.n_phases > 0 || s->early_stopping.on;
+    return s->optimizer.schedule.n_phases > 0 || s->early_stopping.on || s->max_seconds > 0;
+}
+
+/* The run's training time so far, this attempt's included. */
+static double trained_seconds(const struct run *r)
+{
+    return r->trained_before + (r->started > 0 ? now_seconds() - r->started : 0);
+}
+
+static bool out_of_time(const struct run *r)
+{
+    return r->deadline > 0 && now_seconds() >= r->deadline;
 }
 
 static int save(struct run *r, const struct epoch_metrics *m, double best,
@@ -341,6 +356,7 @@ static int save(struct run *r, const struct epoch_metrics *m, double best,
         .es_best = r->es_best,
         .es_wait = r->es_wait,
         .es_best_epoch = r->es_best_epoch,
+        .trained_seconds = trained_seconds(r),
     };
     int rc = checkpoint_set_tensors(&c, &r->model.tensors);
     void *blob;
@@ -482,7 +498,8 @@ static int train_batch(struct run *r, struct batch *cur, struct batch *next, int
 /* One optimizer step on one batch (sgd family), or on the whole dataset
  * (gd, which sums sub-batch gradients weighted by their share of rows). */
 static int train_epoch(struct run *r, int64_t epoch, int64_t *step, struct pass_totals *t,
-                       const struct train_callbacks *cb, bool *stopped, char *err, size_t errlen)
+                       const struct train_callbacks *cb, bool *stopped, bool *timed_out, char *err,
+                       size_t errlen)
 {
     const struct mlq_spec *s = r->spec;
     bool ce = s->loss == LOSS_CROSS_ENTROPY;
@@ -510,6 +527,12 @@ static int train_epoch(struct run *r, int64_t epoch, int64_t *step, struct pass_
         }
         if (cur->got < 0) return errmsg(err, errlen, cur->got, "%s", cur->err);
         if (cur->got == 0) break;
+        /* max_seconds ends the run after the step in progress; gd's one
+         * step needs the whole pass. */
+        if (!gd && t->rows > 0 && out_of_time(r)) {
+            *timed_out = true;
+            break;
+        }
         if (r->augmenting) augment_batch(&r->aug, epoch, row, cur->x, cur->got, r->aug_scratch);
         row += cur->got;
         rc = train_batch(r, cur, next, epoch, step, t, err, errlen);
@@ -605,6 +628,10 @@ int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resum
             log_warn("the checkpoint is at epoch %lld, where the run stopped early: nothing left "
                      "to train; reporting its metrics",
                      (long long)epoch);
+        else if (spec->max_seconds > 0 && r.trained_before >= spec->max_seconds)
+            log_warn("the checkpoint is at epoch %lld, where the run reached its max_seconds "
+                     "(%g s): nothing left to train; reporting its metrics",
+                     (long long)epoch, spec->max_seconds);
         else if (epoch >= spec->epochs)
             log_warn("the checkpoint is at epoch %lld of %lld: nothing left to train; reporting "
                      "its metrics",
@@ -618,12 +645,17 @@ int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resum
 
     bool ce = spec->loss == LOSS_CROSS_ENTROPY;
     bool stopped_early = es->on && r.es_wait >= es->patience; /* a resume of a stopped run */
-    for (; epoch < spec->epochs && !stopped_early; epoch++) {
+    bool timed_out =
+        spec->max_seconds > 0 && r.trained_before >= spec->max_seconds && epoch < spec->epochs;
+    res->timed_out = timed_out;
+    r.started = now_seconds();
+    if (spec->max_seconds > 0) r.deadline = r.started + spec->max_seconds - r.trained_before;
+    for (; epoch < spec->epochs && !stopped_early && !timed_out; epoch++) {
         r.epoch_lr = r.sched.lr;
         struct pass_totals t;
-        bool stopped = false;
+        bool stopped = false, partial = false;
         double t0 = now_seconds();
-        if ((rc = train_epoch(&r, epoch, &step, &t, cb, &stopped, err, errlen))) goto out;
+        if ((rc = train_epoch(&r, epoch, &step, &t, cb, &stopped, &partial, err, errlen))) goto out;
         struct epoch_metrics m = {.epoch = epoch + 1, .lr = r.epoch_lr};
         if (stopped) {
             res->cancelled = true;
@@ -667,7 +699,11 @@ int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resum
             res->cancelled = true;
             goto out;
         }
-        bool last = epoch + 1 == spec->epochs || stopped_early;
+        /* Out of time within the epoch, or by its end with epochs to go:
+         * this epoch is the last. */
+        timed_out = partial || (epoch + 1 < spec->epochs && out_of_time(&r));
+        res->timed_out = timed_out;
+        bool last = epoch + 1 == spec->epochs || stopped_early || timed_out;
         /* With early stopping, every improvement is checkpointed: the best is kept. */
         bool due =
             (spec->checkpoint_every > 0 && (epoch + 1) % spec->checkpoint_every == 0) || improved;
@@ -686,14 +722,24 @@ int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resum
                  (long long)res->epochs_done, spec_metric_name(es->metric), es->patience, r.es_best,
                  (long long)r.es_best_epoch);
     }
+    if (timed_out)
+        log_info("reached max_seconds (%g s) in epoch %lld: the run ends there", spec->max_seconds,
+                 (long long)res->epochs_done);
 out:
     run_free(&r);
     return rc;
 }
 
-void train_result_early_stop_json(const struct mlq_spec *spec, const struct train_result *res,
-                                  json_t *result)
+void train_result_stop_json(const struct mlq_spec *spec, const struct train_result *res,
+                            json_t *result)
 {
+    if (res->timed_out) {
+        char note[160];
+        snprintf(note, sizeof note, "reached max_seconds (%g s) in epoch %lld of %d",
+                 spec->max_seconds, (long long)res->epochs_done, spec->epochs);
+        json_object_set_new(result, "timed_out", json_true());
+        json_object_set_new(result, "note", json_string(note));
+    }
     if (!res->stopped_early) return;
     const struct spec_early_stopping *es = &spec->early_stopping;
     const char *name = spec_metric_name(es->metric);

@@ -48,6 +48,8 @@ struct train_result {
     bool stopped_early;
     int64_t best_epoch;
     double best_value;
+    /* max_seconds ended the run before its last epoch's end (a success). */
+    bool timed_out;
     int64_t memory_bytes; /* the job's estimated memory (trainer/job_memory.h) */
 };
 
@@ -57,10 +59,11 @@ struct train_result {
 int train_run(const struct mlq_spec *spec, const void *resume_blob, size_t resume_len,
               const struct train_callbacks *cb, struct train_result *res, char *err, size_t errlen);
 
-/* A run that stopped early: "stopped_early": true, "best_epoch", the
- * metric's best value under its name ("best_val_loss") and a "note" in
- * result (a JSON object). Nothing for other runs. */
-void train_result_early_stop_json(const struct mlq_spec *spec, const struct train_result *res,
-                                  json_t *result);
+/* A run that ended before its epochs, in result (a JSON object): by early
+ * stopping "stopped_early": true, "best_epoch", the metric's best value
+ * under its name ("best_val_loss") and a "note"; by max_seconds
+ * "timed_out": true and a "note". Nothing for other runs. */
+void train_result_stop_json(const struct mlq_spec *spec, const struct train_result *res,
+                            json_t *result);
 
 #endif

@@ -275,7 +275,7 @@ static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
             put_num(result, "train_loss", res.final_train_loss);
             put_num(result, "val_loss", res.final_val_loss);
             put_num(result, "val_accuracy", res.final_val_accuracy);
-            train_result_early_stop_json(&spec, &res, result);
+            train_result_stop_json(&spec, &res, result);
         }
     } else if (!m->bin) {
         rc = -EINVAL;
