@@ -67,7 +67,7 @@ void seq_to_batch_major(float *dst, const float *src, int B, int T, int F)
 /* Columns summed per pass over the rows: 8 AVX registers. */
 #define SEQ_COLSUM_BLOCK 64
 
-void seq_colsum(float *db, const float *dy, size_t R, int ld, int lo, int hi)
+VM_CLONES void seq_colsum(float *db, const float *dy, size_t R, int ld, int lo, int hi)
 {
     int n0 = lo;
     for (; n0 + SEQ_COLSUM_BLOCK <= hi; n0 += SEQ_COLSUM_BLOCK) {
