@@ -3,8 +3,10 @@
 # (issue 15): the row-by-row LSTM (batch 64) and the 4-layer, 4-head,
 # 128-wide character Transformer at context 128 (batch 32), bench/seq_bench.c
 # and bench/torch_seq.py, at 1 and 2 threads, alternating mlq and PyTorch
-# runs REPS times so that both see the same machine. Prints per recipe the
-# median samples/s of each side at its best thread setting and their ratio.
+# runs REPS times so that both see the same machine. Prints per recipe and
+# thread count the medians of samples/s and of samples per CPU second (what
+# a shared machine's neighbours change least), then the median samples/s of
+# each side at its best thread setting and their ratio.
 # docs/benchmarks.md.
 set -euo pipefail
 
@@ -50,15 +52,19 @@ for m in $MODELS; do
         : >/tmp/seq_bench.$$.torch
         for _ in $(seq "$REPS"); do
             "$BENCH" --model "$m" --threads "$t" --steps "$STEPS" --repeat 1 |
-                sed 's/.*median \([0-9.]*\).*/\1/' >>/tmp/seq_bench.$$.mlq
+                sed 's/.*median \([0-9.]*\).*per_cpu_s \([0-9.]*\).*/\1 \2/' >>/tmp/seq_bench.$$.mlq
             if [ $TORCH = 1 ]; then
                 $PY "$ROOT/bench/torch_seq.py" --model "$m" --threads "$t" --steps "$STEPS" \
-                    --repeat 1 | sed 's/.*median \([0-9.]*\).*/\1/' >>/tmp/seq_bench.$$.torch
+                    --repeat 1 | sed 's/.*median \([0-9.]*\).*per_cpu_s \([0-9.]*\).*/\1 \2/' \
+                    >>/tmp/seq_bench.$$.torch
             fi
         done
-        a=$(median </tmp/seq_bench.$$.mlq)
-        b=$([ $TORCH = 1 ] && median </tmp/seq_bench.$$.torch || echo 0)
-        echo "$m threads $t: mlq $a samples/s, torch $b samples/s"
+        a=$(cut -d' ' -f1 </tmp/seq_bench.$$.mlq | median)
+        ac=$(cut -d' ' -f2 </tmp/seq_bench.$$.mlq | median)
+        b=$([ $TORCH = 1 ] && cut -d' ' -f1 </tmp/seq_bench.$$.torch | median || echo 0)
+        bc=$([ $TORCH = 1 ] && cut -d' ' -f2 </tmp/seq_bench.$$.torch | median || echo 0)
+        echo "$m threads $t: mlq $a samples/s ($ac per CPU second)," \
+             "torch $b samples/s ($bc per CPU second)"
         best_mlq=$(awk -v x="$a" -v y="$best_mlq" 'BEGIN { print (x > y) ? x : y }')
         best_torch=$(awk -v x="$b" -v y="$best_torch" 'BEGIN { print (x > y) ? x : y }')
     done
