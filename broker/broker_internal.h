@@ -113,6 +113,12 @@ struct broker {
 
     double deps_next; /* monotonic time of the next --after check (sweep.c) */
 
+    /* dispatch_run found no job to start at store_changes() == idle_changes:
+     * until the store changes (or idle_until) it would find none again. */
+    bool queue_idle;
+    int64_t idle_changes;
+    double idle_until;
+
     /* Lines a peer can cause at will, each source rate-limited. */
     struct log_limit drop_log; /* malformed messages dropped */
     struct log_limit peer_log; /* trainers connecting, told to drop a job */

@@ -195,13 +195,29 @@ static void send_job(struct broker *b, struct trainer *t, const struct store_job
     t->dispatched = broker_mono();
 }
 
+/* How long a look that found nothing holds while the store does not change. */
+#define DISPATCH_IDLE_S 1.0
+
 void dispatch_run(struct broker *b)
 {
+    /* A queued job becomes startable only through a write of this broker
+     * (a submit, a requeue, a dependency that succeeds, a sweep trial that
+     * ends): with no write since a look that found nothing, the next look
+     * finds nothing either. Serving makes thousands of passes a second
+     * while a trainer stands idle; each would pay for the query. */
+    double now = broker_mono();
+    if (b->queue_idle && store_changes(b->store) == b->idle_changes && now < b->idle_until) return;
+    b->queue_idle = false;
     struct trainer *t;
     while ((t = idle_trainer(b)) != NULL) {
         struct store_job job = {0};
         int rc = store_job_next_queued(b->store, &job);
-        if (rc == -ENOENT) return;
+        if (rc == -ENOENT) {
+            b->queue_idle = true;
+            b->idle_changes = store_changes(b->store);
+            b->idle_until = now + DISPATCH_IDLE_S;
+            return;
+        }
         if (rc) {
             broker_store_failed(b, "next queued");
             return;

@@ -830,6 +830,11 @@ int store_wal_pages(const struct store *s)
     return s->wal_pages;
 }
 
+int64_t store_changes(const struct store *s)
+{
+    return (int64_t)sqlite3_total_changes64(s->db);
+}
+
 int store_wal_checkpoint(struct store *s)
 {
     if (store_in_transaction(s))

@@ -411,6 +411,10 @@ int store_vacuum(struct store *s);
 void store_wal_manual(struct store *s);
 int store_wal_pages(const struct store *s);
 int store_wal_checkpoint(struct store *s);
+/* Rows this connection has inserted, updated or deleted since it opened
+ * (rolled-back changes too): a reader of its own writes can tell from two
+ * equal counts that nothing changed in between. */
+int64_t store_changes(const struct store *s);
 
 /* ---- tags, notes, dependencies (store_sweeps.c) ----------------------------------- */
 
