@@ -2,7 +2,8 @@
  * N closed-loop clients in one thread, each a DEALER socket with one request
  * in flight, one row per request, for a given time; latency measured at the
  * client from send to answer. Two targets, driven alike:
- *   --mlq ENDPOINT --deployment NAME   INFER through an mlq-broker
+ *   --mlq ENDPOINT --deployment NAME   INFER_BIN through an mlq-broker (--json: INFER,
+ *                                       the JSON form of the request and its answer)
  *   --raw ENDPOINT                      the peer: one frame of float32 in, one out
  * Prints one JSON line: clients, requests, errors, seconds, rps, p50_us,
  * p90_us, p99_us, max_us, and for mlq the mean rows per forward pass seen in
@@ -35,10 +36,22 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static void send_one(void *sock, bool raw, bool json, const char *body, const void *hdr,
+                     size_t hlen, const float *row, int dim)
+{
+    size_t len = (size_t)dim * sizeof *row;
+    if (raw)
+        zmq_send(sock, row, len, 0);
+    else if (json)
+        proto_send_text(sock, NULL, 0, PROTO_INFER, body, row, len, 0);
+    else
+        proto_send_bin(sock, NULL, 0, PROTO_INFER_BIN, hdr, hlen, row, len, 0);
+}
+
 int main(int argc, char **argv)
 {
     const char *endpoint = NULL, *deployment = NULL;
-    bool raw = false;
+    bool raw = false, json = false;
     int clients = 1, dim = 784;
     double seconds = 5, warmup = 1;
     for (int i = 1; i < argc; i++) {
@@ -47,6 +60,8 @@ int main(int argc, char **argv)
             endpoint = argv[++i];
         else if (!strcmp(a, "--raw") && v)
             endpoint = argv[++i], raw = true;
+        else if (!strcmp(a, "--json"))
+            json = true;
         else if (!strcmp(a, "--deployment") && v)
             deployment = argv[++i];
         else if (!strcmp(a, "--clients") && v)
@@ -58,8 +73,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--warmup") && v)
             warmup = atof(argv[++i]);
         else {
-            fprintf(stderr, "usage: serve_load (--mlq E --deployment N | --raw E) [--clients N] "
-                            "[--dim D] [--seconds S] [--warmup S]\n");
+            fprintf(stderr, "usage: serve_load (--mlq E --deployment N [--json] | --raw E) "
+                            "[--clients N] [--dim D] [--seconds S] [--warmup S]\n");
             return 2;
         }
     }
@@ -79,6 +94,14 @@ int main(int argc, char **argv)
     char body[256];
     snprintf(body, sizeof body, "{\"deployment\":\"%s\",\"rows\":1,\"deadline_ms\":30000}",
              deployment ? deployment : "");
+    unsigned char hdr[PROTO_INFER_REQ_FIXED + PROTO_BIN_NAME_MAX];
+    struct proto_infer_req ir = {.rows = 1, .deadline_ms = 30000};
+    snprintf(ir.deployment, sizeof ir.deployment, "%s", deployment ? deployment : "");
+    int hlen = raw ? 0 : proto_infer_req_encode(hdr, sizeof hdr, &ir);
+    if (hlen < 0) {
+        fprintf(stderr, "serve_load: a deployment name is 1 to %d bytes\n", PROTO_BIN_NAME_MAX);
+        return 2;
+    }
     long errors = 0, requests = 0;
     double batch_sum = 0;
     long batch_n = 0;
@@ -93,11 +116,7 @@ int main(int argc, char **argv)
     double t_start = mono(), t_measure = t_start + warmup, t_end = t_measure + seconds;
     for (int i = 0; i < clients; i++) {
         sent[i] = mono();
-        if (raw)
-            zmq_send(socks[i], row, (size_t)dim * sizeof *row, 0);
-        else
-            proto_send_text(socks[i], NULL, 0, PROTO_INFER, body, row, (size_t)dim * sizeof *row,
-                            0);
+        send_one(socks[i], raw, json, body, hdr, (size_t)hlen, row, dim);
     }
     int outstanding = clients;
     bool stopping = false;
@@ -120,13 +139,17 @@ int main(int argc, char **argv)
             } else {
                 struct proto_msg m;
                 char err[256];
+                struct proto_answer a;
                 ok = proto_recv(socks[i], false, &m, 0, err, sizeof err) == 0 &&
-                     strcmp(m.cmd, PROTO_OK) == 0;
+                     (json ? strcmp(m.cmd, PROTO_OK) == 0
+                           : strcmp(m.cmd, PROTO_ANSWER_BIN) == 0 &&
+                                 proto_answer_decode(m.hdr, m.hdr_len, &a, err, sizeof err) == 0);
                 if (!ok && !first_error[0] && m.body)
                     snprintf(first_error, sizeof first_error, "%s",
                              json_string_value(json_object_get(m.body, "error")));
                 if (ok) {
-                    batch_sum += (double)json_integer_value(json_object_get(m.body, "batch"));
+                    batch_sum += json ? (double)json_integer_value(json_object_get(m.body, "batch"))
+                                      : (double)a.batch;
                     batch_n++;
                 }
                 proto_msg_clear(&m);
@@ -143,11 +166,7 @@ int main(int argc, char **argv)
                 continue;
             }
             sent[i] = mono();
-            if (raw)
-                zmq_send(socks[i], row, (size_t)dim * sizeof *row, 0);
-            else
-                proto_send_text(socks[i], NULL, 0, PROTO_INFER, body, row,
-                                (size_t)dim * sizeof *row, 0);
+            send_one(socks[i], raw, json, body, hdr, (size_t)hlen, row, dim);
         }
     }
     qsort(lat, n_lat, sizeof *lat, cmp_double);

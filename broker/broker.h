@@ -34,6 +34,7 @@ struct broker_opts {
     const char *trainers_dir;   /* NULL or "": "trainers" next to secret_key */
     bool insecure;              /* plaintext on a non-local bind, said in so many words */
     long long sweep_max_trials; /* trials of one sweep at most; <= 0: SPACE_MAX_TRIALS */
+    int serve_deadline_ms;      /* an infer request's deadline if it names none; <= 0: 5000 */
 };
 
 struct broker;

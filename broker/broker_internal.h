@@ -36,6 +36,11 @@ struct trainer {
     bool serve_ready;            /* it holds a model (of serve_ready_gen) */
     int64_t serve_ready_gen;
     int serve_inflight; /* requests sent to it and not answered */
+    bool infer_bin;     /* its HELLO's capabilities say "infer_bin": INFER_BIN, not INFER */
+    /* The deployment and generation it could not load (tried again on it
+     * only after the deployment's backoff); never dereferenced. */
+    const struct serve_dep *serve_refused;
+    int64_t serve_refused_gen;
 };
 
 /* A running job found at start-up, waiting for its trainer to re-announce it. */

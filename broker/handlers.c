@@ -404,6 +404,7 @@ static void on_hello(struct broker *b, struct proto_msg *m)
     copy_field(t->instance, sizeof t->instance, m->body, "instance");
     json_t *caps = json_object_get(m->body, "capabilities");
     t->capabilities = caps ? json_dumps(caps, JSON_COMPACT) : NULL;
+    t->infer_bin = json_is_true(json_object_get(caps, "infer_bin"));
     t->since = store_now(b->store);
 
     json_t *welcome =

@@ -190,6 +190,7 @@ int main(int argc, char **argv)
         .trainers_dir = cfg.broker_trainers_dir,
         .insecure = insecure,
         .sweep_max_trials = sweep_max,
+        .serve_deadline_ms = cfg.serve_deadline_ms,
     };
     struct broker *b;
     int rc = broker_open(&b, &opts, err, sizeof err);

@@ -42,6 +42,8 @@
 #define SERVE_MAX_REPLICAS 64
 #define SERVE_MAX_BATCH 65536
 #define SERVE_MAX_DELAY_US 1000000
+#define SERVE_RETRY_S 1.0      /* first retry of a model no trainer could load */
+#define SERVE_RETRY_MAX_S 60.0 /* the longest wait between retries */
 
 struct serve_dep {
     struct store_deployment row;
@@ -50,7 +52,12 @@ struct serve_dep {
     int64_t epoch;
     int D, K;
     bool ce, scale;
-    char error[1024]; /* why it cannot be served now; "" if it can */
+    char error[1024]; /* why it cannot be served at all (its checkpoint); "" if it can */
+    /* The last trainer that could not load this generation, and why: the
+     * deployment is placed again on another trainer at once, and on any
+     * (that one too) from retry_at, with a backoff that doubles. */
+    char load_error[1024];
+    double retry_at, backoff;
     /* Counters since the broker started (not durable, docs/serving.md). */
     uint64_t requests, rows, errors, forwards, forward_rows, resent;
     float lat_us[SERVE_LAT_RING];
@@ -69,6 +76,7 @@ struct slot {
     unsigned char replica[PROTO_MAX_IDENT];
     size_t replica_len;
     bool has_id;
+    bool bin; /* asked with INFER_BIN: answered with ANSWER_BIN */
     int64_t id;
     int rows;
     float *x; /* (rows, D), kept for a resend */
@@ -79,7 +87,8 @@ struct slot {
 struct outbatch {
     unsigned char ident[PROTO_MAX_IDENT];
     size_t ident_len;
-    char *text;
+    bool binary; /* INFER_BIN: text holds the binary header (the replica says infer_bin) */
+    char *text;  /* the JSON list of requests, or the binary header */
     size_t text_len, text_cap;
     unsigned char *bin;
     size_t bin_len, bin_cap;
@@ -94,6 +103,7 @@ struct serve {
     size_t n_free;
     uint64_t counter;
     size_t n_pending;
+    int deadline_ms; /* of a request that names none (serve.deadline_ms) */
     double next_expiry;
     struct outbatch *out;
     size_t n_out, cap_out;
@@ -132,14 +142,20 @@ static bool valid_name(const char *s)
 
 /* A direct send (not through the outbox): infer traffic never waits for a
  * commit. A peer that is gone or whose queue is full loses the message. */
-static void send_now(struct broker *b, const unsigned char *ident, size_t len, const char *cmd,
-                     const char *text, const void *bin, size_t bin_len)
+static void send_now_bin(struct broker *b, const unsigned char *ident, size_t len, const char *cmd,
+                         const void *hdr, size_t hdr_len, const void *bin, size_t bin_len)
 {
-    int rc = proto_send_text(b->router, ident, len, cmd, text, bin, bin_len, ZMQ_DONTWAIT);
+    int rc = proto_send_bin(b->router, ident, len, cmd, hdr, hdr_len, bin, bin_len, ZMQ_DONTWAIT);
     if (rc && rc != -EHOSTUNREACH && rc != -EAGAIN)
         log_limited(&b->serve->log, LOG_LVL_WARN, "send %s: %s", cmd, zmq_strerror(-rc));
     struct trainer *t = trainers_find(b, ident, len);
     if (t) t->last_sent = broker_mono();
+}
+
+static void send_now(struct broker *b, const unsigned char *ident, size_t len, const char *cmd,
+                     const char *text, const void *bin, size_t bin_len)
+{
+    send_now_bin(b, ident, len, cmd, text, strlen(text), bin, bin_len);
 }
 
 static void send_errorf(struct broker *b, const unsigned char *ident, size_t len, bool has_id,
@@ -250,6 +266,8 @@ int serve_open(struct broker *b, char *err, size_t errlen)
     }
     b->serve->log = (struct log_limit)LOG_LIMIT_INIT("lines about serving not logged", 10);
     b->serve->next_expiry = INFINITY;
+    b->serve->deadline_ms =
+        b->opts.serve_deadline_ms > 0 ? b->opts.serve_deadline_ms : SERVE_DEADLINE_MS;
     struct store_deployment *rows = NULL;
     size_t n = 0;
     int rc = store_deployments_list(b->store, &rows, &n);
@@ -393,7 +411,9 @@ static struct outbatch *outbatch_for(struct serve *s, const struct trainer *t)
     struct outbatch *o = &s->out[s->n_out++];
     memcpy(o->ident, t->ident, t->ident_len);
     o->ident_len = t->ident_len;
-    o->text_len = o->bin_len = 0;
+    o->binary = t->infer_bin;
+    o->text_len = o->binary ? PROTO_BATCH_FIXED : 0; /* the head is written at the flush */
+    o->bin_len = 0;
     o->n = 0;
     return o;
 }
@@ -407,8 +427,13 @@ static int route(struct broker *b, struct slot *sl, struct trainer *t)
     if (!o || grow((void **)&o->text, &o->text_cap, o->text_len + 64) ||
         grow((void **)&o->bin, &o->bin_cap, o->bin_len + xbytes))
         return -ENOMEM;
-    o->text_len += (size_t)snprintf(o->text + o->text_len, 64, "%s[%llu,%d]", o->n ? "," : "",
-                                    (unsigned long long)sl->seq, sl->rows);
+    if (o->binary) {
+        proto_rec_put(o->text + o->text_len, sl->seq, (uint32_t)sl->rows);
+        o->text_len += PROTO_BIN_REC;
+    } else {
+        o->text_len += (size_t)snprintf(o->text + o->text_len, 64, "%s[%llu,%d]", o->n ? "," : "",
+                                        (unsigned long long)sl->seq, sl->rows);
+    }
     memcpy(o->bin + o->bin_len, sl->x, xbytes);
     o->bin_len += xbytes;
     o->n++;
@@ -433,6 +458,12 @@ void serve_flush(struct broker *b)
     for (size_t i = 0; i < s->n_out; i++) {
         struct outbatch *o = &s->out[i];
         if (!o->n) continue;
+        if (o->binary) {
+            proto_batch_encode(o->text, &(struct proto_batch){.n = (uint32_t)o->n}, false);
+            send_now_bin(b, o->ident, o->ident_len, PROTO_INFER_BIN, o->text, o->text_len, o->bin,
+                         o->bin_len);
+            continue;
+        }
         char *text = NULL;
         if (asprintf(&text, "{\"reqs\":[%.*s]}", (int)o->text_len, o->text) < 0) continue;
         send_now(b, o->ident, o->ident_len, PROTO_INFER, text, o->bin, o->bin_len);
@@ -489,10 +520,12 @@ static json_t *dep_json(struct broker *b, const struct serve_dep *d)
             free(v);
         }
     }
-    const char *state = d->error[0]                ? "failed"
-                        : ready >= d->row.replicas ? "ready"
-                        : ready                    ? "degraded"
-                                                   : "placing";
+    /* failed: nothing serves it and the last try could not load it (it is
+     * tried again, docs/serving.md), or its checkpoint cannot be served. */
+    const char *state = d->error[0] || (!ready && d->load_error[0]) ? "failed"
+                        : ready >= d->row.replicas                  ? "ready"
+                        : ready                                     ? "degraded"
+                                                                    : "placing";
     json_t *o = json_pack(
         "{s:s, s:I, s:s, s:I, s:I, s:i, s:i, s:i, s:i, s:s, s:o, s:I, s:I, s:I, s:I, s:I, s:o}",
         "name", d->row.name, "run", (json_int_t)d->row.run, "checkpoint", d->row.checkpoint,
@@ -513,7 +546,16 @@ static json_t *dep_json(struct broker *b, const struct serve_dep *d)
     json_object_set_new(o, "owner", d->row.owner[0] ? json_string(d->row.owner) : json_null());
     json_object_set_new(o, "created", json_real(d->row.created));
     json_object_set_new(o, "updated", json_real(d->row.updated));
-    if (d->error[0]) json_object_set_new(o, "error", json_string(d->error));
+    if (d->error[0]) {
+        json_object_set_new(o, "error", json_string(d->error));
+    } else if (d->load_error[0]) {
+        double in = d->retry_at - broker_mono();
+        char text[1200];
+        snprintf(text, sizeof text,
+                 "%s; tried again on a trainer that connects, or on any in %.0f s", d->load_error,
+                 in > 0 ? in : 0);
+        json_object_set_new(o, "error", json_string(text));
+    }
     return o;
 }
 
@@ -635,6 +677,8 @@ static void on_deploy(struct broker *b, struct proto_msg *m)
         old->ce = d->ce;
         old->scale = d->scale;
         old->error[0] = '\0';
+        old->load_error[0] = '\0';
+        old->backoff = 0;
         d->blob = NULL;
         dep_free(d);
         d = old;
@@ -690,6 +734,7 @@ static void on_undeploy(struct broker *b, struct proto_msg *m)
     fail_requests(b, d, false, "not_found", why);
     for (size_t i = 0; i < b->n_trainers; i++) {
         struct trainer *t = &b->trainers[i];
+        if (t->serve_refused == d) t->serve_refused = NULL; /* d is freed below */
         if (t->serve_dep != d) continue;
         broker_reply(b, t->ident, t->ident_len, PROTO_UNSERVE,
                      json_pack("{s:s}", "deployment", name), NULL, 0);
@@ -722,25 +767,30 @@ static void on_deployments(struct broker *b, struct proto_msg *m)
                  0);
 }
 
-static void on_infer(struct broker *b, struct proto_msg *m)
+/* An infer request as INFER or INFER_BIN gave it. */
+struct infer_in {
+    const char *name;
+    int64_t rows;
+    bool has_id, bin;
+    int64_t id;
+    int deadline_ms;
+};
+
+/* Checks one request, holds it in a slot and routes it (its rows taken
+ * from m). Errors go to the client at once, JSON ERROR in both forms. */
+static void admit(struct broker *b, struct proto_msg *m, const struct infer_in *in)
 {
     struct serve *s = b->serve;
-    json_t *idv = json_object_get(m->body, "id");
-    bool has_id = json_is_integer(idv);
-    int64_t id = has_id ? json_integer_value(idv) : 0;
 #define FAIL(code, ...)                                                                            \
     do {                                                                                           \
-        send_errorf(b, m->ident, m->ident_len, has_id, id, code, __VA_ARGS__);                     \
+        send_errorf(b, m->ident, m->ident_len, in->has_id, in->id, code, __VA_ARGS__);             \
         return;                                                                                    \
     } while (0)
-    const char *name = json_string_value(json_object_get(m->body, "deployment"));
-    if (!name) FAIL("bad_request", "INFER needs a \"deployment\" name");
+    const char *name = in->name;
     struct serve_dep *d = dep_find(b, name);
     if (!d || !may_use(b, d)) FAIL("not_found", "deployment %.100s: no such deployment", name);
-    json_t *rowsv = json_object_get(m->body, "rows");
-    if (!json_is_integer(rowsv) || json_integer_value(rowsv) < 1)
-        FAIL("bad_request", "INFER: \"rows\" is the number of rows, at least 1");
-    int64_t rows = json_integer_value(rowsv);
+    int64_t rows = in->rows;
+    if (rows < 1) FAIL("bad_request", "INFER: \"rows\" is the number of rows, at least 1");
     /* rows first: a huge count must not overflow the product. */
     int64_t need =
         rows > SERVE_MAX_REQUEST_BYTES ? INT64_MAX : rows * (int64_t)d->D * (int64_t)sizeof(float);
@@ -759,11 +809,12 @@ static void on_infer(struct broker *b, struct proto_msg *m)
         if (!isfinite(x[i]))
             FAIL("bad_input", "INFER: row %lld, input %lld is %s: inputs must be finite",
                  (long long)(i / d->D), (long long)(i % d->D), isnan(x[i]) ? "NaN" : "infinite");
-    int deadline_ms = SERVE_DEADLINE_MS;
-    if (int_field(m->body, "deadline_ms", SERVE_DEADLINE_MS, 1, SERVE_DEADLINE_MAX_MS,
-                  &deadline_ms))
+    if (in->deadline_ms < 1 || in->deadline_ms > SERVE_DEADLINE_MAX_MS)
         FAIL("bad_request", "INFER: \"deadline_ms\" is 1 to %d", SERVE_DEADLINE_MAX_MS);
     if (d->error[0]) FAIL("unavailable", "deployment %s cannot be served: %s", name, d->error);
+    struct trainer *t = pick_replica(b, d);
+    if (!t && d->load_error[0])
+        FAIL("unavailable", "deployment %s cannot be served now: %s", name, d->load_error);
     if (b->stopping) FAIL("stopping", "the broker is stopping");
     struct slot *sl = slot_new(s);
     if (!sl)
@@ -772,35 +823,77 @@ static void on_infer(struct broker *b, struct proto_msg *m)
     sl->dep = d;
     memcpy(sl->client, m->ident, m->ident_len);
     sl->client_len = m->ident_len;
-    sl->has_id = has_id;
-    sl->id = id;
+    sl->has_id = in->has_id;
+    sl->bin = in->bin;
+    sl->id = in->id;
     sl->rows = (int)rows;
     sl->x = m->bin; /* taken */
     m->bin = NULL;
     sl->t0 = broker_mono();
-    sl->deadline = sl->t0 + deadline_ms / 1000.0;
+    sl->deadline = sl->t0 + in->deadline_ms / 1000.0;
     if (sl->deadline < s->next_expiry) s->next_expiry = sl->deadline;
     d->requests++;
     d->rows += (uint64_t)rows;
-    struct trainer *t = pick_replica(b, d);
     if (!t || route(b, sl, t) != 0) make_pending(s, sl);
+}
+
+static void on_infer(struct broker *b, struct proto_msg *m)
+{
+    json_t *idv = json_object_get(m->body, "id");
+    struct infer_in in = {.has_id = json_is_integer(idv)};
+    in.id = in.has_id ? json_integer_value(idv) : 0;
+    in.name = json_string_value(json_object_get(m->body, "deployment"));
+    json_t *rowsv = json_object_get(m->body, "rows");
+    if (!in.name) {
+        send_errorf(b, m->ident, m->ident_len, in.has_id, in.id, "bad_request",
+                    "INFER needs a \"deployment\" name");
+        return;
+    }
+    in.rows = json_is_integer(rowsv) ? json_integer_value(rowsv) : 0;
+    if (int_field(m->body, "deadline_ms", b->serve->deadline_ms, 1, SERVE_DEADLINE_MAX_MS,
+                  &in.deadline_ms))
+        in.deadline_ms = 0; /* refused by admit */
+    admit(b, m, &in);
+}
+
+static void on_infer_bin(struct broker *b, struct proto_msg *m)
+{
+    struct proto_infer_req r;
+    char why[256];
+    if (proto_infer_req_decode(m->hdr, m->hdr_len, &r, why, sizeof why) != 0) {
+        send_errorf(b, m->ident, m->ident_len, false, 0, "bad_request", "%s", why);
+        return;
+    }
+    struct infer_in in = {.name = r.deployment,
+                          .rows = r.rows,
+                          .has_id = r.has_id,
+                          .bin = true,
+                          .id = r.id,
+                          .deadline_ms = b->serve->deadline_ms};
+    if (r.deadline_ms) /* 0: the default; past the maximum: refused by admit */
+        in.deadline_ms = r.deadline_ms > SERVE_DEADLINE_MAX_MS ? 0 : (int)r.deadline_ms;
+    admit(b, m, &in);
 }
 
 bool serve_is_client_command(const char *c)
 {
-    return strcmp(c, PROTO_INFER) == 0 || strcmp(c, PROTO_DEPLOY) == 0 ||
-           strcmp(c, PROTO_UNDEPLOY) == 0 || strcmp(c, PROTO_DEPLOYMENTS) == 0;
+    return strcmp(c, PROTO_INFER) == 0 || strcmp(c, PROTO_INFER_BIN) == 0 ||
+           strcmp(c, PROTO_DEPLOY) == 0 || strcmp(c, PROTO_UNDEPLOY) == 0 ||
+           strcmp(c, PROTO_DEPLOYMENTS) == 0;
 }
 
 bool serve_is_trainer_command(const char *c)
 {
-    return strcmp(c, PROTO_INFERRED) == 0 || strcmp(c, PROTO_SERVING) == 0;
+    return strcmp(c, PROTO_INFERRED) == 0 || strcmp(c, PROTO_INFERRED_BIN) == 0 ||
+           strcmp(c, PROTO_SERVING) == 0;
 }
 
 void serve_client_message(struct broker *b, struct proto_msg *m)
 {
     const char *c = m->cmd;
-    if (strcmp(c, PROTO_INFER) == 0)
+    if (strcmp(c, PROTO_INFER_BIN) == 0)
+        on_infer_bin(b, m);
+    else if (strcmp(c, PROTO_INFER) == 0)
         on_infer(b, m);
     else if (strcmp(c, PROTO_DEPLOY) == 0)
         on_deploy(b, m);
@@ -841,6 +934,10 @@ static void on_serving(struct broker *b, struct trainer *t, struct proto_msg *m)
     if (json_is_true(ok)) {
         t->serve_ready = true;
         t->serve_ready_gen = gen;
+        if (gen == d->row.generation) {
+            d->load_error[0] = '\0';
+            d->backoff = 0;
+        }
         log_info("deployment %s: trainer %s serves generation %lld", name, t->name, (long long)gen);
         route_pending(b);
         return;
@@ -849,64 +946,162 @@ static void on_serving(struct broker *b, struct trainer *t, struct proto_msg *m)
     log_warn("deployment %s: trainer %s cannot load generation %lld: %s", name, t->name,
              (long long)gen, why ? why : "no reason given");
     if (gen == d->row.generation && !t->serve_ready) {
-        /* It holds no model: it is no replica. The same checkpoint would
-         * fail on any trainer of this version: stop placing it. */
-        snprintf(d->error, sizeof d->error, "trainer %.100s cannot load it: %.400s", t->name,
-                 why ? why : "no reason given");
+        /* It holds no model: it is no replica. Another trainer (another
+         * version, more memory) may load it: placed again at once on any
+         * other idle trainer, and on this one after a backoff. What waits
+         * for it fails now if nothing else serves it. */
+        snprintf(d->load_error, sizeof d->load_error, "trainer %.100s cannot load it: %.400s",
+                 t->name, why ? why : "no reason given");
+        d->backoff = d->backoff > 0 ? fmin(2 * d->backoff, SERVE_RETRY_MAX_S) : SERVE_RETRY_S;
+        d->retry_at = broker_mono() + d->backoff;
         t->serve_dep = NULL;
-        fail_requests(b, d, true, "unavailable", d->error);
+        t->serve_refused = d;
+        t->serve_refused_gen = gen;
+        b->serve->place = true;
+        if (!pick_replica(b, d)) fail_requests(b, d, true, "unavailable", d->load_error);
     }
 }
 
-static void answer(struct broker *b, struct slot *sl, const json_t *reply, int64_t gen,
-                   const float *out, int K, const json_t *classes, size_t class_at, int batch)
+/* Answers sl with its rows of one forward pass: out holds them (rows x K),
+ * and its class ids start at row `at` of pb's. */
+static void answer(struct broker *b, struct slot *sl, const struct proto_batch *pb,
+                   const float *out, size_t at)
 {
     struct serve_dep *d = sl->dep;
     double lat_us = (broker_mono() - sl->t0) * 1e6;
     d->lat_us[d->lat_n++ % SERVE_LAT_RING] = (float)lat_us;
-    char *cls = NULL;
-    size_t cls_len = 0;
-    FILE *f = NULL;
-    if (classes && (f = open_memstream(&cls, &cls_len)) != NULL) {
+    int K = (int)pb->outputs;
+    size_t out_len = (size_t)sl->rows * (size_t)K * sizeof(float);
+    const unsigned char *cls = pb->class_ids ? (const unsigned char *)pb->class_ids + 4 * at : NULL;
+    if (sl->bin) {
+        struct proto_answer a = {.has_id = sl->has_id,
+                                 .classes = cls != NULL,
+                                 .id = sl->id,
+                                 .run = pb->run,
+                                 .epoch = pb->epoch,
+                                 .generation = pb->generation,
+                                 .rows = (uint32_t)sl->rows,
+                                 .outputs = (uint32_t)K,
+                                 .batch = (uint32_t)pb->rows,
+                                 .latency_us = (float)lat_us};
+        size_t len = PROTO_ANSWER_FIXED + (cls ? 4 * (size_t)sl->rows : 0);
+        unsigned char small[PROTO_ANSWER_FIXED + 4 * 64];
+        unsigned char *hdr = len <= sizeof small ? small : malloc(len);
+        if (!hdr) return;
+        proto_answer_encode(hdr, &a);
+        if (cls) memcpy(hdr + PROTO_ANSWER_FIXED, cls, 4 * (size_t)sl->rows); /* int32 LE as sent */
+        send_now_bin(b, sl->client, sl->client_len, PROTO_ANSWER_BIN, hdr, len, out, out_len);
+        if (hdr != small) free(hdr);
+        return;
+    }
+    char *text = NULL;
+    size_t text_len = 0;
+    FILE *f = open_memstream(&text, &text_len);
+    if (!f) return;
+    fputc('{', f);
+    if (sl->has_id) fprintf(f, "\"id\":%lld,", (long long)sl->id);
+    fprintf(f,
+            "\"deployment\":\"%s\",\"run\":%lld,\"epoch\":%lld,\"generation\":%lld,"
+            "\"rows\":%d,\"outputs\":%d,\"loss\":\"%s\",\"batch\":%llu,\"latency_us\":%.1f",
+            d->row.name, (long long)pb->run, (long long)pb->epoch, (long long)pb->generation,
+            sl->rows, K, cls ? "cross_entropy" : "mse", (unsigned long long)pb->rows, lat_us);
+    if (cls) {
         fputs(",\"classes\":[", f);
         for (int r = 0; r < sl->rows; r++)
-            fprintf(f, "%s%lld", r ? "," : "",
-                    (long long)json_integer_value(json_array_get(classes, class_at + (size_t)r)));
+            fprintf(f, "%s%d", r ? "," : "", (int)proto_get_i32(cls + 4 * (size_t)r));
         fputc(']', f);
-        fclose(f);
     }
-    json_t *runv = json_object_get(reply, "run"), *epv = json_object_get(reply, "epoch");
-    char *text = NULL;
-    char idtext[32] = "";
-    if (sl->has_id) snprintf(idtext, sizeof idtext, "\"id\":%lld,", (long long)sl->id);
-    if (asprintf(&text,
-                 "{%s\"deployment\":\"%s\",\"run\":%lld,\"epoch\":%lld,\"generation\":%lld,"
-                 "\"rows\":%d,\"outputs\":%d,\"loss\":\"%s\",\"batch\":%d,\"latency_us\":%.1f%s}",
-                 idtext, d->row.name, (long long)json_integer_value(runv),
-                 (long long)json_integer_value(epv), (long long)gen, sl->rows, K,
-                 classes ? "cross_entropy" : "mse", batch, lat_us, cls ? cls : "") >= 0) {
-        send_now(b, sl->client, sl->client_len, PROTO_OK, text, out,
-                 (size_t)sl->rows * (size_t)K * sizeof(float));
-        free(text);
-    }
-    free(cls);
+    fputc('}', f);
+    if (fclose(f) == 0) send_now(b, sl->client, sl->client_len, PROTO_OK, text, out, out_len);
+    free(text);
 }
 
-static void on_inferred(struct broker *b, struct trainer *t, struct proto_msg *m)
+/* One forward pass's answers (INFERRED or INFERRED_BIN, as pb): each
+ * request still held for this replica is answered, the rest ignored. */
+static void inferred_apply(struct broker *b, struct trainer *t, const struct proto_batch *pb,
+                           const struct proto_msg *m)
 {
     struct serve *s = b->serve;
+    int K = (int)pb->outputs;
+    bool error = pb->error != NULL;
+    if (!error && (K < 1 || pb->rows > SERVE_MAX_REQUEST_BYTES ||
+                   (uint64_t)m->bin_len != pb->rows * (uint64_t)K * sizeof(float))) {
+        broker_drop_log(b, "INFERRED from %s: outputs do not match the rows", t->name);
+        return;
+    }
+    size_t row_at = 0;
+    struct serve_dep *counted = NULL;
+    for (uint32_t i = 0; i < pb->n; i++) {
+        uint64_t seq;
+        uint32_t rows;
+        proto_rec_get(pb->recs + (size_t)i * PROTO_BIN_REC, &seq, &rows);
+        struct slot *sl = slot_of(s, seq);
+        size_t at = row_at;
+        row_at += rows;
+        /* Answered already (by another replica after a resend), past its
+         * deadline, or not this replica's: nothing to do. */
+        if (!sl || sl->state != SLOT_SENT || sl->replica_len != t->ident_len ||
+            memcmp(sl->replica, t->ident, t->ident_len) != 0 || (uint32_t)sl->rows != rows)
+            continue;
+        if (t->serve_inflight > 0) t->serve_inflight--;
+        if (!counted) counted = sl->dep;
+        if (error) {
+            send_errorf(b, sl->client, sl->client_len, sl->has_id, sl->id, "bad_input", "%.*s",
+                        (int)(pb->error_len > 800 ? 800 : pb->error_len), pb->error);
+            sl->dep->errors++;
+        } else {
+            answer(b, sl, pb, (const float *)m->bin + at * (size_t)K, at);
+        }
+        slot_free(s, sl);
+    }
+    if (counted && !error) {
+        counted->forwards += pb->forwards ? pb->forwards : 1;
+        counted->forward_rows += pb->rows;
+    }
+}
+
+static void on_inferred_bin(struct broker *b, struct trainer *t, struct proto_msg *m)
+{
+    struct proto_batch pb;
+    char why[256];
+    if (proto_batch_decode(m->hdr, m->hdr_len, true, &pb, why, sizeof why) != 0) {
+        broker_drop_log(b, "INFERRED_BIN from %s: %s", t->name, why);
+        return;
+    }
+    inferred_apply(b, t, &pb, m);
+}
+
+/* The JSON form (a trainer without infer_bin), read into a binary one. */
+static void on_inferred(struct broker *b, struct trainer *t, struct proto_msg *m)
+{
     json_t *reqs = json_object_get(m->body, "reqs");
     json_t *kv = json_object_get(m->body, "outputs");
     json_t *gv = json_object_get(m->body, "generation");
     const char *err = json_string_value(json_object_get(m->body, "error"));
-    if (!json_is_array(reqs) || (!err && (!json_is_integer(kv) || !json_is_integer(gv)))) {
+    if (!json_is_array(reqs) || json_array_size(reqs) == 0 ||
+        json_array_size(reqs) > SERVE_MAX_INFLIGHT ||
+        (!err && (!json_is_integer(kv) || !json_is_integer(gv)))) {
         broker_drop_log(b, "INFERRED from %s without reqs, outputs or generation", t->name);
         return;
     }
-    int K = (int)json_integer_value(kv);
     json_t *classes = json_object_get(m->body, "classes");
-    if (!json_is_array(classes)) classes = NULL;
-    int64_t total = 0;
+    json_t *fw = json_object_get(m->body, "forwards");
+    struct proto_batch pb = {
+        .n = (uint32_t)json_array_size(reqs),
+        .generation = json_integer_value(gv),
+        .run = json_integer_value(json_object_get(m->body, "run")),
+        .epoch = json_integer_value(json_object_get(m->body, "epoch")),
+        .outputs = (uint32_t)(json_integer_value(kv) > 0 && json_integer_value(kv) < INT32_MAX
+                                  ? json_integer_value(kv)
+                                  : 0),
+        .forwards = json_is_integer(fw) && json_integer_value(fw) > 0
+                        ? (uint32_t)json_integer_value(fw)
+                        : 1,
+        .error = err,
+        .error_len = err ? strlen(err) : 0};
+    unsigned char *recs = malloc((size_t)pb.n * PROTO_BIN_REC);
+    unsigned char *cls = NULL;
+    if (!recs) return;
     size_t i;
     json_t *e;
     json_array_foreach(reqs, i, e)
@@ -914,51 +1109,35 @@ static void on_inferred(struct broker *b, struct trainer *t, struct proto_msg *m
         int64_t r = json_integer_value(json_array_get(e, 1));
         if (r < 1 || r > SERVE_MAX_REQUEST_BYTES) {
             broker_drop_log(b, "INFERRED from %s: a request of %lld rows", t->name, (long long)r);
-            return;
+            goto out;
         }
-        total += r;
+        proto_rec_put(recs + i * PROTO_BIN_REC, (uint64_t)json_integer_value(json_array_get(e, 0)),
+                      (uint32_t)r);
+        pb.rows += (uint64_t)r;
     }
-    if (!err &&
-        (K < 1 || total < 0 || (int64_t)m->bin_len != total * (int64_t)K * (int64_t)sizeof(float) ||
-         (classes && (int64_t)json_array_size(classes) != total))) {
-        broker_drop_log(b, "INFERRED from %s: outputs do not match the rows", t->name);
-        return;
-    }
-    json_t *fw = json_object_get(m->body, "forwards");
-    size_t row_at = 0;
-    struct serve_dep *counted = NULL;
-    json_array_foreach(reqs, i, e)
-    {
-        uint64_t seq = (uint64_t)json_integer_value(json_array_get(e, 0));
-        int rows = (int)json_integer_value(json_array_get(e, 1));
-        struct slot *sl = slot_of(s, seq);
-        size_t at = row_at;
-        row_at += (size_t)(rows > 0 ? rows : 0);
-        /* Answered already (by another replica after a resend), past its
-         * deadline, or not this replica's: nothing to do. */
-        if (!sl || sl->state != SLOT_SENT || sl->replica_len != t->ident_len ||
-            memcmp(sl->replica, t->ident, t->ident_len) != 0 || sl->rows != rows)
-            continue;
-        if (t->serve_inflight > 0) t->serve_inflight--;
-        if (!counted) counted = sl->dep;
-        if (err) {
-            send_errorf(b, sl->client, sl->client_len, sl->has_id, sl->id, "bad_input", "%s", err);
-            sl->dep->errors++;
-        } else {
-            answer(b, sl, m->body, json_integer_value(gv), (const float *)m->bin + at * (size_t)K,
-                   K, classes, at, (int)total);
+    pb.recs = recs;
+    if (!err && json_is_array(classes)) {
+        if (json_array_size(classes) != pb.rows) {
+            broker_drop_log(b, "INFERRED from %s: outputs do not match the rows", t->name);
+            goto out;
         }
-        slot_free(s, sl);
+        cls = malloc(4 * pb.rows);
+        if (!cls) goto out;
+        json_array_foreach(classes, i, e)
+            proto_put_i32(cls + 4 * i, (int32_t)json_integer_value(e));
+        pb.class_ids = cls;
     }
-    if (counted && !err) {
-        counted->forwards += json_is_integer(fw) ? (uint64_t)json_integer_value(fw) : 1;
-        counted->forward_rows += (uint64_t)total;
-    }
+    inferred_apply(b, t, &pb, m);
+out:
+    free(recs);
+    free(cls);
 }
 
 void serve_trainer_message(struct broker *b, struct trainer *t, struct proto_msg *m)
 {
-    if (strcmp(m->cmd, PROTO_INFERRED) == 0)
+    if (strcmp(m->cmd, PROTO_INFERRED_BIN) == 0)
+        on_inferred_bin(b, t, m);
+    else if (strcmp(m->cmd, PROTO_INFERRED) == 0)
         on_inferred(b, t, m);
     else
         on_serving(b, t, m);
@@ -1031,9 +1210,12 @@ static void place(struct broker *b)
             if (t->serve_gen != d->row.generation && !d->error[0]) send_serve(b, t, d);
         }
         if (d->error[0]) continue;
+        bool retry = broker_mono() >= d->retry_at;
         for (size_t i = 0; placed < d->row.replicas && i < b->n_trainers; i++) {
             struct trainer *t = &b->trainers[i];
             if (t->job || t->serve_dep || !t->name[0]) continue;
+            if (!retry && t->serve_refused == d && t->serve_refused_gen == d->row.generation)
+                continue; /* it could not load this one: others first */
             t->serve_ready = false;
             t->serve_inflight = 0;
             log_info("deployment %s: placing a replica on trainer %s", d->row.name, t->name);

@@ -1045,7 +1045,8 @@ int cmd_workers(int argc, char **argv)
     if (json) {
         print_json(reply);
     } else {
-        printf("%-24s %-20s %-6s %8s %s\n", "NAME", "HOST", "STATE", "JOB", "LAST HEARTBEAT");
+        printf("%-24s %-20s %-6s %8s %-16s %s\n", "NAME", "HOST", "STATE", "JOB", "SERVING",
+               "LAST HEARTBEAT");
         size_t i;
         json_t *t;
         json_array_foreach(json_object_get(reply, "trainers"), i, t)
@@ -1054,10 +1055,13 @@ int cmd_workers(int argc, char **argv)
             char jobtext[32] = "-";
             if (json_is_integer(job))
                 snprintf(jobtext, sizeof jobtext, "%lld", (long long)json_integer_value(job));
-            printf("%-24s %-20s %-6s %8s %.1fs ago\n",
+            /* The deployment it is a replica of (docs/serving.md), or "-". */
+            const char *serving = json_string_value(json_object_get(t, "serving"));
+            printf("%-24s %-20s %-6s %8s %-16s %.1fs ago\n",
                    json_string_value(json_object_get(t, "name")),
                    json_string_value(json_object_get(t, "host")),
                    json_string_value(json_object_get(t, "state")), jobtext,
+                   serving ? serving : "-",
                    json_number_value(json_object_get(t, "last_heartbeat_age")));
         }
     }

@@ -25,6 +25,7 @@ struct mlq_client {
     void *ctx, *sock;
     char endpoint[CONFIG_STR_MAX];
     int timeout_ms;
+    int deadline_ms; /* of infer requests: timeout_ms, or serve.deadline_ms by default */
     int64_t next_id; /* INFER ids, to match answers to requests */
 };
 
@@ -56,6 +57,7 @@ int mlq_client_open(struct mlq_client **out, const char *endpoint, char *err, si
     snprintf(c->endpoint, sizeof c->endpoint, "%s", endpoint ? endpoint : cfg.broker_endpoint);
     const char *t = getenv("MLQ_TIMEOUT_MS");
     c->timeout_ms = t && atoi(t) > 0 ? atoi(t) : DEFAULT_TIMEOUT_MS;
+    c->deadline_ms = t && atoi(t) > 0 ? atoi(t) : cfg.serve_deadline_ms;
     c->next_id = 1;
     int rc = 0;
     c->ctx = zmq_ctx_new();
@@ -93,6 +95,7 @@ void mlq_client_close(struct mlq_client **pc)
 void mlq_client_set_timeout(struct mlq_client *c, int timeout_ms)
 {
     c->timeout_ms = timeout_ms > 0 ? timeout_ms : DEFAULT_TIMEOUT_MS;
+    c->deadline_ms = c->timeout_ms;
 }
 
 static int errno_of_code(const char *code)
@@ -113,14 +116,17 @@ static int errno_of_code(const char *code)
 
 /* Sends one request and receives its answer: the reply whose "id" is id
  * when id > 0 (older answers, to requests that timed out, are skipped). */
-static int call(struct mlq_client *c, const char *cmd, json_t *body, const void *bin,
-                size_t bin_len, int64_t id, struct proto_msg *reply, char *err, size_t errlen)
+static int call(struct mlq_client *c, const char *cmd, json_t *body, const void *hdr,
+                size_t hdr_len, const void *bin, size_t bin_len, int64_t id,
+                struct proto_msg *reply, char *err, size_t errlen)
 {
     /* An infer request carries the timeout as its deadline: the broker's
      * own "timeout" answer, which says why, gets a second to arrive. */
-    int wait_ms = c->timeout_ms + (strcmp(cmd, PROTO_INFER) == 0 ? GRACE_MS : 0);
+    bool infer = strcmp(cmd, PROTO_INFER) == 0 || strcmp(cmd, PROTO_INFER_BIN) == 0;
+    int wait_ms = infer ? c->deadline_ms + GRACE_MS : c->timeout_ms;
     memset(reply, 0, sizeof *reply);
-    int rc = proto_send(c->sock, NULL, 0, cmd, body, bin, bin_len, 0);
+    int rc = hdr ? proto_send_bin(c->sock, NULL, 0, cmd, hdr, hdr_len, bin, bin_len, 0)
+                 : proto_send(c->sock, NULL, 0, cmd, body, bin, bin_len, 0);
     if (rc) {
         snprintf(err, errlen, "cannot send %s to %s: %s", cmd, c->endpoint, zmq_strerror(-rc));
         return rc;
@@ -144,6 +150,15 @@ static int call(struct mlq_client *c, const char *cmd, json_t *body, const void 
             snprintf(err, errlen, "receive from %s: %s", c->endpoint, zmq_strerror(-rc));
             return rc;
         }
+        if (strcmp(reply->cmd, PROTO_ANSWER_BIN) == 0) {
+            struct proto_answer a;
+            if (proto_answer_decode(reply->hdr, reply->hdr_len, &a, why, sizeof why) != 0 ||
+                (id > 0 && (!a.has_id || a.id != id))) {
+                proto_msg_clear(reply); /* malformed, or an answer to an earlier request */
+                continue;
+            }
+            break;
+        }
         json_t *rid = json_object_get(reply->body, "id");
         /* An ERROR without an id is about this request too: the broker
          * refused it before reading it (a key's role, a stopping broker). */
@@ -155,7 +170,7 @@ static int call(struct mlq_client *c, const char *cmd, json_t *body, const void 
         }
         break;
     }
-    if (strcmp(reply->cmd, PROTO_OK) == 0) return 0;
+    if (strcmp(reply->cmd, PROTO_OK) == 0 || strcmp(reply->cmd, PROTO_ANSWER_BIN) == 0) return 0;
     const char *text = json_string_value(json_object_get(reply->body, "error"));
     const char *code = json_string_value(json_object_get(reply->body, "code"));
     snprintf(err, errlen, "%s", text ? text : "the broker refused the request");
@@ -184,7 +199,7 @@ int mlq_request(struct mlq_client *c, const char *cmd, const char *body_json, co
         return -EINVAL;
     }
     struct proto_msg m;
-    int rc = call(c, cmd, body, bin, bin_len, 0, &m, err, errlen);
+    int rc = call(c, cmd, body, NULL, 0, bin, bin_len, 0, &m, err, errlen);
     json_decref(body);
     if (rc) return rc;
     if (reply) *reply = json_dumps(m.body, JSON_COMPACT);
@@ -214,7 +229,7 @@ int mlq_submit(struct mlq_client *c, const char *spec_json, int64_t *id, char *e
              (unsigned long)now.tv_nsec, (long long)c->next_id++);
     json_t *body = json_pack("{s:o, s:s}", "spec", spec, "request_id", rid);
     struct proto_msg m;
-    int rc = call(c, PROTO_SUBMIT, body, NULL, 0, 0, &m, err, errlen);
+    int rc = call(c, PROTO_SUBMIT, body, NULL, 0, NULL, 0, 0, &m, err, errlen);
     json_decref(body);
     if (rc) return rc;
     *id = json_integer_value(json_object_get(m.body, "id"));
@@ -230,7 +245,7 @@ int mlq_wait(struct mlq_client *c, int64_t id, int timeout_ms, char *state, size
     for (;;) {
         struct proto_msg m;
         json_t *body = json_pack("{s:I}", "id", (json_int_t)id);
-        int rc = call(c, PROTO_STATUS, body, NULL, 0, 0, &m, err, errlen);
+        int rc = call(c, PROTO_STATUS, body, NULL, 0, NULL, 0, 0, &m, err, errlen);
         json_decref(body);
         if (rc) return rc;
         const char *s = json_string_value(json_object_get(json_object_get(m.body, "job"), "state"));
@@ -252,7 +267,7 @@ int mlq_cancel(struct mlq_client *c, int64_t id, char *err, size_t errlen)
 {
     struct proto_msg m;
     json_t *body = json_pack("{s:I}", "id", (json_int_t)id);
-    int rc = call(c, PROTO_CANCEL, body, NULL, 0, 0, &m, err, errlen);
+    int rc = call(c, PROTO_CANCEL, body, NULL, 0, NULL, 0, 0, &m, err, errlen);
     json_decref(body);
     if (!rc) proto_msg_clear(&m);
     return rc;
@@ -267,17 +282,36 @@ int mlq_infer(struct mlq_client *c, const char *deployment, const float *x, int 
         return -EINVAL;
     }
     int64_t id = c->next_id++;
-    json_t *body = json_pack("{s:s, s:i, s:I, s:i}", "deployment", deployment, "rows", rows, "id",
-                             (json_int_t)id, "deadline_ms", c->timeout_ms);
+    /* INFER_BIN (docs/protocol.md): no JSON to write here or to read at
+     * the broker, and none in the answer. */
+    struct proto_infer_req r = {
+        .has_id = true, .id = id, .rows = (uint32_t)rows, .deadline_ms = (uint32_t)c->deadline_ms};
+    if (strlen(deployment) > PROTO_BIN_NAME_MAX) {
+        snprintf(err, errlen, "deployment %.100s: no such deployment (names are at most %d bytes)",
+                 deployment, PROTO_BIN_NAME_MAX);
+        return -ENOENT;
+    }
+    snprintf(r.deployment, sizeof r.deployment, "%s", deployment);
+    unsigned char hdr[PROTO_INFER_REQ_FIXED + PROTO_BIN_NAME_MAX];
+    int hlen = proto_infer_req_encode(hdr, sizeof hdr, &r);
+    if (hlen < 0) {
+        snprintf(err, errlen, "mlq_infer: a deployment name is 1 to %d bytes", PROTO_BIN_NAME_MAX);
+        return -EINVAL;
+    }
     struct proto_msg m;
-    int rc = call(c, PROTO_INFER, body, x, (size_t)rows * (size_t)cols * sizeof(float), id, &m, err,
-                  errlen);
-    json_decref(body);
+    int rc = call(c, PROTO_INFER_BIN, NULL, hdr, (size_t)hlen, x,
+                  (size_t)rows * (size_t)cols * sizeof(float), id, &m, err, errlen);
     if (rc) return rc;
-    int K = (int)json_integer_value(json_object_get(m.body, "outputs"));
+    struct proto_answer a;
+    char why[256];
+    if (proto_answer_decode(m.hdr, m.hdr_len, &a, why, sizeof why) != 0) { /* checked in call */
+        proto_msg_clear(&m);
+        snprintf(err, errlen, "the broker's answer: %s", why);
+        return -EPROTO;
+    }
+    int K = (int)a.outputs;
     size_t need = (size_t)rows * (size_t)(K > 0 ? K : 0);
-    json_t *cls = json_object_get(m.body, "classes");
-    if (K < 1 || m.bin_len != need * sizeof(float)) {
+    if (K < 1 || a.rows != (uint32_t)rows || m.bin_len != need * sizeof(float)) {
         snprintf(err, errlen, "the broker's answer holds %zu bytes for %d rows of %d outputs",
                  m.bin_len, rows, K);
         rc = -EPROTO;
@@ -287,16 +321,18 @@ int mlq_infer(struct mlq_client *c, const char *deployment, const float *x, int 
         rc = -ENOBUFS;
     } else {
         memcpy(out, m.bin, m.bin_len);
-        for (int r = 0; classes && r < rows; r++)
-            classes[r] = json_is_array(cls) ? (int)json_integer_value(json_array_get(cls, r)) : -1;
+        for (int i = 0; classes && i < rows; i++)
+            classes[i] =
+                a.classes ? (int)proto_get_i32((const unsigned char *)a.class_ids + 4 * (size_t)i)
+                          : -1;
         if (info) {
-            info->run = json_integer_value(json_object_get(m.body, "run"));
-            info->epoch = json_integer_value(json_object_get(m.body, "epoch"));
-            info->generation = json_integer_value(json_object_get(m.body, "generation"));
+            info->run = a.run;
+            info->epoch = a.epoch;
+            info->generation = a.generation;
             info->outputs = K;
-            info->batch = (int)json_integer_value(json_object_get(m.body, "batch"));
-            info->classification = json_is_array(cls);
-            info->latency_us = json_number_value(json_object_get(m.body, "latency_us"));
+            info->batch = (int)a.batch;
+            info->classification = a.classes;
+            info->latency_us = a.latency_us;
         }
     }
     proto_msg_clear(&m);

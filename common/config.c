@@ -50,6 +50,8 @@ static const struct config_keydef {
                              sizeof(((struct config *)0)->trainer_name)},
     [CONFIG_CHECKPOINT_KEEP] = {"checkpoint.keep", "MLQ_CHECKPOINT_KEEP", NULL, T_INT,
                                 offsetof(struct config, checkpoint_keep), 0, 0, 1000000},
+    [CONFIG_SERVE_DEADLINE_MS] = {"serve.deadline_ms", "MLQ_SERVE_DEADLINE_MS", NULL, T_INT,
+                                  offsetof(struct config, serve_deadline_ms), 0, 1, 600000},
 #define KEY_PATH(id, name, env, field)                                                             \
     [id] = {                                                                                       \
         name, env, NULL, T_STR, offsetof(struct config, field), CONFIG_STR_MAX, .empty_ok = true}
@@ -146,6 +148,7 @@ void config_init(struct config *c)
     host[sizeof host - 1] = '\0';
     snprintf(c->trainer_name, sizeof c->trainer_name, "%s-%ld", host, (long)getpid());
     c->checkpoint_keep = 3;
+    c->serve_deadline_ms = 5000;
 }
 
 /* Validates text for key k and stores it; the message names only the key and

@@ -59,6 +59,7 @@ enum config_key {
     CONFIG_TRAINER_SECRET_KEY,
     CONFIG_TRAINER_DATA_ROOTS,
     CONFIG_TRAINER_OUTPUTS_DIR,
+    CONFIG_SERVE_DEADLINE_MS,
     CONFIG_NKEYS
 };
 
@@ -82,7 +83,8 @@ struct config {
     int trainer_threads;    /* 0 = auto */
     int trainer_memory_budget_mb;
     char trainer_name[256];
-    int checkpoint_keep; /* checkpoints kept per run; 0 = all */
+    int checkpoint_keep;   /* checkpoints kept per run; 0 = all */
+    int serve_deadline_ms; /* an infer request's deadline when it names none (docs/serving.md) */
     /* CurveZMQ (docs/security.md); "" = unset. */
     char broker_secret_key[CONFIG_STR_MAX];   /* the broker's own key file: CURVE on */
     char broker_users_dir[CONFIG_STR_MAX];    /* users' public keys ("": next to the secret) */

@@ -64,6 +64,14 @@
 #define PROTO_UNSERVE "UNSERVE"
 #define PROTO_SERVING "SERVING"
 #define PROTO_INFERRED "INFERRED"
+/* Binary infer (docs/protocol.md, "Binary infer"): the same requests and
+ * answers with a fixed little-endian header in frame 3 instead of JSON.
+ * INFER_BIN client -> broker and broker -> trainer (a trainer whose HELLO
+ * capabilities say "infer_bin"), INFERRED_BIN trainer -> broker,
+ * ANSWER_BIN broker -> client. Errors stay ERROR {...} (JSON). */
+#define PROTO_INFER_BIN "INFER_BIN"
+#define PROTO_INFERRED_BIN "INFERRED_BIN"
+#define PROTO_ANSWER_BIN "ANSWER_BIN"
 
 /* One received message. Owned pieces are freed by proto_msg_clear. */
 struct proto_msg {
@@ -71,8 +79,10 @@ struct proto_msg {
     size_t ident_len;
     char user[48]; /* ROUTER peers under CURVE: the ZAP User-Id (the key's Z85), else "" */
     char cmd[PROTO_CMD_MAX];
-    json_t *body; /* a JSON object, owned */
-    void *bin;    /* malloc'd, or NULL */
+    json_t *body; /* a JSON object, owned; NULL for a binary-header command */
+    void *hdr;    /* a binary-header command's frame 3 (proto_is_binary), malloc'd */
+    size_t hdr_len;
+    void *bin; /* malloc'd, or NULL */
     size_t bin_len;
 };
 void proto_msg_clear(struct proto_msg *m);
@@ -88,6 +98,10 @@ int proto_send(void *sock, const void *ident, size_t ident_len, const char *cmd,
 /* The same with the body already encoded: text must be one JSON object. */
 int proto_send_text(void *sock, const void *ident, size_t ident_len, const char *cmd,
                     const char *text, const void *bin, size_t bin_len, int flags);
+
+/* The same with a binary header frame (the commands of proto_is_binary). */
+int proto_send_bin(void *sock, const void *ident, size_t ident_len, const char *cmd,
+                   const void *hdr, size_t hdr_len, const void *bin, size_t bin_len, int flags);
 
 /* Receives one message (with identity when router). Returns 0; -EAGAIN when
  * nothing is waiting (flags ZMQ_DONTWAIT); -EPROTO for a malformed message
@@ -106,5 +120,75 @@ int proto_send_error(void *sock, const void *ident, size_t ident_len, const char
 
 /* True if cmd is one of the commands above. */
 bool proto_known_command(const char *cmd);
+/* True for the commands whose frame 3 is a binary header, not JSON. */
+bool proto_is_binary(const char *cmd);
+
+/* ---- binary infer headers (docs/protocol.md) ----------------------------------------
+ * Every header starts with version (u16, PROTO_BIN_VERSION) and flags (u16);
+ * integers are little-endian, floats IEEE-754 binary32 little-endian. The
+ * decoders check every length against the frame and return 0 or -EPROTO
+ * with the reason in err; what they point at lies inside hdr. */
+#define PROTO_BIN_VERSION 1
+#define PROTO_BIN_HAS_ID 0x1  /* INFER_BIN, ANSWER_BIN: id is set */
+#define PROTO_BIN_CLASSES 0x2 /* ANSWER_BIN, INFERRED_BIN: class ids follow */
+#define PROTO_BIN_ERROR 0x4   /* INFERRED_BIN: an error text follows, no outputs */
+#define PROTO_BIN_NAME_MAX 63
+#define PROTO_INFER_REQ_FIXED 24 /* INFER_BIN from a client, before the name */
+#define PROTO_ANSWER_FIXED 56    /* ANSWER_BIN, before the class ids */
+#define PROTO_BATCH_FIXED 8      /* INFER_BIN to a trainer, before its records */
+#define PROTO_INFERRED_FIXED 40  /* INFERRED_BIN, before its records */
+#define PROTO_BIN_REC 16         /* one request of a batch: seq u64, rows u32, 0 u32 */
+
+/* INFER_BIN, client -> broker; the rows (rows x D float32) are frame 4. */
+struct proto_infer_req {
+    bool has_id;
+    int64_t id;
+    uint32_t rows;
+    uint32_t deadline_ms; /* 0: the broker's default */
+    char deployment[PROTO_BIN_NAME_MAX + 1];
+};
+/* Writes the header into buf (PROTO_INFER_REQ_FIXED + name bytes); returns
+ * its length, or -EINVAL for a name of 0 or more than PROTO_BIN_NAME_MAX bytes. */
+int proto_infer_req_encode(void *buf, size_t cap, const struct proto_infer_req *r);
+int proto_infer_req_decode(const void *hdr, size_t len, struct proto_infer_req *r, char *err,
+                           size_t errlen);
+
+/* ANSWER_BIN, broker -> client; the outputs (rows x outputs float32) are frame 4. */
+struct proto_answer {
+    bool has_id, classes;
+    int64_t id, run, epoch, generation;
+    uint32_t rows, outputs, batch;
+    float latency_us;
+    const void *class_ids; /* decode: rows int32 when classes, inside hdr */
+};
+/* The fixed part into buf (PROTO_ANSWER_FIXED bytes); the class ids, as
+ * int32 little-endian, follow it in the same frame. */
+void proto_answer_encode(void *buf, const struct proto_answer *a);
+int proto_answer_decode(const void *hdr, size_t len, struct proto_answer *a, char *err,
+                        size_t errlen);
+
+/* INFER_BIN broker -> trainer (head then n records) and INFERRED_BIN trainer
+ * -> broker (head, n records, the class ids of every row when classes, the
+ * error text when error). */
+struct proto_batch {
+    uint16_t flags;
+    uint32_t n;
+    int64_t generation, run, epoch; /* INFERRED_BIN */
+    uint32_t outputs, forwards;     /* INFERRED_BIN */
+    /* decode: */
+    const unsigned char *recs; /* n records */
+    uint64_t rows;             /* their rows together */
+    const void *class_ids;     /* rows int32, or NULL */
+    const char *error;         /* not NUL-terminated, error_len bytes, or NULL */
+    size_t error_len;
+};
+/* The fixed part (PROTO_BATCH_FIXED or, inferred, PROTO_INFERRED_FIXED bytes). */
+void proto_batch_encode(void *buf, const struct proto_batch *b, bool inferred);
+int proto_batch_decode(const void *hdr, size_t len, bool inferred, struct proto_batch *b, char *err,
+                       size_t errlen);
+void proto_rec_put(void *p, uint64_t seq, uint32_t rows);
+void proto_rec_get(const void *p, uint64_t *seq, uint32_t *rows);
+void proto_put_i32(void *p, int32_t v);
+int32_t proto_get_i32(const void *p);
 
 #endif

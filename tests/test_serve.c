@@ -282,6 +282,50 @@ static void expect_error(json_t *r, const char *cmd, const char *code, const cha
 
 #define S(x) (x), strlen(x)
 
+/* An INFER_BIN header for deployment name, rows and id (docs/protocol.md). */
+static size_t bin_req(unsigned char *hdr, const char *name, uint32_t rows, int64_t id)
+{
+    struct proto_infer_req r = {.has_id = true, .id = id, .rows = rows, .deadline_ms = 5000};
+    snprintf(r.deployment, sizeof r.deployment, "%s", name);
+    int n = proto_infer_req_encode(hdr, PROTO_INFER_REQ_FIXED + PROTO_BIN_NAME_MAX, &r);
+    assert_true(n > 0);
+    return (size_t)n;
+}
+
+/* Sends INFER_BIN frames; returns the reply's command into cmd_out and, for
+ * ANSWER_BIN, its decoded header into *a and outputs into out (K floats);
+ * for ERROR its body (caller json_decref), else NULL. */
+static json_t *raw_bin(struct harness *h, char *cmd_out, const void *hdr, size_t hdr_len,
+                       const void *rows, size_t rows_len, struct proto_answer *a, float *out)
+{
+    void *s = zmq_socket(h->zctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    assert_int_equal(zmq_connect(s, h->endpoint), 0);
+    assert_int_equal(proto_send_bin(s, NULL, 0, PROTO_INFER_BIN, hdr, hdr_len, rows, rows_len, 0),
+                     0);
+    json_t *body = NULL;
+    cmd_out[0] = '\0';
+    zmq_pollitem_t it = {.socket = s, .events = ZMQ_POLLIN};
+    if (zmq_poll(&it, 1, 2000) == 1) {
+        struct proto_msg m;
+        char err[256];
+        assert_int_equal(proto_recv(s, false, &m, 0, err, sizeof err), 0);
+        snprintf(cmd_out, PROTO_CMD_MAX, "%s", m.cmd);
+        if (strcmp(m.cmd, PROTO_ANSWER_BIN) == 0) {
+            assert_int_equal(proto_answer_decode(m.hdr, m.hdr_len, a, err, sizeof err), 0);
+            assert_int_equal(m.bin_len, a->rows * a->outputs * sizeof(float));
+            memcpy(out, m.bin, m.bin_len);
+            a->class_ids = NULL; /* points into m */
+        } else {
+            body = json_incref(m.body);
+        }
+        proto_msg_clear(&m);
+    }
+    zmq_close(s);
+    return body;
+}
+
 static void test_hostile_requests(void **state)
 {
     struct harness *h = *state;
@@ -340,6 +384,74 @@ static void test_hostile_requests(void **state)
     expect_error(raw(h, cmd, 3, S("MLQ1"), S("DEPLOY"), S(body)), cmd, "bad_request", "replicas");
     expect_error(raw(h, cmd, 3, S("MLQ1"), S("UNDEPLOY"), S("{\"name\":\"zz\"}")), cmd, "not_found",
                  "no such deployment");
+    /* The binary form (INFER_BIN): the same answers as INFER, and the same
+     * errors for the same mistakes; a header that does not decode is a
+     * bad_request that says why. */
+    {
+        unsigned char hdr[PROTO_INFER_REQ_FIXED + PROTO_BIN_NAME_MAX];
+        struct proto_answer a;
+        float bout[2 * K], jout[K];
+        size_t hl = bin_req(hdr, "m", 1, 77);
+        json_t *e = raw_bin(h, cmd, hdr, hl, row, sizeof row, &a, bout);
+        assert_null(e);
+        assert_string_equal(cmd, PROTO_ANSWER_BIN);
+        assert_true(a.has_id && a.id == 77);
+        assert_int_equal(a.rows, 1);
+        assert_int_equal(a.outputs, K);
+        assert_true(a.classes);
+        assert_int_equal(a.run, run);
+        assert_int_equal(a.generation, 1);
+        snprintf(body, sizeof body, "{\"deployment\":\"m\",\"rows\":1,\"id\":78}");
+        void *js = zmq_socket(h->zctx, ZMQ_DEALER);
+        int linger = 0;
+        zmq_setsockopt(js, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_connect(js, h->endpoint);
+        proto_send_text(js, NULL, 0, PROTO_INFER, body, row, sizeof row, 0);
+        struct proto_msg jm;
+        char jerr[256];
+        assert_int_equal(proto_recv(js, false, &jm, 0, jerr, sizeof jerr), 0);
+        assert_string_equal(jm.cmd, PROTO_OK);
+        assert_int_equal(jm.bin_len, sizeof jout);
+        memcpy(jout, jm.bin, sizeof jout);
+        proto_msg_clear(&jm);
+        zmq_close(js);
+        assert_memory_equal(bout, jout, sizeof jout); /* one row, one forward pass each */
+        row[2] = NAN;
+        expect_error(raw_bin(h, cmd, hdr, hl, row, sizeof row, &a, bout), cmd, "bad_input",
+                     "row 0, input 2 is NaN");
+        row[2] = 0;
+        expect_error(raw_bin(h, cmd, hdr, hl, two, sizeof two, &a, bout), cmd, "bad_request",
+                     "takes 8 inputs per row");
+        hl = bin_req(hdr, "nope", 1, 79);
+        expect_error(raw_bin(h, cmd, hdr, hl, row, sizeof row, &a, bout), cmd, "not_found",
+                     "deployment nope: no such deployment");
+        hl = bin_req(hdr, "m", 0, 80);
+        expect_error(raw_bin(h, cmd, hdr, hl, row, sizeof row, &a, bout), cmd, "bad_request",
+                     "rows");
+        hl = bin_req(hdr, "m", 1, 81);
+        hdr[0] = 9; /* version 9 */
+        expect_error(raw_bin(h, cmd, hdr, hl, row, sizeof row, &a, bout), cmd, "bad_request",
+                     "header version 9");
+        hdr[0] = 1;
+        expect_error(raw_bin(h, cmd, hdr, 10, row, sizeof row, &a, bout), cmd, "bad_request",
+                     "at least 24 expected");
+        expect_error(raw_bin(h, cmd, hdr, hl - 1, row, sizeof row, &a, bout), cmd, "bad_request",
+                     "deployment name");
+        /* A replica's forged INFERRED_BIN from a client: WHO, nothing answered. */
+        unsigned char forged[PROTO_INFERRED_FIXED + PROTO_BIN_REC];
+        proto_batch_encode(forged, &(struct proto_batch){.n = 1, .outputs = K, .generation = 1},
+                           true);
+        proto_rec_put(forged + PROTO_INFERRED_FIXED, 1048577, 1);
+        void *fs = zmq_socket(h->zctx, ZMQ_DEALER);
+        zmq_setsockopt(fs, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_connect(fs, h->endpoint);
+        proto_send_bin(fs, NULL, 0, PROTO_INFERRED_BIN, forged, sizeof forged, bout,
+                       K * sizeof(float), 0);
+        assert_int_equal(proto_recv(fs, false, &jm, 0, jerr, sizeof jerr), 0);
+        assert_string_equal(jm.cmd, PROTO_WHO);
+        proto_msg_clear(&jm);
+        zmq_close(fs);
+    }
     /* Garbage gets nothing (dropped and logged), and kills nothing. */
     assert_null(raw(h, cmd, 1, S("garbage")));
     assert_null(raw(h, cmd, 4, S("MLQ1"), S("INFER"), S("not json"), row, sizeof row));
@@ -379,6 +491,85 @@ static void test_hostile_requests(void **state)
     mlq_client_close(&c);
 }
 
+/* ---- a deployment no trainer can load, then one can ------------------------------ */
+
+/* Reads `mlq CMD...` standard output into buf (NUL-terminated). */
+static void mlq_out(struct harness *h, const char *const *argv, char *buf, size_t len)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/mlq-out.txt", h->dir);
+    assert_int_equal(h_run(h, argv, path), 0);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, len - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+}
+
+static void test_failed_deployment_recovers(void **state)
+{
+    struct harness *h = *state;
+    h_broker_start(h, NULL);
+    pid_t t1 = h_trainer_start(h, "t1");
+    int64_t run = train_run(h, "train.h5", 1, 31);
+    h_proc_kill(h, t1, SIGTERM);
+    /* A trainer whose memory budget (1 MiB) the model does not fit. */
+    const char *small[] = {"--memory-budget-mb", "1", NULL};
+    h_trainer_start_extra(h, "small", small);
+    h_wait_trainers(h, 1, 20);
+    json_decref(
+        call_ok(h, PROTO_DEPLOY, json_pack("{s:s, s:I}", "name", "m", "run", (json_int_t)run)));
+    json_t *d = NULL;
+    double until = h_now() + 20;
+    for (; h_now() < until; sleep_ms(50)) {
+        json_t *l = call_ok(h, PROTO_DEPLOYMENTS, json_pack("{s:s}", "name", "m"));
+        d = json_incref(json_array_get(json_object_get(l, "deployments"), 0));
+        json_decref(l);
+        if (strcmp(json_string_value(json_object_get(d, "state")), "failed") == 0) break;
+        json_decref(d);
+        d = NULL;
+    }
+    assert_non_null(d);
+    const char *why = json_string_value(json_object_get(d, "error"));
+    if (!why || !strstr(why, "trainer small cannot load it") || !strstr(why, "tried again"))
+        fail_msg("deployment error: %s", why ? why : "(none)");
+    json_decref(d);
+    /* Its requests fail at once, saying why. */
+    struct mlq_client *c;
+    char err[512];
+    assert_int_equal(mlq_client_open(&c, h->endpoint, err, sizeof err), 0);
+    float row[D] = {0}, out[K];
+    assert_int_equal(mlq_infer(c, "m", row, 1, D, out, K, NULL, NULL, err, sizeof err), -EAGAIN);
+    assert_non_null(strstr(err, "cannot load it"));
+    /* A trainer that can load it connects: the deployment is placed on it
+     * and serves; the error is gone. */
+    h_trainer_start(h, "big");
+    int cls = -1;
+    until = h_now() + 20;
+    int rc;
+    while ((rc = mlq_infer(c, "m", row, 1, D, out, K, &cls, NULL, err, sizeof err)) != 0 &&
+           h_now() < until)
+        sleep_ms(50);
+    if (rc) fail_msg("no answer after a trainer that fits connected: %s", err);
+    assert_true(cls >= 0 && cls < K);
+    json_t *l = call_ok(h, PROTO_DEPLOYMENTS, json_pack("{s:s}", "name", "m"));
+    d = json_array_get(json_object_get(l, "deployments"), 0);
+    assert_string_equal(json_string_value(json_object_get(d, "state")), "ready");
+    assert_null(json_object_get(d, "error"));
+    json_decref(l);
+    /* mlq workers shows which trainer serves what. */
+    char text[4096];
+    const char *workers[] = {MLQ_BINARY_DIR "/cli/mlq", "workers", "--broker", h->endpoint, NULL};
+    mlq_out(h, workers, text, sizeof text);
+    if (!strstr(text, "SERVING")) fail_msg("no SERVING column:\n%s", text);
+    char *big = strstr(text, "\nbig ");
+    assert_non_null(big);
+    char *eol = strchr(big + 1, '\n');
+    if (eol) *eol = '\0';
+    if (!strstr(big, " m ")) fail_msg("trainer big does not show deployment m: %s", big);
+    mlq_client_close(&c);
+}
+
 /* ---- load: rollover and a replica killed ------------------------------------------- */
 
 struct load {
@@ -401,13 +592,22 @@ static void *load_thread(void *arg)
     char body[128];
     snprintf(body, sizeof body, "{\"deployment\":\"%s\",\"rows\":1,\"deadline_ms\":20000}",
              l->deployment);
+    /* Every other client speaks INFER_BIN: both forms through the same
+     * replicas, rollovers and deaths. */
+    unsigned char hdr[PROTO_INFER_REQ_FIXED + PROTO_BIN_NAME_MAX];
+    struct proto_infer_req ir = {.rows = 1, .deadline_ms = 20000};
+    snprintf(ir.deployment, sizeof ir.deployment, "%s", l->deployment);
+    size_t hl = (size_t)proto_infer_req_encode(hdr, sizeof hdr, &ir);
+#define SEND(i)                                                                                    \
+    ((i) % 2 ? proto_send_bin(socks[i], NULL, 0, PROTO_INFER_BIN, hdr, hl, row, sizeof row, 0)     \
+             : proto_send_text(socks[i], NULL, 0, PROTO_INFER, body, row, sizeof row, 0))
     for (int i = 0; i < l->clients; i++) {
         socks[i] = zmq_socket(ctx, ZMQ_DEALER);
         int linger = 0;
         zmq_setsockopt(socks[i], ZMQ_LINGER, &linger, sizeof linger);
         zmq_connect(socks[i], l->endpoint);
         items[i] = (zmq_pollitem_t){.socket = socks[i], .events = ZMQ_POLLIN};
-        proto_send_text(socks[i], NULL, 0, PROTO_INFER, body, row, sizeof row, 0);
+        SEND(i);
     }
     int outstanding = l->clients;
     while (outstanding > 0) {
@@ -418,9 +618,13 @@ static void *load_thread(void *arg)
             struct proto_msg m;
             char err[256];
             if (proto_recv(socks[i], false, &m, 0, err, sizeof err) != 0) continue;
-            if (strcmp(m.cmd, PROTO_OK) == 0) {
+            struct proto_answer a;
+            if (strcmp(m.cmd, PROTO_OK) == 0 ||
+                (strcmp(m.cmd, PROTO_ANSWER_BIN) == 0 &&
+                 proto_answer_decode(m.hdr, m.hdr_len, &a, err, sizeof err) == 0)) {
                 l->ok++;
-                json_int_t g = json_integer_value(json_object_get(m.body, "generation"));
+                json_int_t g = m.body ? json_integer_value(json_object_get(m.body, "generation"))
+                                      : a.generation;
                 if (g >= 0 && g < 8) l->gens[g]++;
             } else {
                 if (!l->errors++)
@@ -431,9 +635,10 @@ static void *load_thread(void *arg)
             if (l->stop)
                 outstanding--;
             else
-                proto_send_text(socks[i], NULL, 0, PROTO_INFER, body, row, sizeof row, 0);
+                SEND(i);
         }
     }
+#undef SEND
     l->errors += outstanding; /* never answered */
     for (int i = 0; i < l->clients; i++)
         zmq_close(socks[i]);
@@ -646,6 +851,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_infer_matches_predict, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_hostile_requests, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_deployment_recovers, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_rollover_under_load, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_replica_killed_under_load, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_broker_restart_and_deadline, h_setup, h_teardown),

@@ -16,6 +16,7 @@
 
 #include "blas.h"
 #include "checkpoint.h"
+#include "job_memory.h"
 #include "log.h"
 #include "model.h"
 #include "spec.h"
@@ -48,6 +49,12 @@ struct queue {
     float *x; /* (rows, D) */
     size_t rows, cap_rows;
     double oldest; /* arrival of reqs[0] */
+    bool bin;      /* the last INFER was INFER_BIN: answer INFERRED_BIN */
+    /* The answer being built, kept between passes. */
+    unsigned char *hdr;
+    size_t cap_hdr;
+    float *out; /* (rows, K) */
+    size_t cap_out;
 };
 
 static double mono(void)
@@ -100,8 +107,24 @@ static int served_load(struct served *s, const struct proto_msg *m, char *err, s
         return rc;
     }
     s->loaded = true;
-    if ((rc = checkpoint_load_tensors(&c, &s->model.tensors, s->model.params, NULL, 0,
-                                      s->model.state, why, sizeof why)) != 0)
+    /* What predict on max_batch rows would take, against this trainer's
+     * budget (trainer.memory_budget_mb): a model too large here is refused,
+     * and the broker places it on another trainer. */
+    struct mlq_spec predict = spec;
+    predict.kind = JOB_PREDICT;
+    struct job_memory_job mj = {.spec = &predict, .model = &spec, .checkpoint_bytes = m->bin_len};
+    mj.data.rows = s->max_batch;
+    mj.data.row_bytes = (int64_t)shape_size(&s->model.input) * (int64_t)sizeof(float);
+    mj.data.x_rank = s->model.input.n + 1;
+    mj.data.x_dims[0] = s->max_batch;
+    for (int i = 0; i < s->model.input.n && i < 3; i++)
+        mj.data.x_dims[i + 1] = s->model.input.d[i];
+    struct job_memory mem;
+    if (job_memory_plan(&mj, &mem, why, sizeof why) == -ENOMEM) {
+        snprintf(err, errlen, "%s", why);
+        rc = -ENOMEM;
+    } else if ((rc = checkpoint_load_tensors(&c, &s->model.tensors, s->model.params, NULL, 0,
+                                             s->model.state, why, sizeof why)) != 0)
         snprintf(err, errlen, "corrupt checkpoint: %s", why);
     else if ((rc = model_reserve(&s->model, s->max_batch)) != 0)
         snprintf(err, errlen, "cannot allocate the network for %d rows", s->max_batch);
@@ -128,16 +151,40 @@ static void send_text(void *pair, const char *cmd, const char *text, const void 
     if (rc) log_warn("serve: send %s: %s", cmd, zmq_strerror(-rc));
 }
 
-/* INFERRED with an error for the requests of one INFER message. */
-static void refuse(void *pair, const json_t *reqs, const char *fmt, ...)
+/* INFERRED (or INFERRED_BIN) with an error for the requests of one INFER
+ * (INFER_BIN) message. */
+static void refuse(void *pair, const struct proto_msg *m, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static void refuse(void *pair, const json_t *reqs, const char *fmt, ...)
+static void refuse(void *pair, const struct proto_msg *m, const char *fmt, ...)
 {
     char why[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
+    if (m->hdr) {
+        /* Its records as they came (a header that does not decode gets none:
+         * the broker's deadline answers those). */
+        struct proto_batch pb;
+        char err[256];
+        if (proto_batch_decode(m->hdr, m->hdr_len, false, &pb, err, sizeof err) != 0) {
+            log_warn("serve: %s", err);
+            return;
+        }
+        size_t recs = (size_t)pb.n * PROTO_BIN_REC, wl = strlen(why);
+        unsigned char *h = malloc(PROTO_INFERRED_FIXED + recs + wl);
+        if (!h) return;
+        proto_batch_encode(h, &(struct proto_batch){.flags = PROTO_BIN_ERROR, .n = pb.n}, true);
+        memcpy(h + PROTO_INFERRED_FIXED, pb.recs, recs);
+        memcpy(h + PROTO_INFERRED_FIXED + recs, why, wl);
+        int rc = proto_send_bin(pair, NULL, 0, PROTO_INFERRED_BIN, h,
+                                PROTO_INFERRED_FIXED + recs + wl, NULL, 0, 0);
+        if (rc) log_warn("serve: send %s: %s", PROTO_INFERRED_BIN, zmq_strerror(-rc));
+        free(h);
+        return;
+    }
+    json_t *reqs = json_object_get(m->body, "reqs");
+    if (!json_is_array(reqs)) return;
     json_t *o = json_pack("{s:O, s:s}", "reqs", reqs, "error", why);
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     if (text) send_text(pair, PROTO_INFERRED, text, NULL, 0);
@@ -145,20 +192,61 @@ static void refuse(void *pair, const json_t *reqs, const char *fmt, ...)
     json_decref(o);
 }
 
+void serve_refuse(void *pair, const struct proto_msg *m, const char *why)
+{
+    refuse(pair, m, "%s", why);
+}
+
+static int reserve(void **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap) return 0;
+    size_t c = *cap ? *cap : 4096;
+    while (c < need)
+        c *= 2;
+    void *p = realloc(*buf, c);
+    if (!p) return -ENOMEM;
+    *buf = p;
+    *cap = c;
+    return 0;
+}
+
+/* The answer of one pass as INFERRED_BIN: head, records, class ids. */
+static void send_inferred_bin(void *pair, const struct served *s, struct queue *q, size_t n,
+                              size_t rows, int fw)
+{
+    size_t len = PROTO_INFERRED_FIXED + n * PROTO_BIN_REC + (s->ce ? 4 * rows : 0);
+    if (reserve((void **)&q->hdr, &q->cap_hdr, len) != 0) {
+        log_error("serve: out of memory for %zu rows", rows);
+        return;
+    }
+    struct proto_batch pb = {.flags = s->ce ? PROTO_BIN_CLASSES : 0,
+                             .n = (uint32_t)n,
+                             .generation = s->generation,
+                             .run = s->run,
+                             .epoch = s->epoch,
+                             .outputs = (uint32_t)s->K,
+                             .forwards = (uint32_t)fw};
+    proto_batch_encode(q->hdr, &pb, true);
+    unsigned char *p = q->hdr + PROTO_INFERRED_FIXED;
+    for (size_t i = 0; i < n; i++, p += PROTO_BIN_REC)
+        proto_rec_put(p, q->reqs[i].seq, (uint32_t)q->reqs[i].rows);
+    for (size_t r = 0; s->ce && r < rows; r++, p += 4)
+        proto_put_i32(p, argmax(q->out + r * (size_t)s->K, s->K));
+    int rc = proto_send_bin(pair, NULL, 0, PROTO_INFERRED_BIN, q->hdr, len, q->out,
+                            sizeof(float) * rows * (size_t)s->K, 0);
+    if (rc) log_warn("serve: send %s: %s", PROTO_INFERRED_BIN, zmq_strerror(-rc));
+}
+
 /* Runs the first n requests of the queue (rows of them) and answers them in
  * one INFERRED; a request of more than max_batch rows runs in chunks. */
 static void forward(void *pair, struct served *s, struct queue *q, size_t n, size_t rows,
                     uint64_t *forwards)
 {
-    float *out = malloc(sizeof(float) * rows * (size_t)s->K);
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = out ? open_memstream(&text, &len) : NULL;
-    if (!f) {
-        free(out);
+    if (reserve((void **)&q->out, &q->cap_out, sizeof(float) * rows * (size_t)s->K) != 0) {
         log_error("serve: out of memory for %zu rows", rows);
         return;
     }
+    float *out = q->out;
     int fw = 0;
     for (size_t at = 0; at < rows; fw++) {
         int B = (int)(rows - at < (size_t)s->max_batch ? rows - at : (size_t)s->max_batch);
@@ -167,6 +255,17 @@ static void forward(void *pair, struct served *s, struct queue *q, size_t n, siz
         at += (size_t)B;
     }
     *forwards += (uint64_t)fw;
+    if (q->bin) {
+        send_inferred_bin(pair, s, q, n, rows, fw);
+        goto done;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) {
+        log_error("serve: out of memory for %zu rows", rows);
+        goto done;
+    }
     fputs("{\"reqs\":[", f);
     for (size_t i = 0; i < n; i++)
         fprintf(f, "%s[%llu,%d]", i ? "," : "", (unsigned long long)q->reqs[i].seq,
@@ -186,7 +285,7 @@ static void forward(void *pair, struct served *s, struct queue *q, size_t n, siz
     fclose(f);
     send_text(pair, PROTO_INFERRED, text, out, sizeof(float) * rows * (size_t)s->K);
     free(text);
-    free(out);
+done:
     /* The rest moves to the front. */
     memmove(q->reqs, q->reqs + n, (q->n - n) * sizeof *q->reqs);
     q->n -= n;
@@ -211,41 +310,31 @@ static void flush_all(void *pair, struct served *s, struct queue *q, uint64_t *f
         forward_head(pair, s, q, forwards);
 }
 
-/* Queues the requests of one INFER message, or refuses them whole. */
-static void take_infer(void *pair, struct served *s, struct queue *q, const struct proto_msg *m)
+/* Queues n requests (seq[i], rows[i] through get) whose rows are m's
+ * binary frame, or refuses them whole. */
+static void queue_reqs(void *pair, struct served *s, struct queue *q, const struct proto_msg *m,
+                       size_t n, size_t total,
+                       void (*get)(const void *list, size_t i, uint64_t *seq, uint32_t *rows),
+                       const void *list)
 {
-    json_t *reqs = json_object_get(m->body, "reqs");
-    if (!json_is_array(reqs) || json_array_size(reqs) == 0) return;
     if (!s->loaded) {
-        refuse(pair, reqs, "this replica holds no model");
+        refuse(pair, m, "this replica holds no model");
         return;
     }
-    size_t total = 0, i;
-    json_t *e;
-    json_array_foreach(reqs, i, e)
-    {
-        json_t *r = json_array_get(e, 1);
-        if (!json_is_integer(json_array_get(e, 0)) || !json_is_integer(r) ||
-            json_integer_value(r) < 1 || json_integer_value(r) > (1 << 24)) {
-            refuse(pair, reqs, "malformed INFER request list");
-            return;
-        }
-        total += (size_t)json_integer_value(r);
-    }
     if (m->bin_len != total * (size_t)s->D * sizeof(float)) {
-        refuse(pair, reqs, "%zu rows of %d inputs need %zu bytes, the message has %zu", total, s->D,
+        refuse(pair, m, "%zu rows of %d inputs need %zu bytes, the message has %zu", total, s->D,
                total * (size_t)s->D * sizeof(float), m->bin_len);
         return;
     }
     const float *x = m->bin;
     for (size_t k = 0; k < total * (size_t)s->D; k++)
         if (!isfinite(x[k])) {
-            refuse(pair, reqs, "row %zu holds a non-finite input", k / (size_t)s->D);
+            refuse(pair, m, "row %zu holds a non-finite input", k / (size_t)s->D);
             return;
         }
-    if (q->n + json_array_size(reqs) > q->cap) {
+    if (q->n + n > q->cap) {
         size_t cap = q->cap ? q->cap : 64;
-        while (cap < q->n + json_array_size(reqs))
+        while (cap < q->n + n)
             cap *= 2;
         struct req *r = realloc(q->reqs, cap * sizeof *r);
         if (!r) goto oom;
@@ -263,15 +352,67 @@ static void take_infer(void *pair, struct served *s, struct queue *q, const stru
     }
     double now = mono();
     if (q->n == 0) q->oldest = now;
-    json_array_foreach(reqs, i, e) q->reqs[q->n++] =
-        (struct req){.seq = (uint64_t)json_integer_value(json_array_get(e, 0)),
-                     .rows = (int)json_integer_value(json_array_get(e, 1)),
-                     .t = now};
+    for (size_t i = 0; i < n; i++) {
+        uint64_t seq;
+        uint32_t rows;
+        get(list, i, &seq, &rows);
+        q->reqs[q->n++] = (struct req){.seq = seq, .rows = (int)rows, .t = now};
+    }
     memcpy(q->x + q->rows * (size_t)s->D, x, m->bin_len);
     q->rows += total;
     return;
 oom:
-    refuse(pair, reqs, "the replica is out of memory");
+    refuse(pair, m, "the replica is out of memory");
+}
+
+static void json_req(const void *list, size_t i, uint64_t *seq, uint32_t *rows)
+{
+    json_t *e = json_array_get((const json_t *)list, i);
+    *seq = (uint64_t)json_integer_value(json_array_get(e, 0));
+    *rows = (uint32_t)json_integer_value(json_array_get(e, 1));
+}
+
+static void bin_req(const void *list, size_t i, uint64_t *seq, uint32_t *rows)
+{
+    proto_rec_get((const unsigned char *)list + i * PROTO_BIN_REC, seq, rows);
+}
+
+/* Queues the requests of one INFER message, or refuses them whole. */
+static void take_infer(void *pair, struct served *s, struct queue *q, const struct proto_msg *m)
+{
+    json_t *reqs = json_object_get(m->body, "reqs");
+    if (!json_is_array(reqs) || json_array_size(reqs) == 0) return;
+    size_t total = 0, i;
+    json_t *e;
+    json_array_foreach(reqs, i, e)
+    {
+        json_t *r = json_array_get(e, 1);
+        if (!json_is_integer(json_array_get(e, 0)) || !json_is_integer(r) ||
+            json_integer_value(r) < 1 || json_integer_value(r) > (1 << 24)) {
+            refuse(pair, m, "malformed INFER request list");
+            return;
+        }
+        total += (size_t)json_integer_value(r);
+    }
+    q->bin = false;
+    queue_reqs(pair, s, q, m, json_array_size(reqs), total, json_req, reqs);
+}
+
+/* The same for INFER_BIN. */
+static void take_infer_bin(void *pair, struct served *s, struct queue *q, const struct proto_msg *m)
+{
+    struct proto_batch pb;
+    char err[256];
+    if (proto_batch_decode(m->hdr, m->hdr_len, false, &pb, err, sizeof err) != 0) {
+        log_warn("serve: %s", err); /* no records to answer: the broker's deadline does */
+        return;
+    }
+    if (pb.rows > (1 << 24)) {
+        refuse(pair, m, "malformed INFER_BIN request list");
+        return;
+    }
+    q->bin = true;
+    queue_reqs(pair, s, q, m, pb.n, (size_t)pb.rows, bin_req, pb.recs);
 }
 
 /* SERVE: load the new model; on failure the old one (if any) stays. */
@@ -339,7 +480,9 @@ int serve_run(void *pair, struct proto_msg *first, struct proto_msg *next)
                 continue;
             }
             if (rc) goto out;
-            if (strcmp(m.cmd, PROTO_INFER) == 0) {
+            if (strcmp(m.cmd, PROTO_INFER_BIN) == 0) {
+                take_infer_bin(pair, &s, &q, &m);
+            } else if (strcmp(m.cmd, PROTO_INFER) == 0) {
                 take_infer(pair, &s, &q, &m);
             } else if (strcmp(m.cmd, PROTO_SERVE) == 0) {
                 take_serve(pair, &s, &q, &m, &forwards);
@@ -364,5 +507,7 @@ out:
     served_free(&s);
     free(q.reqs);
     free(q.x);
+    free(q.hdr);
+    free(q.out);
     return ret;
 }

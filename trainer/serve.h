@@ -18,5 +18,8 @@
  * that is not for serving came (a JOB, or the worker's quit); -1 when the
  * pair fails. */
 int serve_run(void *pair, struct proto_msg *first, struct proto_msg *next);
+/* Answers an INFER or INFER_BIN with an error for all its requests (an
+ * INFERRED or INFERRED_BIN the broker turns into errors for their clients). */
+void serve_refuse(void *pair, const struct proto_msg *m, const char *why);
 
 #endif

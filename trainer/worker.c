@@ -333,16 +333,12 @@ static void *worker_thread(void *arg)
             have_next = rc == 1;
             continue;
         }
-        if (strcmp(m.cmd, PROTO_UNSERVE) == 0 || strcmp(m.cmd, PROTO_INFER) == 0) {
+        if (strcmp(m.cmd, PROTO_UNSERVE) == 0 || strcmp(m.cmd, PROTO_INFER) == 0 ||
+            strcmp(m.cmd, PROTO_INFER_BIN) == 0) {
             /* Serving ended before these came: an INFER is answered so that
              * the broker need not wait for its deadline. */
-            if (strcmp(m.cmd, PROTO_INFER) == 0) {
-                json_t *o = json_pack("{s:O, s:s}", "reqs", json_object_get(m.body, "reqs"),
-                                      "error", "this trainer serves no deployment");
-                if (o && json_is_array(json_object_get(m.body, "reqs")))
-                    proto_send(pair, NULL, 0, PROTO_INFERRED, o, NULL, 0, 0);
-                json_decref(o);
-            }
+            if (strcmp(m.cmd, PROTO_UNSERVE) != 0)
+                serve_refuse(pair, &m, "this trainer serves no deployment");
             proto_msg_clear(&m);
             continue;
         }
@@ -429,9 +425,9 @@ static void send_broker(struct io *io, const char *cmd, const json_t *body, cons
 
 static void send_hello(struct io *io)
 {
-    json_t *caps =
-        json_pack("{s:[ssss], s:i, s:s}", "kinds", "train", "eval", "predict", "serve", "threads",
-                  io->sh->threads > 0 ? io->sh->threads : 1, "blas", blas_kernel());
+    json_t *caps = json_pack("{s:[ssss], s:i, s:s, s:b}", "kinds", "train", "eval", "predict",
+                             "serve", "threads", io->sh->threads > 0 ? io->sh->threads : 1, "blas",
+                             blas_kernel(), "infer_bin", 1);
     json_t *b = json_pack("{s:s, s:s, s:s, s:s, s:o}", "name", io->name, "host", io->host,
                           "instance", io->instance, "version", MLQ_VERSION, "capabilities", caps);
     if (io->job && !io->dropped) json_object_set_new(b, "job", json_integer(io->job));
@@ -499,9 +495,12 @@ static void on_broker_message(struct io *io, struct proto_msg *m)
         if (first && io->job && adopt == io->job) resend_job_state(io);
     } else if (strcmp(m->cmd, PROTO_WHO) == 0) {
         send_hello(io);
+    } else if (strcmp(m->cmd, PROTO_INFER_BIN) == 0) {
+        /* Serving runs in the worker thread, between jobs; the worker
+         * checks the header. */
+        proto_send_bin(io->pair, NULL, 0, m->cmd, m->hdr, m->hdr_len, m->bin, m->bin_len, 0);
     } else if (strcmp(m->cmd, PROTO_INFER) == 0 || strcmp(m->cmd, PROTO_SERVE) == 0 ||
                strcmp(m->cmd, PROTO_UNSERVE) == 0) {
-        /* Serving runs in the worker thread, between jobs. */
         if (strcmp(m->cmd, PROTO_UNSERVE) == 0) io->serving[0] = '\0';
         proto_send(io->pair, NULL, 0, m->cmd, m->body, m->bin, m->bin_len, 0);
     } else if (strcmp(m->cmd, PROTO_JOB) == 0) {
@@ -558,6 +557,15 @@ static void keep(struct held *h, const struct proto_msg *m)
 static void on_worker_message(struct io *io, struct proto_msg *m)
 {
     atomic_fetch_add(&io->sh->progress, 1);
+    if (strcmp(m->cmd, PROTO_INFERRED_BIN) == 0) {
+        if (io->dealer) {
+            int rc = proto_send_bin(io->dealer, NULL, 0, m->cmd, m->hdr, m->hdr_len, m->bin,
+                                    m->bin_len, ZMQ_DONTWAIT);
+            if (rc) log_debug("send %s: %s", m->cmd, zmq_strerror(-rc));
+            io->last_sent = mono();
+        }
+        return;
+    }
     if (strcmp(m->cmd, PROTO_INFERRED) == 0 || strcmp(m->cmd, PROTO_SERVING) == 0) {
         if (strcmp(m->cmd, PROTO_SERVING) == 0 && json_is_true(json_object_get(m->body, "ok"))) {
             const char *name = json_string_value(json_object_get(m->body, "deployment"));
