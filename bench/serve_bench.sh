@@ -6,7 +6,7 @@
 # exports it (mlq export) for the peer (bench/torch_serve.py: a pyzmq ROUTER
 # loop around torch.inference_mode(), one request at a time), deploys it, and
 # measures, side by side in one run, one row per request:
-#   1 client:    p50 and p99 latency, requests/s
+#   1 client:    p50 and p99 latency, requests/s (INFER_BIN, and INFER: the JSON form)
 #   64 clients:  requests/s, p50 and p99, rows per forward pass (mlq)
 #   64 clients with one of two replicas killed (SIGKILL) mid-run: failed requests
 # Prints one table; docs/benchmarks.md ("Serving") keeps the figures.
@@ -103,7 +103,9 @@ measure() { "$LOAD" "$@" --seconds "$SECONDS_" --warmup 1 || true; }
 
 "$MLQ" deploy "$run" --name seed --replicas 1 >/dev/null
 m1=$(measure --mlq "$EP" --deployment seed --clients 1)
+m1j=$(measure --mlq "$EP" --deployment seed --clients 1 --json)
 mN=$(measure --mlq "$EP" --deployment seed --clients "$CLIENTS")
+mNj=$(measure --mlq "$EP" --deployment seed --clients "$CLIENTS" --json)
 "$MLQ" deploy "$run" --name seed --replicas 2 >/dev/null
 mN2=$(measure --mlq "$EP" --deployment seed --clients "$CLIENTS")
 rpf=$("$MLQ" deployments --json | $PY -c "import json,sys; print('%.1f' % json.load(sys.stdin)['deployments'][0]['rows_per_forward'])")
@@ -126,8 +128,10 @@ echo "serving benchmark: seed MLP 784-128-64-10 (run $run), one row per request"
 echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), OpenBLAS kernel ${kernel:-unknown}" \
      "(OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}), autogroup $(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo ?)"
 row "mlq, 1 client" "$m1"
+row "mlq, 1 client, JSON INFER" "$m1j"
 [ $TORCH = 1 ] && row "torch peer, 1 client" "$p1"
 row "mlq, $CLIENTS clients, 1 replica" "$mN"
+row "mlq, $CLIENTS clients, 1 replica, JSON" "$mNj"
 row "mlq, $CLIENTS clients, 2 replicas" "$mN2"
 [ $TORCH = 1 ] && row "torch peer, $CLIENTS clients" "$pN"
 row "mlq, $CLIENTS clients, replica killed" "$mK"

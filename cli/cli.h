@@ -80,6 +80,7 @@ int cmd_note(int argc, char **argv);
  * an exit code (broker ERROR codes mapped as docs/jobs.md says); body is
  * stolen, *reply the OK body (json_decref). */
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 /* cli_broker_endpoint and cli_broker_call: above. */
 /* The same, sent again each second while unanswered (idempotent requests). */
@@ -89,6 +90,15 @@ void cli_new_request_id(char *out, size_t len);
  * its memory: the canonical spec, or NULL after printing why. */
 json_t *cli_finish_spec(json_t *doc);
 void cli_print_json(const json_t *o);
+/* The wait of every later request, ms (a command's --timeout-ms; 0: MLQ_TIMEOUT_MS or 5000). */
+void cli_set_timeout_ms(int ms);
+/* [--broker E] [--json] and, as name_mode says, a NAME operand: parses
+ * argv into *name (may be NULL with CLI_NO_NAME), *broker and *json.
+ * Returns EXIT_OK, -1 after --help (printed; exit 0), or EXIT_USAGE after
+ * printing the usage. */
+enum cli_name { CLI_NO_NAME, CLI_OPTIONAL_NAME, CLI_NAME };
+int cli_list_args(int argc, char **argv, const char *usage, enum cli_name name_mode,
+                  const char **name, const char **broker, bool *json);
 /* --experiment ('e'), --tag ('t'), --after ('a') into a SUBMIT/SWEEP body
  * object; prints the error (prefixed with cmd) and returns -EINVAL. */
 int cli_meta_option(json_t *extra, const char *cmd, char which, const char *arg);

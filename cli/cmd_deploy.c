@@ -55,28 +55,6 @@ static int open_client(struct mlq_client **c, const char *broker, const char *ti
     return EXIT_OK;
 }
 
-/* A request whose OK body is parsed into *reply (json_decref). */
-static int request(struct mlq_client *c, const char *cmd, json_t *body, json_t **reply)
-{
-    char err[1024], *text = NULL, *btext = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
-    *reply = NULL;
-    int rc =
-        btext ? mlq_request(c, cmd, btext, NULL, 0, &text, NULL, NULL, err, sizeof err) : -ENOMEM;
-    free(btext);
-    if (rc) return fail(rc, rc == -ENOMEM ? "out of memory" : err);
-    *reply = json_loads(text, 0, NULL);
-    free(text);
-    return *reply ? EXIT_OK : fail(-EPROTO, "the broker's answer is not JSON");
-}
-
-static void print_json(const json_t *o)
-{
-    char *text = history_json_dumps(o, JSON_COMPACT);
-    if (text) puts(text);
-    free(text);
-}
-
 static bool parse_int(const char *flag, const char *text, long lo, long hi, long *out)
 {
     char *end;
@@ -168,14 +146,14 @@ int cmd_deploy(int argc, char **argv)
         fprintf(stderr, "usage: %s\n", usage);
         return EXIT_USAGE;
     }
-    struct mlq_client *cl;
-    int code = open_client(&cl, broker, timeout);
-    if (code) return code;
+    const char *endpoint = cli_broker_endpoint(broker);
+    if (timeout) cli_set_timeout_ms(atoi(timeout));
+    int code;
     json_t *body = json_pack("{s:s, s:I, s:s, s:i, s:i, s:i}", "name", name, "run", (json_int_t)run,
                              "checkpoint", ckpt ? ckpt : "last", "replicas", (int)replicas,
                              "max_batch", (int)max_batch, "max_delay_us", (int)max_delay);
     json_t *reply;
-    if ((code = request(cl, PROTO_DEPLOY, body, &reply)) != EXIT_OK) goto out;
+    if ((code = cli_broker_call(endpoint, PROTO_DEPLOY, body, &reply)) != EXIT_OK) return code;
     int64_t gen = json_integer_value(json_object_get(reply, "generation"));
     /* Until a replica serves the new generation (or the deployment fails). */
     double waited = 0;
@@ -192,7 +170,8 @@ int cmd_deploy(int argc, char **argv)
         sleep_ms(100);
         waited += 100;
         json_t *next;
-        if (request(cl, PROTO_DEPLOYMENTS, json_pack("{s:s}", "name", name), &next) != EXIT_OK)
+        if (cli_broker_call(endpoint, PROTO_DEPLOYMENTS, json_pack("{s:s}", "name", name), &next) !=
+            EXIT_OK)
             break;
         json_object_set(next, "rolled_over", json_object_get(reply, "rolled_over"));
         json_decref(reply);
@@ -201,7 +180,7 @@ int cmd_deploy(int argc, char **argv)
     json_t *d = json_object_get(reply, "deployments") ? deployment_of(reply) : reply;
     if (json) {
         json_object_set(d, "rolled_over", json_object_get(reply, "rolled_over"));
-        print_json(d);
+        cli_print_json(d);
     } else {
         printf("deployment %s: run %lld checkpoint %s (epoch %lld), generation %lld%s; %lld of "
                "%lld replicas ready\n",
@@ -223,44 +202,10 @@ int cmd_deploy(int argc, char **argv)
                 name);
     }
     json_decref(reply);
-out:
-    mlq_client_close(&cl);
     return code;
 }
 
 /* ---- mlq deployments, undeploy ---------------------------------------------------- */
-
-static int simple_args(int argc, char **argv, const char *usage, bool name_required,
-                       const char **name, const char **broker, bool *json)
-{
-    static const struct option longopts[] = {
-        {"json", no_argument, NULL, 'j'},
-        {"broker", required_argument, NULL, 'b'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        if (c == 'j')
-            *json = true;
-        else if (c == 'b')
-            *broker = optarg;
-        else if (c == 'h') {
-            printf("usage: %s\n", usage);
-            return -1;
-        } else {
-            fprintf(stderr, "usage: %s\n", usage);
-            return EXIT_USAGE;
-        }
-    }
-    if (optind < argc - 1 || (name_required && optind != argc - 1)) {
-        fprintf(stderr, "usage: %s\n", usage);
-        return EXIT_USAGE;
-    }
-    *name = optind < argc ? argv[optind] : NULL;
-    return EXIT_OK;
-}
 
 static void fmt_us(char *buf, size_t len, const json_t *lat, const char *key)
 {
@@ -275,17 +220,16 @@ int cmd_deployments(int argc, char **argv)
 {
     const char *name = NULL, *broker = NULL;
     bool json = false;
-    int code = simple_args(argc, argv, "mlq deployments [NAME] [--json] [--broker E]", false, &name,
-                           &broker, &json);
+    int code = cli_list_args(argc, argv, "mlq deployments [NAME] [--json] [--broker E]",
+                             CLI_OPTIONAL_NAME, &name, &broker, &json);
     if (code) return code < 0 ? EXIT_OK : code;
-    struct mlq_client *cl;
-    if ((code = open_client(&cl, broker, NULL)) != EXIT_OK) return code;
     json_t *reply;
     json_t *body = name ? json_pack("{s:s}", "name", name) : json_object();
-    if ((code = request(cl, PROTO_DEPLOYMENTS, body, &reply)) == EXIT_OK) {
+    if ((code = cli_broker_call(cli_broker_endpoint(broker), PROTO_DEPLOYMENTS, body, &reply)) ==
+        EXIT_OK) {
         json_t *list = json_object_get(reply, "deployments");
         if (json) {
-            print_json(reply);
+            cli_print_json(reply);
         } else if (json_array_size(list) == 0) {
             printf("no deployments\n");
         } else {
@@ -319,7 +263,6 @@ int cmd_deployments(int argc, char **argv)
         }
         json_decref(reply);
     }
-    mlq_client_close(&cl);
     return code;
 }
 
@@ -327,20 +270,18 @@ int cmd_undeploy(int argc, char **argv)
 {
     const char *name = NULL, *broker = NULL;
     bool json = false;
-    int code = simple_args(argc, argv, "mlq undeploy NAME [--json] [--broker E]", true, &name,
-                           &broker, &json);
+    int code = cli_list_args(argc, argv, "mlq undeploy NAME [--json] [--broker E]", CLI_NAME, &name,
+                             &broker, &json);
     if (code) return code < 0 ? EXIT_OK : code;
-    struct mlq_client *cl;
-    if ((code = open_client(&cl, broker, NULL)) != EXIT_OK) return code;
     json_t *reply;
-    if ((code = request(cl, PROTO_UNDEPLOY, json_pack("{s:s}", "name", name), &reply)) == EXIT_OK) {
+    if ((code = cli_broker_call(cli_broker_endpoint(broker), PROTO_UNDEPLOY,
+                                json_pack("{s:s}", "name", name), &reply)) == EXIT_OK) {
         if (json)
-            print_json(reply);
+            cli_print_json(reply);
         else
             printf("deployment %s undeployed\n", name);
         json_decref(reply);
     }
-    mlq_client_close(&cl);
     return code;
 }
 
@@ -529,7 +470,10 @@ int cmd_infer(int argc, char **argv)
     int *icls = NULL;
     struct dataset *ds = NULL;
     json_t *reply = NULL;
-    if ((code = request(cl, PROTO_DEPLOYMENTS, json_pack("{s:s}", "name", name), &reply))) goto out;
+    if (timeout) cli_set_timeout_ms(atoi(timeout));
+    if ((code = cli_broker_call(cli_broker_endpoint(broker), PROTO_DEPLOYMENTS,
+                                json_pack("{s:s}", "name", name), &reply)))
+        goto out;
     json_t *dep = deployment_of(reply);
     int D = (int)json_integer_value(json_object_get(dep, "inputs"));
     int K = (int)json_integer_value(json_object_get(dep, "outputs"));
@@ -610,7 +554,7 @@ int cmd_infer(int argc, char **argv)
             json_decref(preds);
             json_object_set_new(o, "outputs", vals);
         }
-        print_json(o);
+        cli_print_json(o);
         json_decref(o);
     } else {
         for (int64_t i = 0; i < n; i++) {

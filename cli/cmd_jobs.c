@@ -27,252 +27,8 @@
 #include "spec_model.h"
 #include "store.h"
 
-#define REQUEST_TIMEOUT_MS 5000
 #define WAIT_POLL_MS 250
 #define WAIT_RETRIES 6 /* unanswered STATUS requests before wait gives up */
-
-/* ---- talking to the broker ------------------------------------------------------ */
-
-static const char *broker_endpoint(const char *flag)
-{
-    static struct config cfg;
-    char err[512];
-    if (flag) return flag;
-    if (cli_config_load(&cfg, NULL, err, sizeof err) != 0) {
-        fprintf(stderr, "mlq: %s\n", err);
-        return getenv("MLQ_BROKER") ? getenv("MLQ_BROKER") : "tcp://127.0.0.1:5555";
-    }
-    return cfg.broker_endpoint;
-}
-
-static int request_timeout_ms(void)
-{
-    const char *v = getenv("MLQ_TIMEOUT_MS");
-    int ms = v ? atoi(v) : 0;
-    return ms > 0 ? ms : REQUEST_TIMEOUT_MS;
-}
-
-static int broker_call_resend(const char *endpoint, const char *cmd, json_t *body, int resend_ms,
-                              json_t **reply);
-static double mono_s(void);
-
-/* How mlq speaks to the broker (keys.h): CURVE when the broker's key is known
- * (broker.public_key, or broker.key next to client.secret_key, by default
- * in ~/.config/mlq). NULL after an error, which is printed. */
-static const struct keys_client *client_keys(void)
-{
-    static struct keys_client kc;
-    static int state; /* 0 not yet, 1 resolved, -1 failed */
-    if (state) return state > 0 ? &kc : NULL;
-    struct config cfg;
-    char err[1024], dir[4096], def[4200] = "";
-    state = -1;
-    if (cli_config_load(&cfg, NULL, err, sizeof err) != 0) {
-        fprintf(stderr, "mlq: %s\n", err);
-        return NULL;
-    }
-    if (keys_user_dir(dir, sizeof dir) == 0)
-        snprintf(def, sizeof def, "%s/mlq%s", dir, KEYS_SECRET_EXT);
-    if (keys_client_resolve(&kc, cfg.client_secret_key, def[0] ? def : NULL, cfg.broker_public_key,
-                            err, sizeof err) != 0) {
-        fprintf(stderr, "mlq: %s\n", err);
-        return NULL;
-    }
-    state = 1;
-    return &kc;
-}
-
-/* A monitor of sock's handshakes, so that a refusal is said at once and
- * plainly instead of as a timeout. NULL if it cannot be made. */
-static void *monitor_open(void *ctx, void *sock)
-{
-    char addr[64];
-    snprintf(addr, sizeof addr, "inproc://mlq-monitor-%p", sock);
-    if (zmq_socket_monitor(sock, addr,
-                           ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0)
-        return NULL;
-    void *mon = zmq_socket(ctx, ZMQ_PAIR);
-    if (mon && zmq_connect(mon, addr) != 0) {
-        zmq_close(mon);
-        mon = NULL;
-    }
-    return mon;
-}
-
-/* Reads one monitor event: 1 with *event and *value, 0 when none waits. */
-static int monitor_event(void *mon, uint16_t *event, uint32_t *value)
-{
-    zmq_msg_t f;
-    zmq_msg_init(&f);
-    if (zmq_msg_recv(&f, mon, ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&f);
-        return 0;
-    }
-    int got = zmq_msg_size(&f) == 6;
-    if (got) {
-        memcpy(event, zmq_msg_data(&f), 2);
-        memcpy(value, (char *)zmq_msg_data(&f) + 2, 4);
-    }
-    while (zmq_msg_more(&f) && zmq_msg_recv(&f, mon, 0) >= 0)
-        ;
-    zmq_msg_close(&f);
-    return got;
-}
-
-/* Says why a handshake failed; returns true when it is worth no retry. */
-static bool handshake_refused(const char *endpoint, const struct keys_client *k, uint16_t event,
-                              uint32_t value)
-{
-    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
-        fprintf(stderr,
-                "mlq: the broker at %s refused this key (%s, %s): ask its admin to add the "
-                "public key (%.*s%s) to its users' directory\n",
-                endpoint, k && k->curve ? k->own.name : "none", k ? k->own_path : "",
-                (int)(strlen(k ? k->own_path : "") - strlen(KEYS_SECRET_EXT)), k ? k->own_path : "",
-                KEYS_PUBLIC_EXT);
-        return true;
-    }
-    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
-        value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
-        if (k && k->curve)
-            fprintf(stderr,
-                    "mlq: the broker at %s does not use keys, but this mlq has the broker's key "
-                    "pinned (%s): remove it or give the broker its key\n",
-                    endpoint, k->broker_from);
-        else
-            fprintf(stderr,
-                    "mlq: the broker at %s requires keys: run 'mlq keygen', have the public "
-                    "key added to the broker, and put the broker's public key in "
-                    "~/.config/mlq/broker.key (docs/security.md)\n",
-                    endpoint);
-        return true;
-    }
-    return false;
-}
-
-/* Sends cmd with body (stolen) and waits for OK or ERROR. On OK, *reply gets
- * the body (caller json_decref). Returns an exit code: EXIT_OK, or the error
- * printed and EXIT_USAGE (bad spec), EXIT_NOT_FOUND, EXIT_UNAVAILABLE (no
- * answer) or EXIT_FAILURE_GENERIC. */
-static int broker_call(const char *endpoint, const char *cmd, json_t *body, json_t **reply)
-{
-    return broker_call_resend(endpoint, cmd, body, 0, reply);
-}
-
-/* Same; with resend_ms > 0 the request is sent again each resend_ms until an
- * answer or the timeout (only for requests that are safe to repeat: a
- * SUBMIT with a request id). ZeroMQ reconnects underneath, so a broker that
- * restarted (killed between its commit and its reply) gets the retry. */
-static int broker_call_resend(const char *endpoint, const char *cmd, json_t *body, int resend_ms,
-                              json_t **reply)
-{
-    *reply = NULL;
-    int code = EXIT_UNAVAILABLE;
-    void *ctx = NULL, *sock = NULL, *mon = NULL;
-    const struct keys_client *keys = client_keys();
-    if (!keys) {
-        code = EXIT_FAILURE_GENERIC;
-        goto out;
-    }
-    ctx = zmq_ctx_new();
-    sock = ctx ? zmq_socket(ctx, ZMQ_DEALER) : NULL;
-    char kerr[256];
-    if (sock && keys->curve &&
-        keys_client_setup(sock, &keys->own, keys->broker_z85, kerr, sizeof kerr) != 0) {
-        fprintf(stderr, "mlq: %s\n", kerr);
-        code = EXIT_FAILURE_GENERIC;
-        goto out;
-    }
-    mon = sock ? monitor_open(ctx, sock) : NULL;
-    if (!sock || proto_socket_setup(sock, 0) != 0 || zmq_connect(sock, endpoint) != 0) {
-        fprintf(stderr, "mlq: cannot use broker endpoint %s: %s\n", endpoint, zmq_strerror(errno));
-        code = EXIT_USAGE;
-        goto out;
-    }
-    int left_ms = request_timeout_ms();
-    for (;;) {
-        if (proto_send(sock, NULL, 0, cmd, body, NULL, 0, 0) != 0) goto unreachable;
-        int wait_ms = resend_ms > 0 && resend_ms < left_ms ? resend_ms : left_ms;
-        double until = mono_s() + wait_ms / 1000.0;
-        int n = 0;
-        for (;;) {
-            zmq_pollitem_t items[2] = {{.socket = sock, .events = ZMQ_POLLIN},
-                                       {.socket = mon, .events = ZMQ_POLLIN}};
-            int ms = (int)((until - mono_s()) * 1000.0) + 1;
-            n = zmq_poll(items, mon ? 2 : 1, ms > 0 ? ms : 0);
-            if (n <= 0 || (items[0].revents & ZMQ_POLLIN)) break;
-            uint16_t ev;
-            uint32_t val;
-            while (monitor_event(mon, &ev, &val))
-                if (handshake_refused(endpoint, keys, ev, val)) {
-                    code = EXIT_UNAVAILABLE;
-                    goto out;
-                }
-            n = 0;
-            if (mono_s() >= until) break;
-        }
-        if (n > 0) break;
-        left_ms -= wait_ms;
-        if (n < 0 || left_ms <= 0) goto unreachable;
-    }
-    struct proto_msg m;
-    char err[256];
-    if (proto_recv(sock, false, &m, 0, err, sizeof err) != 0) {
-        fprintf(stderr, "mlq: bad reply from the broker at %s: %s\n", endpoint, err);
-        code = EXIT_FAILURE_GENERIC;
-        goto out;
-    }
-    if (strcmp(m.cmd, PROTO_OK) == 0) {
-        *reply = json_incref(m.body);
-        code = EXIT_OK;
-    } else {
-        const char *text = json_string_value(json_object_get(m.body, "error"));
-        const char *ecode = json_string_value(json_object_get(m.body, "code"));
-        fprintf(stderr, "mlq: %s\n", text ? text : "the broker refused the request");
-        code = !ecode                              ? EXIT_FAILURE_GENERIC
-               : strcmp(ecode, "bad_spec") == 0    ? EXIT_USAGE
-               : strcmp(ecode, "bad_request") == 0 ? EXIT_USAGE
-               : strcmp(ecode, "not_found") == 0   ? EXIT_NOT_FOUND
-               : strcmp(ecode, "stopping") == 0    ? EXIT_UNAVAILABLE
-                                                   : EXIT_FAILURE_GENERIC;
-    }
-    proto_msg_clear(&m);
-    goto out;
-unreachable:
-    fprintf(stderr,
-            "mlq: cannot reach the broker at %s: is mlq-broker running? (mlq up starts one)\n",
-            endpoint);
-    if (keys->curve)
-        fprintf(stderr, "mlq: (with keys: if it runs, its key may not be the one pinned in %s)\n",
-                keys->broker_from);
-out:
-    json_decref(body);
-    if (mon) zmq_close(mon);
-    if (sock) zmq_close(sock);
-    if (ctx) zmq_ctx_term(ctx);
-    return code;
-}
-
-const char *cli_broker_endpoint(const char *flag)
-{
-    return broker_endpoint(flag);
-}
-
-int cli_broker_call(const char *endpoint, const char *cmd, json_t *body, json_t **reply)
-{
-    return broker_call(endpoint, cmd, body, reply);
-}
-
-static void print_json(const json_t *o)
-{
-    char *text = history_json_dumps(o, JSON_COMPACT);
-    if (text) {
-        puts(text);
-        free(text);
-    }
-}
 
 static int parse_id(const char *text, int64_t *id)
 {
@@ -390,7 +146,7 @@ static int wait_job(const char *endpoint, int64_t id, bool json, bool quiet)
         json_t *req = json_pack("{s:I}", "id", (json_int_t)id);
         if (lines)
             json_object_set_new(req, "since_epoch", json_integer(last_epoch < 0 ? 0 : last_epoch));
-        int code = broker_call(endpoint, PROTO_STATUS, req, &reply);
+        int code = cli_broker_call(endpoint, PROTO_STATUS, req, &reply);
         /* A broker restart while we wait is not the end of the job. */
         if (code == EXIT_UNAVAILABLE && ++unreachable < WAIT_RETRIES) continue;
         if (code) return code;
@@ -418,7 +174,7 @@ static int wait_job(const char *endpoint, int64_t id, bool json, bool quiet)
             if (tty) fprintf(stderr, "\n");
             const char *error = json_string_value(json_object_get(job, "error"));
             if (json)
-                print_json(reply);
+                cli_print_json(reply);
             else if (!quiet)
                 printf("job %lld %s%s%s\n", (long long)id, state, error ? ": " : "",
                        error ? error : "");
@@ -661,8 +417,6 @@ static void new_request_id(char *out, size_t len)
              (unsigned long long)r);
 }
 
-#define SUBMIT_RESEND_MS 1000
-
 /* Sends SUBMIT for spec (stolen) under request_id (NULL: a fresh one), again
  * each second while unanswered: the broker makes one job of them all. */
 static int submit_call(const char *endpoint, json_t *spec, const char *request_id,
@@ -675,7 +429,7 @@ static int submit_call(const char *endpoint, json_t *spec, const char *request_i
     }
     json_t *body = json_pack("{s:o, s:s}", "spec", spec, "request_id", request_id);
     if (body && extra) json_object_update(body, (json_t *)extra);
-    return broker_call_resend(endpoint, PROTO_SUBMIT, body, SUBMIT_RESEND_MS, reply);
+    return cli_broker_call_resend(endpoint, PROTO_SUBMIT, body, reply);
 }
 
 /* Submits spec (stolen, canonical) and optionally waits. */
@@ -687,7 +441,7 @@ static int submit_spec(const char *endpoint, json_t *spec, const char *request_i
     if (code) return code;
     int64_t id = json_integer_value(json_object_get(reply, "id"));
     if (json && !wait)
-        print_json(reply);
+        cli_print_json(reply);
     else if (!json)
         printf("%lld\n", (long long)id);
     fflush(stdout);
@@ -799,7 +553,7 @@ int cmd_submit(int argc, char **argv)
         json_decref(extra);
         return EXIT_USAGE;
     }
-    int rc = submit_spec(broker_endpoint(broker), spec, request_id, wait, json, extra);
+    int rc = submit_spec(cli_broker_endpoint(broker), spec, request_id, wait, json, extra);
     json_decref(extra);
     return rc;
 }
@@ -860,11 +614,6 @@ int cli_meta_option(json_t *extra, const char *cmd, char which, const char *arg)
     return 0;
 }
 
-int cli_broker_call_resend(const char *endpoint, const char *cmd, json_t *body, json_t **reply)
-{
-    return broker_call_resend(endpoint, cmd, body, SUBMIT_RESEND_MS, reply);
-}
-
 void cli_new_request_id(char *out, size_t len)
 {
     new_request_id(out, len);
@@ -873,11 +622,6 @@ void cli_new_request_id(char *out, size_t len)
 json_t *cli_finish_spec(json_t *doc)
 {
     return finish_spec(doc);
-}
-
-void cli_print_json(const json_t *o)
-{
-    print_json(o);
 }
 
 /* ---- wait, cancel ---------------------------------------------------------------------- */
@@ -929,7 +673,7 @@ int cmd_wait(int argc, char **argv)
     int code = id_command(argc, argv, "mlq wait [--broker E] [--json] [--quiet] ID", &id, &broker,
                           &json, &quiet);
     if (code) return code < 0 ? EXIT_OK : code;
-    return wait_job(broker_endpoint(broker), id, json, quiet);
+    return wait_job(cli_broker_endpoint(broker), id, json, quiet);
 }
 
 int cmd_cancel(int argc, char **argv)
@@ -951,11 +695,11 @@ int cmd_cancel(int argc, char **argv)
                           &json, &quiet);
     if (code) return code < 0 ? EXIT_OK : code;
     json_t *reply;
-    code = broker_call(broker_endpoint(broker), PROTO_CANCEL,
-                       json_pack("{s:I}", sweep ? "sweep" : "id", (json_int_t)id), &reply);
+    code = cli_broker_call(cli_broker_endpoint(broker), PROTO_CANCEL,
+                           json_pack("{s:I}", sweep ? "sweep" : "id", (json_int_t)id), &reply);
     if (code) return code;
     if (json)
-        print_json(reply);
+        cli_print_json(reply);
     else if (sweep)
         printf("sweep %lld cancelled: %lld trials cancelled, %lld cancelling\n", (long long)id,
                (long long)json_integer_value(json_object_get(reply, "cancelled")),
@@ -968,49 +712,18 @@ int cmd_cancel(int argc, char **argv)
 
 /* ---- queue, workers ------------------------------------------------------------------- */
 
-static int list_command(int argc, char **argv, const char *usage, const char **broker, bool *json)
-{
-    bool quiet = false;
-    static const struct option longopts[] = {
-        {"broker", required_argument, NULL, 'b'},
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        if (c == 'b')
-            *broker = optarg;
-        else if (c == 'j')
-            *json = true;
-        else if (c == 'h') {
-            printf("usage: %s\n", usage);
-            return -1;
-        } else {
-            fprintf(stderr, "usage: %s\n", usage);
-            return EXIT_USAGE;
-        }
-    }
-    (void)quiet;
-    if (optind != argc) {
-        fprintf(stderr, "usage: %s\n", usage);
-        return EXIT_USAGE;
-    }
-    return EXIT_OK;
-}
-
 int cmd_queue(int argc, char **argv)
 {
     const char *broker = NULL;
     bool json = false;
-    int code = list_command(argc, argv, "mlq queue [--broker E] [--json]", &broker, &json);
+    int code = cli_list_args(argc, argv, "mlq queue [--broker E] [--json]", CLI_NO_NAME, NULL,
+                             &broker, &json);
     if (code) return code < 0 ? EXIT_OK : code;
     json_t *reply;
-    if ((code = broker_call(broker_endpoint(broker), PROTO_QUEUE, json_object(), &reply)))
+    if ((code = cli_broker_call(cli_broker_endpoint(broker), PROTO_QUEUE, json_object(), &reply)))
         return code;
     if (json) {
-        print_json(reply);
+        cli_print_json(reply);
     } else {
         printf("%-8s %-8s %-10s %8s %8s  %-20s %s\n", "ID", "KIND", "STATE", "PRIORITY", "ATTEMPTS",
                "TRAINER", "NAME");
@@ -1037,13 +750,14 @@ int cmd_workers(int argc, char **argv)
 {
     const char *broker = NULL;
     bool json = false;
-    int code = list_command(argc, argv, "mlq workers [--broker E] [--json]", &broker, &json);
+    int code = cli_list_args(argc, argv, "mlq workers [--broker E] [--json]", CLI_NO_NAME, NULL,
+                             &broker, &json);
     if (code) return code < 0 ? EXIT_OK : code;
     json_t *reply;
-    if ((code = broker_call(broker_endpoint(broker), PROTO_WORKERS, json_object(), &reply)))
+    if ((code = cli_broker_call(cli_broker_endpoint(broker), PROTO_WORKERS, json_object(), &reply)))
         return code;
     if (json) {
-        print_json(reply);
+        cli_print_json(reply);
     } else {
         printf("%-24s %-20s %-6s %8s %-16s %s\n", "NAME", "HOST", "STATE", "JOB", "SERVING",
                "LAST HEARTBEAT");
@@ -1060,8 +774,7 @@ int cmd_workers(int argc, char **argv)
             printf("%-24s %-20s %-6s %8s %-16s %.1fs ago\n",
                    json_string_value(json_object_get(t, "name")),
                    json_string_value(json_object_get(t, "host")),
-                   json_string_value(json_object_get(t, "state")), jobtext,
-                   serving ? serving : "-",
+                   json_string_value(json_object_get(t, "state")), jobtext, serving ? serving : "-",
                    json_number_value(json_object_get(t, "last_heartbeat_age")));
         }
     }
@@ -1073,13 +786,14 @@ int cmd_whoami(int argc, char **argv)
 {
     const char *broker = NULL;
     bool json = false;
-    int code = list_command(argc, argv, "mlq whoami [--broker E] [--json]", &broker, &json);
+    int code = cli_list_args(argc, argv, "mlq whoami [--broker E] [--json]", CLI_NO_NAME, NULL,
+                             &broker, &json);
     if (code) return code < 0 ? EXIT_OK : code;
     json_t *reply;
-    if ((code = broker_call(broker_endpoint(broker), PROTO_WHOAMI, json_object(), &reply)))
+    if ((code = cli_broker_call(cli_broker_endpoint(broker), PROTO_WHOAMI, json_object(), &reply)))
         return code;
     if (json) {
-        print_json(reply);
+        cli_print_json(reply);
     } else if (json_is_string(json_object_get(reply, "name"))) {
         printf("%s (%s), key %s\n", json_string_value(json_object_get(reply, "name")),
                json_string_value(json_object_get(reply, "role")),
@@ -1163,7 +877,7 @@ static int run_on_checkpoint(int argc, char **argv, bool predict)
     }
     json_t *spec = finish_spec(doc);
     if (!spec) return EXIT_USAGE;
-    const char *endpoint = broker_endpoint(broker);
+    const char *endpoint = cli_broker_endpoint(broker);
     json_t *reply;
     int code = submit_call(endpoint, spec, NULL, NULL, &reply);
     if (code) return code;
@@ -1181,8 +895,8 @@ static int run_on_checkpoint(int argc, char **argv, bool predict)
     code = wait_job(endpoint, id, json, !json);
     if (code == EXIT_OK && !json) {
         /* The result, for a person: eval's loss and accuracy, predict's output. */
-        if (broker_call(endpoint, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id), &reply) ==
-            EXIT_OK) {
+        if (cli_broker_call(endpoint, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id),
+                            &reply) == EXIT_OK) {
             json_t *result = json_object_get(json_object_get(reply, "job"), "result");
             if (result) render_result(result);
             json_decref(reply);
@@ -1293,7 +1007,7 @@ int cmd_generate(int argc, char **argv)
     }
     json_t *spec = finish_spec(doc);
     if (!spec) return EXIT_USAGE;
-    const char *endpoint = broker_endpoint(broker);
+    const char *endpoint = cli_broker_endpoint(broker);
     json_t *reply;
     int code = submit_call(endpoint, spec, NULL, NULL, &reply);
     if (code) return code;
@@ -1307,7 +1021,8 @@ int cmd_generate(int argc, char **argv)
         return code;
     }
     if (json) return EXIT_OK;
-    code = broker_call(endpoint, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id), &reply);
+    code =
+        cli_broker_call(endpoint, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id), &reply);
     if (code) return code;
     json_t *result = json_object_get(json_object_get(reply, "job"), "result");
     const char *text = json_string_value(json_object_get(result, "text"));
