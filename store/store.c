@@ -402,6 +402,72 @@ int store_step_done(struct store *s, sqlite3_stmt *st, const char *what)
     return ret;
 }
 
+sqlite3_stmt *store_prepare(struct store *s, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        store_fail_sql(s, rc, "prepare");
+        return NULL;
+    }
+    return st;
+}
+
+int store_step_finalize(struct store *s, sqlite3_stmt *st, const char *what)
+{
+    int ret = store_step_done(s, st, what);
+    sqlite3_finalize(st);
+    return ret;
+}
+
+int store_grow(struct store *s, void **p, size_t *cap, size_t len, size_t size, size_t first)
+{
+    if (len < *cap) return 0;
+    size_t ncap = *cap ? *cap * 2 : first;
+    void *q = ncap <= SIZE_MAX / size ? realloc(*p, ncap * size) : NULL;
+    if (!q) return store_fail(s, -ENOMEM, "%s: out of memory", s->path);
+    *p = q;
+    *cap = ncap;
+    return 0;
+}
+
+int store_collect_ids(struct store *s, sqlite3_stmt *st, int64_t **ids, size_t *n, size_t *cap,
+                      const char *what)
+{
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int ret = store_grow(s, (void **)ids, cap, *n, sizeof **ids, 64);
+        if (ret) return ret;
+        (*ids)[(*n)++] = sqlite3_column_int64(st, 0);
+    }
+    return rc == SQLITE_DONE ? 0 : store_fail_sql(s, rc, what);
+}
+
+int store_collect_pairs(struct store *s, sqlite3_stmt *st, struct store_param **out, size_t *n,
+                        const char *what)
+{
+    struct store_param *p = NULL;
+    size_t len = 0, cap = 0;
+    int rc, ret = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if ((ret = store_grow(s, (void **)&p, &cap, len, sizeof *p, 32)) != 0) break;
+        p[len].key = store_col_strdup(st, 0);
+        p[len].value = store_col_strdup(st, 1);
+        if (!p[len++].key || !p[len - 1].value) {
+            ret = store_fail(s, -ENOMEM, "%s: out of memory", s->path);
+            break;
+        }
+    }
+    if (ret == 0 && rc != SQLITE_DONE) ret = store_fail_sql(s, rc, what);
+    if (ret) {
+        store_params_free(p, len);
+        return ret;
+    }
+    *out = p;
+    *n = len;
+    return 0;
+}
+
 static int exec(struct store *s, const char *sql, const char *what)
 {
     int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);

@@ -490,6 +490,13 @@ int store_sweep_get(struct store *s, int64_t id, struct store_sweep *out); /* -E
 /* All sweeps, newest first (limit 0 = all). Free: store_sweeps_free. */
 int store_sweeps_list(struct store *s, int64_t limit, struct store_sweep **out, size_t *n);
 int store_sweep_set_cancelled(struct store *s, int64_t id);
+/* Deletes a sweep with its trials and decisions. keep_runs false: its
+ * trial runs go too, as store_run_delete deletes them; true: they stay as
+ * ordinary runs (jobs.sweep NULL; experiment, tags, params and metrics
+ * kept). *runs (malloc'd, ascending, may be NULL) gets the trial runs
+ * either way. One write section; -ENOENT if there is no such sweep.
+ * Callers refuse sweeps with live trials themselves (the broker owns them). */
+int store_sweep_delete(struct store *s, int64_t id, bool keep_runs, int64_t **runs, size_t *n);
 
 struct store_trial {
     int64_t sweep;

@@ -73,6 +73,26 @@ int store_fail(struct store *s, int err, const char *fmt, ...)
 /* Runs a statement to completion (no rows expected). */
 int store_step_done(struct store *s, sqlite3_stmt *st, const char *what);
 
+/* An uncached statement, for calls that run once per epoch at most or from
+ * the cli: the caller finalizes it. NULL on failure (message set). */
+sqlite3_stmt *store_prepare(struct store *s, const char *sql);
+/* store_step_done, then finalizes st (one of store_prepare's). */
+int store_step_finalize(struct store *s, sqlite3_stmt *st, const char *what);
+/* Room for one more element of size bytes in *p, which holds len of *cap:
+ * doubles *cap (first the first time). 0 or -ENOMEM, message set; *p is
+ * unchanged on failure. */
+int store_grow(struct store *s, void **p, size_t *cap, size_t len, size_t size, size_t first);
+/* Steps st to its end, appending column 0 of every row to *ids (*n of
+ * *cap); neither resets nor finalizes st. 0 or -errno, message set (what
+ * names the query); *ids stays the caller's to free either way. */
+int store_collect_ids(struct store *s, sqlite3_stmt *st, int64_t **ids, size_t *n, size_t *cap,
+                      const char *what);
+/* Steps st to its end, its columns 0 and 1 as key/value pairs into *out
+ * and *n (free with store_params_free); neither resets nor finalizes st. On
+ * failure nothing is returned and the message is set. */
+int store_collect_pairs(struct store *s, sqlite3_stmt *st, struct store_param **out, size_t *n,
+                        const char *what);
+
 /* A write section: own transaction when none is open, else a savepoint.
  * store_write_begin returns a token >= 0 or a negative errno; end commits
  * (rc == 0) or rolls back (rc < 0) and returns rc or the commit's error. */

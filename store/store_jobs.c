@@ -252,31 +252,14 @@ int store_job_ids_by_state(struct store *s, enum store_state state, int64_t **id
     if (!st) return -EIO;
     sqlite3_bind_text(st, 1, store_state_name(state), -1, SQLITE_STATIC);
     size_t cap = 0;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (*n == cap) {
-            size_t ncap = cap ? cap * 2 : 64;
-            int64_t *p = realloc(*ids, ncap * sizeof *p);
-            if (!p) {
-                sqlite3_reset(st);
-                free(*ids);
-                *ids = NULL;
-                *n = 0;
-                return store_fail(s, -ENOMEM, "%s: out of memory", s->path);
-            }
-            *ids = p;
-            cap = ncap;
-        }
-        (*ids)[(*n)++] = sqlite3_column_int64(st, 0);
-    }
+    int ret = store_collect_ids(s, st, ids, n, &cap, "jobs by state");
     sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
+    if (ret) {
         free(*ids);
         *ids = NULL;
         *n = 0;
-        return store_fail_sql(s, rc, "jobs by state");
     }
-    return 0;
+    return ret;
 }
 
 int store_job_count_by_state(struct store *s, int64_t counts[STORE_N_STATES])
@@ -429,37 +412,9 @@ int store_params_list(struct store *s, int64_t run, struct store_param **out, si
     sqlite3_stmt *st = store_stmt(s, ST_PARAMS_LIST);
     if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, run);
-    struct store_param *p = NULL;
-    size_t len = 0, cap = 0;
-    int rc, ret = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (len == cap) {
-            size_t ncap = cap ? cap * 2 : 32;
-            struct store_param *q = realloc(p, ncap * sizeof *q);
-            if (!q) {
-                ret = store_fail(s, -ENOMEM, "%s: out of memory", s->path);
-                break;
-            }
-            p = q;
-            cap = ncap;
-        }
-        p[len].key = store_col_strdup(st, 0);
-        p[len].value = store_col_strdup(st, 1);
-        len++;
-        if (!p[len - 1].key || !p[len - 1].value) {
-            ret = store_fail(s, -ENOMEM, "%s: out of memory", s->path);
-            break;
-        }
-    }
+    int ret = store_collect_pairs(s, st, out, n, "list params");
     sqlite3_reset(st);
-    if (ret == 0 && rc != SQLITE_DONE) ret = store_fail_sql(s, rc, "list params");
-    if (ret < 0) {
-        store_params_free(p, len);
-        return ret;
-    }
-    *out = p;
-    *n = len;
-    return 0;
+    return ret;
 }
 
 /* ---- run listing --------------------------------------------------------------------- */
@@ -497,11 +452,10 @@ static int where_key_known(struct store *s, const char *key)
                                "EXISTS (SELECT 1 FROM jobs)"
                              : "SELECT EXISTS (SELECT 1 FROM jobs WHERE json_type(spec, '$.' || "
                                "?1) IS NOT NULL), EXISTS (SELECT 1 FROM jobs)";
-    sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
-    if (rc != SQLITE_OK) return store_fail_sql(s, rc, "prepare key check");
+    sqlite3_stmt *st = store_prepare(s, sql);
+    if (!st) return -EIO;
     sqlite3_bind_text(st, 1, metric ? key + 8 : key, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
+    int rc = sqlite3_step(st);
     int ret = 0;
     if (rc != SQLITE_ROW)
         ret = store_fail_sql(s, rc, "key check");
@@ -590,9 +544,9 @@ int store_runs_list(struct store *s, const struct store_run_filter *f, struct st
         o += (size_t)snprintf(sql + o, sizeof sql - o, " ORDER BY j.id DESC");
     snprintf(sql + o, sizeof sql - o, " LIMIT ?4");
 
-    sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
-    if (rc != SQLITE_OK) return store_fail_sql(s, rc, "prepare run listing");
+    sqlite3_stmt *st = store_prepare(s, sql);
+    if (!st) return -EIO;
+    int rc;
     if (f->sort_metric) sqlite3_bind_text(st, 1, f->sort_metric, -1, SQLITE_STATIC);
     if (f->state >= 0)
         sqlite3_bind_text(st, 2, store_state_name((enum store_state)f->state), -1, SQLITE_STATIC);
@@ -617,16 +571,7 @@ int store_runs_list(struct store *s, const struct store_run_filter *f, struct st
     size_t len = 0, cap = 0;
     int ret = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (len == cap) {
-            size_t ncap = cap ? cap * 2 : 64;
-            struct store_job *q = realloc(jobs, ncap * sizeof *q);
-            if (!q) {
-                ret = store_fail(s, -ENOMEM, "%s: out of memory", s->path);
-                break;
-            }
-            jobs = q;
-            cap = ncap;
-        }
+        if ((ret = store_grow(s, (void **)&jobs, &cap, len, sizeof *jobs, 64)) != 0) break;
         if (job_from_row(st, &jobs[len]) < 0) {
             ret = store_fail(s, -EIO, "%s: run %lld: bad kind or state", s->path,
                              (long long)sqlite3_column_int64(st, 0));
@@ -665,22 +610,9 @@ int store_run_delete(struct store *s, int64_t id)
 /* Appends the ids a GC query selects to *ids (deduplicated later by delete). */
 static int collect_ids(struct store *s, sqlite3_stmt *st, int64_t **ids, size_t *n, size_t *cap)
 {
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (*n == *cap) {
-            size_t ncap = *cap ? *cap * 2 : 256;
-            int64_t *p = realloc(*ids, ncap * sizeof *p);
-            if (!p) {
-                sqlite3_reset(st);
-                return store_fail(s, -ENOMEM, "%s: out of memory", s->path);
-            }
-            *ids = p;
-            *cap = ncap;
-        }
-        (*ids)[(*n)++] = sqlite3_column_int64(st, 0);
-    }
+    int ret = store_collect_ids(s, st, ids, n, cap, "gc select");
     sqlite3_reset(st);
-    return rc == SQLITE_DONE ? 0 : store_fail_sql(s, rc, "gc select");
+    return ret;
 }
 
 static int cmp_id(const void *a, const void *b)

@@ -1,5 +1,5 @@
 /* Sweeps (their trials and scheduler decisions), tags, notes and --after
- * dependencies: the tables of schema version 4 (docs/schema.md,
+ * dependencies: the tables of schema version 5 (docs/schema.md,
  * docs/sweeps.md). The broker writes them; the cli reads them. */
 #include "store_internal.h"
 
@@ -9,31 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Prepares an uncached statement (the calls here run once per epoch of a
- * trial at most, or from the cli). NULL on failure, message set. */
-static sqlite3_stmt *prepare(struct store *s, const char *sql)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
-    if (rc != SQLITE_OK) {
-        store_fail_sql(s, rc, "prepare");
-        return NULL;
-    }
-    return st;
-}
-
-/* Steps st to its end, finalizes it. */
-static int run_once(struct store *s, sqlite3_stmt *st, const char *what)
-{
-    int rc = sqlite3_step(st);
-    int ret = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : store_fail_sql(s, rc, what);
-    sqlite3_finalize(st);
-    return ret;
-}
-
 static int job_exists(struct store *s, int64_t run)
 {
-    sqlite3_stmt *st = prepare(s, "SELECT 1 FROM jobs WHERE id = ?1");
+    sqlite3_stmt *st = store_prepare(s, "SELECT 1 FROM jobs WHERE id = ?1");
     if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, run);
     int rc = sqlite3_step(st);
@@ -91,14 +69,15 @@ int store_tag_set(struct store *s, int64_t run, const char *key, const char *val
     if (tok < 0) return tok;
     int ret = job_exists(s, run);
     if (ret == 0) {
-        sqlite3_stmt *st = prepare(s, "INSERT INTO tags(run, key, value) VALUES (?1, ?2, ?3) "
-                                      "ON CONFLICT(run, key) DO UPDATE SET value = excluded.value");
+        sqlite3_stmt *st =
+            store_prepare(s, "INSERT INTO tags(run, key, value) VALUES (?1, ?2, ?3) "
+                             "ON CONFLICT(run, key) DO UPDATE SET value = excluded.value");
         ret = -EIO;
         if (st) {
             sqlite3_bind_int64(st, 1, run);
             sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
             sqlite3_bind_text(st, 3, value, -1, SQLITE_STATIC);
-            ret = run_once(s, st, "set tag");
+            ret = store_step_finalize(s, st, "set tag");
         }
     }
     return store_write_end(s, tok, ret);
@@ -108,36 +87,12 @@ int store_tags_list(struct store *s, int64_t run, struct store_param **out, size
 {
     *out = NULL;
     *n = 0;
-    sqlite3_stmt *st = prepare(s, "SELECT key, value FROM tags WHERE run = ?1 ORDER BY key");
+    sqlite3_stmt *st = store_prepare(s, "SELECT key, value FROM tags WHERE run = ?1 ORDER BY key");
     if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, run);
-    struct store_param *p = NULL;
-    size_t len = 0, cap = 0;
-    int rc, ret = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (len == cap) {
-            size_t ncap = cap ? 2 * cap : 8;
-            struct store_param *q = realloc(p, ncap * sizeof *q);
-            if (!q) {
-                ret = store_fail(s, -ENOMEM, "out of memory");
-                break;
-            }
-            p = q;
-            cap = ncap;
-        }
-        p[len].key = store_col_strdup(st, 0);
-        p[len].value = store_col_strdup(st, 1);
-        len++;
-    }
-    if (ret == 0 && rc != SQLITE_DONE) ret = store_fail_sql(s, rc, "list tags");
+    int ret = store_collect_pairs(s, st, out, n, "list tags");
     sqlite3_finalize(st);
-    if (ret) {
-        store_params_free(p, len);
-        return ret;
-    }
-    *out = p;
-    *n = len;
-    return 0;
+    return ret;
 }
 
 int store_note_add(struct store *s, int64_t run, const char *text)
@@ -154,7 +109,8 @@ int store_note_add(struct store *s, int64_t run, const char *text)
 
 int store_dep_add(struct store *s, int64_t job, int64_t after)
 {
-    sqlite3_stmt *st = prepare(s, "INSERT OR IGNORE INTO job_deps(job, after) VALUES (?1, ?2)");
+    sqlite3_stmt *st =
+        store_prepare(s, "INSERT OR IGNORE INTO job_deps(job, after) VALUES (?1, ?2)");
     if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, job);
     sqlite3_bind_int64(st, 2, after);
@@ -163,43 +119,28 @@ int store_dep_add(struct store *s, int64_t job, int64_t after)
         sqlite3_finalize(st);
         return tok;
     }
-    return store_write_end(s, tok, run_once(s, st, "add dependency"));
+    return store_write_end(s, tok, store_step_finalize(s, st, "add dependency"));
 }
 
+/* The ids st selects, st finalized. */
 static int ids_query(struct store *s, sqlite3_stmt *st, int64_t **ids, size_t *n)
 {
     *ids = NULL;
     *n = 0;
-    int64_t *v = NULL;
-    size_t len = 0, cap = 0;
-    int rc, ret = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (len == cap) {
-            size_t ncap = cap ? 2 * cap : 16;
-            int64_t *q = realloc(v, ncap * sizeof *q);
-            if (!q) {
-                ret = store_fail(s, -ENOMEM, "out of memory");
-                break;
-            }
-            v = q;
-            cap = ncap;
-        }
-        v[len++] = sqlite3_column_int64(st, 0);
-    }
-    if (ret == 0 && rc != SQLITE_DONE) ret = store_fail_sql(s, rc, "list ids");
+    size_t cap = 0;
+    int ret = store_collect_ids(s, st, ids, n, &cap, "list ids");
     sqlite3_finalize(st);
     if (ret) {
-        free(v);
-        return ret;
+        free(*ids);
+        *ids = NULL;
+        *n = 0;
     }
-    *ids = v;
-    *n = len;
-    return 0;
+    return ret;
 }
 
 int store_deps_list(struct store *s, int64_t job, int64_t **ids, size_t *n)
 {
-    sqlite3_stmt *st = prepare(s, "SELECT after FROM job_deps WHERE job = ?1 ORDER BY after");
+    sqlite3_stmt *st = store_prepare(s, "SELECT after FROM job_deps WHERE job = ?1 ORDER BY after");
     if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, job);
     return ids_query(s, st, ids, n);
@@ -217,16 +158,7 @@ int store_deps_fail_broken(struct store *s, size_t *n_failed)
     size_t len = 0, cap = 0;
     int rc, ret = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (len == cap) {
-            size_t ncap = cap ? 2 * cap : 8;
-            struct broken *q = realloc(v, ncap * sizeof *q);
-            if (!q) {
-                ret = store_fail(s, -ENOMEM, "out of memory");
-                break;
-            }
-            v = q;
-            cap = ncap;
-        }
+        if ((ret = store_grow(s, (void **)&v, &cap, len, sizeof *v, 8)) != 0) break;
         v[len].job = sqlite3_column_int64(st, 0);
         v[len].after = sqlite3_column_int64(st, 1);
         store_col_copy(st, 2, v[len].state, sizeof v[len].state);
@@ -326,8 +258,8 @@ static int sweep_from_row(sqlite3_stmt *st, struct store_sweep *sw)
 static int sweep_derive(struct store *s, struct store_sweep *sw)
 {
     sqlite3_stmt *st =
-        prepare(s, "SELECT state, count(*), max(finished) FROM jobs WHERE sweep = ?1 "
-                   "GROUP BY state");
+        store_prepare(s, "SELECT state, count(*), max(finished) FROM jobs WHERE sweep = ?1 "
+                         "GROUP BY state");
     if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, sw->id);
     int rc;
@@ -356,7 +288,7 @@ static int sweep_by_request(struct store *s, const char *request_id, const char 
                             const char *space, const char *owner, int64_t *id)
 {
     sqlite3_stmt *st =
-        prepare(s, "SELECT id, spec, space, owner FROM sweeps WHERE request_id = ?1");
+        store_prepare(s, "SELECT id, spec, space, owner FROM sweeps WHERE request_id = ?1");
     if (!st) return -EIO;
     sqlite3_bind_text(st, 1, request_id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
@@ -403,11 +335,11 @@ int store_sweep_create(struct store *s, const struct store_sweep *sw,
         return store_write_end(s, tok, 0);
     }
     if (ret != -ENOENT) return store_write_end(s, tok, ret);
-    sqlite3_stmt *st =
-        prepare(s, "INSERT INTO sweeps(name, experiment, owner, spec, space, seed, n_trials, "
-                   "max_parallel, scheduler, metric, mode, max_t, grace_period, reduction_factor, "
-                   "min_samples, submitted, request_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
-                   "?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)");
+    sqlite3_stmt *st = store_prepare(
+        s, "INSERT INTO sweeps(name, experiment, owner, spec, space, seed, n_trials, "
+           "max_parallel, scheduler, metric, mode, max_t, grace_period, reduction_factor, "
+           "min_samples, submitted, request_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
+           "?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)");
     ret = -EIO;
     if (st) {
         sqlite3_bind_text(st, 1, sw->name, -1, SQLITE_STATIC);
@@ -427,12 +359,12 @@ int store_sweep_create(struct store *s, const struct store_sweep *sw,
         sqlite3_bind_int(st, 15, sw->min_samples);
         sqlite3_bind_double(st, 16, s->now());
         store_bind_text_or_null(st, 17, request_id);
-        ret = run_once(s, st, "insert sweep");
+        ret = store_step_finalize(s, st, "insert sweep");
     }
     int64_t sweep = sqlite3_last_insert_rowid(s->db);
     sqlite3_stmt *ti = ret ? NULL
-                           : prepare(s, "INSERT INTO sweep_trials(sweep, trial, job, params) "
-                                        "VALUES (?1, ?2, ?3, ?4)");
+                           : store_prepare(s, "INSERT INTO sweep_trials(sweep, trial, job, params) "
+                                              "VALUES (?1, ?2, ?3, ?4)");
     if (ret == 0 && !ti) ret = -EIO;
     for (size_t i = 0; ret == 0 && i < n; i++) {
         struct store_new_job nj = {
@@ -466,7 +398,7 @@ int store_sweep_create(struct store *s, const struct store_sweep *sw,
 int store_sweep_get(struct store *s, int64_t id, struct store_sweep *out)
 {
     memset(out, 0, sizeof *out);
-    sqlite3_stmt *st = prepare(s, "SELECT " SWEEP_COLS " FROM sweeps WHERE id = ?1");
+    sqlite3_stmt *st = store_prepare(s, "SELECT " SWEEP_COLS " FROM sweeps WHERE id = ?1");
     if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, id);
     int rc = sqlite3_step(st);
@@ -489,23 +421,15 @@ int store_sweeps_list(struct store *s, int64_t limit, struct store_sweep **out, 
 {
     *out = NULL;
     *n = 0;
-    sqlite3_stmt *st = prepare(s, "SELECT " SWEEP_COLS " FROM sweeps ORDER BY id DESC LIMIT ?1");
+    sqlite3_stmt *st =
+        store_prepare(s, "SELECT " SWEEP_COLS " FROM sweeps ORDER BY id DESC LIMIT ?1");
     if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, limit > 0 ? limit : -1);
     struct store_sweep *v = NULL;
     size_t len = 0, cap = 0;
     int rc, ret = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (len == cap) {
-            size_t ncap = cap ? 2 * cap : 16;
-            struct store_sweep *q = realloc(v, ncap * sizeof *q);
-            if (!q) {
-                ret = store_fail(s, -ENOMEM, "out of memory");
-                break;
-            }
-            v = q;
-            cap = ncap;
-        }
+        if ((ret = store_grow(s, (void **)&v, &cap, len, sizeof *v, 16)) != 0) break;
         if (sweep_from_row(st, &v[len]) != 0) {
             store_sweep_free(&v[len]);
             ret = store_fail(s, -EIO, "%s: a sweep with a bad scheduler", s->path);
@@ -528,7 +452,7 @@ int store_sweeps_list(struct store *s, int64_t limit, struct store_sweep **out, 
 
 int store_sweep_set_cancelled(struct store *s, int64_t id)
 {
-    sqlite3_stmt *st = prepare(s, "UPDATE sweeps SET cancelled = 1 WHERE id = ?1");
+    sqlite3_stmt *st = store_prepare(s, "UPDATE sweeps SET cancelled = 1 WHERE id = ?1");
     if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, id);
     int tok = store_write_begin(s);
@@ -536,10 +460,41 @@ int store_sweep_set_cancelled(struct store *s, int64_t id)
         sqlite3_finalize(st);
         return tok;
     }
-    int ret = run_once(s, st, "cancel sweep");
+    int ret = store_step_finalize(s, st, "cancel sweep");
     if (ret == 0 && sqlite3_changes(s->db) == 0)
         ret = store_fail(s, -ENOENT, "no sweep %lld in %s", (long long)id, s->path);
     return store_write_end(s, tok, ret);
+}
+
+int store_sweep_delete(struct store *s, int64_t id, bool keep_runs, int64_t **runs, size_t *n)
+{
+    *runs = NULL;
+    *n = 0;
+    int tok = store_write_begin(s);
+    if (tok < 0) return tok;
+    sqlite3_stmt *st = store_prepare(s, "SELECT id FROM jobs WHERE sweep = ?1 ORDER BY id");
+    int ret = st ? 0 : -EIO;
+    if (st) {
+        sqlite3_bind_int64(st, 1, id);
+        ret = ids_query(s, st, runs, n);
+    }
+    for (size_t i = 0; ret == 0 && !keep_runs && i < *n; i++)
+        ret = store_run_delete(s, (*runs)[i]);
+    st = ret ? NULL : store_prepare(s, "DELETE FROM sweeps WHERE id = ?1");
+    if (ret == 0 && !st) ret = -EIO;
+    if (st) {
+        sqlite3_bind_int64(st, 1, id);
+        ret = store_step_finalize(s, st, "delete sweep");
+        if (ret == 0 && sqlite3_changes(s->db) == 0)
+            ret = store_fail(s, -ENOENT, "no sweep %lld in %s", (long long)id, s->path);
+    }
+    ret = store_write_end(s, tok, ret);
+    if (ret) {
+        free(*runs);
+        *runs = NULL;
+        *n = 0;
+    }
+    return ret;
 }
 
 void store_trials_free(struct store_trial *t, size_t n)
@@ -569,7 +524,7 @@ int store_sweep_trials(struct store *s, int64_t id, struct store_trial **out, si
     struct store_sweep sw;
     int ret = store_sweep_get(s, id, &sw);
     if (ret) return ret;
-    sqlite3_stmt *st = prepare(
+    sqlite3_stmt *st = store_prepare(
         s,
         "SELECT t.trial, t.job, t.params, j.state, j.error,"
         " (SELECT max(epoch) FROM final_metrics f WHERE f.run = t.job),"
@@ -589,16 +544,7 @@ int store_sweep_trials(struct store *s, int64_t id, struct store_trial **out, si
     size_t len = 0, cap = 0;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (len == cap) {
-            size_t ncap = cap ? 2 * cap : 16;
-            struct store_trial *q = realloc(v, ncap * sizeof *q);
-            if (!q) {
-                ret = store_fail(s, -ENOMEM, "out of memory");
-                break;
-            }
-            v = q;
-            cap = ncap;
-        }
+        if ((ret = store_grow(s, (void **)&v, &cap, len, sizeof *v, 16)) != 0) break;
         struct store_trial *t = &v[len++];
         memset(t, 0, sizeof *t);
         t->sweep = id;
@@ -631,8 +577,8 @@ int store_sweep_trials(struct store *s, int64_t id, struct store_trial **out, si
 int store_decision_get(struct store *s, int64_t sweep, int rung, int trial,
                        struct store_decision *out)
 {
-    sqlite3_stmt *st = prepare(s, "SELECT epoch, value, decision FROM sweep_decisions WHERE "
-                                  "sweep = ?1 AND rung = ?2 AND trial = ?3");
+    sqlite3_stmt *st = store_prepare(s, "SELECT epoch, value, decision FROM sweep_decisions WHERE "
+                                        "sweep = ?1 AND rung = ?2 AND trial = ?3");
     if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, sweep);
     sqlite3_bind_int(st, 2, rung);
@@ -656,8 +602,9 @@ int store_decision_get(struct store *s, int64_t sweep, int rung, int trial,
 
 int store_decision_put(struct store *s, int64_t sweep, const struct store_decision *d)
 {
-    sqlite3_stmt *st = prepare(s, "INSERT INTO sweep_decisions(sweep, rung, trial, epoch, value, "
-                                  "decision, time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+    sqlite3_stmt *st =
+        store_prepare(s, "INSERT INTO sweep_decisions(sweep, rung, trial, epoch, value, "
+                         "decision, time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
     if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, sweep);
     sqlite3_bind_int(st, 2, d->rung);
@@ -674,15 +621,15 @@ int store_decision_put(struct store *s, int64_t sweep, const struct store_decisi
         sqlite3_finalize(st);
         return tok;
     }
-    return store_write_end(s, tok, run_once(s, st, "record decision"));
+    return store_write_end(s, tok, store_step_finalize(s, st, "record decision"));
 }
 
 int store_rung_values(struct store *s, int64_t sweep, int rung, int trial, double **vals, size_t *n)
 {
     *vals = NULL;
     *n = 0;
-    sqlite3_stmt *st = prepare(s, "SELECT value FROM sweep_decisions WHERE sweep = ?1 AND "
-                                  "rung = ?2 AND trial <> ?3 ORDER BY trial");
+    sqlite3_stmt *st = store_prepare(s, "SELECT value FROM sweep_decisions WHERE sweep = ?1 AND "
+                                        "rung = ?2 AND trial <> ?3 ORDER BY trial");
     if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, sweep);
     sqlite3_bind_int(st, 2, rung);
@@ -691,16 +638,7 @@ int store_rung_values(struct store *s, int64_t sweep, int rung, int trial, doubl
     size_t len = 0, cap = 0;
     int rc, ret = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (len == cap) {
-            size_t ncap = cap ? 2 * cap : 16;
-            double *q = realloc(v, ncap * sizeof *q);
-            if (!q) {
-                ret = store_fail(s, -ENOMEM, "out of memory");
-                break;
-            }
-            v = q;
-            cap = ncap;
-        }
+        if ((ret = store_grow(s, (void **)&v, &cap, len, sizeof *v, 16)) != 0) break;
         v[len++] = sqlite3_column_type(st, 0) == SQLITE_NULL ? NAN : sqlite3_column_double(st, 0);
     }
     if (ret == 0 && rc != SQLITE_DONE) ret = store_fail_sql(s, rc, "rung values");
@@ -716,7 +654,7 @@ int store_rung_values(struct store *s, int64_t sweep, int rung, int trial, doubl
 
 int store_trial_of_job(struct store *s, int64_t job, int64_t *sweep, int *trial)
 {
-    sqlite3_stmt *st = prepare(s, "SELECT sweep, trial FROM sweep_trials WHERE job = ?1");
+    sqlite3_stmt *st = store_prepare(s, "SELECT sweep, trial FROM sweep_trials WHERE job = ?1");
     if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, job);
     int rc = sqlite3_step(st);
@@ -733,8 +671,8 @@ int store_trial_of_job(struct store *s, int64_t job, int64_t *sweep, int *trial)
 
 int store_sweep_live_jobs(struct store *s, int64_t sweep, int64_t **ids, size_t *n)
 {
-    sqlite3_stmt *st = prepare(s, "SELECT id FROM jobs WHERE sweep = ?1 AND state IN "
-                                  "('queued','running') ORDER BY id");
+    sqlite3_stmt *st = store_prepare(s, "SELECT id FROM jobs WHERE sweep = ?1 AND state IN "
+                                        "('queued','running') ORDER BY id");
     if (!st) return -EIO;
     sqlite3_bind_int64(st, 1, sweep);
     return ids_query(s, st, ids, n);
