@@ -35,7 +35,7 @@ static void usage(FILE *out)
             "  --liveness N       missed heartbeats before a trainer is dead (default 3)\n"
             "  --checkpoint-keep N  checkpoints kept per run besides the best (0 = all)\n"
             "  --max-message BYTES  largest frame accepted (default 256 MiB)\n"
-            "  --sweep-max-trials N  trials one sweep may have (default 10000)\n"
+            "  --sweep-max-trials N  sweep.max_trials: trials one sweep may have (default 10000)\n"
             "  --secret-key FILE  broker.secret_key: CURVE with this key (mlq keygen)\n"
             "  --users-dir DIR    broker.users_dir: the users' public keys\n"
             "  --trainers-dir DIR broker.trainers_dir: the trainers' public keys\n"
@@ -87,7 +87,7 @@ int main(int argc, char **argv)
     /* Flags are applied over the file and environment, so read them first. */
     const char *flag[CONFIG_NKEYS] = {0};
     const char *config_file = NULL;
-    long long max_message = 0, sweep_max = 0;
+    long long max_message = 0;
     bool insecure = false;
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -123,15 +123,9 @@ int main(int argc, char **argv)
         case OPT_INSECURE:
             insecure = true;
             break;
-        case OPT_SWEEP_MAX: {
-            char *end;
-            sweep_max = strtoll(optarg, &end, 10);
-            if (*end || end == optarg || sweep_max < 1 || sweep_max > 100000) {
-                fprintf(stderr, "mlq-broker: --sweep-max-trials takes a count from 1 to 100000\n");
-                return 2;
-            }
+        case OPT_SWEEP_MAX:
+            flag[CONFIG_SWEEP_MAX_TRIALS] = optarg;
             break;
-        }
         case OPT_SECRET:
             flag[CONFIG_BROKER_SECRET_KEY] = optarg;
             break;
@@ -189,7 +183,7 @@ int main(int argc, char **argv)
         .users_dir = cfg.broker_users_dir,
         .trainers_dir = cfg.broker_trainers_dir,
         .insecure = insecure,
-        .sweep_max_trials = sweep_max,
+        .sweep_max_trials = cfg.sweep_max_trials,
         .serve_deadline_ms = cfg.serve_deadline_ms,
     };
     struct broker *b;

@@ -9,6 +9,8 @@
 
 #include <jansson.h>
 
+#include "space.h"
+
 enum config_type { T_STR, T_INT, T_SYNC, T_LEVEL, T_ENDPOINT };
 
 /* One row per key, in the order of enum config_key. */
@@ -71,6 +73,9 @@ static const struct config_keydef {
     KEY_PATH(CONFIG_TRAINER_OUTPUTS_DIR, "trainer.outputs_dir", "MLQ_TRAINER_OUTPUTS_DIR",
              trainer_outputs_dir),
 #undef KEY_PATH
+    [CONFIG_SWEEP_MAX_TRIALS] = {"sweep.max_trials", "MLQ_SWEEP_MAX_TRIALS", NULL, T_INT,
+                                 offsetof(struct config, sweep_max_trials), 0, 1,
+                                 SPACE_MAX_TRIALS_CAP},
 };
 
 static const char *level_names[] = {[LOG_LVL_ERROR] = "error",
@@ -149,6 +154,7 @@ void config_init(struct config *c)
     snprintf(c->trainer_name, sizeof c->trainer_name, "%s-%ld", host, (long)getpid());
     c->checkpoint_keep = 3;
     c->serve_deadline_ms = 5000;
+    c->sweep_max_trials = SPACE_MAX_TRIALS;
 }
 
 /* Validates text for key k and stores it; the message names only the key and

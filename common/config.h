@@ -60,6 +60,7 @@ enum config_key {
     CONFIG_TRAINER_DATA_ROOTS,
     CONFIG_TRAINER_OUTPUTS_DIR,
     CONFIG_SERVE_DEADLINE_MS,
+    CONFIG_SWEEP_MAX_TRIALS,
     CONFIG_NKEYS
 };
 
@@ -85,6 +86,7 @@ struct config {
     char trainer_name[256];
     int checkpoint_keep;   /* checkpoints kept per run; 0 = all */
     int serve_deadline_ms; /* an infer request's deadline when it names none (docs/serving.md) */
+    int sweep_max_trials;  /* trials one sweep may have (the broker's limit) */
     /* CurveZMQ (docs/security.md); "" = unset. */
     char broker_secret_key[CONFIG_STR_MAX];   /* the broker's own key file: CURVE on */
     char broker_users_dir[CONFIG_STR_MAX];    /* users' public keys ("": next to the secret) */

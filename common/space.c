@@ -198,7 +198,7 @@ int space_trial_count(const struct space *sp, const struct sweep_opts *o, uint64
                           (unsigned long long)max_trials);
         return errmsg(err, errlen, -EINVAL,
                       "space: the sweep has %llu trials (a grid of %llu x %llu samples), more "
-                      "than the limit of %llu (mlq-broker --sweep-max-trials)",
+                      "than the limit of %llu (sweep.max_trials, mlq-broker --sweep-max-trials)",
                       (unsigned long long)total, (unsigned long long)sp->grid_size,
                       (unsigned long long)samples, (unsigned long long)max_trials);
     }
