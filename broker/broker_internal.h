@@ -217,5 +217,7 @@ int sweep_meta_apply(struct broker *b, const struct proto_msg *m, int64_t job); 
 void sweep_on_metrics(struct broker *b, struct trainer *t, int64_t job, int64_t epoch,
                       const json_t *values);
 double sweep_tick(struct broker *b, double now); /* queued jobs whose --after failed */
+/* QUEUE's "sweeps": the sender's sweeps with trials queued or running, newest first. */
+json_t *sweep_queue_json(struct broker *b);
 
 #endif

@@ -288,7 +288,9 @@ static void on_queue(struct broker *b, struct proto_msg *m)
     json_t *c = json_object();
     for (int s = 0; s < STORE_N_STATES; s++)
         json_object_set_new(c, store_state_name((enum store_state)s), json_integer(counts[s]));
-    reply_ok(b, m, json_pack("{s:o, s:o}", "jobs", jobs, "counts", c));
+    reply_ok(
+        b, m,
+        json_pack("{s:o, s:o, s:o}", "jobs", jobs, "counts", c, "sweeps", sweep_queue_json(b)));
 }
 
 static void on_workers(struct broker *b, struct proto_msg *m)

@@ -463,6 +463,31 @@ bool sweep_dispatch(struct broker *b, struct proto_msg *m)
     return true;
 }
 
+#define QUEUE_SWEEPS_MAX 32 /* the newest sweeps QUEUE looks at */
+
+json_t *sweep_queue_json(struct broker *b)
+{
+    json_t *a = json_array();
+    struct store_sweep *v = NULL;
+    size_t n = 0;
+    if (store_sweeps_list(b->store, QUEUE_SWEEPS_MAX, &v, &n) != 0) return a;
+    for (size_t i = 0; i < n; i++) {
+        const struct store_sweep *sw = &v[i];
+        if (!sw->counts[STORE_QUEUED] && !sw->counts[STORE_RUNNING]) continue;
+        if (!may_see_owner(b, sw->owner)) continue;
+        json_t *c = json_object();
+        for (int k = 0; k < STORE_N_STATES; k++)
+            json_object_set_new(c, store_state_name((enum store_state)k),
+                                json_integer(sw->counts[k]));
+        json_array_append_new(a, json_pack("{s:I, s:s, s:s, s:s, s:i, s:o}", "id",
+                                           (json_int_t)sw->id, "name", sw->name, "scheduler",
+                                           store_sched_name(sw->scheduler), "metric", sw->metric,
+                                           "trials", sw->n_trials, "counts", c));
+    }
+    store_sweeps_free(&v, n);
+    return a;
+}
+
 /* ---- the schedulers ------------------------------------------------------------------ */
 
 static int dbl_cmp(const void *a, const void *b)

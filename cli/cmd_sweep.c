@@ -1,6 +1,6 @@
 /* mlq sweep: a search space over a spec, run as trials by the broker with
- * ASHA or the median rule (docs/sweeps.md); mlq sweep show/list/wait read
- * the database; mlq tag and mlq note go through the broker. */
+ * ASHA or the median rule (docs/sweeps.md); mlq sweep show/list/wait/rm
+ * read (rm: write) the database; mlq tag and mlq note go through the broker. */
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -29,7 +29,8 @@ static void sweep_usage(FILE *out)
             "                 [--broker ENDPOINT] [--db FILE]\n"
             "       mlq sweep show ID [--db FILE] [--json | --csv]\n"
             "       mlq sweep list [--db FILE] [--json | --csv]\n"
-            "       mlq sweep wait ID [--db FILE] [--json]\n\n"
+            "       mlq sweep wait ID [--db FILE] [--json]\n"
+            "       mlq sweep rm ID [--keep-runs] [--force] [--db FILE] [--json]\n\n"
             "Queues one train job per trial of SPACE (spec fields mapped to a list, or to\n"
             "{\"grid\"|\"choice\": [...]}, {\"uniform\"|\"loguniform\"|\"int\": [lo, hi]}); the\n"
             "broker stops bad trials early (ASHA: reduction factor 4, grace period 1; median:\n"
@@ -569,11 +570,84 @@ static int sweep_wait_cmd(int argc, char **argv)
     return sweep_wait(co.db, id, co.json);
 }
 
+static int rm_option(void *ctx, int ch, const char *arg)
+{
+    (void)arg;
+    bool *flags = ctx; /* [0] --force, [1] --keep-runs */
+    flags[ch == 'k'] = true;
+    return HISTORY_PROCEED;
+}
+
+/* mlq sweep rm: the sweep, its trials and decisions, and its trial runs
+ * unless --keep-runs; refused while a trial is queued or running. */
+static int sweep_rm(int argc, char **argv)
+{
+    static const struct option opts[] = {{"force", no_argument, NULL, 'f'},
+                                         {"keep-runs", no_argument, NULL, 'k'},
+                                         {NULL, 0, NULL, 0}};
+    bool flags[2] = {false, false};
+    const struct history_cmd cmd = {.name = "sweep rm",
+                                    .shortopts = "f",
+                                    .opts = opts,
+                                    .option = rm_option,
+                                    .ctx = flags,
+                                    .usage = sweep_usage};
+    struct history_opts co;
+    int64_t id;
+    int rc = history_args_id(&cmd, argc, argv, &co, &id);
+    if (rc != HISTORY_PROCEED) return rc;
+    struct store *s;
+    rc = history_open("sweep rm", co.db, true, &s);
+    if (rc != EXIT_OK) return rc;
+    struct store_sweep sw;
+    int err = store_sweep_get(s, id, &sw);
+    if (err) {
+        fprintf(stderr, "mlq sweep rm: %s\n", err == -ENOENT ? "no such sweep" : store_errmsg(s));
+        store_close(&s);
+        return err == -ENOENT ? EXIT_NOT_FOUND : EXIT_FAILURE_GENERIC;
+    }
+    int64_t live = sw.counts[STORE_QUEUED] + sw.counts[STORE_RUNNING];
+    store_sweep_free(&sw);
+    if (live && !flags[0]) {
+        fprintf(stderr,
+                "mlq sweep rm: sweep %lld has %lld trial%s queued or running; cancel it first "
+                "(mlq cancel --sweep %lld) or --force; nothing deleted\n",
+                (long long)id, (long long)live, live == 1 ? "" : "s", (long long)id);
+        store_close(&s);
+        return EXIT_FAILURE_GENERIC;
+    }
+    int64_t *runs = NULL;
+    size_t n = 0;
+    bool keep = flags[1];
+    err = store_sweep_delete(s, id, keep, &runs, &n);
+    if (err == 0 && !keep && n) err = store_vacuum(s);
+    if (err) {
+        fprintf(stderr, "mlq sweep rm: %s\n", store_errmsg(s));
+        free(runs);
+        store_close(&s);
+        return EXIT_FAILURE_GENERIC;
+    }
+    if (co.json) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(a, json_integer(runs[i]));
+        history_json_print(
+            json_pack("{s:I, s:o, s:b}", "removed", (json_int_t)id, "runs", a, "runs_kept", keep));
+    } else {
+        printf("removed sweep %lld and %s its %zu trial run%s\n", (long long)id,
+               keep ? "kept" : "removed", n, n == 1 ? "" : "s");
+    }
+    free(runs);
+    store_close(&s);
+    return EXIT_OK;
+}
+
 int cmd_sweep(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "show") == 0) return sweep_show(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "list") == 0) return sweep_list(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "wait") == 0) return sweep_wait_cmd(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "rm") == 0) return sweep_rm(argc - 1, argv + 1);
     return sweep_submit(argc, argv);
 }
 

@@ -172,9 +172,11 @@ static int build_frame(struct frame *f, const char *endpoint)
         return rc;
     }
     json_t *counts = json_object_get(queue, "counts");
-    frame_line(f, "queue: %lld queued, %lld running, %lld succeeded, %lld failed, %lld cancelled",
+    frame_line(f,
+               "queue: %lld queued, %lld running, %lld succeeded, %lld failed, %lld cancelled, "
+               "%lld stopped",
                jint(counts, "queued"), jint(counts, "running"), jint(counts, "succeeded"),
-               jint(counts, "failed"), jint(counts, "cancelled"));
+               jint(counts, "failed"), jint(counts, "cancelled"), jint(counts, "stopped"));
 
     /* the running jobs' progress, asked once each */
     struct progress prog[TOP_RUNNING_MAX];
@@ -215,6 +217,24 @@ static int build_frame(struct frame *f, const char *endpoint)
                    rate, p ? p->last : "");
     }
     if (!ntrainers) frame_line(f, "(no trainers connected)");
+
+    /* sweeps with trials left: how many their scheduler stopped so far */
+    json_t *sweeps = json_object_get(queue, "sweeps");
+    if (json_array_size(sweeps)) {
+        frame_line(f, "%s", "");
+        frame_line(f, "SWEEPS");
+        json_array_foreach(sweeps, i, j)
+        {
+            json_t *c = json_object_get(j, "counts");
+            const char *name = jstr(j, "name");
+            frame_line(f,
+                       "sweep %-4lld %-14.14s %-6s %lld trials: %lld running, %lld queued, %lld "
+                       "stopped, %lld succeeded, %lld failed, %lld cancelled",
+                       jint(j, "id"), *name ? name : "-", jstr(j, "scheduler"), jint(j, "trials"),
+                       jint(c, "running"), jint(c, "queued"), jint(c, "stopped"),
+                       jint(c, "succeeded"), jint(c, "failed"), jint(c, "cancelled"));
+        }
+    }
 
     frame_line(f, "%s", "");
     frame_line(f, "RUNNING");
