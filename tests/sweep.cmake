@@ -7,7 +7,7 @@ target_link_libraries(test_sweep PRIVATE mlq_runner mlq_store mlq_common PkgConf
 target_compile_definitions(test_sweep PRIVATE MLQ_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
                            MLQ_BINARY_DIR="${PROJECT_BINARY_DIR}")
 add_dependencies(test_sweep mlq-broker mlq-trainer mlq)
-foreach(part bad_input asha_sweep median_max_parallel broker_kill9 groups)
+foreach(part bad_input asha_sweep median_max_parallel broker_kill9 groups rm_top)
   add_test(NAME test_sweep_${part} COMMAND test_sweep test_${part})
   set_tests_properties(test_sweep_${part} PROPERTIES TIMEOUT 180
                        ENVIRONMENT "CMOCKA_MESSAGE_OUTPUT=STDOUT")

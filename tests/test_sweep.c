@@ -7,7 +7,10 @@
  * trial in one terminal state, every epoch's metrics once and no decision
  * lost or taken twice; bad spaces and settings are refused (exit 2,
  * nothing queued) and the broker survives hostile SWEEP messages and
- * diverging trials. */
+ * diverging trials; sweep.max_trials in the config file limits a sweep;
+ * mlq top shows stopped trials and the sweeps with trials left; mlq sweep
+ * rm refuses a sweep with live trials and deletes one with or without its
+ * trial runs. */
 #include <errno.h>
 #include <math.h>
 #include <setjmp.h>
@@ -105,7 +108,7 @@ static const char *spec_file(struct harness *h, const char *data, int epochs, in
 }
 
 /* Runs mlq with MLQ_BROKER and MLQ_DB set to the harness's; stdout into
- * dir/out.txt (read it with slurp). Returns the exit status. */
+ * dir/out.txt (read it with out_text or out_json). Returns the exit status. */
 static int mlq_run(struct harness *h, const char *const *args)
 {
     const char *argv[48] = {MLQ};
@@ -118,6 +121,19 @@ static int mlq_run(struct harness *h, const char *const *args)
     char out[600];
     snprintf(out, sizeof out, "%s/out.txt", h->dir);
     return h_run(h, argv, out);
+}
+
+/* mlq's last output as text, in buf. */
+static const char *out_text(struct harness *h, char *buf, size_t len)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/out.txt", h->dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, len - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
 }
 
 static json_t *out_json(struct harness *h)
@@ -150,7 +166,8 @@ static int64_t db_int(struct harness *h, const char *sql)
     return v;
 }
 
-static int64_t submit_sweep(struct harness *h, const char *const *args)
+/* Runs mlq (a submit or sweep with --json), which must exit 0; the "id" it printed. */
+static int64_t submit(struct harness *h, const char *const *args)
 {
     assert_int_equal(mlq_run(h, args), 0);
     json_t *r = out_json(h);
@@ -160,15 +177,20 @@ static int64_t submit_sweep(struct harness *h, const char *const *args)
     return id;
 }
 
+/* The number of a sweep's trial jobs in the states of the SQL list states. */
+static int64_t sweep_jobs(struct harness *h, int64_t sweep, const char *states)
+{
+    char q[256];
+    snprintf(q, sizeof q, "SELECT count(*) FROM jobs WHERE sweep = %lld AND state IN (%s)",
+             (long long)sweep, states);
+    return db_int(h, q);
+}
+
 static void wait_sweep(struct harness *h, int64_t id, double timeout_s)
 {
     double until = h_now() + timeout_s;
-    char q[256];
-    snprintf(q, sizeof q,
-             "SELECT count(*) FROM jobs WHERE sweep = %lld AND state IN ('queued','running')",
-             (long long)id);
     while (h_now() < until) {
-        if (db_int(h, q) == 0) return;
+        if (sweep_jobs(h, id, "'queued','running'") == 0) return;
         usleep(200 * 1000);
     }
     fail_msg("sweep %lld did not finish in %.0f s (see %s)", (long long)id, timeout_s, h->dir);
@@ -286,14 +308,12 @@ static void test_asha_sweep(void **state)
                           "--name",      "lr-bs",    "--experiment",
                           "fm",          "--tag",    "team=a",
                           "--json",      NULL};
-    int64_t id = submit_sweep(h, args);
+    int64_t id = submit(h, args);
     wait_sweep(h, id, 50);
     check_invariants(h, id, 10, true);
-    char q[256];
-    snprintf(q, sizeof q, "SELECT count(*) FROM jobs WHERE sweep = %lld AND state = 'stopped'",
-             (long long)id);
-    int64_t stopped = db_int(h, q);
+    int64_t stopped = sweep_jobs(h, id, "'stopped'");
     assert_true(stopped >= 1 && stopped <= 9); /* ASHA stopped some, not all */
+    char q[256];
     /* A stopped trial keeps its checkpoints. */
     snprintf(q, sizeof q,
              "SELECT count(*) FROM jobs j WHERE sweep = %lld AND state = 'stopped' AND NOT EXISTS "
@@ -344,7 +364,7 @@ static void test_asha_sweep(void **state)
     /* The same seed yields the same trials; cancel --sweep ends them all. */
     const char *again[] = {"sweep",  spec, "--space",        space, "--trials", "5",
                            "--seed", "11", "--max-parallel", "1",   "--json",   NULL};
-    int64_t id2 = submit_sweep(h, again);
+    int64_t id2 = submit(h, again);
     snprintf(ids, sizeof ids, "%lld", (long long)id2);
     const char *cancel[] = {"cancel", "--sweep", ids, "--json", NULL};
     assert_int_equal(mlq_run(h, cancel), 0);
@@ -355,13 +375,8 @@ static void test_asha_sweep(void **state)
              (long long)id, (long long)id2);
     assert_int_equal(db_int(h, same), 10);
     wait_sweep(h, id2, 20);
-    snprintf(q, sizeof q,
-             "SELECT count(*) FROM jobs WHERE sweep = %lld AND state IN ('cancelled','stopped')",
-             (long long)id2);
-    int64_t ended = db_int(h, q);
-    snprintf(q, sizeof q, "SELECT count(*) FROM jobs WHERE sweep = %lld AND state = 'succeeded'",
-             (long long)id2);
-    assert_int_equal(ended + db_int(h, q), 10);
+    int64_t ended = sweep_jobs(h, id2, "'cancelled','stopped'");
+    assert_int_equal(ended + sweep_jobs(h, id2, "'succeeded'"), 10);
     assert_true(ended >= 9); /* one trial at most may have finished first */
     const char *show2[] = {"sweep", "show", ids, "--json", NULL};
     assert_int_equal(mlq_run(h, show2), 0);
@@ -385,7 +400,7 @@ static void test_median_max_parallel(void **state)
     h_trainer_start(h, "t2");
     const char *args[] = {"sweep",         spec, "--space",        space, "--scheduler", "median",
                           "--min-samples", "1",  "--max-parallel", "1",   "--json",      NULL};
-    int64_t id = submit_sweep(h, args);
+    int64_t id = submit(h, args);
     wait_sweep(h, id, 40);
     check_invariants(h, id, 4, false);
     /* One trial at a time although two trainers were idle. */
@@ -426,11 +441,7 @@ static void test_broker_kill9(void **state)
     const char *args[] = {
         "sweep",          spec, "--space", space, "--trials", "10", "--reduction-factor", "2",
         "--grace-period", "2",  "--seed",  "5",   "--json",   NULL};
-    int64_t id = submit_sweep(h, args);
-    char q[256];
-    snprintf(q, sizeof q,
-             "SELECT count(*) FROM jobs WHERE sweep = %lld AND state IN ('queued','running')",
-             (long long)id);
+    int64_t id = submit(h, args);
     const char *epochs = "SELECT count(*) FROM metrics WHERE key = 'train_loss'";
     /* The trainers train only in windows of 30 to 70 ms between kills
        (SIGSTOP while the broker is killed and restarted): 20 windows are
@@ -449,7 +460,7 @@ static void test_broker_kill9(void **state)
         h_broker_start(h, NULL);
         kill(t1, SIGCONT);
         kill(t2, SIGCONT);
-        if (db_int(h, q) == 0) break;
+        if (sweep_jobs(h, id, "'queued','running'") == 0) break;
     }
     int64_t seen = db_int(h, epochs);
     fprintf(stderr, "broker killed %d times mid-sweep, %lld epochs recorded by then\n", kills,
@@ -457,6 +468,97 @@ static void test_broker_kill9(void **state)
     assert_int_equal(kills, 20); /* the sweep outlasted them */
     wait_sweep(h, id, 100);      /* a sanitized build is slower */
     check_invariants(h, id, 20, true);
+}
+
+/* ---- the trial limit as a config key, mlq top, mlq sweep rm ---------------------------- */
+
+static void test_rm_top(void **state)
+{
+    struct harness *h = *state;
+    char data[512], spec[600], space[600], text[8192], q[256];
+    fmnist(h, 600, data, sizeof data);
+    spec_file(h, data, 4, 16, 3, spec, sizeof spec);
+    write_file(h, "space.json", "{\"optimizer.lr\": {\"loguniform\": [1e-5, 0.3]}}", space,
+               sizeof space);
+    /* sweep.max_trials from the config file: 9 trials are refused, 8 not. */
+    FILE *cf = fopen(h->config, "a");
+    assert_non_null(cf);
+    fputs("sweep.max_trials = 8\n", cf);
+    fclose(cf);
+    h_broker_start(h, NULL);
+    const char *nine[] = {"sweep", spec, "--space", space, "--trials", "9", "--json", NULL};
+    assert_int_equal(mlq_run(h, nine), 2);
+    assert_int_equal(db_int(h, "SELECT count(*) FROM jobs"), 0);
+    const char *args[] = {
+        "sweep",  spec, "--space", space, "--trials", "8", "--seed", "2", "--reduction-factor", "2",
+        "--name", "lr", "--json",  NULL};
+    int64_t a = submit(h, args);
+    char as[24];
+    snprintf(as, sizeof as, "%lld", (long long)a);
+
+    /* No trainer yet: top lists the sweep, all queued; rm refuses it. */
+    const char *top[] = {"top", "--once", NULL};
+    assert_int_equal(mlq_run(h, top), 0);
+    out_text(h, text, sizeof text);
+    if (!strstr(text, "SWEEPS") || !strstr(text, "8 trials: 0 running, 8 queued, 0 stopped"))
+        fail_msg("mlq top --once: no queued sweep in\n%s", text);
+    const char *rm_live[] = {"sweep", "rm", as, NULL};
+    assert_int_equal(mlq_run(h, rm_live), 1);
+    assert_int_equal(db_int(h, "SELECT count(*) FROM sweeps"), 1);
+    assert_int_equal(sweep_jobs(h, a, "'queued'"), 8);
+
+    /* One trainer runs them in order: ASHA stops some; top counts them. */
+    h_trainer_start(h, "t1");
+    wait_sweep(h, a, 60);
+    int64_t stopped = sweep_jobs(h, a, "'stopped'");
+    assert_true(stopped >= 1);
+    assert_int_equal(mlq_run(h, top), 0);
+    out_text(h, text, sizeof text);
+    char want[64];
+    snprintf(want, sizeof want, "cancelled, %lld stopped", (long long)stopped);
+    if (!strstr(text, want)) fail_msg("mlq top --once: no \"%s\" in\n%s", want, text);
+    if (strstr(text, "SWEEPS")) fail_msg("mlq top --once: a finished sweep listed\n%s", text);
+
+    /* rm --keep-runs: the sweep goes, its trials stay as ordinary runs. */
+    const char *b_args[] = {"sweep",   spec, "--space",     space,  "--trials", "2",
+                            "--max-t", "1",  "--scheduler", "none", "--json",   NULL};
+    int64_t b = submit(h, b_args);
+    wait_sweep(h, b, 30);
+    char bs[24];
+    snprintf(bs, sizeof bs, "%lld", (long long)b);
+    snprintf(q, sizeof q, "SELECT min(id) FROM jobs WHERE sweep = %lld", (long long)b);
+    int64_t b_run = db_int(h, q);
+    const char *rm_keep[] = {"sweep", "rm", bs, "--keep-runs", "--json", NULL};
+    assert_int_equal(mlq_run(h, rm_keep), 0);
+    json_t *r = out_json(h);
+    assert_int_equal(json_integer_value(json_object_get(r, "removed")), b);
+    assert_int_equal(json_array_size(json_object_get(r, "runs")), 2);
+    assert_true(json_is_true(json_object_get(r, "runs_kept")));
+    json_decref(r);
+    snprintf(q, sizeof q,
+             "SELECT count(*) FROM jobs WHERE id = %lld AND sweep IS NULL AND state = "
+             "'succeeded' AND EXISTS (SELECT 1 FROM metrics WHERE run = %lld)",
+             (long long)b_run, (long long)b_run);
+    assert_int_equal(db_int(h, q), 1);
+    snprintf(q, sizeof q, "SELECT count(*) FROM sweep_trials WHERE sweep = %lld", (long long)b);
+    assert_int_equal(db_int(h, q), 0);
+
+    /* rm: the sweep, its decisions and its trial runs with their metrics. */
+    const char *rm[] = {"sweep", "rm", as, NULL};
+    assert_int_equal(mlq_run(h, rm), 0);
+    assert_int_equal(db_int(h, "SELECT count(*) FROM sweeps"), 0);
+    assert_int_equal(db_int(h, "SELECT count(*) FROM sweep_decisions"), 0);
+    assert_int_equal(db_int(h, "SELECT count(*) FROM jobs"), 2); /* sweep b's runs */
+    snprintf(q, sizeof q, "SELECT count(*) FROM metrics WHERE run NOT IN (SELECT id FROM jobs)");
+    assert_int_equal(db_int(h, q), 0);
+    assert_int_equal(mlq_run(h, rm), 5); /* gone */
+    const char *show[] = {"sweep", "show", as, NULL};
+    assert_int_equal(mlq_run(h, show), 5);
+    /* The broker carries on. */
+    r = h_call(h, PROTO_QUEUE, json_object(), NULL);
+    assert_non_null(r);
+    assert_int_equal(json_array_size(json_object_get(r, "sweeps")), 0);
+    json_decref(r);
 }
 
 /* ---- bad input ------------------------------------------------------------------------------ */
@@ -580,30 +682,15 @@ static void test_bad_input(void **state)
                sizeof dspace);
     const char *div[] = {"sweep", dspec,    "--space", dspace, "--reduction-factor",
                          "2",     "--json", NULL};
-    int64_t id = submit_sweep(h, div);
+    int64_t id = submit(h, div);
     wait_sweep(h, id, 40);
-    char q[256];
-    snprintf(q, sizeof q,
-             "SELECT count(*) FROM jobs WHERE sweep = %lld AND state IN "
-             "('succeeded','stopped','failed')",
-             (long long)id);
-    assert_int_equal(db_int(h, q), 4);
+    assert_int_equal(sweep_jobs(h, id, "'succeeded','stopped','failed'"), 4);
     r = h_call(h, PROTO_QUEUE, json_object(), NULL);
     assert_non_null(r); /* still answering */
     json_decref(r);
 }
 
 /* ---- experiments, tags, notes, --where, compare, --after --------------------------------- */
-
-static int64_t submit(struct harness *h, const char *const *args)
-{
-    assert_int_equal(mlq_run(h, args), 0);
-    json_t *r = out_json(h);
-    int64_t id = json_integer_value(json_object_get(r, "id"));
-    json_decref(r);
-    assert_true(id > 0);
-    return id;
-}
 
 static size_t runs_count(struct harness *h, const char *const *args)
 {
@@ -744,6 +831,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_median_max_parallel, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_broker_kill9, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_groups, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_rm_top, h_setup, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
