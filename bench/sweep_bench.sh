@@ -7,6 +7,10 @@
 #    reduction factor 4, grace period 1, metric val_accuracy on t10k), then
 #    the same TRIALS configurations (the same seed) with no scheduler. Prints
 #    the epochs each trained and the best val_accuracy of each.
+#    Then Optuna's pruner over the same configurations, trained by the same
+#    broker and trainers (bench/optuna_peer.py; --peer none skips it), and a
+#    replay of the stopping rules over the full search's recorded curves in
+#    many trial orders (bench/sweep_replay.py).
 # 2. Busy trainers: a sweep on `mlq up --trainers 2`; prints the longest time
 #    a trainer sat idle between two trials while trials waited, against the
 #    heartbeat interval.
@@ -18,7 +22,8 @@ set -euo pipefail
 usage() {
     cat <<'EOF'
 usage: bench/sweep_bench.sh [--build DIR] [--trials N] [--max-t N] [--subset N]
-                            [--trainers N] [--seed N] [--no-asha] [--no-busy] [--keep]
+                            [--trainers N] [--seed N] [--peer sha|median|none]
+                            [--no-asha] [--no-busy] [--keep]
 
   --build DIR    build tree with cli/mlq, broker/mlq-broker, trainer/mlq-trainer
                  (default: build-bench, configured and built if needed)
@@ -28,6 +33,8 @@ usage: bench/sweep_bench.sh [--build DIR] [--trials N] [--max-t N] [--subset N]
                  always the 10,000 of t10k
   --trainers N   trainers for part 1 (default 1)
   --seed N       the sweeps' seed (default 1)
+  --peer P       Optuna's pruner over the same trials: sha (SuccessiveHalvingPruner,
+                 default), median (MedianPruner) or none; needs python3-optuna
   --no-asha      skip part 1; --no-busy skip part 2; --keep keep the temporary directory
 EOF
 }
@@ -39,6 +46,7 @@ MAXT=16
 SUBSET=60000
 NTRAINERS=1
 SEED=1
+PEER=sha
 ASHA=1
 BUSY=1
 KEEP=0
@@ -51,6 +59,7 @@ while [ $# -gt 0 ]; do
     --subset) SUBSET=$2; shift 2 ;;
     --trainers) NTRAINERS=$2; shift 2 ;;
     --seed) SEED=$2; shift 2 ;;
+    --peer) PEER=$2; shift 2 ;;
     --no-asha) ASHA=0; shift ;;
     --no-busy) BUSY=0; shift ;;
     --keep) KEEP=1; shift ;;
@@ -70,6 +79,10 @@ if [ -z "$BUILD" ]; then
 fi
 MLQ=$BUILD/cli/mlq
 command -v sqlite3 >/dev/null || die "needs the sqlite3 command (apt-get install sqlite3)"
+/usr/bin/python3 -c 'import numpy' 2>/dev/null || die "needs numpy (apt-get install python3-numpy)"
+if [ "$PEER" != none ] && ! /usr/bin/python3 -c 'import optuna' 2>/dev/null; then
+    die "the Optuna peer needs python3-optuna (apt-get install python3-optuna), or --peer none"
+fi
 [ -r "$FMNIST/train-images-idx3-ubyte.gz" ] || die "no Fashion-MNIST in $FMNIST"
 
 TMP=$(mktemp -d /tmp/mlq-sweep-bench-XXXXXX)
@@ -141,6 +154,11 @@ if [ "$ASHA" = 1 ]; then
         eval "ID_$sched=$id"
         eval "SECS_$sched=$(echo "$t1 - $t0" | bc)"
     done
+    PEER_OUT=""
+    if [ "$PEER" != none ]; then
+        PEER_OUT=$(nice -n 19 /usr/bin/python3 "$ROOT/bench/optuna_peer.py" --mlq "$MLQ" --db "$DB" \
+            --sweep "$ID_none" --pruner "$PEER" --n-jobs "$NTRAINERS" --tmp "$TMP")
+    fi
     stop_stack
     epochs() { q "SELECT sum(e) FROM (SELECT max(m.epoch) AS e FROM jobs j JOIN metrics m ON
                   m.run = j.id AND m.key = 'train_loss' WHERE j.sweep = $1 GROUP BY j.id)"; }
@@ -169,6 +187,22 @@ if [ "$ASHA" = 1 ]; then
         d = (bn - ba) * 100;
         printf "best val_accuracy: %.2f points below the full search'"'"'s (within 0.3: %s)\n", d,
                d <= 0.3 ? "yes" : "NO" }'
+    if [ -n "$PEER_OUT" ]; then
+        echo "== the peer: Optuna over the same $TRIALS configurations, the same broker and trainers"
+        echo "$PEER_OUT"
+        /usr/bin/python3 - "$PEER_OUT" "$en" "$bn" <<'EOF'
+import json, sys
+r, en, bn = json.loads(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+d = (bn - r["best"]) * 100
+print(f"optuna {r['pruner']}: {r['epochs']} epochs ({100 * r['epochs'] / en:.1f}% of the full search, "
+      f"<= 1/5: {'yes' if r['epochs'] <= en / 5 else 'NO'}), {r['pruned']} of {r['trials']} pruned, "
+      f"best val_accuracy {r['best']:.4f}, {d:.2f} points below the full search's "
+      f"(within 0.3: {'yes' if d <= 0.3 else 'NO'}), {r['seconds']:.0f} s")
+EOF
+    fi
+    echo "== the rules replayed over the full search's curves (bench/sweep_replay.py)"
+    /usr/bin/python3 "$ROOT/bench/sweep_replay.py" --db "$DB" --full "$ID_none" --asha "$ID_asha" \
+        --trainers "$NTRAINERS" --orders 1000
 fi
 
 if [ "$BUSY" = 1 ]; then
