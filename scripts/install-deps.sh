@@ -3,8 +3,8 @@
 # Usage: scripts/install-deps.sh [--test] [--fuzz]   (--test adds what the tests use:
 # h5py and numpy, to check an exported model without mlq, and chromium, to check mlq report
 # in a real browser, and tmux, to check mlq top in a terminal, and pyzmq for the Python module;
-# --bench adds PyTorch for bench/serve_bench.sh's peer; --fuzz adds clang and its
-# libFuzzer runtime, for scripts/fuzz.sh)
+# --bench adds PyTorch for bench/serve_bench.sh's peer and Optuna for bench/sweep_bench.sh's;
+# --fuzz adds clang and its libFuzzer runtime, for scripts/fuzz.sh)
 set -euo pipefail
 
 build_pkgs=(build-essential cmake pkg-config
@@ -14,7 +14,7 @@ build_pkgs=(build-essential cmake pkg-config
 for opt in "$@"; do
     case "$opt" in
     --test) build_pkgs+=(python3-h5py python3-numpy chromium tmux python3-zmq) ;;
-    --bench) build_pkgs+=(python3-zmq python3-torch python3-numpy) ;;
+    --bench) build_pkgs+=(python3-zmq python3-torch python3-numpy python3-optuna) ;;
     --fuzz) build_pkgs+=(clang libclang-rt-14-dev) ;;
     *) echo "install-deps: unknown option $opt (expected --test, --bench or --fuzz)" >&2; exit 2 ;;
     esac
