@@ -14,6 +14,7 @@
 #include "errmsg.h"
 #include "model.h"
 #include "rng.h"
+#include "sampling.h"
 #include "spec_model.h"
 
 /* Rebuilds the run's model with the checkpoint's weights; *epoch gets the
@@ -79,74 +80,6 @@ out:
     return rc;
 }
 
-struct ranked {
-    float z;
-    int id;
-};
-
-/* Larger logits first, then smaller ids: torch.topk's order on ties is
- * unspecified; this one is fixed. */
-static int by_logit(const void *pa, const void *pb)
-{
-    const struct ranked *a = pa, *b = pb;
-    if (a->z != b->z) return a->z > b->z ? -1 : 1;
-    return a->id - b->id;
-}
-
-/* The next token from logits z (K): arg max at temperature 0, else a draw
- * from softmax(z / temperature) over the top_k largest (0: all). */
-static int sample(const float *z, int K, double temperature, int top_k, struct ranked *rank,
-                  struct rng *r)
-{
-    for (int k = 0; k < K; k++)
-        rank[k] = (struct ranked){z[k], k};
-    qsort(rank, (size_t)K, sizeof *rank, by_logit);
-    if (temperature == 0.0) return rank[0].id;
-    int n = top_k > 0 && top_k < K ? top_k : K;
-    double sum = 0.0, mx = rank[0].z;
-    for (int i = 0; i < n; i++)
-        sum += exp(((double)rank[i].z - mx) / temperature);
-    double u = (double)rng_uniform(r) * sum, acc = 0.0;
-    for (int i = 0; i < n; i++) {
-        acc += exp(((double)rank[i].z - mx) / temperature);
-        if (u < acc) return rank[i].id;
-    }
-    return rank[n - 1].id;
-}
-
-/* in (n bytes) as valid UTF-8 into out (3 n + 1): a byte that does not
- * start a well-formed sequence (and NUL) becomes U+FFFD. */
-static void utf8_clean(char *out, const uint8_t *in, size_t n)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n;) {
-        uint8_t b = in[i];
-        size_t need = b < 0x80                 ? 0
-                      : b >= 0xC2 && b <= 0xDF ? 1
-                      : (b & 0xF0) == 0xE0     ? 2
-                      : b >= 0xF0 && b <= 0xF4 ? 3
-                                               : 4;
-        bool ok = b != 0 && need < 4 && i + need < n;
-        for (size_t k = 1; ok && k <= need; k++)
-            ok = (in[i + k] & 0xC0) == 0x80;
-        if (ok && need >= 2) { /* no overlong forms, surrogates or beyond U+10FFFF */
-            uint8_t c = in[i + 1];
-            ok = !(b == 0xE0 && c < 0xA0) && !(b == 0xED && c >= 0xA0) &&
-                 !(b == 0xF0 && c < 0x90) && !(b == 0xF4 && c >= 0x90);
-        }
-        if (!ok) {
-            memcpy(out + o, "\xEF\xBF\xBD", 3);
-            o += 3;
-            i++;
-            continue;
-        }
-        memcpy(out + o, in + i, need + 1);
-        o += need + 1;
-        i += need + 1;
-    }
-    out[o] = '\0';
-}
-
 int generate_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len, json_t **result,
                  char *err, size_t errlen)
 {
@@ -162,7 +95,7 @@ int generate_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len,
     size_t n_prompt = strlen(spec->prompt), N = (size_t)spec->gen_tokens;
     uint8_t *ids = malloc(n_prompt + N);
     float *x = calloc((size_t)T, sizeof *x);
-    struct ranked *rank = malloc((size_t)K * sizeof *rank);
+    struct sampling_rank *rank = malloc((size_t)K * sizeof *rank);
     char *text = malloc(3 * N + 1);
     json_t *list = json_array();
     if (!ids || !x || !rank || !text || !list) {
@@ -185,8 +118,8 @@ int generate_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len,
         for (size_t i = 0; i < (size_t)T; i++)
             x[i] = i < w ? (float)ids[have - w + i] : 0.0f;
         model_forward(&m, x, 1, false, NULL);
-        int next = sample(model_logits(&m) + (w - 1) * (size_t)K, K, spec->temperature, spec->top_k,
-                          rank, &r);
+        int next = sampling_next(m.probs + (w - 1) * (size_t)K, K, spec->temperature, spec->top_k,
+                                 rank, &r);
         if (next >= V || next > 255) {
             rc = errmsg(err, errlen, -EINVAL,
                         "run %lld predicted token %d, which its embedding (vocabulary %d) or a "
@@ -197,7 +130,7 @@ int generate_run(const struct mlq_spec *spec, const void *ckpt_blob, size_t len,
         ids[have++] = (uint8_t)next;
         json_array_append_new(list, json_integer(next));
     }
-    utf8_clean(text, ids + n_prompt, N);
+    sampling_utf8(text, ids + n_prompt, N);
     *result =
         json_pack("{s:s, s:s, s:i, s:f, s:i, s:I, s:I, s:o}", "text", text, "prompt", spec->prompt,
                   "tokens", (int)N, "temperature", spec->temperature, "top_k", spec->top_k, "seed",

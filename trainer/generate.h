@@ -7,7 +7,9 @@
  * Starting from the prompt's bytes, each new token is drawn from the
  * softmax of the last position's logits divided by the temperature (0: the
  * most likely), among the top_k most likely (0: all), from an RNG seeded
- * with the spec's seed: the same spec, checkpoint and seed give the same
+ * with the spec's seed (sampling.h: from the model's float32 probabilities
+ * at that position, as a deployment answers them, so that mlq generate
+ * --deployment gives the same text): the same spec, checkpoint and seed give the same
  * text on any machine. The window is the last T tokens.
  *
  * *result, owned by the caller: {"text" (the new tokens, invalid UTF-8 as
