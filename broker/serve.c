@@ -52,6 +52,8 @@ struct serve_dep {
     int64_t epoch;
     int D, K;
     bool ce, scale;
+    int steps;        /* T of a last layer (T, K) (a language model), else 1 */
+    int vocab;        /* its embedding's, when it reads token ids (rows: ids, then -1s), else 0 */
     char error[1024]; /* why it cannot be served at all (its checkpoint); "" if it can */
     /* The last trainer that could not load this generation, and why: the
      * deployment is placed again on another trainer at once, and on any
@@ -247,6 +249,10 @@ static int dep_load(struct broker *b, struct serve_dep *d)
         d->K = sz.outputs;
         d->ce = spec.loss == LOSS_CROSS_ENTROPY;
         d->scale = spec.dataset.scale;
+        d->steps = sz.steps > 1 ? sz.steps : 1;
+        d->vocab = spec.typed && spec.n_nodes > 0 && strcmp(spec.node[0].type, "embedding") == 0
+                       ? spec.node[0].vocab
+                       : 0;
         d->epoch = c.epoch;
         d->blob = sc.blob;
         d->blob_len = sc.size;
@@ -540,6 +546,8 @@ static json_t *dep_json(struct broker *b, const struct serve_dep *d)
     json_object_set_new(o, "outputs", json_integer(d->K));
     json_object_set_new(o, "loss", json_string(d->ce ? "cross_entropy" : "mse"));
     json_object_set_new(o, "scale", json_boolean(d->scale));
+    json_object_set_new(o, "steps", json_integer(d->steps));
+    if (d->vocab) json_object_set_new(o, "vocab", json_integer(d->vocab));
     json_object_set_new(o, "rows_per_forward",
                         d->forwards ? json_real((double)d->forward_rows / (double)d->forwards)
                                     : json_null());
@@ -809,6 +817,28 @@ static void admit(struct broker *b, struct proto_msg *m, const struct infer_in *
         if (!isfinite(x[i]))
             FAIL("bad_input", "INFER: row %lld, input %lld is %s: inputs must be finite",
                  (long long)(i / d->D), (long long)(i % d->D), isnan(x[i]) ? "NaN" : "infinite");
+    if (d->steps > 1 && d->vocab) {
+        /* A language model's row: a window of 1 to T token ids, its unused
+         * tail -1 (docs/serving.md). */
+        for (int64_t r = 0; r < rows; r++) {
+            const float *row = x + r * d->D;
+            int w = 0;
+            while (w < d->D && row[w] != -1.0f)
+                w++;
+            for (int i = 0; i < d->D; i++) {
+                bool ok = i < w ? row[i] >= 0.0f && row[i] < (float)d->vocab &&
+                                      row[i] == (float)(int)row[i]
+                                : row[i] == -1.0f;
+                if (!ok)
+                    FAIL("bad_input",
+                         "INFER: row %lld, input %d is %g: deployment %s reads windows of up to "
+                         "%d token ids, whole numbers in [0, %d), followed by -1s",
+                         (long long)r, i, (double)row[i], name, d->D, d->vocab);
+            }
+            if (w == 0)
+                FAIL("bad_input", "INFER: row %lld holds no token id (all -1)", (long long)r);
+        }
+    }
     if (in->deadline_ms < 1 || in->deadline_ms > SERVE_DEADLINE_MAX_MS)
         FAIL("bad_request", "INFER: \"deadline_ms\" is 1 to %d", SERVE_DEADLINE_MAX_MS);
     if (d->error[0]) FAIL("unavailable", "deployment %s cannot be served: %s", name, d->error);

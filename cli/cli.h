@@ -90,6 +90,13 @@ void cli_new_request_id(char *out, size_t len);
  * its memory: the canonical spec, or NULL after printing why. */
 json_t *cli_finish_spec(json_t *doc);
 void cli_print_json(const json_t *o);
+/* mlq generate --deployment NAME (cmd_deploy.c): spec's prompt, tokens,
+ * temperature, top_k and seed (a validated generate spec) drawn one token
+ * per INFER from the deployment's language model; prints as mlq generate
+ * RUN does. Returns an exit code. */
+struct mlq_spec;
+int cli_generate_deployed(const char *name, const struct mlq_spec *spec, const char *broker,
+                          const char *timeout, bool json);
 /* The wait of every later request, ms (a command's --timeout-ms; 0: MLQ_TIMEOUT_MS or 5000). */
 void cli_set_timeout_ms(int ms);
 /* [--broker E] [--json] and, as name_mode says, a NAME operand: parses

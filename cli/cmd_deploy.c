@@ -18,6 +18,9 @@
 #include "history.h"
 #include "mlq.h"
 #include "proto.h"
+#include "rng.h"
+#include "sampling.h"
+#include "spec.h"
 
 #define DEPLOY_WAIT_MS 30000
 #define INFER_CHUNK_BYTES (8 << 20) /* inputs per request from a file */
@@ -574,6 +577,122 @@ out:
     free(out);
     free(cls);
     free(icls);
+    mlq_client_close(&cl);
+    return code;
+}
+
+int cli_generate_deployed(const char *name, const struct mlq_spec *spec, const char *broker,
+                          const char *timeout, bool json)
+{
+    struct mlq_client *cl;
+    int code = open_client(&cl, broker, timeout);
+    if (code) return code;
+    json_t *reply = NULL, *ids_json = NULL;
+    float *x = NULL, *p = NULL;
+    struct sampling_rank *rank = NULL;
+    uint8_t *ids = NULL;
+    char *text = NULL, err[1024];
+    if (timeout) cli_set_timeout_ms(atoi(timeout));
+    if ((code = cli_broker_call(cli_broker_endpoint(broker), PROTO_DEPLOYMENTS,
+                                json_pack("{s:s}", "name", name), &reply)))
+        goto out;
+    json_t *dep = deployment_of(reply);
+    int T = (int)json_integer_value(json_object_get(dep, "inputs"));
+    int K = (int)json_integer_value(json_object_get(dep, "outputs"));
+    int steps = (int)json_integer_value(json_object_get(dep, "steps"));
+    int V = (int)json_integer_value(json_object_get(dep, "vocab"));
+    if (steps < 2 || V < 1 || T != steps || K < 2) {
+        fprintf(stderr,
+                "mlq: deployment %s does not serve a language model: generating text needs a "
+                "model that reads token ids (an embedding first) and predicts the next one at "
+                "every step (a broker that says \"steps\" and \"vocab\" in DEPLOYMENTS)\n",
+                name);
+        code = EXIT_USAGE;
+        goto out;
+    }
+    size_t n_prompt = strlen(spec->prompt), N = (size_t)spec->gen_tokens;
+    for (size_t i = 0; i < n_prompt; i++)
+        if ((uint8_t)spec->prompt[i] >= V) {
+            fprintf(stderr,
+                    "mlq: prompt: byte %u at %zu is outside the model's vocabulary [0, %d)\n",
+                    (uint8_t)spec->prompt[i], i, V);
+            code = EXIT_USAGE;
+            goto out;
+        }
+    x = malloc((size_t)T * sizeof *x);
+    p = malloc((size_t)K * sizeof *p);
+    rank = malloc((size_t)K * sizeof *rank);
+    ids = malloc(n_prompt + N);
+    text = malloc(3 * N + 1);
+    ids_json = json_array();
+    if (!x || !p || !rank || !ids || !text || !ids_json) {
+        code = fail(-ENOMEM, "out of memory");
+        goto out;
+    }
+    memcpy(ids, spec->prompt, n_prompt);
+    /* A generate job's loop (trainer/generate.c) with the deployment as the
+     * model: the window of the last T tokens, its tail -1, is answered with
+     * the next token's probabilities, which the same sampler draws from. */
+    struct rng r;
+    rng_seed(&r, spec->seed);
+    struct mlq_infer_info info = {0}, first = {0};
+    size_t have = n_prompt;
+    for (size_t t = 0; t < N; t++) {
+        size_t w = have < (size_t)T ? have : (size_t)T;
+        for (size_t i = 0; i < (size_t)T; i++)
+            x[i] = i < w ? (float)ids[have - w + i] : -1.0f;
+        int cls, rc = mlq_infer(cl, name, x, 1, T, p, (size_t)K, &cls, &info, err, sizeof err);
+        if (rc) {
+            code = fail(rc, err);
+            goto out;
+        }
+        if (t == 0) first = info;
+        if (info.generation != first.generation || info.outputs != K) {
+            fprintf(stderr,
+                    "mlq: deployment %s rolled over to generation %lld (run %lld) during the "
+                    "generation, which began on generation %lld: run it again\n",
+                    name, (long long)info.generation, (long long)info.run,
+                    (long long)first.generation);
+            code = EXIT_FAILURE_GENERIC;
+            goto out;
+        }
+        int next = sampling_next(p, K, spec->temperature, spec->top_k, rank, &r);
+        if (next >= V || next > 255) {
+            fprintf(stderr,
+                    "mlq: deployment %s predicted token %d, which its embedding (vocabulary %d) "
+                    "or a byte cannot hold\n",
+                    name, next, V);
+            code = EXIT_FAILURE_GENERIC;
+            goto out;
+        }
+        ids[have++] = (uint8_t)next;
+        json_array_append_new(ids_json, json_integer(next));
+    }
+    sampling_utf8(text, ids + n_prompt, N);
+    if (json) {
+        json_t *o =
+            json_pack("{s:s, s:s, s:i, s:f, s:i, s:I, s:I, s:O, s:s, s:I, s:I}", "text", text,
+                      "prompt", spec->prompt, "tokens", (int)N, "temperature", spec->temperature,
+                      "top_k", spec->top_k, "seed", (json_int_t)spec->seed, "epoch",
+                      (json_int_t)first.epoch, "ids", ids_json, "deployment", name, "run",
+                      (json_int_t)first.run, "generation", (json_int_t)first.generation);
+        if (!o) {
+            code = fail(-ENOMEM, "out of memory");
+            goto out;
+        }
+        cli_print_json(o);
+        json_decref(o);
+    } else {
+        printf("%s%s\n", spec->prompt, text);
+    }
+out:
+    json_decref(ids_json);
+    json_decref(reply);
+    free(text);
+    free(ids);
+    free(rank);
+    free(p);
+    free(x);
     mlq_client_close(&cl);
     return code;
 }

@@ -914,7 +914,10 @@ int cmd_generate(int argc, char **argv)
 {
     const char *usage = "mlq generate RUN --prompt TEXT [--tokens N] [--temperature T] "
                         "[--top-k K] [--seed S] [--checkpoint last|best|N] [--priority N] "
-                        "[--json] [--broker E]";
+                        "[--json] [--broker E]\n"
+                        "       mlq generate --deployment NAME --prompt TEXT [--tokens N] "
+                        "[--temperature T] [--top-k K] [--seed S] [--json] [--timeout-ms MS] "
+                        "[--broker E]";
     static const struct option longopts[] = {
         {"prompt", required_argument, NULL, 'p'},
         {"tokens", required_argument, NULL, 'n'},
@@ -925,10 +928,12 @@ int cmd_generate(int argc, char **argv)
         {"priority", required_argument, NULL, 'P'},
         {"json", no_argument, NULL, 'j'},
         {"broker", required_argument, NULL, 'b'},
+        {"deployment", required_argument, NULL, 'd'},
+        {"timeout-ms", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *prompt = NULL, *ckpt = NULL, *broker = NULL;
+    const char *prompt = NULL, *ckpt = NULL, *broker = NULL, *deployment = NULL, *timeout = NULL;
     const char *nums[4] = {NULL}; /* tokens, temperature, top_k, seed */
     static const char *const num_keys[4] = {"tokens", "temperature", "top_k", "seed"};
     static const bool num_int[4] = {true, false, true, true};
@@ -965,6 +970,12 @@ int cmd_generate(int argc, char **argv)
         case 'b':
             broker = optarg;
             break;
+        case 'd':
+            deployment = optarg;
+            break;
+        case 'T':
+            timeout = optarg;
+            break;
         case 'h':
             printf("usage: %s\n", usage);
             return EXIT_OK;
@@ -973,12 +984,30 @@ int cmd_generate(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
-    int64_t run;
-    if (optind != argc - 1 || !prompt) {
+    int64_t run = 1; /* with --deployment, a stand-in that validates the rest as the job's */
+    if (optind != argc - (deployment ? 0 : 1) || !prompt) {
         fprintf(stderr, "usage: %s\n", usage);
         return EXIT_USAGE;
     }
-    if (parse_id(argv[optind], &run)) return EXIT_USAGE;
+    if (deployment && (ckpt || prio)) {
+        fprintf(stderr, "mlq generate: --%s is a job's: a deployment serves its own checkpoint\n",
+                ckpt ? "checkpoint" : "priority");
+        return EXIT_USAGE;
+    }
+    if (!deployment && timeout) {
+        fprintf(stderr, "mlq generate: --timeout-ms goes with --deployment\n");
+        return EXIT_USAGE;
+    }
+    if (timeout) {
+        char *end;
+        errno = 0;
+        long ms = strtol(timeout, &end, 10);
+        if (errno || end == timeout || *end || ms < 1 || ms > 600000) {
+            fprintf(stderr, "mlq generate: --timeout-ms takes 1 to 600000, got '%s'\n", timeout);
+            return EXIT_USAGE;
+        }
+    }
+    if (!deployment && parse_id(argv[optind], &run)) return EXIT_USAGE;
     json_t *doc =
         json_pack("{s:s, s:I, s:s}", "kind", "predict", "run", (json_int_t)run, "prompt", prompt);
     if (!doc) {
@@ -1004,6 +1033,19 @@ int cmd_generate(int argc, char **argv)
             return EXIT_USAGE;
         }
         json_object_set_new(doc, "priority", p);
+    }
+    if (deployment) {
+        /* The job's validation and defaults (tokens, temperature, seed), so
+         * that both ways mean the same by the same flags. */
+        struct mlq_spec gen;
+        char err[1024];
+        int rc = spec_from_json(doc, &gen, err, sizeof err);
+        json_decref(doc);
+        if (rc) {
+            fprintf(stderr, "mlq: bad spec: %s\n", err);
+            return EXIT_USAGE;
+        }
+        return cli_generate_deployed(deployment, &gen, broker, timeout, json);
     }
     json_t *spec = finish_spec(doc);
     if (!spec) return EXIT_USAGE;

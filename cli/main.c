@@ -18,7 +18,7 @@ const struct cli_command cli_commands[] = {
     {"note", "add a note to a run", cmd_note},
     {"eval", "evaluate a run's checkpoint on a dataset", cmd_eval},
     {"predict", "predict with a run's checkpoint, writing an HDF5 file", cmd_predict},
-    {"generate", "text from a language model's checkpoint (a predict job with a prompt)",
+    {"generate", "text from a language model (a predict job with a prompt, or a deployment)",
      cmd_generate},
     {"deploy", "serve a run's checkpoint online through the broker (or roll one over)", cmd_deploy},
     {"deployments", "the served models: replicas, requests, latency percentiles", cmd_deployments},

@@ -17,3 +17,8 @@ if(MLQ_SANITIZE)
   set_tests_properties(test_client_install PROPERTIES
                        ENVIRONMENT "EXAMPLE_CFLAGS=-fsanitize=address,undefined")
 endif()
+# mlq generate --deployment: a language model's text drawn through a deployment,
+# the same as the generate job's (issue 15).
+add_test(NAME generate_deploy COMMAND ${CMAKE_CURRENT_LIST_DIR}/generate_deploy.sh
+         ${PROJECT_BINARY_DIR} ${PROJECT_SOURCE_DIR})
+set_tests_properties(generate_deploy PROPERTIES TIMEOUT 300)

@@ -34,6 +34,12 @@ struct served {
     bool loaded;
     int D, K;
     bool ce;
+    /* A last layer (T, K) answers each row at one position: for a model
+     * that reads token ids, the window's last id (a row is up to T ids, the
+     * unused tail -1: docs/serving.md, "Language models"), else step T - 1. */
+    int steps; /* T, 1 for other models */
+    bool ids;
+    int *pos; /* (max_batch) each row's position, when steps > 1 */
 };
 
 struct req {
@@ -68,6 +74,8 @@ static void served_free(struct served *s)
 {
     if (s->loaded) model_destroy(&s->model);
     s->loaded = false;
+    free(s->pos);
+    s->pos = NULL;
 }
 
 /* Loads the SERVE message's checkpoint into s. 0 or -errno with err. */
@@ -132,9 +140,35 @@ static int served_load(struct served *s, const struct proto_msg *m, char *err, s
     s->D = (int)shape_size(&s->model.input);
     s->K = s->model.K;
     s->ce = spec.loss == LOSS_CROSS_ENTROPY;
+    s->steps = s->model.steps > 1 ? s->model.steps : 1;
+    s->ids = !s->model.net && s->model.n_nodes > 0 && s->model.node[0].op.op->takes_ids;
+    if (!rc && s->steps > 1 && !(s->pos = malloc((size_t)s->max_batch * sizeof *s->pos))) {
+        snprintf(err, errlen, "out of memory for %d rows", s->max_batch);
+        rc = -ENOMEM;
+    }
     checkpoint_free(&c);
     if (rc) served_free(s);
     return rc;
+}
+
+/* Each row's answering position into s->pos; a window of ids shorter than
+ * T (its tail -1, which the broker checked) is read at its last id, with
+ * the tail set to 0 as a generate job pads it (a causal model's position
+ * sees nothing after it, so the answer is the job's). */
+static void window_positions(struct served *s, float *x, int B)
+{
+    int T = s->steps;
+    for (int r = 0; r < B; r++) {
+        float *row = x + (size_t)r * (size_t)s->D;
+        int w = T;
+        if (s->ids) {
+            for (w = 0; w < T && row[w] >= 0.0f; w++)
+                ;
+            for (int i = w; i < T; i++)
+                row[i] = 0.0f;
+        }
+        s->pos[r] = w > 0 ? w - 1 : 0;
+    }
 }
 
 static int argmax(const float *p, int K)
@@ -250,8 +284,17 @@ static void forward(void *pair, struct served *s, struct queue *q, size_t n, siz
     int fw = 0;
     for (size_t at = 0; at < rows; fw++) {
         int B = (int)(rows - at < (size_t)s->max_batch ? rows - at : (size_t)s->max_batch);
-        model_forward(&s->model, q->x + at * (size_t)s->D, B, false, NULL);
-        memcpy(out + at * (size_t)s->K, s->model.probs, sizeof(float) * (size_t)B * (size_t)s->K);
+        float *x = q->x + at * (size_t)s->D;
+        size_t K = (size_t)s->K;
+        if (s->steps > 1) window_positions(s, x, B);
+        model_forward(&s->model, x, B, false, NULL);
+        if (s->steps > 1)
+            for (int r = 0; r < B; r++)
+                memcpy(out + (at + (size_t)r) * K,
+                       s->model.probs + ((size_t)r * (size_t)s->steps + (size_t)s->pos[r]) * K,
+                       sizeof(float) * K);
+        else
+            memcpy(out + at * K, s->model.probs, sizeof(float) * (size_t)B * K);
         at += (size_t)B;
     }
     *forwards += (uint64_t)fw;
