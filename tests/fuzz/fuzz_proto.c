@@ -130,7 +130,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rc = recv_whole(router, &again, 0, err, sizeof err);
     FUZZ_CHECK(rc == 0, "%s sent again is refused: %s", m.cmd, err);
     FUZZ_CHECK(strcmp(again.cmd, m.cmd) == 0, "command %s came back as %s", m.cmd, again.cmd);
-    FUZZ_CHECK(binary ? !again.body == !m.body : json_equal(again.body, m.body), "%s: the body changed in a round trip", m.cmd);
+    FUZZ_CHECK(binary ? !again.body == !m.body : json_equal(again.body, m.body),
+               "%s: the body changed in a round trip", m.cmd);
     FUZZ_CHECK(again.bin_len == m.bin_len && (!m.bin_len || !memcmp(again.bin, m.bin, m.bin_len)),
                "%s: the binary frame changed in a round trip", m.cmd);
     proto_msg_clear(&again);
