@@ -147,6 +147,9 @@ void broker_drop_log(struct broker *b, const char *fmt, ...) __attribute__((form
  * DROP): rate-limited, so that a flood of HELLOs cannot fill the log. */
 #define broker_peer_log(b, level, ...) log_limited(&(b)->peer_log, (level), __VA_ARGS__)
 
+/* handlers.c */
+int broker_request_id(struct broker *b, const struct proto_msg *m, const char **request_id);
+
 /* trainers.c */
 struct trainer *trainers_find(struct broker *b, const unsigned char *ident, size_t len);
 struct trainer *trainers_find_name(struct broker *b, const char *name);

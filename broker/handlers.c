@@ -29,6 +29,23 @@ static bool may_see(const struct broker *b, const struct store_job *j)
 
 /* ---- clients ---------------------------------------------------------------- */
 
+/* A request's optional "request_id" (NULL when absent), which makes its
+ * resend safe; a bad one is answered and -1 returned. */
+int broker_request_id(struct broker *b, const struct proto_msg *m, const char **request_id)
+{
+    json_t *rid = json_object_get(m->body, "request_id");
+    *request_id = NULL;
+    if (!rid || json_is_null(rid)) return 0;
+    if (!json_is_string(rid) || json_string_length(rid) == 0 ||
+        json_string_length(rid) > STORE_REQUEST_ID_MAX) {
+        broker_reply_error(b, m, "bad_request", "\"request_id\" is a string of 1 to %d bytes",
+                           STORE_REQUEST_ID_MAX);
+        return -1;
+    }
+    *request_id = json_string_value(rid);
+    return 0;
+}
+
 static void on_submit(struct broker *b, struct proto_msg *m)
 {
     json_t *doc = json_object_get(m->body, "spec");
@@ -76,15 +93,8 @@ static void on_submit(struct broker *b, struct proto_msg *m)
         broker_reply_error(b, m, code, "%s", err);
         return;
     }
-    json_t *rid = json_object_get(m->body, "request_id");
-    if (rid && !json_is_null(rid) &&
-        (!json_is_string(rid) || json_string_length(rid) == 0 ||
-         json_string_length(rid) > STORE_REQUEST_ID_MAX)) {
-        broker_reply_error(b, m, "bad_request", "\"request_id\" is a string of 1 to %d bytes",
-                           STORE_REQUEST_ID_MAX);
-        return;
-    }
-    const char *request_id = json_string_value(rid);
+    const char *request_id;
+    if (broker_request_id(b, m, &request_id)) return;
     int64_t id;
     bool existed;
     if (broker_write(b)) return;

@@ -123,6 +123,20 @@ int sweep_meta_apply(struct broker *b, const struct proto_msg *m, int64_t job)
     return rc;
 }
 
+/* A run the sender may see (its own, or any for an admin); otherwise the
+ * answer is sent (not_found, as for a run that does not exist) and -1. */
+static int check_run_visible(struct broker *b, const struct proto_msg *m, int64_t id)
+{
+    struct store_job j;
+    int rc = store_job_get(b->store, id, &j);
+    if (rc == 0 && !may_see_owner(b, j.owner)) rc = -ENOENT;
+    if (rc == 0) store_job_free(&j);
+    if (!rc) return 0;
+    broker_reply_error(b, m, rc == -ENOENT ? "not_found" : "store", "run %lld: %s", (long long)id,
+                       rc == -ENOENT ? "no such run" : store_errmsg(b->store));
+    return -1;
+}
+
 static void on_tag(struct broker *b, struct proto_msg *m)
 {
     int64_t id;
@@ -138,18 +152,11 @@ static void on_tag(struct broker *b, struct proto_msg *m)
         broker_reply_error(b, m, code, "%s", err);
         return;
     }
-    struct store_job j;
-    int rc = store_job_get(b->store, id, &j);
-    if (rc == 0 && !may_see_owner(b, j.owner)) rc = -ENOENT;
-    if (rc == 0) store_job_free(&j);
-    if (rc) {
-        broker_reply_error(b, m, rc == -ENOENT ? "not_found" : "store", "run %lld: %s",
-                           (long long)id, rc == -ENOENT ? "no such run" : store_errmsg(b->store));
-        return;
-    }
+    if (check_run_visible(b, m, id)) return;
     if (broker_write(b)) return;
     const char *k;
     json_t *v;
+    int rc = 0;
     json_object_foreach(tags, k, v)
     {
         if (!rc) rc = store_tag_set(b->store, id, k, json_string_value(v));
@@ -174,15 +181,7 @@ static void on_note(struct broker *b, struct proto_msg *m)
                            "NOTE needs \"id\" and a \"text\" of 1 to 4096 bytes");
         return;
     }
-    struct store_job j;
-    int rc = store_job_get(b->store, id, &j);
-    if (rc == 0 && !may_see_owner(b, j.owner)) rc = -ENOENT;
-    if (rc == 0) store_job_free(&j);
-    if (rc) {
-        broker_reply_error(b, m, rc == -ENOENT ? "not_found" : "store", "run %lld: %s",
-                           (long long)id, rc == -ENOENT ? "no such run" : store_errmsg(b->store));
-        return;
-    }
+    if (check_run_visible(b, m, id)) return;
     if (broker_write(b)) return;
     if (store_note_add(b->store, id, text) != 0) {
         broker_store_failed(b, "note");
@@ -280,14 +279,8 @@ static void on_sweep(struct broker *b, struct proto_msg *m)
         broker_reply_error(b, m, code, "%s", err);
         return;
     }
-    json_t *rid = json_object_get(m->body, "request_id");
-    if (rid && !json_is_null(rid) &&
-        (!json_is_string(rid) || json_string_length(rid) == 0 ||
-         json_string_length(rid) > STORE_REQUEST_ID_MAX)) {
-        broker_reply_error(b, m, "bad_request", "\"request_id\" is a string of 1 to %d bytes",
-                           STORE_REQUEST_ID_MAX);
-        return;
-    }
+    const char *request_id;
+    if (broker_request_id(b, m, &request_id)) return;
     struct mlq_spec base;
     struct sweep_opts o;
     struct space sp = {0};
@@ -345,7 +338,7 @@ static void on_sweep(struct broker *b, struct proto_msg *m)
     if (broker_write(b)) goto out;
     int64_t id;
     bool existed = false;
-    rc = store_sweep_create(b->store, &sw, e.trials, e.n, json_string_value(rid), &id, &existed);
+    rc = store_sweep_create(b->store, &sw, e.trials, e.n, request_id, &id, &existed);
     if (rc == -EEXIST) {
         broker_reply_error(b, m, "conflict", "%s", store_errmsg(b->store));
         goto out;
