@@ -19,8 +19,9 @@ import time
 
 import h5py
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+
+from torch_gpt import GPT
 
 p = argparse.ArgumentParser()
 p.add_argument("--data", required=True)
@@ -36,50 +37,26 @@ with h5py.File(a.data, "r") as f:
 T, E, V, BLOCKS, HEADS = X.shape[1], 128, 256, 4, 4
 
 
-class Block(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(E)
-        self.attn = nn.MultiheadAttention(E, HEADS, batch_first=True)
-        self.ln_2 = nn.LayerNorm(E)
-        self.mlp = nn.Sequential(nn.Linear(E, 4 * E), nn.GELU(), nn.Linear(4 * E, E))
-        self.register_buffer("mask", torch.triu(torch.ones(T, T, dtype=torch.bool), 1))
-
-    def forward(self, x):
-        h = self.ln_1(x)
-        x = x + self.attn(h, h, h, attn_mask=self.mask, need_weights=False)[0]
-        return x + self.mlp(self.ln_2(x))
-
-
 def build():
     torch.manual_seed(a.seed)
-    global model, wpe, opt
-    model = nn.Sequential(nn.Embedding(V, E), nn.Identity(), *[Block() for _ in range(BLOCKS)],
-                          nn.LayerNorm(E), nn.Linear(E, V))
-    wpe = nn.Parameter(torch.randn(T, E))  # nn.Embedding's N(0, 1), added at positions 0..T-1
-    opt = torch.optim.AdamW(list(model.parameters()) + [wpe], lr=6e-4, weight_decay=0.01)
+    global model, opt
+    model = GPT(T, E, V, BLOCKS, HEADS)
+    opt = torch.optim.AdamW(model.parameters(), lr=6e-4, weight_decay=0.01)
 
 
 def train_step(idx):
     opt.zero_grad()
-    loss = F.cross_entropy(forward(X[idx]).reshape(-1, V), Y[idx].reshape(-1))
+    loss = F.cross_entropy(model(X[idx]).reshape(-1, V), Y[idx].reshape(-1))
     loss.backward()
     opt.step()
     return loss
-
-
-def forward(x):
-    h = model[0](x) + wpe[: x.shape[1]]
-    for layer in model[2:]:
-        h = layer(h)
-    return h
 
 
 def held_out_bits_per_byte():
     with torch.inference_mode():
         total = 0.0
         for at in range(0, len(Xv), 64):
-            out = forward(Xv[at:at + 64])
+            out = model(Xv[at:at + 64])
             total += F.cross_entropy(out.reshape(-1, V), Yv[at:at + 64].reshape(-1),
                                      reduction="sum").item()
     return total / Yv.numel() / math.log(2)

@@ -14,6 +14,8 @@ import time
 import torch
 import torch.nn as nn
 
+from torch_gpt import GPT
+
 p = argparse.ArgumentParser()
 p.add_argument("--model", choices=["lstm", "gpt"], default="lstm")
 p.add_argument("--threads", type=int, default=1)
@@ -24,35 +26,6 @@ a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(1)
 T, E, V, BLOCKS, HEADS = 128, 128, 256, 4, 4
-
-
-class Block(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(E)
-        self.attn = nn.MultiheadAttention(E, HEADS, batch_first=True)
-        self.ln_2 = nn.LayerNorm(E)
-        self.mlp = nn.Sequential(nn.Linear(E, 4 * E), nn.GELU(), nn.Linear(4 * E, E))
-        self.register_buffer("mask", torch.triu(torch.ones(T, T, dtype=torch.bool), 1))
-
-    def forward(self, x):
-        h = self.ln_1(x)
-        x = x + self.attn(h, h, h, attn_mask=self.mask, need_weights=False)[0]
-        return x + self.mlp(self.ln_2(x))
-
-
-class GPT(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.wte = nn.Embedding(V, E)
-        self.wpe = nn.Embedding(T, E)
-        self.blocks = nn.Sequential(*[Block() for _ in range(BLOCKS)])
-        self.ln_f = nn.LayerNorm(E)
-        self.head = nn.Linear(E, V)
-
-    def forward(self, x):
-        h = self.wte(x) + self.wpe.weight[: x.shape[1]]
-        return self.head(self.ln_f(self.blocks(h)))
 
 
 class RowLSTM(nn.Module):
