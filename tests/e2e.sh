@@ -5,39 +5,15 @@
 set -euo pipefail
 build=$1
 src=$2
-export PATH=$build/cli:$build/broker:$build/trainer:$PATH
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mlq-e2e-XXXXXX")
-up_pid=""
-cleanup() {
-    [ -n "$up_pid" ] && kill -INT "$up_pid" 2>/dev/null && wait "$up_pid" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "e2e: FAIL: $*" >&2; [ -f "$tmp/up.log" ] && tail -n 30 "$tmp/up.log" >&2; exit 1; }
+. "$(dirname "$0")/lib.sh"
+# mlq up makes its keys (and mlq finds them) in ~/.config/mlq: the test's home.
+mlqt_init e2e "$build"
 
-export MLQ_DB=$tmp/mlq.db
-export MLQ_BROKER=ipc://$tmp/broker.sock
-export MLQ_CONFIG=$tmp/none.conf
-# mlq up makes its keys (and mlq finds them) in ~/.config/mlq: here, not the tester's.
-export XDG_CONFIG_HOME=$tmp/config
-export MLQ_DATA_ROOT=$tmp   # the trainers' base for relative dataset paths
-: >"$MLQ_CONFIG"
-
-# Three well separated classes in 4 dimensions, as CSV with a header.
-awk 'BEGIN { srand(7); print "a,b,c,d,label";
-             for (i = 0; i < 900; i++) { c = i % 3; row = "";
-               for (j = 0; j < 4; j++) row = row (j ? "," : "") (rand() - 0.5 + (j == c ? 3 : 0));
-               print row "," c } }' >"$tmp/data.csv"
-mlq dataset import-csv "$tmp/data.csv" --header --label-column label --output "$tmp/data.h5" >/dev/null
+# Three well separated classes in 4 dimensions.
+mlqt_classes 7 900 3 "$tmp/data.h5"
 mlq dataset info "$tmp/data.h5" --json | grep -q '"n": *900' || fail "dataset info"
 
-mlq up --trainers 2 --bind "$MLQ_BROKER" >"$tmp/up.log" 2>&1 &
-up_pid=$!
-for _ in $(seq 100); do
-    [ "$(mlq workers 2>/dev/null | grep -c idle)" = 2 ] && break
-    sleep 0.1
-done
-[ "$(mlq workers | grep -c idle)" = 2 ] || fail "two idle trainers"
+mlqt_up 2
 # Keys by default: mlq found the ones mlq up made; a client without them gets nothing.
 mlq whoami --json | grep -q '"mechanism": *"CURVE"' || fail "whoami: not CURVE: $(mlq whoami --json)"
 rc=0

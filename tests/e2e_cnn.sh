@@ -11,22 +11,9 @@ build=$1
 src=$2
 idx=${MLQ_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
 [ -f "$idx/train-images-idx3-ubyte.gz" ] || { echo "e2e_cnn: no Fashion-MNIST in $idx; skipping"; exit 77; }
-export PATH=$build/cli:$build/broker:$build/trainer:$PATH
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mlq-e2e-cnn-XXXXXX")
-up_pid=""
-cleanup() {
-    [ -n "$up_pid" ] && kill -INT "$up_pid" 2>/dev/null && wait "$up_pid" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "e2e_cnn: FAIL: $*" >&2; [ -f "$tmp/up.log" ] && tail -n 30 "$tmp/up.log" >&2; exit 1; }
-
-export MLQ_DB=$tmp/mlq.db
-export MLQ_BROKER=ipc://$tmp/broker.sock
-export MLQ_CONFIG=$tmp/none.conf
-# mlq up makes its keys (and mlq finds them) in ~/.config/mlq: here, not the tester's.
-export XDG_CONFIG_HOME=$tmp/config
-: >"$MLQ_CONFIG"
+. "$(dirname "$0")/lib.sh"
+# mlq up makes its keys (and mlq finds them) in ~/.config/mlq: the test's home.
+mlqt_init e2e_cnn "$build"
 
 # The first N images and labels of an IDX pair, as IDX files of N.
 be32() { printf "%08x" "$1" | xxd -r -p; }
@@ -42,13 +29,7 @@ subset "$idx/train-images-idx3-ubyte.gz" "$idx/train-labels-idx1-ubyte.gz" 3000 
 subset "$idx/t10k-images-idx3-ubyte.gz" "$idx/t10k-labels-idx1-ubyte.gz" 1000 "$tmp/test"
 mlq dataset info "$tmp/train.h5" --json | grep -q '"n": *3000' || fail "dataset info"
 
-mlq up --trainers 2 --threads 1 --bind "$MLQ_BROKER" >"$tmp/up.log" 2>&1 &
-up_pid=$!
-for _ in $(seq 100); do
-    [ "$(mlq workers 2>/dev/null | grep -c idle)" = 2 ] && break
-    sleep 0.1
-done
-[ "$(mlq workers | grep -c idle)" = 2 ] || fail "two idle trainers"
+mlqt_up 2 --threads 1
 
 spec() { # NAME LAYERS [EXTRA]
     cat <<EOT

@@ -9,34 +9,13 @@
 set -euo pipefail
 build=$1
 src=$2
-export PATH=$build/cli:$build/broker:$build/trainer:$PATH
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mlq-e2e-seq-XXXXXX")
-up_pid=""
-cleanup() {
-    [ -n "$up_pid" ] && kill -INT "$up_pid" 2>/dev/null && wait "$up_pid" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "e2e_seq: FAIL: $*" >&2; [ -f "$tmp/up.log" ] && tail -n 30 "$tmp/up.log" >&2; exit 1; }
-
-export MLQ_DB=$tmp/mlq.db
-export MLQ_BROKER=ipc://$tmp/broker.sock
-export MLQ_CONFIG=$tmp/none.conf
-# mlq up makes its keys (and mlq finds them) in ~/.config/mlq: here, not the tester's.
-export XDG_CONFIG_HOME=$tmp/config
-: >"$MLQ_CONFIG"
+. "$(dirname "$0")/lib.sh"
+# mlq up makes its keys (and mlq finds them) in ~/.config/mlq: the test's home.
+mlqt_init e2e_seq "$build"
 
 # A small, learnable text: a few sentences in a varying order (no fortunes
 # needed), 24 KiB.
-/usr/bin/python3 - "$tmp/text.txt" <<'PY'
-import random, sys
-random.seed(7)
-lines = ["the cat sat on the mat.", "a dog ran in the park.", "we like to read books.",
-         "it is a sunny day.", "she sells sea shells."]
-with open(sys.argv[1], "w") as f:
-    while f.tell() < 24576:
-        f.write(random.choice(lines) + "\n")
-PY
+mlqt_text 24576 "$tmp/text.txt"
 : >"$tmp/empty.txt"
 
 # ---- import-text ----
@@ -56,13 +35,7 @@ rc=$?
 set -e
 [ $rc = 2 ] && grep -q "context" "$tmp/err" || fail "--context 0: exit $rc, $(cat "$tmp/err")"
 
-mlq up --trainers 1 --threads 1 --bind "$MLQ_BROKER" >"$tmp/up.log" 2>&1 &
-up_pid=$!
-for _ in $(seq 300); do
-    [ "$(mlq workers 2>/dev/null | grep -c idle)" = 1 ] && break
-    sleep 0.1
-done
-[ "$(mlq workers | grep -c idle)" = 1 ] || fail "an idle trainer"
+mlqt_up 1 --threads 1
 
 lm() { # NAME VOCAB
     cat <<EOT

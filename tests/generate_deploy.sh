@@ -9,43 +9,15 @@
 # usage: generate_deploy.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 build=$1
-export PATH=$build/cli:$build/broker:$build/trainer:$PATH
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mlq-generate-deploy-XXXXXX")
-up_pid=""
-cleanup() {
-    [ -n "$up_pid" ] && kill -INT "$up_pid" 2>/dev/null && wait "$up_pid" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "generate_deploy: FAIL: $*" >&2; [ -f "$tmp/up.log" ] && tail -n 30 "$tmp/up.log" >&2; exit 1; }
+. "$(dirname "$0")/lib.sh"
+# mlq up makes its keys (and mlq finds them) in ~/.config/mlq: the test's home.
+mlqt_init generate_deploy "$build"
 
-unset MLQ_BROKER_ENDPOINT MLQ_BROKER_BIND MLQ_DB_PATH MLQ_TIMEOUT_MS
-export MLQ_DB=$tmp/mlq.db
-export MLQ_BROKER=ipc://$tmp/broker.sock
-export MLQ_CONFIG=$tmp/none.conf
-# mlq up makes its keys (and mlq finds them) in ~/.config/mlq: here, not the tester's.
-export XDG_CONFIG_HOME=$tmp/config
-: >"$MLQ_CONFIG"
-
-/usr/bin/python3 - "$tmp/text.txt" <<'PY'
-import random, sys
-random.seed(7)
-lines = ["the cat sat on the mat.", "a dog ran in the park.", "we like to read books.",
-         "it is a sunny day.", "she sells sea shells."]
-with open(sys.argv[1], "w") as f:
-    while f.tell() < 12288:
-        f.write(random.choice(lines) + "\n")
-PY
+mlqt_text 12288 "$tmp/text.txt"
 mlq dataset import-text "$tmp/text.txt" --context 32 --output "$tmp/text.h5" >/dev/null
 
 # Two trainers: a deployment holds one, the generate jobs run on the other.
-mlq up --trainers 2 --threads 1 --bind "$MLQ_BROKER" >"$tmp/up.log" 2>&1 &
-up_pid=$!
-for _ in $(seq 300); do
-    [ "$(mlq workers 2>/dev/null | grep -c idle)" = 2 ] && break
-    sleep 0.1
-done
-[ "$(mlq workers | grep -c idle)" = 2 ] || fail "two idle trainers"
+mlqt_up 2 --threads 1
 
 cat >"$tmp/lstm.json" <<EOT
 {"name": "char-lstm", "dataset": "$tmp/text.h5",

@@ -12,25 +12,8 @@
 set -euo pipefail
 build=$1
 src=$2
-export PATH=$build/cli:$build/broker:$build/trainer:$PATH
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mlq-report-XXXXXX")
-up_pid=""
-cleanup() {
-    [ -n "$up_pid" ] && kill -INT "$up_pid" 2>/dev/null && wait "$up_pid" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "report: FAIL: $*" >&2; [ -f "$tmp/up.log" ] && tail -n 20 "$tmp/up.log" >&2; exit 1; }
-
-export MLQ_DB=$tmp/mlq.db
-export MLQ_BROKER=ipc://$tmp/broker.sock
-export MLQ_CONFIG=$tmp/none.conf
-# A home of its own: a key pinned in the user's ~/.config/mlq (mlq up --keys)
-# would make every plaintext command refuse this test's broker.
-export HOME=$tmp/home XDG_CONFIG_HOME=$tmp/home/.config XDG_DATA_HOME=$tmp/home/.local/share
-mkdir -p "$HOME"
-export MLQ_DATA_ROOT=$tmp
-: >"$MLQ_CONFIG"
+. "$(dirname "$0")/lib.sh"
+mlqt_init report "$build"
 
 set +e
 mlq report --output "$tmp/none.html" 2>"$tmp/err"
@@ -38,19 +21,8 @@ rc=$?
 set -e
 [ $rc = 6 ] || fail "report without a database: exit $rc, want 6"
 
-awk 'BEGIN { srand(11); print "a,b,c,d,label";
-             for (i = 0; i < 900; i++) { c = i % 3; row = "";
-               for (j = 0; j < 4; j++) row = row (j ? "," : "") (rand() - 0.5 + (j == c ? 1.2 : 0));
-               print row "," c } }' >"$tmp/data.csv"
-mlq dataset import-csv "$tmp/data.csv" --header --label-column label --output "$tmp/data.h5" >/dev/null
-
-mlq up --trainers 2 --bind "$MLQ_BROKER" >"$tmp/up.log" 2>&1 &
-up_pid=$!
-for _ in $(seq 100); do
-    [ "$(mlq workers 2>/dev/null | grep -c idle)" = 2 ] && break
-    sleep 0.1
-done
-[ "$(mlq workers | grep -c idle)" = 2 ] || fail "two idle trainers"
+mlqt_classes 11 900 1.2 "$tmp/data.h5"
+mlqt_up 2
 
 ids=()
 for cfg in "adam 0.01 6" "adam 0.0005 6" "sgd 0.1 6" "sgd 0.01 3"; do

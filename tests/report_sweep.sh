@@ -10,29 +10,10 @@
 set -euo pipefail
 build=$1
 src=$2
-export PATH=$build/cli:$build/broker:$build/trainer:$PATH
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mlq-report-sweep-XXXXXX")
-up_pid=""
-cleanup() {
-    [ -n "$up_pid" ] && kill -INT "$up_pid" 2>/dev/null && wait "$up_pid" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "report_sweep: FAIL: $*" >&2; [ -f "$tmp/up.log" ] && tail -n 20 "$tmp/up.log" >&2; exit 1; }
+. "$(dirname "$0")/lib.sh"
+mlqt_init report_sweep "$build"
 
-export MLQ_DB=$tmp/mlq.db
-export MLQ_BROKER=ipc://$tmp/broker.sock
-export MLQ_CONFIG=$tmp/none.conf
-export MLQ_DATA_ROOT=$tmp
-export HOME=$tmp/home XDG_CONFIG_HOME=$tmp/home/.config XDG_DATA_HOME=$tmp/home/.local/share
-mkdir -p "$HOME"
-: >"$MLQ_CONFIG"
-
-awk 'BEGIN { srand(3); print "a,b,c,d,label";
-             for (i = 0; i < 1200; i++) { c = i % 3; row = "";
-               for (j = 0; j < 4; j++) row = row (j ? "," : "") (rand() - 0.5 + (j == c ? 0.8 : 0));
-               print row "," c } }' >"$tmp/data.csv"
-mlq dataset import-csv "$tmp/data.csv" --header --label-column label --output "$tmp/data.h5" >/dev/null
+mlqt_classes 3 1200 0.8 "$tmp/data.h5"
 cat >"$tmp/spec.json" <<JSON
 {"kind": "train", "dataset": "$tmp/data.h5", "validation_split": 0.25,
  "model": {"layers": [4, 32, 3]}, "optimizer": {"name": "sgd", "lr": 0.01},
@@ -41,12 +22,7 @@ JSON
 echo '{"optimizer.lr": {"loguniform": [0.0003, 0.3]}, "optimizer.name": {"choice": ["sgd", "adam"]}}' \
     >"$tmp/space.json"
 
-mlq up --trainers 2 --bind "$MLQ_BROKER" >"$tmp/up.log" 2>&1 &
-up_pid=$!
-for _ in $(seq 100); do
-    [ "$(mlq workers 2>/dev/null | grep -c idle)" = 2 ] && break
-    sleep 0.1
-done
+mlqt_up 2
 sid=$(mlq sweep "$tmp/spec.json" --space "$tmp/space.json" --trials 8 --scheduler asha \
           --metric val_loss --mode min --max-t 16 --grace-period 1 --reduction-factor 4 \
           --name lr-and-optimizer 2>/dev/null)

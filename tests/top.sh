@@ -8,47 +8,21 @@
 # usage: top.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 build=$1
-export PATH=$build/cli:$build/broker:$build/trainer:$PATH
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mlq-top-XXXXXX")
-up_pid=""
+command -v tmux >/dev/null || { echo "top: SKIP: no tmux (Debian: apt-get install tmux)"; exit 77; }
+. "$(dirname "$0")/lib.sh"
+mlqt_cleanup_extra() { tmux -S "${tmux_sock:-/nonexistent}" kill-server 2>/dev/null; }
+mlqt_init top "$build"
 tmux_sock=$tmp/tmux.sock
-cleanup() {
-    tmux -S "$tmux_sock" kill-server 2>/dev/null || true
-    [ -n "$up_pid" ] && kill -INT "$up_pid" 2>/dev/null && wait "$up_pid" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+# The pane as last captured, besides the up log, when a check fails.
 fail() {
     echo "top: FAIL: $*" >&2
     [ -f "$tmp/pane" ] && { echo "--- the pane:" >&2; cat "$tmp/pane" >&2; }
     [ -f "$tmp/up.log" ] && tail -n 20 "$tmp/up.log" >&2
     exit 1
 }
-command -v tmux >/dev/null || { echo "top: SKIP: no tmux (Debian: apt-get install tmux)"; exit 77; }
 
-export MLQ_DB=$tmp/mlq.db
-export MLQ_BROKER=ipc://$tmp/broker.sock
-export MLQ_CONFIG=$tmp/none.conf
-# A home of its own: a key pinned in the user's ~/.config/mlq (mlq up --keys)
-# would make every plaintext command refuse this test's broker.
-export HOME=$tmp/home XDG_CONFIG_HOME=$tmp/home/.config XDG_DATA_HOME=$tmp/home/.local/share
-mkdir -p "$HOME"
-export MLQ_DATA_ROOT=$tmp
-: >"$MLQ_CONFIG"
-
-awk 'BEGIN { srand(5); print "a,b,c,d,label";
-             for (i = 0; i < 20000; i++) { c = i % 3; row = "";
-               for (j = 0; j < 4; j++) row = row (j ? "," : "") (rand() - 0.5 + (j == c ? 1 : 0));
-               print row "," c } }' >"$tmp/data.csv"
-mlq dataset import-csv "$tmp/data.csv" --header --label-column label --output "$tmp/data.h5" >/dev/null
-
-mlq up --trainers 2 --bind "$MLQ_BROKER" >"$tmp/up.log" 2>&1 &
-up_pid=$!
-for _ in $(seq 100); do
-    [ "$(mlq workers 2>/dev/null | grep -c idle)" = 2 ] && break
-    sleep 0.1
-done
-[ "$(mlq workers | grep -c idle)" = 2 ] || fail "two idle trainers"
+mlqt_classes 5 20000 1 "$tmp/data.h5"
+mlqt_up 2
 # Two trainers share the cores (mlq up gives each its part).
 share=$(($(nproc) / 2)); [ "$share" -ge 1 ] || share=1
 for n in long-a long-b waiting; do

@@ -6,21 +6,10 @@
 # usage: up_endpoint.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 build=$1
-export PATH=$build/cli:$build/broker:$build/trainer:$PATH
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mlq-up-endpoint-XXXXXX")
-up_pid=""
-cleanup() {
-    [ -n "$up_pid" ] && kill -INT "$up_pid" 2>/dev/null && wait "$up_pid" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "up_endpoint: FAIL: $*" >&2; [ -f "$tmp/up.log" ] && tail -n 20 "$tmp/up.log" >&2; exit 1; }
-
-unset MLQ_BROKER MLQ_BROKER_ENDPOINT MLQ_BROKER_BIND MLQ_DB MLQ_DB_PATH XDG_DATA_HOME
-export MLQ_CONFIG=$tmp/empty.conf MLQ_DATA_ROOT=$tmp
-export HOME=$tmp/home XDG_CONFIG_HOME=$tmp/home/.config
-mkdir -p "$HOME"
-: >"$MLQ_CONFIG"
+. "$(dirname "$0")/lib.sh"
+mlqt_init up_endpoint "$build"
+# Nothing but mlq up's file names the broker and the database.
+unset MLQ_BROKER MLQ_DB XDG_DATA_HOME
 state=$XDG_CONFIG_HOME/mlq/up.json
 
 awk 'BEGIN { srand(5); print "a,b,label";
