@@ -18,12 +18,16 @@ set -euo pipefail
 
 usage() {
     cat <<'EOF'
-usage: bench/serve_bench.sh [--build DIR] [--seconds S] [--clients N] [--no-torch]
+usage: bench/serve_bench.sh [--build DIR] [--seconds S] [--clients N] [--transport tcp|ipc]
+                            [--no-torch]
 
   --build DIR   build tree with cli/mlq, broker/, trainer/ and bench/serve_load
                 (default: build-bench in the source tree, configured and built if needed)
   --seconds S   measured seconds per figure (default 5), after 1 s of warm-up
   --clients N   the concurrent clients of the load figures (default 64)
+  --transport T tcp (default: loopback TCP, as clients on other hosts reach a broker) or
+                ipc (Unix sockets, as clients on the broker's host can), the same for both
+                sides: the load generator, the broker, its trainers and the peer
   --no-torch    mlq only
 EOF
 }
@@ -33,6 +37,7 @@ BUILD=""
 SECONDS_=5
 CLIENTS=64
 TORCH=1
+TRANSPORT=tcp
 FMNIST=${FMNIST:-/usr/share/datasets/fashion-mnist}
 PY=/usr/bin/python3
 while [ $# -gt 0 ]; do
@@ -40,6 +45,7 @@ while [ $# -gt 0 ]; do
     --build) BUILD=$2; shift 2 ;;
     --seconds) SECONDS_=$2; shift 2 ;;
     --clients) CLIENTS=$2; shift 2 ;;
+    --transport) TRANSPORT=$2; shift 2 ;;
     --no-torch) TORCH=0; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
@@ -69,8 +75,11 @@ cleanup() {
 trap cleanup EXIT
 : >"$tmp/mlq.conf"
 export MLQ_CONFIG=$tmp/mlq.conf XDG_CONFIG_HOME=$tmp MLQ_DB=$tmp/mlq.db
-EP=tcp://127.0.0.1:$((20000 + RANDOM % 20000))
-PEER=tcp://127.0.0.1:$((40000 + RANDOM % 20000))
+case "$TRANSPORT" in
+tcp) EP=tcp://127.0.0.1:$((20000 + RANDOM % 20000)) PEER=tcp://127.0.0.1:$((40000 + RANDOM % 20000)) ;;
+ipc) EP=ipc://$tmp/broker.sock PEER=ipc://$tmp/peer.sock ;;
+*) die "--transport is tcp or ipc, not $TRANSPORT" ;;
+esac
 
 "$MLQ" dataset import-idx "$FMNIST/train-images-idx3-ubyte.gz" "$FMNIST/train-labels-idx1-ubyte.gz" \
     --output "$tmp/train.h5" >/dev/null
@@ -124,7 +133,7 @@ vpid=${trainer_pids[$(( ${victim#t} - 1 ))]}
 ( sleep 2; kill -9 "$vpid" ) &
 mK=$(measure --mlq "$EP" --deployment seed --clients "$CLIENTS")
 
-echo "serving benchmark: seed MLP 784-128-64-10 (run $run), one row per request"
+echo "serving benchmark: seed MLP 784-128-64-10 (run $run), one row per request, over $TRANSPORT"
 echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), OpenBLAS kernel ${kernel:-unknown}" \
      "(OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}), autogroup $(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo ?)"
 row "mlq, 1 client" "$m1"
