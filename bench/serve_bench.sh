@@ -9,6 +9,9 @@
 #   1 client:    p50 and p99 latency, requests/s (INFER_BIN, and INFER: the JSON form)
 #   64 clients:  requests/s, p50 and p99, rows per forward pass (mlq)
 #   64 clients with one of two replicas killed (SIGKILL) mid-run: failed requests
+#   the ceiling: 64 clients against bench/null_serve (a C ROUTER that answers
+#                without a model), what the load generator and the transport
+#                leave of this machine for any one-hop server
 # Prints one table; docs/benchmarks.md ("Serving") keeps the figures.
 #
 # Both sides run one compute thread (the replica's OpenBLAS, torch's intra-op
@@ -56,10 +59,10 @@ die() { echo "serve_bench: $*" >&2; exit 1; }
 if [ -z "$BUILD" ]; then
     BUILD=$ROOT/build-bench
     [ -f "$BUILD/CMakeCache.txt" ] || cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
-    cmake --build "$BUILD" -j"$(nproc)" --target mlq mlq-broker mlq-trainer serve_load >/dev/null
+    cmake --build "$BUILD" -j"$(nproc)" --target mlq mlq-broker mlq-trainer serve_load null_serve >/dev/null
 fi
-MLQ=$BUILD/cli/mlq LOAD=$BUILD/bench/serve_load
-[ -x "$MLQ" ] && [ -x "$LOAD" ] || die "no mlq or serve_load in $BUILD"
+MLQ=$BUILD/cli/mlq LOAD=$BUILD/bench/serve_load NULL=$BUILD/bench/null_serve
+[ -x "$MLQ" ] && [ -x "$LOAD" ] && [ -x "$NULL" ] || die "no mlq, serve_load or null_serve in $BUILD"
 if [ $TORCH = 1 ]; then
     $PY -c "import torch, zmq, h5py" 2>/dev/null ||
         die "the peer needs python3-torch, python3-zmq, python3-h5py (scripts/install-deps.sh --bench), or --no-torch"
@@ -76,8 +79,9 @@ trap cleanup EXIT
 : >"$tmp/mlq.conf"
 export MLQ_CONFIG=$tmp/mlq.conf XDG_CONFIG_HOME=$tmp MLQ_DB=$tmp/mlq.db
 case "$TRANSPORT" in
-tcp) EP=tcp://127.0.0.1:$((20000 + RANDOM % 20000)) PEER=tcp://127.0.0.1:$((40000 + RANDOM % 20000)) ;;
-ipc) EP=ipc://$tmp/broker.sock PEER=ipc://$tmp/peer.sock ;;
+tcp) port=$((20000 + RANDOM % 40000))
+     EP=tcp://127.0.0.1:$port PEER=tcp://127.0.0.1:$((port + 1)) CEIL=tcp://127.0.0.1:$((port + 2)) ;;
+ipc) EP=ipc://$tmp/broker.sock PEER=ipc://$tmp/peer.sock CEIL=ipc://$tmp/null.sock ;;
 *) die "--transport is tcp or ipc, not $TRANSPORT" ;;
 esac
 
@@ -127,6 +131,12 @@ if [ $TORCH = 1 ]; then
     pN=$(measure --raw "$PEER" --clients "$CLIENTS")
     kill "$peer"
 fi
+"$NULL" "$CEIL" >"$tmp/null.log" 2>&1 & nullpid=$!
+pids+=($nullpid)
+for _ in $(seq 100); do grep -q listening "$tmp/null.log" 2>/dev/null && break; sleep 0.1; done
+c1=$(measure --raw "$CEIL" --clients 1)
+cN=$(measure --raw "$CEIL" --clients "$CLIENTS")
+kill "$nullpid"
 # A replica killed under load: whichever serves; the spare trainer takes its place.
 victim=$("$MLQ" deployments --json | $PY -c "import json,sys; print(json.load(sys.stdin)['deployments'][0]['replica_list'][0]['trainer'])")
 vpid=${trainer_pids[$(( ${victim#t} - 1 ))]}
@@ -144,13 +154,16 @@ row "mlq, $CLIENTS clients, 1 replica, JSON" "$mNj"
 row "mlq, $CLIENTS clients, 2 replicas" "$mN2"
 [ $TORCH = 1 ] && row "torch peer, $CLIENTS clients" "$pN"
 row "mlq, $CLIENTS clients, replica killed" "$mK"
+row "ceiling (null_serve), 1 client" "$c1"
+row "ceiling (null_serve), $CLIENTS clients" "$cN"
 echo "rows per forward pass, all the runs above together (DEPLOYMENTS rows_per_forward): $rpf"
 if [ $TORCH = 1 ]; then
-    $PY - "$mN" "$mN2" "$pN" <<'PY'
+    $PY - "$mN" "$mN2" "$pN" "$cN" <<'PY'
 import json, sys
-a, b, p = (json.loads(s) for s in sys.argv[1:])
+a, b, p, c = (json.loads(s) for s in sys.argv[1:])
 best = max(a, b, key=lambda d: d["rps"])
 print("throughput at %d clients: %.1fx the peer's; p99 %.0f us vs %.0f us" % (
     best["clients"], best["rps"] / p["rps"], best["p99_us"], p["p99_us"]))
+print("the ceiling (a server that only answers) is %.1fx the peer's" % (c["rps"] / p["rps"]))
 PY
 fi
