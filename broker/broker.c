@@ -243,6 +243,11 @@ int broker_open(struct broker **out, const struct broker_opts *opts, char *err, 
 
     int rc = lock_database(b, err, errlen);
     if (rc) goto fail;
+    if ((rc = datasets_dir_resolve(opts->datasets_dir, opts->db_path, b->datasets_dir)) != 0) {
+        snprintf(err, errlen, "broker.datasets_dir: path too long");
+        goto fail;
+    }
+    if ((rc = datasets_prepare(b->datasets_dir, err, errlen)) != 0) goto fail;
     rc = store_open(&b->store, opts->db_path,
                     STORE_CREATE | (opts->sync_normal ? STORE_SYNC_NORMAL : 0), err, errlen);
     if (rc) goto fail;

@@ -35,6 +35,7 @@ struct broker_opts {
     bool insecure;              /* plaintext on a non-local bind, said in so many words */
     long long sweep_max_trials; /* trials of one sweep at most; <= 0: SPACE_MAX_TRIALS */
     int serve_deadline_ms;      /* an infer request's deadline if it names none; <= 0: 5000 */
+    const char *datasets_dir;   /* pushed datasets; NULL or "": datasets/ beside db_path */
 };
 
 struct broker;

@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "broker.h"
+#include "datasets.h"
 #include "keys.h"
 #include "log.h"
 #include "proto.h"
@@ -99,7 +100,8 @@ struct broker {
 
     struct trainer *trainers;
     size_t n_trainers, cap_trainers;
-    struct serve *serve; /* serve.c */
+    struct serve *serve;                  /* serve.c */
+    char datasets_dir[DATASETS_PATH_MAX]; /* datasets.c: the store of pushed datasets */
     struct orphan *orphans;
     size_t n_orphans;
     struct outmsg *out;

@@ -36,6 +36,8 @@ static void usage(FILE *out)
             "  --checkpoint-keep N  checkpoints kept per run besides the best (0 = all)\n"
             "  --max-message BYTES  largest frame accepted (default 256 MiB)\n"
             "  --sweep-max-trials N  sweep.max_trials: trials one sweep may have (default 10000)\n"
+            "  --datasets-dir DIR broker.datasets_dir: pushed datasets (default datasets/\n"
+            "                     beside the database)\n"
             "  --secret-key FILE  broker.secret_key: CURVE with this key (mlq keygen)\n"
             "  --users-dir DIR    broker.users_dir: the users' public keys\n"
             "  --trainers-dir DIR broker.trainers_dir: the trainers' public keys\n"
@@ -64,7 +66,8 @@ int main(int argc, char **argv)
         OPT_SECRET,
         OPT_USERS,
         OPT_TRAINERS,
-        OPT_SWEEP_MAX
+        OPT_SWEEP_MAX,
+        OPT_DATASETS
     };
     static const struct option longopts[] = {
         {"db", required_argument, NULL, OPT_DB},
@@ -80,6 +83,7 @@ int main(int argc, char **argv)
         {"users-dir", required_argument, NULL, OPT_USERS},
         {"trainers-dir", required_argument, NULL, OPT_TRAINERS},
         {"sweep-max-trials", required_argument, NULL, OPT_SWEEP_MAX},
+        {"datasets-dir", required_argument, NULL, OPT_DATASETS},
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -125,6 +129,9 @@ int main(int argc, char **argv)
             break;
         case OPT_SWEEP_MAX:
             flag[CONFIG_SWEEP_MAX_TRIALS] = optarg;
+            break;
+        case OPT_DATASETS:
+            flag[CONFIG_BROKER_DATASETS_DIR] = optarg;
             break;
         case OPT_SECRET:
             flag[CONFIG_BROKER_SECRET_KEY] = optarg;
@@ -185,6 +192,7 @@ int main(int argc, char **argv)
         .insecure = insecure,
         .sweep_max_trials = cfg.sweep_max_trials,
         .serve_deadline_ms = cfg.serve_deadline_ms,
+        .datasets_dir = cfg.broker_datasets_dir,
     };
     struct broker *b;
     int rc = broker_open(&b, &opts, err, sizeof err);

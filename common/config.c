@@ -72,6 +72,8 @@ static const struct config_keydef {
              trainer_data_roots),
     KEY_PATH(CONFIG_TRAINER_OUTPUTS_DIR, "trainer.outputs_dir", "MLQ_TRAINER_OUTPUTS_DIR",
              trainer_outputs_dir),
+    KEY_PATH(CONFIG_BROKER_DATASETS_DIR, "broker.datasets_dir", "MLQ_BROKER_DATASETS_DIR",
+             broker_datasets_dir),
 #undef KEY_PATH
     [CONFIG_SWEEP_MAX_TRIALS] = {"sweep.max_trials", "MLQ_SWEEP_MAX_TRIALS", NULL, T_INT,
                                  offsetof(struct config, sweep_max_trials), 0, 1,

@@ -61,6 +61,7 @@ enum config_key {
     CONFIG_TRAINER_OUTPUTS_DIR,
     CONFIG_SERVE_DEADLINE_MS,
     CONFIG_SWEEP_MAX_TRIALS,
+    CONFIG_BROKER_DATASETS_DIR,
     CONFIG_NKEYS
 };
 
@@ -96,6 +97,7 @@ struct config {
     char trainer_secret_key[CONFIG_STR_MAX];  /* mlq-trainer's key */
     char trainer_data_roots[CONFIG_STR_MAX];  /* more dataset roots, ':'-separated */
     char trainer_outputs_dir[CONFIG_STR_MAX]; /* predict outputs: only new files under it */
+    char broker_datasets_dir[CONFIG_STR_MAX]; /* pushed datasets ("": datasets/ beside the db) */
 
     char file[CONFIG_STR_MAX];    /* the config file consulted ("" = none) */
     bool file_found;              /* false when the default file does not exist */

@@ -17,6 +17,11 @@ static const char *const known_commands[] = {
     PROTO_INFERRED,     PROTO_SWEEP,      PROTO_TAG,     PROTO_NOTE,      PROTO_INFER_BIN,
     PROTO_INFERRED_BIN, PROTO_ANSWER_BIN, NULL,
 };
+/* Pushed datasets and their transfer (docs/datasets.md). */
+static const char *const dataset_commands[] = {
+    PROTO_DATASET_PUT, PROTO_DATASET_CHUNK, PROTO_DATASET_END, PROTO_DATASETS, PROTO_DATASET_RM,
+    PROTO_FETCH,       PROTO_CHUNK,         PROTO_DATASET,     NULL,
+};
 
 bool proto_is_binary(const char *cmd)
 {
@@ -27,6 +32,8 @@ bool proto_is_binary(const char *cmd)
 bool proto_known_command(const char *cmd)
 {
     for (const char *const *c = known_commands; *c; c++)
+        if (strcmp(*c, cmd) == 0) return true;
+    for (const char *const *c = dataset_commands; *c; c++)
         if (strcmp(*c, cmd) == 0) return true;
     return false;
 }

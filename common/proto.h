@@ -38,6 +38,21 @@
 #define PROTO_NOTE "NOTE" /* {"id","text"} -> OK {"id"} */
 #define PROTO_OK "OK"
 #define PROTO_ERROR "ERROR" /* {"error": "text", "code": "bad_spec"|"not_found"|...} */
+/* Pushed datasets (docs/datasets.md, "Pushed datasets"; docs/protocol.md).
+ * Clients -> broker. */
+#define PROTO_DATASET_PUT "DATASET_PUT"     /* {"name","size","sha256","replace"?} -> OK */
+#define PROTO_DATASET_CHUNK "DATASET_CHUNK" /* {"sha256","offset"} + bytes -> OK {"offset"} */
+#define PROTO_DATASET_END "DATASET_END"     /* {"sha256","name"} -> OK {"name","sha256","size"} */
+#define PROTO_DATASETS "DATASETS"           /* {} -> OK {"datasets": [...]} */
+#define PROTO_DATASET_RM "DATASET_RM"       /* {"name"} -> OK {"name","deleted"} */
+/* Trainers (and mlq dataset get) -> broker: FETCH {"job"?,"sha256","offset"|"index"}
+ * -> CHUNK {"sha256","offset","bytes","size"} + bytes. Trainer -> broker:
+ * DATASET {"job","sha256","size","fetched_bytes"}, the hash of what a job read. */
+#define PROTO_FETCH "FETCH"
+#define PROTO_CHUNK "CHUNK"
+#define PROTO_DATASET "DATASET"
+#define DATASET_CHUNK_BYTES 1048576 /* bytes of a dataset chunk; the last one shorter */
+#define DATASET_WINDOW 8            /* chunks a client or trainer keeps in flight */
 /* Trainer -> broker. */
 #define PROTO_HELLO "HELLO"           /* {"name","host","version","capabilities","job"?, "done"?} */
 #define PROTO_HEARTBEAT "HEARTBEAT"   /* {} both ways */

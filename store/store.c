@@ -218,13 +218,27 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (job, after)"
     ") WITHOUT ROWID;"
     "CREATE INDEX job_deps_after ON job_deps(after);",
+    /* 5 -> 6: pushed datasets (issue 16, docs/datasets.md): the names over the
+       broker's content-addressed objects, and the hash of the data each run
+       read (NULL for runs before it and until its trainer reports it). */
+    "CREATE TABLE datasets ("
+    "  name TEXT PRIMARY KEY,"
+    "  sha256 TEXT NOT NULL CHECK (length(sha256) = 64),"
+    "  size INTEGER NOT NULL CHECK (size >= 0),"
+    "  pushed REAL NOT NULL,"
+    "  owner TEXT"
+    ");"
+    "CREATE INDEX datasets_sha256 ON datasets(sha256);"
+    "ALTER TABLE jobs ADD COLUMN dataset_sha256 TEXT;"
+    "CREATE INDEX jobs_dataset_sha256 ON jobs(dataset_sha256) WHERE dataset_sha256 IS NOT NULL;",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema version");
 
 #define JOB_COLS                                                                                   \
     "id, kind, state, priority, attempts, max_attempts, name, trainer, run, cancel_requested, "    \
-    "submitted, started, finished, spec, error, result, request_id, owner, sweep, experiment"
+    "submitted, started, finished, spec, error, result, request_id, owner, sweep, experiment, "    \
+    "dataset_sha256"
 #define CKPT_META_COLS "id, run, epoch, step, crc32, size, time, metric"
 #define TERMINAL "('succeeded','failed','cancelled','stopped')"
 

@@ -27,7 +27,7 @@
 
 #include "spec.h" /* enum job_kind, struct mlq_spec */
 
-#define STORE_SCHEMA_VERSION 5
+#define STORE_SCHEMA_VERSION 6
 #define STORE_SERVICE_PATH "/var/lib/mlq/mlq.db" /* the services' database */
 #define STORE_KEEP_LAST_DEFAULT 3                /* checkpoints kept per run, plus the best */
 #define STORE_NAME_MAX 128
@@ -119,6 +119,7 @@ struct store_job {
     int64_t sweep;                       /* the sweep it is a trial of, 0 = none */
     char *experiment;                    /* --experiment, or NULL */
     bool stop_requested;                 /* its sweep's scheduler decided to stop it */
+    char *dataset_sha256; /* the hash of the data it read (its trainer's DATASET), or NULL */
 };
 void store_job_free(struct store_job *job);              /* frees the strings, not job */
 void store_jobs_free(struct store_job **jobs, size_t n); /* frees an array and its strings */
@@ -336,6 +337,41 @@ int store_deployment_get(struct store *s, const char *name, struct store_deploym
 int store_deployment_delete(struct store *s, const char *name); /* -ENOENT if none */
 /* All deployments by name; free() the array. */
 int store_deployments_list(struct store *s, struct store_deployment **out, size_t *n);
+
+/* ---- pushed datasets (store_datasets.c, docs/datasets.md) ----------------------- */
+
+/* The names of the broker's dataset objects. The objects themselves are files
+ * under broker.datasets_dir, addressed by their SHA-256 (broker/datasets.h);
+ * a name says which object it means now, a run's dataset_sha256 which
+ * bytes it read. A few rows written by a person's command: statements are
+ * prepared per call. */
+#define STORE_DATASET_NAME_MAX 128
+
+struct store_dataset {
+    char name[STORE_DATASET_NAME_MAX];
+    char sha256[65];            /* 64 lower-case hex digits */
+    int64_t size;               /* bytes */
+    double pushed;              /* when the name was (last) given to this object */
+    char owner[STORE_NAME_MAX]; /* the pushing key's name, "" without keys */
+    int64_t runs;               /* store_datasets_list: runs that read it or whose spec names it */
+};
+/* Gives d->name to the object d->sha256 (a new name, or one moved to other
+ * bytes); pushed is now. */
+int store_dataset_put(struct store *s, const struct store_dataset *d);
+/* -ENOENT if no such name. */
+int store_dataset_get(struct store *s, const char *name, struct store_dataset *d);
+/* The first name (in name order) of the object sha, -ENOENT if none. */
+int store_dataset_by_sha(struct store *s, const char *sha, struct store_dataset *d);
+int store_dataset_delete(struct store *s, const char *name); /* -ENOENT if none */
+/* Every name by name, with its runs; free() the array. */
+int store_datasets_list(struct store *s, struct store_dataset **out, size_t *n);
+/* Queued and running jobs whose spec names the object sha (as its dataset
+ * or validation set), ids ascending; free() *ids. */
+int store_dataset_users(struct store *s, const char *sha, int64_t **ids, size_t *n);
+/* Records the hash of the data run read (jobs.dataset_sha256; the trainer's
+ * DATASET message). -ENOENT for no such run, -EINVAL for a hash that is not
+ * 64 lower-case hex digits. */
+int store_set_run_dataset(struct store *s, int64_t run, const char *sha256);
 
 /* ---- run listing (mlq runs) ----------------------------------------------------- */
 

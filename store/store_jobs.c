@@ -32,7 +32,8 @@ enum {
     C_REQUEST_ID,
     C_OWNER,
     C_SWEEP,
-    C_EXPERIMENT
+    C_EXPERIMENT,
+    C_DATASET_SHA256
 };
 
 static int job_from_row(sqlite3_stmt *st, struct store_job *j)
@@ -62,6 +63,7 @@ static int job_from_row(sqlite3_stmt *st, struct store_job *j)
     j->owner = store_col_strdup(st, C_OWNER);
     j->sweep = sqlite3_column_int64(st, C_SWEEP);
     j->experiment = store_col_strdup(st, C_EXPERIMENT);
+    j->dataset_sha256 = store_col_strdup(st, C_DATASET_SHA256);
     return 0;
 }
 
@@ -74,7 +76,9 @@ void store_job_free(struct store_job *j)
     free(j->request_id);
     free(j->owner);
     free(j->experiment);
+    free(j->dataset_sha256);
     j->spec_json = j->error = j->result_json = j->request_id = j->owner = j->experiment = NULL;
+    j->dataset_sha256 = NULL;
 }
 
 void store_jobs_free(struct store_job **jobs, size_t n)
@@ -499,7 +503,8 @@ int store_runs_list(struct store *s, const struct store_run_filter *f, struct st
     o += (size_t)snprintf(sql + o, sizeof sql - o,
                           "SELECT j.id, j.kind, j.state, j.priority, j.attempts, j.max_attempts, "
                           "j.name, j.trainer, j.run, j.cancel_requested, j.submitted, j.started, "
-                          "j.finished, NULL, j.error, NULL, NULL, j.owner, j.sweep, j.experiment "
+                          "j.finished, NULL, j.error, NULL, NULL, j.owner, j.sweep, j.experiment, "
+                          "j.dataset_sha256 "
                           "FROM jobs j");
     if (f->sort_metric)
         o += (size_t)snprintf(sql + o, sizeof sql - o,

@@ -11,3 +11,7 @@ mlq_add_test(test_atomic_file SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_atomic_file
 add_dependencies(test_atomic_file mlq mlq-trainer mlq_sync_shim)
 target_compile_definitions(test_atomic_file PRIVATE
   MLQ_SYNC_SHIM="$<TARGET_FILE:mlq_sync_shim>")
+
+# SHA-256 (common/sha256.c), the address of a pushed dataset.
+mlq_add_test(test_sha256 SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_sha256.c
+             LIBS mlq_common mlq_testutil TIMEOUT 60)

@@ -905,6 +905,129 @@ static void test_gc(void **state)
     assert_int_equal(store_integrity_check(f->s), 0);
 }
 
+/* ---- pushed datasets (schema 6) -------------------------------------------------------- */
+
+static const char SHA_A[] = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+static const char SHA_B[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/* A version-5 file (made by taking this version's tables away again, the
+ * schema's own ALTER TABLE DROP COLUMN) keeps its runs, with no dataset hash,
+ * and gains the datasets table. */
+static void test_v5_gains_datasets(void **state)
+{
+    struct fx *f = *state;
+    int64_t id = submit(f->s, JOB_TRAIN, 0, "old", SPEC_ADAM);
+    store_close(&f->s);
+    assert_int_equal(raw_exec(f->db, "DROP INDEX jobs_dataset_sha256;"
+                                     "ALTER TABLE jobs DROP COLUMN dataset_sha256;"
+                                     "DROP TABLE datasets;"
+                                     "PRAGMA user_version = 5;"),
+                     SQLITE_OK);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM sqlite_schema WHERE name = 'datasets'"),
+                     0);
+    char err[512] = "";
+    struct store *ro = NULL;
+    assert_int_equal(store_open(&ro, f->db, STORE_READONLY, err, sizeof err), -EROFS);
+    assert_int_equal(store_open(&f->s, f->db, 0, err, sizeof err), 0);
+    assert_int_equal(store_schema_version(f->s), 6);
+    struct store_job j;
+    assert_int_equal(store_job_get(f->s, id, &j), 0);
+    assert_string_equal(j.name, "old");
+    assert_null(j.dataset_sha256);
+    store_job_free(&j);
+    assert_int_equal(store_set_run_dataset(f->s, id, SHA_A), 0);
+    assert_int_equal(store_job_get(f->s, id, &j), 0);
+    assert_string_equal(j.dataset_sha256, SHA_A);
+    store_job_free(&j);
+    struct store_dataset d = {.name = "fmnist", .size = 5};
+    memcpy(d.sha256, SHA_A, 65);
+    assert_int_equal(store_dataset_put(f->s, &d), 0);
+    assert_int_equal(raw_int(f->db, "SELECT size FROM datasets WHERE name = 'fmnist'"), 5);
+}
+
+static void test_datasets(void **state)
+{
+    struct fx *f = *state;
+    struct store_dataset d = {.name = "train", .size = 100, .owner = "alice"}, got;
+    memcpy(d.sha256, SHA_A, 65);
+    assert_int_equal(store_dataset_put(f->s, &d), 0);
+    snprintf(d.name, sizeof d.name, "also-a");
+    d.owner[0] = '\0';
+    fake_time += 10;
+    assert_int_equal(store_dataset_put(f->s, &d), 0);
+    assert_int_equal(store_dataset_get(f->s, "train", &got), 0);
+    assert_string_equal(got.sha256, SHA_A);
+    assert_int_equal(got.size, 100);
+    assert_string_equal(got.owner, "alice");
+    assert_true(got.pushed == 1700000000.0);
+    assert_int_equal(store_dataset_get(f->s, "nope", &got), -ENOENT);
+    assert_int_equal(store_dataset_by_sha(f->s, SHA_A, &got), 0);
+    assert_string_equal(got.name, "also-a"); /* the first by name */
+    assert_int_equal(store_dataset_by_sha(f->s, SHA_B, &got), -ENOENT);
+    /* Bad hashes and names never reach the table. */
+    struct store_dataset bad = d;
+    bad.sha256[3] = 'G';
+    assert_int_equal(store_dataset_put(f->s, &bad), -EINVAL);
+    bad = d;
+    bad.name[0] = '\0';
+    assert_int_equal(store_dataset_put(f->s, &bad), -EINVAL);
+
+    /* Runs: one that read A (its trainer said so), one queued that names A,
+     * one running that validates on A, one finished whose spec names B. */
+    int64_t r1 = submit(f->s, JOB_TRAIN, 0, "r1", SPEC_SGD);
+    assert_int_equal(store_set_run_dataset(f->s, r1, SHA_A), 0);
+    assert_int_equal(store_set_run_dataset(f->s, r1, "short"), -EINVAL);
+    assert_int_equal(store_set_run_dataset(f->s, 999, SHA_A), -ENOENT);
+    char spec[512];
+    snprintf(spec, sizeof spec, "{\"kind\":\"train\",\"dataset\":{\"sha256\":\"%s\"}}", SHA_A);
+    int64_t r2 = submit(f->s, JOB_TRAIN, 0, "r2", spec);
+    snprintf(spec, sizeof spec,
+             "{\"kind\":\"train\",\"dataset\":{\"path\":\"x.h5\"},\"validation\":{\"sha256\":"
+             "\"%s\"}}",
+             SHA_A);
+    int64_t r3 = submit(f->s, JOB_TRAIN, 0, "r3", spec);
+    assert_int_equal(store_job_set_running(f->s, r3, "t1"), 0);
+    snprintf(spec, sizeof spec, "{\"kind\":\"train\",\"dataset\":{\"sha256\":\"%s\"}}", SHA_B);
+    int64_t r4 = submit(f->s, JOB_TRAIN, 0, "r4", spec);
+    assert_int_equal(store_job_set_running(f->s, r4, "t1"), 0);
+    assert_int_equal(store_job_set_succeeded(f->s, r4), 0);
+    (void)r2;
+
+    int64_t *ids;
+    size_t n;
+    assert_int_equal(store_dataset_users(f->s, SHA_A, &ids, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(ids[0], r2);
+    assert_int_equal(ids[1], r3);
+    free(ids);
+    assert_int_equal(store_dataset_users(f->s, SHA_B, &ids, &n), 0);
+    assert_int_equal(n, 0); /* r4 is finished: it needs nothing any more */
+    free(ids);
+
+    struct store_dataset *v;
+    assert_int_equal(store_datasets_list(f->s, &v, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(v[0].name, "also-a");
+    assert_string_equal(v[1].name, "train");
+    assert_int_equal(v[1].runs, 3);
+    free(v);
+
+    /* The name moves to other bytes (push --replace). */
+    memcpy(d.sha256, SHA_B, 65);
+    snprintf(d.name, sizeof d.name, "train");
+    d.size = 7;
+    assert_int_equal(store_dataset_put(f->s, &d), 0);
+    assert_int_equal(store_dataset_get(f->s, "train", &got), 0);
+    assert_string_equal(got.sha256, SHA_B);
+    assert_int_equal(got.size, 7);
+    assert_int_equal(store_dataset_delete(f->s, "train"), 0);
+    assert_int_equal(store_dataset_delete(f->s, "train"), -ENOENT);
+    assert_int_equal(store_dataset_get(f->s, "train", &got), -ENOENT);
+    assert_int_equal(store_datasets_list(f->s, &v, &n), 0);
+    assert_int_equal(n, 1);
+    free(v);
+}
+
 static void test_default_path(void **state)
 {
     (void)state;
@@ -946,6 +1069,8 @@ int main(void)
         T(test_runs_list_filters),
         T(test_rm_cascades),
         T(test_gc),
+        T(test_v5_gains_datasets),
+        T(test_datasets),
         T(test_default_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,37 @@
+/* SHA-256 over OpenSSL's EVP interface (libcrypto uses the CPU's SHA
+ * extensions where it has them). A dataset's address is the SHA-256 of the
+ * whole file as 64 lower-case hex digits, what sha256sum prints
+ * (docs/datasets.md, "Pushed datasets"). */
+#ifndef MLQ_SHA256_H
+#define MLQ_SHA256_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define SHA256_BYTES 32
+#define SHA256_HEX_LEN 64 /* without the NUL */
+
+/* A running hash. init allocates (EVP_MD_CTX); final and clear free it,
+ * so an abandoned hash is released with sha256_clear. */
+struct sha256 {
+    void *ctx; /* EVP_MD_CTX *, NULL when not started */
+};
+
+int sha256_init(struct sha256 *h);                                /* 0 or -ENOMEM */
+int sha256_update(struct sha256 *h, const void *buf, size_t len); /* 0 or -EIO */
+/* Writes the digest to out and releases the context (also on failure). */
+int sha256_final(struct sha256 *h, unsigned char out[SHA256_BYTES]);
+void sha256_clear(struct sha256 *h); /* accepts a cleared or finished hash */
+
+/* One buffer at once. */
+int sha256_buf(const void *buf, size_t len, unsigned char out[SHA256_BYTES]);
+/* 64 lower-case hex digits and a NUL into hex. */
+void sha256_hex(const unsigned char digest[SHA256_BYTES], char hex[SHA256_HEX_LEN + 1]);
+/* True for exactly 64 lower-case hex digits (what sha256_hex writes). */
+bool sha256_hex_valid(const char *s);
+/* The hash of a whole file (read in 1 MiB pieces) into hex; size (may be
+ * NULL) receives its length. 0 or -errno with err naming the file. */
+int sha256_file(const char *path, char hex[SHA256_HEX_LEN + 1], long long *size, char *err,
+                size_t errlen);
+
+#endif
