@@ -173,13 +173,19 @@ static int wait_job(const char *endpoint, int64_t id, bool json, bool quiet)
         if (finished) {
             if (tty) fprintf(stderr, "\n");
             const char *error = json_string_value(json_object_get(job, "error"));
+            bool ok = strcmp(state, "succeeded") == 0 || strcmp(state, "stopped") == 0;
             if (json)
                 cli_print_json(reply);
             else if (!quiet)
                 printf("job %lld %s%s%s\n", (long long)id, state, error ? ": " : "",
                        error ? error : "");
+            else if (!ok && error) /* eval, predict, generate: the reason, not only the code */
+                fprintf(stderr, "mlq: job %lld %s: %s\n", (long long)id, state, error);
+            else if (!ok)
+                fprintf(stderr, "mlq: job %lld %s (mlq logs %lld shows its events)\n",
+                        (long long)id, state, (long long)id);
             /* A trial its sweep stopped early ran as it should: exit 0. */
-            int rc = strcmp(state, "succeeded") == 0 || strcmp(state, "stopped") == 0 ? EXIT_OK
+            int rc = ok                             ? EXIT_OK
                      : strcmp(state, "failed") == 0 ? EXIT_JOB_FAILED
                                                     : EXIT_JOB_CANCELLED;
             json_decref(reply);
@@ -901,9 +907,6 @@ static int run_on_checkpoint(int argc, char **argv, bool predict)
             if (result) render_result(result);
             json_decref(reply);
         }
-    } else if (code != EXIT_OK && !json) {
-        fprintf(stderr, "mlq: job %lld did not succeed; see mlq show %lld\n", (long long)id,
-                (long long)id);
     }
     return code;
 }
@@ -1056,13 +1059,7 @@ int cmd_generate(int argc, char **argv)
     int64_t id = json_integer_value(json_object_get(reply, "id"));
     json_decref(reply);
     code = wait_job(endpoint, id, json, !json);
-    if (code != EXIT_OK) {
-        if (!json)
-            fprintf(stderr, "mlq generate: job %lld did not succeed; see mlq show %lld\n",
-                    (long long)id, (long long)id);
-        return code;
-    }
-    if (json) return EXIT_OK;
+    if (code != EXIT_OK || json) return code; /* a failure's reason is said by wait_job */
     code =
         cli_broker_call(endpoint, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id), &reply);
     if (code) return code;

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The job commands as a new user meets them (issue 14), against a real broker
+# and trainer that mlq up starts:
+# - eval, predict and submit --wait on a job that fails say the job's stored
+#   error and exit 3.
+# usage: cli_jobs.sh BUILD_DIR SOURCE_DIR
+set -euo pipefail
+build=$1
+export PATH=$build/cli:$build/broker:$build/trainer:$PATH
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mlq-cli-jobs-XXXXXX")
+up_pid=""
+cleanup() {
+    [ -n "$up_pid" ] && kill -INT "$up_pid" 2>/dev/null && wait "$up_pid" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() {
+    echo "cli_jobs: FAIL: $*" >&2
+    [ -f "$tmp/up.log" ] && tail -n 20 "$tmp/up.log" >&2
+    exit 1
+}
+# Runs a command, its stdout to $tmp/out, stderr to $tmp/err, exit status to $rc.
+run() {
+    set +e
+    "$@" >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    set -e
+}
+
+export MLQ_DB=$tmp/mlq.db
+export MLQ_BROKER=ipc://$tmp/broker.sock
+export MLQ_CONFIG=$tmp/none.conf
+# A home of its own: mlq up makes its keys there, not in the tester's.
+export HOME=$tmp/home XDG_CONFIG_HOME=$tmp/home/.config XDG_DATA_HOME=$tmp/home/.local/share
+mkdir -p "$HOME"
+export MLQ_DATA_ROOT=$tmp
+: >"$MLQ_CONFIG"
+
+# Three classes in 4 dimensions, and a dataset of 2 inputs per row that no
+# model of 4 inputs can read.
+awk 'BEGIN { srand(3); print "a,b,c,d,label";
+             for (i = 0; i < 600; i++) { c = i % 3; row = "";
+               for (j = 0; j < 4; j++) row = row (j ? "," : "") (rand() - 0.5 + (j == c ? 3 : 0));
+               print row "," c } }' >"$tmp/data.csv"
+mlq dataset import-csv "$tmp/data.csv" --header --label-column label --output "$tmp/data.h5" >/dev/null
+awk 'BEGIN { print "a,b,label"; for (i = 0; i < 30; i++) print i % 2 "," i % 3 "," i % 2 }' \
+    >"$tmp/narrow.csv"
+mlq dataset import-csv "$tmp/narrow.csv" --header --label-column label --output "$tmp/narrow.h5" \
+    >/dev/null
+
+mlq up --trainers 1 --bind "$MLQ_BROKER" >"$tmp/up.log" 2>&1 &
+up_pid=$!
+for _ in $(seq 100); do
+    mlq workers 2>/dev/null | grep -q idle && break
+    sleep 0.1
+done
+mlq workers | grep -q idle || fail "no idle trainer"
+
+train=(--dataset "$tmp/data.h5" --layers 4,16,3 --epochs 2 --batch-size 32)
+mlq submit "${train[@]}" --name base --wait >"$tmp/base.out" || fail "the first run: exit $?"
+run1=$(head -n 1 "$tmp/base.out")
+[ "$run1" = 1 ] || fail "submit --wait printed '$run1'"
+
+# ---- a failure's reason, with --wait ----
+reason="2 inputs per row"
+run mlq eval "$run1" --dataset "$tmp/narrow.h5" --wait
+[ $rc = 3 ] || fail "eval --wait of a failing job: exit $rc, want 3"
+grep -q "^mlq: job [0-9]* failed: .*$reason" "$tmp/err" || fail "eval --wait: no reason: $(cat "$tmp/err")"
+run mlq predict "$run1" --input "$tmp/narrow.h5" --output "$tmp/p.h5" --wait
+[ $rc = 3 ] || fail "predict --wait of a failing job: exit $rc, want 3"
+grep -q "^mlq: job [0-9]* failed: .*$reason" "$tmp/err" ||
+    fail "predict --wait: no reason: $(cat "$tmp/err")"
+run mlq predict "$run1" --input "$tmp/narrow.h5" --output "$tmp/p.h5" --wait --json
+[ $rc = 3 ] && grep -q "\"error\": *\"[^\"]*$reason" "$tmp/out" ||
+    fail "predict --wait --json: exit $rc, $(cat "$tmp/out")"
+run mlq submit --dataset "$tmp/narrow.h5" --layers 4,16,3 --epochs 1 --wait
+[ $rc = 3 ] || fail "submit --wait of a failing job: exit $rc, want 3"
+grep -q "^job [0-9]* failed: .*$reason" "$tmp/out" || fail "submit --wait: no reason: $(cat "$tmp/out")"
+
+echo "cli_jobs: ok"
