@@ -397,10 +397,11 @@ static int apply_flag(json_t *doc, const struct spec_flag *f, const char *arg)
 
 static void submit_usage(FILE *out)
 {
-    fprintf(out, "usage: mlq submit [--spec FILE] [FLAGS] [--priority N] [--max-attempts N]\n"
-                 "                  [--experiment NAME] [--tag KEY=VALUE]... [--after ID[,ID...]]\n"
-                 "                  [--wait] [--json] [--broker ENDPOINT] [--request-id ID]\n"
-                 "spec flags:");
+    fprintf(out,
+            "usage: mlq submit [FILE | --spec FILE] [FLAGS] [--priority N] [--max-attempts N]\n"
+            "                  [--experiment NAME] [--tag KEY=VALUE]... [--after ID[,ID...]]\n"
+            "                  [--wait] [--json] [--broker ENDPOINT] [--request-id ID]\n"
+            "spec flags:");
     for (size_t i = 0; i < N_SPEC_FLAGS; i++)
         fprintf(out, "%s--%s", i % 6 ? " " : "\n  ", spec_flags[i].flag);
     fprintf(out, "\n--request-id ID: a submission repeated with the same ID (and spec) is the\n"
@@ -528,8 +529,27 @@ int cmd_submit(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "mlq submit: unexpected argument '%s'\n", argv[optind]);
+    /* mlq submit job.json: the spec file as the operand, as mlq sweep takes its own. */
+    if (optind < argc && (spec_file || optind + 1 < argc)) {
+        if (spec_file)
+            fprintf(stderr,
+                    "mlq submit: the spec twice (--spec %s and %s): give one file, as FILE or "
+                    "--spec FILE\n",
+                    spec_file, argv[optind]);
+        else
+            fprintf(stderr, "mlq submit: one spec file, got '%s' and '%s'\n", argv[optind],
+                    argv[optind + 1]);
+        json_decref(extra);
+        return EXIT_USAGE;
+    }
+    if (optind < argc) spec_file = argv[optind];
+    bool any_flag = false;
+    for (size_t i = 0; i < N_SPEC_FLAGS; i++)
+        any_flag |= values[i] != NULL;
+    if (!spec_file && !any_flag) {
+        fprintf(stderr, "mlq submit: no job: give a spec file (mlq submit job.json, or --spec "
+                        "FILE) or spec flags (--dataset F --layers 784,128,10 ...)\n");
+        submit_usage(stderr);
         json_decref(extra);
         return EXIT_USAGE;
     }
@@ -539,11 +559,13 @@ int cmd_submit(int argc, char **argv)
         doc = json_load_file(spec_file, JSON_REJECT_DUPLICATES, &jerr);
         if (!doc) {
             fprintf(stderr, "mlq: %s:%d: %s\n", spec_file, jerr.line, jerr.text);
+            json_decref(extra);
             return EXIT_USAGE;
         }
         if (!json_is_object(doc)) {
             fprintf(stderr, "mlq: %s: the spec must be a JSON object\n", spec_file);
             json_decref(doc);
+            json_decref(extra);
             return EXIT_USAGE;
         }
     } else {
@@ -552,6 +574,7 @@ int cmd_submit(int argc, char **argv)
     for (size_t i = 0; i < N_SPEC_FLAGS; i++)
         if (values[i] && apply_flag(doc, &spec_flags[i], values[i]) != 0) {
             json_decref(doc);
+            json_decref(extra);
             return EXIT_USAGE;
         }
     json_t *spec = finish_spec(doc);

@@ -3,6 +3,8 @@
 # and trainer that mlq up starts:
 # - eval, predict and submit --wait on a job that fails say the job's stored
 #   error and exit 3.
+# - mlq submit FILE is mlq submit --spec FILE; both, or neither (and no spec
+#   flags), is a usage error that says so.
 # usage: cli_jobs.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 build=$1
@@ -76,5 +78,22 @@ run mlq predict "$run1" --input "$tmp/narrow.h5" --output "$tmp/p.h5" --wait --j
 run mlq submit --dataset "$tmp/narrow.h5" --layers 4,16,3 --epochs 1 --wait
 [ $rc = 3 ] || fail "submit --wait of a failing job: exit $rc, want 3"
 grep -q "^job [0-9]* failed: .*$reason" "$tmp/out" || fail "submit --wait: no reason: $(cat "$tmp/out")"
+
+# ---- mlq submit FILE: the spec as the operand, as --spec FILE ----
+cat >"$tmp/job.json" <<EOF
+{"kind": "train", "name": "from-file", "dataset": "$tmp/data.h5",
+ "model": {"layers": [4, 8, 3]}, "epochs": 1, "batch_size": 32}
+EOF
+run mlq submit "$tmp/job.json" --name positional --wait
+[ $rc = 0 ] || fail "submit FILE: exit $rc, $(cat "$tmp/err")"
+pos=$(head -n 1 "$tmp/out")
+mlq show "$pos" --json | grep -q '"name": "positional"' || fail "submit FILE --name: not the job's name"
+run mlq submit --spec "$tmp/job.json" "$tmp/job.json"
+[ $rc = 2 ] && grep -q "the spec twice" "$tmp/err" || fail "submit --spec F F: exit $rc, $(cat "$tmp/err")"
+run mlq submit "$tmp/job.json" "$tmp/job.json"
+[ $rc = 2 ] && grep -q "one spec file" "$tmp/err" || fail "submit F F: exit $rc, $(cat "$tmp/err")"
+run mlq submit
+[ $rc = 2 ] && grep -q "no job: give a spec file" "$tmp/err" || fail "submit alone: exit $rc, $(cat "$tmp/err")"
+[ ! -s "$tmp/out" ] || fail "a refused submit printed: $(cat "$tmp/out")"
 
 echo "cli_jobs: ok"
