@@ -171,11 +171,13 @@ static bool handshake_refused(const char *endpoint, const struct keys_client *k,
 /* Same; with resend_ms > 0 the request is sent again each resend_ms until an
  * answer or the timeout (only for requests that are safe to repeat: a
  * SUBMIT with a request id). ZeroMQ reconnects underneath, so a broker that
- * restarted (killed between its commit and its reply) gets the retry. */
+ * restarted (killed between its commit and its reply) gets the retry.
+ * error: NULL prints an ERROR reply's text; else it gets the ERROR body. */
 static int broker_call_resend(const char *endpoint, const char *cmd, json_t *body, int resend_ms,
-                              json_t **reply)
+                              json_t **reply, json_t **error)
 {
     *reply = NULL;
+    if (error) *error = NULL;
     int code = EXIT_UNAVAILABLE;
     void *ctx = NULL, *sock = NULL, *mon = NULL;
     const struct keys_client *keys = client_keys();
@@ -237,7 +239,10 @@ static int broker_call_resend(const char *endpoint, const char *cmd, json_t *bod
     } else {
         const char *text = json_string_value(json_object_get(m.body, "error"));
         const char *ecode = json_string_value(json_object_get(m.body, "code"));
-        fprintf(stderr, "mlq: %s\n", text ? text : "the broker refused the request");
+        if (error)
+            *error = json_incref(m.body);
+        else
+            fprintf(stderr, "mlq: %s\n", text ? text : "the broker refused the request");
         code = exit_of_code(ecode);
     }
     proto_msg_clear(&m);
@@ -264,12 +269,18 @@ const char *cli_broker_endpoint(const char *flag)
 
 int cli_broker_call(const char *endpoint, const char *cmd, json_t *body, json_t **reply)
 {
-    return broker_call_resend(endpoint, cmd, body, 0, reply);
+    return broker_call_resend(endpoint, cmd, body, 0, reply, NULL);
+}
+
+int cli_broker_call_error(const char *endpoint, const char *cmd, json_t *body, json_t **reply,
+                          json_t **error)
+{
+    return broker_call_resend(endpoint, cmd, body, 0, reply, error);
 }
 
 int cli_broker_call_resend(const char *endpoint, const char *cmd, json_t *body, json_t **reply)
 {
-    return broker_call_resend(endpoint, cmd, body, RESEND_MS, reply);
+    return broker_call_resend(endpoint, cmd, body, RESEND_MS, reply, NULL);
 }
 
 void cli_print_json(const json_t *o)

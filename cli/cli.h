@@ -83,6 +83,11 @@ int cmd_note(int argc, char **argv);
 #include <stdbool.h>
 #include <stddef.h>
 /* cli_broker_endpoint and cli_broker_call: above. */
+/* The same, but an ERROR reply is not printed: its body ({"error", "code"})
+ * goes to *error (json_decref; NULL otherwise) and the exit code its code
+ * maps to is returned. Other failures (no answer) are printed as above. */
+int cli_broker_call_error(const char *endpoint, const char *cmd, json_t *body, json_t **reply,
+                          json_t **error);
 /* The same, sent again each second while unanswered (idempotent requests). */
 int cli_broker_call_resend(const char *endpoint, const char *cmd, json_t *body, json_t **reply);
 void cli_new_request_id(char *out, size_t len);

@@ -655,7 +655,7 @@ json_t *cli_finish_spec(json_t *doc)
 
 /* ---- wait, cancel ---------------------------------------------------------------------- */
 
-/* Parses [--broker E] [--json] [--quiet] ID for wait and cancel. */
+/* Parses [--broker E] [--json] [--quiet] ID for wait. */
 static int id_command(int argc, char **argv, const char *usage, int64_t *id, const char **broker,
                       bool *json, bool *quiet)
 {
@@ -705,29 +705,29 @@ int cmd_wait(int argc, char **argv)
     return wait_job(cli_broker_endpoint(broker), id, json, quiet);
 }
 
-int cmd_cancel(int argc, char **argv)
+/* One CANCEL of job (or sweep) id, said on its own line; a refusal's text
+ * on stderr. json: the reply, or {"id"|"sweep", "error", "code"}, appended
+ * to arr (or printed, arr NULL). Returns the exit code of the request. */
+static int cancel_one(const char *endpoint, int64_t id, bool sweep, bool json, json_t *arr)
 {
-    int64_t id;
-    const char *broker = NULL;
-    bool json = false, quiet = false, sweep = false;
-    /* --sweep ID: the sweep and its trials; the rest parses as for a job. */
-    char *args[64];
-    int n = 0;
-    for (int i = 0; i < argc && n < 63; i++) {
-        if (strcmp(argv[i], "--sweep") == 0)
-            sweep = true;
-        else
-            args[n++] = argv[i];
+    const char *key = sweep ? "sweep" : "id";
+    json_t *reply, *error;
+    int code = cli_broker_call_error(endpoint, PROTO_CANCEL,
+                                     json_pack("{s:I}", key, (json_int_t)id), &reply, &error);
+    if (error) {
+        const char *text = json_string_value(json_object_get(error, "error"));
+        fprintf(stderr, "mlq: %s\n", text ? text : "the broker refused the request");
+        if (arr)
+            json_array_append_new(arr, json_pack("{s:I, s:s, s:O?}", key, (json_int_t)id, "error",
+                                                 text ? text : "refused", "code",
+                                                 json_object_get(error, "code")));
+        json_decref(error);
+        return code;
     }
-    args[n] = NULL;
-    int code = id_command(n, args, "mlq cancel [--broker E] [--json] ID | --sweep ID", &id, &broker,
-                          &json, &quiet);
-    if (code) return code < 0 ? EXIT_OK : code;
-    json_t *reply;
-    code = cli_broker_call(cli_broker_endpoint(broker), PROTO_CANCEL,
-                           json_pack("{s:I}", sweep ? "sweep" : "id", (json_int_t)id), &reply);
-    if (code) return code;
-    if (json)
+    if (code) return code; /* said by the call */
+    if (arr)
+        json_array_append(arr, reply);
+    else if (json)
         cli_print_json(reply);
     else if (sweep)
         printf("sweep %lld cancelled: %lld trials cancelled, %lld cancelling\n", (long long)id,
@@ -735,8 +735,99 @@ int cmd_cancel(int argc, char **argv)
                (long long)json_integer_value(json_object_get(reply, "cancelling")));
     else
         printf("job %lld %s\n", (long long)id, json_string_value(json_object_get(reply, "state")));
+    fflush(stdout);
     json_decref(reply);
     return EXIT_OK;
+}
+
+/* mlq cancel ID... | --sweep ID...: each id answered on its own line, in
+ * order; with several, --json is an array of the replies. */
+int cmd_cancel(int argc, char **argv)
+{
+    static const char usage[] = "mlq cancel [--broker E] [--json] ID... | --sweep ID...";
+    static const struct option longopts[] = {
+        {"broker", required_argument, NULL, 'b'}, {"json", no_argument, NULL, 'j'},
+        {"sweep", no_argument, NULL, 's'},        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+    };
+    const char *broker = NULL;
+    bool json = false, sweep = false;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "q", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'b':
+            broker = optarg;
+            break;
+        case 'j':
+            json = true;
+            break;
+        case 's':
+            sweep = true;
+            break;
+        case 'q': /* accepted, as it always was; cancel prints little anyway */
+            break;
+        case 'h':
+            printf("usage: %s\n", usage);
+            return EXIT_OK;
+        default:
+            fprintf(stderr, "usage: %s\n", usage);
+            return EXIT_USAGE;
+        }
+    }
+    int n = argc - optind;
+    if (n < 1) {
+        fprintf(stderr, "usage: %s\n", usage);
+        return EXIT_USAGE;
+    }
+    int64_t *ids = calloc((size_t)n, sizeof *ids);
+    if (!ids) {
+        fprintf(stderr, "mlq cancel: out of memory\n");
+        return EXIT_FAILURE_GENERIC;
+    }
+    /* Every id checked before any is cancelled. */
+    for (int i = 0; i < n; i++)
+        if (parse_id(argv[optind + i], &ids[i])) {
+            free(ids);
+            return EXIT_USAGE;
+        }
+    const char *endpoint = cli_broker_endpoint(broker);
+    json_t *arr = json && n > 1 ? json_array() : NULL;
+    int rc = EXIT_OK, failed = 0;
+    char which[512] = "";
+    size_t used = 0;
+    for (int i = 0; i < n; i++) {
+        int code = cancel_one(endpoint, ids[i], sweep, json, arr);
+        if (code == EXIT_OK) continue;
+        /* Exit with the failures' code when they share one, else 1. */
+        rc = failed == 0 || rc == code ? code : EXIT_FAILURE_GENERIC;
+        failed++;
+        if (used < sizeof which)
+            used += (size_t)snprintf(which + used, sizeof which - used, "%s%lld", used ? ", " : "",
+                                     (long long)ids[i]);
+        if (code == EXIT_UNAVAILABLE) { /* no broker: the rest would not be answered either */
+            for (int k = i + 1; k < n; k++) {
+                if (arr)
+                    json_array_append_new(arr, json_pack("{s:I, s:s, s:s}", sweep ? "sweep" : "id",
+                                                         (json_int_t)ids[k], "error",
+                                                         "not sent: the broker did not answer",
+                                                         "code", "unavailable"));
+                if (used < sizeof which)
+                    used += (size_t)snprintf(which + used, sizeof which - used, ", %lld",
+                                             (long long)ids[k]);
+                failed++;
+            }
+            break;
+        }
+    }
+    if (arr) cli_print_json(arr);
+    json_decref(arr);
+    if (failed && n > 1)
+        fprintf(stderr, "mlq cancel: %d of %d not cancelled: %s%s %s%s\n", failed, n,
+                sweep ? "sweep" : "job", failed > 1 ? "s" : "", which,
+                used >= sizeof which ? "..." : "");
+    free(ids);
+    return rc;
 }
 
 /* ---- queue, workers ------------------------------------------------------------------- */

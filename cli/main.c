@@ -8,7 +8,7 @@ const struct cli_command cli_commands[] = {
     {"up", "run a broker and trainers in the foreground: the local stack", cmd_up},
     {"submit", "queue a train job (flags or --spec FILE); prints its id", cmd_submit},
     {"wait", "follow a job until it ends; exit 0 succeeded, 3 failed, 4 cancelled", cmd_wait},
-    {"cancel", "cancel a queued or running job", cmd_cancel},
+    {"cancel", "cancel queued or running jobs (or --sweep sweeps)", cmd_cancel},
     {"queue", "the queued and running jobs", cmd_queue},
     {"workers", "the trainers connected to the broker", cmd_workers},
     {"top", "a live view: the queue, the trainers, the running jobs' progress", cmd_top},

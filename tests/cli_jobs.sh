@@ -5,6 +5,8 @@
 #   error and exit 3.
 # - mlq submit FILE is mlq submit --spec FILE; both, or neither (and no spec
 #   flags), is a usage error that says so.
+# - mlq cancel ID... answers each id on its own line, exits non-zero saying
+#   which failed; --json of several is an array, of one the object as before.
 # usage: cli_jobs.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 build=$1
@@ -96,4 +98,43 @@ run mlq submit
 [ $rc = 2 ] && grep -q "no job: give a spec file" "$tmp/err" || fail "submit alone: exit $rc, $(cat "$tmp/err")"
 [ ! -s "$tmp/out" ] || fail "a refused submit printed: $(cat "$tmp/out")"
 
+# ---- a long job on the one trainer, and jobs queued behind it ----
+long=$(mlq submit "${train[@]}" --epochs 100000 --batch-size 4 --name long)
+for _ in $(seq 100); do
+    mlq show "$long" --json | grep -q '"state": "running"' && break
+    sleep 0.1
+done
+mlq show "$long" --json | grep -q '"state": "running"' || fail "the long job does not run"
+q1=$(mlq submit "${train[@]}" --name q1)
+q2=$(mlq submit "${train[@]}" --name q2)
+
+# ---- mlq cancel ID...: each answered on its own line ----
+run mlq cancel "$q1" "$q2" 9999
+[ $rc = 5 ] || fail "cancel of two jobs and no job: exit $rc, want 5"
+[ "$(cat "$tmp/out")" = "job $q1 cancelled
+job $q2 cancelled" ] || fail "cancel ID ID ID: $(cat "$tmp/out")"
+grep -q "^mlq: job 9999: no such job" "$tmp/err" && grep -q "1 of 3 not cancelled: job 9999$" "$tmp/err" ||
+    fail "cancel ID ID ID: $(cat "$tmp/err")"
+q3=$(mlq submit "${train[@]}" --name q3)
+run mlq cancel --json "$q3" "$q1"
+[ $rc = 0 ] || fail "cancel --json of two: exit $rc, $(cat "$tmp/err")"
+python3 -c '
+import json, sys
+a = json.load(open(sys.argv[1]))
+assert isinstance(a, list) and [o["id"] for o in a] == [int(sys.argv[2]), int(sys.argv[3])], a
+assert [o["state"] for o in a] == ["cancelled", "cancelled"], a
+' "$tmp/out" "$q3" "$q1" || fail "cancel --json ID ID: $(cat "$tmp/out")"
+run mlq cancel --json 9998 "$q3"
+[ $rc = 5 ] && grep -q '"code": *"not_found"' "$tmp/out" || fail "cancel --json of a missing job: exit $rc, $(cat "$tmp/out")"
+# One id: as it always was, one object.
+run mlq cancel --json "$q2"
+[ $rc = 0 ] && grep -q "^{\"id\": *$q2, *\"state\": *\"cancelled\"}$" "$tmp/out" ||
+    fail "cancel --json ID: exit $rc, $(cat "$tmp/out")"
+run mlq cancel 9999
+[ $rc = 5 ] && [ "$(cat "$tmp/err")" = "mlq: job 9999: no such job" ] || fail "cancel of no job: exit $rc, $(cat "$tmp/err")"
+run mlq cancel "$q1" x
+[ $rc = 2 ] && grep -q "'x' is not a job id" "$tmp/err" && [ ! -s "$tmp/out" ] ||
+    fail "cancel ID x: exit $rc, $(cat "$tmp/out" "$tmp/err")"
+
+mlq cancel "$long" >/dev/null
 echo "cli_jobs: ok"
