@@ -220,6 +220,14 @@ static void on_status(struct broker *b, struct proto_msg *m)
         store_metrics_free(fm, n);
     }
     json_t *reply = json_pack("{s:o, s:o}", "job", job_json(&job), "metrics", metrics);
+    /* A queued job's place: the jobs dispatch would give a trainer first (mlq wait). */
+    int64_t ahead;
+    if (reply && job.state == STORE_QUEUED) {
+        if (store_job_queue_ahead(b->store, id, job.priority, &ahead) == 0)
+            json_object_set_new(reply, "queue_ahead", json_integer(ahead));
+        else
+            log_warn("status of job %lld: %s", (long long)id, store_errmsg(b->store));
+    }
     json_t *since = json_object_get(m->body, "since_epoch");
     if (reply && json_is_integer(since)) {
         /* Every epoch after the one the client saw, so that it can print a

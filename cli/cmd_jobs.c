@@ -72,6 +72,16 @@ static void print_epoch_line(int64_t id, int64_t epoch, int64_t epochs, double l
     printf("\n");
 }
 
+/* "job 7 queued, 3 jobs ahead": a queued job's place (STATUS queue_ahead). */
+static void print_place(FILE *out, int64_t id, int64_t ahead)
+{
+    if (ahead == 0)
+        fprintf(out, "job %lld queued, no job ahead", (long long)id);
+    else
+        fprintf(out, "job %lld queued, %lld job%s ahead", (long long)id, (long long)ahead,
+                ahead == 1 ? "" : "s");
+}
+
 static void show_progress(int64_t id, const json_t *job, const json_t *metrics, bool tty,
                           int64_t *last_epoch, double t0, int64_t epoch0)
 {
@@ -137,7 +147,7 @@ static void print_epochs(int64_t id, const json_t *job, const json_t *epochs, in
 static int wait_job(const char *endpoint, int64_t id, bool json, bool quiet)
 {
     bool tty = !quiet && !json && isatty(STDERR_FILENO);
-    int64_t last_epoch = -1, epoch0 = -1;
+    int64_t last_epoch = -1, epoch0 = -1, last_ahead = -1;
     double t0 = mono_s();
     int unreachable = 0;
     bool lines = !quiet && !json && !tty;
@@ -164,7 +174,21 @@ static int wait_job(const char *endpoint, int64_t id, bool json, bool quiet)
             t0 = mono_s();
         }
         json_t *epochs = json_object_get(reply, "epochs");
-        if (lines && json_is_array(epochs))
+        json_t *place = json_object_get(reply, "queue_ahead");
+        if (!quiet && !json && json_is_integer(place)) {
+            /* Queued: its place instead of a bar; a line when it changes. */
+            int64_t ahead = json_integer_value(place);
+            if (tty) {
+                fputs("\r\033[K", stderr);
+                print_place(stderr, id, ahead);
+                fflush(stderr);
+            } else if (ahead != last_ahead) {
+                print_place(stdout, id, ahead);
+                fputc('\n', stdout);
+                fflush(stdout);
+            }
+            last_ahead = ahead;
+        } else if (lines && json_is_array(epochs))
             print_epochs(id, job, epochs, &last_epoch);
         else if (!quiet && !json)
             show_progress(id, job, metrics, tty, &last_epoch, t0, epoch0 < 0 ? 0 : epoch0);

@@ -241,6 +241,14 @@ _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "one migration per schema v
     "dataset_sha256"
 #define CKPT_META_COLS "id, run, epoch, step, crc32, size, time, metric"
 #define TERMINAL "('succeeded','failed','cancelled','stopped')"
+/* A queued job the broker may dispatch now. Skipped: a trial whose sweep runs
+   max_parallel trials already, and a job whose --after jobs have not all
+   succeeded. */
+#define JOB_STARTABLE                                                                              \
+    "(sweep IS NULL OR NOT EXISTS (SELECT 1 FROM sweeps w WHERE w.id = jobs.sweep AND "            \
+    "w.max_parallel > 0 AND (SELECT count(*) FROM jobs r WHERE r.sweep = w.id AND r.state = "      \
+    "'running') >= w.max_parallel)) AND NOT EXISTS (SELECT 1 FROM job_deps d LEFT JOIN jobs p "    \
+    "ON p.id = d.after WHERE d.job = jobs.id AND p.state IS NOT 'succeeded')"
 
 static const char *const stmt_sql[ST_N] = {
     [ST_JOB_INSERT] = "INSERT INTO jobs(kind, state, priority, max_attempts, name, spec, run, "
@@ -248,15 +256,11 @@ static const char *const stmt_sql[ST_N] = {
                       "VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     [ST_JOB_BY_REQUEST] = "SELECT id, spec, owner FROM jobs WHERE request_id = ?1",
     [ST_JOB_GET] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?1",
-    /* Skipped: a trial whose sweep runs max_parallel trials already, and a
-       job whose --after jobs have not all succeeded. */
-    [ST_JOB_NEXT] = "SELECT " JOB_COLS " FROM jobs WHERE state = 'queued' "
-                    "AND (sweep IS NULL OR NOT EXISTS (SELECT 1 FROM sweeps w WHERE w.id = "
-                    "jobs.sweep AND w.max_parallel > 0 AND (SELECT count(*) FROM jobs r WHERE "
-                    "r.sweep = w.id AND r.state = 'running') >= w.max_parallel)) "
-                    "AND NOT EXISTS (SELECT 1 FROM job_deps d LEFT JOIN jobs p ON p.id = d.after "
-                    "WHERE d.job = jobs.id AND p.state IS NOT 'succeeded') "
-                    "ORDER BY priority DESC, id LIMIT 1",
+    [ST_JOB_NEXT] = "SELECT " JOB_COLS " FROM jobs WHERE state = 'queued' AND " JOB_STARTABLE
+                    " ORDER BY priority DESC, id LIMIT 1",
+    /* The startable jobs ST_JOB_NEXT would pick before job ?1 of priority ?2. */
+    [ST_JOB_AHEAD] = "SELECT count(*) FROM jobs WHERE state = 'queued' AND (priority > ?2 OR "
+                     "(priority = ?2 AND id < ?1)) AND " JOB_STARTABLE,
     [ST_JOB_IDS_BY_STATE] = "SELECT id FROM jobs WHERE state = ?1 ORDER BY id",
     [ST_JOB_COUNT] = "SELECT state, count(*) FROM jobs GROUP BY state",
     [ST_JOB_RUNNING] = "UPDATE jobs SET state = 'running', trainer = ?2, attempts = attempts + 1, "

@@ -165,6 +165,11 @@ int store_job_get(struct store *s, int64_t id, struct store_job *job);
 /* The queued job to dispatch next: highest priority, then lowest id.
  * -ENOENT when the queue is empty. */
 int store_job_next_queued(struct store *s, struct store_job *job);
+/* Into *n: the queued jobs that store_job_next_queued would give before
+ * queued job id of priority `priority`, as the queue stands: those it may
+ * dispatch now (dependencies met, sweep under max_parallel) of a higher
+ * priority, or of the same and a lower id. */
+int store_job_queue_ahead(struct store *s, int64_t id, int priority, int64_t *n);
 /* Ids of the jobs in a state, ascending (the broker's start-up recovery).
  * *ids is malloc'd (free()), NULL when *n == 0. */
 int store_job_ids_by_state(struct store *s, enum store_state st, int64_t **ids, size_t *n);

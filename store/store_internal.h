@@ -13,6 +13,7 @@ enum stmt_id {
     ST_JOB_BY_REQUEST,
     ST_JOB_GET,
     ST_JOB_NEXT,
+    ST_JOB_AHEAD,
     ST_JOB_IDS_BY_STATE,
     ST_JOB_COUNT,
     ST_JOB_RUNNING,

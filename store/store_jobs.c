@@ -248,6 +248,18 @@ int store_job_next_queued(struct store *s, struct store_job *job)
     return read_one_job(s, st, job, "next queued job");
 }
 
+int store_job_queue_ahead(struct store *s, int64_t id, int priority, int64_t *n)
+{
+    sqlite3_stmt *st = store_stmt(s, ST_JOB_AHEAD);
+    if (!st) return -EIO;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int(st, 2, priority);
+    int rc = sqlite3_step(st);
+    *n = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 0 : store_fail_sql(s, rc, "jobs ahead in the queue");
+}
+
 int store_job_ids_by_state(struct store *s, enum store_state state, int64_t **ids, size_t *n)
 {
     *ids = NULL;

@@ -7,6 +7,8 @@
 #   flags), is a usage error that says so.
 # - mlq cancel ID... answers each id on its own line, exits non-zero saying
 #   which failed; --json of several is an array, of one the object as before.
+# - mlq wait of a queued job says its place in the queue (STATUS queue_ahead)
+#   each time it changes.
 # usage: cli_jobs.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 build=$1
@@ -135,6 +137,34 @@ run mlq cancel 9999
 run mlq cancel "$q1" x
 [ $rc = 2 ] && grep -q "'x' is not a job id" "$tmp/err" && [ ! -s "$tmp/out" ] ||
     fail "cancel ID x: exit $rc, $(cat "$tmp/out" "$tmp/err")"
+
+# ---- mlq wait of a queued job: its place in the queue ----
+# Waits until file $1 has a line $2 (a fixed string), at most 10 s.
+await_line() {
+    for _ in $(seq 100); do
+        grep -qxF "$2" "$1" && return 0
+        sleep 0.1
+    done
+    fail "no line '$2' in $1: $(cat "$1")"
+}
+a=$(mlq submit "${train[@]}" --name a)
+b=$(mlq submit "${train[@]}" --name b)
+c=$(mlq submit "${train[@]}" --name c --priority 5)
+mlq wait "$b" >"$tmp/wait_b" 2>&1 &
+wait_pid=$!
+await_line "$tmp/wait_b" "job $b queued, 2 jobs ahead"
+mlq cancel "$c" >/dev/null
+await_line "$tmp/wait_b" "job $b queued, 1 job ahead"
+mlq cancel "$a" >/dev/null
+await_line "$tmp/wait_b" "job $b queued, no job ahead"
+mlq cancel "$b" >/dev/null
+set +e
+wait "$wait_pid"
+rc=$?
+set -e
+[ $rc = 4 ] && [ "$(tail -n 1 "$tmp/wait_b")" = "job $b cancelled: cancelled before it started" ] ||
+    fail "wait of a queued job cancelled: exit $rc, $(cat "$tmp/wait_b")"
+[ "$(grep -c "queued" "$tmp/wait_b")" = 3 ] || fail "a place said more than once: $(cat "$tmp/wait_b")"
 
 mlq cancel "$long" >/dev/null
 echo "cli_jobs: ok"

@@ -148,6 +148,67 @@ static void test_priorities(void **state)
     json_decref(r);
 }
 
+/* STATUS's queue_ahead of a queued job; -1 when the reply has none. */
+static int64_t queue_ahead(struct harness *h, int64_t id)
+{
+    json_t *r = h_call(h, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id), NULL);
+    assert_non_null(r);
+    json_t *a = json_object_get(r, "queue_ahead");
+    int64_t n = json_is_integer(a) ? json_integer_value(a) : -1;
+    json_decref(r);
+    return n;
+}
+
+/* A queued job's place in the queue is the broker's dispatch order
+ * (priority, then id), counting only the jobs it could dispatch now: not
+ * one that waits for its --after jobs. */
+static void test_queue_ahead(void **state)
+{
+    struct harness *h = *state;
+    char data[512], st[32];
+    h_dataset(h, "train.h5", 256, 8, 3, 2, data, sizeof data);
+    h_broker_start(h, NULL);
+    static const int prio[6] = {0, 5, 1, 5, 9, 0};
+    int64_t ids[6];
+    for (int i = 0; i < 6; i++) {
+        json_t *spec = h_train_spec(data, 8, 3, 2, (uint64_t)i);
+        json_object_set_new(spec, "priority", json_integer(prio[i]));
+        ids[i] = h_submit(h, spec);
+    }
+    /* Dispatch order 4, 1, 3, 2, 0, 5 (test_priorities): each one's place. */
+    static const int64_t place[6] = {4, 1, 3, 2, 0, 5};
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(queue_ahead(h, ids[i]), place[i]);
+    /* A job of the highest priority that waits for job 6 is ahead of none
+     * of them, and not counted ahead of any: it cannot be dispatched. */
+    json_t *spec = h_train_spec(data, 8, 3, 2, 9);
+    json_object_set_new(spec, "priority", json_integer(20));
+    bool is_error = false;
+    json_t *r = h_call(h, PROTO_SUBMIT,
+                       json_pack("{s:o, s:s, s:[I]}", "spec", spec, "request_id", "dep", "after",
+                                 (json_int_t)ids[5]),
+                       &is_error);
+    assert_non_null(r);
+    assert_false(is_error);
+    int64_t dep = json_integer_value(json_object_get(r, "id"));
+    json_decref(r);
+    assert_int_equal(queue_ahead(h, dep), 0);
+    assert_int_equal(queue_ahead(h, ids[4]), 0);
+    assert_int_equal(queue_ahead(h, ids[5]), 5);
+    /* A cancelled job is no longer ahead of anyone, nor has a place. */
+    r = h_call(h, PROTO_CANCEL, json_pack("{s:I}", "id", (json_int_t)ids[1]), NULL);
+    json_decref(r);
+    assert_int_equal(queue_ahead(h, ids[1]), -1);
+    assert_int_equal(queue_ahead(h, ids[3]), 1);
+    assert_int_equal(queue_ahead(h, ids[5]), 4);
+    /* Every job run: a finished one has no place. */
+    h_trainer_start(h, "a");
+    h_wait_terminal(h, dep, 60, st, sizeof st);
+    assert_string_equal(st, "succeeded");
+    assert_int_equal(queue_ahead(h, ids[0]), -1);
+    assert_int_equal(queue_ahead(h, dep), -1);
+}
+
 static void test_cancel(void **state)
 {
     struct harness *h = *state;
@@ -455,6 +516,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_train_eval_predict, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_priorities, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_queue_ahead, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_cancel, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_bad_specs, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_garbage, h_setup, h_teardown),
