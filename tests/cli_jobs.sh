@@ -12,19 +12,8 @@
 # usage: cli_jobs.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 build=$1
-export PATH=$build/cli:$build/broker:$build/trainer:$PATH
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mlq-cli-jobs-XXXXXX")
-up_pid=""
-cleanup() {
-    [ -n "$up_pid" ] && kill -INT "$up_pid" 2>/dev/null && wait "$up_pid" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() {
-    echo "cli_jobs: FAIL: $*" >&2
-    [ -f "$tmp/up.log" ] && tail -n 20 "$tmp/up.log" >&2
-    exit 1
-}
+. "$(dirname "$0")/lib.sh"
+mlqt_init cli_jobs "$build"
 # Runs a command, its stdout to $tmp/out, stderr to $tmp/err, exit status to $rc.
 run() {
     set +e
@@ -33,34 +22,14 @@ run() {
     set -e
 }
 
-export MLQ_DB=$tmp/mlq.db
-export MLQ_BROKER=ipc://$tmp/broker.sock
-export MLQ_CONFIG=$tmp/none.conf
-# A home of its own: mlq up makes its keys there, not in the tester's.
-export HOME=$tmp/home XDG_CONFIG_HOME=$tmp/home/.config XDG_DATA_HOME=$tmp/home/.local/share
-mkdir -p "$HOME"
-export MLQ_DATA_ROOT=$tmp
-: >"$MLQ_CONFIG"
-
 # Three classes in 4 dimensions, and a dataset of 2 inputs per row that no
 # model of 4 inputs can read.
-awk 'BEGIN { srand(3); print "a,b,c,d,label";
-             for (i = 0; i < 600; i++) { c = i % 3; row = "";
-               for (j = 0; j < 4; j++) row = row (j ? "," : "") (rand() - 0.5 + (j == c ? 3 : 0));
-               print row "," c } }' >"$tmp/data.csv"
-mlq dataset import-csv "$tmp/data.csv" --header --label-column label --output "$tmp/data.h5" >/dev/null
+mlqt_classes 3 600 3 "$tmp/data.h5"
 awk 'BEGIN { print "a,b,label"; for (i = 0; i < 30; i++) print i % 2 "," i % 3 "," i % 2 }' \
     >"$tmp/narrow.csv"
 mlq dataset import-csv "$tmp/narrow.csv" --header --label-column label --output "$tmp/narrow.h5" \
     >/dev/null
-
-mlq up --trainers 1 --bind "$MLQ_BROKER" >"$tmp/up.log" 2>&1 &
-up_pid=$!
-for _ in $(seq 100); do
-    mlq workers 2>/dev/null | grep -q idle && break
-    sleep 0.1
-done
-mlq workers | grep -q idle || fail "no idle trainer"
+mlqt_up 1
 
 train=(--dataset "$tmp/data.h5" --layers 4,16,3 --epochs 2 --batch-size 32)
 mlq submit "${train[@]}" --name base --wait >"$tmp/base.out" || fail "the first run: exit $?"
