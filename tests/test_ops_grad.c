@@ -436,26 +436,28 @@ static void threads_desc(struct model_desc *d)
     d->loss = NET_LOSS_CROSS_ENTROPY;
 }
 
-static void test_model_threads_same_bits(void **state)
+/* Two training steps of d on one thread and on `threads`, then an
+ * evaluation: gradients, weights, state and logits must be the same bits. */
+static void check_model_threads(const struct model_desc *d, int B, int threads)
 {
-    (void)state;
-    enum { B = 48 };
-    static struct model_desc d;
-    threads_desc(&d);
     struct model m[2];
-    float *x = alloc_floats((size_t)B * 14 * 14);
-    int32_t y[B];
+    char err[256];
+    assert_int_equal(model_create(&m[0], d, err, sizeof err), 0);
+    size_t D = shape_size(&m[0].input);
+    float *x = alloc_floats((size_t)B * D);
+    int32_t *y = calloc((size_t)B, sizeof *y);
+    assert_non_null(y);
     struct rng r;
     rng_seed(&r, 5);
-    fill_uniform(x, (size_t)B * 14 * 14, 0.0f, 1.0f, &r);
+    fill_uniform(x, (size_t)B * D, 0.0f, 1.0f, &r);
+    int K = m[0].K;
     for (int i = 0; i < B; i++)
-        y[i] = (int32_t)(rng_next(&r) % 10);
+        y[i] = (int32_t)(rng_next(&r) % (uint64_t)K);
     for (int k = 0; k < 2; k++) {
-        char err[256];
-        assert_int_equal(model_create(&m[k], &d, err, sizeof err), 0);
+        if (k) assert_int_equal(model_create(&m[k], d, err, sizeof err), 0);
         assert_int_equal(model_reserve(&m[k], B), 0);
-        assert_int_equal(model_set_threads(&m[k], k ? 2 : 1), 0);
-        assert_int_equal(model_threads(&m[k]), k ? 2 : 1);
+        assert_int_equal(model_set_threads(&m[k], k ? threads : 1), 0);
+        assert_int_equal(model_threads(&m[k]), k ? threads : 1);
         struct rng init;
         rng_seed(&init, 11);
         model_init(&m[k], &init);
@@ -472,11 +474,41 @@ static void test_model_threads_same_bits(void **state)
     }
     assert_memory_equal(m[0].grads, m[1].grads, m[0].n_params * sizeof(float));
     assert_memory_equal(m[0].params, m[1].params, m[0].n_params * sizeof(float));
-    assert_memory_equal(m[0].state, m[1].state, m[0].n_state * sizeof(float));
-    assert_memory_equal(model_logits(&m[0]), model_logits(&m[1]), (size_t)B * 10 * sizeof(float));
+    if (m[0].n_state)
+        assert_memory_equal(m[0].state, m[1].state, m[0].n_state * sizeof(float));
+    assert_memory_equal(model_logits(&m[0]), model_logits(&m[1]), (size_t)B * K * sizeof(float));
     for (int k = 0; k < 2; k++)
         model_destroy(&m[k]);
     free(x);
+    free(y);
+}
+
+static void test_model_threads_same_bits(void **state)
+{
+    (void)state;
+    static struct model_desc d;
+    threads_desc(&d);
+    check_model_threads(&d, 48, 2);
+}
+
+/* Recurrences wide enough that a step is cut by hidden units (runs of 64
+ * or more): a 2-layer LSTM over every step, then a GRU's last step, on one
+ * thread and on two and three. */
+static void test_model_rnn_threads_same_bits(void **state)
+{
+    (void)state;
+    static struct model_desc d;
+    memset(&d, 0, sizeof d);
+    d.input = (struct shape){2, {6, 10}};
+    d.layer[0] = layer("lstm", 128);
+    d.layer[0].a.num_layers = 2;
+    d.layer[1] = layer("gru", 192);
+    d.layer[1].a.sequence = false;
+    d.layer[2] = layer("dense", 5);
+    d.n_layers = 3;
+    d.loss = NET_LOSS_CROSS_ENTROPY;
+    check_model_threads(&d, 20, 2);
+    check_model_threads(&d, 20, 3);
 }
 
 static void test_model_dense_stack(void **state)
@@ -542,6 +574,7 @@ int main(void)
         cmocka_unit_test(test_heads),
         cmocka_unit_test(test_model_residual_gradients),
         cmocka_unit_test(test_model_threads_same_bits),
+        cmocka_unit_test(test_model_rnn_threads_same_bits),
         cmocka_unit_test(test_model_dense_stack),
         cmocka_unit_test(test_model_errors),
     };

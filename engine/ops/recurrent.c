@@ -152,9 +152,9 @@ static size_t rnn_saved(const struct op_node *n, int B)
 
 /* Backward's buffers: dA (T, B, G) gate gradients, dR (T, B, G) gru's
  * recurrent ones, dY0, dY1 (T, B, max(H, I)) a layer's output gradient and
- * its input's, dh, dc (B, H); forward's R (B, G). */
+ * its input's, dh, dc (B, H); forward's R (B, G) and the biases b (2 G). */
 struct rnn_scratch {
-    float *da, *dr, *dy[2], *dh, *dc, *r;
+    float *da, *dr, *dy[2], *dh, *dc, *r, *b;
 };
 
 static struct rnn_scratch scratch_views(const struct rnn_dims *d, float *base)
@@ -168,6 +168,7 @@ static struct rnn_scratch scratch_views(const struct rnn_dims *d, float *base)
     v.dh = v.dy[1] + TB * F;
     v.dc = v.dh + (size_t)d->B * d->H;
     v.r = v.dc + (size_t)d->B * d->H;
+    v.b = v.r + (size_t)d->B * d->G;
     return v;
 }
 
@@ -175,25 +176,40 @@ static size_t rnn_scratch(const struct op_node *n, int B)
 {
     struct rnn_dims d = rnn_dims(n, B);
     size_t TB = (size_t)d.T * B, F = d.H > d.I ? d.H : d.I;
-    return TB * ((d.lstm ? 1 : 2) * (size_t)d.G + 2 * F) + (size_t)B * (2 * d.H + d.G);
+    return TB * ((d.lstm ? 1 : 2) * (size_t)d.G + 2 * F) + (size_t)B * (2 * d.H + d.G) + 2 * d.G;
 }
 
-/* ---- forward ---- */
+
+/* ---- threads ---- */
+
+/* A step is cut over the team by hidden units, in runs fixed by H alone
+ * (op_for_range: at least RNN_MIN_UNITS units, multiples of 16): a run
+ * computes the gate pre-activations of its units (one gemm per gate block
+ * over their W_hh rows), then their cells and hidden states, and the
+ * backward step likewise its units' columns of dh = dA W_hh and its gates'
+ * gradients. A step needs every unit of the step before, so each step is
+ * one team job and nothing else waits. */
+#define RNN_MIN_UNITS 64
 
 /* The per-row kernels below are inlined with `first` a constant, so that
  * each of their loops is a straight line GCC vectorises (vmath.h); the
- * previous step's row is not read at the first step. */
+ * previous step's row is not read at the first step. Each handles the n
+ * units of a run: g and the gate rows point at the run's first unit, gate
+ * blocks H apart. */
 #define RNN_INLINE static inline __attribute__((always_inline))
 
-/* One row of an lstm step: g (G) the pre-activations, replaced by the
- * activated gates; c, y (H) the cell and the hidden state; cp (H) the
- * previous cell. */
-RNN_INLINE void lstm_row(float *restrict g, float *restrict c, float *restrict y,
-                         const float *restrict cp, int H, bool first)
+/* ---- forward ---- */
+
+/* One row of an lstm step: g (G) W_ih x + W_hh h, replaced by the
+ * activated gates; bs (G) b_ih + b_hh; c, y (H) the cell and the hidden
+ * state; cp (H) the previous cell. */
+RNN_INLINE void lstm_row(float *restrict g, const float *restrict bs, float *restrict c,
+                         float *restrict y, const float *restrict cp, int H, int n, bool first)
 {
-    for (int j = 0; j < H; j++) {
-        float i = vm_sigmoidf(g[j]), f = vm_sigmoidf(g[H + j]);
-        float gg = vm_tanhf(g[2 * H + j]), o = vm_sigmoidf(g[3 * H + j]);
+    for (int j = 0; j < n; j++) {
+        float i = vm_sigmoidf(g[j] + bs[j]), f = vm_sigmoidf(g[H + j] + bs[H + j]);
+        float gg = vm_tanhf(g[2 * H + j] + bs[2 * H + j]);
+        float o = vm_sigmoidf(g[3 * H + j] + bs[3 * H + j]);
         float cv = first ? i * gg : i * gg + f * cp[j];
         g[j] = i, g[H + j] = f, g[2 * H + j] = gg, g[3 * H + j] = o;
         c[j] = cv;
@@ -201,38 +217,72 @@ RNN_INLINE void lstm_row(float *restrict g, float *restrict c, float *restrict y
     }
 }
 
-/* One row of a gru step: g (G) W_ih x + b_ih, replaced by r, z, n; rr (G)
- * W_hh h + b_hh; s (H) receives W_hn h + b_hn; y (H) the hidden state, hp
- * (H) the previous one. */
-RNN_INLINE void gru_row(float *restrict g, const float *restrict rr, float *restrict s,
-                        float *restrict y, const float *restrict hp, int H, bool first)
+/* One row of a gru step: g (G) W_ih x, replaced by r, z, n; bi, bh (G)
+ * b_ih, b_hh; rr (G) W_hh h (not read at the first step, where h is 0);
+ * s (H) receives W_hn h + b_hn; y (H) the hidden state, hp (H) the
+ * previous one. */
+RNN_INLINE void gru_row(float *restrict g, const float *restrict bi, const float *restrict bh,
+                        const float *restrict rr, float *restrict s, float *restrict y,
+                        const float *restrict hp, int H, int n, bool first)
 {
-    for (int j = 0; j < H; j++) {
-        float rg = vm_sigmoidf(g[j] + rr[j]), z = vm_sigmoidf(g[H + j] + rr[H + j]);
-        float nv = vm_tanhf(g[2 * H + j] + rg * rr[2 * H + j]);
+    for (int j = 0; j < n; j++) {
+        float qr = first ? bh[j] : rr[j] + bh[j], qz = first ? bh[H + j] : rr[H + j] + bh[H + j];
+        float qn = first ? bh[2 * H + j] : rr[2 * H + j] + bh[2 * H + j];
+        float rg = vm_sigmoidf((g[j] + bi[j]) + qr);
+        float z = vm_sigmoidf((g[H + j] + bi[H + j]) + qz);
+        float nv = vm_tanhf((g[2 * H + j] + bi[2 * H + j]) + rg * qn);
         g[j] = rg, g[H + j] = z, g[2 * H + j] = nv;
-        s[j] = rr[2 * H + j];
+        s[j] = qn;
         y[j] = first ? (1.0f - z) * nv : (1.0f - z) * nv + z * hp[j];
     }
 }
 
-/* One step of B rows: a (B, G) the gates, r (B, G) gru's recurrent
- * projection, s (B, H) lstm's cells or gru's W_hn h + b_hn, y (B, H) the
- * hidden states; s_prev, y_prev the previous step's, NULL at the first. */
-VM_CLONES static void rnn_step(const struct rnn_dims *d, float *a, const float *r, float *s,
-                               float *y, const float *s_prev, const float *y_prev)
+/* One step of a layer, for the team's runs of units. */
+struct rnn_step_job {
+    const struct rnn_dims *d;
+    struct rnn_params p;
+    const float *b;    /* lstm: (G) b_ih + b_hh; gru: (2 G) b_ih, b_hh; zeros without bias */
+    float *a;          /* (B, G) the step's gates: W_ih x on entry */
+    float *r;          /* gru: (B, G) the recurrent projection */
+    float *s, *y;      /* (B, H) the step's cells (or W_hn h + b_hn) and hidden states */
+    const float *s_prev, *y_prev; /* the previous step's, NULL at the first */
+};
+
+/* m (B, G)'s gate columns of units [j0, j1) = beta m + y_prev (B, H)
+ * W_hh's rows of those units, one gemm per gate block. */
+static void rnn_recur_gemm(const struct rnn_dims *d, const float *w_hh, const float *y_prev,
+                           float beta, float *m, int j0, int j1)
 {
     int H = d->H, G = d->G;
-    for (int b = 0; b < d->B; b++) {
-        size_t ag = (size_t)b * G, ah = (size_t)b * H;
-        if (d->lstm && s_prev)
-            lstm_row(a + ag, s + ah, y + ah, s_prev + ah, H, false);
+    for (int k = 0; k < G / H; k++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d->B, j1 - j0, H, 1.0f, y_prev, H,
+                    w_hh + ((size_t)k * H + j0) * H, H, beta, m + (size_t)k * H + j0, G);
+}
+
+VM_CLONES static void rnn_step_units(const struct op_call *c, int j0, int j1, float *scratch,
+                                     void *ctx)
+{
+    (void)c, (void)scratch;
+    const struct rnn_step_job *j = ctx;
+    const struct rnn_dims *d = j->d;
+    int H = d->H, G = d->G, n = j1 - j0;
+    /* lstm: the recurrent projection adds into the gates, the biases
+     * follow in the row; gru keeps W_hh h apart (r scales its n rows) */
+    if (j->y_prev)
+        rnn_recur_gemm(d, j->p.w_hh, j->y_prev, d->lstm ? 1.0f : 0.0f, d->lstm ? j->a : j->r,
+                       j0, j1);
+    const float *b = j->b + j0, *bh = j->b + G + j0;
+    for (int r = 0; r < d->B; r++) {
+        size_t ag = (size_t)r * G + j0, ah = (size_t)r * H + j0;
+        if (d->lstm && j->s_prev)
+            lstm_row(j->a + ag, b, j->s + ah, j->y + ah, j->s_prev + ah, H, n, false);
         else if (d->lstm)
-            lstm_row(a + ag, s + ah, y + ah, NULL, H, true);
-        else if (y_prev)
-            gru_row(a + ag, r + ag, s + ah, y + ah, y_prev + ah, H, false);
+            lstm_row(j->a + ag, b, j->s + ah, j->y + ah, NULL, H, n, true);
+        else if (j->y_prev)
+            gru_row(j->a + ag, b, bh, j->r + ag, j->s + ah, j->y + ah, j->y_prev + ah, H, n,
+                    false);
         else
-            gru_row(a + ag, r + ag, s + ah, y + ah, NULL, H, true);
+            gru_row(j->a + ag, b, bh, NULL, j->s + ah, j->y + ah, NULL, H, n, true);
     }
 }
 
@@ -242,41 +292,35 @@ static void rnn_forward(const struct op_call *c)
     struct rnn_saved sv = saved_views(&d, c->saved);
     struct rnn_scratch sc = scratch_views(&d, c->scratch);
     int B = d.B, T = d.T, H = d.H, G = d.G;
-    size_t TB = (size_t)T * B;
+    size_t TB = (size_t)T * B, BH = (size_t)B * H;
     seq_to_time_major(sv.x, c->in[0], B, T, d.I);
     for (int l = 0; l < d.L; l++) {
         struct rnn_params p = layer_params(&d, c->param, l);
         const float *x = l ? sv.y[l - 1] : sv.x;
         int I = layer_in(&d, l);
         float *a = sv.a[l];
-        float beta = 0.0f;
-        if (d.bias) {
-            for (size_t r = 0; r < TB; r++)
-                for (int g = 0; g < G; g++)
-                    a[r * G + g] = p.b_ih[g] + (d.lstm ? p.b_hh[g] : 0.0f);
-            beta = 1.0f;
-        }
-        seq_gemm(c, false, true, (int)TB, G, I, 1.0f, x, I, p.w_ih, I, beta, a, G);
+        seq_gemm(c, false, true, (int)TB, G, I, 1.0f, x, I, p.w_ih, I, 0.0f, a, G);
+        /* lstm: b_ih + b_hh; gru: b_ih, b_hh; added in each step's rows */
+        for (int g = 0; g < G; g++)
+            if (!d.bias)
+                sc.b[g] = sc.b[G + g] = 0.0f;
+            else if (d.lstm)
+                sc.b[g] = p.b_ih[g] + p.b_hh[g];
+            else
+                sc.b[g] = p.b_ih[g], sc.b[G + g] = p.b_hh[g];
+        struct rnn_step_job j = {.d = &d, .p = p, .b = sc.b, .r = sc.r};
         for (int t = 0; t < T; t++) {
-            float *at = a + (size_t)t * B * G;
-            float *yt = sv.y[l] + (size_t)t * B * H, *st = sv.s[l] + (size_t)t * B * H;
-            const float *yp = t ? yt - (size_t)B * H : NULL;
-            /* lstm: the recurrent projection adds into the gates (b_hh is
-             * in them already); gru keeps it apart (r scales its n rows) */
-            float *rt = d.lstm ? at : sc.r;
-            if (!d.lstm)
-                for (int b = 0; b < B; b++)
-                    for (int g = 0; g < G; g++)
-                        rt[(size_t)b * G + g] = d.bias ? p.b_hh[g] : 0.0f;
-            if (t) seq_gemm(c, false, true, B, G, H, 1.0f, yp, H, p.w_hh, H, 1.0f, rt, G);
-            rnn_step(&d, at, sc.r, st, yt, t ? st - (size_t)B * H : NULL, yp);
+            j.a = a + (size_t)t * B * G;
+            j.y = sv.y[l] + (size_t)t * BH, j.s = sv.s[l] + (size_t)t * BH;
+            j.y_prev = t ? j.y - BH : NULL, j.s_prev = t ? j.s - BH : NULL;
+            op_for_range(c, H, 16, RNN_MIN_UNITS, rnn_step_units, &j);
         }
     }
     const float *top = sv.y[d.L - 1];
     if (c->node->a.sequence)
         seq_to_batch_major(c->out, top, B, T, H);
     else
-        memcpy(c->out, top + (size_t)(T - 1) * B * H, (size_t)B * H * sizeof *c->out);
+        memcpy(c->out, top + (size_t)(T - 1) * BH, BH * sizeof *c->out);
 }
 
 /* ---- backward ---- */
@@ -287,9 +331,9 @@ static void rnn_forward(const struct op_call *c)
  * previous step's); dg (G) receives the gates' pre-activation gradients. */
 RNN_INLINE void lstm_row_back(float *restrict dg, const float *restrict g, const float *restrict c,
                               const float *restrict cp, const float *restrict dh,
-                              float *restrict dc, int H, bool first)
+                              float *restrict dc, int H, int n, bool first)
 {
-    for (int j = 0; j < H; j++) {
+    for (int j = 0; j < n; j++) {
         float i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
         float tc = vm_tanhf(c[j]);
         float dcv = dc[j] + dh[j] * o * (1.0f - tc * tc);
@@ -309,9 +353,9 @@ RNN_INLINE void lstm_row_back(float *restrict dg, const float *restrict g, const
  * receive the input and the recurrent projections' gradients. */
 RNN_INLINE void gru_row_back(float *restrict dg, float *restrict dq, const float *restrict g,
                              const float *restrict s, const float *restrict hp, float *restrict dh,
-                             int H, bool first)
+                             int H, int n, bool first)
 {
-    for (int j = 0; j < H; j++) {
+    for (int j = 0; j < n; j++) {
         float rg = g[j], z = g[H + j], nv = g[2 * H + j];
         float dy = dh[j], hpv = first ? 0.0f : hp[j];
         float dn = dy * (1.0f - z) * (1.0f - nv * nv);
@@ -323,25 +367,66 @@ RNN_INLINE void gru_row_back(float *restrict dg, float *restrict dq, const float
     }
 }
 
-/* One step back over B rows: da (B, G), dr (B, G) gru's recurrent
- * gradients; a, s, y the step's saved gates, cells (or W_hn h + b_hn) and
- * s_prev, y_prev the previous step's (NULL at the first); dh, dc (B, H). */
-VM_CLONES static void rnn_step_back(const struct rnn_dims *d, float *da, float *dr, const float *a,
-                                    const float *s, const float *s_prev, const float *y_prev,
-                                    float *dh, float *dc)
+/* One step back of a layer, for the team's runs of units. */
+struct rnn_back_job {
+    const struct rnn_dims *d;
+    const float *w_hh;
+    const float *dr_next; /* (B, G) the next step's recurrent gradients, NULL at the last */
+    const float *dy;      /* (B, H) the step's output gradient, or NULL: none */
+    float *da, *dr;       /* (B, G) the step's gate and gru's recurrent gradients */
+    const float *a, *s;   /* the step's saved gates and cells (or W_hn h + b_hn) */
+    const float *s_prev, *y_prev; /* the previous step's, NULL at the first */
+    float *dh, *dc;               /* (B, H) */
+};
+
+VM_CLONES static void rnn_back_units(const struct op_call *c, int j0, int j1, float *scratch,
+                                     void *ctx)
 {
-    int H = d->H, G = d->G;
-    for (int b = 0; b < d->B; b++) {
-        size_t ag = (size_t)b * G, ah = (size_t)b * H;
-        if (d->lstm && s_prev)
-            lstm_row_back(da + ag, a + ag, s + ah, s_prev + ah, dh + ah, dc + ah, H, false);
-        else if (d->lstm)
-            lstm_row_back(da + ag, a + ag, s + ah, NULL, dh + ah, dc + ah, H, true);
-        else if (y_prev)
-            gru_row_back(da + ag, dr + ag, a + ag, s + ah, y_prev + ah, dh + ah, H, false);
-        else
-            gru_row_back(da + ag, dr + ag, a + ag, s + ah, NULL, dh + ah, H, true);
+    (void)c, (void)scratch;
+    const struct rnn_back_job *j = ctx;
+    const struct rnn_dims *d = j->d;
+    int B = d->B, H = d->H, G = d->G, n = j1 - j0;
+    /* dh = what the next step sent (lstm: dA W_hh, the next cell's share
+     * is in dc; gru: dR W_hh added to the direct part z dh) + this step's
+     * output gradient */
+    if (j->dr_next)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, n, G, 1.0f, j->dr_next, G,
+                    j->w_hh + j0, H, d->lstm ? 0.0f : 1.0f, j->dh + j0, H);
+    for (int b = 0; j->dy && b < B; b++) {
+        float *restrict dh = j->dh + (size_t)b * H;
+        const float *restrict dy = j->dy + (size_t)b * H;
+        for (int u = j0; u < j1; u++)
+            dh[u] += dy[u];
     }
+    for (int b = 0; b < B; b++) {
+        size_t ag = (size_t)b * G + j0, ah = (size_t)b * H + j0;
+        if (d->lstm && j->s_prev)
+            lstm_row_back(j->da + ag, j->a + ag, j->s + ah, j->s_prev + ah, j->dh + ah,
+                          j->dc + ah, H, n, false);
+        else if (d->lstm)
+            lstm_row_back(j->da + ag, j->a + ag, j->s + ah, NULL, j->dh + ah, j->dc + ah, H, n,
+                          true);
+        else if (j->y_prev)
+            gru_row_back(j->da + ag, j->dr + ag, j->a + ag, j->s + ah, j->y_prev + ah, j->dh + ah,
+                         H, n, false);
+        else
+            gru_row_back(j->da + ag, j->dr + ag, j->a + ag, j->s + ah, NULL, j->dh + ah, H, n,
+                         true);
+    }
+}
+
+struct colsum_job {
+    float *db;
+    const float *dm;
+    size_t R;
+    int ld;
+};
+
+static void colsum_range(const struct op_call *c, int lo, int hi, float *scratch, void *ctx)
+{
+    (void)c, (void)scratch;
+    const struct colsum_job *j = ctx;
+    seq_colsum(j->db, j->dm, j->R, j->ld, lo, hi);
 }
 
 static void rnn_backward(const struct op_call *c)
@@ -351,14 +436,14 @@ static void rnn_backward(const struct op_call *c)
     struct rnn_scratch sc = scratch_views(&d, c->scratch);
     int B = d.B, T = d.T, H = d.H, G = d.G;
     size_t TB = (size_t)T * B, BH = (size_t)B * H;
-    /* dY of the top layer, time-major. */
+    /* dY of the top layer, time-major; only its last step's when the
+     * output is the last step */
     float *dy = sc.dy[0];
-    if (c->node->a.sequence) {
-        seq_to_time_major(dy, c->dout, B, T, H);
-    } else {
-        memset(dy, 0, TB * H * sizeof *dy);
+    bool last_only = !c->node->a.sequence;
+    if (last_only)
         memcpy(dy + (size_t)(T - 1) * BH, c->dout, BH * sizeof *dy);
-    }
+    else
+        seq_to_time_major(dy, c->dout, B, T, H);
     for (int l = d.L - 1; l >= 0; l--) {
         struct rnn_params p = layer_params(&d, c->param, l);
         struct rnn_params gp = layer_params(&d, c->grad, l);
@@ -367,32 +452,31 @@ static void rnn_backward(const struct op_call *c)
         float *dr = d.lstm ? sc.da : sc.dr; /* the recurrent projection's gradients */
         memset(sc.dh, 0, BH * sizeof *sc.dh);
         memset(sc.dc, 0, BH * sizeof *sc.dc);
+        struct rnn_back_job j = {.d = &d, .w_hh = p.w_hh, .dh = sc.dh, .dc = sc.dc};
         for (int t = T - 1; t >= 0; t--) {
             size_t at = (size_t)t * B * G, ht = (size_t)t * BH;
-            /* dh = this step's output gradient + what the next step sent */
-            for (size_t k = 0; k < BH; k++)
-                sc.dh[k] += dy[ht + k];
-            rnn_step_back(&d, sc.da + at, sc.dr + at, sv.a[l] + at, sv.s[l] + ht,
-                          t ? sv.s[l] + ht - BH : NULL, t ? sv.y[l] + ht - BH : NULL, sc.dh, sc.dc);
-            /* lstm: dh = dA W_hh, the previous cell's share is in dc; gru
-             * adds dR W_hh to the direct part z dh */
-            if (t)
-                seq_gemm(c, false, false, B, H, G, 1.0f, dr + at, G, p.w_hh, H,
-                         d.lstm ? 0.0f : 1.0f, sc.dh, H);
+            j.dr_next = t < T - 1 ? dr + at + (size_t)B * G : NULL;
+            j.dy = last_only && t < T - 1 ? NULL : dy + ht;
+            j.da = sc.da + at, j.dr = sc.dr + at;
+            j.a = sv.a[l] + at, j.s = sv.s[l] + ht;
+            j.s_prev = t ? j.s - BH : NULL, j.y_prev = t ? sv.y[l] + ht - BH : NULL;
+            op_for_range(c, H, 16, RNN_MIN_UNITS, rnn_back_units, &j);
         }
         seq_gemm(c, true, false, G, I, (int)TB, 1.0f, sc.da, G, x, I, 1.0f, gp.w_ih, I);
         if (T > 1)
             seq_gemm(c, true, false, G, H, (int)(TB - (size_t)B), 1.0f, dr + (size_t)B * G, G,
                      sv.y[l], H, 1.0f, gp.w_hh, H);
         if (d.bias) {
-            seq_colsum(gp.b_ih, sc.da, TB, G, 0, G);
-            seq_colsum(gp.b_hh, dr, TB, G, 0, G);
+            struct colsum_job ci = {gp.b_ih, sc.da, TB, G}, ch = {gp.b_hh, dr, TB, G};
+            op_for_range(c, G, 16, 128, colsum_range, &ci);
+            op_for_range(c, G, 16, 128, colsum_range, &ch);
         }
         float *dx = sc.dy[(d.L - 1 - l + 1) % 2];
         if (l == 0 && !c->din[0]) break;
         seq_gemm(c, false, false, (int)TB, I, G, 1.0f, sc.da, G, p.w_ih, I, 0.0f, dx, I);
         if (l == 0) seq_to_batch_major(c->din[0], dx, B, T, d.I);
         dy = dx;
+        last_only = false;
     }
 }
 
