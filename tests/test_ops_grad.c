@@ -474,8 +474,7 @@ static void check_model_threads(const struct model_desc *d, int B, int threads)
     }
     assert_memory_equal(m[0].grads, m[1].grads, m[0].n_params * sizeof(float));
     assert_memory_equal(m[0].params, m[1].params, m[0].n_params * sizeof(float));
-    if (m[0].n_state)
-        assert_memory_equal(m[0].state, m[1].state, m[0].n_state * sizeof(float));
+    if (m[0].n_state) assert_memory_equal(m[0].state, m[1].state, m[0].n_state * sizeof(float));
     assert_memory_equal(model_logits(&m[0]), model_logits(&m[1]), (size_t)B * K * sizeof(float));
     for (int k = 0; k < 2; k++)
         model_destroy(&m[k]);

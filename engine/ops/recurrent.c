@@ -179,7 +179,6 @@ static size_t rnn_scratch(const struct op_node *n, int B)
     return TB * ((d.lstm ? 1 : 2) * (size_t)d.G + 2 * F) + (size_t)B * (2 * d.H + d.G) + 2 * d.G;
 }
 
-
 /* ---- threads ---- */
 
 /* A step is cut over the team by hidden units, in runs fixed by H alone
@@ -241,10 +240,10 @@ RNN_INLINE void gru_row(float *restrict g, const float *restrict bi, const float
 struct rnn_step_job {
     const struct rnn_dims *d;
     struct rnn_params p;
-    const float *b;    /* lstm: (G) b_ih + b_hh; gru: (2 G) b_ih, b_hh; zeros without bias */
-    float *a;          /* (B, G) the step's gates: W_ih x on entry */
-    float *r;          /* gru: (B, G) the recurrent projection */
-    float *s, *y;      /* (B, H) the step's cells (or W_hn h + b_hn) and hidden states */
+    const float *b; /* lstm: (G) b_ih + b_hh; gru: (2 G) b_ih, b_hh; zeros without bias */
+    float *a;       /* (B, G) the step's gates: W_ih x on entry */
+    float *r;       /* gru: (B, G) the recurrent projection */
+    float *s, *y;   /* (B, H) the step's cells (or W_hn h + b_hn) and hidden states */
     const float *s_prev, *y_prev; /* the previous step's, NULL at the first */
 };
 
@@ -269,8 +268,8 @@ VM_CLONES static void rnn_step_units(const struct op_call *c, int j0, int j1, fl
     /* lstm: the recurrent projection adds into the gates, the biases
      * follow in the row; gru keeps W_hh h apart (r scales its n rows) */
     if (j->y_prev)
-        rnn_recur_gemm(d, j->p.w_hh, j->y_prev, d->lstm ? 1.0f : 0.0f, d->lstm ? j->a : j->r,
-                       j0, j1);
+        rnn_recur_gemm(d, j->p.w_hh, j->y_prev, d->lstm ? 1.0f : 0.0f, d->lstm ? j->a : j->r, j0,
+                       j1);
     const float *b = j->b + j0, *bh = j->b + G + j0;
     for (int r = 0; r < d->B; r++) {
         size_t ag = (size_t)r * G + j0, ah = (size_t)r * H + j0;
@@ -279,8 +278,7 @@ VM_CLONES static void rnn_step_units(const struct op_call *c, int j0, int j1, fl
         else if (d->lstm)
             lstm_row(j->a + ag, b, j->s + ah, j->y + ah, NULL, H, n, true);
         else if (j->y_prev)
-            gru_row(j->a + ag, b, bh, j->r + ag, j->s + ah, j->y + ah, j->y_prev + ah, H, n,
-                    false);
+            gru_row(j->a + ag, b, bh, j->r + ag, j->s + ah, j->y + ah, j->y_prev + ah, H, n, false);
         else
             gru_row(j->a + ag, b, bh, NULL, j->s + ah, j->y + ah, NULL, H, n, true);
     }
@@ -371,10 +369,10 @@ RNN_INLINE void gru_row_back(float *restrict dg, float *restrict dq, const float
 struct rnn_back_job {
     const struct rnn_dims *d;
     const float *w_hh;
-    const float *dr_next; /* (B, G) the next step's recurrent gradients, NULL at the last */
-    const float *dy;      /* (B, H) the step's output gradient, or NULL: none */
-    float *da, *dr;       /* (B, G) the step's gate and gru's recurrent gradients */
-    const float *a, *s;   /* the step's saved gates and cells (or W_hn h + b_hn) */
+    const float *dr_next;         /* (B, G) the next step's recurrent gradients, NULL at the last */
+    const float *dy;              /* (B, H) the step's output gradient, or NULL: none */
+    float *da, *dr;               /* (B, G) the step's gate and gru's recurrent gradients */
+    const float *a, *s;           /* the step's saved gates and cells (or W_hn h + b_hn) */
     const float *s_prev, *y_prev; /* the previous step's, NULL at the first */
     float *dh, *dc;               /* (B, H) */
 };
@@ -401,8 +399,8 @@ VM_CLONES static void rnn_back_units(const struct op_call *c, int j0, int j1, fl
     for (int b = 0; b < B; b++) {
         size_t ag = (size_t)b * G + j0, ah = (size_t)b * H + j0;
         if (d->lstm && j->s_prev)
-            lstm_row_back(j->da + ag, j->a + ag, j->s + ah, j->s_prev + ah, j->dh + ah,
-                          j->dc + ah, H, n, false);
+            lstm_row_back(j->da + ag, j->a + ag, j->s + ah, j->s_prev + ah, j->dh + ah, j->dc + ah,
+                          H, n, false);
         else if (d->lstm)
             lstm_row_back(j->da + ag, j->a + ag, j->s + ah, NULL, j->dh + ah, j->dc + ah, H, n,
                           true);
