@@ -15,6 +15,7 @@
  * usage: seq_bench [--model lstm|gpt] [--threads N] [--batch B]
  *                  [--steps N] [--repeat R] */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,10 +163,14 @@ int main(int argc, char **argv)
     qsort(cpu_rate, (size_t)repeat, sizeof *cpu_rate, cmp_double);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
+    uint64_t digest = 14695981039346656037u; /* FNV-1a of the parameters' bytes */
+    for (size_t i = 0; i < m.n_params * sizeof *m.params; i++)
+        digest = (digest ^ ((const unsigned char *)m.params)[i]) * 1099511628211u;
     printf("model %s threads %d batch %d params %zu samples/s median %.1f best %.1f "
-           "per_cpu_s %.1f peak_rss_mib %.0f loss %.4f\n",
+           "per_cpu_s %.1f peak_rss_mib %.0f loss %.4f params_fnv %016llx\n",
            gpt ? "gpt" : "lstm", threads, B, m.n_params, rate[repeat / 2], best,
-           cpu_rate[repeat / 2], (double)ru.ru_maxrss / 1024.0, model_loss(&m, y, NULL, B));
+           cpu_rate[repeat / 2], (double)ru.ru_maxrss / 1024.0, model_loss(&m, y, NULL, B),
+           (unsigned long long)digest);
     optim_destroy(&opt);
     model_destroy(&m);
     free(x);

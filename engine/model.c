@@ -477,6 +477,23 @@ static struct op_call node_call(struct model *m, int i, int B, const float *x)
     return c;
 }
 
+/* The head's outputs (softmax, sigmoid) row by row: any cut gives the
+ * same bits, so runs of rows go over the team. */
+struct outputs_job {
+    struct model *m;
+    int rows, slices;
+};
+
+static void outputs_slice(void *ctx, int slice, int thread)
+{
+    (void)thread;
+    const struct outputs_job *j = ctx;
+    int lo, hi, K = j->m->K;
+    team_split(j->rows, j->slices, 1, slice, &lo, &hi);
+    loss_outputs(j->m->probs + (size_t)lo * K, model_logits(j->m) + (size_t)lo * K, hi - lo, K,
+                 j->m->loss, j->m->output);
+}
+
 void model_forward(struct model *m, const float *x, int B, bool training, struct rng *r)
 {
     if (m->net) {
@@ -490,7 +507,10 @@ void model_forward(struct model *m, const float *x, int B, bool training, struct
         c.rng = r;
         m->node[i].op.op->forward(&c);
     }
-    loss_outputs(m->probs, model_logits(m), B * m->steps, m->K, m->loss, m->output);
+    struct outputs_job j = {m, B * m->steps, 1};
+    if ((size_t)j.rows * (size_t)m->K >= 32768) /* smaller: not worth a hand-over */
+        j.slices = team_slices(j.rows, 2 * team_size(m->team), 1);
+    team_for(m->team, j.slices, outputs_slice, &j);
 }
 
 const float *model_logits(const struct model *m)

@@ -31,7 +31,7 @@ struct ln_job {
     const float *x, *w, *b, *dy;
     int R, E;
     float eps;
-    bool accumulate; /* dx += instead of = */
+    const float *res; /* backward: dx = res + the gradient, or NULL */
 };
 
 static void ln_forward_rows(const struct op_call *c, int lo, int hi, float *scratch, void *ctx)
@@ -84,7 +84,7 @@ static void ln_backward_rows(const struct op_call *c, int lo, int hi, float *scr
         for (int e = 0; e < E; e++) {
             float g = dy[e] * (j->w ? j->w[e] : 1.0f);
             float v = rs * (g - ma - (x[e] - m) * rs * mb);
-            dx[e] = j->accumulate ? dx[e] + v : v;
+            dx[e] = j->res ? j->res[(size_t)r * E + e] + v : v;
         }
     }
 }
@@ -123,9 +123,10 @@ static void ln_backward_cols(const struct op_call *c, int lo, int hi, float *scr
     }
 }
 
-static void ln_backward(const struct op_call *c, float *dx, float *dw, float *db, const float *dy,
-                        const float *x, const float *mean, const float *rstd, const float *w, int R,
-                        int E, bool accumulate)
+/* dx = res + d/dx (res may be NULL; dx may be NULL: only dw, db). */
+static void ln_backward(const struct op_call *c, float *dx, const float *res, float *dw, float *db,
+                        const float *dy, const float *x, const float *mean, const float *rstd,
+                        const float *w, int R, int E)
 {
     struct ln_job j = {.mean = (float *)mean,
                        .rstd = (float *)rstd,
@@ -137,7 +138,7 @@ static void ln_backward(const struct op_call *c, float *dx, float *dw, float *db
                        .dy = dy,
                        .R = R,
                        .E = E,
-                       .accumulate = accumulate};
+                       .res = res};
     if (dw || db) op_for_range(c, E, 16, 16, ln_backward_cols, &j);
     if (dx) op_for_range(c, R, 1, 16, ln_backward_rows, &j);
 }
@@ -203,8 +204,8 @@ static void ln_op_forward(const struct op_call *c)
 static void ln_op_backward(const struct op_call *c)
 {
     int R = ln_rows_of(c->node, c->B), E = ln_width(c->node);
-    ln_backward(c, c->din[0], c->grad, c->grad + E, c->dout, c->in[0], c->saved, c->saved + R,
-                c->param, R, E, false);
+    ln_backward(c, c->din[0], NULL, c->grad, c->grad + E, c->dout, c->in[0], c->saved, c->saved + R,
+                c->param, R, E);
 }
 
 static const struct op_test ln_tests[] = {
@@ -407,17 +408,94 @@ static void attn_core_backward(const struct op_call *c, int lo, int hi, float *s
     }
 }
 
-/* y (R, N) = x (R, K) w^T + b, w (N, K), over the team. */
-static void linear_forward(const struct op_call *c, float *y, const float *x, const float *w,
-                           const float *b, int R, int K, int N)
+/* A linear layer's rows and what is done to them around the gemm, so that
+ * a run of rows is one slice: fill with the bias, the gemm, then add a
+ * residual, or (backward) multiply by an activation's derivative, or put
+ * the activation of the rows in a second buffer. */
+struct lin_job {
+    float *y;                      /* (R, N) */
+    const float *x, *w, *b;        /* x (R, K); w (N, K) forward, (N, K) backward too; b (N) */
+    const float *res;              /* (R, N): y += res after the gemm, or NULL */
+    float *act_y;                  /* (R, N): forward act_y = act(y), or NULL */
+    const float *act_in, *act_out; /* backward: y *= act'(act_in), or NULL */
+    enum act_op act;
+    int R, K, N;
+    bool backward; /* y = x w (x (R, K) is dy, w (K, N)), else y = x w^T + b */
+};
+
+static void lin_after(const struct lin_job *j, int lo, int hi)
 {
-    float beta = 0.0f;
-    if (b) {
-        for (int r = 0; r < R; r++)
-            memcpy(y + (size_t)r * N, b, (size_t)N * sizeof *y);
-        beta = 1.0f;
+    size_t o = (size_t)lo * j->N, n = (size_t)(hi - lo) * j->N;
+    if (j->res) {
+        float *restrict y = j->y + o;
+        const float *restrict r = j->res + o;
+        for (size_t i = 0; i < n; i++)
+            y[i] += r[i];
     }
-    seq_gemm(c, false, true, R, N, K, 1.0f, x, K, w, K, beta, y, N);
+    if (j->act_y) act_forward(j->act_y + o, j->y + o, n, j->act, 0.0f);
+    if (j->act_in) act_backward(j->y + o, j->y + o, j->act_in + o, j->act_out + o, n, j->act, 0.0f);
+}
+
+static void lin_rows(const struct op_call *c, int lo, int hi, float *scratch, void *ctx)
+{
+    (void)c, (void)scratch;
+    const struct lin_job *j = ctx;
+    float *y = j->y + (size_t)lo * j->N;
+    if (j->backward) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, hi - lo, j->N, j->K, 1.0f,
+                    j->x + (size_t)lo * j->K, j->K, j->w, j->N, 0.0f, y, j->N);
+    } else {
+        for (int r = 0; j->b && r < hi - lo; r++)
+            memcpy(y + (size_t)r * j->N, j->b, (size_t)j->N * sizeof *y);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, hi - lo, j->N, j->K, 1.0f,
+                    j->x + (size_t)lo * j->K, j->K, j->w, j->K, j->b ? 1.0f : 0.0f, y, j->N);
+    }
+    lin_after(j, lo, hi);
+}
+
+static void lin_after_rows(const struct op_call *c, int lo, int hi, float *scratch, void *ctx)
+{
+    (void)c, (void)scratch;
+    lin_after(ctx, lo, hi);
+}
+
+/* The gemm of j over the team: by rows as seq_gemm cuts it when R is the
+ * larger dimension (the fill and what follows in the same slice), else
+ * seq_gemm's column runs and then the rows' after-work. */
+static void lin_run(const struct op_call *c, struct lin_job *j)
+{
+    if (j->R > j->N) {
+        op_for_range(c, j->R, 16, SEQ_GEMM_MIN_RUN, lin_rows, j);
+        return;
+    }
+    if (j->backward) {
+        seq_gemm(c, false, false, j->R, j->N, j->K, 1.0f, j->x, j->K, j->w, j->N, 0.0f, j->y, j->N);
+    } else {
+        for (int r = 0; j->b && r < j->R; r++)
+            memcpy(j->y + (size_t)r * j->N, j->b, (size_t)j->N * sizeof *j->y);
+        seq_gemm(c, false, true, j->R, j->N, j->K, 1.0f, j->x, j->K, j->w, j->K, j->b ? 1.0f : 0.0f,
+                 j->y, j->N);
+    }
+    if (j->res || j->act_y || j->act_in) op_for_range(c, j->R, 1, 16, lin_after_rows, j);
+}
+
+/* y (R, N) = x (R, K) w^T + b, w (N, K), over the team; then y += res
+ * (res may be NULL), and act_y = act(y) when act_y is not NULL. */
+static void linear_forward(const struct op_call *c, float *y, const float *x, const float *w,
+                           const float *b, int R, int K, int N, const float *res, float *act_y,
+                           enum act_op act)
+{
+    struct lin_job j = {.y = y,
+                        .x = x,
+                        .w = w,
+                        .b = b,
+                        .res = res,
+                        .act_y = act_y,
+                        .act = act,
+                        .R = R,
+                        .K = K,
+                        .N = N};
+    lin_run(c, &j);
 }
 
 struct colsum_job {
@@ -433,13 +511,30 @@ static void colsum_range(const struct op_call *c, int lo, int hi, float *scratch
     seq_colsum(j->db, j->dy, (size_t)j->R, j->N, lo, hi);
 }
 
-/* dx (R, K) = dy w (or += with accumulate; dx may be NULL), dw += dy^T x,
- * db += column sums of dy (may be NULL). */
+/* dx (R, K) = dy w (or += with accumulate; dx may be NULL), then, when
+ * act_in is not NULL, dx *= act'(act_in) (act_out the activation's output,
+ * act_backward's conventions); dw += dy^T x, db += column sums of dy (may
+ * be NULL). */
 static void linear_backward(const struct op_call *c, float *dx, float *dw, float *db,
                             const float *dy, const float *x, const float *w, int R, int K, int N,
-                            bool accumulate)
+                            bool accumulate, const float *act_in, const float *act_out,
+                            enum act_op act)
 {
-    if (dx) seq_gemm(c, false, false, R, K, N, 1.0f, dy, N, w, K, accumulate ? 1.0f : 0.0f, dx, K);
+    if (dx && !accumulate) {
+        struct lin_job j = {.y = dx,
+                            .x = dy,
+                            .w = w,
+                            .act_in = act_in,
+                            .act_out = act_out,
+                            .act = act,
+                            .R = R,
+                            .K = N,
+                            .N = K,
+                            .backward = true};
+        lin_run(c, &j);
+    } else if (dx) {
+        seq_gemm(c, false, false, R, K, N, 1.0f, dy, N, w, K, 1.0f, dx, K);
+    }
     seq_gemm(c, true, false, N, K, R, 1.0f, dy, N, x, K, 1.0f, dw, K);
     if (db) {
         struct colsum_job j = {db, dy, R, N};
@@ -447,9 +542,10 @@ static void linear_backward(const struct op_call *c, float *dx, float *dw, float
     }
 }
 
-/* Self-attention of x (B, T, E) into y; sv: qkv, P, o for B samples. */
+/* Self-attention of x (B, T, E) into y, plus res (B, T, E) when not NULL
+ * (a residual); sv: qkv, P, o for B samples. */
 static void attn_forward(const struct op_call *c, const struct attn_dims *d, float *y,
-                         const float *x, float *param, float *sv)
+                         const float *x, float *param, float *sv, const float *res)
 {
     struct attn_params p = attn_params(param, d->E, d->bias);
     int R = d->B * d->T, E = d->E;
@@ -457,9 +553,9 @@ static void attn_forward(const struct op_call *c, const struct attn_dims *d, flo
     j.qkv = sv;
     j.p = j.qkv + (size_t)R * 3 * E;
     j.o = j.p + (size_t)d->B * d->H * d->T * d->T;
-    linear_forward(c, j.qkv, x, p.w_in, p.b_in, R, E, 3 * E);
+    linear_forward(c, j.qkv, x, p.w_in, p.b_in, R, E, 3 * E, NULL, NULL, ACT_OP_RELU);
     op_for_range(c, d->B, 1, 1, attn_core_forward, &j);
-    linear_forward(c, y, j.o, p.w_out, p.b_out, R, E, E);
+    linear_forward(c, y, j.o, p.w_out, p.b_out, R, E, E, res, NULL, ACT_OP_RELU);
 }
 
 /* Scratch of attn_backward: dqkv (B, T, 3E), do (B, T, E), then per
@@ -483,9 +579,11 @@ static void attn_backward(const struct op_call *c, const struct attn_dims *d, fl
     j.dqkv = scratch;
     j.dout_o = j.dqkv + (size_t)R * 3 * E;
     j.thread_off = thread_off;
-    linear_backward(c, j.dout_o, g.w_out, g.b_out, dy, j.o, p.w_out, R, E, E, false);
+    linear_backward(c, j.dout_o, g.w_out, g.b_out, dy, j.o, p.w_out, R, E, E, false, NULL, NULL,
+                    ACT_OP_RELU);
     op_for_range(c, d->B, 1, 1, attn_core_backward, &j);
-    linear_backward(c, dx, g.w_in, g.b_in, j.dqkv, x, p.w_in, R, E, 3 * E, accumulate);
+    linear_backward(c, dx, g.w_in, g.b_in, j.dqkv, x, p.w_in, R, E, 3 * E, accumulate, NULL, NULL,
+                    ACT_OP_RELU);
 }
 
 static int attn_check(const struct op_attrs *a, const struct shape *in, char *err, size_t errlen)
@@ -546,7 +644,7 @@ static size_t attn_scratch(const struct op_node *n, int B)
 static void attn_op_forward(const struct op_call *c)
 {
     struct attn_dims d = attn_dims_of(c->node, c->B);
-    attn_forward(c, &d, c->out, c->in[0], c->param, c->saved);
+    attn_forward(c, &d, c->out, c->in[0], c->param, c->saved, NULL);
 }
 
 static void attn_op_backward(const struct op_call *c)
@@ -698,15 +796,10 @@ static void block_forward(const struct op_call *c)
     enum act_op act = n->a.approximate ? ACT_OP_GELU_TANH : ACT_OP_GELU;
     const float *x = c->in[0];
     ln_forward(c, v.h1, v.m1, v.r1, x, p.ln1_w, p.ln1_b, R, E, n->a.eps);
-    attn_forward(c, &d, v.x2, v.h1, p.attn, v.attn);
-    for (size_t i = 0; i < (size_t)R * E; i++)
-        v.x2[i] += x[i];
+    attn_forward(c, &d, v.x2, v.h1, p.attn, v.attn, x); /* x2 = attn(h1) + x */
     ln_forward(c, v.h2, v.m2, v.r2, v.x2, p.ln2_w, p.ln2_b, R, E, n->a.eps);
-    linear_forward(c, v.u, v.h2, p.w1, p.b1, R, E, 4 * E);
-    act_forward(v.g, v.u, (size_t)R * 4 * E, act, 0.0f);
-    linear_forward(c, c->out, v.g, p.w2, p.b2, R, 4 * E, E);
-    for (size_t i = 0; i < (size_t)R * E; i++)
-        c->out[i] += v.x2[i];
+    linear_forward(c, v.u, v.h2, p.w1, p.b1, R, E, 4 * E, NULL, v.g, act);
+    linear_forward(c, c->out, v.g, p.w2, p.b2, R, 4 * E, E, v.x2, NULL, act);
 }
 
 static void block_backward(const struct op_call *c)
@@ -724,20 +817,17 @@ static void block_backward(const struct op_call *c)
     size_t thread_off = attn_sc - (size_t)d.T * d.T + (size_t)R * 6 * E;
     float *dh = dg + (size_t)R * 4 * E, *dx2 = dh + (size_t)R * E;
     /* out = x2 + mlp(h2): dx2 = dout + ln_2's backward of the mlp's */
-    linear_backward(c, dg, g.w2, g.b2, c->dout, v.g, p.w2, R, 4 * E, E, false);
-    act_backward(dg, dg, v.u, v.g, (size_t)R * 4 * E, act, 0.0f);
-    linear_backward(c, dh, g.w1, g.b1, dg, v.h2, p.w1, R, E, 4 * E, false);
-    memcpy(dx2, c->dout, (size_t)R * E * sizeof *dx2);
-    ln_backward(c, dx2, g.ln2_w, g.ln2_b, dh, v.x2, v.m2, v.r2, p.ln2_w, R, E, true);
+    linear_backward(c, dg, g.w2, g.b2, c->dout, v.g, p.w2, R, 4 * E, E, false, v.u, v.g, act);
+    linear_backward(c, dh, g.w1, g.b1, dg, v.h2, p.w1, R, E, 4 * E, false, NULL, NULL, act);
+    ln_backward(c, dx2, c->dout, g.ln2_w, g.ln2_b, dh, v.x2, v.m2, v.r2, p.ln2_w, R, E);
     /* x2 = x + attn(h1) */
     attn_backward(c, &d, dh, false, dx2, v.h1, p.attn, g.attn, v.attn, c->scratch, thread_off);
     if (!c->din[0]) {
         /* ln_1's parameters still need their gradients */
-        ln_backward(c, NULL, g.ln1_w, g.ln1_b, dh, c->in[0], v.m1, v.r1, p.ln1_w, R, E, false);
+        ln_backward(c, NULL, NULL, g.ln1_w, g.ln1_b, dh, c->in[0], v.m1, v.r1, p.ln1_w, R, E);
         return;
     }
-    memcpy(c->din[0], dx2, (size_t)R * E * sizeof *dx2);
-    ln_backward(c, c->din[0], g.ln1_w, g.ln1_b, dh, c->in[0], v.m1, v.r1, p.ln1_w, R, E, true);
+    ln_backward(c, c->din[0], dx2, g.ln1_w, g.ln1_b, dh, c->in[0], v.m1, v.r1, p.ln1_w, R, E);
 }
 
 static int block_infer(struct op_attrs *a, const struct shape *in, struct shape *out, char *err,

@@ -4,10 +4,6 @@
 #include <math.h>
 #include <string.h>
 
-/* Runs of at least this many rows or columns per gemm: smaller ones pack
- * the other operand again for too little work. */
-#define SEQ_GEMM_MIN_RUN 128
-
 struct gemm_job {
     bool trans_a, trans_b, by_rows;
     int M, N, K;

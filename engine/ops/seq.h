@@ -16,6 +16,10 @@
 #include "op.h"
 #include "vmath.h" /* vm_sigmoidf, vm_tanhf for the gates */
 
+/* Runs of at least this many rows or columns per gemm: smaller ones pack
+ * the other operand again for too little work. */
+#define SEQ_GEMM_MIN_RUN 128
+
 /* C (M, N) = alpha op(A) op(B) + beta C, row-major, cut over c's team along
  * the larger of M and N in runs that depend on (M, N) alone (op_for_range),
  * so any team gives the same bits. */
