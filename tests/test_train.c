@@ -627,6 +627,18 @@ static json_t *eval_ok(const struct fixture *f, const void *blob, size_t len)
 /* A checkpoint from before the count resumes (counts from its step on),
  * evaluates as it did when it was written, and one that differs otherwise
  * is still refused as another model. */
+/* ||a - b|| / ||b||, in double. */
+static double relative_distance(const float *a, const float *b, size_t n)
+{
+    double d2 = 0, b2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        d2 += d * d;
+        b2 += (double)b[i] * b[i];
+    }
+    return b2 > 0 ? sqrt(d2 / b2) : sqrt(d2);
+}
+
 static void test_old_checkpoint_loads(void **state)
 {
     struct fixture *f = *state;
@@ -639,9 +651,12 @@ static void test_old_checkpoint_loads(void **state)
     upgrade(&old, &s, &new_blob, &new_len);
 
     /* Resumed, it ends bit for bit where the same checkpoint in today's
-     * layout does, each count the run's 76 steps; and where a run of
-     * today's mlq from scratch does (to rounding: the fixture's arithmetic
-     * was done on the machine that wrote it). */
+     * layout does, each count the run's 76 steps; and near where a run of
+     * today's mlq from scratch does. Near, not equal: the fixture's
+     * arithmetic was done with the OpenBLAS kernel of the machine that
+     * wrote it (Zen), and another kernel's rounding, grown over 76 Adam
+     * steps, moves the parameters by about 1.5% (Sandybridge, Core2); a
+     * tensor loaded into the wrong place moves them by their own size. */
     struct recorder a = {0}, b = {0}, full = {0};
     struct train_result res;
     run_ok(&s, old_blob, old_len, &a, &res);
@@ -661,15 +676,13 @@ static void test_old_checkpoint_loads(void **state)
     assert_memory_equal(ca.optim_state, cb.optim_state, sizeof(float) * ca.n_optim);
     assert_memory_equal(ca.state, cb.state, sizeof(float) * ca.n_state);
     assert_int_equal(ca.n_state, cf.n_state);
-    double worst = 0;
-    for (size_t i = 0; i < ca.n_params; i++)
-        worst = fmax(worst, fabs((double)ca.params[i] - cf.params[i]));
-    for (size_t i = 0; i < ca.n_state; i++)
-        worst = fmax(worst, fabs((double)ca.state[i] - cf.state[i]));
-    print_message("resumed from the old checkpoint: largest difference from a run from scratch "
-                  "%.2e\n",
-                  worst);
-    assert_true(worst < 1e-3);
+    double params_off = relative_distance(ca.params, cf.params, ca.n_params);
+    double state_off = relative_distance(ca.state, cf.state, ca.n_state);
+    print_message("resumed from the old checkpoint: relative distance from a run from scratch "
+                  "%.2e (parameters), %.2e (state)\n",
+                  params_off, state_off);
+    assert_true(params_off < 0.05);
+    assert_true(state_off < 0.05);
     checkpoint_free(&ca);
     checkpoint_free(&cb);
     checkpoint_free(&cf);
