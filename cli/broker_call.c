@@ -5,6 +5,7 @@
  * cmd_sweep.c and cmd_top.c. */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -48,6 +49,22 @@ static const char *broker_endpoint(const char *flag)
         return getenv("MLQ_BROKER") ? getenv("MLQ_BROKER") : "tcp://127.0.0.1:5555";
     }
     return cfg.broker_endpoint;
+}
+
+volatile int cli_interrupted;
+
+static void on_interrupt(int sig)
+{
+    (void)sig;
+    cli_interrupted = 1;
+}
+
+void cli_catch_interrupt(void)
+{
+    /* No SA_RESTART: the poll and sleep in progress return at once. */
+    struct sigaction sa = {.sa_handler = on_interrupt};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
 }
 
 static int timeout_override_ms; /* cli_set_timeout_ms */
@@ -223,6 +240,10 @@ static int broker_call_resend(const char *endpoint, const char *cmd, json_t *bod
             if (mono_s() >= until) break;
         }
         if (n > 0) break;
+        if (cli_interrupted) {
+            code = EXIT_INTERRUPTED;
+            goto out;
+        }
         left_ms -= wait_ms;
         if (n < 0 || left_ms <= 0) goto unreachable;
     }

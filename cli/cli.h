@@ -15,6 +15,7 @@ enum cli_exit {
     EXIT_JOB_CANCELLED = 4,   /* wait: the job was cancelled */
     EXIT_NOT_FOUND = 5,       /* no such run or job */
     EXIT_UNAVAILABLE = 6,     /* broker unreachable, database missing */
+    EXIT_INTERRUPTED = 130,   /* wait: Ctrl-C detached it; the job goes on */
 };
 
 struct cli_command {
@@ -71,6 +72,11 @@ struct config;
 int cli_config_load(struct config *cfg, const char *file, char *err, size_t errlen);
 int cli_broker_call(const char *endpoint, const char *cmd, struct json_t *body,
                     struct json_t **reply);
+/* Makes SIGINT set cli_interrupted instead of killing mlq: a call it
+ * interrupts returns EXIT_INTERRUPTED without a message, so the caller can
+ * say what Ctrl-C left behind (mlq wait: the job goes on). */
+extern volatile int cli_interrupted;
+void cli_catch_interrupt(void);
 int cmd_keys(int argc, char **argv);
 int cmd_sweep(int argc, char **argv); /* cmd_sweep.c (docs/sweeps.md) */
 int cmd_tag(int argc, char **argv);

@@ -143,6 +143,17 @@ static void print_epochs(int64_t id, const json_t *job, const json_t *epochs, in
     fflush(stdout);
 }
 
+/* Ctrl-C ends the wait, not the job: say so, and how to follow it again. */
+static int detached(int64_t id, const char *state, bool tty)
+{
+    if (tty) fputs("\r\033[K", stderr);
+    fprintf(stderr,
+            "mlq: stopped waiting; job %lld goes on (%s). Follow it again with mlq wait %lld "
+            "or mlq logs %lld --follow; stop it with mlq cancel %lld\n",
+            (long long)id, state, (long long)id, (long long)id, (long long)id);
+    return EXIT_INTERRUPTED;
+}
+
 /* Polls STATUS until the job is finished. quiet: no progress output. */
 static int wait_job(const char *endpoint, int64_t id, bool json, bool quiet)
 {
@@ -151,12 +162,17 @@ static int wait_job(const char *endpoint, int64_t id, bool json, bool quiet)
     double t0 = mono_s();
     int unreachable = 0;
     bool lines = !quiet && !json && !tty;
+    cli_catch_interrupt();
+    const char *last_state = "queued";
+    char state_buf[16] = "";
     for (;;) {
+        if (cli_interrupted) return detached(id, last_state, tty);
         json_t *reply;
         json_t *req = json_pack("{s:I}", "id", (json_int_t)id);
         if (lines)
             json_object_set_new(req, "since_epoch", json_integer(last_epoch < 0 ? 0 : last_epoch));
         int code = cli_broker_call(endpoint, PROTO_STATUS, req, &reply);
+        if (code == EXIT_INTERRUPTED || cli_interrupted) return detached(id, last_state, tty);
         /* A broker restart while we wait is not the end of the job. */
         if (code == EXIT_UNAVAILABLE && ++unreachable < WAIT_RETRIES) continue;
         if (code) return code;
@@ -169,6 +185,8 @@ static int wait_job(const char *endpoint, int64_t id, bool json, bool quiet)
             fprintf(stderr, "mlq: bad STATUS reply\n");
             return EXIT_FAILURE_GENERIC;
         }
+        snprintf(state_buf, sizeof state_buf, "%s", state);
+        last_state = state_buf;
         if (epoch0 < 0 && strcmp(state, "running") == 0) {
             metric_value(metrics, "train_loss", &epoch0);
             t0 = mono_s();

@@ -9,6 +9,8 @@
 #   which failed; --json of several is an array, of one the object as before.
 # - mlq wait of a queued job says its place in the queue (STATUS queue_ahead)
 #   each time it changes.
+# - Ctrl-C in mlq wait ends the wait (exit 130), not the job, and says how to
+#   follow it again.
 # usage: cli_jobs.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 build=$1
@@ -134,6 +136,24 @@ set -e
 [ $rc = 4 ] && [ "$(tail -n 1 "$tmp/wait_b")" = "job $b cancelled: cancelled before it started" ] ||
     fail "wait of a queued job cancelled: exit $rc, $(cat "$tmp/wait_b")"
 [ "$(grep -c "queued" "$tmp/wait_b")" = 3 ] || fail "a place said more than once: $(cat "$tmp/wait_b")"
+
+# ---- Ctrl-C in mlq wait: the wait ends, the job goes on, and it says so ----
+mlq wait "$long" >"$tmp/wait_long" 2>&1 &
+wait_pid=$!
+for _ in $(seq 100); do
+    grep -q "^job $long epoch" "$tmp/wait_long" && break
+    sleep 0.1
+done
+grep -q "^job $long epoch" "$tmp/wait_long" || fail "wait of the long job printed no epoch: $(cat "$tmp/wait_long")"
+kill -INT "$wait_pid"
+set +e
+wait "$wait_pid"
+rc=$?
+set -e
+[ $rc = 130 ] || fail "wait after Ctrl-C: exit $rc, want 130: $(cat "$tmp/wait_long")"
+grep -q "^mlq: stopped waiting; job $long goes on (running)\. Follow it again with mlq wait $long" \
+    "$tmp/wait_long" || fail "wait after Ctrl-C said: $(cat "$tmp/wait_long")"
+mlq show "$long" --json | grep -q '"state": "running"' || fail "Ctrl-C in wait stopped the job"
 
 mlq cancel "$long" >/dev/null
 echo "cli_jobs: ok"
