@@ -284,9 +284,17 @@ int keys_load(struct keys_cert *c, const char *path, char *err, size_t errlen)
     return rc;
 }
 
+/* A key given as its Z85 text, not as a file. A path can be 40 characters
+ * of Z85's alphabet too (/tmp/runs80/.config/mlq/local/broker.key is): a
+ * file that exists is a file. */
+static bool is_key_text(const char *text_or_path)
+{
+    return keys_z85_valid(text_or_path) && access(text_or_path, F_OK) != 0;
+}
+
 int keys_public_from(const char *text_or_path, char out[KEYS_Z85_LEN + 1], char *err, size_t errlen)
 {
-    if (keys_z85_valid(text_or_path)) {
+    if (is_key_text(text_or_path)) {
         memcpy(out, text_or_path, KEYS_Z85_LEN + 1);
         return 0;
     }
@@ -380,7 +388,7 @@ int keys_client_resolve(struct keys_client *out, const char *secret_key, const c
     char pinned[4200] = "";
     if (broker_public && broker_public[0]) {
         snprintf(out->broker_from, sizeof out->broker_from, "%s",
-                 keys_z85_valid(broker_public) ? "broker.public_key" : broker_public);
+                 is_key_text(broker_public) ? "broker.public_key" : broker_public);
         int rc = keys_public_from(broker_public, out->broker_z85, err, errlen);
         if (rc) return rc;
     } else if (own[0]) {

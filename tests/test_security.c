@@ -114,6 +114,24 @@ static void test_key_files(void **state)
     assert_string_equal(back.secret_z85, "");
     assert_int_equal(back.role, KEYS_ROLE_USER);
 
+    /* A key file whose path is 40 characters of Z85's alphabet (as
+     * /tmp/runs80/.config/mlq/local/broker.key is) is read as a file, not
+     * taken for the key's text; a key's text still is one. */
+    char z85_path[KEYS_Z85_LEN + 1], from[KEYS_Z85_LEN + 1];
+    int n = snprintf(z85_path, sizeof z85_path, "%s/", h->dir);
+    assert_true(n > 0 && n < KEYS_Z85_LEN - 8);
+    memset(z85_path + n, 'k', KEYS_Z85_LEN - n);
+    z85_path[KEYS_Z85_LEN] = '\0';
+    assert_true(keys_z85_valid(z85_path));
+    char pub_path[700];
+    snprintf(pub_path, sizeof pub_path, "%s.key", prefix);
+    assert_int_equal(link(pub_path, z85_path), 0);
+    assert_int_equal(keys_public_from(z85_path, from, err, sizeof err), 0);
+    assert_string_equal(from, c.public_z85);
+    assert_int_equal(keys_public_from(c.public_z85, from, err, sizeof err), 0);
+    assert_string_equal(from, c.public_z85);
+    unlink(z85_path);
+
     assert_true(keys_endpoint_is_local("tcp://127.0.0.1:5555"));
     assert_true(keys_endpoint_is_local("tcp://localhost:5555"));
     assert_true(keys_endpoint_is_local("tcp://[::1]:5555"));
