@@ -300,6 +300,31 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* --during CMD: a shell command run while latency is measured, with
+ * MLQ_BROKER set to the broker's endpoint (a dataset transfer, say:
+ * dispatch latency while the broker moves bytes for someone else). */
+static const char *during_cmd;
+
+static pid_t during_start(const char *endpoint)
+{
+    if (!during_cmd) return 0;
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid > 0) return pid;
+    setpgid(0, 0); /* its own group: stopped with everything it started */
+    setenv("MLQ_BROKER", endpoint, 1);
+    execl("/bin/sh", "sh", "-c", during_cmd, (char *)NULL);
+    _exit(127);
+}
+
+static void during_stop(pid_t pid)
+{
+    if (pid <= 0) return;
+    kill(-pid, SIGTERM);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+}
+
 struct mlq_result {
     double jobs_per_s;
     double cpu_share; /* the broker's CPU time over the throughput run's wall time */
@@ -342,6 +367,8 @@ static void run_mlq(const char *dir, int k, int64_t m, int window, struct mlq_re
     memset(t_dispatch, 0, (size_t)m * sizeof *t_dispatch);
     void *d = bench_socket(zctx, endpoint, false);
     json_t *spec = tiny_spec();
+    pid_t during = during_start(endpoint);
+    if (during) sleep(1); /* its transfer under way */
     for (int64_t i = 0; i < ml; i++) {
         t_submit[i] = now_s();
         proto_send(d, NULL, 0, PROTO_SUBMIT, spec, NULL, 0, 0);
@@ -352,6 +379,7 @@ static void run_mlq(const char *dir, int k, int64_t m, int window, struct mlq_re
         while (atomic_load(&s.done) < m + i + 1)
             usleep(20);
     }
+    during_stop(during);
     json_decref(spec);
     zmq_close(d);
     double *lat = calloc(2000, sizeof *lat);
@@ -627,10 +655,12 @@ static void run_shape(const char *dir, int k, int64_t m, int window, bool beanst
         bk.on = c;
         run_mlq(dir, k, m, window, &rc[c]);
         r = rc[c];
-        printf("mlq%s%s: %lld jobs, %d trainers, window %d: %.0f jobs/s end to end (broker at "
-               "%.0f%% of a core); submit-to-dispatch p50 %.3f ms, p99 %.3f ms (target < 1 ms)\n",
-               c ? " CURVE" : "", sync_normal ? " (sync=normal)" : "", (long long)m, k, window,
-               r.jobs_per_s, 100 * r.cpu_share, r.p50_ms, r.p99_ms);
+        printf(
+            "mlq%s%s: %lld jobs, %d trainers, window %d: %.0f jobs/s end to end (broker at "
+            "%.0f%% of a core); submit-to-dispatch p50 %.3f ms, p99 %.3f ms (target < 1 ms)%s%s\n",
+            c ? " CURVE" : "", sync_normal ? " (sync=normal)" : "", (long long)m, k, window,
+            r.jobs_per_s, 100 * r.cpu_share, r.p50_ms, r.p99_ms,
+            during_cmd ? ", latency measured while running: " : "", during_cmd ? during_cmd : "");
         fflush(stdout);
     }
     bk.on = false;
@@ -664,6 +694,7 @@ int main(int argc, char **argv)
         {"sync-normal", no_argument, NULL, 's'},
         {"curve", required_argument, NULL, 'c'},
         {"handshakes", required_argument, NULL, 'H'},
+        {"during", required_argument, NULL, 'D'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -700,12 +731,17 @@ int main(int argc, char **argv)
         case 'H':
             handshakes = atoi(optarg);
             break;
+        case 'D':
+            during_cmd = optarg;
+            break;
         default:
             printf("usage: broker_bench [--jobs M] [--trainers K] [--window W] [--idle N] "
                    "[--full] [--sync-normal] [--curve on|off|both] [--handshakes N]\n"
+                   "       [--during CMD]\n"
                    "Without --trainers and --window: the shapes 1/1, 4/32 and 16/64, each in\n"
                    "plaintext and with CURVE (--curve both, the default); then N new\n"
-                   "connections of each kind (default 200, 0: none) for the handshake's cost.\n");
+                   "connections of each kind (default 200, 0: none) for the handshake's cost.\n"
+                   "--during CMD: sh -c CMD (MLQ_BROKER set) runs while latency is measured.\n");
             return c == 'h' ? 0 : 2;
         }
     }
