@@ -37,6 +37,7 @@ struct server {
     int corrupt_every; /* chunk always corrupted, -1 none */
     int drop_once;     /* chunk whose first FETCH gets no reply, -1 none */
     bool not_found;    /* ERROR not_found to everything */
+    bool io_error;     /* ERROR io (the broker cannot read the object) */
     int requests[NCHUNKS + 1];
     int first_index; /* of the first FETCH */
     int max_ahead;   /* the most chunks asked for beyond the first not delivered */
@@ -116,6 +117,10 @@ static void serve_one(struct server *s, void *router, struct proto_msg *m)
     int64_t chunks = ((int64_t)s->len + CHUNK - 1) / CHUNK;
     if (s->not_found || strcmp(sha, s->sha) != 0 || index < 0 || index >= chunks) {
         proto_send_error(router, m->ident, m->ident_len, "not_found", "no dataset %s", sha);
+        return;
+    }
+    if (s->io_error) {
+        proto_send_error(router, m->ident, m->ident_len, "io", "dataset %.12s: cannot read", sha);
         return;
     }
     if (s->first_index < 0) s->first_index = (int)index;
@@ -263,6 +268,24 @@ static void test_not_found(void **state)
     assert_int_not_equal(access(part, F_OK), 0);
 }
 
+/* The broker cannot read its copy: the job fails saying so; an ERROR that
+ * is not a FETCH's (another trainer holds our name) is not the fetch's. */
+static void test_broker_io_error(void **state)
+{
+    struct fixture *fx = *state;
+    fx->srv.io_error = true;
+    struct fetch f;
+    char err[512] = "";
+    assert_int_equal(fetch_open(&f, &fx->cache, fx->sha, 42, err, sizeof err), 0);
+    struct proto_msg other = {.cmd = PROTO_ERROR};
+    other.body = json_pack("{s:s, s:s}", "code", "name_in_use", "error", "t1 is taken");
+    assert_false(fetch_wants(&f, &other));
+    json_decref(other.body);
+    assert_int_equal(run(fx, &f, 0), FETCH_FAILED);
+    assert_non_null(strstr(f.err, "the broker refused the fetch (io)"));
+    fetch_close(&f);
+}
+
 static void test_larger_than_the_cache(void **state)
 {
     struct fixture *fx = *state;
@@ -318,6 +341,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fetch_with_faults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_after_a_kill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_found, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_broker_io_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_larger_than_the_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_always_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_whole_hash_mismatch, setup, teardown),

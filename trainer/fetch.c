@@ -167,8 +167,11 @@ bool fetch_wants(const struct fetch *f, const struct proto_msg *m)
     if (strcmp(m->cmd, PROTO_CHUNK) == 0) return sha && strcmp(sha, f->sha) == 0;
     if (strcmp(m->cmd, PROTO_ERROR) != 0) return false;
     if (sha) return strcmp(sha, f->sha) == 0;
+    /* The broker's errors to a FETCH; a trainer's other messages get only
+     * name_in_use or forbidden. */
     const char *code = json_string_value(json_object_get(m->body, "code"));
-    return code && strcmp(code, "not_found") == 0;
+    return code && (strcmp(code, "not_found") == 0 || strcmp(code, "io") == 0 ||
+                    strcmp(code, "bad_request") == 0);
 }
 
 /* Writes the chunks whose turn has come; the last one finishes the file. */

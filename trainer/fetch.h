@@ -82,7 +82,7 @@ void fetch_reset_window(struct fetch *f);
 
 /* Whether m (CHUNK, or ERROR) is an answer for f. An ERROR names its
  * dataset with "sha256" when the broker gives it; one without is taken as
- * f's when its code is not_found, the only error a FETCH gets. */
+ * f's when its code is one a FETCH gets (not_found, io, bad_request). */
 bool fetch_wants(const struct fetch *f, const struct proto_msg *m);
 /* Takes a CHUNK or ERROR for f (fetch_wants), sends what it makes
  * possible, and returns the state. A CHUNK's bytes are taken from m. */
