@@ -709,8 +709,9 @@ static void advance_held(struct io *io)
             return;
         }
         if (rc == 1) {
-            log_info("job %lld: dataset %s cached (%lld MB, verified in %.0f ms)",
-                     (long long)io->job, d->sha, (long long)(size >> 20), (mono() - t0) * 1000);
+            if (!d->fetched)
+                log_info("job %lld: dataset %s cached (%lld MB, verified in %.0f ms)",
+                         (long long)io->job, d->sha, (long long)(size >> 20), (mono() - t0) * 1000);
             if (dscache_use(&io->cache, d->sha) != 0) {
                 finish_held(io, "failed", "too many datasets in use in this trainer's cache");
                 return;
