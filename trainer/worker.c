@@ -1,6 +1,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
@@ -450,11 +451,25 @@ struct io {
     struct held_data {
         char key[16]; /* "dataset" or "validation" */
         char sha[SHA256_HEX_LEN + 1];
+        bool verified; /* the cached file hashed to sha (verify below) */
         bool ready;
         char path[DSCACHE_PATH_MAX];
         int64_t size, fetched;
     } data[2];
     int n_data;
+    /* A cached dataset's whole hash, taken by a thread of its own: a large
+     * file would stop this thread's heartbeats for seconds. */
+    struct verify {
+        pthread_t thread;
+        bool running;
+        atomic_int finished, stop;
+        int index; /* data[index] */
+        char path[DSCACHE_PATH_MAX];
+        char hex[SHA256_HEX_LEN + 1];
+        int rc;
+        char err[600];
+        double t0;
+    } verify;
 };
 
 static void held_clear(struct held *h)
@@ -557,9 +572,61 @@ static void release_data(struct io *io)
     io->n_data = 0;
 }
 
+static void *verify_thread(void *arg)
+{
+    struct verify *v = arg;
+    enum { PIECE = 1 << 20 };
+    unsigned char *buf = malloc(PIECE), d[SHA256_BYTES];
+    struct sha256 h = {0};
+    int fd = open(v->path, O_RDONLY | O_CLOEXEC);
+    v->rc = !buf ? -ENOMEM : fd < 0 ? -errno : sha256_init(&h);
+    while (!v->rc && !atomic_load(&v->stop)) {
+        ssize_t n = read(fd, buf, PIECE);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) v->rc = -errno;
+        if (n <= 0) break;
+        v->rc = sha256_update(&h, buf, (size_t)n);
+    }
+    if (!v->rc && sha256_final(&h, d) == 0) sha256_hex(d, v->hex);
+    if (v->rc) snprintf(v->err, sizeof v->err, "%.500s: %s", v->path, strerror(-v->rc));
+    sha256_clear(&h);
+    if (fd >= 0) close(fd);
+    free(buf);
+    atomic_store(&v->finished, 1);
+    return NULL;
+}
+
+/* Hashes data[i]'s cached file in the verify thread; 0, or -errno when no
+ * thread could start. */
+static int verify_start(struct io *io, int i)
+{
+    struct verify *v = &io->verify;
+    v->index = i;
+    snprintf(v->path, sizeof v->path, "%s", io->data[i].path);
+    v->hex[0] = '\0';
+    v->err[0] = '\0';
+    v->rc = 0;
+    v->t0 = mono();
+    atomic_store(&v->finished, 0);
+    atomic_store(&v->stop, 0);
+    int rc = pthread_create(&v->thread, NULL, verify_thread, v);
+    if (rc) return -rc;
+    v->running = true;
+    return 0;
+}
+
+static void verify_stop(struct io *io)
+{
+    if (!io->verify.running) return;
+    atomic_store(&io->verify.stop, 1);
+    pthread_join(io->verify.thread, NULL);
+    io->verify.running = false;
+}
+
 /* Forgets the held JOB and its fetch (whose part stays for a resume). */
 static void drop_held(struct io *io)
 {
+    verify_stop(io);
     if (io->fetching) fetch_close(&io->fetch);
     io->fetching = false;
     proto_msg_clear(&io->held_job);
@@ -700,18 +767,23 @@ static void advance_held(struct io *io)
         struct held_data *d = &io->data[i];
         if (d->ready) continue;
         int64_t size = 0;
-        double t0 = mono();
-        /* What this job just fetched was verified on the way; what was
-         * cached before is hashed again (a corrupt cache is fetched anew). */
-        int rc = dscache_lookup(&io->cache, d->sha, !d->fetched, d->path, &size, err, sizeof err);
+        int rc = dscache_lookup(&io->cache, d->sha, false, d->path, &size, err, sizeof err);
         if (rc < 0) {
             finish_held(io, "failed", err);
             return;
         }
+        /* What this job just fetched was verified on the way; what was
+         * cached before is hashed again (a corrupt cache is fetched anew). */
+        if (rc == 1 && !d->fetched && !d->verified) {
+            if (io->verify.running) return;
+            if (verify_start(io, i) == 0) return;
+            rc = dscache_lookup(&io->cache, d->sha, true, d->path, &size, err, sizeof err);
+            if (rc < 0) {
+                finish_held(io, "failed", err);
+                return;
+            }
+        }
         if (rc == 1) {
-            if (!d->fetched)
-                log_info("job %lld: dataset %s cached (%lld MB, verified in %.0f ms)",
-                         (long long)io->job, d->sha, (long long)(size >> 20), (mono() - t0) * 1000);
             if (dscache_use(&io->cache, d->sha) != 0) {
                 finish_held(io, "failed", "too many datasets in use in this trainer's cache");
                 return;
@@ -734,6 +806,36 @@ static void advance_held(struct io *io)
         return;
     }
     release_held(io);
+}
+
+/* The verify thread is done with data[index]: on, or fetched again. */
+static void verify_ended(struct io *io)
+{
+    struct verify *v = &io->verify;
+    pthread_join(v->thread, NULL);
+    v->running = false;
+    struct held_data *d = &io->data[v->index];
+    if (v->rc) {
+        finish_held(io, "failed", v->err);
+        return;
+    }
+    if (strcmp(v->hex, d->sha) != 0) {
+        /* Bit rot or a hand edit: never train on it. */
+        log_warn("dataset cache: %s hashes to %s: corrupt, removed to be fetched again", v->path,
+                 v->hex);
+        if (unlink(v->path) != 0 && errno != ENOENT) {
+            char err[800];
+            snprintf(err, sizeof err, "%.600s: corrupt, and cannot remove it: %s", v->path,
+                     strerror(errno));
+            finish_held(io, "failed", err);
+            return;
+        }
+    } else {
+        d->verified = true;
+        log_info("job %lld: dataset %s cached (verified in %.0f ms)", (long long)io->job, d->sha,
+                 (mono() - v->t0) * 1000);
+    }
+    advance_held(io);
 }
 
 static void fetch_ended(struct io *io)
@@ -1062,6 +1164,7 @@ int worker_main(const struct worker_opts *opts)
         if (!io.dealer) next = reconnect_at;
         long timeout = next > now ? (long)((next - now) * 1000) + 1 : 0;
         if (timeout > 1000) timeout = 1000;
+        if (io.verify.running && timeout > 20) timeout = 20; /* to see it end */
         int n = zmq_poll(items, nitems, timeout);
         if (n < 0 && errno != EINTR) {
             log_errno(errno, "zmq_poll");
@@ -1109,6 +1212,7 @@ int worker_main(const struct worker_opts *opts)
                 reconnect_at = now + io.backoff;
             }
         }
+        if (io.verify.running && atomic_load(&io.verify.finished)) verify_ended(&io);
         if (io.fetching && io.dealer && io.welcomed) fetch_pump(&io.fetch, io.dealer, now);
         /* Until welcomed, HELLO is the heartbeat: a lost HELLO must not leave
          * us heartbeating to a broker that thinks we are someone else. */
