@@ -74,7 +74,15 @@ static const struct config_keydef {
              trainer_outputs_dir),
     KEY_PATH(CONFIG_BROKER_DATASETS_DIR, "broker.datasets_dir", "MLQ_BROKER_DATASETS_DIR",
              broker_datasets_dir),
+    [CONFIG_TRAINER_DATASET_CACHE_DIR] = {"trainer.dataset_cache_dir",
+                                          "MLQ_TRAINER_DATASET_CACHE_DIR", NULL, T_STR,
+                                          offsetof(struct config, trainer_dataset_cache_dir),
+                                          CONFIG_STR_MAX},
 #undef KEY_PATH
+    [CONFIG_TRAINER_DATASET_CACHE_MB] = {"trainer.dataset_cache_mb", "MLQ_TRAINER_DATASET_CACHE_MB",
+                                         NULL, T_INT,
+                                         offsetof(struct config, trainer_dataset_cache_mb), 0, 1,
+                                         INT_MAX},
     [CONFIG_SWEEP_MAX_TRIALS] = {"sweep.max_trials", "MLQ_SWEEP_MAX_TRIALS", NULL, T_INT,
                                  offsetof(struct config, sweep_max_trials), 0, 1,
                                  SPACE_MAX_TRIALS_CAP},
@@ -134,6 +142,10 @@ void config_init(struct config *c)
         snprintf(c->db_path, sizeof c->db_path, "%.*s/mlq.db", n, state);
         snprintf(c->data_root, sizeof c->data_root, "%.*s/datasets", n, state);
         snprintf(c->trainer_outputs_dir, sizeof c->trainer_outputs_dir, "%.*s/outputs", n, state);
+        /* Not datasets/: that is data.root here, and the broker's store
+         * (broker.datasets_dir) when it runs on the same host. */
+        snprintf(c->trainer_dataset_cache_dir, sizeof c->trainer_dataset_cache_dir,
+                 "%.*s/dataset-cache", n, state);
         /* The package makes the services' keys (scripts/deb/postinst): where
            they are, the services use them. */
         if (access(CONFIG_SERVICE_KEYS "/broker.key_secret", F_OK) == 0)
@@ -144,12 +156,20 @@ void config_init(struct config *c)
                      CONFIG_SERVICE_KEYS "/trainer.key_secret");
     } else {
         snprintf(c->data_root, sizeof c->data_root, ".");
+        const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+        if (xdg && xdg[0] == '/')
+            snprintf(c->trainer_dataset_cache_dir, sizeof c->trainer_dataset_cache_dir,
+                     "%s/mlq/datasets", xdg);
+        else
+            snprintf(c->trainer_dataset_cache_dir, sizeof c->trainer_dataset_cache_dir,
+                     "%s/.cache/mlq/datasets", home && home[0] ? home : "/tmp");
     }
     c->log_level = LOG_LVL_INFO;
     c->heartbeat_interval_ms = 1000;
     c->heartbeat_liveness = 3;
     c->trainer_threads = 0;
     c->trainer_memory_budget_mb = 1024;
+    c->trainer_dataset_cache_mb = 10240;
     char host[128];
     if (gethostname(host, sizeof host) < 0) snprintf(host, sizeof host, "localhost");
     host[sizeof host - 1] = '\0';

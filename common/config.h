@@ -62,6 +62,8 @@ enum config_key {
     CONFIG_SERVE_DEADLINE_MS,
     CONFIG_SWEEP_MAX_TRIALS,
     CONFIG_BROKER_DATASETS_DIR,
+    CONFIG_TRAINER_DATASET_CACHE_DIR,
+    CONFIG_TRAINER_DATASET_CACHE_MB,
     CONFIG_NKEYS
 };
 
@@ -98,6 +100,8 @@ struct config {
     char trainer_data_roots[CONFIG_STR_MAX];  /* more dataset roots, ':'-separated */
     char trainer_outputs_dir[CONFIG_STR_MAX]; /* predict outputs: only new files under it */
     char broker_datasets_dir[CONFIG_STR_MAX]; /* pushed datasets ("": datasets/ beside the db) */
+    char trainer_dataset_cache_dir[CONFIG_STR_MAX]; /* fetched datasets (trainer/dscache.h) */
+    int trainer_dataset_cache_mb;                   /* its size limit */
 
     char file[CONFIG_STR_MAX];    /* the config file consulted ("" = none) */
     bool file_found;              /* false when the default file does not exist */
@@ -109,7 +113,9 @@ struct config {
 /* Fills every field with its default; all sources become CONFIG_SRC_DEFAULT.
  * Under systemd with StateDirectory= ($STATE_DIRECTORY set) db.path defaults
  * to $STATE_DIRECTORY/mlq.db, data.root to $STATE_DIRECTORY/datasets,
- * trainer.outputs_dir to $STATE_DIRECTORY/outputs, and broker.secret_key and
+ * trainer.outputs_dir to $STATE_DIRECTORY/outputs,
+ * trainer.dataset_cache_dir to $STATE_DIRECTORY/dataset-cache (else
+ * $XDG_CACHE_HOME/mlq/datasets or ~/.cache/mlq/datasets), and broker.secret_key and
  * trainer.secret_key to /etc/mlq/broker.key_secret and trainer.key_secret
  * where those files exist. */
 void config_init(struct config *c);

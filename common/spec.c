@@ -1,5 +1,6 @@
 #include "spec.h"
 #include "errmsg.h"
+#include "sha256.h"
 
 #include <errno.h>
 #include <math.h>
@@ -52,6 +53,24 @@ const char *spec_sched_name(enum sched_kind kind)
 const char *spec_metric_name(enum spec_metric metric)
 {
     return metric_names[metric];
+}
+
+bool spec_dataset_name_valid(const char *name)
+{
+    if (!name || !name[0] || name[0] == '.' || name[0] == '-') return false;
+    size_t n = 0;
+    for (const char *p = name; *p; p++, n++) {
+        char c = *p;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return n <= SPEC_DATASET_NAME_MAX;
+}
+
+bool spec_dataset_pushed(const struct spec_dataset *d)
+{
+    return d->name[0] || d->sha256[0];
 }
 
 static void dataset_defaults(struct spec_dataset *d)
@@ -224,7 +243,7 @@ static int get_enum(json_t *obj, const char *key, const char *where, const char 
 static int parse_dataset(json_t *v, const char *field, struct spec_dataset *d, char *err,
                          size_t errlen)
 {
-    static const char *const keys[] = {"path", "x", "y", "scale"};
+    static const char *const keys[] = {"path", "name", "sha256", "x", "y", "scale"};
     char where[64];
     snprintf(where, sizeof where, "%s.", field);
     /* A bare string is the path with default dataset names. */
@@ -238,10 +257,23 @@ static int parse_dataset(json_t *v, const char *field, struct spec_dataset *d, c
         return errmsg(err, errlen, -EINVAL, "%s: must be an object or a path", field);
     int rc = check_keys(v, field, keys, COUNT(keys), err, errlen);
     if (!rc) rc = get_string(v, "path", where, d->path, sizeof d->path, err, errlen);
+    if (!rc) rc = get_string(v, "name", where, d->name, sizeof d->name, err, errlen);
+    if (!rc) rc = get_string(v, "sha256", where, d->sha256, sizeof d->sha256, err, errlen);
     if (!rc) rc = get_string(v, "x", where, d->x, sizeof d->x, err, errlen);
     if (!rc) rc = get_string(v, "y", where, d->y, sizeof d->y, err, errlen);
     if (!rc) rc = get_bool(v, "scale", where, &d->scale, err, errlen);
-    if (!rc && !d->path[0]) rc = errmsg(err, errlen, -EINVAL, "%s.path: required", field);
+    if (!rc && json_object_get(v, "name") && !spec_dataset_name_valid(d->name))
+        rc = errmsg(err, errlen, -EINVAL,
+                    "%s.name: 1 to %d letters, digits, '.', '_' or '-', not starting with '.' "
+                    "or '-'",
+                    field, SPEC_DATASET_NAME_MAX);
+    if (!rc && json_object_get(v, "sha256") && !sha256_hex_valid(d->sha256))
+        rc = errmsg(err, errlen, -EINVAL, "%s.sha256: must be 64 lower-case hex digits", field);
+    if (!rc && d->path[0] && spec_dataset_pushed(d))
+        rc = errmsg(err, errlen, -EINVAL,
+                    "%s: give either path or a pushed dataset (name, sha256), not both", field);
+    if (!rc && !d->path[0] && !spec_dataset_pushed(d))
+        rc = errmsg(err, errlen, -EINVAL, "%s.path: required (or name, or sha256)", field);
     if (!rc && (!d->x[0] || !d->y[0]))
         rc = errmsg(err, errlen, -EINVAL, "%s: dataset names must not be empty", field);
     return rc;
@@ -1044,14 +1076,14 @@ int spec_validate(const struct mlq_spec *s, char *err, size_t errlen)
                       "prompt: only predict jobs generate text (mlq generate), not %s jobs",
                       spec_kind_name(s->kind));
     if (spec_generates(s)) {
-        if (s->dataset.path[0] || s->output_path[0])
+        if (s->dataset.path[0] || spec_dataset_pushed(&s->dataset) || s->output_path[0])
             return errmsg(err, errlen, -EINVAL,
                           "prompt: a predict job either generates text from a prompt or predicts "
                           "the rows of input into output, not both");
         if (!(s->temperature >= 0 && s->temperature <= 100))
             return errmsg(err, errlen, -EINVAL, "temperature: must be in [0, 100], got %g",
                           s->temperature);
-    } else if (!s->dataset.path[0])
+    } else if (!s->dataset.path[0] && !spec_dataset_pushed(&s->dataset))
         return errmsg(err, errlen, -EINVAL,
                       s->kind == JOB_PREDICT ? "input.path: required" : "dataset.path: required");
     if (s->kind == JOB_TRAIN && s->typed && s->n_nodes < 1)
@@ -1186,9 +1218,18 @@ int spec_load(const char *path, struct mlq_spec *spec, char *err, size_t errlen)
     return rc;
 }
 
+/* A pushed dataset is written without path: a trainer's cache path set into
+ * the spec is not what the user named, and a spec with both is refused. */
 static json_t *dataset_to_json(const struct spec_dataset *d)
 {
-    return json_pack("{ss ss ss sb}", "path", d->path, "x", d->x, "y", d->y, "scale", d->scale);
+    json_t *j = json_object();
+    if (!spec_dataset_pushed(d)) json_object_set_new(j, "path", json_string(d->path));
+    if (d->name[0]) json_object_set_new(j, "name", json_string(d->name));
+    if (d->sha256[0]) json_object_set_new(j, "sha256", json_string(d->sha256));
+    json_object_set_new(j, "x", json_string(d->x));
+    json_object_set_new(j, "y", json_string(d->y));
+    json_object_set_new(j, "scale", json_boolean(d->scale));
+    return j;
 }
 
 static json_t *phase_to_json(const struct spec_sched_phase *p)

@@ -35,11 +35,19 @@ enum output_kind { OUT_LOGITS, OUT_SOFTMAX, OUT_SIGMOID, OUT_LINEAR };
 enum loss_kind { LOSS_CROSS_ENTROPY, LOSS_MSE };
 enum optim_kind { OPT_GD, OPT_SGD, OPT_ADAM, OPT_ADAMW, OPT_RMSPROP, OPT_ADAGRAD };
 
+/* The data is named by exactly one of: path (a file on the trainer's host),
+ * or a pushed dataset (docs/datasets.md, "Pushed datasets") by name and/or
+ * sha256. The broker adds the sha256 of a name at submit, so a stored spec
+ * says which bytes it meant; a trainer fetches by sha256 into its cache and
+ * sets path to the cached file. */
+#define SPEC_DATASET_NAME_MAX 128
 struct spec_dataset {
     char path[SPEC_PATH_MAX];
-    char x[SPEC_NAME_MAX]; /* HDF5 dataset of inputs, default "X" */
-    char y[SPEC_NAME_MAX]; /* HDF5 dataset of targets, default "y" */
-    bool scale;            /* uint8 inputs divided by 255, default true */
+    char name[SPEC_DATASET_NAME_MAX + 1]; /* a pushed dataset's name, or "" */
+    char sha256[65];                      /* 64 lower-case hex digits, or "" */
+    char x[SPEC_NAME_MAX];                /* HDF5 dataset of inputs, default "X" */
+    char y[SPEC_NAME_MAX];                /* HDF5 dataset of targets, default "y" */
+    bool scale;                           /* uint8 inputs divided by 255, default true */
 };
 
 /* Learning-rate schedules: torch.optim.lr_scheduler's classes, names and
@@ -229,6 +237,12 @@ const char *spec_loss_name(enum loss_kind loss);
 const char *spec_optim_name(enum optim_kind opt);
 const char *spec_sched_name(enum sched_kind kind);
 const char *spec_metric_name(enum spec_metric metric);
+
+/* A pushed dataset's name: 1 to 128 bytes of letters, digits and . _ -, not
+ * starting with . or - (never a path). */
+bool spec_dataset_name_valid(const char *name);
+/* True when d names a pushed dataset (name or sha256), not a path. */
+bool spec_dataset_pushed(const struct spec_dataset *d);
 
 /* Fills *spec with every default (a train job with the seed article's MLP). */
 void spec_defaults(struct mlq_spec *spec);

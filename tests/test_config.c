@@ -82,6 +82,8 @@ static void test_defaults(void **state)
     assert_int_equal(c.trainer_threads, 0);
     assert_int_equal(c.trainer_memory_budget_mb, 1024);
     assert_int_equal(c.checkpoint_keep, 3);
+    assert_int_equal(c.trainer_dataset_cache_mb, 10240);
+    assert_non_null(strstr(c.trainer_dataset_cache_dir, "mlq/datasets"));
     char want[64];
     snprintf(want, sizeof want, "-%ld", (long)getpid());
     assert_non_null(strstr(c.trainer_name, want));
@@ -99,6 +101,8 @@ static void test_state_directory_defaults(void **state)
     assert_int_equal(config_load(&c, f->file, err, sizeof err), 0);
     assert_string_equal(c.data_root, "/var/lib/mlq/datasets");
     assert_string_equal(c.db_path, "/var/lib/mlq/mlq.db");
+    /* Not data.root, nor the broker's datasets/ beside the database. */
+    assert_string_equal(c.trainer_dataset_cache_dir, "/var/lib/mlq/dataset-cache");
     assert_int_equal(config_source(&c, "data.root"), CONFIG_SRC_DEFAULT);
 }
 

@@ -183,6 +183,72 @@ static void test_errors_name_the_field(void **state)
     parse_fails("{\"dataset\": \"a\", \"seed\": 1, \"seed\": 2}", "duplicate");
 }
 
+#define SHA_A "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+/* A pushed dataset by name, by hash, or both (what the broker stores after
+ * resolving the name); never together with a path. */
+static void test_pushed_datasets(void **state)
+{
+    (void)state;
+    struct mlq_spec s;
+    parse_ok("{\"dataset\": {\"name\": \"fmnist-train\"}, \"validation\": {\"sha256\": \"" SHA_A
+             "\", \"x\": \"images\"}}",
+             &s);
+    assert_string_equal(s.dataset.name, "fmnist-train");
+    assert_string_equal(s.dataset.sha256, "");
+    assert_string_equal(s.dataset.path, "");
+    assert_true(spec_dataset_pushed(&s.dataset));
+    assert_string_equal(s.validation.sha256, SHA_A);
+    assert_string_equal(s.validation.x, "images");
+
+    /* The canonical form keeps what was given and adds no path. */
+    json_t *j = spec_to_json(&s);
+    json_t *d = json_object_get(j, "dataset"), *v = json_object_get(j, "validation");
+    assert_string_equal(json_string_value(json_object_get(d, "name")), "fmnist-train");
+    assert_null(json_object_get(d, "path"));
+    assert_null(json_object_get(d, "sha256"));
+    assert_string_equal(json_string_value(json_object_get(v, "sha256")), SHA_A);
+    assert_null(json_object_get(v, "path"));
+    struct mlq_spec back;
+    char err[512] = "";
+    if (spec_from_json(j, &back, err, sizeof err)) fail_msg("round trip: %s", err);
+    json_decref(j);
+    assert_string_equal(back.dataset.name, "fmnist-train");
+    assert_string_equal(back.validation.sha256, SHA_A);
+
+    parse_ok("{\"dataset\": {\"name\": \"a.b_c-1\", \"sha256\": \"" SHA_A "\"}}", &s);
+    assert_string_equal(s.dataset.name, "a.b_c-1");
+    assert_string_equal(s.dataset.sha256, SHA_A);
+    parse_ok("{\"kind\": \"predict\", \"run\": 1, \"input\": {\"name\": \"rows\"}, "
+             "\"output\": \"o.h5\"}",
+             &s);
+    assert_string_equal(s.dataset.name, "rows");
+
+    parse_fails("{\"dataset\": {\"path\": \"a.h5\", \"name\": \"a\"}}",
+                "dataset: give either path or a pushed dataset");
+    parse_fails("{\"dataset\": {\"path\": \"a.h5\", \"sha256\": \"" SHA_A "\"}}", "either path");
+    parse_fails("{\"dataset\": {\"name\": \"../etc/passwd\"}}", "dataset.name: 1 to 128");
+    parse_fails("{\"dataset\": {\"name\": \"-x\"}}", "dataset.name");
+    parse_fails("{\"dataset\": {\"name\": \"\"}}", "dataset.name");
+    parse_fails("{\"dataset\": \"a\", \"validation\": {\"sha256\": \"abc\"}}",
+                "validation.sha256: must be 64 lower-case hex digits");
+    parse_fails(
+        "{\"dataset\": {\"sha256\": \"9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C"
+        "15B0F00A08\"}}",
+        "dataset.sha256");
+    parse_fails("{\"dataset\": {\"x\": \"X\"}}", "dataset.path: required (or name, or sha256)");
+
+    char name[200];
+    memset(name, 'a', 128);
+    name[128] = '\0';
+    assert_true(spec_dataset_name_valid(name));
+    name[128] = 'a';
+    name[129] = '\0';
+    assert_false(spec_dataset_name_valid(name));
+    assert_false(spec_dataset_name_valid("a/b"));
+    assert_false(spec_dataset_name_valid(".hidden"));
+}
+
 static void test_load_names_the_file(void **state)
 {
     (void)state;
@@ -202,6 +268,7 @@ int main(void)
         cmocka_unit_test(test_round_trip_through_canonical_json),
         cmocka_unit_test(test_eval_and_predict),
         cmocka_unit_test(test_errors_name_the_field),
+        cmocka_unit_test(test_pushed_datasets),
         cmocka_unit_test(test_load_names_the_file),
     };
     return cmocka_run_group_tests_name("spec", tests, NULL, NULL);

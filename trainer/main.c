@@ -40,6 +40,8 @@ static void usage(FILE *out)
             "  --heartbeat-ms N       heartbeat.interval_ms\n"
             "  --liveness N           heartbeat.liveness\n"
             "  --memory-budget-mb N   trainer.memory_budget_mb: one job's memory limit\n"
+            "  --dataset-cache-dir DIR  trainer.dataset_cache_dir: fetched pushed datasets\n"
+            "  --dataset-cache-mb N   trainer.dataset_cache_mb: that cache's size limit\n"
             "  --log-level LEVEL      log.level\n"
             "  --secret-key FILE      trainer.secret_key: this trainer's key (mlq keygen)\n"
             "  --broker-key KEY       broker.public_key: the broker's key, Z85 or a file\n"
@@ -95,6 +97,8 @@ static int run_daemon(const char *config_file, const char *const flag[CONFIG_NKE
         .data_root = cfg.data_root,
         .data_roots = cfg.trainer_data_roots,
         .outputs_dir = cfg.trainer_outputs_dir,
+        .dataset_cache_dir = cfg.trainer_dataset_cache_dir,
+        .dataset_cache_mb = cfg.trainer_dataset_cache_mb,
         .keys = &keys,
     };
     fit_cgroup(&wo);
@@ -125,7 +129,9 @@ int main(int argc, char **argv)
         OPT_MEMORY,
         OPT_CONFIG,
         OPT_SECRET,
-        OPT_BROKER_KEY
+        OPT_BROKER_KEY,
+        OPT_CACHE_DIR,
+        OPT_CACHE_MB
     };
     static const struct option longopts[] = {
         {"standalone", required_argument, NULL, 's'},
@@ -143,6 +149,8 @@ int main(int argc, char **argv)
         {"config", required_argument, NULL, OPT_CONFIG},
         {"secret-key", required_argument, NULL, OPT_SECRET},
         {"broker-key", required_argument, NULL, OPT_BROKER_KEY},
+        {"dataset-cache-dir", required_argument, NULL, OPT_CACHE_DIR},
+        {"dataset-cache-mb", required_argument, NULL, OPT_CACHE_MB},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -205,6 +213,12 @@ int main(int argc, char **argv)
             break;
         case OPT_BROKER_KEY:
             flag[CONFIG_BROKER_PUBLIC_KEY] = optarg;
+            break;
+        case OPT_CACHE_DIR:
+            flag[CONFIG_TRAINER_DATASET_CACHE_DIR] = optarg;
+            break;
+        case OPT_CACHE_MB:
+            flag[CONFIG_TRAINER_DATASET_CACHE_MB] = optarg;
             break;
         case OPT_VERSION:
             printf("mlq-trainer %s\n", MLQ_VERSION);

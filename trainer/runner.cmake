@@ -10,7 +10,7 @@ add_library(mlq_runner STATIC
   ${CMAKE_CURRENT_LIST_DIR}/cgroup.c
   ${CMAKE_CURRENT_LIST_DIR}/serve.c)
 target_include_directories(mlq_runner PUBLIC ${CMAKE_CURRENT_LIST_DIR})
-target_link_libraries(mlq_runner PUBLIC mlq_engine mlq_spec_model mlq_sampling mlq_schedule mlq_checkpoint mlq_dataset mlq_job_memory mlq_store mlq_common PkgConfig::ZLIB
+target_link_libraries(mlq_runner PUBLIC mlq_engine mlq_spec_model mlq_sampling mlq_schedule mlq_checkpoint mlq_dataset mlq_job_memory mlq_dscache mlq_store mlq_common PkgConfig::ZLIB
                       PkgConfig::OPENBLAS Threads::Threads PRIVATE mlq_warnings m)
 
 add_executable(mlq-trainer ${CMAKE_CURRENT_LIST_DIR}/main.c)

@@ -141,6 +141,14 @@ int standalone_main(const struct standalone_opts *opts)
                   spec_kind_name(spec.kind));
         return 2;
     }
+    if (spec_dataset_pushed(&spec.dataset) ||
+        (spec.has_validation && spec_dataset_pushed(&spec.validation))) {
+        /* Only a broker has pushed datasets (mlq dataset get fetches one). */
+        log_error("%s: --standalone reads files: give the dataset's path, not a pushed dataset's "
+                  "name or sha256 (mlq dataset get NAME --output FILE fetches one)",
+                  opts->spec_path);
+        return 2;
+    }
     if (opts->threads > 0) spec.threads = opts->threads;
     /* The thread budget: the spec's, or every core (0). train_run splits
      * the layers over it, or runs small batches on one thread. */

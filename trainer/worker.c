@@ -1,6 +1,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
@@ -16,13 +17,16 @@
 #include <zmq.h>
 
 #include "blas.h"
+#include "dscache.h"
 #include "evaluate.h"
+#include "fetch.h"
 #include "generate.h"
 #include "job_memory.h"
 #include "log.h"
 #include "notify.h"
 #include "proto.h"
 #include "serve.h"
+#include "sha256.h"
 #include "spec.h"
 #include "train.h"
 
@@ -218,6 +222,38 @@ static int confine_output(struct mlq_spec *spec, const struct shared *sh, char *
     return 0;
 }
 
+/* Whether the I/O thread put a cached file's path into the JOB's spec for
+ * key ("dataset": the data or input, "validation"). */
+static bool job_cached(const json_t *body, const char *key)
+{
+    const json_t *list = json_object_get(body, "cached");
+    size_t i;
+    const json_t *v;
+    json_array_foreach(list, i, v) if (json_is_string(v) &&
+                                       strcmp(json_string_value(v), key) == 0) return true;
+    return false;
+}
+
+/* DATASET for a path dataset: the hash of the bytes the job trains on, so
+ * that a run records which data it saw whichever way it was named. A file
+ * that cannot be read is train_run's to report. */
+static void send_path_dataset(void *pair, int64_t job, const char *path)
+{
+    char hex[SHA256_HEX_LEN + 1], err[512];
+    long long size = 0;
+    double t0 = mono();
+    if (sha256_file(path, hex, &size, err, sizeof err) != 0) {
+        log_debug("job %lld: %s", (long long)job, err);
+        return;
+    }
+    log_info("job %lld: dataset %s is %s (%.0f ms to hash %lld MB)", (long long)job, path, hex,
+             (mono() - t0) * 1000, size >> 20);
+    json_t *b = json_pack("{s:I, s:s, s:I, s:i}", "job", (json_int_t)job, "sha256", hex, "size",
+                          (json_int_t)size, "fetched_bytes", 0);
+    proto_send(pair, NULL, 0, PROTO_DATASET, b, NULL, 0, 0);
+    json_decref(b);
+}
+
 static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
 {
     int64_t job = json_integer_value(json_object_get(m->body, "job"));
@@ -236,8 +272,13 @@ static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
         return done;
     }
     bool own_outputs = sh->outputs_dir && sh->outputs_dir[0];
-    if (under_root(spec.dataset.path, sizeof spec.dataset.path, sh->data_root) ||
-        (spec.has_validation &&
+    /* Pushed datasets come as files of this trainer's cache (the I/O thread
+     * fetched and verified them): not under the data roots, and not the
+     * spec's to choose. */
+    bool cached_data = job_cached(m->body, "dataset"),
+         cached_val = job_cached(m->body, "validation");
+    if ((!cached_data && under_root(spec.dataset.path, sizeof spec.dataset.path, sh->data_root)) ||
+        (spec.has_validation && !cached_val &&
          under_root(spec.validation.path, sizeof spec.validation.path, sh->data_root)) ||
         (spec.kind == JOB_PREDICT && !spec_generates(&spec) && !own_outputs &&
          under_root(spec.output_path, sizeof spec.output_path, sh->data_root))) {
@@ -245,8 +286,9 @@ static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
         json_object_set_new(done, "error", json_string("a dataset path is too long"));
         return done;
     }
-    if (confine_input(spec.dataset.path, sizeof spec.dataset.path, sh, err, sizeof err) ||
-        (spec.has_validation &&
+    if ((!cached_data &&
+         confine_input(spec.dataset.path, sizeof spec.dataset.path, sh, err, sizeof err)) ||
+        (spec.has_validation && !cached_val &&
          confine_input(spec.validation.path, sizeof spec.validation.path, sh, err, sizeof err)) ||
         (spec.kind == JOB_PREDICT && !spec_generates(&spec) &&
          confine_output(&spec, sh, err, sizeof err))) {
@@ -260,6 +302,7 @@ static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
     log_info("job %lld: %s%s", (long long)job, spec_kind_name(spec.kind),
              m->bin && spec.kind == JOB_TRAIN ? ", resuming from a checkpoint" : "");
     if (spec.kind == JOB_TRAIN) {
+        if (!cached_data) send_path_dataset(pair, job, spec.dataset.path);
         struct job_ctx jc = {.sh = sh, .pair = pair, .job = job, .last_metric = NAN};
         struct train_callbacks cb = {.ctx = &jc,
                                      .on_epoch = job_on_epoch,
@@ -392,6 +435,41 @@ struct io {
      * so that a restarted broker finds its replicas; "" if none. */
     char serving[64];
     int64_t serving_gen;
+
+    /* Pushed datasets (docs/trainer.md): a JOB naming one by sha256 is held
+     * here, not given to the worker, until its files are in the cache. */
+    struct dscache cache;
+    bool cache_open;
+    struct proto_msg held_job;
+    bool holding;
+    bool held_train; /* a train job: DATASET goes to the broker */
+    struct fetch fetch;
+    bool fetching;
+    double fetch_t0;
+    /* The job's pushed datasets: [0] its data or input, [1] its validation
+     * set; ready once cached (and counted as in use until the job ends). */
+    struct held_data {
+        char key[16]; /* "dataset" or "validation" */
+        char sha[SHA256_HEX_LEN + 1];
+        bool verified; /* the cached file hashed to sha (verify below) */
+        bool ready;
+        char path[DSCACHE_PATH_MAX];
+        int64_t size, fetched;
+    } data[2];
+    int n_data;
+    /* A cached dataset's whole hash, taken by a thread of its own: a large
+     * file would stop this thread's heartbeats for seconds. */
+    struct verify {
+        pthread_t thread;
+        bool running;
+        atomic_int finished, stop;
+        int index; /* data[index] */
+        char path[DSCACHE_PATH_MAX];
+        char hex[SHA256_HEX_LEN + 1];
+        int rc;
+        char err[600];
+        double t0;
+    } verify;
 };
 
 static void held_clear(struct held *h)
@@ -481,11 +559,329 @@ static void start_job(struct io *io, struct proto_msg *m)
     proto_send(io->pair, NULL, 0, PROTO_JOB, m->body, m->bin, m->bin_len, 0);
 }
 
+/* ---- pushed datasets: a JOB held until its data is cached ---------------------- */
+
+static void hist_add(struct io *io, const char *cmd, json_t *body);
+static void advance_held(struct io *io);
+
+static void release_data(struct io *io)
+{
+    for (int i = 0; i < io->n_data; i++)
+        if (io->data[i].ready) dscache_release(&io->cache, io->data[i].sha);
+    memset(io->data, 0, sizeof io->data);
+    io->n_data = 0;
+}
+
+static void *verify_thread(void *arg)
+{
+    struct verify *v = arg;
+    enum { PIECE = 1 << 20 };
+    unsigned char *buf = malloc(PIECE), d[SHA256_BYTES];
+    struct sha256 h = {0};
+    int fd = open(v->path, O_RDONLY | O_CLOEXEC);
+    v->rc = !buf ? -ENOMEM : fd < 0 ? -errno : sha256_init(&h);
+    while (!v->rc && !atomic_load(&v->stop)) {
+        ssize_t n = read(fd, buf, PIECE);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) v->rc = -errno;
+        if (n <= 0) break;
+        v->rc = sha256_update(&h, buf, (size_t)n);
+    }
+    if (!v->rc && sha256_final(&h, d) == 0) sha256_hex(d, v->hex);
+    if (v->rc) snprintf(v->err, sizeof v->err, "%.500s: %s", v->path, strerror(-v->rc));
+    sha256_clear(&h);
+    if (fd >= 0) close(fd);
+    free(buf);
+    atomic_store(&v->finished, 1);
+    return NULL;
+}
+
+/* Hashes data[i]'s cached file in the verify thread; 0, or -errno when no
+ * thread could start. */
+static int verify_start(struct io *io, int i)
+{
+    struct verify *v = &io->verify;
+    v->index = i;
+    snprintf(v->path, sizeof v->path, "%s", io->data[i].path);
+    v->hex[0] = '\0';
+    v->err[0] = '\0';
+    v->rc = 0;
+    v->t0 = mono();
+    atomic_store(&v->finished, 0);
+    atomic_store(&v->stop, 0);
+    int rc = pthread_create(&v->thread, NULL, verify_thread, v);
+    if (rc) return -rc;
+    v->running = true;
+    return 0;
+}
+
+static void verify_stop(struct io *io)
+{
+    if (!io->verify.running) return;
+    atomic_store(&io->verify.stop, 1);
+    pthread_join(io->verify.thread, NULL);
+    io->verify.running = false;
+}
+
+/* Forgets the held JOB and its fetch (whose part stays for a resume). */
+static void drop_held(struct io *io)
+{
+    verify_stop(io);
+    if (io->fetching) fetch_close(&io->fetch);
+    io->fetching = false;
+    proto_msg_clear(&io->held_job);
+    io->holding = false;
+    release_data(io);
+}
+
+static void start_pending(struct io *io);
+
+/* The held job ends here, never reaching the worker: DONE as the worker
+ * would send it, kept until acknowledged. */
+static void finish_held(struct io *io, const char *state, const char *error)
+{
+    drop_held(io);
+    json_t *done = json_pack("{s:I, s:s}", "job", (json_int_t)io->job, "state", state);
+    if (error) json_object_set_new(done, "error", json_string(error));
+    log_info("job %lld %s%s%s", (long long)io->job, state, error ? ": " : "", error ? error : "");
+    held_clear(&io->done);
+    snprintf(io->done.cmd, sizeof io->done.cmd, "%s", PROTO_DONE);
+    io->done.body = done;
+    if (io->welcomed) send_broker(io, PROTO_DONE, done, NULL, 0);
+    start_pending(io);
+}
+
+/* Whether spec names a pushed dataset for key; -EINVAL with err for a name
+ * the broker did not resolve (it writes the sha256 at submit). */
+static int pushed(const struct spec_dataset *d, const char *key, char *err, size_t errlen)
+{
+    if (!spec_dataset_pushed(d)) return 0;
+    if (!d->sha256[0]) {
+        snprintf(err, errlen,
+                 "%s.name '%s': the broker sent no sha256 for it (a broker that does not "
+                 "resolve pushed datasets?)",
+                 key, d->name);
+        return -EINVAL;
+    }
+    return 1;
+}
+
+/* A JOB from the broker: to the worker at once, or held while the pushed
+ * datasets it names are fetched. */
+static void admit_job(struct io *io, struct proto_msg *m)
+{
+    struct mlq_spec spec;
+    char err[1024] = "";
+    json_t *doc = json_object_get(m->body, "spec");
+    /* A bad spec is the worker's to report, as before. */
+    if (!json_is_object(doc) || spec_from_json(doc, &spec, err, sizeof err) != 0) {
+        start_job(io, m);
+        return;
+    }
+    int a = pushed(&spec.dataset, spec.kind == JOB_PREDICT ? "input" : "dataset", err, sizeof err);
+    int b =
+        a < 0 || !spec.has_validation ? 0 : pushed(&spec.validation, "validation", err, sizeof err);
+    if (a == 0 && b == 0) {
+        start_job(io, m);
+        return;
+    }
+    forget_job(io);
+    io->serving[0] = '\0';
+    io->job = json_integer_value(json_object_get(m->body, "job"));
+    io->held_job = *m;
+    memset(m, 0, sizeof *m); /* moved */
+    io->holding = true;
+    io->held_train = spec.kind == JOB_TRAIN;
+    if (a < 0 || b < 0) {
+        finish_held(io, "failed", err);
+        return;
+    }
+    io->n_data = 0;
+    if (a) {
+        snprintf(io->data[io->n_data].key, sizeof io->data[0].key, "dataset");
+        snprintf(io->data[io->n_data++].sha, SHA256_HEX_LEN + 1, "%s", spec.dataset.sha256);
+    }
+    if (b) {
+        snprintf(io->data[io->n_data].key, sizeof io->data[0].key, "validation");
+        snprintf(io->data[io->n_data++].sha, SHA256_HEX_LEN + 1, "%s", spec.validation.sha256);
+    }
+    notify_status("job %lld: waiting for its dataset", (long long)io->job);
+    advance_held(io);
+}
+
+/* The held JOB, its specs' datasets now files of the cache, to the worker. */
+static void release_held(struct io *io)
+{
+    struct proto_msg m = io->held_job;
+    memset(&io->held_job, 0, sizeof io->held_job);
+    io->holding = false;
+    json_t *doc = json_object_get(m.body, "spec");
+    json_t *cached = json_array();
+    for (int i = 0; i < io->n_data; i++) {
+        const char *key = io->data[i].key;
+        json_t *d = json_object_get(doc, key);
+        if (!d && strcmp(key, "dataset") == 0) d = json_object_get(doc, "input");
+        json_object_del(d, "name");
+        json_object_del(d, "sha256");
+        json_object_set_new(d, "path", json_string(io->data[i].path));
+        json_array_append_new(cached, json_string(key));
+    }
+    json_object_set_new(m.body, "cached", cached);
+    struct held_data data[2];
+    int n = io->n_data;
+    memcpy(data, io->data, sizeof data);
+    bool train = io->held_train;
+    start_job(io, &m); /* forgets the job's history: DATASET goes after */
+    memcpy(io->data, data, sizeof data);
+    io->n_data = n;
+    proto_msg_clear(&m);
+    if (train && strcmp(io->data[0].key, "dataset") == 0) {
+        json_t *b = json_pack("{s:I, s:s, s:I, s:I}", "job", (json_int_t)io->job, "sha256",
+                              io->data[0].sha, "size", (json_int_t)io->data[0].size,
+                              "fetched_bytes", (json_int_t)io->data[0].fetched);
+        hist_add(io, PROTO_DATASET, b);
+        json_decref(b);
+    }
+}
+
+/* Moves the held job on: each dataset cached (verified), else fetched;
+ * when all are there, the job goes to the worker. */
+static void advance_held(struct io *io)
+{
+    char err[1024] = "";
+    /* Opened at the first pushed dataset, so that a trainer that never
+     * sees one makes no directories; tried again until it works. */
+    if (!io->cache_open) {
+        char why[512];
+        if (dscache_open(&io->cache, io->opts->dataset_cache_dir, io->opts->dataset_cache_mb, why,
+                         sizeof why) != 0) {
+            snprintf(err, sizeof err,
+                     "this trainer's dataset cache (trainer.dataset_cache_dir) is unusable: %s",
+                     why);
+            finish_held(io, "failed", err);
+            return;
+        }
+        io->cache_open = true;
+    }
+    for (int i = 0; i < io->n_data; i++) {
+        struct held_data *d = &io->data[i];
+        if (d->ready) continue;
+        int64_t size = 0;
+        int rc = dscache_lookup(&io->cache, d->sha, false, d->path, &size, err, sizeof err);
+        if (rc < 0) {
+            finish_held(io, "failed", err);
+            return;
+        }
+        /* What this job just fetched was verified on the way; what was
+         * cached before is hashed again (a corrupt cache is fetched anew). */
+        if (rc == 1 && !d->fetched && !d->verified) {
+            if (io->verify.running) return;
+            if (verify_start(io, i) == 0) return;
+            rc = dscache_lookup(&io->cache, d->sha, true, d->path, &size, err, sizeof err);
+            if (rc < 0) {
+                finish_held(io, "failed", err);
+                return;
+            }
+        }
+        if (rc == 1) {
+            if (dscache_use(&io->cache, d->sha) != 0) {
+                finish_held(io, "failed", "too many datasets in use in this trainer's cache");
+                return;
+            }
+            d->ready = true;
+            d->size = size;
+            continue;
+        }
+        /* Another entry of this job may name the same sha: one fetch. */
+        if (io->fetching) return;
+        if (fetch_open(&io->fetch, &io->cache, d->sha, io->job, err, sizeof err) != 0) {
+            fetch_close(&io->fetch);
+            finish_held(io, "failed", err);
+            return;
+        }
+        io->fetching = true;
+        io->fetch_t0 = mono();
+        log_info("job %lld: fetching dataset %s from the broker", (long long)io->job, d->sha);
+        if (io->dealer && io->welcomed) fetch_pump(&io->fetch, io->dealer, mono());
+        return;
+    }
+    release_held(io);
+}
+
+/* The verify thread is done with data[index]: on, or fetched again. */
+static void verify_ended(struct io *io)
+{
+    struct verify *v = &io->verify;
+    pthread_join(v->thread, NULL);
+    v->running = false;
+    struct held_data *d = &io->data[v->index];
+    if (v->rc) {
+        finish_held(io, "failed", v->err);
+        return;
+    }
+    if (strcmp(v->hex, d->sha) != 0) {
+        /* Bit rot or a hand edit: never train on it. */
+        log_warn("dataset cache: %s hashes to %s: corrupt, removed to be fetched again", v->path,
+                 v->hex);
+        if (unlink(v->path) != 0 && errno != ENOENT) {
+            char err[800];
+            snprintf(err, sizeof err, "%.600s: corrupt, and cannot remove it: %s", v->path,
+                     strerror(errno));
+            finish_held(io, "failed", err);
+            return;
+        }
+    } else {
+        d->verified = true;
+        log_info("job %lld: dataset %s cached (verified in %.0f ms)", (long long)io->job, d->sha,
+                 (mono() - v->t0) * 1000);
+    }
+    advance_held(io);
+}
+
+static void fetch_ended(struct io *io)
+{
+    struct fetch *f = &io->fetch;
+    io->fetching = false;
+    if (f->state != FETCH_DONE) {
+        char err[sizeof f->err];
+        snprintf(err, sizeof err, "%s", f->err);
+        fetch_close(f);
+        finish_held(io, "failed", err);
+        return;
+    }
+    double s = mono() - io->fetch_t0;
+    log_info("job %lld: dataset %s fetched: %lld MB in %.1f s (%.0f MB/s), %lld resumed, %lld "
+             "chunks rejected, %lld FETCHes resent",
+             (long long)io->job, f->sha, (long long)(f->size >> 20), s,
+             s > 0 ? (double)f->fetched / 1048576.0 / s : 0.0, (long long)(f->resumed >> 20),
+             (long long)f->rejected, (long long)f->resends);
+    for (int i = 0; i < io->n_data; i++)
+        if (strcmp(io->data[i].sha, f->sha) == 0 && !io->data[i].fetched)
+            io->data[i].fetched = f->fetched;
+    fetch_close(f);
+    advance_held(io);
+}
+
+static void start_pending(struct io *io)
+{
+    if (!io->has_pending) return;
+    io->has_pending = false;
+    struct proto_msg m = io->pending;
+    memset(&io->pending, 0, sizeof io->pending);
+    admit_job(io, &m);
+    proto_msg_clear(&m);
+}
+
 static void on_broker_message(struct io *io, struct proto_msg *m)
 {
     io->last_heard = mono();
     io->backoff = io->interval;
     int64_t job = json_integer_value(json_object_get(m->body, "job"));
+    if (io->fetching && fetch_wants(&io->fetch, m)) {
+        if (fetch_on_message(&io->fetch, m, io->dealer, mono()) != FETCH_RUNNING) fetch_ended(io);
+        return;
+    }
+    if (strcmp(m->cmd, PROTO_CHUNK) == 0) return; /* late: a fetch that ended */
     if (strcmp(m->cmd, PROTO_WELCOME) == 0) {
         /* HELLO repeats until welcomed, so several WELCOMEs may come: only the
          * first resends the job's state, or the resends multiply. */
@@ -508,18 +904,21 @@ static void on_broker_message(struct io *io, struct proto_msg *m)
             log_limited(&io->drop_log, LOG_LVL_WARN, "JOB without a job id: dropped");
         } else if (job == io->job && !io->dropped) {
             log_debug("job %lld sent twice: ignored", (long long)job);
-        } else if (io->worker_busy) {
+        } else if (io->worker_busy || io->holding) {
             proto_msg_clear(&io->pending);
             io->pending = *m;
             memset(m, 0, sizeof *m); /* moved */
             io->has_pending = true;
         } else {
-            start_job(io, m);
+            admit_job(io, m);
         }
     } else if (strcmp(m->cmd, PROTO_CANCEL) == 0) {
         if (job && job == io->job && io->worker_busy) {
             log_info("job %lld: cancel requested", (long long)job);
             atomic_store(&io->sh->stop_job, 1);
+        } else if (job && job == io->job && io->holding) {
+            log_info("job %lld: cancelled while its dataset was fetched", (long long)job);
+            finish_held(io, "cancelled", NULL);
         }
     } else if (strcmp(m->cmd, PROTO_DROP) == 0) {
         if (job && job == io->job) {
@@ -528,6 +927,10 @@ static void on_broker_message(struct io *io, struct proto_msg *m)
             if (io->worker_busy) {
                 atomic_store(&io->sh->stop_job, 1);
                 io->dropped = true;
+            } else if (io->holding) {
+                drop_held(io);
+                forget_job(io);
+                start_pending(io);
             } else {
                 forget_job(io);
             }
@@ -554,6 +957,26 @@ static void keep(struct held *h, const struct proto_msg *m)
     h->bin_len = m->bin_len;
 }
 
+/* Keeps a message of the job for a resend after a reconnect, and sends it. */
+static void hist_add(struct io *io, const char *cmd, json_t *body)
+{
+    if (io->n_hist == io->cap_hist && io->n_hist < HISTORY_MAX) {
+        size_t cap = io->cap_hist ? 2 * io->cap_hist : 64;
+        struct held *h = realloc(io->hist, cap * sizeof *h);
+        if (h) {
+            io->hist = h;
+            io->cap_hist = cap;
+        }
+    }
+    if (io->n_hist < io->cap_hist) {
+        struct held *h = &io->hist[io->n_hist++];
+        memset(h, 0, sizeof *h);
+        snprintf(h->cmd, sizeof h->cmd, "%s", cmd);
+        h->body = json_incref(body);
+    }
+    if (io->welcomed) send_broker(io, cmd, body, NULL, 0);
+}
+
 static void on_worker_message(struct io *io, struct proto_msg *m)
 {
     atomic_fetch_add(&io->sh->progress, 1);
@@ -577,6 +1000,7 @@ static void on_worker_message(struct io *io, struct proto_msg *m)
     }
     if (strcmp(m->cmd, PROTO_DONE) == 0) {
         io->worker_busy = false;
+        release_data(io);
         if (io->dropped) {
             forget_job(io);
         } else {
@@ -584,11 +1008,7 @@ static void on_worker_message(struct io *io, struct proto_msg *m)
             m->bin = NULL;
             if (io->welcomed) send_broker(io, m->cmd, m->body, NULL, 0);
         }
-        if (io->has_pending) {
-            io->has_pending = false;
-            start_job(io, &io->pending);
-            proto_msg_clear(&io->pending);
-        }
+        start_pending(io);
         return;
     }
     if (io->dropped) return;
@@ -596,20 +1016,8 @@ static void on_worker_message(struct io *io, struct proto_msg *m)
         keep(&io->ckpt, m);
         if (io->welcomed) send_broker(io, m->cmd, m->body, m->bin, m->bin_len);
         m->bin = NULL; /* now owned by io->ckpt */
-    } else if (strcmp(m->cmd, PROTO_METRICS) == 0) {
-        if (io->n_hist == io->cap_hist && io->n_hist < HISTORY_MAX) {
-            size_t cap = io->cap_hist ? 2 * io->cap_hist : 64;
-            struct held *h = realloc(io->hist, cap * sizeof *h);
-            if (h) {
-                io->hist = h;
-                io->cap_hist = cap;
-            }
-        }
-        if (io->n_hist < io->cap_hist) {
-            memset(&io->hist[io->n_hist], 0, sizeof io->hist[0]);
-            keep(&io->hist[io->n_hist++], m);
-        }
-        if (io->welcomed) send_broker(io, m->cmd, m->body, NULL, 0);
+    } else if (strcmp(m->cmd, PROTO_METRICS) == 0 || strcmp(m->cmd, PROTO_DATASET) == 0) {
+        hist_add(io, m->cmd, m->body);
     }
 }
 
@@ -619,8 +1027,14 @@ static void default_name(char *buf, size_t len, const char *host)
 }
 
 /* Shutdown with a job running: stop it and tell the broker to requeue it. */
+static void wait_done_ack(struct io *io);
+
 static void interrupt_job(struct io *io)
 {
+    if (io->holding) {
+        finish_held(io, "interrupted", NULL); /* its part stays for a resume */
+        wait_done_ack(io);
+    }
     if (!io->worker_busy) return;
     atomic_store(&io->sh->interrupt, 1);
     atomic_store(&io->sh->stop_job, 1);
@@ -635,7 +1049,12 @@ static void interrupt_job(struct io *io)
             proto_msg_clear(&m);
         }
     }
-    /* Give the DONE a moment to leave before the socket closes. */
+    wait_done_ack(io);
+}
+
+/* Gives the DONE a moment to leave before the socket closes. */
+static void wait_done_ack(struct io *io)
+{
     if (io->done.body && io->welcomed) {
         zmq_pollitem_t it = {.socket = io->dealer, .events = ZMQ_POLLIN};
         double t_end = mono() + 1.0;
@@ -745,6 +1164,7 @@ int worker_main(const struct worker_opts *opts)
         if (!io.dealer) next = reconnect_at;
         long timeout = next > now ? (long)((next - now) * 1000) + 1 : 0;
         if (timeout > 1000) timeout = 1000;
+        if (io.verify.running && timeout > 20) timeout = 20; /* to see it end */
         int n = zmq_poll(items, nitems, timeout);
         if (n < 0 && errno != EINTR) {
             log_errno(errno, "zmq_poll");
@@ -780,6 +1200,7 @@ int worker_main(const struct worker_opts *opts)
             io.dealer = NULL;
             io.welcomed = false;
             reconnect_at = now + io.backoff;
+            if (io.fetching) fetch_reset_window(&io.fetch); /* those FETCHes died with it */
             /* Capped at one liveness window so that a restarted broker hears
              * from us while it still keeps our job for us. */
             io.backoff = fmin(io.backoff * 2, fmin(BACKOFF_MAX_S, io.expiry));
@@ -791,6 +1212,8 @@ int worker_main(const struct worker_opts *opts)
                 reconnect_at = now + io.backoff;
             }
         }
+        if (io.verify.running && atomic_load(&io.verify.finished)) verify_ended(&io);
+        if (io.fetching && io.dealer && io.welcomed) fetch_pump(&io.fetch, io.dealer, now);
         /* Until welcomed, HELLO is the heartbeat: a lost HELLO must not leave
          * us heartbeating to a broker that thinks we are someone else. */
         if (io.dealer && now - io.last_sent >= io.interval) {
@@ -821,6 +1244,7 @@ out:
         json_decref(quit);
         pthread_join(thread, NULL);
     }
+    drop_held(&io);
     forget_job(&io);
     free(io.hist);
     proto_msg_clear(&io.pending);

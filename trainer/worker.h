@@ -29,6 +29,8 @@ struct worker_opts {
      * outputs_dir set, predict outputs are new files under it. */
     const char *data_roots;  /* more roots, ':'-separated; NULL or "": none */
     const char *outputs_dir; /* NULL or "": outputs anywhere, as the trainer's user may write */
+    const char *dataset_cache_dir;  /* fetched pushed datasets (dscache.h) */
+    int dataset_cache_mb;           /* its limit; <= 0: 10240 */
     const struct keys_client *keys; /* CURVE to the broker (keys.h); NULL or !curve: plaintext */
 };
 
