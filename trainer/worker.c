@@ -850,7 +850,7 @@ static void fetch_ended(struct io *io)
         return;
     }
     double s = mono() - io->fetch_t0;
-    log_info("job %lld: dataset %s fetched: %lld MB in %.1f s (%.0f MB/s), %lld resumed, %lld "
+    log_info("job %lld: dataset %s fetched: %lld MB in %.3f s (%.0f MB/s), %lld resumed, %lld "
              "chunks rejected, %lld FETCHes resent",
              (long long)io->job, f->sha, (long long)(f->size >> 20), s,
              s > 0 ? (double)f->fetched / 1048576.0 / s : 0.0, (long long)(f->resumed >> 20),
