@@ -247,7 +247,9 @@ int broker_open(struct broker **out, const struct broker_opts *opts, char *err, 
         snprintf(err, errlen, "broker.datasets_dir: path too long");
         goto fail;
     }
-    if ((rc = datasets_prepare(b->datasets_dir, err, errlen)) != 0) goto fail;
+    if ((rc = datasets_prepare(b->datasets_dir, err, errlen)) != 0 ||
+        (rc = datasets_open(b, err, errlen)) != 0)
+        goto fail;
     rc = store_open(&b->store, opts->db_path,
                     STORE_CREATE | (opts->sync_normal ? STORE_SYNC_NORMAL : 0), err, errlen);
     if (rc) goto fail;
@@ -307,6 +309,7 @@ void broker_close(struct broker **pb)
     free(b->out);
     trainers_free(b);
     serve_close(b);
+    datasets_close(b);
     free(b->orphans);
     auth_close(b);
     if (b->router) zmq_close(b->router);
@@ -400,6 +403,8 @@ int broker_run(struct broker *b, volatile sig_atomic_t *stop)
         if (d < deadline) deadline = d;
         serve_flush(b); /* infer traffic waits for no commit */
         d = sweep_tick(b, now);
+        if (d < deadline) deadline = d;
+        d = datasets_tick(b, now);
         if (d < deadline) deadline = d;
         if (!b->stopping) dispatch_run(b);
         if (store_in_transaction(b->store)) {

@@ -102,6 +102,7 @@ struct broker {
     size_t n_trainers, cap_trainers;
     struct serve *serve;                  /* serve.c */
     char datasets_dir[DATASETS_PATH_MAX]; /* datasets.c: the store of pushed datasets */
+    struct datasets *datasets;            /* datasets.c: pushes and objects open */
     struct orphan *orphans;
     size_t n_orphans;
     struct outmsg *out;
@@ -204,6 +205,24 @@ void serve_flush(struct broker *b); /* this pass's INFER messages to the replica
 void serve_kick(struct broker *b);  /* placement looks again at the next tick */
 /* WORKERS: the deployment t serves, if the sender may see it, else null. */
 json_t *serve_replica_of(struct broker *b, const struct trainer *t);
+
+/* datasets.c: pushed datasets (docs/datasets.md, "Pushed datasets"). */
+struct datasets;
+int datasets_open(struct broker *b, char *err, size_t errlen);
+void datasets_close(struct broker *b); /* accepts one never opened */
+/* DATASET_PUT, DATASET_CHUNK, DATASET_END, DATASETS, DATASET_RM. */
+bool datasets_is_client_command(const char *cmd);
+/* Those and FETCH (from a client or a trainer). */
+void datasets_client_message(struct broker *b, struct proto_msg *m);
+void datasets_trainer_message(struct broker *b, struct trainer *t,
+                              struct proto_msg *m); /* DATASET */
+/* A spec's (JSON) dataset and validation by name get the name's sha256; a
+ * given sha256 must be a pushed dataset's. 0, or -EINVAL with the bad_spec
+ * text in err, or another -errno (store) with err. */
+int datasets_resolve_spec(struct broker *b, json_t *spec, char *err, size_t errlen);
+/* Idle pushes and objects closed, removed names' objects deleted; returns
+ * the next deadline. */
+double datasets_tick(struct broker *b, double now);
 
 /* handlers.c */
 void handlers_dispatch(struct broker *b, struct proto_msg *m);

@@ -1,5 +1,6 @@
 #include "spec.h"
 #include "errmsg.h"
+#include "sha256.h"
 
 #include <errno.h>
 #include <math.h>
@@ -224,7 +225,7 @@ static int get_enum(json_t *obj, const char *key, const char *where, const char 
 static int parse_dataset(json_t *v, const char *field, struct spec_dataset *d, char *err,
                          size_t errlen)
 {
-    static const char *const keys[] = {"path", "x", "y", "scale"};
+    static const char *const keys[] = {"path", "name", "sha256", "x", "y", "scale"};
     char where[64];
     snprintf(where, sizeof where, "%s.", field);
     /* A bare string is the path with default dataset names. */
@@ -241,7 +242,15 @@ static int parse_dataset(json_t *v, const char *field, struct spec_dataset *d, c
     if (!rc) rc = get_string(v, "x", where, d->x, sizeof d->x, err, errlen);
     if (!rc) rc = get_string(v, "y", where, d->y, sizeof d->y, err, errlen);
     if (!rc) rc = get_bool(v, "scale", where, &d->scale, err, errlen);
-    if (!rc && !d->path[0]) rc = errmsg(err, errlen, -EINVAL, "%s.path: required", field);
+    if (!rc) rc = get_string(v, "name", where, d->name, sizeof d->name, err, errlen);
+    if (!rc) rc = get_string(v, "sha256", where, d->sha256, sizeof d->sha256, err, errlen);
+    if (!rc && d->sha256[0] && !sha256_hex_valid(d->sha256))
+        rc = errmsg(err, errlen, -EINVAL, "%s.sha256: must be 64 lower-case hex digits", field);
+    if (!rc && d->path[0] && (d->name[0] || d->sha256[0]))
+        rc = errmsg(err, errlen, -EINVAL,
+                    "%s: give either a path or a pushed dataset (name, sha256), not both", field);
+    if (!rc && !d->path[0] && !d->name[0] && !d->sha256[0])
+        rc = errmsg(err, errlen, -EINVAL, "%s.path: required (or name, sha256)", field);
     if (!rc && (!d->x[0] || !d->y[0]))
         rc = errmsg(err, errlen, -EINVAL, "%s: dataset names must not be empty", field);
     return rc;
@@ -1051,7 +1060,7 @@ int spec_validate(const struct mlq_spec *s, char *err, size_t errlen)
         if (!(s->temperature >= 0 && s->temperature <= 100))
             return errmsg(err, errlen, -EINVAL, "temperature: must be in [0, 100], got %g",
                           s->temperature);
-    } else if (!s->dataset.path[0])
+    } else if (!s->dataset.path[0] && !s->dataset.name[0] && !s->dataset.sha256[0])
         return errmsg(err, errlen, -EINVAL,
                       s->kind == JOB_PREDICT ? "input.path: required" : "dataset.path: required");
     if (s->kind == JOB_TRAIN && s->typed && s->n_nodes < 1)
@@ -1188,7 +1197,11 @@ int spec_load(const char *path, struct mlq_spec *spec, char *err, size_t errlen)
 
 static json_t *dataset_to_json(const struct spec_dataset *d)
 {
-    return json_pack("{ss ss ss sb}", "path", d->path, "x", d->x, "y", d->y, "scale", d->scale);
+    json_t *o = json_pack("{ss ss sb}", "x", d->x, "y", d->y, "scale", d->scale);
+    if (o && d->path[0]) json_object_set_new(o, "path", json_string(d->path));
+    if (o && d->name[0]) json_object_set_new(o, "name", json_string(d->name));
+    if (o && d->sha256[0]) json_object_set_new(o, "sha256", json_string(d->sha256));
+    return o;
 }
 
 static json_t *phase_to_json(const struct spec_sched_phase *p)

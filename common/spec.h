@@ -36,10 +36,12 @@ enum loss_kind { LOSS_CROSS_ENTROPY, LOSS_MSE };
 enum optim_kind { OPT_GD, OPT_SGD, OPT_ADAM, OPT_ADAMW, OPT_RMSPROP, OPT_ADAGRAD };
 
 struct spec_dataset {
-    char path[SPEC_PATH_MAX];
-    char x[SPEC_NAME_MAX]; /* HDF5 dataset of inputs, default "X" */
-    char y[SPEC_NAME_MAX]; /* HDF5 dataset of targets, default "y" */
-    bool scale;            /* uint8 inputs divided by 255, default true */
+    char path[SPEC_PATH_MAX]; /* "" when the data is a pushed dataset (name, sha256) */
+    char name[129];           /* a pushed dataset's name as the spec gave it, or "" */
+    char sha256[65];          /* a pushed dataset's hash (the broker's for a name), or "" */
+    char x[SPEC_NAME_MAX];    /* HDF5 dataset of inputs, default "X" */
+    char y[SPEC_NAME_MAX];    /* HDF5 dataset of targets, default "y" */
+    bool scale;               /* uint8 inputs divided by 255, default true */
 };
 
 /* Learning-rate schedules: torch.optim.lr_scheduler's classes, names and
