@@ -354,10 +354,28 @@ static struct upload *upload_open(struct broker *b, const struct proto_msg *m, c
     return u;
 }
 
-/* Refuses (replying) a name held by other bytes unless replace. */
-static int name_check(struct broker *b, const struct proto_msg *m, const char *name,
-                      const char *sha, bool replace)
+/* The object sha's files go once the change that took its last name away is
+ * committed, if no other name and no queued or running job keeps it
+ * (datasets_tick). */
+static void gc_add(struct broker *b, const char *sha)
 {
+    struct datasets *ds = b->datasets;
+    if (ds->n_gc == ds->cap_gc) {
+        size_t cap = ds->cap_gc ? 2 * ds->cap_gc : 8;
+        void *p = realloc(ds->gc, cap * sizeof *ds->gc);
+        if (!p) return; /* the object stays: only space is lost */
+        ds->gc = p;
+        ds->cap_gc = cap;
+    }
+    snprintf(ds->gc[ds->n_gc++], sizeof *ds->gc, "%s", sha);
+}
+
+/* Refuses (replying) a name held by other bytes unless replace; *moved (may
+ * be NULL) gets the other bytes' hash when the name moves from them. */
+static int name_check(struct broker *b, const struct proto_msg *m, const char *name,
+                      const char *sha, bool replace, char moved[SHA256_HEX_LEN + 1])
+{
+    if (moved) moved[0] = '\0';
     struct store_dataset d;
     int rc = store_dataset_get(b->store, name, &d);
     if (rc == -ENOENT) return 0;
@@ -365,7 +383,11 @@ static int name_check(struct broker *b, const struct proto_msg *m, const char *n
         broker_reply_error(b, m, "store", "dataset %s: %s", name, store_errmsg(b->store));
         return rc;
     }
-    if (strcmp(d.sha256, sha) == 0 || replace) return 0;
+    if (strcmp(d.sha256, sha) == 0) return 0;
+    if (replace) {
+        if (moved) snprintf(moved, SHA256_HEX_LEN + 1, "%s", d.sha256);
+        return 0;
+    }
     broker_reply_error(b, m, "exists",
                        "dataset name '%s' is taken by other bytes (sha256 %s; this file's is "
                        "%s): push with --replace to give the name to this file, or choose "
@@ -425,7 +447,7 @@ static void on_put(struct broker *b, struct proto_msg *m)
                            (long long)(DATASETS_MAX_BYTES >> 30), (long long)size);
         return;
     }
-    if (name_check(b, m, name, sha, replace)) return;
+    if (name_check(b, m, name, sha, replace, NULL)) return;
     int64_t have_size;
     if (object_present(b, sha, &have_size)) {
         broker_reply(
@@ -627,7 +649,8 @@ static void on_end(struct broker *b, struct proto_msg *m)
         if (upload_finish(b, m, u) != 0) return;
         log_info("dataset %s stored (%lld bytes)", sha, (long long)size);
     }
-    if (name_check(b, m, name, sha, replace)) return;
+    char moved[SHA256_HEX_LEN + 1];
+    if (name_check(b, m, name, sha, replace, moved)) return;
     struct store_dataset d = {.size = size};
     snprintf(d.name, sizeof d.name, "%s", name);
     snprintf(d.sha256, sizeof d.sha256, "%s", sha);
@@ -637,6 +660,7 @@ static void on_end(struct broker *b, struct proto_msg *m)
         broker_store_failed(b, "dataset put");
         return;
     }
+    if (moved[0]) gc_add(b, moved);
     broker_reply(
         b, m->ident, m->ident_len, PROTO_OK,
         json_pack("{s:s, s:s, s:I}", "name", name, "sha256", sha, "size", (json_int_t)size), NULL,
@@ -714,17 +738,7 @@ static void on_rm(struct broker *b, struct proto_msg *m)
         broker_store_failed(b, "dataset delete");
         return;
     }
-    /* The object's files go once this is committed, if no other name keeps them. */
-    struct datasets *ds = b->datasets;
-    if (ds->n_gc == ds->cap_gc) {
-        size_t cap = ds->cap_gc ? 2 * ds->cap_gc : 8;
-        void *p = realloc(ds->gc, cap * sizeof *ds->gc);
-        if (p) {
-            ds->gc = p;
-            ds->cap_gc = cap;
-        }
-    }
-    if (ds->n_gc < ds->cap_gc) snprintf(ds->gc[ds->n_gc++], sizeof *ds->gc, "%s", d.sha256);
+    gc_add(b, d.sha256);
     broker_reply(b, m->ident, m->ident_len, PROTO_OK,
                  json_pack("{s:s, s:s, s:b}", "name", name, "sha256", d.sha256, "deleted", 1), NULL,
                  0);
@@ -897,7 +911,13 @@ double datasets_tick(struct broker *b, double now)
         for (size_t i = 0; i < ds->n_gc; i++) {
             struct store_dataset d;
             char path[DATASETS_PATH_MAX];
-            if (store_dataset_by_sha(b->store, ds->gc[i], &d) != -ENOENT) continue;
+            int64_t *ids = NULL;
+            size_t n = 0;
+            if (store_dataset_by_sha(b->store, ds->gc[i], &d) != -ENOENT ||
+                store_dataset_users(b->store, ds->gc[i], &ids, &n) != 0 || n) {
+                free(ids);
+                continue;
+            }
             for (int j = 0; j < OBJECTS_OPEN_MAX; j++)
                 if (strcmp(ds->obj[j].sha, ds->gc[i]) == 0) object_close(&ds->obj[j]);
             if (datasets_object_path(b->datasets_dir, ds->gc[i], path) == 0) unlink(path);
