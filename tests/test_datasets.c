@@ -1,0 +1,414 @@
+/* Pushed datasets against a real mlq-broker, over the wire (issue 16,
+ * docs/protocol.md "Pushed datasets"): a push chunk by chunk and FETCH of
+ * every chunk with its hash; hostile pushes (bad fields, types, sizes,
+ * names that are paths, chunks out of order or of the wrong length, bytes
+ * that are not HDF5 or not the hash) refused with their codes, nothing
+ * partial visible; a trainer's DATASET recorded on its job. The broker keeps
+ * answering throughout. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <zmq.h>
+
+#include "broker_harness.h"
+#include "proto.h"
+#include "sha256.h"
+#include "store.h"
+
+#define CHUNK DATASET_CHUNK_BYTES
+
+struct peer {
+    void *sock;
+};
+
+static void peer_open(struct harness *h, struct peer *p)
+{
+    p->sock = zmq_socket(h->zctx, ZMQ_DEALER);
+    assert_non_null(p->sock);
+    assert_int_equal(proto_socket_setup(p->sock, 0), 0);
+    assert_int_equal(zmq_connect(p->sock, h->endpoint), 0);
+}
+
+static void peer_close(struct peer *p)
+{
+    zmq_close(p->sock);
+}
+
+/* Sends cmd (body stolen, may be NULL) and returns the next reply, whose
+ * command goes to cmd_out (OK, ERROR, CHUNK...); NULL after 5 s. */
+static json_t *ask(struct peer *p, const char *cmd, json_t *body, const void *bin, size_t len,
+                   char cmd_out[PROTO_CMD_MAX], void **bin_out, size_t *bin_len)
+{
+    assert_int_equal(proto_send(p->sock, NULL, 0, cmd, body, bin, len, 0), 0);
+    json_decref(body);
+    zmq_pollitem_t it = {.socket = p->sock, .events = ZMQ_POLLIN};
+    if (zmq_poll(&it, 1, 5000) != 1) return NULL;
+    struct proto_msg m;
+    char err[256];
+    assert_int_equal(proto_recv(p->sock, false, &m, 0, err, sizeof err), 0);
+    snprintf(cmd_out, PROTO_CMD_MAX, "%s", m.cmd);
+    if (bin_out) {
+        *bin_out = m.bin;
+        *bin_len = m.bin_len;
+        m.bin = NULL;
+    }
+    json_t *r = json_incref(m.body);
+    proto_msg_clear(&m);
+    return r;
+}
+
+/* The reply's ERROR code (the test fails on OK). */
+static void expect_error(struct peer *p, const char *cmd, json_t *body, const void *bin, size_t len,
+                         const char *code)
+{
+    char c[PROTO_CMD_MAX];
+    json_t *r = ask(p, cmd, body, bin, len, c, NULL, NULL);
+    assert_non_null(r);
+    if (strcmp(c, PROTO_ERROR) != 0 ||
+        strcmp(json_string_value(json_object_get(r, "code")), code) != 0) {
+        char *t = json_dumps(r, 0);
+        fail_msg("%s: expected ERROR %s, got %s %s", cmd, code, c, t);
+    }
+    json_decref(r);
+}
+
+static json_t *expect_ok(struct peer *p, const char *cmd, json_t *body, const void *bin, size_t len)
+{
+    char c[PROTO_CMD_MAX];
+    json_t *r = ask(p, cmd, body, bin, len, c, NULL, NULL);
+    assert_non_null(r);
+    if (strcmp(c, PROTO_OK) != 0) {
+        char *t = json_dumps(r, 0);
+        fail_msg("%s: expected OK, got %s %s", cmd, c, t);
+    }
+    return r;
+}
+
+static unsigned char *read_all(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    rewind(f);
+    unsigned char *b = malloc(*len);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, *len, f), *len);
+    fclose(f);
+    return b;
+}
+
+static void hex_of(const void *buf, size_t len, char hex[65])
+{
+    unsigned char d[SHA256_BYTES];
+    assert_int_equal(sha256_buf(buf, len, d), 0);
+    sha256_hex(d, hex);
+}
+
+/* Pushes buf (len) as name chunk by chunk; returns END's reply. */
+static json_t *push(struct peer *p, const char *name, const unsigned char *buf, size_t len,
+                    const char *sha)
+{
+    json_t *r = expect_ok(
+        p, PROTO_DATASET_PUT,
+        json_pack("{s:s, s:s, s:I}", "name", name, "sha256", sha, "size", (json_int_t)len), NULL,
+        0);
+    int64_t off = json_integer_value(json_object_get(r, "offset"));
+    json_decref(r);
+    while ((size_t)off < len) {
+        size_t n = len - (size_t)off < CHUNK ? len - (size_t)off : CHUNK;
+        r = expect_ok(p, PROTO_DATASET_CHUNK,
+                      json_pack("{s:s, s:I}", "sha256", sha, "offset", (json_int_t)off), buf + off,
+                      n);
+        assert_int_equal(json_integer_value(json_object_get(r, "offset")), off + (int64_t)n);
+        json_decref(r);
+        off += (int64_t)n;
+    }
+    char c[PROTO_CMD_MAX];
+    return ask(p, PROTO_DATASET_END, json_pack("{s:s, s:s}", "sha256", sha, "name", name), NULL, 0,
+               c, NULL, NULL);
+}
+
+static bool exists(struct harness *h, const char *sub, const char *sha, const char *suffix)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/datasets/%s/%s%s", h->dir, sub, sha, suffix);
+    return access(path, F_OK) == 0;
+}
+
+/* A two-chunk dataset pushed over the wire, listed, and fetched back chunk
+ * by chunk with each chunk's hash, offset and the file's size. */
+static void test_push_and_fetch(void **state)
+{
+    struct harness *h = *state;
+    char data[512], sha[65];
+    h_dataset(h, "two.h5", 70000, 4, 3, 1, data, sizeof data); /* > 1 MiB of float32 */
+    size_t len;
+    unsigned char *buf = read_all(data, &len);
+    assert_true(len > CHUNK && len < 2 * CHUNK);
+    hex_of(buf, len, sha);
+    h_broker_start(h, NULL);
+    struct peer p;
+    peer_open(h, &p);
+    json_t *r = push(&p, "two", buf, len, sha);
+    assert_non_null(r);
+    assert_string_equal(json_string_value(json_object_get(r, "sha256")), sha);
+    assert_int_equal(json_integer_value(json_object_get(r, "size")), (json_int_t)len);
+    json_decref(r);
+    assert_true(exists(h, "objects", sha, ""));
+    assert_false(exists(h, "uploads", sha, ".part"));
+
+    r = expect_ok(&p, PROTO_DATASETS, json_object(), NULL, 0);
+    json_t *d = json_array_get(json_object_get(r, "datasets"), 0);
+    assert_string_equal(json_string_value(json_object_get(d, "name")), "two");
+    assert_int_equal(json_integer_value(json_object_get(d, "size")), (json_int_t)len);
+    json_decref(r);
+
+    for (int64_t i = 0; i < 2; i++) {
+        char c[PROTO_CMD_MAX], chex[65];
+        void *bin;
+        size_t blen;
+        r = ask(&p, PROTO_FETCH, json_pack("{s:s, s:I}", "sha256", sha, "index", (json_int_t)i),
+                NULL, 0, c, &bin, &blen);
+        assert_non_null(r);
+        assert_string_equal(c, PROTO_CHUNK);
+        size_t want = i == 0 ? CHUNK : len - CHUNK;
+        assert_int_equal(blen, want);
+        assert_memory_equal(bin, buf + i * CHUNK, want);
+        hex_of(bin, blen, chex);
+        assert_string_equal(json_string_value(json_object_get(r, "chunk_sha256")), chex);
+        assert_int_equal(json_integer_value(json_object_get(r, "offset")), i * CHUNK);
+        assert_int_equal(json_integer_value(json_object_get(r, "size")), (json_int_t)len);
+        assert_int_equal(json_integer_value(json_object_get(r, "chunks")), 2);
+        free(bin);
+        json_decref(r);
+    }
+    expect_error(&p, PROTO_FETCH, json_pack("{s:s, s:i}", "sha256", sha, "index", 2), NULL, 0,
+                 "not_found");
+    /* A second push of the same bytes: have, and END names it at once. */
+    r = expect_ok(
+        &p, PROTO_DATASET_PUT,
+        json_pack("{s:s, s:s, s:I}", "name", "again", "sha256", sha, "size", (json_int_t)len), NULL,
+        0);
+    assert_true(json_is_true(json_object_get(r, "have")));
+    json_decref(r);
+    json_decref(expect_ok(&p, PROTO_DATASET_END,
+                          json_pack("{s:s, s:s}", "sha256", sha, "name", "again"), NULL, 0));
+    peer_close(&p);
+    free(buf);
+}
+
+/* Every kind of bad push is refused with its code; none leaves an object. */
+static void test_hostile_pushes(void **state)
+{
+    struct harness *h = *state;
+    char data[512], sha[65];
+    h_dataset(h, "small.h5", 200, 4, 2, 1, data, sizeof data);
+    size_t len;
+    unsigned char *buf = read_all(data, &len);
+    hex_of(buf, len, sha);
+    h_broker_start(h, NULL);
+    struct peer p;
+    peer_open(h, &p);
+    const char *P = PROTO_DATASET_PUT;
+    expect_error(&p, P, json_object(), NULL, 0, "bad_request");
+    expect_error(&p, P, json_pack("{s:s, s:s, s:s}", "name", "a", "sha256", sha, "size", "12"),
+                 NULL, 0, "bad_request");
+    expect_error(&p, P, json_pack("{s:i, s:s, s:i}", "name", 7, "sha256", sha, "size", 12), NULL, 0,
+                 "bad_request");
+    const char *names[] = {"../etc", "a/b", ".hidden", "-x", "", "a b", "x\\y"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        expect_error(&p, P,
+                     json_pack("{s:s, s:s, s:i}", "name", names[i], "sha256", sha, "size", 12),
+                     NULL, 0, "bad_request");
+    expect_error(
+        &p, P, json_pack("{s:s, s:s, s:i}", "name", "a", "sha256", "../../etc/passwd", "size", 12),
+        NULL, 0, "bad_request");
+    char upper[65];
+    for (int i = 0; i < 64; i++)
+        upper[i] = 'A';
+    upper[64] = '\0';
+    expect_error(&p, P, json_pack("{s:s, s:s, s:i}", "name", "a", "sha256", upper, "size", 12),
+                 NULL, 0, "bad_request");
+    expect_error(&p, P, json_pack("{s:s, s:s, s:i}", "name", "a", "sha256", sha, "size", 0), NULL,
+                 0, "too_large");
+    expect_error(&p, P, json_pack("{s:s, s:s, s:i}", "name", "a", "sha256", sha, "size", -5), NULL,
+                 0, "too_large");
+    expect_error(
+        &p, P,
+        json_pack("{s:s, s:s, s:I}", "name", "a", "sha256", sha, "size", (json_int_t)INT64_MAX),
+        NULL, 0, "too_large");
+    expect_error(
+        &p, P,
+        json_pack("{s:s, s:s, s:I}", "name", "a", "sha256", sha, "size", (json_int_t)1 << 39), NULL,
+        0, "no_space"); /* 512 GiB: more than this disk has free */
+    expect_error(
+        &p, P,
+        json_pack("{s:s, s:s, s:i, s:s}", "name", "a", "sha256", sha, "size", 12, "replace", "yes"),
+        NULL, 0, "bad_request");
+
+    /* Chunks: of no push, out of order, of the wrong length, without bytes. */
+    const char *C = PROTO_DATASET_CHUNK;
+    expect_error(&p, C, json_pack("{s:s, s:i}", "sha256", sha, "offset", 0), buf, len, "not_found");
+    json_decref(expect_ok(
+        &p, P,
+        json_pack("{s:s, s:s, s:I}", "name", "small", "sha256", sha, "size", (json_int_t)len), NULL,
+        0));
+    expect_error(&p, C, json_pack("{s:s, s:i}", "sha256", sha, "offset", 1048576), buf, len,
+                 "bad_offset");
+    expect_error(&p, C, json_pack("{s:s, s:i}", "sha256", sha, "offset", -1), buf, len,
+                 "bad_offset");
+    expect_error(&p, C, json_pack("{s:s, s:s}", "sha256", sha, "offset", "0"), buf, len,
+                 "bad_request");
+    expect_error(&p, C, json_pack("{s:s, s:i}", "sha256", sha, "offset", 0), buf, len - 1,
+                 "bad_request");
+    expect_error(&p, C, json_pack("{s:s, s:i}", "sha256", sha, "offset", 0), NULL, 0,
+                 "bad_request");
+    expect_error(&p, PROTO_DATASET_END, json_pack("{s:s, s:s}", "sha256", sha, "name", "small"),
+                 NULL, 0, "bad_request"); /* not all bytes */
+    assert_false(exists(h, "objects", sha, ""));
+
+    /* Bytes that are not HDF5, under their own true hash. */
+    unsigned char *noise = malloc(len);
+    assert_non_null(noise);
+    for (size_t i = 0; i < len; i++)
+        noise[i] = (unsigned char)(i * 7 + 3);
+    char nsha[65];
+    hex_of(noise, len, nsha);
+    json_t *r = push(&p, "noise", noise, len, nsha);
+    assert_non_null(r);
+    assert_string_equal(json_string_value(json_object_get(r, "code")), "bad_dataset");
+    json_decref(r);
+    assert_false(exists(h, "objects", nsha, ""));
+    assert_false(exists(h, "uploads", nsha, ".part"));
+
+    /* The dataset's bytes under another hash. */
+    r = push(&p, "liar", buf, len, nsha);
+    assert_non_null(r);
+    assert_string_equal(json_string_value(json_object_get(r, "code")), "hash_mismatch");
+    json_decref(r);
+    assert_false(exists(h, "objects", nsha, ""));
+
+    /* FETCH and RM of what is not there, in every wrong shape. */
+    expect_error(&p, PROTO_FETCH, json_pack("{s:s, s:i}", "sha256", nsha, "index", 0), NULL, 0,
+                 "not_found");
+    expect_error(&p, PROTO_FETCH, json_pack("{s:s, s:i}", "sha256", "../x", "index", 0), NULL, 0,
+                 "not_found");
+    expect_error(&p, PROTO_FETCH, json_pack("{s:s, s:s}", "sha256", sha, "index", "0"), NULL, 0,
+                 "bad_request");
+    expect_error(&p, PROTO_FETCH, json_pack("{s:i}", "index", 0), NULL, 0, "bad_request");
+    expect_error(&p, PROTO_DATASET_RM, json_pack("{s:s}", "name", "../../mlq.db"), NULL, 0,
+                 "not_found");
+    expect_error(&p, PROTO_DATASET_RM, json_pack("{s:i}", "name", 3), NULL, 0, "bad_request");
+
+    /* A JSON frame that is not JSON is dropped; the broker goes on. */
+    zmq_send(p.sock, PROTO_HEADER, 4, ZMQ_SNDMORE);
+    zmq_send(p.sock, PROTO_DATASET_PUT, strlen(PROTO_DATASET_PUT), ZMQ_SNDMORE);
+    zmq_send(p.sock, "{not json", 9, 0);
+
+    /* The honest push still goes through afterwards, from the part's start. */
+    r = push(&p, "small", buf, len, sha);
+    assert_non_null(r);
+    assert_string_equal(json_string_value(json_object_get(r, "sha256")), sha);
+    json_decref(r);
+    assert_true(exists(h, "objects", sha, ""));
+    r = expect_ok(&p, PROTO_DATASETS, json_object(), NULL, 0);
+    assert_int_equal(json_array_size(json_object_get(r, "datasets")), 1);
+    json_decref(r);
+    peer_close(&p);
+    free(noise);
+    free(buf);
+}
+
+/* A trainer's DATASET is recorded on its own job only; a spec naming the
+ * dataset resolves to its hash, and rm is refused while the job runs. */
+static void test_trainer_dataset_recorded(void **state)
+{
+    struct harness *h = *state;
+    char data[512], sha[65];
+    h_dataset(h, "d.h5", 200, 4, 2, 1, data, sizeof data);
+    size_t len;
+    unsigned char *buf = read_all(data, &len);
+    hex_of(buf, len, sha);
+    h_broker_start(h, NULL);
+    struct peer p, t;
+    peer_open(h, &p);
+    json_decref(push(&p, "d", buf, len, sha));
+
+    peer_open(h, &t);
+    char c[PROTO_CMD_MAX];
+    json_t *w = ask(&t, PROTO_HELLO,
+                    json_pack("{s:s, s:s, s:s}", "name", "fake", "host", "test", "version", "0"),
+                    NULL, 0, c, NULL, NULL);
+    assert_non_null(w);
+    assert_string_equal(c, PROTO_WELCOME);
+    json_decref(w);
+    json_t *spec = h_train_spec(data, 4, 2, 1, 1);
+    json_object_set_new(spec, "dataset", json_pack("{s:s}", "name", "d"));
+    int64_t id = h_submit(h, spec);
+    json_t *job = NULL;
+    for (int i = 0; i < 50 && !job; i++) {
+        zmq_pollitem_t it = {.socket = t.sock, .events = ZMQ_POLLIN};
+        if (zmq_poll(&it, 1, 100) != 1) continue;
+        struct proto_msg m;
+        char err[256];
+        assert_int_equal(proto_recv(t.sock, false, &m, 0, err, sizeof err), 0);
+        if (strcmp(m.cmd, PROTO_JOB) == 0) job = json_incref(m.body);
+        proto_msg_clear(&m);
+    }
+    assert_non_null(job);
+    json_t *jd = json_object_get(json_object_get(job, "spec"), "dataset");
+    assert_string_equal(json_string_value(json_object_get(jd, "sha256")), sha);
+    assert_string_equal(json_string_value(json_object_get(jd, "name")), "d");
+    json_decref(job);
+    expect_error(&p, PROTO_DATASET_RM, json_pack("{s:s}", "name", "d"), NULL, 0, "in_use");
+
+    /* Another job's id, a bad hash: ignored; its own job: recorded. */
+    char other[65];
+    memset(other, 'a', 64);
+    other[64] = '\0';
+    proto_send(t.sock, NULL, 0, PROTO_DATASET,
+               json_pack("{s:I, s:s}", "job", (json_int_t)id + 5, "sha256", other), NULL, 0, 0);
+    proto_send(t.sock, NULL, 0, PROTO_DATASET,
+               json_pack("{s:I, s:s}", "job", (json_int_t)id, "sha256", "ZZ"), NULL, 0, 0);
+    json_t *ds = json_pack("{s:I, s:s, s:I, s:i}", "job", (json_int_t)id, "sha256", sha, "size",
+                           (json_int_t)len, "fetched_bytes", 0);
+    proto_send(t.sock, NULL, 0, PROTO_DATASET, ds, NULL, 0, 0);
+    json_decref(ds);
+    char got[65] = "";
+    for (int i = 0; i < 50 && !got[0]; i++) {
+        struct store *s;
+        char err[256];
+        if (store_open(&s, h->db, STORE_READONLY, err, sizeof err) == 0) {
+            struct store_job j;
+            if (store_job_get(s, id, &j) == 0) {
+                if (j.dataset_sha256) snprintf(got, sizeof got, "%s", j.dataset_sha256);
+                store_job_free(&j);
+            }
+            store_close(&s);
+        }
+        if (!got[0]) usleep(100000);
+    }
+    assert_string_equal(got, sha);
+    peer_close(&t);
+    peer_close(&p);
+    free(buf);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_push_and_fetch, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_hostile_pushes, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_trainer_dataset_recorded, h_setup, h_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
