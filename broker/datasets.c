@@ -430,6 +430,16 @@ static int push_fields(struct broker *b, const struct proto_msg *m, bool want_na
     return 0;
 }
 
+/* A push of an object whose last name was just removed wants it again: it
+ * stays (its removal waits for the commit, and a have=true answered now
+ * must still hold at END). */
+static void gc_cancel(struct broker *b, const char *sha)
+{
+    struct datasets *ds = b->datasets;
+    for (size_t i = 0; i < ds->n_gc; i++)
+        if (strcmp(ds->gc[i], sha) == 0) memmove(ds->gc[i--], ds->gc[--ds->n_gc], sizeof *ds->gc);
+}
+
 static void on_put(struct broker *b, struct proto_msg *m)
 {
     const char *sha, *name;
@@ -448,6 +458,7 @@ static void on_put(struct broker *b, struct proto_msg *m)
         return;
     }
     if (name_check(b, m, name, sha, replace, NULL)) return;
+    gc_cancel(b, sha);
     int64_t have_size;
     if (object_present(b, sha, &have_size)) {
         broker_reply(
@@ -631,6 +642,7 @@ static void on_end(struct broker *b, struct proto_msg *m)
     const char *sha, *name;
     bool replace = false;
     if (push_fields(b, m, true, &sha, &name, &replace)) return;
+    gc_cancel(b, sha);
     int64_t size;
     if (!object_present(b, sha, &size)) {
         struct upload *u = upload_find(b, sha);
