@@ -770,10 +770,6 @@ static struct object *object_get(struct broker *b, const char *sha)
         if (!o && !ds->obj[i].sha[0]) o = &ds->obj[i];
         if (ds->obj[i].used < lru->used) lru = &ds->obj[i];
     }
-    if (!o) {
-        object_close(lru);
-        o = lru;
-    }
     char path[DATASETS_PATH_MAX], index[DATASETS_PATH_MAX];
     if (datasets_object_path(b->datasets_dir, sha, path) != 0 ||
         datasets_index_path(b->datasets_dir, sha, index) != 0)
@@ -798,6 +794,10 @@ static struct object *object_get(struct broker *b, const char *sha)
         free(chunks);
         close(fd);
         return NULL;
+    }
+    if (!o) { /* only an object that exists takes another's place */
+        object_close(lru);
+        o = lru;
     }
     snprintf(o->sha, sizeof o->sha, "%s", sha);
     o->fd = fd;
@@ -906,7 +906,8 @@ double datasets_tick(struct broker *b, double now)
         struct upload *u = &ds->up[i];
         if (!u->sha[0]) continue;
         if (now - u->used >= UPLOAD_IDLE_S)
-            upload_close(b, u, false); /* its .part stays for a resume */
+            /* Its .part stays for a resume, unless another push stored the object. */
+            upload_close(b, u, object_present(b, u->sha, NULL));
         else if (u->used + UPLOAD_IDLE_S < next)
             next = u->used + UPLOAD_IDLE_S;
     }
