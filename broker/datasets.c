@@ -725,9 +725,19 @@ static void on_rm(struct broker *b, struct proto_msg *m)
                            name, d.owner[0] ? d.owner : "nobody with a key");
         return;
     }
-    int64_t *ids;
-    size_t n;
-    if (store_dataset_users(b->store, d.sha256, &ids, &n) != 0) {
+    /* Jobs hold the bytes, not the name: another name keeping the object
+     * lets this one go whatever is queued. */
+    struct store_dataset *all;
+    size_t n_all;
+    bool kept = false;
+    if (store_datasets_list(b->store, &all, &n_all) == 0) {
+        for (size_t i = 0; i < n_all; i++)
+            kept |= strcmp(all[i].sha256, d.sha256) == 0 && strcmp(all[i].name, name) != 0;
+        free(all);
+    }
+    int64_t *ids = NULL;
+    size_t n = 0;
+    if (!kept && store_dataset_users(b->store, d.sha256, &ids, &n) != 0) {
         broker_reply_error(b, m, "store", "dataset %s: %s", name, store_errmsg(b->store));
         return;
     }

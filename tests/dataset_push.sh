@@ -104,6 +104,10 @@ job=$(mlq submit "$tmp/s.json") || fail "submit of fm"
 [ "$(spec_dataset "$job" sha256)" = "$sha" ] && [ "$(spec_dataset "$job" name)" = fm ] ||
     fail "the stored spec lacks the name's hash: $(mlq show "$job" --json)"
 mlq show "$job" | grep -q "dataset    sha256 $sha (fm), not read yet" || fail "show: $(mlq show "$job")"
+# Another name of the same bytes goes while the job waits: the job holds the bytes.
+mlq dataset push "$tmp/fm-small.h5" --name fm-copy >/dev/null || fail "push as fm-copy"
+mlq dataset rm fm-copy >/dev/null || fail "rm of a second name of bytes in use"
+[ -f "$store/objects/$sha" ] || fail "rm of a second name took the object"
 run mlq dataset rm fm
 [ $rc = 1 ] && grep -q "needed by 1 queued or running job ($job)" "$tmp/err" ||
     fail "rm of a dataset in use: exit $rc: $(cat "$tmp/err")"

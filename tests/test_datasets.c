@@ -375,10 +375,12 @@ static void test_trainer_dataset_recorded(void **state)
     char other[65];
     memset(other, 'a', 64);
     other[64] = '\0';
-    proto_send(t.sock, NULL, 0, PROTO_DATASET,
-               json_pack("{s:I, s:s}", "job", (json_int_t)id + 5, "sha256", other), NULL, 0, 0);
-    proto_send(t.sock, NULL, 0, PROTO_DATASET,
-               json_pack("{s:I, s:s}", "job", (json_int_t)id, "sha256", "ZZ"), NULL, 0, 0);
+    json_t *bad[2] = {json_pack("{s:I, s:s}", "job", (json_int_t)id + 5, "sha256", other),
+                      json_pack("{s:I, s:s}", "job", (json_int_t)id, "sha256", "ZZ")};
+    for (int i = 0; i < 2; i++) {
+        proto_send(t.sock, NULL, 0, PROTO_DATASET, bad[i], NULL, 0, 0);
+        json_decref(bad[i]);
+    }
     json_t *ds = json_pack("{s:I, s:s, s:I, s:i}", "job", (json_int_t)id, "sha256", sha, "size",
                            (json_int_t)len, "fetched_bytes", 0);
     proto_send(t.sock, NULL, 0, PROTO_DATASET, ds, NULL, 0, 0);
