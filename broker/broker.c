@@ -391,11 +391,16 @@ int broker_run(struct broker *b, volatile sig_atomic_t *stop)
             }
             handlers_dispatch(b, &m);
             proto_msg_clear(&m);
+            if (b->yield_pass) break;
         }
+        b->yield_pass = false;
         now = broker_mono();
         deadline = now + b->interval;
+        /* First: its removals wait for a pass that has written nothing yet. */
+        double d = datasets_tick(b, now);
+        if (d < deadline) deadline = d;
         auth_tick(b, now);
-        double d = trainers_tick(b, now);
+        d = trainers_tick(b, now);
         if (d < deadline) deadline = d;
         d = dispatch_tick(b, now);
         if (d < deadline) deadline = d;
@@ -403,8 +408,6 @@ int broker_run(struct broker *b, volatile sig_atomic_t *stop)
         if (d < deadline) deadline = d;
         serve_flush(b); /* infer traffic waits for no commit */
         d = sweep_tick(b, now);
-        if (d < deadline) deadline = d;
-        d = datasets_tick(b, now);
         if (d < deadline) deadline = d;
         if (!b->stopping) dispatch_run(b);
         if (store_in_transaction(b->store)) {

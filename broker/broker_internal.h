@@ -111,7 +111,11 @@ struct broker {
     /* Group commit across passes: a pass whose replies are only ACKs and
      * heartbeats keeps its transaction open until commit_by, so that a DONE
      * shares the fsync of the SUBMIT that usually follows it. */
-    bool urgent;      /* the outbox holds a reply someone waits for */
+    bool urgent; /* the outbox holds a reply someone waits for */
+    /* A dataset chunk was written or read in this pass: end the pass after
+     * it, so that a transfer's hashing and I/O delay the next dispatch,
+     * heartbeat or reply by one chunk's work at most (datasets.c). */
+    bool yield_pass;
     double commit_by; /* monotonic deadline of the held transaction, 0 = none */
 
     double interval; /* heartbeat seconds */
@@ -220,8 +224,9 @@ void datasets_trainer_message(struct broker *b, struct trainer *t,
  * given sha256 must be a pushed dataset's. 0, or -EINVAL with the bad_spec
  * text in err, or another -errno (store) with err. */
 int datasets_resolve_spec(struct broker *b, json_t *spec, char *err, size_t errlen);
-/* Idle pushes and objects closed, removed names' objects deleted; returns
- * the next deadline. */
+/* Idle pushes and objects closed, removed names' objects deleted (in a pass
+ * that has not written yet: the removal is committed); returns the next
+ * deadline. */
 double datasets_tick(struct broker *b, double now);
 
 /* handlers.c */

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -159,6 +160,7 @@ struct datasets {
     char (*gc)[SHA256_HEX_LEN + 1]; /* objects whose last name DATASET_RM removed */
     size_t n_gc, cap_gc;
     unsigned char *buf; /* one chunk: FETCH reads, a resumed push's rehash */
+    bool scanned;       /* objects/ looked through once for objects with no name */
     struct log_limit log;
 };
 
@@ -551,6 +553,7 @@ static void on_chunk(struct broker *b, struct proto_msg *m)
     }
     u->end += (int64_t)m->bin_len;
     u->used = broker_mono();
+    b->yield_pass = true;
     char text[160];
     snprintf(text, sizeof text, "{\"sha256\":\"%s\",\"offset\":%lld}", sha, (long long)u->end);
     send_now(b, m, PROTO_OK, text, NULL, 0);
@@ -865,6 +868,7 @@ static void on_fetch(struct broker *b, struct proto_msg *m)
              o->sha, (long long)index, (long long)off, (long long)o->size, (long long)o->n_chunks,
              chex);
     send_now(b, m, PROTO_CHUNK, text, b->datasets->buf, len);
+    b->yield_pass = true;
 }
 
 void datasets_client_message(struct broker *b, struct proto_msg *m)
@@ -908,9 +912,27 @@ void datasets_trainer_message(struct broker *b, struct trainer *t, struct proto_
     if (rc && rc != -ENOENT) broker_store_failed(b, "run dataset");
 }
 
+/* At start-up: objects whose last name went while a broker was stopping or
+ * killed (before its removal ran) go now, by the same rule. */
+static void scan_objects(struct broker *b)
+{
+    char dir[DATASETS_PATH_MAX + 16];
+    snprintf(dir, sizeof dir, "%s/objects", b->datasets_dir);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (sha256_hex_valid(e->d_name)) gc_add(b, e->d_name);
+    closedir(d);
+}
+
 double datasets_tick(struct broker *b, double now)
 {
     struct datasets *ds = b->datasets;
+    if (!ds->scanned) {
+        ds->scanned = true;
+        scan_objects(b);
+    }
     double next = now + UPLOAD_IDLE_S;
     for (int i = 0; i < UPLOADS_MAX; i++) {
         struct upload *u = &ds->up[i];
@@ -945,7 +967,7 @@ double datasets_tick(struct broker *b, double now)
                 if (strcmp(ds->obj[j].sha, ds->gc[i]) == 0) object_close(&ds->obj[j]);
             if (datasets_object_path(b->datasets_dir, ds->gc[i], path) == 0) unlink(path);
             if (datasets_index_path(b->datasets_dir, ds->gc[i], path) == 0) unlink(path);
-            log_info("dataset %s removed (no name left)", ds->gc[i]);
+            log_info("dataset %s removed (no name keeps it)", ds->gc[i]);
         }
         ds->n_gc = 0;
     }
