@@ -19,6 +19,7 @@
 #include <zmq.h>
 
 #include "broker_harness.h"
+#include "keys.h"
 #include "proto.h"
 #include "sha256.h"
 #include "store.h"
@@ -34,6 +35,18 @@ static void peer_open(struct harness *h, struct peer *p)
     p->sock = zmq_socket(h->zctx, ZMQ_DEALER);
     assert_non_null(p->sock);
     assert_int_equal(proto_socket_setup(p->sock, 0), 0);
+    assert_int_equal(zmq_connect(p->sock, h->endpoint), 0);
+}
+
+/* The same under CURVE as own, the broker's key pinned. */
+static void peer_open_as(struct harness *h, struct peer *p, const struct keys_cert *own)
+{
+    p->sock = zmq_socket(h->zctx, ZMQ_DEALER);
+    assert_non_null(p->sock);
+    assert_int_equal(proto_socket_setup(p->sock, 0), 0);
+    char err[256];
+    assert_int_equal(keys_client_setup(p->sock, own, h->keys.broker.public_z85, err, sizeof err),
+                     0);
     assert_int_equal(zmq_connect(p->sock, h->endpoint), 0);
 }
 
@@ -405,12 +418,69 @@ static void test_trainer_dataset_recorded(void **state)
     free(buf);
 }
 
+/* Under keys each role speaks its own commands: a trainer may not push or
+ * list, but fetches; a user pushes, fetches, and removes only its own
+ * datasets (an admin any). */
+static void test_roles_under_keys(void **state)
+{
+    struct harness *h = *state;
+    char data[512], sha[65];
+    h_dataset(h, "d.h5", 200, 4, 2, 1, data, sizeof data);
+    size_t len;
+    unsigned char *buf = read_all(data, &len);
+    hex_of(buf, len, sha);
+    struct keys_cert alice, bob, admin, trainer;
+    h_keys_init(h);
+    h_key_make(h, &alice, "alice", KEYS_ROLE_USER, true);
+    h_key_make(h, &bob, "bob", KEYS_ROLE_USER, true);
+    h_key_make(h, &admin, "root", KEYS_ROLE_ADMIN, true);
+    h_key_make(h, &trainer, "t1", KEYS_ROLE_TRAINER, true);
+    h_broker_start_keys(h, &alice, NULL);
+    struct peer a, bo, ad, t;
+    peer_open_as(h, &a, &alice);
+    peer_open_as(h, &bo, &bob);
+    peer_open_as(h, &ad, &admin);
+    peer_open_as(h, &t, &trainer);
+    json_t *r = push(&a, "mine", buf, len, sha);
+    assert_non_null(r);
+    assert_string_equal(json_string_value(json_object_get(r, "sha256")), sha);
+    json_decref(r);
+    r = expect_ok(&bo, PROTO_DATASETS, json_object(), NULL, 0);
+    json_t *d = json_array_get(json_object_get(r, "datasets"), 0);
+    assert_string_equal(json_string_value(json_object_get(d, "owner")), "alice");
+    json_decref(r);
+
+    expect_error(&t, PROTO_DATASET_PUT,
+                 json_pack("{s:s, s:s, s:I}", "name", "t", "sha256", sha, "size", (json_int_t)len),
+                 NULL, 0, "forbidden");
+    expect_error(&t, PROTO_DATASETS, json_object(), NULL, 0, "forbidden");
+    char c[PROTO_CMD_MAX];
+    void *bin;
+    size_t blen;
+    r = ask(&t, PROTO_FETCH, json_pack("{s:s, s:i}", "sha256", sha, "index", 0), NULL, 0, c, &bin,
+            &blen);
+    assert_non_null(r);
+    assert_string_equal(c, PROTO_CHUNK);
+    assert_int_equal(blen, len);
+    free(bin);
+    json_decref(r);
+
+    expect_error(&bo, PROTO_DATASET_RM, json_pack("{s:s}", "name", "mine"), NULL, 0, "forbidden");
+    json_decref(expect_ok(&ad, PROTO_DATASET_RM, json_pack("{s:s}", "name", "mine"), NULL, 0));
+    peer_close(&a);
+    peer_close(&bo);
+    peer_close(&ad);
+    peer_close(&t);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_push_and_fetch, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_hostile_pushes, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_trainer_dataset_recorded, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_roles_under_keys, h_setup, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
