@@ -372,8 +372,15 @@ static void gc_add(struct broker *b, const char *sha)
     snprintf(ds->gc[ds->n_gc++], sizeof *ds->gc, "%s", sha);
 }
 
+/* Under keys a dataset is its pusher's to remove or move (an admin's too). */
+static bool may_change(const struct broker *b, const struct store_dataset *d)
+{
+    return !b->who || b->who->role == KEYS_ROLE_ADMIN || strcmp(d->owner, b->who->name) == 0;
+}
+
 /* Refuses (replying) a name held by other bytes unless replace; *moved (may
- * be NULL) gets the other bytes' hash when the name moves from them. */
+ * be NULL) gets the other bytes' hash when the name moves from them. 1: the
+ * name already means these bytes; 0: free or to be moved; or -errno. */
 static int name_check(struct broker *b, const struct proto_msg *m, const char *name,
                       const char *sha, bool replace, char moved[SHA256_HEX_LEN + 1])
 {
@@ -385,7 +392,14 @@ static int name_check(struct broker *b, const struct proto_msg *m, const char *n
         broker_reply_error(b, m, "store", "dataset %s: %s", name, store_errmsg(b->store));
         return rc;
     }
-    if (strcmp(d.sha256, sha) == 0) return 0;
+    if (strcmp(d.sha256, sha) == 0) return 1;
+    if (replace && !may_change(b, &d)) {
+        broker_reply_error(b, m, "forbidden",
+                           "dataset %s was pushed by %s: only they or an admin give the name to "
+                           "other bytes",
+                           name, d.owner[0] ? d.owner : "nobody with a key");
+        return -EPERM;
+    }
     if (replace) {
         if (moved) snprintf(moved, SHA256_HEX_LEN + 1, "%s", d.sha256);
         return 0;
@@ -459,7 +473,7 @@ static void on_put(struct broker *b, struct proto_msg *m)
                            (long long)(DATASETS_MAX_BYTES >> 30), (long long)size);
         return;
     }
-    if (name_check(b, m, name, sha, replace, NULL)) return;
+    if (name_check(b, m, name, sha, replace, NULL) < 0) return;
     gc_cancel(b, sha);
     int64_t have_size;
     if (object_present(b, sha, &have_size)) {
@@ -665,13 +679,15 @@ static void on_end(struct broker *b, struct proto_msg *m)
         log_info("dataset %s stored (%lld bytes)", sha, (long long)size);
     }
     char moved[SHA256_HEX_LEN + 1];
-    if (name_check(b, m, name, sha, replace, moved)) return;
+    int named = name_check(b, m, name, sha, replace, moved);
+    if (named < 0) return;
     struct store_dataset d = {.size = size};
     snprintf(d.name, sizeof d.name, "%s", name);
     snprintf(d.sha256, sizeof d.sha256, "%s", sha);
     snprintf(d.owner, sizeof d.owner, "%s", b->who ? b->who->name : "");
-    if (broker_write(b)) return;
-    if (store_dataset_put(b->store, &d) != 0) {
+    /* The name already means these bytes: nothing to write (nor an owner to change). */
+    if (named == 0 && broker_write(b)) return;
+    if (named == 0 && store_dataset_put(b->store, &d) != 0) {
         broker_store_failed(b, "dataset put");
         return;
     }
@@ -721,7 +737,7 @@ static void on_rm(struct broker *b, struct proto_msg *m)
         broker_reply_error(b, m, "store", "dataset %s: %s", name, store_errmsg(b->store));
         return;
     }
-    if (b->who && b->who->role != KEYS_ROLE_ADMIN && strcmp(d.owner, b->who->name) != 0) {
+    if (!may_change(b, &d)) {
         broker_reply_error(b, m, "forbidden",
                            "dataset %s was pushed by %s: only they or an admin "
                            "remove it",

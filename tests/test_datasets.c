@@ -465,6 +465,22 @@ static void test_roles_under_keys(void **state)
     free(bin);
     json_decref(r);
 
+    /* Bob's push of the same bytes under alice's name changes nothing; he may not move it. */
+    json_decref(push(&bo, "mine", buf, len, sha));
+    r = expect_ok(&bo, PROTO_DATASETS, json_object(), NULL, 0);
+    d = json_array_get(json_object_get(r, "datasets"), 0);
+    assert_string_equal(json_string_value(json_object_get(d, "owner")), "alice");
+    json_decref(r);
+    char other[512], osha[65];
+    h_dataset(h, "e.h5", 300, 4, 2, 2, other, sizeof other);
+    size_t olen;
+    unsigned char *obuf = read_all(other, &olen);
+    hex_of(obuf, olen, osha);
+    expect_error(&bo, PROTO_DATASET_PUT,
+                 json_pack("{s:s, s:s, s:I, s:b}", "name", "mine", "sha256", osha, "size",
+                           (json_int_t)olen, "replace", 1),
+                 NULL, 0, "forbidden");
+    free(obuf);
     expect_error(&bo, PROTO_DATASET_RM, json_pack("{s:s}", "name", "mine"), NULL, 0, "forbidden");
     json_decref(expect_ok(&ad, PROTO_DATASET_RM, json_pack("{s:s}", "name", "mine"), NULL, 0));
     peer_close(&a);
