@@ -141,7 +141,8 @@ struct upload {
     int fd;                       /* on uploads/<sha>.part */
     int64_t size;                 /* the whole file's, from DATASET_PUT */
     int64_t end;                  /* bytes written, always a whole number of chunks or size */
-    struct sha256 hash;           /* over [0, end) */
+    int64_t hashed;               /* bytes hashed: end, or less while a resumed part is read */
+    struct sha256 hash;           /* over [0, hashed) */
     unsigned char *chunks;        /* (n_chunks, SHA256_BYTES): each written chunk's hash */
     double used;
 };
@@ -286,18 +287,18 @@ static bool is_no_space(int e)
     return e == ENOSPC || e == EDQUOT;
 }
 
-/* Reads the .part's first end bytes into the upload's hashes (a push resumed
- * after a broker restart or an idle close). 0 or -errno. */
-static int upload_rehash(struct broker *b, struct upload *u)
+/* Hashes the next chunk of a resumed push's .part (what an earlier broker
+ * wrote, or what arrived before the reading caught up). 0 or -errno. */
+static int upload_rehash_step(struct broker *b, struct upload *u)
 {
-    for (int64_t off = 0; off < u->end; off += CHUNK) {
-        size_t len = (size_t)(u->end - off < CHUNK ? u->end - off : CHUNK);
-        ssize_t n = pread(u->fd, b->datasets->buf, len, off);
-        if (n != (ssize_t)len) return n < 0 ? -errno : -EIO;
-        if (sha256_update(&u->hash, b->datasets->buf, len) != 0 ||
-            sha256_buf(b->datasets->buf, len, u->chunks + (off / CHUNK) * SHA256_BYTES) != 0)
-            return -EIO;
-    }
+    int64_t off = u->hashed;
+    size_t len = (size_t)(u->end - off < CHUNK ? u->end - off : CHUNK);
+    ssize_t n = pread(u->fd, b->datasets->buf, len, off);
+    if (n != (ssize_t)len) return n < 0 ? -errno : -EIO;
+    if (sha256_update(&u->hash, b->datasets->buf, len) != 0 ||
+        sha256_buf(b->datasets->buf, len, u->chunks + (off / CHUNK) * SHA256_BYTES) != 0)
+        return -EIO;
+    u->hashed += (int64_t)len;
     return 0;
 }
 
@@ -340,14 +341,9 @@ static struct upload *upload_open(struct broker *b, const struct proto_msg *m, c
     u->chunks = calloc((size_t)n_chunks_of(size), SHA256_BYTES);
     int rc = u->chunks ? sha256_init(&u->hash) : -ENOMEM;
     if (!rc && st.st_size != u->end && ftruncate(u->fd, u->end) != 0) rc = -errno;
-    if (!rc && (rc = upload_rehash(b, u)) != 0) {
-        /* An unreadable part: start it again from nothing. */
-        log_warn("dataset %.12s: cannot resume the push from %s: %s; starting again", sha, path,
-                 strerror(-rc));
-        sha256_clear(&u->hash);
-        u->end = 0;
-        rc = ftruncate(u->fd, 0) != 0 ? -errno : sha256_init(&u->hash);
-    }
+    /* The bytes already there are hashed a chunk per pass (datasets_tick),
+     * not here: a large part would hold up the whole loop. */
+    u->hashed = 0;
     if (rc) {
         broker_reply_error(b, m, "io", "%s: %s", path, strerror(-rc));
         upload_close(b, u, false);
@@ -559,12 +555,15 @@ static void on_chunk(struct broker *b, struct proto_msg *m)
         }
         done += (size_t)n;
     }
-    if (sha256_update(&u->hash, m->bin, m->bin_len) != 0 ||
-        sha256_buf(m->bin, m->bin_len, u->chunks + (offset / CHUNK) * SHA256_BYTES) != 0) {
+    /* Behind a resumed part's reading, the tick hashes it from the file. */
+    if (u->hashed == offset &&
+        (sha256_update(&u->hash, m->bin, m->bin_len) != 0 ||
+         sha256_buf(m->bin, m->bin_len, u->chunks + (offset / CHUNK) * SHA256_BYTES) != 0)) {
         send_error_now(b, m, "io", "hashing failed: the partial upload was removed");
         upload_close(b, u, true);
         return;
     }
+    if (u->hashed == offset) u->hashed += (int64_t)m->bin_len;
     u->end += (int64_t)m->bin_len;
     u->used = broker_mono();
     b->yield_pass = true;
@@ -599,7 +598,15 @@ static int upload_finish(struct broker *b, const struct proto_msg *m, struct upl
 {
     unsigned char digest[SHA256_BYTES];
     char hex[SHA256_HEX_LEN + 1];
-    int rc = sha256_final(&u->hash, digest);
+    int rc = 0;
+    while (!rc && u->hashed < u->end) /* what the tick has not read yet */
+        rc = upload_rehash_step(b, u);
+    if (rc) {
+        broker_reply_error(b, m, "io", "reading the partial upload: %s: it was removed",
+                           strerror(-rc));
+        goto fail;
+    }
+    rc = sha256_final(&u->hash, digest);
     sha256_hex(digest, hex);
     if (rc) {
         broker_reply_error(b, m, "io", "hashing failed: the partial upload was removed");
@@ -953,6 +960,18 @@ double datasets_tick(struct broker *b, double now)
     for (int i = 0; i < UPLOADS_MAX; i++) {
         struct upload *u = &ds->up[i];
         if (!u->sha[0]) continue;
+        if (u->hashed < u->end) {
+            int rc = upload_rehash_step(b, u);
+            if (rc) {
+                /* An unreadable part: its push starts again (the next
+                 * chunk is told not_found, the client asks again). */
+                log_warn("dataset %.12s: cannot read the partial upload: %s; it was removed",
+                         u->sha, strerror(-rc));
+                upload_close(b, u, true);
+                continue;
+            }
+            if (u->hashed < u->end) next = now; /* the next chunk at the next pass */
+        }
         if (now - u->used >= UPLOAD_IDLE_S)
             /* Its .part stays for a resume, unless another push stored the object. */
             upload_close(b, u, object_present(b, u->sha, NULL));
