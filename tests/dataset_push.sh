@@ -7,9 +7,10 @@
 # - rm refused while a queued job names the dataset, then removes it;
 # - submit naming a dataset that does not exist is refused (exit 2);
 # - a push whose client is killed mid-transfer resumes where it stopped; a
-#   push whose broker died leaves a .part that the next push resumes from
-#   (a torn last chunk cut away); a .part of other bytes fails the hash and
-#   is removed.
+#   push whose broker is killed and started again goes on (the client asks
+#   where it stands); a push whose broker died leaves a .part that the next
+#   push resumes from (a torn last chunk cut away); a .part of other bytes
+#   fails the hash and is removed.
 # usage: dataset_push.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 build=$1
@@ -152,6 +153,27 @@ for limit in 60000 59999 59998 59997; do
     break
 done
 [ -n "$resumed" ] || fail "no push was caught mid-transfer in four tries"
+
+# ---- the broker killed mid-push and started again: the same push goes on ----
+# (a Fashion-MNIST file with 40 MB of noise after it, which HDF5 ignores)
+{ cat "$tmp/big.h5"; head -c 40000000 /dev/urandom; } >"$tmp/padded.h5"
+psha=$(sha256sum "$tmp/padded.h5" | cut -c1-64)
+mlq dataset push "$tmp/padded.h5" --json >"$tmp/padded.out" 2>"$tmp/padded.err" &
+pid=$!
+for _ in $(seq 2000); do
+    [ -s "$store/uploads/$psha.part" ] && break
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.005
+done
+broker_kill
+sleep 0.5
+broker_up
+set +e
+wait $pid
+rc=$?
+set -e
+[ $rc = 0 ] || fail "the push across a broker restart: exit $rc: $(cat "$tmp/padded.err")"
+cmp -s "$store/objects/$psha" "$tmp/padded.h5" || fail "the push across a restart: other bytes"
 
 # ---- a push whose broker died: its .part resumed after a restart ----
 idx 30000 "$tmp/half.h5"
