@@ -158,7 +158,7 @@ struct object {
 struct datasets {
     struct upload up[UPLOADS_MAX];
     struct object obj[OBJECTS_OPEN_MAX];
-    char (*gc)[SHA256_HEX_LEN + 1]; /* objects whose last name DATASET_RM removed */
+    char (*gc)[SHA256_HEX_LEN + 1]; /* objects that may have lost their last name */
     size_t n_gc, cap_gc;
     unsigned char *buf; /* one chunk: FETCH reads, a resumed push's rehash */
     bool scanned;       /* objects/ looked through once for objects with no name */
@@ -973,8 +973,9 @@ double datasets_tick(struct broker *b, double now)
             if (u->hashed < u->end) next = now; /* the next chunk at the next pass */
         }
         if (now - u->used >= UPLOAD_IDLE_S)
-            /* Its .part stays for a resume, unless another push stored the object. */
-            upload_close(b, u, object_present(b, u->sha, NULL));
+            /* Its .part stays for a resume, unless it holds nothing or another
+             * push stored the object. */
+            upload_close(b, u, u->end == 0 || object_present(b, u->sha, NULL));
         else if (u->used + UPLOAD_IDLE_S < next)
             next = u->used + UPLOAD_IDLE_S;
     }
