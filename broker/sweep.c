@@ -213,6 +213,20 @@ static void expanded_free(struct expanded *e)
     memset(e, 0, sizeof *e);
 }
 
+/* A trial whose space gave its dataset (or validation) another name means
+ * that name's bytes, not the hash the base spec's name resolved to. */
+static void forget_renamed_hashes(const json_t *base, json_t *doc)
+{
+    static const char *const fields[] = {"dataset", "input", "validation"};
+    for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+        json_t *td = json_object_get(doc, fields[i]);
+        const char *tn = json_string_value(json_object_get(td, "name"));
+        const char *bn =
+            json_string_value(json_object_get(json_object_get(base, fields[i]), "name"));
+        if (tn && (!bn || strcmp(tn, bn) != 0)) json_object_del(td, "sha256");
+    }
+}
+
 /* Every trial's spec, validated as a SUBMIT's would be. */
 static int expand(struct broker *b, const struct space *sp, const struct sweep_opts *o,
                   const json_t *base, size_t n, struct expanded *e, char *err, size_t errlen)
@@ -233,6 +247,7 @@ static int expand(struct broker *b, const struct space *sp, const struct sweep_o
         struct mlq_spec spec;
         char why[768];
         /* A space may vary dataset.name: each trial's resolved on its own. */
+        forget_renamed_hashes(base, doc);
         rc = datasets_resolve_spec(b, doc, why, sizeof why);
         if (rc && rc != -EINVAL) {
             snprintf(err, errlen, "%s", why);

@@ -558,6 +558,64 @@ static void test_roles_under_keys(void **state)
     free(buf);
 }
 
+/* A sweep whose space varies dataset.name: each trial means its own name's
+ * bytes; a trial naming no dataset refuses the sweep. */
+static void test_sweep_over_names(void **state)
+{
+    struct harness *h = *state;
+    char pa[512], pb[512], sa[65], sb[65];
+    h_dataset(h, "a.h5", 200, 4, 2, 1, pa, sizeof pa);
+    h_dataset(h, "b.h5", 300, 4, 2, 2, pb, sizeof pb);
+    size_t la, lb;
+    unsigned char *ba = read_all(pa, &la), *bb = read_all(pb, &lb);
+    hex_of(ba, la, sa);
+    hex_of(bb, lb, sb);
+    h_broker_start(h, NULL);
+    struct peer p;
+    peer_open(h, &p);
+    json_decref(push(&p, "a", ba, la, sa));
+    json_decref(push(&p, "b", bb, lb, sb));
+    json_t *spec = h_train_spec(pa, 4, 2, 1, 1);
+    json_object_set_new(spec, "dataset", json_pack("{s:s}", "name", "a"));
+    json_t *r = expect_ok(&p, PROTO_SWEEP,
+                          json_pack("{s:O, s:{s:[s,s]}, s:{s:s, s:s}}", "spec", spec, "space",
+                                    "dataset.name", "a", "b", "sweep", "metric", "train_loss",
+                                    "scheduler", "none"),
+                          NULL, 0);
+    assert_int_equal(json_integer_value(json_object_get(r, "trials")), 2);
+    json_decref(r);
+    struct store *s;
+    char err[256];
+    assert_int_equal(store_open(&s, h->db, STORE_READONLY, err, sizeof err), 0);
+    bool seen_a = false, seen_b = false;
+    for (int64_t id = 1; id <= 2; id++) {
+        struct store_job j;
+        assert_int_equal(store_job_get(s, id, &j), 0);
+        json_t *doc = json_loads(j.spec_json, 0, NULL);
+        json_t *d = json_object_get(doc, "dataset");
+        const char *name = json_string_value(json_object_get(d, "name"));
+        const char *sha = json_string_value(json_object_get(d, "sha256"));
+        assert_non_null(name);
+        assert_non_null(sha);
+        assert_string_equal(sha, strcmp(name, "a") == 0 ? sa : sb);
+        seen_a |= strcmp(name, "a") == 0;
+        seen_b |= strcmp(name, "b") == 0;
+        json_decref(doc);
+        store_job_free(&j);
+    }
+    store_close(&s);
+    assert_true(seen_a && seen_b);
+    expect_error(&p, PROTO_SWEEP,
+                 json_pack("{s:O, s:{s:[s,s]}, s:{s:s, s:s}}", "spec", spec, "space",
+                           "dataset.name", "a", "nothing", "sweep", "metric", "train_loss",
+                           "scheduler", "none"),
+                 NULL, 0, "bad_spec");
+    json_decref(spec);
+    peer_close(&p);
+    free(ba);
+    free(bb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -566,6 +624,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hostile_pushes, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_trainer_dataset_recorded, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_roles_under_keys, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_sweep_over_names, h_setup, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
