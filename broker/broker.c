@@ -247,7 +247,9 @@ int broker_open(struct broker **out, const struct broker_opts *opts, char *err, 
         snprintf(err, errlen, "broker.datasets_dir: path too long");
         goto fail;
     }
-    if ((rc = datasets_prepare(b->datasets_dir, err, errlen)) != 0) goto fail;
+    if ((rc = datasets_prepare(b->datasets_dir, err, errlen)) != 0 ||
+        (rc = datasets_open(b, err, errlen)) != 0)
+        goto fail;
     rc = store_open(&b->store, opts->db_path,
                     STORE_CREATE | (opts->sync_normal ? STORE_SYNC_NORMAL : 0), err, errlen);
     if (rc) goto fail;
@@ -307,6 +309,7 @@ void broker_close(struct broker **pb)
     free(b->out);
     trainers_free(b);
     serve_close(b);
+    datasets_close(b);
     free(b->orphans);
     auth_close(b);
     if (b->router) zmq_close(b->router);
@@ -388,11 +391,16 @@ int broker_run(struct broker *b, volatile sig_atomic_t *stop)
             }
             handlers_dispatch(b, &m);
             proto_msg_clear(&m);
+            if (b->yield_pass) break;
         }
+        b->yield_pass = false;
         now = broker_mono();
         deadline = now + b->interval;
+        /* First: its removals wait for a pass that has written nothing yet. */
+        double d = datasets_tick(b, now);
+        if (d < deadline) deadline = d;
         auth_tick(b, now);
-        double d = trainers_tick(b, now);
+        d = trainers_tick(b, now);
         if (d < deadline) deadline = d;
         d = dispatch_tick(b, now);
         if (d < deadline) deadline = d;

@@ -102,6 +102,7 @@ struct broker {
     size_t n_trainers, cap_trainers;
     struct serve *serve;                  /* serve.c */
     char datasets_dir[DATASETS_PATH_MAX]; /* datasets.c: the store of pushed datasets */
+    struct datasets *datasets;            /* datasets.c: pushes and objects open */
     struct orphan *orphans;
     size_t n_orphans;
     struct outmsg *out;
@@ -110,7 +111,11 @@ struct broker {
     /* Group commit across passes: a pass whose replies are only ACKs and
      * heartbeats keeps its transaction open until commit_by, so that a DONE
      * shares the fsync of the SUBMIT that usually follows it. */
-    bool urgent;      /* the outbox holds a reply someone waits for */
+    bool urgent; /* the outbox holds a reply someone waits for */
+    /* A dataset chunk was written or read in this pass: end the pass after
+     * it, so that a transfer's hashing and I/O delay the next dispatch,
+     * heartbeat or reply by one chunk's work at most (datasets.c). */
+    bool yield_pass;
     double commit_by; /* monotonic deadline of the held transaction, 0 = none */
 
     double interval; /* heartbeat seconds */
@@ -204,6 +209,25 @@ void serve_flush(struct broker *b); /* this pass's INFER messages to the replica
 void serve_kick(struct broker *b);  /* placement looks again at the next tick */
 /* WORKERS: the deployment t serves, if the sender may see it, else null. */
 json_t *serve_replica_of(struct broker *b, const struct trainer *t);
+
+/* datasets.c: pushed datasets (docs/datasets.md, "Pushed datasets"). */
+struct datasets;
+int datasets_open(struct broker *b, char *err, size_t errlen);
+void datasets_close(struct broker *b); /* accepts one never opened */
+/* DATASET_PUT, DATASET_CHUNK, DATASET_END, DATASETS, DATASET_RM. */
+bool datasets_is_client_command(const char *cmd);
+/* Those and FETCH (from a client or a trainer). */
+void datasets_client_message(struct broker *b, struct proto_msg *m);
+void datasets_trainer_message(struct broker *b, struct trainer *t,
+                              struct proto_msg *m); /* DATASET */
+/* A spec's (JSON) dataset and validation by name get the name's sha256; a
+ * given sha256 must be a pushed dataset's. 0, or -EINVAL with the bad_spec
+ * text in err, or another -errno (store) with err. */
+int datasets_resolve_spec(struct broker *b, json_t *spec, char *err, size_t errlen);
+/* Idle pushes and objects closed, removed names' objects deleted (in a pass
+ * that has not written yet: the removal is committed); returns the next
+ * deadline. */
+double datasets_tick(struct broker *b, double now);
 
 /* handlers.c */
 void handlers_dispatch(struct broker *b, struct proto_msg *m);

@@ -55,6 +55,11 @@ static void on_submit(struct broker *b, struct proto_msg *m)
     }
     struct mlq_spec spec;
     char err[1024];
+    int drc = datasets_resolve_spec(b, doc, err, sizeof err);
+    if (drc) {
+        broker_reply_error(b, m, drc == -EINVAL ? "bad_spec" : "store", "%s", err);
+        return;
+    }
     if (spec_from_json(doc, &spec, err, sizeof err) != 0 ||
         spec_model_check(&spec, NULL, spec.batch_size, NULL, NULL, err, sizeof err) != 0) {
         broker_reply_error(b, m, "bad_spec", "bad spec: %s", err);
@@ -713,7 +718,7 @@ static bool is_client_command(const char *c)
     return strcmp(c, PROTO_SUBMIT) == 0 || strcmp(c, PROTO_STATUS) == 0 ||
            strcmp(c, PROTO_CANCEL) == 0 || strcmp(c, PROTO_QUEUE) == 0 ||
            strcmp(c, PROTO_WORKERS) == 0 || serve_is_client_command(c) ||
-           sweep_is_client_command(c);
+           sweep_is_client_command(c) || datasets_is_client_command(c);
 }
 
 /* Under CURVE every message is checked against the keys as they are now:
@@ -731,7 +736,8 @@ static bool allowed(struct broker *b, struct proto_msg *m)
     }
     const char *c = m->cmd;
     bool trainer = b->who->role == KEYS_ROLE_TRAINER;
-    if (strcmp(c, PROTO_WHOAMI) == 0) return true;
+    /* A trainer fetches a job's dataset, mlq dataset get fetches one too. */
+    if (strcmp(c, PROTO_WHOAMI) == 0 || strcmp(c, PROTO_FETCH) == 0) return true;
     if (is_client_command(c) && trainer) {
         broker_reply_error(b, m, "forbidden", "%s: %s is a trainer's key; trainers do not %s", c,
                            b->who->name, c);
@@ -777,6 +783,8 @@ static void dispatch_command(struct broker *b, struct proto_msg *m)
         on_hello(b, m);
     else if (serve_is_client_command(c))
         serve_client_message(b, m);
+    else if (datasets_is_client_command(c) || strcmp(c, PROTO_FETCH) == 0)
+        datasets_client_message(b, m);
     else if (!sweep_dispatch(b, m))
         on_trainer_message(b, m);
 }
@@ -786,7 +794,7 @@ static void on_trainer_message(struct broker *b, struct proto_msg *m)
     const char *c = m->cmd;
     bool from_trainer = strcmp(c, PROTO_HEARTBEAT) == 0 || strcmp(c, PROTO_METRICS) == 0 ||
                         strcmp(c, PROTO_CHECKPOINT) == 0 || strcmp(c, PROTO_DONE) == 0 ||
-                        serve_is_trainer_command(c);
+                        strcmp(c, PROTO_DATASET) == 0 || serve_is_trainer_command(c);
     if (!from_trainer) {
         broker_drop_log(b, "%s is not a command for the broker", c);
         return;
@@ -806,6 +814,8 @@ static void on_trainer_message(struct broker *b, struct proto_msg *m)
         on_checkpoint(b, t, m);
     else if (strcmp(c, PROTO_DONE) == 0)
         on_done(b, t, m);
+    else if (strcmp(c, PROTO_DATASET) == 0)
+        datasets_trainer_message(b, t, m);
     else
         serve_trainer_message(b, t, m);
 }

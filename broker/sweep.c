@@ -213,9 +213,23 @@ static void expanded_free(struct expanded *e)
     memset(e, 0, sizeof *e);
 }
 
+/* A trial whose space gave its dataset (or validation) another name means
+ * that name's bytes, not the hash the base spec's name resolved to. */
+static void forget_renamed_hashes(const json_t *base, json_t *doc)
+{
+    static const char *const fields[] = {"dataset", "input", "validation"};
+    for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+        json_t *td = json_object_get(doc, fields[i]);
+        const char *tn = json_string_value(json_object_get(td, "name"));
+        const char *bn =
+            json_string_value(json_object_get(json_object_get(base, fields[i]), "name"));
+        if (tn && (!bn || strcmp(tn, bn) != 0)) json_object_del(td, "sha256");
+    }
+}
+
 /* Every trial's spec, validated as a SUBMIT's would be. */
-static int expand(const struct space *sp, const struct sweep_opts *o, const json_t *base, size_t n,
-                  struct expanded *e, char *err, size_t errlen)
+static int expand(struct broker *b, const struct space *sp, const struct sweep_opts *o,
+                  const json_t *base, size_t n, struct expanded *e, char *err, size_t errlen)
 {
     memset(e, 0, sizeof *e);
     e->trials = calloc(n, sizeof *e->trials);
@@ -232,7 +246,16 @@ static int expand(const struct space *sp, const struct sweep_opts *o, const json
         if (rc) return rc;
         struct mlq_spec spec;
         char why[768];
-        rc = spec_from_json(doc, &spec, why, sizeof why);
+        /* A space may vary dataset.name: each trial's resolved on its own. */
+        forget_renamed_hashes(base, doc);
+        rc = datasets_resolve_spec(b, doc, why, sizeof why);
+        if (rc && rc != -EINVAL) {
+            snprintf(err, errlen, "%s", why);
+            json_decref(doc);
+            json_decref(params);
+            return -ENOMEM; /* answered as a store error */
+        }
+        if (!rc) rc = spec_from_json(doc, &spec, why, sizeof why);
         if (!rc) rc = spec_model_check(&spec, NULL, spec.batch_size, NULL, NULL, why, sizeof why);
         if (!rc) rc = sweep_check_trial(o, &spec, why, sizeof why);
         char *ptext = json_dumps(params, JSON_COMPACT | JSON_SORT_KEYS);
@@ -288,6 +311,11 @@ static void on_sweep(struct broker *b, struct proto_msg *m)
     json_t *canon = NULL;
     char *spec_text = NULL, *space_text = NULL;
     sweep_opts_defaults(&o);
+    int drc = datasets_resolve_spec(b, doc, err, sizeof err);
+    if (drc) {
+        broker_reply_error(b, m, drc == -EINVAL ? "bad_spec" : "store", "%s", err);
+        return;
+    }
     if (spec_from_json(doc, &base, err, sizeof err) != 0) {
         broker_reply_error(b, m, "bad_spec", "bad spec: %s", err);
         return;
@@ -302,7 +330,7 @@ static void on_sweep(struct broker *b, struct proto_msg *m)
         b->opts.sweep_max_trials > 0 ? (uint64_t)b->opts.sweep_max_trials : SPACE_MAX_TRIALS;
     int rc = canon ? space_parse(space_doc, canon, &sp, err, sizeof err) : -ENOMEM;
     if (!rc) rc = space_trial_count(&sp, &o, max_trials, &n, err, sizeof err);
-    if (!rc) rc = expand(&sp, &o, canon, n, &e, err, sizeof err);
+    if (!rc) rc = expand(b, &sp, &o, canon, n, &e, err, sizeof err);
     if (rc) {
         broker_reply_error(b, m, rc == -ENOMEM ? "store" : "bad_spec", "%s", err);
         goto out;

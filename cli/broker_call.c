@@ -283,6 +283,42 @@ out:
     return code;
 }
 
+int cli_broker_socket(const char *endpoint, void **ctx, void **sock)
+{
+    *ctx = *sock = NULL;
+    const struct keys_client *keys = client_keys();
+    if (!keys) return EXIT_FAILURE_GENERIC;
+    int code = EXIT_FAILURE_GENERIC;
+    char kerr[256];
+    void *c = zmq_ctx_new(), *s = c ? zmq_socket(c, ZMQ_DEALER) : NULL;
+    if (s && keys->curve && keys_client_setup(s, &keys->own, keys->broker_z85, kerr, sizeof kerr)) {
+        fprintf(stderr, "mlq: %s\n", kerr);
+        goto fail;
+    }
+    if (!s || proto_socket_setup(s, 0) != 0 || zmq_connect(s, endpoint) != 0) {
+        fprintf(stderr, "mlq: cannot use broker endpoint %s: %s\n", endpoint, zmq_strerror(errno));
+        code = EXIT_USAGE;
+        goto fail;
+    }
+    *ctx = c;
+    *sock = s;
+    return EXIT_OK;
+fail:
+    if (s) zmq_close(s);
+    if (c) zmq_ctx_term(c);
+    return code;
+}
+
+int cli_broker_exit_code(const char *code)
+{
+    return exit_of_code(code);
+}
+
+int cli_request_timeout_ms(void)
+{
+    return request_timeout_ms();
+}
+
 const char *cli_broker_endpoint(const char *flag)
 {
     return broker_endpoint(flag);

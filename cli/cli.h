@@ -4,6 +4,7 @@
 #ifndef MLQ_CLI_H
 #define MLQ_CLI_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Exit codes, a public interface (docs/cli.md). */
@@ -30,6 +31,14 @@ extern const struct cli_command cli_commands[];
 /* Command handlers (each defined in its cmd_*.c). */
 int cmd_config(int argc, char **argv);
 int cmd_dataset(int argc, char **argv);
+/* mlq dataset push (cmd_dataset.c), for mlq submit --push too: checks the
+ * file as mlq dataset info does, pushes it as name and prints the result
+ * (as JSON, or nothing when quiet); sha256 (may be NULL) gets its hash.
+ * Returns the exit code. */
+struct spec_dataset;
+int cli_dataset_push(const char *path, const char *name, bool replace,
+                     const struct spec_dataset *src, const char *broker, bool as_json,
+                     char sha256[65], bool quiet);
 int cmd_up(int argc, char **argv);
 /* History (cmd_runs.c, cmd_show.c, cmd_metrics.c, cmd_compare.c, cmd_export.c,
  * cmd_rm.c; history.c; docs/history.md). */
@@ -77,6 +86,13 @@ int cli_broker_call(const char *endpoint, const char *cmd, struct json_t *body,
  * say what Ctrl-C left behind (mlq wait: the job goes on). */
 extern volatile int cli_interrupted;
 void cli_catch_interrupt(void);
+/* A DEALER connected to the broker with this mlq's keys, for an exchange of
+ * many messages (dataset transfers, cli/dataset_transfer.c): EXIT_OK with
+ * *ctx and *sock (zmq_close, zmq_ctx_term), or the exit code after printing
+ * why. */
+int cli_broker_socket(const char *endpoint, void **ctx, void **sock);
+int cli_broker_exit_code(const char *code); /* an ERROR's code as an exit code */
+int cli_request_timeout_ms(void);           /* --timeout-ms, MLQ_TIMEOUT_MS or 5000 */
 int cmd_keys(int argc, char **argv);
 int cmd_sweep(int argc, char **argv); /* cmd_sweep.c (docs/sweeps.md) */
 int cmd_tag(int argc, char **argv);

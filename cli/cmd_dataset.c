@@ -19,6 +19,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <hdf5.h>
@@ -27,12 +28,17 @@
 #include "atomic_file.h"
 #include "cli.h"
 #include "dataset.h"
+#include "dataset_transfer.h"
 #include "import.h"
+#include "proto.h"
+#include "sha256.h"
 
 #define CHUNK_BYTES (1 << 20) /* HDF5 chunk, the size of its default cache */
 #define SCAN_BYTES (INT64_C(4) << 20)
 
 static const char *sub = "dataset"; /* the subcommand, for messages */
+/* info_file as push's check: nothing printed but the reason for a refusal. */
+static bool check_only;
 
 static int error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int error(const char *fmt, ...)
@@ -739,7 +745,9 @@ static int info_file(const char *path, struct spec_dataset src, bool as_json)
     dataset_close(&ds);
 
     bool y_class = yd.present && yd.cls == H5T_INTEGER;
-    if (as_json) {
+    if (check_only) {
+        if (!accepted) error("%s: %s (mlq dataset info %s): nothing was sent", path, err, path);
+    } else if (as_json) {
         json_t *doc = json_object(), *x = json_object();
         json_object_set_new(doc, "path", json_string(path));
         json_object_set_new(x, "name", json_string(src.x));
@@ -817,6 +825,218 @@ static int info_file(const char *path, struct spec_dataset src, bool as_json)
     return accepted ? EXIT_OK : EXIT_FAILURE_GENERIC; /* scripts test the exit code */
 }
 
+/* ---- pushed datasets (the broker's store; docs/datasets.md) ---- */
+
+static void usage_push(FILE *f)
+{
+    fprintf(f, "usage: mlq dataset push FILE.h5 [--name NAME] [--replace] [--x NAME] [--y NAME]\n"
+               "                        [--broker E] [--json]\n\n"
+               "Uploads FILE.h5 to the broker's dataset store, checked first as 'mlq dataset\n"
+               "info' checks it. NAME defaults to the file's name without .h5; --replace\n"
+               "gives a name held by other bytes to this file. An interrupted push resumes\n"
+               "where it stopped; bytes the broker holds already are not sent again.\n");
+}
+
+static int push(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"name", required_argument, NULL, 'n'},   {"replace", no_argument, NULL, 'r'},
+        {"x", required_argument, NULL, 'x'},      {"y", required_argument, NULL, 'y'},
+        {"broker", required_argument, NULL, 'b'}, {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},         {0}};
+    struct spec_dataset src = {.x = "X", .y = "y", .scale = true};
+    const char *name = NULL, *broker = NULL;
+    bool replace = false, as_json = false;
+    int c;
+    optind = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'n':
+            name = optarg;
+            break;
+        case 'r':
+            replace = true;
+            break;
+        case 'x':
+            snprintf(src.x, sizeof src.x, "%s", optarg);
+            break;
+        case 'y':
+            snprintf(src.y, sizeof src.y, "%s", optarg);
+            break;
+        case 'b':
+            broker = optarg;
+            break;
+        case 'j':
+            as_json = true;
+            break;
+        case 'h':
+            usage_push(stdout);
+            return EXIT_OK;
+        default:
+            return usage_error("bad option");
+        }
+    }
+    if (argc - optind != 1) return usage_error("expected one HDF5 file");
+    const char *path = argv[optind];
+    char def[256];
+    if (!name) {
+        const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+        size_t n = strlen(base);
+        if (n > 3 && strcmp(base + n - 3, ".h5") == 0) n -= 3;
+        snprintf(def, sizeof def, "%.*s", (int)(n < 200 ? n : 200), base);
+        name = def;
+    }
+    int rc = cli_dataset_push(path, name, replace, &src, broker, as_json, NULL, false);
+    return rc;
+}
+
+int cli_dataset_push(const char *path, const char *name, bool replace,
+                     const struct spec_dataset *src, const char *broker, bool as_json,
+                     char sha256[65], bool quiet)
+{
+    const char *was = sub;
+    sub = "dataset push";
+    struct spec_dataset s = *src;
+    snprintf(s.path, sizeof s.path, "%s", path);
+    check_only = true;
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    int rc = info_isolated(path, &s, false);
+    check_only = false;
+    sub = was;
+    if (rc != EXIT_OK) return rc;
+    struct dataset_pushed p;
+    rc = dataset_push_file(cli_broker_endpoint(broker), path, name, replace, &p);
+    if (rc != EXIT_OK) return rc;
+    if (sha256) snprintf(sha256, 65, "%s", p.sha256);
+    double mb = (double)p.size / 1e6, rate = p.seconds > 0 ? (double)p.sent / 1e6 / p.seconds : 0;
+    if (as_json) {
+        json_t *o =
+            json_pack("{s:s, s:s, s:I, s:I, s:I, s:b, s:f}", "name", p.name, "sha256", p.sha256,
+                      "size", (json_int_t)p.size, "sent", (json_int_t)p.sent, "resumed_at",
+                      (json_int_t)p.resumed_at, "have", p.have, "seconds", p.seconds);
+        cli_print_json(o);
+        json_decref(o);
+    } else if (quiet) {
+    } else if (p.have) {
+        printf("%s: sha256 %s, %.1f MB, already on the broker (0 bytes sent)\n", p.name, p.sha256,
+               mb);
+    } else {
+        printf("pushed %s: sha256 %s, %.1f MB (%.1f MB sent%s in %.2f s, %.0f MB/s)\n", p.name,
+               p.sha256, mb, (double)p.sent / 1e6, p.resumed_at ? ", resumed" : "", p.seconds,
+               rate);
+        if (p.resumed_at)
+            printf("  resumed at %.1f MB: the broker held the rest from an earlier push\n",
+                   (double)p.resumed_at / 1e6);
+    }
+    return EXIT_OK;
+}
+
+static int ls(int argc, char **argv)
+{
+    const char *broker = NULL;
+    bool as_json = false;
+    int rc = cli_list_args(argc, argv, "mlq dataset ls [--broker E] [--json]", CLI_NO_NAME, NULL,
+                           &broker, &as_json);
+    if (rc) return rc < 0 ? EXIT_OK : rc;
+    json_t *reply;
+    rc = cli_broker_call(cli_broker_endpoint(broker), PROTO_DATASETS, json_object(), &reply);
+    if (rc) return rc;
+    json_t *list = json_object_get(reply, "datasets");
+    if (as_json) {
+        cli_print_json(list);
+    } else if (!json_array_size(list)) {
+        printf("no datasets pushed (mlq dataset push FILE.h5)\n");
+    } else {
+        printf("%-24s %-16s %10s  %-16s %5s  %s\n", "NAME", "SHA256", "SIZE", "PUSHED", "RUNS",
+               "OWNER");
+        size_t i;
+        json_t *d;
+        json_array_foreach(list, i, d)
+        {
+            time_t t = (time_t)json_number_value(json_object_get(d, "pushed"));
+            char when[32];
+            strftime(when, sizeof when, "%Y-%m-%d %H:%M", localtime(&t));
+            const char *owner = json_string_value(json_object_get(d, "owner"));
+            printf("%-24s %-16.16s %8.1fMB  %-16s %5lld  %s\n",
+                   json_string_value(json_object_get(d, "name")),
+                   json_string_value(json_object_get(d, "sha256")),
+                   (double)json_integer_value(json_object_get(d, "size")) / 1e6, when,
+                   (long long)json_integer_value(json_object_get(d, "runs")), owner ? owner : "-");
+        }
+    }
+    json_decref(reply);
+    return EXIT_OK;
+}
+
+static int rm(int argc, char **argv)
+{
+    const char *broker = NULL, *name = NULL;
+    bool as_json = false;
+    int rc = cli_list_args(argc, argv, "mlq dataset rm [--broker E] [--json] NAME", CLI_NAME, &name,
+                           &broker, &as_json);
+    if (rc) return rc < 0 ? EXIT_OK : rc;
+    json_t *reply;
+    rc = cli_broker_call(cli_broker_endpoint(broker), PROTO_DATASET_RM,
+                         json_pack("{s:s}", "name", name), &reply);
+    if (rc) return rc;
+    if (as_json)
+        cli_print_json(reply);
+    else
+        printf("removed dataset %s (sha256 %s)\n", name,
+               json_string_value(json_object_get(reply, "sha256")));
+    json_decref(reply);
+    return EXIT_OK;
+}
+
+static int get(int argc, char **argv)
+{
+    static const struct option opts[] = {{"output", required_argument, NULL, 'o'},
+                                         {"broker", required_argument, NULL, 'b'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    const char *output = NULL, *broker = NULL;
+    int c;
+    optind = 0;
+    while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
+        if (c == 'o')
+            output = optarg;
+        else if (c == 'b')
+            broker = optarg;
+        else if (c == 'h') {
+            printf("usage: mlq dataset get NAME|SHA256 --output FILE [--broker E]\n");
+            return EXIT_OK;
+        } else
+            return usage_error("bad option");
+    }
+    if (argc - optind != 1 || !output) return usage_error("expected NAME|SHA256 and --output FILE");
+    const char *what = argv[optind], *endpoint = cli_broker_endpoint(broker);
+    char sha[SHA256_HEX_LEN + 1];
+    if (sha256_hex_valid(what)) {
+        snprintf(sha, sizeof sha, "%s", what);
+    } else {
+        json_t *reply, *d;
+        size_t i;
+        int rc = cli_broker_call(endpoint, PROTO_DATASETS, json_object(), &reply);
+        if (rc) return rc;
+        sha[0] = '\0';
+        json_array_foreach(json_object_get(reply, "datasets"), i, d)
+        {
+            if (strcmp(json_string_value(json_object_get(d, "name")), what) == 0)
+                snprintf(sha, sizeof sha, "%s", json_string_value(json_object_get(d, "sha256")));
+        }
+        json_decref(reply);
+        if (!sha[0]) {
+            fprintf(stderr, "mlq dataset get: %s: no dataset of that name (mlq dataset ls)\n",
+                    what);
+            return EXIT_NOT_FOUND;
+        }
+    }
+    int64_t size;
+    int rc = dataset_fetch_file(endpoint, sha, output, &size);
+    if (rc == EXIT_OK) printf("%s: %lld bytes, sha256 %s verified\n", output, (long long)size, sha);
+    return rc;
+}
+
 /* ---- dispatch ---- */
 
 static void usage(FILE *f)
@@ -827,7 +1047,11 @@ static void usage(FILE *f)
                "  import-csv FILE.csv --output FILE.h5        CSV to HDF5\n"
                "  import-text FILE... --context T --output FILE.h5\n"
                "                                              text to byte-level token windows\n"
-               "  info FILE.h5 [--json]                       shapes, dtypes, class counts\n\n"
+               "  info FILE.h5 [--json]                       shapes, dtypes, class counts\n"
+               "  push FILE.h5 [--name NAME] [--replace]      upload to the broker's store\n"
+               "  ls [--json]                                 the broker's pushed datasets\n"
+               "  rm NAME                                     remove a pushed dataset\n"
+               "  get NAME|SHA256 --output FILE               download one, verified\n\n"
                "Run 'mlq dataset SUBCOMMAND --help' for its options. Layout: docs/datasets.md.\n");
 }
 
@@ -858,6 +1082,22 @@ int cmd_dataset(int argc, char **argv)
     if (strcmp(name, "info") == 0) {
         sub = "dataset info";
         return info(argc - 1, argv + 1);
+    }
+    if (strcmp(name, "push") == 0) {
+        sub = "dataset push";
+        return push(argc - 1, argv + 1);
+    }
+    if (strcmp(name, "ls") == 0) {
+        sub = "dataset ls";
+        return ls(argc - 1, argv + 1);
+    }
+    if (strcmp(name, "rm") == 0) {
+        sub = "dataset rm";
+        return rm(argc - 1, argv + 1);
+    }
+    if (strcmp(name, "get") == 0) {
+        sub = "dataset get";
+        return get(argc - 1, argv + 1);
     }
     fprintf(stderr, "mlq dataset: unknown subcommand '%s'; run 'mlq dataset --help'\n", name);
     return EXIT_USAGE;

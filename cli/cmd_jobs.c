@@ -411,7 +411,8 @@ enum {
     OPT_HELP,
     OPT_EXPERIMENT,
     OPT_TAG,
-    OPT_AFTER
+    OPT_AFTER,
+    OPT_PUSH
 };
 
 static int apply_flag(json_t *doc, const struct spec_flag *f, const char *arg)
@@ -442,13 +443,15 @@ static void submit_usage(FILE *out)
     fprintf(out,
             "usage: mlq submit [FILE | --spec FILE] [FLAGS] [--priority N] [--max-attempts N]\n"
             "                  [--experiment NAME] [--tag KEY=VALUE]... [--after ID[,ID...]]\n"
-            "                  [--wait] [--json] [--broker ENDPOINT] [--request-id ID]\n"
+            "                  [--wait] [--json] [--broker ENDPOINT] [--request-id ID] [--push]\n"
             "spec flags:");
     for (size_t i = 0; i < N_SPEC_FLAGS; i++)
         fprintf(out, "%s--%s", i % 6 ? " " : "\n  ", spec_flags[i].flag);
     fprintf(out, "\n--request-id ID: a submission repeated with the same ID (and spec) is the\n"
                  "same job, once (the default is a fresh ID per invocation, kept across its\n"
                  "own resends).\n"
+                 "--push: the spec's local dataset files pushed to the broker first (mlq\n"
+                 "dataset push), so that trainers on any host fetch them.\n"
                  "Prints the job id. Exit codes: docs/jobs.md.\n");
 }
 
@@ -498,9 +501,47 @@ static int submit_spec(const char *endpoint, json_t *spec, const char *request_i
     return wait ? wait_job(endpoint, id, json, false) : EXIT_OK;
 }
 
+/* mlq submit --push: each local file of the spec's dataset, input and
+ * validation pushed to the broker (named after the file) and named by its
+ * name and sha256 instead of its path. 0 or -1 after printing why. */
+static int push_paths(json_t *spec, const char *broker)
+{
+    static const char *const fields[] = {"dataset", "input", "validation"};
+    for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+        json_t *d = json_object_get(spec, fields[i]);
+        const char *path = json_string_value(json_object_get(d, "path"));
+        if (!path) continue;
+        if (access(path, R_OK) != 0) {
+            fprintf(stderr, "mlq submit --push: %s.path %s: %s\n", fields[i], path,
+                    strerror(errno));
+            return -1;
+        }
+        const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+        size_t n = strlen(base);
+        if (n > 3 && strcmp(base + n - 3, ".h5") == 0) n -= 3;
+        char name[129], sha[65];
+        snprintf(name, sizeof name, "%.*s", (int)(n < 127 ? n : 127), base);
+        struct spec_dataset src = {.scale = true};
+        snprintf(src.x, sizeof src.x, "%s", json_string_value(json_object_get(d, "x")));
+        snprintf(src.y, sizeof src.y, "%s", json_string_value(json_object_get(d, "y")));
+        if (cli_dataset_push(path, name, false, &src, broker, false, sha, true) != EXIT_OK) {
+            fprintf(stderr,
+                    "mlq submit --push: %s not pushed (mlq dataset push %s --name OTHER gives "
+                    "it another name)\n",
+                    path, path);
+            return -1;
+        }
+        fprintf(stderr, "mlq submit: %s pushed as %s (sha256 %.12s...)\n", path, name, sha);
+        json_object_del(d, "path");
+        json_object_set_new(d, "name", json_string(name));
+        json_object_set_new(d, "sha256", json_string(sha));
+    }
+    return 0;
+}
+
 int cmd_submit(int argc, char **argv)
 {
-    struct option longopts[N_SPEC_FLAGS + 10];
+    struct option longopts[N_SPEC_FLAGS + 11];
     for (size_t i = 0; i < N_SPEC_FLAGS; i++)
         longopts[i] = (struct option){spec_flags[i].flag, required_argument, NULL, (int)i};
     longopts[N_SPEC_FLAGS] = (struct option){"spec", required_argument, NULL, OPT_SPEC};
@@ -514,11 +555,12 @@ int cmd_submit(int argc, char **argv)
         (struct option){"experiment", required_argument, NULL, OPT_EXPERIMENT};
     longopts[N_SPEC_FLAGS + 7] = (struct option){"tag", required_argument, NULL, OPT_TAG};
     longopts[N_SPEC_FLAGS + 8] = (struct option){"after", required_argument, NULL, OPT_AFTER};
-    longopts[N_SPEC_FLAGS + 9] = (struct option){NULL, 0, NULL, 0};
+    longopts[N_SPEC_FLAGS + 9] = (struct option){"push", no_argument, NULL, OPT_PUSH};
+    longopts[N_SPEC_FLAGS + 10] = (struct option){NULL, 0, NULL, 0};
 
     const char *spec_file = NULL, *broker = NULL, *request_id = NULL;
     json_t *extra = json_object();
-    bool wait = false, json = false;
+    bool wait = false, json = false, push = false;
     /* Flags are applied after --spec, wherever they stand: collect first. */
     const char *values[N_SPEC_FLAGS] = {0};
     int c;
@@ -534,6 +576,9 @@ int cmd_submit(int argc, char **argv)
             break;
         case OPT_WAIT:
             wait = true;
+            break;
+        case OPT_PUSH:
+            push = true;
             break;
         case OPT_JSON:
             json = true;
@@ -623,6 +668,11 @@ int cmd_submit(int argc, char **argv)
     if (!spec) {
         json_decref(extra);
         return EXIT_USAGE;
+    }
+    if (push && push_paths(spec, broker) != 0) {
+        json_decref(spec);
+        json_decref(extra);
+        return EXIT_FAILURE_GENERIC;
     }
     int rc = submit_spec(cli_broker_endpoint(broker), spec, request_id, wait, json, extra);
     json_decref(extra);

@@ -106,6 +106,9 @@ int cmd_show(int argc, char **argv)
         for (size_t i = 0; i < nafter; i++)
             json_array_append_new(aa, json_integer(after[i]));
         json_object_set_new(o, "after", aa);
+        /* The bytes the run read (its trainer's DATASET), whatever named them. */
+        json_object_set_new(o, "dataset_sha256",
+                            j.dataset_sha256 ? json_string(j.dataset_sha256) : json_null());
         json_object_set_new(o, "spec", spec ? json_incref(spec) : json_null());
         char line[512];
         const char *ml = history_model_line(spec, line, sizeof line);
@@ -163,6 +166,15 @@ int cmd_show(int argc, char **argv)
             printf("  %-10s %lld\n", i ? "" : "after", (long long)after[i]);
         char line[512];
         if (history_model_line(spec, line, sizeof line)) printf("  %-10s %s\n", "model", line);
+        json_t *ds = json_object_get(spec, "dataset");
+        const char *ds_name = json_string_value(json_object_get(ds, "name"));
+        const char *ds_sha = json_string_value(json_object_get(ds, "sha256"));
+        if (j.dataset_sha256)
+            printf("  %-10s sha256 %s%s%s%s\n", "dataset", j.dataset_sha256, ds_name ? " (" : "",
+                   ds_name ? ds_name : "", ds_name ? ")" : "");
+        else if (ds_sha)
+            printf("  %-10s sha256 %s%s%s%s, not read yet\n", "dataset", ds_sha,
+                   ds_name ? " (" : "", ds_name ? ds_name : "", ds_name ? ")" : "");
         if (j.run) printf("  %-10s %lld\n", "of run", (long long)j.run);
         if (j.cancel_requested && j.state == STORE_RUNNING) printf("  %-10s requested\n", "cancel");
         if (j.error) printf("  %-10s %s\n", "error", j.error);

@@ -1,0 +1,455 @@
+/* The chunk loops of mlq dataset push / get (dataset_transfer.h). A push
+ * hashes the file, asks DATASET_PUT where to start (the broker may hold it
+ * already, or part of it), keeps DATASET_WINDOW chunks in flight and ends
+ * with DATASET_END, whose OK means durable and verified. A lost reply, a
+ * broker restart or an upload the broker closed for idleness is met by a
+ * new DATASET_PUT, which says where to go on from. A fetch keeps
+ * DATASET_WINDOW FETCHes unanswered at most, sends one again after
+ * FETCH_RESEND_S, verifies each chunk against its hash and the whole file
+ * against the address before the file appears. */
+#include "dataset_transfer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <zmq.h>
+
+#include "atomic_file.h"
+#include "cli.h"
+#include "proto.h"
+#include "sha256.h"
+
+#define CHUNK ((int64_t)DATASET_CHUNK_BYTES)
+#define REPLY_WAIT_MS 10000 /* a chunk's answer, before the push asks where it stands */
+#define RESYNC_MAX 8        /* new DATASET_PUTs of one push before it gives up */
+#define FETCH_RESEND_S 10.0 /* an unanswered FETCH is sent again */
+#define BAD_CHUNKS_MAX 16   /* chunks that fail their hash before a fetch gives up */
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* The next message within ms: 1 with *m, 0 on timeout, or an exit code (< 0
+ * negated) after printing why. */
+static int recv_within(void *sock, int ms, struct proto_msg *m)
+{
+    zmq_pollitem_t it = {.socket = sock, .events = ZMQ_POLLIN};
+    int n = zmq_poll(&it, 1, ms);
+    if (n < 0 && errno == EINTR) return 0;
+    if (n <= 0) return n;
+    char err[256];
+    if (proto_recv(sock, false, m, 0, err, sizeof err) != 0) {
+        fprintf(stderr, "mlq: bad reply from the broker: %s\n", err);
+        return -EXIT_FAILURE_GENERIC;
+    }
+    return 1;
+}
+
+static const char *code_of(const struct proto_msg *m)
+{
+    return json_string_value(json_object_get(m->body, "code"));
+}
+
+/* Prints an ERROR's text and returns its exit code. */
+static int print_error(const struct proto_msg *m)
+{
+    const char *text = json_string_value(json_object_get(m->body, "error"));
+    fprintf(stderr, "mlq: %s\n", text ? text : "the broker refused the request");
+    return cli_broker_exit_code(code_of(m));
+}
+
+static int unreachable(const char *endpoint)
+{
+    fprintf(stderr,
+            "mlq: cannot reach the broker at %s: is mlq-broker running? (mlq up starts one)\n",
+            endpoint);
+    return EXIT_UNAVAILABLE;
+}
+
+/* A stale answer to a chunk sent before a DATASET_PUT (its OK has no "have",
+ * its ERROR is about the chunk's place). */
+static bool stale_chunk_reply(const struct proto_msg *m)
+{
+    if (strcmp(m->cmd, PROTO_OK) == 0) return !json_object_get(m->body, "have");
+    const char *code = code_of(m);
+    return strcmp(m->cmd, PROTO_ERROR) == 0 && code &&
+           (strcmp(code, "bad_offset") == 0 || strcmp(code, "not_found") == 0);
+}
+
+/* DATASET_PUT: where the push starts. EXIT_OK or the exit code (printed). */
+static int put(void *sock, const char *endpoint, const char *name, const char *sha, int64_t size,
+               bool replace, int64_t *offset, bool *have)
+{
+    json_t *body = json_pack("{s:s, s:s, s:I, s:b}", "name", name, "sha256", sha, "size",
+                             (json_int_t)size, "replace", replace);
+    int rc = body ? proto_send(sock, NULL, 0, PROTO_DATASET_PUT, body, NULL, 0, 0) : -ENOMEM;
+    json_decref(body);
+    if (rc) return unreachable(endpoint);
+    double until = mono_s() + cli_request_timeout_ms() / 1000.0;
+    for (;;) {
+        int ms = (int)((until - mono_s()) * 1000.0);
+        struct proto_msg m;
+        int got = ms > 0 ? recv_within(sock, ms, &m) : 0;
+        if (got < 0) return -got;
+        if (got == 0) return unreachable(endpoint);
+        if (stale_chunk_reply(&m)) {
+            proto_msg_clear(&m);
+            continue;
+        }
+        int code = EXIT_OK;
+        json_t *off = json_object_get(m.body, "offset");
+        if (strcmp(m.cmd, PROTO_OK) != 0)
+            code = print_error(&m);
+        else if (!json_is_integer(off) || json_integer_value(off) < 0 ||
+                 json_integer_value(off) > size) {
+            fprintf(stderr, "mlq: bad DATASET_PUT answer from the broker\n");
+            code = EXIT_FAILURE_GENERIC;
+        } else {
+            *offset = json_integer_value(off);
+            *have = json_is_true(json_object_get(m.body, "have"));
+        }
+        proto_msg_clear(&m);
+        return code;
+    }
+}
+
+static int send_chunk(void *sock, int fd, unsigned char *buf, const char *sha, int64_t off,
+                      int64_t size, const char *path)
+{
+    size_t len = (size_t)(size - off < CHUNK ? size - off : CHUNK);
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = pread(fd, buf + got, len - got, off + (off_t)got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            fprintf(stderr, "mlq: %s: %s\n", path, n < 0 ? strerror(errno) : "shorter than it was");
+            return EXIT_FAILURE_GENERIC;
+        }
+        got += (size_t)n;
+    }
+    char text[160];
+    snprintf(text, sizeof text, "{\"sha256\":\"%s\",\"offset\":%lld}", sha, (long long)off);
+    return proto_send_text(sock, NULL, 0, PROTO_DATASET_CHUNK, text, buf, len, 0) == 0
+               ? EXIT_OK
+               : EXIT_UNAVAILABLE;
+}
+
+/* The chunks from *acked to size, DATASET_WINDOW in flight. */
+static int send_chunks(void *sock, const char *endpoint, int fd, const char *path, const char *name,
+                       const char *sha, int64_t size, bool replace, int64_t *acked, int64_t *sent)
+{
+    unsigned char *buf = malloc(DATASET_CHUNK_BYTES);
+    if (!buf) {
+        fprintf(stderr, "mlq: out of memory\n");
+        return EXIT_FAILURE_GENERIC;
+    }
+    int64_t next = *acked;
+    int inflight = 0, resyncs = 0, code = EXIT_OK;
+    while (*acked < size) {
+        while (inflight < DATASET_WINDOW && next < size) {
+            if ((code = send_chunk(sock, fd, buf, sha, next, size, path)) != EXIT_OK) goto out;
+            *sent += (size - next < CHUNK ? size - next : CHUNK);
+            next += CHUNK;
+            inflight++;
+        }
+        struct proto_msg m;
+        int got = recv_within(sock, REPLY_WAIT_MS, &m);
+        if (got < 0) {
+            code = -got;
+            goto out;
+        }
+        if (got > 0) {
+            json_t *off = json_object_get(m.body, "offset");
+            bool ok = strcmp(m.cmd, PROTO_OK) == 0 && json_is_integer(off);
+            bool lost = !ok && stale_chunk_reply(&m);
+            if (ok) {
+                if (json_integer_value(off) > *acked) *acked = json_integer_value(off);
+                inflight--;
+            } else if (!lost) {
+                code = print_error(&m);
+            }
+            proto_msg_clear(&m);
+            if (code != EXIT_OK) goto out;
+            if (ok) continue;
+        }
+        /* No answer, or the broker lost the push's place: ask where it stands. */
+        if (++resyncs > RESYNC_MAX) {
+            code = unreachable(endpoint);
+            goto out;
+        }
+        bool have = false;
+        if ((code = put(sock, endpoint, name, sha, size, replace, acked, &have)) != EXIT_OK)
+            goto out;
+        if (have) *acked = size;
+        next = *acked;
+        inflight = 0;
+    }
+out:
+    free(buf);
+    return code;
+}
+
+int dataset_push_file(const char *endpoint, const char *path, const char *name, bool replace,
+                      struct dataset_pushed *out)
+{
+    memset(out, 0, sizeof *out);
+    char err[1024];
+    long long size;
+    if (sha256_file(path, out->sha256, &size, err, sizeof err) != 0) {
+        fprintf(stderr, "mlq: %s\n", err);
+        return EXIT_FAILURE_GENERIC;
+    }
+    snprintf(out->name, sizeof out->name, "%s", name);
+    out->size = size;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "mlq: %s: %s\n", path, strerror(errno));
+        return EXIT_FAILURE_GENERIC;
+    }
+    void *ctx, *sock;
+    int code = cli_broker_socket(endpoint, &ctx, &sock);
+    if (code != EXIT_OK) {
+        close(fd);
+        return code;
+    }
+    int64_t offset = 0;
+    double t0 = mono_s();
+    code = put(sock, endpoint, name, out->sha256, size, replace, &offset, &out->have);
+    out->resumed_at = out->have ? 0 : offset;
+    if (code == EXIT_OK && !out->have && offset < size)
+        code = send_chunks(sock, endpoint, fd, path, name, out->sha256, size, replace, &offset,
+                           &out->sent);
+    if (code == EXIT_OK) {
+        /* END fsyncs the whole file on the broker: give it time for that. */
+        json_t *body =
+            json_pack("{s:s, s:s, s:b}", "sha256", out->sha256, "name", name, "replace", replace);
+        int rc = body ? proto_send(sock, NULL, 0, PROTO_DATASET_END, body, NULL, 0, 0) : -ENOMEM;
+        json_decref(body);
+        int ms = cli_request_timeout_ms() + 60000 + (int)(size / (20 << 20)) * 1000;
+        double until = mono_s() + ms / 1000.0;
+        code = rc ? unreachable(endpoint) : EXIT_UNAVAILABLE;
+        while (!rc) {
+            struct proto_msg m;
+            int left = (int)((until - mono_s()) * 1000.0);
+            int got = left > 0 ? recv_within(sock, left, &m) : 0;
+            if (got <= 0) {
+                code = got < 0 ? -got : unreachable(endpoint);
+                break;
+            }
+            const char *ecode = code_of(&m);
+            bool stale = strcmp(m.cmd, PROTO_OK) == 0 ? !json_object_get(m.body, "size")
+                                                      : ecode && strcmp(ecode, "bad_offset") == 0;
+            if (!stale) code = strcmp(m.cmd, PROTO_OK) == 0 ? EXIT_OK : print_error(&m);
+            proto_msg_clear(&m);
+            if (!stale) break;
+        }
+    }
+    out->seconds = mono_s() - t0;
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+    close(fd);
+    return code;
+}
+
+/* ---- fetch ------------------------------------------------------------------------- */
+
+struct inflight {
+    int64_t index;
+    double sent;
+};
+
+static int send_fetch(void *sock, const char *sha, int64_t index)
+{
+    char text[160];
+    snprintf(text, sizeof text, "{\"sha256\":\"%s\",\"index\":%lld}", sha, (long long)index);
+    return proto_send_text(sock, NULL, 0, PROTO_FETCH, text, NULL, 0, 0);
+}
+
+/* Adds chunk *hashed (buf, len) to h, then the chunks after it already
+ * written to fd. EXIT_OK or an exit code after printing why. */
+static int hash_on(struct sha256 *h, int64_t *hashed, const void *buf, size_t len,
+                   const unsigned char *got, int64_t n_chunks, int fd, int64_t size)
+{
+    if (sha256_update(h, buf, len) != 0) goto fail;
+    ++*hashed;
+    unsigned char *rd = NULL;
+    while (*hashed < n_chunks && got[*hashed]) {
+        int64_t off = *hashed * CHUNK;
+        size_t n = (size_t)(size - off < CHUNK ? size - off : CHUNK);
+        if (!rd && !(rd = malloc(DATASET_CHUNK_BYTES))) goto fail;
+        if (pread(fd, rd, n, off) != (ssize_t)n || sha256_update(h, rd, n) != 0) {
+            free(rd);
+            goto fail;
+        }
+        ++*hashed;
+    }
+    free(rd);
+    return EXIT_OK;
+fail:
+    fprintf(stderr, "mlq: cannot hash what was fetched: %s\n", strerror(errno ? errno : EIO));
+    return EXIT_FAILURE_GENERIC;
+}
+
+int dataset_fetch_file(const char *endpoint, const char *sha, const char *output, int64_t *size)
+{
+    void *ctx, *sock;
+    int code = cli_broker_socket(endpoint, &ctx, &sock);
+    if (code != EXIT_OK) return code;
+    struct atomic_file af = {.fd = -1};
+    struct inflight fl[DATASET_WINDOW];
+    int n_fl = 0, bad = 0;
+    int64_t n_chunks = -1, next = 0, done = 0;
+    unsigned char *got = NULL;
+    double progress = mono_s();
+    char err[8400];
+    struct sha256 whole_h = {0};
+    int64_t hashed = 0; /* chunks in whole_h */
+    *size = -1;
+    if (sha256_init(&whole_h) != 0) {
+        fprintf(stderr, "mlq: out of memory\n");
+        code = EXIT_FAILURE_GENERIC;
+        goto out;
+    }
+    for (;;) {
+        /* The first chunk alone: its answer says how many there are. */
+        while (n_fl < DATASET_WINDOW && next < (n_chunks < 0 ? 1 : n_chunks)) {
+            while (next < n_chunks && got[next])
+                next++;
+            if (next >= (n_chunks < 0 ? 1 : n_chunks)) break;
+            if (send_fetch(sock, sha, next) != 0) {
+                code = unreachable(endpoint);
+                goto out;
+            }
+            fl[n_fl++] = (struct inflight){next++, mono_s()};
+        }
+        if (n_chunks >= 0 && done == n_chunks) break;
+        struct proto_msg m;
+        int r = recv_within(sock, 1000, &m);
+        if (r < 0) {
+            code = -r;
+            goto out;
+        }
+        double now = mono_s();
+        if (r == 0) {
+            if (now - progress > cli_request_timeout_ms() / 1000.0 + 2 * FETCH_RESEND_S) {
+                code = unreachable(endpoint);
+                goto out;
+            }
+            for (int i = 0; i < n_fl; i++)
+                if (now - fl[i].sent > FETCH_RESEND_S) {
+                    send_fetch(sock, sha, fl[i].index);
+                    fl[i].sent = now;
+                }
+            continue;
+        }
+        if (strcmp(m.cmd, PROTO_CHUNK) != 0) {
+            code = strcmp(m.cmd, PROTO_ERROR) == 0 ? print_error(&m) : EXIT_FAILURE_GENERIC;
+            if (strcmp(m.cmd, PROTO_ERROR) != 0)
+                fprintf(stderr, "mlq: unexpected %s from the broker\n", m.cmd);
+            proto_msg_clear(&m);
+            goto out;
+        }
+        json_t *b = m.body;
+        int64_t idx = json_integer_value(json_object_get(b, "index"));
+        int64_t sz = json_integer_value(json_object_get(b, "size"));
+        int64_t nc = json_integer_value(json_object_get(b, "chunks"));
+        const char *csha = json_string_value(json_object_get(b, "chunk_sha256"));
+        if (n_chunks < 0) {
+            if (sz < 1 || nc != (sz + CHUNK - 1) / CHUNK || !(got = calloc((size_t)nc, 1)) ||
+                atomic_file_begin(&af, output, 0644, err, sizeof err) != 0) {
+                fprintf(stderr, "mlq: %s\n",
+                        af.fd < 0 && got ? err : "bad CHUNK answer from the broker");
+                proto_msg_clear(&m);
+                code = EXIT_FAILURE_GENERIC;
+                goto out;
+            }
+            n_chunks = nc;
+            *size = sz;
+        }
+        int slot = -1;
+        for (int i = 0; i < n_fl; i++)
+            if (fl[i].index == idx) slot = i;
+        size_t want = idx >= 0 && idx < n_chunks
+                          ? (size_t)(sz - idx * CHUNK < CHUNK ? sz - idx * CHUNK : CHUNK)
+                          : 0;
+        unsigned char digest[SHA256_BYTES];
+        char hex[SHA256_HEX_LEN + 1] = "";
+        if (slot >= 0 && m.bin && m.bin_len == want && sha256_buf(m.bin, want, digest) == 0)
+            sha256_hex(digest, hex);
+        if (slot < 0 || got[idx]) {
+            /* A late answer to a FETCH sent again: already written. */
+        } else if (!csha || strcmp(hex, csha) != 0) {
+            if (++bad > BAD_CHUNKS_MAX) {
+                fprintf(stderr, "mlq: chunks of %.12s keep failing their hash\n", sha);
+                proto_msg_clear(&m);
+                code = EXIT_FAILURE_GENERIC;
+                goto out;
+            }
+            send_fetch(sock, sha, idx); /* corrupt in transit: again */
+            fl[slot].sent = now;
+        } else {
+            size_t off = 0;
+            while (off < want) {
+                ssize_t w = pwrite(af.fd, (char *)m.bin + off, want - off,
+                                   (off_t)(idx * CHUNK) + (off_t)off);
+                if (w < 0 && errno == EINTR) continue;
+                if (w <= 0) {
+                    fprintf(stderr, "mlq: %s: %s\n", output, strerror(w < 0 ? errno : EIO));
+                    proto_msg_clear(&m);
+                    code = EXIT_FAILURE_GENERIC;
+                    goto out;
+                }
+                off += (size_t)w;
+            }
+            got[idx] = 1;
+            done++;
+            progress = now;
+            fl[slot] = fl[--n_fl];
+            /* The whole file's hash in order, from memory while the chunks
+             * come in order (a late one's followers are read back). */
+            if (idx == hashed && (code = hash_on(&whole_h, &hashed, m.bin, want, got, n_chunks,
+                                                 af.fd, sz)) != EXIT_OK) {
+                proto_msg_clear(&m);
+                goto out;
+            }
+        }
+        proto_msg_clear(&m);
+    }
+    char whole[SHA256_HEX_LEN + 1];
+    unsigned char digest[SHA256_BYTES];
+    if (hashed != n_chunks || sha256_final(&whole_h, digest) != 0) {
+        fprintf(stderr, "mlq: cannot hash what was fetched\n");
+        code = EXIT_FAILURE_GENERIC;
+        goto out;
+    }
+    sha256_hex(digest, whole);
+    if (strcmp(whole, sha) != 0) {
+        fprintf(stderr, "mlq: the bytes fetched hash to %s, not %s: %s not written\n", whole, sha,
+                output);
+        code = EXIT_FAILURE_GENERIC;
+        goto out;
+    }
+    if (atomic_file_commit(&af, err, sizeof err) != 0) {
+        fprintf(stderr, "mlq: %s\n", err);
+        code = EXIT_FAILURE_GENERIC;
+        goto out;
+    }
+    code = EXIT_OK;
+out:
+    if (code != EXIT_OK) atomic_file_abort(&af);
+    sha256_clear(&whole_h);
+    free(got);
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+    return code;
+}
