@@ -1,79 +1,195 @@
 #!/usr/bin/env bash
-# Dataset transfer benchmark (issue 16): a push to the broker and a fetch back
-# (mlq dataset push / get) of one file against a plain local copy of it
-# (cp + fsync, the issue's yardstick), on a local broker over ipc with its own
-# database and store in a temporary directory. The file is Fashion-MNIST's
-# training set (import-idx) followed by --pad-mb MB of noise, which HDF5
-# ignores, so that the transfer dominates. Prints seconds and MB/s of each
-# and the ratios; the push's transfer alone (hashing and the local check
-# excluded) is the "sent in" figure of mlq dataset push.
-# usage: bench/dataset_bench.sh [--build DIR] [--pad-mb N] [--runs N] [--keep]
+# Dataset transfer benchmark (issue 16, docs/benchmarks.md "Pushed datasets"):
+#
+# 1. A push (mlq dataset push) and a fetch (mlq dataset get) of FILE against a
+#    plain local copy of the same file (cp, then sync FILE: its fsync), each
+#    the median of RUNS; every push moves every byte (the name and its object
+#    are removed before each).
+# 2. Trainers fetching: N trainers with empty caches each get a job naming
+#    the pushed dataset at once; each one's fetch time (its log's "fetched"
+#    line) against one trainer alone, and a second job on a cached trainer
+#    (0 bytes moved).
+# 3. Dispatch latency while a transfer runs: broker_bench's submit-to-dispatch
+#    p50/p99 alone and with fetches of FILE looping against the same broker
+#    (mlq dataset get into /dev/shm: a fetcher on another host does not fsync
+#    on the broker's disk; here its 200 MB fsyncs would be what the broker's
+#    commits wait for).
+#
+# FILE is Fashion-MNIST's training set as mlq dataset import-idx writes it
+# (27 MB), followed by --pad-mb MB of noise (default 200), which HDF5 ignores,
+# so that the transfer, not the start of a command, is what is timed; part 2
+# fetches it too. Everything runs on a local broker over ipc with its own
+# database and store in a temporary directory.
 set -euo pipefail
-build=build
-pad=300
-runs=3
-keep=""
+
+usage() {
+    cat <<'EOF'
+usage: bench/dataset_bench.sh [--build DIR] [--runs N] [--trainers N] [--pad-mb MB]
+                              [--no-latency] [--keep]
+
+  --build DIR    build tree with cli/mlq, broker/mlq-broker, trainer/mlq-trainer and
+                 bench/broker_bench (default: build-bench, configured and built if needed)
+  --runs N       runs of each timing, the median printed (default 5)
+  --trainers N   trainers fetching at once in part 2 (default 4)
+  --pad-mb MB    noise after the HDF5 file's end (default 200; 0: Fashion-MNIST alone)
+  --no-latency   skip part 3; --keep keeps the temporary directory
+EOF
+}
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=""
+RUNS=5
+NTRAINERS=4
+PAD=200
+LATENCY=1
+KEEP=0
+FMNIST=${FMNIST:-/usr/share/datasets/fashion-mnist}
 while [ $# -gt 0 ]; do
-    case $1 in
-    --build) build=$2; shift 2 ;;
-    --pad-mb) pad=$2; shift 2 ;;
-    --runs) runs=$2; shift 2 ;;
-    --keep) keep=yes; shift ;;
-    -h | --help) sed -n 2,10p "$0"; exit 0 ;;
-    *) echo "dataset_bench: unknown argument $1" >&2; exit 2 ;;
+    case "$1" in
+    --build) BUILD=$2; shift 2 ;;
+    --runs) RUNS=$2; shift 2 ;;
+    --trainers) NTRAINERS=$2; shift 2 ;;
+    --pad-mb) PAD=$2; shift 2 ;;
+    --no-latency) LATENCY=0; shift ;;
+    --keep) KEEP=1; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
     esac
 done
-build=$(cd "$build" && pwd)
-export PATH=$build/cli:$build/broker:$PATH
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mlq-dataset-bench-XXXXXX")
-broker_pid=""
+die() { echo "dataset_bench: $*" >&2; exit 1; }
+
+if [ -z "$BUILD" ]; then
+    BUILD=$ROOT/build-bench
+    if [ ! -x "$BUILD/cli/mlq" ] || [ ! -x "$BUILD/bench/broker_bench" ]; then
+        echo "building mlq in $BUILD ..." >&2
+        cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+        cmake --build "$BUILD" -j2 --target mlq mlq-broker mlq-trainer broker_bench >/dev/null
+    fi
+fi
+MLQ=$BUILD/cli/mlq
+[ -r "$FMNIST/train-images-idx3-ubyte.gz" ] || die "no Fashion-MNIST in $FMNIST"
+
+TMP=$(mktemp -d /tmp/mlq-dataset-bench-XXXXXX)
+PIDS=()
 cleanup() {
-    [ -n "$broker_pid" ] && kill -INT "$broker_pid" 2>/dev/null && wait "$broker_pid" 2>/dev/null
-    [ -n "$keep" ] && echo "kept $tmp" || rm -rf "$tmp"
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    [ "$KEEP" = 1 ] && echo "kept $TMP" >&2 || rm -rf "$TMP"
 }
 trap cleanup EXIT
-export HOME=$tmp/home MLQ_CONFIG=$tmp/none.conf MLQ_BROKER=ipc://$tmp/broker.sock
-mkdir -p "$HOME"
+export MLQ_CONFIG=$TMP/empty.conf XDG_CONFIG_HOME=$TMP
 : >"$MLQ_CONFIG"
-fm=/usr/share/datasets/fashion-mnist
-mlq dataset import-idx "$fm/train-images-idx3-ubyte.gz" "$fm/train-labels-idx1-ubyte.gz" \
-    --output "$tmp/fm.h5" >/dev/null
-{ cat "$tmp/fm.h5"; head -c $((pad * 1000000)) /dev/urandom; } >"$tmp/data.h5"
-size=$(stat -c %s "$tmp/data.h5")
-mlq-broker --db "$tmp/mlq.db" --bind "$MLQ_BROKER" >"$tmp/broker.log" 2>&1 &
-broker_pid=$!
-for _ in $(seq 100); do mlq dataset ls >/dev/null 2>&1 && break; sleep 0.1; done
+export MLQ_BROKER=ipc://$TMP/broker.sock MLQ_DB=$TMP/mlq.db
+
 now() { date +%s.%N; }
-mbs() { awk -v b="$size" -v s="$1" 'BEGIN { printf "%.0f", b / 1e6 / s }'; }
-echo "file: $((size / 1000000)) MB; $runs runs each, the best kept"
-best_cp=999 best_push=999 best_sent=999 best_get=999
-for _ in $(seq "$runs"); do
-    rm -f "$tmp/copy.h5"
-    sync
-    t0=$(now)
-    cp "$tmp/data.h5" "$tmp/copy.h5" && sync "$tmp/copy.h5"
-    t=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { print b - a }')
-    best_cp=$(awk -v a="$best_cp" -v b="$t" 'BEGIN { print (b < a ? b : a) }')
-    mlq dataset rm data >/dev/null 2>&1 || true
-    sleep 1.5 # the removed object goes at the broker's next pass
-    sync
-    t0=$(now)
-    out=$(mlq dataset push "$tmp/data.h5" --json)
-    t=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { print b - a }')
-    sent=$(echo "$out" | /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)['seconds'])")
-    best_push=$(awk -v a="$best_push" -v b="$t" 'BEGIN { print (b < a ? b : a) }')
-    best_sent=$(awk -v a="$best_sent" -v b="$sent" 'BEGIN { print (b < a ? b : a) }')
-    rm -f "$tmp/got.h5"
-    t0=$(now)
-    mlq dataset get data --output "$tmp/got.h5" >/dev/null
-    t=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { print b - a }')
-    best_get=$(awk -v a="$best_get" -v b="$t" 'BEGIN { print (b < a ? b : a) }')
-    cmp -s "$tmp/got.h5" "$tmp/data.h5" || { echo "dataset_bench: get returned other bytes" >&2; exit 1; }
+# median of the numbers on stdin
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+mb() { awk -v b="$(stat -c %s "$1")" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+
+"$MLQ" dataset import-idx "$FMNIST/train-images-idx3-ubyte.gz" "$FMNIST/train-labels-idx1-ubyte.gz" \
+    --output "$TMP/fmnist-train.h5" >/dev/null
+{ cat "$TMP/fmnist-train.h5"; head -c $((PAD * 1048576)) /dev/urandom; } >"$TMP/data.h5"
+FILES=("$TMP/data.h5")
+
+"$BUILD/broker/mlq-broker" --db "$MLQ_DB" --bind "$MLQ_BROKER" >"$TMP/broker.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do "$MLQ" queue >/dev/null 2>&1 && break; sleep 0.1; done
+"$MLQ" queue >/dev/null || die "the broker did not start: $(cat "$TMP/broker.log")"
+
+echo "OpenBLAS kernel: not used (byte transfer); CPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# ---- 1. push and fetch against cp + fsync ----
+for f in "${FILES[@]}"; do
+    size=$(mb "$f")
+    for _ in $(seq "$RUNS"); do
+        rm -f "$TMP/copy.h5"
+        t0=$(now); cp "$f" "$TMP/copy.h5"; sync "$TMP/copy.h5"; t1=$(now)
+        echo "$t1 - $t0" | bc -l >>"$TMP/cp.t"
+        "$MLQ" dataset rm bench >/dev/null 2>&1 || true
+        sleep 1.5 # the removed object goes at the broker's next pass
+        t0=$(now); "$MLQ" dataset push "$f" --name bench --json >"$TMP/push.json"; t1=$(now)
+        echo "$t1 - $t0" | bc -l >>"$TMP/push.t"
+        /usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['seconds'])" \
+            "$TMP/push.json" >>"$TMP/sent.t"
+        rm -f "$TMP/got.h5"
+        t0=$(now); "$MLQ" dataset get bench --output "$TMP/got.h5" >/dev/null; t1=$(now)
+        echo "$t1 - $t0" | bc -l >>"$TMP/get.t"
+        cmp -s "$f" "$TMP/got.h5" || die "mlq dataset get gave other bytes than were pushed"
+    done
+    cp_t=$(median <"$TMP/cp.t") push_t=$(median <"$TMP/push.t") get_t=$(median <"$TMP/get.t")
+    sent_t=$(median <"$TMP/sent.t")
+    rm -f "$TMP"/*.t
+    awk -v s="$size" -v c="$cp_t" -v p="$push_t" -v q="$sent_t" -v g="$get_t" -v r="$RUNS" 'BEGIN {
+        printf "Fashion-MNIST + noise (%s MB), medians of %d runs (target: at least 0.5 of cp):\n", s, r
+        printf "  cp + fsync                          %7.3f s %6.0f MB/s\n", c, s / c
+        printf "  push, the command (check, hash)     %7.3f s %6.0f MB/s  %.2f of cp\n", p, s / p, c / p
+        printf "  push, the transfer (to END'"'"'s OK)    %7.3f s %6.0f MB/s  %.2f of cp\n", q, s / q, c / q
+        printf "  get (verify, fsync, rename)         %7.3f s %6.0f MB/s  %.2f of cp\n", g, s / g, c / g }'
 done
-printf '%-34s %7.2f s %6s MB/s\n' "cp + fsync" "$best_cp" "$(mbs "$best_cp")"
-printf '%-34s %7.2f s %6s MB/s  %.2fx cp\n' "push: the transfer (to END's OK)" "$best_sent" \
-    "$(mbs "$best_sent")" "$(awk -v a="$best_cp" -v b="$best_sent" 'BEGIN { print a / b }')"
-printf '%-34s %7.2f s %6s MB/s  %.2fx cp\n' "push: the command (check, hash)" "$best_push" \
-    "$(mbs "$best_push")" "$(awk -v a="$best_cp" -v b="$best_push" 'BEGIN { print a / b }')"
-printf '%-34s %7.2f s %6s MB/s  %.2fx cp\n' "get (verify, fsync, rename)" "$best_get" \
-    "$(mbs "$best_get")" "$(awk -v a="$best_cp" -v b="$best_get" 'BEGIN { print a / b }')"
+
+# ---- 2. trainers fetching at once ----
+"$MLQ" dataset rm bench >/dev/null 2>&1 || true
+sleep 1.5
+"$MLQ" dataset push "${FILES[-1]}" --name bench >/dev/null
+spec() {
+    cat <<EOF
+{"kind": "train", "dataset": {"name": "bench"}, "model": {"layers": [784, 10]},
+ "epochs": 1, "batch_size": 1024, "threads": 1, "memory_budget_mb": 64}
+EOF
+}
+spec >"$TMP/job.json"
+# fetch seconds of the jobs in $@ from trainer logs: "fetched ... in T s"
+fetch_times() {
+    for log in "$@"; do
+        sed -n 's/.*fetched: .* in \([0-9.]*\) s.*/\1/p' "$log" | tail -n 1
+    done
+}
+start_trainers() { # N: trainers with empty caches
+    for i in $(seq "$1"); do
+        rm -rf "$TMP/cache$i"
+        "$BUILD/trainer/mlq-trainer" --broker "$MLQ_BROKER" --name "t$i" --threads 1 \
+            --dataset-cache-dir "$TMP/cache$i" >"$TMP/trainer$i.log" 2>&1 &
+        PIDS+=($!)
+    done
+    for _ in $(seq 100); do
+        [ "$("$MLQ" workers --json | grep -o '"name"' | wc -l)" -ge "$1" ] && break
+        sleep 0.1
+    done
+}
+stop_trainers() {
+    pkill -f "mlq-trainer --broker $MLQ_BROKER" || true
+    sleep 0.5
+}
+for r in $(seq "$RUNS"); do
+    start_trainers 1
+    id=$("$MLQ" submit "$TMP/job.json")
+    "$MLQ" wait --quiet "$id" || die "job $id: $("$MLQ" show "$id")"
+    fetch_times "$TMP/trainer1.log" >>"$TMP/one.t"
+    id=$("$MLQ" submit "$TMP/job.json")
+    "$MLQ" wait --quiet "$id" || die "job $id: $("$MLQ" show "$id")"
+    grep -c "fetched:" "$TMP/trainer1.log" | grep -qx 1 || die "the cached second run fetched again"
+    stop_trainers
+    start_trainers "$NTRAINERS"
+    ids=()
+    for _ in $(seq "$NTRAINERS"); do ids+=("$("$MLQ" submit "$TMP/job.json")"); done
+    for id in "${ids[@]}"; do "$MLQ" wait --quiet "$id" || die "job $id: $("$MLQ" show "$id")"; done
+    logs=()
+    for i in $(seq "$NTRAINERS"); do logs+=("$TMP/trainer$i.log"); done
+    fetch_times "${logs[@]}" | sort -g | tail -n 1 >>"$TMP/many.t"
+    stop_trainers
+done
+one=$(median <"$TMP/one.t") many=$(median <"$TMP/many.t")
+awk -v f="$(basename "${FILES[-1]}")" -v s="$(mb "${FILES[-1]}")" -v o="$one" -v m="$many" -v n="$NTRAINERS" -v r="$RUNS" 'BEGIN {
+    printf "trainer fetch of %s (%s MB), medians of %d: one trainer %.3f s (%.0f MB/s); %d at once, the slowest %.3f s: %.2fx one (target <= 2); cached second run: 0 bytes moved\n",
+        f, s, r, o, s / o, n, m, m / o }'
+
+# ---- 3. dispatch latency while a transfer runs ----
+if [ "$LATENCY" = 1 ]; then
+    BB=$BUILD/bench/broker_bench
+    f=${FILES[-1]}
+    "$BB" --jobs 2000 --trainers 1 --window 1 --curve off --handshakes 0 --idle 0 | grep "^mlq"
+    "$BB" --jobs 2000 --trainers 1 --window 1 --curve off --handshakes 0 --idle 0 \
+        --during "\"$MLQ\" dataset push \"$f\" --name x >/dev/null && while :; do \"$MLQ\" dataset get x --output /dev/shm/mlq-dataset-bench-$$.h5 >/dev/null; done" |
+        grep "^mlq" | sed 's/latency measured while running: .*/latency measured while mlq dataset get loops/'
+    rm -f /dev/shm/mlq-dataset-bench-$$.h5
+fi
