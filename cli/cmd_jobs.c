@@ -379,6 +379,8 @@ struct spec_flag {
 static const struct spec_flag spec_flags[] = {
     {"dataset", "dataset.path", 'd'},
     {"validation", "validation.path", 'd'},
+    {"dataset-name", "dataset.name", 's'}, /* a pushed dataset (mlq dataset push) */
+    {"validation-name", "validation.name", 's'},
     {"validation-split", "validation_split", 'f'},
     {"layers", "model.layers", 'l'},
     {"activation", "model.activation", 's'},
