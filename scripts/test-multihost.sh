@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Several hosts on one machine: a broker host and two trainer hosts, each in a
-# network namespace of its own, joined by veth links. Trainers find datasets
-# under their own data.root; a job is submitted with a relative path that
-# exists only there. Then one trainer host is cut off the network mid-job: the
-# broker gives its job to the other host, which finishes it, and the cut-off
-# trainer rejoins when the link comes back.
+# network namespace of its own, joined by veth links. The trainer hosts have
+# no copy of the data and no shared directory: the client pushes datasets to
+# the broker (mlq dataset push) and the trainers fetch them into their own
+# caches: the first fetch, a cached second run that moves no bytes, and a
+# trainer killed mid-fetch (its link slowed by tc) that resumes where it
+# stopped. Then one trainer host is cut off the network mid-job: the broker
+# gives its job to the other host, which finishes it, and the cut-off trainer
+# rejoins when the link comes back.
 #
 # usage: scripts/test-multihost.sh [BUILD_DIR]     (root; default build/)
 #        scripts/test-multihost.sh --check         exit 0 if this host can run it, 77 if not
@@ -77,13 +80,18 @@ for i in 1 2; do
 done
 ip -n $ns_b link set lo up
 
-# Each trainer host has its own copy of the data under its data.root.
+# The data lives on the client (the broker host) only: a small three-class
+# set and Fashion-MNIST, all 60,000 training images and the first 50,000.
 awk 'BEGIN { srand(3); for (i = 0; i < 3000; i++) { c = i % 3; row = "";
        for (j = 0; j < 8; j++) row = row (j ? "," : "") (rand() - 0.5 + (j == c ? 2 : 0));
        print row "," c } }' >"$tmp/data.csv"
-mkdir -p "$tmp/host1" "$tmp/host2" "$tmp/client"
-mlq dataset import-csv "$tmp/data.csv" --output "$tmp/host1/data.h5" >/dev/null
-cp "$tmp/host1/data.h5" "$tmp/host2/data.h5"
+mkdir -p "$tmp/client"
+mlq dataset import-csv "$tmp/data.csv" --output "$tmp/client/data.h5" >/dev/null
+fm=/usr/share/datasets/fashion-mnist
+mlq dataset import-idx $fm/train-images-idx3-ubyte.gz $fm/train-labels-idx1-ubyte.gz \
+    --output "$tmp/client/fmnist-train.h5" >/dev/null
+mlq dataset import-idx $fm/train-images-idx3-ubyte.gz $fm/train-labels-idx1-ubyte.gz \
+    --limit 50000 --output "$tmp/client/fmnist-50k.h5" >/dev/null
 
 # Keys (docs/security.md): the broker's; one per trainer host, each with the
 # broker's public key pinned next to its own; the client's (an admin).
@@ -109,13 +117,18 @@ ip netns exec $ns_b env MLQ_CONFIG=/dev/null mlq-broker --db "$tmp/mlq.db" \
     --bind tcp://0.0.0.0:5555 --secret-key "$tmp/etc/broker.key_secret" "${dirs[@]}" \
     --heartbeat-ms 200 --liveness 3 >"$tmp/broker.log" 2>&1 &
 pids+=($!)
-for i in 1 2; do
-    ip netns exec mlqmh-host$i env MLQ_CONFIG=/dev/null MLQ_DATA_ROOT="$tmp/host$i" \
-        mlq-trainer --broker tcp://10.77.$i.1:5555 --name host$i --threads 1 \
-        --secret-key "$tmp/keys$i/trainer.key_secret" \
-        --heartbeat-ms 200 --liveness 3 >"$tmp/host$i.log" 2>&1 &
+# A trainer host: its own key and its own dataset cache, nothing shared.
+trainer_pid=()
+trainer_up() {
+    ip netns exec mlqmh-host$1 env MLQ_CONFIG=/dev/null \
+        mlq-trainer --broker tcp://10.77.$1.1:5555 --name host$1 --threads 1 \
+        --secret-key "$tmp/keys$1/trainer.key_secret" --dataset-cache-dir "$tmp/cache$1" \
+        --heartbeat-ms 200 --liveness 3 >>"$tmp/host$1.log" 2>&1 &
+    trainer_pid[$1]=$!
     pids+=($!)
-done
+}
+trainer_up 1
+trainer_up 2
 
 two_workers() {
     local w
@@ -149,30 +162,80 @@ plaintext_client_refused() {
 }
 check "a plaintext client from host1 gets nothing" plaintext_client_refused
 
-# Four jobs with a path that exists only under the trainers' data roots.
-ids=()
-for s in 1 2 3 4; do
-    ids+=("$(cd "$tmp/client" && in_b mlq submit --dataset data.h5 --layers 8,32,3 \
-        --epochs 20 --seed $s --name mh-$s)")
-done
+# Pushed once from the client; the trainer hosts have none of it.
+push() { # FILE NAME: prints the sha256
+    in_b mlq dataset push "$1" --name "$2" --json | /usr/bin/python3 -c \
+        'import json, sys; print(json.load(sys.stdin)["sha256"])'
+}
+data_sha=$(push "$tmp/client/data.h5" mh-data)
+fm_sha=$(push "$tmp/client/fmnist-train.h5" fmnist-train)
+listed() { [ "$(in_b mlq dataset ls --json | grep -o '"sha256"' | wc -l)" = 2 ]; }
+check "the client pushed its datasets (mlq dataset ls)" listed
+
+job_state() { in_b mlq show "$1" --json 2>/dev/null | grep -o '"state": "[a-z]*"' | head -n 1; }
 all_done() {
-    local id st
-    for id in "${ids[@]}"; do
-        st=$(in_b mlq show "$id" --json 2>/dev/null | grep -o '"state": "[a-z]*"' | head -n 1)
-        [ "$st" = '"state": "succeeded"' ] || return 1
+    local id
+    for id in "$@"; do
+        [ "$(job_state "$id")" = '"state": "succeeded"' ] || return 1
     done
 }
-check "four jobs succeeded on the trainer hosts (relative paths under data.root)" \
-    wait_for 60 all_done
+# Four jobs naming the pushed dataset.
+ids=()
+for s in 1 2 3 4; do
+    ids+=("$(in_b mlq submit --dataset-name mh-data --layers 8,32,3 --epochs 20 --seed $s \
+        --name mh-$s)")
+done
+check "four jobs on a pushed dataset succeeded on hosts that had no copy" \
+    wait_for 60 all_done "${ids[@]}"
 both_used() {
     local t
     t=$(for id in "${ids[@]}"; do in_b mlq show "$id" --json | grep -o '"trainer": "[a-z0-9]*"'; done)
     grep -q host1 <<<"$t" && grep -q host2 <<<"$t"
 }
 check "both hosts took jobs" both_used
+recorded() {
+    local id
+    for id in "${ids[@]}"; do
+        in_b mlq show "$id" --json | grep -q "\"dataset_sha256\": \"$data_sha\"" || return 1
+    done
+}
+check "each run records the hash of the data it read" recorded
+
+# Fashion-MNIST: fetched once per host, then cached (0 bytes moved).
+fm_ids=()
+for s in 1 2 3 4; do
+    fm_ids+=("$(in_b mlq submit --dataset-name fmnist-train --layers 784,10 --epochs 1 \
+        --batch-size 1024 --seed $s --name fm-$s)")
+done
+check "four Fashion-MNIST jobs succeeded" wait_for 120 all_done "${fm_ids[@]}"
+fetches() { cat "$tmp/host1.log" "$tmp/host2.log" | grep -c "dataset $fm_sha fetched" || true; }
+cached() { cat "$tmp/host1.log" "$tmp/host2.log" | grep -c "dataset $fm_sha cached" || true; }
+check "Fashion-MNIST fetched at most once per host ($(fetches) fetches), cached after ($(cached) runs moved 0 bytes)" \
+    test "$(fetches)" -ge 1 -a "$(fetches)" -le 2 -a "$(cached)" -ge 2
+
+# A trainer killed mid-fetch resumes where it stopped: host2 away, host1's
+# link slowed to 40 Mbit/s (a 22 MB fetch takes about 5 s), host1 killed once
+# its part holds 4 MB, and started again on the same cache.
+kill "${trainer_pid[2]}"
+wait "${trainer_pid[2]}" 2>/dev/null
+tc -n $ns_b qdisc add dev mh-b1 root tbf rate 40mbit burst 32kbit latency 400ms
+k_sha=$(push "$tmp/client/fmnist-50k.h5" fmnist-50k)
+kid=$(in_b mlq submit --dataset-name fmnist-50k --layers 784,10 --epochs 1 --batch-size 1024 \
+    --name fm-killed)
+part=$tmp/cache1/partial/$k_sha.part
+part_started() { [ -f "$part" ] && [ "$(stat -c %s "$part")" -ge 4194304 ]; }
+check "host1 fetching fmnist-50k over the slowed link" wait_for 30 part_started
+kill -9 "${trainer_pid[1]}"
+wait "${trainer_pid[1]}" 2>/dev/null
+tc -n $ns_b qdisc del dev mh-b1 root
+trainer_up 1
+check "the killed trainer's job succeeded after it came back" wait_for 60 all_done "$kid"
+resumed() { grep -q "dataset $k_sha: resuming the fetch at [1-9][0-9]* MB" "$tmp/host1.log"; }
+check "its fetch resumed from the part it had, not from byte 0" resumed
+trainer_up 2
 
 # A partition: the host running a long job loses its link.
-long=$(cd "$tmp/client" && in_b mlq submit --dataset data.h5 --layers 8,512,512,3 \
+long=$(in_b mlq submit --dataset-name mh-data --layers 8,512,512,3 \
     --epochs 400 --batch-size 8 --name mh-long)
 runner() { in_b mlq show "$long" --json | grep -o '"trainer": "host[12]"' | grep -o 'host[12]'; }
 running_on() { [ -n "$(runner)" ] && in_b mlq metrics "$long" --json | grep -q '"epoch"'; }
