@@ -31,6 +31,7 @@
 #include "atomic_file.h"
 #include "errmsg.h"
 #include "sha256.h"
+#include "spec.h"
 
 static int store_path(const char *dir, const char *sub, const char *sha, const char *suffix,
                       char buf[DATASETS_PATH_MAX])
@@ -79,19 +80,6 @@ int datasets_dir_resolve(const char *configured, const char *db_path, char buf[D
         return -ENAMETOOLONG;
     }
     return 0;
-}
-
-bool datasets_name_valid(const char *name)
-{
-    if (!name || !name[0] || name[0] == '.' || name[0] == '-') return false;
-    size_t n = 0;
-    for (const char *p = name; *p; p++, n++) {
-        char c = *p;
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return false;
-    }
-    return n < 128;
 }
 
 /* mkdir -p, each new directory 0750. */
@@ -425,9 +413,9 @@ static int push_fields(struct broker *b, const struct proto_msg *m, bool want_na
                            *sha);
         return -EINVAL;
     }
-    if (want_name && !datasets_name_valid(*name)) {
+    if (want_name && !spec_dataset_name_valid(*name)) {
         broker_reply_error(b, m, "bad_request",
-                           "%s: dataset name '%.140s': 1 to 127 letters, digits, '.', '_' or "
+                           "%s: dataset name '%.140s': 1 to 128 letters, digits, '.', '_' or "
                            "'-', not starting with '.' or '-'",
                            m->cmd, *name);
         return -EINVAL;

@@ -31,8 +31,4 @@ int datasets_dir_resolve(const char *configured, const char *db_path, char buf[D
  * -errno with err naming the directory. */
 int datasets_prepare(const char *dir, char *err, size_t errlen);
 
-/* A dataset name as a person writes it: 1 to 128 bytes of letters, digits
- * and . _ - (not starting with . or -): never a path. */
-bool datasets_name_valid(const char *name);
-
 #endif

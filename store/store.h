@@ -350,7 +350,7 @@ int store_deployments_list(struct store *s, struct store_deployment **out, size_
  * a name says which object it means now, a run's dataset_sha256 which
  * bytes it read. A few rows written by a person's command: statements are
  * prepared per call. */
-#define STORE_DATASET_NAME_MAX 128
+#define STORE_DATASET_NAME_MAX 129 /* a name of up to 128 bytes (spec_dataset_name_valid) */
 
 struct store_dataset {
     char name[STORE_DATASET_NAME_MAX];

@@ -70,6 +70,13 @@ run mlq dataset push "$tmp/fm-small.h5" --json
     fail "a second push sent bytes: $(cat "$tmp/out")"
 run mlq dataset ls
 grep -q "^fm-small  *${sha:0:16}" "$tmp/out" || fail "ls: $(cat "$tmp/out")"
+# Names of up to 128 bytes, as a spec may give them.
+long=$(printf 'n%.0s' $(seq 128))
+run mlq dataset push "$tmp/fm-small.h5" --name "$long"
+[ $rc = 0 ] || fail "a 128-byte name: exit $rc: $(cat "$tmp/err")"
+mlq dataset rm "$long" >/dev/null || fail "rm of the 128-byte name"
+run mlq dataset push "$tmp/fm-small.h5" --name "n$long"
+[ $rc != 0 ] || fail "a 129-byte name was taken"
 
 # ---- a name held by other bytes ----
 run mlq dataset push "$tmp/classes.h5" --name fm-small

@@ -310,6 +310,12 @@ static void test_hostile_pushes(void **state)
         expect_error(&p, P,
                      json_pack("{s:s, s:s, s:i}", "name", names[i], "sha256", sha, "size", 12),
                      NULL, 0, "bad_request");
+    /* 128 bytes is the longest name (the spec's rule): 129 is refused. */
+    char long_name[130];
+    memset(long_name, 'n', 129);
+    long_name[129] = '\0';
+    expect_error(&p, P, json_pack("{s:s, s:s, s:i}", "name", long_name, "sha256", sha, "size", 12),
+                 NULL, 0, "bad_request");
     expect_error(
         &p, P, json_pack("{s:s, s:s, s:i}", "name", "a", "sha256", "../../etc/passwd", "size", 12),
         NULL, 0, "bad_request");
