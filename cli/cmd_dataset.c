@@ -641,39 +641,62 @@ static int info_file(const char *path, struct spec_dataset src, bool as_json);
 /* Runs info_file in a child process: it hands the file to libhdf5, which
  * crashes on some damaged files (docs/security.md); the child reads in
  * process, being the isolation itself. */
-static int info_isolated(const char *path, const struct spec_dataset *src, bool as_json)
+/* mlq dataset info's reading of a file runs in a child process: a file that
+ * crashes libhdf5 crashes the child, not mlq. Started, then waited for, so
+ * that mlq dataset push hashes the file meanwhile. */
+struct info_child {
+    pid_t pid;
+    int *done; /* set by the child once it is done: one that ended without it
+                * died inside libhdf5 (a signal, or a sanitizer's report) */
+    const char *path;
+};
+
+static int info_start(struct info_child *c, const char *path, const struct spec_dataset *src,
+                      bool as_json)
 {
-    /* Set by the child once it is done: a child that ended without it died
-     * inside libhdf5 (a signal, or a sanitizer's report and exit). */
-    int *done = mmap(NULL, sizeof *done, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (done == MAP_FAILED) return error("cannot start the dataset reader: %s", strerror(errno));
+    c->path = path;
+    c->done =
+        mmap(NULL, sizeof *c->done, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (c->done == MAP_FAILED) return error("cannot start the dataset reader: %s", strerror(errno));
     fflush(stdout);
     fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) {
-        munmap(done, sizeof *done);
+    c->pid = fork();
+    if (c->pid < 0) {
+        munmap(c->done, sizeof *c->done);
         return error("cannot start the dataset reader: %s", strerror(errno));
     }
-    if (pid == 0) {
+    if (c->pid == 0) {
         signal(SIGSEGV, SIG_DFL);
         signal(SIGBUS, SIG_DFL);
         dataset_set_isolated(false);
         int rc = info_file(path, *src, as_json);
         fflush(stdout);
         fflush(stderr);
-        __atomic_store_n(done, 1, __ATOMIC_RELEASE);
+        __atomic_store_n(c->done, 1, __ATOMIC_RELEASE);
         _exit(rc);
     }
+    return EXIT_OK;
+}
+
+static int info_wait(struct info_child *c)
+{
     int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    while (waitpid(c->pid, &status, 0) < 0 && errno == EINTR)
         ;
-    bool finished = __atomic_load_n(done, __ATOMIC_ACQUIRE);
-    munmap(done, sizeof *done);
+    bool finished = __atomic_load_n(c->done, __ATOMIC_ACQUIRE);
+    munmap(c->done, sizeof *c->done);
     if (finished && WIFEXITED(status)) return WEXITSTATUS(status);
     if (WIFSIGNALED(status))
-        return error("dataset reader crashed (signal %d) on %s", WTERMSIG(status), path);
+        return error("dataset reader crashed (signal %d) on %s", WTERMSIG(status), c->path);
     return error("dataset reader died (exit status %d) on %s",
-                 WIFEXITED(status) ? WEXITSTATUS(status) : -1, path);
+                 WIFEXITED(status) ? WEXITSTATUS(status) : -1, c->path);
+}
+
+static int info_isolated(const char *path, const struct spec_dataset *src, bool as_json)
+{
+    struct info_child c;
+    int rc = info_start(&c, path, src, as_json);
+    return rc != EXIT_OK ? rc : info_wait(&c);
 }
 
 static int info(int argc, char **argv)
@@ -890,6 +913,15 @@ static int push(int argc, char **argv)
     return rc;
 }
 
+static int push_gate(void *arg)
+{
+    const char *was = sub;
+    sub = "dataset push";
+    int rc = info_wait(arg);
+    sub = was;
+    return rc;
+}
+
 int cli_dataset_push(const char *path, const char *name, bool replace,
                      const struct spec_dataset *src, const char *broker, bool as_json,
                      char sha256[65], bool quiet)
@@ -900,12 +932,14 @@ int cli_dataset_push(const char *path, const char *name, bool replace,
     snprintf(s.path, sizeof s.path, "%s", path);
     check_only = true;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    int rc = info_isolated(path, &s, false);
+    struct info_child check;
+    int rc = info_start(&check, path, &s, false);
     check_only = false;
     sub = was;
     if (rc != EXIT_OK) return rc;
+    /* The file is checked (in the child) while it is hashed (here). */
     struct dataset_pushed p;
-    rc = dataset_push_file(cli_broker_endpoint(broker), path, name, replace, &p);
+    rc = dataset_push_file(cli_broker_endpoint(broker), path, name, replace, push_gate, &check, &p);
     if (rc != EXIT_OK) return rc;
     if (sha256) snprintf(sha256, 65, "%s", p.sha256);
     double mb = (double)p.size / 1e6, rate = p.seconds > 0 ? (double)p.sent / 1e6 / p.seconds : 0;

@@ -200,12 +200,15 @@ out:
 }
 
 int dataset_push_file(const char *endpoint, const char *path, const char *name, bool replace,
-                      struct dataset_pushed *out)
+                      int (*gate)(void *), void *gate_arg, struct dataset_pushed *out)
 {
     memset(out, 0, sizeof *out);
     char err[1024];
     long long size;
-    if (sha256_file(path, out->sha256, &size, err, sizeof err) != 0) {
+    int hashed = sha256_file(path, out->sha256, &size, err, sizeof err);
+    int gated = gate ? gate(gate_arg) : EXIT_OK;
+    if (gated != EXIT_OK) return gated; /* the gate's reason first: it says more */
+    if (hashed != 0) {
         fprintf(stderr, "mlq: %s\n", err);
         return EXIT_FAILURE_GENERIC;
     }

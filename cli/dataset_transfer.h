@@ -17,9 +17,12 @@ struct dataset_pushed {
 };
 
 /* Pushes the file at path under name (replace: the name may move from other
- * bytes). Returns EXIT_OK with *out, or the exit code after printing why. */
+ * bytes). Returns EXIT_OK with *out, or the exit code after printing why.
+ * gate, if not NULL, is called once the file is hashed and before a byte
+ * goes out: an exit code other than EXIT_OK ends the push with it (the
+ * caller's check of the file runs while the file is hashed). */
 int dataset_push_file(const char *endpoint, const char *path, const char *name, bool replace,
-                      struct dataset_pushed *out);
+                      int (*gate)(void *), void *gate_arg, struct dataset_pushed *out);
 
 /* Fetches the object sha256 into output (atomically), each chunk and the
  * whole file verified. *size gets its bytes. EXIT_OK or the exit code after
