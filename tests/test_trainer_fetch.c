@@ -128,6 +128,14 @@ static json_t *fake_until(struct fake *f, const char *want, double timeout_s)
     return NULL;
 }
 
+/* Serves the trainer until it sends want, within timeout_s, or fails. */
+static void expect_msg(struct fake *f, const char *want, double timeout_s)
+{
+    json_t *body = fake_until(f, want, timeout_s);
+    if (!body) fail_msg("no %s within %.0f s", want, timeout_s);
+    json_decref(body);
+}
+
 static void send_job(struct fake *f, int64_t job, const char *sha)
 {
     char path[600];
@@ -216,8 +224,8 @@ static void test_fetch_train_and_cache(void **state)
     struct fake f;
     fake_open(&f, h);
     start_trainer(&f, "100");
-    assert_non_null(fake_until(&f, PROTO_HELLO, 10));
-    fake_until(&f, PROTO_HEARTBEAT, 5);
+    expect_msg(&f, PROTO_HELLO, 10);
+    json_decref(fake_until(&f, PROTO_HEARTBEAT, 5));
 
     /* First job: fetched, chunk 1 corrupt once, chunk 2's reply dropped. */
     f.corrupt_once = 1;
@@ -274,7 +282,7 @@ static void test_larger_than_the_cache(void **state)
     struct fake f;
     fake_open(&f, h);
     start_trainer(&f, "2");
-    assert_non_null(fake_until(&f, PROTO_HELLO, 10));
+    expect_msg(&f, PROTO_HELLO, 10);
     send_job(&f, 11, f.sha);
     char err[1024], want[300];
     expect_done(&f, 11, "failed", err, sizeof err, 30);
@@ -294,7 +302,7 @@ static void test_killed_mid_fetch_resumes(void **state)
     struct fake f;
     fake_open(&f, h);
     pid_t pid = start_trainer(&f, "100");
-    assert_non_null(fake_until(&f, PROTO_HELLO, 10));
+    expect_msg(&f, PROTO_HELLO, 10);
     f.stall_from = 2;
     send_job(&f, 12, f.sha);
     char part[700];
@@ -302,13 +310,13 @@ static void test_killed_mid_fetch_resumes(void **state)
     struct stat st = {0};
     double until = mono() + 10;
     while (mono() < until && (stat(part, &st) != 0 || st.st_size < 2 * CHUNK))
-        fake_until(&f, "NONE", 0.1);
+        json_decref(fake_until(&f, "NONE", 0.1));
     assert_int_equal(st.st_size, 2 * CHUNK);
     h_proc_kill(h, pid, SIGKILL);
 
     fake_reset(&f);
     start_trainer(&f, "100");
-    assert_non_null(fake_until(&f, PROTO_HELLO, 10));
+    expect_msg(&f, PROTO_HELLO, 10);
     send_job(&f, 12, f.sha);
     expect_dataset(&f, 12, (int64_t)f.len - CHUNK);
     assert_int_equal(f.first_index, 1);
