@@ -18,11 +18,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
 #include <sys/stat.h>
+#include <sys/mman.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -135,9 +137,44 @@ struct upload {
     double used;
 };
 
+/* An object's bytes mapped read-only: FETCH replies are sent from the
+ * mapping, not copied (a chunk read from the page cache straight into the
+ * socket). Each reply in ZeroMQ's hands holds a reference, released from
+ * its I/O thread; the object holds one while open. */
+struct mapping {
+    void *addr;
+    size_t len;
+    atomic_int refs;
+};
+
+static void mapping_release(void *bin, void *hint)
+{
+    (void)bin;
+    struct mapping *mp = hint;
+    if (atomic_fetch_sub(&mp->refs, 1) == 1) {
+        munmap(mp->addr, mp->len);
+        free(mp);
+    }
+}
+
+static struct mapping *mapping_open(int fd, size_t len)
+{
+    struct mapping *mp = malloc(sizeof *mp);
+    if (!mp) return NULL;
+    mp->addr = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    if (mp->addr == MAP_FAILED) {
+        free(mp);
+        return NULL;
+    }
+    mp->len = len;
+    atomic_init(&mp->refs, 1);
+    return mp;
+}
+
 struct object {
     char sha[SHA256_HEX_LEN + 1]; /* "" = a free slot */
     int fd;
+    struct mapping *map; /* NULL: replies are read with pread (mmap failed) */
     int64_t size, n_chunks;
     unsigned char *chunks; /* (n_chunks, SHA256_BYTES), from objects/<sha>.chunks */
     double used;
@@ -194,6 +231,7 @@ static void object_close(struct object *o)
 {
     if (!o->sha[0]) return;
     if (o->fd >= 0) close(o->fd);
+    if (o->map) mapping_release(NULL, o->map);
     free(o->chunks);
     memset(o, 0, sizeof *o);
     o->fd = -1;
@@ -826,6 +864,7 @@ static struct object *object_get(struct broker *b, const char *sha)
     snprintf(o->sha, sizeof o->sha, "%s", sha);
     o->fd = fd;
     o->size = st.st_size;
+    o->map = mapping_open(fd, (size_t)st.st_size);
     o->n_chunks = n;
     o->chunks = chunks;
     o->used = broker_mono();
@@ -856,6 +895,25 @@ static void on_fetch(struct broker *b, struct proto_msg *m)
     }
     int64_t off = index * CHUNK;
     size_t len = (size_t)(o->size - off < CHUNK ? o->size - off : CHUNK);
+    char chex[SHA256_HEX_LEN + 1], text[400];
+    sha256_hex(o->chunks + index * SHA256_BYTES, chex);
+    snprintf(text, sizeof text,
+             "{\"sha256\":\"%s\",\"index\":%lld,\"offset\":%lld,\"size\":%lld,\"chunks\":%lld,"
+             "\"chunk_sha256\":\"%s\"}",
+             o->sha, (long long)index, (long long)off, (long long)o->size, (long long)o->n_chunks,
+             chex);
+    if (o->map) {
+        atomic_fetch_add(&o->map->refs, 1);
+        int rc = proto_send_text_borrowed(b->router, m->ident, m->ident_len, PROTO_CHUNK, text,
+                                          (char *)o->map->addr + off, len, mapping_release, o->map,
+                                          ZMQ_DONTWAIT);
+        if (rc && rc != -EHOSTUNREACH && rc != -EAGAIN)
+            log_limited(&b->datasets->log, LOG_LVL_WARN, "send %s: %s", PROTO_CHUNK,
+                        zmq_strerror(-rc));
+        if (t) t->last_sent = broker_mono();
+        b->yield_pass = true;
+        return;
+    }
     size_t got = 0;
     while (got < len) {
         ssize_t r = pread(o->fd, b->datasets->buf + got, len - got, off + (off_t)got);
@@ -871,13 +929,6 @@ static void on_fetch(struct broker *b, struct proto_msg *m)
         }
         got += (size_t)r;
     }
-    char chex[SHA256_HEX_LEN + 1], text[400];
-    sha256_hex(o->chunks + index * SHA256_BYTES, chex);
-    snprintf(text, sizeof text,
-             "{\"sha256\":\"%s\",\"index\":%lld,\"offset\":%lld,\"size\":%lld,\"chunks\":%lld,"
-             "\"chunk_sha256\":\"%s\"}",
-             o->sha, (long long)index, (long long)off, (long long)o->size, (long long)o->n_chunks,
-             chex);
     send_now(b, m, PROTO_CHUNK, text, b->datasets->buf, len);
     b->yield_pass = true;
 }

@@ -90,6 +90,30 @@ int proto_send_bin(void *sock, const void *ident, size_t ident_len, const char *
     return rc;
 }
 
+int proto_send_text_borrowed(void *sock, const void *ident, size_t ident_len, const char *cmd,
+                             const char *text, void *bin, size_t bin_len,
+                             void (*release)(void *bin, void *hint), void *hint, int flags)
+{
+    zmq_msg_t f;
+    if (zmq_msg_init_data(&f, bin, bin_len, release, hint) != 0) {
+        int e = errno;
+        release(bin, hint);
+        return -e;
+    }
+    int rc = 0;
+    int more = ZMQ_SNDMORE | flags;
+    if (ident && (rc = send_frame(sock, ident, ident_len, more, true)) != 0) goto out;
+    if ((rc = send_frame(sock, PROTO_HEADER, 4, more, !ident)) != 0) goto out;
+    if ((rc = send_frame(sock, cmd, strlen(cmd), more, false)) != 0) goto out;
+    if ((rc = send_frame(sock, text, strlen(text), more, false)) != 0) goto out;
+    while ((rc = zmq_msg_send(&f, sock, flags)) < 0 && errno == EINTR)
+        ;
+    rc = rc < 0 ? -errno : 0;
+out:
+    zmq_msg_close(&f); /* after a send, a no-op; else release runs here */
+    return rc;
+}
+
 int proto_send_text(void *sock, const void *ident, size_t ident_len, const char *cmd,
                     const char *text, const void *bin, size_t bin_len, int flags)
 {

@@ -111,6 +111,12 @@ int proto_socket_setup(void *sock, int linger_ms);
 int proto_send(void *sock, const void *ident, size_t ident_len, const char *cmd, const json_t *body,
                const void *bin, size_t bin_len, int flags);
 /* The same with the body already encoded: text must be one JSON object. */
+/* The same with the binary frame borrowed, not copied: ZeroMQ sends from
+ * bin and calls release(bin, hint) when done with it, from its I/O thread,
+ * whether the send succeeded or not (so release must be thread-safe). */
+int proto_send_text_borrowed(void *sock, const void *ident, size_t ident_len, const char *cmd,
+                             const char *text, void *bin, size_t bin_len,
+                             void (*release)(void *bin, void *hint), void *hint, int flags);
 int proto_send_text(void *sock, const void *ident, size_t ident_len, const char *cmd,
                     const char *text, const void *bin, size_t bin_len, int flags);
 
