@@ -9,9 +9,10 @@
  * so that a push neither waits for nor forces a commit. END verifies the
  * hash and the HDF5 signature, fsyncs, writes the chunk index, renames the
  * part into objects/ and only then names it in the store; its OK leaves
- * after that commit. FETCH preads from an object whose fd (and chunk index)
- * stays open while it is being fetched, so that trainers fetching one
- * dataset share the page cache, and its CHUNK is sent at once too. */
+ * after that commit. FETCH answers from an object mapped read-only while it
+ * is being fetched (struct mapping): its CHUNK is sent at once, from the
+ * page cache without a copy, so trainers fetching one dataset at once share
+ * one read of it from disk. */
 #define _GNU_SOURCE
 #include "broker_internal.h"
 
