@@ -261,7 +261,7 @@ int dscache_make_room(struct dscache *c, const char *sha, int64_t size, int64_t 
     size_t n;
     int rc = list_all(c, &v, &n);
     if (rc) return errmsg(err, errlen, rc, "dataset cache %s: %s", c->dir, strerror(-rc));
-    qsort(v, n, sizeof *v, by_age);
+    if (n) qsort(v, n, sizeof *v, by_age); /* v is NULL when the cache is empty */
     int64_t used = 0;
     for (size_t i = 0; i < n; i++)
         if (strcmp(v[i].sha, sha) != 0) used += v[i].bytes;
