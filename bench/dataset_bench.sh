@@ -32,6 +32,9 @@ usage: bench/dataset_bench.sh [--build DIR] [--runs N] [--trainers N] [--pad-mb 
   --runs N       runs of each timing, the median printed (default 5)
   --trainers N   trainers fetching at once in part 2 (default 4)
   --pad-mb MB    noise after the HDF5 file's end (default 200; 0: Fashion-MNIST alone)
+  --cache-base D the trainers' caches under D (default: the temporary directory; /dev/shm
+                 takes the disk out: N trainers on one host share its disk, on N hosts they
+                 would not)
   --no-latency   skip part 3; --keep keeps the temporary directory
 EOF
 }
@@ -43,6 +46,7 @@ NTRAINERS=4
 PAD=200
 LATENCY=1
 KEEP=0
+CACHE_BASE=""
 FMNIST=${FMNIST:-/usr/share/datasets/fashion-mnist}
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -50,6 +54,7 @@ while [ $# -gt 0 ]; do
     --runs) RUNS=$2; shift 2 ;;
     --trainers) NTRAINERS=$2; shift 2 ;;
     --pad-mb) PAD=$2; shift 2 ;;
+    --cache-base) CACHE_BASE=$2; shift 2 ;;
     --no-latency) LATENCY=0; shift ;;
     --keep) KEEP=1; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -77,6 +82,9 @@ cleanup() {
     [ "$KEEP" = 1 ] && echo "kept $TMP" >&2 || rm -rf "$TMP"
 }
 trap cleanup EXIT
+[ -n "$CACHE_BASE" ] || CACHE_BASE=$TMP
+CACHES=$(mktemp -d "$CACHE_BASE/mlq-dataset-bench-caches-XXXXXX")
+trap 'rm -rf "$CACHES"; cleanup' EXIT
 export MLQ_CONFIG=$TMP/empty.conf XDG_CONFIG_HOME=$TMP
 : >"$MLQ_CONFIG"
 export MLQ_BROKER=ipc://$TMP/broker.sock MLQ_DB=$TMP/mlq.db
@@ -92,7 +100,10 @@ mb() { awk -v b="$(stat -c %s "$1")" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 FILES=("$TMP/data.h5")
 
 "$BUILD/broker/mlq-broker" --db "$MLQ_DB" --bind "$MLQ_BROKER" >"$TMP/broker.log" 2>&1 &
+BROKER_PID=$!
 PIDS+=($!)
+# the broker's CPU seconds so far (user + system)
+broker_cpu() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$BROKER_PID/stat"; }
 for _ in $(seq 100); do "$MLQ" queue >/dev/null 2>&1 && break; sleep 0.1; done
 "$MLQ" queue >/dev/null || die "the broker did not start: $(cat "$TMP/broker.log")"
 
@@ -146,9 +157,9 @@ fetch_times() {
 }
 start_trainers() { # N: trainers with empty caches
     for i in $(seq "$1"); do
-        rm -rf "$TMP/cache$i"
+        rm -rf "$CACHES/cache$i"
         "$BUILD/trainer/mlq-trainer" --broker "$MLQ_BROKER" --name "t$i" --threads 1 \
-            --dataset-cache-dir "$TMP/cache$i" >"$TMP/trainer$i.log" 2>&1 &
+            --dataset-cache-dir "$CACHES/cache$i" >"$TMP/trainer$i.log" 2>&1 &
         PIDS+=($!)
     done
     for _ in $(seq 100); do
@@ -156,9 +167,13 @@ start_trainers() { # N: trainers with empty caches
         sleep 0.1
     done
 }
-stop_trainers() {
+stop_trainers() { # and until the broker has let them go (3 heartbeats of silence)
     pkill -f "mlq-trainer --broker $MLQ_BROKER" || true
-    sleep 0.5
+    for _ in $(seq 100); do
+        "$MLQ" workers --json | grep -q '"name"' || return 0
+        sleep 0.1
+    done
+    die "the broker still lists stopped trainers: $("$MLQ" workers)"
 }
 for r in $(seq "$RUNS"); do
     start_trainers 1
@@ -171,17 +186,20 @@ for r in $(seq "$RUNS"); do
     stop_trainers
     start_trainers "$NTRAINERS"
     ids=()
+    c0=$(broker_cpu)
     for _ in $(seq "$NTRAINERS"); do ids+=("$("$MLQ" submit "$TMP/job.json")"); done
     for id in "${ids[@]}"; do "$MLQ" wait --quiet "$id" || die "job $id: $("$MLQ" show "$id")"; done
+    echo "$(broker_cpu) - $c0" | bc -l >>"$TMP/cpu.t"
     logs=()
     for i in $(seq "$NTRAINERS"); do logs+=("$TMP/trainer$i.log"); done
     fetch_times "${logs[@]}" | sort -g | tail -n 1 >>"$TMP/many.t"
     stop_trainers
 done
-one=$(median <"$TMP/one.t") many=$(median <"$TMP/many.t")
-awk -v f="$(basename "${FILES[-1]}")" -v s="$(mb "${FILES[-1]}")" -v o="$one" -v m="$many" -v n="$NTRAINERS" -v r="$RUNS" 'BEGIN {
-    printf "trainer fetch of %s (%s MB), medians of %d: one trainer %.3f s (%.0f MB/s); %d at once, the slowest %.3f s: %.2fx one (target <= 2); cached second run: 0 bytes moved\n",
-        f, s, r, o, s / o, n, m, m / o }'
+one=$(median <"$TMP/one.t") many=$(median <"$TMP/many.t") cpu=$(median <"$TMP/cpu.t")
+awk -v f="$(basename "${FILES[-1]}")" -v s="$(mb "${FILES[-1]}")" -v o="$one" -v m="$many" -v n="$NTRAINERS" -v r="$RUNS" -v cb="$CACHE_BASE" -v c="$cpu" 'BEGIN {
+    printf "trainer fetch of %s (%s MB) into caches under %s, medians of %d: one trainer %.3f s (%.0f MB/s); %d at once, the slowest %.3f s: %.2fx one (target <= 2); cached second run: 0 bytes moved\n",
+        f, s, cb, r, o, s / o, n, m, m / o
+    printf "  the broker'"'"'s CPU while the %d fetched (and trained): %.3f s\n", n, c }'
 
 # ---- 3. dispatch latency while a transfer runs ----
 if [ "$LATENCY" = 1 ]; then

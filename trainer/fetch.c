@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* sync_file_range */
 #include "fetch.h"
 
 #include <errno.h>
@@ -198,6 +199,13 @@ static enum fetch_state flush(struct fetch *f)
             left -= (size_t)n;
             off += n;
         }
+        /* Start writing the chunk back now, without waiting: the fsync at
+         * the end (dscache_commit, in this I/O thread) then has a chunk or
+         * two left to flush, not the whole file, and heartbeats go on
+         * (four trainers' 225 MB fsyncs on one disk outlasted the 3 s
+         * liveness). Advisory: an error here is the fsync's to report. */
+        (void)sync_file_range(f->fd, (off64_t)(f->written * CHUNK), (off64_t)s->len,
+                              SYNC_FILE_RANGE_WRITE);
         if (sha256_update(&f->hash, s->bin, s->len) != 0) {
             errmsg(f->err, sizeof f->err, 0, "dataset %s: hashing failed", f->sha);
             return fail(f);
