@@ -283,11 +283,9 @@ static void send_error_now(struct broker *b, const struct proto_msg *m, const ch
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    json_t *o = json_pack("{s:s, s:s}", "error", text, "code", code);
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    if (s) send_now(b, m, PROTO_ERROR, s, NULL, 0);
-    free(s);
-    json_decref(o);
+    proto_send_error(b->router, m->ident, m->ident_len, code, "%s", text);
+    struct trainer *t = trainers_find(b, m->ident, m->ident_len);
+    if (t) t->last_sent = broker_mono();
 }
 
 static struct upload *upload_find(struct broker *b, const char *sha)
