@@ -420,6 +420,8 @@ struct io {
     double interval, expiry;
     double last_heard, last_sent, backoff;
     bool welcomed;
+    bool ever_welcomed; /* a broker has answered since we started */
+    bool said_keys;     /* the hint about keys was logged */
 
     int64_t job;       /* the job the worker runs or ran (until ACK) */
     bool worker_busy;  /* the worker thread has a job */
@@ -886,7 +888,7 @@ static void on_broker_message(struct io *io, struct proto_msg *m)
         /* HELLO repeats until welcomed, so several WELCOMEs may come: only the
          * first resends the job's state, or the resends multiply. */
         bool first = !io->welcomed;
-        io->welcomed = true;
+        io->welcomed = io->ever_welcomed = true;
         int64_t adopt = json_integer_value(json_object_get(m->body, "adopt"));
         if (first && io->job && adopt == io->job) resend_job_state(io);
     } else if (strcmp(m->cmd, PROTO_WHO) == 0) {
@@ -1196,6 +1198,15 @@ int worker_main(const struct worker_opts *opts)
         if (io.dealer && now - io.last_heard > io.expiry) {
             log_warn("broker silent for %.1f s: reconnecting in %.1f s", now - io.last_heard,
                      io.backoff);
+            /* A CURVE handshake the broker cannot read is dropped without a
+             * word: say what that usually means, once. */
+            if (!io.ever_welcomed && !io.said_keys && opts->keys && opts->keys->curve) {
+                log_warn("no broker has answered yet: if it runs at %s, its key may not be the "
+                         "one pinned from %s, or this trainer's key (%s) is not in its "
+                         "trainers' directory (docs/security.md)",
+                         opts->endpoint, opts->keys->broker_from, opts->keys->own_path);
+                io.said_keys = true;
+            }
             zmq_close(io.dealer);
             io.dealer = NULL;
             io.welcomed = false;
