@@ -262,15 +262,20 @@ bool datasets_is_client_command(const char *cmd)
 /* A direct send (not through the outbox): chunk traffic never waits for a
  * commit. A peer that is gone or whose queue is full loses the message; the
  * sender asks again (docs/protocol.md). */
-static void send_now(struct broker *b, const struct proto_msg *m, const char *cmd, const char *text,
-                     const void *bin, size_t bin_len)
+static void after_send(struct broker *b, const struct proto_msg *m, const char *cmd, int rc)
 {
-    int rc =
-        proto_send_text(b->router, m->ident, m->ident_len, cmd, text, bin, bin_len, ZMQ_DONTWAIT);
     if (rc && rc != -EHOSTUNREACH && rc != -EAGAIN)
         log_limited(&b->datasets->log, LOG_LVL_WARN, "send %s: %s", cmd, zmq_strerror(-rc));
     struct trainer *t = trainers_find(b, m->ident, m->ident_len);
     if (t) t->last_sent = broker_mono();
+}
+
+static void send_now(struct broker *b, const struct proto_msg *m, const char *cmd, const char *text,
+                     const void *bin, size_t bin_len)
+{
+    after_send(
+        b, m, cmd,
+        proto_send_text(b->router, m->ident, m->ident_len, cmd, text, bin, bin_len, ZMQ_DONTWAIT));
 }
 
 static void send_error_now(struct broker *b, const struct proto_msg *m, const char *code,
@@ -283,9 +288,8 @@ static void send_error_now(struct broker *b, const struct proto_msg *m, const ch
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    proto_send_error(b->router, m->ident, m->ident_len, code, "%s", text);
-    struct trainer *t = trainers_find(b, m->ident, m->ident_len);
-    if (t) t->last_sent = broker_mono();
+    after_send(b, m, PROTO_ERROR,
+               proto_send_error(b->router, m->ident, m->ident_len, code, "%s", text));
 }
 
 static struct upload *upload_find(struct broker *b, const char *sha)
@@ -903,13 +907,10 @@ static void on_fetch(struct broker *b, struct proto_msg *m)
              chex);
     if (o->map) {
         atomic_fetch_add(&o->map->refs, 1);
-        int rc = proto_send_text_borrowed(b->router, m->ident, m->ident_len, PROTO_CHUNK, text,
-                                          (char *)o->map->addr + off, len, mapping_release, o->map,
-                                          ZMQ_DONTWAIT);
-        if (rc && rc != -EHOSTUNREACH && rc != -EAGAIN)
-            log_limited(&b->datasets->log, LOG_LVL_WARN, "send %s: %s", PROTO_CHUNK,
-                        zmq_strerror(-rc));
-        if (t) t->last_sent = broker_mono();
+        after_send(b, m, PROTO_CHUNK,
+                   proto_send_text_borrowed(b->router, m->ident, m->ident_len, PROTO_CHUNK, text,
+                                            (char *)o->map->addr + off, len, mapping_release,
+                                            o->map, ZMQ_DONTWAIT));
         b->yield_pass = true;
         return;
     }
