@@ -72,6 +72,12 @@ bool sha256_hex_valid(const char *s)
 int sha256_file(const char *path, char hex[SHA256_HEX_LEN + 1], long long *size, char *err,
                 size_t errlen)
 {
+    return sha256_file_stoppable(path, hex, size, NULL, err, errlen);
+}
+
+int sha256_file_stoppable(const char *path, char hex[SHA256_HEX_LEN + 1], long long *size,
+                          atomic_int *stop, char *err, size_t errlen)
+{
     enum { PIECE = 1 << 20 };
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return errmsg(err, errlen, -errno, "%s: %s", path, strerror(errno));
@@ -81,6 +87,11 @@ int sha256_file(const char *path, char hex[SHA256_HEX_LEN + 1], long long *size,
     long long total = 0;
     bool said = false;
     while (rc == 0) {
+        if (stop && atomic_load(stop)) {
+            rc = errmsg(err, errlen, -ECANCELED, "%s: hashing stopped", path);
+            said = true;
+            break;
+        }
         ssize_t n = read(fd, buf, PIECE);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {

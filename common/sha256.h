@@ -5,6 +5,7 @@
 #ifndef MLQ_SHA256_H
 #define MLQ_SHA256_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -33,5 +34,9 @@ bool sha256_hex_valid(const char *s);
  * NULL) receives its length. 0 or -errno with err naming the file. */
 int sha256_file(const char *path, char hex[SHA256_HEX_LEN + 1], long long *size, char *err,
                 size_t errlen);
+/* The same from a thread another may stop: -ECANCELED once *stop is set
+ * (checked between pieces). */
+int sha256_file_stoppable(const char *path, char hex[SHA256_HEX_LEN + 1], long long *size,
+                          atomic_int *stop, char *err, size_t errlen);
 
 #endif

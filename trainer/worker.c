@@ -1,7 +1,6 @@
 #include "worker.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
@@ -577,23 +576,7 @@ static void release_data(struct io *io)
 static void *verify_thread(void *arg)
 {
     struct verify *v = arg;
-    enum { PIECE = 1 << 20 };
-    unsigned char *buf = malloc(PIECE), d[SHA256_BYTES];
-    struct sha256 h = {0};
-    int fd = open(v->path, O_RDONLY | O_CLOEXEC);
-    v->rc = !buf ? -ENOMEM : fd < 0 ? -errno : sha256_init(&h);
-    while (!v->rc && !atomic_load(&v->stop)) {
-        ssize_t n = read(fd, buf, PIECE);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) v->rc = -errno;
-        if (n <= 0) break;
-        v->rc = sha256_update(&h, buf, (size_t)n);
-    }
-    if (!v->rc && sha256_final(&h, d) == 0) sha256_hex(d, v->hex);
-    if (v->rc) snprintf(v->err, sizeof v->err, "%.500s: %s", v->path, strerror(-v->rc));
-    sha256_clear(&h);
-    if (fd >= 0) close(fd);
-    free(buf);
+    v->rc = sha256_file_stoppable(v->path, v->hex, NULL, &v->stop, v->err, sizeof v->err);
     atomic_store(&v->finished, 1);
     return NULL;
 }
