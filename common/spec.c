@@ -279,6 +279,33 @@ static int parse_dataset(json_t *v, const char *field, struct spec_dataset *d, c
     return rc;
 }
 
+/* A predict job's "output": the path of the HDF5 file the trainer writes,
+ * or {"push": true, "name"?} for a file that goes to the broker's dataset
+ * store instead (the client's host fetches it). */
+static int parse_output(json_t *doc, struct mlq_spec *s, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"push", "name"};
+    json_t *v = json_object_get(doc, "output");
+    if (!v || json_is_string(v))
+        return get_string(doc, "output", "", s->output_path, sizeof s->output_path, err, errlen);
+    if (!json_is_object(v))
+        return errmsg(err, errlen, -EINVAL,
+                      "output: must be a path or {\"push\": true} (the file sent back)");
+    int rc = check_keys(v, "output", keys, COUNT(keys), err, errlen);
+    if (!rc) rc = get_bool(v, "push", "output.", &s->output_push, err, errlen);
+    if (!rc && !s->output_push)
+        rc = errmsg(err, errlen, -EINVAL,
+                    "output.push: must be true (or give output as a path on the trainer)");
+    if (!rc)
+        rc = get_string(v, "name", "output.", s->output_name, sizeof s->output_name, err, errlen);
+    if (!rc && json_object_get(v, "name") && !spec_dataset_name_valid(s->output_name))
+        rc = errmsg(err, errlen, -EINVAL,
+                    "output.name: 1 to %d letters, digits, '.', '_' or '-', not starting with "
+                    "'.' or '-'",
+                    SPEC_DATASET_NAME_MAX);
+    return rc;
+}
+
 const char *const spec_layer_field_names[SPEC_N_LAYER_FIELDS] = {
     "out", "kernel",      "stride", "padding",    "bias",     "p",     "negative_slope", "momentum",
     "eps", "approximate", "vocab",  "num_layers", "sequence", "heads", "causal"};
@@ -1040,7 +1067,7 @@ int spec_from_json(json_t *doc, struct mlq_spec *s, char *err, size_t errlen)
             rc =
                 get_string(doc, "checkpoint", "", s->checkpoint, sizeof s->checkpoint, err, errlen);
     }
-    if (!rc) rc = get_string(doc, "output", "", s->output_path, sizeof s->output_path, err, errlen);
+    if (!rc) rc = parse_output(doc, s, err, errlen);
     if (!rc && json_object_get(doc, "prompt")) {
         json_t *p = json_object_get(doc, "prompt");
         if (!json_is_string(p))
@@ -1076,7 +1103,8 @@ int spec_validate(const struct mlq_spec *s, char *err, size_t errlen)
                       "prompt: only predict jobs generate text (mlq generate), not %s jobs",
                       spec_kind_name(s->kind));
     if (spec_generates(s)) {
-        if (s->dataset.path[0] || spec_dataset_pushed(&s->dataset) || s->output_path[0])
+        if (s->dataset.path[0] || spec_dataset_pushed(&s->dataset) || s->output_path[0] ||
+            s->output_push)
             return errmsg(err, errlen, -EINVAL,
                           "prompt: a predict job either generates text from a prompt or predicts "
                           "the rows of input into output, not both");
@@ -1183,7 +1211,9 @@ int spec_validate(const struct mlq_spec *s, char *err, size_t errlen)
                       spec_kind_name(s->kind));
     if (s->kind != JOB_TRAIN && s->early_stopping.on)
         return errmsg(err, errlen, -EINVAL, "early_stopping: only train jobs stop early");
-    if (s->kind == JOB_PREDICT && !spec_generates(s) && !s->output_path[0])
+    if (s->output_push && s->kind != JOB_PREDICT)
+        return errmsg(err, errlen, -EINVAL, "output: only predict jobs write an output");
+    if (s->kind == JOB_PREDICT && !spec_generates(s) && !s->output_path[0] && !s->output_push)
         return errmsg(err, errlen, -EINVAL,
                       "output: required for predict jobs (the HDF5 file to write)");
     return 0;
@@ -1388,8 +1418,14 @@ json_t *spec_to_json(const struct mlq_spec *s)
     if (s->kind != JOB_TRAIN) {
         json_object_set_new(doc, "run", json_integer(s->run));
         json_object_set_new(doc, "checkpoint", json_string(s->checkpoint));
-        if (s->kind == JOB_PREDICT && !spec_generates(s))
+        if (s->kind == JOB_PREDICT && !spec_generates(s) && s->output_push) {
+            json_t *out = json_pack("{s:b}", "push", 1);
+            if (s->output_name[0])
+                json_object_set_new(out, "name", json_string(s->output_name));
+            json_object_set_new(doc, "output", out);
+        } else if (s->kind == JOB_PREDICT && !spec_generates(s)) {
             json_object_set_new(doc, "output", json_string(s->output_path));
+        }
         if (spec_generates(s)) {
             json_object_del(doc, "input");
             json_object_set_new(doc, "prompt", json_string(s->prompt));

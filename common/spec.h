@@ -223,6 +223,11 @@ struct mlq_spec {
     int top_k;                       /* sample among the k most likely; 0 = all */
     char checkpoint[32];             /* "last", "best" or an epoch number */
     char output_path[SPEC_PATH_MAX]; /* predict: HDF5 file written */
+    /* predict with "output": {"push": true, "name"?}: the trainer pushes the
+     * file to the broker's dataset store under output_name (default
+     * predict-<job>), and the client fetches it (mlq predict --push) */
+    bool output_push;
+    char output_name[SPEC_DATASET_NAME_MAX + 1];
     bool output_new_only; /* not in the JSON: a confined trainer never writes over a file */
 
     /* queue */
