@@ -397,17 +397,74 @@ static void gc_add(struct broker *b, const char *sha)
     snprintf(ds->gc[ds->n_gc++], sizeof *ds->gc, "%s", sha);
 }
 
-/* Under keys a dataset is its pusher's to remove or move (an admin's too). */
-static bool may_change(const struct broker *b, const struct store_dataset *d)
+/* Under keys a dataset is its pusher's to remove or move (an admin's too);
+ * owner is who would change it: the sender's name, or for a predict output
+ * the job's owner. */
+static bool may_change(const struct broker *b, const struct store_dataset *d, const char *owner)
 {
-    return !b->who || b->who->role == KEYS_ROLE_ADMIN || strcmp(d->owner, b->who->name) == 0;
+    return !b->who || b->who->role == KEYS_ROLE_ADMIN || strcmp(d->owner, owner) == 0;
+}
+
+static const char *sender_name(const struct broker *b)
+{
+    return b->who ? b->who->name : "";
+}
+
+/* A trainer's push of its predict job's output ("job" in the body; spec
+ * "output": {"push": true}): only from the connection that holds the job,
+ * only under the name the job's spec gives (predict-<job> by default), and
+ * the dataset is the job's owner's. 0 with owner, or -errno (replied). */
+static int output_push_check(struct broker *b, const struct proto_msg *m, const char *name,
+                             char owner[STORE_NAME_MAX])
+{
+    int64_t job;
+    char err[128];
+    if (proto_get_int(m->body, "job", &job, err, sizeof err) != 0) {
+        broker_reply_error(b, m, "bad_request", "%s: %s", m->cmd, err);
+        return -EINVAL;
+    }
+    const struct trainer *t = trainers_find(b, m->ident, m->ident_len);
+    if ((b->who && b->who->role != KEYS_ROLE_TRAINER) || !t || t->job != job) {
+        broker_reply_error(b, m, "forbidden",
+                           "%s for job %lld: only the trainer running a job sends its output",
+                           m->cmd, (long long)job);
+        return -EPERM;
+    }
+    struct store_job j;
+    if (store_job_get(b->store, job, &j) != 0) {
+        broker_reply_error(b, m, "not_found", "%s: no job %lld", m->cmd, (long long)job);
+        return -ENOENT;
+    }
+    json_t *spec = json_loads(j.spec_json ? j.spec_json : "", 0, NULL);
+    json_t *out = json_object_get(spec, "output");
+    const char *given = json_string_value(json_object_get(out, "name"));
+    char want[SPEC_DATASET_NAME_MAX + 1];
+    snprintf(want, sizeof want, "%s", given ? given : "");
+    if (!given) snprintf(want, sizeof want, "predict-%lld", (long long)job);
+    bool push = json_is_true(json_object_get(out, "push"));
+    json_decref(spec);
+    snprintf(owner, STORE_NAME_MAX, "%s", j.owner ? j.owner : "");
+    store_job_free(&j);
+    if (!push) {
+        broker_reply_error(b, m, "forbidden", "%s: job %lld's spec does not send its output here",
+                           m->cmd, (long long)job);
+        return -EPERM;
+    }
+    if (strcmp(name, want) != 0) {
+        broker_reply_error(b, m, "bad_request", "%s: job %lld's output is named %s, not %s",
+                           m->cmd, (long long)job, want, name);
+        return -EINVAL;
+    }
+    return 0;
 }
 
 /* Refuses (replying) a name held by other bytes unless replace; *moved (may
  * be NULL) gets the other bytes' hash when the name moves from them. 1: the
- * name already means these bytes; 0: free or to be moved; or -errno. */
+ * name already means these bytes; 0: free or to be moved; or -errno. owner:
+ * who the name would be moved for (may_change). */
 static int name_check(struct broker *b, const struct proto_msg *m, const char *name,
-                      const char *sha, bool replace, char moved[SHA256_HEX_LEN + 1])
+                      const char *sha, bool replace, const char *owner,
+                      char moved[SHA256_HEX_LEN + 1])
 {
     if (moved) moved[0] = '\0';
     struct store_dataset d;
@@ -418,7 +475,7 @@ static int name_check(struct broker *b, const struct proto_msg *m, const char *n
         return rc;
     }
     if (strcmp(d.sha256, sha) == 0) return 1;
-    if (replace && !may_change(b, &d)) {
+    if (replace && !may_change(b, &d, owner)) {
         broker_reply_error(b, m, "forbidden",
                            "dataset %s was pushed by %s: only they or an admin give the name to "
                            "other bytes",
@@ -498,7 +555,14 @@ static void on_put(struct broker *b, struct proto_msg *m)
                            (long long)(DATASETS_MAX_BYTES >> 30), (long long)size);
         return;
     }
-    if (name_check(b, m, name, sha, replace, NULL) < 0) return;
+    /* A job's output replaces what its name held, as a file would. */
+    char owner[STORE_NAME_MAX];
+    snprintf(owner, sizeof owner, "%s", sender_name(b));
+    if (json_object_get(m->body, "job")) {
+        if (output_push_check(b, m, name, owner) != 0) return;
+        replace = true;
+    }
+    if (name_check(b, m, name, sha, replace, owner, NULL) < 0) return;
     gc_cancel(b, sha);
     int64_t have_size;
     if (object_present(b, sha, &have_size)) {
@@ -695,6 +759,12 @@ static void on_end(struct broker *b, struct proto_msg *m)
     const char *sha, *name;
     bool replace = false;
     if (push_fields(b, m, true, &sha, &name, &replace)) return;
+    char owner[STORE_NAME_MAX];
+    snprintf(owner, sizeof owner, "%s", sender_name(b));
+    if (json_object_get(m->body, "job")) {
+        if (output_push_check(b, m, name, owner) != 0) return;
+        replace = true;
+    }
     gc_cancel(b, sha);
     int64_t size;
     if (!object_present(b, sha, &size)) {
@@ -715,12 +785,12 @@ static void on_end(struct broker *b, struct proto_msg *m)
         log_info("dataset %s stored (%lld bytes)", sha, (long long)size);
     }
     char moved[SHA256_HEX_LEN + 1];
-    int named = name_check(b, m, name, sha, replace, moved);
+    int named = name_check(b, m, name, sha, replace, owner, moved);
     if (named < 0) return;
     struct store_dataset d = {.size = size};
     snprintf(d.name, sizeof d.name, "%s", name);
     snprintf(d.sha256, sizeof d.sha256, "%s", sha);
-    snprintf(d.owner, sizeof d.owner, "%s", b->who ? b->who->name : "");
+    snprintf(d.owner, sizeof d.owner, "%s", owner);
     /* The name already means these bytes: nothing to write (nor an owner to change). */
     if (named == 0 && broker_write(b)) return;
     if (named == 0 && store_dataset_put(b->store, &d) != 0) {
@@ -773,7 +843,7 @@ static void on_rm(struct broker *b, struct proto_msg *m)
         broker_reply_error(b, m, "store", "dataset %s: %s", name, store_errmsg(b->store));
         return;
     }
-    if (!may_change(b, &d)) {
+    if (!may_change(b, &d, sender_name(b))) {
         broker_reply_error(b, m, "forbidden",
                            "dataset %s was pushed by %s: only they or an admin "
                            "remove it",

@@ -615,6 +615,24 @@ static void on_checkpoint(struct broker *b, struct trainer *t, struct proto_msg 
         broker_store_failed(b, "checkpoint");
 }
 
+/* A predict job whose output went to the dataset store succeeds only if the
+ * store holds what its result names (a trainer that says so and did not
+ * send it would leave the client nothing to fetch). */
+static bool output_missing(struct broker *b, const json_t *result, char *why, size_t len)
+{
+    const char *sha = json_string_value(json_object_get(result, "output_sha256"));
+    if (!sha) return false;
+    const char *name = json_string_value(json_object_get(result, "output"));
+    struct store_dataset d;
+    if (name && store_dataset_get(b->store, name, &d) == 0 && strcmp(d.sha256, sha) == 0)
+        return false;
+    snprintf(why, len,
+             "the trainer said its output is dataset %.140s (sha256 %.12s...), which the broker "
+             "does not hold",
+             name ? name : "(no name)", sha);
+    return true;
+}
+
 static void on_done(struct broker *b, struct trainer *t, struct proto_msg *m)
 {
     int64_t id;
@@ -660,6 +678,12 @@ static void on_done(struct broker *b, struct trainer *t, struct proto_msg *m)
     }
     const char *error = json_string_value(json_object_get(m->body, "error"));
     json_t *result = json_object_get(m->body, "result");
+    char lost[400];
+    if (strcmp(state, "succeeded") == 0 && output_missing(b, result, lost, sizeof lost)) {
+        state = "failed";
+        error = lost;
+        result = NULL;
+    }
     int rc = 0;
     if (json_is_object(result)) {
         char *text = json_dumps(result, JSON_COMPACT);
@@ -738,6 +762,11 @@ static bool allowed(struct broker *b, struct proto_msg *m)
     bool trainer = b->who->role == KEYS_ROLE_TRAINER;
     /* A trainer fetches a job's dataset, mlq dataset get fetches one too. */
     if (strcmp(c, PROTO_WHOAMI) == 0 || strcmp(c, PROTO_FETCH) == 0) return true;
+    /* A trainer pushes its predict job's output (datasets.c checks the job). */
+    bool output_push = (strcmp(c, PROTO_DATASET_PUT) == 0 || strcmp(c, PROTO_DATASET_CHUNK) == 0 ||
+                        strcmp(c, PROTO_DATASET_END) == 0) &&
+                       json_object_get(m->body, "job");
+    if (output_push && trainer) return true;
     if (is_client_command(c) && trainer) {
         broker_reply_error(b, m, "forbidden", "%s: %s is a trainer's key; trainers do not %s", c,
                            b->who->name, c);
