@@ -8,3 +8,6 @@ mlq_add_test(test_trainer_fetch SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_trainer_f
              ${CMAKE_CURRENT_LIST_DIR}/broker_harness.c
              LIBS mlq_runner mlq_store mlq_common PkgConfig::ZMQ PkgConfig::HDF5 TIMEOUT 180)
 add_dependencies(test_trainer_fetch mlq-trainer mlq-broker mlq)
+# A predict output's upload against a fake broker that injects faults.
+mlq_add_test(test_upload SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_upload.c
+             LIBS mlq_dscache mlq_common mlq_testutil PkgConfig::ZMQ TIMEOUT 60)

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,27 @@ static int make_dirs(const char *dir, char *err, size_t errlen)
     return 0;
 }
 
+/* Outputs a killed trainer left (trainers of one host may share the
+ * cache: only those whose process is gone). */
+static void remove_orphan_outputs(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long long job;
+        long pid;
+        char tail[4];
+        if (sscanf(e->d_name, "job-%lld.%ld.%3s", &job, &pid, tail) != 3 || strcmp(tail, "h5") ||
+            pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+            log_info("dataset cache: removed %s/%s, left by a trainer that is gone", dir,
+                     e->d_name);
+    }
+    closedir(d);
+}
+
 int dscache_open(struct dscache *c, const char *dir, int64_t limit_mb, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
@@ -59,7 +81,17 @@ int dscache_open(struct dscache *c, const char *dir, int64_t limit_mb, char *err
     if (!rc) rc = make_dirs(sub, err, errlen);
     snprintf(sub, sizeof sub, "%s/partial", c->dir);
     if (!rc) rc = make_dirs(sub, err, errlen);
+    snprintf(sub, sizeof sub, "%s/outputs", c->dir);
+    if (!rc) rc = make_dirs(sub, err, errlen);
+    if (!rc) remove_orphan_outputs(sub);
     return rc;
+}
+
+int dscache_output_path(const struct dscache *c, int64_t job, char buf[DSCACHE_PATH_MAX])
+{
+    int n = snprintf(buf, DSCACHE_PATH_MAX, "%s/outputs/job-%lld.%ld.h5", c->dir, (long long)job,
+                     (long)getpid());
+    return n < 0 || n >= DSCACHE_PATH_MAX ? -ENAMETOOLONG : 0;
 }
 
 int dscache_object_path(const struct dscache *c, const char *sha, char buf[DSCACHE_PATH_MAX])

@@ -5,6 +5,9 @@
  *   partial/<sha256>.part    a fetch in progress (trainer/fetch.h): its
  *                            bytes are a verified prefix, so a fetch after a
  *                            restart resumes from its size
+ *   outputs/job-<id>.<pid>.h5  a predict output on its way to the broker
+ *                            (trainer/upload.h), removed once it is there;
+ *                            one whose process is gone is removed at open
  * An object's mtime is when a job last used it: make_room removes the least
  * recently used objects (and abandoned partial files) that no job is using
  * until a new dataset fits trainer.dataset_cache_mb. Only the I/O thread
@@ -31,14 +34,18 @@ struct dscache {
     int (*free_bytes)(const char *dir, int64_t *out);
 };
 
-/* Creates dir, dir/objects and dir/partial where missing (0750) and fills
- * *c. limit_mb <= 0: 10240. 0 or -errno with err naming the directory. */
+/* Creates dir, dir/objects, dir/partial and dir/outputs where missing
+ * (0750), removes the outputs of processes that are gone, and fills *c. limit_mb <= 0: 10240. 0 or -errno with err naming the directory. */
 int dscache_open(struct dscache *c, const char *dir, int64_t limit_mb, char *err, size_t errlen);
 
 /* dir/objects/<sha> and dir/partial/<sha>.part into buf. 0, -EINVAL for a
  * sha that is not 64 lower-case hex digits, or -ENAMETOOLONG. */
 int dscache_object_path(const struct dscache *c, const char *sha, char buf[DSCACHE_PATH_MAX]);
 int dscache_part_path(const struct dscache *c, const char *sha, char buf[DSCACHE_PATH_MAX]);
+
+/* dir/outputs/job-<job>.<pid>.h5 into buf: where this process writes a
+ * predict output that goes to the broker. 0 or -ENAMETOOLONG. */
+int dscache_output_path(const struct dscache *c, int64_t job, char buf[DSCACHE_PATH_MAX]);
 
 /* Whether objects/<sha> is cached: 1 (path into buf, its size into *size,
  * its mtime touched), 0 when absent, or -errno with err. With verify the

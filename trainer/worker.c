@@ -28,6 +28,7 @@
 #include "sha256.h"
 #include "spec.h"
 #include "train.h"
+#include "upload.h"
 
 #define BACKOFF_MAX_S 8.0
 #define HISTORY_MAX 100000 /* METRICS messages kept for a resend */
@@ -253,6 +254,32 @@ static void send_path_dataset(void *pair, int64_t job, const char *path)
     json_decref(b);
 }
 
+/* A predict output that goes to the broker: hashed here (the I/O thread
+ * keeps heartbeats flowing meanwhile), named, and handed to the I/O thread
+ * as the DONE's "upload", which it sends before the DONE (trainer/upload.h).
+ * The result names the dataset, not this trainer's file. */
+static int upload_request(int64_t job, const struct mlq_spec *spec, json_t *result, json_t *done,
+                          char *err, size_t errlen)
+{
+    char name[SPEC_DATASET_NAME_MAX + 1], hex[SHA256_HEX_LEN + 1], why[600];
+    long long size;
+    if (spec->output_name[0])
+        snprintf(name, sizeof name, "%s", spec->output_name);
+    else
+        snprintf(name, sizeof name, "predict-%lld", (long long)job);
+    if (sha256_file(spec->output_path, hex, &size, why, sizeof why) != 0) {
+        snprintf(err, errlen, "the output written: %s", why);
+        return -EIO;
+    }
+    json_object_set_new(result, "output", json_string(name));
+    json_object_set_new(result, "output_sha256", json_string(hex));
+    json_object_set_new(result, "output_size", json_integer(size));
+    json_object_set_new(done, "upload",
+                        json_pack("{s:s, s:s, s:s, s:I}", "path", spec->output_path, "name", name,
+                                  "sha256", hex, "size", (json_int_t)size));
+    return 0;
+}
+
 static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
 {
     int64_t job = json_integer_value(json_object_get(m->body, "job"));
@@ -270,7 +297,21 @@ static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
         log_warn("job %lld refused: %s", (long long)job, msg);
         return done;
     }
-    bool own_outputs = sh->outputs_dir && sh->outputs_dir[0];
+    /* An output that goes to the broker is written where the I/O thread
+     * said (the cache's outputs/), whatever the confinement. */
+    bool push_output = spec.kind == JOB_PREDICT && spec.output_push;
+    if (push_output) {
+        const char *file = json_string_value(json_object_get(m->body, "output_file"));
+        if (!file || strlen(file) >= sizeof spec.output_path) {
+            json_object_set_new(done, "state", json_string("failed"));
+            json_object_set_new(done, "error",
+                                json_string("output.push: this trainer has no place to write the "
+                                            "output (its dataset cache)"));
+            return done;
+        }
+        snprintf(spec.output_path, sizeof spec.output_path, "%s", file);
+    }
+    bool own_outputs = push_output || (sh->outputs_dir && sh->outputs_dir[0]);
     /* Pushed datasets come as files of this trainer's cache (the I/O thread
      * fetched and verified them): not under the data roots, and not the
      * spec's to choose. */
@@ -289,7 +330,7 @@ static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
          confine_input(spec.dataset.path, sizeof spec.dataset.path, sh, err, sizeof err)) ||
         (spec.has_validation && !cached_val &&
          confine_input(spec.validation.path, sizeof spec.validation.path, sh, err, sizeof err)) ||
-        (spec.kind == JOB_PREDICT && !spec_generates(&spec) &&
+        (spec.kind == JOB_PREDICT && !spec_generates(&spec) && !push_output &&
          confine_output(&spec, sh, err, sizeof err))) {
         json_object_set_new(done, "state", json_string("failed"));
         json_object_set_new(done, "error", json_string(err));
@@ -328,6 +369,8 @@ static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
         rc = generate_run(&spec, m->bin, m->bin_len, &result, err, sizeof err);
     } else {
         rc = predict_run(&spec, m->bin, m->bin_len, &result, err, sizeof err);
+        if (!rc && push_output) rc = upload_request(job, &spec, result, done, err, sizeof err);
+        if (rc && push_output) unlink(spec.output_path);
     }
     if (rc) {
         state = atomic_load(&sh->interrupt) ? "interrupted" : "failed";
@@ -458,6 +501,12 @@ struct io {
         int64_t size, fetched;
     } data[2];
     int n_data;
+    /* A predict output on its way to the broker (upload.h): the worker's
+     * DONE waits in upload_done until the broker has the file. */
+    struct upload upload;
+    bool uploading;
+    json_t *upload_done;
+    double upload_t0;
     /* A cached dataset's whole hash, taken by a thread of its own: a large
      * file would stop this thread's heartbeats for seconds. */
     struct verify {
@@ -620,6 +669,8 @@ static void drop_held(struct io *io)
 }
 
 static void start_pending(struct io *io);
+static void set_done(struct io *io, json_t *done);
+static int open_cache(struct io *io, char *err, size_t errlen);
 
 /* The held job ends here, never reaching the worker: DONE as the worker
  * would send it, kept until acknowledged. */
@@ -629,11 +680,17 @@ static void finish_held(struct io *io, const char *state, const char *error)
     json_t *done = json_pack("{s:I, s:s}", "job", (json_int_t)io->job, "state", state);
     if (error) json_object_set_new(done, "error", json_string(error));
     log_info("job %lld %s%s%s", (long long)io->job, state, error ? ": " : "", error ? error : "");
+    set_done(io, done);
+    start_pending(io);
+}
+
+/* done (owned) is the job's DONE, kept and sent until acknowledged. */
+static void set_done(struct io *io, json_t *done)
+{
     held_clear(&io->done);
     snprintf(io->done.cmd, sizeof io->done.cmd, "%s", PROTO_DONE);
     io->done.body = done;
     if (io->welcomed) send_broker(io, PROTO_DONE, done, NULL, 0);
-    start_pending(io);
 }
 
 /* Whether spec names a pushed dataset for key; -EINVAL with err for a name
@@ -662,6 +719,15 @@ static void admit_job(struct io *io, struct proto_msg *m)
     if (!json_is_object(doc) || spec_from_json(doc, &spec, err, sizeof err) != 0) {
         start_job(io, m);
         return;
+    }
+    if (spec.kind == JOB_PREDICT && spec.output_push) {
+        /* Without it the worker fails the job: it has nowhere to write. */
+        int64_t job = json_integer_value(json_object_get(m->body, "job"));
+        char output_file[DSCACHE_PATH_MAX];
+        if (open_cache(io, err, sizeof err) != 0)
+            log_warn("job %lld: %s", (long long)job, err);
+        else if (dscache_output_path(&io->cache, job, output_file) == 0)
+            json_object_set_new(m->body, "output_file", json_string(output_file));
     }
     int a = pushed(&spec.dataset, spec.kind == JOB_PREDICT ? "input" : "dataset", err, sizeof err);
     int b =
@@ -729,24 +795,30 @@ static void release_held(struct io *io)
     }
 }
 
+/* Opened at the first pushed dataset or output, so that a trainer that
+ * never sees one makes no directories; tried again until it works. 0, or
+ * -errno with the job's reason in err. */
+static int open_cache(struct io *io, char *err, size_t errlen)
+{
+    if (io->cache_open) return 0;
+    char why[512];
+    int rc = dscache_open(&io->cache, io->opts->dataset_cache_dir, io->opts->dataset_cache_mb, why,
+                          sizeof why);
+    if (rc)
+        snprintf(err, errlen,
+                 "this trainer's dataset cache (trainer.dataset_cache_dir) is unusable: %s", why);
+    io->cache_open = rc == 0;
+    return rc;
+}
+
 /* Moves the held job on: each dataset cached (verified), else fetched;
  * when all are there, the job goes to the worker. */
 static void advance_held(struct io *io)
 {
     char err[1024] = "";
-    /* Opened at the first pushed dataset, so that a trainer that never
-     * sees one makes no directories; tried again until it works. */
-    if (!io->cache_open) {
-        char why[512];
-        if (dscache_open(&io->cache, io->opts->dataset_cache_dir, io->opts->dataset_cache_mb, why,
-                         sizeof why) != 0) {
-            snprintf(err, sizeof err,
-                     "this trainer's dataset cache (trainer.dataset_cache_dir) is unusable: %s",
-                     why);
-            finish_held(io, "failed", err);
-            return;
-        }
-        io->cache_open = true;
+    if (open_cache(io, err, sizeof err) != 0) {
+        finish_held(io, "failed", err);
+        return;
     }
     for (int i = 0; i < io->n_data; i++) {
         struct held_data *d = &io->data[i];
@@ -857,6 +929,79 @@ static void start_pending(struct io *io)
     proto_msg_clear(&m);
 }
 
+/* ---- a predict output to the broker: the DONE waits for it --------------------- */
+
+static void upload_end(struct io *io, const char *state);
+
+/* The worker's DONE asks for its output to be sent first (its "upload"). */
+static void upload_start(struct io *io, json_t *done)
+{
+    json_t *up = json_object_get(done, "upload");
+    const char *path = json_string_value(json_object_get(up, "path"));
+    const char *name = json_string_value(json_object_get(up, "name"));
+    const char *sha = json_string_value(json_object_get(up, "sha256"));
+    int64_t size = json_integer_value(json_object_get(up, "size"));
+    char err[1024];
+    io->upload_done = json_incref(done);
+    io->upload_t0 = mono();
+    int rc = path && name && sha ? upload_open(&io->upload, path, name, sha, size, io->job, err,
+                                               sizeof err)
+                                 : -EINVAL;
+    if (rc) {
+        if (!path || !name || !sha) snprintf(err, sizeof err, "the worker named no output file");
+        snprintf(io->upload.err, sizeof io->upload.err, "%.700s", err);
+        io->upload.state = UPLOAD_FAILED;
+        io->uploading = true;
+        upload_end(io, NULL);
+        return;
+    }
+    io->uploading = true;
+    log_info("job %lld: sending its output to the broker as %s (%lld bytes)", (long long)io->job,
+             name, (long long)size);
+    if (io->dealer && io->welcomed) upload_pump(&io->upload, io->dealer, mono());
+}
+
+/* The upload is over: the DONE goes as the worker sent it, or failed with
+ * why (state: NULL, else "cancelled" or "interrupted" when it was cut off).
+ * The output file goes either way: the broker has it, or the job's next
+ * attempt makes it anew. */
+static void upload_end(struct io *io, const char *state)
+{
+    struct upload *u = &io->upload;
+    json_t *done = io->upload_done;
+    io->upload_done = NULL;
+    io->uploading = false;
+    json_t *up = json_object_get(done, "upload");
+    const char *path = json_string_value(json_object_get(up, "path"));
+    if (path && unlink(path) != 0 && errno != ENOENT)
+        log_warn("job %lld: cannot remove %s: %s", (long long)io->job, path, strerror(errno));
+    json_object_del(done, "upload");
+    upload_close(u);
+    if (state || u->state != UPLOAD_DONE) {
+        char why[900];
+        if (!state)
+            snprintf(why, sizeof why, "the predictions could not be sent to the broker: %s",
+                     u->err);
+        json_object_set_new(done, "state", json_string(state ? state : "failed"));
+        json_object_del(done, "result");
+        if (!state) json_object_set_new(done, "error", json_string(why));
+        log_info("job %lld %s%s%s", (long long)io->job, state ? state : "failed",
+                 state ? "" : ": ", state ? "" : why);
+    } else {
+        double s = mono() - io->upload_t0;
+        log_info("job %lld: output %s (sha256 %.12s...) at the broker: %lld bytes in %.3f s, "
+                 "%lld sent",
+                 (long long)io->job, u->name, u->sha, (long long)u->size, s, (long long)u->sent);
+    }
+    if (io->dropped) {
+        json_decref(done);
+        forget_job(io);
+    } else {
+        set_done(io, done);
+    }
+    start_pending(io);
+}
+
 static void on_broker_message(struct io *io, struct proto_msg *m)
 {
     io->last_heard = mono();
@@ -864,6 +1009,11 @@ static void on_broker_message(struct io *io, struct proto_msg *m)
     int64_t job = json_integer_value(json_object_get(m->body, "job"));
     if (io->fetching && fetch_wants(&io->fetch, m)) {
         if (fetch_on_message(&io->fetch, m, io->dealer, mono()) != FETCH_RUNNING) fetch_ended(io);
+        return;
+    }
+    if (io->uploading && upload_wants(&io->upload, m)) {
+        if (upload_on_message(&io->upload, m, io->dealer, mono()) != UPLOAD_RUNNING)
+            upload_end(io, NULL);
         return;
     }
     if (strcmp(m->cmd, PROTO_CHUNK) == 0) return; /* late: a fetch that ended */
@@ -889,7 +1039,7 @@ static void on_broker_message(struct io *io, struct proto_msg *m)
             log_limited(&io->drop_log, LOG_LVL_WARN, "JOB without a job id: dropped");
         } else if (job == io->job && !io->dropped) {
             log_debug("job %lld sent twice: ignored", (long long)job);
-        } else if (io->worker_busy || io->holding) {
+        } else if (io->worker_busy || io->holding || io->uploading) {
             proto_msg_clear(&io->pending);
             io->pending = *m;
             memset(m, 0, sizeof *m); /* moved */
@@ -904,6 +1054,9 @@ static void on_broker_message(struct io *io, struct proto_msg *m)
         } else if (job && job == io->job && io->holding) {
             log_info("job %lld: cancelled while its dataset was fetched", (long long)job);
             finish_held(io, "cancelled", NULL);
+        } else if (job && job == io->job && io->uploading) {
+            log_info("job %lld: cancelled while its output was sent", (long long)job);
+            upload_end(io, "cancelled");
         }
     } else if (strcmp(m->cmd, PROTO_DROP) == 0) {
         if (job && job == io->job) {
@@ -916,6 +1069,9 @@ static void on_broker_message(struct io *io, struct proto_msg *m)
                 drop_held(io);
                 forget_job(io);
                 start_pending(io);
+            } else if (io->uploading) {
+                io->dropped = true;
+                upload_end(io, "cancelled"); /* sends nothing: dropped */
             } else {
                 forget_job(io);
             }
@@ -988,6 +1144,9 @@ static void on_worker_message(struct io *io, struct proto_msg *m)
         release_data(io);
         if (io->dropped) {
             forget_job(io);
+        } else if (json_object_get(m->body, "upload")) { /* only a success has one */
+            upload_start(io, m->body);
+            return;
         } else {
             keep(&io->done, m);
             m->bin = NULL;
@@ -1016,6 +1175,10 @@ static void wait_done_ack(struct io *io);
 
 static void interrupt_job(struct io *io)
 {
+    if (io->uploading) {
+        upload_end(io, "interrupted"); /* the next attempt predicts again */
+        wait_done_ack(io);
+    }
     if (io->holding) {
         finish_held(io, "interrupted", NULL); /* its part stays for a resume */
         wait_done_ack(io);
@@ -1195,6 +1358,7 @@ int worker_main(const struct worker_opts *opts)
             io.welcomed = false;
             reconnect_at = now + io.backoff;
             if (io.fetching) fetch_reset_window(&io.fetch); /* those FETCHes died with it */
+            if (io.uploading) upload_reset(&io.upload);
             /* Capped at one liveness window so that a restarted broker hears
              * from us while it still keeps our job for us. */
             io.backoff = fmin(io.backoff * 2, fmin(BACKOFF_MAX_S, io.expiry));
@@ -1208,6 +1372,10 @@ int worker_main(const struct worker_opts *opts)
         }
         if (io.verify.running && atomic_load(&io.verify.finished)) verify_ended(&io);
         if (io.fetching && io.dealer && io.welcomed) fetch_pump(&io.fetch, io.dealer, now);
+        if (io.uploading && io.dealer && io.welcomed) {
+            upload_pump(&io.upload, io.dealer, now);
+            if (io.upload.state != UPLOAD_RUNNING) upload_end(&io, NULL);
+        }
         /* Until welcomed, HELLO is the heartbeat: a lost HELLO must not leave
          * us heartbeating to a broker that thinks we are someone else. */
         if (io.dealer && now - io.last_sent >= io.interval) {
@@ -1239,6 +1407,7 @@ out:
         pthread_join(thread, NULL);
     }
     drop_held(&io);
+    if (io.uploading) upload_end(&io, "interrupted");
     forget_job(&io);
     free(io.hist);
     proto_msg_clear(&io.pending);
