@@ -17,12 +17,14 @@
 
 #include "cli.h"
 #include "config.h"
+#include "dataset_transfer.h"
 #include "dataset.h"
 #include "history.h"
 #include "job_memory.h"
 #include "keys.h"
 #include "proto.h"
 #include "render.h"
+#include "sha256.h"
 #include "spec.h"
 #include "spec_model.h"
 #include "store.h"
@@ -506,7 +508,7 @@ static int submit_spec(const char *endpoint, json_t *spec, const char *request_i
 /* mlq submit --push: each local file of the spec's dataset, input and
  * validation pushed to the broker (named after the file) and named by its
  * name and sha256 instead of its path. 0 or -1 after printing why. */
-static int push_paths(json_t *spec, const char *broker)
+static int push_paths(json_t *spec, const char *broker, const char *cmd)
 {
     static const char *const fields[] = {"dataset", "input", "validation"};
     for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
@@ -514,7 +516,7 @@ static int push_paths(json_t *spec, const char *broker)
         const char *path = json_string_value(json_object_get(d, "path"));
         if (!path) continue;
         if (access(path, R_OK) != 0) {
-            fprintf(stderr, "mlq submit --push: %s.path %s: %s\n", fields[i], path,
+            fprintf(stderr, "%s --push: %s.path %s: %s\n", cmd, fields[i], path,
                     strerror(errno));
             return -1;
         }
@@ -528,12 +530,12 @@ static int push_paths(json_t *spec, const char *broker)
         snprintf(src.y, sizeof src.y, "%s", json_string_value(json_object_get(d, "y")));
         if (cli_dataset_push(path, name, false, &src, broker, false, sha, true) != EXIT_OK) {
             fprintf(stderr,
-                    "mlq submit --push: %s not pushed (mlq dataset push %s --name OTHER gives "
-                    "it another name)\n",
-                    path, path);
+                    "%s --push: %s not pushed (mlq dataset push %s --name OTHER gives it "
+                    "another name)\n",
+                    cmd, path, path);
             return -1;
         }
-        fprintf(stderr, "mlq submit: %s pushed as %s (sha256 %.12s...)\n", path, name, sha);
+        fprintf(stderr, "%s: %s pushed as %s (sha256 %.12s...)\n", cmd, path, name, sha);
         json_object_del(d, "path");
         json_object_set_new(d, "name", json_string(name));
         json_object_set_new(d, "sha256", json_string(sha));
@@ -671,7 +673,7 @@ int cmd_submit(int argc, char **argv)
         json_decref(extra);
         return EXIT_USAGE;
     }
-    if (push && push_paths(spec, broker) != 0) {
+    if (push && push_paths(spec, broker, "mlq submit") != 0) {
         json_decref(spec);
         json_decref(extra);
         return EXIT_FAILURE_GENERIC;
@@ -1022,21 +1024,73 @@ int cmd_whoami(int argc, char **argv)
 
 /* ---- eval, predict ---------------------------------------------------------------------- */
 
+/* Whether a file can be made at path (its directory exists and is ours to
+ * write); 0, or -1 after saying why. */
+static int output_dir_writable(const char *path)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/'); /* path is absolute */
+    const char *why = NULL;
+    if (!slash || !slash[1]) {
+        why = "not a file name";
+    } else {
+        slash[slash == dir ? 1 : 0] = '\0';
+        if (access(dir, F_OK) != 0)
+            why = "its directory does not exist";
+        else if (access(dir, W_OK) != 0)
+            why = "its directory is not writable";
+    }
+    if (why) fprintf(stderr, "mlq predict: --output %s: %s\n", path, why);
+    return why ? -1 : 0;
+}
+
+/* mlq predict --push: the succeeded job's output, a dataset at the broker,
+ * fetched into path (each chunk and the whole file verified). */
+static int fetch_output(const char *endpoint, int64_t id, const char *path, bool json)
+{
+    json_t *reply;
+    int code = cli_broker_call(endpoint, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id),
+                               &reply);
+    if (code) return code;
+    json_t *result = json_object_get(json_object_get(reply, "job"), "result");
+    const char *name = json_string_value(json_object_get(result, "output"));
+    const char *sha = json_string_value(json_object_get(result, "output_sha256"));
+    if (!name || !sha || !sha256_hex_valid(sha)) {
+        fprintf(stderr, "mlq predict: job %lld names no output at the broker\n", (long long)id);
+        json_decref(reply);
+        return EXIT_FAILURE_GENERIC;
+    }
+    int64_t size = 0;
+    code = dataset_fetch_file(endpoint, sha, path, &size);
+    if (code == EXIT_OK && !json)
+        printf("output: %s (%lld bytes, sha256 %.12s... verified), also kept at the broker as "
+               "dataset %s\n",
+               path, (long long)size, sha, name);
+    else if (code != EXIT_OK)
+        fprintf(stderr, "mlq predict: the output stays at the broker: mlq dataset get %s --output "
+                        "%s\n",
+                name, path);
+    json_decref(reply);
+    return code;
+}
+
 static int run_on_checkpoint(int argc, char **argv, bool predict)
 {
     const char *usage = predict ? "mlq predict RUN --input F --output F [--checkpoint last|best|N] "
-                                  "[--priority N] [--wait] [--json] [--broker E]"
+                                  "[--priority N] [--wait] [--push] [--json] [--broker E]"
                                 : "mlq eval RUN --dataset F [--checkpoint last|best|N] "
-                                  "[--priority N] [--wait] [--json] [--broker E]";
+                                  "[--priority N] [--wait] [--push] [--json] [--broker E]";
     static const struct option longopts[] = {
         {"dataset", required_argument, NULL, 'd'},  {"input", required_argument, NULL, 'i'},
         {"output", required_argument, NULL, 'o'},   {"checkpoint", required_argument, NULL, 'c'},
         {"priority", required_argument, NULL, 'p'}, {"wait", no_argument, NULL, 'w'},
         {"json", no_argument, NULL, 'j'},           {"broker", required_argument, NULL, 'b'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+        {"push", no_argument, NULL, 'P'},           {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     const char *data = NULL, *output = NULL, *ckpt = NULL, *prio = NULL, *broker = NULL;
-    bool wait = false, json = false;
+    bool wait = false, json = false, push = false;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -1063,8 +1117,18 @@ static int run_on_checkpoint(int argc, char **argv, bool predict)
         case 'b':
             broker = optarg;
             break;
+        case 'P':
+            push = true;
+            break;
         case 'h':
             printf("usage: %s\n", usage);
+            if (predict)
+                printf("--push: the input is pushed to the broker and the output comes back to "
+                       "this host\n(trainers on any host, no shared directory); implies --wait. "
+                       "The output also\nstays at the broker as the dataset predict-ID.\n");
+            else
+                printf("--push: the dataset is pushed to the broker first, so that trainers on "
+                       "any host fetch it\n");
             return EXIT_OK;
         default:
             fprintf(stderr, "usage: %s\n", usage);
@@ -1079,7 +1143,24 @@ static int run_on_checkpoint(int argc, char **argv, bool predict)
     if (parse_id(argv[optind], &run)) return EXIT_USAGE;
     json_t *doc = json_pack("{s:s, s:I, s:{s:s}}", "kind", predict ? "predict" : "eval", "run",
                             (json_int_t)run, predict ? "input" : "dataset", "path", data);
-    if (predict) json_object_set_new(doc, "output", json_string(output));
+    char output_here[PATH_MAX];
+    if (predict && push) {
+        /* The output is fetched here at the end: its directory must take it. */
+        snprintf(output_here, sizeof output_here, "%s", output);
+        if (make_absolute(output_here, sizeof output_here, false) != 0) {
+            fprintf(stderr, "mlq predict: --output %s: cannot make the path absolute\n", output);
+            json_decref(doc);
+            return EXIT_USAGE;
+        }
+        if (output_dir_writable(output_here) != 0) {
+            json_decref(doc);
+            return EXIT_USAGE;
+        }
+        json_object_set_new(doc, "output", json_pack("{s:b}", "push", 1));
+        wait = true;
+    } else if (predict) {
+        json_object_set_new(doc, "output", json_string(output));
+    }
     if (ckpt) json_object_set_new(doc, "checkpoint", json_string(ckpt));
     if (prio) {
         json_t *p = number_arg("priority", prio, true);
@@ -1091,6 +1172,10 @@ static int run_on_checkpoint(int argc, char **argv, bool predict)
     }
     json_t *spec = finish_spec(doc);
     if (!spec) return EXIT_USAGE;
+    if (push && push_paths(spec, broker, predict ? "mlq predict" : "mlq eval") != 0) {
+        json_decref(spec);
+        return EXIT_FAILURE_GENERIC;
+    }
     const char *endpoint = cli_broker_endpoint(broker);
     json_t *reply;
     int code = submit_call(endpoint, spec, NULL, NULL, &reply);
@@ -1107,6 +1192,12 @@ static int run_on_checkpoint(int argc, char **argv, bool predict)
     if (!json) printf("%lld\n", (long long)id);
     fflush(stdout);
     code = wait_job(endpoint, id, json, !json);
+    if (predict && push && code == EXIT_INTERRUPTED)
+        fprintf(stderr,
+                "mlq: its output will be the broker's dataset predict-%lld: mlq dataset get "
+                "predict-%lld --output %s\n",
+                (long long)id, (long long)id, output);
+    if (predict && push && code == EXIT_OK) code = fetch_output(endpoint, id, output_here, json);
     if (code == EXIT_OK && !json) {
         /* The result, for a person: eval's loss and accuracy, predict's output. */
         if (cli_broker_call(endpoint, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id),

@@ -17,8 +17,14 @@ void render_result(json_t *result)
         printf("  mae        %.4f\n", json_number_value(v));
     if ((v = json_object_get(result, "n")) && json_is_integer(v))
         printf("  rows       %lld\n", (long long)json_integer_value(v));
-    if ((v = json_object_get(result, "output")) && json_is_string(v))
-        printf("  output     %s\n", json_string_value(v));
+    if ((v = json_object_get(result, "output")) && json_is_string(v)) {
+        json_t *sha = json_object_get(result, "output_sha256");
+        if (json_is_string(sha)) /* a dataset at the broker (mlq predict --push) */
+            printf("  output     dataset %s (sha256 %.12s...)\n", json_string_value(v),
+                   json_string_value(sha));
+        else
+            printf("  output     %s\n", json_string_value(v));
+    }
     if ((v = json_object_get(result, "note")) && json_is_string(v)) /* e.g. stopped early */
         printf("  note       %s\n", json_string_value(v));
     size_t i, j;
