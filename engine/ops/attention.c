@@ -34,24 +34,40 @@ struct ln_job {
     const float *res; /* backward: dx = res + the gradient, or NULL */
 };
 
-static void ln_forward_rows(const struct op_call *c, int lo, int hi, float *scratch, void *ctx)
+/* (x[0] - m)^2 + ... + (x[n - 1] - m)^2, in vm_sum's lanes */
+static inline float ln_sq_dev_sum(const float *restrict x, float m, int n)
+{
+    float acc[VM_LANES] = {0};
+    int e = 0;
+    for (; e + VM_LANES <= n; e += VM_LANES)
+        for (int k = 0; k < VM_LANES; k++)
+            acc[k] += (x[e + k] - m) * (x[e + k] - m);
+    for (int k = 0; e + k < n; k++)
+        acc[k] += (x[e + k] - m) * (x[e + k] - m);
+    return vm_lanes_total(acc);
+}
+
+/* Mean and biased variance in float, two passes, as torch's float kernel
+ * (its sums are float too); in lanes the row's passes vectorise (they were
+ * one double add at a time, 5.5% of a Transformer step). */
+VM_CLONES static void ln_forward_rows(const struct op_call *c, int lo, int hi, float *scratch,
+                                      void *ctx)
 {
     (void)c, (void)scratch;
     const struct ln_job *j = ctx;
     int E = j->E;
+    const float *restrict w = j->w, *restrict b = j->b;
     for (int r = lo; r < hi; r++) {
-        const float *x = j->x + (size_t)r * E;
-        float *y = j->y + (size_t)r * E;
-        double s = 0.0, ss = 0.0;
-        for (int e = 0; e < E; e++)
-            s += x[e];
-        double mean = s / E;
-        for (int e = 0; e < E; e++)
-            ss += (x[e] - mean) * (x[e] - mean);
-        float rstd = (float)(1.0 / sqrt(ss / E + j->eps));
-        float m = (float)mean;
-        for (int e = 0; e < E; e++)
-            y[e] = (x[e] - m) * rstd * (j->w ? j->w[e] : 1.0f) + (j->b ? j->b[e] : 0.0f);
+        const float *restrict x = j->x + (size_t)r * E;
+        float *restrict y = j->y + (size_t)r * E;
+        float m = vm_sum(x, E) / (float)E;
+        float rstd = 1.0f / sqrtf(ln_sq_dev_sum(x, m, E) / (float)E + j->eps);
+        if (w && b)
+            for (int e = 0; e < E; e++)
+                y[e] = (x[e] - m) * rstd * w[e] + b[e];
+        else
+            for (int e = 0; e < E; e++)
+                y[e] = (x[e] - m) * rstd * (w ? w[e] : 1.0f) + (b ? b[e] : 0.0f);
         j->mean[r] = m;
         j->rstd[r] = rstd;
     }
@@ -65,26 +81,47 @@ static void ln_forward(const struct op_call *c, float *y, float *mean, float *rs
     op_for_range(c, R, 1, 16, ln_forward_rows, &j);
 }
 
-static void ln_backward_rows(const struct op_call *c, int lo, int hi, float *scratch, void *ctx)
+/* sa = sum of g, sb = sum of g xhat over a row, g = dy w, xhat = (x - m)
+ * rs, in vm_sum's lanes */
+static inline void ln_row_sums(const float *restrict dy, const float *restrict w,
+                               const float *restrict x, float m, float rs, int n, float *sa,
+                               float *sb)
+{
+    float aa[VM_LANES] = {0}, ab[VM_LANES] = {0};
+    int e = 0;
+    for (; e + VM_LANES <= n; e += VM_LANES)
+        for (int k = 0; k < VM_LANES; k++) {
+            float g = dy[e + k] * (w ? w[e + k] : 1.0f);
+            aa[k] += g;
+            ab[k] += g * (x[e + k] - m) * rs;
+        }
+    for (int k = 0; e + k < n; k++) {
+        float g = dy[e + k] * (w ? w[e + k] : 1.0f);
+        aa[k] += g;
+        ab[k] += g * (x[e + k] - m) * rs;
+    }
+    *sa = vm_lanes_total(aa);
+    *sb = vm_lanes_total(ab);
+}
+
+VM_CLONES static void ln_backward_rows(const struct op_call *c, int lo, int hi, float *scratch,
+                                       void *ctx)
 {
     (void)c, (void)scratch;
     const struct ln_job *j = ctx;
     int E = j->E;
+    const float *restrict w = j->w;
     for (int r = lo; r < hi; r++) {
-        const float *x = j->x + (size_t)r * E, *dy = j->dy + (size_t)r * E;
-        float *dx = j->dx + (size_t)r * E;
-        float m = j->mean[r], rs = j->rstd[r];
-        double a = 0.0, bsum = 0.0; /* mean of dxhat, of dxhat xhat */
+        const float *restrict x = j->x + (size_t)r * E, *restrict dy = j->dy + (size_t)r * E;
+        float *restrict dx = j->dx + (size_t)r * E;
+        const float *restrict res = j->res ? j->res + (size_t)r * E : NULL;
+        float m = j->mean[r], rs = j->rstd[r], a, bsum; /* sums of dxhat, of dxhat xhat */
+        ln_row_sums(dy, w, x, m, rs, E, &a, &bsum);
+        float ma = a / (float)E, mb = bsum / (float)E;
         for (int e = 0; e < E; e++) {
-            float g = dy[e] * (j->w ? j->w[e] : 1.0f);
-            a += g;
-            bsum += g * (x[e] - m) * rs;
-        }
-        float ma = (float)(a / E), mb = (float)(bsum / E);
-        for (int e = 0; e < E; e++) {
-            float g = dy[e] * (j->w ? j->w[e] : 1.0f);
+            float g = dy[e] * (w ? w[e] : 1.0f);
             float v = rs * (g - ma - (x[e] - m) * rs * mb);
-            dx[e] = j->res ? j->res[(size_t)r * E + e] + v : v;
+            dx[e] = res ? res[e] + v : v;
         }
     }
 }
@@ -93,7 +130,8 @@ static void ln_backward_rows(const struct op_call *c, int lo, int hi, float *scr
  * summed a block at a time in registers. */
 #define LN_COL_BLOCK 32
 
-static void ln_backward_cols(const struct op_call *c, int lo, int hi, float *scratch, void *ctx)
+VM_CLONES static void ln_backward_cols(const struct op_call *c, int lo, int hi, float *scratch,
+                                       void *ctx)
 {
     (void)c, (void)scratch;
     const struct ln_job *j = ctx;
