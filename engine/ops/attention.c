@@ -336,15 +336,10 @@ VM_CLONES static void attn_softmax(float *P, int T, int i0, int i1, int n, bool 
     for (int i = i0; i < i1; i++) {
         float *row = P + (size_t)i * T;
         int m = causal ? i + 1 : n;
-        float mx = row[0];
-        for (int t = 1; t < m; t++)
-            mx = row[t] > mx ? row[t] : mx;
+        float mx = vm_max(row, m);
         for (int t = 0; t < m; t++) /* apart from the sum: it vectorises */
             row[t] = vm_expf(row[t] - mx);
-        float sum = 0.0f;
-        for (int t = 0; t < m; t++)
-            sum += row[t];
-        float inv = 1.0f / sum;
+        float inv = 1.0f / vm_sum(row, m);
         for (int t = 0; t < m; t++)
             row[t] *= inv;
         for (int t = m; t < n; t++)
@@ -397,7 +392,8 @@ static void attn_core_forward(const struct op_call *c, int lo, int hi, float *sc
     }
 }
 
-static void attn_core_backward(const struct op_call *c, int lo, int hi, float *scratch, void *ctx)
+VM_CLONES static void attn_core_backward(const struct op_call *c, int lo, int hi, float *scratch,
+                                         void *ctx)
 {
     (void)c;
     const struct attn_job *j = ctx;
@@ -423,9 +419,7 @@ static void attn_core_backward(const struct op_call *c, int lo, int hi, float *s
                 for (int i = i0; i < i1; i++) {
                     const float *pr = P + (size_t)i * T;
                     float *dr = dP + (size_t)i * T;
-                    float dot = 0.0f;
-                    for (int t = 0; t < n; t++)
-                        dot += pr[t] * dr[t];
+                    float dot = vm_dot(pr, dr, n);
                     for (int t = 0; t < n; t++)
                         dr[t] = pr[t] * (dr[t] - dot) * scale;
                 }
