@@ -441,13 +441,13 @@ VM_CLONES static void attn_core_backward(const struct op_call *c, int lo, int hi
 }
 
 /* A linear layer's rows and what is done to them around the gemm, so that
- * a run of rows is one slice: fill with the bias, the gemm, then add a
- * residual, or (backward) multiply by an activation's derivative, or put
- * the activation of the rows in a second buffer. */
+ * a run of rows is one slice: fill with the bias plus a residual, the gemm
+ * adding to it, then (backward) multiply by an activation's derivative, or
+ * put the activation of the rows in a second buffer. */
 struct lin_job {
     float *y;                      /* (R, N) */
     const float *x, *w, *b;        /* x (R, K); w (N, K) forward, (N, K) backward too; b (N) */
-    const float *res;              /* (R, N): y += res after the gemm, or NULL */
+    const float *res;              /* (R, N): forward y = x w^T + b + res, or NULL */
     float *act_y;                  /* (R, N): forward act_y = act(y), or NULL */
     const float *act_in, *act_out; /* backward: y *= act'(act_in), or NULL */
     enum act_op act;
@@ -455,15 +455,28 @@ struct lin_job {
     bool backward; /* y = x w (x (R, K) is dy, w (K, N)), else y = x w^T + b */
 };
 
+/* Forward: rows [lo, hi) of y = b + res (either may be NULL), the C the
+ * gemm adds to (the residual there saves a pass over y after it). Returns
+ * the gemm's beta. */
+static float lin_fill(const struct lin_job *j, int lo, int hi)
+{
+    if (!j->b && !j->res) return 0.0f;
+    int N = j->N;
+    for (int r = lo; r < hi; r++) {
+        float *restrict y = j->y + (size_t)r * N;
+        const float *restrict b = j->b, *restrict res = j->res ? j->res + (size_t)r * N : NULL;
+        if (b && res)
+            for (int n = 0; n < N; n++)
+                y[n] = b[n] + res[n];
+        else
+            memcpy(y, b ? b : res, (size_t)N * sizeof *y);
+    }
+    return 1.0f;
+}
+
 static void lin_after(const struct lin_job *j, int lo, int hi)
 {
     size_t o = (size_t)lo * j->N, n = (size_t)(hi - lo) * j->N;
-    if (j->res) {
-        float *restrict y = j->y + o;
-        const float *restrict r = j->res + o;
-        for (size_t i = 0; i < n; i++)
-            y[i] += r[i];
-    }
     if (j->act_y) act_forward(j->act_y + o, j->y + o, n, j->act, 0.0f);
     if (j->act_in) act_backward(j->y + o, j->y + o, j->act_in + o, j->act_out + o, n, j->act, 0.0f);
 }
@@ -477,10 +490,9 @@ static void lin_rows(const struct op_call *c, int lo, int hi, float *scratch, vo
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, hi - lo, j->N, j->K, 1.0f,
                     j->x + (size_t)lo * j->K, j->K, j->w, j->N, 0.0f, y, j->N);
     } else {
-        for (int r = 0; j->b && r < hi - lo; r++)
-            memcpy(y + (size_t)r * j->N, j->b, (size_t)j->N * sizeof *y);
+        float beta = lin_fill(j, lo, hi);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, hi - lo, j->N, j->K, 1.0f,
-                    j->x + (size_t)lo * j->K, j->K, j->w, j->K, j->b ? 1.0f : 0.0f, y, j->N);
+                    j->x + (size_t)lo * j->K, j->K, j->w, j->K, beta, y, j->N);
     }
     lin_after(j, lo, hi);
 }
@@ -503,12 +515,10 @@ static void lin_run(const struct op_call *c, struct lin_job *j)
     if (j->backward) {
         seq_gemm(c, false, false, j->R, j->N, j->K, 1.0f, j->x, j->K, j->w, j->N, 0.0f, j->y, j->N);
     } else {
-        for (int r = 0; j->b && r < j->R; r++)
-            memcpy(j->y + (size_t)r * j->N, j->b, (size_t)j->N * sizeof *j->y);
-        seq_gemm(c, false, true, j->R, j->N, j->K, 1.0f, j->x, j->K, j->w, j->K, j->b ? 1.0f : 0.0f,
-                 j->y, j->N);
+        float beta = lin_fill(j, 0, j->R);
+        seq_gemm(c, false, true, j->R, j->N, j->K, 1.0f, j->x, j->K, j->w, j->K, beta, j->y, j->N);
     }
-    if (j->res || j->act_y || j->act_in) op_for_range(c, j->R, 1, 16, lin_after_rows, j);
+    if (j->act_y || j->act_in) op_for_range(c, j->R, 1, 16, lin_after_rows, j);
 }
 
 /* y (R, N) = x (R, K) w^T + b, w (N, K), over the team; then y += res
