@@ -32,7 +32,11 @@ struct ln_job {
     int R, E;
     float eps;
     const float *res; /* backward: dx = res + the gradient, or NULL */
+    float *part;      /* backward: (runs, 2E) dw, db of each row run, or NULL */
 };
+
+/* Row runs of layer norm: op_for_range(c, R, 1, LN_MIN_ROWS, ...). */
+#define LN_MIN_ROWS 16
 
 /* (x[0] - m)^2 + ... + (x[n - 1] - m)^2, in vm_sum's lanes */
 static inline float ln_sq_dev_sum(const float *restrict x, float m, int n)
@@ -78,7 +82,7 @@ static void ln_forward(const struct op_call *c, float *y, float *mean, float *rs
 {
     struct ln_job j = {
         .y = y, .mean = mean, .rstd = rstd, .x = x, .w = w, .b = b, .E = E, .eps = eps};
-    op_for_range(c, R, 1, 16, ln_forward_rows, &j);
+    op_for_range(c, R, 1, LN_MIN_ROWS, ln_forward_rows, &j);
 }
 
 /* sa = sum of g, sb = sum of g xhat over a row, g = dy w, xhat = (x - m)
@@ -104,6 +108,21 @@ static inline void ln_row_sums(const float *restrict dy, const float *restrict w
     *sb = vm_lanes_total(ab);
 }
 
+/* A row's dx (= res + the gradient, res may be NULL) and its terms of dw,
+ * db added to pw, pb; w is set (ln_backward). */
+static inline void ln_row_back_sums(float *restrict dx, float *restrict pw, float *restrict pb,
+                                    const float *restrict res, const float *restrict dy,
+                                    const float *restrict w, const float *restrict x, float m,
+                                    float rs, float ma, float mb, int n)
+{
+    for (int e = 0; e < n; e++) {
+        float xh = (x[e] - m) * rs, v = rs * (dy[e] * w[e] - ma - xh * mb);
+        dx[e] = res ? res[e] + v : v;
+        pw[e] += dy[e] * xh;
+        pb[e] += dy[e];
+    }
+}
+
 VM_CLONES static void ln_backward_rows(const struct op_call *c, int lo, int hi, float *scratch,
                                        void *ctx)
 {
@@ -111,6 +130,13 @@ VM_CLONES static void ln_backward_rows(const struct op_call *c, int lo, int hi, 
     const struct ln_job *j = ctx;
     int E = j->E;
     const float *restrict w = j->w;
+    /* the run's own sums of dw, db over its rows, while the rows are read */
+    float *pw = NULL, *pb = NULL;
+    if (j->part) {
+        pw = j->part + (size_t)op_range_index(j->R, 1, LN_MIN_ROWS, lo) * 2 * E;
+        pb = pw + E;
+        memset(pw, 0, (size_t)2 * E * sizeof *pw);
+    }
     for (int r = lo; r < hi; r++) {
         const float *restrict x = j->x + (size_t)r * E, *restrict dy = j->dy + (size_t)r * E;
         float *restrict dx = j->dx + (size_t)r * E;
@@ -118,11 +144,14 @@ VM_CLONES static void ln_backward_rows(const struct op_call *c, int lo, int hi, 
         float m = j->mean[r], rs = j->rstd[r], a, bsum; /* sums of dxhat, of dxhat xhat */
         ln_row_sums(dy, w, x, m, rs, E, &a, &bsum);
         float ma = a / (float)E, mb = bsum / (float)E;
-        for (int e = 0; e < E; e++) {
-            float g = dy[e] * (w ? w[e] : 1.0f);
-            float v = rs * (g - ma - (x[e] - m) * rs * mb);
-            dx[e] = res ? res[e] + v : v;
-        }
+        if (pw)
+            ln_row_back_sums(dx, pw, pb, res, dy, w, x, m, rs, ma, mb, E);
+        else
+            for (int e = 0; e < E; e++) {
+                float g = dy[e] * (w ? w[e] : 1.0f);
+                float v = rs * (g - ma - (x[e] - m) * rs * mb);
+                dx[e] = res ? res[e] + v : v;
+            }
     }
 }
 
@@ -161,10 +190,19 @@ VM_CLONES static void ln_backward_cols(const struct op_call *c, int lo, int hi, 
     }
 }
 
-/* dx = res + d/dx (res may be NULL; dx may be NULL: only dw, db). */
+/* Floats of ln_backward's partials: (runs, 2E). */
+static size_t ln_partials_floats(int E)
+{
+    return (size_t)OP_RANGE_RUNS * 2 * E;
+}
+
+/* dx = res + d/dx (res may be NULL; dx may be NULL: only dw, db). With dx,
+ * db = dw + E and partials (ln_partials_floats), each row run sums its
+ * rows' dw, db as it computes dx, and the runs' sums are added in run
+ * order: no second pass over x and dy. */
 static void ln_backward(const struct op_call *c, float *dx, const float *res, float *dw, float *db,
                         const float *dy, const float *x, const float *mean, const float *rstd,
-                        const float *w, int R, int E)
+                        const float *w, int R, int E, float *partials)
 {
     struct ln_job j = {.mean = (float *)mean,
                        .rstd = (float *)rstd,
@@ -177,8 +215,14 @@ static void ln_backward(const struct op_call *c, float *dx, const float *res, fl
                        .R = R,
                        .E = E,
                        .res = res};
+    if (dx && dw && db == dw + E && partials && w) {
+        j.part = partials;
+        op_for_range(c, R, 1, LN_MIN_ROWS, ln_backward_rows, &j);
+        op_sum_partials(c, dw, partials, op_range_runs(R, 1, LN_MIN_ROWS), (size_t)2 * E);
+        return;
+    }
     if (dw || db) op_for_range(c, E, 16, 16, ln_backward_cols, &j);
-    if (dx) op_for_range(c, R, 1, 16, ln_backward_rows, &j);
+    if (dx) op_for_range(c, R, 1, LN_MIN_ROWS, ln_backward_rows, &j);
 }
 
 static int ln_infer(struct op_attrs *a, const struct shape *in, struct shape *out, char *err,
@@ -243,7 +287,13 @@ static void ln_op_backward(const struct op_call *c)
 {
     int R = ln_rows_of(c->node, c->B), E = ln_width(c->node);
     ln_backward(c, c->din[0], NULL, c->grad, c->grad + E, c->dout, c->in[0], c->saved, c->saved + R,
-                c->param, R, E);
+                c->param, R, E, c->partials);
+}
+
+static size_t ln_partials(const struct op_node *n, int B)
+{
+    (void)B;
+    return ln_partials_floats(ln_width(n));
 }
 
 static const struct op_test ln_tests[] = {
@@ -262,6 +312,7 @@ const struct op_def op_layernorm = {
     .tensors = ln_tensors,
     .init = ln_init,
     .saved = ln_saved,
+    .partials = ln_partials,
     .forward = ln_op_forward,
     .backward = ln_op_backward,
     .tests = ln_tests,
@@ -828,6 +879,12 @@ static size_t block_scratch(const struct op_node *n, int B)
     return attn_scratch_floats(&d) + R * 6 * d.E;
 }
 
+static size_t block_partials(const struct op_node *n, int B)
+{
+    (void)B;
+    return ln_partials_floats(n->in[0].d[1]);
+}
+
 static void block_forward(const struct op_call *c)
 {
     const struct op_node *n = c->node;
@@ -861,15 +918,17 @@ static void block_backward(const struct op_call *c)
     /* out = x2 + mlp(h2): dx2 = dout + ln_2's backward of the mlp's */
     linear_backward(c, dg, g.w2, g.b2, c->dout, v.g, p.w2, R, 4 * E, E, false, v.u, v.g, act);
     linear_backward(c, dh, g.w1, g.b1, dg, v.h2, p.w1, R, E, 4 * E, false, NULL, NULL, act);
-    ln_backward(c, dx2, c->dout, g.ln2_w, g.ln2_b, dh, v.x2, v.m2, v.r2, p.ln2_w, R, E);
+    ln_backward(c, dx2, c->dout, g.ln2_w, g.ln2_b, dh, v.x2, v.m2, v.r2, p.ln2_w, R, E,
+                c->partials);
     /* x2 = x + attn(h1) */
     attn_backward(c, &d, dh, false, dx2, v.h1, p.attn, g.attn, v.attn, c->scratch, thread_off);
     if (!c->din[0]) {
         /* ln_1's parameters still need their gradients */
-        ln_backward(c, NULL, NULL, g.ln1_w, g.ln1_b, dh, c->in[0], v.m1, v.r1, p.ln1_w, R, E);
+        ln_backward(c, NULL, NULL, g.ln1_w, g.ln1_b, dh, c->in[0], v.m1, v.r1, p.ln1_w, R, E, NULL);
         return;
     }
-    ln_backward(c, c->din[0], dx2, g.ln1_w, g.ln1_b, dh, c->in[0], v.m1, v.r1, p.ln1_w, R, E);
+    ln_backward(c, c->din[0], dx2, g.ln1_w, g.ln1_b, dh, c->in[0], v.m1, v.r1, p.ln1_w, R, E,
+                c->partials);
 }
 
 static int block_infer(struct op_attrs *a, const struct shape *in, struct shape *out, char *err,
@@ -909,6 +968,7 @@ const struct op_def op_transformer = {
     .init = block_init,
     .saved = block_saved,
     .scratch = block_scratch,
+    .partials = block_partials,
     .forward = block_forward,
     .backward = block_backward,
     .tests = block_tests,
