@@ -504,6 +504,7 @@ struct lin_job {
     enum act_op act;
     int R, K, N;
     bool backward; /* y = x w (x (R, K) is dy, w (K, N)), else y = x w^T + b */
+    float *part;   /* backward by rows: (runs, N) the column sums of each run's y, or NULL */
 };
 
 /* Forward: rows [lo, hi) of y = b + res (either may be NULL), the C the
@@ -546,6 +547,11 @@ static void lin_rows(const struct op_call *c, int lo, int hi, float *scratch, vo
                     j->x + (size_t)lo * j->K, j->K, j->w, j->K, beta, y, j->N);
     }
     lin_after(j, lo, hi);
+    if (j->part) { /* while the rows are in cache */
+        float *p = j->part + (size_t)op_range_index(j->R, 16, SEQ_GEMM_MIN_RUN, lo) * j->N;
+        memset(p, 0, (size_t)j->N * sizeof *p);
+        seq_colsum(p, y, (size_t)(hi - lo), j->N, 0, j->N);
+    }
 }
 
 static void lin_after_rows(const struct op_call *c, int lo, int hi, float *scratch, void *ctx)
@@ -604,11 +610,26 @@ static void colsum_range(const struct op_call *c, int lo, int hi, float *scratch
     seq_colsum(j->db, j->dy, (size_t)j->R, j->N, lo, hi);
 }
 
+static void colsum_rows(const struct op_call *c, float *db, const float *dy, int R, int N)
+{
+    struct colsum_job j = {db, dy, R, N};
+    op_for_range(c, N, 16, 64, colsum_range, &j);
+}
+
+/* Floats of linear_backward's partials for dx (R, K): (runs, K). */
+static size_t lin_partials_floats(int K)
+{
+    return (size_t)OP_RANGE_RUNS * K;
+}
+
 /* dx (R, K) = dy w (or += with accumulate; dx may be NULL), then, when
  * act_in is not NULL, dx *= act'(act_in) (act_out the activation's output,
  * act_backward's conventions); dw += dy^T x, db += column sums of dy (may
- * be NULL). */
-static void linear_backward(const struct op_call *c, float *dx, float *dw, float *db,
+ * be NULL). dx_db (may be NULL) += the column sums of dx: the bias
+ * gradient of the layer before, summed by each row run of dx as it is
+ * written (c->partials, lin_partials_floats) rather than in a pass of its
+ * own. */
+static void linear_backward(const struct op_call *c, float *dx, float *dw, float *db, float *dx_db,
                             const float *dy, const float *x, const float *w, int R, int K, int N,
                             bool accumulate, const float *act_in, const float *act_out,
                             enum act_op act)
@@ -624,15 +645,19 @@ static void linear_backward(const struct op_call *c, float *dx, float *dw, float
                             .K = N,
                             .N = K,
                             .backward = true};
+        bool by_rows = R > K; /* lin_run's row runs */
+        if (dx_db && by_rows) j.part = c->partials;
         lin_run(c, &j);
+        if (j.part)
+            op_sum_partials(c, dx_db, j.part, op_range_runs(R, 16, SEQ_GEMM_MIN_RUN), (size_t)K);
+        else if (dx_db)
+            colsum_rows(c, dx_db, dx, R, K);
     } else if (dx) {
         seq_gemm(c, false, false, R, K, N, 1.0f, dy, N, w, K, 1.0f, dx, K);
+        if (dx_db) colsum_rows(c, dx_db, dx, R, K);
     }
     seq_gemm(c, true, false, N, K, R, 1.0f, dy, N, x, K, 1.0f, dw, K);
-    if (db) {
-        struct colsum_job j = {db, dy, R, N};
-        op_for_range(c, N, 16, 64, colsum_range, &j);
-    }
+    if (db) colsum_rows(c, db, dy, R, N);
 }
 
 /* Self-attention of x (B, T, E) into y, plus res (B, T, E) when not NULL
@@ -672,11 +697,11 @@ static void attn_backward(const struct op_call *c, const struct attn_dims *d, fl
     j.dqkv = scratch;
     j.dout_o = j.dqkv + (size_t)R * 3 * E;
     j.thread_off = thread_off;
-    linear_backward(c, j.dout_o, g.w_out, g.b_out, dy, j.o, p.w_out, R, E, E, false, NULL, NULL,
-                    ACT_OP_RELU);
+    linear_backward(c, j.dout_o, g.w_out, g.b_out, NULL, dy, j.o, p.w_out, R, E, E, false, NULL,
+                    NULL, ACT_OP_RELU);
     op_for_range(c, d->B, 1, 1, attn_core_backward, &j);
-    linear_backward(c, dx, g.w_in, g.b_in, j.dqkv, x, p.w_in, R, E, 3 * E, accumulate, NULL, NULL,
-                    ACT_OP_RELU);
+    linear_backward(c, dx, g.w_in, g.b_in, NULL, j.dqkv, x, p.w_in, R, E, 3 * E, accumulate, NULL,
+                    NULL, ACT_OP_RELU);
 }
 
 static int attn_check(const struct op_attrs *a, const struct shape *in, char *err, size_t errlen)
@@ -882,7 +907,9 @@ static size_t block_scratch(const struct op_node *n, int B)
 static size_t block_partials(const struct op_node *n, int B)
 {
     (void)B;
-    return ln_partials_floats(n->in[0].d[1]);
+    int E = n->in[0].d[1];
+    size_t ln = ln_partials_floats(E), lin = lin_partials_floats(4 * E);
+    return ln > lin ? ln : lin;
 }
 
 static void block_forward(const struct op_call *c)
@@ -916,8 +943,9 @@ static void block_backward(const struct op_call *c)
     size_t thread_off = attn_sc - (size_t)d.T * d.T + (size_t)R * 6 * E;
     float *dh = dg + (size_t)R * 4 * E, *dx2 = dh + (size_t)R * E;
     /* out = x2 + mlp(h2): dx2 = dout + ln_2's backward of the mlp's */
-    linear_backward(c, dg, g.w2, g.b2, c->dout, v.g, p.w2, R, 4 * E, E, false, v.u, v.g, act);
-    linear_backward(c, dh, g.w1, g.b1, dg, v.h2, p.w1, R, E, 4 * E, false, NULL, NULL, act);
+    /* b_1's gradient, dg's column sums, made as dg is */
+    linear_backward(c, dg, g.w2, g.b2, g.b1, c->dout, v.g, p.w2, R, 4 * E, E, false, v.u, v.g, act);
+    linear_backward(c, dh, g.w1, NULL, NULL, dg, v.h2, p.w1, R, E, 4 * E, false, NULL, NULL, act);
     ln_backward(c, dx2, c->dout, g.ln2_w, g.ln2_b, dh, v.x2, v.m2, v.r2, p.ln2_w, R, E,
                 c->partials);
     /* x2 = x + attn(h1) */
