@@ -496,11 +496,11 @@ VM_CLONES static void attn_core_backward(const struct op_call *c, int lo, int hi
  * adding to it, then (backward) multiply by an activation's derivative, or
  * put the activation of the rows in a second buffer. */
 struct lin_job {
-    float *y;                      /* (R, N) */
-    const float *x, *w, *b;        /* x (R, K); w (N, K) forward, (N, K) backward too; b (N) */
-    const float *res;              /* (R, N): forward y = x w^T + b + res, or NULL */
-    float *act_y;                  /* (R, N): forward act_y = act(y), or NULL */
-    const float *act_in, *act_out; /* backward: y *= act'(act_in), or NULL */
+    float *y;               /* (R, N) */
+    const float *x, *w, *b; /* x (R, K); w (N, K) forward, (N, K) backward too; b (N) */
+    const float *res;       /* (R, N): forward y = x w^T + b + res, or NULL */
+    float *act_y;           /* (R, N): forward act_y = act(y) and y = act'(y), or NULL */
+    const float *act_d;     /* (R, N): backward y *= act_d (forward's act'), or NULL */
     enum act_op act;
     int R, K, N;
     bool backward; /* y = x w (x (R, K) is dy, w (K, N)), else y = x w^T + b */
@@ -529,8 +529,13 @@ static float lin_fill(const struct lin_job *j, int lo, int hi)
 static void lin_after(const struct lin_job *j, int lo, int hi)
 {
     size_t o = (size_t)lo * j->N, n = (size_t)(hi - lo) * j->N;
-    if (j->act_y) act_forward(j->act_y + o, j->y + o, n, j->act, 0.0f);
-    if (j->act_in) act_backward(j->y + o, j->y + o, j->act_in + o, j->act_out + o, n, j->act, 0.0f);
+    if (j->act_y) act_forward_deriv(j->act_y + o, j->y + o, n, j->act, 0.0f);
+    if (j->act_d) {
+        float *restrict y = j->y + o;
+        const float *restrict d = j->act_d + o;
+        for (size_t i = 0; i < n; i++)
+            y[i] *= d[i];
+    }
 }
 
 static void lin_rows(const struct op_call *c, int lo, int hi, float *scratch, void *ctx)
@@ -575,11 +580,12 @@ static void lin_run(const struct op_call *c, struct lin_job *j)
         float beta = lin_fill(j, 0, j->R);
         seq_gemm(c, false, true, j->R, j->N, j->K, 1.0f, j->x, j->K, j->w, j->K, beta, j->y, j->N);
     }
-    if (j->act_y || j->act_in) op_for_range(c, j->R, 1, 16, lin_after_rows, j);
+    if (j->act_y || j->act_d) op_for_range(c, j->R, 1, 16, lin_after_rows, j);
 }
 
-/* y (R, N) = x (R, K) w^T + b, w (N, K), over the team; then y += res
- * (res may be NULL), and act_y = act(y) when act_y is not NULL. */
+/* y (R, N) = x (R, K) w^T + b, w (N, K), over the team, plus res (may be
+ * NULL); when act_y is not NULL, act_y = act(y) and y is replaced by
+ * act'(y), what the backward multiplies by. */
 static void linear_forward(const struct op_call *c, float *y, const float *x, const float *w,
                            const float *b, int R, int K, int N, const float *res, float *act_y,
                            enum act_op act)
@@ -623,28 +629,19 @@ static size_t lin_partials_floats(int K)
 }
 
 /* dx (R, K) = dy w (or += with accumulate; dx may be NULL), then, when
- * act_in is not NULL, dx *= act'(act_in) (act_out the activation's output,
- * act_backward's conventions); dw += dy^T x, db += column sums of dy (may
- * be NULL). dx_db (may be NULL) += the column sums of dx: the bias
+ * act_d is not NULL, dx *= act_d (the activation's derivative that
+ * linear_forward left); dw += dy^T x, db += column sums of dy (may be
+ * NULL). dx_db (may be NULL) += the column sums of dx: the bias
  * gradient of the layer before, summed by each row run of dx as it is
  * written (c->partials, lin_partials_floats) rather than in a pass of its
  * own. */
 static void linear_backward(const struct op_call *c, float *dx, float *dw, float *db, float *dx_db,
                             const float *dy, const float *x, const float *w, int R, int K, int N,
-                            bool accumulate, const float *act_in, const float *act_out,
-                            enum act_op act)
+                            bool accumulate, const float *act_d)
 {
     if (dx && !accumulate) {
-        struct lin_job j = {.y = dx,
-                            .x = dy,
-                            .w = w,
-                            .act_in = act_in,
-                            .act_out = act_out,
-                            .act = act,
-                            .R = R,
-                            .K = N,
-                            .N = K,
-                            .backward = true};
+        struct lin_job j = {
+            .y = dx, .x = dy, .w = w, .act_d = act_d, .R = R, .K = N, .N = K, .backward = true};
         bool by_rows = R > K; /* lin_run's row runs */
         if (dx_db && by_rows) j.part = c->partials;
         lin_run(c, &j);
@@ -697,11 +694,9 @@ static void attn_backward(const struct op_call *c, const struct attn_dims *d, fl
     j.dqkv = scratch;
     j.dout_o = j.dqkv + (size_t)R * 3 * E;
     j.thread_off = thread_off;
-    linear_backward(c, j.dout_o, g.w_out, g.b_out, NULL, dy, j.o, p.w_out, R, E, E, false, NULL,
-                    NULL, ACT_OP_RELU);
+    linear_backward(c, j.dout_o, g.w_out, g.b_out, NULL, dy, j.o, p.w_out, R, E, E, false, NULL);
     op_for_range(c, d->B, 1, 1, attn_core_backward, &j);
-    linear_backward(c, dx, g.w_in, g.b_in, NULL, j.dqkv, x, p.w_in, R, E, 3 * E, accumulate, NULL,
-                    NULL, ACT_OP_RELU);
+    linear_backward(c, dx, g.w_in, g.b_in, NULL, j.dqkv, x, p.w_in, R, E, 3 * E, accumulate, NULL);
 }
 
 static int attn_check(const struct op_attrs *a, const struct shape *in, char *err, size_t errlen)
@@ -867,7 +862,8 @@ static void block_init(const struct op_node *n, float *param, float *state, stru
 }
 
 /* What the block keeps, per row (B T of them): h1 (E), mean1, rstd1, x2
- * (E), h2 (E), mean2, rstd2, u (4E), g (4E); then the attention's saved. */
+ * (E), h2 (E), mean2, rstd2, u (4E) (replaced by gelu'(u) once g is made),
+ * g (4E); then the attention's saved. */
 struct block_saved {
     float *h1, *m1, *r1, *x2, *h2, *m2, *r2, *u, *g, *attn;
 };
@@ -935,7 +931,6 @@ static void block_backward(const struct op_call *c)
     int E = d.E, R = d.B * d.T;
     struct block_params p = block_params(c->param, E), g = block_params(c->grad, E);
     struct block_saved v = block_saved_views(c->saved, R, E);
-    enum act_op act = n->a.approximate ? ACT_OP_GELU_TANH : ACT_OP_GELU;
     size_t attn_sc = attn_scratch_floats(&d);
     float *dg = c->scratch + attn_sc - (size_t)d.T * d.T; /* after dqkv, do */
     /* The attention's per-thread dP sits at the end of each thread's
@@ -944,8 +939,8 @@ static void block_backward(const struct op_call *c)
     float *dh = dg + (size_t)R * 4 * E, *dx2 = dh + (size_t)R * E;
     /* out = x2 + mlp(h2): dx2 = dout + ln_2's backward of the mlp's */
     /* b_1's gradient, dg's column sums, made as dg is */
-    linear_backward(c, dg, g.w2, g.b2, g.b1, c->dout, v.g, p.w2, R, 4 * E, E, false, v.u, v.g, act);
-    linear_backward(c, dh, g.w1, NULL, NULL, dg, v.h2, p.w1, R, E, 4 * E, false, NULL, NULL, act);
+    linear_backward(c, dg, g.w2, g.b2, g.b1, c->dout, v.g, p.w2, R, 4 * E, E, false, v.u);
+    linear_backward(c, dh, g.w1, NULL, NULL, dg, v.h2, p.w1, R, E, 4 * E, false, NULL);
     ln_backward(c, dx2, c->dout, g.ln2_w, g.ln2_b, dh, v.x2, v.m2, v.r2, p.ln2_w, R, E,
                 c->partials);
     /* x2 = x + attn(h1) */
