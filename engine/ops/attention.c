@@ -370,6 +370,7 @@ struct attn_job {
     float *qkv, *p, *o;   /* saved, all samples */
     float *dqkv, *dout_o; /* backward: (B, T, 3E), (B, T, E) */
     size_t thread_off;    /* floats into a thread's scratch of its (T, T) buffer */
+    float *b_part;        /* backward: (runs, 3E) each sample run's column sums of dqkv, or NULL */
 };
 
 /* With the causal mask, queries go in blocks of this many rows: block
@@ -452,6 +453,10 @@ VM_CLONES static void attn_core_backward(const struct op_call *c, int lo, int hi
     int T = d->T, E = d->E, H = d->H, D = d->D, QB = attn_block_rows(d);
     float scale = 1.0f / sqrtf((float)D);
     float *dP = scratch + j->thread_off; /* (T, T), this thread's */
+    /* in_proj_bias's gradient, the run's column sums of dqkv, each sample's
+     * summed while it is in cache */
+    float *bp = j->b_part ? j->b_part + (size_t)op_range_index(d->B, 1, 1, lo) * 3 * E : NULL;
+    if (bp) memset(bp, 0, (size_t)3 * E * sizeof *bp);
     for (int b = lo; b < hi; b++) {
         const float *qkv = j->qkv + (size_t)b * T * 3 * E;
         const float *dO = j->dout_o + (size_t)b * T * E;
@@ -488,6 +493,7 @@ VM_CLONES static void attn_core_backward(const struct op_call *c, int lo, int hi
                      3 * E, dk + (size_t)j0 * 3 * E, 3 * E);
             }
         }
+        if (bp) seq_colsum(bp, dqkv, (size_t)T, 3 * E, 0, 3 * E);
     }
 }
 
@@ -694,9 +700,17 @@ static void attn_backward(const struct op_call *c, const struct attn_dims *d, fl
     j.dqkv = scratch;
     j.dout_o = j.dqkv + (size_t)R * 3 * E;
     j.thread_off = thread_off;
+    j.b_part = g.b_in ? c->partials : NULL;
     linear_backward(c, j.dout_o, g.w_out, g.b_out, NULL, dy, j.o, p.w_out, R, E, E, false, NULL);
     op_for_range(c, d->B, 1, 1, attn_core_backward, &j);
-    linear_backward(c, dx, g.w_in, g.b_in, NULL, j.dqkv, x, p.w_in, R, E, 3 * E, accumulate, NULL);
+    if (j.b_part) op_sum_partials(c, g.b_in, j.b_part, op_range_runs(d->B, 1, 1), (size_t)3 * E);
+    linear_backward(c, dx, g.w_in, NULL, NULL, j.dqkv, x, p.w_in, R, E, 3 * E, accumulate, NULL);
+}
+
+/* Floats of attn_backward's partials: (runs, 3E). */
+static size_t attn_partials_floats(int E)
+{
+    return (size_t)OP_RANGE_RUNS * 3 * E;
 }
 
 static int attn_check(const struct op_attrs *a, const struct shape *in, char *err, size_t errlen)
@@ -754,6 +768,12 @@ static size_t attn_scratch(const struct op_node *n, int B)
     return attn_scratch_floats(&d);
 }
 
+static size_t attn_partials(const struct op_node *n, int B)
+{
+    (void)B;
+    return attn_partials_floats(n->in[0].d[1]);
+}
+
 static void attn_op_forward(const struct op_call *c)
 {
     struct attn_dims d = attn_dims_of(c->node, c->B);
@@ -796,6 +816,7 @@ const struct op_def op_attention = {
     .init = attn_init,
     .saved = attn_saved,
     .scratch = attn_scratch,
+    .partials = attn_partials,
     .forward = attn_op_forward,
     .backward = attn_op_backward,
     .tests = attn_tests,
@@ -905,7 +926,8 @@ static size_t block_partials(const struct op_node *n, int B)
     (void)B;
     int E = n->in[0].d[1];
     size_t ln = ln_partials_floats(E), lin = lin_partials_floats(4 * E);
-    return ln > lin ? ln : lin;
+    size_t attn = attn_partials_floats(E), most = ln > lin ? ln : lin;
+    return attn > most ? attn : most;
 }
 
 static void block_forward(const struct op_call *c)
