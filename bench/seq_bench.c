@@ -9,8 +9,9 @@
  *         128, learned positions, 4 pre-norm blocks of 4 heads (causal),
  *         layer norm, dense 256 at every step; AdamW lr 3e-4.
  * Prints samples/s, the median and best of --repeat timed runs of --steps
- * steps, the median samples per CPU second (at one thread, what a shared
- * machine's neighbours do not change), and the peak RSS. bench/seq_bench.sh runs it beside PyTorch.
+ * steps after a warm-up (0.3 s at least), the median samples per CPU second
+ * (at one thread, what a shared machine's neighbours do not change), and the
+ * peak RSS. bench/seq_bench.sh runs it beside PyTorch.
  *
  * usage: seq_bench [--model lstm|gpt] [--threads N] [--batch B]
  *                  [--steps N] [--repeat R] */
@@ -26,6 +27,8 @@
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
+
+#define WARMUP_S 0.3 /* seconds of warm-up steps at least */
 
 enum { ROWS = 28, HID = 128, CLASSES = 10, T = 128, E = 128, V = 256, BLOCKS = 4, HEADS = 4 };
 
@@ -87,6 +90,27 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* The weights, the data and the RNG of step 0. */
+static void start_state(struct model *m, struct rng *r, float *x, int32_t *y, size_t n_x,
+                        size_t n_y, bool gpt)
+{
+    rng_seed(r, 1);
+    model_init(m, r);
+    for (size_t i = 0; i < n_x; i++)
+        x[i] = gpt ? (float)rng_below(r, V) : rng_uniform(r);
+    for (size_t i = 0; i < n_y; i++)
+        y[i] = (int32_t)rng_below(r, gpt ? V : CLASSES);
+}
+
+static void train_step(struct model *m, struct optim *opt, const struct optim_config *cfg,
+                       const float *x, const int32_t *y, int B, struct rng *r)
+{
+    model_zero_grad(m);
+    model_forward(m, x, B, true, r);
+    model_backward(m, x, y, NULL, B);
+    optim_step(opt, m->params, m->grads, cfg->lr);
+}
+
 int main(int argc, char **argv)
 {
     blas_choose_kernel(argv);
@@ -136,25 +160,30 @@ int main(int argc, char **argv)
         return 1;
     }
     struct rng r;
-    rng_seed(&r, 1);
-    model_init(&m, &r);
-    for (size_t i = 0; i < (size_t)B * D; i++)
-        x[i] = gpt ? (float)rng_below(&r, V) : rng_uniform(&r);
-    for (size_t i = 0; i < Y; i++)
-        y[i] = (int32_t)rng_below(&r, gpt ? V : CLASSES);
+    start_state(&m, &r, x, y, B * D, Y, gpt);
     double rate[99], cpu_rate[99];
-    for (int k = -1; k < repeat; k++) {
+    /* Warm-up: two steps and WARMUP_S at least. OpenBLAS's idle pool
+     * thread spins on sched_yield for about 0.1 s after the library loads
+     * (its thread timeout), whatever openblas_set_num_threads says: a timed
+     * run inside that window shares a core with it (a quarter of the
+     * samples of a 10-step LSTM run at 2 threads, measured). */
+    double w0 = now();
+    for (int s = 0; s < 2 || now() - w0 < WARMUP_S; s++)
+        train_step(&m, &opt, &cfg, x, y, B, &r);
+    /* the timed runs start from the same weights whatever the warm-up did,
+     * so that params_fnv compares runs */
+    optim_destroy(&opt);
+    if ((rc = optim_create(&opt, &cfg, m.n_params))) {
+        fprintf(stderr, "seq_bench: optimizer: %s\n", strerror(-rc));
+        return 1;
+    }
+    start_state(&m, &r, x, y, B * D, Y, gpt);
+    for (int k = 0; k < repeat; k++) {
         double t0 = now(), c0 = cpu_now();
-        for (int s = 0; s < (k < 0 ? 2 : steps); s++) { /* k -1: warm-up */
-            model_zero_grad(&m);
-            model_forward(&m, x, B, true, &r);
-            model_backward(&m, x, y, NULL, B);
-            optim_step(&opt, m.params, m.grads, cfg.lr);
-        }
-        if (k >= 0) {
-            rate[k] = (double)steps * B / (now() - t0);
-            cpu_rate[k] = (double)steps * B / (cpu_now() - c0);
-        }
+        for (int s = 0; s < steps; s++)
+            train_step(&m, &opt, &cfg, x, y, B, &r);
+        rate[k] = (double)steps * B / (now() - t0);
+        cpu_rate[k] = (double)steps * B / (cpu_now() - c0);
     }
     double best = rate[0];
     for (int k = 1; k < repeat; k++)

@@ -61,8 +61,11 @@ def step():
     return loss
 
 
-for _ in range(2):
+# the warm-up as seq_bench.c's: two steps and 0.3 s at least
+w0, n = time.perf_counter(), 0
+while n < 2 or time.perf_counter() - w0 < 0.3:
     step()
+    n += 1
 rates, cpu_rates = [], []
 for _ in range(a.repeat):
     t0, c0 = time.perf_counter(), time.process_time()

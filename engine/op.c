@@ -152,15 +152,32 @@ static void range_slice(void *p, int slice, int thread)
     j->fn(j->c, lo, hi, scratch, j->ctx);
 }
 
+/* runs of at least min_run, at most OP_RANGE_RUNS, before alignment */
+static int range_parts(int total, int min_run)
+{
+    int runs = min_run > 0 ? total / min_run : total;
+    return runs < 1 ? 1 : runs > OP_RANGE_RUNS ? OP_RANGE_RUNS : runs;
+}
+
 void op_for_range(const struct op_call *c, int total, int align, int min_run,
                   void (*fn)(const struct op_call *c, int lo, int hi, float *scratch, void *ctx),
                   void *ctx)
 {
     if (total < 1) return;
-    int runs = min_run > 0 ? total / min_run : total;
-    runs = runs < 1 ? 1 : runs > OP_RANGE_RUNS ? OP_RANGE_RUNS : runs;
-    struct range_job j = {c, total, align, team_slices(total, runs, align), fn, ctx};
+    struct range_job j = {c, total, align, op_range_runs(total, align, min_run), fn, ctx};
     team_for(c->team, j.slices, range_slice, &j);
+}
+
+int op_range_runs(int total, int align, int min_run)
+{
+    return team_slices(total, range_parts(total, min_run), align);
+}
+
+int op_range_index(int total, int align, int min_run, int lo)
+{
+    int lo0, per; /* every run but the last is per long */
+    team_split(total, range_parts(total, min_run), align, 0, &lo0, &per);
+    return per > 0 ? lo / per : 0;
 }
 
 struct sum_job {

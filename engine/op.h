@@ -208,6 +208,11 @@ void op_for_samples(const struct op_call *c, bool per_slice_sums,
 void op_for_range(const struct op_call *c, int total, int align, int min_run,
                   void (*fn)(const struct op_call *c, int lo, int hi, float *scratch, void *ctx),
                   void *ctx);
+/* How many runs op_for_range(c, total, align, min_run, ...) makes, and the
+ * index of the one that starts at lo: for sums kept per run in partials
+ * and added in run order (op_sum_partials). */
+int op_range_runs(int total, int align, int min_run);
+int op_range_index(int total, int align, int min_run, int lo);
 /* Test seam: calls touching at least this many floats are split (default
  * 32768); tests/test_ops_grad.c sets 1 to split even its small cases. */
 void op_set_split_threshold(size_t floats);

@@ -635,6 +635,36 @@ static void test_batchnorm_init(void **state)
     }
 }
 
+/* act_forward_deriv: act_forward's values and a derivative that gives
+ * act_backward's gradients (bit for bit for both gelus, which the
+ * transformer block uses), over values either side of 0 and 0 itself. */
+static void test_act_forward_deriv(void **state)
+{
+    (void)state;
+    enum { N = 67 };
+    const enum act_op ops[] = {ACT_OP_RELU, ACT_OP_LEAKY_RELU, ACT_OP_SIGMOID,
+                               ACT_OP_TANH, ACT_OP_GELU,       ACT_OP_GELU_TANH};
+    for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++) {
+        float x[N], d[N], out[N], ref[N], dout[N], din[N];
+        for (int i = 0; i < N; i++) {
+            x[i] = d[i] = (float)(i - N / 2) * 0.173f;
+            dout[i] = 1.0f + 0.01f * (float)i;
+        }
+        act_forward(ref, x, N, ops[k], 0.05f);
+        act_backward(din, dout, x, ref, N, ops[k], 0.05f);
+        act_forward_deriv(out, d, N, ops[k], 0.05f);
+        int gelu = ops[k] == ACT_OP_GELU || ops[k] == ACT_OP_GELU_TANH;
+        for (int i = 0; i < N; i++) {
+            assert_memory_equal(&out[i], &ref[i], sizeof out[i]);
+            float g = dout[i] * d[i];
+            if (gelu)
+                assert_memory_equal(&g, &din[i], sizeof g);
+            else
+                assert_true(fabsf(g - din[i]) <= 1e-6f * (1.0f + fabsf(din[i])));
+        }
+    }
+}
+
 static void test_conv2d_out_size(void **state)
 {
     (void)state;
@@ -928,6 +958,7 @@ int main(void)
         cmocka_unit_test(test_maxpool_nan),
         cmocka_unit_test(test_batchnorm_offset_channel),
         cmocka_unit_test(test_batchnorm_init),
+        cmocka_unit_test(test_act_forward_deriv),
         cmocka_unit_test(test_conv2d_out_size),
     };
     size_t n_fixed = sizeof fixed / sizeof fixed[0];

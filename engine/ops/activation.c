@@ -197,3 +197,56 @@ ACT_OP(leaky_relu, leaky_fields, leaky_tests);
 ACT_OP(sigmoid, NULL, smooth_tests);
 ACT_OP(tanh, NULL, smooth_tests);
 ACT_OP(gelu, gelu_fields, gelu_tests);
+
+VM_CLONES void act_forward_deriv(float *restrict out, float *restrict x, size_t n, enum act_op op,
+                                 float slope)
+{
+    switch (op) {
+    case ACT_OP_RELU:
+        for (size_t i = 0; i < n; i++) {
+            float v = x[i];
+            out[i] = v > 0.0f ? v : 0.0f;
+            x[i] = v > 0.0f ? 1.0f : 0.0f;
+        }
+        break;
+    case ACT_OP_LEAKY_RELU:
+        for (size_t i = 0; i < n; i++) {
+            float v = x[i];
+            out[i] = v > 0.0f ? v : v * slope;
+            x[i] = v > 0.0f ? 1.0f : slope;
+        }
+        break;
+    case ACT_OP_SIGMOID:
+        for (size_t i = 0; i < n; i++) {
+            float y = 1.0f / (1.0f + expf(-x[i]));
+            out[i] = y;
+            x[i] = (1.0f - y) * y;
+        }
+        break;
+    case ACT_OP_TANH:
+        for (size_t i = 0; i < n; i++) {
+            float y = tanhf(x[i]);
+            out[i] = y;
+            x[i] = 1.0f - y * y;
+        }
+        break;
+    case ACT_OP_GELU: /* act_forward's value, act_backward's derivative */
+        for (size_t i = 0; i < n; i++) {
+            float v = x[i], e;
+            float erf = vm_erff_e(v * GELU_SQRT1_2, &e);
+            out[i] = v * 0.5f * (1.0f + erf);
+            x[i] = 0.5f * (1.0f + erf) + v * (e * GELU_PDF_SCALE);
+        }
+        break;
+    case ACT_OP_GELU_TANH:
+        for (size_t i = 0; i < n; i++) { /* the two passes' inner differ in rounding */
+            float v = x[i], x_sq = v * v;
+            out[i] = 0.5f * v * (1.0f + vm_tanhf(GELU_BETA * (v + GELU_KAPPA * v * v * v)));
+            float t = vm_tanhf(GELU_BETA * (v + GELU_KAPPA * x_sq * v));
+            float left = 0.5f * v, right = 1.0f + t;
+            x[i] = 0.5f * right +
+                   left * (1.0f - t * t) * GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * x_sq);
+        }
+        break;
+    }
+}

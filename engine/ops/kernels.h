@@ -119,5 +119,10 @@ void act_forward(float *out, const float *in, size_t n, enum act_op op, float sl
  * derivative at 0 is torch's: 0 for relu, slope for leaky_relu. */
 void act_backward(float *din, const float *dout, const float *in, const float *out, size_t n,
                   enum act_op op, float slope);
+/* out = f(x) and x replaced by f'(x), for a backward that is then dout
+ * f'(x), one multiply: GELU's erf (or tanh) computed once per element
+ * instead of in both passes. For the gelus dout f'(x) has act_backward's
+ * bits. */
+void act_forward_deriv(float *out, float *x, size_t n, enum act_op op, float slope);
 
 #endif

@@ -418,13 +418,31 @@ struct colsum_job {
     const float *dm;
     size_t R;
     int ld;
+    float *db_too; /* gets the same sums, or NULL */
 };
 
+#define RNN_COLSUM_CHUNK 256
+
+/* db[lo, hi) += column sums of dm; with db_too, the sums are made from 0
+ * a chunk of columns at a time and added to both (from a zeroed gradient,
+ * the bits of summing into each) */
 static void colsum_range(const struct op_call *c, int lo, int hi, float *scratch, void *ctx)
 {
     (void)c, (void)scratch;
     const struct colsum_job *j = ctx;
-    seq_colsum(j->db, j->dm, j->R, j->ld, lo, hi);
+    if (!j->db_too) {
+        seq_colsum(j->db, j->dm, j->R, j->ld, lo, hi);
+        return;
+    }
+    for (int n0 = lo; n0 < hi; n0 += RNN_COLSUM_CHUNK) {
+        int w = hi - n0 < RNN_COLSUM_CHUNK ? hi - n0 : RNN_COLSUM_CHUNK;
+        float sum[RNN_COLSUM_CHUNK] = {0};
+        seq_colsum(sum, j->dm + n0, j->R, j->ld, 0, w);
+        for (int k = 0; k < w; k++) {
+            j->db[n0 + k] += sum[k];
+            j->db_too[n0 + k] += sum[k];
+        }
+    }
 }
 
 static void rnn_backward(const struct op_call *c)
@@ -464,8 +482,12 @@ static void rnn_backward(const struct op_call *c)
         if (T > 1)
             seq_gemm(c, true, false, G, H, (int)(TB - (size_t)B), 1.0f, dr + (size_t)B * G, G,
                      sv.y[l], H, 1.0f, gp.w_hh, H);
-        if (d.bias) {
-            struct colsum_job ci = {gp.b_ih, sc.da, TB, G}, ch = {gp.b_hh, dr, TB, G};
+        if (d.bias && d.lstm) {
+            /* both biases' gradients are dA's column sums: summed once */
+            struct colsum_job ci = {gp.b_ih, sc.da, TB, G, gp.b_hh};
+            op_for_range(c, G, 16, 128, colsum_range, &ci);
+        } else if (d.bias) {
+            struct colsum_job ci = {gp.b_ih, sc.da, TB, G, NULL}, ch = {gp.b_hh, dr, TB, G, NULL};
             op_for_range(c, G, 16, 128, colsum_range, &ci);
             op_for_range(c, G, 16, 128, colsum_range, &ch);
         }

@@ -41,7 +41,12 @@ void seq_gemm(const struct op_call *c, bool trans_a, bool trans_b, int M, int N,
                 C[(size_t)m * ldc + n] = beta == 0.0f ? 0.0f : beta * C[(size_t)m * ldc + n];
         return;
     }
-    op_for_range(c, j.by_rows ? M : N, 16, SEQ_GEMM_MIN_RUN, gemm_range, &j);
+    /* under 4 runs of SEQ_GEMM_MIN_RUN, runs of half that: a 128 x 128
+     * weight gradient was one run (one thread of a team busy), 384 x 128
+     * three (two threads busy 2 : 1) */
+    int total = j.by_rows ? M : N;
+    int min_run = total < 4 * SEQ_GEMM_MIN_RUN ? SEQ_GEMM_MIN_RUN / 2 : SEQ_GEMM_MIN_RUN;
+    op_for_range(c, total, 16, min_run, gemm_range, &j);
 }
 
 void seq_to_time_major(float *dst, const float *src, int B, int T, int F)
