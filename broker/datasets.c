@@ -394,7 +394,7 @@ static void gc_add(struct broker *b, const char *sha)
         ds->gc = p;
         ds->cap_gc = cap;
     }
-    snprintf(ds->gc[ds->n_gc++], sizeof *ds->gc, "%s", sha);
+    snprintf(ds->gc[ds->n_gc++], sizeof *ds->gc, "%.64s", sha);
 }
 
 /* Under keys a dataset is its pusher's to remove or move (an admin's too);

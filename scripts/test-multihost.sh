@@ -213,6 +213,18 @@ cached() { cat "$tmp/host1.log" "$tmp/host2.log" | grep -c "dataset $fm_sha cach
 check "Fashion-MNIST fetched at most once per host ($(fetches) fetches), cached after ($(cached) runs moved 0 bytes)" \
     test "$(fetches)" -ge 1 -a "$(fetches)" -le 2 -a "$(cached)" -ge 2
 
+# Predictions come back to the client's host the same way (mlq predict --push).
+pred=$(in_b sh -c "cd '$tmp/client' && mlq predict ${ids[0]} --input data.h5 --output preds.h5 --push" |
+    head -n 1)
+pred_back() {
+    local sha
+    [ -f "$tmp/client/preds.h5" ] || return 1
+    sha=$(sha256sum "$tmp/client/preds.h5" | cut -c1-64)
+    in_b mlq show "$pred" --json | grep -q "\"output_sha256\": \"$sha\"" &&
+        in_b mlq dataset ls | grep -q "^predict-$pred "
+}
+check "predict --push: its output came back to the client's host, the bytes its run names" pred_back
+
 # A trainer killed mid-fetch resumes where it stopped: host2 away, host1's
 # link slowed to 40 Mbit/s (a 22 MB fetch takes about 5 s), host1 killed once
 # its part holds 4 MB, and started again on the same cache.
