@@ -67,11 +67,7 @@ static int setup(void **state)
     char err[256];
     if (dscache_open(&f->cache, f->dir, 100, err, sizeof err) != 0) fail_msg("%s", err);
     f->data = malloc(NBYTES);
-    uint64_t x = 88172645463325252ull;
-    for (size_t i = 0; i < NBYTES; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        f->data[i] = (unsigned char)x;
-    }
+    testutil_noise(f->data, NBYTES);
     unsigned char d[SHA256_BYTES];
     sha256_buf(f->data, NBYTES, d);
     sha256_hex(d, f->sha);

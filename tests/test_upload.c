@@ -61,11 +61,7 @@ static int setup(void **state)
     f->dir = testutil_tmpdir("upload");
     snprintf(f->path, sizeof f->path, "%s/job-7.h5", f->dir);
     f->data = malloc(NBYTES);
-    uint64_t x = 88172645463325252ull;
-    for (size_t i = 0; i < NBYTES; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        f->data[i] = (unsigned char)x;
-    }
+    testutil_noise(f->data, NBYTES);
     FILE *fp = fopen(f->path, "wb");
     assert_non_null(fp);
     assert_int_equal(fwrite(f->data, 1, NBYTES, fp), NBYTES);

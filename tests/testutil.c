@@ -120,3 +120,12 @@ int testutil_write_file(const char *path, const char *text)
     if (fclose(f) != 0) rc = -1;
     return rc;
 }
+
+void testutil_noise(unsigned char *buf, size_t len)
+{
+    uint64_t x = 88172645463325252ull;
+    for (size_t i = 0; i < len; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        buf[i] = (unsigned char)x;
+    }
+}

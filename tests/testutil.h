@@ -24,6 +24,9 @@ void testutil_blobs(int64_t n, int64_t d, int k, uint64_t seed, float **x, int32
 /* Writes a blobs dataset straight to path. Returns 0 or -1. */
 int testutil_write_blobs(const char *path, int64_t n, int64_t d, int k, uint64_t seed);
 
+/* Fills buf with len bytes of the same xorshift noise every time. */
+void testutil_noise(unsigned char *buf, size_t len);
+
 /* Writes text to a file. Returns 0 or -1. */
 int testutil_write_file(const char *path, const char *text);
 
