@@ -451,8 +451,8 @@ static int output_push_check(struct broker *b, const struct proto_msg *m, const 
         return -EPERM;
     }
     if (strcmp(name, want) != 0) {
-        broker_reply_error(b, m, "bad_request", "%s: job %lld's output is named %s, not %s",
-                           m->cmd, (long long)job, want, name);
+        broker_reply_error(b, m, "bad_request", "%s: job %lld's output is named %s, not %s", m->cmd,
+                           (long long)job, want, name);
         return -EINVAL;
     }
     return 0;

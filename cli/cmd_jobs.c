@@ -516,8 +516,7 @@ static int push_paths(json_t *spec, const char *broker, const char *cmd)
         const char *path = json_string_value(json_object_get(d, "path"));
         if (!path) continue;
         if (access(path, R_OK) != 0) {
-            fprintf(stderr, "%s --push: %s.path %s: %s\n", cmd, fields[i], path,
-                    strerror(errno));
+            fprintf(stderr, "%s --push: %s.path %s: %s\n", cmd, fields[i], path, strerror(errno));
             return -1;
         }
         const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
@@ -1050,8 +1049,8 @@ static int output_dir_writable(const char *path)
 static int fetch_output(const char *endpoint, int64_t id, const char *path, bool json)
 {
     json_t *reply;
-    int code = cli_broker_call(endpoint, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id),
-                               &reply);
+    int code =
+        cli_broker_call(endpoint, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id), &reply);
     if (code) return code;
     json_t *result = json_object_get(json_object_get(reply, "job"), "result");
     const char *name = json_string_value(json_object_get(result, "output"));
@@ -1068,8 +1067,9 @@ static int fetch_output(const char *endpoint, int64_t id, const char *path, bool
                "dataset %s\n",
                path, (long long)size, sha, name);
     else if (code != EXIT_OK)
-        fprintf(stderr, "mlq predict: the output stays at the broker: mlq dataset get %s --output "
-                        "%s\n",
+        fprintf(stderr,
+                "mlq predict: the output stays at the broker: mlq dataset get %s --output "
+                "%s\n",
                 name, path);
     json_decref(reply);
     return code;
@@ -1082,11 +1082,16 @@ static int run_on_checkpoint(int argc, char **argv, bool predict)
                                 : "mlq eval RUN --dataset F [--checkpoint last|best|N] "
                                   "[--priority N] [--wait] [--push] [--json] [--broker E]";
     static const struct option longopts[] = {
-        {"dataset", required_argument, NULL, 'd'},  {"input", required_argument, NULL, 'i'},
-        {"output", required_argument, NULL, 'o'},   {"checkpoint", required_argument, NULL, 'c'},
-        {"priority", required_argument, NULL, 'p'}, {"wait", no_argument, NULL, 'w'},
-        {"json", no_argument, NULL, 'j'},           {"broker", required_argument, NULL, 'b'},
-        {"push", no_argument, NULL, 'P'},           {"help", no_argument, NULL, 'h'},
+        {"dataset", required_argument, NULL, 'd'},
+        {"input", required_argument, NULL, 'i'},
+        {"output", required_argument, NULL, 'o'},
+        {"checkpoint", required_argument, NULL, 'c'},
+        {"priority", required_argument, NULL, 'p'},
+        {"wait", no_argument, NULL, 'w'},
+        {"json", no_argument, NULL, 'j'},
+        {"broker", required_argument, NULL, 'b'},
+        {"push", no_argument, NULL, 'P'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *data = NULL, *output = NULL, *ckpt = NULL, *prio = NULL, *broker = NULL;

@@ -1420,8 +1420,7 @@ json_t *spec_to_json(const struct mlq_spec *s)
         json_object_set_new(doc, "checkpoint", json_string(s->checkpoint));
         if (s->kind == JOB_PREDICT && !spec_generates(s) && s->output_push) {
             json_t *out = json_pack("{s:b}", "push", 1);
-            if (s->output_name[0])
-                json_object_set_new(out, "name", json_string(s->output_name));
+            if (s->output_name[0]) json_object_set_new(out, "name", json_string(s->output_name));
             json_object_set_new(doc, "output", out);
         } else if (s->kind == JOB_PREDICT && !spec_generates(s)) {
             json_object_set_new(doc, "output", json_string(s->output_path));

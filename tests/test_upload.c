@@ -27,10 +27,10 @@
 #define NBYTES (3 * CHUNK + 1000) /* four chunks, the last one short */
 
 struct server {
-    unsigned char *got; /* the bytes received, in order */
-    int64_t end;        /* how many */
-    int64_t start_at;   /* PUT's offset: a push the broker kept part of */
-    bool have;          /* PUT answers have=true */
+    unsigned char *got;  /* the bytes received, in order */
+    int64_t end;         /* how many */
+    int64_t start_at;    /* PUT's offset: a push the broker kept part of */
+    bool have;           /* PUT answers have=true */
     int drop_chunk_once; /* the chunk at this offset gets no reply once, -1 none */
     bool lose_once;      /* the second chunk is answered not_found once */
     const char *refuse;  /* an ERROR code for PUT, or NULL */
@@ -115,8 +115,8 @@ static void serve_one(struct server *s, const char *sha, void *router, struct pr
         }
         if (s->start_at > s->end) s->end = s->start_at; /* kept from an earlier push */
         ok(router, m,
-           json_pack("{s:s, s:I, s:b}", "sha256", sha, "offset", (json_int_t)(s->have ? NBYTES : s->end),
-                     "have", s->have));
+           json_pack("{s:s, s:I, s:b}", "sha256", sha, "offset",
+                     (json_int_t)(s->have ? NBYTES : s->end), "have", s->have));
     } else if (strcmp(m->cmd, PROTO_DATASET_CHUNK) == 0) {
         s->chunks++;
         int64_t off = json_integer_value(json_object_get(m->body, "offset"));

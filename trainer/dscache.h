@@ -35,7 +35,8 @@ struct dscache {
 };
 
 /* Creates dir, dir/objects, dir/partial and dir/outputs where missing
- * (0750), removes the outputs of processes that are gone, and fills *c. limit_mb <= 0: 10240. 0 or -errno with err naming the directory. */
+ * (0750), removes the outputs of processes that are gone, and fills *c. limit_mb <= 0: 10240. 0 or
+ * -errno with err naming the directory. */
 int dscache_open(struct dscache *c, const char *dir, int64_t limit_mb, char *err, size_t errlen);
 
 /* dir/objects/<sha> and dir/partial/<sha>.part into buf. 0, -EINVAL for a

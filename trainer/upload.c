@@ -17,8 +17,8 @@
 
 #define CHUNK ((int64_t)DATASET_CHUNK_BYTES)
 
-int upload_open(struct upload *u, const char *path, const char *name, const char *sha,
-                int64_t size, int64_t job, char *err, size_t errlen)
+int upload_open(struct upload *u, const char *path, const char *name, const char *sha, int64_t size,
+                int64_t job, char *err, size_t errlen)
 {
     memset(u, 0, sizeof *u);
     u->fd = -1;
@@ -83,8 +83,8 @@ static int send_put(struct upload *u, void *sock)
 
 static int send_end(struct upload *u, void *sock)
 {
-    json_t *b = json_pack("{s:I, s:s, s:s}", "job", (json_int_t)u->job, "name", u->name, "sha256",
-                          u->sha);
+    json_t *b =
+        json_pack("{s:I, s:s, s:s}", "job", (json_int_t)u->job, "name", u->name, "sha256", u->sha);
     int rc = b ? proto_send(sock, NULL, 0, PROTO_DATASET_END, b, NULL, 0, ZMQ_DONTWAIT) : -ENOMEM;
     json_decref(b);
     return rc;
@@ -185,8 +185,7 @@ enum upload_state upload_on_message(struct upload *u, const struct proto_msg *m,
                         text ? text : (code ? code : "no reason given"));
     } else if (json_object_get(m->body, "have")) { /* DATASET_PUT's answer */
         if (u->phase == UPLOAD_PUT) {
-            if (at < 0 || at > u->size)
-                return fail(u, "bad DATASET_PUT answer from the broker");
+            if (at < 0 || at > u->size) return fail(u, "bad DATASET_PUT answer from the broker");
             bool have = json_is_true(json_object_get(m->body, "have"));
             u->acked = u->next = have ? u->size : at;
             u->phase = u->acked == u->size ? UPLOAD_END : UPLOAD_CHUNKS;

@@ -36,11 +36,11 @@ struct upload {
     unsigned char *buf; /* one chunk */
     double resend_s;    /* UPLOAD_RESEND_S; tests shorten it */
     enum upload_phase phase;
-    bool asked;         /* the phase's PUT or END is out, unanswered */
-    double asked_at;    /* when it went, or the last answer came */
-    int64_t acked;      /* bytes the broker holds, in order */
-    int64_t next;       /* the next chunk's offset: [acked, next) are out */
-    int64_t sent;       /* chunk bytes sent, resends included */
+    bool asked;      /* the phase's PUT or END is out, unanswered */
+    double asked_at; /* when it went, or the last answer came */
+    int64_t acked;   /* bytes the broker holds, in order */
+    int64_t next;    /* the next chunk's offset: [acked, next) are out */
+    int64_t sent;    /* chunk bytes sent, resends included */
     int resyncs;
     enum upload_state state;
     char err[768];
@@ -49,8 +49,8 @@ struct upload {
 /* Opens the file at path, of size bytes hashing to sha (the worker thread
  * hashed it), for job's output under name. The upload is then RUNNING:
  * call upload_pump. 0 or -errno with err. */
-int upload_open(struct upload *u, const char *path, const char *name, const char *sha,
-                int64_t size, int64_t job, char *err, size_t errlen);
+int upload_open(struct upload *u, const char *path, const char *name, const char *sha, int64_t size,
+                int64_t job, char *err, size_t errlen);
 /* Closes the file and frees the buffer; the file stays (the caller owns it). */
 void upload_close(struct upload *u);
 

@@ -944,9 +944,9 @@ static void upload_start(struct io *io, json_t *done)
     char err[1024];
     io->upload_done = json_incref(done);
     io->upload_t0 = mono();
-    int rc = path && name && sha ? upload_open(&io->upload, path, name, sha, size, io->job, err,
-                                               sizeof err)
-                                 : -EINVAL;
+    int rc = path && name && sha
+                 ? upload_open(&io->upload, path, name, sha, size, io->job, err, sizeof err)
+                 : -EINVAL;
     if (rc) {
         if (!path || !name || !sha) snprintf(err, sizeof err, "the worker named no output file");
         snprintf(io->upload.err, sizeof io->upload.err, "%.700s", err);
@@ -985,8 +985,8 @@ static void upload_end(struct io *io, const char *state)
         json_object_set_new(done, "state", json_string(state ? state : "failed"));
         json_object_del(done, "result");
         if (!state) json_object_set_new(done, "error", json_string(why));
-        log_info("job %lld %s%s%s", (long long)io->job, state ? state : "failed",
-                 state ? "" : ": ", state ? "" : why);
+        log_info("job %lld %s%s%s", (long long)io->job, state ? state : "failed", state ? "" : ": ",
+                 state ? "" : why);
     } else {
         double s = mono() - io->upload_t0;
         log_info("job %lld: output %s (sha256 %.12s...) at the broker: %lld bytes in %.3f s, "
