@@ -143,13 +143,6 @@ void upload_pump(struct upload *u, void *sock, double now)
     }
 }
 
-double upload_deadline(const struct upload *u)
-{
-    if (u->state != UPLOAD_RUNNING) return INFINITY;
-    bool waiting = u->phase == UPLOAD_CHUNKS ? u->next > u->acked : u->asked;
-    return waiting ? u->asked_at + wait_s(u) : 0; /* 0: something to send now */
-}
-
 void upload_reset(struct upload *u)
 {
     if (u->state != UPLOAD_RUNNING) return;

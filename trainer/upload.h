@@ -58,8 +58,6 @@ void upload_close(struct upload *u);
  * ZMQ_DONTWAIT, and asks again when an answer is overdue. now: seconds on
  * any monotonic clock. */
 void upload_pump(struct upload *u, void *sock, double now);
-/* The earliest time upload_pump has something to do, or +inf. */
-double upload_deadline(const struct upload *u);
 /* A new connection: what was out died with the old one; ask where it stands. */
 void upload_reset(struct upload *u);
 

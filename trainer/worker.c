@@ -303,10 +303,12 @@ static json_t *run_job(struct shared *sh, void *pair, struct proto_msg *m)
     if (push_output) {
         const char *file = json_string_value(json_object_get(m->body, "output_file"));
         if (!file || strlen(file) >= sizeof spec.output_path) {
+            const char *why = json_string_value(json_object_get(m->body, "output_error"));
+            snprintf(err, sizeof err,
+                     "output.push: this trainer has no place to write the output: %s",
+                     why ? why : "its dataset cache path is too long");
             json_object_set_new(done, "state", json_string("failed"));
-            json_object_set_new(done, "error",
-                                json_string("output.push: this trainer has no place to write the "
-                                            "output (its dataset cache)"));
+            json_object_set_new(done, "error", json_string(err));
             return done;
         }
         snprintf(spec.output_path, sizeof spec.output_path, "%s", file);
@@ -725,7 +727,7 @@ static void admit_job(struct io *io, struct proto_msg *m)
         int64_t job = json_integer_value(json_object_get(m->body, "job"));
         char output_file[DSCACHE_PATH_MAX];
         if (open_cache(io, err, sizeof err) != 0)
-            log_warn("job %lld: %s", (long long)job, err);
+            json_object_set_new(m->body, "output_error", json_string(err));
         else if (dscache_output_path(&io->cache, job, output_file) == 0)
             json_object_set_new(m->body, "output_file", json_string(output_file));
     }
