@@ -4,15 +4,16 @@
  * (docs/protocol.md, "Pushed datasets").
  *
  * A push never touches the database until its END: each chunk is one pwrite
- * into uploads/<sha>.part and two hash updates (the whole file's running
- * SHA-256 and the chunk's own), its OK sent at once, not through the outbox,
- * so that a push neither waits for nor forces a commit. END verifies the
- * hash and the HDF5 signature, fsyncs, writes the chunk index, renames the
- * part into objects/ and only then names it in the store; its OK leaves
- * after that commit. FETCH answers from an object mapped read-only while it
- * is being fetched (struct mapping): its CHUNK is sent at once, from the
- * page cache without a copy, so trainers fetching one dataset at once share
- * one read of it from disk. */
+ * into uploads/<sha>.part (its writeback started at once) and two hash
+ * updates (the whole file's running SHA-256 and the chunk's own), its OK
+ * sent at once, not through the outbox, so that a push neither waits for
+ * nor forces a commit. END verifies the hash and the HDF5 signature,
+ * fsyncs, writes the chunk index, renames the part into objects/ and only
+ * then names it in the store; its OK leaves after that commit. FETCH
+ * answers from an object mapped read-only while it is being fetched
+ * (struct mapping): its CHUNK is sent at once, from the page cache without
+ * a copy, so trainers fetching one dataset at once share one read of it
+ * from disk. */
 #define _GNU_SOURCE
 #include "broker_internal.h"
 
@@ -648,6 +649,10 @@ static void on_chunk(struct broker *b, struct proto_msg *m)
         }
         done += (size_t)n;
     }
+    /* Start the chunk's writeback now: END's fsync, in this loop, then
+     * flushes the last chunks, not the whole file, and dispatch does not
+     * wait behind it. Advisory: an error here is the fsync's to report. */
+    (void)sync_file_range(u->fd, offset, (off_t)m->bin_len, SYNC_FILE_RANGE_WRITE);
     /* Behind a resumed part's reading, the tick hashes it from the file. */
     if (u->hashed == offset &&
         (sha256_update(&u->hash, m->bin, m->bin_len) != 0 ||
