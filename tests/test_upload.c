@@ -179,9 +179,8 @@ static enum upload_state drive(struct fixture *f, struct upload *u, double limit
 
 static void open_upload(struct fixture *f, struct upload *u)
 {
-    char err[256];
-    if (upload_open(u, f->path, "predict-7", f->sha, NBYTES, 7, err, sizeof err) != 0)
-        fail_msg("%s", err);
+    if (upload_open(u, f->path, "predict-7", f->sha, NBYTES, 7) != UPLOAD_RUNNING)
+        fail_msg("%s", u->err);
     u->resend_s = 0.3;
 }
 

@@ -12,40 +12,9 @@
 #include <jansson.h>
 #include <zmq.h>
 
-#include "errmsg.h"
 #include "log.h"
 
 #define CHUNK ((int64_t)DATASET_CHUNK_BYTES)
-
-int upload_open(struct upload *u, const char *path, const char *name, const char *sha, int64_t size,
-                int64_t job, char *err, size_t errlen)
-{
-    memset(u, 0, sizeof *u);
-    u->fd = -1;
-    u->job = job;
-    u->size = size;
-    u->resend_s = UPLOAD_RESEND_S;
-    u->state = UPLOAD_RUNNING;
-    u->phase = UPLOAD_PUT;
-    snprintf(u->path, sizeof u->path, "%s", path);
-    snprintf(u->name, sizeof u->name, "%s", name);
-    snprintf(u->sha, sizeof u->sha, "%s", sha);
-    if (!sha256_hex_valid(sha)) return errmsg(err, errlen, -EINVAL, "%s: no SHA-256", path);
-    if (size < 1) return errmsg(err, errlen, -EINVAL, "%s: empty", path);
-    u->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (u->fd < 0) return errmsg(err, errlen, -errno, "%s: %s", path, strerror(errno));
-    u->buf = malloc(CHUNK);
-    if (!u->buf) return errmsg(err, errlen, -ENOMEM, "out of memory");
-    return 0;
-}
-
-void upload_close(struct upload *u)
-{
-    if (u->fd >= 0) close(u->fd);
-    u->fd = -1;
-    free(u->buf);
-    u->buf = NULL;
-}
 
 __attribute__((format(printf, 2, 3))) static enum upload_state fail(struct upload *u,
                                                                     const char *fmt, ...)
@@ -57,6 +26,37 @@ __attribute__((format(printf, 2, 3))) static enum upload_state fail(struct uploa
     u->state = UPLOAD_FAILED;
     log_warn("job %lld: %s", (long long)u->job, u->err);
     return u->state;
+}
+
+enum upload_state upload_open(struct upload *u, const char *path, const char *name, const char *sha,
+                              int64_t size, int64_t job)
+{
+    memset(u, 0, sizeof *u);
+    u->fd = -1;
+    u->job = job;
+    u->size = size;
+    u->resend_s = UPLOAD_RESEND_S;
+    u->state = UPLOAD_RUNNING;
+    u->phase = UPLOAD_PUT;
+    if (!path || !name || !sha) return fail(u, "the worker named no output file");
+    snprintf(u->path, sizeof u->path, "%s", path);
+    snprintf(u->name, sizeof u->name, "%s", name);
+    snprintf(u->sha, sizeof u->sha, "%s", sha);
+    if (!sha256_hex_valid(sha)) return fail(u, "%s: no SHA-256", path);
+    if (size < 1) return fail(u, "%s: empty", path);
+    u->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (u->fd < 0) return fail(u, "%s: %s", path, strerror(errno));
+    u->buf = malloc(CHUNK);
+    if (!u->buf) return fail(u, "out of memory");
+    return u->state;
+}
+
+void upload_close(struct upload *u)
+{
+    if (u->fd >= 0) close(u->fd);
+    u->fd = -1;
+    free(u->buf);
+    u->buf = NULL;
 }
 
 /* Where the push stands is asked again: the broker answers with its offset. */

@@ -47,10 +47,10 @@ struct upload {
 };
 
 /* Opens the file at path, of size bytes hashing to sha (the worker thread
- * hashed it), for job's output under name. The upload is then RUNNING:
- * call upload_pump. 0 or -errno with err. */
-int upload_open(struct upload *u, const char *path, const char *name, const char *sha, int64_t size,
-                int64_t job, char *err, size_t errlen);
+ * hashed it), for job's output under name: RUNNING (call upload_pump), or
+ * FAILED with why in u->err (a missing argument, the file unreadable). */
+enum upload_state upload_open(struct upload *u, const char *path, const char *name, const char *sha,
+                              int64_t size, int64_t job);
 /* Closes the file and frees the buffer; the file stays (the caller owns it). */
 void upload_close(struct upload *u);
 

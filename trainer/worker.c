@@ -943,21 +943,13 @@ static void upload_start(struct io *io, json_t *done)
     const char *name = json_string_value(json_object_get(up, "name"));
     const char *sha = json_string_value(json_object_get(up, "sha256"));
     int64_t size = json_integer_value(json_object_get(up, "size"));
-    char err[1024];
     io->upload_done = json_incref(done);
     io->upload_t0 = mono();
-    int rc = path && name && sha
-                 ? upload_open(&io->upload, path, name, sha, size, io->job, err, sizeof err)
-                 : -EINVAL;
-    if (rc) {
-        if (!path || !name || !sha) snprintf(err, sizeof err, "the worker named no output file");
-        snprintf(io->upload.err, sizeof io->upload.err, "%.700s", err);
-        io->upload.state = UPLOAD_FAILED;
-        io->uploading = true;
+    io->uploading = true;
+    if (upload_open(&io->upload, path, name, sha, size, io->job) != UPLOAD_RUNNING) {
         upload_end(io, NULL);
         return;
     }
-    io->uploading = true;
     log_info("job %lld: sending its output to the broker as %s (%lld bytes)", (long long)io->job,
              name, (long long)size);
     if (io->dealer && io->welcomed) upload_pump(&io->upload, io->dealer, mono());
