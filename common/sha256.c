@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -115,4 +116,114 @@ int sha256_file_stoppable(const char *path, char hex[SHA256_HEX_LEN + 1], long l
     free(buf);
     close(fd);
     return rc;
+}
+
+struct sha256_follower {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t moved; /* written grew, hashed grew, or stop */
+    int fd;
+    int64_t written; /* bytes the writer has written: the thread's goal */
+    int64_t hashed;  /* bytes in hash */
+    bool stop;
+    int rc; /* 0, or the first read's or hash's failure (the thread then idles) */
+    struct sha256 hash;
+    unsigned char *buf;
+};
+
+static void *follow_main(void *arg)
+{
+    enum { PIECE = 1 << 20 };
+    struct sha256_follower *f = arg;
+    pthread_mutex_lock(&f->lock);
+    for (;;) {
+        while (!f->stop && (f->rc || f->hashed >= f->written))
+            pthread_cond_wait(&f->moved, &f->lock);
+        if (f->stop) break;
+        int64_t off = f->hashed, left = f->written - off;
+        size_t n = (size_t)(left < PIECE ? left : PIECE);
+        pthread_mutex_unlock(&f->lock);
+        ssize_t got = pread(f->fd, f->buf, n, off);
+        bool again = got < 0 && errno == EINTR;
+        int rc = got == (ssize_t)n ? sha256_update(&f->hash, f->buf, n) : -EIO;
+        pthread_mutex_lock(&f->lock);
+        if (again) continue;
+        if (rc)
+            f->rc = rc;
+        else
+            f->hashed += (int64_t)n;
+        pthread_cond_broadcast(&f->moved);
+    }
+    pthread_mutex_unlock(&f->lock);
+    return NULL;
+}
+
+static void follower_free(struct sha256_follower *f)
+{
+    pthread_mutex_destroy(&f->lock);
+    pthread_cond_destroy(&f->moved);
+    sha256_clear(&f->hash);
+    if (f->fd >= 0) close(f->fd);
+    free(f->buf);
+    free(f);
+}
+
+int sha256_follow(struct sha256_follower **out, int fd)
+{
+    *out = NULL;
+    struct sha256_follower *f = calloc(1, sizeof *f);
+    if (!f) return -ENOMEM;
+    f->fd = -1;
+    pthread_mutex_init(&f->lock, NULL);
+    pthread_cond_init(&f->moved, NULL);
+    int rc = (f->buf = malloc(1 << 20)) ? sha256_init(&f->hash) : -ENOMEM;
+    if (rc == 0 && (f->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) rc = -errno;
+    if (rc == 0) rc = -pthread_create(&f->thread, NULL, follow_main, f);
+    if (rc) {
+        follower_free(f);
+        return rc;
+    }
+    *out = f;
+    return 0;
+}
+
+void sha256_follow_to(struct sha256_follower *f, int64_t written)
+{
+    pthread_mutex_lock(&f->lock);
+    if (written > f->written) {
+        f->written = written;
+        pthread_cond_broadcast(&f->moved);
+    }
+    pthread_mutex_unlock(&f->lock);
+}
+
+static void follower_join(struct sha256_follower *f)
+{
+    pthread_mutex_lock(&f->lock);
+    f->stop = true;
+    pthread_cond_broadcast(&f->moved);
+    pthread_mutex_unlock(&f->lock);
+    pthread_join(f->thread, NULL);
+}
+
+int sha256_follow_final(struct sha256_follower *f, int64_t size, unsigned char out[SHA256_BYTES])
+{
+    pthread_mutex_lock(&f->lock);
+    int rc = size > f->written ? -EINVAL : 0;
+    while (!rc && !f->rc && f->hashed < size)
+        pthread_cond_wait(&f->moved, &f->lock);
+    if (!rc) rc = f->rc;
+    if (!rc && f->hashed != size) rc = -EINVAL; /* hashed past size: told more than size */
+    pthread_mutex_unlock(&f->lock);
+    follower_join(f);
+    if (!rc) rc = sha256_final(&f->hash, out);
+    follower_free(f);
+    return rc;
+}
+
+void sha256_follow_stop(struct sha256_follower *f)
+{
+    if (!f) return;
+    follower_join(f);
+    follower_free(f);
 }

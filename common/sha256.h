@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define SHA256_BYTES 32
 #define SHA256_HEX_LEN 64 /* without the NUL */
@@ -38,5 +39,25 @@ int sha256_file(const char *path, char hex[SHA256_HEX_LEN + 1], long long *size,
  * (checked between pieces). */
 int sha256_file_stoppable(const char *path, char hex[SHA256_HEX_LEN + 1], long long *size,
                           atomic_int *stop, char *err, size_t errlen);
+
+/* The SHA-256 of a file's prefix on a thread of its own, behind the file's
+ * writer: the writer says how far the file is written, from its start in
+ * order, and the thread reads those bytes back (from the page cache) and
+ * hashes them. A push or a fetch checks each chunk and the whole file:
+ * with the whole file's hash here they run on two cores, not one after
+ * the other on the thread that moves the bytes. */
+struct sha256_follower;
+
+/* Starts hashing fd (duplicated: the caller may close its own) from byte 0.
+ * 0 or -errno (no memory, no thread). */
+int sha256_follow(struct sha256_follower **out, int fd);
+/* The file's first `written` bytes are written (never less than told before). */
+void sha256_follow_to(struct sha256_follower *f, int64_t written);
+/* Waits until the first `size` bytes are hashed (sha256_follow_to them
+ * first), writes their digest and frees f. 0, -EIO (a read or the hash
+ * failed) or -EINVAL (size beyond what was told). */
+int sha256_follow_final(struct sha256_follower *f, int64_t size, unsigned char out[SHA256_BYTES]);
+/* Stops the thread and frees f without a digest; accepts NULL. */
+void sha256_follow_stop(struct sha256_follower *f);
 
 #endif

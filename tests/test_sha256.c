@@ -1,6 +1,7 @@
 /* common/sha256.h: the FIPS 180-2 test vectors, a hash fed in uneven pieces
  * equals the one-shot hash, and sha256_file agrees with sha256sum on a file
- * of a few chunks. */
+ * of a few chunks, and a follower hashing behind a writer gives the same
+ * digest as the one-shot hash. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -10,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "sha256.h"
 #include "testutil.h"
@@ -99,11 +102,64 @@ static void test_pieces_and_file(void **state)
     free(buf);
 }
 
+/* The writer writes in uneven pieces and tells the follower after each;
+ * the follower's digest is the whole buffer's. It refuses a size beyond
+ * what it was told, fails on bytes that were never written, and stops
+ * mid-file without a digest. */
+static void test_follower(void **state)
+{
+    (void)state;
+    enum { N = 5 * 1048576 + 777 };
+    unsigned char *buf = malloc(N);
+    assert_non_null(buf);
+    for (size_t i = 0; i < N; i++)
+        buf[i] = (unsigned char)(i * 2654435761u >> 13);
+    char whole[SHA256_HEX_LEN + 1], followed[SHA256_HEX_LEN + 1];
+    hex_of(buf, N, whole);
+
+    char *dir = testutil_tmpdir("sha256-follow");
+    assert_non_null(dir);
+    char path[512];
+    snprintf(path, sizeof path, "%s/part", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    struct sha256_follower *f;
+    assert_int_equal(sha256_follow(&f, fd), 0);
+    for (size_t o = 0, step = 1000; o < N; o += step, step = step * 2 + 333) {
+        size_t n = o + step > N ? N - o : step;
+        assert_int_equal(pwrite(fd, buf + o, n, (off_t)o), (ssize_t)n);
+        sha256_follow_to(f, (int64_t)(o + n));
+    }
+    close(fd); /* the follower holds its own descriptor */
+    unsigned char d[SHA256_BYTES];
+    assert_int_equal(sha256_follow_final(f, N, d), 0);
+    sha256_hex(d, followed);
+    assert_string_equal(followed, whole);
+
+    fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(sha256_follow(&f, fd), 0);
+    sha256_follow_to(f, 1000);
+    assert_int_equal(sha256_follow_final(f, 2000, d), -EINVAL); /* told only 1000 */
+    assert_int_equal(sha256_follow(&f, fd), 0);
+    sha256_follow_to(f, (int64_t)N + 4096); /* past the end of the file */
+    assert_int_equal(sha256_follow_final(f, (int64_t)N + 4096, d), -EIO);
+    assert_int_equal(sha256_follow(&f, fd), 0);
+    sha256_follow_to(f, N);
+    sha256_follow_stop(f); /* mid-way or done: no digest, nothing leaks */
+    sha256_follow_stop(NULL);
+    close(fd);
+    testutil_rmtree(dir);
+    free(dir);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vectors),
         cmocka_unit_test(test_pieces_and_file),
+        cmocka_unit_test(test_follower),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
