@@ -4,9 +4,10 @@
  * (docs/protocol.md, "Pushed datasets").
  *
  * A push never touches the database until its END: each chunk is one pwrite
- * into uploads/<sha>.part (its writeback started at once) and two hash
- * updates (the whole file's running SHA-256 and the chunk's own), its OK
- * sent at once, not through the outbox, so that a push neither waits for
+ * into uploads/<sha>.part (its writeback started at once) and the chunk's
+ * own SHA-256 (the chunk index); the whole file's SHA-256 is made on a
+ * thread behind the writes (sha256_follow), so the loop hashes each byte
+ * once, not twice. Its OK is sent at once, not through the outbox, so that a push neither waits for
  * nor forces a commit. END verifies the hash and the HDF5 signature,
  * fsyncs, writes the chunk index, renames the part into objects/ and only
  * then names it in the store; its OK leaves after that commit. FETCH
@@ -129,13 +130,13 @@ int datasets_prepare(const char *dir, char *err, size_t errlen)
 static const unsigned char hdf5_signature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
 
 struct upload {
-    char sha[SHA256_HEX_LEN + 1]; /* "" = a free slot */
-    int fd;                       /* on uploads/<sha>.part */
-    int64_t size;                 /* the whole file's, from DATASET_PUT */
-    int64_t end;                  /* bytes written, always a whole number of chunks or size */
-    int64_t hashed;               /* bytes hashed: end, or less while a resumed part is read */
-    struct sha256 hash;           /* over [0, hashed) */
-    unsigned char *chunks;        /* (n_chunks, SHA256_BYTES): each written chunk's hash */
+    char sha[SHA256_HEX_LEN + 1];  /* "" = a free slot */
+    int fd;                        /* on uploads/<sha>.part */
+    int64_t size;                  /* the whole file's, from DATASET_PUT */
+    int64_t end;                   /* bytes written, always a whole number of chunks or size */
+    int64_t hashed;                /* bytes in chunks: end, or less while a resumed part is read */
+    unsigned char *chunks;         /* (n_chunks, SHA256_BYTES): each written chunk's hash */
+    struct sha256_follower *whole; /* the whole file's hash over [0, end) */
     double used;
 };
 
@@ -223,7 +224,7 @@ static void upload_close(struct broker *b, struct upload *u, bool remove)
         char path[DATASETS_PATH_MAX];
         if (datasets_upload_path(b->datasets_dir, u->sha, path) == 0) unlink(path);
     }
-    sha256_clear(&u->hash);
+    sha256_follow_stop(u->whole);
     free(u->chunks);
     memset(u, 0, sizeof *u);
     u->fd = -1;
@@ -317,7 +318,7 @@ static bool is_no_space(int e)
     return e == ENOSPC || e == EDQUOT;
 }
 
-/* Hashes the next chunk of a resumed push's .part (what an earlier broker
+/* The next chunk's hash in a resumed push's .part (what an earlier broker
  * wrote, or what arrived before the reading caught up). 0 or -errno. */
 static int upload_rehash_step(struct broker *b, struct upload *u)
 {
@@ -325,8 +326,7 @@ static int upload_rehash_step(struct broker *b, struct upload *u)
     size_t len = (size_t)(u->end - off < CHUNK ? u->end - off : CHUNK);
     ssize_t n = pread(u->fd, b->datasets->buf, len, off);
     if (n != (ssize_t)len) return n < 0 ? -errno : -EIO;
-    if (sha256_update(&u->hash, b->datasets->buf, len) != 0 ||
-        sha256_buf(b->datasets->buf, len, u->chunks + (off / CHUNK) * SHA256_BYTES) != 0)
+    if (sha256_buf(b->datasets->buf, len, u->chunks + (off / CHUNK) * SHA256_BYTES) != 0)
         return -EIO;
     u->hashed += (int64_t)len;
     return 0;
@@ -369,10 +369,13 @@ static struct upload *upload_open(struct broker *b, const struct proto_msg *m, c
     u->end = st.st_size > size ? 0 : st.st_size / CHUNK * CHUNK;
     if (st.st_size == size) u->end = size;
     u->chunks = calloc((size_t)n_chunks_of(size), SHA256_BYTES);
-    int rc = u->chunks ? sha256_init(&u->hash) : -ENOMEM;
+    int rc = u->chunks ? 0 : -ENOMEM;
     if (!rc && st.st_size != u->end && ftruncate(u->fd, u->end) != 0) rc = -errno;
-    /* The bytes already there are hashed a chunk per pass (datasets_tick),
-     * not here: a large part would hold up the whole loop. */
+    if (!rc) rc = sha256_follow(&u->whole, u->fd);
+    /* The bytes already there are hashed by the follower and indexed a
+     * chunk per pass (datasets_tick), not here: a large part would hold up
+     * the whole loop. */
+    if (!rc) sha256_follow_to(u->whole, u->end);
     u->hashed = 0;
     if (rc) {
         broker_reply_error(b, m, "io", "%s: %s", path, strerror(-rc));
@@ -653,10 +656,10 @@ static void on_chunk(struct broker *b, struct proto_msg *m)
      * flushes the last chunks, not the whole file, and dispatch does not
      * wait behind it. Advisory: an error here is the fsync's to report. */
     (void)sync_file_range(u->fd, offset, (off_t)m->bin_len, SYNC_FILE_RANGE_WRITE);
-    /* Behind a resumed part's reading, the tick hashes it from the file. */
+    sha256_follow_to(u->whole, offset + (int64_t)m->bin_len);
+    /* Behind a resumed part's reading, the tick indexes it from the file. */
     if (u->hashed == offset &&
-        (sha256_update(&u->hash, m->bin, m->bin_len) != 0 ||
-         sha256_buf(m->bin, m->bin_len, u->chunks + (offset / CHUNK) * SHA256_BYTES) != 0)) {
+        sha256_buf(m->bin, m->bin_len, u->chunks + (offset / CHUNK) * SHA256_BYTES) != 0) {
         send_error_now(b, m, "io", "hashing failed: the partial upload was removed");
         upload_close(b, u, true);
         return;
@@ -704,12 +707,13 @@ static int upload_finish(struct broker *b, const struct proto_msg *m, struct upl
                            strerror(-rc));
         goto fail;
     }
-    rc = sha256_final(&u->hash, digest);
-    sha256_hex(digest, hex);
+    rc = sha256_follow_final(u->whole, u->size, digest);
+    u->whole = NULL;
     if (rc) {
         broker_reply_error(b, m, "io", "hashing failed: the partial upload was removed");
         goto fail;
     }
+    sha256_hex(digest, hex);
     if (strcmp(hex, u->sha) != 0) {
         broker_reply_error(b, m, "hash_mismatch",
                            "the %lld bytes received hash to %s, not %s: nothing was stored (did "

@@ -278,31 +278,6 @@ static int send_fetch(void *sock, const char *sha, int64_t index)
     return proto_send_text(sock, NULL, 0, PROTO_FETCH, text, NULL, 0, 0);
 }
 
-/* Adds chunk *hashed (buf, len) to h, then the chunks after it already
- * written to fd. EXIT_OK or an exit code after printing why. */
-static int hash_on(struct sha256 *h, int64_t *hashed, const void *buf, size_t len,
-                   const unsigned char *got, int64_t n_chunks, int fd, int64_t size)
-{
-    if (sha256_update(h, buf, len) != 0) goto fail;
-    ++*hashed;
-    unsigned char *rd = NULL;
-    while (*hashed < n_chunks && got[*hashed]) {
-        int64_t off = *hashed * CHUNK;
-        size_t n = (size_t)(size - off < CHUNK ? size - off : CHUNK);
-        if (!rd && !(rd = malloc(DATASET_CHUNK_BYTES))) goto fail;
-        if (pread(fd, rd, n, off) != (ssize_t)n || sha256_update(h, rd, n) != 0) {
-            free(rd);
-            goto fail;
-        }
-        ++*hashed;
-    }
-    free(rd);
-    return EXIT_OK;
-fail:
-    fprintf(stderr, "mlq: cannot hash what was fetched: %s\n", strerror(errno ? errno : EIO));
-    return EXIT_FAILURE_GENERIC;
-}
-
 int dataset_fetch_file(const char *endpoint, const char *sha, const char *output, int64_t *size)
 {
     void *ctx, *sock;
@@ -315,14 +290,9 @@ int dataset_fetch_file(const char *endpoint, const char *sha, const char *output
     unsigned char *got = NULL;
     double progress = mono_s();
     char err[8400];
-    struct sha256 whole_h = {0};
-    int64_t hashed = 0; /* chunks in whole_h */
+    struct sha256_follower *whole = NULL; /* the whole file's hash, behind the writes */
+    int64_t in_order = 0;                 /* chunks written from the start without a gap */
     *size = -1;
-    if (sha256_init(&whole_h) != 0) {
-        fprintf(stderr, "mlq: out of memory\n");
-        code = EXIT_FAILURE_GENERIC;
-        goto out;
-    }
     for (;;) {
         /* The first chunk alone: its answer says how many there are. */
         while (n_fl < DATASET_WINDOW && next < (n_chunks < 0 ? 1 : n_chunks)) {
@@ -369,9 +339,12 @@ int dataset_fetch_file(const char *endpoint, const char *sha, const char *output
         const char *csha = json_string_value(json_object_get(b, "chunk_sha256"));
         if (n_chunks < 0) {
             if (sz < 1 || nc != (sz + CHUNK - 1) / CHUNK || !(got = calloc((size_t)nc, 1)) ||
-                atomic_file_begin(&af, output, 0644, err, sizeof err) != 0) {
+                atomic_file_begin(&af, output, 0644, err, sizeof err) != 0 ||
+                sha256_follow(&whole, af.fd) != 0) {
                 fprintf(stderr, "mlq: %s\n",
-                        af.fd < 0 && got ? err : "bad CHUNK answer from the broker");
+                        !got        ? "bad CHUNK answer from the broker"
+                        : af.fd < 0 ? err
+                                    : "cannot start hashing: out of memory");
                 proto_msg_clear(&m);
                 code = EXIT_FAILURE_GENERIC;
                 goto out;
@@ -418,26 +391,24 @@ int dataset_fetch_file(const char *endpoint, const char *sha, const char *output
             done++;
             progress = now;
             fl[slot] = fl[--n_fl];
-            /* The whole file's hash in order, from memory while the chunks
-             * come in order (a late one's followers are read back). */
-            if (idx == hashed && (code = hash_on(&whole_h, &hashed, m.bin, want, got, n_chunks,
-                                                 af.fd, sz)) != EXIT_OK) {
-                proto_msg_clear(&m);
-                goto out;
-            }
+            while (in_order < n_chunks && got[in_order])
+                in_order++;
+            sha256_follow_to(whole, in_order == n_chunks ? sz : in_order * CHUNK);
         }
         proto_msg_clear(&m);
     }
-    char whole[SHA256_HEX_LEN + 1];
+    char hex[SHA256_HEX_LEN + 1];
     unsigned char digest[SHA256_BYTES];
-    if (hashed != n_chunks || sha256_final(&whole_h, digest) != 0) {
-        fprintf(stderr, "mlq: cannot hash what was fetched\n");
+    int rc = sha256_follow_final(whole, *size, digest);
+    whole = NULL;
+    if (rc != 0) {
+        fprintf(stderr, "mlq: cannot hash what was fetched: %s\n", strerror(-rc));
         code = EXIT_FAILURE_GENERIC;
         goto out;
     }
-    sha256_hex(digest, whole);
-    if (strcmp(whole, sha) != 0) {
-        fprintf(stderr, "mlq: the bytes fetched hash to %s, not %s: %s not written\n", whole, sha,
+    sha256_hex(digest, hex);
+    if (strcmp(hex, sha) != 0) {
+        fprintf(stderr, "mlq: the bytes fetched hash to %s, not %s: %s not written\n", hex, sha,
                 output);
         code = EXIT_FAILURE_GENERIC;
         goto out;
@@ -449,8 +420,8 @@ int dataset_fetch_file(const char *endpoint, const char *sha, const char *output
     }
     code = EXIT_OK;
 out:
+    sha256_follow_stop(whole);
     if (code != EXIT_OK) atomic_file_abort(&af);
-    sha256_clear(&whole_h);
     free(got);
     zmq_close(sock);
     zmq_ctx_term(ctx);

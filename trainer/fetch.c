@@ -29,28 +29,6 @@ static void slot_clear(struct fetch_slot *s)
     memset(s, 0, sizeof *s);
 }
 
-/* Hashes the part's first bytes into f->hash (the running hash resumes). */
-static int hash_prefix(struct fetch *f, int64_t bytes, char *err, size_t errlen)
-{
-    unsigned char *buf = malloc(CHUNK);
-    if (!buf) return errmsg(err, errlen, -ENOMEM, "out of memory");
-    int rc = 0;
-    for (int64_t off = 0; off < bytes && !rc;) {
-        size_t want = (size_t)(bytes - off < CHUNK ? bytes - off : CHUNK);
-        ssize_t n = pread(f->fd, buf, want, off);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            rc = errmsg(err, errlen, n < 0 ? -errno : -EIO, "%s: %s", f->part,
-                        n < 0 ? strerror(errno) : "shorter than it was");
-            break;
-        }
-        rc = sha256_update(&f->hash, buf, (size_t)n);
-        off += n;
-    }
-    free(buf);
-    return rc;
-}
-
 int fetch_open(struct fetch *f, struct dscache *cache, const char *sha, int64_t job, char *err,
                size_t errlen)
 {
@@ -76,10 +54,9 @@ int fetch_open(struct fetch *f, struct dscache *cache, const char *sha, int64_t 
     if (keep > 0) keep--;
     if (ftruncate(f->fd, keep * CHUNK) != 0)
         return errmsg(err, errlen, -errno, "%s: %s", f->part, strerror(errno));
-    int rc = sha256_init(&f->hash);
-    if (rc) return errmsg(err, errlen, rc, "out of memory");
-    rc = hash_prefix(f, keep * CHUNK, err, errlen);
-    if (rc) return rc;
+    int rc = sha256_follow(&f->whole, f->fd);
+    if (rc) return errmsg(err, errlen, rc, "cannot start hashing: %s", strerror(-rc));
+    sha256_follow_to(f->whole, keep * CHUNK); /* the resumed prefix, hashed while the rest comes */
     f->written = f->next = keep;
     f->resumed = keep * CHUNK;
     if (keep)
@@ -92,7 +69,8 @@ void fetch_close(struct fetch *f)
 {
     for (int i = 0; i < DATASET_WINDOW; i++)
         slot_clear(&f->slot[i]);
-    sha256_clear(&f->hash);
+    sha256_follow_stop(f->whole);
+    f->whole = NULL;
     if (f->fd >= 0) close(f->fd);
     f->fd = -1;
 }
@@ -101,6 +79,8 @@ void fetch_close(struct fetch *f)
 static enum fetch_state fail(struct fetch *f)
 {
     f->state = FETCH_FAILED;
+    sha256_follow_stop(f->whole);
+    f->whole = NULL;
     if (f->fd >= 0) close(f->fd);
     f->fd = -1;
     if (unlink(f->part) != 0 && errno != ENOENT)
@@ -206,18 +186,18 @@ static enum fetch_state flush(struct fetch *f)
          * liveness). Advisory: an error here is the fsync's to report. */
         (void)sync_file_range(f->fd, (off64_t)(f->written * CHUNK), (off64_t)s->len,
                               SYNC_FILE_RANGE_WRITE);
-        if (sha256_update(&f->hash, s->bin, s->len) != 0) {
-            errmsg(f->err, sizeof f->err, 0, "dataset %s: hashing failed", f->sha);
-            return fail(f);
-        }
-        slot_clear(s);
         f->written++;
+        sha256_follow_to(f->whole, f->written == f->chunks ? f->size : f->written * CHUNK);
+        slot_clear(s);
     }
     if (f->size < 0 || f->written < f->chunks) return f->state;
     unsigned char d[SHA256_BYTES];
     char hex[SHA256_HEX_LEN + 1];
-    if (sha256_final(&f->hash, d) != 0) {
-        errmsg(f->err, sizeof f->err, 0, "dataset %s: hashing failed", f->sha);
+    int rc = sha256_follow_final(f->whole, f->size, d);
+    f->whole = NULL;
+    if (rc != 0) {
+        errmsg(f->err, sizeof f->err, 0, "dataset %s: hashing %s failed: %s", f->sha, f->part,
+               strerror(-rc));
         return fail(f);
     }
     sha256_hex(d, hex);
@@ -253,9 +233,11 @@ static int learn_size(struct fetch *f, int64_t size, int64_t chunks)
     if (f->written > chunks) {
         /* A part longer than the file: not this file's; start again. */
         log_warn("dataset %s: %s is longer than the dataset: fetched again", f->sha, f->part);
-        if (ftruncate(f->fd, 0) != 0 || sha256_init(&f->hash) != 0) {
-            errmsg(f->err, sizeof f->err, 0, "dataset %s: %s: %s", f->sha, f->part,
-                   strerror(errno));
+        sha256_follow_stop(f->whole);
+        f->whole = NULL;
+        int rc = ftruncate(f->fd, 0) != 0 ? -errno : sha256_follow(&f->whole, f->fd);
+        if (rc) {
+            errmsg(f->err, sizeof f->err, 0, "dataset %s: %s: %s", f->sha, f->part, strerror(-rc));
             return -EIO;
         }
         for (int i = 0; i < DATASET_WINDOW; i++)

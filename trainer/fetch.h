@@ -9,9 +9,9 @@
  * chunk_sha256 (a bad one is asked for again) and writes the chunks in
  * order with pwrite into partial/<sha>.part, so that the part's size is
  * always a verified prefix: a fetch after a trainer kill resumes from it.
- * At the end the whole file's SHA-256 (kept running over the prefix) must
- * be sha; the part is fsynced and renamed into objects/. Per CHUNK the work
- * is a hash of at most 1 MiB and a pwrite, so heartbeats keep flowing.
+ * At the end the whole file's SHA-256 (hashed on a thread behind the
+ * writes, sha256_follow) must be sha; the part is fsynced and renamed into objects/. Per CHUNK the
+ * work is a hash of at most 1 MiB and a pwrite, so heartbeats keep flowing.
  *
  * A fetch that cannot finish (not_found, larger than the cache, a full
  * disk, a write error, a chunk bad FETCH_MAX_BAD times, the whole hash
@@ -47,16 +47,16 @@ struct fetch {
     int64_t job;     /* sent in FETCH for the broker's logs; 0: none */
     double resend_s; /* FETCH_RESEND_S; tests shorten it */
     char part[DSCACHE_PATH_MAX];
-    int fd;           /* on part, -1 when closed */
-    int64_t size;     /* the file's bytes, -1 until the first CHUNK says */
-    int64_t chunks;   /* ceil(size / DATASET_CHUNK_BYTES) */
-    int64_t written;  /* chunks in the part, in order */
-    int64_t next;     /* the next chunk to ask for: [written, next) are out */
-    int64_t resumed;  /* bytes the part held at the start */
-    int64_t fetched;  /* chunk bytes received and kept */
-    int64_t resends;  /* FETCHes sent again after resend_s */
-    int64_t rejected; /* chunks that failed their hash */
-    struct sha256 hash;
+    int fd;                                 /* on part, -1 when closed */
+    int64_t size;                           /* the file's bytes, -1 until the first CHUNK says */
+    int64_t chunks;                         /* ceil(size / DATASET_CHUNK_BYTES) */
+    int64_t written;                        /* chunks in the part, in order */
+    int64_t next;                           /* the next chunk to ask for: [written, next) are out */
+    int64_t resumed;                        /* bytes the part held at the start */
+    int64_t fetched;                        /* chunk bytes received and kept */
+    int64_t resends;                        /* FETCHes sent again after resend_s */
+    int64_t rejected;                       /* chunks that failed their hash */
+    struct sha256_follower *whole;          /* the whole file's hash, behind the writes */
     struct fetch_slot slot[DATASET_WINDOW]; /* chunk i in slot[i % DATASET_WINDOW] */
     enum fetch_state state;
     char err[768];
