@@ -455,7 +455,8 @@ static void submit_usage(FILE *out)
                  "same job, once (the default is a fresh ID per invocation, kept across its\n"
                  "own resends).\n"
                  "--push: the spec's local dataset files pushed to the broker first (mlq\n"
-                 "dataset push), so that trainers on any host fetch them.\n"
+                 "dataset push), so that trainers on any host fetch them; a predict spec's\n"
+                 "output comes back to its path here (with --wait; else mlq dataset get).\n"
                  "Prints the job id. Exit codes: docs/jobs.md.\n");
 }
 
@@ -473,6 +474,58 @@ static void new_request_id(char *out, size_t len)
              (unsigned long long)r);
 }
 
+/* Whether a file can be made at path (its directory exists and is ours to
+ * write); 0, or -1 after saying why. */
+static int output_dir_writable(const char *path)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/'); /* path is absolute */
+    const char *why = NULL;
+    if (!slash || !slash[1]) {
+        why = "not a file name";
+    } else {
+        slash[slash == dir ? 1 : 0] = '\0';
+        if (access(dir, F_OK) != 0)
+            why = "its directory does not exist";
+        else if (access(dir, W_OK) != 0)
+            why = "its directory is not writable";
+    }
+    if (why) fprintf(stderr, "mlq: output %s: %s\n", path, why);
+    return why ? -1 : 0;
+}
+
+/* mlq predict --push: the succeeded job's output, a dataset at the broker,
+ * fetched into path (each chunk and the whole file verified). */
+static int fetch_output(const char *endpoint, int64_t id, const char *path, bool json)
+{
+    json_t *reply;
+    int code =
+        cli_broker_call(endpoint, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id), &reply);
+    if (code) return code;
+    json_t *result = json_object_get(json_object_get(reply, "job"), "result");
+    const char *name = json_string_value(json_object_get(result, "output"));
+    const char *sha = json_string_value(json_object_get(result, "output_sha256"));
+    if (!name || !sha || !sha256_hex_valid(sha)) {
+        fprintf(stderr, "mlq: job %lld names no output at the broker\n", (long long)id);
+        json_decref(reply);
+        return EXIT_FAILURE_GENERIC;
+    }
+    int64_t size = 0;
+    code = dataset_fetch_file(endpoint, sha, path, &size);
+    if (code == EXIT_OK && !json)
+        printf("output: %s (%lld bytes, sha256 %.12s... verified), also kept at the broker as "
+               "dataset %s\n",
+               path, (long long)size, sha, name);
+    else if (code != EXIT_OK)
+        fprintf(stderr,
+                "mlq: the output stays at the broker: mlq dataset get %s --output "
+                "%s\n",
+                name, path);
+    json_decref(reply);
+    return code;
+}
+
 /* Sends SUBMIT for spec (stolen) under request_id (NULL: a fresh one), again
  * each second while unanswered: the broker makes one job of them all. */
 static int submit_call(const char *endpoint, json_t *spec, const char *request_id,
@@ -488,9 +541,11 @@ static int submit_call(const char *endpoint, json_t *spec, const char *request_i
     return cli_broker_call_resend(endpoint, PROTO_SUBMIT, body, reply);
 }
 
-/* Submits spec (stolen, canonical) and optionally waits. */
+/* Submits spec (stolen, canonical) and optionally waits. output_here: a
+ * pushed predict output is fetched there once the job succeeds (NULL:
+ * none). */
 static int submit_spec(const char *endpoint, json_t *spec, const char *request_id, bool wait,
-                       bool json, const json_t *extra)
+                       bool json, const json_t *extra, const char *output_here)
 {
     json_t *reply;
     int code = submit_call(endpoint, spec, request_id, extra, &reply);
@@ -502,7 +557,35 @@ static int submit_spec(const char *endpoint, json_t *spec, const char *request_i
         printf("%lld\n", (long long)id);
     fflush(stdout);
     json_decref(reply);
-    return wait ? wait_job(endpoint, id, json, false) : EXIT_OK;
+    if (output_here && !wait)
+        fprintf(stderr,
+                "mlq submit: its output will be the broker's dataset predict-%lld: mlq dataset "
+                "get predict-%lld --output %s (or submit with --wait)\n",
+                (long long)id, (long long)id, output_here);
+    if (!wait) return EXIT_OK;
+    code = wait_job(endpoint, id, json, false);
+    if (output_here && code == EXIT_OK) code = fetch_output(endpoint, id, output_here, json);
+    return code;
+}
+
+/* mlq submit --push of a predict spec: the trainer may not share this
+ * host's files, so a path output comes back here through the broker, as
+ * with mlq predict --push. Sets output_here (made absolute, its directory
+ * checked); "" when the spec has no path output. 0 or -1 after saying why. */
+static int push_output(json_t *spec, char output_here[PATH_MAX])
+{
+    output_here[0] = '\0';
+    const char *kind = json_string_value(json_object_get(spec, "kind"));
+    const char *out = json_string_value(json_object_get(spec, "output"));
+    if (!kind || strcmp(kind, "predict") != 0 || !out) return 0;
+    snprintf(output_here, PATH_MAX, "%s", out);
+    if (make_absolute(output_here, PATH_MAX, false) != 0) {
+        fprintf(stderr, "mlq submit --push: output %s: cannot make the path absolute\n", out);
+        return -1;
+    }
+    if (output_dir_writable(output_here) != 0) return -1;
+    json_object_set_new(spec, "output", json_pack("{s:b}", "push", 1));
+    return 0;
 }
 
 /* mlq submit --push: each local file of the spec's dataset, input and
@@ -672,12 +755,14 @@ int cmd_submit(int argc, char **argv)
         json_decref(extra);
         return EXIT_USAGE;
     }
-    if (push && push_paths(spec, broker, "mlq submit") != 0) {
+    char output_here[PATH_MAX] = "";
+    if (push && (push_paths(spec, broker, "mlq submit") != 0 || push_output(spec, output_here))) {
         json_decref(spec);
         json_decref(extra);
         return EXIT_FAILURE_GENERIC;
     }
-    int rc = submit_spec(cli_broker_endpoint(broker), spec, request_id, wait, json, extra);
+    int rc = submit_spec(cli_broker_endpoint(broker), spec, request_id, wait, json, extra,
+                         output_here[0] ? output_here : NULL);
     json_decref(extra);
     return rc;
 }
@@ -1022,58 +1107,6 @@ int cmd_whoami(int argc, char **argv)
 }
 
 /* ---- eval, predict ---------------------------------------------------------------------- */
-
-/* Whether a file can be made at path (its directory exists and is ours to
- * write); 0, or -1 after saying why. */
-static int output_dir_writable(const char *path)
-{
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/'); /* path is absolute */
-    const char *why = NULL;
-    if (!slash || !slash[1]) {
-        why = "not a file name";
-    } else {
-        slash[slash == dir ? 1 : 0] = '\0';
-        if (access(dir, F_OK) != 0)
-            why = "its directory does not exist";
-        else if (access(dir, W_OK) != 0)
-            why = "its directory is not writable";
-    }
-    if (why) fprintf(stderr, "mlq predict: --output %s: %s\n", path, why);
-    return why ? -1 : 0;
-}
-
-/* mlq predict --push: the succeeded job's output, a dataset at the broker,
- * fetched into path (each chunk and the whole file verified). */
-static int fetch_output(const char *endpoint, int64_t id, const char *path, bool json)
-{
-    json_t *reply;
-    int code =
-        cli_broker_call(endpoint, PROTO_STATUS, json_pack("{s:I}", "id", (json_int_t)id), &reply);
-    if (code) return code;
-    json_t *result = json_object_get(json_object_get(reply, "job"), "result");
-    const char *name = json_string_value(json_object_get(result, "output"));
-    const char *sha = json_string_value(json_object_get(result, "output_sha256"));
-    if (!name || !sha || !sha256_hex_valid(sha)) {
-        fprintf(stderr, "mlq predict: job %lld names no output at the broker\n", (long long)id);
-        json_decref(reply);
-        return EXIT_FAILURE_GENERIC;
-    }
-    int64_t size = 0;
-    code = dataset_fetch_file(endpoint, sha, path, &size);
-    if (code == EXIT_OK && !json)
-        printf("output: %s (%lld bytes, sha256 %.12s... verified), also kept at the broker as "
-               "dataset %s\n",
-               path, (long long)size, sha, name);
-    else if (code != EXIT_OK)
-        fprintf(stderr,
-                "mlq predict: the output stays at the broker: mlq dataset get %s --output "
-                "%s\n",
-                name, path);
-    json_decref(reply);
-    return code;
-}
 
 static int run_on_checkpoint(int argc, char **argv, bool predict)
 {

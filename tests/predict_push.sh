@@ -6,6 +6,8 @@
 #   here: the same predictions as a predict job writing a file of its own;
 # - the run's result names the dataset and its hash, which the bytes have;
 #   mlq dataset get fetches it again later;
+# - mlq submit --push of a predict spec with a path output brings it back
+#   here too (with --wait; without, it says how to get it);
 # - a second --push predict under its own spec name replaces nothing else;
 # - a trainer whose connection does not hold the job cannot push as it
 #   (a forged DATASET_PUT naming the job: forbidden, nothing stored);
@@ -85,6 +87,28 @@ PY
 # Fetched again later, by name.
 run mlq dataset get "predict-$job" --output again.h5
 [ $rc = 0 ] && cmp -s again.h5 preds.h5 || fail "dataset get: exit $rc: $(cat "$tmp/err")"
+
+# ---- mlq submit --push of a predict spec: its path output comes back here too ----
+cat >pspec.json <<EOF
+{"kind": "predict", "run": $train, "input": {"path": "new.h5"}, "output": "spec-preds.h5"}
+EOF
+run mlq submit pspec.json --push --wait
+[ $rc = 0 ] || fail "submit --push of a predict spec: exit $rc: $(cat "$tmp/err")"
+[ -f spec-preds.h5 ] || fail "submit --push: no spec-preds.h5 here: $(cat "$tmp/out" "$tmp/err")"
+spec_job=$(head -1 "$tmp/out")
+[ "$(mlq show "$spec_job" --json | json_get result.output)" = "predict-$spec_job" ] ||
+    fail "submit --push: the trainer wrote the output itself: $(mlq show "$spec_job" --json)"
+/usr/bin/python3 - preds.h5 spec-preds.h5 <<'PY' || fail "submit --push: other predictions"
+import sys, h5py, numpy as np
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+assert np.array_equal(a["predictions"][()], b["predictions"][()])
+PY
+run mlq submit pspec.json --push
+nowait=$(head -1 "$tmp/out")
+[ $rc = 0 ] && grep -q "output will be the broker's dataset predict-$nowait: mlq dataset get" "$tmp/err" ||
+    fail "submit --push without --wait: exit $rc: $(cat "$tmp/err")"
+mlq wait --quiet "$nowait" || fail "job $nowait: $(mlq show "$nowait")"
+mlq dataset ls | grep -q "^predict-$nowait " || fail "no predict-$nowait: $(mlq dataset ls)"
 
 # ---- a spec that names its output ----
 cat >"$tmp/named.json" <<EOF
