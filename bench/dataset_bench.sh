@@ -156,12 +156,18 @@ fetch_times() {
         sed -n 's/.*fetched: .* in \([0-9.]*\) s.*/\1/p' "$log" | tail -n 1
     done
 }
+# the CPU seconds so far of the trainers start_trainers started (user + system)
+trainers_cpu() {
+    for p in "${TRAINER_PIDS[@]}"; do cat "/proc/$p/stat"; done |
+        awk -v hz="$(getconf CLK_TCK)" '{ t += $14 + $15 } END { print t / hz }'
+}
 start_trainers() { # N: trainers with empty caches
+    TRAINER_PIDS=()
     for i in $(seq "$1"); do
         rm -rf "$CACHES/cache$i"
         "$BUILD/trainer/mlq-trainer" --broker "$MLQ_BROKER" --name "t$i" --threads 1 \
             --dataset-cache-dir "$CACHES/cache$i" >"$TMP/trainer$i.log" 2>&1 &
-        PIDS+=($!)
+        PIDS+=($!) TRAINER_PIDS+=($!)
     done
     for _ in $(seq 100); do
         [ "$("$MLQ" workers --json | grep -o '"name"' | wc -l)" -ge "$1" ] && break
@@ -181,6 +187,7 @@ for r in $(seq "$RUNS"); do
     id=$("$MLQ" submit "$TMP/job.json")
     "$MLQ" wait --quiet "$id" || die "job $id: $("$MLQ" show "$id")"
     fetch_times "$TMP/trainer1.log" >>"$TMP/one.t"
+    trainers_cpu >>"$TMP/onecpu.t"
     id=$("$MLQ" submit "$TMP/job.json")
     "$MLQ" wait --quiet "$id" || die "job $id: $("$MLQ" show "$id")"
     grep -c "fetched:" "$TMP/trainer1.log" | grep -qx 1 || die "the cached second run fetched again"
@@ -191,16 +198,19 @@ for r in $(seq "$RUNS"); do
     for _ in $(seq "$NTRAINERS"); do ids+=("$("$MLQ" submit "$TMP/job.json")"); done
     for id in "${ids[@]}"; do "$MLQ" wait --quiet "$id" || die "job $id: $("$MLQ" show "$id")"; done
     echo "$(broker_cpu) - $c0" | bc -l >>"$TMP/cpu.t"
+    trainers_cpu >>"$TMP/manycpu.t"
     logs=()
     for i in $(seq "$NTRAINERS"); do logs+=("$TMP/trainer$i.log"); done
     fetch_times "${logs[@]}" | sort -g | tail -n 1 >>"$TMP/many.t"
     stop_trainers
 done
 one=$(median <"$TMP/one.t") many=$(median <"$TMP/many.t") cpu=$(median <"$TMP/cpu.t")
-awk -v f="$(basename "${FILES[-1]}")" -v s="$(mb "${FILES[-1]}")" -v o="$one" -v m="$many" -v n="$NTRAINERS" -v r="$RUNS" -v cb="$CACHE_BASE" -v c="$cpu" 'BEGIN {
+onecpu=$(median <"$TMP/onecpu.t") manycpu=$(median <"$TMP/manycpu.t")
+awk -v f="$(basename "${FILES[-1]}")" -v s="$(mb "${FILES[-1]}")" -v o="$one" -v m="$many" -v n="$NTRAINERS" -v r="$RUNS" -v cb="$CACHE_BASE" -v c="$cpu" -v oc="$onecpu" -v mc="$manycpu" -v cores="$(nproc)" 'BEGIN {
     printf "trainer fetch of %s (%s MB) into caches under %s, medians of %d: one trainer %.3f s (%.0f MB/s); %d at once, the slowest %.3f s: %.2fx one (target <= 2); cached second run: 0 bytes moved\n",
         f, s, cb, r, o, s / o, n, m, m / o
-    printf "  the broker'"'"'s CPU while the %d fetched (and trained): %.3f s\n", n, c }'
+    printf "  the broker'"'"'s CPU while the %d fetched (and trained): %.3f s\n", n, c
+    printf "  the trainers'"'"' CPU, each fetching and training one epoch: one alone %.3f s; the %d together %.3f s, %.3f s of wall on %d cores at the least\n", oc, n, mc, mc / cores, cores }'
 
 # ---- 3. dispatch latency while a transfer runs ----
 if [ "$LATENCY" = 1 ]; then
