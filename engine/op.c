@@ -168,6 +168,35 @@ void op_for_range(const struct op_call *c, int total, int align, int min_run,
     team_for(c->team, j.slices, range_slice, &j);
 }
 
+struct ranges_job {
+    const struct op_call *c;
+    const struct op_range_task *task;
+    int n, first[OP_MAX_RANGE_TASKS + 1]; /* task k's runs are slices [first[k], first[k + 1]) */
+};
+
+static void ranges_slice(void *p, int slice, int thread)
+{
+    const struct ranges_job *j = p;
+    int k = 0;
+    while (slice >= j->first[k + 1])
+        k++;
+    const struct op_range_task *t = &j->task[k];
+    int lo, hi;
+    team_split(t->total, j->first[k + 1] - j->first[k], t->align, slice - j->first[k], &lo, &hi);
+    float *scratch = j->c->scratch ? j->c->scratch + (size_t)thread * j->c->scratch_stride : NULL;
+    t->fn(j->c, lo, hi, scratch, t->ctx);
+}
+
+void op_for_ranges(const struct op_call *c, const struct op_range_task *task, int n)
+{
+    struct ranges_job j = {c, task, n, {0}};
+    for (int k = 0; k < n; k++)
+        j.first[k + 1] =
+            j.first[k] +
+            (task[k].total > 0 ? op_range_runs(task[k].total, task[k].align, task[k].min_run) : 0);
+    team_for(c->team, j.first[n], ranges_slice, &j);
+}
+
 int op_range_runs(int total, int align, int min_run)
 {
     return team_slices(total, range_parts(total, min_run), align);

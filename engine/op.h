@@ -213,6 +213,19 @@ void op_for_range(const struct op_call *c, int total, int align, int min_run,
  * and added in run order (op_sum_partials). */
 int op_range_runs(int total, int align, int min_run);
 int op_range_index(int total, int align, int min_run, int lo);
+/* One task of op_for_ranges: fn over the runs that op_for_range(c, total,
+ * align, min_run, fn, ctx) makes. */
+struct op_range_task {
+    int total, align, min_run;
+    void (*fn)(const struct op_call *c, int lo, int hi, float *scratch, void *ctx);
+    void *ctx;
+};
+#define OP_MAX_RANGE_TASKS 4
+/* The runs of up to OP_MAX_RANGE_TASKS independent tasks in one team job,
+ * task after task (a layer's weight gradient and its input gradient): the
+ * threads share them with no wait in between, and each run is the one
+ * op_for_range would make, so op_range_index holds. */
+void op_for_ranges(const struct op_call *c, const struct op_range_task *task, int n);
 /* Test seam: calls touching at least this many floats are split (default
  * 32768); tests/test_ops_grad.c sets 1 to split even its small cases. */
 void op_set_split_threshold(size_t floats);
