@@ -369,7 +369,7 @@ struct attn_job {
     struct attn_dims d;
     float *qkv, *p, *o;   /* saved, all samples */
     float *dqkv, *dout_o; /* backward: (B, T, 3E), (B, T, E) */
-    size_t thread_off;    /* floats into a thread's scratch of its (T, T) buffer */
+    size_t thread_off;    /* floats into a thread's scratch of its attn_thread_floats */
     float *b_part;        /* backward: (runs, 3E) each sample run's column sums of dqkv, or NULL */
 };
 
@@ -420,17 +420,22 @@ static void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float
 
 static void attn_core_forward(const struct op_call *c, int lo, int hi, float *scratch, void *ctx)
 {
-    (void)c, (void)scratch;
+    (void)c;
     const struct attn_job *j = ctx;
     const struct attn_dims *d = &j->d;
     int T = d->T, E = d->E, H = d->H, D = d->D, QB = attn_block_rows(d);
     float scale = 1.0f / sqrtf((float)D);
+    float *bt = scratch && attn_head_fast() ? scratch + j->thread_off + (size_t)T * T : NULL;
     for (int b = lo; b < hi; b++) {
         const float *qkv = j->qkv + (size_t)b * T * 3 * E;
         float *o = j->o + (size_t)b * T * E;
         for (int h = 0; h < H; h++) {
             float *P = j->p + ((size_t)b * H + h) * T * T;
             const float *q = qkv + h * D, *k = qkv + E + h * D, *v = qkv + 2 * E + h * D;
+            if (bt) {
+                attn_head_forward(P, o + h * D, E, q, k, v, 3 * E, T, D, scale, d->causal, bt);
+                continue;
+            }
             for (int i0 = 0; i0 < T; i0 += QB) {
                 int i1 = i0 + QB < T ? i0 + QB : T, n = attn_block_keys(d, i0);
                 size_t qr = (size_t)i0 * 3 * E;
@@ -453,6 +458,7 @@ VM_CLONES static void attn_core_backward(const struct op_call *c, int lo, int hi
     int T = d->T, E = d->E, H = d->H, D = d->D, QB = attn_block_rows(d);
     float scale = 1.0f / sqrtf((float)D);
     float *dP = scratch + j->thread_off; /* (T, T), this thread's */
+    float *bt = attn_head_fast() ? dP + (size_t)T * T : NULL;
     /* in_proj_bias's gradient, the run's column sums of dqkv, each sample's
      * summed while it is in cache */
     float *bp = j->b_part ? j->b_part + (size_t)op_range_index(d->B, 1, 1, lo) * 3 * E : NULL;
@@ -466,6 +472,11 @@ VM_CLONES static void attn_core_backward(const struct op_call *c, int lo, int hi
             const float *q = qkv + h * D, *k = qkv + E + h * D, *v = qkv + 2 * E + h * D;
             const float *dOh = dO + h * D;
             float *dq = dqkv + h * D, *dk = dqkv + E + h * D, *dv = dqkv + 2 * E + h * D;
+            if (bt) {
+                attn_head_backward(dq, dk, dv, dP, P, dOh, E, q, k, v, 3 * E, T, D, scale,
+                                   d->causal, bt);
+                continue;
+            }
             /* by query blocks: dP = dO v^T, then dS = P (dP - rowdot) scale
              * in place, dq = dS k */
             for (int i0 = 0; i0 < T; i0 += QB) {
@@ -703,9 +714,11 @@ static void linear_backward(const struct op_call *c, float *dx, float *dw, float
 }
 
 /* Self-attention of x (B, T, E) into y, plus res (B, T, E) when not NULL
- * (a residual); sv: qkv, P, o for B samples. */
+ * (a residual); sv: qkv, P, o for B samples; each thread's scratch at
+ * thread_off (attn_thread_floats). */
 static void attn_forward(const struct op_call *c, const struct attn_dims *d, float *y,
-                         const float *x, float *param, float *sv, const float *res)
+                         const float *x, float *param, float *sv, const float *res,
+                         size_t thread_off)
 {
     struct attn_params p = attn_params(param, d->E, d->bias);
     int R = d->B * d->T, E = d->E;
@@ -713,16 +726,24 @@ static void attn_forward(const struct op_call *c, const struct attn_dims *d, flo
     j.qkv = sv;
     j.p = j.qkv + (size_t)R * 3 * E;
     j.o = j.p + (size_t)d->B * d->H * d->T * d->T;
+    j.thread_off = thread_off;
     linear_forward(c, j.qkv, x, p.w_in, p.b_in, R, E, 3 * E, NULL, NULL, ACT_OP_RELU);
     op_for_range(c, d->B, 1, 1, attn_core_forward, &j);
     linear_forward(c, y, j.o, p.w_out, p.b_out, R, E, E, res, NULL, ACT_OP_RELU);
 }
 
+/* Each thread's own scratch of the core: dP (T, T), then the head
+ * kernel's. */
+static size_t attn_thread_floats(const struct attn_dims *d)
+{
+    return (size_t)d->T * d->T + attn_head_scratch_floats(d->T, d->D);
+}
+
 /* Scratch of attn_backward: dqkv (B, T, 3E), do (B, T, E), then per
- * thread dP (T, T) at thread_off. */
+ * thread attn_thread_floats at thread_off. */
 static size_t attn_scratch_floats(const struct attn_dims *d)
 {
-    return (size_t)d->B * d->T * 4 * d->E + (size_t)d->T * d->T;
+    return (size_t)d->B * d->T * 4 * d->E + attn_thread_floats(d);
 }
 
 static void attn_backward(const struct op_call *c, const struct attn_dims *d, float *dx,
@@ -816,7 +837,7 @@ static size_t attn_partials(const struct op_node *n, int B)
 static void attn_op_forward(const struct op_call *c)
 {
     struct attn_dims d = attn_dims_of(c->node, c->B);
-    attn_forward(c, &d, c->out, c->in[0], c->param, c->saved, NULL);
+    attn_forward(c, &d, c->out, c->in[0], c->param, c->saved, NULL, (size_t)d.B * d.T * 4 * d.E);
 }
 
 static void attn_op_backward(const struct op_call *c)
@@ -841,6 +862,14 @@ static const struct op_test attn_tests[] = {
      2,
      false,
      0},
+    /* the head kernel's tails: 20 features, 37 and 21 steps */
+    {"causal, 1 head, (37, 20)",
+     {.heads = 1, .causal = true, .bias = true},
+     {{2, {37, 20}}},
+     2,
+     false,
+     0},
+    {"1 head, (21, 32)", {.heads = 1, .bias = true}, {{2, {21, 32}}}, 1, false, 0},
 };
 
 static const char *const attn_fields[] = {"heads", "causal", "bias", NULL};
@@ -979,7 +1008,8 @@ static void block_forward(const struct op_call *c)
     enum act_op act = n->a.approximate ? ACT_OP_GELU_TANH : ACT_OP_GELU;
     const float *x = c->in[0];
     ln_forward(c, v.h1, v.m1, v.r1, x, p.ln1_w, p.ln1_b, R, E, n->a.eps);
-    attn_forward(c, &d, v.x2, v.h1, p.attn, v.attn, x); /* x2 = attn(h1) + x */
+    /* x2 = attn(h1) + x; the core's thread scratch as in block_backward */
+    attn_forward(c, &d, v.x2, v.h1, p.attn, v.attn, x, (size_t)R * 10 * E);
     ln_forward(c, v.h2, v.m2, v.r2, v.x2, p.ln2_w, p.ln2_b, R, E, n->a.eps);
     linear_forward(c, v.u, v.h2, p.w1, p.b1, R, E, 4 * E, NULL, v.g, act);
     linear_forward(c, c->out, v.g, p.w2, p.b2, R, 4 * E, E, v.x2, NULL, act);
@@ -992,11 +1022,10 @@ static void block_backward(const struct op_call *c)
     int E = d.E, R = d.B * d.T;
     struct block_params p = block_params(c->param, E), g = block_params(c->grad, E);
     struct block_saved v = block_saved_views(c->saved, R, E);
-    size_t attn_sc = attn_scratch_floats(&d);
-    float *dg = c->scratch + attn_sc - (size_t)d.T * d.T; /* after dqkv, do */
-    /* The attention's per-thread dP sits at the end of each thread's
-     * scratch, past everything the block uses. */
-    size_t thread_off = attn_sc - (size_t)d.T * d.T + (size_t)R * 6 * E;
+    float *dg = c->scratch + (size_t)R * 4 * E; /* after dqkv, do */
+    /* The attention core's per-thread scratch sits at the end of each
+     * thread's, past everything the block uses. */
+    size_t thread_off = (size_t)R * 10 * E;
     float *dh = dg + (size_t)R * 4 * E, *dx2 = dh + (size_t)R * E;
     /* out = x2 + mlp(h2): dx2 = dout + ln_2's backward of the mlp's */
     /* b_1's gradient, dg's column sums, made as dg is */

@@ -23,6 +23,7 @@
 #ifndef MLQ_OPS_KERNELS_H
 #define MLQ_OPS_KERNELS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -124,5 +125,21 @@ void act_backward(float *din, const float *dout, const float *in, const float *o
  * instead of in both passes. For the gelus dout f'(x) has act_backward's
  * bits. */
 void act_forward_deriv(float *out, float *x, size_t n, enum act_op op, float slope);
+
+/* ---- one head of self-attention, one sample (ops/attn_head.c) ----
+ * q, k, v (T, D) at row stride ld (a head's columns of qkv), P (T, T), o
+ * and dO (T, D) at stride ldo. Forward: P = softmax(q k^T scale) (causal:
+ * row i over keys [0, i + 1), zeros after them up to its 16-key group's
+ * end; the rest of the row unused), o = P v. Backward (P from forward): dq,
+ * dk, dv (stored, at stride ld) and dP (T, T) its scratch. scratch is
+ * attn_head_scratch_floats(T, D) floats. AVX-512 only: callers
+ * check attn_head_fast() and use sgemm otherwise. */
+bool attn_head_fast(void);
+size_t attn_head_scratch_floats(int T, int D);
+void attn_head_forward(float *P, float *o, int ldo, const float *q, const float *k, const float *v,
+                       int ld, int T, int D, float scale, bool causal, float *scratch);
+void attn_head_backward(float *dq, float *dk, float *dv, float *dP, const float *P, const float *dO,
+                        int ldo, const float *q, const float *k, const float *v, int ld, int T,
+                        int D, float scale, bool causal, float *scratch);
 
 #endif
