@@ -229,6 +229,10 @@ void op_for_ranges(const struct op_call *c, const struct op_range_task *task, in
 /* Test seam: calls touching at least this many floats are split (default
  * 32768); tests/test_ops_grad.c sets 1 to split even its small cases. */
 void op_set_split_threshold(size_t floats);
+/* Test seam: attention heads through sgemm even on a CPU where
+ * ops/attn_head.c's AVX-512 kernel would run them, so that the tests
+ * check both paths on one machine. */
+void op_set_attention_sgemm(bool on);
 /* grad[i] += sum over the slices k of partials[k n + i] (in slice order),
  * for i in [0, n), split over the team. */
 void op_sum_partials(const struct op_call *c, float *grad, const float *partials, int slices,

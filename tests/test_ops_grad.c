@@ -239,6 +239,23 @@ static void test_every_op(void **state)
     }
 }
 
+/* The attention ops again with their heads through sgemm: on a CPU with
+ * AVX-512 test_every_op checked ops/attn_head.c's kernel, and this the
+ * path every other CPU takes. */
+static void test_attention_sgemm_path(void **state)
+{
+    (void)state;
+    static const char *const types[] = {"attention", "transformer"};
+    op_set_attention_sgemm(true);
+    for (size_t k = 0; k < sizeof types / sizeof *types; k++) {
+        const struct op_def *op = op_find(types[k]);
+        assert_non_null(op);
+        for (int t = 0; t < op->n_tests; t++)
+            check_case(op, &op->tests[t]);
+    }
+    op_set_attention_sgemm(false);
+}
+
 /* ---- threads: any team gives the same bits ---- */
 
 /* Forward and backward of one case, alone and on a team that splits even
@@ -569,6 +586,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_op),
+        cmocka_unit_test(test_attention_sgemm_path),
         cmocka_unit_test(test_every_op_threads),
         cmocka_unit_test(test_heads),
         cmocka_unit_test(test_model_residual_gradients),

@@ -8,6 +8,7 @@
  * that the loops read whole zero-padded groups and never the masked keys
  * beyond. */
 #include "kernels.h"
+#include "op.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -17,10 +18,17 @@
 #define AH_TARGET __attribute__((target("avx512f")))
 #define AH_INLINE static inline __attribute__((always_inline)) AH_TARGET
 
+static bool sgemm_only; /* op_set_attention_sgemm */
+
+void op_set_attention_sgemm(bool on)
+{
+    sgemm_only = on;
+}
+
 bool attn_head_fast(void)
 {
 #if defined(__x86_64__) && !defined(__clang__)
-    return __builtin_cpu_supports("avx512f");
+    return !sgemm_only && __builtin_cpu_supports("avx512f");
 #else
     return false;
 #endif
