@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -21,6 +20,7 @@
 
 #include "dscache.h"
 #include "fetch.h"
+#include "fake_broker.h"
 #include "proto.h"
 #include "sha256.h"
 #include "testutil.h"
@@ -47,18 +47,11 @@ struct server {
 struct fixture {
     char *dir;
     struct dscache cache;
-    void *ctx, *router, *dealer;
+    struct fake_broker fb;
     unsigned char *data;
     char sha[65];
     struct server srv;
 };
-
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int setup(void **state)
 {
@@ -78,13 +71,7 @@ static int setup(void **state)
                              .drop_once = -1,
                              .first_index = -1};
     memcpy(f->srv.sha, f->sha, sizeof f->sha);
-    f->ctx = zmq_ctx_new();
-    f->router = zmq_socket(f->ctx, ZMQ_ROUTER);
-    f->dealer = zmq_socket(f->ctx, ZMQ_DEALER);
-    proto_socket_setup(f->router, 0);
-    proto_socket_setup(f->dealer, 0);
-    assert_int_equal(zmq_bind(f->router, "inproc://fake-broker"), 0);
-    assert_int_equal(zmq_connect(f->dealer, "inproc://fake-broker"), 0);
+    assert_int_equal(fake_broker_open(&f->fb), 0);
     *state = f;
     return 0;
 }
@@ -92,9 +79,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *f = *state;
-    zmq_close(f->router);
-    zmq_close(f->dealer);
-    zmq_ctx_term(f->ctx);
+    fake_broker_close(&f->fb);
     testutil_rmtree(f->dir);
     free(f->dir);
     free(f->data);
@@ -149,23 +134,23 @@ static void serve_one(struct server *s, void *router, struct proto_msg *m)
 /* Runs f until it ends or stop_after chunks are written (0: no stop). */
 static enum fetch_state run(struct fixture *fx, struct fetch *f, int64_t stop_after)
 {
-    double until = mono() + 20;
-    while (f->state == FETCH_RUNNING && mono() < until) {
+    double until = fake_broker_now() + 20;
+    while (f->state == FETCH_RUNNING && fake_broker_now() < until) {
         if (stop_after && f->written >= stop_after) break;
-        fetch_pump(f, fx->dealer, mono());
-        zmq_pollitem_t it[2] = {{.socket = fx->router, .events = ZMQ_POLLIN},
-                                {.socket = fx->dealer, .events = ZMQ_POLLIN}};
+        fetch_pump(f, fx->fb.dealer, fake_broker_now());
+        zmq_pollitem_t it[2] = {{.socket = fx->fb.router, .events = ZMQ_POLLIN},
+                                {.socket = fx->fb.dealer, .events = ZMQ_POLLIN}};
         zmq_poll(it, 2, 50);
         struct proto_msg m;
         char err[256];
-        while (proto_recv(fx->router, true, &m, ZMQ_DONTWAIT, err, sizeof err) == 0) {
-            serve_one(&fx->srv, fx->router, &m);
+        while (proto_recv(fx->fb.router, true, &m, ZMQ_DONTWAIT, err, sizeof err) == 0) {
+            serve_one(&fx->srv, fx->fb.router, &m);
             proto_msg_clear(&m);
         }
         while (f->state == FETCH_RUNNING && !(stop_after && f->written >= stop_after) &&
-               proto_recv(fx->dealer, false, &m, ZMQ_DONTWAIT, err, sizeof err) == 0) {
+               proto_recv(fx->fb.dealer, false, &m, ZMQ_DONTWAIT, err, sizeof err) == 0) {
             assert_true(fetch_wants(f, &m));
-            fetch_on_message(f, &m, fx->dealer, mono());
+            fetch_on_message(f, &m, fx->fb.dealer, fake_broker_now());
             proto_msg_clear(&m);
         }
     }
@@ -198,10 +183,10 @@ static void test_fetch_with_faults(void **state)
     char err[512] = "";
     if (fetch_open(&f, &fx->cache, fx->sha, 42, err, sizeof err) != 0) fail_msg("%s", err);
     f.resend_s = 0.3;
-    double t0 = mono();
+    double t0 = fake_broker_now();
     enum fetch_state st = run(fx, &f, 0);
     if (st != FETCH_DONE) fail_msg("fetch: %s", f.err);
-    assert_true(mono() - t0 >= 0.3); /* the dropped one waited for its resend */
+    assert_true(fake_broker_now() - t0 >= 0.3); /* the dropped one waited for its resend */
     assert_int_equal(fx->srv.requests[0], 1);
     assert_int_equal(fx->srv.requests[2], 2);
     assert_int_equal(fx->srv.requests[4], 2);

@@ -11,13 +11,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
 #include <zmq.h>
 
+#include "fake_broker.h"
 #include "proto.h"
 #include "sha256.h"
 #include "testutil.h"
@@ -44,16 +44,9 @@ struct fixture {
     char path[4096];
     unsigned char *data;
     char sha[65];
-    void *ctx, *router, *dealer;
+    struct fake_broker fb;
     struct server srv;
 };
-
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int setup(void **state)
 {
@@ -70,13 +63,7 @@ static int setup(void **state)
     sha256_buf(f->data, NBYTES, d);
     sha256_hex(d, f->sha);
     f->srv = (struct server){.got = calloc(1, NBYTES), .drop_chunk_once = -1};
-    f->ctx = zmq_ctx_new();
-    f->router = zmq_socket(f->ctx, ZMQ_ROUTER);
-    f->dealer = zmq_socket(f->ctx, ZMQ_DEALER);
-    proto_socket_setup(f->router, 0);
-    proto_socket_setup(f->dealer, 0);
-    assert_int_equal(zmq_bind(f->router, "inproc://fake-broker"), 0);
-    assert_int_equal(zmq_connect(f->dealer, "inproc://fake-broker"), 0);
+    assert_int_equal(fake_broker_open(&f->fb), 0);
     *state = f;
     return 0;
 }
@@ -84,9 +71,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *f = *state;
-    zmq_close(f->router);
-    zmq_close(f->dealer);
-    zmq_ctx_term(f->ctx);
+    fake_broker_close(&f->fb);
     testutil_rmtree(f->dir);
     free(f->dir);
     free(f->data);
@@ -154,25 +139,25 @@ static void serve_one(struct server *s, const char *sha, void *router, struct pr
 /* Runs u to its end (or limit seconds), as the I/O thread does. */
 static enum upload_state drive(struct fixture *f, struct upload *u, double limit)
 {
-    double until = mono() + limit;
-    upload_pump(u, f->dealer, mono());
-    while (u->state == UPLOAD_RUNNING && mono() < until) {
-        zmq_pollitem_t it[2] = {{.socket = f->router, .events = ZMQ_POLLIN},
-                                {.socket = f->dealer, .events = ZMQ_POLLIN}};
+    double until = fake_broker_now() + limit;
+    upload_pump(u, f->fb.dealer, fake_broker_now());
+    while (u->state == UPLOAD_RUNNING && fake_broker_now() < until) {
+        zmq_pollitem_t it[2] = {{.socket = f->fb.router, .events = ZMQ_POLLIN},
+                                {.socket = f->fb.dealer, .events = ZMQ_POLLIN}};
         zmq_poll(it, 2, 20);
         struct proto_msg m;
         char err[256];
-        while (proto_recv(f->router, true, &m, ZMQ_DONTWAIT, err, sizeof err) == 0) {
-            serve_one(&f->srv, f->sha, f->router, &m);
+        while (proto_recv(f->fb.router, true, &m, ZMQ_DONTWAIT, err, sizeof err) == 0) {
+            serve_one(&f->srv, f->sha, f->fb.router, &m);
             proto_msg_clear(&m);
         }
         while (u->state == UPLOAD_RUNNING &&
-               proto_recv(f->dealer, false, &m, ZMQ_DONTWAIT, err, sizeof err) == 0) {
+               proto_recv(f->fb.dealer, false, &m, ZMQ_DONTWAIT, err, sizeof err) == 0) {
             assert_true(upload_wants(u, &m));
-            upload_on_message(u, &m, f->dealer, mono());
+            upload_on_message(u, &m, f->fb.dealer, fake_broker_now());
             proto_msg_clear(&m);
         }
-        upload_pump(u, f->dealer, mono());
+        upload_pump(u, f->fb.dealer, fake_broker_now());
     }
     return u->state;
 }
@@ -269,11 +254,11 @@ static void test_silent_broker(void **state)
     struct upload u;
     open_upload(f, &u);
     u.resend_s = 0.05;
-    upload_pump(&u, f->dealer, mono());
-    double until = mono() + 5;
-    while (u.state == UPLOAD_RUNNING && mono() < until) {
+    upload_pump(&u, f->fb.dealer, fake_broker_now());
+    double until = fake_broker_now() + 5;
+    while (u.state == UPLOAD_RUNNING && fake_broker_now() < until) {
         usleep(20000);
-        upload_pump(&u, f->dealer, mono());
+        upload_pump(&u, f->fb.dealer, fake_broker_now());
     }
     assert_int_equal(u.state, UPLOAD_FAILED);
     assert_non_null(strstr(u.err, "did not take the output"));
