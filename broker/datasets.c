@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 #include <sys/mman.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <zmq.h>
@@ -122,6 +123,8 @@ int datasets_prepare(const char *dir, char *err, size_t errlen)
 
 #define UPLOADS_MAX 16                        /* pushes open at once */
 #define UPLOAD_IDLE_S 60.0                    /* an idle push's fd is closed (its .part stays) */
+#define PART_KEEP_S (7 * 86400.0)             /* a .part nobody wrote for this long is removed */
+#define PART_SCAN_S 3600.0                    /* how often uploads/ is looked over for those */
 #define OBJECTS_OPEN_MAX 16                   /* objects kept open for FETCH */
 #define OBJECT_IDLE_S 60.0                    /* an object nobody fetched for this long is closed */
 #define DATASETS_MAX_BYTES (INT64_C(1) << 40) /* one dataset at most */
@@ -190,6 +193,7 @@ struct datasets {
     size_t n_gc, cap_gc;
     unsigned char *buf; /* one chunk: FETCH reads, a resumed push's rehash */
     bool scanned;       /* objects/ looked through once for objects with no name */
+    double parts_at;    /* when uploads/ is next looked over (expire_parts) */
     struct log_limit log;
 };
 
@@ -1067,6 +1071,36 @@ static void scan_objects(struct broker *b)
     closedir(d);
 }
 
+/* Pushes abandoned for good: a .part not written for PART_KEEP_S goes,
+ * unless its push is open now. A resume is the client's to make within
+ * that time; after it the push starts again from its first byte. */
+static void expire_parts(struct broker *b)
+{
+    char dir[DATASETS_PATH_MAX + 16];
+    snprintf(dir, sizeof dir, "%s/uploads", b->datasets_dir);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    time_t now = time(NULL);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char sha[SHA256_HEX_LEN + 1];
+        struct stat st;
+        if (strlen(e->d_name) != SHA256_HEX_LEN + 5 ||
+            strcmp(e->d_name + SHA256_HEX_LEN, ".part") != 0)
+            continue;
+        memcpy(sha, e->d_name, SHA256_HEX_LEN);
+        sha[SHA256_HEX_LEN] = '\0';
+        if (!sha256_hex_valid(sha) || upload_find(b, sha) ||
+            fstatat(dirfd(d), e->d_name, &st, 0) != 0 || difftime(now, st.st_mtime) < PART_KEEP_S)
+            continue;
+        if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+            log_info("dataset %.12s: a push not resumed for %.0f days: its partial upload "
+                     "(%lld bytes) was removed",
+                     sha, difftime(now, st.st_mtime) / 86400.0, (long long)st.st_size);
+    }
+    closedir(d);
+}
+
 double datasets_tick(struct broker *b, double now)
 {
     struct datasets *ds = b->datasets;
@@ -1074,7 +1108,12 @@ double datasets_tick(struct broker *b, double now)
         ds->scanned = true;
         scan_objects(b);
     }
+    if (now >= ds->parts_at) {
+        expire_parts(b);
+        ds->parts_at = now + PART_SCAN_S;
+    }
     double next = now + UPLOAD_IDLE_S;
+    if (ds->parts_at < next) next = ds->parts_at;
     for (int i = 0; i < UPLOADS_MAX; i++) {
         struct upload *u = &ds->up[i];
         if (!u->sha[0]) continue;

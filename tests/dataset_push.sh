@@ -10,7 +10,8 @@
 #   push whose broker is killed and started again goes on (the client asks
 #   where it stands); a push whose broker died leaves a .part that the next
 #   push resumes from (a torn last chunk cut away); a .part of other bytes
-#   fails the hash and is removed.
+#   fails the hash and is removed; a .part not written for 7 days is
+#   removed when the broker starts, a younger one kept.
 # usage: dataset_push.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 build=$1
@@ -212,6 +213,23 @@ run mlq dataset push "$tmp/third.h5"
 mlq dataset ls | grep -q "^third " && fail "a failed push is listed"
 mlq dataset push "$tmp/third.h5" >/dev/null || fail "the push after a failed hash"
 cmp -s "$store/objects/$tsha" "$tmp/third.h5" || fail "the push after a failed hash: other bytes"
+
+# ---- pushes abandoned for good: their .part expires after 7 days ----
+broker_kill
+old=$(echo old | sha256sum | cut -c1-64) young=$(echo young | sha256sum | cut -c1-64)
+head -c 3000000 /dev/urandom >"$store/uploads/$old.part"
+head -c 3000000 /dev/urandom >"$store/uploads/$young.part"
+touch -d "8 days ago" "$store/uploads/$old.part"
+touch -d "6 days ago" "$store/uploads/$young.part"
+broker_up
+for _ in $(seq 50); do
+    [ -e "$store/uploads/$old.part" ] || break
+    sleep 0.1
+done
+[ ! -e "$store/uploads/$old.part" ] || fail "a .part 8 days old was kept"
+[ -e "$store/uploads/$young.part" ] || fail "a .part 6 days old was removed"
+grep -q "dataset ${old:0:12}: a push not resumed for 8 days: its partial upload (3000000 bytes) was removed" \
+    "$tmp/broker.log" || fail "the expiry is not logged: $(tail -n 3 "$tmp/broker.log")"
 
 grep -q " error: " "$tmp/broker.log" && fail "the broker logged errors: $(grep " error: " "$tmp/broker.log")"
 echo "dataset_push: ok"
