@@ -171,7 +171,7 @@ void op_for_range(const struct op_call *c, int total, int align, int min_run,
 struct ranges_job {
     const struct op_call *c;
     const struct op_range_task *task;
-    int n, first[OP_MAX_RANGE_TASKS + 1]; /* task k's runs are slices [first[k], first[k + 1]) */
+    int first[OP_MAX_RANGE_TASKS + 1]; /* task k's runs are slices [first[k], first[k + 1]) */
 };
 
 static void ranges_slice(void *p, int slice, int thread)
@@ -189,7 +189,7 @@ static void ranges_slice(void *p, int slice, int thread)
 
 void op_for_ranges(const struct op_call *c, const struct op_range_task *task, int n)
 {
-    struct ranges_job j = {c, task, n, {0}};
+    struct ranges_job j = {c, task, {0}};
     for (int k = 0; k < n; k++)
         j.first[k + 1] =
             j.first[k] +

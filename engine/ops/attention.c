@@ -739,11 +739,18 @@ static size_t attn_thread_floats(const struct attn_dims *d)
     return (size_t)d->T * d->T + attn_head_scratch_floats(d->T, d->D);
 }
 
-/* Scratch of attn_backward: dqkv (B, T, 3E), do (B, T, E), then per
- * thread attn_thread_floats at thread_off. */
+/* What attn_backward's scratch holds before the threads' own parts:
+ * dqkv (B, T, 3E) and do (B, T, E). */
+static size_t attn_shared_floats(const struct attn_dims *d)
+{
+    return (size_t)d->B * d->T * 4 * d->E;
+}
+
+/* Scratch of attn_backward: attn_shared_floats, then per thread
+ * attn_thread_floats at thread_off = attn_shared_floats. */
 static size_t attn_scratch_floats(const struct attn_dims *d)
 {
-    return (size_t)d->B * d->T * 4 * d->E + attn_thread_floats(d);
+    return attn_shared_floats(d) + attn_thread_floats(d);
 }
 
 static void attn_backward(const struct op_call *c, const struct attn_dims *d, float *dx,
@@ -837,14 +844,14 @@ static size_t attn_partials(const struct op_node *n, int B)
 static void attn_op_forward(const struct op_call *c)
 {
     struct attn_dims d = attn_dims_of(c->node, c->B);
-    attn_forward(c, &d, c->out, c->in[0], c->param, c->saved, NULL, (size_t)d.B * d.T * 4 * d.E);
+    attn_forward(c, &d, c->out, c->in[0], c->param, c->saved, NULL, attn_shared_floats(&d));
 }
 
 static void attn_op_backward(const struct op_call *c)
 {
     struct attn_dims d = attn_dims_of(c->node, c->B);
     attn_backward(c, &d, c->din[0], false, c->dout, c->in[0], c->param, c->grad, c->saved,
-                  c->scratch, (size_t)d.B * d.T * 4 * d.E);
+                  c->scratch, attn_shared_floats(&d));
 }
 
 static const struct op_test attn_tests[] = {
@@ -980,13 +987,18 @@ static size_t block_saved(const struct op_node *n, int B)
     return R * (11 * (size_t)E + 4) + (size_t)B * attn_saved_per_sample(T, E, n->a.heads);
 }
 
-/* Scratch: the attention's (dqkv, do; dP per thread at its end), then dg
- * (R, 4E) and dh (R, E), dx2 (R, E). */
+/* Where the attention core's per-thread scratch starts in the block's:
+ * after the attention's dqkv and do, then dg (R, 4E), dh (R, E) and dx2
+ * (R, E). */
+static size_t block_thread_off(const struct attn_dims *d)
+{
+    return attn_shared_floats(d) + (size_t)d->B * d->T * 6 * d->E;
+}
+
 static size_t block_scratch(const struct op_node *n, int B)
 {
     struct attn_dims d = attn_dims_of(n, B);
-    size_t R = (size_t)B * d.T;
-    return attn_scratch_floats(&d) + R * 6 * d.E;
+    return block_thread_off(&d) + attn_thread_floats(&d);
 }
 
 static size_t block_partials(const struct op_node *n, int B)
@@ -1008,8 +1020,8 @@ static void block_forward(const struct op_call *c)
     enum act_op act = n->a.approximate ? ACT_OP_GELU_TANH : ACT_OP_GELU;
     const float *x = c->in[0];
     ln_forward(c, v.h1, v.m1, v.r1, x, p.ln1_w, p.ln1_b, R, E, n->a.eps);
-    /* x2 = attn(h1) + x; the core's thread scratch as in block_backward */
-    attn_forward(c, &d, v.x2, v.h1, p.attn, v.attn, x, (size_t)R * 10 * E);
+    attn_forward(c, &d, v.x2, v.h1, p.attn, v.attn, x,
+                 block_thread_off(&d)); /* x2 = attn(h1) + x */
     ln_forward(c, v.h2, v.m2, v.r2, v.x2, p.ln2_w, p.ln2_b, R, E, n->a.eps);
     linear_forward(c, v.u, v.h2, p.w1, p.b1, R, E, 4 * E, NULL, v.g, act);
     linear_forward(c, c->out, v.g, p.w2, p.b2, R, 4 * E, E, v.x2, NULL, act);
@@ -1022,10 +1034,8 @@ static void block_backward(const struct op_call *c)
     int E = d.E, R = d.B * d.T;
     struct block_params p = block_params(c->param, E), g = block_params(c->grad, E);
     struct block_saved v = block_saved_views(c->saved, R, E);
-    float *dg = c->scratch + (size_t)R * 4 * E; /* after dqkv, do */
-    /* The attention core's per-thread scratch sits at the end of each
-     * thread's, past everything the block uses. */
-    size_t thread_off = (size_t)R * 10 * E;
+    float *dg = c->scratch + attn_shared_floats(&d); /* after dqkv, do */
+    size_t thread_off = block_thread_off(&d);
     float *dh = dg + (size_t)R * 4 * E, *dx2 = dh + (size_t)R * E;
     /* out = x2 + mlp(h2): dx2 = dout + ln_2's backward of the mlp's */
     /* b_1's gradient, dg's column sums, made as dg is */

@@ -34,9 +34,15 @@ bool attn_head_fast(void)
 #endif
 }
 
+/* T keys rounded up to whole 16-key groups: a transposed row's length. */
+static int keys_padded(int T)
+{
+    return (T + 15) / 16 * 16;
+}
+
 size_t attn_head_scratch_floats(int T, int D)
 {
-    return (size_t)D * (size_t)((T + 15) / 16 * 16) + 2 * (size_t)T * D;
+    return (size_t)D * (size_t)keys_padded(T) + 2 * (size_t)T * D;
 }
 
 /* Keys row i reads: its 16-key group's end (causal), or all T. */
@@ -50,7 +56,7 @@ static int keys_of(int i, int T, bool causal)
  * past T zero. */
 static void transpose_padded(float *bt, const float *b, int T, int D, int ldb)
 {
-    int Tp = (T + 15) / 16 * 16;
+    int Tp = keys_padded(T);
     /* b's rows in order: they lie 3E floats apart (copy_rows) */
     for (int j = 0; j < T; j++)
         for (int d = 0; d < D; d++)
@@ -117,7 +123,7 @@ AH_INLINE void rows_keys_block(float *s, int lds, const float *a, int lda, const
 AH_INLINE void rows_keys(float *s, const float *a, int lda, const float *bt, int T, int D, int i0,
                          bool causal, float alpha, const int R)
 {
-    int Tp = (T + 15) / 16 * 16, n = keys_of(i0 + R - 1, T, causal);
+    int Tp = keys_padded(T), n = keys_of(i0 + R - 1, T, causal);
     int j0 = 0;
     for (; j0 + 64 <= n; j0 += 64)
         rows_keys_block(s + (size_t)i0 * T, T, a + (size_t)i0 * lda, lda, bt, Tp, D, j0, n, alpha,
@@ -350,7 +356,7 @@ AH_TARGET static void softmax_back_rows(float *dP, const float *P, int T, bool c
 void attn_head_forward(float *P, float *o, int ldo, const float *q, const float *k, const float *v,
                        int ld, int T, int D, float scale, bool causal, float *scratch)
 {
-    float *bt = scratch, *vc = bt + (size_t)D * ((T + 15) / 16 * 16);
+    float *bt = scratch, *vc = bt + (size_t)D * keys_padded(T);
     transpose_padded(bt, k, T, D, ld);
     copy_rows(vc, v, T, D, ld);
     scores(P, q, ld, bt, T, D, causal, scale);
@@ -362,7 +368,7 @@ void attn_head_backward(float *dq, float *dk, float *dv, float *dP, const float 
                         int ldo, const float *q, const float *k, const float *v, int ld, int T,
                         int D, float scale, bool causal, float *scratch)
 {
-    float *bt = scratch, *kc = bt + (size_t)D * ((T + 15) / 16 * 16), *qc = kc + (size_t)T * D;
+    float *bt = scratch, *kc = bt + (size_t)D * keys_padded(T), *qc = kc + (size_t)T * D;
     probs_t_times(dv, ld, P, dO, ldo, T, D, causal);
     transpose_padded(bt, v, T, D, ld);
     copy_rows(kc, k, T, D, ld);
