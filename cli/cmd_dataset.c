@@ -26,6 +26,7 @@
 #include <jansson.h>
 
 #include "atomic_file.h"
+#include "child.h"
 #include "cli.h"
 #include "dataset.h"
 #include "dataset_transfer.h"
@@ -639,12 +640,13 @@ static void print_dims(const struct dset_desc *dd)
 
 static int info_file(const char *path, struct spec_dataset src, bool as_json);
 
-/* Runs info_file in a child process: it hands the file to libhdf5, which
- * crashes on some damaged files (docs/security.md); the child reads in
- * process, being the isolation itself. */
 /* mlq dataset info's reading of a file runs in a child process: a file that
- * crashes libhdf5 crashes the child, not mlq. Started, then waited for, so
- * that mlq dataset push hashes the file meanwhile. */
+ * crashes libhdf5 (docs/security.md) crashes the child, not mlq, and one that
+ * hangs it is killed. The child reads in process, being the isolation itself.
+ * Started, then waited for, so that mlq dataset push hashes the file
+ * meanwhile. */
+#define INFO_STALL_S 30.0 /* a reader neither running nor reading this long is stuck */
+
 struct info_child {
     pid_t pid;
     int *done; /* set by the child once it is done: one that ended without it
@@ -682,10 +684,13 @@ static int info_start(struct info_child *c, const char *path, const struct spec_
 static int info_wait(struct info_child *c)
 {
     int status = 0;
-    while (waitpid(c->pid, &status, 0) < 0 && errno == EINTR)
-        ;
+    int rc = child_wait(c->pid, INFO_STALL_S, &status);
     bool finished = __atomic_load_n(c->done, __ATOMIC_ACQUIRE);
     munmap(c->done, sizeof *c->done);
+    if (rc == -ETIMEDOUT)
+        return error("dataset reader made no progress for %.0f s on %s; killed", INFO_STALL_S,
+                     c->path);
+    if (rc < 0) return error("cannot wait for the dataset reader: %s", strerror(-rc));
     if (finished && WIFEXITED(status)) return WEXITSTATUS(status);
     if (WIFSIGNALED(status))
         return error("dataset reader crashed (signal %d) on %s", WTERMSIG(status), c->path);

@@ -15,3 +15,6 @@ target_compile_definitions(test_atomic_file PRIVATE
 # SHA-256 (common/sha256.c), the address of a pushed dataset.
 mlq_add_test(test_sha256 SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_sha256.c
              LIBS mlq_common mlq_testutil TIMEOUT 60)
+
+# Waiting for a child that may be stuck (common/child.c): the dataset readers'.
+mlq_add_test(test_child SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_child.c LIBS mlq_common TIMEOUT 60)

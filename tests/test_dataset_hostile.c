@@ -378,6 +378,24 @@ static void test_reader_crash_contained(void **state)
     expect_in(out, "dataset reader");
 }
 
+/* A reader that blocks for good (as on a lock held when it was forked) is
+ * killed after the stall limit and the read tried again; one stuck every time
+ * fails the open with the reason, and this process goes on. */
+static void test_stuck_reader_retried(void **state)
+{
+    struct harness *h = *state;
+    char good[600], err[1024];
+    h_dataset(h, "good.h5", 64, 4, 3, 1, good, sizeof good);
+    dataset_set_reader_watch(0.5, 2); /* two stuck readers, then good ones */
+    assert_int_equal(open_file(good, true, err, sizeof err), 0);
+    dataset_set_reader_watch(0.5, 100);
+    assert_int_equal(open_file(good, true, err, sizeof err), -ETIMEDOUT);
+    expect_in(err, "dataset reader made no progress");
+    expect_in(err, good);
+    dataset_set_reader_watch(0, 0);
+    assert_int_equal(open_file(good, true, err, sizeof err), 0);
+}
+
 /* A trainer daemon fails each hostile job with its reason and runs the next. */
 static void test_daemon_survives_hostile_files(void **state)
 {
@@ -463,6 +481,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unknown_filter_refused, setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_short_compact_refused, setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_reader_crash_contained, setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_stuck_reader_retried, setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_daemon_survives_hostile_files, setup, h_teardown),
     };
     return cmocka_run_group_tests_name("dataset_hostile", tests, NULL, NULL);

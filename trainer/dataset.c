@@ -25,8 +25,10 @@
 #include <hdf5.h>
 #include <lzf.h>
 
+#include "child.h"
 #include "dataset.h"
 #include "errmsg.h"
+#include "log.h"
 
 #define DEFAULT_BUDGET (INT64_C(1) << 30)
 #define GROUP_MAX_BYTES (INT64_C(64) << 20) /* one streamed group */
@@ -93,6 +95,20 @@ static bool isolate_reads = true;
 void dataset_set_isolated(bool on)
 {
     isolate_reads = on;
+}
+
+/* A reader that neither runs nor reads for this long is stuck (common/child.h)
+ * and is killed; its read is tried again, READER_ATTEMPTS times in all, since
+ * a reader forked at a bad moment is stuck by chance. */
+#define READER_STALL_S 30.0
+#define READER_ATTEMPTS 3
+static double reader_stall_s = READER_STALL_S;
+static int readers_to_hang; /* test seam: so many readers stop before reading */
+
+void dataset_set_reader_watch(double stall_s, int hang_next)
+{
+    reader_stall_s = stall_s > 0 ? stall_s : READER_STALL_S;
+    readers_to_hang = hang_next;
 }
 
 /* ---- buffers a reader fills ---- */
@@ -878,26 +894,26 @@ struct reader_page {
     int64_t x_row_bytes;
 };
 
-/* Runs fn on ds: in this process, or (isolated) in a reader process. */
-static int run_reader(struct dataset *ds, reader_fn fn, void *arg, char *err, size_t errlen)
+/* Runs fn on ds in one reader process; -ETIMEDOUT when it was stuck (and is
+ * gone). */
+static int reader_once(struct dataset *ds, reader_fn fn, void *arg, struct reader_page *pg,
+                       char *err, size_t errlen)
 {
-    if (!ds->shared) return fn(ds, arg, err, errlen);
     struct dataset *root = ds->root ? ds->root : ds;
-    struct reader_page *pg =
-        mmap(NULL, sizeof *pg, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (pg == MAP_FAILED)
-        return errmsg(err, errlen, -errno, "%s: cannot map memory for the dataset reader: %s",
-                      ds->path, strerror(errno));
+    memset(pg, 0, sizeof *pg);
+    bool hang = readers_to_hang > 0;
+    if (hang) readers_to_hang--;
     pid_t parent = getpid(), pid = fork();
     if (pid < 0) {
         int e = errno;
-        munmap(pg, sizeof *pg);
         return errmsg(err, errlen, -e, "%s: cannot start the dataset reader: %s", ds->path,
                       strerror(e));
     }
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);  /* a trainer killed mid-read leaves no reader */
         if (getppid() != parent) _exit(1); /* it died before that took hold */
+        while (hang)
+            pause();
         /* A crash ends the reader, whatever handler the parent installed. */
         static const int fatal[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
         for (size_t i = 0; i < sizeof fatal / sizeof *fatal; i++)
@@ -915,9 +931,13 @@ static int run_reader(struct dataset *ds, reader_fn fn, void *arg, char *err, si
         _exit(0); /* no atexit handlers: they belong to the parent */
     }
     int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    int rc;
+    int rc = child_wait(pid, reader_stall_s, &status);
+    if (rc == -ETIMEDOUT)
+        return errmsg(err, errlen, rc, "dataset reader made no progress for %.0f s on %s",
+                      reader_stall_s, ds->path);
+    if (rc < 0)
+        return errmsg(err, errlen, rc, "%s: cannot wait for the dataset reader: %s", ds->path,
+                      strerror(-rc));
     if (!__atomic_load_n(&pg->done, __ATOMIC_ACQUIRE)) {
         if (WIFSIGNALED(status))
             rc = errmsg(err, errlen, -EIO, "dataset reader crashed (signal %d) on %s",
@@ -936,6 +956,25 @@ static int run_reader(struct dataset *ds, reader_fn fn, void *arg, char *err, si
         ds->y_rank = pg->y_rank;
         ds->x_elsize = pg->x_elsize;
         ds->x_row_bytes = pg->x_row_bytes;
+    }
+    return rc;
+}
+
+/* Runs fn on ds: in this process, or (isolated) in a reader process. */
+static int run_reader(struct dataset *ds, reader_fn fn, void *arg, char *err, size_t errlen)
+{
+    if (!ds->shared) return fn(ds, arg, err, errlen);
+    struct reader_page *pg =
+        mmap(NULL, sizeof *pg, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (pg == MAP_FAILED)
+        return errmsg(err, errlen, -errno, "%s: cannot map memory for the dataset reader: %s",
+                      ds->path, strerror(errno));
+    int rc = -ETIMEDOUT;
+    for (int attempt = 1; attempt <= READER_ATTEMPTS && rc == -ETIMEDOUT; attempt++) {
+        rc = reader_once(ds, fn, arg, pg, err, errlen);
+        if (rc == -ETIMEDOUT && attempt < READER_ATTEMPTS)
+            log_warn("%s; killed, reading again (attempt %d of %d)", err, attempt + 1,
+                     READER_ATTEMPTS);
     }
     munmap(pg, sizeof *pg);
     return rc;

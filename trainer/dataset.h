@@ -46,6 +46,12 @@ struct dataset;
  * Takes effect for datasets opened afterwards. */
 void dataset_set_isolated(bool on);
 
+/* A reader process that neither runs nor reads for stall_s seconds (<= 0: the
+ * default, 30) is killed and its read tried again, three times in all; then
+ * the read fails with "dataset reader made no progress for S s on FILE".
+ * hang_next: a test seam, so many of the next readers block before reading. */
+void dataset_set_reader_watch(double stall_s, int hang_next);
+
 /* Opens and checks src: file and datasets exist, ranks and lengths agree, N >
  * 0, no NaN or Inf in float X, class ids >= 0. need_y = false for predict
  * inputs. budget_bytes: how much of X and y may stay in memory (0 = 1 GiB).
