@@ -5,16 +5,14 @@
  *
  * A push never touches the database until its END: each chunk is one pwrite
  * into uploads/<sha>.part (its writeback started at once) and the chunk's
- * own SHA-256 (the chunk index); the whole file's SHA-256 is made on a
- * thread behind the writes (sha256_follow), so the loop hashes each byte
- * once, not twice. Its OK is sent at once, not through the outbox, so that a push neither waits for
- * nor forces a commit. END verifies the hash and the HDF5 signature,
- * fsyncs, writes the chunk index, renames the part into objects/ and only
- * then names it in the store; its OK leaves after that commit. FETCH
- * answers from an object mapped read-only while it is being fetched
- * (struct mapping): its CHUNK is sent at once, from the page cache without
- * a copy, so trainers fetching one dataset at once share one read of it
- * from disk. */
+ * XXH3-128 sum (the chunk index, common/chunk_sum.h); the whole file's
+ * SHA-256 is made on a thread behind the writes (sha256_follow), so the loop
+ * itself computes no SHA-256. Its OK is sent at once, not through the outbox, so that a push
+ * neither waits for nor forces a commit. END verifies the hash and the HDF5 signature, fsyncs,
+ * writes the chunk index, renames the part into objects/ and only then names it in the store; its
+ * OK leaves after that commit. FETCH answers from an object mapped read-only while it is being
+ * fetched (struct mapping): its CHUNK is sent at once, from the page cache without a copy, so
+ * trainers fetching one dataset at once share one read of it from disk. */
 #define _GNU_SOURCE
 #include "broker_internal.h"
 
@@ -35,6 +33,7 @@
 #include <zmq.h>
 
 #include "atomic_file.h"
+#include "chunk_sum.h"
 #include "errmsg.h"
 #include "sha256.h"
 #include "spec.h"
@@ -57,9 +56,16 @@ int datasets_object_path(const char *dir, const char *sha, char buf[DATASETS_PAT
     return store_path(dir, "objects", sha, "", buf);
 }
 
-int datasets_index_path(const char *dir, const char *sha, char buf[DATASETS_PATH_MAX])
+int datasets_index_path(const char *dir, const char *sha, enum chunk_index kind,
+                        char buf[DATASETS_PATH_MAX])
 {
-    return store_path(dir, "objects", sha, ".chunks", buf);
+    return store_path(dir, "objects", sha, kind == INDEX_XXH128 ? ".xxh128" : ".chunks", buf);
+}
+
+/* Bytes per chunk in an index of that kind. */
+static size_t index_sum_bytes(enum chunk_index kind)
+{
+    return kind == INDEX_XXH128 ? CHUNK_SUM_BYTES : SHA256_BYTES;
 }
 
 int datasets_upload_path(const char *dir, const char *sha, char buf[DATASETS_PATH_MAX])
@@ -138,7 +144,7 @@ struct upload {
     int64_t size;                  /* the whole file's, from DATASET_PUT */
     int64_t end;                   /* bytes written, always a whole number of chunks or size */
     int64_t hashed;                /* bytes in chunks: end, or less while a resumed part is read */
-    unsigned char *chunks;         /* (n_chunks, SHA256_BYTES): each written chunk's hash */
+    unsigned char *chunks;         /* (n_chunks, CHUNK_SUM_BYTES): each written chunk's sum */
     struct sha256_follower *whole; /* the whole file's hash over [0, end) */
     double used;
 };
@@ -182,7 +188,8 @@ struct object {
     int fd;
     struct mapping *map; /* NULL: replies are read with pread (mmap failed) */
     int64_t size, n_chunks;
-    unsigned char *chunks; /* (n_chunks, SHA256_BYTES), from objects/<sha>.chunks */
+    enum chunk_index kind; /* which index it has */
+    unsigned char *chunks; /* (n_chunks, index_sum_bytes(kind)), its index */
     double used;
 };
 
@@ -305,14 +312,33 @@ static struct upload *upload_find(struct broker *b, const char *sha)
     return NULL;
 }
 
+/* Opens the chunk index of object sha: its kind in *kind. -1 when none. */
+static int index_open(struct broker *b, const char *sha, enum chunk_index *kind)
+{
+    static const enum chunk_index kinds[] = {INDEX_XXH128, INDEX_SHA256};
+    for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++) {
+        char index[DATASETS_PATH_MAX];
+        if (datasets_index_path(b->datasets_dir, sha, kinds[i], index) != 0) return -1;
+        int fd = open(index, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0 || errno != ENOENT) {
+            *kind = kinds[i];
+            return fd;
+        }
+    }
+    return -1;
+}
+
 static bool object_present(struct broker *b, const char *sha, int64_t *size)
 {
-    char path[DATASETS_PATH_MAX], index[DATASETS_PATH_MAX];
+    char path[DATASETS_PATH_MAX];
     struct stat st;
-    if (datasets_object_path(b->datasets_dir, sha, path) != 0 ||
-        datasets_index_path(b->datasets_dir, sha, index) != 0 || stat(path, &st) != 0 ||
-        !S_ISREG(st.st_mode) || access(index, F_OK) != 0)
+    enum chunk_index kind;
+    if (datasets_object_path(b->datasets_dir, sha, path) != 0 || stat(path, &st) != 0 ||
+        !S_ISREG(st.st_mode))
         return false;
+    int ifd = index_open(b, sha, &kind);
+    if (ifd < 0) return false;
+    close(ifd);
     if (size) *size = st.st_size;
     return true;
 }
@@ -330,8 +356,7 @@ static int upload_rehash_step(struct broker *b, struct upload *u)
     size_t len = (size_t)(u->end - off < CHUNK ? u->end - off : CHUNK);
     ssize_t n = pread(u->fd, b->datasets->buf, len, off);
     if (n != (ssize_t)len) return n < 0 ? -errno : -EIO;
-    if (sha256_buf(b->datasets->buf, len, u->chunks + (off / CHUNK) * SHA256_BYTES) != 0)
-        return -EIO;
+    chunk_sum(b->datasets->buf, len, u->chunks + (off / CHUNK) * CHUNK_SUM_BYTES);
     u->hashed += (int64_t)len;
     return 0;
 }
@@ -372,7 +397,7 @@ static struct upload *upload_open(struct broker *b, const struct proto_msg *m, c
     /* Resume at the last whole chunk (a torn last write is cut away). */
     u->end = st.st_size > size ? 0 : st.st_size / CHUNK * CHUNK;
     if (st.st_size == size) u->end = size;
-    u->chunks = calloc((size_t)n_chunks_of(size), SHA256_BYTES);
+    u->chunks = calloc((size_t)n_chunks_of(size), CHUNK_SUM_BYTES);
     int rc = u->chunks ? 0 : -ENOMEM;
     if (!rc && st.st_size != u->end && ftruncate(u->fd, u->end) != 0) rc = -errno;
     if (!rc) rc = sha256_follow(&u->whole, u->fd);
@@ -662,13 +687,10 @@ static void on_chunk(struct broker *b, struct proto_msg *m)
     (void)sync_file_range(u->fd, offset, (off_t)m->bin_len, SYNC_FILE_RANGE_WRITE);
     sha256_follow_to(u->whole, offset + (int64_t)m->bin_len);
     /* Behind a resumed part's reading, the tick indexes it from the file. */
-    if (u->hashed == offset &&
-        sha256_buf(m->bin, m->bin_len, u->chunks + (offset / CHUNK) * SHA256_BYTES) != 0) {
-        send_error_now(b, m, "io", "hashing failed: the partial upload was removed");
-        upload_close(b, u, true);
-        return;
+    if (u->hashed == offset) {
+        chunk_sum(m->bin, m->bin_len, u->chunks + (offset / CHUNK) * CHUNK_SUM_BYTES);
+        u->hashed += (int64_t)m->bin_len;
     }
-    if (u->hashed == offset) u->hashed += (int64_t)m->bin_len;
     u->end += (int64_t)m->bin_len;
     u->used = broker_mono();
     b->yield_pass = true;
@@ -738,14 +760,14 @@ static int upload_finish(struct broker *b, const struct proto_msg *m, struct upl
     char err[2 * DATASETS_PATH_MAX + 200];
     datasets_upload_path(b->datasets_dir, u->sha, part);
     datasets_object_path(b->datasets_dir, u->sha, obj);
-    datasets_index_path(b->datasets_dir, u->sha, index);
+    datasets_index_path(b->datasets_dir, u->sha, INDEX_XXH128, index);
     snprintf(dir, sizeof dir, "%s/objects", b->datasets_dir);
     /* The index first: an object is never there without it. */
     if (fsync(u->fd) != 0 || fchmod(u->fd, 0440) != 0) {
         rc = -errno;
         snprintf(err, sizeof err, "%s: %s", part, strerror(errno));
     } else {
-        rc = atomic_file_write_all(index, u->chunks, (size_t)n_chunks_of(u->size) * SHA256_BYTES,
+        rc = atomic_file_write_all(index, u->chunks, (size_t)n_chunks_of(u->size) * CHUNK_SUM_BYTES,
                                    0440, err, sizeof err);
     }
     if (!rc && rename(part, obj) != 0) {
@@ -918,22 +940,21 @@ static struct object *object_get(struct broker *b, const char *sha)
         if (!o && !ds->obj[i].sha[0]) o = &ds->obj[i];
         if (ds->obj[i].used < lru->used) lru = &ds->obj[i];
     }
-    char path[DATASETS_PATH_MAX], index[DATASETS_PATH_MAX];
-    if (datasets_object_path(b->datasets_dir, sha, path) != 0 ||
-        datasets_index_path(b->datasets_dir, sha, index) != 0)
-        return NULL;
+    char path[DATASETS_PATH_MAX];
+    if (datasets_object_path(b->datasets_dir, sha, path) != 0) return NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return NULL;
     struct stat st;
     int64_t n = 0;
     unsigned char *chunks = NULL;
-    int ifd = open(index, O_RDONLY | O_CLOEXEC);
+    enum chunk_index kind = INDEX_XXH128;
+    int ifd = index_open(b, sha, &kind);
     bool ok = ifd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0;
     if (ok) {
         n = n_chunks_of(st.st_size);
-        chunks = malloc((size_t)n * SHA256_BYTES);
-        ok = chunks &&
-             pread(ifd, chunks, (size_t)n * SHA256_BYTES, 0) == (ssize_t)(n * SHA256_BYTES);
+        size_t bytes = (size_t)n * index_sum_bytes(kind);
+        chunks = malloc(bytes);
+        ok = chunks && pread(ifd, chunks, bytes, 0) == (ssize_t)bytes;
     }
     if (ifd >= 0) close(ifd);
     if (!ok) {
@@ -952,9 +973,34 @@ static struct object *object_get(struct broker *b, const char *sha)
     o->size = st.st_size;
     o->map = mapping_open(fd, (size_t)st.st_size);
     o->n_chunks = n;
+    o->kind = kind;
     o->chunks = chunks;
     o->used = broker_mono();
     return o;
+}
+
+/* The chunk's bytes: in the mapping, or read into the loop's buffer. NULL
+ * after replying why. */
+static const void *chunk_bytes(struct broker *b, const struct proto_msg *m, struct object *o,
+                               int64_t off, size_t len)
+{
+    if (o->map) return (const char *)o->map->addr + off;
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = pread(o->fd, b->datasets->buf + got, len - got, off + (off_t)got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            int e = r < 0 ? errno : EIO;
+            log_limited(&b->datasets->log, LOG_LVL_WARN, "dataset %.12s: read: %s", o->sha,
+                        strerror(e));
+            send_error_now(b, m, "io", "dataset %.12s: the broker cannot read it: %s", o->sha,
+                           strerror(e));
+            object_close(o);
+            return NULL;
+        }
+        got += (size_t)r;
+    }
+    return b->datasets->buf;
 }
 
 static void on_fetch(struct broker *b, struct proto_msg *m)
@@ -967,6 +1013,9 @@ static void on_fetch(struct broker *b, struct proto_msg *m)
         send_error_now(b, m, "bad_request", "FETCH: %s", err);
         return;
     }
+    /* A fetcher that says nothing checks SHA-256 sums (one older than them). */
+    const char *sum = json_string_value(json_object_get(m->body, "sum"));
+    bool takes_xxh = sum && strcmp(sum, CHUNK_SUM_NAME) == 0;
     struct trainer *t = trainers_find(b, m->ident, m->ident_len);
     if (t) t->last_seen = broker_mono(); /* a fetching trainer is alive */
     struct object *o = sha256_hex_valid(sha) ? object_get(b, sha) : NULL;
@@ -981,38 +1030,36 @@ static void on_fetch(struct broker *b, struct proto_msg *m)
     }
     int64_t off = index * CHUNK;
     size_t len = (size_t)(o->size - off < CHUNK ? o->size - off : CHUNK);
+    const void *bytes = chunk_bytes(b, m, o, off, len);
+    if (!bytes) return;
     char chex[SHA256_HEX_LEN + 1], text[400];
-    sha256_hex(o->chunks + index * SHA256_BYTES, chex);
+    const unsigned char *entry = o->chunks + (size_t)index * index_sum_bytes(o->kind);
+    if (o->kind == INDEX_XXH128 && takes_xxh) {
+        chunk_sum_hex(entry, chex);
+    } else if (o->kind == INDEX_SHA256) {
+        sha256_hex(entry, chex);
+    } else { /* an older fetcher of a newer object: its SHA-256, now */
+        unsigned char d[SHA256_BYTES];
+        if (sha256_buf(bytes, len, d) != 0) {
+            send_error_now(b, m, "io", "dataset %.12s: hashing a chunk failed", sha);
+            return;
+        }
+        sha256_hex(d, chex);
+    }
     snprintf(text, sizeof text,
              "{\"sha256\":\"%s\",\"index\":%lld,\"offset\":%lld,\"size\":%lld,\"chunks\":%lld,"
-             "\"chunk_sha256\":\"%s\"}",
+             "\"%s\":\"%s\"}",
              o->sha, (long long)index, (long long)off, (long long)o->size, (long long)o->n_chunks,
-             chex);
+             o->kind == INDEX_XXH128 && takes_xxh ? "chunk_xxh128" : "chunk_sha256", chex);
     if (o->map) {
         atomic_fetch_add(&o->map->refs, 1);
         after_send(b, m, PROTO_CHUNK,
                    proto_send_text_borrowed(b->router, m->ident, m->ident_len, PROTO_CHUNK, text,
-                                            (char *)o->map->addr + off, len, mapping_release,
-                                            o->map, ZMQ_DONTWAIT));
-        b->yield_pass = true;
-        return;
+                                            (void *)bytes, len, mapping_release, o->map,
+                                            ZMQ_DONTWAIT));
+    } else {
+        send_now(b, m, PROTO_CHUNK, text, bytes, len);
     }
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = pread(o->fd, b->datasets->buf + got, len - got, off + (off_t)got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            int e = r < 0 ? errno : EIO;
-            log_limited(&b->datasets->log, LOG_LVL_WARN, "dataset %.12s: read: %s", sha,
-                        strerror(e));
-            send_error_now(b, m, "io", "dataset %.12s: the broker cannot read it: %s", sha,
-                           strerror(e));
-            object_close(o);
-            return;
-        }
-        got += (size_t)r;
-    }
-    send_now(b, m, PROTO_CHUNK, text, b->datasets->buf, len);
     b->yield_pass = true;
 }
 
@@ -1159,7 +1206,10 @@ double datasets_tick(struct broker *b, double now)
             for (int j = 0; j < OBJECTS_OPEN_MAX; j++)
                 if (strcmp(ds->obj[j].sha, ds->gc[i]) == 0) object_close(&ds->obj[j]);
             if (datasets_object_path(b->datasets_dir, ds->gc[i], path) == 0) unlink(path);
-            if (datasets_index_path(b->datasets_dir, ds->gc[i], path) == 0) unlink(path);
+            if (datasets_index_path(b->datasets_dir, ds->gc[i], INDEX_XXH128, path) == 0)
+                unlink(path);
+            if (datasets_index_path(b->datasets_dir, ds->gc[i], INDEX_SHA256, path) == 0)
+                unlink(path);
             log_info("dataset %s removed (no name keeps it)", ds->gc[i]);
         }
         ds->n_gc = 0;

@@ -2,8 +2,11 @@
  *
  * Under broker.datasets_dir (default: datasets/ beside the database):
  *   objects/<sha256>         a whole file, complete, verified, fsynced, 0440
- *   objects/<sha256>.chunks  the SHA-256 of each DATASET_CHUNK_BYTES chunk of
- *                            it, 32 raw bytes each, in order
+ *   objects/<sha256>.xxh128  the chunk index: the XXH3-128 sum of each
+ *                            DATASET_CHUNK_BYTES chunk of it, 16 bytes each,
+ *                            in order (common/chunk_sum.h)
+ *   objects/<sha256>.chunks  the chunk index of an object an older broker
+ *                            stored: SHA-256 sums, 32 bytes each
  *   uploads/<sha256>.part    a push in progress; its size is where the next
  *                            push of the same hash resumes
  * The database holds the names (store_dataset_*); an object is addressed by
@@ -16,11 +19,14 @@
 
 #define DATASETS_PATH_MAX 4096
 
-/* dir/objects/<sha>, dir/objects/<sha>.chunks and dir/uploads/<sha>.part
+enum chunk_index { INDEX_XXH128, INDEX_SHA256 };
+
+/* dir/objects/<sha>, its chunk index of that kind and dir/uploads/<sha>.part
  * into buf (DATASETS_PATH_MAX bytes). 0, -EINVAL for a sha that is not 64
  * lower-case hex digits (so a path never leaves the store), or -ENAMETOOLONG. */
 int datasets_object_path(const char *dir, const char *sha, char buf[DATASETS_PATH_MAX]);
-int datasets_index_path(const char *dir, const char *sha, char buf[DATASETS_PATH_MAX]);
+int datasets_index_path(const char *dir, const char *sha, enum chunk_index kind,
+                        char buf[DATASETS_PATH_MAX]);
 int datasets_upload_path(const char *dir, const char *sha, char buf[DATASETS_PATH_MAX]);
 
 /* The directory itself from the configured one (may be NULL or "") and the

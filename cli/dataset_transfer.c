@@ -5,7 +5,7 @@
  * broker restart or an upload the broker closed for idleness is met by a
  * new DATASET_PUT, which says where to go on from. A fetch keeps
  * DATASET_WINDOW FETCHes unanswered at most, sends one again after
- * FETCH_RESEND_S, verifies each chunk against its hash and the whole file
+ * FETCH_RESEND_S, verifies each chunk against its sum and the whole file
  * against the address before the file appears. */
 #include "dataset_transfer.h"
 
@@ -22,6 +22,7 @@
 #include <zmq.h>
 
 #include "atomic_file.h"
+#include "chunk_sum.h"
 #include "cli.h"
 #include "proto.h"
 #include "sha256.h"
@@ -273,8 +274,9 @@ struct inflight {
 
 static int send_fetch(void *sock, const char *sha, int64_t index)
 {
-    char text[160];
-    snprintf(text, sizeof text, "{\"sha256\":\"%s\",\"index\":%lld}", sha, (long long)index);
+    char text[192];
+    snprintf(text, sizeof text, "{\"sha256\":\"%s\",\"index\":%lld,\"sum\":\"%s\"}", sha,
+             (long long)index, CHUNK_SUM_NAME);
     return proto_send_text(sock, NULL, 0, PROTO_FETCH, text, NULL, 0, 0);
 }
 
@@ -336,7 +338,6 @@ int dataset_fetch_file(const char *endpoint, const char *sha, const char *output
         int64_t idx = json_integer_value(json_object_get(b, "index"));
         int64_t sz = json_integer_value(json_object_get(b, "size"));
         int64_t nc = json_integer_value(json_object_get(b, "chunks"));
-        const char *csha = json_string_value(json_object_get(b, "chunk_sha256"));
         if (n_chunks < 0) {
             if (sz < 1 || nc != (sz + CHUNK - 1) / CHUNK || !(got = calloc((size_t)nc, 1)) ||
                 atomic_file_begin(&af, output, 0644, err, sizeof err) != 0 ||
@@ -358,13 +359,9 @@ int dataset_fetch_file(const char *endpoint, const char *sha, const char *output
         size_t want = idx >= 0 && idx < n_chunks
                           ? (size_t)(sz - idx * CHUNK < CHUNK ? sz - idx * CHUNK : CHUNK)
                           : 0;
-        unsigned char digest[SHA256_BYTES];
-        char hex[SHA256_HEX_LEN + 1] = "";
-        if (slot >= 0 && m.bin && m.bin_len == want && sha256_buf(m.bin, want, digest) == 0)
-            sha256_hex(digest, hex);
         if (slot < 0 || got[idx]) {
             /* A late answer to a FETCH sent again: already written. */
-        } else if (!csha || strcmp(hex, csha) != 0) {
+        } else if (!m.bin || m.bin_len != want || !chunk_matches(b, m.bin, want)) {
             if (++bad > BAD_CHUNKS_MAX) {
                 fprintf(stderr, "mlq: chunks of %.12s keep failing their hash\n", sha);
                 proto_msg_clear(&m);

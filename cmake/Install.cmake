@@ -105,7 +105,7 @@ set(CPACK_DEBIAN_PACKAGE_SECTION science)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 # Runtime libraries only, computed from the binaries by dpkg-shlibdeps (dpkg-dev):
 # libzmq5, libsqlite3-0, libhdf5-103, libjansson4, libssl3 (libcrypto's SHA-256,
-# common/sha256.c), ...
+# common/sha256.c), libxxhash0 (chunk sums, common/chunk_sum.c), ...
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 # import mlq (docs/python.md) needs pyzmq, and numpy for infer.
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "python3, python3-zmq, python3-numpy")

@@ -9,7 +9,7 @@ set -euo pipefail
 
 build_pkgs=(build-essential cmake pkg-config
             libzmq3-dev libsqlite3-dev libopenblas-dev libhdf5-dev libcmocka-dev
-            libjansson-dev zlib1g-dev libsystemd-dev liblzf-dev libssl-dev
+            libjansson-dev zlib1g-dev libsystemd-dev liblzf-dev libssl-dev libxxhash-dev
             sqlite3 dataset-fashion-mnist fortunes)
 for opt in "$@"; do
     case "$opt" in

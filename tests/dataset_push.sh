@@ -61,10 +61,10 @@ run mlq dataset push "$tmp/fm-small.h5"
 sha=$(sha256sum "$tmp/fm-small.h5" | cut -c1-64)
 size=$(stat -c %s "$tmp/fm-small.h5")
 grep -q "pushed fm-small: sha256 $sha" "$tmp/out" || fail "push said: $(cat "$tmp/out")"
-[ -f "$store/objects/$sha" ] && [ -f "$store/objects/$sha.chunks" ] || fail "no object in $store"
+[ -f "$store/objects/$sha" ] && [ -f "$store/objects/$sha.xxh128" ] || fail "no object in $store"
 cmp -s "$store/objects/$sha" "$tmp/fm-small.h5" || fail "the object differs from the file"
-[ "$(stat -c %s "$store/objects/$sha.chunks")" = $((32 * ((size + 1048575) / 1048576))) ] ||
-    fail "the chunk index is not 32 bytes a chunk"
+[ "$(stat -c %s "$store/objects/$sha.xxh128")" = $((16 * ((size + 1048575) / 1048576))) ] ||
+    fail "the chunk index is not 16 bytes (one XXH3-128 sum) a chunk"
 run mlq dataset push "$tmp/fm-small.h5" --json
 [ $rc = 0 ] || fail "push again: exit $rc"
 [ "$(json_field sent <"$tmp/out")" = 0 ] && [ "$(json_field have <"$tmp/out")" = True ] ||

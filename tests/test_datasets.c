@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include <zmq.h>
 
 #include "broker_harness.h"
+#include "chunk_sum.h"
 #include "keys.h"
 #include "proto.h"
 #include "sha256.h"
@@ -167,8 +169,35 @@ static bool exists(struct harness *h, const char *sub, const char *sha, const ch
     return access(path, F_OK) == 0;
 }
 
+/* FETCH chunk i of sha with "sum": "xxh128": its bytes, offset and size,
+ * and field (chunk_xxh128 or chunk_sha256) matching the bytes. */
+static void fetch_checked(struct peer *p, const char *sha, int64_t i, const unsigned char *buf,
+                          size_t len, const char *field)
+{
+    char c[PROTO_CMD_MAX];
+    void *bin;
+    size_t blen;
+    json_t *r = ask(
+        p, PROTO_FETCH,
+        json_pack("{s:s, s:I, s:s}", "sha256", sha, "index", (json_int_t)i, "sum", CHUNK_SUM_NAME),
+        NULL, 0, c, &bin, &blen);
+    assert_non_null(r);
+    assert_string_equal(c, PROTO_CHUNK);
+    size_t want = i == 0 ? CHUNK : len - CHUNK;
+    assert_int_equal(blen, want);
+    assert_memory_equal(bin, buf + i * CHUNK, want);
+    assert_non_null(json_object_get(r, field));
+    assert_int_equal(json_object_size(r), 6); /* one sum, not both */
+    assert_true(chunk_matches(r, bin, blen));
+    ((unsigned char *)bin)[blen / 2] ^= 1; /* and a damaged chunk does not */
+    assert_false(chunk_matches(r, bin, blen));
+    free(bin);
+    json_decref(r);
+}
+
 /* A two-chunk dataset pushed over the wire, listed, and fetched back chunk
- * by chunk with each chunk's hash, offset and the file's size. */
+ * by chunk with each chunk's sum, offset and the file's size: SHA-256 for a
+ * fetcher that asks no other (an older one), XXH3-128 for one that does. */
 static void test_push_and_fetch(void **state)
 {
     struct harness *h = *state;
@@ -216,6 +245,35 @@ static void test_push_and_fetch(void **state)
     }
     expect_error(&p, PROTO_FETCH, json_pack("{s:s, s:i}", "sha256", sha, "index", 2), NULL, 0,
                  "not_found");
+    /* A fetcher that takes XXH3-128 sums gets the index's; the index is one
+     * sum of 16 bytes per chunk. */
+    assert_true(exists(h, "objects", sha, ".xxh128"));
+    assert_false(exists(h, "objects", sha, ".chunks"));
+    for (int64_t i = 0; i < 2; i++)
+        fetch_checked(&p, sha, i, buf, len, "chunk_xxh128");
+    /* An object an older broker stored, with a SHA-256 index: its sums go
+     * out as chunk_sha256 whatever the fetcher takes, and still match. */
+    char idx[1024];
+    snprintf(idx, sizeof idx, "%s/datasets/objects/%s.xxh128", h->dir, sha);
+    struct stat st;
+    assert_int_equal(stat(idx, &st), 0);
+    assert_int_equal(st.st_size, 2 * 16);
+    peer_close(&p);
+    h_broker_kill(h, SIGTERM); /* it holds the index of an open object */
+    unlink(idx);
+    snprintf(idx, sizeof idx, "%s/datasets/objects/%s.chunks", h->dir, sha);
+    FILE *f = fopen(idx, "wb");
+    assert_non_null(f);
+    for (int64_t i = 0; i < 2; i++) {
+        unsigned char sum[SHA256_BYTES];
+        assert_int_equal(sha256_buf(buf + i * CHUNK, i == 0 ? CHUNK : len - CHUNK, sum), 0);
+        assert_int_equal(fwrite(sum, 1, sizeof sum, f), sizeof sum);
+    }
+    assert_int_equal(fclose(f), 0);
+    h_broker_start(h, NULL);
+    peer_open(h, &p);
+    for (int64_t i = 0; i < 2; i++)
+        fetch_checked(&p, sha, i, buf, len, "chunk_sha256");
     /* A second push of the same bytes: have, and END names it at once. */
     r = expect_ok(
         &p, PROTO_DATASET_PUT,

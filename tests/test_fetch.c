@@ -18,6 +18,7 @@
 #include <jansson.h>
 #include <zmq.h>
 
+#include "chunk_sum.h"
 #include "dscache.h"
 #include "fetch.h"
 #include "fake_broker.h"
@@ -35,6 +36,7 @@ struct server {
     char sha[65];      /* what it answers to */
     int corrupt_once;  /* chunk whose first reply has a flipped byte, -1 none */
     int corrupt_every; /* chunk always corrupted, -1 none */
+    bool sha256_sums;  /* answers as an older broker: chunk_sha256 */
     int drop_once;     /* chunk whose first FETCH gets no reply, -1 none */
     bool not_found;    /* ERROR not_found to everything */
     bool io_error;     /* ERROR io (the broker cannot read the object) */
@@ -112,20 +114,30 @@ static void serve_one(struct server *s, void *router, struct proto_msg *m)
     if (index - lowest + 1 > s->max_ahead) s->max_ahead = (int)(index - lowest + 1);
     if (index == s->drop_once && s->requests[index] == 1) return;
     size_t off = (size_t)index * CHUNK, n = s->len - off < CHUNK ? s->len - off : CHUNK;
+    /* The trainer takes XXH3-128 sums, as the broker sends them. */
+    const char *sum = json_string_value(json_object_get(m->body, "sum"));
+    assert_non_null(sum);
+    assert_string_equal(sum, CHUNK_SUM_NAME);
     unsigned char *copy = malloc(n), d[SHA256_BYTES];
     char hex[65];
     memcpy(copy, s->data + off, n);
-    sha256_buf(copy, n, d);
-    sha256_hex(d, hex);
+    if (s->sha256_sums) {
+        sha256_buf(copy, n, d);
+        sha256_hex(d, hex);
+    } else {
+        chunk_sum(copy, n, d);
+        chunk_sum_hex(d, hex);
+    }
     bool corrupt =
         index == s->corrupt_every || (index == s->corrupt_once && s->requests[index] == 1);
     if (corrupt)
         copy[n / 2] ^= 0x40;
     else
         s->delivered[index] = true;
-    json_t *b = json_pack("{s:s, s:I, s:I, s:I, s:I, s:s}", "sha256", sha, "index",
-                          (json_int_t)index, "offset", (json_int_t)off, "size", (json_int_t)s->len,
-                          "chunks", (json_int_t)chunks, "chunk_sha256", hex);
+    json_t *b =
+        json_pack("{s:s, s:I, s:I, s:I, s:I, s:s}", "sha256", sha, "index", (json_int_t)index,
+                  "offset", (json_int_t)off, "size", (json_int_t)s->len, "chunks",
+                  (json_int_t)chunks, s->sha256_sums ? "chunk_sha256" : "chunk_xxh128", hex);
     assert_int_equal(proto_send(router, m->ident, m->ident_len, PROTO_CHUNK, b, copy, n, 0), 0);
     json_decref(b);
     free(copy);
@@ -169,6 +181,24 @@ static void assert_cached(struct fixture *fx)
     char part[DSCACHE_PATH_MAX];
     dscache_part_path(&fx->cache, fx->sha, part);
     assert_int_not_equal(access(part, F_OK), 0);
+}
+
+/* A broker whose object has a SHA-256 index (stored by an older one): its
+ * chunk_sha256 sums are checked, and a corrupt chunk asked for again. */
+static void test_fetch_from_older_broker(void **state)
+{
+    struct fixture *fx = *state;
+    fx->srv.sha256_sums = true;
+    fx->srv.corrupt_once = 1;
+    struct fetch f;
+    char err[512] = "";
+    if (fetch_open(&f, &fx->cache, fx->sha, 42, err, sizeof err) != 0) fail_msg("%s", err);
+    enum fetch_state st = run(fx, &f, 0);
+    if (st != FETCH_DONE) fail_msg("fetch: %s", f.err);
+    assert_int_equal(fx->srv.requests[1], 2);
+    assert_int_equal(f.rejected, 1);
+    fetch_close(&f);
+    assert_cached(fx);
 }
 
 /* A corrupt chunk is asked for again, a dropped reply is asked for again
@@ -320,6 +350,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_fetch_with_faults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fetch_from_older_broker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_after_a_kill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_found, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broker_io_error, setup, teardown),

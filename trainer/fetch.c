@@ -13,6 +13,7 @@
 #include <jansson.h>
 #include <zmq.h>
 
+#include "chunk_sum.h"
 #include "errmsg.h"
 #include "log.h"
 
@@ -93,7 +94,8 @@ static enum fetch_state fail(struct fetch *f)
 
 static int send_fetch(struct fetch *f, void *sock, int64_t index)
 {
-    json_t *b = json_pack("{s:s, s:I}", "sha256", f->sha, "index", (json_int_t)index);
+    json_t *b = json_pack("{s:s, s:I, s:s}", "sha256", f->sha, "index", (json_int_t)index, "sum",
+                          CHUNK_SUM_NAME);
     if (f->job > 0) json_object_set_new(b, "job", json_integer(f->job));
     int rc = proto_send(sock, NULL, 0, PROTO_FETCH, b, NULL, 0, ZMQ_DONTWAIT);
     json_decref(b);
@@ -262,7 +264,6 @@ static enum fetch_state on_chunk(struct fetch *f, struct proto_msg *m)
     int64_t offset = json_integer_value(json_object_get(b, "offset"));
     int64_t size = json_integer_value(json_object_get(b, "size"));
     int64_t chunks = json_integer_value(json_object_get(b, "chunks"));
-    const char *want = json_string_value(json_object_get(b, "chunk_sha256"));
     /* A late reply to a FETCH sent twice, or a chunk already written. */
     if (index < f->written || index >= f->next || slot_of(f, index)->bin) return f->state;
     if (f->size < 0) {
@@ -276,11 +277,8 @@ static enum fetch_state on_chunk(struct fetch *f, struct proto_msg *m)
     }
     struct fetch_slot *s = slot_of(f, index);
     int64_t expect = size - index * CHUNK < CHUNK ? size - index * CHUNK : CHUNK;
-    unsigned char d[SHA256_BYTES];
-    char hex[SHA256_HEX_LEN + 1] = "";
-    if (m->bin && (int64_t)m->bin_len == expect && sha256_buf(m->bin, m->bin_len, d) == 0)
-        sha256_hex(d, hex);
-    if (offset != index * CHUNK || !want || strcmp(hex, want) != 0) {
+    if (offset != index * CHUNK || !m->bin || (int64_t)m->bin_len != expect ||
+        !chunk_matches(b, m->bin, m->bin_len)) {
         f->rejected++;
         if (++s->bad >= FETCH_MAX_BAD) {
             snprintf(f->err, sizeof f->err,

@@ -1,17 +1,18 @@
 /* Fetching one pushed dataset from the broker into the trainer's cache
  * (docs/protocol.md, "Pushed datasets"; docs/trainer.md).
  *
- * The I/O thread drives it: fetch_pump sends FETCH {"sha256","index","job"}
- * for at most DATASET_WINDOW chunks not yet answered (credit-based flow
- * control) and sends a FETCH again when its CHUNK has not come after
+ * The I/O thread drives it: fetch_pump sends FETCH {"sha256","index","job",
+ * "sum"} for at most DATASET_WINDOW chunks not yet answered (credit-based
+ * flow control) and sends a FETCH again when its CHUNK has not come after
  * resend_s (a reply can be dropped at a full queue, or lost with a
- * reconnect); fetch_on_message takes each CHUNK, checks it against its
- * chunk_sha256 (a bad one is asked for again) and writes the chunks in
- * order with pwrite into partial/<sha>.part, so that the part's size is
- * always a verified prefix: a fetch after a trainer kill resumes from it.
- * At the end the whole file's SHA-256 (hashed on a thread behind the
- * writes, sha256_follow) must be sha; the part is fsynced and renamed into objects/. Per CHUNK the
- * work is a hash of at most 1 MiB and a pwrite, so heartbeats keep flowing.
+ * reconnect); fetch_on_message takes each CHUNK, checks it against its sum
+ * (chunk_xxh128, or an older broker's chunk_sha256; a bad one is asked for
+ * again) and writes the chunks in order with pwrite into partial/<sha>.part,
+ * so that the part's size is always a verified prefix: a fetch after a
+ * trainer kill resumes from it. At the end the whole file's SHA-256 (hashed
+ * on a thread behind the writes, sha256_follow) must be sha; the part is
+ * fsynced and renamed into objects/. Per CHUNK the work is a sum of at most
+ * 1 MiB and a pwrite, so heartbeats keep flowing.
  *
  * A fetch that cannot finish (not_found, larger than the cache, a full
  * disk, a write error, a chunk bad FETCH_MAX_BAD times, the whole hash
