@@ -341,6 +341,9 @@ static void test_resume_after_restart(void **state)
     assert_int_equal(olen, len);
     assert_memory_equal(obj, buf, len);
     free(obj);
+    /* The index of the chunk read back from the part is right too. */
+    for (int64_t i = 0; i < 2; i++)
+        fetch_checked(&p, sha, i, buf, len, "chunk_xxh128");
     peer_close(&p);
     free(buf);
 }
