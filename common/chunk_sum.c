@@ -15,12 +15,7 @@ void chunk_sum(const void *buf, size_t len, unsigned char out[CHUNK_SUM_BYTES])
 
 void chunk_sum_hex(const unsigned char sum[CHUNK_SUM_BYTES], char hex[CHUNK_SUM_HEX_LEN + 1])
 {
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < CHUNK_SUM_BYTES; i++) {
-        hex[2 * i] = digits[sum[i] >> 4];
-        hex[2 * i + 1] = digits[sum[i] & 15];
-    }
-    hex[CHUNK_SUM_HEX_LEN] = '\0';
+    bytes_hex(sum, CHUNK_SUM_BYTES, hex);
 }
 
 bool chunk_matches(const json_t *body, const void *buf, size_t len)

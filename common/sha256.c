@@ -52,14 +52,19 @@ int sha256_buf(const void *buf, size_t len, unsigned char out[SHA256_BYTES])
     return rc ? rc : sha256_final(&h, out);
 }
 
-void sha256_hex(const unsigned char digest[SHA256_BYTES], char hex[SHA256_HEX_LEN + 1])
+void bytes_hex(const unsigned char *bytes, size_t n, char *hex)
 {
     static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < SHA256_BYTES; i++) {
-        hex[2 * i] = digits[digest[i] >> 4];
-        hex[2 * i + 1] = digits[digest[i] & 15];
+    for (size_t i = 0; i < n; i++) {
+        hex[2 * i] = digits[bytes[i] >> 4];
+        hex[2 * i + 1] = digits[bytes[i] & 15];
     }
-    hex[SHA256_HEX_LEN] = '\0';
+    hex[2 * n] = '\0';
+}
+
+void sha256_hex(const unsigned char digest[SHA256_BYTES], char hex[SHA256_HEX_LEN + 1])
+{
+    bytes_hex(digest, SHA256_BYTES, hex);
 }
 
 bool sha256_hex_valid(const char *s)

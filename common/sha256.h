@@ -27,6 +27,8 @@ void sha256_clear(struct sha256 *h); /* accepts a cleared or finished hash */
 
 /* One buffer at once. */
 int sha256_buf(const void *buf, size_t len, unsigned char out[SHA256_BYTES]);
+/* n bytes as 2n lower-case hex digits and a NUL. */
+void bytes_hex(const unsigned char *bytes, size_t n, char *hex);
 /* 64 lower-case hex digits and a NUL into hex. */
 void sha256_hex(const unsigned char digest[SHA256_BYTES], char hex[SHA256_HEX_LEN + 1]);
 /* True for exactly 64 lower-case hex digits (what sha256_hex writes). */
