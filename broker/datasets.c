@@ -1034,7 +1034,8 @@ static void on_fetch(struct broker *b, struct proto_msg *m)
     if (!bytes) return;
     char chex[SHA256_HEX_LEN + 1], text[400];
     const unsigned char *entry = o->chunks + (size_t)index * index_sum_bytes(o->kind);
-    if (o->kind == INDEX_XXH128 && takes_xxh) {
+    bool send_xxh = o->kind == INDEX_XXH128 && takes_xxh;
+    if (send_xxh) {
         chunk_sum_hex(entry, chex);
     } else if (o->kind == INDEX_SHA256) {
         sha256_hex(entry, chex);
@@ -1050,7 +1051,7 @@ static void on_fetch(struct broker *b, struct proto_msg *m)
              "{\"sha256\":\"%s\",\"index\":%lld,\"offset\":%lld,\"size\":%lld,\"chunks\":%lld,"
              "\"%s\":\"%s\"}",
              o->sha, (long long)index, (long long)off, (long long)o->size, (long long)o->n_chunks,
-             o->kind == INDEX_XXH128 && takes_xxh ? "chunk_xxh128" : "chunk_sha256", chex);
+             send_xxh ? "chunk_xxh128" : "chunk_sha256", chex);
     if (o->map) {
         atomic_fetch_add(&o->map->refs, 1);
         after_send(b, m, PROTO_CHUNK,
