@@ -185,71 +185,121 @@ static bool handshake_refused(const char *endpoint, const struct keys_client *k,
     return false;
 }
 
-/* Same; with resend_ms > 0 the request is sent again each resend_ms until an
- * answer or the timeout (only for requests that are safe to repeat: a
- * SUBMIT with a request id). ZeroMQ reconnects underneath, so a broker that
- * restarted (killed between its commit and its reply) gets the retry.
- * error: NULL prints an ERROR reply's text; else it gets the ERROR body. */
+int cli_broker_open(struct cli_broker *b, const char *endpoint)
+{
+    memset(b, 0, sizeof *b);
+    b->endpoint = endpoint;
+    b->keys = client_keys();
+    if (!b->keys) return EXIT_FAILURE_GENERIC;
+    char kerr[256];
+    b->ctx = zmq_ctx_new();
+    b->sock = b->ctx ? zmq_socket(b->ctx, ZMQ_DEALER) : NULL;
+    if (b->sock && b->keys->curve &&
+        keys_client_setup(b->sock, &b->keys->own, b->keys->broker_z85, kerr, sizeof kerr)) {
+        fprintf(stderr, "mlq: %s\n", kerr);
+        cli_broker_close(b);
+        return EXIT_FAILURE_GENERIC;
+    }
+    /* Before the connect, so that no handshake goes unseen. */
+    b->mon = b->sock ? monitor_open(b->ctx, b->sock) : NULL;
+    /* A send that cannot go within the request timeout fails (EAGAIN)
+     * rather than blocking for ever (cli_broker_wait says why first). */
+    int ms = request_timeout_ms();
+    if (!b->sock || proto_socket_setup(b->sock, 0) != 0 ||
+        zmq_setsockopt(b->sock, ZMQ_SNDTIMEO, &ms, sizeof ms) != 0 ||
+        zmq_connect(b->sock, endpoint) != 0) {
+        fprintf(stderr, "mlq: cannot use broker endpoint %s: %s\n", endpoint, zmq_strerror(errno));
+        cli_broker_close(b);
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+void cli_broker_close(struct cli_broker *b)
+{
+    if (b->mon) zmq_close(b->mon);
+    if (b->sock) zmq_close(b->sock);
+    if (b->ctx) zmq_ctx_term(b->ctx);
+    b->mon = b->sock = b->ctx = NULL;
+}
+
+/* cli_broker_wait, until a time on mono_s(). A handshake the broker refuses
+ * ends the wait at once: libzmq drops a connection whose handshake failed
+ * on a protocol error and does not try again, so a send would block for ever
+ * on a DEALER left without a peer, and no reply would come. */
+static int wait_until(struct cli_broker *b, short events, double until)
+{
+    for (;;) {
+        zmq_pollitem_t items[2] = {{.socket = b->sock, .events = events},
+                                   {.socket = b->mon, .events = ZMQ_POLLIN}};
+        int ms = (int)((until - mono_s()) * 1000.0) + 1;
+        int n = zmq_poll(items, b->mon ? 2 : 1, ms > 0 ? ms : 0);
+        if (n > 0 && (items[0].revents & events)) return 1;
+        uint16_t ev;
+        uint32_t val;
+        while (b->mon && monitor_event(b->mon, &ev, &val))
+            if (handshake_refused(b->endpoint, b->keys, ev, val)) return -EXIT_UNAVAILABLE;
+        if (n < 0 || cli_interrupted || mono_s() >= until) return 0;
+    }
+}
+
+int cli_broker_wait(struct cli_broker *b, short events, int ms)
+{
+    return wait_until(b, events, mono_s() + ms / 1000.0);
+}
+
+void cli_broker_unreachable(const struct cli_broker *b)
+{
+    fprintf(stderr,
+            "mlq: cannot reach the broker at %s: is mlq-broker running? (mlq up starts one)\n",
+            b->endpoint);
+    if (b->keys && b->keys->curve)
+        fprintf(stderr, "mlq: (with keys: if it runs, its key may not be the one pinned in %s)\n",
+                b->keys->broker_from);
+}
+
+/* One request and its answer; with resend_ms > 0 the request is sent again
+ * each resend_ms until an answer or the timeout (only for requests that are
+ * safe to repeat: a SUBMIT with a request id). ZeroMQ reconnects underneath,
+ * so a broker that restarted (killed between its commit and its reply) gets
+ * the retry. error: NULL prints an ERROR reply's text; else it gets the
+ * ERROR body. */
 static int broker_call_resend(const char *endpoint, const char *cmd, json_t *body, int resend_ms,
                               json_t **reply, json_t **error)
 {
     *reply = NULL;
     if (error) *error = NULL;
-    int code = EXIT_UNAVAILABLE;
-    void *ctx = NULL, *sock = NULL, *mon = NULL;
-    const struct keys_client *keys = client_keys();
-    if (!keys) {
-        code = EXIT_FAILURE_GENERIC;
-        goto out;
-    }
-    ctx = zmq_ctx_new();
-    sock = ctx ? zmq_socket(ctx, ZMQ_DEALER) : NULL;
-    char kerr[256];
-    if (sock && keys->curve &&
-        keys_client_setup(sock, &keys->own, keys->broker_z85, kerr, sizeof kerr) != 0) {
-        fprintf(stderr, "mlq: %s\n", kerr);
-        code = EXIT_FAILURE_GENERIC;
-        goto out;
-    }
-    mon = sock ? monitor_open(ctx, sock) : NULL;
-    if (!sock || proto_socket_setup(sock, 0) != 0 || zmq_connect(sock, endpoint) != 0) {
-        fprintf(stderr, "mlq: cannot use broker endpoint %s: %s\n", endpoint, zmq_strerror(errno));
-        code = EXIT_USAGE;
-        goto out;
-    }
-    int left_ms = request_timeout_ms();
+    struct cli_broker b;
+    int code = cli_broker_open(&b, endpoint);
+    if (code != EXIT_OK) goto out;
+    double deadline = mono_s() + request_timeout_ms() / 1000.0;
+    int w;
     for (;;) {
-        if (proto_send(sock, NULL, 0, cmd, body, NULL, 0, 0) != 0) goto unreachable;
-        int wait_ms = resend_ms > 0 && resend_ms < left_ms ? resend_ms : left_ms;
-        double until = mono_s() + wait_ms / 1000.0;
-        int n = 0;
-        for (;;) {
-            zmq_pollitem_t items[2] = {{.socket = sock, .events = ZMQ_POLLIN},
-                                       {.socket = mon, .events = ZMQ_POLLIN}};
-            int ms = (int)((until - mono_s()) * 1000.0) + 1;
-            n = zmq_poll(items, mon ? 2 : 1, ms > 0 ? ms : 0);
-            if (n <= 0 || (items[0].revents & ZMQ_POLLIN)) break;
-            uint16_t ev;
-            uint32_t val;
-            while (monitor_event(mon, &ev, &val))
-                if (handshake_refused(endpoint, keys, ev, val)) {
-                    code = EXIT_UNAVAILABLE;
-                    goto out;
-                }
-            n = 0;
-            if (mono_s() >= until) break;
+        double resend_at = resend_ms > 0 ? mono_s() + resend_ms / 1000.0 : deadline;
+        double until = resend_at < deadline ? resend_at : deadline;
+        w = wait_until(&b, ZMQ_POLLOUT, until);
+        if (w > 0) {
+            if (proto_send(b.sock, NULL, 0, cmd, body, NULL, 0, ZMQ_DONTWAIT) != 0) w = 0;
+            if (w > 0) w = wait_until(&b, ZMQ_POLLIN, until);
         }
-        if (n > 0) break;
-        if (cli_interrupted) {
-            code = EXIT_INTERRUPTED;
-            goto out;
-        }
-        left_ms -= wait_ms;
-        if (n < 0 || left_ms <= 0) goto unreachable;
+        if (w != 0 || cli_interrupted || resend_ms <= 0 || mono_s() >= deadline) break;
+    }
+    if (w < 0) {
+        code = -w;
+        goto out;
+    }
+    if (cli_interrupted) {
+        code = EXIT_INTERRUPTED;
+        goto out;
+    }
+    if (w == 0) {
+        cli_broker_unreachable(&b);
+        code = EXIT_UNAVAILABLE;
+        goto out;
     }
     struct proto_msg m;
     char err[256];
-    if (proto_recv(sock, false, &m, 0, err, sizeof err) != 0) {
+    if (proto_recv(b.sock, false, &m, 0, err, sizeof err) != 0) {
         fprintf(stderr, "mlq: bad reply from the broker at %s: %s\n", endpoint, err);
         code = EXIT_FAILURE_GENERIC;
         goto out;
@@ -267,45 +317,9 @@ static int broker_call_resend(const char *endpoint, const char *cmd, json_t *bod
         code = exit_of_code(ecode);
     }
     proto_msg_clear(&m);
-    goto out;
-unreachable:
-    fprintf(stderr,
-            "mlq: cannot reach the broker at %s: is mlq-broker running? (mlq up starts one)\n",
-            endpoint);
-    if (keys->curve)
-        fprintf(stderr, "mlq: (with keys: if it runs, its key may not be the one pinned in %s)\n",
-                keys->broker_from);
 out:
     json_decref(body);
-    if (mon) zmq_close(mon);
-    if (sock) zmq_close(sock);
-    if (ctx) zmq_ctx_term(ctx);
-    return code;
-}
-
-int cli_broker_socket(const char *endpoint, void **ctx, void **sock)
-{
-    *ctx = *sock = NULL;
-    const struct keys_client *keys = client_keys();
-    if (!keys) return EXIT_FAILURE_GENERIC;
-    int code = EXIT_FAILURE_GENERIC;
-    char kerr[256];
-    void *c = zmq_ctx_new(), *s = c ? zmq_socket(c, ZMQ_DEALER) : NULL;
-    if (s && keys->curve && keys_client_setup(s, &keys->own, keys->broker_z85, kerr, sizeof kerr)) {
-        fprintf(stderr, "mlq: %s\n", kerr);
-        goto fail;
-    }
-    if (!s || proto_socket_setup(s, 0) != 0 || zmq_connect(s, endpoint) != 0) {
-        fprintf(stderr, "mlq: cannot use broker endpoint %s: %s\n", endpoint, zmq_strerror(errno));
-        code = EXIT_USAGE;
-        goto fail;
-    }
-    *ctx = c;
-    *sock = s;
-    return EXIT_OK;
-fail:
-    if (s) zmq_close(s);
-    if (c) zmq_ctx_term(c);
+    cli_broker_close(&b);
     return code;
 }
 

@@ -87,10 +87,25 @@ int cli_broker_call(const char *endpoint, const char *cmd, struct json_t *body,
 extern volatile int cli_interrupted;
 void cli_catch_interrupt(void);
 /* A DEALER connected to the broker with this mlq's keys, for an exchange of
- * many messages (dataset transfers, cli/dataset_transfer.c): EXIT_OK with
- * *ctx and *sock (zmq_close, zmq_ctx_term), or the exit code after printing
- * why. */
-int cli_broker_socket(const char *endpoint, void **ctx, void **sock);
+ * many messages (dataset transfers, cli/dataset_transfer.c), and a monitor of
+ * its handshakes. */
+struct keys_client;
+struct cli_broker {
+    void *ctx, *sock, *mon;
+    const char *endpoint;
+    const struct keys_client *keys;
+};
+/* EXIT_OK, or the exit code after printing why (b is then closed). */
+int cli_broker_open(struct cli_broker *b, const char *endpoint);
+/* Waits at most ms for the socket to be ready for events (ZMQ_POLLIN: a
+ * message waits; ZMQ_POLLOUT: one can be sent): 1 when it is, 0 when not
+ * (timeout or Ctrl-C), or -EXIT_UNAVAILABLE after saying why the broker
+ * refused the handshake. Wait for ZMQ_POLLOUT before a send: a DEALER
+ * whose handshake was refused has no peer, and a send would block. */
+int cli_broker_wait(struct cli_broker *b, short events, int ms);
+/* "cannot reach the broker", with a hint about keys when they are used. */
+void cli_broker_unreachable(const struct cli_broker *b);
+void cli_broker_close(struct cli_broker *b);
 int cli_broker_exit_code(const char *code); /* an ERROR's code as an exit code */
 int cli_request_timeout_ms(void);           /* --timeout-ms, MLQ_TIMEOUT_MS or 5000 */
 int cmd_keys(int argc, char **argv);

@@ -42,14 +42,12 @@ static double mono_s(void)
 
 /* The next message within ms: 1 with *m, 0 on timeout, or an exit code (< 0
  * negated) after printing why. */
-static int recv_within(void *sock, int ms, struct proto_msg *m)
+static int recv_within(struct cli_broker *conn, int ms, struct proto_msg *m)
 {
-    zmq_pollitem_t it = {.socket = sock, .events = ZMQ_POLLIN};
-    int n = zmq_poll(&it, 1, ms);
-    if (n < 0 && errno == EINTR) return 0;
-    if (n <= 0) return n;
+    int w = cli_broker_wait(conn, ZMQ_POLLIN, ms);
+    if (w <= 0) return w;
     char err[256];
-    if (proto_recv(sock, false, m, 0, err, sizeof err) != 0) {
+    if (proto_recv(conn->sock, false, m, 0, err, sizeof err) != 0) {
         fprintf(stderr, "mlq: bad reply from the broker: %s\n", err);
         return -EXIT_FAILURE_GENERIC;
     }
@@ -69,12 +67,18 @@ static int print_error(const struct proto_msg *m)
     return cli_broker_exit_code(code_of(m));
 }
 
-static int unreachable(const char *endpoint)
+static int unreachable(const struct cli_broker *conn)
 {
-    fprintf(stderr,
-            "mlq: cannot reach the broker at %s: is mlq-broker running? (mlq up starts one)\n",
-            endpoint);
+    cli_broker_unreachable(conn);
     return EXIT_UNAVAILABLE;
+}
+
+/* EXIT_OK when a message can be sent, or the exit code after saying why not
+ * (a send on a socket whose handshake was refused would block). */
+static int ready_to_send(struct cli_broker *conn)
+{
+    int w = cli_broker_wait(conn, ZMQ_POLLOUT, cli_request_timeout_ms());
+    return w > 0 ? EXIT_OK : w < 0 ? -w : unreachable(conn);
 }
 
 /* A stale answer to a chunk sent before a DATASET_PUT (its OK has no "have",
@@ -88,21 +92,23 @@ static bool stale_chunk_reply(const struct proto_msg *m)
 }
 
 /* DATASET_PUT: where the push starts. EXIT_OK or the exit code (printed). */
-static int put(void *sock, const char *endpoint, const char *name, const char *sha, int64_t size,
+static int put(struct cli_broker *conn, const char *name, const char *sha, int64_t size,
                bool replace, int64_t *offset, bool *have)
 {
+    int ready = ready_to_send(conn);
+    if (ready != EXIT_OK) return ready;
     json_t *body = json_pack("{s:s, s:s, s:I, s:b}", "name", name, "sha256", sha, "size",
                              (json_int_t)size, "replace", replace);
-    int rc = body ? proto_send(sock, NULL, 0, PROTO_DATASET_PUT, body, NULL, 0, 0) : -ENOMEM;
+    int rc = body ? proto_send(conn->sock, NULL, 0, PROTO_DATASET_PUT, body, NULL, 0, 0) : -ENOMEM;
     json_decref(body);
-    if (rc) return unreachable(endpoint);
+    if (rc) return unreachable(conn);
     double until = mono_s() + cli_request_timeout_ms() / 1000.0;
     for (;;) {
         int ms = (int)((until - mono_s()) * 1000.0);
         struct proto_msg m;
-        int got = ms > 0 ? recv_within(sock, ms, &m) : 0;
+        int got = ms > 0 ? recv_within(conn, ms, &m) : 0;
         if (got < 0) return -got;
-        if (got == 0) return unreachable(endpoint);
+        if (got == 0) return unreachable(conn);
         if (stale_chunk_reply(&m)) {
             proto_msg_clear(&m);
             continue;
@@ -124,8 +130,8 @@ static int put(void *sock, const char *endpoint, const char *name, const char *s
     }
 }
 
-static int send_chunk(void *sock, int fd, unsigned char *buf, const char *sha, int64_t off,
-                      int64_t size, const char *path)
+static int send_chunk(struct cli_broker *conn, int fd, unsigned char *buf, const char *sha,
+                      int64_t off, int64_t size, const char *path)
 {
     size_t len = (size_t)(size - off < CHUNK ? size - off : CHUNK);
     size_t got = 0;
@@ -140,13 +146,15 @@ static int send_chunk(void *sock, int fd, unsigned char *buf, const char *sha, i
     }
     char text[160];
     snprintf(text, sizeof text, "{\"sha256\":\"%s\",\"offset\":%lld}", sha, (long long)off);
-    return proto_send_text(sock, NULL, 0, PROTO_DATASET_CHUNK, text, buf, len, 0) == 0
+    int ready = ready_to_send(conn);
+    if (ready != EXIT_OK) return ready;
+    return proto_send_text(conn->sock, NULL, 0, PROTO_DATASET_CHUNK, text, buf, len, 0) == 0
                ? EXIT_OK
-               : EXIT_UNAVAILABLE;
+               : unreachable(conn);
 }
 
 /* The chunks from *acked to size, DATASET_WINDOW in flight. */
-static int send_chunks(void *sock, const char *endpoint, int fd, const char *path, const char *name,
+static int send_chunks(struct cli_broker *conn, int fd, const char *path, const char *name,
                        const char *sha, int64_t size, bool replace, int64_t *acked, int64_t *sent)
 {
     unsigned char *buf = malloc(DATASET_CHUNK_BYTES);
@@ -158,13 +166,13 @@ static int send_chunks(void *sock, const char *endpoint, int fd, const char *pat
     int inflight = 0, resyncs = 0, code = EXIT_OK;
     while (*acked < size) {
         while (inflight < DATASET_WINDOW && next < size) {
-            if ((code = send_chunk(sock, fd, buf, sha, next, size, path)) != EXIT_OK) goto out;
+            if ((code = send_chunk(conn, fd, buf, sha, next, size, path)) != EXIT_OK) goto out;
             *sent += (size - next < CHUNK ? size - next : CHUNK);
             next += CHUNK;
             inflight++;
         }
         struct proto_msg m;
-        int got = recv_within(sock, REPLY_WAIT_MS, &m);
+        int got = recv_within(conn, REPLY_WAIT_MS, &m);
         if (got < 0) {
             code = -got;
             goto out;
@@ -185,12 +193,11 @@ static int send_chunks(void *sock, const char *endpoint, int fd, const char *pat
         }
         /* No answer, or the broker lost the push's place: ask where it stands. */
         if (++resyncs > RESYNC_MAX) {
-            code = unreachable(endpoint);
+            code = unreachable(conn);
             goto out;
         }
         bool have = false;
-        if ((code = put(sock, endpoint, name, sha, size, replace, acked, &have)) != EXIT_OK)
-            goto out;
+        if ((code = put(conn, name, sha, size, replace, acked, &have)) != EXIT_OK) goto out;
         if (have) *acked = size;
         next = *acked;
         inflight = 0;
@@ -220,34 +227,36 @@ int dataset_push_file(const char *endpoint, const char *path, const char *name, 
         fprintf(stderr, "mlq: %s: %s\n", path, strerror(errno));
         return EXIT_FAILURE_GENERIC;
     }
-    void *ctx, *sock;
-    int code = cli_broker_socket(endpoint, &ctx, &sock);
+    struct cli_broker conn;
+    int code = cli_broker_open(&conn, endpoint);
     if (code != EXIT_OK) {
         close(fd);
         return code;
     }
     int64_t offset = 0;
     double t0 = mono_s();
-    code = put(sock, endpoint, name, out->sha256, size, replace, &offset, &out->have);
+    code = put(&conn, name, out->sha256, size, replace, &offset, &out->have);
     out->resumed_at = out->have ? 0 : offset;
     if (code == EXIT_OK && !out->have && offset < size)
-        code = send_chunks(sock, endpoint, fd, path, name, out->sha256, size, replace, &offset,
-                           &out->sent);
+        code = send_chunks(&conn, fd, path, name, out->sha256, size, replace, &offset, &out->sent);
     if (code == EXIT_OK) {
         /* END fsyncs the whole file on the broker: give it time for that. */
         json_t *body =
             json_pack("{s:s, s:s, s:b}", "sha256", out->sha256, "name", name, "replace", replace);
-        int rc = body ? proto_send(sock, NULL, 0, PROTO_DATASET_END, body, NULL, 0, 0) : -ENOMEM;
+        code = ready_to_send(&conn);
+        int rc = code != EXIT_OK ? -EAGAIN
+                 : body ? proto_send(conn.sock, NULL, 0, PROTO_DATASET_END, body, NULL, 0, 0)
+                        : -ENOMEM;
         json_decref(body);
         int ms = cli_request_timeout_ms() + 60000 + (int)(size / (20 << 20)) * 1000;
         double until = mono_s() + ms / 1000.0;
-        code = rc ? unreachable(endpoint) : EXIT_UNAVAILABLE;
+        if (code == EXIT_OK) code = rc ? unreachable(&conn) : EXIT_UNAVAILABLE;
         while (!rc) {
             struct proto_msg m;
             int left = (int)((until - mono_s()) * 1000.0);
-            int got = left > 0 ? recv_within(sock, left, &m) : 0;
+            int got = left > 0 ? recv_within(&conn, left, &m) : 0;
             if (got <= 0) {
-                code = got < 0 ? -got : unreachable(endpoint);
+                code = got < 0 ? -got : unreachable(&conn);
                 break;
             }
             const char *ecode = code_of(&m);
@@ -259,8 +268,7 @@ int dataset_push_file(const char *endpoint, const char *path, const char *name, 
         }
     }
     out->seconds = mono_s() - t0;
-    zmq_close(sock);
-    zmq_ctx_term(ctx);
+    cli_broker_close(&conn);
     close(fd);
     return code;
 }
@@ -272,18 +280,20 @@ struct inflight {
     double sent;
 };
 
-static int send_fetch(void *sock, const char *sha, int64_t index)
+/* Does not wait: a FETCH sent again may go later, the first ones wait
+ * for ready_to_send. */
+static int send_fetch(struct cli_broker *conn, const char *sha, int64_t index)
 {
     char text[192];
     snprintf(text, sizeof text, "{\"sha256\":\"%s\",\"index\":%lld,\"sum\":\"%s\"}", sha,
              (long long)index, CHUNK_SUM_NAME);
-    return proto_send_text(sock, NULL, 0, PROTO_FETCH, text, NULL, 0, 0);
+    return proto_send_text(conn->sock, NULL, 0, PROTO_FETCH, text, NULL, 0, ZMQ_DONTWAIT);
 }
 
 int dataset_fetch_file(const char *endpoint, const char *sha, const char *output, int64_t *size)
 {
-    void *ctx, *sock;
-    int code = cli_broker_socket(endpoint, &ctx, &sock);
+    struct cli_broker conn;
+    int code = cli_broker_open(&conn, endpoint);
     if (code != EXIT_OK) return code;
     struct atomic_file af = {.fd = -1};
     struct inflight fl[DATASET_WINDOW];
@@ -301,15 +311,16 @@ int dataset_fetch_file(const char *endpoint, const char *sha, const char *output
             while (next < n_chunks && got[next])
                 next++;
             if (next >= (n_chunks < 0 ? 1 : n_chunks)) break;
-            if (send_fetch(sock, sha, next) != 0) {
-                code = unreachable(endpoint);
+            if ((code = ready_to_send(&conn)) != EXIT_OK) goto out;
+            if (send_fetch(&conn, sha, next) != 0) {
+                code = unreachable(&conn);
                 goto out;
             }
             fl[n_fl++] = (struct inflight){next++, mono_s()};
         }
         if (n_chunks >= 0 && done == n_chunks) break;
         struct proto_msg m;
-        int r = recv_within(sock, 1000, &m);
+        int r = recv_within(&conn, 1000, &m);
         if (r < 0) {
             code = -r;
             goto out;
@@ -317,12 +328,12 @@ int dataset_fetch_file(const char *endpoint, const char *sha, const char *output
         double now = mono_s();
         if (r == 0) {
             if (now - progress > cli_request_timeout_ms() / 1000.0 + 2 * FETCH_RESEND_S) {
-                code = unreachable(endpoint);
+                code = unreachable(&conn);
                 goto out;
             }
             for (int i = 0; i < n_fl; i++)
                 if (now - fl[i].sent > FETCH_RESEND_S) {
-                    send_fetch(sock, sha, fl[i].index);
+                    send_fetch(&conn, sha, fl[i].index);
                     fl[i].sent = now;
                 }
             continue;
@@ -368,7 +379,7 @@ int dataset_fetch_file(const char *endpoint, const char *sha, const char *output
                 code = EXIT_FAILURE_GENERIC;
                 goto out;
             }
-            send_fetch(sock, sha, idx); /* corrupt in transit: again */
+            send_fetch(&conn, sha, idx); /* corrupt in transit: again */
             fl[slot].sent = now;
         } else {
             size_t off = 0;
@@ -420,7 +431,6 @@ out:
     sha256_follow_stop(whole);
     if (code != EXIT_OK) atomic_file_abort(&af);
     free(got);
-    zmq_close(sock);
-    zmq_ctx_term(ctx);
+    cli_broker_close(&conn);
     return code;
 }

@@ -10,6 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -157,6 +161,87 @@ static void test_plaintext_bind_refused(void **state)
     assert_non_null(strstr(text, "refusing to listen on tcp://0.0.0.0:0 in plaintext"));
     assert_non_null(strstr(text, "--insecure"));
     free(text);
+}
+
+/* A peer that speaks a CurveZMQ server's greeting on every connection and
+ * then only listens: what a keyed broker looks like to a keyless client that
+ * has read the greeting before the broker hung up. The child's pid; *port. */
+static pid_t curve_greeter(int *port)
+{
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(l >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(l, 8), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid > 0) {
+        close(l);
+        return pid;
+    }
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* gone with the test, even one that failed */
+    /* ZMTP 3.0: signature, version 3.0, mechanism, as-server, filler. */
+    unsigned char greeting[64] = {0xff, 0, 0, 0,   0,   0,   0,   0,  0,
+                                  0x7f, 3, 0, 'C', 'U', 'R', 'V', 'E'};
+    greeting[32] = 1;
+    for (;;) {
+        int c = accept(l, NULL, NULL);
+        if (c < 0) continue;
+        if (write(c, greeting, sizeof greeting) != (ssize_t)sizeof greeting) close(c);
+        /* Left open: the client, not this peer, ends the connection. */
+    }
+}
+
+/* A keyless mlq whose first send comes after its handshake was refused:
+ * libzmq drops a connection refused on a protocol error and keeps no peer
+ * for the send to wait on. Under load that happened to mlq queue, which hung
+ * in that send for ever; tests/slow_connect_shim.c makes it happen every
+ * time by holding mlq back after its zmq_connect. */
+static void test_refused_before_first_send(void **state)
+{
+    struct harness *h = *state;
+    int port;
+    pid_t greeter = curve_greeter(&port);
+    char endpoint[64], out[600], asan[512];
+    snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", port);
+    snprintf(out, sizeof out, "%s/late.out", h->dir);
+    const char *old_asan = getenv("ASAN_OPTIONS");
+    snprintf(asan, sizeof asan, "ASAN_OPTIONS=%s%sverify_asan_link_order=0",
+             old_asan ? old_asan : "", old_asan && *old_asan ? ":" : "");
+    /* A request, and a dataset transfer (its own exchange of messages). */
+    char fetched[600];
+    snprintf(fetched, sizeof fetched, "%s/fetched.h5", h->dir);
+    const char *late[][8] = {
+        {"queue", "--broker", endpoint},
+        {"dataset", "get", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+         "--output", fetched, "--broker", endpoint},
+    };
+    for (int i = 0; i < 2; i++) {
+        const char *argv[16] = {"/usr/bin/timeout",
+                                "30",
+                                "/usr/bin/env",
+                                "LD_PRELOAD=" MLQ_SLOW_CONNECT_SHIM,
+                                "MLQ_CONNECT_DELAY_MS=500",
+                                asan,
+                                MLQ_BINARY_DIR "/cli/mlq"};
+        for (int k = 0; late[i][k]; k++)
+            argv[7 + k] = late[i][k];
+        double t0 = h_now();
+        int rc = h_run_all(h, argv, out);
+        double took = h_now() - t0;
+        char *text = slurp(out);
+        if (rc != 6 || !strstr(text, "requires keys"))
+            fail_msg("mlq %s: exit %d (124: it hung), told: %s", late[i][0], rc, text);
+        assert_true(took < 4.0); /* at once, not after the 5 s timeout */
+        free(text);
+    }
+    assert_int_equal(access(fetched, F_OK), -1);
+    kill(greeter, SIGKILL);
+    waitpid(greeter, NULL, 0);
 }
 
 /* ---- the whole path with keys ----------------------------------------------------- */
@@ -865,6 +950,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_key_files, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_plaintext_bind_refused, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_refused_before_first_send, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_no_zap_handler_refuses_everyone, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_curve_end_to_end, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_strangers_get_nothing, h_setup, h_teardown),
