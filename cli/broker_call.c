@@ -239,7 +239,7 @@ static int wait_until(struct cli_broker *b, short events, double until)
         uint32_t val;
         while (b->mon && monitor_event(b->mon, &ev, &val))
             if (handshake_refused(b->endpoint, b->keys, ev, val)) return -EXIT_UNAVAILABLE;
-        if (n < 0 || cli_interrupted || mono_s() >= until) return 0;
+        if ((n < 0 && errno != EINTR) || cli_interrupted || mono_s() >= until) return 0;
     }
 }
 
@@ -278,10 +278,11 @@ static int broker_call_resend(const char *endpoint, const char *cmd, json_t *bod
         double resend_at = resend_ms > 0 ? mono_s() + resend_ms / 1000.0 : deadline;
         double until = resend_at < deadline ? resend_at : deadline;
         w = wait_until(&b, ZMQ_POLLOUT, until);
-        if (w > 0) {
-            if (proto_send(b.sock, NULL, 0, cmd, body, NULL, 0, ZMQ_DONTWAIT) != 0) w = 0;
-            if (w > 0) w = wait_until(&b, ZMQ_POLLIN, until);
+        if (w > 0 && proto_send(b.sock, NULL, 0, cmd, body, NULL, 0, ZMQ_DONTWAIT) != 0) {
+            w = 0; /* it was writable: a send that fails now will not go later */
+            break;
         }
+        if (w > 0) w = wait_until(&b, ZMQ_POLLIN, until);
         if (w != 0 || cli_interrupted || resend_ms <= 0 || mono_s() >= deadline) break;
     }
     if (w < 0) {

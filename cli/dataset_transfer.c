@@ -244,14 +244,13 @@ int dataset_push_file(const char *endpoint, const char *path, const char *name, 
         json_t *body =
             json_pack("{s:s, s:s, s:b}", "sha256", out->sha256, "name", name, "replace", replace);
         code = ready_to_send(&conn);
-        int rc = code != EXIT_OK ? -EAGAIN
-                 : body ? proto_send(conn.sock, NULL, 0, PROTO_DATASET_END, body, NULL, 0, 0)
-                        : -ENOMEM;
+        if (code == EXIT_OK &&
+            (!body || proto_send(conn.sock, NULL, 0, PROTO_DATASET_END, body, NULL, 0, 0) != 0))
+            code = unreachable(&conn);
         json_decref(body);
         int ms = cli_request_timeout_ms() + 60000 + (int)(size / (20 << 20)) * 1000;
         double until = mono_s() + ms / 1000.0;
-        if (code == EXIT_OK) code = rc ? unreachable(&conn) : EXIT_UNAVAILABLE;
-        while (!rc) {
+        for (bool waiting = code == EXIT_OK; waiting;) {
             struct proto_msg m;
             int left = (int)((until - mono_s()) * 1000.0);
             int got = left > 0 ? recv_within(&conn, left, &m) : 0;
@@ -264,7 +263,7 @@ int dataset_push_file(const char *endpoint, const char *path, const char *name, 
                                                       : ecode && strcmp(ecode, "bad_offset") == 0;
             if (!stale) code = strcmp(m.cmd, PROTO_OK) == 0 ? EXIT_OK : print_error(&m);
             proto_msg_clear(&m);
-            if (!stale) break;
+            waiting = stale;
         }
     }
     out->seconds = mono_s() - t0;

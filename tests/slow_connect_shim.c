@@ -11,6 +11,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <zmq.h>
+
 static void nap_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -21,10 +23,10 @@ static void nap_ms(long ms)
 int zmq_connect(void *sock, const char *addr)
 {
     static int (*real)(void *, const char *);
-    static int (*getsockopt)(void *, int, void *, size_t *);
+    static int (*get_option)(void *, int, void *, size_t *);
     if (!real) {
         real = (int (*)(void *, const char *))dlsym(RTLD_NEXT, "zmq_connect");
-        getsockopt = (int (*)(void *, int, void *, size_t *))dlsym(RTLD_NEXT, "zmq_getsockopt");
+        get_option = (int (*)(void *, int, void *, size_t *))dlsym(RTLD_NEXT, "zmq_getsockopt");
     }
     int rc = real(sock, addr);
     const char *ms = getenv("MLQ_CONNECT_DELAY_MS");
@@ -35,7 +37,7 @@ int zmq_connect(void *sock, const char *addr)
     for (long t = 0; t < delay; t += 10) {
         int events;
         size_t len = sizeof events;
-        getsockopt(sock, 15 /* ZMQ_EVENTS */, &events, &len);
+        get_option(sock, ZMQ_EVENTS, &events, &len);
         nap_ms(10);
     }
     return rc;
